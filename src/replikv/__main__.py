@@ -1,0 +1,3 @@
+from replikv.cli import main
+
+main()

@@ -1,0 +1,39 @@
+"""Every limit in one place, with its unit in its name.
+
+A limit bounds memory or work that a client or a peer could otherwise make unbounded. Defaults
+can be overridden per node (see `replikv.config`); the README's "Limits" section lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    # Client protocol (RESP).
+    max_bulk_bytes: int = 64 * MIB  # one argument of one command
+    max_command_args: int = 1024 * 1024  # arguments in one command (including its name)
+    max_inline_bytes: int = 64 * KIB  # one inline (telnet-style) command line
+    max_pipeline_commands: int = 10_000  # commands parsed from one read before replying
+    max_client_connections: int = 10_000
+
+    # Peers.
+    max_peer_frame_bytes: int = 256 * MIB  # one peer message on the wire
+    max_append_entries_bytes: int = 4 * MIB  # payload bytes of entries in one AppendEntries
+    max_append_entries_count: int = 4096  # entries in one AppendEntries
+    max_inflight_appends: int = 64  # unacknowledged AppendEntries per follower
+    max_peer_send_queue_bytes: int = 512 * MIB  # queued outgoing bytes per peer before dropping
+
+    # Node core.
+    max_pending_requests: int = 100_000  # client requests waiting for commit or a read index
+    max_entry_bytes: int = 80 * MIB  # one log entry (a command with its arguments)
+
+    # Storage.
+    wal_segment_bytes: int = 64 * MIB  # a segment is closed after it grows past this
+
+
+DEFAULT_LIMITS = Limits()
