@@ -1,0 +1,594 @@
+"""The Raft consensus core: a pure, deterministic state machine.
+
+It is fed events — `step(message)`, `tick()`, `propose(data)`, `request_read(ctx)` — and hands
+back work as a `Ready` batch: hard state and entries to make durable, messages to send, committed
+entries to apply, confirmed read indexes. It does no I/O and reads no clock: time is a count of
+ticks, randomness comes from an injected `random.Random`. The asyncio server and the
+deterministic simulator drive this same object. The shape follows etcd-io/raft's RawNode:
+
+    while core.has_ready():
+        rd = core.ready()
+        send(rd.early_messages)            # leader AppendRequests; they need no local fsync
+        persist(rd.hard_state, rd.entries) # fsync when rd.must_sync
+        send(rd.messages)                  # votes and acks only after what they promise is durable
+        apply(rd.committed)
+        core.advance(rd)
+
+What it implements (Ongaro's dissertation section numbers in brackets):
+- leader election with randomized timeouts [3.4]; one vote per term, persisted before the reply;
+  the up-to-date check on candidates' logs [3.6.1];
+- PreVote [9.6]: a node that was partitioned away asks first whether it could win, so it does not
+  raise its term and depose a healthy leader when it comes back;
+- CheckQuorum [6.2]: a leader that has not heard from a majority within an election timeout steps
+  down; followers that heard from a leader within the minimum election timeout ignore vote
+  requests (leader stickiness), unless the leader itself asked for the election (TimeoutNow);
+- log replication with the consistency check [3.5], fast backtracking by conflict term [3.5
+  note], pipelined AppendRequests with a bounded in-flight window, commit only by counting
+  replicas of an entry from the current term [3.6.2], a no-op entry at the start of each term;
+- ReadIndex [6.4]: linearizable reads confirmed by one heartbeat round, batched: all reads that
+  arrive before the round's messages leave share it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from enum import Enum
+
+from replikv.invariants import invariant
+from replikv.raft.log import RaftLog
+from replikv.raft.messages import (
+    AppendRequest,
+    AppendResponse,
+    Entry,
+    Envelope,
+    TimeoutNow,
+    VoteRequest,
+    VoteResponse,
+)
+from replikv.raft.progress import Progress, ProgressState
+from replikv.storage.hardstate import HardState
+
+
+class Role(Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    node_id: str
+    voters: tuple[str, ...]
+    # An election starts after a random number of ticks in [election_ticks, 2*election_ticks).
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_append_entries_bytes: int = 4 * 1024 * 1024
+    max_append_entries_count: int = 4096
+    max_inflight_appends: int = 64
+
+    def __post_init__(self) -> None:
+        invariant(self.node_id in self.voters, f"{self.node_id} is not among voters {self.voters}")
+        invariant(len(set(self.voters)) == len(self.voters), "duplicate voter ids")
+        invariant(self.heartbeat_ticks >= 1, "heartbeat_ticks must be >= 1")
+        invariant(self.election_ticks > self.heartbeat_ticks,
+                  "election_ticks must exceed heartbeat_ticks")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A confirmed read index for the context given to request_read (None: not confirmed)."""
+
+    context: object
+    index: int | None
+
+
+@dataclass(slots=True)
+class Ready:
+    hard_state: HardState | None = None
+    entries: list[Entry] = field(default_factory=list)
+    # Messages that may be sent before `entries`/`hard_state` are durable (the leader's own
+    # AppendRequests: the leader counts itself toward a commit only once its write is durable).
+    early_messages: list[Envelope] = field(default_factory=list)
+    messages: list[Envelope] = field(default_factory=list)
+    committed: list[Entry] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+
+    @property
+    def must_sync(self) -> bool:
+        return self.hard_state is not None or bool(self.entries)
+
+
+class RaftCore:
+    def __init__(self, config: RaftConfig, *, hard_state: HardState | None = None,
+                 entries: list[Entry] | None = None, rng: random.Random | None = None,
+                 log_offset: int = 0, log_offset_term: int = 0) -> None:
+        self.config = config
+        self.id = config.node_id
+        self.voters = config.voters
+        self.peers = tuple(v for v in config.voters if v != config.node_id)
+        self.quorum = len(config.voters) // 2 + 1
+        self.rng = rng if rng is not None else random.Random(0)
+
+        hs = hard_state or HardState(term=0, voted_for=None)
+        self.term = hs.term
+        self.voted_for = hs.voted_for
+        self.log = RaftLog(entries, offset=log_offset, offset_term=log_offset_term)
+        # Commit index is volatile (Raft Figure 2): after a restart it is learnt again from the
+        # leader, or by a new leader committing an entry of its own term.
+        self.commit_index = log_offset
+        self.applied_index = log_offset
+
+        self.role = Role.FOLLOWER
+        self.leader_id: str | None = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_ticks = 0
+        self.tick_count = 0
+        self.votes: dict[str, bool] = {}
+        self.progress: dict[str, Progress] = {}
+        self.transfer_target: str | None = None
+
+        self._msgs: list[Envelope] = []
+        self._hard_state_dirty = False
+        self._append_pending = False
+        self._commit_broadcast = False
+        self._heartbeat_needed = False
+        # ReadIndex: leadership-confirmation rounds.
+        self._read_seq = 0
+        self._read_round_open = False
+        self._pending_reads: list[tuple[object, int, int]] = []  # (context, index, seq)
+        self._reads_awaiting_commit: list[object] = []
+        self._read_states: list[ReadState] = []
+        # Counters for status and metrics.
+        self.elections_started = 0
+        self.leader_changes = 0
+        self._reset_election_timer()
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role is Role.LEADER
+
+    def hard_state(self) -> HardState:
+        return HardState(term=self.term, voted_for=self.voted_for)
+
+    def committed_in_current_term(self) -> bool:
+        return self.log.term_at(self.commit_index) == self.term
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One unit of logical time has passed."""
+        self.tick_count += 1
+        if self.role is Role.LEADER:
+            self.heartbeat_elapsed += 1
+            self.election_elapsed += 1
+            if self.election_elapsed >= self.config.election_ticks:
+                self.election_elapsed = 0
+                if self.config.check_quorum and not self._quorum_recently_active():
+                    self._become_follower(self.term, None)
+                    return
+                self.transfer_target = None  # a transfer that did not finish in time is over
+            if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
+                self.heartbeat_elapsed = 0
+                self._heartbeat_needed = True
+            return
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.randomized_election_ticks:
+            self.election_elapsed = 0
+            self._campaign(pre_vote=self.config.pre_vote)
+
+    def propose(self, datas: list[bytes]) -> tuple[int, int] | None:
+        """Append client data to the log. Returns (first index, term), or None if not leader."""
+        if self.role is not Role.LEADER or self.transfer_target is not None or not datas:
+            return None
+        first = self.log.last_index + 1
+        self.log.append([Entry(first + i, self.term, d) for i, d in enumerate(datas)])
+        self._append_pending = True
+        return first, self.term
+
+    def request_read(self, context: object) -> None:
+        """Ask for a linearizable read index; the answer comes back as a ReadState."""
+        if self.role is not Role.LEADER:
+            self._read_states.append(ReadState(context, None))
+        elif not self.committed_in_current_term():
+            # Until the leader commits its no-op it does not know the full commit index [6.4].
+            self._reads_awaiting_commit.append(context)
+        else:
+            self._start_read(context)
+
+    def transfer_leadership(self, target: str) -> bool:
+        """Start handing leadership to `target` (thesis 3.10). Proposals are refused meanwhile."""
+        if self.role is not Role.LEADER or target not in self.progress:
+            return False
+        self.transfer_target = target
+        self.election_elapsed = 0
+        pr = self.progress[target]
+        if pr.match == self.log.last_index:
+            self._send(target, TimeoutNow(self.term, self.id))
+        else:
+            self._send_append(target, force=True)
+        return True
+
+    def step(self, msg: object) -> None:
+        """Handle one message from a peer."""
+        term = msg.term  # type: ignore[attr-defined]
+        if term > self.term:
+            if isinstance(msg, VoteRequest):
+                in_lease = (self.config.check_quorum and self.leader_id is not None
+                            and self.election_elapsed < self.config.election_ticks)
+                if in_lease and not msg.transfer:
+                    return  # a live leader exists; do not let a disruptive node depose it
+                if not msg.pre_vote:
+                    self._become_follower(term, None)
+            elif isinstance(msg, VoteResponse) and msg.pre_vote and msg.granted:
+                pass  # granted pre-votes carry the term we would campaign in
+            else:
+                leader = msg.src if isinstance(msg, AppendRequest | TimeoutNow) else None
+                self._become_follower(term, leader)
+        elif term < self.term:
+            if isinstance(msg, AppendRequest):
+                # A deposed leader: tell it the new term so it steps down.
+                self._send(msg.src, AppendResponse(self.term, self.id, False, msg.prev_index))
+            elif isinstance(msg, VoteRequest) and msg.pre_vote:
+                self._send(msg.src, VoteResponse(self.term, self.id, False, pre_vote=True))
+            return
+
+        if isinstance(msg, VoteRequest):
+            self._handle_vote_request(msg)
+        elif self.role is Role.LEADER:
+            self._step_leader(msg)
+        elif self.role is Role.FOLLOWER:
+            self._step_follower(msg)
+        else:
+            self._step_candidate(msg)
+
+    # -- the Ready cycle ---------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._msgs or self._hard_state_dirty or self._read_states
+            or self.log.unstable_from <= self.log.last_index
+            or (self.role is Role.LEADER and (
+                self._append_pending or self._heartbeat_needed or self._commit_broadcast))
+            or min(self.commit_index, self.log.persisted_index) > self.applied_index)
+
+    def ready(self) -> Ready:
+        if self.role is Role.LEADER:
+            self._flush_appends()
+        rd = Ready()
+        if self._hard_state_dirty:
+            rd.hard_state = self.hard_state()
+            self._hard_state_dirty = False
+        rd.entries = self.log.take_unstable()
+        msgs, self._msgs = self._msgs, []
+        if rd.hard_state is None:
+            for env in msgs:
+                (rd.early_messages if isinstance(env.message, AppendRequest)
+                 else rd.messages).append(env)
+        else:
+            rd.messages = msgs
+        apply_to = min(self.commit_index, self.log.persisted_index)
+        if apply_to > self.applied_index:
+            rd.committed = self.log.slice(self.applied_index + 1, apply_to + 1)
+            self.applied_index = apply_to
+        rd.read_states, self._read_states = self._read_states, []
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The driver has persisted `rd.hard_state` and `rd.entries`."""
+        if rd.entries:
+            last = rd.entries[-1]
+            self.log.stable_to(last.index, last.term)
+            if self.role is Role.LEADER:
+                self._maybe_commit()
+
+    # -- roles -------------------------------------------------------------------------------------
+
+    def _reset_election_timer(self) -> None:
+        self.election_elapsed = 0
+        n = self.config.election_ticks
+        self.randomized_election_ticks = n + self.rng.randrange(n)
+
+    def _become_follower(self, term: int, leader: str | None) -> None:
+        was_leader = self.role is Role.LEADER
+        if term != self.term:
+            invariant(term > self.term, f"term going backwards {self.term} -> {term}")
+            self.term = term
+            self.voted_for = None
+            self._hard_state_dirty = True
+        self.role = Role.FOLLOWER
+        if leader is not None and leader != self.leader_id:
+            self.leader_changes += 1
+        self.leader_id = leader
+        self.progress = {}
+        self.transfer_target = None
+        self._append_pending = self._commit_broadcast = self._heartbeat_needed = False
+        self._reset_election_timer()
+        if was_leader:
+            self._fail_pending_reads()
+
+    def _campaign(self, *, pre_vote: bool, transfer: bool = False) -> None:
+        if self.id not in self.voters:
+            return
+        self.elections_started += not pre_vote
+        if pre_vote:
+            self.role = Role.PRE_CANDIDATE
+            vote_term = self.term + 1
+        else:
+            self.role = Role.CANDIDATE
+            self.term += 1
+            self.voted_for = self.id
+            self._hard_state_dirty = True
+            vote_term = self.term
+        self.leader_id = None
+        self.votes = {self.id: True}
+        self._reset_election_timer()
+        if self._poll() == "won":
+            self._won_election()
+            return
+        for peer in self.peers:
+            self._send(peer, VoteRequest(vote_term, self.id, self.log.last_index,
+                                         self.log.last_term, pre_vote=pre_vote,
+                                         transfer=transfer))
+
+    def _poll(self) -> str:
+        granted = sum(1 for v in self.votes.values() if v)
+        rejected = len(self.votes) - granted
+        if granted >= self.quorum:
+            return "won"
+        if rejected > len(self.voters) - self.quorum:
+            return "lost"
+        return "pending"
+
+    def _won_election(self) -> None:
+        if self.role is Role.PRE_CANDIDATE:
+            self._campaign(pre_vote=False)
+        else:
+            self._become_leader()
+
+    def _become_leader(self) -> None:
+        invariant(self.role is Role.CANDIDATE, f"become_leader from {self.role}")
+        self.role = Role.LEADER
+        self.leader_id = self.id
+        self.leader_changes += 1
+        self.heartbeat_elapsed = 0
+        self.election_elapsed = 0
+        self.progress = {p: Progress(self.log.last_index + 1) for p in self.peers}
+        for pr in self.progress.values():
+            pr.recent_active = True  # give everyone one election timeout to answer
+        # The no-op: committing an entry of its own term tells the leader its commit index, and
+        # with it everything from earlier terms commits too [3.6.2].
+        self.log.append([Entry(self.log.last_index + 1, self.term, b"")])
+        self._append_pending = True
+
+    def _handle_vote_request(self, m: VoteRequest) -> None:
+        can_vote = (self.voted_for == m.src
+                    or (self.voted_for is None and self.leader_id is None)
+                    or (m.pre_vote and m.term > self.term))
+        if can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term):
+            if not m.pre_vote:
+                self.voted_for = m.src
+                self._hard_state_dirty = True
+                self.election_elapsed = 0
+            # A granted answer carries the request's term (the candidate's future term for a
+            # pre-vote), so the candidate does not mistake it for a newer term.
+            self._send(m.src, VoteResponse(m.term, self.id, True, pre_vote=m.pre_vote))
+        else:
+            self._send(m.src, VoteResponse(self.term, self.id, False, pre_vote=m.pre_vote))
+
+    def _step_follower(self, msg: object) -> None:
+        if isinstance(msg, AppendRequest):
+            self.election_elapsed = 0
+            if self.leader_id != msg.src:
+                self.leader_changes += 1
+            self.leader_id = msg.src
+            self._handle_append(msg)
+        elif isinstance(msg, TimeoutNow):
+            self._campaign(pre_vote=False, transfer=True)
+
+    def _step_candidate(self, msg: object) -> None:
+        if isinstance(msg, AppendRequest):
+            # Someone won this term; follow it.
+            self._become_follower(self.term, msg.src)
+            self._handle_append(msg)
+        elif isinstance(msg, VoteResponse):
+            if msg.pre_vote != (self.role is Role.PRE_CANDIDATE):
+                return  # an answer to a round we are no longer in
+            self.votes.setdefault(msg.src, msg.granted)
+            outcome = self._poll()
+            if outcome == "won":
+                self._won_election()
+            elif outcome == "lost":
+                self._become_follower(self.term, None)
+
+    def _handle_append(self, m: AppendRequest) -> None:
+        log = self.log
+        if m.prev_index < self.commit_index:
+            # Everything up to our commit index is known to match; skip what we have.
+            entries = [e for e in m.entries if e.index > self.commit_index]
+            if not entries:
+                self._send(m.src, AppendResponse(self.term, self.id, True, self.commit_index,
+                                                 seq=m.seq))
+                return
+            prev_index, prev_term = entries[0].index - 1, log.term_at(entries[0].index - 1)
+            invariant(prev_term is not None, "committed prefix missing")
+        else:
+            entries, prev_index, prev_term = list(m.entries), m.prev_index, m.prev_term
+        if log.term_at(prev_index) != prev_term:
+            if prev_index > log.last_index:
+                hint_index, hint_term = log.last_index + 1, 0
+            else:
+                hint_term = log.term_at(prev_index) or 0
+                hint_index = log.first_index_of_term(prev_index, floor=self.commit_index + 1)
+            self._send(m.src, AppendResponse(self.term, self.id, False, m.prev_index,
+                                             hint_index, hint_term, seq=m.seq))
+            return
+        # Find the first entry we do not already have; drop a conflicting suffix there.
+        for i, e in enumerate(entries):
+            have = log.term_at(e.index)
+            if have != e.term:
+                if have is not None:
+                    invariant(e.index > self.commit_index,
+                              f"conflict at committed index {e.index} (commit {self.commit_index})")
+                    log.truncate_from(e.index)
+                log.append(entries[i:])
+                break
+        last_new = prev_index + len(entries)
+        if m.commit > self.commit_index:
+            self.commit_index = max(self.commit_index, min(m.commit, last_new))
+        self._send(m.src, AppendResponse(self.term, self.id, True, last_new, seq=m.seq))
+
+    def _step_leader(self, msg: object) -> None:
+        if not isinstance(msg, AppendResponse):
+            return
+        pr = self.progress.get(msg.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        pr.last_contact_tick = self.tick_count
+        if msg.seq > pr.acked_seq:
+            pr.acked_seq = msg.seq
+            self._confirm_reads()
+        if msg.success:
+            if msg.index > pr.match:
+                pr.match = msg.index
+                if pr.next <= msg.index:
+                    pr.next = msg.index + 1
+                if pr.state is ProgressState.PROBE:
+                    pr.become_replicate()
+                else:
+                    pr.free_inflight_through(msg.index)
+                self._maybe_commit()
+                if (self.transfer_target == msg.src and pr.match == self.log.last_index):
+                    self._send(msg.src, TimeoutNow(self.term, self.id))
+            elif pr.state is ProgressState.PROBE:
+                pr.probe_sent = False
+            if pr.match < self.log.last_index:
+                self._send_append(msg.src)
+            return
+        # Rejected: back up next, unless the rejection is for a request we no longer care about.
+        if pr.state is ProgressState.REPLICATE:
+            if msg.index <= pr.match:
+                return
+        elif msg.index != pr.next - 1:
+            return
+        next_index = msg.hint_index or msg.index
+        if msg.hint_term:
+            last_of_term = self.log.last_index_of_term(msg.hint_term)
+            if last_of_term is not None:
+                next_index = last_of_term + 1
+        pr.become_probe()
+        pr.next = max(pr.match + 1, min(next_index, msg.index))
+        self._send_append(msg.src)
+
+    # -- leader machinery ------------------------------------------------------------------------
+
+    def _send(self, to: str, message: object) -> None:
+        self._msgs.append(Envelope(to, message))
+
+    def _send_append(self, peer: str, *, force: bool = False) -> bool:
+        """Send what `peer` is missing, within flow control. Returns whether anything was sent.
+
+        `force` sends even when flow control says wait (an empty AppendRequest if need be): it
+        carries a heartbeat, a commit index or a ReadIndex round.
+        """
+        pr = self.progress[peer]
+        log = self.log
+        if pr.state is ProgressState.PROBE:
+            if pr.probe_sent:
+                if not force:
+                    return False
+                # A heartbeat to a probing follower is an empty probe: cheap, and its answer
+                # (match or a hint) moves the probe on even if the last one was lost.
+                self._send_append_request(peer, pr.next - 1, [])
+                return True
+            entries = log.slice(pr.next, log.last_index + 1,
+                                max_bytes=self.config.max_append_entries_bytes,
+                                max_count=self.config.max_append_entries_count)
+            self._send_append_request(peer, pr.next - 1, entries)
+            pr.probe_sent = True
+            return True
+        sent = False
+        while len(pr.inflight) < self.config.max_inflight_appends and pr.next <= log.last_index:
+            entries = log.slice(pr.next, log.last_index + 1,
+                                max_bytes=self.config.max_append_entries_bytes,
+                                max_count=self.config.max_append_entries_count)
+            self._send_append_request(peer, pr.next - 1, entries)
+            pr.next = entries[-1].index + 1
+            pr.inflight.append(entries[-1].index)
+            sent = True
+        if not sent and force:
+            self._send_append_request(peer, pr.next - 1, [])
+            sent = True
+        return sent
+
+    def _send_append_request(self, peer: str, prev_index: int, entries: list[Entry]) -> None:
+        prev_term = self.log.term_at(prev_index)
+        invariant(prev_term is not None, f"leader lacks entry {prev_index} for {peer}")
+        self._send(peer, AppendRequest(self.term, self.id, prev_index, prev_term,
+                                       tuple(entries), self.commit_index, self._read_seq))
+
+    def _flush_appends(self) -> None:
+        """Once per Ready: one AppendRequest (or window of them) per follower for this batch."""
+        force = self._heartbeat_needed
+        for peer, pr in self.progress.items():
+            sent = self._send_append(peer, force=force) if (
+                self._append_pending or force) else False
+            if not sent and self._commit_broadcast and pr.state is ProgressState.REPLICATE:
+                # Followers learn the new commit index now rather than at the next heartbeat,
+                # so reads they serve by ReadIndex do not wait for it.
+                self._send_append(peer, force=True)
+        self._append_pending = self._heartbeat_needed = self._commit_broadcast = False
+        self._read_round_open = False
+
+    def _maybe_commit(self) -> None:
+        matches = sorted((self.log.persisted_index if v == self.id else self.progress[v].match
+                          for v in self.voters), reverse=True)
+        candidate = matches[self.quorum - 1]
+        if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
+            self.commit_index = candidate
+            self._commit_broadcast = True
+            if self._reads_awaiting_commit:
+                waiting, self._reads_awaiting_commit = self._reads_awaiting_commit, []
+                for ctx in waiting:
+                    self._start_read(ctx)
+
+    def _quorum_recently_active(self) -> bool:
+        active = 1 + sum(1 for pr in self.progress.values() if pr.recent_active)
+        for pr in self.progress.values():
+            pr.recent_active = False
+        return active >= self.quorum
+
+    def _start_read(self, context: object) -> None:
+        if len(self.voters) == 1:
+            self._read_states.append(ReadState(context, self.commit_index))
+            return
+        if not self._read_round_open:
+            self._read_seq += 1
+            self._read_round_open = True
+            self._heartbeat_needed = True
+        self._pending_reads.append((context, self.commit_index, self._read_seq))
+
+    def _confirm_reads(self) -> None:
+        while self._pending_reads:
+            ctx, index, seq = self._pending_reads[0]
+            acks = 1 + sum(1 for pr in self.progress.values() if pr.acked_seq >= seq)
+            if acks < self.quorum:
+                return
+            self._pending_reads.pop(0)
+            self._read_states.append(ReadState(ctx, index))
+
+    def _fail_pending_reads(self) -> None:
+        for ctx, _index, _seq in self._pending_reads:
+            self._read_states.append(ReadState(ctx, None))
+        for ctx in self._reads_awaiting_commit:
+            self._read_states.append(ReadState(ctx, None))
+        self._pending_reads = []
+        self._reads_awaiting_commit = []
+        self._read_round_open = False

@@ -1,0 +1,91 @@
+"""Raft messages: what one consensus core says to another.
+
+Plain frozen dataclasses, one per message kind, so a scenario test reads like the paper's
+Figure 2. Every message carries the sender's term and id. The wire encoding (msgpack lists) lives
+in `replikv.wire`; decoding validates every field there, so the core can trust the types it is
+handed, but never the values (terms, indexes) — those are checked by the protocol itself.
+
+Besides the paper's RequestVote and AppendEntries:
+- PreVote (Ongaro's thesis §9.6) reuses the VoteRequest/VoteResponse shape with `pre_vote=True`:
+  a node asks whether it *could* win before it disturbs anyone by raising its term.
+- AppendRequest.seq / AppendResponse.seq: a leader-local round number echoed by followers, used
+  to confirm leadership for ReadIndex (thesis §6.4) without writing to the log.
+- AppendResponse on rejection carries a hint (conflict index and term) so the leader skips a
+  whole term of mismatching entries per round trip instead of one entry (thesis §5.3 note).
+- TimeoutNow (thesis §3.10) tells a caught-up follower to start an election at once, for
+  leadership transfer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+
+class Entry(NamedTuple):
+    """One log entry. `data` is opaque to consensus; b"" is the leader's no-op."""
+
+    index: int
+    term: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRequest:
+    term: int
+    src: str
+    last_log_index: int
+    last_log_term: int
+    pre_vote: bool = False
+    # Set by a candidate that was told TimeoutNow: voters skip the leader-lease check, since the
+    # leader itself asked for the election.
+    transfer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VoteResponse:
+    term: int
+    src: str
+    granted: bool
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    term: int
+    src: str
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResponse:
+    term: int
+    src: str
+    success: bool
+    # success: the highest index known to match the leader's log.
+    # rejection: the prev_index of the request being rejected (lets the leader spot stale ones).
+    index: int
+    hint_index: int = 0
+    hint_term: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    term: int
+    src: str
+
+
+RaftMessage = VoteRequest | VoteResponse | AppendRequest | AppendResponse | TimeoutNow
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message with its destination, as the core hands it to the transport."""
+
+    to: str
+    message: object

@@ -1,0 +1,57 @@
+"""What a leader knows about each follower's log, and how fast it may send to it.
+
+Two states, as in etcd-io/raft's tracker:
+- PROBE: the leader does not know where the follower's log matches. It sends one
+  AppendRequest at a time and waits for the answer (or the next heartbeat) before sending more,
+  so a lagging follower is not flooded with entries it will reject.
+- REPLICATE: the follower's log matches up to `match`; entries are streamed optimistically
+  (`next` advances as they are sent), up to `max_inflight` unacknowledged requests.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+
+
+class ProgressState(Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+
+
+class Progress:
+    __slots__ = ("match", "next", "state", "probe_sent", "inflight", "recent_active",
+                 "acked_seq", "last_contact_tick")
+
+    def __init__(self, next_index: int) -> None:
+        self.match = 0
+        self.next = next_index
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        # Last index of each unacknowledged AppendRequest sent in REPLICATE state.
+        self.inflight: deque[int] = deque()
+        # Heard from since the last CheckQuorum round.
+        self.recent_active = False
+        # Highest leadership-confirmation round (AppendRequest.seq) the follower answered.
+        self.acked_seq = 0
+        self.last_contact_tick = 0
+
+    def become_probe(self) -> None:
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.inflight.clear()
+        self.next = self.match + 1
+
+    def become_replicate(self) -> None:
+        self.state = ProgressState.REPLICATE
+        self.probe_sent = False
+        self.inflight.clear()
+        self.next = self.match + 1
+
+    def free_inflight_through(self, index: int) -> None:
+        while self.inflight and self.inflight[0] <= index:
+            self.inflight.popleft()
+
+    def __repr__(self) -> str:
+        return (f"Progress(match={self.match}, next={self.next}, state={self.state.value}, "
+                f"inflight={len(self.inflight)})")
