@@ -1,0 +1,150 @@
+"""Node settings: from a TOML file, overridden by command-line flags, checked once.
+
+Every setting has one name used in the TOML file, the flag (`--peer-listen` ↔ `peer_listen`)
+and the README. Errors name the setting and say what a valid value looks like.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from replikv.limits import DEFAULT_LIMITS, Limits
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str, setting: str) -> Address:
+    text = text.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{setting}: expected HOST:PORT such as 127.0.0.1:7001, got {text!r}")
+    return Address(host.strip("[]"), int(port))
+
+
+def parse_peers(text: str) -> dict[str, Address]:
+    peers: dict[str, Address] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        node_id, sep, addr = item.partition("=")
+        if not sep or not node_id:
+            raise ConfigError(f"peers: expected ID=HOST:PORT[,ID=HOST:PORT...], got {item!r}")
+        if node_id in peers:
+            raise ConfigError(f"peers: node id {node_id!r} appears twice")
+        peers[node_id] = parse_address(addr, f"peers ({node_id})")
+    return peers
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    id: str
+    data_dir: Path
+    listen: Address
+    peer_listen: Address
+    # Every voting member including this node, id -> peer address.
+    peers: dict[str, Address]
+    admin: Address | None = None
+    # Nodes refuse peers from another cluster. Default: derived from the sorted member ids.
+    cluster_id: str = ""
+    tick_ms: int = 50
+    heartbeat_ticks: int = 2
+    election_ticks: int = 10
+    request_timeout_ms: int = 5000
+    log_level: str = "info"
+    limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
+
+    def validate(self) -> NodeSettings:
+        if not self.id or len(self.id) > 64 or not self.id.replace("-", "").replace(
+                "_", "").isalnum():
+            raise ConfigError(f"id: use letters, digits, '-' or '_' (at most 64), got {self.id!r}")
+        if self.id not in self.peers:
+            raise ConfigError(f"peers must include this node ({self.id}); got "
+                              f"{', '.join(self.peers) or 'nothing'}")
+        if self.peers[self.id] != self.peer_listen and self.peers[self.id].port != \
+                self.peer_listen.port:
+            raise ConfigError(f"peers says {self.id} is at {self.peers[self.id]} but "
+                              f"peer_listen is {self.peer_listen}")
+        if not 1 <= self.tick_ms <= 1000:
+            raise ConfigError("tick_ms: expected 1..1000")
+        if self.election_ticks <= self.heartbeat_ticks * 2:
+            raise ConfigError("election_ticks must be more than twice heartbeat_ticks")
+        if self.request_timeout_ms < self.tick_ms:
+            raise ConfigError("request_timeout_ms must be at least one tick")
+        cluster_id = self.cluster_id or default_cluster_id(self.peers)
+        return replace(self, cluster_id=cluster_id)
+
+
+def default_cluster_id(peers: dict[str, Address]) -> str:
+    digest = hashlib.sha256(",".join(sorted(peers)).encode()).hexdigest()[:12]
+    return f"replikv-{digest}"
+
+
+_SIMPLE = {f.name for f in fields(NodeSettings)} - {"limits"}
+
+
+def load_settings(config_file: Path | None, overrides: dict[str, object]) -> NodeSettings:
+    """Settings from `config_file` (TOML) with `overrides` (flags that were given) on top."""
+    raw: dict[str, object] = {}
+    if config_file is not None:
+        try:
+            raw = tomllib.loads(Path(config_file).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {config_file} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {config_file}: {e}") from None
+        raw = {k.replace("-", "_"): v for k, v in raw.items()}
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(raw) - _SIMPLE - {"max_bulk_bytes"}
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    for name in ("id", "data_dir", "listen", "peer_listen", "peers"):
+        if name not in raw:
+            raise ConfigError(f"{name} is required (flag --{name.replace('_', '-')} or "
+                              f"'{name}' in the config file)")
+    peers = raw["peers"]
+    if isinstance(peers, str):
+        peers = parse_peers(peers)
+    elif isinstance(peers, dict):
+        peers = {str(k): parse_address(str(v), f"peers ({k})") for k, v in peers.items()}
+    else:
+        raise ConfigError("peers: expected 'n1=HOST:PORT,...' or a table of id = \"HOST:PORT\"")
+    limits = DEFAULT_LIMITS
+    if "max_bulk_bytes" in raw:
+        limits = replace(limits, max_bulk_bytes=_int(raw.pop("max_bulk_bytes"), "max_bulk_bytes"))
+    settings = NodeSettings(
+        id=str(raw["id"]),
+        data_dir=Path(str(raw["data_dir"])),
+        listen=parse_address(str(raw["listen"]), "listen"),
+        peer_listen=parse_address(str(raw["peer_listen"]), "peer_listen"),
+        peers=peers,
+        admin=parse_address(str(raw["admin"]), "admin") if raw.get("admin") else None,
+        cluster_id=str(raw.get("cluster_id", "")),
+        tick_ms=_int(raw.get("tick_ms", 50), "tick_ms"),
+        heartbeat_ticks=_int(raw.get("heartbeat_ticks", 2), "heartbeat_ticks"),
+        election_ticks=_int(raw.get("election_ticks", 10), "election_ticks"),
+        request_timeout_ms=_int(raw.get("request_timeout_ms", 5000), "request_timeout_ms"),
+        log_level=str(raw.get("log_level", "info")),
+        limits=limits,
+    )
+    return settings.validate()
+
+
+def _int(v: object, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | str):
+        raise ConfigError(f"{name}: expected an integer, got {v!r}")
+    try:
+        return int(v)
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {v!r}") from None

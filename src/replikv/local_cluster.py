@@ -1,0 +1,155 @@
+"""`replikv cluster up`: N node processes on one machine, supervised in the foreground.
+
+Each node is a separate `python -m replikv node --config DATA_DIR/<id>.toml` process, so
+killing one (kill -9) is a real crash of a real process. Their output is merged into ours with
+each line prefixed by the node's id. Ctrl-C (or SIGTERM) stops every node with SIGTERM, waits for
+them to shut down cleanly, and only then exits; a node that does not stop within the grace
+period is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+STOP_GRACE_S = 10.0
+_COLORS = ["36", "35", "33", "32", "34"]
+
+
+class ClusterError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LocalNode:
+    id: str
+    client_port: int
+    peer_port: int
+    admin_port: int
+    config_path: Path
+
+
+class LocalCluster:
+    def __init__(self, nodes: int, *, base_port: int, host: str, data_dir: Path) -> None:
+        self.host = host
+        self.data_dir = data_dir
+        self.nodes = [
+            LocalNode(f"n{i + 1}", base_port + i, base_port + 100 + i, base_port + 200 + i,
+                      data_dir / f"n{i + 1}.toml")
+            for i in range(nodes)
+        ]
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._print_lock = threading.Lock()
+        self._stopping = False
+
+    def write_configs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        peers = ",".join(f"{n.id}={self.host}:{n.peer_port}" for n in self.nodes)
+        for n in self.nodes:
+            n.config_path.write_text(
+                f'# replikv node settings written by `replikv cluster up`\n'
+                f'id = "{n.id}"\n'
+                f'data_dir = "{(self.data_dir / n.id).resolve()}"\n'
+                f'listen = "{self.host}:{n.client_port}"\n'
+                f'peer_listen = "{self.host}:{n.peer_port}"\n'
+                f'admin = "{self.host}:{n.admin_port}"\n'
+                f'peers = "{peers}"\n')
+
+    def check_ports_free(self) -> None:
+        for n in self.nodes:
+            for port in (n.client_port, n.peer_port, n.admin_port):
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    try:
+                        s.bind((self.host, port))
+                    except OSError:
+                        raise ClusterError(
+                            f"port {port} on {self.host} is in use (another cluster running?); "
+                            f"stop it or pick other ports with --base-port") from None
+
+    def run(self) -> None:
+        self.check_ports_free()
+        self.write_configs()
+        signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
+        try:
+            for n in self.nodes:
+                self._start(n)
+            self._banner()
+            while not self._stopping:
+                time.sleep(0.2)
+                self._reap()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def _request_stop(self) -> None:
+        self._stopping = True
+
+    def _start(self, n: LocalNode) -> None:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "replikv", "node", "--config", str(n.config_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            # Own process group: the terminal's Ctrl-C reaches only us, and we stop the nodes
+            # in order rather than racing them.
+            start_new_session=True)
+        self.procs[n.id] = proc
+        threading.Thread(target=self._pump_output, args=(n, proc), daemon=True).start()
+
+    def _pump_output(self, n: LocalNode, proc: subprocess.Popen) -> None:
+        color = _COLORS[int(n.id[1:]) % len(_COLORS)] if sys.stdout.isatty() else None
+        prefix = f"\x1b[{color}m{n.id:>3} |\x1b[0m " if color else f"{n.id:>3} | "
+        for raw in iter(proc.stdout.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            with self._print_lock:
+                print(prefix + line, flush=True)
+
+    def _banner(self) -> None:
+        with self._print_lock:
+            print(f"replikv: local cluster of {len(self.nodes)} nodes, data in "
+                  f"{self.data_dir.resolve()}", flush=True)
+            for n in self.nodes:
+                print(f"  {n.id}  clients {self.host}:{n.client_port}  "
+                      f"admin http://{self.host}:{n.admin_port}/status  "
+                      f"pid {self.procs[n.id].pid}", flush=True)
+            print(f"  try: redis-cli -p {self.nodes[0].client_port} SET greeting hello   "
+                  f"(Ctrl-C stops the cluster)", flush=True)
+
+    def _reap(self) -> None:
+        for node_id, proc in list(self.procs.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del self.procs[node_id]
+            how = (f"killed by {signal.Signals(-code).name}" if code < 0
+                   else f"exited with status {code}")
+            cfg = self.data_dir / f"{node_id}.toml"
+            with self._print_lock:
+                print(f"replikv: node {node_id} {how}; the others keep serving. Start it again "
+                      f"with: {Path(sys.executable).parent / 'replikv'} node --config {cfg}",
+                      flush=True)
+
+    def stop(self) -> None:
+        self._stopping = True
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        with self._print_lock:
+            print("replikv: cluster stopped", flush=True)

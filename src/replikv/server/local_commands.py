@@ -1,0 +1,249 @@
+"""Commands answered by the node itself, without the log: connection handshakes and introspection.
+
+These are what redis-cli and redis-py send when they connect (HELLO, CLIENT SETNAME / SETINFO,
+SELECT 0), plus PING, ECHO, INFO, ROLE, COMMAND, CONFIG GET, TIME, QUIT and RESET. They touch
+only the connection's own state or report the node's state; none of them changes data, so none
+of them goes through consensus.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from replikv import __version__
+from replikv.commands import COMMANDS
+from replikv.replies import OK, PONG, CommandError, ErrorReply, Status, wrong_arity
+
+# The Redis version we present to clients: the command set and reply formats we follow.
+REDIS_COMPAT_VERSION = "7.4.0"
+
+
+@dataclass(slots=True)
+class ConnectionState:
+    client_id: int
+    protocol: int = 2
+    name: bytes = b""
+    lib_name: bytes = b""
+    lib_ver: bytes = b""
+    closing: bool = False  # QUIT: close once the reply is written
+    addr: str = ""
+    created_s: float = field(default_factory=time.time)
+
+
+class NodeView:
+    """What local commands need to know about the node; the runtime implements it."""
+
+    node_id: str
+
+    def info_sections(self) -> dict[str, list[tuple[str, object]]]:
+        raise NotImplementedError
+
+    def role_reply(self) -> list:
+        raise NotImplementedError
+
+
+# Commands that change how later replies on the connection look, or end it: they wait until
+# every earlier command on the connection has been answered.
+BARRIER_COMMANDS = frozenset({b"hello", b"reset", b"quit", b"select", b"client"})
+
+LocalHandler = Callable[[ConnectionState, NodeView, list[bytes]], object]
+
+
+def _ping(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    if len(argv) > 2:
+        raise CommandError(wrong_arity("ping"))
+    return argv[1] if len(argv) == 2 else PONG
+
+
+def _echo(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    if len(argv) != 2:
+        raise CommandError(wrong_arity("echo"))
+    return argv[1]
+
+
+def _hello(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    protocol = conn.protocol
+    i = 1
+    if len(argv) > 1:
+        try:
+            protocol = int(argv[1])
+        except ValueError:
+            raise CommandError("ERR Protocol version is not an integer or out of range") from None
+        if protocol not in (2, 3):
+            raise CommandError("NOPROTO unsupported protocol version")
+        i = 2
+    while i < len(argv):
+        opt = argv[i].lower()
+        if opt == b"auth" and i + 2 < len(argv):
+            raise CommandError("WRONGPASS replikv has no users or passwords configured; "
+                               "connect without AUTH")
+        if opt == b"setname" and i + 1 < len(argv):
+            conn.name = argv[i + 1]
+            i += 2
+            continue
+        raise CommandError(f"ERR Syntax error in HELLO option '{argv[i].decode(errors='replace')}'")
+    conn.protocol = protocol
+    role = node.role_reply()[0]
+    return {
+        "server": "replikv",
+        "version": REDIS_COMPAT_VERSION,
+        "proto": protocol,
+        "id": conn.client_id,
+        "mode": "standalone",
+        "role": role,
+        "modules": [],
+    }
+
+
+def _client(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    if len(argv) < 2:
+        raise CommandError(wrong_arity("client"))
+    sub = argv[1].lower()
+    if sub == b"setname" and len(argv) == 3:
+        if any(c <= 32 or c > 126 for c in argv[2]):
+            raise CommandError("ERR Client names cannot contain spaces, newlines or special "
+                               "characters.")
+        conn.name = argv[2]
+        return OK
+    if sub == b"getname" and len(argv) == 2:
+        return conn.name or None
+    if sub == b"setinfo" and len(argv) == 4:
+        attr = argv[2].lower()
+        if attr == b"lib-name":
+            conn.lib_name = argv[3]
+        elif attr == b"lib-ver":
+            conn.lib_ver = argv[3]
+        else:
+            raise CommandError(f"ERR Unrecognized option '{argv[2].decode(errors='replace')}'")
+        return OK
+    if sub == b"id" and len(argv) == 2:
+        return conn.client_id
+    if sub in (b"info", b"list") and (len(argv) == 2 or sub == b"list"):
+        line = (f"id={conn.client_id} addr={conn.addr} name={conn.name.decode(errors='replace')} "
+                f"age={int(time.time() - conn.created_s)} db=0 resp={conn.protocol} "
+                f"lib-name={conn.lib_name.decode(errors='replace')} "
+                f"lib-ver={conn.lib_ver.decode(errors='replace')}\n")
+        return line
+    if sub in (b"no-evict", b"no-touch") and len(argv) == 3:
+        return OK
+    raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
+                       f"'{argv[1].decode(errors='replace')}'. Try CLIENT HELP.")
+
+
+def _select(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    if len(argv) != 2:
+        raise CommandError(wrong_arity("select"))
+    if argv[1] != b"0":
+        raise CommandError("ERR DB index is out of range (replikv has one database, 0)")
+    return OK
+
+
+def _command(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    sub = argv[1].lower() if len(argv) > 1 else b""
+    if sub == b"":
+        return [_command_entry(name) for name in sorted(_all_command_names())]
+    if sub == b"count":
+        return len(_all_command_names())
+    if sub == b"info":
+        names = [a.decode(errors="replace").lower() for a in argv[2:]] or sorted(
+            _all_command_names())
+        return [_command_entry(n) if n in _all_command_names() else None for n in names]
+    if sub == b"docs":
+        return {}
+    if sub == b"list":
+        return sorted(_all_command_names())
+    raise CommandError(f"ERR unknown subcommand '{argv[1].decode(errors='replace')}'. "
+                       f"Try COMMAND HELP.")
+
+
+def _all_command_names() -> set[str]:
+    return set(COMMANDS) | {n.decode() for n in LOCAL_COMMANDS}
+
+
+_LOCAL_ARITY = {"ping": -1, "echo": 2, "hello": -1, "client": -2, "select": 2, "command": -1,
+                "info": -1, "role": 1, "quit": -1, "reset": 1, "time": 1, "config": -2,
+                "auth": -2}
+
+
+def _command_entry(name: str) -> list:
+    spec = COMMANDS.get(name)
+    if spec is None:
+        return [name, _LOCAL_ARITY.get(name, -1), [Status("fast")], 0, 0, 0, [], [], [], []]
+    return [name, spec.arity, [Status(f) for f in spec.flags], spec.first_key, spec.last_key,
+            spec.key_step, [], [], [], []]
+
+
+def _info(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    sections = node.info_sections()
+    wanted = [a.decode(errors="replace").lower() for a in argv[1:]]
+    if not wanted or any(w in ("all", "everything", "default") for w in wanted):
+        names = list(sections)
+    else:
+        names = [w for w in wanted if w in sections]
+    out = []
+    for name in names:
+        out.append(f"# {name.capitalize()}\r\n")
+        for key, value in sections[name]:
+            out.append(f"{key}:{value}\r\n")
+        out.append("\r\n")
+    return "".join(out).rstrip("\r\n") + "\r\n" if out else ""
+
+
+def _role(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    return node.role_reply()
+
+
+def _quit(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    conn.closing = True
+    return OK
+
+
+def _reset(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    conn.protocol = 2
+    conn.name = b""
+    return Status("RESET")
+
+
+def _time(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    now_us = time.time_ns() // 1000
+    return [str(now_us // 1_000_000).encode(), str(now_us % 1_000_000).encode()]
+
+
+def _config(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    sub = argv[1].lower()
+    if sub == b"get":
+        if len(argv) < 3:
+            raise CommandError(wrong_arity("config|get"))
+        # redis-benchmark and some tools read these at startup; answer with what is true here.
+        known = {b"save": b"", b"appendonly": b"yes", b"databases": b"1"}
+        return {p: known[p.lower()] for p in argv[2:] if p.lower() in known}
+    if sub in (b"set", b"resetstat", b"rewrite"):
+        raise CommandError("ERR CONFIG SET is not supported: replikv settings are given to "
+                           "`replikv node` (flags or --config)")
+    raise CommandError(f"ERR unknown subcommand '{argv[1].decode(errors='replace')}'.")
+
+
+def _auth(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    return ErrorReply("ERR AUTH <password> called without any password configured for the "
+                      "default user. Are you sure your configuration is correct?")
+
+
+LOCAL_COMMANDS: dict[bytes, LocalHandler] = {
+    b"ping": _ping, b"echo": _echo, b"hello": _hello, b"client": _client, b"select": _select,
+    b"command": _command, b"info": _info, b"role": _role, b"quit": _quit, b"reset": _reset,
+    b"time": _time, b"config": _config, b"auth": _auth,
+}
+
+
+def run_local(handler: LocalHandler, conn: ConnectionState, node: NodeView,
+              argv: list[bytes]) -> object:
+    try:
+        return handler(conn, node, argv)
+    except CommandError as e:
+        return e.reply()
+
+
+__all__ = ["BARRIER_COMMANDS", "LOCAL_COMMANDS", "ConnectionState", "NodeView", "run_local",
+           "REDIS_COMPAT_VERSION", "__version__"]

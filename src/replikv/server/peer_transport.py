@@ -1,0 +1,216 @@
+"""Peer links: one outbound TCP connection per peer for what we send, inbound ones for what
+peers send us.
+
+Sending never blocks the caller: a message is encoded and queued on the peer's link. While a
+link is down its messages are dropped, not queued — Raft retransmits what matters (heartbeats
+carry the consistency check; a lost forward times out as UNKNOWN), and stale messages delivered
+late would only be noise. The queue of one live link is bounded in bytes
+(`max_peer_send_queue_bytes`); past that the link is reset, which the leader's flow control
+then handles like any other loss.
+
+The first frame on every connection is a handshake (see replikv.wire). Inbound links whose
+handshake names another cluster, an unknown node, or not us are closed and logged; so are links
+that send a frame that does not decode, is larger than `max_peer_frame_bytes`, or claims to
+come from a node other than the one that shook hands. None of that reaches the cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from replikv.config import Address
+from replikv.limits import Limits
+from replikv.wire import (
+    FRAME_HEADER,
+    PROTOCOL_VERSION,
+    PeerProtocolError,
+    decode_handshake,
+    decode_message,
+    encode_handshake,
+    encode_message,
+)
+
+log = logging.getLogger("replikv.peers")
+
+HANDSHAKE_TIMEOUT_S = 5.0
+RECONNECT_MIN_S = 0.05
+RECONNECT_MAX_S = 1.0
+_DRAIN_ABOVE_BYTES = 1 << 20
+
+
+class _OutboundLink:
+    def __init__(self, transport: PeerTransport, peer: str, address: Address) -> None:
+        self.transport = transport
+        self.peer = peer
+        self.address = address
+        self.writer: asyncio.StreamWriter | None = None
+        self.queue: list[bytes] = []
+        self.queued_bytes = 0
+        self.wakeup = asyncio.Event()
+        self.connected = False
+        self.dropped_messages = 0
+        self.task: asyncio.Task | None = None
+
+    def send(self, frame: bytes) -> None:
+        if not self.connected:
+            self.dropped_messages += 1
+            return
+        if self.queued_bytes + len(frame) > self.transport.limits.max_peer_send_queue_bytes:
+            log.warning("send queue to %s over %d bytes: resetting the link", self.peer,
+                        self.transport.limits.max_peer_send_queue_bytes)
+            self._reset()
+            return
+        self.queue.append(frame)
+        self.queued_bytes += len(frame)
+        self.wakeup.set()
+
+    def _reset(self) -> None:
+        self.queue.clear()
+        self.queued_bytes = 0
+        self.connected = False
+        if self.writer is not None:
+            self.writer.transport.abort()
+
+    async def run(self) -> None:
+        delay = RECONNECT_MIN_S
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(self.address.host,
+                                                               self.address.port)
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
+            delay = RECONNECT_MIN_S
+            self.writer = writer
+            try:
+                writer.write(encode_handshake(self.transport.cluster_id, self.transport.node_id,
+                                              self.peer, self.transport.advertised))
+                self.connected = True
+                log.info("connected to peer %s at %s", self.peer, self.address)
+                # The peer never writes on this connection; reading tells us when it closes.
+                closed = asyncio.ensure_future(reader.read(1))
+                while not closed.done():
+                    if not self.queue:
+                        self.wakeup.clear()
+                        waiter = asyncio.ensure_future(self.wakeup.wait())
+                        await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                        waiter.cancel()
+                        continue
+                    frames, self.queue = self.queue, []
+                    self.queued_bytes = 0
+                    writer.writelines(frames)
+                    if writer.transport.get_write_buffer_size() > _DRAIN_ABOVE_BYTES:
+                        await writer.drain()
+                closed.cancel()
+            except (OSError, ConnectionError):
+                pass
+            finally:
+                if self.connected:
+                    log.info("lost connection to peer %s", self.peer)
+                self.connected = False
+                self.queue.clear()
+                self.queued_bytes = 0
+                writer.transport.abort()
+                self.writer = None
+            await asyncio.sleep(RECONNECT_MIN_S)
+
+
+class PeerTransport:
+    def __init__(self, *, node_id: str, cluster_id: str, peers: dict[str, Address],
+                 limits: Limits, on_message: Callable[[str, object], None],
+                 advertised: dict[str, str] | None = None) -> None:
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.limits = limits
+        self.on_message = on_message
+        # What this node tells peers about itself in the handshake (client address etc.).
+        self.advertised = advertised or {}
+        # What peers told us about themselves.
+        self.peer_info: dict[str, dict[str, Any]] = {}
+        self.links = {p: _OutboundLink(self, p, a) for p, a in peers.items() if p != node_id}
+        self.server: asyncio.base_events.Server | None = None
+        self.rejected_links = 0
+        self._inbound: set[asyncio.Task] = set()
+        self._inbound_writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, listen: Address) -> None:
+        self.server = await asyncio.start_server(self._serve_inbound, listen.host, listen.port,
+                                                 reuse_address=True)
+        for link in self.links.values():
+            link.task = asyncio.create_task(link.run(), name=f"peer-out-{link.peer}")
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        tasks = [link.task for link in self.links.values() if link.task]
+        for t in tasks:
+            t.cancel()
+        # Inbound handlers end on their own once their connection is aborted (cancelling
+        # them would make asyncio's stream callback log the CancelledError).
+        for writer in list(self._inbound_writers):
+            writer.transport.abort()
+        await asyncio.gather(*tasks, *self._inbound, return_exceptions=True)
+
+    def send(self, to: str, message: object) -> None:
+        link = self.links.get(to)
+        if link is not None:
+            link.send(encode_message(message))
+
+    def is_connected(self, peer: str) -> bool:
+        link = self.links.get(peer)
+        return link is not None and link.connected
+
+    async def _serve_inbound(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inbound.add(task)
+        self._inbound_writers.add(writer)
+        peername = writer.get_extra_info("peername")
+        src = None
+        try:
+            payload = await asyncio.wait_for(self._read_frame(reader), HANDSHAKE_TIMEOUT_S)
+            version, cluster_id, src, dst, info = decode_handshake(payload)
+            if version != PROTOCOL_VERSION:
+                raise PeerProtocolError(f"peer speaks protocol version {version}, "
+                                        f"we speak {PROTOCOL_VERSION}")
+            if cluster_id != self.cluster_id:
+                raise PeerProtocolError(f"peer belongs to cluster {cluster_id!r}, "
+                                        f"we are {self.cluster_id!r}")
+            if src not in self.links:
+                raise PeerProtocolError(f"unknown node {src!r} (members: "
+                                        f"{', '.join(sorted(self.links))})")
+            if dst != self.node_id:
+                raise PeerProtocolError(f"peer {src} thinks it is talking to {dst!r}, "
+                                        f"we are {self.node_id!r}")
+            self.peer_info[src] = info
+            while True:
+                payload = await self._read_frame(reader)
+                message = decode_message(payload)
+                if getattr(message, "src", None) != src:
+                    raise PeerProtocolError(f"message claims to come from "
+                                            f"{getattr(message, 'src', None)!r} on {src}'s link")
+                self.on_message(src, message)
+        except PeerProtocolError as e:
+            self.rejected_links += 1
+            log.warning("dropping peer link from %s%s: %s", peername,
+                        f" ({src})" if src else "", e)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, TimeoutError):
+            pass
+        finally:
+            writer.transport.abort()
+            self._inbound_writers.discard(writer)
+            if task is not None:
+                self._inbound.discard(task)
+
+    async def _read_frame(self, reader: asyncio.StreamReader) -> bytes:
+        header = await reader.readexactly(FRAME_HEADER.size)
+        (length,) = FRAME_HEADER.unpack(header)
+        if length > self.limits.max_peer_frame_bytes:
+            raise PeerProtocolError(f"frame of {length} bytes is over the limit of "
+                                    f"{self.limits.max_peer_frame_bytes}")
+        return await reader.readexactly(length)

@@ -1,0 +1,169 @@
+"""Client connections: RESP bytes in, commands to the node core, replies out in order.
+
+Pipelining: a client may send many commands before reading any reply. Replies go back in
+request order (each command gets a slot; a slot is written once it and every slot before it are
+filled). Consecutive commands of the same kind are submitted together, so a pipeline of writes
+becomes one log batch and a pipeline of reads shares one ReadIndex round. When the kind changes
+(a read after writes, or a write after reads) the connection waits for the earlier commands to
+finish first: a read must see the connection's own earlier writes, and must not see its later
+ones. Commands that change the connection itself (HELLO, SELECT, CLIENT, RESET, QUIT) wait too.
+
+Backpressure: while the connection waits, or while the client is not reading its replies
+(transport write buffer over its high-water mark), the socket is not read, so a client cannot
+make the node buffer unbounded input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from replikv.commands import lookup
+from replikv.resp import ProtocolError, RequestParser, encode_reply
+from replikv.server.local_commands import (
+    BARRIER_COMMANDS,
+    LOCAL_COMMANDS,
+    ConnectionState,
+    run_local,
+)
+
+if TYPE_CHECKING:
+    from replikv.server.runtime import NodeServer
+
+log = logging.getLogger("replikv.clients")
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, server: NodeServer) -> None:
+        self.server = server
+        self.parser = RequestParser(server.settings.limits)
+        self.state = ConnectionState(client_id=server.next_client_id())
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        # Reply slots in request order: [req_id, encoded reply or None while waiting].
+        self.slots: deque[list] = deque()
+        self.slot_of: dict[int, list] = {}
+        self.inflight = 0
+        self.inflight_kind: str | None = None
+        self.held: list[bytes] | None = None  # a parsed command waiting for in-flight ones
+        self.reading_paused = False
+        self.writing_paused = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.state.addr = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if not self.server.register_client(self):
+            transport.write(b"-ERR max number of clients reached\r\n")
+            transport.close()
+            self.closed = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.unregister_client(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.parser.feed(data)
+        self._pump()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._pump()
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        max_inflight = self.server.settings.limits.max_pipeline_commands
+        while not self.closed and not self.writing_paused:
+            argv = self.held
+            if argv is None:
+                try:
+                    argv = self.parser.get_command()
+                except ProtocolError as e:
+                    self._protocol_error(e)
+                    return
+                if argv is None:
+                    break
+            self.held = None
+            name = argv[0].lower()
+            handler = LOCAL_COMMANDS.get(name)
+            if handler is not None:
+                if self.inflight and name in BARRIER_COMMANDS:
+                    self.held = argv
+                    break
+                self._push_done(run_local(handler, self.state, self.server, argv))
+                if self.state.closing:
+                    self._flush()
+                    self._close()
+                    return
+                continue
+            spec = lookup(argv[0])
+            kind = spec.kind if spec is not None else "read"  # errors are answered in order
+            if self.inflight and (kind != self.inflight_kind or self.inflight >= max_inflight):
+                self.held = argv
+                break
+            req_id = self.server.submit(self, argv)
+            slot = [req_id, None]
+            self.slots.append(slot)
+            self.slot_of[req_id] = slot
+            self.inflight += 1
+            self.inflight_kind = kind
+        self._flush()
+        if self.held is not None or self.writing_paused:
+            self._pause_reading()
+        elif self.reading_paused:
+            self.reading_paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+
+    def on_reply(self, req_id: int, value: object) -> None:
+        slot = self.slot_of.pop(req_id, None)
+        if slot is None or self.closed:
+            return
+        slot[1] = encode_reply(value, self.state.protocol)
+        self.inflight -= 1
+        if self.inflight == 0:
+            self.inflight_kind = None
+            if self.held is not None:
+                self._pump()
+                return
+        self._flush()
+
+    def _push_done(self, value: object) -> None:
+        self.slots.append([None, encode_reply(value, self.state.protocol)])
+
+    def _flush(self) -> None:
+        slots = self.slots
+        if not slots or slots[0][1] is None or self.transport is None:
+            return
+        out = []
+        while slots and slots[0][1] is not None:
+            out.append(slots.popleft()[1])
+        self.transport.write(b"".join(out))
+
+    def _protocol_error(self, e: ProtocolError) -> None:
+        self._flush()
+        if self.transport is not None:
+            self.transport.write(encode_reply(e.reply(), self.state.protocol))
+        log.info("closing client %s: %s", self.state.addr, e.message)
+        self._close()
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()

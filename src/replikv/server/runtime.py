@@ -1,0 +1,394 @@
+"""The asyncio node process: moves bytes and time into the node core and its actions out.
+
+It owns everything with side effects — sockets, the clock, the disk, a thread for fsync — and
+no decisions. One task runs the Ready loop:
+
+    wait until the core has work
+    deliver client replies; send the messages that need nothing durable (leader appends,
+        forwards): the leader's fsync overlaps with the followers' network round trip
+    append entries + save hard state, fsync       (in the disk thread; the event loop keeps
+                                                   accepting commands meanwhile, and those
+                                                   become the next batch: group commit)
+    send the messages that promise durability (votes, append acks)
+    advance the core
+
+Everything proposed while one fsync is running goes to disk in the next single write+fsync and
+to each follower in one AppendRequest per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from replikv import __version__
+from replikv.config import NodeSettings
+from replikv.node import NodeConfig, NodeCore, NodeReady
+from replikv.raft.core import RaftConfig, RaftCore, Ready, Role
+from replikv.raft.messages import Entry
+from replikv.server.admin_http import AdminServer
+from replikv.server.local_commands import REDIS_COMPAT_VERSION, NodeView
+from replikv.server.peer_transport import PeerTransport
+from replikv.server.resp_server import ClientConnection
+from replikv.state import KVState
+from replikv.storage.datadir import DataDir
+from replikv.storage.hardstate import load_hard_state, save_hard_state
+from replikv.storage.wal import WriteAheadLog
+
+log = logging.getLogger("replikv.node")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class DiskStats:
+    fsyncs: int = 0
+    fsync_seconds_total: float = 0.0
+    last_fsync_seconds: float = 0.0
+    entries_written: int = 0
+
+
+class NodeServer(NodeView):
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.node_id = settings.id
+        self.started_s = time.time()
+        self.clients: set[ClientConnection] = set()
+        self._next_client_id = 0
+        self._next_req_id = 0
+        self._reply_targets: dict[int, ClientConnection] = {}
+        self._wakeup: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replikv-disk")
+        self.disk_stats = DiskStats()
+        self.datadir: DataDir | None = None
+        self.wal: WriteAheadLog | None = None
+        self.node: NodeCore | None = None
+        self.transport: PeerTransport | None = None
+        self.admin: AdminServer | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self._fatal: BaseException | None = None
+        self._last_seen_role: tuple | None = None
+
+    # -- start-up -----------------------------------------------------------------------------
+
+    def open_storage(self) -> None:
+        """Lock the data dir and recover the log and hard state (raises on corruption)."""
+        s = self.settings
+        self.datadir = DataDir.open(s.data_dir, node_id=s.id, cluster_id=s.cluster_id)
+        hard_state = load_hard_state(self.datadir.hard_state_path)
+        self.wal, records = WriteAheadLog.open(self.datadir.wal_dir,
+                                               segment_bytes=s.limits.wal_segment_bytes)
+        entries = [Entry(i, t, d) for i, t, d in records]
+        offset = entries[0].index - 1 if entries else 0
+        raft = RaftCore(
+            RaftConfig(node_id=s.id, voters=tuple(sorted(s.peers)),
+                       election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks,
+                       max_append_entries_bytes=s.limits.max_append_entries_bytes,
+                       max_append_entries_count=s.limits.max_append_entries_count,
+                       max_inflight_appends=s.limits.max_inflight_appends),
+            hard_state=hard_state, entries=entries,
+            rng=random.Random(int.from_bytes(os.urandom(8), "big")),
+            log_offset=offset)
+        self.node = NodeCore(NodeConfig(node_id=s.id, tick_ms=s.tick_ms,
+                                        request_timeout_ms=s.request_timeout_ms,
+                                        limits=s.limits), raft, KVState())
+        log.info("recovered %d log entries (last index %d), term %d, voted for %s",
+                 len(entries), raft.log.last_index, raft.term, raft.voted_for or "nobody")
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT or stop(); then shut down cleanly."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        if self.node is None:
+            self.open_storage()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        advertised = {"client": str(s.listen)}
+        if s.admin is not None:
+            advertised["admin"] = str(s.admin)
+        self.transport = PeerTransport(node_id=s.id, cluster_id=s.cluster_id, peers=s.peers,
+                                       limits=s.limits, on_message=self._on_peer_message,
+                                       advertised=advertised)
+        await self.transport.start(s.peer_listen)
+        client_server = await loop.create_server(lambda: ClientConnection(self), s.listen.host,
+                                                 s.listen.port, reuse_address=True)
+        self._servers.append(client_server)
+        if s.admin is not None:
+            self.admin = AdminServer(self)
+            await self.admin.start(s.admin)
+        tasks = [asyncio.create_task(self._ready_loop(), name="ready-loop"),
+                 asyncio.create_task(self._tick_loop(), name="ticker")]
+        log.info("replikv %s node %s serving clients on %s, peers on %s%s; data in %s; "
+                 "fsync=always; cluster %s", __version__, s.id, s.listen, s.peer_listen,
+                 f", admin on http://{s.admin}" if s.admin else "", s.data_dir, s.cluster_id)
+        print(f"replikv node {s.id} ready: redis-cli -p {s.listen.port}", flush=True)
+        try:
+            stop_wait = asyncio.create_task(self._stopping.wait())
+            done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stop_wait and t.exception() is not None:
+                    self._fatal = t.exception()
+        finally:
+            await self._shutdown(tasks)
+        if self._fatal is not None:
+            raise self._fatal
+
+    def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def _shutdown(self, tasks: list[asyncio.Task]) -> None:
+        log.info("node %s shutting down", self.node_id)
+        for srv in self._servers:
+            srv.close()
+        for conn in list(self.clients):
+            conn._close()
+        if self.admin is not None:
+            await self.admin.close()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.transport is not None:
+            await self.transport.close()
+        self._disk.shutdown(wait=True)
+        if self.wal is not None:
+            self.wal.close()
+        if self.datadir is not None:
+            self.datadir.close()
+
+    # -- events into the core -----------------------------------------------------------------
+
+    def submit(self, conn: ClientConnection, argv: list[bytes]) -> int:
+        self._next_req_id += 1
+        req_id = self._next_req_id
+        self._reply_targets[req_id] = conn
+        self.node.submit(req_id, argv, now_ms())
+        self._wakeup.set()
+        return req_id
+
+    def _on_peer_message(self, src: str, message: object) -> None:
+        self.node.step(src, message, now_ms())
+        self._wakeup.set()
+
+    async def _tick_loop(self) -> None:
+        interval = self.settings.tick_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if loop.time() - next_at > interval * 10:
+                next_at = loop.time()  # we were stalled; do not fire a burst of catch-up ticks
+            self.node.tick(now_ms())
+            self._wakeup.set()
+
+    # -- the Ready loop -----------------------------------------------------------------------
+
+    async def _ready_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        node = self.node
+        send = self.transport.send
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while node.has_ready():
+                rd: NodeReady = node.ready()
+                self._deliver(rd.replies)
+                for env in rd.early_messages:
+                    send(env.to, env.message)
+                if rd.raft.must_sync:
+                    await loop.run_in_executor(self._disk, self._persist, rd.raft)
+                for env in rd.raft.messages:
+                    send(env.to, env.message)
+                node.advance(rd)
+                self._log_role_change()
+
+    def _log_role_change(self) -> None:
+        raft = self.node.raft
+        seen = (raft.role, raft.term, raft.leader_id)
+        if seen == self._last_seen_role:
+            return
+        self._last_seen_role = seen
+        if raft.role is Role.LEADER:
+            log.info("became leader in term %d (log at %d)", raft.term, raft.log.last_index)
+        elif raft.role is Role.FOLLOWER:
+            log.info("following %s in term %d", raft.leader_id or "no leader yet", raft.term)
+        elif raft.role is Role.CANDIDATE:
+            log.info("campaigning in term %d", raft.term)
+
+    def _persist(self, rd: Ready) -> None:
+        """In the disk thread: make the Ready's entries and hard state durable."""
+        started = time.perf_counter()
+        if rd.entries:
+            self.wal.append(rd.entries)
+            self.disk_stats.entries_written += len(rd.entries)
+        if rd.hard_state is not None:
+            save_hard_state(self.datadir.hard_state_path, rd.hard_state)
+        if rd.entries:
+            self.wal.sync()
+        elapsed = time.perf_counter() - started
+        self.disk_stats.fsyncs += 1
+        self.disk_stats.fsync_seconds_total += elapsed
+        self.disk_stats.last_fsync_seconds = elapsed
+
+    def _deliver(self, replies: list[tuple[int, object]]) -> None:
+        targets = self._reply_targets
+        for req_id, value in replies:
+            conn = targets.pop(req_id, None)
+            if conn is not None:
+                conn.on_reply(req_id, value)
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def next_client_id(self) -> int:
+        self._next_client_id += 1
+        return self._next_client_id
+
+    def register_client(self, conn: ClientConnection) -> bool:
+        if len(self.clients) >= self.settings.limits.max_client_connections:
+            return False
+        self.clients.add(conn)
+        return True
+
+    def unregister_client(self, conn: ClientConnection) -> None:
+        self.clients.discard(conn)
+
+    # -- introspection (NodeView) ---------------------------------------------------------------
+
+    def leader_client_address(self) -> str | None:
+        raft = self.node.raft
+        if raft.leader_id is None:
+            return None
+        if raft.leader_id == self.node_id:
+            return str(self.settings.listen)
+        return self.transport.peer_info.get(raft.leader_id, {}).get("client")
+
+    def role_reply(self) -> list:
+        raft = self.node.raft
+        applied = self.node.applied_index
+        if raft.role is Role.LEADER:
+            followers = []
+            for peer, pr in sorted(raft.progress.items()):
+                host, _, port = (self.transport.peer_info.get(peer, {}).get("client") or
+                                 f"{peer}:0").rpartition(":")
+                followers.append([host.encode(), port.encode(), str(pr.match).encode()])
+            return ["master", applied, followers]
+        leader = self.leader_client_address()
+        host, _, port = (leader or "?:0").rpartition(":")
+        state = "connected" if leader else "connect"
+        return ["slave", host.encode(), int(port or 0), state, applied]
+
+    def status(self) -> dict:
+        node, raft = self.node, self.node.raft
+        followers = {}
+        if raft.role is Role.LEADER:
+            for peer, pr in sorted(raft.progress.items()):
+                followers[peer] = {
+                    "match_index": pr.match, "next_index": pr.next, "state": pr.state.value,
+                    "lag_entries": raft.log.last_index - pr.match,
+                    "last_contact_ms": (raft.tick_count - pr.last_contact_tick)
+                    * self.settings.tick_ms,
+                    "connected": self.transport.is_connected(peer),
+                }
+        return {
+            "id": self.node_id, "cluster_id": self.settings.cluster_id,
+            "role": raft.role.value, "term": raft.term, "leader": raft.leader_id,
+            "leader_client_address": self.leader_client_address(),
+            "voted_for": raft.voted_for,
+            "commit_index": raft.commit_index, "applied_index": node.applied_index,
+            "last_log_index": raft.log.last_index, "last_log_term": raft.log.last_term,
+            "persisted_index": raft.log.persisted_index,
+            "members": {p: str(a) for p, a in sorted(self.settings.peers.items())},
+            "followers": followers,
+            "keys": node.state.key_count(), "pending_requests": node.pending_requests,
+            "clients": len(self.clients), "fsync": "always",
+            "uptime_s": int(time.time() - self.started_s), "pid": os.getpid(),
+        }
+
+    def info_sections(self) -> dict[str, list[tuple[str, object]]]:
+        st = self.status()
+        node, raft = self.node, self.node.raft
+        server = [
+            ("redis_version", REDIS_COMPAT_VERSION), ("replikv_version", __version__),
+            ("redis_mode", "standalone"), ("os", sys.platform),
+            ("process_id", os.getpid()), ("tcp_port", self.settings.listen.port),
+            ("uptime_in_seconds", st["uptime_s"]), ("node_id", self.node_id),
+            ("cluster_id", self.settings.cluster_id), ("data_dir", self.settings.data_dir),
+            ("fsync", "always"),
+        ]
+        clients = [("connected_clients", len(self.clients)),
+                   ("pending_requests", node.pending_requests)]
+        is_leader = raft.role is Role.LEADER
+        replication: list[tuple[str, object]] = [
+            ("role", "master" if is_leader else "slave"),
+            ("raft_role", raft.role.value), ("node_id", self.node_id),
+            ("leader_id", raft.leader_id or ""),
+            ("leader_address", st["leader_client_address"] or ""),
+            ("term", raft.term), ("commit_index", raft.commit_index),
+            ("applied_index", node.applied_index), ("last_log_index", raft.log.last_index),
+            ("replication_mode", "active"),
+        ]
+        if is_leader:
+            replication.append(("connected_slaves", sum(
+                1 for f in st["followers"].values() if f["connected"])))
+            for i, (peer, f) in enumerate(st["followers"].items()):
+                host, _, port = (self.transport.peer_info.get(peer, {}).get("client")
+                                 or "?:0").rpartition(":")
+                replication.append((f"slave{i}", f"ip={host},port={port},state="
+                                    f"{'online' if f['connected'] else 'offline'},"
+                                    f"offset={f['match_index']},lag={f['last_contact_ms'] // 1000}"))
+                replication.append((f"follower_{peer}",
+                                    f"match_index={f['match_index']},next_index={f['next_index']},"
+                                    f"lag_entries={f['lag_entries']},state={f['state']},"
+                                    f"last_contact_ms={f['last_contact_ms']}"))
+        else:
+            leader = st["leader_client_address"] or "?:0"
+            host, _, port = leader.rpartition(":")
+            replication += [("master_host", host), ("master_port", port),
+                            ("master_link_status", "up" if raft.leader_id else "down")]
+        stats = [
+            ("commands_applied", node.commands_applied),
+            ("writes_forwarded", node.forwarded_total),
+            ("unknown_outcomes", node.unknown_outcomes),
+            ("elections_started", raft.elections_started),
+            ("leader_changes", raft.leader_changes),
+            ("fsyncs", self.disk_stats.fsyncs),
+            ("fsync_avg_ms", round(1000 * self.disk_stats.fsync_seconds_total
+                                   / max(1, self.disk_stats.fsyncs), 3)),
+            ("entries_written", self.disk_stats.entries_written),
+            ("peer_links_rejected", self.transport.rejected_links),
+        ]
+        keyspace = []
+        if node.state.key_count():
+            keyspace.append(("db0", f"keys={node.state.key_count()},"
+                                    f"expires={node.state.expires_count()},avg_ttl=0"))
+        return {"server": server, "clients": clients, "replication": replication,
+                "stats": stats, "keyspace": keyspace}
+
+
+def run_node(settings: NodeSettings) -> None:
+    try:
+        import uvloop  # a faster event loop; asyncio's own works too
+    except ImportError:  # pragma: no cover
+        uvloop = None
+    server = NodeServer(settings)
+    server.open_storage()
+    if uvloop is not None:
+        uvloop.run(server.run())
+    else:  # pragma: no cover
+        asyncio.run(server.run())
