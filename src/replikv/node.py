@@ -295,6 +295,7 @@ class NodeCore:
                 self._park(self._requests[r], entry[1])
             return
         heapq.heappush(self._reads_waiting_apply, (index, batch, reqs))
+        self._serve_reads()  # often applied far enough already: answer now, not next tick
 
     def _serve_reads(self) -> None:
         waiting = self._reads_waiting_apply

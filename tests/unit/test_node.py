@@ -1,0 +1,212 @@
+"""The node core, driven message by message: routing, forwarding, ReadIndex, errors, expiry."""
+
+from __future__ import annotations
+
+from replikv.node import ERR_NO_LEADER, ERR_NOT_APPLIED, ERR_UNKNOWN
+from replikv.node_messages import ForwardRequest, ReadIndexRequest
+from replikv.raft.messages import AppendRequest
+from replikv.replies import OK, ErrorReply
+
+from .node_harness import MISSING, Cluster
+
+
+def followers(c: Cluster, leader: str) -> list[str]:
+    return [i for i in c.ids if i != leader]
+
+
+def test_write_on_leader_is_answered_only_after_a_majority_has_it():
+    c = Cluster()
+    leader = c.elect()
+    f1, f2 = followers(c, leader)
+    c.partition({leader}, {f1, f2})
+    req = c.submit(leader, "SET", "k", "v")
+    c.deliver()
+    c.tick(3)
+    assert c.reply(leader, req) is MISSING  # no follower has it: no answer yet
+    c.heal()
+    c.tick(3)
+    assert c.reply(leader, req) == OK
+
+
+def test_write_on_follower_is_forwarded_and_the_reply_relayed():
+    c = Cluster()
+    leader = c.elect()
+    f = followers(c, leader)[0]
+    assert c.call(f, "SET", "k", "v1") == OK
+    assert any(isinstance(m, ForwardRequest) for s, _t, m in c.sent_log if s == f)
+    assert c.call(leader, "GET", "k") == b"v1"
+    assert c.call(f, "INCR", "n") == 1
+    assert c.call(f, "INCR", "n") == 2
+
+
+def test_read_on_follower_asks_the_leader_and_sees_the_latest_write():
+    c = Cluster()
+    leader = c.elect()
+    f1, f2 = followers(c, leader)
+    # f2 misses the write's commit: it must not answer from stale state.
+    c.partition({leader, f1}, {f2})
+    assert c.call(leader, "SET", "k", "new") == OK
+    c.heal()
+    req = c.submit(f2, "GET", "k")
+    assert c.reply(f2, req) is MISSING  # needs a read index first
+    c.deliver()
+    c.tick(2)
+    assert c.reply(f2, req) == b"new"
+    assert any(isinstance(m, ReadIndexRequest) for s, _t, m in c.sent_log if s == f2)
+
+
+def test_reads_before_one_ready_share_one_read_index_request():
+    c = Cluster()
+    leader = c.elect()
+    f = followers(c, leader)[0]
+    c.call(leader, "SET", "k", "v")
+    before = sum(1 for s, _t, m in c.sent_log if s == f and isinstance(m, ReadIndexRequest))
+    node = c.nodes[f]
+    for i in range(50):
+        node.submit(10_000 + i, [b"GET", b"k"], c.now_ms)
+    c.process(f)
+    after = sum(1 for s, _t, m in c.sent_log if s == f and isinstance(m, ReadIndexRequest))
+    assert after - before == 1
+    c.tick(2)
+    assert all(c.reply(f, 10_000 + i) == b"v" for i in range(50))
+
+
+def test_reads_on_leader_share_one_heartbeat_round():
+    c = Cluster()
+    leader = c.elect()
+    c.call(leader, "SET", "k", "v")
+    c.deliver()
+    n_before = len(c.sent_log)
+    node = c.nodes[leader]
+    for i in range(20):
+        node.submit(20_000 + i, [b"GET", b"k"], c.now_ms)
+    c.process(leader)
+    appends = [m for s, _t, m in c.sent_log[n_before:] if isinstance(m, AppendRequest)]
+    assert len(appends) == 2  # one per follower, carrying one confirmation round
+    c.deliver()
+    assert all(c.reply(leader, 20_000 + i) == b"v" for i in range(20))
+
+
+def test_client_errors_are_answered_at_once_and_never_reach_the_log():
+    c = Cluster()
+    leader = c.elect()
+    last = c.nodes[leader].raft.log.last_index
+    assert c.call(leader, "GET") == ErrorReply(
+        "ERR wrong number of arguments for 'get' command")
+    assert isinstance(c.call(leader, "NOSUCH", "x"), ErrorReply)
+    assert c.call(leader, "SET", "k", "v", "EX", "-1").message.startswith("ERR")
+    assert c.nodes[leader].raft.log.last_index == last
+
+
+def test_write_without_leader_waits_then_completes_when_one_is_elected():
+    c = Cluster()
+    req = c.submit("n1", "SET", "k", "v")
+    assert c.reply("n1", req) is MISSING
+    leader = c.elect()
+    c.tick(3)
+    assert c.reply("n1", req) == OK
+    assert c.call(leader, "GET", "k") == b"v"
+
+
+def test_write_without_quorum_times_out_as_not_applied():
+    c = Cluster(request_timeout_ms=500)
+    c.partition({"n1"}, {"n2"}, {"n3"})
+    req = c.submit("n1", "SET", "k", "v")
+    c.tick(20)
+    assert c.reply("n1", req) == ERR_NO_LEADER
+
+
+def test_forwarded_write_whose_leader_dies_is_reported_unknown():
+    c = Cluster(request_timeout_ms=1000)
+    leader = c.elect()
+    f1, f2 = followers(c, leader)
+    # The leader gets the forwarded write but cannot replicate it, then crashes.
+    c.partition({leader}, {f2})
+    c.blocked.add((leader, f1))
+    req = c.submit(f1, "SET", "k", "v")
+    c.deliver()
+    c.crash(leader)
+    c.heal()
+    c.tick(40)
+    assert c.reply(f1, req) == ERR_UNKNOWN
+
+
+def test_uncommitted_write_overwritten_by_new_leader_is_reported_not_applied():
+    c = Cluster(request_timeout_ms=60_000)
+    leader = c.elect()
+    f1, f2 = followers(c, leader)
+    c.partition({leader}, {f1, f2})
+    req = c.submit(leader, "SET", "k", "lost")
+    c.deliver()
+    # The majority elects a new leader and commits something else at that index.
+    for _ in range(100):
+        c.tick()
+        if c.nodes[f1].raft.is_leader or c.nodes[f2].raft.is_leader:
+            break
+    new_leader = f1 if c.nodes[f1].raft.is_leader else f2
+    assert c.call(new_leader, "SET", "k", "kept") == OK
+    c.heal()
+    c.tick(10)
+    assert c.reply(leader, req) == ERR_NOT_APPLIED
+    assert c.call(leader, "GET", "k") == b"kept"
+
+
+def test_expiry_is_decided_in_the_log_and_identical_everywhere():
+    c = Cluster()
+    leader = c.elect()
+    assert c.call(leader, "SET", "k", "v", "PX", "120") == OK
+    assert c.call(leader, "GET", "k") == b"v"
+    c.tick(6)  # 300 ms later: expired, and the leader has proposed its deletion
+    for i in c.ids:
+        assert c.call(i, "GET", "k") is None
+    c.tick(4)
+    assert {c.nodes[i].state.key_count() for i in c.ids} == {0}
+    assert len({c.nodes[i].state.digest() for i in c.ids}) == 1
+
+
+def test_entry_time_never_goes_backwards_when_a_new_leader_clock_is_behind():
+    c = Cluster()
+    leader = c.elect()
+    c.call(leader, "SET", "k", "v", "PX", "100000")
+    t = c.nodes[leader].state_time_ms
+    c.now_ms -= 50_000  # every clock jumps back (as a new leader's might be behind)
+    c.call(leader, "SET", "k2", "v2")
+    assert c.nodes[leader].state_time_ms >= t
+
+
+def test_restarted_follower_catches_up_from_the_log():
+    c = Cluster()
+    leader = c.elect()
+    f = followers(c, leader)[0]
+    c.crash(f)
+    for i in range(20):
+        assert c.call(leader, "SET", f"k{i}", f"v{i}") == OK
+    c.start(f)
+    c.tick(10)
+    assert c.nodes[f].applied_index == c.nodes[leader].applied_index
+    assert c.nodes[f].state.digest() == c.nodes[leader].state.digest()
+
+
+def test_whole_cluster_restart_keeps_acknowledged_writes():
+    c = Cluster()
+    leader = c.elect()
+    for i in range(10):
+        assert c.call(leader, "SET", f"k{i}", f"v{i}") == OK
+    for i in c.ids:
+        c.crash(i)
+    for i in c.ids:
+        c.start(i)
+    leader = c.elect()
+    for i in c.ids:
+        assert c.call(i, "GET", "k9") == b"v9"
+
+
+def test_follower_read_is_answered_when_its_read_index_arrives_without_waiting_for_a_tick():
+    c = Cluster()
+    leader = c.elect()
+    f = followers(c, leader)[0]
+    c.call(leader, "SET", "k", "v")
+    c.tick(1)  # the follower has applied the write
+    req = c.submit(f, "GET", "k")
+    c.deliver()  # ReadIndexRequest -> heartbeat round -> ReadIndexReply; no tick in between
+    assert c.reply(f, req) == b"v"
