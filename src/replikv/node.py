@@ -171,6 +171,27 @@ class NodeCore:
             self.raft.step(message)
         self._after_event()
 
+    def undeliverable(self, to: str, message: object) -> None:
+        """The driver could not send `message` (no link to `to`): it certainly was not received.
+
+        A forwarded write or a read-index request then waits for news of a leader instead of
+        timing out as UNKNOWN: during a failover the old leader's link drops before a new
+        leader is elected, and writes sent meanwhile should go to the new one.
+        """
+        if isinstance(message, ForwardRequest):
+            req = self._requests.get(message.req_id)
+            if req is not None and req.phase == "forwarded" and req.sent_to == to:
+                req.sent_to = None
+                self._park(req, to)
+        elif isinstance(message, ReadIndexRequest):
+            entry = self._read_batches.pop(message.req_id, None)
+            if entry is not None:
+                for r in entry[0]:
+                    req = self._requests.get(r)
+                    if req is not None:
+                        self._park(req, to)
+        self._after_event()
+
     def tick(self, now_ms: int) -> None:
         self.now_ms = now_ms
         self.raft.tick()

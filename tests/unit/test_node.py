@@ -210,3 +210,22 @@ def test_follower_read_is_answered_when_its_read_index_arrives_without_waiting_f
     req = c.submit(f, "GET", "k")
     c.deliver()  # ReadIndexRequest -> heartbeat round -> ReadIndexReply; no tick in between
     assert c.reply(f, req) == b"v"
+
+
+def test_forward_that_could_not_be_sent_waits_for_the_next_leader_instead_of_unknown():
+    c = Cluster(request_timeout_ms=10_000)
+    leader = c.elect()
+    f1, f2 = followers(c, leader)
+    c.crash(leader)
+    req = c.submit(f1, "SET", "k", "v")
+    # The driver reports that the forward to the dead leader never left (its link was down).
+    fwd = next(m for s, t, m in reversed(c.sent_log) if s == f1 and isinstance(m, ForwardRequest))
+    c.queue = [q for q in c.queue if q[2] is not fwd]
+    c.nodes[f1].undeliverable(leader, fwd)
+    c.process(f1)
+    for _ in range(100):
+        c.tick()
+        if c.reply(f1, req) is not MISSING:
+            break
+    assert c.reply(f1, req) == OK
+    assert c.call(f2, "GET", "k") == b"v"

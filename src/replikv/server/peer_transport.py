@@ -54,18 +54,19 @@ class _OutboundLink:
         self.dropped_messages = 0
         self.task: asyncio.Task | None = None
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes) -> bool:
         if not self.connected:
             self.dropped_messages += 1
-            return
+            return False
         if self.queued_bytes + len(frame) > self.transport.limits.max_peer_send_queue_bytes:
             log.warning("send queue to %s over %d bytes: resetting the link", self.peer,
                         self.transport.limits.max_peer_send_queue_bytes)
             self._reset()
-            return
+            return False
         self.queue.append(frame)
         self.queued_bytes += len(frame)
         self.wakeup.set()
+        return True
 
     def _reset(self) -> None:
         self.queue.clear()
@@ -155,10 +156,10 @@ class PeerTransport:
             writer.transport.abort()
         await asyncio.gather(*tasks, *self._inbound, return_exceptions=True)
 
-    def send(self, to: str, message: object) -> None:
+    def send(self, to: str, message: object) -> bool:
+        """Queue a message; False when it certainly was not sent (no link to that peer)."""
         link = self.links.get(to)
-        if link is not None:
-            link.send(encode_message(message))
+        return link is not None and link.send(encode_message(message))
 
     def is_connected(self, peer: str) -> bool:
         link = self.links.get(peer)

@@ -210,7 +210,8 @@ class NodeServer(NodeView):
                 rd: NodeReady = node.ready()
                 self._deliver(rd.replies)
                 for env in rd.early_messages:
-                    send(env.to, env.message)
+                    if not send(env.to, env.message):
+                        node.undeliverable(env.to, env.message)
                 if rd.raft.must_sync:
                     await loop.run_in_executor(self._disk, self._persist, rd.raft)
                 for env in rd.raft.messages:
