@@ -1,0 +1,172 @@
+"""The command table: every data command's name, arity, kind, flags, key positions and code.
+
+A command is split in two so that bad input never reaches the replicated log: `parse` checks
+the syntax and decodes the arguments (no state, no clock), and `run` executes against the state
+at a given time. The leader calls `parse_command` before proposing a write; every replica calls
+`run` with the entry's time; reads call both locally. Anything `parse` rejects raises
+CommandError with Redis's own error text, so clients that match on errors keep working.
+
+The table is written out in one place, like Redis's command table, so its shape can be read at a
+glance; the code for each family lives in `strings` and `keys`. Arity and key positions follow
+Redis's COMMAND conventions: arity counts the name, negative means "at least"; keys are
+argv[first_key..last_key] stepping by key_step, a negative last_key counting from the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from replikv.commands import keys, strings
+from replikv.replies import CommandError, wrong_arity
+
+if TYPE_CHECKING:
+    from replikv.state import KVState
+
+# No command name is longer; a longer argv[0] is unknown without decoding all of it.
+COMMAND_NAME_BYTES_MAX = 32
+# Redis quotes at most this much of an unknown command and its arguments in the error.
+UNKNOWN_COMMAND_QUOTE_CHARS_MAX = 128
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    name: str  # lowercase
+    arity: int  # counts the name: 2 = exactly 2 args, -3 = at least 3
+    kind: str  # "write" (through the log) | "read" (local state)
+    flags: tuple[str, ...]  # Redis COMMAND flags
+    first_key: int
+    last_key: int
+    key_step: int
+    parse: Callable[[list[bytes]], object]  # argv -> parsed args; raises CommandError
+    run: Callable[[KVState, object, int], object]  # (state, parsed, time_ms) -> reply
+
+
+_W = ("write",)
+_W_FAST = ("write", "fast")
+_W_DENYOOM = ("write", "denyoom")
+_W_DENYOOM_FAST = ("write", "denyoom", "fast")
+_R = ("readonly",)
+_R_FAST = ("readonly", "fast")
+
+_ONE_KEY = (1, 1, 1)
+_ALL_KEYS = (1, -1, 1)
+_PAIRS = (1, -1, 2)  # key value key value ...
+_TWO_KEYS = (1, 2, 1)
+_NO_KEYS = (0, 0, 0)
+
+
+def _command(
+    name: str,
+    arity: int,
+    flags: tuple[str, ...],
+    key_spec: tuple[int, int, int],
+    parse: Callable[[list[bytes]], object],
+    run: Callable[..., object],
+) -> CommandSpec:
+    # A command goes through the log exactly when Redis flags it as a write.
+    kind = "write" if "write" in flags else "read"
+    return CommandSpec(name, arity, kind, flags, *key_spec, parse, run)
+
+
+_TABLE = (
+    # Strings.
+    _command("get", 2, _R_FAST, _ONE_KEY, strings.parse_key, strings.run_get),
+    _command("set", -3, _W_DENYOOM, _ONE_KEY, strings.parse_set, strings.run_set),
+    _command("setnx", 3, _W_DENYOOM_FAST, _ONE_KEY, strings.parse_key_value, strings.run_setnx),
+    _command("setex", 4, _W_DENYOOM, _ONE_KEY, strings.parse_setex, strings.run_setex),
+    _command("psetex", 4, _W_DENYOOM, _ONE_KEY, strings.parse_psetex, strings.run_setex),
+    _command("getset", 3, _W_DENYOOM_FAST, _ONE_KEY, strings.parse_key_value, strings.run_getset),
+    _command("getdel", 2, _W_FAST, _ONE_KEY, strings.parse_key, strings.run_getdel),
+    _command("getex", -2, _W_FAST, _ONE_KEY, strings.parse_getex, strings.run_getex),
+    _command("mget", -2, _R_FAST, _ALL_KEYS, strings.parse_keys, strings.run_mget),
+    _command("mset", -3, _W_DENYOOM, _PAIRS, strings.parse_mset, strings.run_mset),
+    _command("msetnx", -3, _W_DENYOOM, _PAIRS, strings.parse_msetnx, strings.run_msetnx),
+    _command("incr", 2, _W_DENYOOM_FAST, _ONE_KEY, strings.parse_incr, strings.run_incrby),
+    _command("decr", 2, _W_DENYOOM_FAST, _ONE_KEY, strings.parse_decr, strings.run_incrby),
+    _command("incrby", 3, _W_DENYOOM_FAST, _ONE_KEY, strings.parse_incrby, strings.run_incrby),
+    _command("decrby", 3, _W_DENYOOM_FAST, _ONE_KEY, strings.parse_decrby, strings.run_incrby),
+    _command(
+        "incrbyfloat",
+        3,
+        _W_DENYOOM_FAST,
+        _ONE_KEY,
+        strings.parse_incrbyfloat,
+        strings.run_incrbyfloat,
+    ),
+    _command("append", 3, _W_DENYOOM_FAST, _ONE_KEY, strings.parse_key_value, strings.run_append),
+    _command("strlen", 2, _R_FAST, _ONE_KEY, strings.parse_key, strings.run_strlen),
+    _command("getrange", 4, _R, _ONE_KEY, strings.parse_getrange, strings.run_getrange),
+    _command("setrange", 4, _W_DENYOOM, _ONE_KEY, strings.parse_setrange, strings.run_setrange),
+    # Keys.
+    _command("del", -2, _W, _ALL_KEYS, strings.parse_keys, keys.run_del),
+    _command("unlink", -2, _W_FAST, _ALL_KEYS, strings.parse_keys, keys.run_del),
+    _command("exists", -2, _R_FAST, _ALL_KEYS, strings.parse_keys, keys.run_exists),
+    _command("touch", -2, _R_FAST, _ALL_KEYS, strings.parse_keys, keys.run_exists),
+    _command("type", 2, _R_FAST, _ONE_KEY, strings.parse_key, keys.run_type),
+    _command("ttl", 2, _R_FAST, _ONE_KEY, strings.parse_key, keys.run_ttl),
+    _command("pttl", 2, _R_FAST, _ONE_KEY, strings.parse_key, keys.run_pttl),
+    _command("expiretime", 2, _R_FAST, _ONE_KEY, strings.parse_key, keys.run_expiretime),
+    _command("pexpiretime", 2, _R_FAST, _ONE_KEY, strings.parse_key, keys.run_pexpiretime),
+    _command("expire", -3, _W_FAST, _ONE_KEY, keys.parse_expire, keys.run_expire),
+    _command("pexpire", -3, _W_FAST, _ONE_KEY, keys.parse_pexpire, keys.run_expire),
+    _command("expireat", -3, _W_FAST, _ONE_KEY, keys.parse_expireat, keys.run_expire),
+    _command("pexpireat", -3, _W_FAST, _ONE_KEY, keys.parse_pexpireat, keys.run_expire),
+    _command("persist", 2, _W_FAST, _ONE_KEY, strings.parse_key, keys.run_persist),
+    _command("keys", 2, _R, _NO_KEYS, keys.parse_keys_pattern, keys.run_keys),
+    _command("scan", -2, _R, _NO_KEYS, keys.parse_scan, keys.run_scan),
+    _command("dbsize", 1, _R_FAST, _NO_KEYS, keys.parse_nothing, keys.run_dbsize),
+    _command("randomkey", 1, _R, _NO_KEYS, keys.parse_nothing, keys.run_randomkey),
+    _command("flushall", -1, _W, _NO_KEYS, keys.parse_flush, keys.run_flush),
+    _command("flushdb", -1, _W, _NO_KEYS, keys.parse_flush, keys.run_flush),
+    _command("rename", 3, _W, _TWO_KEYS, keys.parse_rename, keys.run_rename),
+    _command("renamenx", 3, _W_FAST, _TWO_KEYS, keys.parse_rename, keys.run_renamenx),
+    _command("copy", -3, _W_DENYOOM, _TWO_KEYS, keys.parse_copy, keys.run_copy),
+)
+
+COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in _TABLE}
+
+
+def lookup(name: bytes) -> CommandSpec | None:
+    """The spec for a command name, case-insensitively; None if unknown."""
+    if len(name) > COMMAND_NAME_BYTES_MAX:
+        return None
+    # bytes.lower() folds ASCII only, so a non-ASCII name simply matches nothing.
+    return COMMANDS.get(name.lower().decode("latin-1"))
+
+
+def _unknown_command(argv: list[bytes]) -> CommandError:
+    # Redis's text: the name cut to 128 chars, then quoted arguments until 128 chars are used.
+    # CR and LF would break a RESP error line, so they become spaces as Redis makes them.
+    quote_max = UNKNOWN_COMMAND_QUOTE_CHARS_MAX
+    name = argv[0][:quote_max].decode("utf-8", "replace")
+    quoted = ""
+    for arg in argv[1:]:
+        if len(quoted) >= quote_max:
+            break
+        room = quote_max - len(quoted)
+        quoted += "'" + arg[:room].decode("utf-8", "replace")[:room] + "' "
+    message = f"ERR unknown command '{name}', with args beginning with: {quoted}"
+    return CommandError(message.replace("\r", " ").replace("\n", " "))
+
+
+def parse_command(argv: list[bytes]) -> tuple[CommandSpec, object]:
+    """Look the command up, check its arity and parse its arguments; raise CommandError."""
+    if not argv:
+        raise CommandError("ERR empty command")
+    spec = lookup(argv[0])
+    if spec is None:
+        raise _unknown_command(argv)
+    arity = spec.arity
+    if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
+        raise CommandError(wrong_arity(spec.name))
+    return spec, spec.parse(argv)
+
+
+def keys_of(spec: CommandSpec, argv: list[bytes]) -> list[bytes]:
+    """The keys a (well-formed) command touches, from its key spec."""
+    if spec.first_key == 0:
+        return []
+    last_key = spec.last_key if spec.last_key >= 0 else len(argv) + spec.last_key
+    return argv[spec.first_key : last_key + 1 : spec.key_step]

@@ -1,0 +1,111 @@
+"""The command table: lookup, arity, unknown-command errors, key specs, flags."""
+
+from __future__ import annotations
+
+import pytest
+
+from replikv.commands import COMMANDS, CommandSpec, keys_of, lookup, parse_command
+from replikv.replies import CommandError, wrong_arity
+
+EXPECTED_COMMANDS = {
+    # strings
+    "get", "set", "setnx", "setex", "psetex", "getset", "getdel", "getex", "mget", "mset",
+    "msetnx", "incr", "decr", "incrby", "decrby", "incrbyfloat", "append", "strlen", "getrange",
+    "setrange",
+    # keys
+    "del", "unlink", "exists", "touch", "type", "ttl", "pttl", "expiretime", "pexpiretime",
+    "expire", "pexpire", "expireat", "pexpireat", "persist", "keys", "scan", "dbsize",
+    "randomkey", "flushall", "flushdb", "rename", "renamenx", "copy",
+}  # fmt: skip
+
+
+def test_table_has_every_command() -> None:
+    assert set(COMMANDS) == EXPECTED_COMMANDS
+
+
+@pytest.mark.parametrize("spec", list(COMMANDS.values()), ids=lambda spec: spec.name)
+def test_spec_is_consistent(spec: CommandSpec) -> None:
+    assert spec.name == spec.name.lower()
+    assert spec.arity != 0
+    assert spec.kind in ("read", "write")
+    assert ("write" in spec.flags) == (spec.kind == "write")
+    assert ("readonly" in spec.flags) == (spec.kind == "read")
+    if spec.first_key == 0:
+        assert (spec.last_key, spec.key_step) == (0, 0)
+    else:
+        assert spec.first_key >= 1 and spec.key_step >= 1
+
+
+@pytest.mark.parametrize("name", [b"get", b"GET", b"GeT"])
+def test_lookup_is_case_insensitive(name: bytes) -> None:
+    assert lookup(name) is COMMANDS["get"]
+
+
+@pytest.mark.parametrize("name", [b"nosuch", b"", b"g\xc3\xa9t", b"get" * 100])
+def test_lookup_unknown(name: bytes) -> None:
+    assert lookup(name) is None
+
+
+def test_unknown_command_error_text() -> None:
+    with pytest.raises(CommandError) as raised:
+        parse_command([b"foo", b"a", b"b"])
+    assert raised.value.message == "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+    with pytest.raises(CommandError) as raised:
+        parse_command([b"foo"])
+    assert raised.value.message == "ERR unknown command 'foo', with args beginning with: "
+
+
+def test_unknown_command_error_is_bounded_and_one_line() -> None:
+    with pytest.raises(CommandError) as raised:
+        parse_command([b"x" * 1000, b"a\r\nb", b"y" * 1000, b"more"])
+    message = raised.value.message
+    assert "\r" not in message and "\n" not in message
+    assert message.startswith("ERR unknown command '" + "x" * 128 + "', ")
+    assert "'a  b' " in message
+    assert "more" not in message
+    assert len(message) < 400
+
+
+def test_empty_command() -> None:
+    with pytest.raises(CommandError):
+        parse_command([])
+
+
+@pytest.mark.parametrize("spec", list(COMMANDS.values()), ids=lambda spec: spec.name)
+def test_arity_is_enforced(spec: CommandSpec) -> None:
+    name = spec.name.upper().encode()
+    if abs(spec.arity) > 1:  # the name alone is always enough for arity 1 and -1
+        with pytest.raises(CommandError) as raised:
+            parse_command([name] + [b"0"] * (abs(spec.arity) - 2))
+        assert raised.value.message == wrong_arity(spec.name)
+    if spec.arity > 0:
+        with pytest.raises(CommandError) as raised:
+            parse_command([name] + [b"0"] * spec.arity)
+        assert raised.value.message == wrong_arity(spec.name)
+
+
+@pytest.mark.parametrize(
+    ("argv", "keys"),
+    [
+        ([b"GET", b"k"], [b"k"]),
+        ([b"SET", b"k", b"v", b"EX", b"10"], [b"k"]),
+        ([b"MGET", b"a", b"b", b"c"], [b"a", b"b", b"c"]),
+        ([b"MSET", b"a", b"1", b"b", b"2"], [b"a", b"b"]),
+        ([b"DEL", b"a", b"b"], [b"a", b"b"]),
+        ([b"RENAME", b"a", b"b"], [b"a", b"b"]),
+        ([b"COPY", b"a", b"b", b"REPLACE"], [b"a", b"b"]),
+        ([b"SCAN", b"0", b"MATCH", b"*"], []),
+        ([b"FLUSHALL"], []),
+        ([b"EXPIRE", b"k", b"10", b"NX"], [b"k"]),
+    ],
+)
+def test_keys_of(argv: list[bytes], keys: list[bytes]) -> None:
+    spec, _ = parse_command(argv)
+    assert keys_of(spec, argv) == keys
+
+
+def test_parse_is_pure_and_reusable() -> None:
+    argv = [b"SET", b"k", b"v", b"PX", b"100"]
+    first = parse_command(argv)
+    assert parse_command(argv) == first
+    assert argv == [b"SET", b"k", b"v", b"PX", b"100"]
