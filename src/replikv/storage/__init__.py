@@ -1,0 +1,25 @@
+"""Durable storage for one node: its data directory, Raft hard state and write-ahead log.
+
+Everything here follows the same rules: nothing counts as durable until it is fsynced (and, for a
+new or renamed file, its directory too), small files are replaced atomically, and every byte read
+back is checked by CRC32. What fails those checks stops the node with an error naming the file;
+the only damage repaired silently is a torn tail from a crash in the write-ahead log's last write.
+"""
+
+from replikv.storage.datadir import DataDir
+from replikv.storage.errors import CorruptLogError, CorruptStateError, DataDirError, StorageError
+from replikv.storage.hardstate import HardState, load_hard_state, save_hard_state
+from replikv.storage.wal import Entry, WriteAheadLog
+
+__all__ = [
+    "CorruptLogError",
+    "CorruptStateError",
+    "DataDir",
+    "DataDirError",
+    "Entry",
+    "HardState",
+    "StorageError",
+    "WriteAheadLog",
+    "load_hard_state",
+    "save_hard_state",
+]

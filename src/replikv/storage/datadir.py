@@ -1,0 +1,149 @@
+"""A node's data directory: one owner at a time, and it remembers whose it is.
+
+Two processes sharing a directory would interleave log writes and votes, and a directory started
+under the wrong node id would make one node answer with another's promises. Both break Raft
+without any visible error, so `DataDir.open` rules them out before anything else touches the
+disk: it takes an exclusive `flock` on `LOCK` (held until `close()`; the kernel drops it if the
+process dies, so a crash never leaves a stale lock), and it checks the `meta` file naming the
+node and cluster the directory was created for.
+
+Layout: `LOCK` (pid of the holder, for the error message only), `meta` (magic b"RKVMT", version
+byte, CRC32, msgpack {format, node_id, cluster_id}; written once, atomically), `hardstate`
+(see `storage.hardstate`) and `wal/` (see `storage.wal`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Self
+
+import msgpack
+
+from replikv.invariants import invariant
+from replikv.storage.errors import CorruptStateError, DataDirError
+from replikv.storage.files import (
+    create_directory,
+    decode_checksummed,
+    encode_checksummed,
+    fsync_directory,
+    write_file_atomically,
+    write_fully,
+)
+
+META_MAGIC = b"RKVMT"
+META_VERSION = 1
+DATA_DIR_FORMAT = 1
+
+
+class DataDir:
+    """An open, locked data directory; create it with `DataDir.open`."""
+
+    def __init__(self, path: Path, lock_fd: int, *, node_id: str, cluster_id: str) -> None:
+        self.path = path
+        self.wal_dir = path / "wal"
+        self.hard_state_path = path / "hardstate"
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self._lock_fd: int | None = lock_fd
+
+    @classmethod
+    def open(cls, path: Path, *, node_id: str, cluster_id: str) -> DataDir:
+        """Lock `path` (creating it if needed) and check or record which node it belongs to.
+
+        Raises DataDirError if another process holds it or it belongs to another node/cluster,
+        CorruptStateError if its meta file is damaged.
+        """
+        invariant(isinstance(node_id, str) and node_id, f"node_id {node_id!r} must be non-empty")
+        invariant(
+            isinstance(cluster_id, str) and cluster_id,
+            f"cluster_id {cluster_id!r} must be non-empty",
+        )
+        create_directory(path)
+        lock_fd = _lock(path / "LOCK")
+        try:
+            _check_or_write_meta(path / "meta", node_id=node_id, cluster_id=cluster_id)
+            create_directory(path / "wal")
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(path, lock_fd, node_id=node_id, cluster_id=cluster_id)
+
+    def close(self) -> None:
+        """Release the lock; the directory may then be opened by another process."""
+        if self._lock_fd is not None:
+            # Closing the only descriptor of the open file description releases the flock.
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _lock(lock_path: Path) -> int:
+    created = not lock_path.exists()
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        if created:
+            fsync_directory(lock_path.parent)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise DataDirError(
+                f"data dir {lock_path.parent} is in use by another replikv process (pid {holder})"
+            ) from None
+        # The pid only helps the operator read the error above; the lock itself is the flock.
+        os.ftruncate(fd, 0)
+        write_fully(fd, f"{os.getpid()}\n".encode("ascii"))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_or_write_meta(meta_path: Path, *, node_id: str, cluster_id: str) -> None:
+    try:
+        data = meta_path.read_bytes()
+    except FileNotFoundError:
+        body = msgpack.packb(
+            {"format": DATA_DIR_FORMAT, "node_id": node_id, "cluster_id": cluster_id},
+            use_bin_type=True,
+        )
+        write_file_atomically(meta_path, encode_checksummed(META_MAGIC, META_VERSION, body))
+        return
+    body = decode_checksummed(meta_path, data, META_MAGIC, META_VERSION)
+    try:
+        meta = msgpack.unpackb(body, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise CorruptStateError(meta_path, f"body is not valid msgpack ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise CorruptStateError(meta_path, f"wrong types: body {meta!r} is not a map")
+    if meta.get("format") != DATA_DIR_FORMAT:
+        raise CorruptStateError(
+            meta_path,
+            f"unknown data dir format {meta.get('format')!r} (this replikv reads "
+            f"format {DATA_DIR_FORMAT})",
+        )
+    stored_node_id = meta.get("node_id")
+    stored_cluster_id = meta.get("cluster_id")
+    if not isinstance(stored_node_id, str) or not isinstance(stored_cluster_id, str):
+        raise CorruptStateError(meta_path, "wrong types: node_id and cluster_id must be strings")
+    data_dir = meta_path.parent
+    if stored_cluster_id != cluster_id:
+        raise DataDirError(
+            f"data dir {data_dir} belongs to cluster {stored_cluster_id!r}, but this node was "
+            f"started for cluster {cluster_id!r}. Start it with cluster id "
+            f"{stored_cluster_id!r}, or give it a different (empty) data dir to join "
+            f"{cluster_id!r} as a new node."
+        )
+    if stored_node_id != node_id:
+        raise DataDirError(
+            f"data dir {data_dir} belongs to node {stored_node_id!r} of cluster "
+            f"{stored_cluster_id!r}, but this process was started as node {node_id!r}. Start it "
+            f"with node id {stored_node_id!r}, or give node {node_id!r} its own data dir."
+        )
