@@ -1,0 +1,81 @@
+"""Node settings: flags over TOML, and errors that name the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from replikv.cli import main
+from replikv.config import Address, ConfigError, load_settings
+
+PEERS = "n1=127.0.0.1:7101,n2=127.0.0.1:7102,n3=127.0.0.1:7103"
+FLAGS = {"id": "n1", "data_dir": "d", "listen": "127.0.0.1:7001",
+         "peer_listen": "127.0.0.1:7101", "peers": PEERS}
+
+
+def test_flags_alone():
+    s = load_settings(None, FLAGS)
+    assert s.id == "n1" and s.listen == Address("127.0.0.1", 7001)
+    assert set(s.peers) == {"n1", "n2", "n3"}
+    assert s.cluster_id.startswith("replikv-")
+
+
+def test_cluster_id_default_depends_on_members_only():
+    a = load_settings(None, FLAGS)
+    b = load_settings(None, {**FLAGS, "id": "n2", "peer_listen": "127.0.0.1:7102",
+                             "listen": "127.0.0.1:7002"})
+    c = load_settings(None, {**FLAGS, "peers": PEERS + ",n4=127.0.0.1:7104"})
+    assert a.cluster_id == b.cluster_id != c.cluster_id
+
+
+def test_toml_file_with_flags_overriding(tmp_path: Path):
+    f = tmp_path / "n1.toml"
+    f.write_text('id = "n1"\ndata_dir = "x"\nlisten = "127.0.0.1:7001"\n'
+                 'peer-listen = "127.0.0.1:7101"\n'
+                 '[peers]\nn1 = "127.0.0.1:7101"\nn2 = "127.0.0.1:7102"\n'
+                 'n3 = "127.0.0.1:7103"\n')
+    s = load_settings(f, {"listen": "127.0.0.1:9999", "tick_ms": None})
+    assert s.listen.port == 9999 and str(s.data_dir) == "x" and len(s.peers) == 3
+
+
+@pytest.mark.parametrize("override, words", [
+    ({"listen": "localhost"}, "listen: expected HOST:PORT"),
+    ({"listen": "h:99999"}, "listen: expected HOST:PORT"),
+    ({"peers": "n1=127.0.0.1:7101,n1=127.0.0.1:7102"}, "appears twice"),
+    ({"peers": "n2=127.0.0.1:7102"}, "peers must include this node"),
+    ({"peers": "garbage"}, "expected ID=HOST:PORT"),
+    ({"id": "n 1"}, "id: use letters"),
+    ({"election_ticks": 3}, "election_ticks"),
+    ({"tick_ms": "fast"}, "tick_ms: expected an integer"),
+])
+def test_bad_settings_name_what_is_wrong(override, words):
+    with pytest.raises(ConfigError, match=words):
+        load_settings(None, {**FLAGS, **override})
+
+
+def test_missing_and_unknown_settings(tmp_path: Path):
+    with pytest.raises(ConfigError, match="data_dir is required"):
+        load_settings(None, {k: v for k, v in FLAGS.items() if k != "data_dir"})
+    f = tmp_path / "x.toml"
+    f.write_text('colour = "blue"\n')
+    with pytest.raises(ConfigError, match="unknown setting.*colour"):
+        load_settings(f, FLAGS)
+    f.write_text("this is = = not toml")
+    with pytest.raises(ConfigError, match="x.toml"):
+        load_settings(f, FLAGS)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", FLAGS)
+
+
+def test_cli_help_has_examples_and_bad_flags_are_usage_errors():
+    runner = CliRunner()
+    for args in (["--help"], ["node", "--help"], ["cluster", "--help"],
+                 ["cluster", "up", "--help"]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+    assert "replikv node --id n1" in runner.invoke(main, ["node", "--help"]).output
+    assert "replikv cluster up" in runner.invoke(main, ["cluster", "up", "--help"]).output
+    result = runner.invoke(main, ["node", "--id", "n1"])
+    assert result.exit_code == 2 and "is required" in result.output
