@@ -42,6 +42,7 @@ class ClientConnection(asyncio.Protocol):
         self.state = ConnectionState(client_id=server.next_client_id())
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.failed = False  # a protocol error was seen: answer what is pending, then close
         # Reply slots in request order: [req_id, encoded reply or None while waiting].
         self.slots: deque[list] = deque()
         self.slot_of: dict[int, list] = {}
@@ -84,7 +85,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _pump(self) -> None:
         max_inflight = self.server.settings.limits.max_pipeline_commands
-        while not self.closed and not self.writing_paused:
+        while not self.closed and not self.writing_paused and not self.failed:
             argv = self.held
             if argv is None:
                 try:
@@ -119,6 +120,8 @@ class ClientConnection(asyncio.Protocol):
             self.inflight += 1
             self.inflight_kind = kind
         self._flush()
+        if self.failed:
+            return
         if self.held is not None or self.writing_paused:
             self._pause_reading()
         elif self.reading_paused:
@@ -150,13 +153,17 @@ class ClientConnection(asyncio.Protocol):
         while slots and slots[0][1] is not None:
             out.append(slots.popleft()[1])
         self.transport.write(b"".join(out))
+        if self.failed and not slots:
+            self._close()
 
     def _protocol_error(self, e: ProtocolError) -> None:
-        self._flush()
-        if self.transport is not None:
-            self.transport.write(encode_reply(e.reply(), self.state.protocol))
+        """The stream cannot be resynchronized: answer what came before, then the error, then
+        close. Commands already submitted still get their replies first (as Redis does)."""
         log.info("closing client %s: %s", self.state.addr, e.message)
-        self._close()
+        self._push_done(e.reply())
+        self.failed = True
+        self._pause_reading()
+        self._flush()  # closes the connection once every reply up to the error is written
 
     def _pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None and not self.closed:
