@@ -39,6 +39,10 @@ MAX_DEPTH = 32
 
 _EXT_STATUS, _EXT_ERROR, _EXT_NULL_ARRAY, _EXT_SET = 1, 2, 3, 4
 
+# What msgpack raises on garbage: truncated or extra data, bad formats, too deep nesting
+# (ValueError subclasses), unhashable map keys (TypeError), bad UTF-8 in str (ValueError).
+_UNPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
+
 
 class PeerProtocolError(Exception):
     """A peer sent something that is not a valid replikv peer frame."""
@@ -89,7 +93,7 @@ def decode_message(payload: bytes) -> object:
                                strict_map_key=False)
     except PeerProtocolError:
         raise
-    except Exception as e:  # msgpack raises several types for garbage
+    except _UNPACK_ERRORS as e:
         raise PeerProtocolError(f"undecodable frame: {e.__class__.__name__}: {e}") from None
     if not isinstance(body, list) or not body or type(body[0]) is not int:
         raise PeerProtocolError("frame is not a [kind, ...] list")
@@ -160,7 +164,7 @@ def decode_handshake(payload: bytes) -> tuple[int, str, str, str, dict[str, str]
     """(version, cluster_id, src, dst, info) or PeerProtocolError."""
     try:
         body = msgpack.unpackb(payload, use_list=True, raw=False)
-    except Exception as e:
+    except _UNPACK_ERRORS as e:
         raise PeerProtocolError(f"undecodable handshake: {e}") from None
     if not (isinstance(body, list) and len(body) == 6 and body[0] == PROTOCOL):
         raise PeerProtocolError("not a replikv peer handshake")
@@ -245,7 +249,7 @@ def _ext_hook(code: int, data: bytes) -> object:
             items = msgpack.unpackb(data, use_list=True, raw=False, ext_hook=_ext_hook)
         except PeerProtocolError:
             raise
-        except Exception as e:
+        except _UNPACK_ERRORS as e:
             raise PeerProtocolError(f"bad set value: {e}") from None
         if not isinstance(items, list):
             raise PeerProtocolError("bad set value")

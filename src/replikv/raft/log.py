@@ -18,7 +18,7 @@ from replikv.raft.messages import Entry
 
 
 class RaftLog:
-    __slots__ = ("_entries", "offset", "offset_term", "unstable_from", "persisted_index")
+    __slots__ = ("_entries", "offset", "offset_term", "persisted_index", "unstable_from")
 
     def __init__(self, entries: list[Entry] | None = None, *, offset: int = 0,
                  offset_term: int = 0) -> None:
@@ -110,8 +110,7 @@ class RaftLog:
         """Drop every entry at or after `index` (a conflicting suffix from an old term)."""
         invariant(index > self.offset, f"truncate at {index} below log start {self.offset}")
         del self._entries[index - self.offset - 1:]
-        if self.unstable_from > index:
-            self.unstable_from = index
+        self.unstable_from = min(self.unstable_from, index)
         if self.persisted_index >= index:
             self.persisted_index = index - 1
 

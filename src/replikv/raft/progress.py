@@ -20,8 +20,16 @@ class ProgressState(Enum):
 
 
 class Progress:
-    __slots__ = ("match", "next", "state", "probe_sent", "inflight", "recent_active",
-                 "acked_seq", "last_contact_tick")
+    __slots__ = (
+        "acked_seq",
+        "inflight",
+        "last_contact_tick",
+        "match",
+        "next",
+        "probe_sent",
+        "recent_active",
+        "state",
+    )
 
     def __init__(self, next_index: int) -> None:
         self.match = 0

@@ -245,5 +245,12 @@ def run_local(handler: LocalHandler, conn: ConnectionState, node: NodeView,
         return e.reply()
 
 
-__all__ = ["BARRIER_COMMANDS", "LOCAL_COMMANDS", "ConnectionState", "NodeView", "run_local",
-           "REDIS_COMPAT_VERSION", "__version__"]
+__all__ = [
+    "BARRIER_COMMANDS",
+    "LOCAL_COMMANDS",
+    "REDIS_COMPAT_VERSION",
+    "ConnectionState",
+    "NodeView",
+    "__version__",
+    "run_local",
+]

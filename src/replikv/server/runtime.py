@@ -350,13 +350,14 @@ class NodeServer(NodeView):
             for i, (peer, f) in enumerate(st["followers"].items()):
                 host, _, port = (self.transport.peer_info.get(peer, {}).get("client")
                                  or "?:0").rpartition(":")
-                replication.append((f"slave{i}", f"ip={host},port={port},state="
-                                    f"{'online' if f['connected'] else 'offline'},"
-                                    f"offset={f['match_index']},lag={f['last_contact_ms'] // 1000}"))
-                replication.append((f"follower_{peer}",
-                                    f"match_index={f['match_index']},next_index={f['next_index']},"
-                                    f"lag_entries={f['lag_entries']},state={f['state']},"
-                                    f"last_contact_ms={f['last_contact_ms']}"))
+                link = "online" if f["connected"] else "offline"
+                replication.append((f"slave{i}", (
+                    f"ip={host},port={port},state={link},offset={f['match_index']},"
+                    f"lag={f['last_contact_ms'] // 1000}")))
+                replication.append((f"follower_{peer}", (
+                    f"match_index={f['match_index']},next_index={f['next_index']},"
+                    f"lag_entries={f['lag_entries']},state={f['state']},"
+                    f"last_contact_ms={f['last_contact_ms']}")))
         else:
             leader = st["leader_client_address"] or "?:0"
             host, _, port = leader.rpartition(":")
@@ -376,8 +377,8 @@ class NodeServer(NodeView):
         ]
         keyspace = []
         if node.state.key_count():
-            keyspace.append(("db0", f"keys={node.state.key_count()},"
-                                    f"expires={node.state.expires_count()},avg_ttl=0"))
+            keyspace.append(("db0", (f"keys={node.state.key_count()},"
+                                     f"expires={node.state.expires_count()},avg_ttl=0")))
         return {"server": server, "clients": clients, "replication": replication,
                 "stats": stats, "keyspace": keyspace}
 
