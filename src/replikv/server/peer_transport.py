@@ -37,7 +37,7 @@ log = logging.getLogger("replikv.peers")
 
 HANDSHAKE_TIMEOUT_S = 5.0
 RECONNECT_MIN_S = 0.05
-RECONNECT_MAX_S = 1.0
+RECONNECT_MAX_S = 0.25  # a restarted peer is reached within this
 _DRAIN_ABOVE_BYTES = 1 << 20
 
 
@@ -188,19 +188,29 @@ class PeerTransport:
             if dst != self.node_id:
                 raise PeerProtocolError(f"peer {src} thinks it is talking to {dst!r}, "
                                         f"we are {self.node_id!r}")
-            self.peer_info[src] = info
+            info = _valid_info(info)
+            trusted = False
             while True:
                 payload = await self._read_frame(reader)
                 message = decode_message(payload)
                 if getattr(message, "src", None) != src:
                     raise PeerProtocolError(f"message claims to come from "
                                             f"{getattr(message, 'src', None)!r} on {src}'s link")
+                if not trusted:
+                    # What a peer says about itself (its client address, shown by ROLE and
+                    # INFO) counts only once its link has carried a valid message.
+                    trusted = True
+                    self.peer_info[src] = info
                 self.on_message(src, message)
         except PeerProtocolError as e:
             self.rejected_links += 1
             log.warning("dropping peer link from %s%s: %s", peername,
                         f" ({src})" if src else "", e)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, TimeoutError):
+        except TimeoutError:
+            self.rejected_links += 1
+            log.warning("dropping peer link from %s: no handshake within %.0f s", peername,
+                        HANDSHAKE_TIMEOUT_S)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         finally:
             writer.transport.abort()
@@ -215,3 +225,14 @@ class PeerTransport:
             raise PeerProtocolError(f"frame of {length} bytes is over the limit of "
                                     f"{self.limits.max_peer_frame_bytes}")
         return await reader.readexactly(length)
+
+
+def _valid_info(info: dict[str, str]) -> dict[str, str]:
+    """Keep only well-formed HOST:PORT addresses from a peer's self-description."""
+    out = {}
+    for key in ("client", "admin"):
+        value = info.get(key, "")
+        host, sep, port = value.rpartition(":")
+        if sep and host and port.isdigit() and 0 < int(port) < 65536 and len(value) <= 255:
+            out[key] = value
+    return out

@@ -1,0 +1,1 @@
+"""Real-process integration tests for replikv; see conftest.py and cluster.py."""

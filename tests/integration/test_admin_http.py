@@ -1,0 +1,61 @@
+"""The admin HTTP endpoint (replikv.server.admin_http): /health and /status for load balancers
+and monitoring, agreeing with INFO; bad requests get 4xx and never disturb the node."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from .cluster import HOST, Cluster
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def http(cluster: Cluster, node_id: str, request: bytes) -> tuple[int, dict]:
+    with socket.create_connection((HOST, cluster.nodes[node_id].admin_port), timeout=8) as s:
+        s.sendall(request)
+        data = b""
+        for _ in range(1000):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"Content-Type: application/json" in head, head
+    return status, json.loads(body)
+
+
+def get(cluster: Cluster, node_id: str, path: str) -> tuple[int, dict]:
+    return http(cluster, node_id, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+
+
+def test_health_and_status_agree_with_info(shared_cluster):
+    leader = shared_cluster.leader()
+    for i in shared_cluster.ids:
+        assert get(shared_cluster, i, "/health") == (200, {"status": "ok", "id": i})
+        code, status = get(shared_cluster, i, "/status?verbose=1")
+        assert code == 200
+        info = shared_cluster.info(i)
+        assert status["id"] == i
+        assert status["role"] == info["raft_role"] == ("leader" if i == leader else "follower")
+        assert status["leader"] == info["leader_id"] == leader
+        assert status["term"] == int(info["term"])
+        assert status["pid"] == shared_cluster.nodes[i].pid
+        assert status["members"] == {n.id: f"{HOST}:{n.peer_port}"
+                                     for n in shared_cluster.nodes.values()}
+        assert status["leader_client_address"] == f"{HOST}:{shared_cluster.port(leader)}"
+    _, status = get(shared_cluster, leader, "/status")
+    assert sorted(status["followers"]) == sorted(i for i in shared_cluster.ids if i != leader)
+    assert all(f["connected"] for f in status["followers"].values())
+
+
+def test_bad_admin_requests_get_4xx_and_change_nothing(shared_cluster):
+    assert get(shared_cluster, "n1", "/nope")[0] == 404
+    assert http(shared_cluster, "n1", b"POST /status HTTP/1.1\r\n\r\n")[0] == 405
+    assert http(shared_cluster, "n1", b"GARBAGE\r\n\r\n")[0] == 400
+    assert http(shared_cluster, "n1", b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n")[0] == 400
+    assert get(shared_cluster, "n1", "/health")[0] == 200
+    assert shared_cluster.client("n1").ping() is True

@@ -1,0 +1,300 @@
+"""redis-py as a user would use it, against a real 3-node cluster, over RESP2 and RESP3.
+
+Every test runs twice: protocol=2 and protocol=3 (redis-py 8's default, negotiated with
+HELLO 3). Clients connect to arbitrary nodes: a follower must behave exactly like the leader
+(it forwards writes and serves linearizable reads), so most checks read through a node other
+than the one written to. Tests share one cluster per module and keep to their own key prefix;
+the ones that count keys FLUSHALL first.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from .cluster import Cluster, wait_until
+
+PROTOCOLS = [pytest.param(2, id="resp2"), pytest.param(3, id="resp3")]
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=PROTOCOLS)
+def protocol(request: pytest.FixtureRequest) -> int:
+    return request.param
+
+
+@pytest.fixture
+def connect(shared_cluster: Cluster, protocol: int) -> Callable[..., redis.Redis]:
+    """connect(node_id) -> a decode_responses client speaking the test's protocol."""
+
+    def make(node_id: str, **kwargs: object) -> redis.Redis:
+        kwargs.setdefault("decode_responses", True)
+        return shared_cluster.client(node_id, protocol=protocol, **kwargs)
+
+    return make
+
+
+def other_nodes(cluster: Cluster, node_id: str) -> list[str]:
+    return [i for i in cluster.ids if i != node_id]
+
+
+def test_protocol_is_what_the_client_asked_for(shared_cluster, connect, protocol):
+    r = connect("n1")
+    assert r.ping() is True
+    line = r.client_info()
+    assert int(line["resp"]) == protocol, line
+
+
+def test_set_options_and_compare_and_set(shared_cluster, connect, protocol):
+    p = f"set{protocol}:"
+    w, r = connect("n1"), connect("n2")
+    assert w.set(p + "a", "1") is True
+    assert r.get(p + "a") == "1"
+    # NX / XX
+    assert w.set(p + "a", "2", nx=True) is None
+    assert w.set(p + "missing", "x", xx=True) is None
+    assert r.exists(p + "missing") == 0
+    assert w.set(p + "a", "2", xx=True) is True
+    assert w.set(p + "b", "first", nx=True) is True
+    # GET returns the old value, and still sets.
+    assert w.set(p + "a", "3", get=True) == "2"
+    assert w.set(p + "new", "v", get=True) is None
+    assert r.mget(p + "a", p + "new") == ["3", "v"]
+    # EX / PX
+    assert w.set(p + "ex", "v", ex=100) is True
+    assert 99 <= r.ttl(p + "ex") <= 100
+    assert w.set(p + "px", "v", px=50_000) is True
+    assert 40_000 < r.pttl(p + "px") <= 50_000
+    # Plain SET removes the expiry; KEEPTTL keeps it.
+    assert w.set(p + "ex", "v2", keepttl=True) is True
+    assert 99 <= r.ttl(p + "ex") <= 100
+    assert w.set(p + "ex", "v3") is True
+    assert r.ttl(p + "ex") == -1
+    # Compare-and-set: SET k new IFEQ old.
+    assert w.execute_command("SET", p + "cas", "v1") in (True, "OK")
+    assert w.execute_command("SET", p + "cas", "v2", "IFEQ", "v1") in (True, "OK")
+    assert w.execute_command("SET", p + "cas", "v3", "IFEQ", "v1") is None
+    assert r.get(p + "cas") == "v2"
+    assert w.execute_command("SET", p + "cas-missing", "v", "IFEQ", "x") is None
+    assert r.exists(p + "cas-missing") == 0
+    # Bad option combinations are refused and change nothing.
+    with pytest.raises(redis.ResponseError, match="syntax error"):
+        w.execute_command("SET", p + "a", "z", "NX", "XX")
+    with pytest.raises(redis.ResponseError, match="invalid expire time"):
+        w.set(p + "a", "z", ex=0)
+    assert r.get(p + "a") == "3"
+
+
+def test_counters_multi_key_append_and_delete(shared_cluster, connect, protocol):
+    p = f"ctr{protocol}:"
+    w, r = connect("n2"), connect("n3")
+    assert w.incr(p + "c") == 1
+    assert w.incrby(p + "c", 41) == 42
+    assert w.decr(p + "c") == 41
+    assert w.decrby(p + "c", 50) == -9
+    assert r.get(p + "c") == "-9"
+    w.set(p + "s", "abc")
+    with pytest.raises(redis.ResponseError, match="not an integer"):
+        w.incr(p + "s")
+    assert r.get(p + "s") == "abc"
+    assert w.mset({p + "m1": "x", p + "m2": "y", p + "m3": "z"}) is True
+    assert r.mget(p + "m1", p + "nope", p + "m3") == ["x", None, "z"]
+    assert w.append(p + "s", "def") == 6
+    assert w.append(p + "fresh", "12") == 2
+    assert r.strlen(p + "s") == 6
+    assert r.get(p + "s") == "abcdef"
+    assert r.strlen(p + "nope") == 0
+    assert r.exists(p + "m1", p + "m2", p + "nope", p + "m1") == 3
+    assert w.delete(p + "m1", p + "m2", p + "nope") == 2
+    assert r.exists(p + "m1", p + "m2", p + "m3") == 1
+    assert r.get(p + "m1") is None
+
+
+def test_expiry_is_seen_and_applied_on_every_node(shared_cluster, connect, protocol):
+    p = f"exp{protocol}:"
+    ids = shared_cluster.ids
+    clients = {i: connect(i) for i in ids}
+    w = clients["n3"]
+    assert w.flushall() is True
+    assert w.set(p + "stays", "v") is True
+    assert w.set(p + "goes", "v", px=700) is True
+    assert w.set(p + "later", "v") is True
+    assert w.expire(p + "later", 1) is True
+    assert w.expire(p + "nothing-here", 10) is False
+    for i in ids:
+        assert 0 < clients[i].pttl(p + "goes") <= 700, i
+        assert clients[i].ttl(p + "later") in (0, 1), i
+        assert clients[i].ttl(p + "stays") == -1, i
+        assert clients[i].ttl(p + "nothing-here") == -2, i
+        assert clients[i].dbsize() == 3, i
+    # Gone for readers on every node once its time has passed ...
+    for i in ids:
+        wait_until(lambda i=i: clients[i].get(p + "goes") is None, timeout_s=3,
+                   what=f"{p}goes to read as absent on {i}")
+    # ... and deleted for real (through the log) on every node: DBSIZE counts expired keys
+    # that were not deleted yet, as Redis does.
+    for i in ids:
+        wait_until(lambda i=i: clients[i].dbsize() == 1, timeout_s=5,
+                   what=f"both expired keys to be deleted on {i}")
+        assert clients[i].exists(p + "goes", p + "later", p + "stays") == 1
+        assert clients[i].pttl(p + "goes") == -2
+
+
+def test_persist_removes_expiry_everywhere(shared_cluster, connect, protocol):
+    p = f"persist{protocol}:"
+    w = connect("n1")
+    w.set(p + "k", "v", ex=1)
+    assert w.persist(p + "k") is True
+    for i in shared_cluster.ids:
+        assert connect(i).ttl(p + "k") == -1
+
+
+def test_scan_visits_all_500_keys_on_every_node_and_dbsize_agrees(shared_cluster, connect,
+                                                                  protocol):
+    p = f"scan{protocol}:"
+    w = connect("n1")
+    assert w.flushall() is True
+    expected = {f"{p}{i}" for i in range(500)}
+    assert w.mset({k: "v" for k in expected}) is True
+    for i in shared_cluster.ids:
+        r = connect(i)
+        assert r.dbsize() == 500, i
+        seen = list(r.scan_iter(count=37))
+        assert set(seen) == expected, f"{i}: missing {sorted(expected - set(seen))[:5]}"
+        matched = set(r.scan_iter(match=f"{p}1*", count=100))
+        assert matched == {k for k in expected if k.startswith(f"{p}1")}, i
+
+
+def _random_pipeline(rng: random.Random, p: str, size: int) -> tuple[list, list]:
+    """Commands and the replies a correct server gives, from a tiny model of the keyspace."""
+    model: dict[str, str] = {}
+    commands: list[tuple] = []
+    expected: list[object] = []
+
+    def run(cmd: tuple, reply: object) -> None:
+        commands.append(cmd)
+        expected.append(reply)
+
+    text_keys = [f"{p}s{i}" for i in range(6)]
+    counter_keys = [f"{p}n{i}" for i in range(3)]
+    while len(commands) < size:
+        op = rng.randrange(10)
+        k = rng.choice(text_keys)
+        c = rng.choice(counter_keys)
+        if op == 0:  # a GET right after a SET of the same key: must see the new value
+            v = f"v{len(commands)}"
+            model[k] = v
+            run(("set", k, v), True)
+            run(("get", k), v)
+        elif op == 1:
+            run(("get", k), model.get(k))
+        elif op == 2:
+            v = f"w{len(commands)}"
+            model[k] = v
+            run(("set", k, v), True)
+        elif op == 3:
+            suffix = f"+{len(commands)}"
+            model[k] = model.get(k, "") + suffix
+            run(("append", k, suffix), len(model[k]))
+        elif op == 4:
+            run(("strlen", k), len(model.get(k, "")))
+        elif op == 5:
+            run(("delete", k), 1 if model.pop(k, None) is not None else 0)
+        elif op == 6:
+            run(("exists", k), 1 if k in model else 0)
+        elif op == 7:
+            value = int(model.get(c, "0")) + 1
+            model[c] = str(value)
+            run(("incr", c), value)
+        elif op == 8:
+            keys = rng.sample(text_keys, 3)
+            run(("mget", *keys), [model.get(x) for x in keys])
+        else:
+            run(("get", c), model.get(c))
+    return commands[:size], expected[:size]
+
+
+def test_pipeline_of_1000_mixed_commands_is_answered_in_order(shared_cluster, connect,
+                                                              protocol):
+    p = f"pipe{protocol}:"
+    commands, expected = _random_pipeline(random.Random(7 + protocol), p, 1000)
+    for node in ("n1", "n2"):
+        r = connect(node)
+        r.delete(*{c[1] for c in commands})
+        pipe = r.pipeline(transaction=False)
+        for name, *args in commands:
+            getattr(pipe, name)(*args)
+        got = pipe.execute()
+        assert len(got) == len(expected)
+        wrong = [(i, commands[i], expected[i], got[i]) for i in range(len(got))
+                 if got[i] != expected[i]]
+        assert not wrong, f"through {node}, first mismatches: {wrong[:5]}"
+
+
+def test_pipeline_error_stays_in_its_place(shared_cluster, connect, protocol):
+    p = f"pipeerr{protocol}:"
+    pipe = connect("n3").pipeline(transaction=False)
+    pipe.set(p + "s", "text").incr(p + "s").set(p + "n", "5").incr(p + "n").get(p + "s")
+    got = pipe.execute(raise_on_error=False)
+    assert got[0] is True and got[2] is True
+    assert isinstance(got[1], redis.ResponseError) and "not an integer" in str(got[1])
+    assert got[3] == 6 and got[4] == "text"
+
+
+def test_read_your_writes_through_a_different_node(shared_cluster, connect, protocol):
+    p = f"ryw{protocol}:"
+    rng = random.Random(11 + protocol)
+    clients = {i: connect(i) for i in shared_cluster.ids}
+    for n in range(150):
+        a, b = rng.sample(shared_cluster.ids, 2)
+        key = f"{p}{n % 7}"
+        value = f"{n}"
+        assert clients[a].set(key, value) is True
+        assert clients[b].get(key) == value, f"wrote {key}={value} via {a}, read via {b}"
+        count = clients[a].incr(p + "counter")
+        assert clients[b].get(p + "counter") == str(count)
+
+
+def test_connection_commands(shared_cluster, connect, protocol):
+    r = connect("n2")
+    assert r.client_setname("integration-test") is True
+    assert r.client_getname() == "integration-test"
+    assert r.execute_command("SELECT", 0) in (True, "OK")
+    with pytest.raises(redis.ResponseError, match="DB index is out of range"):
+        r.execute_command("SELECT", 1)
+    assert r.ping() is True
+    assert r.echo("hello world") == "hello world"
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        r.execute_command("NO-SUCH-COMMAND", "x")
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        r.execute_command("GET")
+    assert r.ping() is True  # errors do not break the connection
+
+
+def test_info_and_role_match_the_raft_roles(shared_cluster, connect, protocol):
+    leader = shared_cluster.leader()
+    leader_port = shared_cluster.port(leader)
+    followers = other_nodes(shared_cluster, leader)
+    info = connect(leader).info()
+    assert info["raft_role"] == "leader" and info["role"] == "master"
+    assert info["process_id"] == shared_cluster.nodes[leader].pid
+    assert info["tcp_port"] == leader_port
+    for f in followers:
+        finfo = connect(f).info("replication")
+        assert finfo["raft_role"] == "follower" and finfo["role"] == "slave"
+        assert finfo["leader_id"] == leader
+        assert int(finfo["master_port"]) == leader_port
+    # ROLE in Redis's format.
+    role = connect(leader).role()
+    assert role[0] == "master"
+    assert isinstance(role[1], int)
+    replicas = sorted((host, int(port)) for host, port, _offset in role[2])
+    assert replicas == sorted(("127.0.0.1", shared_cluster.port(f)) for f in followers)
+    for f in followers:
+        frole = connect(f).role()
+        assert frole[:4] == ["slave", "127.0.0.1", leader_port, "connected"], frole
+        assert isinstance(frole[4], int)
