@@ -28,7 +28,7 @@ The driver loop (asyncio server or simulator) is the raft one with node-level ex
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import msgpack
@@ -44,6 +44,7 @@ from replikv.state import KVState
 
 ENTRY_COMMAND = 1
 ENTRY_EXPIRE = 2
+RECENT_FORWARDS_MAX = 100_000
 
 # The client-facing errors, with what each guarantees. Documented in the README.
 ERR_NO_LEADER = ErrorReply(
@@ -114,6 +115,10 @@ class NodeCore:
         self._deadlines: list[tuple[int, int]] = []  # heap of (deadline_ms, req_id)
         self._waiting_for_leader: deque[int] = deque()
         self._parked: list[int] = []  # refused by the node we believe leads; wait for news
+        # (origin, req_id) of forwarded writes proposed lately, so that a duplicated
+        # ForwardRequest is not proposed twice. Origins number requests uniquely across their
+        # restarts (see NodeServer), so a key is never reused for a different command.
+        self._recent_forwards: OrderedDict[tuple[str, int], None] = OrderedDict()
         # index -> (term, target); target is ("local", req_id) or ("remote", node, req_id)
         self._proposed: dict[int, tuple[int, tuple]] = {}
         self._read_batch: list[int] = []
@@ -254,6 +259,9 @@ class NodeCore:
         return max(self.now_ms, self.state_time_ms)
 
     def _on_forward_request(self, m: ForwardRequest) -> None:
+        key = (m.src, m.req_id)
+        if key in self._recent_forwards:
+            return  # a duplicate delivery: the first copy is already proposed (or answered)
         if not self.raft.is_leader:
             self._send(m.src, ForwardReply(self.id, m.req_id, None, not_leader=True))
             return
@@ -270,6 +278,9 @@ class NodeCore:
             self._send(m.src, ForwardReply(self.id, m.req_id, None, not_leader=True))
             return
         self._proposed[at[0]] = (at[1], ("remote", m.src, m.req_id))
+        self._recent_forwards[key] = None
+        if len(self._recent_forwards) > RECENT_FORWARDS_MAX:
+            self._recent_forwards.popitem(last=False)
 
     def _on_forward_reply(self, m: ForwardReply) -> None:
         req = self._requests.get(m.req_id)

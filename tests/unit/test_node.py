@@ -229,3 +229,16 @@ def test_forward_that_could_not_be_sent_waits_for_the_next_leader_instead_of_unk
             break
     assert c.reply(f1, req) == OK
     assert c.call(f2, "GET", "k") == b"v"
+
+
+def test_duplicated_forward_is_proposed_once():
+    c = Cluster()
+    leader = c.elect()
+    f = followers(c, leader)[0]
+    req = c.submit(f, "INCR", "n")
+    fwd = next(m for s, t, m in reversed(c.sent_log) if s == f and isinstance(m, ForwardRequest))
+    c.queue.append((leader, f, fwd))  # the network delivers it twice
+    c.deliver()
+    c.tick(3)
+    assert c.reply(f, req) == 1
+    assert c.call(leader, "GET", "n") == b"1"

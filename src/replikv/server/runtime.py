@@ -64,7 +64,9 @@ class NodeServer(NodeView):
         self.started_s = time.time()
         self.clients: set[ClientConnection] = set()
         self._next_client_id = 0
-        self._next_req_id = 0
+        # Request ids also name forwarded writes on the leader, which drops duplicates by
+        # (origin, id): start from the clock so ids never repeat across restarts.
+        self._next_req_id = time.time_ns() // 1000
         self._reply_targets: dict[int, ClientConnection] = {}
         self._wakeup: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
