@@ -3,7 +3,7 @@
 Everything here follows the same rules: nothing counts as durable until it is fsynced (and, for a
 new or renamed file, its directory too), small files are replaced atomically, and every byte read
 back is checked by CRC32. What fails those checks stops the node with an error naming the file;
-the only damage repaired silently is a torn tail from a crash in the write-ahead log's last write.
+the only damage cut off (and logged as a warning) is a torn tail from a crash in the write-ahead log's last write.
 """
 
 from replikv.storage.datadir import DataDir

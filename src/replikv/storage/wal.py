@@ -24,19 +24,37 @@ Crash recovery, applied by `open()`:
     followed only by zeros up to EOF (filesystems may leave zero-filled tails). It is discarded,
     and the file is truncated there and fsynced so later appends start clean. A last segment whose
     own header is cut short or all zeros (a crash just after creating it) is torn the same way.
+  * But first the bytes after a would-be torn record at X are searched for a complete, valid
+    record: one bit flipped in a LENGTH field can make a record in the middle claim an extent past
+    EOF, and cutting there would silently drop every later record, all of them fsynced and
+    acknowledged. A torn write is the last thing in the file, so nothing valid can follow it. A
+    start Y > X counts if its header fits, 0 < length <= what remains and <= `max_record_bytes`,
+    the payload has the shape `append()` writes, the CRC matches, it decodes, and its first index
+    is plausible: above the last good record's last index, or at or above the segment's name (an
+    override may go back that far). Then it is corruption, not a torn tail. Old records exposed by
+    a filesystem in a torn tail (stale blocks of a deleted segment) hold older indexes and do not
+    count. The search is bounded: it covers the last `max_record_bytes` + 8 bytes before the
+    trailing zeros, skips zero runs, and rejects candidates on their header and payload prefix
+    before computing any CRC. If a torn tail is crowded with record-like bytes (only crafted data
+    does that) past the `_SCAN_CANDIDATES_MAX` / `_SCAN_CHECKSUM_PASSES_MAX` budget, it refuses to
+    guess and raises CorruptLogError.
+  * Every repair is logged as a WARNING on the "replikv.storage" logger (file, offset, bytes
+    discarded) and recorded on the log as `recovery_truncated_at` and `recovery_truncated_bytes`.
   * A last segment left with no records is deleted (and the directory fsynced): it would
     otherwise carry a name that the next batch might not match.
   * Anything else is corruption and raises CorruptLogError naming the file, the byte offset and
-    the reason: a bad CRC with data after it, any bad record in a non-last segment, a payload
-    that is not the expected msgpack shape, indexes that leave a gap, a segment whose first
-    record does not match its name, a bad segment header. The node refuses to start rather than
-    serve corrupt data; nothing is ever silently skipped.
+    the reason: a bad CRC with data after it, any bad record in a non-last segment, a bad record
+    followed by a valid one, a payload that is not the expected msgpack shape, indexes that leave
+    a gap, a segment whose first record does not match its name, a bad segment header. The node
+    refuses to start rather than serve corrupt data; nothing is ever silently skipped.
   * A payload length over `max_record_bytes` is a bad header like any other: torn if its extent
-    runs to or past EOF in the last segment, corruption otherwise.
+    runs to or past EOF in the last segment (and nothing valid follows), corruption otherwise.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
 import struct
@@ -64,6 +82,16 @@ DEFAULT_MAX_RECORD_BYTES = DEFAULT_LIMITS.max_peer_frame_bytes
 
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.wal$")
 
+# Budget for the search behind a would-be torn tail (see the module docstring). Ordinary data,
+# random or not, yields a handful of candidates and almost never a CRC to compute; only bytes
+# crafted to look like records can exhaust it, and then we refuse to guess rather than cut.
+_SCAN_CANDIDATES_MAX = 1 << 16  # candidate record starts checked beyond the byte pattern
+_SCAN_CHECKSUM_PASSES_MAX = 4  # CRC work allowed, in multiples of the scanned window's bytes
+_ZERO_TAIL_CHUNK_BYTES = 64 * 1024
+_ZERO_CHUNK = bytes(_ZERO_TAIL_CHUNK_BYTES)
+
+log = logging.getLogger("replikv.storage")
+
 
 @dataclass(slots=True)
 class _Segment:
@@ -78,6 +106,12 @@ class _Record:
     offset: int
     first_index: int
     pairs: list[list]  # [[term, data], ...], shape already checked
+
+
+@dataclass(frozen=True, slots=True)
+class _TornTail:
+    offset: int  # where the torn record starts: the file is cut here
+    reason: str  # what was wrong with it, for the warning
 
 
 def _segment_path(directory: Path, first_index: int) -> Path:
@@ -122,21 +156,34 @@ def _decode_payload(path: Path, offset: int, payload: bytes) -> tuple[int, list[
 
 
 def _read_records(
-    path: Path, data: bytes, *, is_last: bool, max_record_bytes: int
-) -> tuple[list[_Record], int | None]:
+    path: Path, data: bytes, *, name_index: int, is_last: bool, max_record_bytes: int
+) -> tuple[list[_Record], _TornTail | None]:
     """Decode the records after the segment header.
 
-    Returns them with the offset of a torn tail (None if there is none); raises CorruptLogError
-    for a bad record that the recovery rules do not call torn.
+    Returns them with the torn tail (None if there is none); raises CorruptLogError for a bad
+    record that the recovery rules do not call torn.
     """
     size = len(data)
-    records = []
+    records: list[_Record] = []
     offset = len(SEGMENT_HEADER)
     while offset < size:
         reason, reaches_eof = _check_record(data, offset, max_record_bytes)
         if reason is not None:
             if is_last and reaches_eof:
-                return records, offset
+                if records:
+                    last_good_index = records[-1].first_index + len(records[-1].pairs) - 1
+                    plausible_from = min(name_index, last_good_index + 1)
+                else:
+                    plausible_from = name_index
+                _refuse_if_a_valid_record_follows(
+                    path,
+                    data,
+                    offset,
+                    reason,
+                    plausible_from=plausible_from,
+                    max_record_bytes=max_record_bytes,
+                )
+                return records, _TornTail(offset, reason)
             if reaches_eof:
                 reason += " (only the last segment may end in a torn record)"
             raise CorruptLogError(path, offset, reason)
@@ -146,6 +193,182 @@ def _read_records(
         records.append(_Record(offset, first_index, pairs))
         offset = end
     return records, None
+
+
+def _end_of_nonzero(data: bytes, start: int) -> int:
+    """The offset just past the last non-zero byte at or after `start`; `start` if none is."""
+    end = len(data)
+    # Backwards in chunks, so the cost is that of the zero tail, not of the whole segment; a
+    # comparison with zeros is a memcmp, many times faster than rstrip on a zero run.
+    while end > start:
+        low = max(start, end - _ZERO_TAIL_CHUNK_BYTES)
+        chunk = data[low:end]
+        if chunk != _ZERO_CHUNK[: end - low]:
+            return low + len(chunk.rstrip(b"\x00"))
+        end = low
+    return start
+
+
+@functools.lru_cache(maxsize=256)
+def _record_start_pattern(length_high_byte_max: int) -> re.Pattern[bytes]:
+    """Where a record as `append()` writes it could start, judged on a few bytes, at C speed.
+
+    A match starts at the payload, 8 bytes after the record start, and covers the msgpack head
+    that `append()` always writes: [first_index (a uint, not 0), [[term (a uint), data (bin)]
+    The lookbehind asks the length field's high byte to be small enough for what remains of the
+    file, which throws out most random headers. The pattern opens with a literal byte so that
+    `re` looks for that byte first, which is fast and skips zero runs.
+    """
+    high = re.escape(bytes([length_high_byte_max]))
+    wide_uint = rb"\xcc[\x00-\xff]|\xcd[\x00-\xff]{2}|\xce[\x00-\xff]{4}|\xcf[\x00-\xff]{8}"
+    uint = rb"(?:[\x00-\x7f]|" + wide_uint + rb")"
+    positive_uint = rb"(?:[\x01-\x7f]|" + wide_uint + rb")"
+    array_header = rb"(?:[\x91-\x9f]|\xdc[\x00-\xff]{2}|\xdd[\x00-\xff]{4})"
+    return re.compile(
+        rb"\x92(?<=[\x00-"
+        + high
+        + rb"][\x00-\xff]{4}\x92)"
+        + positive_uint
+        + array_header
+        + rb"\x92"
+        + uint
+        + rb"[\xc4-\xc6]"
+    )
+
+
+# msgpack markers with a big-endian value after them: marker -> (kind, width of the value).
+_MSGPACK_SIZED = {
+    0xCC: ("uint", 1),
+    0xCD: ("uint", 2),
+    0xCE: ("uint", 4),
+    0xCF: ("uint", 8),
+    0xDC: ("array", 2),
+    0xDD: ("array", 4),
+    0xC4: ("bin", 1),
+    0xC5: ("bin", 2),
+    0xC6: ("bin", 4),
+}
+
+
+def _msgpack_header(data: bytes, position: int, end: int) -> tuple[str, int, int] | None:
+    """(kind, value, next position) of the uint / array / bin header at `position`, if any."""
+    if position >= end:
+        return None
+    marker = data[position]
+    if marker <= 0x7F:
+        return "uint", marker, position + 1
+    if 0x90 <= marker <= 0x9F:
+        return "array", marker & 0x0F, position + 1
+    sized = _MSGPACK_SIZED.get(marker)
+    if sized is None:
+        return None
+    kind, width = sized
+    value_end = position + 1 + width
+    if value_end > end:
+        return None
+    return kind, int.from_bytes(data[position + 1 : value_end], "big"), value_end
+
+
+def _payload_first_index(data: bytes, start: int, end: int) -> int | None:
+    """The first index of a payload in `data[start:end]` shaped as `append()` writes it.
+
+    Checks only the head, up to the end of the first entry, so it costs the same whatever the
+    payload's size; None if these bytes cannot be such a payload.
+    """
+    header = _msgpack_header(data, start, end)
+    if header is None or header[:2] != ("array", 2):
+        return None
+    first_index = _msgpack_header(data, header[2], end)
+    if first_index is None or first_index[0] != "uint" or first_index[1] < 1:
+        return None
+    entries = _msgpack_header(data, first_index[2], end)
+    if entries is None or entries[0] != "array" or entries[1] < 1:
+        return None
+    pair = _msgpack_header(data, entries[2], end)
+    if pair is None or pair[:2] != ("array", 2):
+        return None
+    term = _msgpack_header(data, pair[2], end)
+    if term is None or term[0] != "uint":
+        return None
+    entry_data = _msgpack_header(data, term[2], end)
+    if entry_data is None or entry_data[0] != "bin":
+        return None
+    entry_end = entry_data[2] + entry_data[1]
+    if entries[1] == 1:
+        return first_index[1] if entry_end == end else None
+    if entry_end >= end or data[entry_end] != 0x92:
+        return None
+    return first_index[1]
+
+
+def _refuse_if_a_valid_record_follows(
+    path: Path,
+    data: bytes,
+    offset: int,
+    reason: str,
+    *,
+    plausible_from: int,
+    max_record_bytes: int,
+) -> None:
+    """Raise CorruptLogError if a valid record starts after the bad record at `offset`.
+
+    The bad record looks torn (its extent reaches EOF), but a torn write is the last thing in the
+    file: a valid record after it means the damage is in the middle (say, a flipped bit in a
+    length field), and cutting at `offset` would discard acknowledged entries.
+    """
+    size = len(data)
+    scan_from = offset + 1
+    # The last valid record after the damage, if there is one, is followed by nothing but a
+    # zero-filled tail (a torn record there too would be a second fault), so it starts at most
+    # header + max_record_bytes before the last non-zero byte.
+    data_end = _end_of_nonzero(data, scan_from)
+    if data_end == scan_from:
+        return  # only zeros follow: a zero-filled tail
+    scan_from = max(scan_from, data_end - RECORD_HEADER.size - max_record_bytes)
+    length_max = min(max_record_bytes, size - scan_from - RECORD_HEADER.size)
+    if length_max < 1:
+        return
+    window_bytes = size - scan_from
+    checksum_bytes_max = _SCAN_CHECKSUM_PASSES_MAX * window_bytes
+    candidates = 0
+    checksum_bytes = 0
+    view = memoryview(data)
+    pattern = _record_start_pattern(min(length_max >> 24, 0xFF))
+    # A match ends on a non-zero byte (a bin marker), so the zeros past data_end need no look.
+    for match in pattern.finditer(data, scan_from + RECORD_HEADER.size, data_end):
+        candidates += 1
+        start = match.start() - RECORD_HEADER.size
+        length, expected_crc = RECORD_HEADER.unpack_from(data, start)
+        payload_start = start + RECORD_HEADER.size
+        payload_end = payload_start + length
+        if length == 0 or length > max_record_bytes or payload_end > size:
+            accepted = False  # most random headers claim more than remains
+        else:
+            first_index = _payload_first_index(data, payload_start, payload_end)
+            accepted = first_index is not None and first_index >= plausible_from
+        if accepted:
+            checksum_bytes += length
+        if candidates > _SCAN_CANDIDATES_MAX or checksum_bytes > checksum_bytes_max:
+            raise CorruptLogError(
+                path,
+                offset,
+                f"record at {offset} is damaged ({reason}), and the last {window_bytes} bytes of "
+                "the file hold too many record-like byte patterns to rule out a valid record "
+                "among them: refusing to guess whether acknowledged entries follow",
+            )
+        if not accepted or zlib.crc32(view[payload_start:payload_end]) != expected_crc:
+            continue
+        try:
+            first_index, pairs = _decode_payload(path, start, data[payload_start:payload_end])
+        except CorruptLogError:
+            continue  # checksummed but not a record: the checksum matched by chance
+        raise CorruptLogError(
+            path,
+            offset,
+            f"record at {offset} is damaged but a valid record follows at {start}: refusing to "
+            f"discard acknowledged entries (the damaged record: {reason}; the record at {start} "
+            f"holds entries {first_index} to {first_index + len(pairs) - 1})",
+        )
 
 
 def _check_record(data: bytes, offset: int, max_record_bytes: int) -> tuple[str | None, bool]:
@@ -215,6 +438,8 @@ class WriteAheadLog:
         segment_size_bytes: int,
         segment_bytes: int,
         max_record_bytes: int,
+        recovery_truncated_at: tuple[Path, int] | None = None,
+        recovery_truncated_bytes: int = 0,
     ) -> None:
         self._directory = directory
         self._segments = segments
@@ -232,6 +457,8 @@ class WriteAheadLog:
         # After a failed write or fsync the file's state is unknown (and a failed fsync may have
         # dropped dirty pages), so the only safe continuation is a restart that re-reads the disk.
         self._failed = False
+        self._recovery_truncated_at = recovery_truncated_at
+        self._recovery_truncated_bytes = recovery_truncated_bytes
 
     @classmethod
     def open(
@@ -254,26 +481,58 @@ class WriteAheadLog:
         entries: list[Entry] = []
         log_first_index = 0  # 0 while the log is empty
         segment_size_bytes = 0
+        truncated_at: tuple[Path, int] | None = None
+        truncated_bytes = 0
         for position, (name_index, path) in enumerate(listed):
             is_last = position == len(listed) - 1
             if name_index < 1:
                 raise CorruptLogError(path, 0, "segment name says index 0; indexes start at 1")
             data = path.read_bytes()
             if not _check_segment_header(path, data, is_last=is_last):
+                log.warning(
+                    "write-ahead log %s: removing this last segment, torn by a crash while it was "
+                    "being created; discarding its %d bytes from byte offset 0 (%s)",
+                    path,
+                    len(data),
+                    "a cut-short segment header" if data.count(0) < len(data) else "all zeros",
+                )
+                truncated_at, truncated_bytes = (path, 0), len(data)
                 cls._remove_empty_last_segment(directory, path)
                 continue
-            records, torn_offset = _read_records(
-                path, data, is_last=is_last, max_record_bytes=max_record_bytes
+            records, torn = _read_records(
+                path,
+                data,
+                name_index=name_index,
+                is_last=is_last,
+                max_record_bytes=max_record_bytes,
             )
             size_bytes = len(data)
-            if torn_offset is not None:
-                cls._truncate_torn_tail(path, torn_offset)
-                size_bytes = torn_offset
+            if torn is not None:
+                discarded = len(data) - torn.offset
+                log.warning(
+                    "write-ahead log %s: cutting a torn tail at byte offset %d, discarding %d "
+                    "bytes left by a crash during the last write (%s)",
+                    path,
+                    torn.offset,
+                    discarded,
+                    torn.reason,
+                )
+                cls._truncate_torn_tail(path, torn.offset)
+                truncated_at, truncated_bytes = (path, torn.offset), discarded
+                size_bytes = torn.offset
             if not records:
                 if not is_last:
                     raise CorruptLogError(
                         path, len(SEGMENT_HEADER), "segment holds no records but is not the last"
                     )
+                log.warning(
+                    "write-ahead log %s: removing this last segment, left with no records; "
+                    "%d bytes discarded in all from byte offset 0",
+                    path,
+                    len(data),
+                )
+                # The whole file goes, so that is what was discarded, torn tail included.
+                truncated_at, truncated_bytes = (path, 0), len(data)
                 cls._remove_empty_last_segment(directory, path)
                 continue
             if records[0].first_index != name_index:
@@ -318,6 +577,8 @@ class WriteAheadLog:
             segment_size_bytes=segment_size_bytes,
             segment_bytes=segment_bytes,
             max_record_bytes=max_record_bytes,
+            recovery_truncated_at=truncated_at,
+            recovery_truncated_bytes=truncated_bytes,
         )
         return wal, entries
 
@@ -348,6 +609,17 @@ class WriteAheadLog:
     @property
     def directory(self) -> Path:
         return self._directory
+
+    @property
+    def recovery_truncated_at(self) -> tuple[Path, int] | None:
+        """Where `open()` cut a torn tail: the file and the byte offset the discarded bytes began
+        at (0 when the whole last segment was removed); None if it discarded nothing."""
+        return self._recovery_truncated_at
+
+    @property
+    def recovery_truncated_bytes(self) -> int:
+        """How many bytes `open()` discarded as a torn tail (0 if none)."""
+        return self._recovery_truncated_bytes
 
     def append(self, entries: list[Entry]) -> None:
         """Write one batch as one record. Not durable until `sync()` returns.
