@@ -6,34 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replikv.replies import NOT_INTEGER, OK, SYNTAX, ErrorReply, Status, wrong_arity
+from replikv.replies import NOT_INTEGER, OK, SYNTAX, Status, wrong_arity
 from replikv.state import SHARD_COUNT, KVState
 
-T0 = 1_000_000
-
-
-def _arg(value: object) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
-class Node:
-    def __init__(self) -> None:
-        self.state = KVState()
-
-    def write(self, *args: object, t: int = T0) -> object:
-        return self.state.apply_command([_arg(a) for a in args], t)
-
-    def read(self, *args: object, t: int = T0) -> object:
-        return self.state.execute_read([_arg(a) for a in args], t)
+from .state_driver import T0, Node, err
 
 
 @pytest.fixture
 def node() -> Node:
     return Node()
-
-
-def err(message: str) -> ErrorReply:
-    return ErrorReply(message)
 
 
 def scan_all(node: Node, *options: object, t: int = T0) -> list[bytes]:

@@ -10,33 +10,13 @@ import pytest
 
 from replikv.commands import strings
 from replikv.replies import NOT_FLOAT, NOT_INTEGER, OK, OVERFLOW, SYNTAX, ErrorReply, wrong_arity
-from replikv.state import KVState
 
-T0 = 1_000_000  # a time in ms; expiry arithmetic below is relative to it
-
-
-def _arg(value: object) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
-class Node:
-    def __init__(self) -> None:
-        self.state = KVState()
-
-    def write(self, *args: object, t: int = T0) -> object:
-        return self.state.apply_command([_arg(a) for a in args], t)
-
-    def read(self, *args: object, t: int = T0) -> object:
-        return self.state.execute_read([_arg(a) for a in args], t)
+from .state_driver import T0, Node, err
 
 
 @pytest.fixture
 def node() -> Node:
     return Node()
-
-
-def err(message: str) -> ErrorReply:
-    return ErrorReply(message)
 
 
 def invalid_expire(command: str) -> ErrorReply:
