@@ -437,6 +437,11 @@ class RaftCore:
                     invariant(e.index > self.commit_index,
                               f"conflict at committed index {e.index} (commit {self.commit_index})")
                     log.truncate_from(e.index)
+                    # Acks not yet handed out for entries being replaced promise entries that
+                    # will never be written (this batch writes the replacements): drop them.
+                    self._msgs = [env for env in self._msgs if not (
+                        isinstance(env.message, AppendResponse) and env.message.success
+                        and env.message.index >= e.index)]
                 log.append(entries[i:])
                 break
         last_new = prev_index + len(entries)
@@ -473,6 +478,11 @@ class RaftCore:
                 self._send_append(msg.src)
             return
         # Rejected: back up next, unless the rejection is for a request we no longer care about.
+        if msg.index > self.log.last_index:
+            # No request of this term had that prev_index: this answers an AppendRequest from
+            # this node's earlier reign, which the follower rejected stamped with its own (our
+            # current) term. Backing up to it would point next past the end of our log.
+            return
         if pr.state is ProgressState.REPLICATE:
             if msg.index <= pr.match:
                 return
