@@ -1,0 +1,1 @@
+"""Deterministic simulation: the real node cores in a simulated world driven by one seed."""

@@ -1,0 +1,393 @@
+"""The simulated cluster: real node cores on a simulated clock, network and disk.
+
+Each SimNode wraps the very NodeCore/RaftCore/KVState objects the server runs and drives them
+the way the asyncio runtime does:
+
+    ready → replies to clients, early messages out → persist (takes simulated time; a crash
+    meanwhile loses it) → messages out → advance
+
+Everything happens in one event queue ordered by simulated time, with ties broken by insertion
+order, and every random choice comes from one seeded generator: the same seed replays the same
+run, event for event.
+
+Faults: crash (memory lost; the disk keeps what was persisted; a write in flight is lost, or
+only its atomically-replaced hard state lands), restart, pause (a SIGSTOP: the node processes
+nothing, its timers and its disk thread included, then resumes with stale beliefs), network
+delay, loss, duplication, reordering and partitions, slow disks.
+
+Invariants are checked as the run goes (a violation raises SimViolation with the recent trace):
+at most one leader per term; log matching; a committed entry never changes or disappears, and
+every new leader holds all of them (leader completeness); every node applies the same entries in
+the same order; state digests agree at equal applied indexes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from replikv.node import NodeConfig, NodeCore, NodeReady
+from replikv.raft.core import RaftConfig, RaftCore, Role
+from replikv.raft.messages import AppendRequest, Entry
+from replikv.sim.network import NetworkFaults, SimNetwork
+from replikv.state import KVState
+from replikv.storage.hardstate import HardState
+
+TICK_MS = 50
+START_MS = 1_000_000
+
+
+class SimViolation(AssertionError):
+    """An invariant broke. The message names it; `trace` holds the events that led to it."""
+
+    def __init__(self, message: str, trace: list[str]) -> None:
+        super().__init__(message)
+        self.trace = trace
+
+
+@dataclass(slots=True)
+class SimDisk:
+    """What survives a crash: the hard state and the log as last made durable."""
+
+    hard_state: HardState | None = None
+    entries: list[Entry] = field(default_factory=list)
+
+    def write(self, entries: list[Entry], hard_state: HardState | None) -> None:
+        if entries:
+            del self.entries[entries[0].index - 1:]  # the WAL's override rule
+            self.entries.extend(entries)
+        if hard_state is not None:
+            self.hard_state = hard_state
+
+
+@dataclass(slots=True)
+class DriverOptions:
+    """How the driver treats the cores. The non-default settings are planted bugs for tests."""
+
+    ack_before_fsync: bool = False  # send post-persist messages before the write is durable
+
+
+@dataclass(slots=True)
+class SimNode:
+    id: str
+    core: NodeCore | None = None
+    disk: SimDisk = field(default_factory=SimDisk)
+    up: bool = True
+    incarnation: int = 0
+    persisting: NodeReady | None = None
+    paused: bool = False
+    held: list[tuple] = field(default_factory=list)  # events that arrived while paused
+    clock_skew_ms: int = 0
+    was_leader_in: int = 0  # the last term we saw this node lead (for completeness checks)
+    commit_checked: int = 0
+    digest_checked: int = 0
+
+
+class SimCluster:
+    def __init__(self, ids: tuple[str, ...], *, seed: int, network: NetworkFaults | None = None,
+                 request_timeout_ms: int = 2000, disk_latency_ms: tuple[int, int] = (1, 5),
+                 disk_spike: float = 0.0, clock_skew_ms: int = 0,
+                 options: DriverOptions | None = None, trace_limit: int = 400,
+                 trace_all: bool = False, max_append_entries_count: int = 4096,
+                 max_inflight_appends: int = 64, max_events: int = 400_000) -> None:
+        self.ids = ids
+        self.rng = random.Random(seed)
+        self.now_ms = START_MS
+        self.network = SimNetwork(self.rng, network or NetworkFaults())
+        self.request_timeout_ms = request_timeout_ms
+        self.disk_latency_ms = disk_latency_ms
+        self.disk_spike = disk_spike
+        self.options = options or DriverOptions()
+        # Small flow-control limits make entries trickle one message at a time, which is when
+        # old-term entries get acknowledged apart from the new leader's no-op.
+        self.max_append_entries_count = max_append_entries_count
+        self.max_inflight_appends = max_inflight_appends
+        self.nodes = {i: SimNode(i, clock_skew_ms=self.rng.randint(-clock_skew_ms, clock_skew_ms))
+                      for i in ids}
+        self._queue: list[tuple[int, int, tuple]] = []
+        self._seq = 0
+        self.on_reply: Callable[[str, int, object], None] = lambda node, req, value: None
+        self.trace: deque[str] = deque(maxlen=None if trace_all else trace_limit)
+        self.events = 0
+        # A healthy run of a few simulated seconds takes tens of thousands of events; a run
+        # that needs far more is stuck in a storm, which is a bug to report, not to wait out.
+        self.max_events = max_events
+        self.faults_injected = 0
+        # Invariant state.
+        self.leader_of_term: dict[int, str] = {}
+        self.committed: list[tuple[int, bytes]] = []  # (term, crc of data) by index - 1
+        self.entry_at: dict[tuple[int, int], int] = {}  # (index, term) -> crc of data
+        self.digest_at: dict[int, tuple[str, str]] = {}  # applied index -> (digest, node)
+        for i in ids:
+            self._boot(self.nodes[i])
+
+    # -- the event queue ----------------------------------------------------------------------
+
+    def schedule(self, at_ms: int, event: tuple) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at_ms, self._seq, event))
+
+    def run_until(self, end_ms: int, stop: Callable[[], bool] | None = None) -> None:
+        while self._queue and self._queue[0][0] <= end_ms:
+            at, _, event = heapq.heappop(self._queue)
+            self.now_ms = at
+            self.events += 1
+            if self.events > self.max_events:
+                self._violation(f"more than {self.max_events} events: a message storm or "
+                                f"livelock ({len(self._queue)} events queued)")
+            self._dispatch(event)
+            if stop is not None and stop():
+                return
+        self.now_ms = max(self.now_ms, end_ms)
+
+    def _dispatch(self, event: tuple) -> None:
+        kind = event[0]
+        if kind == "call":
+            event[1]()
+            return
+        node = self.nodes[event[1]]
+        if not node.up or node.incarnation != event[2]:
+            return  # addressed to a node that crashed since
+        if node.paused:
+            node.held.append(event)
+            return
+        if kind == "tick":
+            node.core.tick(self.node_now(node))
+            self.schedule(self.now_ms + TICK_MS, ("tick", node.id, node.incarnation))
+        elif kind == "deliver":
+            _, _, _, src, message = event
+            self._note(f"{src}->{node.id} {_describe(message)}")
+            node.core.step(src, message, self.node_now(node))
+        elif kind == "persisted":
+            self._persisted(node)
+            return
+        self._process(node)
+
+    def node_now(self, node: SimNode) -> int:
+        return self.now_ms + node.clock_skew_ms
+
+    # -- driving one node like the runtime does -------------------------------------------------
+
+    def _boot(self, node: SimNode) -> None:
+        disk = node.disk
+        raft = RaftCore(RaftConfig(node_id=node.id, voters=self.ids,
+                                   max_append_entries_count=self.max_append_entries_count,
+                                   max_inflight_appends=self.max_inflight_appends),
+                        hard_state=disk.hard_state, entries=list(disk.entries),
+                        rng=random.Random(self.rng.getrandbits(64)))
+        node.core = NodeCore(NodeConfig(node_id=node.id,
+                                        request_timeout_ms=self.request_timeout_ms),
+                             raft, KVState())
+        node.up, node.paused, node.persisting, node.held = True, False, None, []
+        node.incarnation += 1
+        node.commit_checked = node.digest_checked = 0
+        self.schedule(self.now_ms + self.rng.randint(1, TICK_MS),
+                      ("tick", node.id, node.incarnation))
+
+    def submit(self, node_id: str, req_id: int, argv: list[bytes]) -> bool:
+        """A client sends a command to a node; False if the node is down (connection refused)."""
+        node = self.nodes[node_id]
+        if not node.up:
+            return False
+        if node.paused:
+            node.held.append(("submit", node.id, node.incarnation, req_id, argv))
+            return True
+        node.core.submit(req_id, argv, self.node_now(node))
+        self._process(node)
+        return True
+
+    def _process(self, node: SimNode) -> None:
+        core = node.core
+        while node.persisting is None and core.has_ready():
+            rd = core.ready()
+            self._check_ready(node, rd)
+            for req_id, value in rd.replies:
+                self.on_reply(node.id, req_id, value)
+            for env in rd.early_messages:
+                if self.nodes[env.to].up:
+                    self._send(node.id, env.to, env.message)
+                else:
+                    # As in the runtime: no link to a dead process, so the core is told the
+                    # message certainly was not sent.
+                    core.undeliverable(env.to, env.message)
+            if self.options.ack_before_fsync:
+                for env in rd.raft.messages:
+                    self._send(node.id, env.to, env.message)
+            if rd.raft.must_sync:
+                node.persisting = rd
+                latency = self.rng.randint(*self.disk_latency_ms)
+                if self.disk_spike and self.rng.random() < self.disk_spike:
+                    latency += self.rng.randint(50, 400)
+                self.schedule(self.now_ms + latency, ("persisted", node.id, node.incarnation))
+                return
+            self._finish_ready(node, rd)
+
+    def _persisted(self, node: SimNode) -> None:
+        rd = node.persisting
+        node.persisting = None
+        node.disk.write(rd.raft.entries, rd.raft.hard_state)
+        self._finish_ready(node, rd)
+        self._process(node)
+
+    def _finish_ready(self, node: SimNode, rd: NodeReady) -> None:
+        if not self.options.ack_before_fsync:
+            for env in rd.raft.messages:
+                self._send(node.id, env.to, env.message)
+        node.core.advance(rd)
+        self._check_node(node)
+
+    def _send(self, src: str, dst: str, message: object) -> None:
+        for delay in self.network.delays_ms(src, dst):
+            self.schedule(self.now_ms + delay, ("deliver", dst, self.nodes[dst].incarnation, src,
+                                                message))
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def crash(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        if not node.up:
+            return
+        self.faults_injected += 1
+        self._note(f"CRASH {node_id}")
+        if node.persisting is not None and node.persisting.raft.hard_state is not None \
+                and self.rng.random() < 0.5:
+            # The hard state is replaced atomically and fsynced on its own: it may have landed
+            # although the log write of the same batch did not.
+            node.disk.write([], node.persisting.raft.hard_state)
+        node.up = False
+        node.persisting = None
+        node.core = None
+        node.incarnation += 1
+
+    def restart(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        if node.up:
+            return
+        self._note(f"RESTART {node_id}")
+        self._boot(node)
+
+    def pause(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        if node.up and not node.paused:
+            self.faults_injected += 1
+            self._note(f"PAUSE {node_id}")
+            node.paused = True
+
+    def resume(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        if not node.up or not node.paused:
+            return
+        self._note(f"RESUME {node_id}")
+        node.paused = False
+        held, node.held = node.held, []
+        ticked = False
+        for event in held:
+            if event[0] == "submit":
+                node.core.submit(event[3], event[4], self.node_now(node))
+            elif event[0] == "tick":
+                if not ticked:  # timers that fired while stopped run once, as asyncio's do
+                    ticked = True
+                    node.core.tick(self.node_now(node))
+                self.schedule(self.now_ms + TICK_MS, ("tick", node.id, node.incarnation))
+            elif event[0] == "deliver":
+                node.core.step(event[3], event[4], self.node_now(node))
+            elif event[0] == "persisted":
+                self._persisted(node)
+        self._process(node)
+
+    def partition(self, *groups: set[str]) -> None:
+        self.faults_injected += 1
+        self._note(f"PARTITION {' | '.join(','.join(sorted(g)) for g in groups)}")
+        self.network.partition(*groups)
+
+    def block_one_way(self, src: str, dst: str) -> None:
+        self.faults_injected += 1
+        self._note(f"BLOCK {src}->{dst}")
+        self.network.block_one_way(src, dst)
+
+    def heal(self) -> None:
+        self._note("HEAL")
+        self.network.heal()
+
+    # -- views ------------------------------------------------------------------------------------
+
+    def leaders(self) -> list[str]:
+        return [n.id for n in self.nodes.values()
+                if n.up and not n.paused and n.core.raft.role is Role.LEADER]
+
+    def live(self) -> list[str]:
+        return [n.id for n in self.nodes.values() if n.up]
+
+    # -- invariants -------------------------------------------------------------------------------
+
+    def _violation(self, message: str) -> None:
+        raise SimViolation(f"t={self.now_ms - START_MS}ms: {message}", list(self.trace))
+
+    def _note(self, text: str) -> None:
+        self.trace.append(f"{self.now_ms - START_MS:>7}ms {text}")
+
+    def _check_ready(self, node: SimNode, rd: NodeReady) -> None:
+        # Log matching, part one: the same (index, term) always holds the same data.
+        for e in rd.raft.entries:
+            crc = zlib.crc32(e.data)
+            seen = self.entry_at.setdefault((e.index, e.term), crc)
+            if seen != crc:
+                self._violation(f"log matching: {node.id} has different data at index {e.index} "
+                                f"term {e.term}")
+
+    def _check_node(self, node: SimNode) -> None:
+        raft = node.core.raft
+        if raft.role is Role.LEADER:
+            owner = self.leader_of_term.setdefault(raft.term, node.id)
+            if owner != node.id:
+                self._violation(f"two leaders in term {raft.term}: {owner} and {node.id}")
+            if node.was_leader_in != raft.term:
+                node.was_leader_in = raft.term
+                self._note(f"{node.id} LEADER term {raft.term}")
+                # Leader completeness: everything committed so far is in the new leader's log.
+                for i, (term, crc) in enumerate(self.committed, start=1):
+                    if raft.log.term_at(i) != term or zlib.crc32(raft.log.entry(i).data) != crc:
+                        self._violation(f"leader completeness: new leader {node.id} (term "
+                                        f"{raft.term}) lacks committed entry {i}")
+        # Committed entries never change: compare what this node counts as committed with the
+        # cluster-wide record, and extend it.
+        upto = min(raft.commit_index, raft.log.last_index)
+        for i in range(node.commit_checked + 1, upto + 1):
+            e = raft.log.entry(i)
+            crc = zlib.crc32(e.data)
+            if i <= len(self.committed):
+                if self.committed[i - 1] != (e.term, crc):
+                    self._violation(f"committed entry {i} changed: {node.id} has term {e.term}, "
+                                    f"committed was term {self.committed[i - 1][0]}")
+            else:
+                self.committed.append((e.term, crc))
+        node.commit_checked = max(node.commit_checked, upto)
+        # Same entries applied in the same order → the same state at the same index.
+        applied = node.core.applied_index
+        if applied == node.digest_checked:
+            return
+        node.digest_checked = applied
+        if applied and applied <= len(self.committed):
+            digest = node.core.state.digest()
+            seen = self.digest_at.setdefault(applied, (digest, node.id))
+            if seen[0] != digest:
+                self._violation(f"state digests differ at applied index {applied}: {seen[1]} and "
+                                f"{node.id}")
+        elif applied > len(self.committed):
+            self._violation(f"{node.id} applied {applied} beyond anything committed "
+                            f"({len(self.committed)})")
+
+
+def _describe(message: object) -> str:
+    name = type(message).__name__
+    if isinstance(message, AppendRequest):
+        return (f"{name}(t{message.term} prev={message.prev_index}/{message.prev_term} "
+                f"n={len(message.entries)} commit={message.commit})")
+    fields = getattr(message, "__dataclass_fields__", {})
+    inner = " ".join(f"{k}={getattr(message, k)!r}" for k in fields if k not in ("src", "argv",
+                                                                               "result"))
+    return f"{name}({inner})"

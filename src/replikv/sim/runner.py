@@ -1,0 +1,213 @@
+"""One simulated run per seed: a safety phase with faults, then a liveness phase after healing.
+
+    safety phase   clients run while a nemesis injects the seed's faults; invariants are
+                   checked after every event
+    heal           partitions healed, paused nodes resumed, crashed nodes restarted
+    liveness phase within a bounded simulated time a leader is elected and a write through
+                   every node commits
+    check          the recorded client history must be linearizable
+
+A failure reports the seed, what broke, and the last events before it; `replikv sim --seed N
+--trace` replays that exact run.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from replikv.check.linearizability import check_history, format_result
+from replikv.replies import ErrorReply
+from replikv.sim.cluster import START_MS, DriverOptions, SimCluster, SimViolation
+from replikv.sim.network import NetworkFaults
+from replikv.sim.workload import Workload
+
+FAULT_CLASSES = ("all", "network", "crash", "disk", "none")
+LIVENESS_BUDGET_MS = 30_000
+
+
+@dataclass(slots=True)
+class SimConfig:
+    nodes: int = 3
+    faults: str = "all"
+    duration_ms: int = 8_000
+    clients: int = 5
+    keys: int = 4
+    nemesis_interval_ms: tuple[int, int] = (100, 800)
+    options: DriverOptions = field(default_factory=DriverOptions)
+    trace_all: bool = False
+
+
+@dataclass(slots=True)
+class SeedResult:
+    seed: int
+    ok: bool
+    failure: str | None = None
+    trace: list[str] = field(default_factory=list)
+    ops: int = 0
+    faults: int = 0
+    events: int = 0
+    sim_ms: int = 0
+    wall_s: float = 0.0
+    leaders: int = 0
+
+
+def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
+    config = config or SimConfig()
+    started = time.perf_counter()
+    rng = random.Random(seed)
+    enabled = _fault_set(config.faults)
+    net = NetworkFaults()
+    if "network" in enabled:
+        net = NetworkFaults(delay_ms_min=1, delay_ms_max=rng.choice((5, 10, 30)),
+                            loss=rng.choice((0.0, 0.01, 0.05)),
+                            duplicate=rng.choice((0.0, 0.01, 0.05)),
+                            spike=rng.choice((0.0, 0.02)))
+    disk = "disk" in enabled
+    ids = tuple(f"n{i + 1}" for i in range(config.nodes))
+    cluster = SimCluster(ids, seed=rng.getrandbits(64), network=net,
+                         disk_latency_ms=(1, 20) if disk else (1, 5),
+                         disk_spike=0.02 if disk else 0.0,
+                         clock_skew_ms=200 if enabled else 0,
+                         options=config.options, trace_all=config.trace_all,
+                         max_append_entries_count=rng.choice((1, 2, 4096)),
+                         max_inflight_appends=rng.choice((1, 4, 64)))
+    workload = Workload(cluster, random.Random(rng.getrandbits(64)), clients=config.clients,
+                        keys=config.keys)
+    result = SeedResult(seed=seed, ok=False)
+    end_ms = START_MS + config.duration_ms
+    try:
+        workload.start(until_ms=end_ms)
+        nemesis = _Nemesis(cluster, random.Random(rng.getrandbits(64)), enabled, end_ms,
+                           config.nemesis_interval_ms)
+        nemesis.start()
+        cluster.run_until(end_ms)
+        # Heal everything, then let the last client operations finish or time out.
+        cluster.heal()
+        for node_id in ids:
+            cluster.resume(node_id)
+            cluster.restart(node_id)
+        cluster.run_until(cluster.now_ms + workload.timeout_ms + 100)
+        workload.finish()
+        _check_liveness(cluster)
+        if workload.unexpected:
+            raise SimViolation("unexpected replies: " + "; ".join(workload.unexpected[:3]),
+                               list(cluster.trace))
+        check = check_history(workload.ops, timeout_s=60)
+        if check.ok is not True:
+            raise SimViolation("history is not linearizable:\n" + format_result(check),
+                               list(cluster.trace))
+        result.ok = True
+    except SimViolation as v:
+        result.failure = str(v)
+        result.trace = v.trace
+    if config.trace_all and not result.trace:
+        result.trace = list(cluster.trace)
+    result.ops = len(workload.ops)
+    result.faults = cluster.faults_injected
+    result.events = cluster.events
+    result.sim_ms = cluster.now_ms - START_MS
+    result.leaders = len(cluster.leader_of_term)
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+def _fault_set(faults: str) -> set[str]:
+    if faults not in FAULT_CLASSES:
+        raise ValueError(f"faults must be one of {', '.join(FAULT_CLASSES)}")
+    return {"network", "crash", "disk"} if faults == "all" else (
+        set() if faults == "none" else {faults})
+
+
+def _check_liveness(cluster: SimCluster) -> None:
+    """After healing: a leader, and a write through every node, within a bounded time."""
+    deadline = cluster.now_ms + LIVENESS_BUDGET_MS
+    replies: dict[tuple[str, int], object] = {}
+    previous = cluster.on_reply
+    cluster.on_reply = lambda node, req, value: replies.__setitem__((node, req), value)
+    try:
+        for attempt in range(1, 1000):
+            pending = {}
+            for i, node_id in enumerate(cluster.ids):
+                req = 10**9 + attempt * 100 + i
+                cluster.submit(node_id, req, [b"SET", b"liveness", f"{attempt}".encode()])
+                pending[(node_id, req)] = node_id
+            cluster.run_until(min(deadline, cluster.now_ms + 3000),
+                              stop=lambda pending=pending: all(k in replies for k in pending))
+            if all(k in replies and not isinstance(replies[k], ErrorReply) for k in pending):
+                return
+            if cluster.now_ms >= deadline:
+                break
+    finally:
+        cluster.on_reply = previous
+    raise SimViolation(f"liveness: no write committed through every node within "
+                       f"{LIVENESS_BUDGET_MS} ms after healing (leaders: {cluster.leaders()})",
+                       list(cluster.trace))
+
+
+class _Nemesis:
+    """Injects the enabled fault classes at random moments of the safety phase."""
+
+    def __init__(self, cluster: SimCluster, rng: random.Random, enabled: set[str],
+                 end_ms: int, interval_ms: tuple[int, int]) -> None:
+        self.interval_ms = interval_ms
+        self.cluster = cluster
+        self.rng = rng
+        self.enabled = enabled
+        self.end_ms = end_ms
+
+    def start(self) -> None:
+        if self.enabled:
+            self._again()
+
+    def _again(self) -> None:
+        delay = self.rng.randint(*self.interval_ms)
+        if self.cluster.now_ms + delay < self.end_ms:
+            self.cluster.schedule(self.cluster.now_ms + delay, ("call", self._act))
+
+    def _act(self) -> None:
+        c, rng = self.cluster, self.rng
+        actions = []
+        if "network" in self.enabled:
+            actions += ["partition", "isolate_leader", "one_way", "heal", "heal"]
+        if "crash" in self.enabled:
+            actions += ["crash", "crash_leader", "restart", "restart", "pause", "resume"]
+        if "disk" in self.enabled:
+            actions += ["crash_persisting", "restart"]
+        action = rng.choice(actions)
+        ids = list(c.ids)
+        if action == "partition":
+            rng.shuffle(ids)
+            cut = rng.randint(1, len(ids) - 1)
+            c.partition(set(ids[:cut]), set(ids[cut:]))
+        elif action == "isolate_leader":
+            leaders = c.leaders()
+            if leaders:
+                c.partition({leaders[0]}, set(ids) - {leaders[0]})
+        elif action == "one_way":
+            a, b = rng.sample(ids, 2)
+            c.block_one_way(a, b)
+        elif action == "heal":
+            c.heal()
+        elif action == "crash":
+            c.crash(rng.choice(ids))
+        elif action == "crash_leader":
+            leaders = c.leaders()
+            if leaders:
+                c.crash(leaders[0])
+        elif action == "crash_persisting":
+            busy = [n.id for n in c.nodes.values() if n.up and n.persisting is not None]
+            c.crash(rng.choice(busy) if busy else rng.choice(ids))
+        elif action == "restart":
+            down = [n.id for n in c.nodes.values() if not n.up]
+            if down:
+                c.restart(rng.choice(down))
+        elif action == "pause":
+            node_id = rng.choice(ids)
+            c.pause(node_id)
+            c.schedule(c.now_ms + rng.randint(100, 2500), ("call", lambda: c.resume(node_id)))
+        elif action == "resume":
+            for node_id in ids:
+                c.resume(node_id)
+        self._again()

@@ -1,0 +1,149 @@
+"""Simulated clients: concurrent get / set / compare-and-set / delete / incr through random nodes.
+
+Each client issues one operation at a time to a randomly chosen node, waits for the reply or
+its timeout, thinks for a moment, and goes on. Every operation is recorded for the
+linearizability checker with its invocation and completion times and an outcome:
+- ok: the reply, as the checker models it;
+- fail: certainly had no effect (TRYAGAIN, or the node refused the connection);
+- unknown: no reply in time, or UNKNOWN: it may or may not have taken effect.
+Written values are unique decimal integers, so a read names the write it saw and INCR works on
+any key.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from replikv.check.history import Op
+from replikv.replies import ErrorReply, Status
+from replikv.sim.cluster import SimCluster
+
+KINDS = ("get", "set", "cas", "del", "incr")
+WEIGHTS = (40, 20, 15, 10, 15)
+
+
+@dataclass(slots=True)
+class _Call:
+    client: int
+    kind: str
+    key: bytes
+    value: bytes | None
+    expected: bytes | None
+    node: str
+    req_id: int
+    call_ms: int
+    done: bool = False
+
+
+class Workload:
+    def __init__(self, cluster: SimCluster, rng: random.Random, *, clients: int = 5,
+                 keys: int = 4, timeout_ms: int = 3000, think_ms: tuple[int, int] = (0, 30),
+                 kinds: tuple[str, ...] = KINDS) -> None:
+        self.cluster = cluster
+        self.rng = rng
+        self.clients = clients
+        self.keys = [f"k{i}".encode() for i in range(keys)]
+        self.timeout_ms = timeout_ms
+        self.think_ms = think_ms
+        self.kinds = kinds
+        self.weights = [WEIGHTS[KINDS.index(k)] for k in kinds]
+        self.ops: list[Op] = []
+        self.unexpected: list[str] = []
+        self._pending: dict[tuple[str, int], _Call] = {}
+        self._next_req = 0
+        self._counter = 0
+        self._seen: dict[bytes, bytes] = {}  # last value observed per key, for CAS
+        self.stop_at_ms = 0
+        cluster.on_reply = self._on_reply
+
+    def start(self, until_ms: int) -> None:
+        self.stop_at_ms = until_ms
+        for c in range(self.clients):
+            self._after(self.rng.randint(0, 50), lambda c=c: self._issue(c))
+
+    def _after(self, delay_ms: int, fn) -> None:
+        self.cluster.schedule(self.cluster.now_ms + delay_ms, ("call", fn))
+
+    def _issue(self, client: int) -> None:
+        if self.cluster.now_ms >= self.stop_at_ms:
+            return
+        kind = self.rng.choices(self.kinds, self.weights)[0]
+        key = self.rng.choice(self.keys)
+        value = expected = None
+        if kind in ("set", "cas"):
+            self._counter += 1
+            value = str(client * 1_000_000 + self._counter).encode()
+        if kind == "cas":
+            expected = self._seen.get(key) or str(self.rng.randint(0, 5)).encode()
+        argv = {
+            "get": [b"GET", key],
+            "set": [b"SET", key, value or b""],
+            "cas": [b"SET", key, value or b"", b"IFEQ", expected or b""],
+            "del": [b"DEL", key],
+            "incr": [b"INCR", key],
+        }[kind]
+        node = self.rng.choice(self.cluster.ids)
+        self._next_req += 1
+        call = _Call(client, kind, key, value, expected, node, self._next_req, self.cluster.now_ms)
+        self._pending[(node, call.req_id)] = call
+        if not self.cluster.submit(node, call.req_id, argv):
+            self._complete(call, "fail", None)  # connection refused: nothing was sent
+            return
+        self._after(self.timeout_ms, lambda: self._timeout(call))
+
+    def _timeout(self, call: _Call) -> None:
+        if not call.done:
+            self._complete(call, "unknown", None)
+
+    def _on_reply(self, node: str, req_id: int, value: object) -> None:
+        call = self._pending.get((node, req_id))
+        if call is None or call.done:
+            return
+        if isinstance(value, ErrorReply):
+            if value.code == "TRYAGAIN":
+                self._complete(call, "fail", None)
+            elif value.code == "UNKNOWN":
+                self._complete(call, "unknown", None)
+            else:
+                self.unexpected.append(f"client {call.client} {call.kind} {call.key!r} on "
+                                       f"{node}: unexpected error {value.message!r}")
+                self._complete(call, "fail", None)
+            return
+        if call.kind == "get":
+            result = value
+            if value is not None:
+                self._seen[call.key] = value
+        elif call.kind == "cas":
+            result = value == Status("OK")
+            if result:
+                self._seen[call.key] = call.value
+        elif call.kind == "set":
+            result = None
+            self._seen[call.key] = call.value
+        else:
+            result = value
+        self._complete(call, "ok", result)
+
+    def _complete(self, call: _Call, outcome: str, result: object) -> None:
+        call.done = True
+        self._pending.pop((call.node, call.req_id), None)
+        now = self.cluster.now_ms
+        self.ops.append(Op(
+            client=call.client, key=call.key, kind=call.kind, value=call.value,
+            expected=call.expected, call_ns=call.call_ms * 1_000_000,
+            return_ns=None if outcome == "unknown" else now * 1_000_000,
+            outcome=outcome, result=result))
+        lo, hi = self.think_ms
+        self._after(self.rng.randint(lo, hi), lambda: self._issue(call.client))
+
+    def finish(self) -> None:
+        """Operations still waiting when the run ends have an unknown outcome."""
+        for call in list(self._pending.values()):
+            if not call.done:
+                call.done = True
+                self.ops.append(Op(
+                    client=call.client, key=call.key, kind=call.kind, value=call.value,
+                    expected=call.expected, call_ns=call.call_ms * 1_000_000, return_ns=None,
+                    outcome="unknown", result=None))
+        self._pending.clear()
