@@ -64,7 +64,7 @@ def _client_loop(cluster, recorder: HistoryRecorder, client: int, stop: threadin
         except redis.ResponseError as e:
             text = str(e)
             outcome = "fail" if text.startswith("TRYAGAIN") else "unknown"
-            if not (text.startswith("TRYAGAIN") or text.startswith("UNKNOWN")):
+            if not text.startswith(("TRYAGAIN", "UNKNOWN")):
                 raise AssertionError(f"unexpected error reply for {kind}: {text}") from None
             recorder.complete(handle, outcome, None, time.monotonic_ns())
         except (redis.ConnectionError, redis.TimeoutError):
@@ -84,7 +84,7 @@ def test_history_under_kill_and_pause_is_linearizable(make_cluster):
     def run(c: int) -> None:
         try:
             _client_loop(cluster, recorder, c, stop, seed=1000 + c)
-        except BaseException as e:  # surfaced in the main thread below
+        except BaseException as e:  # noqa: BLE001 - a thread's failure is re-raised below
             errors.append(e)
 
     threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in range(CLIENTS)]
