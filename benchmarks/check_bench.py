@@ -18,11 +18,11 @@ import argparse
 import cProfile
 import pstats
 import random
-import re
 import sys
 import time
 
 from replikv.check import Op, check_history, dump_history, format_result
+from replikv.check.synthetic import Plan, history_from_plans
 
 # Client timing, in nanoseconds: think time before a call, the delays from call to the
 # linearization point and from there to the reply, and the timeout after which a client
@@ -35,15 +35,6 @@ UNKNOWN_FRACTION = 0.05
 KIND_WEIGHTS = {"get": 40, "set": 20, "cas": 15, "incr": 15, "del": 10}
 
 
-def _counter(value: bytes | None) -> int | None:
-    """What INCR sees: absent is 0; a canonical decimal is its value; anything else refuses."""
-    if value is None:
-        return 0
-    if re.fullmatch(rb"0|-?[1-9][0-9]{0,18}", value) is None:
-        return None
-    return int(value)
-
-
 def generate_history(ops_count: int, keys_count: int, clients_count: int, seed: int) -> list[Op]:
     rng = random.Random(seed)
     keys = [b"key:%d" % k for k in range(keys_count)]
@@ -51,7 +42,7 @@ def generate_history(ops_count: int, keys_count: int, clients_count: int, seed: 
     weights = list(KIND_WEIGHTS.values())
 
     # First the schedule: who calls what when, when it takes effect (if ever), when it returns.
-    plans = []  # [client, key, kind, call_ns, effect_ns | None, return_ns | None, outcome]
+    plans = []
     client_free_ns = [rng.randrange(THINK_NS_MAX) for _ in range(clients_count)]
     for _ in range(ops_count):
         client = min(range(clients_count), key=client_free_ns.__getitem__)
@@ -71,74 +62,27 @@ def generate_history(ops_count: int, keys_count: int, clients_count: int, seed: 
             )
         else:
             outcome, effect = "ok", effect_ns
-        plans.append(
-            [
-                client,
-                rng.choice(keys),
-                rng.choices(kinds, weights)[0],
-                call_ns,
-                effect,
-                return_ns,
-                outcome,
-            ]
-        )
+        plans.append(Plan(client, rng.choice(keys), rng.choices(kinds, weights)[0], call_ns,
+                          effect, return_ns, outcome))
         client_free_ns[client] = call_ns + CLIENT_TIMEOUT_NS if return_ns is None else return_ns
 
-    # Then run the model in effect order; arguments are chosen as the op takes effect.
-    state: dict[bytes, bytes | None] = dict.fromkeys(keys)
+    # Then the model run; arguments are chosen as each op takes effect.
     written: dict[bytes, list[bytes]] = {key: [b"0"] for key in keys}
     fresh = iter(range(1, 1 << 62))
-    args: dict[int, tuple[bytes | None, bytes | None]] = {}
-    results: dict[int, object] = {}
 
-    def arguments(n: int, current: bytes | None) -> tuple[bytes | None, bytes | None]:
-        _, key, kind, *_ = plans[n]
-        if kind == "set":
+    def arguments(plan: Plan, current: bytes | None) -> tuple[bytes | None, bytes | None]:
+        if plan.kind == "set":
             return b"%d" % (1000 * next(fresh)), None
-        if kind == "cas":
+        if plan.kind == "cas":
             if current is not None and rng.random() < 0.7:
                 expected = current
             else:
-                expected = rng.choice(written[key])
+                expected = rng.choice(written[plan.key])
             return b"%d" % (1000 * next(fresh)), expected
         return None, None
 
-    applied = sorted((p[4], n) for n, p in enumerate(plans) if p[4] is not None)
-    for _, n in applied:
-        _, key, kind, *_ = plans[n]
-        current = state[key]
-        value, expected = args[n] = arguments(n, current)
-        if kind == "get":
-            results[n] = current
-        elif kind == "set":
-            state[key] = value
-        elif kind == "cas":
-            results[n] = current == expected
-            if current == expected:
-                state[key] = value
-        elif kind == "del":
-            results[n] = int(current is not None)
-            state[key] = None
-        else:
-            count = _counter(current)
-            if count is None:  # Redis refuses INCR on a non-integer: no effect, an error reply
-                if plans[n][6] == "ok":
-                    plans[n][6] = "fail"
-                continue
-            results[n] = count + 1
-            state[key] = b"%d" % (count + 1)
-        if state[key] is not None:
-            written[key].append(state[key])
-    for n in range(len(plans)):
-        if n not in args:  # never took effect: arguments as if chosen on an absent key
-            args[n] = arguments(n, None)
-
-    history = []
-    for n, (client, key, kind, call_ns, _, return_ns, outcome) in enumerate(plans):
-        value, expected = args[n]
-        result = results.get(n) if outcome == "ok" else None
-        history.append(Op(client, key, kind, value, expected, call_ns, return_ns, outcome, result))
-    return history
+    return history_from_plans(plans, arguments,
+                              on_value=lambda key, value: written[key].append(value))
 
 
 def main(argv: list[str]) -> int:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from replikv.check import CheckResult, Op, check_history, format_result
 from replikv.check.linearizability import describe_op
+from replikv.check.synthetic import Plan, history_from_plans
 
 # ---- building histories by hand ----
 
@@ -568,67 +569,26 @@ def model_history(
         elif outcome == "fail":
             effect = None
         kind = rng.choice(["get", "get", "set", "cas", "del", "incr"])
-        plans.append([client, rng.choice(keys), kind, call, effect, ret, outcome])
+        plans.append(Plan(client, rng.choice(keys), kind, call, effect, ret, outcome))
         free_at[client] = ret if ret is not None else call + 30
 
-    state: dict[bytes, bytes | None] = dict.fromkeys(keys)
     seen: dict[bytes, list[bytes]] = {k: [b"seed"] for k in keys}
-    written: set[bytes] = set()
-    args: dict[int, tuple[bytes | None, bytes | None]] = {}
-    results: dict[int, object] = {}
     fresh = itertools.count(1)
 
-    def arguments(n: int, current: bytes | None):
-        _, key, kind, *_ = plans[n]
-        if kind == "set":
+    def arguments(plan: Plan, current: bytes | None):
+        if plan.kind == "set":
             return rng.choice([b"v%d" % next(fresh), b"%d" % rng.randrange(3)]), None
-        if kind == "cas":
+        if plan.kind == "cas":
             expected = current if current is not None and rng.random() < 0.6 else None
             if expected is None:
-                expected = rng.choice(seen[key])
+                expected = rng.choice(seen[plan.key])
             return b"v%d" % next(fresh), expected
         return None, None
 
-    for _, n in sorted((p[4], n) for n, p in enumerate(plans) if p[4] is not None):
-        _, key, kind, *_ = plans[n]
-        current = state[key]
-        args[n] = arguments(n, current)
-        value, expected = args[n]
-        if kind == "get":
-            results[n] = current
-        elif kind == "set":
-            state[key] = value
-        elif kind == "cas":
-            results[n] = current == expected
-            if current == expected:
-                state[key] = value
-        elif kind == "del":
-            results[n] = int(current is not None)
-            state[key] = None
-        else:
-            _, after = _model_step(
-                Op(0, key, "incr", None, None, 0, None, "unknown", None), current
-            )
-            if after == current:  # refused: a non-integer
-                if plans[n][6] == "ok":
-                    plans[n][6] = "fail"
-                continue
-            results[n] = int(after)  # type: ignore[arg-type]
-            state[key] = after
-        if state[key] is not None:
-            seen[key].append(state[key])  # type: ignore[arg-type]
-            written.add(state[key])  # type: ignore[arg-type]
-    for n in range(len(plans)):
-        args.setdefault(n, arguments(n, None))
-    for n in range(len(plans)):
-        if plans[n][2] in ("set", "cas"):
-            written.add(args[n][0])  # type: ignore[arg-type]
-
-    history = []
-    for n, (client, key, kind, call, _, ret, outcome) in enumerate(plans):
-        value, expected = args[n]
-        result = results.get(n) if outcome == "ok" else None
-        history.append(Op(client, key, kind, value, expected, call, ret, outcome, result))
+    history = history_from_plans(plans, arguments,
+                                 on_value=lambda key, value: seen[key].append(value))
+    written = {v for values in seen.values() for v in values[1:]}
+    written |= {o.value for o in history if o.kind in ("set", "cas")}
     return history, written
 
 
