@@ -130,6 +130,15 @@ class SetArgs:
 _SET_CONDITIONS = (b"NX", b"XX", b"IFEQ", b"IFNE")
 
 
+def _expire_option(option: bytes, amount: bytes, previous: ExpireOption | None) -> ExpireOption:
+    """EX/PX/EXAT/PXAT with its amount. Repeating the same one is allowed (the last wins);
+    mixing two different ones is a syntax error, as in Redis."""
+    unit_ms, relative = _EXPIRE_UNITS[option]
+    if previous is not None and (previous.unit_ms, previous.relative) != (unit_ms, relative):
+        raise CommandError(SYNTAX)
+    return ExpireOption(unit_ms, relative, amount)
+
+
 def parse_set(argv: list[bytes]) -> SetArgs:
     """SET key value [NX|XX|IFEQ v|IFNE v] [GET] [EX s|PX ms|EXAT ts|PXAT ms-ts|KEEPTTL].
 
@@ -156,11 +165,8 @@ def parse_set(argv: list[bytes]) -> SetArgs:
         elif option == b"KEEPTTL" and expire is None:
             keep_ttl = True
         elif option in _EXPIRE_UNITS and not keep_ttl and has_next:
-            unit_ms, relative = _EXPIRE_UNITS[option]
-            if expire is not None and (expire.unit_ms, expire.relative) != (unit_ms, relative):
-                raise CommandError(SYNTAX)
             i += 1
-            expire = ExpireOption(unit_ms, relative, argv[i])
+            expire = _expire_option(option, argv[i], expire)
         else:
             raise CommandError(SYNTAX)
         i += 1
@@ -260,11 +266,8 @@ def parse_getex(argv: list[bytes]) -> GetexArgs:
         if option == b"PERSIST" and expire is None:
             persist = True
         elif option in _EXPIRE_UNITS and not persist and i + 1 < len(argv):
-            unit_ms, relative = _EXPIRE_UNITS[option]
-            if expire is not None and (expire.unit_ms, expire.relative) != (unit_ms, relative):
-                raise CommandError(SYNTAX)
             i += 1
-            expire = ExpireOption(unit_ms, relative, argv[i])
+            expire = _expire_option(option, argv[i], expire)
         else:
             raise CommandError(SYNTAX)
         i += 1
