@@ -1,33 +1,73 @@
-"""The replicated key-value state machine: deterministic apply, local reads, expiry, checksum.
+"""The replicated key-value state machine: deterministic apply, recorded execution with effects
+and undo, local reads, expiry, checksum.
 
-Every replica applies the same log entries in the same order through `apply_command` (a write,
-with the leader's clock fixed inside the entry) and `apply_expire` (a batch of expired keys the
-leader proposed), and must end in the same state with the same replies. So nothing here reads a
-clock, draws a random number, or iterates a Python set of keys (bytes hashes change with
-PYTHONHASHSEED between processes); dict insertion order is deterministic and is what we iterate.
+Every replica applies the same log entries in the same order and must end in the same state with
+the same replies. Two replication modes share this class:
+
+- active: the entry carries the command; every replica runs it through `apply_command` (with the
+  leader's clock and random seed fixed inside the entry) and `apply_expire`.
+- passive: the leader runs the command through `execute_recorded` (or `expire_recorded`) when it
+  proposes it, and the entry carries the resulting EFFECTS; backups replay them through
+  `apply_effects` and never run a command.
+
+In both modes the leader executes before the entry commits, so every recorded execution also
+returns an UNDO record; `undo` reverts the most recent one exactly (digest, counters, expiry
+listing, SCAN order, set member positions) in time proportional to the change, not the state.
+
+So nothing here reads a clock, draws from the global random generator, or iterates a Python set
+of bytes (bytes hashes change with PYTHONHASHSEED between processes). SPOP and SRANDMEMBER draw
+from `random_generator()`, a generator seeded with the `seed` the caller passes per command.
 
 Reads (`execute_read`) run against local state with the node's own clock and never change
 anything, not even to drop an expired key: deletion only happens through the log, so replicas
 stay identical. A key whose expiry time is <= the time of the operation is treated as absent.
 
-Layout, chosen for memory and for SCAN: keys live in SHARD_COUNT plain dicts (key -> value
-bytes), the shard picked by crc32 (stable across processes, unlike hash()). SCAN's cursor is a
-shard number, so a key present for the whole scan is returned at least once no matter how the
-dicts resize. Expiry times sit in one separate dict holding only keys that have one, plus a heap
-of (expire_at_ms, key) with lazy invalidation, so `expired_keys` finds due keys without a sweep.
+Layout, chosen for memory and for SCAN: keys live in SHARD_COUNT plain dicts (key -> value), the
+shard picked by crc32 (stable across processes, unlike hash()). A value is `bytes` (a string) or
+a `SetValue`. SCAN's cursor is a shard number, so a key present for the whole scan is returned at
+least once no matter how the dicts resize. Every walk over a shard (SCAN, KEYS, RANDOMKEY, items,
+digest) visits its keys in sorted order, so a shard dict's insertion order is never observable
+and undo may put a key back at the end of its dict. Expiry times sit in one separate dict holding
+only keys that have one, plus a heap of (expire_at_ms, key) with lazy invalidation, so
+`expired_keys` finds due keys without a sweep.
+
+Effects format (stored in log entries, so it is part of the on-disk format; opcodes are never
+renumbered). `effects` is a list of operations applied in order; each is a list starting with an
+int opcode, holding only ints, bytes, None and lists (msgpack-ready):
+
+    [1, key, value, expire_at_ms|None]    EFFECT_SET_STRING: key := the string `value` with that
+                                          absolute expiry (or none), whatever the key held
+    [2, key]                              EFFECT_DELETE: key := absent (no-op if absent)
+    [3, key, [member, ...]]               EFFECT_SET_ADD: the members are in the set at key (those
+                                          already there are skipped); an absent key becomes a new
+                                          set without expiry
+    [4, key, [member, ...]]               EFFECT_SET_REMOVE: the members are not in the set at key;
+                                          a set left empty is deleted; no-op if key is absent
+    [5, key, [member, ...], expire|None]  EFFECT_SET_REPLACE: key := a set of exactly these
+                                          members with that absolute expiry (or none)
+    [6, key, expire_at_ms|None]           EFFECT_EXPIRE: the key's absolute expiry (None: no
+                                          expiry); no-op if the key is absent
+    [7]                                   EFFECT_FLUSH: every key removed
+
+Each operation states a result, never a delta that depends on a count or a clock, so applying a
+list twice leaves the state it leaves applied once. Member lists are non-empty, without repeats,
+in the order the leader added or removed them; replaying them performs the same appends and
+swap-removes, so a backup's set keeps its members at the leader's positions. An error reply has
+no effects beyond the expired keys dropped before the command ran (which are [2, key]).
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
+import random
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from replikv.commands import keys_of, parse_command
 from replikv.invariants import invariant
-from replikv.replies import CommandError
+from replikv.replies import WRONG_TYPE, CommandError
 
 SHARD_COUNT = 4096  # a power of two: the shard is crc32(key) & (SHARD_COUNT - 1)
 
@@ -42,62 +82,370 @@ EXPIRY_HEAP_SLACK_ENTRIES_MIN = 1024
 # 1,000,000 keys of 16 bytes with 100-byte values; RSS adds about 30 bytes/key of allocator slack.
 KEY_OVERHEAD_BYTES = 104
 EXPIRY_OVERHEAD_BYTES = 138
+# A set adds its SetValue, member list, bucket list and first bucket dict (SET_OVERHEAD_BYTES) and
+# per member, beyond the member's own bytes: its bytes-object header, a list slot, a bucket dict
+# entry and the int position (SET_MEMBER_OVERHEAD_BYTES). A rough estimate, measured with
+# tracemalloc on sets of 16-byte members: right for 1 and for 200,000 members, up to twice the
+# real cost for sets of tens of members (whose first dict is preallocated), 25% high at 1,000.
+SET_OVERHEAD_BYTES = 380
+SET_MEMBER_OVERHEAD_BYTES = 68
 
-DIGEST_FORMAT = b"replikv-state-v1"
+# A set's members are indexed by SET_BUCKETS (a power of two, member -> position dicts chosen by
+# crc32), which is what SSCAN's cursor walks. A set grows to twice the buckets when it holds more
+# than SET_BUCKET_MEMBERS_MAX per bucket and halves them below SET_BUCKET_MEMBERS_MIN per bucket;
+# the gap makes a rebuild cost O(1) amortized per change. Sets of up to 128 members have a single
+# bucket, so SSCAN returns them whole in one call, as Redis does for its small encodings.
+SET_BUCKET_MEMBERS_MAX = 128
+SET_BUCKET_MEMBERS_MIN = 16
+
+DIGEST_FORMAT = b"replikv-state-v2"
+
+# Effect opcodes (see the module docstring).
+EFFECT_SET_STRING = 1
+EFFECT_DELETE = 2
+EFFECT_SET_ADD = 3
+EFFECT_SET_REMOVE = 4
+EFFECT_SET_REPLACE = 5
+EFFECT_EXPIRE = 6
+EFFECT_FLUSH = 7
+_EFFECT_LENGTHS = {
+    EFFECT_SET_STRING: 4,
+    EFFECT_DELETE: 2,
+    EFFECT_SET_ADD: 3,
+    EFFECT_SET_REMOVE: 3,
+    EFFECT_SET_REPLACE: 4,
+    EFFECT_EXPIRE: 3,
+    EFFECT_FLUSH: 1,
+}
+
+# Undo log entry tags. An entry is a tuple; undo applies a log's entries in reverse.
+_UNDO_BIND = 0  # (tag, key, value or None, expire_at_ms or None): the key's whole binding
+_UNDO_EXPIRE = 1  # (tag, key, expire_at_ms or None): the expiry of a key that stays bound
+_UNDO_APPEND = 2  # (tag, set, member): the member was appended to a bound set
+_UNDO_REMOVE = 3  # (tag, set, member, position): swap-removed from a bound set
+_UNDO_REBUCKET = 4  # (tag, set, buckets, mask): the set's bucket index was rebuilt
+_UNDO_FLUSH = 5  # (tag, shards, expires, heap, key_count, data_bytes, set_count, member_count)
+
+_U64 = (1 << 64) - 1
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
 
 
 def shard_of(key: bytes) -> int:
     return zlib.crc32(key) & (SHARD_COUNT - 1)
 
 
-class KVState:
-    """The whole keyspace of one replica. Commands reach it through the primitives below
-    (`get`, `write`, `delete`, ...), which keep the shards, the expiry dict, the heap and the
-    counters consistent; only this class touches those structures."""
+def _reverse_bits64(value: int) -> int:
+    return int(format(value, "064b")[::-1], 2)
 
-    __slots__ = ("_data_bytes", "_expires", "_expiry_heap", "_key_count", "_shards")
+
+def _next_scan_cursor(cursor: int, mask: int) -> int:
+    """Redis's reverse-binary cursor increment: visiting buckets in this order returns every
+    member present for the whole scan at least once even if the bucket count changes between
+    calls (the high bits of a cursor from a bigger table select a superset of buckets)."""
+    cursor |= _U64 ^ mask
+    return _reverse_bits64((_reverse_bits64(cursor) + 1) & _U64)
+
+
+class SetValue:
+    """A set's members, in an order every replica reproduces.
+
+    Members sit in a list (their positions), which gives O(1) random picks: SPOP swaps the last
+    member into the hole, so removal is O(1) too. A member -> position index, split into buckets
+    by crc32 of the member, answers membership and is what SSCAN walks. Iteration order is the
+    list order, a function of the history of adds and removes, never of hash seeds.
+
+    Only KVState mutates a SetValue (through the underscore methods), because every change must
+    also reach the counters, the effects and the undo log; commands use the read methods."""
+
+    __slots__ = ("_buckets", "_mask", "_members", "member_bytes")
+
+    def __init__(self, members: Iterable[bytes] = ()) -> None:
+        self._members: list[bytes] = []
+        self._buckets: list[dict[bytes, int]] = [{}]
+        self._mask = 0
+        self.member_bytes = 0  # the sum of len(member)
+        for member in members:
+            if member not in self:
+                self._append(member)
+
+    # ---- reading ----
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, member: object) -> bool:
+        return member in self._bucket_of(member)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._members)
+
+    def member_list(self) -> list[bytes]:
+        """The members in position order (a copy)."""
+        return list(self._members)
+
+    def member_at(self, position: int) -> bytes:
+        return self._members[position]
+
+    def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
+        """One SSCAN step: whole buckets from `cursor` on until at least `count` members were
+        visited. Returns (next cursor or 0 when done, the members seen). Members of a bucket come
+        sorted, so the reply does not depend on the order a bucket dict was filled in."""
+        mask = self._mask
+        buckets = self._buckets
+        found: list[bytes] = []
+        visited = 0
+        while True:
+            bucket = buckets[cursor & mask]
+            if bucket:
+                found.extend(sorted(bucket))
+                visited += len(bucket)
+            cursor = _next_scan_cursor(cursor, mask)
+            if cursor == 0 or visited >= count:
+                return cursor, found
+
+    # ---- changes, for KVState only ----
+
+    def _bucket_of(self, member: bytes) -> dict[bytes, int]:
+        mask = self._mask
+        return self._buckets[zlib.crc32(member) & mask] if mask else self._buckets[0]
+
+    def _append(self, member: bytes) -> tuple[list[dict[bytes, int]], int] | None:
+        """Add a member that is not present; returns the old index if it was rebuilt."""
+        members = self._members
+        self._bucket_of(member)[member] = len(members)
+        members.append(member)
+        self.member_bytes += len(member)
+        if len(members) > SET_BUCKET_MEMBERS_MAX * len(self._buckets):
+            return self._rebucket(2 * len(self._buckets))
+        return None
+
+    def _remove(self, member: bytes) -> tuple[int, tuple[list[dict[bytes, int]], int] | None]:
+        """Remove a present member, moving the last one into its place. Returns the member's
+        position and the old index if it was rebuilt."""
+        position = self._bucket_of(member).pop(member)
+        members = self._members
+        last = members.pop()
+        if position < len(members):
+            members[position] = last
+            self._bucket_of(last)[last] = position
+        self.member_bytes -= len(member)
+        bucket_count = len(self._buckets)
+        if bucket_count > 1 and len(members) < SET_BUCKET_MEMBERS_MIN * bucket_count:
+            return position, self._rebucket(bucket_count // 2)
+        return position, None
+
+    def _rebucket(self, bucket_count: int) -> tuple[list[dict[bytes, int]], int]:
+        old = (self._buckets, self._mask)
+        mask = bucket_count - 1
+        buckets: list[dict[bytes, int]] = [{} for _ in range(bucket_count)]
+        crc32 = zlib.crc32
+        for position, member in enumerate(self._members):
+            buckets[crc32(member) & mask][member] = position
+        self._buckets = buckets
+        self._mask = mask
+        return old
+
+    def _undo_append(self, member: bytes) -> None:
+        members = self._members
+        invariant(bool(members) and members[-1] == member, "undo of an append out of order")
+        members.pop()
+        del self._bucket_of(member)[member]
+        self.member_bytes -= len(member)
+
+    def _undo_remove(self, member: bytes, position: int) -> None:
+        members = self._members
+        invariant(0 <= position <= len(members), "undo of a removal out of order")
+        if position < len(members):
+            moved = members[position]
+            self._bucket_of(moved)[moved] = len(members)
+            members.append(moved)
+            members[position] = member
+        else:
+            members.append(member)
+        self._bucket_of(member)[member] = position
+        self.member_bytes += len(member)
+
+    def _restore_buckets(self, buckets: list[dict[bytes, int]], mask: int) -> None:
+        self._buckets = buckets
+        self._mask = mask
+
+    def _copy(self) -> SetValue:
+        clone = SetValue()
+        clone._members = list(self._members)
+        clone._buckets = [dict(bucket) for bucket in self._buckets]
+        clone._mask = self._mask
+        clone.member_bytes = self.member_bytes
+        return clone
+
+
+class Undo:
+    """What `undo` needs to revert one recorded execution. Opaque to callers: it holds
+    references to the replaced values (a deleted set is kept whole, not copied) and to the old
+    shards after a FLUSHALL, so it costs O(size of the change) to build and to apply."""
+
+    __slots__ = ("_change_after", "_change_before", "_done", "_log")
+
+    def __init__(self, log: list[tuple], change_before: int, change_after: int) -> None:
+        self._log = log
+        self._change_before = change_before
+        self._change_after = change_after
+        self._done = False
+
+
+class _Recording:
+    __slots__ = ("effects", "log")
 
     def __init__(self) -> None:
-        self._shards: list[dict[bytes, bytes]] = [{} for _ in range(SHARD_COUNT)]
+        self.effects: list[list] = []
+        self.log: list[tuple] = []
+
+
+def _is_expiry(value: object) -> bool:
+    return value is None or (type(value) is int and _INT64_MIN <= value <= _INT64_MAX)
+
+
+def _check_effect(index: int, effect: object) -> None:
+    where = f"effect {index}"
+    invariant(type(effect) is list and len(effect) >= 1, f"{where}: not a non-empty list")
+    opcode = effect[0]  # type: ignore[index]
+    invariant(
+        type(opcode) is int and opcode in _EFFECT_LENGTHS, f"{where}: unknown opcode {opcode!r}"
+    )
+    invariant(len(effect) == _EFFECT_LENGTHS[opcode], f"{where}: wrong length for {opcode}")  # type: ignore[arg-type]
+    if opcode == EFFECT_FLUSH:
+        return
+    invariant(type(effect[1]) is bytes, f"{where}: the key is not bytes")  # type: ignore[index]
+    if opcode == EFFECT_SET_STRING:
+        invariant(type(effect[2]) is bytes, f"{where}: the value is not bytes")  # type: ignore[index]
+        invariant(_is_expiry(effect[3]), f"{where}: bad expiry")  # type: ignore[index]
+    elif opcode == EFFECT_EXPIRE:
+        invariant(_is_expiry(effect[2]), f"{where}: bad expiry")  # type: ignore[index]
+    elif opcode in (EFFECT_SET_ADD, EFFECT_SET_REMOVE, EFFECT_SET_REPLACE):
+        members = effect[2]  # type: ignore[index]
+        invariant(type(members) is list and members, f"{where}: members not a non-empty list")
+        invariant(all(type(m) is bytes for m in members), f"{where}: a member is not bytes")
+        # A set used for membership only, never iterated.
+        invariant(len(set(members)) == len(members), f"{where}: repeated members")
+        if opcode == EFFECT_SET_REPLACE:
+            invariant(_is_expiry(effect[3]), f"{where}: bad expiry")  # type: ignore[index]
+
+
+class KVState:
+    """The whole keyspace of one replica. Commands reach it through the primitives below
+    (`get`, `write`, `delete`, `set_add`, ...), which keep the shards, the expiry dict, the heap,
+    the counters, and (during a recorded execution) the effects and the undo log consistent;
+    only this class touches those structures."""
+
+    __slots__ = (
+        "_change_id",
+        "_changes_made",
+        "_data_bytes",
+        "_expires",
+        "_expiry_heap",
+        "_key_count",
+        "_recording",
+        "_rng",
+        "_seed",
+        "_set_count",
+        "_set_member_count",
+        "_shards",
+    )
+
+    def __init__(self) -> None:
+        self._shards: list[dict[bytes, bytes | SetValue]] = [{} for _ in range(SHARD_COUNT)]
         self._expires: dict[bytes, int] = {}
         self._expiry_heap: list[tuple[int, bytes]] = []
         self._key_count = 0
-        self._data_bytes = 0  # sum of len(key) + len(value) over all keys
+        # The sum over keys of len(key) plus len(value) for a string or member_bytes for a set.
+        self._data_bytes = 0
+        self._set_count = 0
+        self._set_member_count = 0
+        self._recording: _Recording | None = None
+        self._seed = 0
+        self._rng: random.Random | None = None
+        # Each top-level change (a log entry applied, a recorded execution) gets a new id, so
+        # `undo` can insist it reverts the change in effect and nothing newer.
+        self._changes_made = 0
+        self._change_id = 0
 
     # ---- the replicated and local entry points ----
 
-    def apply_command(self, argv: list[bytes], time_ms: int) -> object:
+    def apply_command(self, argv: list[bytes], time_ms: int, seed: int = 0) -> object:
         """Apply one command from the log at the leader's time `time_ms`; return its reply.
 
-        A client mistake becomes an ErrorReply and leaves the logical state unchanged (keys the
-        command named that had already expired at `time_ms` may have been dropped first, which
-        every replica does alike). Read commands are accepted too, so a node may order reads
-        through the log."""
-        try:
-            spec, parsed = parse_command(argv)
-        except CommandError as error:
-            return error.reply()
-        if spec.kind == "write":
-            # Drop the keys this command names that are already expired at the entry's time, so
-            # the command sees them absent, and an INCR or KEEPTTL cannot revive an old expiry.
-            for key in keys_of(spec, argv):
-                self._drop_if_expired(key, time_ms)
-        try:
-            return spec.run(self, parsed, time_ms)
-        except CommandError as error:
-            return error.reply()
+        `seed` seeds the generator SPOP and SRANDMEMBER draw from; the leader chooses it and
+        puts it in the entry so every replica picks alike. A client mistake becomes an
+        ErrorReply and leaves the logical state unchanged (keys the command named that had
+        already expired at `time_ms` may have been dropped first, which every replica does
+        alike). Read commands are accepted too, so a node may order reads through the log."""
+        self._new_change()
+        return self._run(argv, time_ms, seed)
 
-    def execute_read(self, argv: list[bytes], now_ms: int) -> object:
-        """Serve a read command from local state at the local time `now_ms`; never mutates."""
+    def execute_recorded(
+        self, argv: list[bytes], time_ms: int, seed: int = 0
+    ) -> tuple[object, list[list], Undo]:
+        """Run a command as `apply_command` does (same state change, same reply) and also return
+        its effects (see the module docstring) and an Undo that reverts it exactly."""
+        return self._recorded(lambda: self._run(argv, time_ms, seed))
+
+    def expire_recorded(self, keys: Iterable[bytes], time_ms: int) -> tuple[int, list[list], Undo]:
+        """`apply_expire` recorded: (keys deleted, effects, undo)."""
+        return self._recorded(lambda: self._expire(keys, time_ms))  # type: ignore[return-value]
+
+    def apply_effects(self, effects: list[list]) -> None:
+        """Replay the effects of a recorded execution (a backup in passive mode). Never parses
+        or runs a command. The whole list is checked before anything changes; malformed input or
+        effects that contradict this state (adding members to a string) are an
+        InvariantViolation: the log is corrupt or the replicas diverged."""
+        invariant(type(effects) is list, "effects must be a list")
+        for index, effect in enumerate(effects):
+            _check_effect(index, effect)
+        self._new_change()
+        for effect in effects:
+            self._apply_effect(effect)
+
+    def apply_effects_recorded(self, effects: list[list]) -> Undo:
+        """`apply_effects` that can be undone: for a node that applies an entry it may later
+        have to discard (an uncommitted entry of an earlier leader)."""
+        invariant(type(effects) is list, "effects must be a list")
+        for index, effect in enumerate(effects):
+            _check_effect(index, effect)
+
+        def apply_all() -> None:
+            for effect in effects:
+                self._apply_effect(effect)
+
+        return self._recorded(apply_all)[2]
+
+    def undo(self, undo: Undo) -> None:
+        """Revert one recorded execution. Recorded executions must be undone most recent first,
+        with no other change applied since; anything else is a bug and stops loudly."""
+        invariant(type(undo) is Undo, "undo given something that is not an Undo")
+        invariant(not undo._done, "this execution was already undone")
+        invariant(
+            self._change_id == undo._change_after,
+            "undo out of order: the state changed after this execution",
+        )
+        self._rollback(undo._log)
+        self._change_id = undo._change_before
+        undo._done = True
+
+    def execute_read(self, argv: list[bytes], now_ms: int, seed: int = 0) -> object:
+        """Serve a read command from local state at the local time `now_ms`; never mutates.
+        `seed` seeds SRANDMEMBER's picks."""
         try:
             spec, parsed = parse_command(argv)
         except CommandError as error:
             return error.reply()
         invariant(spec.kind == "read", f"execute_read given the write command {spec.name!r}")
+        self._seed, self._rng = seed, None
         try:
             return spec.run(self, parsed, now_ms)
         except CommandError as error:
             return error.reply()
+        finally:
+            self._rng = None
 
     def expired_keys(self, now_ms: int, limit: int) -> list[bytes]:
         """Keys whose expiry is <= now_ms, soonest first, at most `limit` of them. For the
@@ -124,11 +472,8 @@ class KVState:
     def apply_expire(self, keys: Iterable[bytes], time_ms: int) -> int:
         """Apply an expiry entry: delete each key that still has an expiry <= time_ms (a write
         since the leader listed it may have changed or removed it). Returns how many went."""
-        deleted = 0
-        for key in keys:
-            if self._drop_if_expired(key, time_ms):
-                deleted += 1
-        return deleted
+        self._new_change()
+        return self._expire(keys, time_ms)
 
     # ---- observation ----
 
@@ -141,54 +486,86 @@ class KVState:
         return len(self._expires)
 
     def used_bytes(self) -> int:
-        """An estimate of the memory the keyspace holds (see KEY_OVERHEAD_BYTES)."""
+        """An estimate of the memory the keyspace holds (see KEY_OVERHEAD_BYTES and
+        SET_MEMBER_OVERHEAD_BYTES)."""
         return (
             self._data_bytes
             + self._key_count * KEY_OVERHEAD_BYTES
             + len(self._expires) * EXPIRY_OVERHEAD_BYTES
+            + self._set_count * SET_OVERHEAD_BYTES
+            + self._set_member_count * SET_MEMBER_OVERHEAD_BYTES
         )
 
     def digest(self) -> str:
-        """A checksum of the whole state (keys, values, expiry times) as hex.
+        """A checksum of the whole state (keys, types, values, set members, expiry times) as hex.
 
-        Independent of insertion order: shards are visited in order and each shard's keys in
-        sorted order, and a key's shard depends only on the key. Every field is length-prefixed
-        so no two different states produce the same byte stream."""
+        Independent of insertion order: shards are visited in order, each shard's keys in sorted
+        order and each set's members sorted, and a key's shard depends only on the key. So two
+        replicas that built the same set in different orders agree. Every field is
+        length-prefixed and typed so no two different states produce the same byte stream."""
         checksum = hashlib.blake2b(DIGEST_FORMAT, digest_size=16)
         checksum.update(struct.pack(">Q", self._key_count))
         update = checksum.update
-        pack_lengths = struct.Struct(">QQ").pack
+        pack_header = struct.Struct(">BQQ").pack
+        pack_length = struct.Struct(">Q").pack
         pack_expiry = struct.Struct(">Bq").pack
         expires = self._expires
         for shard in self._shards:
+            if not shard:
+                continue
             for key in sorted(shard):
                 value = shard[key]
+                if type(value) is bytes:
+                    update(pack_header(1, len(key), len(value)))
+                    update(key)
+                    update(value)
+                else:
+                    update(pack_header(2, len(key), len(value)))
+                    update(key)
+                    for member in sorted(value):  # type: ignore[type-var]
+                        update(pack_length(len(member)))
+                        update(member)
                 expire_at_ms = expires.get(key)
-                update(pack_lengths(len(key), len(value)))
-                update(key)
-                update(value)
                 if expire_at_ms is None:
                     update(b"\x00")
                 else:
                     update(pack_expiry(1, expire_at_ms))
         return checksum.hexdigest()
 
-    def items(self) -> Iterator[tuple[bytes, bytes, int | None]]:
-        """Every (key, value, expire_at_ms or None) in a deterministic order, for snapshots.
-        Includes expired keys not yet deleted through the log, so a restore is exact."""
+    def items(self) -> Iterator[tuple[bytes, bytes | list[bytes], int | None]]:
+        """Every (key, value, expire_at_ms or None) in a deterministic order, for snapshots. A
+        string's value is bytes; a set's is the list of its members in position order, so a
+        restored replica picks as the original does. Includes expired keys not yet deleted
+        through the log, so a restore is exact."""
         expires = self._expires
         for shard in self._shards:
-            for key, value in shard.items():
-                yield key, value, expires.get(key)
+            if not shard:
+                continue
+            for key in sorted(shard):
+                value = shard[key]
+                yield (
+                    key,
+                    value if type(value) is bytes else value.member_list(),  # type: ignore[union-attr]
+                    expires.get(key),
+                )
 
-    def restore_item(self, key: bytes, value: bytes, expire_at_ms: int | None) -> None:
-        """Load one item from a snapshot into a state being rebuilt."""
-        self.write(key, value, expire_at_ms)
+    def restore_item(
+        self, key: bytes, value: bytes | list[bytes], expire_at_ms: int | None
+    ) -> None:
+        """Load one item of `items()` from a snapshot into a state being rebuilt."""
+        self._new_change()
+        if type(value) is bytes:
+            self.write(key, value, expire_at_ms)
+            return
+        invariant(type(value) is list and value, "a set item must be a non-empty list")
+        invariant(all(type(m) is bytes for m in value), "set members must be bytes")
+        invariant(len(set(value)) == len(value), "a set item repeats a member")
+        self._replace(key, SetValue(value), expire_at_ms)
 
-    # ---- primitives for the command implementations ----
+    # ---- primitives for the command implementations: reading ----
 
-    def get(self, key: bytes, time_ms: int) -> bytes | None:
-        """The value of `key` at `time_ms`, or None if it is absent or expired."""
+    def lookup(self, key: bytes, time_ms: int) -> bytes | SetValue | None:
+        """The value of `key` at `time_ms` whatever its type, or None if absent or expired."""
         value = self._shards[shard_of(key)].get(key)
         if value is None:
             return None
@@ -198,68 +575,50 @@ class KVState:
                 return None
         return value
 
+    def get(self, key: bytes, time_ms: int) -> bytes | None:
+        """The string value of `key` at `time_ms`, or None if it is absent or expired. A key
+        holding another type raises CommandError(WRONGTYPE), as Redis's string lookups do."""
+        value = self.lookup(key, time_ms)
+        if value is None or type(value) is bytes:
+            return value  # type: ignore[return-value]
+        raise CommandError(WRONG_TYPE)
+
+    def get_set(self, key: bytes, time_ms: int) -> SetValue | None:
+        """The set at `key`, or None if absent or expired; a string raises WRONGTYPE. The
+        SetValue is for reading: changes go through set_add, set_remove, ..."""
+        value = self.lookup(key, time_ms)
+        if value is None or type(value) is SetValue:
+            return value  # type: ignore[return-value]
+        raise CommandError(WRONG_TYPE)
+
+    def exists(self, key: bytes, time_ms: int) -> bool:
+        return self.lookup(key, time_ms) is not None
+
+    def type_name(self, key: bytes, time_ms: int) -> bytes | None:
+        """b"string" or b"set" (Redis's TYPE names), or None if the key is absent."""
+        value = self.lookup(key, time_ms)
+        if value is None:
+            return None
+        return b"string" if type(value) is bytes else b"set"
+
     def expire_at_ms(self, key: bytes) -> int | None:
         """The absolute expiry time of a stored key, or None if it has none."""
         return self._expires.get(key)
 
-    def write(
-        self,
-        key: bytes,
-        value: bytes,
-        expire_at_ms: int | None = None,
-        *,
-        keep_ttl: bool = False,
-    ) -> None:
-        """Store `value` under `key`. With keep_ttl the key's current expiry (if any) stays;
-        otherwise the expiry becomes `expire_at_ms` (None: no expiry)."""
-        invariant(type(value) is bytes, "values are stored as bytes")
-        shard = self._shards[shard_of(key)]
-        old = shard.get(key)
-        if old is None:
-            self._key_count += 1
-            self._data_bytes += len(key) + len(value)
-        else:
-            self._data_bytes += len(value) - len(old)
-        shard[key] = value
-        if keep_ttl:
-            invariant(expire_at_ms is None, "keep_ttl and an expiry time together")
-            return
-        if expire_at_ms is None:
-            self._expires.pop(key, None)
-        else:
-            self._set_expire_stored(key, expire_at_ms)
-
-    def delete(self, key: bytes) -> bool:
-        """Remove `key` (expired or not); True if it was stored."""
-        value = self._shards[shard_of(key)].pop(key, None)
-        if value is None:
-            return False
-        self._key_count -= 1
-        self._data_bytes -= len(key) + len(value)
-        # The heap entry, if any, goes stale and is dropped lazily.
-        self._expires.pop(key, None)
-        return True
-
-    def set_expire(self, key: bytes, expire_at_ms: int) -> None:
-        invariant(key in self._shards[shard_of(key)], "set_expire on a key that is not stored")
-        self._set_expire_stored(key, expire_at_ms)
-
-    def persist(self, key: bytes) -> bool:
-        """Remove the expiry of `key`; True if it had one."""
-        return self._expires.pop(key, None) is not None
-
-    def flush(self) -> None:
-        self._shards = [{} for _ in range(SHARD_COUNT)]
-        self._expires = {}
-        self._expiry_heap = []
-        self._key_count = 0
-        self._data_bytes = 0
+    def random_generator(self) -> random.Random:
+        """The generator of the command being run, seeded with the seed its caller passed, so
+        every replica given the same seed draws the same numbers. Never the global `random`."""
+        if self._rng is None:
+            self._rng = random.Random(self._seed)
+        return self._rng
 
     def live_keys(self, time_ms: int) -> Iterator[bytes]:
-        """Every key not expired at `time_ms`, in shard order."""
+        """Every key not expired at `time_ms`, in shard order (sorted within a shard)."""
         expires = self._expires
         for shard in self._shards:
-            for key in shard:
+            if not shard:
+                continue
+            for key in sorted(shard):
                 expire_at_ms = expires.get(key) if expires else None
                 if expire_at_ms is None or expire_at_ms > time_ms:
                     yield key
@@ -275,12 +634,14 @@ class KVState:
         shard_index = cursor
         while shard_index < SHARD_COUNT and visited < count:
             shard = self._shards[shard_index]
+            shard_index += 1
+            if not shard:
+                continue
             visited += len(shard)
-            for key in shard:
+            for key in sorted(shard):
                 expire_at_ms = expires.get(key) if expires else None
                 if expire_at_ms is None or expire_at_ms > time_ms:
                     found.append(key)
-            shard_index += 1
         return (shard_index if shard_index < SHARD_COUNT else 0), found
 
     def random_key(self, time_ms: int) -> bytes | None:
@@ -295,7 +656,7 @@ class KVState:
             shard = self._shards[(start + step) & (SHARD_COUNT - 1)]
             if not shard:
                 continue
-            keys = list(shard)
+            keys = sorted(shard)
             first = (time_ms // SHARD_COUNT) % len(keys)
             for offset in range(len(keys)):
                 key = keys[(first + offset) % len(keys)]
@@ -304,7 +665,376 @@ class KVState:
                     return key
         return None
 
-    # ---- internals ----
+    # ---- primitives for the command implementations: changing ----
+
+    def write(
+        self,
+        key: bytes,
+        value: bytes,
+        expire_at_ms: int | None = None,
+        *,
+        keep_ttl: bool = False,
+    ) -> None:
+        """Store the string `value` under `key`, replacing whatever it held. With keep_ttl the
+        key's current expiry (if any) stays; otherwise the expiry becomes `expire_at_ms` (None:
+        no expiry)."""
+        invariant(type(value) is bytes, "values are stored as bytes")
+        if keep_ttl:
+            invariant(expire_at_ms is None, "keep_ttl and an expiry time together")
+            expire_at_ms = self._expires.get(key)
+        self._replace(key, value, expire_at_ms)
+        if self._recording is not None:
+            self._recording.effects.append([EFFECT_SET_STRING, key, value, expire_at_ms])
+
+    def write_set(self, key: bytes, members: list[bytes], expire_at_ms: int | None = None) -> None:
+        """Store a new set of exactly `members` (non-empty, no repeats, in this order) under
+        `key`, replacing whatever it held, with that expiry (None: no expiry)."""
+        invariant(bool(members), "an empty set is never stored")
+        value = SetValue(members)
+        invariant(len(value) == len(members), "write_set given repeated members")
+        self._replace(key, value, expire_at_ms)
+        if self._recording is not None:
+            self._recording.effects.append([EFFECT_SET_REPLACE, key, list(members), expire_at_ms])
+
+    def delete(self, key: bytes) -> bool:
+        """Remove `key` (expired or not, any type); True if it was stored."""
+        shard = self._shards[shard_of(key)]
+        value = shard.get(key)
+        if value is None:
+            return False
+        self._journal_binding(key)
+        del shard[key]
+        self._count(key, value, -1)
+        # The heap entry, if any, goes stale and is dropped lazily.
+        self._expires.pop(key, None)
+        if self._recording is not None:
+            self._recording.effects.append([EFFECT_DELETE, key])
+        return True
+
+    def set_expire(self, key: bytes, expire_at_ms: int) -> None:
+        invariant(key in self._shards[shard_of(key)], "set_expire on a key that is not stored")
+        old = self._expires.get(key)
+        if old == expire_at_ms:
+            return
+        if self._recording is not None:
+            self._recording.log.append((_UNDO_EXPIRE, key, old))
+            self._recording.effects.append([EFFECT_EXPIRE, key, expire_at_ms])
+        self._set_expire_stored(key, expire_at_ms)
+
+    def persist(self, key: bytes) -> bool:
+        """Remove the expiry of `key`; True if it had one."""
+        old = self._expires.pop(key, None)
+        if old is None:
+            return False
+        if self._recording is not None:
+            self._recording.log.append((_UNDO_EXPIRE, key, old))
+            self._recording.effects.append([EFFECT_EXPIRE, key, None])
+        return True
+
+    def rename(self, source: bytes, target: bytes) -> None:
+        """Move the value of the stored key `source` (any type, with its expiry) to `target`,
+        replacing whatever `target` held. O(1) even for a big set: the object moves."""
+        shard = self._shards[shard_of(source)]
+        invariant(source in shard, "rename of a key that is not stored")
+        if source == target:
+            return
+        value = shard[source]
+        expire_at_ms = self._expires.get(source)
+        self.delete(source)
+        self._replace(target, value, expire_at_ms)
+        self._record_post_image(target, value, expire_at_ms)
+
+    def copy(self, source: bytes, target: bytes) -> None:
+        """Copy the value of the stored key `source` (any type, with its expiry) to `target`,
+        replacing whatever `target` held."""
+        invariant(source != target, "copy of a key onto itself")
+        value = self._shards[shard_of(source)][source]
+        duplicate = value if type(value) is bytes else value._copy()  # type: ignore[union-attr]
+        expire_at_ms = self._expires.get(source)
+        self._replace(target, duplicate, expire_at_ms)
+        self._record_post_image(target, duplicate, expire_at_ms)
+
+    def set_add(self, key: bytes, members: Iterable[bytes]) -> int:
+        """Add the members to the set at `key` (those present are skipped), creating a set
+        without expiry if the key is absent. Returns how many were added. The key must not hold
+        a string (the command checks that first)."""
+        shard = self._shards[shard_of(key)]
+        value = shard.get(key)
+        if value is None:
+            created = SetValue(members)
+            if not created:
+                return 0
+            self._replace(key, created, None)
+            added = created.member_list()
+        else:
+            invariant(type(value) is SetValue, "set_add on a key holding a string")
+            added = []
+            for member in members:
+                if member not in value:  # type: ignore[operator]
+                    self._append_member(value, member)  # type: ignore[arg-type]
+                    added.append(member)
+        if added and self._recording is not None:
+            self._recording.effects.append([EFFECT_SET_ADD, key, added])
+        return len(added)
+
+    def set_remove(self, key: bytes, members: Iterable[bytes]) -> int:
+        """Remove the members from the set at `key` (absent ones are skipped); a set left empty
+        is deleted. Returns how many were removed; 0 if the key is absent."""
+        value = self._shards[shard_of(key)].get(key)
+        if value is None:
+            return 0
+        invariant(type(value) is SetValue, "set_remove on a key holding a string")
+        # Keep the first of any repeat, in order: a dict iterates in insertion order.
+        present = [m for m in dict.fromkeys(members) if m in value]  # type: ignore[operator]
+        if not present:
+            return 0
+        if len(present) == len(value):  # type: ignore[arg-type]
+            # Removing everything is a delete: one effect, and undo keeps the set object whole.
+            self.delete(key)
+            return len(present)
+        for member in present:
+            self._remove_member(value, member)  # type: ignore[arg-type]
+        if self._recording is not None:
+            self._recording.effects.append([EFFECT_SET_REMOVE, key, present])
+        return len(present)
+
+    def set_pop(self, key: bytes, count: int, rng: random.Random) -> list[bytes]:
+        """Remove up to `count` (>= 1) members of the set at `key` chosen with `rng`, each pick
+        O(1); all of them (in position order, deleting the key) if count >= the set's size."""
+        value = self._shards[shard_of(key)][key]
+        invariant(type(value) is SetValue and count >= 1, "set_pop needs a set and a count")
+        if count >= len(value):  # type: ignore[arg-type]
+            popped = value.member_list()  # type: ignore[union-attr]
+            self.delete(key)
+            return popped
+        popped = []
+        for _ in range(count):
+            member = value.member_at(rng.randrange(len(value)))  # type: ignore[union-attr, arg-type]
+            self._remove_member(value, member)  # type: ignore[arg-type]
+            popped.append(member)
+        if self._recording is not None:
+            self._recording.effects.append([EFFECT_SET_REMOVE, key, popped])
+        return popped
+
+    def flush(self) -> None:
+        if self._recording is not None:
+            self._recording.log.append(
+                (
+                    _UNDO_FLUSH,
+                    self._shards,
+                    self._expires,
+                    self._expiry_heap,
+                    self._key_count,
+                    self._data_bytes,
+                    self._set_count,
+                    self._set_member_count,
+                )
+            )
+            self._recording.effects.append([EFFECT_FLUSH])
+        self._shards = [{} for _ in range(SHARD_COUNT)]
+        self._expires = {}
+        self._expiry_heap = []
+        self._key_count = 0
+        self._data_bytes = 0
+        self._set_count = 0
+        self._set_member_count = 0
+
+    # ---- internals: running and recording ----
+
+    def _new_change(self) -> None:
+        self._changes_made += 1
+        self._change_id = self._changes_made
+
+    def _run(self, argv: list[bytes], time_ms: int, seed: int) -> object:
+        try:
+            spec, parsed = parse_command(argv)
+        except CommandError as error:
+            return error.reply()
+        if spec.kind == "write":
+            # Drop the keys this command names that are already expired at the entry's time, so
+            # the command sees them absent, and an INCR or KEEPTTL cannot revive an old expiry.
+            for key in keys_of(spec, argv):
+                self._drop_if_expired(key, time_ms)
+        recording = self._recording
+        changes_before_run = -1 if recording is None else len(recording.log)
+        self._seed, self._rng = seed, None
+        try:
+            return spec.run(self, parsed, time_ms)
+        except CommandError as error:
+            invariant(
+                recording is None or len(recording.log) == changes_before_run,
+                f"{spec.name} changed the state and then replied an error",
+            )
+            return error.reply()
+        finally:
+            self._rng = None
+
+    def _expire(self, keys: Iterable[bytes], time_ms: int) -> int:
+        deleted = 0
+        for key in keys:
+            if self._drop_if_expired(key, time_ms):
+                deleted += 1
+        return deleted
+
+    def _recorded(self, execute: Callable[[], object]) -> tuple[object, list[list], Undo]:
+        invariant(self._recording is None, "recorded executions do not nest")
+        change_before = self._change_id
+        self._new_change()
+        recording = _Recording()
+        self._recording = recording
+        try:
+            result = execute()
+        except BaseException:
+            # Our own bug (client mistakes are replies): leave the state as it was, then stop.
+            self._recording = None
+            self._rollback(recording.log)
+            self._change_id = change_before
+            raise
+        self._recording = None
+        return result, recording.effects, Undo(recording.log, change_before, self._change_id)
+
+    def _apply_effect(self, effect: list) -> None:
+        opcode = effect[0]
+        if opcode == EFFECT_FLUSH:
+            self.flush()
+            return
+        key = effect[1]
+        value = self._shards[shard_of(key)].get(key)
+        if opcode == EFFECT_SET_STRING:
+            self.write(key, effect[2], effect[3])
+        elif opcode == EFFECT_DELETE:
+            self.delete(key)
+        elif opcode == EFFECT_SET_ADD:
+            invariant(type(value) is not bytes, "effects add set members to a string key")
+            self.set_add(key, effect[2])
+        elif opcode == EFFECT_SET_REMOVE:
+            invariant(type(value) is not bytes, "effects remove set members from a string key")
+            self.set_remove(key, effect[2])
+        elif opcode == EFFECT_SET_REPLACE:
+            self.write_set(key, effect[2], effect[3])
+        elif opcode == EFFECT_EXPIRE:
+            if value is None:
+                return
+            if effect[2] is None:
+                self.persist(key)
+            else:
+                self.set_expire(key, effect[2])
+
+    def _rollback(self, log: list[tuple]) -> None:
+        for entry in reversed(log):
+            tag = entry[0]
+            if tag == _UNDO_BIND:
+                _, key, value, expire_at_ms = entry
+                shard = self._shards[shard_of(key)]
+                current = shard.get(key)
+                if current is not None:
+                    self._count(key, current, -1)
+                if value is None:
+                    shard.pop(key, None)
+                    self._expires.pop(key, None)
+                    continue
+                shard[key] = value
+                self._count(key, value, 1)
+                if expire_at_ms is None:
+                    self._expires.pop(key, None)
+                else:
+                    self._set_expire_stored(key, expire_at_ms)
+            elif tag == _UNDO_EXPIRE:
+                _, key, expire_at_ms = entry
+                if expire_at_ms is None:
+                    self._expires.pop(key, None)
+                else:
+                    self._set_expire_stored(key, expire_at_ms)
+            elif tag == _UNDO_APPEND:
+                _, value, member = entry
+                value._undo_append(member)
+                self._data_bytes -= len(member)
+                self._set_member_count -= 1
+            elif tag == _UNDO_REMOVE:
+                _, value, member, position = entry
+                value._undo_remove(member, position)
+                self._data_bytes += len(member)
+                self._set_member_count += 1
+            elif tag == _UNDO_REBUCKET:
+                _, value, buckets, mask = entry
+                value._restore_buckets(buckets, mask)
+            else:
+                invariant(tag == _UNDO_FLUSH, f"unknown undo entry {tag!r}")
+                (
+                    _,
+                    self._shards,
+                    self._expires,
+                    self._expiry_heap,
+                    self._key_count,
+                    self._data_bytes,
+                    self._set_count,
+                    self._set_member_count,
+                ) = entry
+
+    # ---- internals: bindings, counters, expiry ----
+
+    def _journal_binding(self, key: bytes) -> None:
+        """Before a key's value is replaced or removed: remember the old binding for undo."""
+        if self._recording is not None:
+            old = self._shards[shard_of(key)].get(key)
+            self._recording.log.append((_UNDO_BIND, key, old, self._expires.get(key)))
+
+    def _replace(self, key: bytes, value: bytes | SetValue, expire_at_ms: int | None) -> None:
+        """Bind `key` to `value` (any type) with that expiry, whatever it held."""
+        self._journal_binding(key)
+        shard = self._shards[shard_of(key)]
+        old = shard.get(key)
+        if old is not None:
+            self._count(key, old, -1)
+        shard[key] = value
+        self._count(key, value, 1)
+        if expire_at_ms is None:
+            self._expires.pop(key, None)
+        else:
+            self._set_expire_stored(key, expire_at_ms)
+
+    def _record_post_image(
+        self, key: bytes, value: bytes | SetValue, expire_at_ms: int | None
+    ) -> None:
+        if self._recording is None:
+            return
+        if type(value) is bytes:
+            effect = [EFFECT_SET_STRING, key, value, expire_at_ms]
+        else:
+            effect = [EFFECT_SET_REPLACE, key, value.member_list(), expire_at_ms]  # type: ignore[union-attr]
+        self._recording.effects.append(effect)
+
+    def _count(self, key: bytes, value: bytes | SetValue, sign: int) -> None:
+        self._key_count += sign
+        if type(value) is bytes:
+            self._data_bytes += sign * (len(key) + len(value))
+        else:
+            self._data_bytes += sign * (len(key) + value.member_bytes)  # type: ignore[union-attr]
+            self._set_count += sign
+            self._set_member_count += sign * len(value)
+
+    def _append_member(self, value: SetValue, member: bytes) -> None:
+        """Add a member to a set bound to a key (so the counters include it)."""
+        rebuilt = value._append(member)
+        self._data_bytes += len(member)
+        self._set_member_count += 1
+        recording = self._recording
+        if recording is not None:
+            recording.log.append((_UNDO_APPEND, value, member))
+            if rebuilt is not None:
+                recording.log.append((_UNDO_REBUCKET, value, *rebuilt))
+
+    def _remove_member(self, value: SetValue, member: bytes) -> None:
+        """Remove a member from a set bound to a key; the set must keep at least one member."""
+        invariant(len(value) > 1, "the last member leaves through delete")
+        position, rebuilt = value._remove(member)
+        self._data_bytes -= len(member)
+        self._set_member_count -= 1
+        recording = self._recording
+        if recording is not None:
+            recording.log.append((_UNDO_REMOVE, value, member, position))
+            if rebuilt is not None:
+                recording.log.append((_UNDO_REBUCKET, value, *rebuilt))
 
     def _set_expire_stored(self, key: bytes, expire_at_ms: int) -> None:
         if self._expires.get(key) == expire_at_ms:

@@ -13,16 +13,17 @@ def _arg(value: object) -> bytes:
 
 
 class Node:
-    """One replica's state machine: `write` applies like a log entry, `read` like a query."""
+    """One replica's state machine: `write` applies like a log entry, `read` like a query.
+    `seed` is the random seed the entry or the read carries (SPOP, SRANDMEMBER)."""
 
     def __init__(self) -> None:
         self.state = KVState()
 
-    def write(self, *args: object, t: int = T0) -> object:
-        return self.state.apply_command([_arg(a) for a in args], t)
+    def write(self, *args: object, t: int = T0, seed: int = 0) -> object:
+        return self.state.apply_command([_arg(a) for a in args], t, seed)
 
-    def read(self, *args: object, t: int = T0) -> object:
-        return self.state.execute_read([_arg(a) for a in args], t)
+    def read(self, *args: object, t: int = T0, seed: int = 0) -> object:
+        return self.state.execute_read([_arg(a) for a in args], t, seed)
 
 
 def err(message: str) -> ErrorReply:

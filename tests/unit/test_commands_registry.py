@@ -16,6 +16,10 @@ EXPECTED_COMMANDS = {
     "del", "unlink", "exists", "touch", "type", "ttl", "pttl", "expiretime", "pexpiretime",
     "expire", "pexpire", "expireat", "pexpireat", "persist", "keys", "scan", "dbsize",
     "randomkey", "flushall", "flushdb", "rename", "renamenx", "copy",
+    # sets
+    "sadd", "srem", "scard", "sismember", "smismember", "smembers", "spop", "srandmember",
+    "smove", "sinter", "sunion", "sdiff", "sinterstore", "sunionstore", "sdiffstore",
+    "sintercard", "sscan",
 }  # fmt: skip
 
 
@@ -30,6 +34,7 @@ def test_spec_is_consistent(spec: CommandSpec) -> None:
     assert spec.kind in ("read", "write")
     assert ("write" in spec.flags) == (spec.kind == "write")
     assert ("readonly" in spec.flags) == (spec.kind == "read")
+    assert ("movablekeys" in spec.flags) == (spec.find_keys is not None)
     if spec.first_key == 0:
         assert (spec.last_key, spec.key_step) == (0, 0)
     else:
@@ -97,6 +102,12 @@ def test_arity_is_enforced(spec: CommandSpec) -> None:
         ([b"SCAN", b"0", b"MATCH", b"*"], []),
         ([b"FLUSHALL"], []),
         ([b"EXPIRE", b"k", b"10", b"NX"], [b"k"]),
+        ([b"SADD", b"s", b"a", b"b"], [b"s"]),
+        ([b"SMOVE", b"a", b"b", b"m"], [b"a", b"b"]),
+        ([b"SINTERSTORE", b"d", b"a", b"b"], [b"d", b"a", b"b"]),
+        ([b"SINTERCARD", b"2", b"a", b"b", b"LIMIT", b"3"], [b"a", b"b"]),
+        ([b"SINTERCARD", b"1", b"LIMIT"], [b"LIMIT"]),
+        ([b"SSCAN", b"s", b"0", b"COUNT", b"5"], [b"s"]),
     ],
 )
 def test_keys_of(argv: list[bytes], keys: list[bytes]) -> None:

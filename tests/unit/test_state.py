@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from replikv.commands import COMMANDS
 from replikv.invariants import InvariantViolation
 from replikv.replies import OK, ErrorReply
-from replikv.state import EXPIRY_OVERHEAD_BYTES, KEY_OVERHEAD_BYTES, KVState
+from replikv.state import (
+    EXPIRY_OVERHEAD_BYTES,
+    KEY_OVERHEAD_BYTES,
+    SET_MEMBER_OVERHEAD_BYTES,
+    SET_OVERHEAD_BYTES,
+    KVState,
+)
 
 T0 = 1_000_000
 
@@ -34,6 +40,7 @@ _SLOTS: dict[str, list[bytes]] = {
     "EA": [b"999", b"1001", b"1003", b"1010"],
     "O": [b"NX", b"XX", b"GT", b"LT"],
     "P": [b"*", b"a*", b"[a-c]", b"?"],
+    "M": [b"x", b"y", b"z", b"1", b"", b"m5", b"m6"],
 }
 
 _TEMPLATES: list[str] = [
@@ -47,6 +54,11 @@ _TEMPLATES: list[str] = [
     "COPY K K REPLACE", "GET K", "MGET K K", "TTL K", "PTTL K", "EXISTS K K", "KEYS P",
     "SCAN 0 COUNT 5000 MATCH P", "RANDOMKEY", "DBSIZE", "GETRANGE K N N", "STRLEN K", "TYPE K",
     "EXPIRETIME K", "NOSUCH K",
+    # Sets, on the same keys as the strings, so WRONGTYPE comes up often.
+    "SADD K M M M", "SADD K M", "SREM K M M", "SPOP K", "SPOP K N", "SRANDMEMBER K N",
+    "SMOVE K K M", "SINTERSTORE K K K", "SUNIONSTORE K K K", "SDIFFSTORE K K", "SMEMBERS K",
+    "SCARD K", "SISMEMBER K M", "SINTER K K", "SUNION K K", "SDIFF K K", "SSCAN K 0",
+    "SINTERCARD 2 K K LIMIT N",
 ]  # fmt: skip
 _RARE_TEMPLATES = ["FLUSHALL", "FLUSHDB ASYNC"]
 
@@ -292,6 +304,8 @@ def test_every_read_command_is_served_by_execute_read() -> None:
     assert reads == sorted(
         ["get", "mget", "strlen", "getrange", "exists", "touch", "type", "ttl", "pttl"]
         + ["expiretime", "pexpiretime", "keys", "scan", "dbsize", "randomkey"]
+        + ["scard", "sismember", "smismember", "smembers", "srandmember", "sinter", "sunion"]
+        + ["sdiff", "sintercard", "sscan"]
     )
 
 
@@ -393,9 +407,17 @@ def test_counters_match_the_contents(data: st.DataObject) -> None:
     items = list(state.items())
     assert state.key_count() == len(items)
     assert state.expires_count() == sum(expire is not None for _, _, expire in items)
-    data_bytes = sum(len(key) + len(value) for key, value, _ in items)
+    strings = [(key, value) for key, value, _ in items if isinstance(value, bytes)]
+    sets = [(key, value) for key, value, _ in items if isinstance(value, list)]
+    assert all(sets_value for _, sets_value in sets)  # an empty set never exists
+    data_bytes = sum(len(key) + len(value) for key, value in strings)
+    data_bytes += sum(len(key) + sum(map(len, members)) for key, members in sets)
     expected_used = (
-        data_bytes + len(items) * KEY_OVERHEAD_BYTES + state.expires_count() * EXPIRY_OVERHEAD_BYTES
+        data_bytes
+        + len(items) * KEY_OVERHEAD_BYTES
+        + state.expires_count() * EXPIRY_OVERHEAD_BYTES
+        + len(sets) * SET_OVERHEAD_BYTES
+        + sum(len(members) for _, members in sets) * SET_MEMBER_OVERHEAD_BYTES
     )
     assert state.used_bytes() == expected_used
 
@@ -408,6 +430,8 @@ def test_items_and_restore_round_trip() -> None:
     for key, value, expire_at_ms in state.items():
         restored.restore_item(key, value, expire_at_ms)
     assert restored.digest() == state.digest()
+    assert list(restored.items()) == list(state.items())  # set members in the same positions
+    assert restored.used_bytes() == state.used_bytes()
     assert restored.key_count() == state.key_count()
     assert restored.expired_keys(10**12, 10**6) == state.expired_keys(10**12, 10**6)
 

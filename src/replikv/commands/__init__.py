@@ -7,9 +7,11 @@ at a given time. The leader calls `parse_command` before proposing a write; ever
 CommandError with Redis's own error text, so clients that match on errors keep working.
 
 The table is written out in one place, like Redis's command table, so its shape can be read at a
-glance; the code for each family lives in `strings` and `keys`. Arity and key positions follow
-Redis's COMMAND conventions: arity counts the name, negative means "at least"; keys are
-argv[first_key..last_key] stepping by key_step, a negative last_key counting from the end.
+glance; the code for each family lives in `strings`, `keys` and `sets`. Arity and key positions
+follow Redis's COMMAND conventions: arity counts the name, negative means "at least"; keys are
+argv[first_key..last_key] stepping by key_step, a negative last_key counting from the end. A
+command whose keys move with a count argument (SINTERCARD numkeys key ...) has the "movablekeys"
+flag, (0, 0, 0) as its range like in Redis, and a `find_keys` function instead.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from replikv.commands import keys, strings
+from replikv.commands import keys, sets, strings
 from replikv.replies import CommandError, wrong_arity
 
 if TYPE_CHECKING:
@@ -41,6 +43,8 @@ class CommandSpec:
     key_step: int
     parse: Callable[[list[bytes]], object]  # argv -> parsed args; raises CommandError
     run: Callable[[KVState, object, int], object]  # (state, parsed, time_ms) -> reply
+    # For "movablekeys" commands: argv (already parsed without error) -> its keys.
+    find_keys: Callable[[list[bytes]], list[bytes]] | None = None
 
 
 _W = ("write",)
@@ -49,6 +53,7 @@ _W_DENYOOM = ("write", "denyoom")
 _W_DENYOOM_FAST = ("write", "denyoom", "fast")
 _R = ("readonly",)
 _R_FAST = ("readonly", "fast")
+_R_MOVABLE = ("readonly", "movablekeys")
 
 _ONE_KEY = (1, 1, 1)
 _ALL_KEYS = (1, -1, 1)
@@ -64,10 +69,11 @@ def _command(
     key_spec: tuple[int, int, int],
     parse: Callable[[list[bytes]], object],
     run: Callable[..., object],
+    find_keys: Callable[[list[bytes]], list[bytes]] | None = None,
 ) -> CommandSpec:
     # A command goes through the log exactly when Redis flags it as a write.
     kind = "write" if "write" in flags else "read"
-    return CommandSpec(name, arity, kind, flags, *key_spec, parse, run)
+    return CommandSpec(name, arity, kind, flags, *key_spec, parse, run, find_keys)
 
 
 _TABLE = (
@@ -123,6 +129,32 @@ _TABLE = (
     _command("rename", 3, _W, _TWO_KEYS, keys.parse_rename, keys.run_rename),
     _command("renamenx", 3, _W_FAST, _TWO_KEYS, keys.parse_rename, keys.run_renamenx),
     _command("copy", -3, _W_DENYOOM, _TWO_KEYS, keys.parse_copy, keys.run_copy),
+    # Sets.
+    _command("sadd", -3, _W_DENYOOM_FAST, _ONE_KEY, sets.parse_key_members, sets.run_sadd),
+    _command("srem", -3, _W_FAST, _ONE_KEY, sets.parse_key_members, sets.run_srem),
+    _command("scard", 2, _R_FAST, _ONE_KEY, strings.parse_key, sets.run_scard),
+    _command("sismember", 3, _R_FAST, _ONE_KEY, strings.parse_key_value, sets.run_sismember),
+    _command("smismember", -3, _R_FAST, _ONE_KEY, sets.parse_key_members, sets.run_smismember),
+    _command("smembers", 2, _R, _ONE_KEY, strings.parse_key, sets.run_smembers),
+    _command("spop", -2, _W_FAST, _ONE_KEY, sets.parse_spop, sets.run_spop),
+    _command("srandmember", -2, _R, _ONE_KEY, sets.parse_srandmember, sets.run_srandmember),
+    _command("smove", 4, _W_FAST, _TWO_KEYS, sets.parse_smove, sets.run_smove),
+    _command("sinter", -2, _R, _ALL_KEYS, strings.parse_keys, sets.run_sinter),
+    _command("sunion", -2, _R, _ALL_KEYS, strings.parse_keys, sets.run_sunion),
+    _command("sdiff", -2, _R, _ALL_KEYS, strings.parse_keys, sets.run_sdiff),
+    _command("sinterstore", -3, _W_DENYOOM, _ALL_KEYS, sets.parse_store, sets.run_sinterstore),
+    _command("sunionstore", -3, _W_DENYOOM, _ALL_KEYS, sets.parse_store, sets.run_sunionstore),
+    _command("sdiffstore", -3, _W_DENYOOM, _ALL_KEYS, sets.parse_store, sets.run_sdiffstore),
+    _command(
+        "sintercard",
+        -3,
+        _R_MOVABLE,
+        _NO_KEYS,
+        sets.parse_sintercard,
+        sets.run_sintercard,
+        sets.sintercard_keys,
+    ),
+    _command("sscan", -3, _R, _ONE_KEY, sets.parse_sscan, sets.run_sscan),
 )
 
 COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in _TABLE}
@@ -166,6 +198,8 @@ def parse_command(argv: list[bytes]) -> tuple[CommandSpec, object]:
 
 def keys_of(spec: CommandSpec, argv: list[bytes]) -> list[bytes]:
     """The keys a (well-formed) command touches, from its key spec."""
+    if spec.find_keys is not None:
+        return spec.find_keys(argv)
     if spec.first_key == 0:
         return []
     last_key = spec.last_key if spec.last_key >= 0 else len(argv) + spec.last_key

@@ -4,7 +4,8 @@ SCAN, DBSIZE, RANDOMKEY, FLUSHALL/FLUSHDB, RENAME/RENAMENX and COPY.
 Same shape as `strings`: `parse_*` checks syntax without state or clock, `run_*` executes at a
 given time and raises CommandError before changing anything. Semantics and error texts follow
 Redis 7/8 (db.c, expire.c). Expiry times are absolute milliseconds; relative ones are resolved
-against the entry's time, so every replica computes the same instant.
+against the entry's time, so every replica computes the same instant. These commands work on a
+key whatever its type (string or set); RENAME moves a set without copying it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from replikv.replies import OK, SYNTAX, CommandError, Status
 if TYPE_CHECKING:
     from replikv.state import KVState
 
-# Every type name Redis knows. Only strings exist here, but SCAN TYPE list must still be valid.
+# Every type name Redis knows. Only strings and sets exist here, but SCAN TYPE list must still
+# be valid (it matches nothing).
 REDIS_TYPE_NAMES = (b"string", b"list", b"set", b"zset", b"hash", b"stream")
 
 SCAN_COUNT_DEFAULT = 10
@@ -37,7 +39,7 @@ def parse_nothing(argv: list[bytes]) -> None:
 
 
 def _live(state: KVState, key: bytes, time_ms: int) -> bool:
-    return state.get(key, time_ms) is not None
+    return state.exists(key, time_ms)
 
 
 # ---- DEL, EXISTS, TYPE ----
@@ -58,7 +60,8 @@ def run_exists(state: KVState, keys: list[bytes], time_ms: int) -> int:
 
 
 def run_type(state: KVState, key: bytes, time_ms: int) -> Status:
-    return Status("string" if _live(state, key, time_ms) else "none")
+    type_name = state.type_name(key, time_ms)
+    return Status("none" if type_name is None else type_name.decode())
 
 
 # ---- reading expiry ----
@@ -202,7 +205,8 @@ class ScanArgs:
     type_name: bytes | None  # lowercase
 
 
-def _parse_cursor(raw: bytes) -> int:
+def parse_cursor(raw: bytes) -> int:
+    """A SCAN / SSCAN cursor: an unsigned 64-bit decimal."""
     if not raw or len(raw) > 20 or not raw.isdigit():
         raise CommandError("ERR invalid cursor")
     cursor = int(raw)
@@ -213,7 +217,7 @@ def _parse_cursor(raw: bytes) -> int:
 
 def parse_scan(argv: list[bytes]) -> ScanArgs:
     """SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]."""
-    cursor = _parse_cursor(argv[1])
+    cursor = parse_cursor(argv[1])
     count = SCAN_COUNT_DEFAULT
     matches: Callable[[bytes], bool] | None = None
     type_name: bytes | None = None
@@ -244,9 +248,10 @@ def parse_scan(argv: list[bytes]) -> ScanArgs:
 
 def run_scan(state: KVState, args: ScanArgs, time_ms: int) -> list[object]:
     next_cursor, found = state.scan(args.cursor, args.count, time_ms)
-    if args.type_name is not None and args.type_name != b"string":
-        found = []
-    elif args.matches is not None:
+    if args.type_name is not None:
+        type_name = args.type_name
+        found = [key for key in found if state.type_name(key, time_ms) == type_name]
+    if args.matches is not None:
         matches = args.matches
         found = [key for key in found if matches(key)]
     return [b"%d" % next_cursor, found]
@@ -280,16 +285,15 @@ def parse_rename(argv: list[bytes]) -> tuple[bytes, bytes]:
 
 
 def _rename(state: KVState, source: bytes, target: bytes, time_ms: int, nx: bool) -> bool | None:
-    """Move source to target keeping its expiry. None if target exists and nx forbids it."""
-    value = state.get(source, time_ms)
-    if value is None:
+    """Move source (any type) to target keeping its expiry. None if target exists and nx
+    forbids it."""
+    if not _live(state, source, time_ms):
         raise CommandError("ERR no such key")
     if source == target:
         return None if nx else True
     if nx and _live(state, target, time_ms):
         return None
-    state.write(target, value, state.expire_at_ms(source))
-    state.delete(source)
+    state.rename(source, target)
     return True
 
 
@@ -331,10 +335,9 @@ def parse_copy(argv: list[bytes]) -> CopyArgs:
 
 
 def run_copy(state: KVState, args: CopyArgs, time_ms: int) -> int:
-    value = state.get(args.source, time_ms)
-    if value is None:
+    if not _live(state, args.source, time_ms):
         return 0
     if not args.replace and _live(state, args.target, time_ms):
         return 0
-    state.write(args.target, value, state.expire_at_ms(args.source))
+    state.copy(args.source, args.target)  # a set is copied, not shared
     return 1

@@ -9,6 +9,11 @@ Semantics and error texts follow Redis 7/8 (t_string.c), including the order in 
 things, because clients match on error texts and on nil-versus-error outcomes. One deliberate
 difference: INCRBYFLOAT computes in decimal rather than x87 long double (see run_incrbyfloat).
 
+Other types: `state.get` raises WRONGTYPE for a key holding a set, as Redis's string lookups do,
+so every command that reads the old value (GET, GETSET, INCR, APPEND, SETRANGE, SET with GET or
+IFEQ/IFNE, ...) refuses a set; commands that only overwrite (SET, MSET, SETEX) replace it, those
+that only test existence (SETNX, MSETNX, SET NX/XX) count it, and MGET reads it as nil.
+
 This module also owns how Redis reads numbers from arguments and values (`int64_arg`), which
 the key commands reuse.
 """
@@ -177,12 +182,17 @@ def parse_set(argv: list[bytes]) -> SetArgs:
 
 def run_set(state: KVState, args: SetArgs, time_ms: int) -> object:
     expire_at_ms = None if args.expire is None else args.expire.expire_at_ms("set", time_ms)
-    old = state.get(args.key, time_ms)
     condition = args.condition
+    old: bytes | None = None
+    if args.get or condition in (b"IFEQ", b"IFNE"):
+        old = state.get(args.key, time_ms)  # WRONGTYPE for a set
+        exists = old is not None
+    else:
+        exists = state.exists(args.key, time_ms)  # a plain SET overwrites any type
     allowed = (
         condition is None
-        or (condition == b"NX" and old is None)
-        or (condition == b"XX" and old is not None)
+        or (condition == b"NX" and not exists)
+        or (condition == b"XX" and exists)
         or (condition == b"IFEQ" and old is not None and old == args.compare_to)
         or (condition == b"IFNE" and old != args.compare_to)
     )
@@ -201,7 +211,7 @@ def run_set(state: KVState, args: SetArgs, time_ms: int) -> object:
 
 def run_setnx(state: KVState, args: tuple[bytes, bytes], time_ms: int) -> int:
     key, value = args
-    if state.get(key, time_ms) is not None:
+    if state.exists(key, time_ms):
         return 0
     state.write(key, value)
     return 1
@@ -290,7 +300,9 @@ def run_getex(state: KVState, args: GetexArgs, time_ms: int) -> bytes | None:
 
 
 def run_mget(state: KVState, keys: list[bytes], time_ms: int) -> list[bytes | None]:
-    return [state.get(key, time_ms) for key in keys]
+    # A key of another type reads as nil here, not as an error.
+    values = [state.lookup(key, time_ms) for key in keys]
+    return [value if type(value) is bytes else None for value in values]  # type: ignore[misc]
 
 
 def _parse_pairs(argv: list[bytes], command: str) -> list[tuple[bytes, bytes]]:
@@ -314,7 +326,7 @@ def run_mset(state: KVState, pairs: list[tuple[bytes, bytes]], time_ms: int) -> 
 
 
 def run_msetnx(state: KVState, pairs: list[tuple[bytes, bytes]], time_ms: int) -> int:
-    if any(state.get(key, time_ms) is not None for key, _ in pairs):
+    if any(state.exists(key, time_ms) for key, _ in pairs):
         return 0
     for key, value in pairs:
         state.write(key, value)
