@@ -15,7 +15,10 @@ Two levels, both deterministic:
 
 `SafetyMonitor` watches a Cluster after every step of a schedule and fails on the first
 violation of Raft's safety properties (one leader per term, one vote per term, log matching,
-committed entries never changing, applied sequences agreeing, reads not going back in time).
+committed entries never changing, applied sequences agreeing, reads not going back in time;
+and, for runs whose clocks tick together, no leader elected while an older one holds a lease).
+Each Disk also checks that no entry is overwritten without first reaching its rollback file.
+(A rolled-back entry may still be committed later, from other nodes' copies: Figure 8.)
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from replikv.raft.messages import (
     AppendResponse,
     Entry,
     Envelope,
+    TimeoutNow,
     VoteRequest,
     VoteResponse,
 )
@@ -92,6 +96,16 @@ def time_out(core: RaftCore) -> None:
     raise AssertionError(f"{core.id} did not time out (role {core.role})")
 
 
+def wait_out_start_up_window(core: RaftCore) -> RaftCore:
+    """Tick a just-started core through the election_ticks ticks in which it refuses votes
+    (answers it gave before a restart may still hold up a leader's lease), without its own
+    election timer firing. For tests of vote rules that have nothing to do with restarts."""
+    for _ in range(core.config.election_ticks):
+        core.tick()
+    assert core.role is Role.FOLLOWER, "the election timer fired: pick another seed"
+    return core
+
+
 def make_leader(node_id: str = "n1", *, voters: tuple[str, ...] = IDS3, term: int = 0,
                 log: list[int] | tuple[int, ...] = (), **config: object) -> RaftCore:
     """A core that has just won the election for term+1 with every peer's vote, its no-op
@@ -128,14 +142,20 @@ def log_entries(core: RaftCore) -> list[Entry]:
 
 @dataclass
 class Disk:
-    """What a node has made durable: the hard state file and the write-ahead log."""
+    """What a node has made durable: the hard state file, the write-ahead log, and the rollback
+    file (entries the node dropped from its log because a newer leader overwrote them)."""
 
     hard_state: HardState | None = None
     entries: list[Entry] = field(default_factory=list)
+    rolled_back: list[Entry] = field(default_factory=list)
 
     def write(self, rd: Ready) -> None:
+        self.rolled_back.extend(rd.rolled_back)  # saved before they vanish from the log
         if rd.entries:
             # A write that starts below the end replaces the suffix (the WAL's recovery rule).
+            replaced = self.entries[rd.entries[0].index - 1:]
+            lost = [e for e in replaced if e not in rd.rolled_back]
+            assert not lost, f"entries overwritten on disk without a rollback copy: {lost}"
             del self.entries[rd.entries[0].index - 1:]
             self.entries.extend(rd.entries)
         if rd.hard_state is not None:
@@ -379,10 +399,43 @@ class SafetyMonitor:
         self.commit_term: list[int] = []  # for each: a term at or after the one it committed in
         self.read_floor: dict[object, int] = {}  # read context -> commit index when requested
         self.reads_confirmed = 0
+        self.timeout_nows: set[TimeoutNow] = set()  # every TimeoutNow ever sent
+        self.sent_seen = 0  # how much of Cluster.sent check_leases has looked at
 
-    def request_read(self, node_id: str, ctx: object) -> None:
+    def request_read(self, node_id: str, ctx: object, *, lease: bool = False) -> None:
         self.read_floor[ctx] = len(self.committed)
-        self.c[node_id].request_read(ctx)
+        self.c[node_id].request_read(ctx, lease=lease)
+
+    def check_leases(self) -> None:
+        """While a leader holds a lease, no leader of a later term has been elected, and fewer
+        than a quorum of nodes would vote for a new one (so none can be elected before the
+        lease ends). Holds only when the nodes' clocks run at the same rate: call it only for
+        such runs."""
+        c = self.c
+        self.timeout_nows.update(env.message for env in c.sent[self.sent_seen:]
+                                 if isinstance(env.message, TimeoutNow))
+        self.sent_seen = len(c.sent)
+        newest = max(self.leader_of_term, default=0)
+        # A crashed node with a durable term refuses votes when it restarts; one still at term 0
+        # would vote at once.
+        willing = [i for i in c.live if not c[i].refuses_votes()] + [
+            i for i in c.down if (c.disks[i].hard_state or HardState(0, None)).term == 0]
+        for i in c.live:
+            core = c[i]
+            remaining = core.lease_remaining_ticks()
+            if remaining == 0:
+                continue
+            assert newest <= core.term, (
+                f"{i} holds a lease of term {core.term} for {remaining} more ticks, but a "
+                f"leader of term {newest} ({self.leader_of_term[newest]}) was elected")
+            assert len(willing) < core.quorum, (
+                f"{i} holds a lease for {remaining} more ticks, but {willing} would vote for a "
+                f"new leader")
+            # Votes asked on the leader's behalf are granted regardless: a TimeoutNow it sent
+            # in this term (which the network may deliver, or replay, at any time) rules out
+            # a lease.
+            assert TimeoutNow(core.term, i) not in self.timeout_nows, (
+                f"{i} holds a lease for {remaining} more ticks after sending TimeoutNow")
 
     def check(self) -> None:
         c = self.c

@@ -29,6 +29,7 @@ from .raft_harness import (
     sent,
     settle,
     time_out,
+    wait_out_start_up_window,
 )
 
 
@@ -110,7 +111,7 @@ def test_a_pre_candidate_refused_at_a_higher_term_follows_that_term() -> None:
 
 
 def test_a_node_grants_at_most_one_vote_per_term() -> None:
-    node = make_core("n1", term=1, log=[1])
+    node = wait_out_start_up_window(make_core("n1", term=1, log=[1]))
     node.step(VoteRequest(2, "n2", 1, 1))
     node.step(VoteRequest(2, "n3", 1, 1))
     assert sent(persist(node), VoteResponse) == [
@@ -119,7 +120,7 @@ def test_a_node_grants_at_most_one_vote_per_term() -> None:
 
 
 def test_the_same_candidate_asking_again_in_its_term_gets_the_same_vote() -> None:
-    node = make_core("n1", term=1, log=[1])
+    node = wait_out_start_up_window(make_core("n1", term=1, log=[1]))
     node.step(VoteRequest(2, "n2", 1, 1))
     persist(node)
     node.step(VoteRequest(2, "n2", 1, 1))  # its first answer was lost
@@ -127,7 +128,7 @@ def test_the_same_candidate_asking_again_in_its_term_gets_the_same_vote() -> Non
 
 
 def test_a_vote_leaves_only_after_it_is_persisted() -> None:
-    node = make_core("n1", term=1, log=[1])
+    node = wait_out_start_up_window(make_core("n1", term=1, log=[1]))
     node.step(VoteRequest(2, "n2", 1, 1))
     rd = node.ready()
     assert rd.hard_state == HardState(2, "n2") and rd.must_sync
@@ -157,7 +158,7 @@ def test_a_candidate_votes_for_itself_and_persists_it_before_asking_for_votes() 
 def test_a_vote_is_granted_only_to_a_candidate_at_least_as_up_to_date(
         voter_log: list[int], cand_last_index: int, cand_last_term: int, granted: bool) -> None:
     """§5.4.1, the election restriction: compare last terms, then lengths."""
-    node = make_core("n1", term=2, log=voter_log)
+    node = wait_out_start_up_window(make_core("n1", term=2, log=voter_log))
     node.step(VoteRequest(3, "n2", cand_last_index, cand_last_term))
     rd = persist(node)
     assert sent(rd, VoteResponse) == [VoteResponse(3, "n1", granted)]
@@ -165,7 +166,7 @@ def test_a_vote_is_granted_only_to_a_candidate_at_least_as_up_to_date(
 
 
 def test_a_pre_vote_is_judged_by_the_same_log_comparison_but_changes_nothing() -> None:
-    node = make_core("n1", term=2, log=[1, 2])
+    node = wait_out_start_up_window(make_core("n1", term=2, log=[1, 2]))
     node.step(VoteRequest(3, "n2", 2, 2, pre_vote=True))
     node.step(VoteRequest(3, "n3", 5, 1, pre_vote=True))
     rd = persist(node)
@@ -176,8 +177,7 @@ def test_a_pre_vote_is_judged_by_the_same_log_comparison_but_changes_nothing() -
 
 def test_granting_a_vote_restarts_the_election_timer() -> None:
     node = make_core("n1", term=1, log=[1], election_ticks=10)
-    for _ in range(9):
-        node.tick()
+    wait_out_start_up_window(node)  # 10 ticks: 19 in all below, past its timeout (16 ticks)
     node.step(VoteRequest(2, "n2", 1, 1))
     for _ in range(9):
         node.tick()
@@ -428,7 +428,7 @@ def test_a_node_missing_a_committed_entry_cannot_be_elected() -> None:
 
 
 def test_a_restarted_node_keeps_its_term_and_vote_and_does_not_vote_twice() -> None:
-    node = make_core("n1", term=1, log=[1])
+    node = wait_out_start_up_window(make_core("n1", term=1, log=[1]))
     node.step(VoteRequest(2, "n2", 1, 1))
     hard_state = persist(node).hard_state
     restarted = make_core("n1", term=hard_state.term, voted_for=hard_state.voted_for, log=[1])
@@ -437,6 +437,58 @@ def test_a_restarted_node_keeps_its_term_and_vote_and_does_not_vote_twice() -> N
     restarted.step(VoteRequest(2, "n2", 1, 1))
     assert sent(persist(restarted), VoteResponse) == [
         VoteResponse(2, "n1", False), VoteResponse(2, "n1", True)]
+
+
+@pytest.mark.parametrize("pre_vote", [False, True], ids=["vote", "pre-vote"])
+def test_a_restarted_node_refuses_votes_for_election_ticks_after_it_starts(pre_vote: bool) -> None:
+    """Before it crashed the node may have answered a leader that still counts that answer
+    toward a lease; it forgot that, so it acts as if it had just heard from a leader."""
+    node = make_core("n2", term=2, log=[1, 2], election_ticks=10)  # restarted from disk
+    for _ in range(9):
+        node.step(VoteRequest(3, "n3", 2, 2, pre_vote=pre_vote))
+        rd = persist(node)
+        assert sent(rd) == [] and rd.hard_state is None and node.term == 2
+        node.tick()
+    assert node.role is Role.FOLLOWER
+    node.tick()  # ten ticks without hearing from a leader since it started
+    node.step(VoteRequest(3, "n3", 2, 2, pre_vote=pre_vote))
+    assert sent(persist(node), VoteResponse) == [VoteResponse(3, "n2", True, pre_vote=pre_vote)]
+
+
+def test_a_restarted_node_that_hears_from_a_leader_refuses_votes_for_election_ticks_from_then(
+) -> None:
+    node = make_core("n2", term=2, log=[1, 2], election_ticks=10)
+    for _ in range(5):
+        node.tick()
+    node.step(append_request(2, "n1", 2, 2))
+    for _ in range(9):
+        node.tick()
+    node.step(VoteRequest(3, "n3", 2, 2))
+    assert sent(persist(node), VoteResponse) == []
+    node.tick()
+    node.step(VoteRequest(3, "n3", 2, 2))
+    assert sent(persist(node), VoteResponse) == [VoteResponse(3, "n2", True)]
+
+
+def test_a_restarted_node_grants_a_vote_asked_on_the_leaders_behalf_at_once() -> None:
+    node = make_core("n2", term=2, log=[1, 2])
+    node.step(VoteRequest(3, "n3", 2, 2, transfer=True))
+    assert sent(persist(node), VoteResponse) == [VoteResponse(3, "n2", True)]
+
+
+def test_a_restarted_node_still_campaigns_when_its_own_timer_fires() -> None:
+    node = make_core("n2", term=2, log=[1, 2], election_ticks=10)
+    time_out(node)
+    assert node.role is Role.PRE_CANDIDATE
+    assert len(sent(persist(node), VoteRequest)) == 2
+
+
+def test_a_node_that_never_left_term_0_votes_at_once() -> None:
+    """It has never answered any leader (leaders have term >= 1, and answers leave only once
+    their term is durable), so no lease can count on it."""
+    node = make_core("n2", term=0)
+    node.step(VoteRequest(1, "n3", 0, 0))
+    assert sent(persist(node), VoteResponse) == [VoteResponse(1, "n2", True)]
 
 
 def test_a_restarted_node_treats_its_log_as_durable_and_its_commit_index_as_unknown() -> None:
@@ -457,6 +509,10 @@ def test_a_cluster_restarted_from_disk_keeps_every_committed_entry() -> None:
         c.crash(n)
     for n in c.ids:
         c.restart(n)
+    # A restarted node refuses votes for election_ticks ticks (a lease may still count on its
+    # answers from before the crash); n1's clock runs through that window, n3's stands still.
+    c.tick("n1", times=10)
+    assert c.network == [] and c["n1"].role is Role.FOLLOWER
     leader = c.elect("n2")
     assert leader.log.slice(1, len(committed) + 1) == committed
     c.run(ticks=3)

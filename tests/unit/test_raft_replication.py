@@ -14,6 +14,7 @@ from replikv.storage.hardstate import HardState
 
 from .raft_harness import (
     IDS5,
+    Cluster,
     append_request,
     entry,
     log_entries,
@@ -174,6 +175,77 @@ def test_an_append_request_from_the_leader_restarts_the_election_timer() -> None
     assert node.role is Role.FOLLOWER and node.leader_id == "n1"
 
 
+# -- Rolled-back entries ------------------------------------------------------------------------
+# A follower that drops a conflicting suffix hands the dropped entries to the driver in
+# Ready.rolled_back, with the entries that replace them, so they reach a rollback file first.
+
+
+def test_entries_dropped_for_a_conflict_are_reported_as_rolled_back() -> None:
+    node = make_core("n2", term=3, log=[1, 1, 2, 2, 2])
+    node.step(append_request(3, "n1", 2, 1, [entry(3, 3)]))
+    rd = persist(node)
+    assert rd.rolled_back == [entry(3, 2), entry(4, 2), entry(5, 2)]
+    assert rd.entries == [entry(3, 3)] and log_terms(node) == [1, 1, 3]
+    assert persist(node).rolled_back == [], "reported once"
+
+
+def test_entries_never_handed_to_the_driver_are_reported_too() -> None:
+    node = make_core("n2", term=2, log=[1, 1])  # durable
+    node.step(append_request(2, "n1", 2, 1, [entry(3, 2), entry(4, 2)]))  # not yet written
+    node.step(append_request(3, "n3", 1, 1, [entry(2, 3)]))
+    rd = persist(node)
+    assert rd.rolled_back == [entry(2, 1), entry(3, 2), entry(4, 2)]
+    assert rd.entries == [entry(2, 3)]
+
+
+def test_entries_whose_write_is_in_flight_are_reported_with_their_replacements() -> None:
+    node = make_core("n2", term=6, log=[6])
+    node.step(append_request(7, "n1", 1, 6, [entry(2, 7), entry(3, 7)]))
+    in_flight = node.ready()
+    node.step(append_request(8, "n3", 2, 7, [entry(3, 8)]))  # while that write runs
+    node.advance(in_flight)
+    rd = node.ready()
+    assert (rd.rolled_back, rd.entries) == ([entry(3, 7)], [entry(3, 8)])
+
+
+def test_an_entry_dropped_re_appended_and_dropped_again_is_reported_each_time() -> None:
+    node = make_core("n2", term=2, log=[1, 2])
+    node.step(append_request(3, "n1", 1, 1, [entry(2, 3)]))  # drops (2, t2)
+    node.step(append_request(4, "n3", 1, 1, [entry(2, 2), entry(3, 4)]))  # (2, t2) is back
+    node.step(append_request(5, "n1", 1, 1, [entry(2, 5)]))  # and is dropped again
+    rd = persist(node)
+    # In index order; at one index, in the order they were dropped.
+    assert rd.rolled_back == [entry(2, 2), entry(2, 3), entry(2, 2), entry(3, 4)]
+    assert log_terms(node) == [1, 5] and rd.entries == [entry(2, 5)]
+
+
+def test_nothing_is_rolled_back_when_appends_only_extend_the_log_or_repeat_it() -> None:
+    node = make_core("n2", term=2, log=[1])
+    node.step(append_request(2, "n1", 1, 1, [entry(2, 2), entry(3, 2)]))
+    node.step(append_request(2, "n1", 1, 1, [entry(2, 2)]))  # a delayed shorter duplicate
+    node.step(append_request(2, "n1", 3, 2, [entry(4, 2)]))
+    node.step(append_request(2, "n1", 9, 2, [entry(10, 2)]))  # rejected: a gap
+    rd = persist(node)
+    assert rd.rolled_back == [] and log_terms(node) == [1, 2, 2, 2]
+
+
+def test_a_deposed_leaders_uncommitted_entries_end_up_in_its_rollback_file() -> None:
+    c = Cluster()
+    c.elect("n1")
+    c.isolate("n1")
+    c["n1"].propose([b"lost-1", b"lost-2"])  # durable on n1 alone, never committed
+    c.flush("n1")
+    new = c.run_until_leader(among={"n2", "n3"})
+    new.propose([b"kept"])
+    c.flush(new.id)
+    c.deliver()
+    c.heal()
+    c.run(ticks=30)
+    assert [e.data for e in c.disks["n1"].rolled_back] == [b"lost-1", b"lost-2"]
+    assert [e.data for e in c.disks["n1"].entries] == [e.data for e in log_entries(new)]
+    assert c.disks["n2"].rolled_back == c.disks["n3"].rolled_back == []
+
+
 # -- Leaders ------------------------------------------------------------------------------------
 
 
@@ -270,7 +342,7 @@ def test_a_rejected_append_makes_the_leader_skip_the_followers_whole_conflicting
 
     follower.step(retry)
     (accept,) = sent(persist(follower), AppendResponse)
-    assert accept == AppendResponse(4, "n2", True, 8)
+    assert accept == AppendResponse(4, "n2", True, 8, seq=retry.seq)
     assert log_entries(follower) == log_entries(leader)
 
 

@@ -9,6 +9,7 @@ deterministic simulator drive this same object. The shape follows etcd-io/raft's
     while core.has_ready():
         rd = core.ready()
         send(rd.early_messages)            # leader AppendRequests; they need no local fsync
+        save_rollback(rd.rolled_back)      # entries a new leader overwrote, before they vanish
         persist(rd.hard_state, rd.entries) # fsync when rd.must_sync
         send(rd.messages)                  # votes and acks only after what they promise is durable
         apply(rd.committed)
@@ -20,18 +21,44 @@ What it implements (Ongaro's dissertation section numbers in brackets):
 - PreVote [9.6]: a node that was partitioned away asks first whether it could win, so it does not
   raise its term and depose a healthy leader when it comes back;
 - CheckQuorum [6.2]: a leader that has not heard from a majority within an election timeout steps
-  down; followers that heard from a leader within the minimum election timeout ignore vote
-  requests (leader stickiness), unless the leader itself asked for the election (TimeoutNow);
+  down; a node that heard from a leader less than election_ticks ticks ago refuses votes and
+  pre-votes (leader stickiness), unless the leader itself asked for the election (TimeoutNow);
 - log replication with the consistency check [3.5], fast backtracking by conflict term [3.5
   note], pipelined AppendRequests with a bounded in-flight window, commit only by counting
   replicas of an entry from the current term [3.6.2], a no-op entry at the start of each term;
 - ReadIndex [6.4]: linearizable reads confirmed by one heartbeat round, batched: all reads that
-  arrive before the round's messages leave share it.
+  arrive before the round's messages leave share it;
+- lease reads [6.4.1]: `request_read(ctx, lease=True)` is answered at once, without a round, by
+  a leader that holds a lease (see below), and falls back to ReadIndex otherwise;
+- rolled-back entries: a follower that drops a conflicting suffix of its log reports the dropped
+  entries (`Ready.rolled_back`) so the driver can keep them in a rollback file, as MongoDB does.
+
+Leader leases. Every AppendRequest carries a confirmation number (`seq`), echoed in the answer;
+the leader remembers the tick at which each number was first sent (for as long as a lease can
+reach back), and every heartbeat starts a new one. A leader holds a lease while it has committed
+an entry of its term (so it knows the commit index), no leadership transfer is under way, it has
+sent no TimeoutNow in this term (a TimeoutNow delayed in the network can start an election at
+any later time, and voters grant such votes regardless), and a quorum (itself included) answered
+AppendRequests sent less than `lease_ticks` ticks ago.
+
+The lease rests on vote refusal (`refuses_votes`): a node refuses every vote and pre-vote not
+asked on a leader's behalf for election_ticks ticks after it last heard from a leader, even if a
+stale reply has since moved it to a later term; and for election_ticks ticks after it starts,
+since answers it gave before a crash may still count toward a lease (a node still at term 0 has
+never answered a leader and is exempt). A new leader needs a vote from someone in the lease's
+quorum, so it cannot be elected until election_ticks ticks of that voter's clock have passed
+since the voter answered, which is after the leader sent the request. The assumption: clocks on
+different nodes run at the same rate within a factor of (election_ticks - lease_ticks) /
+election_ticks, so that lease_ticks of the leader's ticks never last longer than
+election_ticks of any voter's. Message delays do not matter (the lease counts from when the
+request was sent). Without CheckQuorum nothing refuses votes, so there are no leases: lease
+reads fall back to ReadIndex.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -69,6 +96,10 @@ class RaftConfig:
     max_append_entries_bytes: int = 4 * 1024 * 1024
     max_append_entries_count: int = 4096
     max_inflight_appends: int = 64
+    # How long a quorum's answer to an AppendRequest lets the leader serve reads without a
+    # round, counted from when the request was sent. None: election_ticks - 2 (the margin
+    # allows for clock-rate differences, see the module docstring). 0 disables lease reads.
+    lease_ticks: int | None = None
 
     def __post_init__(self) -> None:
         invariant(self.node_id in self.voters, f"{self.node_id} is not among voters {self.voters}")
@@ -76,6 +107,11 @@ class RaftConfig:
         invariant(self.heartbeat_ticks >= 1, "heartbeat_ticks must be >= 1")
         invariant(self.election_ticks > self.heartbeat_ticks,
                   "election_ticks must exceed heartbeat_ticks")
+        if self.lease_ticks is None:
+            object.__setattr__(self, "lease_ticks", self.election_ticks - 2)
+        invariant(isinstance(self.lease_ticks, int)
+                  and 0 <= self.lease_ticks < self.election_ticks,
+                  f"lease_ticks must be in [0, election_ticks): {self.lease_ticks}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +132,10 @@ class Ready:
     messages: list[Envelope] = field(default_factory=list)
     committed: list[Entry] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
+    # Entries dropped from the log since the last Ready (a follower overwriting a conflicting
+    # suffix), in index order, durable or not; an entry dropped twice appears twice. Save them
+    # before writing `entries`, which replace them on disk.
+    rolled_back: list[Entry] = field(default_factory=list)
 
     @property
     def must_sync(self) -> bool:
@@ -131,6 +171,12 @@ class RaftCore:
         self.votes: dict[str, bool] = {}
         self.progress: dict[str, Progress] = {}
         self.transfer_target: str | None = None
+        # The tick at which this node last heard from a leader; for election_ticks after it the
+        # node helps elect no one (a leader may count its answer toward a lease). Start-up counts
+        # as hearing one: before a crash this node may have answered a leader that still counts
+        # on it. A node still at term 0 has never answered any leader (leaders have term >= 1
+        # and an answer is sent only once its term is durable), so nothing counts on it.
+        self._heard_leader_tick: int | None = 0 if hs.term > 0 else None
 
         self._msgs: list[Envelope] = []
         self._hard_state_dirty = False
@@ -143,6 +189,11 @@ class RaftCore:
         self._pending_reads: list[tuple[object, int, int]] = []  # (context, index, seq)
         self._reads_awaiting_commit: list[object] = []
         self._read_states: list[ReadState] = []
+        # Leases: (first seq, tick) for each tick at which a new seq was first sent, only as far
+        # back as a lease can reach (at most lease_ticks items).
+        self._seq_sent_ticks: deque[tuple[int, int]] = deque()
+        self._timeout_now_sent = False  # in this term; it rules out leases for the term
+        self._rolled_back: list[Entry] = []
         # Counters for status and metrics.
         self.elections_started = 0
         self.leader_changes = 0
@@ -160,6 +211,35 @@ class RaftCore:
     def committed_in_current_term(self) -> bool:
         return self.log.term_at(self.commit_index) == self.term
 
+    def lease_remaining_ticks(self) -> int:
+        """For how many more ticks this leader may answer lease reads (0: it holds no lease)."""
+        lease_ticks = self.config.lease_ticks
+        if (self.role is not Role.LEADER or not lease_ticks or not self.config.check_quorum
+                or self.transfer_target is not None or self._timeout_now_sent
+                or not self.committed_in_current_term()):
+            return 0
+        # When each voter last answered: when the request it answered was sent.
+        answered = [self.tick_count]
+        for pr in self.progress.values():
+            sent_tick = self._seq_sent_tick(pr.acked_seq)
+            if sent_tick is not None:
+                answered.append(sent_tick)
+        if len(answered) < self.quorum:
+            return 0
+        answered.sort(reverse=True)
+        return max(0, answered[self.quorum - 1] + lease_ticks - self.tick_count)
+
+    def refuses_votes(self) -> bool:
+        """Whether this node now refuses votes and pre-votes, except those a leader asked for
+        (transfer): a leader may be counting on its recent answer for a lease, and CheckQuorum's
+        leader stickiness keeps a live leader in place."""
+        if not self.config.check_quorum:
+            return False
+        if self.role is Role.LEADER:
+            return True
+        return (self._heard_leader_tick is not None
+                and self.tick_count - self._heard_leader_tick < self.config.election_ticks)
+
     # -- events ----------------------------------------------------------------------------------
 
     def tick(self) -> None:
@@ -176,7 +256,8 @@ class RaftCore:
                 self.transfer_target = None  # a transfer that did not finish in time is over
             if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
                 self.heartbeat_elapsed = 0
-                self._heartbeat_needed = True
+                # A new confirmation number, so the answers renew the lease without reads.
+                self._start_confirmation_round()
             return
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_election_ticks:
@@ -192,9 +273,15 @@ class RaftCore:
         self._append_pending = True
         return first, self.term
 
-    def request_read(self, context: object) -> None:
-        """Ask for a linearizable read index; the answer comes back as a ReadState."""
-        if self.role is not Role.LEADER:
+    def request_read(self, context: object, *, lease: bool = False) -> None:
+        """Ask for a linearizable read index; the answer comes back as a ReadState.
+
+        With `lease`, a leader holding a lease answers at once (in the next Ready, no message
+        sent); this trusts bounded clock drift (see the module docstring). Otherwise, and
+        whenever there is no lease, a ReadIndex round confirms the leadership first."""
+        if lease and self.lease_remaining_ticks() > 0:
+            self._read_states.append(ReadState(context, self.commit_index))
+        elif self.role is not Role.LEADER:
             self._read_states.append(ReadState(context, None))
         elif not self.committed_in_current_term():
             # Until the leader commits its no-op it does not know the full commit index [6.4].
@@ -210,7 +297,7 @@ class RaftCore:
         self.election_elapsed = 0
         pr = self.progress[target]
         if pr.match == self.log.last_index:
-            self._send(target, TimeoutNow(self.term, self.id))
+            self._send_timeout_now(target)
         else:
             self._send_append(target, force=True)
         return True
@@ -220,9 +307,7 @@ class RaftCore:
         term = msg.term  # type: ignore[attr-defined]
         if term > self.term:
             if isinstance(msg, VoteRequest):
-                in_lease = (self.config.check_quorum and self.leader_id is not None
-                            and self.election_elapsed < self.config.election_ticks)
-                if in_lease and not msg.transfer:
+                if self.refuses_votes() and not msg.transfer:
                     return  # a live leader exists; do not let a disruptive node depose it
                 if not msg.pre_vote:
                     self._become_follower(term, None)
@@ -252,7 +337,7 @@ class RaftCore:
 
     def has_ready(self) -> bool:
         return bool(
-            self._msgs or self._hard_state_dirty or self._read_states
+            self._msgs or self._hard_state_dirty or self._read_states or self._rolled_back
             or self.log.unstable_from <= self.log.last_index
             or (self.role is Role.LEADER and (
                 self._append_pending or self._heartbeat_needed or self._commit_broadcast))
@@ -278,6 +363,9 @@ class RaftCore:
             rd.committed = self.log.slice(self.applied_index + 1, apply_to + 1)
             self.applied_index = apply_to
         rd.read_states, self._read_states = self._read_states, []
+        # Stable: an index dropped twice lists its entries in the order they were dropped.
+        rd.rolled_back = sorted(self._rolled_back, key=lambda e: e.index)
+        self._rolled_back = []
         return rd
 
     def advance(self, rd: Ready) -> None:
@@ -362,15 +450,24 @@ class RaftCore:
         self.progress = {p: Progress(self.log.last_index + 1) for p in self.peers}
         for pr in self.progress.values():
             pr.recent_active = True  # give everyone one election timeout to answer
+        # Every answer in this term is to a request sent from now on (the current seq may have
+        # been used in an earlier reign, but answers from then carry an older term).
+        self._timeout_now_sent = False
+        self._seq_sent_ticks.clear()
+        self._note_seq_sent()
         # The no-op: committing an entry of its own term tells the leader its commit index, and
         # with it everything from earlier terms commits too [3.6.2].
         self.log.append([Entry(self.log.last_index + 1, self.term, b"")])
         self._append_pending = True
 
     def _handle_vote_request(self, m: VoteRequest) -> None:
-        can_vote = (self.voted_for == m.src
-                    or (self.voted_for is None and self.leader_id is None)
-                    or (m.pre_vote and m.term > self.term))
+        same_vote_again = self.voted_for == m.src
+        # Refused within a lease even at our own term: a stale higher-term reply may have moved
+        # this node past its leader's term without the leader being gone.
+        may_vote_anew = m.transfer or not self.refuses_votes()
+        can_vote = (same_vote_again
+                    or (may_vote_anew and self.voted_for is None and self.leader_id is None)
+                    or (may_vote_anew and m.pre_vote and m.term > self.term))
         if can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term):
             if not m.pre_vote:
                 self.voted_for = m.src
@@ -408,6 +505,7 @@ class RaftCore:
                 self._become_follower(self.term, None)
 
     def _handle_append(self, m: AppendRequest) -> None:
+        self._heard_leader_tick = self.tick_count
         log = self.log
         if m.prev_index < self.commit_index:
             # Everything up to our commit index is known to match; skip what we have.
@@ -436,7 +534,7 @@ class RaftCore:
                 if have is not None:
                     invariant(e.index > self.commit_index,
                               f"conflict at committed index {e.index} (commit {self.commit_index})")
-                    log.truncate_from(e.index)
+                    self._rolled_back.extend(log.truncate_from(e.index))
                     # Acks not yet handed out for entries being replaced promise entries that
                     # will never be written (this batch writes the replacements): drop them.
                     self._msgs = [env for env in self._msgs if not (
@@ -471,7 +569,7 @@ class RaftCore:
                     pr.free_inflight_through(msg.index)
                 self._maybe_commit()
                 if (self.transfer_target == msg.src and pr.match == self.log.last_index):
-                    self._send(msg.src, TimeoutNow(self.term, self.id))
+                    self._send_timeout_now(msg.src)
             elif pr.state is ProgressState.PROBE:
                 pr.probe_sent = False
             if pr.match < self.log.last_index:
@@ -501,6 +599,10 @@ class RaftCore:
 
     def _send(self, to: str, message: object) -> None:
         self._msgs.append(Envelope(to, message))
+
+    def _send_timeout_now(self, to: str) -> None:
+        self._timeout_now_sent = True
+        self._send(to, TimeoutNow(self.term, self.id))
 
     def _send_append(self, peer: str, *, force: bool = False) -> bool:
         """Send what `peer` is missing, within flow control. Returns whether anything was sent.
@@ -580,10 +682,34 @@ class RaftCore:
             self._read_states.append(ReadState(context, self.commit_index))
             return
         if not self._read_round_open:
-            self._read_seq += 1
-            self._read_round_open = True
-            self._heartbeat_needed = True
+            self._start_confirmation_round()
         self._pending_reads.append((context, self.commit_index, self._read_seq))
+
+    def _start_confirmation_round(self) -> None:
+        """A new seq, sent to every follower with the next Ready; reads until then join it."""
+        self._read_seq += 1
+        self._read_round_open = True
+        self._heartbeat_needed = True
+        self._note_seq_sent()
+
+    def _note_seq_sent(self) -> None:
+        lease_ticks = self.config.lease_ticks
+        if not lease_ticks:
+            return
+        # Requests with this seq leave at this tick or later; counting from now is safe.
+        if not self._seq_sent_ticks or self._seq_sent_ticks[-1][1] != self.tick_count:
+            self._seq_sent_ticks.append((self._read_seq, self.tick_count))
+        while self.tick_count - self._seq_sent_ticks[0][1] >= lease_ticks:
+            self._seq_sent_ticks.popleft()  # too old to support a lease
+        invariant(len(self._seq_sent_ticks) <= lease_ticks, "seq tick record beyond its bound")
+
+    def _seq_sent_tick(self, seq: int) -> int | None:
+        """The tick at which requests carrying `seq` were first sent, if recent enough to count
+        (None: before the oldest record, or never sent in this term)."""
+        for first_seq, tick in reversed(self._seq_sent_ticks):
+            if first_seq <= seq:
+                return tick
+        return None
 
     def _confirm_reads(self) -> None:
         while self._pending_reads:

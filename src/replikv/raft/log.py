@@ -106,13 +106,17 @@ class RaftLog:
                   f"append at {entries[0].index} to a log ending at {self.last_index}")
         self._entries.extend(entries)
 
-    def truncate_from(self, index: int) -> None:
-        """Drop every entry at or after `index` (a conflicting suffix from an old term)."""
+    def truncate_from(self, index: int) -> list[Entry]:
+        """Drop every entry at or after `index` (a conflicting suffix from an old term) and
+        return them in index order, durable or not, so the driver can keep a rollback copy."""
         invariant(index > self.offset, f"truncate at {index} below log start {self.offset}")
-        del self._entries[index - self.offset - 1:]
+        pos = index - self.offset - 1
+        removed = self._entries[pos:]
+        del self._entries[pos:]
         self.unstable_from = min(self.unstable_from, index)
         if self.persisted_index >= index:
             self.persisted_index = index - 1
+        return removed
 
     def take_unstable(self) -> list[Entry]:
         """Entries the driver must write; they count as in flight until `stable_to`."""

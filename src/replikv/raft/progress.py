@@ -40,8 +40,9 @@ class Progress:
         self.inflight: deque[int] = deque()
         # Heard from since the last CheckQuorum round.
         self.recent_active = False
-        # Highest leadership-confirmation round (AppendRequest.seq) the follower answered.
-        self.acked_seq = 0
+        # Highest leadership-confirmation round (AppendRequest.seq) the follower answered; -1:
+        # none yet (a leader's first requests may carry seq 0, and an answer to one counts).
+        self.acked_seq = -1
         self.last_contact_tick = 0
 
     def become_probe(self) -> None:
