@@ -51,3 +51,15 @@ def test_create_directory_makes_every_new_entry_durable(
     calls.clear()
     create_directory(tmp_path / "a" / "b" / "c")
     assert calls == [], "nothing new, nothing to sync"
+
+
+def test_write_file_atomically_without_fsync_still_replaces_atomically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state"
+    path.write_bytes(b"old")
+    calls = record_fsyncs(monkeypatch)
+    write_file_atomically(path, b"new", fsync=False)
+    assert calls == []
+    assert path.read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["state"]

@@ -109,3 +109,15 @@ def test_saving_an_invalid_state_is_a_bug(tmp_path: Path) -> None:
     with pytest.raises(InvariantViolation):
         save_hard_state(tmp_path / "hardstate", HardState(1, b"n1"))  # type: ignore[arg-type]
     assert not (tmp_path / "hardstate").exists()
+
+
+def test_save_without_fsync_for_fsync_never(tmp_path: Path, monkeypatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(os, "fsync", calls.append)
+    path = tmp_path / "hardstate"
+    save_hard_state(path, HardState(4, "n3"), fsync=False)
+    assert calls == []
+    save_hard_state(path, HardState(5, None))
+    assert len(calls) == 2, "the file and its directory, by default"
+    monkeypatch.undo()
+    assert load_hard_state(path) == HardState(5, None)

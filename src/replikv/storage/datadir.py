@@ -8,8 +8,9 @@ process dies, so a crash never leaves a stale lock), and it checks the `meta` fi
 node and cluster the directory was created for.
 
 Layout: `LOCK` (pid of the holder, for the error message only), `meta` (magic b"RKVMT", version
-byte, CRC32, msgpack {format, node_id, cluster_id}; written once, atomically), `hardstate`
-(see `storage.hardstate`) and `wal/` (see `storage.wal`).
+byte, CRC32, msgpack {format, node_id, cluster_id, replication}; written once, atomically; the
+replication mode is fixed with it), `hardstate` (see `storage.hardstate`), `wal/` (see
+`storage.wal`) and `rollback/` (see `storage.rollback`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class DataDir:
         self._lock_fd: int | None = lock_fd
 
     @classmethod
-    def open(cls, path: Path, *, node_id: str, cluster_id: str) -> DataDir:
+    def open(cls, path: Path, *, node_id: str, cluster_id: str,
+             replication: str | None = None) -> DataDir:
         """Lock `path` (creating it if needed) and check or record which node it belongs to.
 
         Raises DataDirError if another process holds it or it belongs to another node/cluster,
@@ -63,7 +65,8 @@ class DataDir:
         create_directory(path)
         lock_fd = _lock(path / "LOCK")
         try:
-            _check_or_write_meta(path / "meta", node_id=node_id, cluster_id=cluster_id)
+            _check_or_write_meta(path / "meta", node_id=node_id, cluster_id=cluster_id,
+                                 replication=replication)
             create_directory(path / "wal")
         except BaseException:
             os.close(lock_fd)
@@ -106,14 +109,15 @@ def _lock(lock_path: Path) -> int:
     return fd
 
 
-def _check_or_write_meta(meta_path: Path, *, node_id: str, cluster_id: str) -> None:
+def _check_or_write_meta(meta_path: Path, *, node_id: str, cluster_id: str,
+                         replication: str | None = None) -> None:
     try:
         data = meta_path.read_bytes()
     except FileNotFoundError:
-        body = msgpack.packb(
-            {"format": DATA_DIR_FORMAT, "node_id": node_id, "cluster_id": cluster_id},
-            use_bin_type=True,
-        )
+        meta = {"format": DATA_DIR_FORMAT, "node_id": node_id, "cluster_id": cluster_id}
+        if replication is not None:
+            meta["replication"] = replication
+        body = msgpack.packb(meta, use_bin_type=True)
         write_file_atomically(meta_path, encode_checksummed(META_MAGIC, META_VERSION, body))
         return
     body = decode_checksummed(meta_path, data, META_MAGIC, META_VERSION)
@@ -140,6 +144,14 @@ def _check_or_write_meta(meta_path: Path, *, node_id: str, cluster_id: str) -> N
             f"started for cluster {cluster_id!r}. Start it with cluster id "
             f"{stored_cluster_id!r}, or give it a different (empty) data dir to join "
             f"{cluster_id!r} as a new node."
+        )
+    stored_replication = meta.get("replication")
+    if replication is not None and stored_replication not in (None, replication):
+        raise DataDirError(
+            f"data dir {data_dir} was created with replication = {stored_replication!r}, but "
+            f"this node was started with {replication!r}. The replication mode is fixed when a "
+            f"cluster is created: start it with --replication {stored_replication}, or "
+            f"create a new cluster (back up and restore the data) to change it."
         )
     if stored_node_id != node_id:
         raise DataDirError(

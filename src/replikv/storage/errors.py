@@ -44,3 +44,16 @@ class CorruptStateError(StorageError):
 
 class DataDirError(StorageError):
     """The data directory cannot be used by this process (locked, or belongs to someone else)."""
+
+
+class CorruptRollbackFileError(StorageError):
+    """A rollback file failed its checks when read back: its entries cannot be shown as data."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"damaged rollback file {path}: {reason}. Its entries cannot be trusted, so none are "
+            "shown; keep the file as evidence. Other rollback files and the node itself are not "
+            "affected."
+        )

@@ -56,18 +56,26 @@ def write_fully(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that after a crash it holds either the old or new bytes."""
+def write_file_atomically(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Replace `path` with `data` so that after a crash it holds either the old or new bytes.
+
+    With `fsync=False` (only for a node whose operator chose fsync = "never") the replacement is
+    still atomic for a process crash, but nothing is forced to disk: after a power loss the file
+    may hold the old bytes, the new ones, or (on some filesystems) be empty or damaged, which
+    its reader's checksum then reports.
+    """
     tmp_path = path.with_name(path.name + ".tmp")
     # O_TRUNC: a .tmp left by a crash in an earlier write is simply overwritten.
     fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         write_fully(fd, data)
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp_path, path)
-    fsync_directory(path.parent)
+    if fsync:
+        fsync_directory(path.parent)
 
 
 def encode_checksummed(magic: bytes, version: int, body: bytes) -> bytes:

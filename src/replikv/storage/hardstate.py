@@ -29,8 +29,12 @@ class HardState:
     voted_for: str | None
 
 
-def save_hard_state(path: Path, state: HardState) -> None:
-    """Durably replace the hard state at `path`; returns only once it is on disk."""
+def save_hard_state(path: Path, state: HardState, *, fsync: bool = True) -> None:
+    """Durably replace the hard state at `path`; returns only once it is on disk.
+
+    `fsync=False` (a node running with fsync = "never") keeps the atomic replacement but skips
+    the fsyncs, so the new state survives a process crash but not necessarily a power loss.
+    """
     invariant(
         type(state.term) is int and state.term >= 0, f"hard state term {state.term!r} invalid"
     )
@@ -39,7 +43,9 @@ def save_hard_state(path: Path, state: HardState) -> None:
         f"hard state voted_for {state.voted_for!r} is neither a node id nor None",
     )
     body = msgpack.packb([state.term, state.voted_for], use_bin_type=True)
-    write_file_atomically(path, encode_checksummed(HARD_STATE_MAGIC, HARD_STATE_VERSION, body))
+    write_file_atomically(
+        path, encode_checksummed(HARD_STATE_MAGIC, HARD_STATE_VERSION, body), fsync=fsync
+    )
 
 
 def load_hard_state(path: Path) -> HardState | None:

@@ -692,6 +692,11 @@ class WriteAheadLog:
         self._segment_size_bytes = 0
         self._directory_unsynced = True
 
+    @property
+    def unsynced(self) -> bool:
+        """Whether anything appended (or a new segment's name) still awaits `sync()`."""
+        return self._segment_unsynced or self._directory_unsynced
+
     def sync(self) -> None:
         """Make every appended record durable (one fsync, plus the directory after a rotation)."""
         self._check_usable()

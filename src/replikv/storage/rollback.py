@@ -1,0 +1,379 @@
+"""Rollback files: log entries a deposed leader had to discard, kept for the operator.
+
+When a new leader overwrites entries that this node wrote but that never committed, Raft is
+right to drop them, but a client may have been told "OK" for some of them (write concern w=1).
+Like MongoDB's rollback directory, the node first saves them here, so such a write is never lost
+silently: an operator can list what was rolled back and decide what to re-apply.
+
+One event, one file, `<data_dir>/rollback/rollback-<UTC time>-i<first>-<last>.rkvrb`, so `ls`
+lists them oldest first. A file is written whole and atomically (tmp, fsync, rename, fsync the
+directory) before the replacing entries are persisted, and framed like the other small state
+files: magic b"RKVRB", a version byte, CRC32 of the body, then the body, msgpack
+{node_id, wall_time_ms, new_term, new_leader, entries: [[index, term, data, acknowledged], ...]}.
+A file that fails those checks raises CorruptRollbackFileError naming it; nothing is guessed.
+
+`describe_entry` turns a log entry's bytes into something an operator can read; it mirrors the
+entry format of the node core (`replikv.node`) without importing it, since storage sits below it.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+from replikv.invariants import invariant
+from replikv.storage.errors import CorruptRollbackFileError, CorruptStateError
+from replikv.storage.files import (
+    create_directory,
+    decode_checksummed,
+    encode_checksummed,
+    write_file_atomically,
+)
+
+ROLLBACK_DIR_NAME = "rollback"
+ROLLBACK_SUFFIX = ".rkvrb"
+ROLLBACK_MAGIC = b"RKVRB"
+ROLLBACK_VERSION = 1
+
+# Log entry kinds, as the node core writes them: msgpack [kind, time_ms, payload, ...].
+ENTRY_COMMAND = 1  # payload: argv (list of bytes); optional 4th field: the leader's random seed
+ENTRY_EXPIRE = 2  # payload: keys whose time to live ran out
+ENTRY_EFFECTS = 3  # payload: effect operations, each a list
+
+# Bounds the search for a free name when two events share a millisecond and an index range.
+_NAME_ATTEMPTS_MAX = 1000
+_NAME = re.compile(
+    r"^rollback-(?P<stamp>\d{8}T\d{6})\.(?P<ms>\d{3})Z-i(?P<first>\d+)-(?P<last>\d+)"
+    r"(?:-(?P<seq>\d+))?" + re.escape(ROLLBACK_SUFFIX) + "$"
+)
+_WORD = re.compile(rb"^[A-Za-z][A-Za-z0-9_.|-]*$")
+_ESCAPES = {ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\r"): "\\r",
+            ord("\t"): "\\t", 7: "\\a", 8: "\\b"}
+_UNKNOWN_PREVIEW_BYTES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackRecord:
+    """One discarded log entry. `acknowledged`: True if a client was told the write succeeded
+    (w=1), False if it never was, None if unknown (for instance, the node restarted since)."""
+
+    index: int
+    term: int
+    data: bytes
+    acknowledged: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackFile:
+    path: Path
+    node_id: str
+    wall_time_ms: int  # when the entries were discarded, by this node's clock
+    new_term: int  # the term of the leader whose entries replaced them
+    new_leader: str | None
+    records: tuple[RollbackRecord, ...]
+
+    @property
+    def first_index(self) -> int:
+        return self.records[0].index
+
+    @property
+    def last_index(self) -> int:
+        return self.records[-1].index
+
+    @property
+    def acknowledged_count(self) -> int:
+        return sum(1 for r in self.records if r.acknowledged is True)
+
+    @property
+    def unknown_count(self) -> int:
+        return sum(1 for r in self.records if r.acknowledged is None)
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackFileInfo:
+    """One line of `list_rollback_files`. For a damaged file `error` says what is wrong and the
+    fields are what its name tells (wall time, index range), the others None."""
+
+    path: Path
+    wall_time_ms: int | None
+    node_id: str | None
+    first_index: int | None
+    last_index: int | None
+    entry_count: int | None
+    acknowledged_count: int | None
+    unknown_count: int | None
+    new_term: int | None
+    new_leader: str | None
+    error: str | None = None
+
+
+def rollback_directory(data_dir: Path) -> Path:
+    return data_dir / ROLLBACK_DIR_NAME
+
+
+def write_rollback_file(data_dir: Path, node_id: str, records: list[RollbackRecord], *,
+                        wall_time_ms: int, new_term: int, new_leader: str | None,
+                        fsync: bool = True) -> Path:
+    """Save `records` (contiguous, ascending) as a new rollback file; return its path.
+
+    Returns once the file is durable (unless `fsync=False`, for a node running without fsync).
+    """
+    invariant(records, "a rollback file needs at least one record")
+    invariant(isinstance(node_id, str) and node_id, f"node_id {node_id!r} must be non-empty")
+    invariant(type(wall_time_ms) is int and wall_time_ms >= 0,
+              f"wall_time_ms {wall_time_ms!r} must be an integer >= 0")
+    invariant(type(new_term) is int and new_term >= 0, f"new_term {new_term!r} invalid")
+    invariant(new_leader is None or isinstance(new_leader, str),
+              f"new_leader {new_leader!r} is neither a node id nor None")
+    entries = []
+    for position, r in enumerate(records):
+        invariant(type(r.index) is int and r.index >= 1, f"record index {r.index!r} invalid")
+        invariant(position == 0 or r.index == records[position - 1].index + 1,
+                  f"rollback records are not contiguous: {r.index} follows "
+                  f"{records[position - 1].index if position else None}")
+        invariant(type(r.term) is int and r.term >= 0, f"record {r.index} term {r.term!r}")
+        invariant(type(r.data) is bytes, f"record {r.index} data is {type(r.data).__name__}")
+        invariant(r.acknowledged is None or type(r.acknowledged) is bool,
+                  f"record {r.index} acknowledged {r.acknowledged!r} is not True/False/None")
+        entries.append([r.index, r.term, r.data, r.acknowledged])
+    body = msgpack.packb({"node_id": node_id, "wall_time_ms": wall_time_ms,
+                          "new_term": new_term, "new_leader": new_leader, "entries": entries},
+                         use_bin_type=True)
+    directory = rollback_directory(data_dir)
+    if fsync:
+        create_directory(directory)
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+    path = _free_name(directory, wall_time_ms, records[0].index, records[-1].index)
+    write_file_atomically(path, encode_checksummed(ROLLBACK_MAGIC, ROLLBACK_VERSION, body),
+                          fsync=fsync)
+    return path
+
+
+def read_rollback_file(path: Path) -> RollbackFile:
+    """Read and check one rollback file; raises CorruptRollbackFileError naming it."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        body = decode_checksummed(path, data, ROLLBACK_MAGIC, ROLLBACK_VERSION)
+    except CorruptStateError as e:
+        raise CorruptRollbackFileError(path, e.reason) from None
+    try:
+        decoded = msgpack.unpackb(body, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise CorruptRollbackFileError(path, f"body is not valid msgpack ({exc})") from None
+    if not isinstance(decoded, dict):
+        raise CorruptRollbackFileError(path, f"body is a {type(decoded).__name__}, not a map")
+    missing = {"node_id", "wall_time_ms", "new_term", "new_leader", "entries"} - set(decoded)
+    if missing:
+        raise CorruptRollbackFileError(path, f"body lacks {', '.join(sorted(missing))}")
+    node_id, wall_time_ms = decoded["node_id"], decoded["wall_time_ms"]
+    new_term, new_leader = decoded["new_term"], decoded["new_leader"]
+    if not isinstance(node_id, str) or not node_id:
+        raise CorruptRollbackFileError(path, f"node_id {node_id!r} is not a node id")
+    if type(wall_time_ms) is not int or wall_time_ms < 0:
+        raise CorruptRollbackFileError(path, f"wall_time_ms {wall_time_ms!r} is not a time")
+    if type(new_term) is not int or new_term < 0:
+        raise CorruptRollbackFileError(path, f"new_term {new_term!r} is not a term")
+    if new_leader is not None and not isinstance(new_leader, str):
+        raise CorruptRollbackFileError(path, f"new_leader {new_leader!r} is not a node id")
+    raw_entries = decoded["entries"]
+    if not isinstance(raw_entries, list) or not raw_entries:
+        raise CorruptRollbackFileError(path, "entries is not a non-empty list")
+    records = []
+    for position, entry in enumerate(raw_entries):
+        if not (isinstance(entry, list) and len(entry) == 4):
+            raise CorruptRollbackFileError(
+                path, f"entry {position} is not [index, term, data, acknowledged]")
+        index, term, entry_data, acknowledged = entry
+        if type(index) is not int or index < 1 or type(term) is not int or term < 0:
+            raise CorruptRollbackFileError(
+                path, f"entry {position} has index {index!r} and term {term!r}")
+        if position and index != records[-1].index + 1:
+            raise CorruptRollbackFileError(
+                path, f"entry {position} has index {index} after {records[-1].index}")
+        if type(entry_data) is not bytes:
+            raise CorruptRollbackFileError(path, f"entry {index} data is not bytes")
+        if acknowledged is not None and type(acknowledged) is not bool:
+            raise CorruptRollbackFileError(
+                path, f"entry {index} acknowledged {acknowledged!r} is not true/false/nil")
+        records.append(RollbackRecord(index, term, entry_data, acknowledged))
+    return RollbackFile(path=path, node_id=node_id, wall_time_ms=wall_time_ms,
+                        new_term=new_term, new_leader=new_leader, records=tuple(records))
+
+
+def list_rollback_files(data_dir: Path) -> list[RollbackFileInfo]:
+    """Every rollback file of the node whose data dir is `data_dir`, oldest first.
+
+    A damaged file is listed with `error` set rather than hiding the others.
+    """
+    directory = rollback_directory(Path(data_dir))
+    if not directory.is_dir():
+        return []
+    infos = []
+    for path in directory.glob("*" + ROLLBACK_SUFFIX):
+        if not path.is_file():
+            continue
+        try:
+            rb = read_rollback_file(path)
+        except (CorruptRollbackFileError, OSError) as e:
+            name = _NAME.match(path.name)
+            infos.append(RollbackFileInfo(
+                path=path, wall_time_ms=_name_wall_time_ms(name), node_id=None,
+                first_index=int(name["first"]) if name else None,
+                last_index=int(name["last"]) if name else None, entry_count=None,
+                acknowledged_count=None, unknown_count=None, new_term=None, new_leader=None,
+                error=str(e)))
+            continue
+        infos.append(RollbackFileInfo(
+            path=path, wall_time_ms=rb.wall_time_ms, node_id=rb.node_id,
+            first_index=rb.first_index, last_index=rb.last_index, entry_count=len(rb.records),
+            acknowledged_count=rb.acknowledged_count, unknown_count=rb.unknown_count,
+            new_term=rb.new_term, new_leader=rb.new_leader))
+
+    def order(info: RollbackFileInfo) -> tuple[int, int, str]:
+        name = _NAME.match(info.path.name)
+        return (info.wall_time_ms if info.wall_time_ms is not None else -1,
+                int(name["seq"] or 1) if name else 0, info.path.name)
+
+    return sorted(infos, key=order)
+
+
+def _free_name(directory: Path, wall_time_ms: int, first: int, last: int) -> Path:
+    seconds, ms = divmod(wall_time_ms, 1000)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+    base = f"rollback-{stamp}-i{first}-{last}"
+    for attempt in range(1, _NAME_ATTEMPTS_MAX + 1):
+        path = directory / f"{base}{'' if attempt == 1 else f'-{attempt}'}{ROLLBACK_SUFFIX}"
+        if not path.exists():
+            return path
+    invariant(False, f"{_NAME_ATTEMPTS_MAX} rollback files named {base}* already exist")
+    raise AssertionError("unreachable")
+
+
+def _name_wall_time_ms(name: re.Match[str] | None) -> int | None:
+    if name is None:
+        return None
+    try:
+        struct_time = time.strptime(name["stamp"], "%Y%m%dT%H%M%S")
+    except ValueError:
+        return None
+    return calendar.timegm(struct_time) * 1000 + int(name["ms"])
+
+
+# -- showing log entries ---------------------------------------------------------------------
+
+
+def describe_entry(data: bytes, *, max_arg_bytes: int | None = None) -> dict[str, object]:
+    """What a log entry does, for people: {"kind", "time_ms", "text"} (plus "seed" for a
+    command that carries one). `kind` is "command", "expire", "effects", "noop" or "unknown";
+    `text` reads like a redis-cli line, `SET "k" "v"`, with unprintable bytes escaped.
+    `max_arg_bytes` cuts each argument shown to that many bytes (None: show everything)."""
+    if data == b"":
+        return {"kind": "noop", "time_ms": None,
+                "text": "(no-op: a new leader's first entry of its term)"}
+    try:
+        decoded = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException):
+        decoded = None
+    described = None
+    if (isinstance(decoded, list) and len(decoded) >= 3 and type(decoded[0]) is int
+            and type(decoded[1]) is int):
+        described = _describe_known(decoded, max_arg_bytes)
+    if described is None:
+        preview = data[:_UNKNOWN_PREVIEW_BYTES]
+        more = f" (+{len(data) - len(preview)} bytes)" if len(data) > len(preview) else ""
+        return {"kind": "unknown", "time_ms": None,
+                "text": f"{len(data)} bytes: {_quote(preview)}{more}"}
+    return described
+
+
+def _describe_known(decoded: list, max_arg_bytes: int | None) -> dict[str, object] | None:
+    kind, time_ms, payload = decoded[0], decoded[1], decoded[2]
+    if kind == ENTRY_COMMAND:
+        argv = _as_bytes_list(payload)
+        if not argv:
+            return None
+        name = argv[0]
+        words = [name.decode().upper() if _WORD.match(name) else _quote(name, max_arg_bytes)]
+        words += [_quote(a, max_arg_bytes) for a in argv[1:]]
+        out: dict[str, object] = {"kind": "command", "time_ms": time_ms, "text": " ".join(words)}
+        if len(decoded) >= 4 and decoded[3] is not None:
+            out["seed"] = decoded[3]
+        return out
+    if kind == ENTRY_EXPIRE:
+        keys = _as_bytes_list(payload)
+        if keys is None:
+            return None
+        text = "expired: " + " ".join(_quote(k, max_arg_bytes) for k in keys)
+        return {"kind": "expire", "time_ms": time_ms, "text": text}
+    if kind == ENTRY_EFFECTS:
+        if not isinstance(payload, list):
+            return None
+        text = "; ".join(_render_operation(op, max_arg_bytes) for op in payload)
+        return {"kind": "effects", "time_ms": time_ms, "text": text or "(no effects)"}
+    return None
+
+
+def _as_bytes_list(value: object) -> list[bytes] | None:
+    if not isinstance(value, list):
+        return None
+    out = []
+    for item in value:
+        if isinstance(item, str):
+            item = item.encode()
+        if not isinstance(item, bytes):
+            return None
+        out.append(item)
+    return out
+
+
+def _render_operation(op: object, max_arg_bytes: int | None) -> str:
+    # An effect operation is a list that usually starts with its name: show that bare.
+    if isinstance(op, list) and op and isinstance(op[0], bytes | str):
+        name = op[0].encode() if isinstance(op[0], str) else op[0]
+        if _WORD.match(name):
+            return " ".join([name.decode(), *(_render(v, max_arg_bytes) for v in op[1:])])
+    return _render(op, max_arg_bytes)
+
+
+def _render(value: object, max_arg_bytes: int | None) -> str:
+    if isinstance(value, bytes):
+        return _quote(value, max_arg_bytes)
+    if isinstance(value, str):
+        return _quote(value.encode(), max_arg_bytes)
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + " ".join(_render(v, max_arg_bytes) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_render(k, max_arg_bytes)}: {_render(v, max_arg_bytes)}"
+                               for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _quote(data: bytes, max_bytes: int | None = None) -> str:
+    """`data` as redis-cli prints a bulk string: in double quotes, unprintables escaped."""
+    shown = data if max_bytes is None else data[:max_bytes]
+    out = ['"']
+    for byte in shown:
+        escape = _ESCAPES.get(byte)
+        if escape is not None:
+            out.append(escape)
+        elif 32 <= byte < 127:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\x{byte:02x}")
+    out.append('"')
+    if len(shown) < len(data):
+        out.append(f"...(+{len(data) - len(shown)} bytes)")
+    return "".join(out)
