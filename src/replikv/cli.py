@@ -6,12 +6,14 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Container
 from pathlib import Path
 
 import click
 
 from replikv import __version__
-from replikv.config import ConfigError, load_settings
+from replikv.concerns import READ_CONSISTENCIES, READ_PREFERENCES, WRITE_CONCERNS
+from replikv.config import FSYNC_MODES, REPLICATION_MODES, ConfigError, load_settings
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -52,13 +54,33 @@ def main() -> None:
               help="How long a command may wait for a leader or a commit. [default: 5000]")
 @click.option("--max-bulk-bytes", type=int,
               help="Largest single argument a client may send. [default: 67108864]")
+@click.option("--fsync", type=click.Choice(FSYNC_MODES),
+              help="When the log reaches the disk. always: fsync before acknowledging; "
+                   "batch: acknowledge at once, fsync every --fsync-interval-ms (a power loss "
+                   "can lose that window); never: leave it to the OS. [default: always]")
+@click.option("--fsync-interval-ms", type=int,
+              help="With --fsync batch, the longest time between fsyncs (1..10000). "
+                   "[default: 100]")
+@click.option("--replication", type=click.Choice(REPLICATION_MODES),
+              help="passive: the log carries the primary's effects and backups replay them; "
+                   "active: the log carries commands and every replica executes them. Fixed "
+                   "when the data dir is created. [default: passive]")
+@click.option("--write-concern", type=click.Choice(WRITE_CONCERNS),
+              help="A new connection's write concern (REPLIKV WRITECONCERN changes it). "
+                   "[default: majority]")
+@click.option("--read-preference", type=click.Choice(READ_PREFERENCES),
+              help="A new connection's read preference. [default: primary]")
+@click.option("--read-consistency", type=click.Choice(READ_CONSISTENCIES),
+              help="A new connection's read consistency. [default: linearizable]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="[default: info]")
 def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          listen: str | None, peer_listen: str | None, peers: str | None, admin: str | None,
          cluster_id: str | None, tick_ms: int | None, heartbeat_ticks: int | None,
          election_ticks: int | None, request_timeout_ms: int | None,
-         max_bulk_bytes: int | None, log_level: str | None) -> None:
+         max_bulk_bytes: int | None, fsync: str | None, fsync_interval_ms: int | None,
+         replication: str | None, write_concern: str | None, read_preference: str | None,
+         read_consistency: str | None, log_level: str | None) -> None:
     """Run one replikv node in the foreground.
 
     \b
@@ -81,6 +103,9 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
                  "cluster_id": cluster_id, "tick_ms": tick_ms,
                  "heartbeat_ticks": heartbeat_ticks, "election_ticks": election_ticks,
                  "request_timeout_ms": request_timeout_ms, "max_bulk_bytes": max_bulk_bytes,
+                 "fsync": fsync, "fsync_interval_ms": fsync_interval_ms,
+                 "replication": replication, "write_concern": write_concern,
+                 "read_preference": read_preference, "read_consistency": read_consistency,
                  "log_level": log_level}
     try:
         settings = load_settings(config_file, overrides)
@@ -114,7 +139,14 @@ def cluster() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("replikv-data"), show_default=True,
               help="Each node keeps its data in DATA_DIR/<id>; an existing dir is resumed.")
-def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path) -> None:
+@click.option("--fsync", type=click.Choice(FSYNC_MODES), default="always", show_default=True,
+              help="Every node's fsync mode (see `replikv node --help`).")
+@click.option("--replication", type=click.Choice(REPLICATION_MODES), default="passive",
+              show_default=True,
+              help="passive (primary-backup: the log carries effects) or active (state-machine "
+                   "replication: the log carries commands). Fixed when the cluster is created.")
+def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str,
+               replication: str) -> None:
     """Start a local cluster in the foreground; Ctrl-C stops every node cleanly.
 
     \b
@@ -130,7 +162,8 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path) -> None:
     from replikv.local_cluster import ClusterError, LocalCluster
 
     try:
-        LocalCluster(int(nodes), base_port=base_port, host=host, data_dir=data_dir).run()
+        LocalCluster(int(nodes), base_port=base_port, host=host, data_dir=data_dir,
+                     fsync=fsync, replication=replication).run()
     except ClusterError as e:
         raise click.ClickException(str(e)) from None
 
@@ -213,6 +246,181 @@ def check(history: Path, timeout_s: float) -> None:
     result = check_history(ops, timeout_s=timeout_s)
     click.echo(format_result(result))
     sys.exit(0 if result.ok is True else (2 if result.ok is None else 1))
+
+
+DEFAULT_DATA_DIR = Path("replikv-data")  # where `replikv cluster up` puts its nodes
+_SHOW_ARG_BYTES = 200  # `rollback show` cuts each argument to this unless --full
+
+
+@main.group(context_settings=CONTEXT)
+def rollback() -> None:
+    """Inspect log entries a node discarded when another leader replaced them.
+
+    A leader that loses its leadership may hold entries the cluster never committed; the new
+    leader's log replaces them. Before that, the node saves them to DATA_DIR/rollback/, so that
+    writes a client was told had succeeded (write concern w=1) are never lost silently.
+
+    \b
+    Examples:
+      replikv rollback list                          (every node of `replikv cluster up`)
+      replikv rollback list --data-dir replikv-data/n1
+      replikv rollback show rollback-20250101T120000.000Z-i41-45.rkvrb
+    """
+
+
+@rollback.command("list", context_settings=CONTEXT)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=DEFAULT_DATA_DIR, show_default=True,
+              help="A node's data dir, or a directory of them (as `cluster up` makes).")
+def rollback_list(data_dir: Path) -> None:
+    """List rollback files, oldest first."""
+    from replikv.storage.rollback import list_rollback_files, rollback_directory
+
+    node_dirs = _node_data_dirs(data_dir)
+    found = [(info, node_dir) for node_dir in node_dirs for info in list_rollback_files(node_dir)]
+    # Each node's list is in time order already; merged, the nodes' events interleave.
+    found.sort(key=lambda pair: -1 if pair[0].wall_time_ms is None else pair[0].wall_time_ms)
+    rows, damaged = [], []
+    for info, node_dir in found:
+        if info.error is not None:
+            damaged.append(info)
+        acked = "?" if info.acknowledged_count is None else str(info.acknowledged_count)
+        if info.unknown_count:
+            acked += f" (+{info.unknown_count} unknown)"
+        indexes = ("?" if info.first_index is None
+                   else f"{info.first_index}..{info.last_index}")
+        rows.append([_format_time_ms(info.wall_time_ms), info.node_id or node_dir.name,
+                     indexes, "DAMAGED" if info.error else str(info.entry_count), acked,
+                     "?" if info.new_term is None else str(info.new_term),
+                     info.new_leader or ("?" if info.error else "-"), info.path.name])
+    if not rows:
+        where = ", ".join(str(rollback_directory(d)) for d in node_dirs)
+        click.echo(f"no rollback files in {where}: no node there has discarded log entries.")
+        return
+    click.echo(_table(["TIME (UTC)", "NODE", "INDEXES", "ENTRIES", "ACKNOWLEDGED", "NEW TERM",
+                       "NEW LEADER", "FILE"], rows, right={2, 3, 4, 5}))
+    for info in damaged:
+        click.echo(f"\n{info.error}", err=True)
+    click.echo(f"\nShow one with: replikv rollback show FILE --data-dir {data_dir}")
+
+
+@rollback.command("show", context_settings=CONTEXT)
+@click.argument("file")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=DEFAULT_DATA_DIR, show_default=True,
+              help="Where to look for FILE when it is a bare file name.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output, with each entry's raw bytes in base64.")
+@click.option("--full", is_flag=True,
+              help=f"Show long arguments whole (otherwise cut at {_SHOW_ARG_BYTES} bytes).")
+def rollback_show(file: str, data_dir: Path, as_json: bool, full: bool) -> None:
+    """Print the entries of one rollback FILE (a path, or a name listed by `rollback list`).
+
+    \b
+    Entries marked acknowledged were confirmed to a client (at w=1) but are not in the
+    cluster's data. Check the current values before re-applying any of them.
+    """
+    import base64
+    import json
+
+    from replikv.storage.errors import CorruptRollbackFileError
+    from replikv.storage.rollback import describe_entry, read_rollback_file
+
+    path = _find_rollback_file(file, data_dir)
+    try:
+        rb = read_rollback_file(path)
+    except CorruptRollbackFileError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot read {path}: {e.strerror or e}") from None
+    if as_json:
+        entries = []
+        for r in rb.records:
+            entries.append({"index": r.index, "term": r.term, "acknowledged": r.acknowledged,
+                            **describe_entry(r.data),
+                            "data_base64": base64.b64encode(r.data).decode("ascii")})
+        click.echo(json.dumps({"path": str(path), "node_id": rb.node_id,
+                               "wall_time_ms": rb.wall_time_ms, "new_term": rb.new_term,
+                               "new_leader": rb.new_leader, "entries": entries}, indent=2))
+        return
+    acknowledged = {True: "yes", False: "no", None: "unknown"}
+    not_acked = sum(1 for r in rb.records if r.acknowledged is False)
+    click.echo(f"rollback file {path}\n"
+               f"node {rb.node_id} discarded {len(rb.records)} entries (indexes "
+               f"{rb.first_index}..{rb.last_index}) at {_format_time_ms(rb.wall_time_ms)} UTC, "
+               f"replaced by leader {rb.new_leader or '(unknown)'} of term {rb.new_term}\n"
+               f"acknowledged to a client: {rb.acknowledged_count}, not acknowledged: "
+               f"{not_acked}, unknown: {rb.unknown_count}\n")
+    rows = []
+    for r in rb.records:
+        described = describe_entry(r.data, max_arg_bytes=None if full else _SHOW_ARG_BYTES)
+        text = str(described["text"])
+        if "seed" in described:
+            text += f"  (seed {described['seed']})"
+        rows.append([str(r.index), str(r.term), acknowledged[r.acknowledged],
+                     str(described["kind"]), _format_time_ms(described["time_ms"]), text])
+    click.echo(_table(["INDEX", "TERM", "ACKNOWLEDGED", "KIND", "TIME (UTC)", "ENTRY"], rows,
+                      right={0, 1}))
+
+
+def _node_data_dirs(data_dir: Path) -> list[Path]:
+    """`data_dir` if it is a node's data dir (or its rollback/), else the node data dirs in it."""
+    hint = (f"Pass a node's data dir with --data-dir (for `replikv cluster up`, "
+            f"{DEFAULT_DATA_DIR / 'n1'}), or the directory holding them ({DEFAULT_DATA_DIR}).")
+    if not data_dir.is_dir():
+        raise click.ClickException(f"data dir {data_dir} does not exist. {hint}")
+    if data_dir.name == "rollback" and _is_node_data_dir(data_dir.parent):
+        return [data_dir.parent]
+    if _is_node_data_dir(data_dir):
+        return [data_dir]
+    children = sorted(d for d in data_dir.iterdir() if d.is_dir() and _is_node_data_dir(d))
+    if not children:
+        raise click.ClickException(f"{data_dir} is not a replikv data dir (it has no meta "
+                                   f"file or wal/ directory, nor do its subdirectories). {hint}")
+    return children
+
+
+def _is_node_data_dir(path: Path) -> bool:
+    return (path / "meta").is_file() or (path / "wal").is_dir() or (path / "rollback").is_dir()
+
+
+def _find_rollback_file(file: str, data_dir: Path) -> Path:
+    from replikv.storage.rollback import rollback_directory
+
+    path = Path(file)
+    if path.is_file():
+        return path
+    if path.name != file:
+        raise click.ClickException(f"rollback file {file} does not exist.")
+    found = [rollback_directory(d) / file for d in _node_data_dirs(data_dir)
+             if (rollback_directory(d) / file).is_file()]
+    if not found:
+        raise click.ClickException(
+            f"no rollback file named {file} in {data_dir}. See which there are with: "
+            f"replikv rollback list --data-dir {data_dir}")
+    if len(found) > 1:
+        raise click.ClickException(
+            f"{len(found)} nodes have a rollback file named {file} "
+            f"({', '.join(str(p) for p in found)}); pass the path of the one you mean.")
+    return found[0]
+
+
+def _format_time_ms(ms: object) -> str:
+    if not isinstance(ms, int) or isinstance(ms, bool):
+        return "-"
+    seconds, rest = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{rest:03d}"
+
+
+def _table(header: list[str], rows: list[list[str]], *, right: Container[int] = ()) -> str:
+    """Plain aligned columns; the last column is never padded (it may be long)."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+                 for i, cell in enumerate(row[:-1])]
+        lines.append("  ".join([*cells, row[-1]]))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

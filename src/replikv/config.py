@@ -11,7 +11,19 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from replikv.concerns import (
+    READ_CONSISTENCIES,
+    READ_PREFERENCES,
+    WRITE_CONCERNS,
+    RequestOptions,
+)
 from replikv.limits import DEFAULT_LIMITS, Limits
+
+REPLICATION_MODES = ("passive", "active")
+
+# When a node's log reaches the disk; see NodeSettings.fsync.
+FSYNC_MODES = ("always", "batch", "never")
+FSYNC_INTERVAL_MS_MAX = 10_000
 
 
 class ConfigError(ValueError):
@@ -63,6 +75,19 @@ class NodeSettings:
     election_ticks: int = 10
     request_timeout_ms: int = 5000
     log_level: str = "info"
+    # "always": the log is fsynced before anything that depends on it is acknowledged.
+    # "batch": acknowledged once written; fsynced every fsync_interval_ms, so a power loss (not
+    # a process crash) can lose that window of acknowledged writes. "never": left to the OS.
+    # The term and vote are fsynced in both "always" and "batch".
+    fsync: str = "always"
+    fsync_interval_ms: int = 100
+    # Cluster-wide, fixed when the data dir is first created: "passive" (the log carries the
+    # primary's effects) or "active" (the log carries commands; every replica executes them).
+    replication: str = "passive"
+    # What a new client connection starts with (REPLIKV commands change it per connection).
+    write_concern: str = "majority"
+    read_preference: str = "primary"
+    read_consistency: str = "linearizable"
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
 
     def validate(self) -> NodeSettings:
@@ -82,8 +107,27 @@ class NodeSettings:
             raise ConfigError("election_ticks must be more than twice heartbeat_ticks")
         if self.request_timeout_ms < self.tick_ms:
             raise ConfigError("request_timeout_ms must be at least one tick")
+        if self.fsync not in FSYNC_MODES:
+            raise ConfigError(f"fsync: expected one of {', '.join(FSYNC_MODES)}, got "
+                              f"{self.fsync!r}")
+        if not 1 <= self.fsync_interval_ms <= FSYNC_INTERVAL_MS_MAX:
+            raise ConfigError(f"fsync_interval_ms: expected 1..{FSYNC_INTERVAL_MS_MAX} "
+                              f"(milliseconds), got {self.fsync_interval_ms}")
+        if self.replication not in REPLICATION_MODES:
+            raise ConfigError(f"replication: expected one of {', '.join(REPLICATION_MODES)}, "
+                              f"got {self.replication!r}")
+        for name, allowed in (("write_concern", WRITE_CONCERNS),
+                              ("read_preference", READ_PREFERENCES),
+                              ("read_consistency", READ_CONSISTENCIES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}: expected one of {', '.join(allowed)}, got "
+                                  f"{getattr(self, name)!r}")
         cluster_id = self.cluster_id or default_cluster_id(self.peers)
         return replace(self, cluster_id=cluster_id)
+
+    def default_options(self) -> RequestOptions:
+        return RequestOptions(w=self.write_concern, read_preference=self.read_preference,
+                              read_consistency=self.read_consistency)
 
 
 def default_cluster_id(peers: dict[str, Address]) -> str:
@@ -136,6 +180,12 @@ def load_settings(config_file: Path | None, overrides: dict[str, object]) -> Nod
         election_ticks=_int(raw.get("election_ticks", 10), "election_ticks"),
         request_timeout_ms=_int(raw.get("request_timeout_ms", 5000), "request_timeout_ms"),
         log_level=str(raw.get("log_level", "info")),
+        fsync=_str(raw.get("fsync", "always"), "fsync"),
+        fsync_interval_ms=_int(raw.get("fsync_interval_ms", 100), "fsync_interval_ms"),
+        replication=_str(raw.get("replication", "passive"), "replication"),
+        write_concern=str(raw.get("write_concern", "majority")),
+        read_preference=_str(raw.get("read_preference", "primary"), "read_preference"),
+        read_consistency=_str(raw.get("read_consistency", "linearizable"), "read_consistency"),
         limits=limits,
     )
     return settings.validate()
@@ -148,3 +198,9 @@ def _int(v: object, name: str) -> int:
         return int(v)
     except ValueError:
         raise ConfigError(f"{name}: expected an integer, got {v!r}") from None
+
+
+def _str(v: object, name: str) -> str:
+    if not isinstance(v, str):
+        raise ConfigError(f"{name}: expected a string, got {v!r}")
+    return v

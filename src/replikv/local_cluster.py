@@ -37,9 +37,12 @@ class LocalNode:
 
 
 class LocalCluster:
-    def __init__(self, nodes: int, *, base_port: int, host: str, data_dir: Path) -> None:
+    def __init__(self, nodes: int, *, base_port: int, host: str, data_dir: Path,
+                 fsync: str = "always", replication: str = "passive") -> None:
         self.host = host
         self.data_dir = data_dir
+        self.fsync = fsync
+        self.replication = replication
         self.nodes = [
             LocalNode(f"n{i + 1}", base_port + i, base_port + 100 + i, base_port + 200 + i,
                       data_dir / f"n{i + 1}.toml")
@@ -60,7 +63,9 @@ class LocalCluster:
                 f'listen = "{self.host}:{n.client_port}"\n'
                 f'peer_listen = "{self.host}:{n.peer_port}"\n'
                 f'admin = "{self.host}:{n.admin_port}"\n'
-                f'peers = "{peers}"\n')
+                f'peers = "{peers}"\n'
+                f'fsync = "{self.fsync}"\n'
+                f'replication = "{self.replication}"\n')
 
     def check_ports_free(self) -> None:
         for n in self.nodes:
@@ -114,7 +119,8 @@ class LocalCluster:
     def _banner(self) -> None:
         with self._print_lock:
             print(f"replikv: local cluster of {len(self.nodes)} nodes, data in "
-                  f"{self.data_dir.resolve()}", flush=True)
+                  f"{self.data_dir.resolve()}, fsync={self.fsync}, "
+                  f"replication={self.replication}", flush=True)
             for n in self.nodes:
                 print(f"  {n.id}  clients {self.host}:{n.client_port}  "
                       f"admin http://{self.host}:{n.admin_port}/status  "

@@ -1,18 +1,36 @@
 """The node core: client requests in, consensus and replies out. Sans-I/O, like the raft core.
 
-It sits between the connection handlers (which parse RESP) and the consensus core:
-- writes are proposed to the log on the leader, forwarded to the leader from a follower, or
-  held briefly while no leader is known (an election takes well under a second);
-- reads are batched: every read that arrives before the next Ready shares one ReadIndex
-  confirmation (on the leader a heartbeat round, on a follower one request to the leader) and
-  is served from local state once this node has applied up to that index;
-- committed entries are applied to the key-value state machine in log order on every node, and
-  the result of each applied entry answers the request that proposed it, wherever it came from;
-- every request has a deadline; its error says whether the command certainly did not take
-  effect (TRYAGAIN) or might have (UNKNOWN).
+It sits between the connection handlers (which parse RESP) and the consensus core.
 
-Log entries carry commands with the leader's clock fixed inside them (state-machine
-replication): `[kind, time_ms, payload]` in msgpack, or b"" for the leader's no-op. The time
+Writes. The leader executes each write against its own state when it proposes it, before the
+entry commits ("applied ahead"), and keeps an undo record until the entry commits. What goes
+into the log depends on the cluster's replication mode:
+- passive (primary-backup): the entry carries the write's *effects* (post-images such as
+  `set k v`, `del k`, set members added or removed), which backups replay without ever
+  executing a command;
+- active (state-machine replication): the entry carries the *command*, with the leader's clock
+  and, for commands that draw random numbers, a seed fixed inside it; every replica executes it.
+Executing at proposal time gives the reply before the commit, which is what write concern w=1
+needs (acknowledge once the leader's own log is durable). w=majority answers at commit, w=all
+once every voter holds the entry. If the leader loses its leadership, everything applied ahead
+of the commit index is undone, newest first, and entries later discarded by the new leader are
+handed to the driver (`NodeReady.rolled_back`) to be saved in a rollback file.
+
+Reads. A read runs where its read preference allows (the leader, or this node if it is a
+follower the preference accepts; otherwise it is forwarded to the leader). Its consistency says
+what it waits for first: linearizable reads take a ReadIndex (one quorum round, batched per
+Ready), lease reads take one from the leader's lease, local reads take nothing (a follower checks
+its staleness bound). A read that runs on state holding entries applied ahead of the commit
+index is held until those commit, so no read ever shows a write that could still be undone.
+A connection's session remembers the index of its last write, and its later reads on any node
+wait until that index is applied (read your writes).
+
+Every request has a deadline; its error says whether the command certainly did not take effect
+(TRYAGAIN) or might have (UNKNOWN).
+
+Log entries are msgpack `[kind, time_ms, payload, ...]`, or b"" for the leader's no-op:
+kind 1 a command (payload argv, optional 4th field the random seed), kind 2 an expiry batch
+(payload keys; active mode), kind 3 effects (payload as KVState.apply_effects takes it). The time
 applied is max(entry time, previous applied time), so expiry stays monotonic and identical on
 every replica even if a new leader's clock is behind the old one's.
 
@@ -21,6 +39,7 @@ The driver loop (asyncio server or simulator) is the raft one with node-level ex
     while node.has_ready():
         rd = node.ready()
         deliver(rd.replies); send(rd.early_messages)
+        save(rd.rolled_back)              # a rollback file, before the replacing entries
         persist(rd.raft.hard_state, rd.raft.entries)
         send(rd.raft.messages); node.advance(rd)
 """
@@ -28,23 +47,40 @@ The driver loop (asyncio server or simulator) is the raft one with node-level ex
 from __future__ import annotations
 
 import heapq
+import random
+from bisect import bisect_right
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import msgpack
 
 from replikv.commands import parse_command
+from replikv.concerns import DEFAULT_OPTIONS, FOLLOWER_MAY_SERVE, TIMEOUT_MS_MAX, RequestOptions
 from replikv.invariants import invariant
 from replikv.limits import DEFAULT_LIMITS, Limits
-from replikv.node_messages import ForwardReply, ForwardRequest, ReadIndexReply, ReadIndexRequest
+from replikv.node_messages import (
+    ForwardReply,
+    ForwardRequest,
+    ReadIndexReply,
+    ReadIndexRequest,
+    WaitReply,
+    WaitRequest,
+)
 from replikv.raft.core import RaftCore, Ready
-from replikv.raft.messages import Entry, Envelope
-from replikv.replies import CommandError, ErrorReply
+from replikv.raft.messages import AppendRequest, Entry, Envelope
+from replikv.replies import NOT_INTEGER, CommandError, ErrorReply, wrong_arity
 from replikv.state import KVState
 
 ENTRY_COMMAND = 1
 ENTRY_EXPIRE = 2
+ENTRY_EFFECTS = 3
+REPLICATION_MODES = ("passive", "active")
+# Writes whose outcome depends on a random draw: the leader fixes the seed inside the entry.
+RANDOM_WRITES = frozenset({b"spop"})
 RECENT_FORWARDS_MAX = 100_000
+COMMIT_MARKS_MAX = 1024
+PROPOSE_TIMES_MAX = 100_000
 
 # The client-facing errors, with what each guarantees. Documented in the README.
 ERR_NO_LEADER = ErrorReply(
@@ -61,6 +97,25 @@ ERR_BUSY = ErrorReply(
 ERR_READ_TIMEOUT = ErrorReply(
     "TRYAGAIN the read could not be confirmed with a quorum in time; nothing was changed, "
     "retry it")
+ERR_NOT_SECONDARY = ErrorReply(
+    "NOTSECONDARY this node is the primary and the read preference is 'secondary': connect "
+    "to a follower, or use secondaryPreferred or nearest")
+ERR_EFFECTS_TOO_LARGE = (
+    "ERR the command's effects are too large for one log entry (limit {limit} bytes); "
+    "nothing was changed")
+
+
+def wtimeout_error(holders: int, voters: int, waited_ms: int) -> ErrorReply:
+    return ErrorReply(
+        f"WTIMEOUT the write is committed and durable on a majority, but only {holders} of "
+        f"{voters} voters held it after {waited_ms} ms (w=all); it was applied: do not retry it")
+
+
+def stale_error(staleness_ms: int | None, bound_ms: int) -> ErrorReply:
+    behind = "an unknown time" if staleness_ms is None else f"{staleness_ms} ms"
+    return ErrorReply(
+        f"STALE this replica is {behind} behind the primary, more than MAXSTALENESS "
+        f"{bound_ms} ms; read from the primary or another replica")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +125,20 @@ class NodeConfig:
     request_timeout_ms: int = 5000
     expire_every_ticks: int = 2
     expire_batch_keys: int = 1000
+    replication: str = "passive"
     limits: Limits = DEFAULT_LIMITS
+
+    def __post_init__(self) -> None:
+        invariant(self.replication in REPLICATION_MODES,
+                  f"replication must be one of {REPLICATION_MODES}")
+
+
+class RolledBack(NamedTuple):
+    """A log entry a new leader discarded. `acknowledged`: True if a client was told it
+    succeeded (w=1), False if not, None if this node cannot know (it restarted since)."""
+
+    entry: Entry
+    acknowledged: bool | None
 
 
 @dataclass(slots=True)
@@ -79,66 +147,131 @@ class NodeReady:
     # Node messages (forwarding, read indexes) depend on nothing local being durable.
     early_messages: list[Envelope] = field(default_factory=list)
     replies: list[tuple[int, object]] = field(default_factory=list)
+    # Save these (a rollback file) before persisting raft.entries, which replace them.
+    rolled_back: list[RolledBack] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class _Request:
     req_id: int
     argv: list[bytes]
-    is_write: bool
+    kind: str  # "write" | "read" | "wait"
+    opts: RequestOptions
+    session: int | None
     deadline_ms: int
-    # "waiting" (no leader yet), "proposed" (in our log), "forwarded", "reading"
+    # "waiting" (no leader yet), "proposed" (in our log), "forwarded", "reading", "held"
+    # (result computed, waiting for the commit index), "replicating" (w=all, committed)
     phase: str = "waiting"
     sent_to: str | None = None
+    reply_to: tuple[str, int] | None = None  # forwarded to us: (origin node, its request id)
+    min_index: int = 0  # read your writes: serve only once applied this far
+    wait_replicas: int = 0
+    wait_index: int = 0
 
 
-def encode_command_entry(argv: list[bytes], time_ms: int) -> bytes:
-    return msgpack.packb([ENTRY_COMMAND, time_ms, argv], use_bin_type=True)
+@dataclass(slots=True)
+class _Proposal:
+    """A client write this node proposed as leader, until its entry commits or is replaced."""
+
+    term: int
+    target: tuple  # ("local", req_id) | ("remote", node, req_id)
+    reply: object
+    w: str
+    proposed_ms: int
+    wtimeout_ms: int
+    acked: bool = False  # already answered (w=1, once durable here)
+
+
+class _AppliedAhead(NamedTuple):
+    index: int
+    term: int
+    undo: object | None
+    time_before_ms: int
+
+
+def encode_command_entry(argv: list[bytes], time_ms: int, seed: int = 0) -> bytes:
+    body: list = [ENTRY_COMMAND, time_ms, argv]
+    if seed:
+        body.append(seed)
+    return msgpack.packb(body, use_bin_type=True)
 
 
 def encode_expire_entry(keys: list[bytes], time_ms: int) -> bytes:
     return msgpack.packb([ENTRY_EXPIRE, time_ms, keys], use_bin_type=True)
 
 
+def encode_effects_entry(effects: list, time_ms: int) -> bytes:
+    return msgpack.packb([ENTRY_EFFECTS, time_ms, effects], use_bin_type=True)
+
+
 class NodeCore:
-    def __init__(self, config: NodeConfig, raft: RaftCore, state: KVState) -> None:
+    def __init__(self, config: NodeConfig, raft: RaftCore, state: KVState,
+                 rng: random.Random | None = None) -> None:
         invariant(config.node_id == raft.id, "node and raft ids differ")
         self.config = config
         self.id = config.node_id
         self.raft = raft
         self.state = state
+        self.rng = rng if rng is not None else random.Random(0)
         self.now_ms = 0
+        # The state reflects the log through applied_index. On the leader that may be ahead of
+        # the commit index: _ahead holds the undo records of those entries, oldest first.
         self.applied_index = raft.applied_index
         self.state_time_ms = 0  # the time of the last applied entry, never decreasing
+        self._ahead: deque[_AppliedAhead] = deque()
+        self._was_leader = False
+        self._terms_led: set[int] = set()
 
         self._requests: dict[int, _Request] = {}
         self._deadlines: list[tuple[int, int]] = []  # heap of (deadline_ms, req_id)
         self._waiting_for_leader: deque[int] = deque()
         self._parked: list[int] = []  # refused by the node we believe leads; wait for news
+        self._next_internal_id = -1  # requests other nodes forwarded to us have negative ids
         # (origin, req_id) of forwarded writes proposed lately, so that a duplicated
         # ForwardRequest is not proposed twice. Origins number requests uniquely across their
         # restarts (see NodeServer), so a key is never reused for a different command.
         self._recent_forwards: OrderedDict[tuple[str, int], None] = OrderedDict()
-        # index -> (term, target); target is ("local", req_id) or ("remote", node, req_id)
-        self._proposed: dict[int, tuple[int, tuple]] = {}
+        self._proposals: dict[int, _Proposal] = {}
+        self._w1_pending: deque[int] = deque()  # indexes of w=1 proposals not yet durable
+        self._all_waiting: dict[int, _Proposal] = {}  # committed w=all writes awaiting copies
+        self._waits: set[int] = set()  # WAIT requests being answered here (leader)
+        self._sessions: dict[int, int] = {}  # connection -> index of its last write
         self._read_batch: list[int] = []
         self._next_batch_id = 1
         self._read_batches: dict[int, tuple[list[int], str | None]] = {}  # batch -> (reqs, asked)
-        self._reads_waiting_apply: list[tuple[int, int, list[int]]] = []  # heap (index, batch, reqs)
+        self._reads_waiting_apply: list[tuple[int, int]] = []  # heap (index, req_id)
+        self._held: list[tuple[int, int, object]] = []  # heap (applied index, req_id, result)
         self._replies: list[tuple[int, object]] = []
         self._msgs: list[Envelope] = []
         self._known_leader: str | None = raft.leader_id
         self._expire_inflight_index = 0
+        # Staleness: (local time, leader's commit index) from recent AppendRequests; once we
+        # have applied that index we were up to date as of that time.
+        self._commit_marks: deque[tuple[int, int]] = deque()
+        self._caught_up_ms: int | None = None
+        self._propose_times: list[tuple[int, int]] = []  # (index, local time) on the leader
         # Counters for INFO and metrics.
-        self.commands_applied = 0
+        self.entries_applied = 0  # committed entries other than no-ops
+        self.commands_executed = 0  # commands run against the state (writes, not reads)
+        self.effects_applied = 0  # effects entries replayed (passive backups)
         self.forwarded_total = 0
         self.unknown_outcomes = 0
+        self.rolled_back_entries = 0
+        self.rolled_back_acknowledged = 0
+        self.wtimeouts = 0
 
     # -- events -------------------------------------------------------------------------------
 
-    def submit(self, req_id: int, argv: list[bytes], now_ms: int) -> None:
-        """A client command. Its reply appears in a later NodeReady.replies as (req_id, value)."""
+    def submit(self, req_id: int, argv: list[bytes], now_ms: int,
+               options: RequestOptions = DEFAULT_OPTIONS, session: int | None = None) -> None:
+        """A client command. Its reply appears in a later NodeReady.replies as (req_id, value).
+
+        `session` names the client connection (for read-your-writes and WAIT); end it with
+        end_session when the connection closes."""
         self.now_ms = now_ms
+        if argv and argv[0].lower() == b"wait":
+            self._submit_wait(req_id, argv, options, session)
+            return
         try:
             spec, _parsed = parse_command(argv)
         except CommandError as e:
@@ -147,16 +280,23 @@ class NodeCore:
         if len(self._requests) >= self.config.limits.max_pending_requests:
             self._replies.append((req_id, ERR_BUSY))
             return
-        if spec.kind == "write" and sum(map(len, argv)) > self.config.limits.max_entry_bytes:
+        is_write = spec.kind == "write"
+        if is_write and sum(map(len, argv)) > self.config.limits.max_entry_bytes:
             self._replies.append((req_id, ErrorReply(
                 f"ERR command too large for one log entry (limit "
                 f"{self.config.limits.max_entry_bytes} bytes)")))
             return
-        req = _Request(req_id, argv, spec.kind == "write",
-                       now_ms + self.config.request_timeout_ms)
-        self._requests[req_id] = req
-        heapq.heappush(self._deadlines, (req.deadline_ms, req_id))
+        timeout_ms = self.config.request_timeout_ms
+        if is_write and options.w == "all":
+            timeout_ms += options.wtimeout_ms or self.config.request_timeout_ms
+        req = _Request(req_id, argv, spec.kind, options, session, now_ms + timeout_ms)
+        if not is_write and session is not None:
+            req.min_index = self._sessions.get(session, 0)
+        self._add_request(req)
         self._route(req)
+
+    def end_session(self, session: int) -> None:
+        self._sessions.pop(session, None)
 
     def step(self, env_src: str, message: object, now_ms: int) -> None:
         """A message from peer `env_src` (already validated by the wire decoder)."""
@@ -167,23 +307,30 @@ class NodeCore:
             self._on_forward_reply(message)
         elif isinstance(message, ReadIndexRequest):
             if self.raft.is_leader:
-                self.raft.request_read(("remote", message.src, message.req_id))
+                self.raft.request_read(("remote", message.src, message.req_id),
+                                       lease=message.lease)
             else:
                 self._send(message.src, ReadIndexReply(self.id, message.req_id, None))
         elif isinstance(message, ReadIndexReply):
             self._on_read_index(message.req_id, message.index)
+        elif isinstance(message, WaitRequest):
+            self._on_wait_request(message)
+        elif isinstance(message, WaitReply):
+            self._on_wait_reply(message)
         else:
+            if isinstance(message, AppendRequest) and message.term >= self.raft.term:
+                self._note_leader_commit(message.commit)
             self.raft.step(message)
         self._after_event()
 
     def undeliverable(self, to: str, message: object) -> None:
         """The driver could not send `message` (no link to `to`): it certainly was not received.
 
-        A forwarded write or a read-index request then waits for news of a leader instead of
+        A forwarded request or a read-index request then waits for news of a leader instead of
         timing out as UNKNOWN: during a failover the old leader's link drops before a new
         leader is elected, and writes sent meanwhile should go to the new one.
         """
-        if isinstance(message, ForwardRequest):
+        if isinstance(message, ForwardRequest | WaitRequest):
             req = self._requests.get(message.req_id)
             if req is not None and req.phase == "forwarded" and req.sent_to == to:
                 req.sent_to = None
@@ -200,9 +347,12 @@ class NodeCore:
     def tick(self, now_ms: int) -> None:
         self.now_ms = now_ms
         self.raft.tick()
+        self._check_role()
         if (self.raft.is_leader and self.raft.tick_count % self.config.expire_every_ticks == 0
-                and self.applied_index >= self._expire_inflight_index):
+                and self.raft.commit_index >= self._expire_inflight_index):
             self._propose_expiry()
+        if self._all_waiting:
+            self._expire_all_waiting()
         self._expire_deadlines()
         self._after_event()
 
@@ -212,9 +362,11 @@ class NodeCore:
         return bool(self._replies or self._msgs or self._read_batch or self.raft.has_ready())
 
     def ready(self) -> NodeReady:
+        self._check_role()
         if self._read_batch:
             self._flush_read_batch()
         rd = self.raft.ready()
+        rolled_back = [self._rolled_back(e) for e in rd.rolled_back]
         self._apply(rd.committed)
         for rs in rd.read_states:
             ctx = rs.context
@@ -223,7 +375,9 @@ class NodeCore:
             else:
                 self._send(ctx[1], ReadIndexReply(self.id, ctx[2], rs.index))
         self._serve_reads()
-        out = NodeReady(rd, early_messages=self._msgs, replies=self._replies)
+        self._release_held()
+        out = NodeReady(rd, early_messages=self._msgs, replies=self._replies,
+                        rolled_back=rolled_back)
         self._msgs, self._replies = [], []
         out.early_messages.extend(rd.early_messages)
         self._after_event()  # reads refused above are routed again in the next Ready
@@ -231,34 +385,139 @@ class NodeCore:
 
     def advance(self, rd: NodeReady) -> None:
         self.raft.advance(rd.raft)
+        if self._w1_pending:
+            self._ack_durable_w1()
         self._after_event()
+
+    # -- leadership: applying ahead and undoing ---------------------------------------------------
+
+    def _check_role(self) -> None:
+        is_leader = self.raft.is_leader
+        if is_leader and not self._was_leader:
+            self._was_leader = True
+            self._terms_led.add(self.raft.term)
+            self._apply_log_ahead()
+        elif not is_leader and self._was_leader:
+            self._was_leader = False
+            self._undo_uncommitted()
+
+    def _apply_log_ahead(self) -> None:
+        """A new leader brings its state up to its whole log (entries of earlier terms not yet
+        committed, and its no-op) before it executes anything new."""
+        log = self.raft.log
+        for e in log.slice(self.applied_index + 1, log.last_index + 1):
+            before = self.state_time_ms
+            undo = self._apply_entry(e, recorded=True)
+            self._ahead.append(_AppliedAhead(e.index, e.term, undo, before))
+            self.applied_index = e.index
+
+    def _undo_uncommitted(self) -> None:
+        """Leadership lost: undo what was applied ahead of the commit index, newest first. The
+        entries may still commit under the new leader; then they are applied again in order."""
+        commit = self.raft.commit_index
+        while self._ahead and self._ahead[-1].index > commit:
+            a = self._ahead.pop()
+            if a.undo is not None:
+                self.state.undo(a.undo)
+            self.state_time_ms = a.time_before_ms
+            self.applied_index = a.index - 1
+        self._w1_pending.clear()
+        self._propose_times = []
+        for prop in self._all_waiting.values():
+            self._deliver(prop.target, wtimeout_error(1, len(self.raft.voters),
+                                                      self.now_ms - prop.proposed_ms))
+        self._all_waiting = {}
+        # Reads computed on the undone state, and WAITs answered from our progress, start over.
+        held, self._held = self._held, []
+        waits, self._waits = self._waits, set()
+        for req_id in [r for _i, r, _res in held] + sorted(waits):
+            req = self._requests.get(req_id)
+            if req is None:
+                continue
+            if req.reply_to is not None:
+                self._park(req, None)  # the origin asked the primary: let it find the new one
+            else:
+                self._route(req)
 
     # -- routing --------------------------------------------------------------------------------
 
     def _route(self, req: _Request) -> None:
-        if not req.is_write:
-            req.phase = "reading"
-            self._read_batch.append(req.req_id)
-            return
-        leader = self.raft.leader_id
+        if req.kind == "read":
+            self._route_read(req)
+        elif req.kind == "wait":
+            self._route_wait(req)
+        else:
+            self._route_write(req)
+
+    def _route_write(self, req: _Request) -> None:
         if self.raft.is_leader:
-            at = self.raft.propose([encode_command_entry(req.argv, self._entry_time())])
-            if at is not None:
-                req.phase = "proposed"
-                self._proposed[at[0]] = (at[1], ("local", req.req_id))
+            outcome = self._propose_command(req.argv, ("local", req.req_id), req.opts)
+            if isinstance(outcome, ErrorReply):
+                self._finish(req.req_id, outcome)
                 return
-        elif leader is not None:
+            if outcome is not None:
+                req.phase = "proposed"
+                return
+        elif self.raft.leader_id is not None:
+            leader = self.raft.leader_id
             req.phase, req.sent_to = "forwarded", leader
             self.forwarded_total += 1
-            self._send(leader, ForwardRequest(self.id, req.req_id, tuple(req.argv)))
+            self._send(leader, ForwardRequest(self.id, req.req_id, tuple(req.argv), req.opts))
             return
         req.phase = "waiting"
         self._waiting_for_leader.append(req.req_id)
+
+    def _propose_command(self, argv: list[bytes], target: tuple,
+                         opts: RequestOptions) -> int | ErrorReply | None:
+        """Execute a write ahead of its commit and propose it. Returns its index, an error
+        (nothing changed), or None if the leader cannot propose now (a transfer is under way)."""
+        invariant(self.applied_index == self.raft.log.last_index,
+                  f"state at {self.applied_index} behind the log at {self.raft.log.last_index}")
+        t = self._entry_time()
+        seed = self.rng.getrandbits(31) + 1 if argv[0].lower() in RANDOM_WRITES else 0
+        reply, effects, undo = self.state.execute_recorded(argv, t, seed)
+        self.commands_executed += 1
+        if self.config.replication == "passive":
+            data = encode_effects_entry(effects, t)
+        else:
+            data = encode_command_entry(argv, t, seed)
+        if len(data) > self.config.limits.max_entry_bytes:
+            self.state.undo(undo)
+            return ErrorReply(ERR_EFFECTS_TOO_LARGE.format(
+                limit=self.config.limits.max_entry_bytes))
+        index = self._propose_applied(data, undo, t)
+        if index is None:
+            return None
+        wtimeout_ms = opts.wtimeout_ms or self.config.request_timeout_ms
+        self._proposals[index] = _Proposal(self.raft.term, target, reply, opts.w, self.now_ms,
+                                           wtimeout_ms)
+        if opts.w == "1":
+            self._w1_pending.append(index)
+        return index
+
+    def _propose_applied(self, data: bytes, undo: object, time_ms: int) -> int | None:
+        """Propose an entry whose change is already applied; undo it if the proposal fails."""
+        at = self.raft.propose([data])
+        if at is None:
+            self.state.undo(undo)
+            return None
+        index, term = at
+        self._ahead.append(_AppliedAhead(index, term, undo, self.state_time_ms))
+        self.state_time_ms = max(self.state_time_ms, time_ms)
+        self.applied_index = index
+        times = self._propose_times
+        times.append((index, self.now_ms))
+        if len(times) > PROPOSE_TIMES_MAX:
+            del times[: len(times) // 2]
+        return index
 
     def _entry_time(self) -> int:
         return max(self.now_ms, self.state_time_ms)
 
     def _on_forward_request(self, m: ForwardRequest) -> None:
+        if m.is_read:
+            self._on_forwarded_read(m)
+            return
         key = (m.src, m.req_id)
         if key in self._recent_forwards:
             return  # a duplicate delivery: the first copy is already proposed (or answered)
@@ -269,18 +528,37 @@ class NodeCore:
         try:
             spec, _ = parse_command(argv)
             if spec.kind != "write":
-                raise CommandError("ERR only writes are forwarded")
+                raise CommandError("ERR only writes are forwarded as writes")
         except CommandError as e:
             self._send(m.src, ForwardReply(self.id, m.req_id, e.reply()))
             return
-        at = self.raft.propose([encode_command_entry(argv, self._entry_time())])
-        if at is None:  # leadership transfer in progress
+        outcome = self._propose_command(argv, ("remote", m.src, m.req_id), m.options)
+        if outcome is None:  # leadership transfer in progress
             self._send(m.src, ForwardReply(self.id, m.req_id, None, not_leader=True))
             return
-        self._proposed[at[0]] = (at[1], ("remote", m.src, m.req_id))
+        if isinstance(outcome, ErrorReply):
+            self._send(m.src, ForwardReply(self.id, m.req_id, outcome))
+            return
         self._recent_forwards[key] = None
         if len(self._recent_forwards) > RECENT_FORWARDS_MAX:
             self._recent_forwards.popitem(last=False)
+
+    def _on_forwarded_read(self, m: ForwardRequest) -> None:
+        if not self.raft.is_leader:
+            self._send(m.src, ForwardReply(self.id, m.req_id, None, not_leader=True))
+            return
+        argv = list(m.argv)
+        try:
+            spec, _ = parse_command(argv)
+            if spec.kind != "read":
+                raise CommandError("ERR only reads are forwarded as reads")
+        except CommandError as e:
+            self._send(m.src, ForwardReply(self.id, m.req_id, e.reply()))
+            return
+        req = _Request(self._new_internal_id(), argv, "read", m.options, None,
+                       self.now_ms + self.config.request_timeout_ms, reply_to=(m.src, m.req_id))
+        self._add_request(req)
+        self._route_read(req)
 
     def _on_forward_reply(self, m: ForwardReply) -> None:
         req = self._requests.get(m.req_id)
@@ -292,23 +570,65 @@ class NodeCore:
             req.sent_to = None
             self._park(req, m.src)
             return
-        self._finish(req.req_id, m.result)
+        self._finish(req.req_id, m.result, m.index)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def _route_read(self, req: _Request) -> None:
+        opts = req.opts
+        raft = self.raft
+        pref = opts.read_preference
+        if raft.is_leader:
+            if pref == "secondary":
+                self._finish(req.req_id, ERR_NOT_SECONDARY)
+                return
+            here = True
+        else:
+            here = (pref in FOLLOWER_MAY_SERVE
+                    or (pref == "primaryPreferred" and raft.leader_id is None)
+                    # Active replication: a follower's linearizable read is the same as the
+                    # primary's, so it serves the read itself.
+                    or (pref == "primary" and self.config.replication == "active"
+                        and opts.read_consistency != "local"))
+        if not here:
+            if raft.leader_id is None:
+                req.phase = "waiting"
+                self._waiting_for_leader.append(req.req_id)
+                return
+            req.phase, req.sent_to = "forwarded", raft.leader_id
+            self._send(raft.leader_id, ForwardRequest(self.id, req.req_id, tuple(req.argv),
+                                                      opts, is_read=True))
+            return
+        if opts.read_consistency == "local":
+            bound = opts.max_staleness_ms
+            if bound is not None and not raft.is_leader:
+                staleness = self.staleness_ms()
+                if staleness is None or staleness > bound:
+                    self._finish(req.req_id, stale_error(staleness, bound))
+                    return
+            self._read_at(req, req.min_index)
+            return
+        req.phase = "reading"
+        self._read_batch.append(req.req_id)
 
     def _flush_read_batch(self) -> None:
         reqs, self._read_batch = self._read_batch, []
-        reqs = [r for r in reqs if r in self._requests]
-        if not reqs:
-            return
-        if self.raft.is_leader:
-            batch = self._new_batch(reqs, self.id)
-            self.raft.request_read(("local", batch))
-        elif self.raft.leader_id is not None:
-            batch = self._new_batch(reqs, self.raft.leader_id)
-            self._send(self.raft.leader_id, ReadIndexRequest(self.id, batch))
-        else:
-            for r in reqs:
-                self._requests[r].phase = "waiting"
-            self._waiting_for_leader.extend(reqs)
+        by_lease: dict[bool, list[int]] = {}
+        for r in reqs:
+            req = self._requests.get(r)
+            if req is not None and req.phase == "reading":
+                by_lease.setdefault(req.opts.read_consistency == "lease", []).append(r)
+        for lease, group in by_lease.items():
+            if self.raft.is_leader:
+                batch = self._new_batch(group, self.id)
+                self.raft.request_read(("local", batch), lease=lease)
+            elif self.raft.leader_id is not None:
+                batch = self._new_batch(group, self.raft.leader_id)
+                self._send(self.raft.leader_id, ReadIndexRequest(self.id, batch, lease))
+            else:
+                for r in group:
+                    self._requests[r].phase = "waiting"
+                self._waiting_for_leader.extend(group)
 
     def _new_batch(self, reqs: list[int], asked: str) -> int:
         batch = self._next_batch_id
@@ -320,72 +640,349 @@ class NodeCore:
         entry = self._read_batches.pop(batch, None)
         if entry is None:
             return
-        reqs = [r for r in entry[0] if r in self._requests]
+        reqs = [self._requests[r] for r in entry[0] if r in self._requests]
         if index is None:
             # The node asked could not confirm leadership; reads are safe to ask again.
-            for r in reqs:
-                self._park(self._requests[r], entry[1])
+            for req in reqs:
+                self._park(req, entry[1])
             return
-        heapq.heappush(self._reads_waiting_apply, (index, batch, reqs))
-        self._serve_reads()  # often applied far enough already: answer now, not next tick
+        for req in reqs:
+            self._read_at(req, max(index, req.min_index))
+
+    def _read_at(self, req: _Request, index: int) -> None:
+        """Run the read once this node has applied `index`."""
+        if index <= self.applied_index:
+            self._execute_read(req)
+        else:
+            req.phase = "reading"
+            heapq.heappush(self._reads_waiting_apply, (index, req.req_id))
 
     def _serve_reads(self) -> None:
         waiting = self._reads_waiting_apply
         while waiting and waiting[0][0] <= self.applied_index:
-            _index, _batch, reqs = heapq.heappop(waiting)
-            for r in reqs:
-                req = self._requests.get(r)
+            _index, r = heapq.heappop(waiting)
+            req = self._requests.get(r)
+            if req is not None:
+                self._execute_read(req)
+
+    def _execute_read(self, req: _Request) -> None:
+        result = self.state.execute_read(req.argv, self.now_ms, self.rng.getrandbits(31))
+        if self.applied_index > self.raft.commit_index:
+            # The state holds writes applied ahead of their commit: answer once they commit.
+            req.phase = "held"
+            heapq.heappush(self._held, (self.applied_index, req.req_id, result))
+        else:
+            self._finish(req.req_id, result)
+
+    def _release_held(self) -> None:
+        held, commit = self._held, self.raft.commit_index
+        while held and held[0][0] <= commit:
+            _index, req_id, result = heapq.heappop(held)
+            req = self._requests.get(req_id)
+            if req is not None and req.phase == "held":
+                self._finish(req_id, result)
+
+    # -- WAIT -------------------------------------------------------------------------------------
+
+    def _submit_wait(self, req_id: int, argv: list[bytes], options: RequestOptions,
+                     session: int | None) -> None:
+        try:
+            if len(argv) != 3:
+                raise CommandError(wrong_arity("wait"))
+            replicas, timeout_ms = _int_arg(argv[1]), _int_arg(argv[2])
+            if timeout_ms < 0:
+                raise CommandError("ERR timeout is negative")
+        except CommandError as e:
+            self._replies.append((req_id, e.reply()))
+            return
+        limit_ms = timeout_ms if timeout_ms else TIMEOUT_MS_MAX
+        # The origin waits a little longer than the leader, so the leader's count arrives.
+        req = _Request(req_id, argv, "wait", options, session,
+                       self.now_ms + limit_ms + self.config.request_timeout_ms)
+        req.wait_replicas = max(replicas, 0)
+        req.wait_index = self._sessions.get(session, 0) if session is not None else 0
+        self._add_request(req)
+        self._route_wait(req)
+
+    def _route_wait(self, req: _Request) -> None:
+        raft = self.raft
+        if raft.is_leader:
+            req.phase = "proposed"
+            self._waits.add(req.req_id)
+            self._check_waits()
+        elif raft.leader_id is not None:
+            req.phase, req.sent_to = "forwarded", raft.leader_id
+            timeout_ms = int(req.argv[2]) if req.reply_to is None else 0
+            self._send(raft.leader_id, WaitRequest(self.id, req.req_id, req.wait_index,
+                                                   req.wait_replicas, max(timeout_ms, 0)))
+        else:
+            req.phase = "waiting"
+            self._waiting_for_leader.append(req.req_id)
+
+    def _on_wait_request(self, m: WaitRequest) -> None:
+        if not self.raft.is_leader:
+            self._send(m.src, WaitReply(self.id, m.req_id, None))
+            return
+        limit_ms = m.timeout_ms if m.timeout_ms else TIMEOUT_MS_MAX
+        req = _Request(self._new_internal_id(), [b"WAIT"], "wait", DEFAULT_OPTIONS, None,
+                       self.now_ms + limit_ms, reply_to=(m.src, m.req_id))
+        req.wait_replicas, req.wait_index = m.replicas, m.index
+        self._add_request(req)
+        self._route_wait(req)
+
+    def _on_wait_reply(self, m: WaitReply) -> None:
+        req = self._requests.get(m.req_id)
+        if req is None or req.phase != "forwarded" or req.sent_to != m.src:
+            return
+        if m.count is None:
+            req.sent_to = None
+            self._park(req, m.src)
+            return
+        self._finish(req.req_id, m.count)
+
+    def replicas_holding(self, index: int) -> int:
+        """On the leader: how many other voters hold the log durably through `index`."""
+        return sum(1 for pr in self.raft.progress.values() if pr.match >= index)
+
+    def _check_waits(self) -> None:
+        for req_id in list(self._waits):
+            req = self._requests.get(req_id)
+            if req is None:
+                self._waits.discard(req_id)
+                continue
+            count = self.replicas_holding(req.wait_index)
+            if count >= req.wait_replicas:
+                self._waits.discard(req_id)
+                self._finish(req_id, count)
+
+    # -- write concern ----------------------------------------------------------------------------
+
+    def _ack_durable_w1(self) -> None:
+        """w=1: answer once the leader's own log holds the entry durably."""
+        raft = self.raft
+        persisted = raft.log.persisted_index
+        while self._w1_pending and self._w1_pending[0] <= persisted:
+            index = self._w1_pending.popleft()
+            prop = self._proposals.get(index)
+            if (prop is not None and not prop.acked and raft.is_leader
+                    and prop.term == raft.term and raft.log.term_at(index) == prop.term):
+                prop.acked = True
+                self._deliver(prop.target, prop.reply, index)
+
+    def _all_hold(self, index: int) -> int:
+        """How many voters (this leader included) hold the log durably through `index`."""
+        mine = 1 if self.raft.log.persisted_index >= index else 0
+        return mine + self.replicas_holding(index)
+
+    def _on_committed(self, index: int, term: int, prop: _Proposal) -> None:
+        if prop.term != term:
+            if not prop.acked:
+                self._deliver(prop.target, ERR_NOT_APPLIED)
+            return
+        if prop.acked:
+            return
+        if prop.w == "all" and self._all_hold(index) < len(self.raft.voters):
+            if not self.raft.is_leader:
+                self.wtimeouts += 1
+                self._deliver(prop.target, wtimeout_error(
+                    1, len(self.raft.voters), self.now_ms - prop.proposed_ms))
+                return
+            self._all_waiting[index] = prop
+            if prop.target[0] == "local":
+                req = self._requests.get(prop.target[1])
                 if req is not None:
-                    self._finish(r, self.state.execute_read(req.argv, self.now_ms))
+                    req.phase = "replicating"
+            return
+        self._deliver(prop.target, prop.reply, index)
+
+    def _check_all_waiting(self) -> None:
+        voters = len(self.raft.voters)
+        for index in [i for i in self._all_waiting if self._all_hold(i) >= voters]:
+            prop = self._all_waiting.pop(index)
+            self._deliver(prop.target, prop.reply, index)
+
+    def _expire_all_waiting(self) -> None:
+        for index, prop in list(self._all_waiting.items()):
+            if self.now_ms - prop.proposed_ms >= prop.wtimeout_ms:
+                del self._all_waiting[index]
+                self.wtimeouts += 1
+                self._deliver(prop.target, wtimeout_error(
+                    self._all_hold(index), len(self.raft.voters),
+                    self.now_ms - prop.proposed_ms))
 
     # -- applying -------------------------------------------------------------------------------
 
     def _apply(self, entries: list[Entry]) -> None:
         for e in entries:
-            invariant(e.index == self.applied_index + 1,
-                      f"applying {e.index} after {self.applied_index}")
-            result: object = None
+            if e.index <= self.applied_index:
+                # Applied ahead while this node led; now it is committed.
+                a = self._ahead.popleft()
+                invariant(a.index == e.index and a.term == e.term,
+                          f"committed entry {e.index}/{e.term} is not the one applied ahead "
+                          f"({a.index}/{a.term})")
+            else:
+                invariant(e.index == self.applied_index + 1,
+                          f"applying {e.index} after {self.applied_index}")
+                self._apply_entry(e, recorded=False)
+                self.applied_index = e.index
             if e.data:
-                kind, time_ms, payload = msgpack.unpackb(e.data, use_list=True)
-                t = max(time_ms, self.state_time_ms)
-                self.state_time_ms = t
-                if kind == ENTRY_COMMAND:
-                    result = self.state.apply_command(payload, t)
-                    self.commands_applied += 1
-                elif kind == ENTRY_EXPIRE:
-                    self.state.apply_expire(payload, t)
-                else:
-                    invariant(False, f"unknown entry kind {kind} at index {e.index}")
-            self.applied_index = e.index
-            proposed = self._proposed.pop(e.index, None)
-            if proposed is not None:
-                term, target = proposed
-                self._deliver(target, result if term == e.term else ERR_NOT_APPLIED)
+                self.entries_applied += 1
+            marks = self._commit_marks
+            while marks and marks[0][1] <= e.index:
+                self._caught_up_ms = marks.popleft()[0]
+            prop = self._proposals.pop(e.index, None)
+            if prop is not None:
+                self._on_committed(e.index, e.term, prop)
 
-    def _deliver(self, target: tuple, value: object) -> None:
-        if target[0] == "local":
-            self._finish(target[1], value)
+    def _apply_entry(self, e: Entry, *, recorded: bool) -> object | None:
+        """Apply one log entry to the state; with `recorded`, return its undo record."""
+        if not e.data:
+            return None
+        kind, time_ms, payload, *rest = msgpack.unpackb(e.data, use_list=True)
+        t = max(time_ms, self.state_time_ms)
+        self.state_time_ms = t
+        state = self.state
+        if kind == ENTRY_COMMAND:
+            self.commands_executed += 1
+            seed = rest[0] if rest else 0
+            if recorded:
+                return state.execute_recorded(payload, t, seed)[2]
+            state.apply_command(payload, t, seed)
+        elif kind == ENTRY_EFFECTS:
+            self.effects_applied += 1
+            if recorded:
+                return state.apply_effects_recorded(payload)
+            state.apply_effects(payload)
+        elif kind == ENTRY_EXPIRE:
+            if recorded:
+                return state.expire_recorded(payload, t)[2]
+            state.apply_expire(payload, t)
         else:
-            self._send(target[1], ForwardReply(self.id, target[2], value))
+            invariant(False, f"unknown entry kind {kind} at index {e.index}")
+        return None
 
     def _propose_expiry(self) -> None:
+        invariant(self.applied_index == self.raft.log.last_index, "expiry before catching up")
         keys = self.state.expired_keys(self.now_ms, self.config.expire_batch_keys)
-        if keys:
-            at = self.raft.propose([encode_expire_entry(keys, self._entry_time())])
-            if at is not None:
-                self._expire_inflight_index = at[0]
+        if not keys:
+            return
+        t = self._entry_time()
+        _count, effects, undo = self.state.expire_recorded(keys, t)
+        if self.config.replication == "passive":
+            data = encode_effects_entry(effects, t)
+        else:
+            data = encode_expire_entry(keys, t)
+        index = self._propose_applied(data, undo, t)
+        if index is not None:
+            self._expire_inflight_index = index
+
+    def _rolled_back(self, e: Entry) -> RolledBack:
+        prop = self._proposals.get(e.index)
+        if prop is not None and prop.term == e.term:
+            acknowledged: bool | None = prop.acked
+            del self._proposals[e.index]
+            if not prop.acked:  # certainly discarded: the client may retry at once
+                self._deliver(prop.target, ERR_NOT_APPLIED)
+        elif e.term in self._terms_led:
+            acknowledged = False  # ours, but not a client write (a no-op or an expiry)
+        else:
+            acknowledged = None
+        self.rolled_back_entries += 1
+        self.rolled_back_acknowledged += acknowledged is True
+        return RolledBack(e, acknowledged)
+
+    def _deliver(self, target: tuple, value: object, index: int = 0) -> None:
+        if target[0] == "local":
+            self._finish(target[1], value, index)
+        else:
+            self._send(target[1], ForwardReply(self.id, target[2], value, index=index))
+
+    # -- staleness and lag ------------------------------------------------------------------------
+
+    def _note_leader_commit(self, commit: int) -> None:
+        if commit <= self.applied_index:
+            self._caught_up_ms = self.now_ms
+            self._commit_marks.clear()
+            return
+        marks = self._commit_marks
+        if marks and (marks[-1][1] == commit or len(marks) >= COMMIT_MARKS_MAX):
+            # Same commit index, later time (or no room): the later mark is the useful one.
+            marks[-1] = (self.now_ms, max(commit, marks[-1][1]))
+        else:
+            marks.append((self.now_ms, commit))
+
+    def staleness_ms(self) -> int | None:
+        """How far behind the primary this node's state may be: 0 on the leader; on a follower
+        the time since it last had everything the leader had committed (as of a message from
+        the leader); None if it never has."""
+        if self.raft.is_leader:
+            return 0
+        if self._caught_up_ms is None:
+            return None
+        return max(0, self.now_ms - self._caught_up_ms)
+
+    def replica_lag(self) -> dict[str, tuple[int, int]]:
+        """On the leader: peer -> (entries behind, milliseconds since the oldest entry it lacks
+        was proposed)."""
+        raft = self.raft
+        if not raft.is_leader:
+            return {}
+        last = raft.log.last_index
+        times = self._propose_times
+        out = {}
+        for peer, pr in raft.progress.items():
+            if pr.match >= last:
+                out[peer] = (0, 0)
+                continue
+            pos = bisect_right(times, (pr.match, float("inf")))
+            lag_ms = self.now_ms - times[pos][1] if pos < len(times) else 0
+            out[peer] = (last - pr.match, max(0, lag_ms))
+        if times and raft.progress:
+            low = min(pr.match for pr in raft.progress.values())
+            cut = bisect_right(times, (low, float("inf")))
+            if cut > 1024:
+                del times[:cut]
+        return out
 
     # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _add_request(self, req: _Request) -> None:
+        self._requests[req.req_id] = req
+        heapq.heappush(self._deadlines, (req.deadline_ms, req.req_id))
+
+    def _new_internal_id(self) -> int:
+        self._next_internal_id -= 1
+        return self._next_internal_id
 
     def _send(self, to: str, message: object) -> None:
         self._msgs.append(Envelope(to, message))
 
-    def _finish(self, req_id: int, value: object) -> None:
-        if self._requests.pop(req_id, None) is not None:
-            self._replies.append((req_id, value))
+    def _finish(self, req_id: int, value: object, index: int = 0) -> None:
+        req = self._requests.pop(req_id, None)
+        if req is None:
+            return
+        if req.reply_to is not None:
+            origin, origin_id = req.reply_to
+            if req.kind == "wait":
+                self._send(origin, WaitReply(self.id, origin_id, value))
+            else:
+                self._send(origin, ForwardReply(self.id, origin_id, value, index=index))
+            return
+        if index and req.session is not None:
+            self._sessions[req.session] = max(self._sessions.get(req.session, 0), index)
+        self._replies.append((req_id, value))
 
     def _park(self, req: _Request, refused_by: str | None) -> None:
         """Requeue a request that `refused_by` would not take (it is not the leader)."""
+        if req.reply_to is not None:
+            # Someone forwarded it to us as the leader, and we are not: let the origin route it.
+            self._requests.pop(req.req_id, None)
+            origin, origin_id = req.reply_to
+            if req.kind == "wait":
+                self._send(origin, WaitReply(self.id, origin_id, None))
+            else:
+                self._send(origin, ForwardReply(self.id, origin_id, None, not_leader=True))
+            return
         req.phase = "waiting"
         if refused_by is not None and refused_by == self.raft.leader_id:
             self._parked.append(req.req_id)  # wait until we hear of another leader
@@ -393,6 +990,7 @@ class NodeCore:
             self._waiting_for_leader.append(req.req_id)
 
     def _after_event(self) -> None:
+        self._check_role()
         leader = self.raft.leader_id
         if leader != self._known_leader:
             self._known_leader = leader
@@ -403,22 +1001,34 @@ class NodeCore:
                 req = self._requests.get(r)
                 if req is not None and req.phase == "waiting":
                     self._route(req)
+        if self.raft.is_leader:
+            if self._all_waiting:
+                self._check_all_waiting()
+            if self._waits:
+                self._check_waits()
+        if self._held:
+            self._release_held()
 
     def _on_leader_change(self) -> None:
         if self._parked:
             self._waiting_for_leader.extend(self._parked)
             self._parked = []
         # Read batches asked of a node that is no longer the leader are asked again (reads are
-        # idempotent). Writes forwarded to it stay pending: it may still commit them, and will
-        # answer when it applies them; otherwise their deadline reports UNKNOWN.
+        # idempotent), and so are forwarded reads and WAITs. Writes forwarded to it stay
+        # pending: it may still commit them, and will answer when it applies them; otherwise
+        # their deadline reports UNKNOWN.
         for batch, (reqs, asked) in list(self._read_batches.items()):
             if asked != self.raft.leader_id:
                 del self._read_batches[batch]
                 for r in reqs:
                     req = self._requests.get(r)
                     if req is not None:
-                        req.phase = "waiting"
-                        self._waiting_for_leader.append(r)
+                        self._park(req, None)
+        for req in list(self._requests.values()):
+            if (req.phase == "forwarded" and req.kind != "write"
+                    and req.sent_to != self.raft.leader_id):
+                req.sent_to = None
+                self._park(req, None)
 
     def _expire_deadlines(self) -> None:
         now = self.now_ms
@@ -427,8 +1037,12 @@ class NodeCore:
             req = self._requests.get(req_id)
             if req is None:
                 continue
-            if not req.is_write:
+            if req.kind == "read":
                 self._finish(req_id, ERR_READ_TIMEOUT)
+            elif req.kind == "wait":
+                self._waits.discard(req_id)
+                count = self.replicas_holding(req.wait_index) if self.raft.is_leader else 0
+                self._finish(req_id, count)
             elif req.phase == "waiting":
                 self._finish(req_id, ERR_NO_LEADER)
             else:
@@ -440,3 +1054,22 @@ class NodeCore:
     @property
     def pending_requests(self) -> int:
         return len(self._requests)
+
+    @property
+    def applied_ahead(self) -> int:
+        """Entries applied on this leader ahead of the commit index."""
+        return len(self._ahead)
+
+    @property
+    def committed_applied_index(self) -> int:
+        """The last committed entry the state reflects (the state may hold more, ahead)."""
+        return self.applied_index - len(self._ahead)
+
+
+def _int_arg(raw: bytes) -> int:
+    try:
+        if len(raw) > 20:
+            raise ValueError
+        return int(raw)
+    except ValueError:
+        raise CommandError(NOT_INTEGER) from None

@@ -20,7 +20,15 @@ import struct
 
 import msgpack
 
-from replikv.node_messages import ForwardReply, ForwardRequest, ReadIndexReply, ReadIndexRequest
+from replikv.concerns import options_from_fields
+from replikv.node_messages import (
+    ForwardReply,
+    ForwardRequest,
+    ReadIndexReply,
+    ReadIndexRequest,
+    WaitReply,
+    WaitRequest,
+)
 from replikv.raft.messages import (
     AppendRequest,
     AppendResponse,
@@ -32,7 +40,7 @@ from replikv.raft.messages import (
 from replikv.replies import ErrorReply, NullArray, Status
 
 PROTOCOL = "replikv-peer"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 FRAME_HEADER = struct.Struct(">I")
 MAX_ID_CHARS = 64
 MAX_DEPTH = 32
@@ -53,6 +61,7 @@ class PeerProtocolError(Exception):
 _KINDS: dict[int, type] = {
     1: VoteRequest, 2: VoteResponse, 3: AppendRequest, 4: AppendResponse, 5: TimeoutNow,
     20: ForwardRequest, 21: ForwardReply, 22: ReadIndexRequest, 23: ReadIndexReply,
+    24: WaitRequest, 25: WaitReply,
 }
 _KIND_OF = {cls: kind for kind, cls in _KINDS.items()}
 
@@ -73,13 +82,17 @@ def encode_message(message: object) -> bytes:
     elif cls is TimeoutNow:
         body = [5, m.term, m.src]
     elif cls is ForwardRequest:
-        body = [20, m.src, m.req_id, list(m.argv)]
+        body = [20, m.src, m.req_id, list(m.argv), m.options.as_fields(), m.is_read]
     elif cls is ForwardReply:
-        body = [21, m.src, m.req_id, _reply_to_wire(m.result, 0), m.not_leader]
+        body = [21, m.src, m.req_id, _reply_to_wire(m.result, 0), m.not_leader, m.index]
     elif cls is ReadIndexRequest:
-        body = [22, m.src, m.req_id]
+        body = [22, m.src, m.req_id, m.lease]
     elif cls is ReadIndexReply:
         body = [23, m.src, m.req_id, m.index]
+    elif cls is WaitRequest:
+        body = [24, m.src, m.req_id, m.index, m.replicas, m.timeout_ms]
+    elif cls is WaitReply:
+        body = [25, m.src, m.req_id, m.count]
     else:
         raise TypeError(f"not a peer message: {cls.__name__}")
     data = msgpack.packb(body, use_bin_type=True)
@@ -131,22 +144,36 @@ def decode_message(payload: bytes) -> object:
         _expect(f, 2, "TimeoutNow")
         return TimeoutNow(_nat(f[0], "term"), _id(f[1]))
     if kind == 20:
-        _expect(f, 3, "ForwardRequest")
+        _expect(f, 5, "ForwardRequest")
         argv = f[2]
         if not (isinstance(argv, list) and argv and all(type(a) is bytes for a in argv)):
             raise PeerProtocolError("ForwardRequest.argv is not a list of bytes")
-        return ForwardRequest(_id(f[0]), _nat(f[1], "req_id"), tuple(argv))
+        try:
+            options = options_from_fields(f[3])
+        except ValueError as e:
+            raise PeerProtocolError(f"ForwardRequest.options: {e}") from None
+        return ForwardRequest(_id(f[0]), _nat(f[1], "req_id"), tuple(argv), options,
+                              _bool(f[4]))
     if kind == 21:
-        _expect(f, 4, "ForwardReply")
+        _expect(f, 5, "ForwardReply")
         _check_reply(f[2], 0)
-        return ForwardReply(_id(f[0]), _nat(f[1], "req_id"), f[2], _bool(f[3]))
+        return ForwardReply(_id(f[0]), _nat(f[1], "req_id"), f[2], _bool(f[3]),
+                            _nat(f[4], "index"))
     if kind == 22:
-        _expect(f, 2, "ReadIndexRequest")
-        return ReadIndexRequest(_id(f[0]), _nat(f[1], "req_id"))
+        _expect(f, 3, "ReadIndexRequest")
+        return ReadIndexRequest(_id(f[0]), _nat(f[1], "req_id"), _bool(f[2]))
     if kind == 23:
         _expect(f, 3, "ReadIndexReply")
         index = None if f[2] is None else _nat(f[2], "index")
         return ReadIndexReply(_id(f[0]), _nat(f[1], "req_id"), index)
+    if kind == 24:
+        _expect(f, 5, "WaitRequest")
+        return WaitRequest(_id(f[0]), _nat(f[1], "req_id"), _nat(f[2], "index"),
+                           _nat(f[3], "replicas"), _nat(f[4], "timeout_ms"))
+    if kind == 25:
+        _expect(f, 3, "WaitReply")
+        count = None if f[2] is None else _nat(f[2], "count")
+        return WaitReply(_id(f[0]), _nat(f[1], "req_id"), count)
     raise PeerProtocolError(f"unknown message kind {kind}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from replikv.node import NodeCore
+from replikv.node import NodeCore, RolledBack
 from replikv.raft.core import RaftCore
 from replikv.raft.log import RaftLog
 from replikv.sim.cluster import DriverOptions
@@ -32,7 +32,7 @@ def commit_by_counting_replicas_of_any_term(self: RaftCore) -> None:
 
 def serve_reads_locally(self: NodeCore, req) -> None:
     """A follower answering reads from its own state without asking for a read index."""
-    if not req.is_write:
+    if req.kind == "read":
         self._finish(req.req_id, self.state.execute_read(req.argv, self.now_ms))
         return
     ORIGINAL_ROUTE(self, req)
@@ -63,6 +63,39 @@ def test_finds_follower_reads_without_read_index(monkeypatch):
     monkeypatch.setattr(NodeCore, "_route", serve_reads_locally)
     found = first_failing_seed(SimConfig(faults="network"), 100)
     assert found is not None, "the simulator missed stale follower reads"
+    assert "linearizable" in found[1]
+
+
+ORIGINAL_ROLLED_BACK = NodeCore._rolled_back
+
+
+def label_rollbacks_unacknowledged(self: NodeCore, entry) -> RolledBack:
+    """A rollback file that forgets which discarded writes clients were told succeeded."""
+    return RolledBack(ORIGINAL_ROLLED_BACK(self, entry).entry, False)
+
+
+def answer_reads_without_waiting_for_commit(self: NodeCore, req) -> None:
+    """A leader answering reads from state that holds writes applied ahead of their commit."""
+    self._finish(req.req_id, self.state.execute_read(req.argv, self.now_ms))
+
+
+def test_finds_lost_w1_writes_missing_from_rollback_files(monkeypatch):
+    monkeypatch.setattr(NodeCore, "_rolled_back", label_rollbacks_unacknowledged)
+    found = first_failing_seed(SimConfig(nemesis_interval_ms=(50, 400)), 200)
+    assert found is not None, "the simulator missed w=1 writes lost without a rollback record"
+    assert "rollback" in found[1]
+
+
+def test_finds_a_deposed_leader_that_keeps_what_it_applied_ahead(monkeypatch):
+    monkeypatch.setattr(NodeCore, "_undo_uncommitted", lambda self: None)
+    found = first_failing_seed(SimConfig(nemesis_interval_ms=(50, 400)), 200)
+    assert found is not None, "the simulator missed a leader that never undoes"
+
+
+def test_finds_reads_of_writes_not_yet_committed(monkeypatch):
+    monkeypatch.setattr(NodeCore, "_execute_read", answer_reads_without_waiting_for_commit)
+    found = first_failing_seed(SimConfig(nemesis_interval_ms=(50, 400)), 200)
+    assert found is not None, "the simulator missed dirty reads on the leader"
     assert "linearizable" in found[1]
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from replikv.node import NodeConfig, NodeCore
+from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
+from replikv.node import NodeConfig, NodeCore, RolledBack
 from replikv.raft.core import RaftConfig, RaftCore
 from replikv.raft.messages import Entry
 from replikv.state import KVState
@@ -24,6 +25,7 @@ TICK_MS = 50
 class Disk:
     hard_state: HardState | None = None
     entries: list[Entry] = field(default_factory=list)
+    rolled_back: list[RolledBack] = field(default_factory=list)  # the rollback files
 
     def append(self, entries: list[Entry]) -> None:
         if not entries:
@@ -34,8 +36,10 @@ class Disk:
 
 
 class Cluster:
-    def __init__(self, ids=("n1", "n2", "n3"), *, seed: int = 1, request_timeout_ms: int = 2000):
+    def __init__(self, ids=("n1", "n2", "n3"), *, seed: int = 1, request_timeout_ms: int = 2000,
+                 replication: str = "passive"):
         self.ids = tuple(ids)
+        self.replication = replication
         self.seed = seed
         self.request_timeout_ms = request_timeout_ms
         self.now_ms = 1_000_000
@@ -56,8 +60,9 @@ class Cluster:
                         hard_state=disk.hard_state, entries=list(disk.entries),
                         rng=random.Random(f"{self.seed}-{node_id}-{len(self.sent_log)}"))
         self.nodes[node_id] = NodeCore(
-            NodeConfig(node_id=node_id, request_timeout_ms=self.request_timeout_ms), raft,
-            KVState())
+            NodeConfig(node_id=node_id, request_timeout_ms=self.request_timeout_ms,
+                       replication=self.replication), raft, KVState(),
+            rng=random.Random(f"node-{self.seed}-{node_id}"))
         self.down.discard(node_id)
 
     def crash(self, node_id: str) -> None:
@@ -76,6 +81,7 @@ class Cluster:
             for env in rd.early_messages:
                 self._send(node_id, env.to, env.message)
             disk = self.disks[node_id]
+            disk.rolled_back.extend(rd.rolled_back)
             disk.append(rd.raft.entries)
             if rd.raft.hard_state is not None:
                 disk.hard_state = rd.raft.hard_state
@@ -124,18 +130,20 @@ class Cluster:
 
     # -- clients --------------------------------------------------------------------------------
 
-    def submit(self, node_id: str, *argv: bytes | str) -> int:
+    def submit(self, node_id: str, *argv: bytes | str, options: RequestOptions = DEFAULT_OPTIONS,
+               session: int | None = None) -> int:
         self._req += 1
         args = [a.encode() if isinstance(a, str) else a for a in argv]
-        self.nodes[node_id].submit(self._req, args, self.now_ms)
+        self.nodes[node_id].submit(self._req, args, self.now_ms, options, session)
         self.process(node_id)
         return self._req
 
     def reply(self, node_id: str, req_id: int) -> object:
         return self.replies[node_id].get(req_id, _MISSING)
 
-    def call(self, node_id: str, *argv: bytes | str, max_ticks: int = 100) -> object:
-        req = self.submit(node_id, *argv)
+    def call(self, node_id: str, *argv: bytes | str, max_ticks: int = 100,
+             options: RequestOptions = DEFAULT_OPTIONS, session: int | None = None) -> object:
+        req = self.submit(node_id, *argv, options=options, session=session)
         for _ in range(max_ticks):
             self.deliver()
             if req in self.replies[node_id]:

@@ -40,7 +40,8 @@ def test_write_on_follower_is_forwarded_and_the_reply_relayed():
 
 
 def test_read_on_follower_asks_the_leader_and_sees_the_latest_write():
-    c = Cluster()
+    # Active replication: a follower serves linearizable reads itself, by ReadIndex.
+    c = Cluster(replication="active")
     leader = c.elect()
     f1, f2 = followers(c, leader)
     # f2 misses the write's commit: it must not answer from stale state.
@@ -56,7 +57,7 @@ def test_read_on_follower_asks_the_leader_and_sees_the_latest_write():
 
 
 def test_reads_before_one_ready_share_one_read_index_request():
-    c = Cluster()
+    c = Cluster(replication="active")
     leader = c.elect()
     f = followers(c, leader)[0]
     c.call(leader, "SET", "k", "v")

@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replikv.node_messages import ForwardReply, ForwardRequest, ReadIndexReply, ReadIndexRequest
+from replikv.concerns import RequestOptions
+from replikv.node_messages import (
+    ForwardReply,
+    ForwardRequest,
+    ReadIndexReply,
+    ReadIndexRequest,
+    WaitReply,
+    WaitRequest,
+)
 from replikv.raft.messages import (
     AppendRequest,
     AppendResponse,
@@ -19,6 +27,7 @@ from replikv.raft.messages import (
 from replikv.replies import OK, ErrorReply, NullArray, Status
 from replikv.wire import (
     FRAME_HEADER,
+    PROTOCOL_VERSION,
     PeerProtocolError,
     decode_handshake,
     decode_message,
@@ -41,8 +50,16 @@ MESSAGES = [
     ForwardReply("n1", 21, frozenset({b"a", b"b"})),
     ForwardReply("n1", 22, None, not_leader=True),
     ReadIndexRequest("n3", 5),
+    ReadIndexRequest("n3", 6, lease=True),
     ReadIndexReply("n1", 5, 42),
     ReadIndexReply("n1", 6, None),
+    ForwardRequest("n2", 18, (b"GET", b"k"), RequestOptions(
+        w="all", wtimeout_ms=250, read_preference="nearest", read_consistency="local",
+        max_staleness_ms=900), is_read=True),
+    ForwardReply("n1", 23, OK, index=99),
+    WaitRequest("n2", 24, 100, 2, 0),
+    WaitReply("n1", 24, 2),
+    WaitReply("n1", 25, None),
 ]
 
 
@@ -59,7 +76,7 @@ def test_every_message_round_trips(message):
 
 def test_handshake_round_trips_and_rejects_other_protocols():
     frame = encode_handshake("c1", "n1", "n2", {"client": "127.0.0.1:7001"})
-    assert decode_handshake(payload(frame)) == (1, "c1", "n1", "n2",
+    assert decode_handshake(payload(frame)) == (PROTOCOL_VERSION, "c1", "n1", "n2",
                                                 {"client": "127.0.0.1:7001"})
     for bad in [b"", b"\xc1", msgpack.packb(["http", 1, "c", "a", "b", {}]),
                 msgpack.packb(["replikv-peer", "1", "c", "a", "b", {}]),

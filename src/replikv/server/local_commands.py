@@ -14,6 +14,12 @@ from dataclasses import dataclass, field
 
 from replikv import __version__
 from replikv.commands import COMMANDS
+from replikv.concerns import (
+    DEFAULT_OPTIONS,
+    OPTION_NAMES,
+    RequestOptions,
+    apply_option,
+)
 from replikv.replies import OK, PONG, CommandError, ErrorReply, Status, wrong_arity
 
 # The Redis version we present to clients: the command set and reply formats we follow.
@@ -30,6 +36,9 @@ class ConnectionState:
     closing: bool = False  # QUIT: close once the reply is written
     addr: str = ""
     created_s: float = field(default_factory=time.time)
+    # Write concern, read preference and consistency for this connection's commands.
+    options: RequestOptions = DEFAULT_OPTIONS
+    default_options: RequestOptions = DEFAULT_OPTIONS  # the node's defaults, for RESET
 
 
 class NodeView:
@@ -46,7 +55,7 @@ class NodeView:
 
 # Commands that change how later replies on the connection look, or end it: they wait until
 # every earlier command on the connection has been answered.
-BARRIER_COMMANDS = frozenset({b"hello", b"reset", b"quit", b"select", b"client"})
+BARRIER_COMMANDS = frozenset({b"hello", b"reset", b"quit", b"select", b"client", b"replikv"})
 
 LocalHandler = Callable[[ConnectionState, NodeView, list[bytes]], object]
 
@@ -159,12 +168,12 @@ def _command(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object
 
 
 def _all_command_names() -> set[str]:
-    return set(COMMANDS) | {n.decode() for n in LOCAL_COMMANDS}
+    return set(COMMANDS) | {n.decode() for n in LOCAL_COMMANDS} | {"wait"}
 
 
 _LOCAL_ARITY = {"ping": -1, "echo": 2, "hello": -1, "client": -2, "select": 2, "command": -1,
                 "info": -1, "role": 1, "quit": -1, "reset": 1, "time": 1, "config": -2,
-                "auth": -2}
+                "auth": -2, "replikv": -2, "wait": 3}
 
 
 def _command_entry(name: str) -> list:
@@ -203,6 +212,7 @@ def _quit(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
 def _reset(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
     conn.protocol = 2
     conn.name = b""
+    conn.options = conn.default_options
     return Status("RESET")
 
 
@@ -230,10 +240,94 @@ def _auth(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
                       "default user. Are you sure your configuration is correct?")
 
 
+REPLIKV_HELP = [
+    "REPLIKV <subcommand> [<arg> ...]. Subcommands are:",
+    "WRITECONCERN 1|majority|all [WTIMEOUT <ms>]",
+    "    When this connection's writes are acknowledged: durable on the primary (1),",
+    "    committed on a majority (majority, the default) or durable on every voter (all).",
+    "READPREF primary|primaryPreferred|secondary|secondaryPreferred|nearest [MAXSTALENESS <ms>]",
+    "    Which node executes this connection's reads; MAXSTALENESS bounds a replica's lag.",
+    "CONSISTENCY linearizable|lease|local",
+    "    What a read waits for: a quorum round (linearizable), the leader's lease (lease),",
+    "    nothing: this node's applied state, possibly stale (local).",
+    "OPTIONS",
+    "    The connection's current settings.",
+    "WITH <option> <value> [<option> <value> ...] <command> [<arg> ...]",
+    "    Run one command with W, WTIMEOUT, READPREF, MAXSTALENESS or CONSISTENCY changed.",
+    "HELP",
+    "    Print this help.",
+]
+
+
+def _replikv(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    if len(argv) < 2:
+        raise CommandError(wrong_arity("replikv"))
+    sub = argv[1].upper()
+    args = argv[2:]
+    options = conn.options
+    if sub == b"WRITECONCERN" and len(args) in (1, 3):
+        options = apply_option(options, b"W", args[0])
+        if len(args) == 3:
+            if args[1].upper() != b"WTIMEOUT":
+                raise CommandError("ERR syntax error, expected WTIMEOUT <ms>")
+            options = apply_option(options, b"WTIMEOUT", args[2])
+    elif sub == b"READPREF" and len(args) in (1, 3):
+        options = apply_option(options, b"READPREF", args[0])
+        staleness = b"0"
+        if len(args) == 3:
+            if args[1].upper() != b"MAXSTALENESS":
+                raise CommandError("ERR syntax error, expected MAXSTALENESS <ms>")
+            staleness = args[2]
+        options = apply_option(options, b"MAXSTALENESS", staleness)
+    elif sub == b"CONSISTENCY" and len(args) == 1:
+        options = apply_option(options, b"CONSISTENCY", args[0])
+    elif sub == b"OPTIONS" and not args:
+        return describe_options(conn.options)
+    elif sub == b"HELP" and not args:
+        return [Status(line) for line in REPLIKV_HELP]
+    elif sub == b"WITH":
+        raise CommandError("ERR REPLIKV WITH needs options and a command, e.g. "
+                           "REPLIKV WITH W 1 SET key value")
+    else:
+        raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
+                           f"'{argv[1].decode(errors='replace')[:32]}'. Try REPLIKV HELP.")
+    conn.options = options
+    return OK
+
+
+def describe_options(options: RequestOptions) -> dict:
+    return {
+        "w": options.w,
+        "wtimeout_ms": options.wtimeout_ms or 0,
+        "readpref": options.read_preference,
+        "maxstaleness_ms": options.max_staleness_ms or 0,
+        "consistency": options.read_consistency,
+    }
+
+
+def parse_replikv_with(options: RequestOptions, argv: list[bytes]) -> tuple[RequestOptions,
+                                                                             list[bytes]]:
+    """`REPLIKV WITH <option> <value> ... <command ...>` -> (options for that command, the
+    command). Raises CommandError on a bad option or a missing command."""
+    i = 2
+    while i < len(argv) and argv[i].upper() in OPTION_NAMES:
+        if i + 1 >= len(argv):
+            raise CommandError(f"ERR option {argv[i].decode(errors='replace')} needs a value")
+        options = apply_option(options, argv[i], argv[i + 1])
+        i += 2
+    if i >= len(argv):
+        raise CommandError("ERR REPLIKV WITH needs a command after its options, e.g. "
+                           "REPLIKV WITH W 1 SET key value")
+    if argv[i].lower() in LOCAL_COMMANDS:
+        raise CommandError(f"ERR REPLIKV WITH applies to data commands and WAIT, not to "
+                           f"'{argv[i].decode(errors='replace')[:32]}'")
+    return options, argv[i:]
+
+
 LOCAL_COMMANDS: dict[bytes, LocalHandler] = {
     b"ping": _ping, b"echo": _echo, b"hello": _hello, b"client": _client, b"select": _select,
     b"command": _command, b"info": _info, b"role": _role, b"quit": _quit, b"reset": _reset,
-    b"time": _time, b"config": _config, b"auth": _auth,
+    b"time": _time, b"config": _config, b"auth": _auth, b"replikv": _replikv,
 }
 
 
@@ -252,5 +346,7 @@ __all__ = [
     "ConnectionState",
     "NodeView",
     "__version__",
+    "describe_options",
+    "parse_replikv_with",
     "run_local",
 ]

@@ -21,11 +21,13 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from replikv.commands import lookup
+from replikv.replies import CommandError
 from replikv.resp import ProtocolError, RequestParser, encode_reply
 from replikv.server.local_commands import (
     BARRIER_COMMANDS,
     LOCAL_COMMANDS,
     ConnectionState,
+    parse_replikv_with,
     run_local,
 )
 
@@ -39,7 +41,9 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, server: NodeServer) -> None:
         self.server = server
         self.parser = RequestParser(server.settings.limits)
-        self.state = ConnectionState(client_id=server.next_client_id())
+        self.state = ConnectionState(client_id=server.next_client_id(),
+                                     options=server.default_options,
+                                     default_options=server.default_options)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.failed = False  # a protocol error was seen: answer what is pending, then close
@@ -49,6 +53,7 @@ class ClientConnection(asyncio.Protocol):
         self.inflight = 0
         self.inflight_kind: str | None = None
         self.held: list[bytes] | None = None  # a parsed command waiting for in-flight ones
+        self.held_options = None  # the REPLIKV WITH options of the held command, if any
         self.reading_paused = False
         self.writing_paused = False
 
@@ -66,6 +71,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.unregister_client(self)
+        self.server.end_session(self.state.client_id)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -97,6 +103,14 @@ class ClientConnection(asyncio.Protocol):
                     break
             self.held = None
             name = argv[0].lower()
+            options = self.state.options
+            if name == b"replikv" and len(argv) > 1 and argv[1].upper() == b"WITH":
+                try:
+                    options, argv = parse_replikv_with(options, argv)
+                except CommandError as e:
+                    self._push_done(e.reply())
+                    continue
+                name = argv[0].lower()
             handler = LOCAL_COMMANDS.get(name)
             if handler is not None:
                 if self.inflight and name in BARRIER_COMMANDS:
@@ -109,11 +123,17 @@ class ClientConnection(asyncio.Protocol):
                     return
                 continue
             spec = lookup(argv[0])
-            kind = spec.kind if spec is not None else "read"  # errors are answered in order
-            if self.inflight and (kind != self.inflight_kind or self.inflight >= max_inflight):
+            # Errors are answered in order, as reads. WAIT waits for the writes before it, so
+            # that it counts the copies of the connection's last write.
+            kind = spec.kind if spec is not None else ("wait" if name == b"wait" else "read")
+            if self.inflight and (kind != self.inflight_kind or self.inflight >= max_inflight
+                                  or kind == "wait"):
                 self.held = argv
+                self.held_options = options
                 break
-            req_id = self.server.submit(self, argv)
+            if self.held_options is not None:
+                options, self.held_options = self.held_options, None
+            req_id = self.server.submit(self, argv, options)
             slot = [req_id, None]
             self.slots.append(slot)
             self.slot_of[req_id] = slot

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from replikv import __version__
+from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
 from replikv.config import NodeSettings
 from replikv.node import NodeConfig, NodeCore, NodeReady
 from replikv.raft.core import RaftConfig, RaftCore, Ready, Role
@@ -40,6 +41,7 @@ from replikv.server.resp_server import ClientConnection
 from replikv.state import KVState
 from replikv.storage.datadir import DataDir
 from replikv.storage.hardstate import load_hard_state, save_hard_state
+from replikv.storage.rollback import RollbackRecord, write_rollback_file
 from replikv.storage.wal import WriteAheadLog
 
 log = logging.getLogger("replikv.node")
@@ -51,16 +53,19 @@ def now_ms() -> int:
 
 @dataclass(slots=True)
 class DiskStats:
-    fsyncs: int = 0
+    fsyncs: int = 0  # every fsync of the log or the hard state
     fsync_seconds_total: float = 0.0
     last_fsync_seconds: float = 0.0
     entries_written: int = 0
+    wal_fsyncs: int = 0  # of which of the log (0 with fsync = "never")
 
 
 class NodeServer(NodeView):
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings
         self.node_id = settings.id
+        # What a new connection starts with; REPLIKV commands change it per connection.
+        self.default_options = settings.default_options()
         self.started_s = time.time()
         self.clients: set[ClientConnection] = set()
         self._next_client_id = 0
@@ -86,7 +91,8 @@ class NodeServer(NodeView):
     def open_storage(self) -> None:
         """Lock the data dir and recover the log and hard state (raises on corruption)."""
         s = self.settings
-        self.datadir = DataDir.open(s.data_dir, node_id=s.id, cluster_id=s.cluster_id)
+        self.datadir = DataDir.open(s.data_dir, node_id=s.id, cluster_id=s.cluster_id,
+                                    replication=s.replication)
         hard_state = load_hard_state(self.datadir.hard_state_path)
         self.wal, records = WriteAheadLog.open(self.datadir.wal_dir,
                                                segment_bytes=s.limits.wal_segment_bytes)
@@ -103,7 +109,9 @@ class NodeServer(NodeView):
             log_offset=offset)
         self.node = NodeCore(NodeConfig(node_id=s.id, tick_ms=s.tick_ms,
                                         request_timeout_ms=s.request_timeout_ms,
-                                        limits=s.limits), raft, KVState())
+                                        replication=s.replication, limits=s.limits),
+                             raft, KVState(),
+                             rng=random.Random(int.from_bytes(os.urandom(8), "big")))
         log.info("recovered %d log entries (last index %d), term %d, voted for %s",
                  len(entries), raft.log.last_index, raft.term, raft.voted_for or "nobody")
 
@@ -135,9 +143,18 @@ class NodeServer(NodeView):
             await self.admin.start(s.admin)
         tasks = [asyncio.create_task(self._ready_loop(), name="ready-loop"),
                  asyncio.create_task(self._tick_loop(), name="ticker")]
+        if s.fsync == "batch":
+            tasks.append(asyncio.create_task(self._batch_fsync_loop(), name="batch-fsync"))
+        fsync_mode = (f"batch (every {s.fsync_interval_ms} ms)" if s.fsync == "batch"
+                      else s.fsync)
         log.info("replikv %s node %s serving clients on %s, peers on %s%s; data in %s; "
-                 "fsync=always; cluster %s", __version__, s.id, s.listen, s.peer_listen,
-                 f", admin on http://{s.admin}" if s.admin else "", s.data_dir, s.cluster_id)
+                 "fsync=%s; cluster %s", __version__, s.id, s.listen, s.peer_listen,
+                 f", admin on http://{s.admin}" if s.admin else "", s.data_dir, fsync_mode,
+                 s.cluster_id)
+        warning = _fsync_warning(s)
+        if warning is not None:
+            log.warning("%s", warning)
+            print(f"WARNING: {warning}", flush=True)
         print(f"replikv node {s.id} ready: redis-cli -p {s.listen.port}", flush=True)
         try:
             stop_wait = asyncio.create_task(self._stopping.wait())
@@ -175,13 +192,18 @@ class NodeServer(NodeView):
 
     # -- events into the core -----------------------------------------------------------------
 
-    def submit(self, conn: ClientConnection, argv: list[bytes]) -> int:
+    def submit(self, conn: ClientConnection, argv: list[bytes],
+               options: RequestOptions = DEFAULT_OPTIONS) -> int:
         self._next_req_id += 1
         req_id = self._next_req_id
         self._reply_targets[req_id] = conn
-        self.node.submit(req_id, argv, now_ms())
+        self.node.submit(req_id, argv, now_ms(), options, conn.state.client_id)
         self._wakeup.set()
         return req_id
+
+    def end_session(self, client_id: int) -> None:
+        if self.node is not None:
+            self.node.end_session(client_id)
 
     def _on_peer_message(self, src: str, message: object) -> None:
         self.node.step(src, message, now_ms())
@@ -214,6 +236,9 @@ class NodeServer(NodeView):
                 for env in rd.early_messages:
                     if not send(env.to, env.message):
                         node.undeliverable(env.to, env.message)
+                if rd.rolled_back:
+                    # Saved before the entries that replace them reach the log.
+                    await loop.run_in_executor(self._disk, self._save_rollback, rd)
                 if rd.raft.must_sync:
                     await loop.run_in_executor(self._disk, self._persist, rd.raft)
                 for env in rd.raft.messages:
@@ -234,20 +259,70 @@ class NodeServer(NodeView):
         elif raft.role is Role.CANDIDATE:
             log.info("campaigning in term %d", raft.term)
 
+    def _save_rollback(self, rd: NodeReady) -> None:
+        """In the disk thread: the entries a new leader discarded go to a rollback file."""
+        raft = self.node.raft
+        records = [RollbackRecord(r.entry.index, r.entry.term, r.entry.data, r.acknowledged)
+                   for r in rd.rolled_back]
+        path = write_rollback_file(self.settings.data_dir, self.node_id, records,
+                                   wall_time_ms=now_ms(), new_term=raft.term,
+                                   new_leader=raft.leader_id,
+                                   fsync=self.settings.fsync != "never")
+        acknowledged = sum(1 for r in rd.rolled_back if r.acknowledged)
+        level = logging.WARNING if acknowledged else logging.INFO
+        log.log(level, "rolled back %d uncommitted log entries (%d acknowledged to clients at "
+                "w=1) discarded by leader %s in term %d; saved in %s (see `replikv rollback "
+                "list`)", len(records), acknowledged, raft.leader_id or "?", raft.term, path)
+
     def _persist(self, rd: Ready) -> None:
-        """In the disk thread: make the Ready's entries and hard state durable."""
-        started = time.perf_counter()
+        """In the disk thread: write the Ready's entries and hard state, as durably as the
+        fsync mode asks. "always": both fsynced before this returns. "batch": the hard state
+        fsynced, the entries only written (`_batch_fsync_loop` syncs them). "never": neither
+        fsynced, though the hard state is still replaced atomically."""
+        mode = self.settings.fsync
         if rd.entries:
             self.wal.append(rd.entries)
             self.disk_stats.entries_written += len(rd.entries)
         if rd.hard_state is not None:
-            save_hard_state(self.datadir.hard_state_path, rd.hard_state)
-        if rd.entries:
-            self.wal.sync()
-        elapsed = time.perf_counter() - started
-        self.disk_stats.fsyncs += 1
-        self.disk_stats.fsync_seconds_total += elapsed
-        self.disk_stats.last_fsync_seconds = elapsed
+            started = time.perf_counter()
+            save_hard_state(self.datadir.hard_state_path, rd.hard_state,
+                            fsync=mode != "never")
+            if mode != "never":
+                self._count_fsync(time.perf_counter() - started, wal=False)
+        if rd.entries and mode == "always":
+            self._sync_wal()
+
+    def _sync_wal(self) -> None:
+        """In the disk thread: fsync what the log has written since its last fsync, if any."""
+        if not self.wal.unsynced:
+            return
+        started = time.perf_counter()
+        self.wal.sync()
+        self._count_fsync(time.perf_counter() - started, wal=True)
+
+    def _count_fsync(self, elapsed: float, *, wal: bool) -> None:
+        stats = self.disk_stats
+        stats.fsyncs += 1
+        stats.wal_fsyncs += int(wal)
+        stats.fsync_seconds_total += elapsed
+        stats.last_fsync_seconds = elapsed
+
+    async def _batch_fsync_loop(self) -> None:
+        """fsync = "batch": sync the log at most every fsync_interval_ms, in the disk thread
+        (so after any write already queued there), and once more when the node stops."""
+        interval = self.settings.fsync_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        try:
+            while True:
+                next_at += interval
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
+                if loop.time() - next_at > interval:
+                    next_at = loop.time()  # the last sync was slow: no burst to catch up
+                await loop.run_in_executor(self._disk, self._sync_wal)
+        except asyncio.CancelledError:
+            await loop.run_in_executor(self._disk, self._sync_wal)
+            raise
 
     def _deliver(self, replies: list[tuple[int, object]]) -> None:
         targets = self._reply_targets
@@ -300,10 +375,12 @@ class NodeServer(NodeView):
         node, raft = self.node, self.node.raft
         followers = {}
         if raft.role is Role.LEADER:
+            lag = node.replica_lag()
             for peer, pr in sorted(raft.progress.items()):
                 followers[peer] = {
                     "match_index": pr.match, "next_index": pr.next, "state": pr.state.value,
-                    "lag_entries": raft.log.last_index - pr.match,
+                    "lag_entries": lag.get(peer, (0, 0))[0],
+                    "lag_ms": lag.get(peer, (0, 0))[1],
                     "last_contact_ms": (raft.tick_count - pr.last_contact_tick)
                     * self.settings.tick_ms,
                     "connected": self.transport.is_connected(peer),
@@ -316,10 +393,18 @@ class NodeServer(NodeView):
             "commit_index": raft.commit_index, "applied_index": node.applied_index,
             "last_log_index": raft.log.last_index, "last_log_term": raft.log.last_term,
             "persisted_index": raft.log.persisted_index,
+            "replication": self.settings.replication,
+            "applied_ahead": node.applied_ahead,
+            "staleness_ms": node.staleness_ms(),
+            "lease_remaining_ms": raft.lease_remaining_ticks() * self.settings.tick_ms,
+            "rolled_back_entries": node.rolled_back_entries,
+            "rolled_back_acknowledged": node.rolled_back_acknowledged,
             "members": {p: str(a) for p, a in sorted(self.settings.peers.items())},
             "followers": followers,
             "keys": node.state.key_count(), "pending_requests": node.pending_requests,
-            "clients": len(self.clients), "fsync": "always",
+            "clients": len(self.clients), "fsync": self.settings.fsync,
+            **({"fsync_interval_ms": self.settings.fsync_interval_ms}
+               if self.settings.fsync == "batch" else {}),
             "uptime_s": int(time.time() - self.started_s), "pid": os.getpid(),
         }
 
@@ -332,8 +417,10 @@ class NodeServer(NodeView):
             ("process_id", os.getpid()), ("tcp_port", self.settings.listen.port),
             ("uptime_in_seconds", st["uptime_s"]), ("node_id", self.node_id),
             ("cluster_id", self.settings.cluster_id), ("data_dir", self.settings.data_dir),
-            ("fsync", "always"),
+            ("fsync", self.settings.fsync),
         ]
+        if self.settings.fsync == "batch":
+            server.append(("fsync_interval_ms", self.settings.fsync_interval_ms))
         clients = [("connected_clients", len(self.clients)),
                    ("pending_requests", node.pending_requests)]
         is_leader = raft.role is Role.LEADER
@@ -344,7 +431,11 @@ class NodeServer(NodeView):
             ("leader_address", st["leader_client_address"] or ""),
             ("term", raft.term), ("commit_index", raft.commit_index),
             ("applied_index", node.applied_index), ("last_log_index", raft.log.last_index),
-            ("replication_mode", "active"),
+            ("replication_mode", self.settings.replication),
+            ("default_write_concern", self.settings.write_concern),
+            ("default_read_preference", self.settings.read_preference),
+            ("default_read_consistency", self.settings.read_consistency),
+            ("applied_ahead", node.applied_ahead),
         ]
         if is_leader:
             replication.append(("connected_slaves", sum(
@@ -358,20 +449,29 @@ class NodeServer(NodeView):
                     f"lag={f['last_contact_ms'] // 1000}")))
                 replication.append((f"follower_{peer}", (
                     f"match_index={f['match_index']},next_index={f['next_index']},"
-                    f"lag_entries={f['lag_entries']},state={f['state']},"
+                    f"lag_entries={f['lag_entries']},lag_ms={f['lag_ms']},state={f['state']},"
                     f"last_contact_ms={f['last_contact_ms']}")))
+            replication.append(("lease_remaining_ms", st["lease_remaining_ms"]))
         else:
             leader = st["leader_client_address"] or "?:0"
             host, _, port = leader.rpartition(":")
+            staleness = st["staleness_ms"]
             replication += [("master_host", host), ("master_port", port),
-                            ("master_link_status", "up" if raft.leader_id else "down")]
+                            ("master_link_status", "up" if raft.leader_id else "down"),
+                            ("staleness_ms", -1 if staleness is None else staleness)]
         stats = [
-            ("commands_applied", node.commands_applied),
+            ("entries_applied", node.entries_applied),
+            ("commands_executed", node.commands_executed),
+            ("effects_applied", node.effects_applied),
+            ("rolled_back_entries", node.rolled_back_entries),
+            ("rolled_back_acknowledged", node.rolled_back_acknowledged),
+            ("wtimeouts", node.wtimeouts),
             ("writes_forwarded", node.forwarded_total),
             ("unknown_outcomes", node.unknown_outcomes),
             ("elections_started", raft.elections_started),
             ("leader_changes", raft.leader_changes),
             ("fsyncs", self.disk_stats.fsyncs),
+            ("wal_fsyncs", self.disk_stats.wal_fsyncs),
             ("fsync_avg_ms", round(1000 * self.disk_stats.fsync_seconds_total
                                    / max(1, self.disk_stats.fsyncs), 3)),
             ("entries_written", self.disk_stats.entries_written),
@@ -383,6 +483,23 @@ class NodeServer(NodeView):
                                      f"expires={node.state.expires_count()},avg_ttl=0")))
         return {"server": server, "clients": clients, "replication": replication,
                 "stats": stats, "keyspace": keyspace}
+
+
+def _fsync_warning(s: NodeSettings) -> str | None:
+    """What an operator risks with a relaxed fsync mode, for the start-up output."""
+    if s.fsync == "batch":
+        return (f"fsync=batch: node {s.id} acknowledges writes before they are on disk and "
+                f"fsyncs its log every {s.fsync_interval_ms} ms. If this machine loses power "
+                f"(a process crash loses nothing), up to the last {s.fsync_interval_ms} ms of "
+                f"writes it acknowledged can be lost; if a majority of nodes lose power at "
+                f"once, so can writes acknowledged to clients.")
+    if s.fsync == "never":
+        return (f"fsync=never: node {s.id} never fsyncs its log or its term and vote; the OS "
+                f"writes them out when it chooses (often after 30 s or more). If this machine "
+                f"loses power (a process crash loses nothing), writes it acknowledged can be "
+                f"lost and a damaged term/vote file makes it refuse to start; if a majority of "
+                f"nodes lose power at once, writes acknowledged to clients can be lost.")
+    return None
 
 
 def run_node(settings: NodeSettings) -> None:

@@ -30,7 +30,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from replikv.node import NodeConfig, NodeCore, NodeReady
+from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
+from replikv.node import NodeConfig, NodeCore, NodeReady, RolledBack
 from replikv.raft.core import RaftConfig, RaftCore, Role
 from replikv.raft.messages import AppendRequest, Entry
 from replikv.sim.network import NetworkFaults, SimNetwork
@@ -55,8 +56,12 @@ class SimDisk:
 
     hard_state: HardState | None = None
     entries: list[Entry] = field(default_factory=list)
+    rolled_back: list[RolledBack] = field(default_factory=list)  # the rollback files
 
-    def write(self, entries: list[Entry], hard_state: HardState | None) -> None:
+    def write(self, entries: list[Entry], hard_state: HardState | None,
+              rolled_back: list[RolledBack] = ()) -> None:
+        # The runtime writes the rollback file first, in the same disk job as the entries.
+        self.rolled_back.extend(rolled_back)
         if entries:
             del self.entries[entries[0].index - 1:]  # the WAL's override rule
             self.entries.extend(entries)
@@ -93,8 +98,10 @@ class SimCluster:
                  disk_spike: float = 0.0, clock_skew_ms: int = 0,
                  options: DriverOptions | None = None, trace_limit: int = 400,
                  trace_all: bool = False, max_append_entries_count: int = 4096,
-                 max_inflight_appends: int = 64, max_events: int = 400_000) -> None:
+                 max_inflight_appends: int = 64, max_events: int = 400_000,
+                 replication: str = "passive") -> None:
         self.ids = ids
+        self.replication = replication
         self.rng = random.Random(seed)
         self.now_ms = START_MS
         self.network = SimNetwork(self.rng, network or NetworkFaults())
@@ -180,23 +187,25 @@ class SimCluster:
                         hard_state=disk.hard_state, entries=list(disk.entries),
                         rng=random.Random(self.rng.getrandbits(64)))
         node.core = NodeCore(NodeConfig(node_id=node.id,
-                                        request_timeout_ms=self.request_timeout_ms),
-                             raft, KVState())
+                                        request_timeout_ms=self.request_timeout_ms,
+                                        replication=self.replication),
+                             raft, KVState(), rng=random.Random(self.rng.getrandbits(64)))
         node.up, node.paused, node.persisting, node.held = True, False, None, []
         node.incarnation += 1
         node.commit_checked = node.digest_checked = 0
         self.schedule(self.now_ms + self.rng.randint(1, TICK_MS),
                       ("tick", node.id, node.incarnation))
 
-    def submit(self, node_id: str, req_id: int, argv: list[bytes]) -> bool:
+    def submit(self, node_id: str, req_id: int, argv: list[bytes],
+               options: RequestOptions = DEFAULT_OPTIONS) -> bool:
         """A client sends a command to a node; False if the node is down (connection refused)."""
         node = self.nodes[node_id]
         if not node.up:
             return False
         if node.paused:
-            node.held.append(("submit", node.id, node.incarnation, req_id, argv))
+            node.held.append(("submit", node.id, node.incarnation, req_id, argv, options))
             return True
-        node.core.submit(req_id, argv, self.node_now(node))
+        node.core.submit(req_id, argv, self.node_now(node), options)
         self._process(node)
         return True
 
@@ -217,7 +226,7 @@ class SimCluster:
             if self.options.ack_before_fsync:
                 for env in rd.raft.messages:
                     self._send(node.id, env.to, env.message)
-            if rd.raft.must_sync:
+            if rd.raft.must_sync or rd.rolled_back:
                 node.persisting = rd
                 latency = self.rng.randint(*self.disk_latency_ms)
                 if self.disk_spike and self.rng.random() < self.disk_spike:
@@ -229,7 +238,7 @@ class SimCluster:
     def _persisted(self, node: SimNode) -> None:
         rd = node.persisting
         node.persisting = None
-        node.disk.write(rd.raft.entries, rd.raft.hard_state)
+        node.disk.write(rd.raft.entries, rd.raft.hard_state, rd.rolled_back)
         self._finish_ready(node, rd)
         self._process(node)
 
@@ -287,7 +296,7 @@ class SimCluster:
         ticked = False
         for event in held:
             if event[0] == "submit":
-                node.core.submit(event[3], event[4], self.node_now(node))
+                node.core.submit(event[3], event[4], self.node_now(node), event[5])
             elif event[0] == "tick":
                 if not ticked:  # timers that fired while stopped run once, as asyncio's do
                     ticked = True
@@ -366,9 +375,11 @@ class SimCluster:
             else:
                 self.committed.append((e.term, crc))
         node.commit_checked = max(node.commit_checked, upto)
-        # Same entries applied in the same order → the same state at the same index.
-        applied = node.core.applied_index
-        if applied == node.digest_checked:
+        # Same entries applied in the same order → the same state at the same index. A leader's
+        # state may hold entries applied ahead of their commit: compare it only when it holds
+        # none.
+        applied = node.core.committed_applied_index
+        if applied == node.digest_checked or node.core.applied_ahead:
             return
         node.digest_checked = applied
         if applied and applied <= len(self.committed):

@@ -5,7 +5,9 @@
     heal           partitions healed, paused nodes resumed, crashed nodes restarted
     liveness phase within a bounded simulated time a leader is elected and a write through
                    every node commits
-    check          the recorded client history must be linearizable
+    converge       every node's log catches up with the leader's
+    check          the recorded client history must be linearizable, and every write
+                   acknowledged at w=1 is either committed or saved in a rollback file
 
 A failure reports the seed, what broke, and the last events before it; `replikv sim --seed N
 --trace` replays that exact run.
@@ -17,7 +19,10 @@ import random
 import time
 from dataclasses import dataclass, field
 
+import msgpack
+
 from replikv.check.linearizability import check_history, format_result
+from replikv.invariants import InvariantViolation
 from replikv.replies import ErrorReply
 from replikv.sim.cluster import START_MS, DriverOptions, SimCluster, SimViolation
 from replikv.sim.network import NetworkFaults
@@ -37,6 +42,8 @@ class SimConfig:
     nemesis_interval_ms: tuple[int, int] = (100, 800)
     options: DriverOptions = field(default_factory=DriverOptions)
     trace_all: bool = False
+    replication: str | None = None  # "passive" or "active"; None: the seed picks one
+    session_readers: int = 2  # connections pinned to a node reading at local consistency
 
 
 @dataclass(slots=True)
@@ -66,7 +73,8 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
                             spike=rng.choice((0.0, 0.02)))
     disk = "disk" in enabled
     ids = tuple(f"n{i + 1}" for i in range(config.nodes))
-    cluster = SimCluster(ids, seed=rng.getrandbits(64), network=net,
+    replication = config.replication or rng.choice(("passive", "active"))
+    cluster = SimCluster(ids, seed=rng.getrandbits(64), network=net, replication=replication,
                          disk_latency_ms=(1, 20) if disk else (1, 5),
                          disk_spike=0.02 if disk else 0.0,
                          clock_skew_ms=200 if enabled else 0,
@@ -78,7 +86,7 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
     result = SeedResult(seed=seed, ok=False)
     end_ms = START_MS + config.duration_ms
     try:
-        workload.start(until_ms=end_ms)
+        workload.start(until_ms=end_ms, session_readers=config.session_readers)
         nemesis = _Nemesis(cluster, random.Random(rng.getrandbits(64)), enabled, end_ms,
                            config.nemesis_interval_ms)
         nemesis.start()
@@ -91,6 +99,8 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
         cluster.run_until(cluster.now_ms + workload.timeout_ms + 100)
         workload.finish()
         _check_liveness(cluster)
+        _converge(cluster)
+        _check_rollbacks(cluster, workload.acked_w1)
         if workload.unexpected:
             raise SimViolation("unexpected replies: " + "; ".join(workload.unexpected[:3]),
                                list(cluster.trace))
@@ -102,6 +112,9 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
     except SimViolation as v:
         result.failure = str(v)
         result.trace = v.trace
+    except InvariantViolation as v:  # a core stopped itself: report it with the seed
+        result.failure = f"t={cluster.now_ms - START_MS}ms: a node's invariant failed: {v}"
+        result.trace = list(cluster.trace)
     if config.trace_all and not result.trace:
         result.trace = list(cluster.trace)
     result.ops = len(workload.ops)
@@ -144,6 +157,39 @@ def _check_liveness(cluster: SimCluster) -> None:
     raise SimViolation(f"liveness: no write committed through every node within "
                        f"{LIVENESS_BUDGET_MS} ms after healing (leaders: {cluster.leaders()})",
                        list(cluster.trace))
+
+
+def _converge(cluster: SimCluster) -> None:
+    """Run until every node's log holds everything the leader's log does (bounded)."""
+    deadline = cluster.now_ms + LIVENESS_BUDGET_MS
+
+    def converged() -> bool:
+        leaders = cluster.leaders()
+        if len(leaders) != 1:
+            return False
+        last = cluster.nodes[leaders[0]].core.raft.log.last_index
+        return all(n.core.raft.log.last_index == last and n.core.raft.log.persisted_index == last
+                   and n.core.raft.commit_index == last for n in cluster.nodes.values())
+
+    cluster.run_until(deadline, stop=converged)
+    if not converged():
+        raise SimViolation(f"logs did not converge within {LIVENESS_BUDGET_MS} ms after healing",
+                           list(cluster.trace))
+
+
+def _check_rollbacks(cluster: SimCluster, acked_w1: list[bytes]) -> None:
+    """Every w=1 write a client was told succeeded is committed, or was saved by the node
+    that discarded it, as acknowledged (or unknown, if that node restarted since)."""
+    leader = cluster.nodes[cluster.leaders()[0]].core.raft.log
+    committed = [leader.entry(i).data for i in range(leader.offset + 1, leader.last_index + 1)]
+    saved = [r.entry.data for n in cluster.nodes.values() for r in n.disk.rolled_back
+             if r.acknowledged is not False]
+    for value in acked_w1:
+        needle = msgpack.packb(value, use_bin_type=True)
+        if not any(needle in data for data in committed) and not any(
+                needle in data for data in saved):
+            raise SimViolation(f"the w=1 write of {value!r} was acknowledged, then lost without "
+                               f"a rollback record", list(cluster.trace))
 
 
 class _Nemesis:

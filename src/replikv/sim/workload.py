@@ -8,6 +8,13 @@ linearizability checker with its invocation and completion times and an outcome:
 - unknown: no reply in time, or UNKNOWN: it may or may not have taken effect.
 Written values are unique decimal integers, so a read names the write it saw and INCR works on
 any key.
+
+Each operation also draws its write concern (majority, all, or 1) and its read options
+(linearizable or lease consistency; primary or nearest preference), all of which promise
+linearizable results except w=1: a w=1 write may be lost in a failover, so its "ok" is recorded
+as unknown for the checker, and its value is kept in `acked_w1` so the runner can check that
+every lost one was saved in a rollback file. A w=all write that answers WTIMEOUT took effect
+with an unrecorded result: unknown as well.
 """
 
 from __future__ import annotations
@@ -16,11 +23,15 @@ import random
 from dataclasses import dataclass
 
 from replikv.check.history import Op
+from replikv.concerns import RequestOptions
 from replikv.replies import ErrorReply, Status
 from replikv.sim.cluster import SimCluster
 
 KINDS = ("get", "set", "cas", "del", "incr")
 WEIGHTS = (40, 20, 15, 10, 15)
+WRITE_CONCERNS = (("majority", 60), ("all", 15), ("1", 25))
+READ_OPTIONS = ((("primary", "linearizable"), 40), (("nearest", "linearizable"), 30),
+                (("primary", "lease"), 15), (("nearest", "lease"), 15))
 
 
 @dataclass(slots=True)
@@ -33,6 +44,7 @@ class _Call:
     node: str
     req_id: int
     call_ms: int
+    options: RequestOptions
     done: bool = False
 
 
@@ -55,12 +67,64 @@ class Workload:
         self._counter = 0
         self._seen: dict[bytes, bytes] = {}  # last value observed per key, for CAS
         self.stop_at_ms = 0
+        self.acked_w1: list[bytes] = []  # values of SET/CAS acknowledged at w=1
+        self._session_reads: dict[tuple[str, int], int] = {}  # (node, req) -> incarnation
+        self._floors: dict[str, int] = {}  # per pinned node: the highest counter read
+        self._incarnations: dict[str, int] = {}
         cluster.on_reply = self._on_reply
 
-    def start(self, until_ms: int) -> None:
+    def start(self, until_ms: int, session_readers: int = 0) -> None:
         self.stop_at_ms = until_ms
         for c in range(self.clients):
             self._after(self.rng.randint(0, 50), lambda c=c: self._issue(c))
+        for r in range(session_readers):
+            node = self.cluster.ids[r % len(self.cluster.ids)]
+            self._after(self.rng.randint(0, 50), lambda node=node: self._session_read(node))
+
+    # -- monotonic reads: one connection pinned to a node reads a counter at local consistency
+
+    MONOTONIC_KEY = b"mono"
+    LOCAL_NEAREST = RequestOptions(read_preference="nearest", read_consistency="local")
+
+    def _session_read(self, node_id: str) -> None:
+        """One read at a time per session, as a connection's replies come back in order."""
+        if self.cluster.now_ms >= self.stop_at_ms:
+            return
+        node = self.cluster.nodes[node_id]
+        if node.incarnation != self._incarnations.get(node_id):
+            self._incarnations[node_id] = node.incarnation  # a restart closes the connection
+            self._floors[node_id] = 0
+        self._next_req += 1
+        key = (node_id, self._next_req)
+        self._session_reads[key] = node.incarnation
+        self._session_incr()
+        if not self.cluster.submit(node_id, self._next_req, [b"GET", self.MONOTONIC_KEY],
+                                   self.LOCAL_NEAREST):
+            del self._session_reads[key]
+            self._after(self.rng.randint(5, 40), lambda: self._session_read(node_id))
+            return
+        self._after(self.timeout_ms, lambda: self._session_timeout(key))
+
+    def _session_timeout(self, key: tuple[str, int]) -> None:
+        if self._session_reads.pop(key, None) is not None:
+            self._session_read(key[0])
+
+    def _session_incr(self) -> None:
+        self._next_req += 1
+        node = self.rng.choice(self.cluster.ids)
+        self.cluster.submit(node, self._next_req, [b"INCR", self.MONOTONIC_KEY])
+
+    def _on_session_read(self, node_id: str, req_id: int, value: object) -> None:
+        incarnation = self._session_reads.pop((node_id, req_id))
+        if incarnation == self.cluster.nodes[node_id].incarnation and not isinstance(
+                value, ErrorReply):
+            seen = int(value) if value is not None else 0
+            floor = self._floors.get(node_id, 0)
+            if seen < floor:
+                self.unexpected.append(f"monotonic reads: a session on {node_id} read {seen} "
+                                       f"after {floor}")
+            self._floors[node_id] = max(floor, seen)
+        self._after(self.rng.randint(5, 40), lambda: self._session_read(node_id))
 
     def _after(self, delay_ms: int, fn) -> None:
         self.cluster.schedule(self.cluster.now_ms + delay_ms, ("call", fn))
@@ -85,9 +149,17 @@ class Workload:
         }[kind]
         node = self.rng.choice(self.cluster.ids)
         self._next_req += 1
-        call = _Call(client, kind, key, value, expected, node, self._next_req, self.cluster.now_ms)
+        if kind == "get":
+            (preference, consistency), = self.rng.choices(
+                [o for o, _ in READ_OPTIONS], [w for _, w in READ_OPTIONS])
+            options = RequestOptions(read_preference=preference, read_consistency=consistency)
+        else:
+            w, = self.rng.choices([o for o, _ in WRITE_CONCERNS], [w for _, w in WRITE_CONCERNS])
+            options = RequestOptions(w=w, wtimeout_ms=1000)
+        call = _Call(client, kind, key, value, expected, node, self._next_req, self.cluster.now_ms,
+                     options)
         self._pending[(node, call.req_id)] = call
-        if not self.cluster.submit(node, call.req_id, argv):
+        if not self.cluster.submit(node, call.req_id, argv, options):
             self._complete(call, "fail", None)  # connection refused: nothing was sent
             return
         self._after(self.timeout_ms, lambda: self._timeout(call))
@@ -97,13 +169,16 @@ class Workload:
             self._complete(call, "unknown", None)
 
     def _on_reply(self, node: str, req_id: int, value: object) -> None:
+        if (node, req_id) in self._session_reads:
+            self._on_session_read(node, req_id, value)
+            return
         call = self._pending.get((node, req_id))
         if call is None or call.done:
             return
         if isinstance(value, ErrorReply):
             if value.code == "TRYAGAIN":
                 self._complete(call, "fail", None)
-            elif value.code == "UNKNOWN":
+            elif value.code in ("UNKNOWN", "WTIMEOUT"):
                 self._complete(call, "unknown", None)
             else:
                 self.unexpected.append(f"client {call.client} {call.kind} {call.key!r} on "
@@ -123,6 +198,12 @@ class Workload:
             self._seen[call.key] = call.value
         else:
             result = value
+        if call.options.w == "1" and call.kind != "get":
+            # Acknowledged once durable on the leader only: a failover may undo it.
+            if call.kind == "set" or (call.kind == "cas" and result):
+                self.acked_w1.append(call.value)
+            self._complete(call, "unknown", None)
+            return
         self._complete(call, "ok", result)
 
     def _complete(self, call: _Call, outcome: str, result: object) -> None:

@@ -1,0 +1,123 @@
+"""What a client chooses per connection or per command: write concern, read preference, read
+consistency. Plain values, parsed and validated here once, carried by the node core and over
+the peer link with a forwarded request.
+
+- Write concern `w`: when a write is acknowledged.
+  "1"        once it is durable in the leader's log (asynchronous replication: a failover can
+             lose it; the deposed leader then saves it in a rollback file);
+  "majority" once a majority of voters have it durably and it is committed (the default);
+  "all"      once every voter has it durably (fully synchronous). After `wtimeout_ms` without
+             all copies the client gets WTIMEOUT: the write is committed on a majority, but not
+             on every voter.
+- Read preference: which node may execute a read ("primary" and "primaryPreferred" send it to
+  the leader, "secondary" only to a follower, "secondaryPreferred" and "nearest" to whichever
+  node the client is connected to). With `max_staleness_ms`, a follower further behind than
+  that refuses a read that it would serve from its own, possibly stale, state.
+- Read consistency: "linearizable" (ReadIndex: a quorum round confirms leadership), "lease"
+  (the leader's lease replaces the round; safe while clocks run at the same rate within the
+  margin described in raft/core.py), "local" (this node's applied state, no confirmation; may be
+  stale).
+
+A client sets them for its connection with `REPLIKV WRITECONCERN|READPREF|CONSISTENCY` or for
+one command with `REPLIKV WITH <option> <value> ... <command>` (see server/local_commands.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from replikv.replies import CommandError
+
+WRITE_CONCERNS = ("1", "majority", "all")
+READ_PREFERENCES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
+READ_CONSISTENCIES = ("linearizable", "lease", "local")
+# Preferences that let a follower serve the read from its own state.
+FOLLOWER_MAY_SERVE = frozenset({"secondary", "secondaryPreferred", "nearest"})
+TIMEOUT_MS_MAX = 24 * 3600 * 1000
+
+_WRITE_CONCERN_BY_LOWER = {w.lower(): w for w in WRITE_CONCERNS}
+_PREFERENCE_BY_LOWER = {p.lower(): p for p in READ_PREFERENCES}
+_CONSISTENCY_BY_LOWER = {c.lower(): c for c in READ_CONSISTENCIES}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    w: str = "majority"
+    wtimeout_ms: int | None = None  # None: the node's request timeout
+    read_preference: str = "primary"
+    read_consistency: str = "linearizable"
+    max_staleness_ms: int | None = None  # None: no bound
+
+    def as_fields(self) -> list:
+        """The options as a flat list for INFO-style output and the peer wire."""
+        return [self.w, self.wtimeout_ms, self.read_preference, self.read_consistency,
+                self.max_staleness_ms]
+
+
+DEFAULT_OPTIONS = RequestOptions()
+
+
+def _choice(raw: bytes, table: dict[str, str], what: str) -> str:
+    value = table.get(raw.decode("latin-1").lower())
+    if value is None:
+        raise CommandError(f"ERR unknown {what} '{raw.decode('utf-8', 'replace')[:64]}', "
+                           f"expected one of: {', '.join(table.values())}")
+    return value
+
+
+def _timeout_ms(raw: bytes, what: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= TIMEOUT_MS_MAX:
+        raise CommandError(f"ERR {what} must be a number of milliseconds in "
+                           f"0..{TIMEOUT_MS_MAX}")
+    return value
+
+
+def parse_write_concern(raw: bytes) -> str:
+    return _choice(raw, _WRITE_CONCERN_BY_LOWER, "write concern")
+
+
+def parse_read_preference(raw: bytes) -> str:
+    return _choice(raw, _PREFERENCE_BY_LOWER, "read preference")
+
+
+def parse_read_consistency(raw: bytes) -> str:
+    return _choice(raw, _CONSISTENCY_BY_LOWER, "read consistency")
+
+
+# Option names accepted by REPLIKV WITH (and their setters), upper case as clients write them.
+def apply_option(options: RequestOptions, name: bytes, value: bytes) -> RequestOptions:
+    """`options` with the option `name` set from `value`; CommandError if either is invalid."""
+    key = name.upper()
+    if key == b"W":
+        return replace(options, w=parse_write_concern(value))
+    if key == b"WTIMEOUT":
+        return replace(options, wtimeout_ms=_timeout_ms(value, "WTIMEOUT") or None)
+    if key == b"READPREF":
+        return replace(options, read_preference=parse_read_preference(value))
+    if key == b"MAXSTALENESS":
+        return replace(options, max_staleness_ms=_timeout_ms(value, "MAXSTALENESS") or None)
+    if key == b"CONSISTENCY":
+        return replace(options, read_consistency=parse_read_consistency(value))
+    raise CommandError(f"ERR unknown option '{name.decode('utf-8', 'replace')[:32]}', expected "
+                       "W, WTIMEOUT, READPREF, MAXSTALENESS or CONSISTENCY")
+
+
+OPTION_NAMES = frozenset({b"W", b"WTIMEOUT", b"READPREF", b"MAXSTALENESS", b"CONSISTENCY"})
+
+
+def options_from_fields(fields: list) -> RequestOptions:
+    """The inverse of RequestOptions.as_fields for values from a peer; ValueError if invalid."""
+    if not isinstance(fields, list) or len(fields) != 5:
+        raise ValueError("options must be a list of 5 fields")
+    w, wtimeout_ms, preference, consistency, staleness_ms = fields
+    if w not in WRITE_CONCERNS or preference not in READ_PREFERENCES \
+            or consistency not in READ_CONSISTENCIES:
+        raise ValueError("unknown option value")
+    for v in (wtimeout_ms, staleness_ms):
+        if v is not None and (type(v) is not int or not 0 < v <= TIMEOUT_MS_MAX):
+            raise ValueError("bad timeout")
+    return RequestOptions(w, wtimeout_ms, preference, consistency, staleness_ms)
