@@ -1,0 +1,84 @@
+"""Write concern, read preference and consistency options: parsing, the REPLIKV command, and
+their trip over the peer wire."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from replikv.concerns import DEFAULT_OPTIONS, RequestOptions, apply_option, options_from_fields
+from replikv.replies import OK, CommandError, ErrorReply
+from replikv.server.local_commands import (
+    LOCAL_COMMANDS,
+    ConnectionState,
+    describe_options,
+    parse_replikv_with,
+    run_local,
+)
+from replikv.wire import FRAME_HEADER, PeerProtocolError, decode_message
+
+
+def replikv(conn: ConnectionState, *args: str) -> object:
+    argv = [b"REPLIKV", *(a.encode() for a in args)]
+    return run_local(LOCAL_COMMANDS[b"replikv"], conn, None, argv)
+
+
+def test_options_are_case_insensitive_and_validated():
+    o = apply_option(DEFAULT_OPTIONS, b"w", b"ALL")
+    o = apply_option(o, b"READPREF", b"secondarypreferred")
+    o = apply_option(o, b"consistency", b"Lease")
+    assert (o.w, o.read_preference, o.read_consistency) == ("all", "secondaryPreferred", "lease")
+    with pytest.raises(CommandError, match="unknown write concern '2'"):
+        apply_option(o, b"W", b"2")
+    with pytest.raises(CommandError, match="milliseconds"):
+        apply_option(o, b"WTIMEOUT", b"-5")
+    with pytest.raises(CommandError, match="unknown option"):
+        apply_option(o, b"J", b"1")
+
+
+def test_replikv_sets_the_connection_options_and_reset_restores_the_defaults():
+    conn = ConnectionState(client_id=1)
+    assert replikv(conn, "WRITECONCERN", "1") == OK
+    assert replikv(conn, "READPREF", "nearest", "MAXSTALENESS", "800") == OK
+    assert replikv(conn, "CONSISTENCY", "local") == OK
+    assert describe_options(conn.options) == {
+        "w": "1", "wtimeout_ms": 0, "readpref": "nearest", "maxstaleness_ms": 800,
+        "consistency": "local"}
+    assert replikv(conn, "OPTIONS") == describe_options(conn.options)
+    bad = replikv(conn, "WRITECONCERN", "three")
+    assert isinstance(bad, ErrorReply) and "unknown write concern" in bad.message
+    assert conn.options.w == "1"  # a refused change changes nothing
+    run_local(LOCAL_COMMANDS[b"reset"], conn, None, [b"RESET"])
+    assert conn.options == DEFAULT_OPTIONS
+    assert isinstance(replikv(conn, "NOPE"), ErrorReply)
+    assert "WRITECONCERN" in " ".join(replikv(conn, "HELP"))
+
+
+def test_replikv_with_changes_one_command_only():
+    conn = ConnectionState(client_id=1)
+    options, argv = parse_replikv_with(conn.options, [b"REPLIKV", b"WITH", b"W", b"all",
+                                                      b"WTIMEOUT", b"250", b"SET", b"k", b"v"])
+    assert options == RequestOptions(w="all", wtimeout_ms=250)
+    assert argv == [b"SET", b"k", b"v"]
+    assert conn.options == DEFAULT_OPTIONS
+    for bad in ([b"REPLIKV", b"WITH", b"W"], [b"REPLIKV", b"WITH", b"W", b"1"],
+                [b"REPLIKV", b"WITH", b"PING"]):
+        with pytest.raises(CommandError):
+            parse_replikv_with(conn.options, bad)
+
+
+@pytest.mark.parametrize("fields", [
+    ["2", None, "primary", "linearizable", None],
+    ["1", -1, "primary", "linearizable", None],
+    ["1", None, "anywhere", "linearizable", None],
+    ["1", None, "primary", "eventual", None],
+    ["1", None, "primary", "linearizable", "5"],
+    ["1", None, "primary"],
+])
+def test_a_peer_cannot_send_invalid_options(fields):
+    with pytest.raises(ValueError):
+        options_from_fields(fields)
+    body = msgpack.packb([20, "n2", 1, [b"GET", b"k"], fields, True], use_bin_type=True)
+    frame = FRAME_HEADER.pack(len(body)) + body
+    with pytest.raises(PeerProtocolError):
+        decode_message(frame[4:])
