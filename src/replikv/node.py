@@ -167,6 +167,7 @@ class _Request:
     min_index: int = 0  # read your writes: serve only once applied this far
     wait_replicas: int = 0
     wait_index: int = 0
+    wait_until_ms: int = 0  # WAIT: when the leader answers with the count it has
 
 
 @dataclass(slots=True)
@@ -701,6 +702,7 @@ class NodeCore:
                        self.now_ms + limit_ms + self.config.request_timeout_ms)
         req.wait_replicas = max(replicas, 0)
         req.wait_index = self._sessions.get(session, 0) if session is not None else 0
+        req.wait_until_ms = self.now_ms + limit_ms
         self._add_request(req)
         self._route_wait(req)
 
@@ -709,6 +711,8 @@ class NodeCore:
         if raft.is_leader:
             req.phase = "proposed"
             self._waits.add(req.req_id)
+            # Answered here: at the client's own timeout, not the forwarding margin.
+            heapq.heappush(self._deadlines, (req.wait_until_ms, req.req_id))
             self._check_waits()
         elif raft.leader_id is not None:
             req.phase, req.sent_to = "forwarded", raft.leader_id
@@ -727,6 +731,7 @@ class NodeCore:
         req = _Request(self._new_internal_id(), [b"WAIT"], "wait", DEFAULT_OPTIONS, None,
                        self.now_ms + limit_ms, reply_to=(m.src, m.req_id))
         req.wait_replicas, req.wait_index = m.replicas, m.index
+        req.wait_until_ms = req.deadline_ms
         self._add_request(req)
         self._route_wait(req)
 
@@ -1040,6 +1045,9 @@ class NodeCore:
             if req.kind == "read":
                 self._finish(req_id, ERR_READ_TIMEOUT)
             elif req.kind == "wait":
+                answered_here = req_id in self._waits
+                if now < req.deadline_ms and not (answered_here and now >= req.wait_until_ms):
+                    continue  # an earlier deadline entry for a WAIT since routed elsewhere
                 self._waits.discard(req_id)
                 count = self.replicas_holding(req.wait_index) if self.raft.is_leader else 0
                 self._finish(req_id, count)

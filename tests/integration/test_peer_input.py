@@ -18,12 +18,14 @@ import time
 import msgpack
 import pytest
 
+from replikv.wire import PROTOCOL_VERSION
+
 from .cluster import HOST, Cluster, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 PROTOCOL = "replikv-peer"
-VERSION = 1
+VERSION = PROTOCOL_VERSION
 FRAME_LIMIT = 256 * 1024 * 1024  # Limits.max_peer_frame_bytes
 
 

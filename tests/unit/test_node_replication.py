@@ -195,7 +195,9 @@ def test_wait_counts_replicas_holding_the_connections_last_write():
     assert c.call(f1, "WAIT", "2", "1000", session=7) == 2
     c.partition({leader, f1}, {f2})
     assert c.call(leader, "SET", "k", "v2", session=8) == OK
+    started_ms = c.now_ms
     assert c.call(leader, "WAIT", "2", "300", session=8) == 1  # only f1 has it, after 300 ms
+    assert 300 <= c.now_ms - started_ms <= 400  # the client's timeout, nothing added
     assert c.call(leader, "WAIT", "1", "0", session=8) == 1
     err = c.call(leader, "WAIT", "x", "1")
     assert isinstance(err, ErrorReply) and "not an integer" in err.message

@@ -195,11 +195,12 @@ def test_describe_an_expiry_batch() -> None:
 
 
 def test_describe_effects_generically() -> None:
-    ops = [[b"set", b"k", b"v", None, 1500], [b"del", b"x"], [7, [b"n", True], {b"a": 1.5}]]
+    # Operations that are not in the effects format (named ones, unknown codes) still show.
+    ops = [[b"set", b"k", b"v", None, 1500], [b"del", b"x"], [99, [b"n", True], {b"a": 1.5}]]
     data = msgpack.packb([3, T0, ops], use_bin_type=True)
     assert describe_entry(data) == {
         "kind": "effects", "time_ms": T0,
-        "text": 'set "k" "v" nil 1500; del "x"; [7 ["n" true] {"a": 1.5}]'}
+        "text": 'set "k" "v" nil 1500; del "x"; [99 ["n" true] {"a": 1.5}]'}
 
 
 def test_describe_a_noop() -> None:
@@ -220,3 +221,20 @@ def test_describe_anything_else_as_unknown(data: bytes) -> None:
     described = describe_entry(data)
     assert described["kind"] == "unknown" and described["time_ms"] is None
     assert described["text"].startswith(f"{len(data)} bytes: \"")
+
+
+def test_effects_are_shown_as_the_operations_they_perform():
+    from replikv import state
+    from replikv.node import encode_effects_entry
+    from replikv.storage.rollback import EFFECT_NAMES
+
+    codes = {v for k, v in vars(state).items() if k.startswith("EFFECT_")}
+    assert codes == set(EFFECT_NAMES), "the display table lags the effects format"
+    s = state.KVState()
+    _reply, effects, _undo = s.execute_recorded([b"SET", b"k", b"v", b"PXAT", b"99999"], 1000)
+    _reply, more, _undo = s.execute_recorded([b"SADD", b"s", b"a", b"b"], 1000)
+    _reply, gone, _undo = s.execute_recorded([b"DEL", b"k"], 1000)
+    text = describe_entry(encode_effects_entry(effects + more + gone, 1000))["text"]
+    assert 'set "k" "v" PXAT 99999' in text
+    assert 'sadd "s" "a" "b"' in text
+    assert 'del "k"' in text

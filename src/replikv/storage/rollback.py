@@ -333,8 +333,35 @@ def _as_bytes_list(value: object) -> list[bytes] | None:
     return out
 
 
+# The effect operation codes of the passive log format (state.py's EFFECT_* constants, which a
+# unit test keeps in step with this table), shown as the Redis-like operation they perform.
+EFFECT_NAMES = {1: "set", 2: "del", 3: "sadd", 4: "srem", 5: "set-members", 6: "expire",
+                7: "flushall"}
+
+
+def _render_effect(op: list, max_arg_bytes: int | None) -> str:
+    name = EFFECT_NAMES[op[0]]
+    args = list(op[1:])
+    expiry = None
+    if op[0] in (1, 5, 6) and args:
+        expiry = args.pop()  # the absolute expiry time in ms, or None (none / persist)
+    parts = [name]
+    for arg in args:
+        if isinstance(arg, list):
+            parts.extend(_render(v, max_arg_bytes) for v in arg)
+        else:
+            parts.append(_render(arg, max_arg_bytes))
+    if op[0] == 6:
+        parts.append(f"PXAT {expiry}" if expiry is not None else "PERSIST")
+    elif expiry is not None:
+        parts.append(f"PXAT {expiry}")
+    return " ".join(parts)
+
+
 def _render_operation(op: object, max_arg_bytes: int | None) -> str:
-    # An effect operation is a list that usually starts with its name: show that bare.
+    if isinstance(op, list) and op and type(op[0]) is int and op[0] in EFFECT_NAMES:
+        return _render_effect(op, max_arg_bytes)
+    # Otherwise an operation that starts with its name: show that bare.
     if isinstance(op, list) and op and isinstance(op[0], bytes | str):
         name = op[0].encode() if isinstance(op[0], str) else op[0]
         if _WORD.match(name):
