@@ -248,6 +248,133 @@ def check(history: Path, timeout_s: float) -> None:
     sys.exit(0 if result.ok is True else (2 if result.ok is None else 1))
 
 
+# `replikv cluster up` with its defaults puts node i's admin HTTP on --base-port + 200 + i.
+_LOCAL_CLUSTER_ADMIN = "127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203"
+_STATUS_TIMEOUT_S = 1.0
+_STATUS_NODES_MAX = 64  # addresses one `status` asks, and threads it asks them with
+_STATUS_ANSWER_BYTES_MAX = 1024 * 1024  # a /status answer larger than this is not ours
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--nodes", "addresses", default=_LOCAL_CLUSTER_ADMIN, show_default=True,
+              help="Each node's admin address (its --admin HOST:PORT), comma-separated. "
+                   "The default is the local cluster of `replikv cluster up`.")
+@click.option("--timeout-s", type=click.FloatRange(0.05, 30.0), default=_STATUS_TIMEOUT_S,
+              show_default=True, help="How long to wait for each node.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print every node's full /status answer (or its error) as JSON.")
+def status(addresses: str, timeout_s: float, as_json: bool) -> None:
+    """Show each node's role, term, leader, indexes and replication lag.
+
+    Asks every node's admin HTTP endpoint /status at once; a node that does not answer within
+    the timeout is listed as unreachable. A follower shows its staleness (how long since it last
+    had everything the leader had committed); the leader shows each follower's lag in entries
+    and in milliseconds.
+
+    \b
+    Examples:
+      replikv status
+      replikv status --nodes 10.0.0.1:7201,10.0.0.2:7201,10.0.0.3:7201
+      replikv status --json
+    """
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    targets = _parse_admin_addresses(addresses)
+    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+        answers = list(pool.map(lambda a: _query_status(a, timeout_s), targets))
+    answered = sum(1 for _, error in answers if error is None)
+    hint = (f"no node answered at {', '.join(targets)}. Start a local cluster with "
+            f"`replikv cluster up`, or pass each running node's --admin address with "
+            f"--nodes HOST:PORT,...")
+    if as_json:
+        click.echo(json.dumps([{"address": address, "status": body} if error is None
+                               else {"address": address, "error": error}
+                               for address, (body, error) in zip(targets, answers)], indent=2))
+        if not answered:
+            click.echo(f"replikv status: {hint}", err=True)
+            sys.exit(1)
+        return
+    if not answered:
+        raise click.ClickException(hint)
+    rows = []
+    for address, (body, error) in zip(targets, answers):
+        if error is not None:
+            rows.append([address, "?", "unreachable", "-", "-", "-", "-", "-", "-", error])
+            continue
+        rows.append([address, str(body.get("id", "?")), str(body.get("role", "?")),
+                     str(body.get("term", "?")), str(body.get("leader") or "-"),
+                     str(body.get("replication", "?")), str(body.get("fsync", "?")),
+                     str(body.get("commit_index", "?")), str(body.get("applied_index", "?")),
+                     _status_lag(body)])
+    click.echo(_table(["ADMIN", "ID", "ROLE", "TERM", "LEADER", "REPLICATION", "FSYNC",
+                       "COMMIT", "APPLIED", "LAG"], rows, right={3, 7, 8}))
+
+
+def _parse_admin_addresses(addresses: str) -> list[str]:
+    targets = [a.strip() for a in addresses.split(",") if a.strip()]
+    if not targets:
+        raise click.BadParameter("give at least one HOST:PORT", param_hint="--nodes")
+    if len(targets) > _STATUS_NODES_MAX:
+        raise click.BadParameter(f"at most {_STATUS_NODES_MAX} addresses",
+                                 param_hint="--nodes")
+    for target in targets:
+        host, sep, port = target.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise click.BadParameter(f"{target!r} is not HOST:PORT (a node's --admin address)",
+                                     param_hint="--nodes")
+    return targets
+
+
+def _query_status(address: str, timeout_s: float) -> tuple[dict, None] | tuple[None, str]:
+    """A node's /status answer, or why there is none (a short phrase for the table)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{address}/status", timeout=timeout_s) as response:
+            raw = response.read(_STATUS_ANSWER_BYTES_MAX + 1)
+    except urllib.error.HTTPError as e:
+        return None, f"unexpected answer (HTTP {e.code}); is {address} a replikv admin port?"
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, TimeoutError):
+            return None, f"no answer within {timeout_s:g} s"
+        reason = e.reason.strerror if isinstance(e.reason, OSError) else e.reason
+        return None, str(reason or e).lower()
+    except TimeoutError:
+        return None, f"no answer within {timeout_s:g} s"
+    except OSError as e:
+        return None, str(e.strerror or e).lower()
+    try:
+        body = json.loads(raw) if len(raw) <= _STATUS_ANSWER_BYTES_MAX else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or "role" not in body:
+        return None, f"unexpected answer (not replikv /status JSON); is {address} an admin port?"
+    return body, None
+
+
+def _status_lag(body: dict) -> str:
+    """The LAG cell: each follower's lag on the leader, the staleness on a follower."""
+    if body.get("role") == "leader":
+        followers = body.get("followers") or {}
+        if not isinstance(followers, dict) or not followers:
+            return "no followers"
+        cells = []
+        for peer, f in sorted(followers.items()):
+            f = f if isinstance(f, dict) else {}
+            cell = f"{peer} {f.get('lag_entries', '?')} entries/{f.get('lag_ms', '?')} ms"
+            if f.get("connected") is False:
+                cell += " (disconnected)"
+            cells.append(cell)
+        return ", ".join(cells)
+    staleness_ms = body.get("staleness_ms")
+    if staleness_ms is None:
+        return "staleness unknown (not caught up with a leader yet)"
+    return f"staleness {staleness_ms} ms"
+
+
 DEFAULT_DATA_DIR = Path("replikv-data")  # where `replikv cluster up` puts its nodes
 _SHOW_ARG_BYTES = 200  # `rollback show` cuts each argument to this unless --full
 

@@ -10,6 +10,7 @@ period is killed.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,6 +22,34 @@ from pathlib import Path
 
 STOP_GRACE_S = 10.0
 _COLORS = ["36", "35", "33", "32", "34"]
+
+
+# Ports for throwaway clusters (tests, benchmarks) come from here: below Linux's default
+# ephemeral range (32768-60999), so a client connection's local port never sits on a port a
+# restarting node needs to listen on again.
+SCRATCH_PORT_RANGE = (20000, 32000)
+
+
+def free_ports(count: int, host: str = "127.0.0.1", rng: random.Random | None = None,
+               port_range: tuple[int, int] = SCRATCH_PORT_RANGE) -> list[int]:
+    """`count` distinct ports that could be bound on `host` just now (bounded attempts)."""
+    rng = rng or random.Random()
+    ports: list[int] = []
+    for _attempt in range(count * 50):
+        if len(ports) == count:
+            break
+        port = rng.randrange(*port_range)
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        ports.append(port)
+    if len(ports) != count:
+        raise ClusterError(f"could not find {count} free ports in {port_range}")
+    return ports
 
 
 class ClusterError(Exception):

@@ -40,6 +40,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from replikv.local_cluster import SCRATCH_PORT_RANGE, free_ports
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
 if not Path(PYTHON).exists():  # pragma: no cover - running from another environment
@@ -47,7 +49,7 @@ if not Path(PYTHON).exists():  # pragma: no cover - running from another environ
 
 HOST = "127.0.0.1"
 # Ports for nodes come from here: below Linux's default ephemeral range (32768-60999).
-PORT_RANGE = (20000, 32000)
+PORT_RANGE = SCRATCH_PORT_RANGE
 
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
@@ -123,23 +125,7 @@ def raw_command(port: int, *args: bytes | str | int, timeout_s: float = 5.0) -> 
 
 def pick_free_ports(count: int, rng: random.Random | None = None) -> list[int]:
     """`count` distinct ports that could be bound just now on HOST."""
-    rng = rng or random.Random()
-    ports: list[int] = []
-    for _attempt in range(count * 50):
-        if len(ports) == count:
-            break
-        port = rng.randrange(*PORT_RANGE)
-        if port in ports:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-        ports.append(port)
-    if len(ports) != count:
-        raise RuntimeError(f"could not find {count} free ports in {PORT_RANGE}")
-    return ports
+    return free_ports(count, HOST, rng, PORT_RANGE)
 
 
 def wait_until(predicate: Callable[[], Any], *, timeout_s: float, what: str,
