@@ -178,15 +178,20 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
               default="all", show_default=True, help="Which faults to inject.")
 @click.option("--duration-ms", type=int, default=8000, show_default=True,
               help="Simulated time of the safety phase of each seed.")
+@click.option("--replication", type=click.Choice(["seed", *REPLICATION_MODES]), default="seed",
+              show_default=True,
+              help="passive or active replication; 'seed' lets each seed pick one.")
 @click.option("--trace", is_flag=True, help="Print the event trace (use with --seed).")
 def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, duration_ms: int,
-        trace: bool) -> None:
+        replication: str, trace: bool) -> None:
     """Run the real node cores in a simulated world, one seed at a time.
 
     Each seed drives a cluster through network faults (delay, loss, duplication, reordering,
-    partitions), crashes, pauses and slow disks while clients run, checking the consensus
-    invariants as it goes, then heals everything, checks that the cluster recovers, and
-    checks that the client history is linearizable. The same seed replays the same run.
+    partitions), crashes, pauses and slow disks while clients run with mixed write concerns
+    and read options, checking the consensus invariants as it goes, then heals everything,
+    checks that the cluster recovers, that the client history is linearizable, and that every
+    acknowledged w=1 write is committed or in a rollback file. The same seed replays the same
+    run.
 
     \b
     Examples:
@@ -197,7 +202,8 @@ def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, durat
     from replikv.sim.runner import SimConfig, run_seed
 
     config = SimConfig(nodes=int(nodes), faults=faults, duration_ms=duration_ms,
-                       trace_all=trace)
+                       trace_all=trace,
+                       replication=None if replication == "seed" else replication)
     todo = [seed] if seed is not None else list(range(first, first + seeds))
     failed = []
     totals = {"ops": 0, "faults": 0, "events": 0, "elections": 0}
@@ -220,7 +226,7 @@ def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, durat
         click.echo(f"\nseed {r.seed} FAILED: {r.failure}", err=True)
         click.echo("last events:\n  " + "\n  ".join(r.trace[-25:]), err=True)
         click.echo(f"replay: replikv sim --seed {r.seed} --nodes {nodes} --faults {faults} "
-                   f"--duration-ms {duration_ms} --trace", err=True)
+                   f"--duration-ms {duration_ms} --replication {replication} --trace", err=True)
     click.echo(f"seeds run: {len(todo)} ({len(todo) / elapsed:.1f} seeds/s), faults injected: "
                f"{totals['faults']}, leaders elected: {totals['elections']}, operations "
                f"checked: {totals['ops']}, events: {totals['events']}, violations: "
