@@ -882,12 +882,12 @@ class NodeCore:
             self._expire_inflight_index = index
 
     def _rolled_back(self, e: Entry) -> RolledBack:
+        # The proposal stays pending: another replica may still hold this entry and a later
+        # leader commit it (Raft's Figure 8), so only the entry committed at this index tells
+        # whether it took effect (see _on_committed).
         prop = self._proposals.get(e.index)
         if prop is not None and prop.term == e.term:
             acknowledged: bool | None = prop.acked
-            del self._proposals[e.index]
-            if not prop.acked:  # certainly discarded: the client may retry at once
-                self._deliver(prop.target, ERR_NOT_APPLIED)
         elif e.term in self._terms_led:
             acknowledged = False  # ours, but not a client write (a no-op or an expiry)
         else:

@@ -65,3 +65,11 @@ def test_soak(request):
     if not request.config.getoption("--soak"):
         pytest.skip("soak runs only with --soak")
     _sweep([(100_000 + seed, "all", 3) for seed in range(SOAK_SEEDS)])
+
+
+def test_a_discarded_proposal_is_answered_by_what_commits_at_its_index():
+    """A regression found with a denser nemesis (50-400 ms): the node core answered TRYAGAIN as
+    soon as a leader's own copy of a proposal was overwritten, but another replica still held
+    the entry and a later leader committed it (Raft's Figure 8): the write took effect."""
+    r = run_seed(790, SimConfig(nodes=5, nemesis_interval_ms=(50, 400)))
+    assert r.ok, r.failure

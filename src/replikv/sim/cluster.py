@@ -13,7 +13,8 @@ run, event for event.
 Faults: crash (memory lost; the disk keeps what was persisted; a write in flight is lost, or
 only its atomically-replaced hard state lands), restart, pause (a SIGSTOP: the node processes
 nothing, its timers and its disk thread included, then resumes with stale beliefs), network
-delay, loss, duplication, reordering and partitions, slow disks.
+delay, loss, duplication, reordering and partitions, slow disks. `on_leader` lets a nemesis strike
+a leader at the instant it is elected or advances its commit index, before its messages leave.
 
 Invariants are checked as the run goes (a violation raises SimViolation with the recent trace):
 at most one leader per term; log matching; a committed entry never changes or disappears, and
@@ -88,6 +89,8 @@ class SimNode:
     held: list[tuple] = field(default_factory=list)  # events that arrived while paused
     clock_skew_ms: int = 0
     was_leader_in: int = 0  # the last term we saw this node lead (for completeness checks)
+    elected_in: int = 0  # the last term on_leader was told this node leads
+    leader_commit: int = 0  # its commit index when on_leader last heard of it
     commit_checked: int = 0
     digest_checked: int = 0
 
@@ -118,6 +121,10 @@ class SimCluster:
         self._queue: list[tuple[int, int, tuple]] = []
         self._seq = 0
         self.on_reply: Callable[[str, int, object], None] = lambda node, req, value: None
+        # Called as a leader hands out a batch of work, before the batch's messages leave, with
+        # "elected" (its first batch of a term) or "committed" (its commit index advanced): a
+        # nemesis may cut the leader off or crash it at that instant.
+        self.on_leader: Callable[[str, str], None] | None = None
         self.trace: deque[str] = deque(maxlen=None if trace_all else trace_limit)
         self.events = 0
         # A healthy run of a few simulated seconds takes tens of thousands of events; a run
@@ -127,6 +134,9 @@ class SimCluster:
         # Invariant state.
         self.leader_of_term: dict[int, str] = {}
         self.committed: list[tuple[int, bytes]] = []  # (term, crc of data) by index - 1
+        # By index - 1: the term of the node that first counted the entry as committed, which is
+        # the term it was committed in, or later if no node noticed at once.
+        self.committed_in: list[int] = []
         self.entry_at: dict[tuple[int, int], int] = {}  # (index, term) -> crc of data
         self.digest_at: dict[int, tuple[str, str]] = {}  # applied index -> (digest, node)
         for i in ids:
@@ -213,6 +223,10 @@ class SimCluster:
         core = node.core
         while node.persisting is None and core.has_ready():
             rd = core.ready()
+            if core.raft.role is Role.LEADER and self.on_leader is not None:
+                self._leader_event(node)
+                if node.core is not core:
+                    return  # crashed there: nothing of this batch happened
             self._check_ready(node, rd)
             for req_id, value in rd.replies:
                 self.on_reply(node.id, req_id, value)
@@ -234,6 +248,15 @@ class SimCluster:
                 self.schedule(self.now_ms + latency, ("persisted", node.id, node.incarnation))
                 return
             self._finish_ready(node, rd)
+
+    def _leader_event(self, node: SimNode) -> None:
+        raft = node.core.raft
+        if node.elected_in != raft.term:
+            node.elected_in, node.leader_commit = raft.term, raft.commit_index
+            self.on_leader(node.id, "elected")
+        elif raft.commit_index > node.leader_commit:
+            node.leader_commit = raft.commit_index
+            self.on_leader(node.id, "committed")
 
     def _persisted(self, node: SimNode) -> None:
         rd = node.persisting
@@ -306,6 +329,8 @@ class SimCluster:
                 node.core.step(event[3], event[4], self.node_now(node))
             elif event[0] == "persisted":
                 self._persisted(node)
+                if not node.up:
+                    return  # a nemesis crashed it as it went on (on_leader)
         self._process(node)
 
     def partition(self, *groups: set[str]) -> None:
@@ -357,8 +382,12 @@ class SimCluster:
             if node.was_leader_in != raft.term:
                 node.was_leader_in = raft.term
                 self._note(f"{node.id} LEADER term {raft.term}")
-                # Leader completeness: everything committed so far is in the new leader's log.
+                # Leader completeness: everything committed in its term or earlier ones is in
+                # the new leader's log. (A leader noticed late, its first write slow or paused,
+                # may have been deposed meanwhile by one that committed entries it lacks.)
                 for i, (term, crc) in enumerate(self.committed, start=1):
+                    if self.committed_in[i - 1] > raft.term:
+                        continue
                     if raft.log.term_at(i) != term or zlib.crc32(raft.log.entry(i).data) != crc:
                         self._violation(f"leader completeness: new leader {node.id} (term "
                                         f"{raft.term}) lacks committed entry {i}")
@@ -374,6 +403,7 @@ class SimCluster:
                                     f"committed was term {self.committed[i - 1][0]}")
             else:
                 self.committed.append((e.term, crc))
+                self.committed_in.append(raft.term)
         node.commit_checked = max(node.commit_checked, upto)
         # Same entries applied in the same order → the same state at the same index. A leader's
         # state may hold entries applied ahead of their commit: compare it only when it holds

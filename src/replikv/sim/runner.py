@@ -1,7 +1,8 @@
 """One simulated run per seed: a safety phase with faults, then a liveness phase after healing.
 
-    safety phase   clients run while a nemesis injects the seed's faults; invariants are
-                   checked after every event
+    safety phase   clients run while a nemesis injects the seed's faults (at random moments,
+                   and in half the seeds aimed at every new leader as it is elected or first
+                   commits); invariants are checked after every event
     heal           partitions healed, paused nodes resumed, crashed nodes restarted
     liveness phase within a bounded simulated time a leader is elected and a write through
                    every node commits
@@ -193,7 +194,8 @@ def _check_rollbacks(cluster: SimCluster, acked_w1: list[bytes]) -> None:
 
 
 class _Nemesis:
-    """Injects the enabled fault classes at random moments of the safety phase."""
+    """Injects the enabled fault classes at random moments of the safety phase, and faults
+    aimed at leaders at the instants a random moment almost never hits (see _on_leader)."""
 
     def __init__(self, cluster: SimCluster, rng: random.Random, enabled: set[str],
                  end_ms: int, interval_ms: tuple[int, int]) -> None:
@@ -202,10 +204,61 @@ class _Nemesis:
         self.rng = rng
         self.enabled = enabled
         self.end_ms = end_ms
+        # Leader-targeted faults: a third of the seeds strike every new leader, the others none;
+        # each seed strikes with a random non-empty subset of the faults its classes allow.
+        self.strike_every_leader = rng.random() < 1 / 3
+        strikes = (["cut"] if "network" in enabled else []) + (
+            ["crash"] if "crash" in enabled else [])
+        self.strikes = [f for f in strikes if rng.random() < 0.5] or strikes
+        self.trap: tuple[str, str] | None = None  # (leader, fault) due at its first commit
+        # The random faults hold off until then, so a strike's consequences (an election or
+        # two, a few hundred ms each after the vote-refusal window) can play out.
+        self.quiet_until = 0
 
     def start(self) -> None:
         if self.enabled:
+            self.cluster.on_leader = self._on_leader
             self._again()
+
+    def _on_leader(self, leader: str, event: str) -> None:
+        """A node just won an election, or as leader just advanced its commit index; the
+        messages that would tell the followers have not left yet. Strike the new leader there
+        and then, or at its first commit: cut it into a minority of the cluster, or crash it
+        (and restart it a little later). So a new leader's no-op reaches no one and stays an
+        orphan entry of its term, or its first commit is known to it alone, and entries of
+        earlier terms it was re-sending reached some followers and not others: the moments of
+        Raft's Figure 8 (§5.4.2), which faults at random times almost never hit, since every
+        election waits out the vote-refusal windows and random faults come in between."""
+        c, rng = self.cluster, self.rng
+        if event == "committed":
+            if self.trap is not None and self.trap[0] == leader:
+                fault, self.trap = self.trap[1], None
+                self._strike(leader, fault)
+            return
+        self.trap = None
+        if not (self.strike_every_leader and self.strikes) or c.now_ms >= self.end_ms:
+            return
+        fault = rng.choice(self.strikes)
+        if rng.random() < 0.5:
+            self._strike(leader, fault)
+        else:
+            self.trap = (leader, fault)
+            self.quiet_until = max(self.quiet_until, c.now_ms + rng.randint(1000, 3000))
+
+    def _strike(self, leader: str, fault: str) -> None:
+        c, rng = self.cluster, self.rng
+        if c.now_ms >= self.end_ms:
+            return
+        self.quiet_until = max(self.quiet_until, c.now_ms + rng.randint(1000, 3000))
+        if fault == "crash":
+            c.crash(leader)
+            c.schedule(c.now_ms + rng.randint(0, 2000), ("call", lambda: c.restart(leader)))
+            return
+        others = [i for i in c.ids if i != leader]
+        rng.shuffle(others)
+        size = rng.randint(1, max(1, (len(c.ids) - 1) // 2))
+        minority = {leader, *others[:size - 1]}
+        c.partition(minority, set(c.ids) - minority)
 
     def _again(self) -> None:
         delay = self.rng.randint(*self.interval_ms)
@@ -214,6 +267,9 @@ class _Nemesis:
 
     def _act(self) -> None:
         c, rng = self.cluster, self.rng
+        if c.now_ms < self.quiet_until:
+            self._again()
+            return
         actions = []
         if "network" in self.enabled:
             actions += ["partition", "isolate_leader", "one_way", "heal", "heal"]
