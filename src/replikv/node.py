@@ -319,9 +319,13 @@ class NodeCore:
         elif isinstance(message, WaitReply):
             self._on_wait_reply(message)
         else:
-            if isinstance(message, AppendRequest) and message.term >= self.raft.term:
-                self._note_leader_commit(message.commit)
             self.raft.step(message)
+            if (isinstance(message, AppendRequest) and message.lease
+                    and message.term == self.raft.term and self.raft.leader_id == message.src):
+                # Sent under a lease: no other leader existed, so its commit index was the
+                # cluster's (a leader without one may have been replaced unawares, or, new,
+                # not know the commit index yet): news of how far the cluster has committed.
+                self._note_leader_commit(message.commit)
         self._after_event()
 
     def undeliverable(self, to: str, message: object) -> None:
@@ -345,9 +349,13 @@ class NodeCore:
                         self._park(req, to)
         self._after_event()
 
-    def tick(self, now_ms: int) -> None:
+    def tick(self, now_ms: int, ticks: int = 1) -> None:
+        """`ticks` ticks have passed since the last call (more than one when the process was
+        stopped or starved: the driver counts them on a monotonic clock)."""
         self.now_ms = now_ms
         self.raft.tick()
+        if ticks > 1:
+            self.raft.clock_jumped(ticks - 1)
         self._check_role()
         if (self.raft.is_leader and self.raft.tick_count % self.config.expire_every_ticks == 0
                 and self.raft.commit_index >= self._expire_inflight_index):
@@ -602,7 +610,7 @@ class NodeCore:
             return
         if opts.read_consistency == "local":
             bound = opts.max_staleness_ms
-            if bound is not None and not raft.is_leader:
+            if bound is not None:
                 staleness = self.staleness_ms()
                 if staleness is None or staleness > bound:
                     self._finish(req.req_id, stale_error(staleness, bound))
@@ -917,11 +925,14 @@ class NodeCore:
             marks.append((self.now_ms, commit))
 
     def staleness_ms(self) -> int | None:
-        """How far behind the primary this node's state may be: 0 on the leader; on a follower
-        the time since it last had everything the leader had committed (as of a message from
-        the leader); None if it never has."""
+        """How far behind the primary this node's state may be, None if unknown. On the leader,
+        0 while it holds a lease (a quorum answered it lately, so no other leader can exist),
+        else unknown: a leader cut off from the others does not know it has been replaced. On
+        a follower, the time since it last had everything the leader had committed, as of a
+        message from the leader it processed then (a follower that was paused may
+        underestimate this until fresh news arrives: see the README)."""
         if self.raft.is_leader:
-            return 0
+            return 0 if self.raft.lease_remaining_ticks() > 0 else None
         if self._caught_up_ms is None:
             return None
         return max(0, self.now_ms - self._caught_up_ms)

@@ -72,7 +72,7 @@ def encode_message(message: object) -> bytes:
     m = message
     if cls is AppendRequest:
         body = [3, m.term, m.src, m.prev_index, m.prev_term,
-                [[e.index, e.term, e.data] for e in m.entries], m.commit, m.seq]
+                [[e.index, e.term, e.data] for e in m.entries], m.commit, m.seq, m.lease]
     elif cls is AppendResponse:
         body = [4, m.term, m.src, m.success, m.index, m.hint_index, m.hint_term, m.seq]
     elif cls is VoteRequest:
@@ -113,7 +113,7 @@ def decode_message(payload: bytes) -> object:
     kind = body[0]
     f = body[1:]
     if kind == 3:
-        _expect(f, 7, "AppendRequest")
+        _expect(f, 8, "AppendRequest")
         entries_raw = f[4]
         if not isinstance(entries_raw, list):
             raise PeerProtocolError("AppendRequest.entries is not a list")
@@ -127,7 +127,8 @@ def decode_message(payload: bytes) -> object:
                 raise PeerProtocolError("entries not contiguous after prev_index")
             entries.append(Entry(index, term, e[2]))
         return AppendRequest(_nat(f[0], "term"), _id(f[1]), prev, _nat(f[3], "prev_term"),
-                             tuple(entries), _nat(f[5], "commit"), _nat(f[6], "seq"))
+                             tuple(entries), _nat(f[5], "commit"), _nat(f[6], "seq"),
+                             _bool(f[7]))
     if kind == 4:
         _expect(f, 7, "AppendResponse")
         return AppendResponse(_nat(f[0], "term"), _id(f[1]), _bool(f[2]), _nat(f[3], "index"),

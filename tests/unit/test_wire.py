@@ -40,6 +40,7 @@ MESSAGES = [
     VoteResponse(3, "n2", True, pre_vote=True),
     AppendRequest(4, "n1", 9, 3, (Entry(10, 4, b""), Entry(11, 4, b"\x00data")), 8, seq=7),
     AppendRequest(4, "n1", 0, 0, (), 0),
+    AppendRequest(4, "n1", 0, 0, (), 3, seq=2, lease=True),
     AppendResponse(4, "n3", False, 9, hint_index=5, hint_term=2, seq=7),
     TimeoutNow(5, "n1"),
     ForwardRequest("n2", 17, (b"SET", b"k", b"\r\nv")),

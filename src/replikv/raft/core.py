@@ -242,6 +242,14 @@ class RaftCore:
 
     # -- events ----------------------------------------------------------------------------------
 
+    def clock_jumped(self, ticks: int) -> None:
+        """`ticks` more ticks passed while this core was not ticked (its process was stopped or
+        starved). They fire no timer, but they count for what time guarantees: a lease ends, a
+        vote refusal window closes. Without this a leader resumed from SIGSTOP would believe
+        its lease still held, though the others may have elected a new leader meanwhile."""
+        invariant(ticks >= 0, f"the clock cannot jump back ({ticks} ticks)")
+        self.tick_count += ticks
+
     def tick(self) -> None:
         """One unit of logical time has passed."""
         self.tick_count += 1
@@ -644,7 +652,8 @@ class RaftCore:
         prev_term = self.log.term_at(prev_index)
         invariant(prev_term is not None, f"leader lacks entry {prev_index} for {peer}")
         self._send(peer, AppendRequest(self.term, self.id, prev_index, prev_term,
-                                       tuple(entries), self.commit_index, self._read_seq))
+                                       tuple(entries), self.commit_index, self._read_seq,
+                                       self.lease_remaining_ticks() > 0))
 
     def _flush_appends(self) -> None:
         """Once per Ready: one AppendRequest (or window of them) per follower for this batch."""

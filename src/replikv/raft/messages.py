@@ -59,6 +59,9 @@ class AppendRequest:
     entries: tuple[Entry, ...]
     commit: int
     seq: int = 0
+    # The sender held a lease when it sent this: no other leader existed, so `commit` was the
+    # cluster's commit index then (followers measure their staleness by it).
+    lease: bool = False
 
 
 @dataclass(frozen=True, slots=True)

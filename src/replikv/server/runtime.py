@@ -210,15 +210,20 @@ class NodeServer(NodeView):
         self._wakeup.set()
 
     async def _tick_loop(self) -> None:
+        """Tick on the monotonic clock. After a stall (SIGSTOP, a long fsync or GC) the core
+        gets one tick carrying the number that passed, not a burst: timers fire once, and the
+        lease and vote-refusal windows still see how much time went by."""
         interval = self.settings.tick_ms / 1000
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        started = loop.time()
+        done = 0
         while True:
-            next_at += interval
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            if loop.time() - next_at > interval * 10:
-                next_at = loop.time()  # we were stalled; do not fire a burst of catch-up ticks
-            self.node.tick(now_ms())
+            await asyncio.sleep(max(0.0, started + (done + 1) * interval - loop.time()))
+            due = int((loop.time() - started) / interval)
+            if due <= done:
+                continue
+            self.node.tick(now_ms(), due - done)
+            done = due
             self._wakeup.set()
 
     # -- the Ready loop -----------------------------------------------------------------------

@@ -89,6 +89,8 @@ class SimNode:
     held: list[tuple] = field(default_factory=list)  # events that arrived while paused
     clock_skew_ms: int = 0
     was_leader_in: int = 0  # the last term we saw this node lead (for completeness checks)
+    resumed_at_ms: int = 0  # when it last resumed from a pause
+    paused_at_ms: int = 0
     elected_in: int = 0  # the last term on_leader was told this node leads
     leader_commit: int = 0  # its commit index when on_leader last heard of it
     commit_checked: int = 0
@@ -308,6 +310,7 @@ class SimCluster:
             self.faults_injected += 1
             self._note(f"PAUSE {node_id}")
             node.paused = True
+            node.paused_at_ms = self.now_ms
 
     def resume(self, node_id: str) -> None:
         node = self.nodes[node_id]
@@ -315,15 +318,17 @@ class SimCluster:
             return
         self._note(f"RESUME {node_id}")
         node.paused = False
+        node.resumed_at_ms = self.now_ms
         held, node.held = node.held, []
         ticked = False
         for event in held:
             if event[0] == "submit":
                 node.core.submit(event[3], event[4], self.node_now(node), event[5])
             elif event[0] == "tick":
-                if not ticked:  # timers that fired while stopped run once, as asyncio's do
-                    ticked = True
-                    node.core.tick(self.node_now(node))
+                if not ticked:  # timers that fired while stopped run once, as asyncio's do,
+                    ticked = True  # and the driver counts the ticks that passed meanwhile
+                    missed = (self.now_ms - node.paused_at_ms) // TICK_MS
+                    node.core.tick(self.node_now(node), max(1, missed))
                 self.schedule(self.now_ms + TICK_MS, ("tick", node.id, node.incarnation))
             elif event[0] == "deliver":
                 node.core.step(event[3], event[4], self.node_now(node))

@@ -20,6 +20,7 @@ with an unrecorded result: unknown as well.
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from replikv.check.history import Op
@@ -30,6 +31,7 @@ from replikv.sim.cluster import SimCluster
 KINDS = ("get", "set", "cas", "del", "incr")
 WEIGHTS = (40, 20, 15, 10, 15)
 WRITE_CONCERNS = (("majority", 60), ("all", 15), ("1", 25))
+SESSION_THINK_MS = (10, 60)  # between a pinned connection's reads
 READ_OPTIONS = ((("primary", "linearizable"), 40), (("nearest", "linearizable"), 30),
                 (("primary", "lease"), 15), (("nearest", "lease"), 15))
 
@@ -68,7 +70,15 @@ class Workload:
         self._seen: dict[bytes, bytes] = {}  # last value observed per key, for CAS
         self.stop_at_ms = 0
         self.acked_w1: list[bytes] = []  # values of SET/CAS acknowledged at w=1
-        self._session_reads: dict[tuple[str, int], int] = {}  # (node, req) -> incarnation
+        # (node, req) -> (incarnation, MAXSTALENESS of the read or None, when it was sent)
+        self._session_reads: dict[tuple[str, int], tuple[int, int | None, int]] = {}
+        self._incr_pending: set[tuple[str, int]] = set()
+        self._incr_acked: list[tuple[int, int]] = []  # (time acked, highest value acked by then)
+        # A follower's staleness is measured from when it processed news from the leader: the
+        # news is at most one network delay old.
+        faults = cluster.network.faults
+        self.staleness_slack_ms = faults.delay_ms_max + (
+            faults.delay_spike_ms if faults.spike else 0)
         self._floors: dict[str, int] = {}  # per pinned node: the highest counter read
         self._incarnations: dict[str, int] = {}
         cluster.on_reply = self._on_reply
@@ -96,12 +106,17 @@ class Workload:
             self._floors[node_id] = 0
         self._next_req += 1
         key = (node_id, self._next_req)
-        self._session_reads[key] = node.incarnation
-        self._session_incr()
-        if not self.cluster.submit(node_id, self._next_req, [b"GET", self.MONOTONIC_KEY],
-                                   self.LOCAL_NEAREST):
+        options = self.LOCAL_NEAREST
+        if self.rng.random() < 0.5:  # half the reads bound the replica's staleness
+            options = RequestOptions(read_preference="nearest", read_consistency="local",
+                                     max_staleness_ms=self.rng.choice((200, 600)))
+        self._session_reads[key] = (node.incarnation, options.max_staleness_ms,
+                                    self.cluster.now_ms)
+        if self.rng.random() < 0.5:
+            self._session_incr()
+        if not self.cluster.submit(node_id, key[1], [b"GET", self.MONOTONIC_KEY], options):
             del self._session_reads[key]
-            self._after(self.rng.randint(5, 40), lambda: self._session_read(node_id))
+            self._after(self.rng.randint(*SESSION_THINK_MS), lambda: self._session_read(node_id))
             return
         self._after(self.timeout_ms, lambda: self._session_timeout(key))
 
@@ -112,19 +127,46 @@ class Workload:
     def _session_incr(self) -> None:
         self._next_req += 1
         node = self.rng.choice(self.cluster.ids)
+        self._incr_pending.add((node, self._next_req))
         self.cluster.submit(node, self._next_req, [b"INCR", self.MONOTONIC_KEY])
 
+    def _on_incr_reply(self, value: object) -> None:
+        if type(value) is int:  # acknowledged: committed by now
+            best = max(value, self._incr_acked[-1][1]) if self._incr_acked else value
+            self._incr_acked.append((self.cluster.now_ms, best))
+
     def _on_session_read(self, node_id: str, req_id: int, value: object) -> None:
-        incarnation = self._session_reads.pop((node_id, req_id))
-        if incarnation == self.cluster.nodes[node_id].incarnation and not isinstance(
-                value, ErrorReply):
+        incarnation, bound_ms, sent_ms = self._session_reads.pop((node_id, req_id))
+        node = self.cluster.nodes[node_id]
+        if incarnation == node.incarnation and not isinstance(value, ErrorReply):
             seen = int(value) if value is not None else 0
             floor = self._floors.get(node_id, 0)
             if seen < floor:
                 self.unexpected.append(f"monotonic reads: a session on {node_id} read {seen} "
                                        f"after {floor}")
             self._floors[node_id] = max(floor, seen)
-        self._after(self.rng.randint(5, 40), lambda: self._session_read(node_id))
+            if bound_ms is not None:
+                self._check_staleness(node_id, seen, bound_ms, sent_ms)
+        self._after(self.rng.randint(*SESSION_THINK_MS), lambda: self._session_read(node_id))
+
+    def _check_staleness(self, node_id: str, seen: int, bound_ms: int, sent_ms: int) -> None:
+        """A read that MAXSTALENESS let through must include every increment acknowledged
+        more than bound + one network delay before it was sent (it ran at or after that; its
+        reply may leave later, after a slow fsync). A node that was just resumed from a pause
+        judges its staleness by news it processed late: the README documents that gap, and
+        such reads are not judged here."""
+        now = self.cluster.now_ms
+        node = self.cluster.nodes[node_id]
+        if now - node.resumed_at_ms < bound_ms + self.staleness_slack_ms + 1000:
+            return
+        cutoff = sent_ms - bound_ms - self.staleness_slack_ms
+        pos = bisect_right(self._incr_acked, (cutoff, float("inf")))
+        required = self._incr_acked[pos - 1][1] if pos else 0
+        if seen < required:
+            self.unexpected.append(
+                f"max staleness: {node_id} answered {seen} under MAXSTALENESS {bound_ms} ms, "
+                f"but {required} was acknowledged {now - self._incr_acked[pos - 1][0]} ms "
+                f"before")
 
     def _after(self, delay_ms: int, fn) -> None:
         self.cluster.schedule(self.cluster.now_ms + delay_ms, ("call", fn))
@@ -169,6 +211,10 @@ class Workload:
             self._complete(call, "unknown", None)
 
     def _on_reply(self, node: str, req_id: int, value: object) -> None:
+        if (node, req_id) in self._incr_pending:
+            self._incr_pending.discard((node, req_id))
+            self._on_incr_reply(value)
+            return
         if (node, req_id) in self._session_reads:
             self._on_session_read(node, req_id, value)
             return
