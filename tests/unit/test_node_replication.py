@@ -282,3 +282,20 @@ def test_a_session_reads_its_own_w1_write_on_a_follower():
     assert c.call(f, "SET", "k", "mine", options=W1, session=3) == OK
     # A local read on the same connection waits until this node has applied that write.
     assert c.call(f, "GET", "k", options=NEAREST_LOCAL, session=3) == b"mine"
+
+
+def test_a_leader_stopped_longer_than_its_lease_knows_it_has_none():
+    c = Cluster()
+    leader = c.elect()
+    c.call(leader, "SET", "k", "v")
+    settle(c, 2)
+    node = c.nodes[leader]
+    assert node.raft.lease_remaining_ticks() > 0 and node.staleness_ms() == 0
+    # The process was stopped for 20 ticks: the driver hands over one tick carrying them all.
+    node.tick(c.now_ms + 20 * 50, ticks=20)
+    assert node.raft.lease_remaining_ticks() == 0
+    assert node.staleness_ms() is None  # a bounded local read here now answers STALE
+    follower = c.nodes[followers(c, leader)[0]]
+    assert follower.raft.refuses_votes()
+    follower.tick(c.now_ms + 20 * 50, ticks=20)  # its vote-refusal window passed meanwhile
+    assert not follower.raft.refuses_votes()
