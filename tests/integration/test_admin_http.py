@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from .cluster import HOST, Cluster
+from .cluster import HOST, Cluster, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -59,3 +59,50 @@ def test_bad_admin_requests_get_4xx_and_change_nothing(shared_cluster):
     assert http(shared_cluster, "n1", b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n")[0] == 400
     assert get(shared_cluster, "n1", "/health")[0] == 200
     assert shared_cluster.client("n1").ping() is True
+
+
+def test_primary_and_replica_answer_what_a_load_balancer_needs(shared_cluster):
+    leader = shared_cluster.leader()
+    followers = [i for i in shared_cluster.ids if i != leader]
+    code, body = get(shared_cluster, leader, "/primary")
+    assert code == 200 and body["role"] == "leader"
+    code, body = get(shared_cluster, leader, "/replica")
+    assert code == 503 and "leader" in body["reason"]
+    for f in followers:
+        code, body = get(shared_cluster, f, "/primary")
+        assert code == 503 and body["leader"] == leader
+        # Caught up as of the leader's last heartbeat (its staleness is unknown until the
+        # first heartbeat sent under the new leader's lease arrives).
+        wait_until(lambda f=f: get(shared_cluster, f, "/replica?max_lag_ms=2000")[0] == 200,
+                   timeout_s=3.0, what=f"{f} to pass /replica")
+        code, body = get(shared_cluster, f, "/replica?max_lag_ms=2000")
+        assert code == 200 and body["staleness_ms"] <= 2000, body
+    for bad in ("/replica?max_lag_ms=soon", "/replica?max_lag_ms=-1",
+                f"/replica?max_lag_ms={10**12}"):
+        code, body = get(shared_cluster, followers[0], bad)
+        assert code == 400 and "max_lag_ms" in body["error"]
+
+
+def test_a_cut_off_replica_and_a_cut_off_primary_fail_their_checks(make_cluster):
+    cluster = make_cluster(3)
+    leader = cluster.leader()
+    reader, other = [i for i in cluster.ids if i != leader]
+    cluster.pause(other)
+    cluster.pause(reader)
+    try:
+        # The leader loses its quorum: within a lease it stops claiming to be the primary.
+        wait_until(lambda: get(cluster, leader, "/primary")[0] == 503, timeout_s=3.0,
+                   what="the isolated leader to fail /primary")
+    finally:
+        cluster.resume(reader)
+    cluster.pause(leader)
+    try:
+        # The reader hears from no leader: past the bound it stops passing /replica.
+        wait_until(lambda: get(cluster, reader, "/replica?max_lag_ms=300")[0] == 503,
+                   timeout_s=3.0, what="the cut-off replica to fail /replica")
+    finally:
+        cluster.resume(leader)
+        cluster.resume(other)
+    new_leader = cluster.leader()
+    wait_until(lambda: get(cluster, new_leader, "/primary")[0] == 200, timeout_s=5.0,
+               what="the leader to pass /primary again")

@@ -4,7 +4,14 @@ A deliberately small HTTP/1.1 server on asyncio streams (GET only, one request p
 bounded request size) so the node needs no web framework:
 
     GET /health   200 while the process serves
+    GET /primary  200 only on the leader while it holds its lease (a quorum answered it
+                  lately, so no other leader exists); 503 otherwise
+    GET /replica  200 only on a follower within ?max_lag_ms= (default 5000) of the primary,
+                  by its staleness estimate (see NodeCore.staleness_ms); 503 otherwise
     GET /status   200, JSON: role, term, indexes, members, per-follower progress
+
+Load balancers route writes by /primary and reads by /replica or /primary (see
+`replikv haproxy-config`); a 503 body says why, for the operator reading a health-check log.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
 
 from replikv.config import Address
 
@@ -23,6 +31,8 @@ log = logging.getLogger("replikv.admin")
 
 MAX_REQUEST_BYTES = 16 * 1024
 REQUEST_TIMEOUT_S = 5.0
+REPLICA_MAX_LAG_MS_DEFAULT = 5000
+REPLICA_MAX_LAG_MS_MAX = 24 * 3600 * 1000
 
 
 class AdminServer:
@@ -48,7 +58,8 @@ class AdminServer:
             elif parts[0] != "GET":
                 status, body = 405, {"error": "only GET is supported"}
             else:
-                status, body = self.route(parts[1].split("?", 1)[0])
+                path, _, query = parts[1].partition("?")
+                status, body = self.route(path, query)
         except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError,
                 ConnectionError, ValueError):
             status, body = 400, {"error": "bad request"}
@@ -63,12 +74,54 @@ class AdminServer:
         finally:
             writer.close()
 
-    def route(self, path: str) -> tuple[int, dict]:
+    def route(self, path: str, query: str = "") -> tuple[int, dict]:
         if path == "/health":
             return 200, {"status": "ok", "id": self.node.node_id}
         if path == "/status":
             return 200, self.node.status()
-        return 404, {"error": f"no such endpoint {path}; try /health or /status"}
+        if path == "/primary":
+            return self._primary()
+        if path == "/replica":
+            try:
+                max_lag_ms = _query_int(query, "max_lag_ms", REPLICA_MAX_LAG_MS_DEFAULT,
+                                        REPLICA_MAX_LAG_MS_MAX)
+            except ValueError as e:
+                return 400, {"error": str(e)}
+            return self._replica(max_lag_ms)
+        return 404, {"error": f"no such endpoint {path}; try /health, /primary, /replica or "
+                              f"/status"}
+
+    def _primary(self) -> tuple[int, dict]:
+        raft = self.node.node.raft
+        body = {"id": self.node.node_id, "role": raft.role.value, "term": raft.term,
+                "leader": raft.leader_id}
+        if not raft.is_leader:
+            return 503, {**body, "reason": "not the leader"}
+        if raft.lease_remaining_ticks() <= 0:
+            return 503, {**body, "reason": "leader without a quorum lately (no lease)"}
+        return 200, body
+
+    def _replica(self, max_lag_ms: int) -> tuple[int, dict]:
+        node = self.node.node
+        staleness_ms = node.staleness_ms()
+        body = {"id": self.node.node_id, "role": node.raft.role.value,
+                "leader": node.raft.leader_id, "staleness_ms": staleness_ms,
+                "max_lag_ms": max_lag_ms}
+        if node.raft.is_leader:
+            return 503, {**body, "reason": "the leader (ask /primary)"}
+        if staleness_ms is None or staleness_ms > max_lag_ms:
+            return 503, {**body, "reason": "further behind the primary than max_lag_ms"}
+        return 200, body
+
+
+def _query_int(query: str, name: str, default: int, maximum: int) -> int:
+    values = parse_qs(query, max_num_fields=8).get(name)
+    if not values:
+        return default
+    raw = values[-1]
+    if not raw.isdigit() or int(raw) > maximum:
+        raise ValueError(f"{name} must be a whole number of milliseconds in 0..{maximum}")
+    return int(raw)
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
