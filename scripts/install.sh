@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs replikv into ./.venv, and redis-cli (Debian's redis-tools) if it is missing.
+# Installs replikv into ./.venv, and redis-cli (Debian's redis-tools) if it is missing;
+# with --test, haproxy too.
 #   scripts/install.sh          what running a cluster needs
 #   scripts/install.sh --test   also what the tests need
 set -euo pipefail
@@ -36,6 +37,19 @@ if ! command -v redis-cli >/dev/null 2>&1; then
   else
     echo "warning: no apt-get here; install redis-cli (redis-tools) yourself" >&2
     [ "$want_tests" = 1 ] && exit 1
+  fi
+fi
+# haproxy: tests/integration/test_haproxy.py runs the config `replikv haproxy-config` prints.
+if [ "$want_tests" = 1 ] && ! command -v haproxy >/dev/null 2>&1; then
+  echo "==> installing haproxy (Debian package haproxy)"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo"
+  if command -v apt-get >/dev/null 2>&1; then
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq haproxy >/dev/null
+  else
+    echo "warning: no apt-get here; install haproxy yourself" >&2
+    exit 1
   fi
 fi
 echo "==> ready: $(.venv/bin/replikv --version), $(redis-cli --version 2>/dev/null || echo 'no redis-cli')"

@@ -381,6 +381,71 @@ def _status_lag(body: dict) -> str:
     return f"staleness {staleness_ms} ms"
 
 
+# `replikv cluster up` with its defaults: node i has client port 7000+i and admin 7200+i.
+_LOCAL_CLUSTER_NODES = ("n1=127.0.0.1:7001:7201,n2=127.0.0.1:7002:7202,"
+                        "n3=127.0.0.1:7003:7203")
+
+
+@main.command("haproxy-config", context_settings=CONTEXT)
+@click.option("--nodes", "nodes_spec", default=_LOCAL_CLUSTER_NODES, show_default=True,
+              help="Every node as ID=HOST:CLIENTPORT:ADMINPORT, comma-separated (its --listen "
+                   "port and its --admin port). The default is the local cluster of "
+                   "`replikv cluster up`.")
+@click.option("--bind", "bind_host", default="127.0.0.1", show_default=True,
+              help="Address HAProxy listens on for clients.")
+@click.option("--write-port", type=click.IntRange(1, 65535), default=6379, show_default=True,
+              help="HAProxy's port leading to the primary.")
+@click.option("--read-port", type=click.IntRange(1, 65535), default=6380, show_default=True,
+              help="HAProxy's port balanced over fresh replicas and the primary.")
+@click.option("--max-lag-ms", type=click.IntRange(0), default=5000, show_default=True,
+              help="A replica further behind the primary than this gets no reads.")
+def haproxy_config_command(nodes_spec: str, bind_host: str, write_port: int, read_port: int,
+                           max_lag_ms: int) -> None:
+    """Print an HAProxy (2.6+) config that sends writes to the primary and spreads reads.
+
+    \b
+    HAProxy learns the roles from each node's admin port (GET /primary, GET /replica), so
+    clients keep one address across failovers.
+
+    \b
+    Examples:
+      replikv haproxy-config > replikv.cfg && haproxy -f replikv.cfg
+      replikv haproxy-config --bind 0.0.0.0 \\
+        --nodes n1=10.0.0.1:7001:7201,n2=10.0.0.2:7001:7201,n3=10.0.0.3:7001:7201
+    """
+    from replikv.haproxy import haproxy_config
+
+    nodes = _parse_haproxy_nodes(nodes_spec)
+    try:
+        text = haproxy_config(nodes, bind_host=bind_host, write_port=write_port,
+                              read_port=read_port, max_lag_ms=max_lag_ms)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(text, nl=False)
+
+
+def _parse_haproxy_nodes(spec: str) -> list[tuple[str, str, int, int]]:
+    from replikv.haproxy import NODES_MAX
+
+    items = [item.strip() for item in spec.split(",") if item.strip()]
+    if not items:
+        raise click.BadParameter("give at least one ID=HOST:CLIENTPORT:ADMINPORT",
+                                 param_hint="--nodes")
+    if len(items) > NODES_MAX:
+        raise click.BadParameter(f"at most {NODES_MAX} nodes", param_hint="--nodes")
+    nodes = []
+    for item in items:
+        node_id, eq, address = item.partition("=")
+        parts = address.rsplit(":", 2)  # the host may be an IPv6 address, colons and all
+        if (not eq or not node_id or len(parts) != 3 or not parts[0]
+                or not all(p.isdigit() and 0 < int(p) < 65536 for p in parts[1:])):
+            raise click.BadParameter(
+                f"{item!r} is not ID=HOST:CLIENTPORT:ADMINPORT (e.g. n1=127.0.0.1:7001:7201)",
+                param_hint="--nodes")
+        nodes.append((node_id, parts[0], int(parts[1]), int(parts[2])))
+    return nodes
+
+
 DEFAULT_DATA_DIR = Path("replikv-data")  # where `replikv cluster up` puts its nodes
 _SHOW_ARG_BYTES = 200  # `rollback show` cuts each argument to this unless --full
 
