@@ -34,7 +34,8 @@ import redis
 from replikv.check.history import HistoryRecorder
 from replikv.check.linearizability import check_history, format_result
 
-from .cluster import PYTHON, Cluster, client_without_retries, raw_command, wait_until
+from .cluster import PYTHON, Cluster, raw_command, wait_until
+from .history_clients import HistoryWorkload, run_history_clients
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -81,71 +82,6 @@ HISTORY_CLIENTS = 4
 HISTORY_KEYS = [b"h0", b"h1", b"h2"]
 HISTORY_LOAD_S = 4.0
 HISTORY_WTIMEOUT_MS = 400
-MAX_OPS_PER_CLIENT = 5000
-
-
-def _history_client(cluster: Cluster, recorder: HistoryRecorder, client: int, w: str,
-                    stop: threading.Event, seed: int) -> None:
-    """get / set / cas / del / incr through random nodes; writes at write concern `w`, a third
-    of the reads with the leader's lease instead of a ReadIndex round."""
-    rng = random.Random(seed)
-    conns = {i: client_without_retries(cluster.port(i), socket_timeout=3.0) for i in cluster.ids}
-    with_w = ["REPLIKV", "WITH", "W", w, "WTIMEOUT", str(HISTORY_WTIMEOUT_MS)]
-    counter = 0
-    try:
-        for _ in range(MAX_OPS_PER_CLIENT):
-            if stop.is_set():
-                break
-            kind = rng.choices(["get", "set", "cas", "del", "incr"], [35, 25, 15, 10, 15])[0]
-            key = rng.choice(HISTORY_KEYS)
-            value = expected = None
-            if kind in ("set", "cas"):
-                counter += 1
-                value = b"%d" % (client * 1_000_000 + counter)
-            if kind == "cas":
-                expected = b"%d" % rng.randint(0, 3)
-            r = conns[rng.choice(cluster.ids)]
-            handle = recorder.invoke(client, key, kind, value, expected,
-                                     now_ns=time.monotonic_ns())
-            try:
-                if kind == "get":
-                    if rng.random() < 1 / 3:
-                        result = r.execute_command("REPLIKV", "WITH", "CONSISTENCY", "lease",
-                                                   "GET", key)
-                    else:
-                        result = r.get(key)
-                elif kind == "set":
-                    assert r.execute_command(*with_w, "SET", key, value) == b"OK"
-                    result = None
-                elif kind == "cas":
-                    reply = r.execute_command(*with_w, "SET", key, value, "IFEQ", expected)
-                    assert reply in (b"OK", None), reply
-                    result = reply is not None
-                elif kind == "del":
-                    result = r.execute_command(*with_w, "DEL", key)
-                else:
-                    result = r.execute_command(*with_w, "INCR", key)
-            except redis.ResponseError as e:
-                text = str(e)
-                if isinstance(e, redis.exceptions.TryAgainError) or text.startswith("TRYAGAIN"):
-                    outcome, result = "fail", None
-                elif text.startswith("UNKNOWN"):
-                    outcome, result = "unknown", None
-                elif text.startswith("WTIMEOUT") and w == "all" and kind != "get":
-                    # Committed on a majority, but its reply (a count, a nil) is not known.
-                    outcome, result = "unknown", "WTIMEOUT"
-                else:
-                    raise AssertionError(f"unexpected error reply to {kind} at w={w}: "
-                                         f"{text}") from None
-                recorder.complete(handle, outcome, result, time.monotonic_ns())
-            except (redis.ConnectionError, redis.TimeoutError):
-                recorder.complete(handle, "unknown", None, time.monotonic_ns())
-                time.sleep(0.05)
-            else:
-                recorder.complete(handle, "ok", result, time.monotonic_ns())
-    finally:
-        for c in conns.values():
-            c.close()
 
 
 def _final_reads(cluster: Cluster, recorder: HistoryRecorder, client: int) -> None:
@@ -166,21 +102,13 @@ def test_acknowledged_writes_survive_kill9_of_the_leader(make_cluster, mode: str
     print(f"seed {seed} (set REPLIKV_TEST_SEED to replay)")
     cluster = make_cluster(3, extra_args=[*replikv_args(mode), "--request-timeout-ms", "1500"])
     recorder = HistoryRecorder()
-    stop = threading.Event()
-    errors: list[BaseException] = []
+    workload = HistoryWorkload(
+        keys=tuple(HISTORY_KEYS), weights=(35, 25, 15, 10, 15), lease_read_share=1 / 3,
+        write_prefix=("REPLIKV", "WITH", "W", w, "WTIMEOUT", str(HISTORY_WTIMEOUT_MS)),
+        socket_timeout_s=3.0)
 
-    def run(c: int) -> None:
-        try:
-            _history_client(cluster, recorder, c, w, stop, seed=seed * 10 + c)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the test below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(c,), daemon=True)
-               for c in range(HISTORY_CLIENTS)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    try:
+    def faults() -> None:
+        started = time.monotonic()
         time.sleep(0.8)
         leader = cluster.leader()
         cluster.kill9(leader)
@@ -188,12 +116,8 @@ def test_acknowledged_writes_survive_kill9_of_the_leader(make_cluster, mode: str
         time.sleep(1.5)
         cluster.start(leader)
         time.sleep(max(0.0, HISTORY_LOAD_S - (time.monotonic() - started)))
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=20)
-    assert not any(t.is_alive() for t in threads), "a client thread did not stop"
-    assert not errors, errors[0]
+
+    run_history_clients(cluster, recorder, HISTORY_CLIENTS, workload, seed=seed, faults=faults)
     wait_caught_up(cluster)
     _final_reads(cluster, recorder, HISTORY_CLIENTS)
 

@@ -361,6 +361,35 @@ class Cluster:
         return [i for i in self.live if self.cores[i].is_leader]
 
 
+def random_fault(c: Cluster, rng: random.Random, action: str) -> bool:
+    """The fault actions random schedules share: drop or replay a message, crash or restart a
+    node, partition or heal, start a leadership transfer. False if `action` is none of them
+    (or has nothing to act on)."""
+    live = c.live
+    if action == "drop" and c.network:
+        c.network.pop(rng.randrange(len(c.network)))
+    elif action == "replay" and c.sent:
+        # A long-delayed duplicate of any message sent so far.
+        c.network.append(c.sent[rng.randrange(len(c.sent))])
+    elif action == "crash" and live:
+        c.crash(rng.choice(live))
+    elif action == "restart" and c.down:
+        c.restart(rng.choice(sorted(c.down)))
+    elif action == "partition":
+        if c.blocked or rng.random() < 0.3:
+            c.heal()
+        else:
+            nodes = list(c.ids)
+            rng.shuffle(nodes)
+            cut = rng.randrange(1, len(nodes))
+            c.partition(set(nodes[:cut]), set(nodes[cut:]))
+    elif action == "transfer" and live:
+        c[rng.choice(live)].transfer_leadership(rng.choice(c.ids))
+    else:
+        return False
+    return True
+
+
 def check_durable_before_sent(disk: Disk, env: Envelope) -> None:
     """A vote or an acknowledgement must not leave before what it promises is on disk.
 

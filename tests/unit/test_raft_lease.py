@@ -35,6 +35,7 @@ from .raft_harness import (
     make_core,
     make_leader,
     persist,
+    random_fault,
     sent,
     settle,
     wait_out_start_up_window,
@@ -338,10 +339,6 @@ def run_lease_schedule(seed: int, steps: int = LEASE_STEPS) -> int:
         try:
             if action == "deliver" and c.network:
                 c.deliver_at(rng.randrange(len(c.network)), keep=rng.random() < 0.1)
-            elif action == "drop" and c.network:
-                c.network.pop(rng.randrange(len(c.network)))
-            elif action == "replay" and c.sent:
-                c.network.append(c.sent[rng.randrange(len(c.sent))])
             elif action == "tick":
                 c.tick()
             elif action == "propose" and live:
@@ -355,20 +352,7 @@ def run_lease_schedule(seed: int, steps: int = LEASE_STEPS) -> int:
                 served += lease and c[node].lease_remaining_ticks() > 0
                 mon.request_read(node, f"r{reads}", lease=lease)
                 c.flush(node)
-            elif action == "crash" and live:
-                c.crash(rng.choice(live))
-            elif action == "restart" and c.down:
-                c.restart(rng.choice(sorted(c.down)))
-            elif action == "partition":
-                if c.blocked or rng.random() < 0.3:
-                    c.heal()
-                else:
-                    nodes = list(c.ids)
-                    rng.shuffle(nodes)
-                    cut = rng.randrange(1, len(nodes))
-                    c.partition(set(nodes[:cut]), set(nodes[cut:]))
-            elif action == "transfer" and live:
-                c[rng.choice(live)].transfer_leadership(rng.choice(c.ids))
+            elif random_fault(c, rng, action) and action == "transfer":
                 c.flush()
             mon.check()
             mon.check_leases()

@@ -37,6 +37,7 @@ from .raft_harness import (
     log_entries,
     make_core,
     persist,
+    random_fault,
     sent,
 )
 
@@ -91,11 +92,6 @@ class Schedule:
         if action == "deliver" and c.network:
             c.deliver_at(rng.randrange(len(c.network)), keep=rng.random() < 0.1,
                          flush=rng.random() < 0.8)
-        elif action == "drop" and c.network:
-            c.network.pop(rng.randrange(len(c.network)))
-        elif action == "replay" and c.sent:
-            # A long-delayed duplicate of any message sent so far.
-            c.network.append(c.sent[rng.randrange(len(c.sent))])
         elif action == "tick" and live:
             node = rng.choice(live)
             c[node].tick()
@@ -109,20 +105,8 @@ class Schedule:
         elif action == "read" and live:
             self.reads += 1
             self.mon.request_read(rng.choice(live), f"r{self.reads}")
-        elif action == "crash" and live:
-            c.crash(rng.choice(live))
-        elif action == "restart" and c.down:
-            c.restart(rng.choice(sorted(c.down)))
-        elif action == "partition":
-            if c.blocked or rng.random() < 0.3:
-                c.heal()
-            else:
-                nodes = list(c.ids)
-                rng.shuffle(nodes)
-                cut = rng.randrange(1, len(nodes))
-                c.partition(set(nodes[:cut]), set(nodes[cut:]))
-        elif action == "transfer" and live:
-            c[rng.choice(live)].transfer_leadership(rng.choice(c.ids))
+        elif random_fault(c, rng, action):
+            pass
         elif action == "begin" and live:
             c.begin_ready(rng.choice(live))
         elif action == "finish" and c.in_flight:
