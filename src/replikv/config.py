@@ -18,8 +18,7 @@ from replikv.concerns import (
     RequestOptions,
 )
 from replikv.limits import DEFAULT_LIMITS, Limits
-
-REPLICATION_MODES = ("passive", "active")
+from replikv.node import REPLICATION_MODES
 
 # When a node's log reaches the disk; see NodeSettings.fsync.
 FSYNC_MODES = ("always", "batch", "never")

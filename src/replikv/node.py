@@ -530,16 +530,8 @@ class NodeCore:
         key = (m.src, m.req_id)
         if key in self._recent_forwards:
             return  # a duplicate delivery: the first copy is already proposed (or answered)
-        if not self.raft.is_leader:
-            self._send(m.src, ForwardReply(self.id, m.req_id, None, not_leader=True))
-            return
-        argv = list(m.argv)
-        try:
-            spec, _ = parse_command(argv)
-            if spec.kind != "write":
-                raise CommandError("ERR only writes are forwarded as writes")
-        except CommandError as e:
-            self._send(m.src, ForwardReply(self.id, m.req_id, e.reply()))
+        argv = self._accept_forwarded(m, "write")
+        if argv is None:
             return
         outcome = self._propose_command(argv, ("remote", m.src, m.req_id), m.options)
         if outcome is None:  # leadership transfer in progress
@@ -552,17 +544,25 @@ class NodeCore:
         if len(self._recent_forwards) > RECENT_FORWARDS_MAX:
             self._recent_forwards.popitem(last=False)
 
-    def _on_forwarded_read(self, m: ForwardRequest) -> None:
+    def _accept_forwarded(self, m: ForwardRequest, kind: str) -> list[bytes] | None:
+        """The argv of a forwarded command this leader will run; None once it has answered
+        the origin instead (not the leader, or a command that is not a valid `kind`)."""
         if not self.raft.is_leader:
             self._send(m.src, ForwardReply(self.id, m.req_id, None, not_leader=True))
-            return
+            return None
         argv = list(m.argv)
         try:
             spec, _ = parse_command(argv)
-            if spec.kind != "read":
-                raise CommandError("ERR only reads are forwarded as reads")
+            if spec.kind != kind:
+                raise CommandError(f"ERR only {kind}s are forwarded as {kind}s")
         except CommandError as e:
             self._send(m.src, ForwardReply(self.id, m.req_id, e.reply()))
+            return None
+        return argv
+
+    def _on_forwarded_read(self, m: ForwardRequest) -> None:
+        argv = self._accept_forwarded(m, "read")
+        if argv is None:
             return
         req = _Request(self._new_internal_id(), argv, "read", m.options, None,
                        self.now_ms + self.config.request_timeout_ms, reply_to=(m.src, m.req_id))

@@ -305,6 +305,12 @@ def _is_expiry(value: object) -> bool:
     return value is None or (type(value) is int and _INT64_MIN <= value <= _INT64_MAX)
 
 
+def _check_effects(effects: object) -> None:
+    invariant(type(effects) is list, "effects must be a list")
+    for index, effect in enumerate(effects):
+        _check_effect(index, effect)
+
+
 def _check_effect(index: int, effect: object) -> None:
     where = f"effect {index}"
     invariant(type(effect) is list and len(effect) >= 1, f"{where}: not a non-empty list")
@@ -398,9 +404,7 @@ class KVState:
         or runs a command. The whole list is checked before anything changes; malformed input or
         effects that contradict this state (adding members to a string) are an
         InvariantViolation: the log is corrupt or the replicas diverged."""
-        invariant(type(effects) is list, "effects must be a list")
-        for index, effect in enumerate(effects):
-            _check_effect(index, effect)
+        _check_effects(effects)
         self._new_change()
         for effect in effects:
             self._apply_effect(effect)
@@ -408,9 +412,7 @@ class KVState:
     def apply_effects_recorded(self, effects: list[list]) -> Undo:
         """`apply_effects` that can be undone: for a node that applies an entry it may later
         have to discard (an uncommitted entry of an earlier leader)."""
-        invariant(type(effects) is list, "effects must be a list")
-        for index, effect in enumerate(effects):
-            _check_effect(index, effect)
+        _check_effects(effects)
 
         def apply_all() -> None:
             for effect in effects:

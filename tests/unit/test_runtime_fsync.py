@@ -6,7 +6,6 @@ batch: the hard state only, the log later by `_sync_wal`; never: nothing at all.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,14 @@ from replikv.raft.core import Ready
 from replikv.server.runtime import NodeServer
 from replikv.storage.hardstate import HardState, load_hard_state
 
+from .fsync_recorder import record_fsyncs
+
 PEERS = "n1=127.0.0.1:7101,n2=127.0.0.1:7102,n3=127.0.0.1:7103"
 
 
 @pytest.fixture
 def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd: int) -> None:
-        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording_fsync)
-    return calls
+    return record_fsyncs(monkeypatch)
 
 
 def server(tmp_path: Path, mode: str) -> NodeServer:

@@ -9,17 +9,7 @@ import pytest
 
 from replikv.storage.files import create_directory, write_file_atomically
 
-
-def record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd: int) -> None:
-        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording_fsync)
-    return calls
+from .fsync_recorder import record_fsyncs
 
 
 def test_write_file_atomically_replaces_and_leaves_no_tmp(tmp_path: Path) -> None:

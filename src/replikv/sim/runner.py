@@ -24,6 +24,7 @@ import msgpack
 
 from replikv.check.linearizability import check_history, format_result
 from replikv.invariants import InvariantViolation
+from replikv.node import REPLICATION_MODES
 from replikv.replies import ErrorReply
 from replikv.sim.cluster import START_MS, DriverOptions, SimCluster, SimViolation
 from replikv.sim.network import NetworkFaults
@@ -74,7 +75,7 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
                             spike=rng.choice((0.0, 0.02)))
     disk = "disk" in enabled
     ids = tuple(f"n{i + 1}" for i in range(config.nodes))
-    replication = config.replication or rng.choice(("passive", "active"))
+    replication = config.replication or rng.choice(REPLICATION_MODES)
     cluster = SimCluster(ids, seed=rng.getrandbits(64), network=net, replication=replication,
                          disk_latency_ms=(1, 20) if disk else (1, 5),
                          disk_spike=0.02 if disk else 0.0,
