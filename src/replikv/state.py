@@ -54,6 +54,23 @@ list twice leaves the state it leaves applied once. Member lists are non-empty, 
 in the order the leader added or removed them; replaying them performs the same appends and
 swap-removes, so a backup's set keeps its members at the leader's positions. An error reply has
 no effects beyond the expired keys dropped before the command ran (which are [2, key]).
+
+Snapshots (for log compaction, catching up a follower, backups). `begin_snapshot` returns a
+cursor over the logical state at that instant, and `next_batch` hands it out a bounded batch at
+a time as item records (the item shapes of `replikv.storage.snapshot`), so a million keys never
+stall the event loop. Nothing is copied up front: copy-on-write works per shard. Before anything
+changes a shard (a binding, an expiry, a set member, an undo of any of those) that the cursor has
+not captured yet, the state hands the shard's current contents to the cursor, which keeps them
+until it emits them; a shard is captured at most once. With no snapshot running that hook costs
+one attribute test. FLUSHALL copies nothing: it swaps in new shard dicts and leaves the old ones
+untouched, so the cursor keeps reading the old ones and stops watching the state until an undo of
+that flush swaps its shards back in (see `_follow_snapshot_source`). Items come out in digest
+order (shard by shard, keys sorted), so the cursor also computes the digest of the state it
+describes, for the restoring side to check, and two replicas with the same state write the same
+items. `restore_records` (or `from_records`) rebuilds a state from them: same digest, same set
+member positions, same expiry listing; only a set's bucket count (which SSCAN's paging follows)
+is the one its size implies rather than whatever its history left, which SSCAN's guarantees
+allow.
 """
 
 from __future__ import annotations
@@ -64,10 +81,18 @@ import random
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from typing import Self
 
 from replikv.commands import keys_of, parse_command
 from replikv.invariants import invariant
 from replikv.replies import WRONG_TYPE, CommandError
+from replikv.storage.snapshot import (
+    BATCH_BYTES_TARGET,
+    ITEM_SET,
+    ITEM_SET_CHUNK_BYTES_MAX,
+    ITEM_SET_MORE,
+    ITEM_STRING,
+)
 
 SHARD_COUNT = 4096  # a power of two: the shard is crc32(key) & (SHARD_COUNT - 1)
 
@@ -121,8 +146,8 @@ _EFFECT_LENGTHS = {
 # Undo log entry tags. An entry is a tuple; undo applies a log's entries in reverse.
 _UNDO_BIND = 0  # (tag, key, value or None, expire_at_ms or None): the key's whole binding
 _UNDO_EXPIRE = 1  # (tag, key, expire_at_ms or None): the expiry of a key that stays bound
-_UNDO_APPEND = 2  # (tag, set, member): the member was appended to a bound set
-_UNDO_REMOVE = 3  # (tag, set, member, position): swap-removed from a bound set
+_UNDO_APPEND = 2  # (tag, key, set, member): the member was appended to the set bound to key
+_UNDO_REMOVE = 3  # (tag, key, set, member, position): swap-removed from the set bound to key
 _UNDO_REBUCKET = 4  # (tag, set, buckets, mask): the set's bucket index was rebuilt
 _UNDO_FLUSH = 5  # (tag, shards, expires, heap, key_count, data_bytes, set_count, member_count)
 
@@ -130,9 +155,49 @@ _U64 = (1 << 64) - 1
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 
+# What a snapshot item costs in a batch beyond its key and value bytes (msgpack headers, the
+# kind, the expiry), and what each set member adds beyond its bytes: for batch sizing only.
+_ITEM_OVERHEAD_BYTES = 16
+_MEMBER_OVERHEAD_BYTES = 5
+
+_pack_digest_header = struct.Struct(">BQQ").pack
+_pack_digest_length = struct.Struct(">Q").pack
+_pack_digest_expiry = struct.Struct(">Bq").pack
+
 
 def shard_of(key: bytes) -> int:
     return zlib.crc32(key) & (SHARD_COUNT - 1)
+
+
+def _new_digest(key_count: int) -> hashlib.blake2b:
+    checksum = hashlib.blake2b(DIGEST_FORMAT, digest_size=16)
+    checksum.update(_pack_digest_length(key_count))
+    return checksum
+
+
+def _digest_key(
+    update: Callable[[bytes], None],
+    key: bytes,
+    value: bytes | SetValue | list[bytes],
+    expire_at_ms: int | None,
+) -> None:
+    """Feed one key's binding to a digest: shared by `KVState.digest` and the snapshot cursor,
+    which must produce the very same byte stream. A set's members go in sorted, whatever their
+    positions, so that two replicas that built it in different orders agree."""
+    if type(value) is bytes:
+        update(_pack_digest_header(1, len(key), len(value)))
+        update(key)
+        update(value)
+    else:
+        update(_pack_digest_header(2, len(key), len(value)))
+        update(key)
+        for member in sorted(value):  # type: ignore[type-var]
+            update(_pack_digest_length(len(member)))
+            update(member)
+    if expire_at_ms is None:
+        update(b"\x00")
+    else:
+        update(_pack_digest_expiry(1, expire_at_ms))
 
 
 def _reverse_bits64(value: int) -> int:
@@ -356,6 +421,8 @@ class KVState:
         "_set_count",
         "_set_member_count",
         "_shards",
+        "_snapshot",
+        "_snapshot_cursor",
     )
 
     def __init__(self) -> None:
@@ -374,6 +441,11 @@ class KVState:
         # `undo` can insist it reverts the change in effect and nothing newer.
         self._changes_made = 0
         self._change_id = 0
+        # The open snapshot cursor, if any, and the same cursor only while it is watching this
+        # state's shards (None while a FLUSHALL has swapped them out): every change tests
+        # `_snapshot` first, so with no snapshot running copy-on-write costs one attribute test.
+        self._snapshot_cursor: StateSnapshotCursor | None = None
+        self._snapshot: StateSnapshotCursor | None = None
 
     # ---- the replicated and local entry points ----
 
@@ -505,33 +577,14 @@ class KVState:
         order and each set's members sorted, and a key's shard depends only on the key. So two
         replicas that built the same set in different orders agree. Every field is
         length-prefixed and typed so no two different states produce the same byte stream."""
-        checksum = hashlib.blake2b(DIGEST_FORMAT, digest_size=16)
-        checksum.update(struct.pack(">Q", self._key_count))
+        checksum = _new_digest(self._key_count)
         update = checksum.update
-        pack_header = struct.Struct(">BQQ").pack
-        pack_length = struct.Struct(">Q").pack
-        pack_expiry = struct.Struct(">Bq").pack
         expires = self._expires
         for shard in self._shards:
             if not shard:
                 continue
             for key in sorted(shard):
-                value = shard[key]
-                if type(value) is bytes:
-                    update(pack_header(1, len(key), len(value)))
-                    update(key)
-                    update(value)
-                else:
-                    update(pack_header(2, len(key), len(value)))
-                    update(key)
-                    for member in sorted(value):  # type: ignore[type-var]
-                        update(pack_length(len(member)))
-                        update(member)
-                expire_at_ms = expires.get(key)
-                if expire_at_ms is None:
-                    update(b"\x00")
-                else:
-                    update(pack_expiry(1, expire_at_ms))
+                _digest_key(update, key, shard[key], expires.get(key))
         return checksum.hexdigest()
 
     def items(self) -> Iterator[tuple[bytes, bytes | list[bytes], int | None]]:
@@ -563,6 +616,63 @@ class KVState:
         invariant(all(type(m) is bytes for m in value), "set members must be bytes")
         invariant(len(set(value)) == len(value), "a set item repeats a member")
         self._replace(key, SetValue(value), expire_at_ms)
+
+    # ---- snapshots ----
+
+    def begin_snapshot(self) -> StateSnapshotCursor:
+        """Start handing out the state as it is now, in batches (see the module docstring and
+        StateSnapshotCursor). One at a time: close the previous cursor (or run it to the end)
+        first. Nothing is copied here."""
+        invariant(self._snapshot_cursor is None, "a snapshot of this state is already running")
+        invariant(self._recording is None, "a snapshot cannot begin inside a recorded execution")
+        cursor = StateSnapshotCursor(self)
+        self._snapshot_cursor = cursor
+        self._snapshot = cursor
+        return cursor
+
+    def snapshot_running(self) -> bool:
+        return self._snapshot_cursor is not None
+
+    def restore_records(self, records: Iterable[list]) -> None:
+        """Load item records (as StateSnapshotCursor.next_batch returns them, possibly read back
+        from a snapshot file) into this state, which must not hold their keys yet: a fresh
+        state, fed batch after batch. The records were checked where they entered (the file
+        reader), so a bad one here is a bug and stops loudly."""
+        self._new_change()
+        shards = self._shards
+        for record in records:
+            invariant(type(record) is list and len(record) == 4, "a snapshot record's shape")
+            key, kind, value, expire_at_ms = record
+            invariant(type(key) is bytes, "a snapshot record's key is not bytes")
+            invariant(_is_expiry(expire_at_ms), "a snapshot record's expiry")
+            bound = shards[shard_of(key)].get(key)
+            if kind == ITEM_STRING:
+                invariant(type(value) is bytes, "a snapshot string is not bytes")
+                invariant(bound is None, f"the snapshot repeats the key {key!r}")
+                self._replace(key, value, expire_at_ms)
+            elif kind == ITEM_SET:
+                invariant(type(value) is list and value, "a snapshot set has no members")
+                invariant(all(type(m) is bytes for m in value), "set members must be bytes")
+                invariant(bound is None, f"the snapshot repeats the key {key!r}")
+                created = SetValue(value)
+                invariant(len(created) == len(value), f"the snapshot set {key!r} repeats members")
+                self._replace(key, created, expire_at_ms)
+            else:
+                invariant(kind == ITEM_SET_MORE, f"unknown snapshot record kind {kind!r}")
+                invariant(type(bound) is SetValue, f"the snapshot continues no set at {key!r}")
+                invariant(expire_at_ms is None, "a set continuation carries an expiry")
+                invariant(type(value) is list and value, "a snapshot set has no members")
+                for member in value:
+                    invariant(type(member) is bytes, "set members must be bytes")
+                    invariant(member not in bound, f"the snapshot set {key!r} repeats members")  # type: ignore[operator]
+                    self._append_member(key, bound, member)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_records(cls, records: Iterable[list]) -> KVState:
+        """A new state holding exactly the item records (see restore_records)."""
+        state = cls()
+        state.restore_records(records)
+        return state
 
     # ---- primitives for the command implementations: reading ----
 
@@ -700,10 +810,13 @@ class KVState:
 
     def delete(self, key: bytes) -> bool:
         """Remove `key` (expired or not, any type); True if it was stored."""
-        shard = self._shards[shard_of(key)]
+        index = shard_of(key)
+        shard = self._shards[index]
         value = shard.get(key)
         if value is None:
             return False
+        if self._snapshot is not None:
+            self._snapshot._preserve(index)
         self._journal_binding(key)
         del shard[key]
         self._count(key, value, -1)
@@ -725,9 +838,11 @@ class KVState:
 
     def persist(self, key: bytes) -> bool:
         """Remove the expiry of `key`; True if it had one."""
-        old = self._expires.pop(key, None)
-        if old is None:
+        if key not in self._expires:
             return False
+        if self._snapshot is not None:
+            self._snapshot._preserve(shard_of(key))
+        old = self._expires.pop(key)
         if self._recording is not None:
             self._recording.log.append((_UNDO_EXPIRE, key, old))
             self._recording.effects.append([EFFECT_EXPIRE, key, None])
@@ -773,7 +888,7 @@ class KVState:
             added = []
             for member in members:
                 if member not in value:  # type: ignore[operator]
-                    self._append_member(value, member)  # type: ignore[arg-type]
+                    self._append_member(key, value, member)  # type: ignore[arg-type]
                     added.append(member)
         if added and self._recording is not None:
             self._recording.effects.append([EFFECT_SET_ADD, key, added])
@@ -795,7 +910,7 @@ class KVState:
             self.delete(key)
             return len(present)
         for member in present:
-            self._remove_member(value, member)  # type: ignore[arg-type]
+            self._remove_member(key, value, member)  # type: ignore[arg-type]
         if self._recording is not None:
             self._recording.effects.append([EFFECT_SET_REMOVE, key, present])
         return len(present)
@@ -812,7 +927,7 @@ class KVState:
         popped = []
         for _ in range(count):
             member = value.member_at(rng.randrange(len(value)))  # type: ignore[union-attr, arg-type]
-            self._remove_member(value, member)  # type: ignore[arg-type]
+            self._remove_member(key, value, member)  # type: ignore[arg-type]
             popped.append(member)
         if self._recording is not None:
             self._recording.effects.append([EFFECT_SET_REMOVE, key, popped])
@@ -833,6 +948,8 @@ class KVState:
                 )
             )
             self._recording.effects.append([EFFECT_FLUSH])
+        # New dicts, not cleared ones: the old shards stay as they were, for the undo above and
+        # for a running snapshot cursor, which keeps reading them (nothing is copied here).
         self._shards = [{} for _ in range(SHARD_COUNT)]
         self._expires = {}
         self._expiry_heap = []
@@ -840,6 +957,7 @@ class KVState:
         self._data_bytes = 0
         self._set_count = 0
         self._set_member_count = 0
+        self._follow_snapshot_source()
 
     # ---- internals: running and recording ----
 
@@ -927,7 +1045,10 @@ class KVState:
             tag = entry[0]
             if tag == _UNDO_BIND:
                 _, key, value, expire_at_ms = entry
-                shard = self._shards[shard_of(key)]
+                index = shard_of(key)
+                if self._snapshot is not None:
+                    self._snapshot._preserve(index)
+                shard = self._shards[index]
                 current = shard.get(key)
                 if current is not None:
                     self._count(key, current, -1)
@@ -943,21 +1064,30 @@ class KVState:
                     self._set_expire_stored(key, expire_at_ms)
             elif tag == _UNDO_EXPIRE:
                 _, key, expire_at_ms = entry
+                if self._snapshot is not None:
+                    self._snapshot._preserve(shard_of(key))
                 if expire_at_ms is None:
                     self._expires.pop(key, None)
                 else:
                     self._set_expire_stored(key, expire_at_ms)
             elif tag == _UNDO_APPEND:
-                _, value, member = entry
+                # Undo runs newest first, so the set is bound to `key` again, as it was then.
+                _, key, value, member = entry
+                if self._snapshot is not None:
+                    self._snapshot._preserve(shard_of(key))
                 value._undo_append(member)
                 self._data_bytes -= len(member)
                 self._set_member_count -= 1
             elif tag == _UNDO_REMOVE:
-                _, value, member, position = entry
+                _, key, value, member, position = entry
+                if self._snapshot is not None:
+                    self._snapshot._preserve(shard_of(key))
                 value._undo_remove(member, position)
                 self._data_bytes += len(member)
                 self._set_member_count += 1
             elif tag == _UNDO_REBUCKET:
+                # Only the member -> position index changes, never the members or their order,
+                # so no snapshot item changes: nothing to preserve.
                 _, value, buckets, mask = entry
                 value._restore_buckets(buckets, mask)
             else:
@@ -972,6 +1102,7 @@ class KVState:
                     self._set_count,
                     self._set_member_count,
                 ) = entry
+                self._follow_snapshot_source()
 
     # ---- internals: bindings, counters, expiry ----
 
@@ -983,8 +1114,11 @@ class KVState:
 
     def _replace(self, key: bytes, value: bytes | SetValue, expire_at_ms: int | None) -> None:
         """Bind `key` to `value` (any type) with that expiry, whatever it held."""
+        index = shard_of(key)
+        if self._snapshot is not None:
+            self._snapshot._preserve(index)
         self._journal_binding(key)
-        shard = self._shards[shard_of(key)]
+        shard = self._shards[index]
         old = shard.get(key)
         if old is not None:
             self._count(key, old, -1)
@@ -1015,32 +1149,38 @@ class KVState:
             self._set_count += sign
             self._set_member_count += sign * len(value)
 
-    def _append_member(self, value: SetValue, member: bytes) -> None:
-        """Add a member to a set bound to a key (so the counters include it)."""
+    def _append_member(self, key: bytes, value: SetValue, member: bytes) -> None:
+        """Add a member to the set bound to `key` (so the counters include it)."""
+        if self._snapshot is not None:
+            self._snapshot._preserve(shard_of(key))
         rebuilt = value._append(member)
         self._data_bytes += len(member)
         self._set_member_count += 1
         recording = self._recording
         if recording is not None:
-            recording.log.append((_UNDO_APPEND, value, member))
+            recording.log.append((_UNDO_APPEND, key, value, member))
             if rebuilt is not None:
                 recording.log.append((_UNDO_REBUCKET, value, *rebuilt))
 
-    def _remove_member(self, value: SetValue, member: bytes) -> None:
-        """Remove a member from a set bound to a key; the set must keep at least one member."""
+    def _remove_member(self, key: bytes, value: SetValue, member: bytes) -> None:
+        """Remove a member from the set bound to `key`; it must keep at least one member."""
         invariant(len(value) > 1, "the last member leaves through delete")
+        if self._snapshot is not None:
+            self._snapshot._preserve(shard_of(key))
         position, rebuilt = value._remove(member)
         self._data_bytes -= len(member)
         self._set_member_count -= 1
         recording = self._recording
         if recording is not None:
-            recording.log.append((_UNDO_REMOVE, value, member, position))
+            recording.log.append((_UNDO_REMOVE, key, value, member, position))
             if rebuilt is not None:
                 recording.log.append((_UNDO_REBUCKET, value, *rebuilt))
 
     def _set_expire_stored(self, key: bytes, expire_at_ms: int) -> None:
         if self._expires.get(key) == expire_at_ms:
             return  # its heap entry is already there
+        if self._snapshot is not None:
+            self._snapshot._preserve(shard_of(key))
         self._expires[key] = expire_at_ms
         heapq.heappush(self._expiry_heap, (expire_at_ms, key))
         slack = EXPIRY_HEAP_SLACK_FACTOR * len(self._expires) + EXPIRY_HEAP_SLACK_ENTRIES_MIN
@@ -1048,8 +1188,222 @@ class KVState:
             self._expiry_heap = [(at_ms, k) for k, at_ms in self._expires.items()]
             heapq.heapify(self._expiry_heap)
 
+    def _follow_snapshot_source(self) -> None:
+        """After the shard list was swapped (FLUSHALL, or an undo of one): a running snapshot
+        cursor watches this state only while the state's shards are the cursor's own, i.e. the
+        list of the begin instant. Swapped out, that list is no longer changed by anyone (only
+        undoing the flush could bring it back, and that calls here again), so the cursor reads
+        it at leisure; swapped back in, every change must be preserved again."""
+        cursor = self._snapshot_cursor
+        if cursor is None:
+            return
+        if cursor._shards is self._shards:
+            invariant(cursor._expires is self._expires, "shards and expiry dict swap together")
+            self._snapshot = cursor
+        else:
+            self._snapshot = None
+
     def _drop_if_expired(self, key: bytes, time_ms: int) -> bool:
         expire_at_ms = self._expires.get(key)
         if expire_at_ms is None or expire_at_ms > time_ms:
             return False
         return self.delete(key)
+
+
+# One key's binding as a snapshot cursor holds it: (key, string value or a copy of the set's
+# member list in position order, expire_at_ms or None).
+_Captured = tuple[bytes, bytes | list[bytes], int | None]
+
+
+class StateSnapshotCursor:
+    """The state as it was at `KVState.begin_snapshot`, handed out in batches of item records
+    (see the module docstring and `replikv.storage.snapshot`) while the state keeps changing.
+
+    Shards are emitted in order. A shard is "captured" (its bindings copied into `_pending`:
+    references to the immutable keys and strings, a copy of each set's member list) either when
+    the walk reaches it, or earlier, by the state, just before it first changes that shard;
+    `dumped[shard]` says it was captured, so it is captured once. Until then the shard's dict,
+    its keys' expiry times and its sets are exactly what they were at begin, so reading them
+    late is reading the past. The cursor holds the shard list and expiry dict of the begin
+    instant (`_shards`, `_expires`), which after a FLUSHALL are no longer the state's own (see
+    `KVState._follow_snapshot_source`).
+
+    Memory: at worst (every shard changed before the walk got to it) the pending captures
+    reference every key, like a fork's copy-on-write pages; the bytes themselves are shared.
+    """
+
+    __slots__ = (
+        "_current",
+        "_current_position",
+        "_digest",
+        "_expires",
+        "_finished_digest",
+        "_keys_emitted",
+        "_member_offset",
+        "_next_shard",
+        "_pending",
+        "_shards",
+        "_state",
+        "dumped",
+        "key_count",
+        "shards_preserved",
+    )
+
+    def __init__(self, state: KVState) -> None:
+        self._state: KVState | None = state
+        self._shards: list[dict[bytes, bytes | SetValue]] | None = state._shards
+        self._expires: dict[bytes, int] | None = state._expires
+        self.key_count = state._key_count  # keys at begin: the items this cursor will emit
+        self.dumped = bytearray(SHARD_COUNT)  # 1: the shard's begin-time contents are captured
+        self.shards_preserved = 0  # shards captured early because the state was changing them
+        self._pending: dict[int, list[_Captured]] = {}  # captured early, not yet emitted
+        self._next_shard = 0  # the walk: the next shard to emit
+        self._current: list[_Captured] = []  # the captured shard being emitted
+        self._current_position = 0
+        self._member_offset = 0  # members of the current set already emitted
+        self._keys_emitted = 0
+        self._digest = _new_digest(self.key_count)
+        self._finished_digest: str | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def next_batch(
+        self, max_items: int, max_bytes: int = BATCH_BYTES_TARGET
+    ) -> list[list] | None:
+        """The next batch of at most `max_items` item records (fewer once they reach about
+        `max_bytes`), or None when every item was returned (the cursor then detaches itself
+        from the state). A set too big for one item continues in ITEM_SET_MORE items. Each
+        record is [key, kind, value, expire_at_ms], msgpack-ready, sharing nothing mutable with
+        the state."""
+        invariant(max_items >= 1 and max_bytes >= 1, "a snapshot batch needs room for an item")
+        if self._finished_digest is not None:
+            return None
+        invariant(self._shards is not None, "next_batch on a closed snapshot cursor")
+        batch: list[list] = []
+        batch_bytes = 0
+        while len(batch) < max_items and batch_bytes < max_bytes:
+            if self._current_position == len(self._current):
+                if not self._advance_shard():
+                    break
+                continue
+            key, value, expire_at_ms = self._current[self._current_position]
+            if type(value) is bytes:
+                batch.append([key, ITEM_STRING, value, expire_at_ms])
+                batch_bytes += len(key) + len(value) + _ITEM_OVERHEAD_BYTES
+                self._digest_and_count(key, value, expire_at_ms)
+                self._current_position += 1
+                continue
+            record, record_bytes = self._set_record(key, value, expire_at_ms)  # type: ignore[arg-type]
+            batch.append(record)
+            batch_bytes += record_bytes
+        if batch:
+            return batch
+        self._finish()
+        return None
+
+    def state_digest(self) -> str:
+        """`KVState.digest()` of the state at begin; known once next_batch has returned None."""
+        invariant(self._finished_digest is not None, "the snapshot is not complete yet")
+        return self._finished_digest  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop: detach from the state (which may then begin another snapshot) and drop what
+        was captured. Idempotent; the cursor is done after next_batch returned None anyway."""
+        state = self._state
+        if state is not None and state._snapshot_cursor is self:
+            state._snapshot_cursor = None
+            state._snapshot = None
+        self._state = None
+        self._shards = None
+        self._expires = None
+        self._pending = {}
+        self._current = []
+
+    # ---- internals ----
+
+    def _preserve(self, shard_index: int) -> None:
+        """Called by the state before it changes shard `shard_index` of the cursor's source."""
+        if not self.dumped[shard_index]:
+            self._pending[shard_index] = self._capture(shard_index)
+            self.shards_preserved += 1
+
+    def _capture(self, shard_index: int) -> list[_Captured]:
+        shard = self._shards[shard_index]  # type: ignore[index]
+        expires = self._expires
+        captured: list[_Captured] = []
+        for key in sorted(shard):
+            value = shard[key]
+            captured.append(
+                (
+                    key,
+                    value if type(value) is bytes else value.member_list(),  # type: ignore[union-attr]
+                    expires.get(key),  # type: ignore[union-attr]
+                )
+            )
+        self.dumped[shard_index] = 1
+        return captured
+
+    def _advance_shard(self) -> bool:
+        """Make the next non-empty shard the current one; False when none is left."""
+        while self._next_shard < SHARD_COUNT:
+            shard_index = self._next_shard
+            self._next_shard += 1
+            captured = self._pending.pop(shard_index, None)
+            if captured is None:
+                invariant(not self.dumped[shard_index], "a captured shard went missing")
+                captured = self._capture(shard_index)
+            if captured:
+                self._current = captured
+                self._current_position = 0
+                return True
+        self._current = []
+        self._current_position = 0
+        return False
+
+    def _set_record(
+        self, key: bytes, members: list[bytes], expire_at_ms: int | None
+    ) -> tuple[list, int]:
+        """The next item of the current set: all of it, or the next chunk of at most
+        ITEM_SET_CHUNK_BYTES_MAX member bytes (at least one member)."""
+        start = self._member_offset
+        if start == 0:
+            self._digest_and_count(key, members, expire_at_ms)
+        end = start
+        chunk_bytes = 0
+        while end < len(members):
+            member_bytes = len(members[end]) + _MEMBER_OVERHEAD_BYTES
+            if end > start and chunk_bytes + member_bytes > ITEM_SET_CHUNK_BYTES_MAX:
+                break
+            chunk_bytes += member_bytes
+            end += 1
+        chunk = members if start == 0 and end == len(members) else members[start:end]
+        if start == 0:
+            record = [key, ITEM_SET, chunk, expire_at_ms]
+        else:
+            record = [key, ITEM_SET_MORE, chunk, None]
+        if end == len(members):
+            self._member_offset = 0
+            self._current_position += 1
+        else:
+            self._member_offset = end
+        return record, len(key) + chunk_bytes + _ITEM_OVERHEAD_BYTES
+
+    def _digest_and_count(
+        self, key: bytes, value: bytes | list[bytes], expire_at_ms: int | None
+    ) -> None:
+        _digest_key(self._digest.update, key, value, expire_at_ms)
+        self._keys_emitted += 1
+
+    def _finish(self) -> None:
+        # A check that stays on: copy-on-write missed nothing and captured nothing twice.
+        invariant(
+            self._keys_emitted == self.key_count and not self._pending,
+            f"snapshot cursor emitted {self._keys_emitted} keys, the state held "
+            f"{self.key_count} at begin",
+        )
+        self._finished_digest = self._digest.hexdigest()
+        self.close()

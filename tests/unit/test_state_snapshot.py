@@ -1,0 +1,659 @@
+"""Incremental snapshots of KVState: whatever changes the state goes through while a cursor hands
+out batches (commands, recorded executions and their undo, passive-mode effects, expiry entries,
+FLUSHALL and undoing it, a reset), the batches rebuild exactly the state of the instant the
+snapshot began: digest, member positions, expiry listing, SCAN. And with no snapshot running,
+the state behaves and costs as before.
+
+The property test is driven by one seed per example (hypothesis prints it on failure); set items
+are split into chunks of a few members so that chunked sets meet concurrent changes too.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from unittest import mock
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import replikv.state as state_module
+from replikv.invariants import InvariantViolation
+from replikv.state import (
+    EFFECT_DELETE,
+    EFFECT_EXPIRE,
+    EFFECT_FLUSH,
+    EFFECT_SET_ADD,
+    EFFECT_SET_REMOVE,
+    EFFECT_SET_REPLACE,
+    EFFECT_SET_STRING,
+    SHARD_COUNT,
+    KVState,
+    StateSnapshotCursor,
+    Undo,
+    shard_of,
+)
+from replikv.storage.snapshot import ITEM_SET, ITEM_SET_MORE, ITEM_STRING
+
+T0 = 1_000_000
+
+
+def _keys_sharing_a_shard(with_key: bytes, count: int) -> list[bytes]:
+    found = [with_key]
+    candidate = 0
+    while len(found) < count:
+        key = b"k%d" % candidate
+        if shard_of(key) == shard_of(with_key) and key != with_key:
+            found.append(key)
+        candidate += 1
+    return found
+
+
+# Four keys in one shard (so a capture must take the whole shard, in sorted order), more spread
+# over other shards, and a big set that grows past several rebuilds of its member index.
+_SHARED = _keys_sharing_a_shard(b"a", 4)
+_KEYS = _SHARED + [b"key%d" % i for i in range(60)] + [b""]
+_BIG = b"big"
+_MEMBERS = [b"m%d" % i for i in range(300)] + [b"", b"\x00\xff", b"x" * 40]
+
+
+def _members(rng: random.Random, most: int) -> list[bytes]:
+    return [rng.choice(_MEMBERS) for _ in range(rng.randint(1, most))]
+
+
+def _key(rng: random.Random) -> bytes:
+    return _BIG if rng.random() < 0.1 else rng.choice(_KEYS)
+
+
+def _random_command(rng: random.Random, now_ms: int) -> list[bytes]:
+    roll = rng.randrange(100)
+    k1, k2 = _key(rng), _key(rng)
+    if roll < 12:
+        return [b"SADD", k1, *_members(rng, 12)]
+    if roll < 18:
+        return [b"SADD", _BIG, *_members(rng, 150)]
+    if roll < 24:
+        return [b"SREM", rng.choice([k1, _BIG]), *_members(rng, 80)]
+    if roll < 30:
+        return [b"SPOP", rng.choice([k1, _BIG]), b"%d" % rng.randint(1, 60)]
+    if roll < 33:
+        return [b"SMOVE", k1, k2, rng.choice(_MEMBERS[:20])]
+    if roll < 36:
+        return [rng.choice([b"SINTERSTORE", b"SUNIONSTORE", b"SDIFFSTORE"]), k1, k2, _key(rng)]
+    if roll < 46:
+        return [b"SET", k1, rng.choice([b"1", b"v", b"", b"x" * 30])]
+    if roll < 52:
+        return [b"SET", k1, b"v", b"PX", b"%d" % rng.randint(1, 3000)]
+    if roll < 56:
+        return [b"INCR", k1]
+    if roll < 59:
+        return [b"APPEND", k1, b"yz"]
+    if roll < 62:
+        return [b"SETRANGE", k1, b"2", b"q"]
+    if roll < 68:
+        return [b"PEXPIRE", k1, b"%d" % rng.randint(-5, 3000)]
+    if roll < 71:
+        return [b"PEXPIREAT", k1, b"%d" % (now_ms + rng.randint(-100, 5000))]
+    if roll < 75:
+        return [b"PERSIST", k1]
+    if roll < 81:
+        return [b"DEL", k1, k2]
+    if roll < 85:
+        return [b"RENAME", k1, k2]
+    if roll < 89:
+        return [b"COPY", k1, k2, b"REPLACE"]
+    if roll < 91:
+        return [b"GETDEL", k1]
+    if roll < 93:
+        return [b"SET", k1, b"v", b"NX", b"XX"]  # a syntax error: no change
+    if roll < 99 or rng.random() < 0.7:
+        return [b"GET", k1]  # a read through the log
+    return [b"FLUSHALL"]  # rare: it empties the state the snapshot is busy with
+
+
+def _random_effects(rng: random.Random, state: KVState, now_ms: int) -> list[list]:
+    """A valid effects list for `state`, as a backup in passive mode receives."""
+    key = _key(rng)
+    kind = state.type_name(key, 0)  # time 0: nothing counts as expired
+    members = list(dict.fromkeys(_members(rng, 20)))
+    expiry = rng.choice([None, now_ms + rng.randint(-50, 4000)])
+    roll = rng.randrange(8)
+    if roll == 0:
+        return [[EFFECT_SET_STRING, key, b"e%d" % rng.randrange(100), expiry]]
+    if roll == 1:
+        return [[EFFECT_DELETE, key]]
+    if roll == 2:
+        return [[EFFECT_DELETE, key], [EFFECT_SET_ADD, key, members]]
+    if roll == 3 and kind != b"string":
+        return [[EFFECT_SET_ADD, key, members]]
+    if roll == 4 and kind != b"string":
+        return [[EFFECT_SET_REMOVE, key, members]]
+    if roll == 5:
+        return [[EFFECT_SET_REPLACE, key, members, expiry]]
+    if roll == 6:
+        return [[EFFECT_EXPIRE, key, expiry]]
+    if roll == 7 and rng.random() < 0.2:
+        return [[EFFECT_SET_STRING, _SHARED[0], b"before", None], [EFFECT_FLUSH]]
+    return [[EFFECT_EXPIRE, key, None]]
+
+
+class Workload:
+    """One seeded stream of changes to a state, every kind of change there is. Recorded
+    executions keep their Undo on a stack that any unrecorded change invalidates (undo must
+    revert the latest change), and are undone at random."""
+
+    def __init__(self, seed: int, state: KVState) -> None:
+        self.rng = random.Random(seed)
+        self.state = state
+        self.now_ms = T0
+        self.undos: list[Undo] = []
+
+    def step(self, *, recorded_only: bool = False) -> str:
+        rng, state = self.rng, self.state
+        self.now_ms += rng.choice([0, 1, 10, 100, 700])
+        roll = rng.randrange(65 if recorded_only else 100)
+        if roll < 25 and self.undos and not recorded_only:
+            state.undo(self.undos.pop())
+            return "undo"
+        if roll < 55:
+            _, _, undo = state.execute_recorded(_random_command(rng, self.now_ms), self.now_ms)
+            self.undos.append(undo)
+            return "execute_recorded"
+        if roll < 60:
+            keys = state.expired_keys(self.now_ms, rng.choice([1, 5, 100]))
+            _, _, undo = state.expire_recorded(keys, self.now_ms)
+            self.undos.append(undo)
+            return "expire_recorded"
+        if roll < 65:
+            undo = state.apply_effects_recorded(_random_effects(rng, state, self.now_ms))
+            self.undos.append(undo)
+            return "apply_effects_recorded"
+        # From here on the change is not recorded, so no earlier execution can be undone.
+        self.undos.clear()
+        if roll < 80:
+            state.apply_command(_random_command(rng, self.now_ms), self.now_ms)
+            return "apply_command"
+        if roll < 90:
+            state.apply_effects(_random_effects(rng, state, self.now_ms))
+            return "apply_effects"
+        if roll < 99:
+            keys = state.expired_keys(self.now_ms, rng.choice([1, 5, 100]))
+            state.apply_expire(keys, self.now_ms)
+            return "apply_expire"
+        # A reset: everything replaced by another state's items.
+        state.apply_command([b"FLUSHALL"], self.now_ms)
+        other = KVState()
+        for _ in range(5):
+            other.apply_command(_random_command(rng, self.now_ms), self.now_ms)
+        state.restore_records([_record(*item) for item in other.items()])
+        return "reset"
+
+
+def _record(key: bytes, value: bytes | list[bytes], expire_at_ms: int | None) -> list:
+    return [key, ITEM_STRING if isinstance(value, bytes) else ITEM_SET, value, expire_at_ms]
+
+
+def view(state: KVState, time_ms: int) -> dict[str, object]:
+    """What a client or the node can see of a state, positions and orders included. Not SSCAN's
+    paging, which follows a set's bucket count (see the state module's docstring)."""
+    read = state.execute_read
+    seen: dict[str, object] = {
+        "digest": state.digest(),
+        "key_count": state.key_count(),
+        "expires_count": state.expires_count(),
+        "used_bytes": state.used_bytes(),
+        "items": list(state.items()),
+        "expired_keys": state.expired_keys(10**15, 10**6),
+        "scan": read([b"SCAN", b"0", b"COUNT", b"%d" % (10 * SHARD_COUNT)], time_ms),
+        "randomkey": read([b"RANDOMKEY"], time_ms),
+    }
+    for key in [*_KEYS, _BIG]:
+        seen[repr(key)] = [
+            read([b"PTTL", key], time_ms),
+            read([b"TYPE", key], time_ms),
+            read([b"SMEMBERS", key], time_ms),
+            read([b"SRANDMEMBER", key, b"-5"], time_ms, 7),
+        ]
+    return seen
+
+
+@contextmanager
+def small_set_chunks(member_bytes: int = 40) -> Iterator[None]:
+    """Split set items every few members, so the tests meet chunked sets without megabytes."""
+    with mock.patch.object(state_module, "ITEM_SET_CHUNK_BYTES_MAX", member_bytes):
+        yield
+
+
+def drain(cursor: StateSnapshotCursor, max_items: int = 1000) -> list[list]:
+    records: list[list] = []
+    while (batch := cursor.next_batch(max_items)) is not None:
+        records.extend(batch)
+    return records
+
+
+def build(seed: int, steps: int) -> Workload:
+    workload = Workload(seed, KVState())
+    for _ in range(steps):
+        workload.step()
+    return workload
+
+
+# ---- the property: batches taken during changes rebuild the state at begin ----
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    steps_before=st.integers(0, 200),
+    recorded_before=st.integers(0, 40),
+    steps_between_batches=st.integers(0, 6),
+    max_items=st.integers(1, 8),
+)
+def test_batches_rebuild_the_state_at_begin_whatever_happens_meanwhile(
+    seed: int, steps_before: int, recorded_before: int, steps_between_batches: int, max_items: int
+) -> None:
+    with small_set_chunks():
+        workload = build(seed, steps_before)
+        for _ in range(recorded_before):  # undos that reach back past the begin
+            workload.step(recorded_only=True)
+        state = workload.state
+        begin_ms = workload.now_ms
+        at_begin = view(state, begin_ms)
+        cursor = state.begin_snapshot()
+        records: list[list] = []
+        while True:
+            for _ in range(workload.rng.randint(0, steps_between_batches)):
+                workload.step()
+            batch = cursor.next_batch(max_items)
+            if batch is None:
+                break
+            assert 1 <= len(batch) <= max_items
+            records.extend(batch)
+        assert not state.snapshot_running()
+        for _ in range(20):  # the cursor is detached: changes go on without it
+            workload.step()
+
+        restored = KVState.from_records(records)
+        assert view(restored, begin_ms) == at_begin
+        assert cursor.state_digest() == at_begin["digest"]
+        assert sum(record[1] != ITEM_SET_MORE for record in records) == at_begin["key_count"]
+
+
+def test_the_workload_exercises_every_kind_of_change_and_chunked_sets() -> None:
+    """The property is only as good as its workload: it must mix every kind of change with
+    batches, including chunked sets and both flush-and-undo orders."""
+    kinds: set[str] = set()
+    more_items = 0
+    with small_set_chunks():
+        for seed in range(20):
+            workload = build(seed, 100)
+            cursor = workload.state.begin_snapshot()
+            while (batch := cursor.next_batch(3)) is not None:
+                more_items += sum(record[1] == ITEM_SET_MORE for record in batch)
+                kinds.add(workload.step())
+                kinds.add(workload.step())
+    assert kinds == {
+        "undo", "execute_recorded", "expire_recorded", "apply_effects_recorded",
+        "apply_command", "apply_effects", "apply_expire", "reset",
+    }  # fmt: skip
+    assert more_items > 10
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_snapshot_taken_while_undoing_everything_back_past_the_begin(seed: int) -> None:
+    """Undo reaches into the state at begin (sets the snapshot must show with members later
+    undone, a FLUSHALL recorded before the begin and undone after it)."""
+    with small_set_chunks():
+        workload = Workload(seed, KVState())
+        state = workload.state
+        for _ in range(60):
+            command = _random_command(workload.rng, workload.now_ms)
+            workload.undos.append(state.execute_recorded(command, workload.now_ms)[2])
+        workload.undos.append(state.execute_recorded([b"FLUSHALL"], T0)[2])
+        for _ in range(60):
+            command = _random_command(workload.rng, workload.now_ms)
+            workload.undos.append(state.execute_recorded(command, workload.now_ms)[2])
+        begin_ms = workload.now_ms
+        at_begin = view(state, begin_ms)
+        cursor = state.begin_snapshot()
+        records = list(cursor.next_batch(2) or [])
+        while workload.undos:
+            state.undo(workload.undos.pop())
+            if (batch := cursor.next_batch(2)) is not None:
+                records.extend(batch)
+        records.extend(drain(cursor))
+        assert state.key_count() == 0
+        assert view(KVState.from_records(records), begin_ms) == at_begin
+
+
+# ---- copy-on-write, shard by shard ----
+
+
+def _state_with(*commands: list[bytes]) -> KVState:
+    state = KVState()
+    for command in commands:
+        state.apply_command(command, T0)
+    return state
+
+
+def test_a_change_captures_its_shard_once() -> None:
+    a, b = _SHARED[0], _SHARED[1]  # same shard
+    state = _state_with([b"SET", a, b"1"], [b"SADD", b, b"x", b"y"], [b"SET", b"other", b"o"])
+    cursor = state.begin_snapshot()
+    shard = shard_of(a)
+    assert cursor.shards_preserved == 0 and not cursor.dumped[shard]
+
+    state.apply_command([b"SET", a, b"2"], T0)
+    assert cursor.shards_preserved == 1 and cursor.dumped[shard]
+    captured = cursor._pending[shard]
+    assert captured == sorted([(a, b"1", None), (b, [b"x", b"y"], None)])
+
+    # Further changes to that shard, of every kind, capture nothing more.
+    state.apply_command([b"SET", a, b"3", b"PX", b"10"], T0)
+    state.apply_command([b"SADD", b, b"z"], T0)
+    state.apply_command([b"SREM", b, b"x"], T0)
+    state.apply_command([b"PERSIST", a], T0)
+    state.apply_command([b"DEL", b], T0)
+    _, _, undo = state.execute_recorded([b"SADD", b, b"w"], T0)
+    state.undo(undo)
+    assert cursor.shards_preserved == 1
+    assert cursor._pending[shard] is captured
+    assert captured == sorted([(a, b"1", None), (b, [b"x", b"y"], None)])
+
+    restored = KVState.from_records(drain(cursor))
+    original = _state_with([b"SET", a, b"1"], [b"SADD", b, b"x", b"y"], [b"SET", b"other", b"o"])
+    assert list(restored.items()) == list(original.items())
+    assert restored.digest() == original.digest() == cursor.state_digest()
+
+
+def test_a_shard_already_emitted_is_not_captured_again() -> None:
+    state = _state_with(*([b"SET", b"key%d" % i, b"v"] for i in range(50)))
+    expected = state.digest()
+    cursor = state.begin_snapshot()
+    records = cursor.next_batch(25) or []
+    emitted = [record[0] for record in records]
+    for key in emitted:
+        state.apply_command([b"SET", key, b"changed"], T0)
+        state.apply_command([b"DEL", key], T0)
+    assert cursor.shards_preserved == 0
+    records += drain(cursor)
+    assert KVState.from_records(records).digest() == expected
+
+
+def test_every_kind_of_change_captures_the_shard_first() -> None:
+    """One test per mutation path: each change lands on a shard not yet captured, and the
+    snapshot still shows the value from before."""
+    base = [
+        [b"SET", b"s", b"1", b"PX", b"5000"],
+        [b"SADD", b"set", *[b"m%d" % i for i in range(200)]],  # big enough to rebuild its index
+        [b"SET", b"plain", b"p"],
+    ]
+    changes: list[list[bytes]] = [
+        [b"SET", b"s", b"2"],
+        [b"DEL", b"s"],
+        [b"PEXPIRE", b"s", b"99"],
+        [b"PERSIST", b"s"],
+        [b"SADD", b"set", b"new"],
+        [b"SREM", b"set", b"m3"],
+        [b"SREM", b"set", *[b"m%d" % i for i in range(190)]],  # shrinks the index too
+        [b"SPOP", b"set", b"3"],
+        [b"SPOP", b"set", b"500"],
+        [b"RENAME", b"set", b"moved"],
+        [b"RENAME", b"plain", b"s"],
+        [b"COPY", b"set", b"s", b"REPLACE"],
+        [b"SMOVE", b"set", b"plain2", b"m1"],
+        [b"SINTERSTORE", b"set", b"set", b"nothing"],
+        [b"INCR", b"plain"],
+        [b"APPEND", b"s", b"x"],
+        [b"GETDEL", b"s"],
+        [b"FLUSHALL"],
+    ]
+    for change in changes:
+        for recorded, undo_it in ((False, False), (True, False), (True, True)):
+            state = _state_with(*base)
+            before = view(state, T0)
+            cursor = state.begin_snapshot()
+            if recorded:
+                _, _, undo = state.execute_recorded(change, T0 + 1)
+                if undo_it:
+                    state.undo(undo)
+            else:
+                state.apply_command(change, T0 + 1)
+            restored = KVState.from_records(drain(cursor, max_items=1))
+            assert view(restored, T0) == before, (change, recorded, undo_it)
+
+
+def test_flushall_copies_nothing_and_the_cursor_reads_the_old_shards() -> None:
+    state = _state_with(*([b"SADD", b"key%d" % i, b"a", b"b"] for i in range(300)))
+    before = view(state, T0)
+    cursor = state.begin_snapshot()
+    records = cursor.next_batch(10) or []
+    state.apply_command([b"FLUSHALL"], T0)
+    assert cursor.shards_preserved == 0  # nothing was copied at the flush
+    assert state._snapshot is None  # and the state stopped testing its shards against it
+    state.apply_command([b"SADD", b"key7", b"after"], T0)  # new shards: nothing to preserve
+    assert cursor.shards_preserved == 0
+    records += drain(cursor)
+    assert view(KVState.from_records(records), T0) == before
+
+
+def test_undoing_a_flushall_hands_the_shards_back_to_copy_on_write() -> None:
+    state = _state_with(*([b"SADD", b"key%d" % i, b"a", b"b"] for i in range(40)))
+    before = view(state, T0)
+    cursor = state.begin_snapshot()
+    _, _, undo = state.execute_recorded([b"FLUSHALL"], T0)
+    assert state._snapshot is None
+    state.undo(undo)
+    assert state._snapshot is cursor
+    state.apply_command([b"SADD", b"key3", b"c"], T0)  # a change to the begin-time shards again
+    assert cursor.shards_preserved == 1
+    assert view(KVState.from_records(drain(cursor, 3)), T0) == before
+
+
+def test_undoing_a_flushall_from_before_the_begin_leaves_the_cursor_on_its_own_shards() -> None:
+    state = _state_with([b"SET", b"old", b"1"])
+    _, _, undo_flush = state.execute_recorded([b"FLUSHALL"], T0)
+    _, _, undo_set = state.execute_recorded([b"SET", b"new", b"2"], T0)
+    before = view(state, T0)
+    cursor = state.begin_snapshot()
+    state.undo(undo_set)
+    assert cursor.shards_preserved == 1
+    state.undo(undo_flush)  # the pre-flush shards come back; the cursor's are not the state's
+    assert state._snapshot is None and state.get(b"old", T0) == b"1"
+    state.apply_command([b"SET", b"new", b"3"], T0)
+    state.apply_command([b"SET", b"old", b"3"], T0)
+    assert cursor.shards_preserved == 1
+    assert view(KVState.from_records(drain(cursor)), T0) == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [b"SADD", b"s", b"c", b"d"],
+        [b"SREM", b"s", b"a"],
+        [b"SPOP", b"s", b"1"],
+        [b"SMOVE", b"s", b"t", b"b"],
+        [b"SADD", b"s", *[b"n%d" % i for i in range(200)]],  # rebuilds the member index
+        [b"PEXPIRE", b"s", b"50"],
+        [b"PERSIST", b"s"],
+    ],
+)
+def test_undoing_a_change_made_before_the_begin_captures_first(command: list[bytes]) -> None:
+    """The undo log names the key of each member change, so undo can preserve its shard."""
+    state = _state_with([b"SADD", b"s", b"a", b"b"], [b"SADD", b"t", b"x"])
+    state.set_expire(b"s", T0 + 10_000)
+    _, _, undo = state.execute_recorded(command, T0)
+    before = view(state, T0)
+    cursor = state.begin_snapshot()
+    state.undo(undo)
+    assert cursor.shards_preserved >= 1
+    assert view(KVState.from_records(drain(cursor)), T0) == before
+
+
+def test_expired_keys_not_yet_deleted_are_in_the_snapshot() -> None:
+    state = _state_with([b"SET", b"gone", b"v", b"PX", b"5"], [b"SADD", b"s", b"m"])
+    state.set_expire(b"s", T0 + 1)
+    later = T0 + 10_000
+    assert state.execute_read([b"EXISTS", b"gone", b"s"], later) == 0
+    records = drain(state.begin_snapshot())
+    assert sorted(records) == [[b"gone", ITEM_STRING, b"v", T0 + 5], [b"s", ITEM_SET, [b"m"], T0 + 1]]
+    restored = KVState.from_records(records)
+    assert restored.digest() == state.digest()
+    assert restored.expired_keys(later, 10) == state.expired_keys(later, 10)
+
+
+# ---- batches and records ----
+
+
+def test_an_empty_state_has_no_batches_and_the_empty_digest() -> None:
+    cursor = KVState().begin_snapshot()
+    assert cursor.next_batch(10) is None
+    assert cursor.next_batch(10) is None  # stays done
+    assert cursor.state_digest() == KVState().digest()
+
+
+def test_batches_respect_max_items_and_max_bytes() -> None:
+    state = _state_with(*([b"SET", b"key%d" % i, b"v" * 100] for i in range(500)))
+    cursor = state.begin_snapshot()
+    sizes = []
+    records: list[list] = []
+    while (batch := cursor.next_batch(1000, max_bytes=1000)) is not None:
+        sizes.append(len(batch))
+        records += batch
+    # ~116 bytes per item: the batch stops once it reaches 1000 bytes.
+    assert max(sizes) == 9 and len(records) == 500
+    cursor = state.begin_snapshot()
+    assert len(cursor.next_batch(7) or []) == 7
+    cursor.close()
+
+
+def test_a_big_set_is_split_into_chunks_that_restore_its_positions() -> None:
+    state = KVState()
+    members = [b"%05d" % i for i in range(3000)]
+    random.Random(1).shuffle(members)
+    state.apply_command([b"SADD", b"big", *members], T0)
+    state.apply_command([b"SPOP", b"big", b"700"], T0, seed=3)  # swap-removes reorder positions
+    state.set_expire(b"big", T0 + 50)
+    before = list(state.items())
+    with small_set_chunks(member_bytes=1000):
+        cursor = state.begin_snapshot()
+        records = cursor.next_batch(3) or []
+        state.apply_command([b"SREM", b"big", *members[:100]], T0)  # in the middle of the set
+        records += drain(cursor, 3)
+    kinds = [record[1] for record in records]
+    assert kinds[0] == ITEM_SET and set(kinds[1:]) == {ITEM_SET_MORE}
+    assert records[0][3] == T0 + 50 and all(record[3] is None for record in records[1:])
+    # 1000 bytes of chunk hold 100 members of 5 bytes plus 5 bytes of framing each.
+    assert [len(record[2]) for record in records] == [100] * 23
+    restored = KVState.from_records(records)
+    assert list(restored.items()) == before  # the members at their positions
+    assert restored.digest() == cursor.state_digest() != state.digest()
+
+
+def test_records_are_plain_msgpack_ready_values_sharing_nothing_mutable() -> None:
+    state = _state_with([b"SADD", b"s", b"a", b"b"], [b"SET", b"k", b"v", b"PX", b"9"])
+    cursor = state.begin_snapshot()
+    records = cursor.next_batch(10) or []
+    state.apply_command([b"SADD", b"s", b"c"], T0)  # after the shard was emitted
+    assert sorted(records) == [[b"k", ITEM_STRING, b"v", T0 + 9], [b"s", ITEM_SET, [b"a", b"b"], None]]
+    assert cursor.next_batch(10) is None
+
+
+def test_restore_records_rejects_records_that_cannot_come_from_a_snapshot() -> None:
+    bad_batches = [
+        [[b"k", ITEM_STRING, b"v", None], [b"k", ITEM_STRING, b"w", None]],  # a repeated key
+        [[b"k", ITEM_SET, [b"a"], None], [b"k", ITEM_SET, [b"b"], None]],
+        [[b"k", ITEM_SET_MORE, [b"a"], None]],  # continues no set
+        [[b"k", ITEM_SET, [b"a"], None], [b"k", ITEM_SET_MORE, [b"a"], None]],  # repeats
+        [[b"k", ITEM_SET, [b"a"], None], [b"k", ITEM_SET_MORE, [b"b"], 5]],  # expiry again
+        [[b"k", ITEM_SET, [b"a", b"a"], None]],
+        [[b"k", ITEM_SET, [], None]],
+        [[b"k", 9, b"v", None]],
+        [[b"k", ITEM_STRING, b"v", "soon"]],
+        [[b"k", ITEM_STRING, b"v"]],
+    ]
+    for batch in bad_batches:
+        with pytest.raises(InvariantViolation):
+            KVState.from_records(batch)
+
+
+def test_restore_records_accepts_a_set_continued_in_a_later_batch() -> None:
+    state = KVState()
+    state.restore_records([[b"k", ITEM_SET, [b"a", b"b"], 77]])
+    state.restore_records([[b"k", ITEM_SET_MORE, [b"c"], None], [b"z", ITEM_STRING, b"1", None]])
+    expected = _state_with([b"SADD", b"k", b"a", b"b", b"c"], [b"SET", b"z", b"1"])
+    expected.set_expire(b"k", 77)
+    assert list(state.items()) == list(expected.items())
+    assert state.used_bytes() == expected.used_bytes()
+
+
+# ---- one cursor at a time, and no cost without one ----
+
+
+def test_one_snapshot_at_a_time() -> None:
+    state = _state_with([b"SET", b"k", b"v"])
+    cursor = state.begin_snapshot()
+    assert state.snapshot_running()
+    with pytest.raises(InvariantViolation):
+        state.begin_snapshot()
+    cursor.close()
+    cursor.close()  # idempotent
+    assert not state.snapshot_running()
+    with pytest.raises(InvariantViolation):
+        cursor.next_batch(1)  # closed before the end
+    finished = state.begin_snapshot()
+    drain(finished)
+    assert not state.snapshot_running()  # finishing detaches too
+    state.begin_snapshot().close()
+
+
+def test_a_snapshot_cannot_begin_inside_a_recorded_execution() -> None:
+    state = KVState()
+    with pytest.raises(InvariantViolation):
+        state._recorded(state.begin_snapshot)
+    assert not state.snapshot_running()
+
+
+def test_closing_early_releases_the_captures() -> None:
+    state = _state_with(*([b"SET", b"key%d" % i, b"v"] for i in range(20)))
+    cursor = state.begin_snapshot()
+    state.apply_command([b"DEL", b"key3"], T0)
+    assert cursor._pending
+    cursor.close()
+    assert not cursor._pending and state._snapshot is None
+
+
+def test_without_a_snapshot_the_hook_is_never_entered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no cursor (never begun, finished, or closed) a change costs the one test of
+    `_snapshot`: the capture code is not even called."""
+    calls = []
+    original = StateSnapshotCursor._preserve
+
+    def counting(self: StateSnapshotCursor, shard_index: int) -> None:
+        calls.append(shard_index)
+        original(self, shard_index)
+
+    monkeypatch.setattr(StateSnapshotCursor, "_preserve", counting)
+    workload = build(5, 300)
+    assert calls == []
+    drain(workload.state.begin_snapshot())
+    workload.state.begin_snapshot().close()
+    for _ in range(300):
+        workload.step()
+    assert calls == []
+
+
+def test_a_finished_snapshot_leaves_the_state_behaving_exactly_as_without_one() -> None:
+    with_snapshots, without = build(11, 0), build(11, 0)
+    for step in range(400):
+        if step % 50 == 10:
+            cursor = with_snapshots.state.begin_snapshot()
+            cursor.next_batch(5)
+        if step % 50 == 30:
+            drain(cursor)
+        assert with_snapshots.step() == without.step()
+        if step % 25 == 0:
+            now_ms = with_snapshots.now_ms
+            assert view(with_snapshots.state, now_ms) == view(without.state, now_ms)
