@@ -20,6 +20,10 @@ the peer link with a forwarded request.
 
 A client sets them for its connection with `REPLIKV WRITECONCERN|READPREF|CONSISTENCY` or for
 one command with `REPLIKV WITH <option> <value> ... <command>` (see server/local_commands.py).
+
+Retryable writes (see replikv.sessions): `session` is the connection's session id (`REPLIKV
+SESSION <id>`), `seq` one write's sequence number in it (`REPLIKV WITH SEQ <n> <write>`). A write
+with a `seq` is executed at most once per (session, seq), however often it is retried.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from replikv.replies import CommandError
+from replikv.sessions import SEQ_MAX, check_seq, check_session_id, parse_seq
 
 WRITE_CONCERNS = ("1", "majority", "all")
 READ_PREFERENCES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
@@ -47,11 +52,18 @@ class RequestOptions:
     read_preference: str = "primary"
     read_consistency: str = "linearizable"
     max_staleness_ms: int | None = None  # None: no bound
+    session: bytes | None = None  # the connection's session id (REPLIKV SESSION)
+    seq: int | None = None  # this write's sequence number in `session` (REPLIKV WITH SEQ)
 
     def as_fields(self) -> list:
-        """The options as a flat list for INFO-style output and the peer wire."""
-        return [self.w, self.wtimeout_ms, self.read_preference, self.read_consistency,
-                self.max_staleness_ms]
+        """The options as a flat list for INFO-style output and the peer wire: five fields, and
+        the session and seq after them only when either is set (so options without them look
+        exactly as they did before sessions existed)."""
+        fields = [self.w, self.wtimeout_ms, self.read_preference, self.read_consistency,
+                  self.max_staleness_ms]
+        if self.session is not None or self.seq is not None:
+            fields += [self.session, self.seq]
+        return fields
 
 
 DEFAULT_OPTIONS = RequestOptions()
@@ -102,22 +114,49 @@ def apply_option(options: RequestOptions, name: bytes, value: bytes) -> RequestO
         return replace(options, max_staleness_ms=_timeout_ms(value, "MAXSTALENESS") or None)
     if key == b"CONSISTENCY":
         return replace(options, read_consistency=parse_read_consistency(value))
+    if key == b"SEQ":
+        return replace(options, seq=parse_seq_arg(value))
     raise CommandError(f"ERR unknown option '{name.decode('utf-8', 'replace')[:32]}', expected "
-                       "W, WTIMEOUT, READPREF, MAXSTALENESS or CONSISTENCY")
+                       "W, WTIMEOUT, READPREF, MAXSTALENESS, CONSISTENCY or SEQ")
 
 
-OPTION_NAMES = frozenset({b"W", b"WTIMEOUT", b"READPREF", b"MAXSTALENESS", b"CONSISTENCY"})
+OPTION_NAMES = frozenset({b"W", b"WTIMEOUT", b"READPREF", b"MAXSTALENESS", b"CONSISTENCY",
+                          b"SEQ"})
+
+
+def parse_seq_arg(raw: bytes) -> int:
+    try:
+        return parse_seq(raw)
+    except ValueError:
+        raise CommandError(f"ERR SEQ must be an integer in 1..{SEQ_MAX}") from None
+
+
+def parse_session_arg(raw: bytes) -> bytes:
+    try:
+        return check_session_id(raw)
+    except ValueError:
+        raise CommandError("ERR a session id is 1 to 64 bytes") from None
 
 
 def options_from_fields(fields: list) -> RequestOptions:
     """The inverse of RequestOptions.as_fields for values from a peer; ValueError if invalid."""
-    if not isinstance(fields, list) or len(fields) != 5:
-        raise ValueError("options must be a list of 5 fields")
-    w, wtimeout_ms, preference, consistency, staleness_ms = fields
+    if not isinstance(fields, list) or len(fields) not in (5, 7):
+        raise ValueError("options must be a list of 5 or 7 fields")
+    w, wtimeout_ms, preference, consistency, staleness_ms = fields[:5]
+    session, seq = fields[5:] if len(fields) == 7 else (None, None)
     if w not in WRITE_CONCERNS or preference not in READ_PREFERENCES \
             or consistency not in READ_CONSISTENCIES:
         raise ValueError("unknown option value")
     for v in (wtimeout_ms, staleness_ms):
         if v is not None and (type(v) is not int or not 0 < v <= TIMEOUT_MS_MAX):
             raise ValueError("bad timeout")
-    return RequestOptions(w, wtimeout_ms, preference, consistency, staleness_ms)
+    if len(fields) == 7:
+        if session is None and seq is None:
+            raise ValueError("session and seq both absent in the 7-field form")
+        if session is not None:
+            check_session_id(session)
+        if seq is not None:
+            check_seq(seq)
+            if session is None:
+                raise ValueError("a seq without a session")
+    return RequestOptions(w, wtimeout_ms, preference, consistency, staleness_ms, session, seq)

@@ -1,24 +1,29 @@
 """Commands answered by the node itself, without the log: connection handshakes and introspection.
 
 These are what redis-cli and redis-py send when they connect (HELLO, CLIENT SETNAME / SETINFO,
-SELECT 0), plus PING, ECHO, INFO, ROLE, COMMAND, CONFIG GET, TIME, QUIT and RESET. They touch
-only the connection's own state or report the node's state; none of them changes data, so none
-of them goes through consensus.
+SELECT 0), plus PING, ECHO, INFO, ROLE, COMMAND, CONFIG GET, TIME, QUIT, RESET and REPLIKV. They
+touch only the connection's own state or report the node's state; none of them changes data, so
+none of them goes through consensus.
+
+`REPLIKV TOPOLOGY` describes the members for smart clients (replikv.client): the node reports
+what it knows through `NodeView.topology()`, built with `member_views` from its membership,
+its raft state and the addresses peers advertised in their handshakes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from replikv import __version__
-from replikv.commands import COMMANDS
+from replikv.commands import COMMANDS, lookup
 from replikv.concerns import (
     DEFAULT_OPTIONS,
     OPTION_NAMES,
     RequestOptions,
     apply_option,
+    parse_session_arg,
 )
 from replikv.replies import OK, PONG, CommandError, ErrorReply, Status, wrong_arity
 
@@ -41,6 +46,64 @@ class ConnectionState:
     default_options: RequestOptions = DEFAULT_OPTIONS  # the node's defaults, for RESET
 
 
+MEMBER_ROLES = ("leader", "follower", "candidate", "standby", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """One member as a node sees it, for REPLIKV TOPOLOGY."""
+
+    id: str
+    role: str  # one of MEMBER_ROLES
+    voter: bool
+    client: str | None  # "host:port" clients connect to; None if not known here (yet)
+    admin: str | None = None  # the admin HTTP "host:port", if it has one and it is known
+    is_self: bool = False  # the node answering
+    term: int | None = None  # the answering node's term (is_self only)
+    applied_index: int | None = None  # the answering node's applied index (is_self only)
+
+    def as_reply(self) -> dict:
+        out = {"id": self.id, "role": self.role, "voter": int(self.voter), "client": self.client,
+               "admin": self.admin, "self": int(self.is_self)}
+        if self.is_self:
+            out["term"] = self.term
+            out["applied_index"] = self.applied_index
+        return out
+
+
+def member_views(*, self_id: str, self_role: str, term: int, applied_index: int,
+                 leader_id: str | None, members: Iterable[str], voters: Collection[str],
+                 addresses: Mapping[str, Mapping[str, str]]) -> list[MemberView]:
+    """The members in the order given, as this node sees them.
+
+    `self_role` is this node's raft role ("pre-candidate" counts as "candidate");
+    `addresses[id]` holds the member's "client" and "admin" addresses where known (for peers:
+    what they advertised in their handshake). Another member's role is "leader" if it is the
+    leader this node follows, otherwise "follower" (or "standby" for a non-voter) while a leader
+    is known, and "unknown" when none is."""
+    out = []
+    for member in members:
+        voter = member in voters
+        if member == self_id:
+            role = "candidate" if self_role in ("candidate", "pre-candidate") else self_role
+            if role not in MEMBER_ROLES:
+                role = "unknown"
+            if role == "follower" and not voter:
+                role = "standby"
+        elif member == leader_id:
+            role = "leader"
+        elif leader_id is not None:
+            role = "follower" if voter else "standby"
+        else:
+            role = "unknown"
+        known = addresses.get(member, {})
+        is_self = member == self_id
+        out.append(MemberView(member, role, voter, known.get("client"), known.get("admin"),
+                              is_self, term if is_self else None,
+                              applied_index if is_self else None))
+    return out
+
+
 class NodeView:
     """What local commands need to know about the node; the runtime implements it."""
 
@@ -50,6 +113,10 @@ class NodeView:
         raise NotImplementedError
 
     def role_reply(self) -> list:
+        raise NotImplementedError
+
+    def topology(self) -> list[MemberView]:
+        """Every member, this node included (see `member_views`)."""
         raise NotImplementedError
 
 
@@ -250,10 +317,18 @@ REPLIKV_HELP = [
     "CONSISTENCY linearizable|lease|local",
     "    What a read waits for: a quorum round (linearizable), the leader's lease (lease),",
     "    nothing: this node's applied state, possibly stale (local).",
+    "SESSION [<id>|OFF]",
+    "    Set this connection's session id (1 to 64 bytes) for retryable writes; without an",
+    "    id, or with OFF, clear it.",
     "OPTIONS",
     "    The connection's current settings.",
     "WITH <option> <value> [<option> <value> ...] <command> [<arg> ...]",
-    "    Run one command with W, WTIMEOUT, READPREF, MAXSTALENESS or CONSISTENCY changed.",
+    "    Run one command with W, WTIMEOUT, READPREF, MAXSTALENESS or CONSISTENCY changed,",
+    "    or a write with SEQ <n>: its sequence number in the connection's session. A write",
+    "    retried with the same session and SEQ is applied once; a retry gets the first reply.",
+    "TOPOLOGY",
+    "    The members: id, role, voter, client and admin address; term and applied index of",
+    "    the node answering.",
     "HELP",
     "    Print this help.",
 ]
@@ -281,6 +356,17 @@ def _replikv(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object
         options = apply_option(options, b"MAXSTALENESS", staleness)
     elif sub == b"CONSISTENCY" and len(args) == 1:
         options = apply_option(options, b"CONSISTENCY", args[0])
+    elif sub == b"SESSION" and len(args) <= 1:
+        if not args or args[0].upper() == b"OFF":
+            options = replace(options, session=None)
+        else:
+            options = replace(options, session=parse_session_arg(args[0]))
+    elif sub == b"TOPOLOGY" and not args:
+        try:
+            members = node.topology()
+        except NotImplementedError:
+            raise CommandError("ERR REPLIKV TOPOLOGY is not available on this node") from None
+        return [m.as_reply() for m in members]
     elif sub == b"OPTIONS" and not args:
         return describe_options(conn.options)
     elif sub == b"HELP" and not args:
@@ -296,13 +382,17 @@ def _replikv(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object
 
 
 def describe_options(options: RequestOptions) -> dict:
-    return {
+    """REPLIKV OPTIONS: the connection's settings; "session" only while one is set."""
+    out: dict = {
         "w": options.w,
         "wtimeout_ms": options.wtimeout_ms or 0,
         "readpref": options.read_preference,
         "maxstaleness_ms": options.max_staleness_ms or 0,
         "consistency": options.read_consistency,
     }
+    if options.session is not None:
+        out["session"] = options.session
+    return out
 
 
 def parse_replikv_with(options: RequestOptions, argv: list[bytes]) -> tuple[RequestOptions,
@@ -321,6 +411,15 @@ def parse_replikv_with(options: RequestOptions, argv: list[bytes]) -> tuple[Requ
     if argv[i].lower() in LOCAL_COMMANDS:
         raise CommandError(f"ERR REPLIKV WITH applies to data commands and WAIT, not to "
                            f"'{argv[i].decode(errors='replace')[:32]}'")
+    if options.seq is not None:
+        if options.session is None:
+            raise CommandError("ERR SEQ needs a session: send REPLIKV SESSION <id> on this "
+                               "connection first")
+        spec = lookup(argv[i])
+        # An unknown command keeps its own error (unknown command) from the node core.
+        if (spec is not None and spec.kind != "write") or argv[i].lower() == b"wait":
+            raise CommandError(f"ERR SEQ applies to writes only, and "
+                               f"'{argv[i].decode(errors='replace')[:32]}' is not a write")
     return options, argv[i:]
 
 
@@ -342,11 +441,14 @@ def run_local(handler: LocalHandler, conn: ConnectionState, node: NodeView,
 __all__ = [
     "BARRIER_COMMANDS",
     "LOCAL_COMMANDS",
+    "MEMBER_ROLES",
     "REDIS_COMPAT_VERSION",
     "ConnectionState",
+    "MemberView",
     "NodeView",
     "__version__",
     "describe_options",
+    "member_views",
     "parse_replikv_with",
     "run_local",
 ]
