@@ -67,9 +67,20 @@ from replikv.node_messages import (
     WaitReply,
     WaitRequest,
 )
-from replikv.raft.core import RaftCore, Ready
+from replikv.raft.core import RaftCore, Ready, SnapshotMeta
+from replikv.raft.membership import (
+    ADD_LEARNER,
+    DEMOTE,
+    PROMOTE,
+    REMOVE,
+    Membership,
+    MembershipError,
+    is_config_entry,
+    valid_member_id,
+)
 from replikv.raft.messages import AppendRequest, Entry, Envelope
-from replikv.replies import NOT_INTEGER, CommandError, ErrorReply, wrong_arity
+from replikv.replies import NOT_INTEGER, CommandError, ErrorReply, Status, wrong_arity
+from replikv.sessions import SessionTable, Verdict
 from replikv.state import KVState
 
 ENTRY_COMMAND = 1
@@ -100,6 +111,9 @@ ERR_READ_TIMEOUT = ErrorReply(
 ERR_NOT_SECONDARY = ErrorReply(
     "NOTSECONDARY this node is the primary and the read preference is 'secondary': connect "
     "to a follower, or use secondaryPreferred or nearest")
+ERR_RETRY_SAME_SEQ = ErrorReply(
+    "TRYAGAIN leadership changed while this retried write's first attempt was committing; "
+    "retry it with the same sequence number (it is applied at most once)")
 ERR_EFFECTS_TOO_LARGE = (
     "ERR the command's effects are too large for one log entry (limit {limit} bytes); "
     "nothing was changed")
@@ -127,6 +141,13 @@ class NodeConfig:
     expire_batch_keys: int = 1000
     replication: str = "passive"
     limits: Limits = DEFAULT_LIMITS
+    # Log compaction: snapshot the state once this many entries were applied since the last
+    # snapshot (0: never), then drop the log through the snapshot's index minus
+    # `snapshot_keep_entries` (kept so followers slightly behind get entries, not a snapshot).
+    snapshot_entries: int = 0
+    snapshot_keep_entries: int = 1000
+    # Automatic replacement (0: off): see NodeCore._auto_replace.
+    auto_replace_after_ms: int = 0
 
     def __post_init__(self) -> None:
         invariant(self.replication in REPLICATION_MODES,
@@ -155,7 +176,7 @@ class NodeReady:
 class _Request:
     req_id: int
     argv: list[bytes]
-    kind: str  # "write" | "read" | "wait"
+    kind: str  # "write" | "read" | "wait" | "admin" (membership, switchover: run by the leader)
     opts: RequestOptions
     session: int | None
     deadline_ms: int
@@ -183,17 +204,67 @@ class _Proposal:
     acked: bool = False  # already answered (w=1, once durable here)
 
 
+@dataclass(slots=True)
+class SnapshotJob:
+    """A snapshot being written: the state as of `index` (on a leader, possibly ahead of the
+    commit index: it is kept only once `index` commits with `term`). The driver pulls record
+    batches from `cursor` (KVState.begin_snapshot) between other work, so the node never stops
+    serving, and asks `NodeCore.snapshot_verdict` when the cursor is exhausted."""
+
+    index: int
+    term: int
+    membership: Membership
+    time_ms: int  # the state's time (the last applied entry's), restored with it
+    cursor: object
+    sessions: bytes  # the session table at `index` (SessionTable.to_bytes)
+    drained: bool = False
+
+
+# Member operations as clients spell them (REPLIKV MEMBER <op> ...).
+MEMBER_OPS = {b"add": ADD_LEARNER, b"promote": PROMOTE, b"demote": DEMOTE, b"remove": REMOVE}
+
+
+def decode_address_book(context: bytes) -> dict[str, dict[str, str]]:
+    """The membership context as the node layer uses it: id -> {"peer": "host:port",
+    "client": ..., "admin": ...}. Invalid or empty context gives {}."""
+    if not context:
+        return {}
+    try:
+        book = msgpack.unpackb(context, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return {}
+    if not isinstance(book, dict):
+        return {}
+    return {k: {a: b for a, b in v.items() if isinstance(a, str) and isinstance(b, str)}
+            for k, v in book.items() if isinstance(k, str) and isinstance(v, dict)}
+
+
+def encode_address_book(book: dict[str, dict[str, str]]) -> bytes:
+    return msgpack.packb({k: dict(sorted(v.items())) for k, v in sorted(book.items())},
+                         use_bin_type=True)
+
+
+def is_admin_command(argv: list[bytes] | tuple[bytes, ...]) -> bool:
+    """REPLIKV MEMBER ... and REPLIKV SWITCHOVER ...: run by the leader, forwarded to it."""
+    return (len(argv) >= 2 and argv[0].lower() == b"replikv"
+            and argv[1].lower() in (b"member", b"switchover"))
+
+
 class _AppliedAhead(NamedTuple):
     index: int
     term: int
     undo: object | None
     time_before_ms: int
+    session_undo: object | None = None  # the entry's record in the session table
 
 
-def encode_command_entry(argv: list[bytes], time_ms: int, seed: int = 0) -> bytes:
+def encode_command_entry(argv: list[bytes], time_ms: int, seed: int = 0,
+                         session: list | None = None) -> bytes:
     body: list = [ENTRY_COMMAND, time_ms, argv]
-    if seed:
+    if seed or session:
         body.append(seed)
+    if session:
+        body.append(session)
     return msgpack.packb(body, use_bin_type=True)
 
 
@@ -201,8 +272,11 @@ def encode_expire_entry(keys: list[bytes], time_ms: int) -> bytes:
     return msgpack.packb([ENTRY_EXPIRE, time_ms, keys], use_bin_type=True)
 
 
-def encode_effects_entry(effects: list, time_ms: int) -> bytes:
-    return msgpack.packb([ENTRY_EFFECTS, time_ms, effects], use_bin_type=True)
+def encode_effects_entry(effects: list, time_ms: int, session: list | None = None) -> bytes:
+    body: list = [ENTRY_EFFECTS, time_ms, effects]
+    if session:
+        body += [0, session]
+    return msgpack.packb(body, use_bin_type=True)
 
 
 class NodeCore:
@@ -219,6 +293,10 @@ class NodeCore:
         # the commit index: _ahead holds the undo records of those entries, oldest first.
         self.applied_index = raft.applied_index
         self.state_time_ms = 0  # the time of the last applied entry, never decreasing
+        # Retryable writes: per client session, the last sequence number applied and its
+        # reply. Replicated state like `state` (in snapshots; undone with it).
+        self.sessions = SessionTable()
+        self._dup_waiting: list[tuple[int, tuple, object]] = []  # (index, target, reply)
         self._ahead: deque[_AppliedAhead] = deque()
         self._was_leader = False
         self._terms_led: set[int] = set()
@@ -260,6 +338,8 @@ class NodeCore:
         self.rolled_back_entries = 0
         self.rolled_back_acknowledged = 0
         self.wtimeouts = 0
+        self.auto_replacements = 0  # membership changes made by automatic replacement
+        self.duplicate_writes = 0  # retried writes answered from the session table
 
     # -- events -------------------------------------------------------------------------------
 
@@ -272,6 +352,12 @@ class NodeCore:
         self.now_ms = now_ms
         if argv and argv[0].lower() == b"wait":
             self._submit_wait(req_id, argv, options, session)
+            return
+        if is_admin_command(argv):
+            req = _Request(req_id, list(argv), "admin", options, None,
+                           now_ms + self.config.request_timeout_ms)
+            self._add_request(req)
+            self._route_write(req)
             return
         try:
             spec, _parsed = parse_command(argv)
@@ -362,8 +448,47 @@ class NodeCore:
             self._propose_expiry()
         if self._all_waiting:
             self._expire_all_waiting()
+        if self.config.auto_replace_after_ms and self.raft.is_leader:
+            self._auto_replace()
         self._expire_deadlines()
         self._after_event()
+
+    def _auto_replace(self) -> None:
+        """Passive redundancy: a voter unreachable for auto_replace_after_ms is replaced by a
+        caught-up standby. One single-server change at a time, and memoryless (a new leader
+        carries on where the old one stopped): while the voters are an odd number, promote a
+        standby that is reachable and caught up; while they are an even number, demote the
+        voter silent longest. So 3 voters with one lost become 4 (the standby joins), then 3
+        again (the lost one becomes a standby, and catches up as one if it comes back)."""
+        raft = self.raft
+        if raft.config_change_pending() or not raft.committed_in_current_term():
+            return
+        limit_ticks = max(1, self.config.auto_replace_after_ms // self.config.tick_ms)
+        silent = {v: raft.tick_count - (pr.last_contact_tick or 0)
+                  for v, pr in raft.progress.items() if v in raft.voters}
+        lost = sorted((v for v, t in silent.items() if t >= limit_ticks),
+                      key=lambda v: (-silent[v], v))
+        if not lost:
+            return
+        current = raft.membership
+        if len(current.voters) % 2 == 1:
+            ready = [s for s in current.learners if s in raft.progress
+                     and raft.tick_count - (raft.progress[s].last_contact_tick or 0)
+                     < raft.config.election_ticks
+                     and raft.progress[s].match + raft.config.promote_max_lag_entries
+                     >= raft.log.last_index]
+            if not ready:
+                return
+            target, op = max(ready, key=lambda s: (raft.progress[s].match, s)), PROMOTE
+        else:
+            target, op = lost[0], DEMOTE
+        try:
+            index = raft.propose_membership(current.changed(op, target))
+        except MembershipError:
+            return  # e.g. no reachable majority after the change: wait
+        self._ahead.append(_AppliedAhead(index, raft.term, None, self.state_time_ms))
+        self.applied_index = index
+        self.auto_replacements += 1
 
     # -- the Ready cycle ------------------------------------------------------------------------
 
@@ -416,8 +541,8 @@ class NodeCore:
         log = self.raft.log
         for e in log.slice(self.applied_index + 1, log.last_index + 1):
             before = self.state_time_ms
-            undo = self._apply_entry(e, recorded=True)
-            self._ahead.append(_AppliedAhead(e.index, e.term, undo, before))
+            undo, session_undo = self._apply_entry(e, recorded=True)
+            self._ahead.append(_AppliedAhead(e.index, e.term, undo, before, session_undo))
             self.applied_index = e.index
 
     def _undo_uncommitted(self) -> None:
@@ -426,6 +551,8 @@ class NodeCore:
         commit = self.raft.commit_index
         while self._ahead and self._ahead[-1].index > commit:
             a = self._ahead.pop()
+            if a.session_undo is not None:
+                self.sessions.undo(a.session_undo)
             if a.undo is not None:
                 self.state.undo(a.undo)
             self.state_time_ms = a.time_before_ms
@@ -436,6 +563,9 @@ class NodeCore:
             self._deliver(prop.target, wtimeout_error(1, len(self.raft.voters),
                                                       self.now_ms - prop.proposed_ms))
         self._all_waiting = {}
+        waiting_dups, self._dup_waiting = self._dup_waiting, []
+        for _index, target, _reply in waiting_dups:
+            self._deliver(target, ERR_RETRY_SAME_SEQ)
         # Reads computed on the undone state, and WAITs answered from our progress, start over.
         held, self._held = self._held, []
         waits, self._waits = self._waits, set()
@@ -460,8 +590,11 @@ class NodeCore:
 
     def _route_write(self, req: _Request) -> None:
         if self.raft.is_leader:
-            outcome = self._propose_command(req.argv, ("local", req.req_id), req.opts)
-            if isinstance(outcome, ErrorReply):
+            if req.kind == "admin":
+                outcome = self._run_admin(req.argv, ("local", req.req_id))
+            else:
+                outcome = self._propose_command(req.argv, ("local", req.req_id), req.opts)
+            if isinstance(outcome, ErrorReply | Status):
                 self._finish(req.req_id, outcome)
                 return
             if outcome is not None:
@@ -483,13 +616,29 @@ class NodeCore:
         invariant(self.applied_index == self.raft.log.last_index,
                   f"state at {self.applied_index} behind the log at {self.raft.log.last_index}")
         t = self._entry_time()
+        session_rec = None
+        if opts.session is not None and opts.seq is not None:
+            check = self.sessions.lookup(opts.session, opts.seq, t)
+            if check.verdict is Verdict.STALE:
+                return check.reply
+            if check.verdict is Verdict.DUPLICATE:
+                # Applied before (perhaps by an earlier leader): answer what it answered, once
+                # the entry that applied it has committed.
+                self.duplicate_writes += 1
+                if check.index <= self.raft.commit_index:
+                    self._deliver(target, check.reply, check.index)
+                else:
+                    self._dup_waiting.append((check.index, target, check.reply))
+                return check.index
         seed = self.rng.getrandbits(31) + 1 if argv[0].lower() in RANDOM_WRITES else 0
         reply, effects, undo = self.state.execute_recorded(argv, t, seed)
         self.commands_executed += 1
+        if opts.session is not None and opts.seq is not None:
+            session_rec = [opts.session, opts.seq, self.sessions.pack_reply(reply)]
         if self.config.replication == "passive":
-            data = encode_effects_entry(effects, t)
+            data = encode_effects_entry(effects, t, session_rec)
         else:
-            data = encode_command_entry(argv, t, seed)
+            data = encode_command_entry(argv, t, seed, session_rec)
         if len(data) > self.config.limits.max_entry_bytes:
             self.state.undo(undo)
             return ErrorReply(ERR_EFFECTS_TOO_LARGE.format(
@@ -497,12 +646,135 @@ class NodeCore:
         index = self._propose_applied(data, undo, t)
         if index is None:
             return None
+        if session_rec is not None:
+            token = self.sessions.record_packed(session_rec[0], session_rec[1], session_rec[2],
+                                                t, index)
+            self._ahead[-1] = self._ahead[-1]._replace(session_undo=token)
         wtimeout_ms = opts.wtimeout_ms or self.config.request_timeout_ms
         self._proposals[index] = _Proposal(self.raft.term, target, reply, opts.w, self.now_ms,
                                            wtimeout_ms)
         if opts.w == "1":
             self._w1_pending.append(index)
         return index
+
+    def _run_admin(self, argv: list[bytes], target: tuple) -> int | ErrorReply | Status | None:
+        """On the leader: a membership change (proposed; answered when it commits, like a
+        write) or a switchover (answered at once). Returns as _propose_command does, or a
+        Status to answer at once."""
+        sub = argv[1].lower()
+        if sub == b"switchover":
+            return self._switchover(argv[2].decode("utf-8", "replace") if len(argv) > 2
+                                    else None)
+        if len(argv) < 4 or argv[2].lower() not in MEMBER_OPS:
+            return ErrorReply("ERR usage: REPLIKV MEMBER ADD|PROMOTE|DEMOTE|REMOVE <id> "
+                              "[PEER host:port CLIENT host:port ADMIN host:port]")
+        op = MEMBER_OPS[argv[2].lower()]
+        node_id = argv[3].decode("utf-8", "replace")
+        if not valid_member_id(node_id):
+            return ErrorReply(f"ERR invalid member id {node_id[:64]!r}")
+        current = self.raft.membership
+        book = decode_address_book(current.context)
+        if op == ADD_LEARNER:
+            fields = argv[4:]
+            if len(fields) % 2:
+                return ErrorReply("ERR member addresses come in pairs: PEER host:port ...")
+            addresses = {}
+            for name, value in zip(fields[::2], fields[1::2], strict=True):
+                key = name.decode("latin-1").lower()
+                if key not in ("peer", "client", "admin") or not _is_address(value):
+                    return ErrorReply(f"ERR bad member address {key} {value[:64]!r}: "
+                                      "expected PEER|CLIENT|ADMIN host:port")
+                addresses[key] = value.decode()
+            if "peer" not in addresses:
+                return ErrorReply("ERR a new member needs its PEER host:port, where the "
+                                  "others reach it")
+            book[node_id] = addresses
+        try:
+            new = current.changed(op, node_id)
+            if op == REMOVE:
+                book.pop(node_id, None)
+            new = Membership(new.voters, new.learners, encode_address_book(book))
+            index = self.raft.propose_membership(new)
+        except MembershipError as e:
+            return ErrorReply(f"ERR membership change refused: {e}")
+        # The config entry changes no key; it is "applied ahead" like any other entry so the
+        # state keeps following the log.
+        self._ahead.append(_AppliedAhead(index, self.raft.term, None, self.state_time_ms))
+        self.applied_index = index
+        verb = {ADD_LEARNER: "added as a standby (learner)", PROMOTE: "promoted to voter",
+                DEMOTE: "demoted to standby (learner)", REMOVE: "removed"}[op]
+        self._proposals[index] = _Proposal(
+            self.raft.term, target, Status(f"OK {node_id} {verb} at index {index}"),
+            "majority", self.now_ms, self.config.request_timeout_ms)
+        return index
+
+    def _switchover(self, target: str | None) -> ErrorReply | Status:
+        raft = self.raft
+        candidates = [v for v in raft.voters if v != self.id and v in raft.progress]
+        if target is None:
+            if not candidates:
+                return ErrorReply("ERR switchover: no other voter to hand leadership to")
+            target = max(candidates, key=lambda v: (raft.progress[v].match, v))
+        elif target == self.id:
+            return Status(f"OK {self.id} already leads")
+        elif target not in candidates:
+            return ErrorReply(f"ERR switchover: {target[:64]} is not a voter of this cluster")
+        if not raft.transfer_leadership(target):
+            return ErrorReply("ERR switchover: this node cannot transfer leadership now")
+        return Status(f"OK transferring leadership from {self.id} to {target}: writes pause "
+                      "until it has caught up and taken over")
+
+    # -- snapshots --------------------------------------------------------------------------------
+
+    def start_snapshot(self) -> SnapshotJob | None:
+        """A new snapshot job if one is due (the driver writes it, see SnapshotJob)."""
+        every = self.config.snapshot_entries
+        raft = self.raft
+        last = raft.snapshot.index if raft.snapshot is not None else raft.log.offset
+        if not every or self.applied_index - last < every:
+            return None
+        index = self.applied_index
+        return SnapshotJob(index, raft.log.term_at(index), raft.membership_at(index),
+                           self.state_time_ms, self.state.begin_snapshot(),
+                           self.sessions.to_bytes())
+
+    def snapshot_verdict(self, job: SnapshotJob) -> str:
+        """"commit" once the job's index is committed (keep the snapshot), "abort" if it never
+        will be (its entry was replaced, or the log moved past it), else "wait"."""
+        raft = self.raft
+        if job.index <= raft.log.offset or raft.log.term_at(job.index) != job.term:
+            return "abort"
+        if min(raft.commit_index, raft.applied_index) >= job.index:
+            return "commit"
+        return "wait"
+
+    def snapshot_saved(self, job: SnapshotJob, size: int) -> int:
+        """The job's snapshot is durable. Compacts the log; returns the new log offset (the
+        driver may delete log segments holding only entries up to it)."""
+        raft = self.raft
+        raft.set_snapshot(SnapshotMeta(job.index, job.term, job.membership), size)
+        upto = min(job.index, raft.applied_index) - self.config.snapshot_keep_entries
+        if upto > raft.log.offset:
+            raft.compact(upto)
+        return raft.log.offset
+
+    def install_snapshot(self, meta: SnapshotMeta, state: KVState, time_ms: int,
+                         sessions: SessionTable | None = None) -> bool:
+        """A snapshot received from the leader is durable and loaded into `state`: it replaces
+        this node's state. False if it is no longer wanted (this node has moved past it, or
+        now leads); then nothing changed."""
+        if self.raft.is_leader or meta.index <= self.raft.commit_index:
+            return False
+        invariant(not self._ahead, "a follower with entries applied ahead")
+        self.state = state
+        self.sessions = sessions if sessions is not None else SessionTable()
+        self.applied_index = meta.index
+        self.state_time_ms = max(self.state_time_ms, time_ms)
+        self._commit_marks.clear()
+        restored = self.raft.restore(meta)
+        invariant(restored, "raft refused a snapshot the node accepted")
+        self._after_event()
+        return True
 
     def _propose_applied(self, data: bytes, undo: object, time_ms: int) -> int | None:
         """Propose an entry whose change is already applied; undo it if the proposal fails."""
@@ -530,14 +802,20 @@ class NodeCore:
         key = (m.src, m.req_id)
         if key in self._recent_forwards:
             return  # a duplicate delivery: the first copy is already proposed (or answered)
-        argv = self._accept_forwarded(m, "write")
-        if argv is None:
-            return
-        outcome = self._propose_command(argv, ("remote", m.src, m.req_id), m.options)
+        if is_admin_command(m.argv):
+            if not self.raft.is_leader:
+                self._send(m.src, ForwardReply(self.id, m.req_id, None, not_leader=True))
+                return
+            outcome = self._run_admin(list(m.argv), ("remote", m.src, m.req_id))
+        else:
+            argv = self._accept_forwarded(m, "write")
+            if argv is None:
+                return
+            outcome = self._propose_command(argv, ("remote", m.src, m.req_id), m.options)
         if outcome is None:  # leadership transfer in progress
             self._send(m.src, ForwardReply(self.id, m.req_id, None, not_leader=True))
             return
-        if isinstance(outcome, ErrorReply):
+        if isinstance(outcome, ErrorReply | Status):
             self._send(m.src, ForwardReply(self.id, m.req_id, outcome))
             return
         self._recent_forwards[key] = None
@@ -847,32 +1125,45 @@ class NodeCore:
             if prop is not None:
                 self._on_committed(e.index, e.term, prop)
 
-    def _apply_entry(self, e: Entry, *, recorded: bool) -> object | None:
-        """Apply one log entry to the state; with `recorded`, return its undo record."""
-        if not e.data:
-            return None
+    def _apply_entry(self, e: Entry, *, recorded: bool) -> tuple[object | None, object | None]:
+        """Apply one log entry to the state (and its session record to the session table);
+        with `recorded`, return their undo records."""
+        if not e.data or is_config_entry(e.data):
+            return None, None  # the leader's no-op, or a membership change (raft handles it)
         kind, time_ms, payload, *rest = msgpack.unpackb(e.data, use_list=True)
         t = max(time_ms, self.state_time_ms)
         self.state_time_ms = t
         state = self.state
+        session_undo = None
+        if len(rest) > 1 and rest[1]:
+            session, seq, packed = rest[1]
+            if not self.sessions.lookup(session, seq, t).is_new:
+                # A write its session already applied: every replica skips it alike (the
+                # leader does not propose such entries; this keeps replay exactly-once).
+                return None, None
+            session_undo = self.sessions.record_packed(session, seq, packed, t, e.index)
+        undo = None
         if kind == ENTRY_COMMAND:
             self.commands_executed += 1
             seed = rest[0] if rest else 0
             if recorded:
-                return state.execute_recorded(payload, t, seed)[2]
-            state.apply_command(payload, t, seed)
+                undo = state.execute_recorded(payload, t, seed)[2]
+            else:
+                state.apply_command(payload, t, seed)
         elif kind == ENTRY_EFFECTS:
             self.effects_applied += 1
             if recorded:
-                return state.apply_effects_recorded(payload)
-            state.apply_effects(payload)
+                undo = state.apply_effects_recorded(payload)
+            else:
+                state.apply_effects(payload)
         elif kind == ENTRY_EXPIRE:
             if recorded:
-                return state.expire_recorded(payload, t)[2]
-            state.apply_expire(payload, t)
+                undo = state.expire_recorded(payload, t)[2]
+            else:
+                state.apply_expire(payload, t)
         else:
             invariant(False, f"unknown entry kind {kind} at index {e.index}")
-        return None
+        return undo, session_undo
 
     def _propose_expiry(self) -> None:
         invariant(self.applied_index == self.raft.log.last_index, "expiry before catching up")
@@ -1017,6 +1308,8 @@ class NodeCore:
                 req = self._requests.get(r)
                 if req is not None and req.phase == "waiting":
                     self._route(req)
+        if self._dup_waiting:
+            self._answer_duplicates()
         if self.raft.is_leader:
             if self._all_waiting:
                 self._check_all_waiting()
@@ -1024,6 +1317,14 @@ class NodeCore:
                 self._check_waits()
         if self._held:
             self._release_held()
+
+    def _answer_duplicates(self) -> None:
+        commit = self.raft.commit_index
+        ready = [d for d in self._dup_waiting if d[0] <= commit]
+        if ready:
+            self._dup_waiting = [d for d in self._dup_waiting if d[0] > commit]
+            for index, target, reply in ready:
+                self._deliver(target, reply, index)
 
     def _on_leader_change(self) -> None:
         if self._parked:
@@ -1041,7 +1342,7 @@ class NodeCore:
                     if req is not None:
                         self._park(req, None)
         for req in list(self._requests.values()):
-            if (req.phase == "forwarded" and req.kind != "write"
+            if (req.phase == "forwarded" and req.kind not in ("write", "admin")
                     and req.sent_to != self.raft.leader_id):
                 req.sent_to = None
                 self._park(req, None)
@@ -1079,10 +1380,19 @@ class NodeCore:
         """Entries applied on this leader ahead of the commit index."""
         return len(self._ahead)
 
+    def digest(self) -> str:
+        """The replicated state's checksum: the keys and the session table."""
+        return f"{self.state.digest()}/{self.sessions.digest()}"
+
     @property
     def committed_applied_index(self) -> int:
         """The last committed entry the state reflects (the state may hold more, ahead)."""
         return self.applied_index - len(self._ahead)
+
+
+def _is_address(value: bytes) -> bool:
+    host, sep, port = value.rpartition(b":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536 and len(value) < 300)
 
 
 def _int_arg(raw: bytes) -> int:

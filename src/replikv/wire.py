@@ -29,10 +29,13 @@ from replikv.node_messages import (
     WaitReply,
     WaitRequest,
 )
+from replikv.raft.membership import Membership, MembershipError, is_config_entry
 from replikv.raft.messages import (
     AppendRequest,
     AppendResponse,
     Entry,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     TimeoutNow,
     VoteRequest,
     VoteResponse,
@@ -40,7 +43,7 @@ from replikv.raft.messages import (
 from replikv.replies import ErrorReply, NullArray, Status
 
 PROTOCOL = "replikv-peer"
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 FRAME_HEADER = struct.Struct(">I")
 MAX_ID_CHARS = 64
 MAX_DEPTH = 32
@@ -60,6 +63,7 @@ class PeerProtocolError(Exception):
 
 _KINDS: dict[int, type] = {
     1: VoteRequest, 2: VoteResponse, 3: AppendRequest, 4: AppendResponse, 5: TimeoutNow,
+    6: InstallSnapshot, 7: InstallSnapshotResponse,
     20: ForwardRequest, 21: ForwardReply, 22: ReadIndexRequest, 23: ReadIndexReply,
     24: WaitRequest, 25: WaitReply,
 }
@@ -81,6 +85,10 @@ def encode_message(message: object) -> bytes:
         body = [2, m.term, m.src, m.granted, m.pre_vote]
     elif cls is TimeoutNow:
         body = [5, m.term, m.src]
+    elif cls is InstallSnapshot:
+        body = [6, m.term, m.src, m.index, m.snap_term, m.size, m.offset, m.length, m.data]
+    elif cls is InstallSnapshotResponse:
+        body = [7, m.term, m.src, m.index, m.snap_term, m.offset]
     elif cls is ForwardRequest:
         body = [20, m.src, m.req_id, list(m.argv), m.options.as_fields(), m.is_read]
     elif cls is ForwardReply:
@@ -125,6 +133,11 @@ def decode_message(payload: bytes) -> object:
             index, term = _nat(e[0], "entry index"), _nat(e[1], "entry term")
             if index != prev + 1 + i or term == 0:
                 raise PeerProtocolError("entries not contiguous after prev_index")
+            if is_config_entry(e[2]):
+                try:
+                    Membership.decode(e[2])
+                except MembershipError as exc:
+                    raise PeerProtocolError(f"bad membership entry {index}: {exc}") from None
             entries.append(Entry(index, term, e[2]))
         return AppendRequest(_nat(f[0], "term"), _id(f[1]), prev, _nat(f[3], "prev_term"),
                              tuple(entries), _nat(f[5], "commit"), _nat(f[6], "seq"),
@@ -144,6 +157,18 @@ def decode_message(payload: bytes) -> object:
     if kind == 5:
         _expect(f, 2, "TimeoutNow")
         return TimeoutNow(_nat(f[0], "term"), _id(f[1]))
+    if kind == 6:
+        _expect(f, 8, "InstallSnapshot")
+        size, offset, length = _nat(f[4], "size"), _nat(f[5], "offset"), _nat(f[6], "length")
+        data = f[7]
+        if type(data) is not bytes or len(data) > length or offset + len(data) > size:
+            raise PeerProtocolError("InstallSnapshot chunk does not fit its offset and size")
+        return InstallSnapshot(_nat(f[0], "term"), _id(f[1]), _nat(f[2], "index"),
+                               _nat(f[3], "snap_term"), size, offset, length, data)
+    if kind == 7:
+        _expect(f, 5, "InstallSnapshotResponse")
+        return InstallSnapshotResponse(_nat(f[0], "term"), _id(f[1]), _nat(f[2], "index"),
+                                       _nat(f[3], "snap_term"), _nat(f[4], "offset"))
     if kind == 20:
         _expect(f, 5, "ForwardRequest")
         argv = f[2]

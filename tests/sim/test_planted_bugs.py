@@ -112,3 +112,32 @@ def test_each_fault_class_passes_on_correct_code(faults):
     for seed in range(10):
         r = run_seed(seed, SimConfig(faults=faults))
         assert r.ok, f"seed {seed} ({faults}): {r.failure}"
+
+
+def test_finds_a_snapshot_without_copy_on_write(monkeypatch):
+    """A snapshot cursor that reads shards as they are when it gets to them, not as they were
+    when the snapshot began: writes made meanwhile leak into a snapshot labelled with an
+    earlier index, and a follower that installs it diverges."""
+    from replikv.state import StateSnapshotCursor
+
+    monkeypatch.setattr(StateSnapshotCursor, "_preserve", lambda self, shard_index: None)
+    found = first_failing_seed(SimConfig(snapshots=True), 100)
+    assert found is not None, "the simulator missed snapshots taken without copy-on-write"
+    assert any(w in found[1] for w in ("digests differ", "linearizable", "snapshot cursor")), \
+        found[1]
+
+
+def test_finds_a_session_table_that_is_not_replicated(monkeypatch):
+    """Retryable writes whose session record stays on the leader: after a failover a retried
+    INCR runs twice (and the replicas' session tables differ)."""
+    import replikv.node as node_module
+
+    encode_command, encode_effects = (node_module.encode_command_entry,
+                                      node_module.encode_effects_entry)
+    monkeypatch.setattr(node_module, "encode_command_entry",
+                        lambda argv, t, seed=0, session=None: encode_command(argv, t, seed))
+    monkeypatch.setattr(node_module, "encode_effects_entry",
+                        lambda effects, t, session=None: encode_effects(effects, t))
+    found = first_failing_seed(SimConfig(), 100)
+    assert found is not None, "the simulator missed an unreplicated session table"
+    assert "digests differ" in found[1] or "exactly-once" in found[1]

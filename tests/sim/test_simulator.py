@@ -73,3 +73,17 @@ def test_a_discarded_proposal_is_answered_by_what_commits_at_its_index():
     the entry and a later leader committed it (Raft's Figure 8): the write took effect."""
     r = run_seed(790, SimConfig(nodes=5, nemesis_interval_ms=(50, 400)))
     assert r.ok, r.failure
+
+
+def test_membership_changes_and_snapshot_transfers_are_exercised():
+    """The sweeps above leave membership changes and snapshots to each seed; here they are on
+    in every seed, and the runs must actually commit changes and install snapshots."""
+    totals = [0, 0, 0]
+    for seed in range(20):
+        r = run_seed(50_000 + seed, SimConfig(membership=True, snapshots=True))
+        assert r.ok, f"seed {50_000 + seed}: {r.failure}"
+        totals[0] += r.membership_changes
+        totals[1] += r.snapshots_taken
+        totals[2] += r.snapshots_installed
+    changes, taken, installed = totals
+    assert changes >= 10 and taken >= 50 and installed >= 5, totals

@@ -16,10 +16,13 @@ from replikv.node_messages import (
     WaitReply,
     WaitRequest,
 )
+from replikv.raft.membership import Membership
 from replikv.raft.messages import (
     AppendRequest,
     AppendResponse,
     Entry,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     TimeoutNow,
     VoteRequest,
     VoteResponse,
@@ -43,6 +46,10 @@ MESSAGES = [
     AppendRequest(4, "n1", 0, 0, (), 3, seq=2, lease=True),
     AppendResponse(4, "n3", False, 9, hint_index=5, hint_term=2, seq=7),
     TimeoutNow(5, "n1"),
+    AppendRequest(4, "n1", 9, 3, (Entry(10, 4, Membership(("n1", "n2"), ("n3",)).encode()),), 8),
+    InstallSnapshot(5, "n1", 120, 4, 1000, 0, 64, b"x" * 64),
+    InstallSnapshot(5, "n1", 120, 4, 1000, 960, 64, b"y" * 40),
+    InstallSnapshotResponse(5, "n3", 120, 4, 1000),
     ForwardRequest("n2", 17, (b"SET", b"k", b"\r\nv")),
     ForwardReply("n1", 17, OK),
     ForwardReply("n1", 18, ErrorReply("ERR boom")),
@@ -132,3 +139,15 @@ def test_flipped_bytes_in_valid_frames_never_crash(message, position, value):
         decode_message(bytes(data))
     except PeerProtocolError:
         pass
+
+
+@pytest.mark.parametrize("body", [
+    [6, 5, "n1", 120, 4, 100, 90, 64, b"y" * 20],  # runs past the snapshot's size
+    [6, 5, "n1", 120, 4, 1000, 0, 8, b"y" * 9],  # more bytes than announced
+    [6, 5, "n1", 120, 4, 1000, 0, 8, "text"],  # not bytes
+    [7, 5, "n1", 120, 4, -1],  # negative offset
+    [3, 4, "n1", 0, 0, [[1, 4, b"\xc1garbage"]], 0, 0, False],  # a broken membership entry
+])
+def test_bad_snapshot_and_membership_frames_are_refused(body):
+    with pytest.raises(PeerProtocolError):
+        decode_message(msgpack.packb(body, use_bin_type=True))

@@ -64,11 +64,14 @@ from enum import Enum
 
 from replikv.invariants import invariant
 from replikv.raft.log import RaftLog
+from replikv.raft.membership import Membership, MembershipError, is_config_entry
 from replikv.raft.messages import (
     AppendRequest,
     AppendResponse,
     Entry,
     Envelope,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     TimeoutNow,
     VoteRequest,
     VoteResponse,
@@ -87,6 +90,9 @@ class Role(Enum):
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
     node_id: str
+    # The bootstrap membership: what the cluster was created with. Config entries in the log and
+    # snapshots supersede it. A node joining an existing cluster starts with none (it is not a
+    # member until a config entry that names it reaches it).
     voters: tuple[str, ...]
     # An election starts after a random number of ticks in [election_ticks, 2*election_ticks).
     election_ticks: int = 10
@@ -100,10 +106,16 @@ class RaftConfig:
     # round, counted from when the request was sent. None: election_ticks - 2 (the margin
     # allows for clock-rate differences, see the module docstring). 0 disables lease reads.
     lease_ticks: int | None = None
+    learners: tuple[str, ...] = ()
+    # Snapshot chunks sent to a follower that needs a snapshot: one in flight at a time.
+    snapshot_chunk_bytes: int = 1024 * 1024
+    # A learner is promoted to voter only once its log is within this many entries of the
+    # leader's (a voter that lags far behind slows every commit until it catches up).
+    promote_max_lag_entries: int = 1000
 
     def __post_init__(self) -> None:
-        invariant(self.node_id in self.voters, f"{self.node_id} is not among voters {self.voters}")
         invariant(len(set(self.voters)) == len(self.voters), "duplicate voter ids")
+        invariant(self.snapshot_chunk_bytes >= 1, "snapshot_chunk_bytes must be >= 1")
         invariant(self.heartbeat_ticks >= 1, "heartbeat_ticks must be >= 1")
         invariant(self.election_ticks > self.heartbeat_ticks,
                   "election_ticks must exceed heartbeat_ticks")
@@ -122,6 +134,16 @@ class ReadState:
     index: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """A snapshot covers the log through `index` (whose entry has `term`); `membership` is the
+    configuration in force at that index."""
+
+    index: int
+    term: int
+    membership: Membership
+
+
 @dataclass(slots=True)
 class Ready:
     hard_state: HardState | None = None
@@ -136,6 +158,9 @@ class Ready:
     # suffix), in index order, durable or not; an entry dropped twice appears twice. Save them
     # before writing `entries`, which replace them on disk.
     rolled_back: list[Entry] = field(default_factory=list)
+    # Snapshot chunks received from the leader, for the driver to store; it then reports each
+    # with `snapshot_chunk_saved` (or, for the last one, loads the snapshot and calls `restore`).
+    snapshot_chunks: list[InstallSnapshot] = field(default_factory=list)
 
     @property
     def must_sync(self) -> bool:
@@ -145,13 +170,25 @@ class Ready:
 class RaftCore:
     def __init__(self, config: RaftConfig, *, hard_state: HardState | None = None,
                  entries: list[Entry] | None = None, rng: random.Random | None = None,
-                 log_offset: int = 0, log_offset_term: int = 0) -> None:
+                 log_offset: int = 0, log_offset_term: int = 0,
+                 snapshot: SnapshotMeta | None = None, snapshot_size: int = 0) -> None:
         self.config = config
         self.id = config.node_id
-        self.voters = config.voters
-        self.peers = tuple(v for v in config.voters if v != config.node_id)
-        self.quorum = len(config.voters) // 2 + 1
         self.rng = rng if rng is not None else random.Random(0)
+        if snapshot is not None:
+            log_offset, log_offset_term = snapshot.index, snapshot.term
+        # The latest durable snapshot the driver holds (what a lagging follower is sent).
+        self.snapshot = snapshot
+        self.snapshot_size = snapshot_size
+        # Membership: in force at the log's offset, then each config entry in the log.
+        self._base_membership = (snapshot.membership if snapshot is not None
+                                 else Membership(config.voters, config.learners))
+        self._config_log: list[tuple[int, Membership]] = []
+        self.membership = self._base_membership
+        self.voters: tuple[str, ...] = ()
+        self.learners: tuple[str, ...] = ()
+        self.peers: tuple[str, ...] = ()
+        self.quorum = 1
 
         hs = hard_state or HardState(term=0, voted_for=None)
         self.term = hs.term
@@ -161,6 +198,8 @@ class RaftCore:
         # leader, or by a new leader committing an entry of its own term.
         self.commit_index = log_offset
         self.applied_index = log_offset
+        for e in self.log.slice(log_offset + 1, self.log.last_index + 1):
+            self._note_config_entry(e)
 
         self.role = Role.FOLLOWER
         self.leader_id: str | None = None
@@ -194,6 +233,8 @@ class RaftCore:
         self._seq_sent_ticks: deque[tuple[int, int]] = deque()
         self._timeout_now_sent = False  # in this term; it rules out leases for the term
         self._rolled_back: list[Entry] = []
+        self._snapshot_chunks: list[InstallSnapshot] = []
+        self._refresh_membership()
         # Counters for status and metrics.
         self.elections_started = 0
         self.leader_changes = 0
@@ -219,8 +260,10 @@ class RaftCore:
                 or not self.committed_in_current_term()):
             return 0
         # When each voter last answered: when the request it answered was sent.
-        answered = [self.tick_count]
-        for pr in self.progress.values():
+        answered = [self.tick_count] if self.id in self.voters else []
+        for peer, pr in self.progress.items():
+            if peer not in self.voters:
+                continue
             sent_tick = self._seq_sent_tick(pr.acked_seq)
             if sent_tick is not None:
                 answered.append(sent_tick)
@@ -277,6 +320,8 @@ class RaftCore:
         if self.role is not Role.LEADER or self.transfer_target is not None or not datas:
             return None
         first = self.log.last_index + 1
+        invariant(not any(is_config_entry(d) for d in datas),
+                  "membership changes go through propose_membership")
         self.log.append([Entry(first + i, self.term, d) for i, d in enumerate(datas)])
         self._append_pending = True
         return first, self.term
@@ -299,7 +344,8 @@ class RaftCore:
 
     def transfer_leadership(self, target: str) -> bool:
         """Start handing leadership to `target` (thesis 3.10). Proposals are refused meanwhile."""
-        if self.role is not Role.LEADER or target not in self.progress:
+        if (self.role is not Role.LEADER or target not in self.progress
+                or target not in self.voters):
             return False
         self.transfer_target = target
         self.election_elapsed = 0
@@ -308,6 +354,185 @@ class RaftCore:
             self._send_timeout_now(target)
         else:
             self._send_append(target, force=True)
+        return True
+
+    # -- membership ------------------------------------------------------------------------------
+
+    def membership_at(self, index: int) -> Membership:
+        """The configuration in force at `index` (which must not be below the log's offset)."""
+        invariant(index >= self.log.offset, f"membership at {index} below log start")
+        found = self._base_membership
+        for i, m in self._config_log:
+            if i > index:
+                break
+            found = m
+        return found
+
+    def config_change_pending(self) -> bool:
+        """Whether the latest configuration in the log is not yet committed."""
+        return bool(self._config_log) and self._config_log[-1][0] > self.commit_index
+
+    def propose_membership(self, new: Membership) -> int:
+        """Propose a new configuration (a single-server change from the current one). Returns
+        its log index; raises MembershipError saying why it is refused."""
+        if self.role is not Role.LEADER:
+            raise MembershipError("not the leader")
+        if self.transfer_target is not None:
+            raise MembershipError("a leadership transfer is under way; try again shortly")
+        if not self.committed_in_current_term():
+            raise MembershipError("the leader has not yet committed an entry of its term; "
+                                  "try again shortly")
+        if self.config_change_pending():
+            raise MembershipError("another membership change is still being committed; "
+                                  "try again shortly")
+        cur = self.membership
+        old_v, new_v = set(cur.voters), set(new.voters)
+        if len(old_v ^ new_v) > 1:
+            raise MembershipError("only one voter may be added or removed per change")
+        if not new_v:
+            raise MembershipError("the change would leave the cluster without voters")
+        for added in new_v - old_v:
+            pr = self.progress.get(added)
+            if pr is None:
+                raise MembershipError(f"{added} must first join as a learner (standby) and "
+                                      "catch up before it can vote")
+            if not self._recently_heard(added):
+                raise MembershipError(f"{added} is not reachable (not heard from within an "
+                                      "election timeout); it cannot become a voter now")
+            if pr.match + self.config.promote_max_lag_entries < self.log.last_index:
+                raise MembershipError(
+                    f"{added} is still catching up ({self.log.last_index - pr.match} entries "
+                    "behind); promote it once it has caught up")
+        alive = sum(1 for v in new_v if self._recently_heard(v))
+        needed = len(new_v) // 2 + 1
+        if alive < needed:
+            raise MembershipError(
+                f"refused: only {alive} of the {len(new_v)} voters after the change are "
+                f"reachable, fewer than the {needed} a majority needs; the cluster could not "
+                "commit anything")
+        index = self.log.last_index + 1
+        self._log_append([Entry(index, self.term, new.encode())])
+        self._append_pending = True
+        return index
+
+    def _recently_heard(self, node_id: str) -> bool:
+        if node_id == self.id:
+            return True
+        pr = self.progress.get(node_id)
+        return (pr is not None and pr.last_contact_tick is not None
+                and self.tick_count - pr.last_contact_tick < self.config.election_ticks)
+
+    def _note_config_entry(self, e: Entry) -> None:
+        if is_config_entry(e.data):
+            try:
+                m = Membership.decode(e.data)
+            except MembershipError:
+                invariant(False, f"undecodable config entry at index {e.index}")
+                return
+            self._config_log.append((e.index, m))
+
+    def _log_append(self, entries: list[Entry]) -> None:
+        self.log.append(entries)
+        before = len(self._config_log)
+        for e in entries:
+            self._note_config_entry(e)
+        if len(self._config_log) != before:
+            self._refresh_membership()
+
+    def _log_truncate(self, index: int) -> list[Entry]:
+        removed = self.log.truncate_from(index)
+        if self._config_log and self._config_log[-1][0] >= index:
+            self._config_log = [(i, m) for i, m in self._config_log if i < index]
+            self._refresh_membership()
+        return removed
+
+    def _refresh_membership(self) -> None:
+        m = self._config_log[-1][1] if self._config_log else self._base_membership
+        self.membership = m
+        self.voters, self.learners = m.voters, m.learners
+        self.peers = tuple(p for p in m.members if p != self.id)
+        self.quorum = len(m.voters) // 2 + 1
+        if self.role is Role.LEADER:
+            for p in self.peers:
+                if p not in self.progress:
+                    self.progress[p] = Progress(self.log.last_index + 1)
+            for p in [p for p in self.progress if p not in self.peers]:
+                del self.progress[p]
+                if self.transfer_target == p:
+                    self.transfer_target = None
+        elif self.role is not Role.FOLLOWER and self.id not in self.voters:
+            self._become_follower(self.term, None)  # a candidate no longer allowed to run
+
+    def _maybe_step_down_removed(self) -> None:
+        """A leader whose own removal (or demotion) has committed hands over and steps down
+        (dissertation §4.2.2): until then it led without counting itself in majorities."""
+        if (self.role is not Role.LEADER or self.id in self.voters
+                or self.config_change_pending()):
+            return
+        best = max((v for v in self.voters if v in self.progress),
+                   key=lambda v: (self.progress[v].match, v), default=None)
+        if best is not None and self.progress[best].match == self.log.last_index:
+            self._send_timeout_now(best)  # the best-placed voter campaigns at once
+        self._become_follower(self.term, None)
+
+    # -- snapshots -------------------------------------------------------------------------------
+
+    def set_snapshot(self, meta: SnapshotMeta, size: int) -> None:
+        """The driver now durably holds a snapshot through meta.index (committed); lagging
+        followers are sent the newest one."""
+        invariant(meta.index <= self.commit_index,
+                  f"snapshot at {meta.index} beyond commit index {self.commit_index}")
+        if self.snapshot is None or meta.index > self.snapshot.index:
+            self.snapshot, self.snapshot_size = meta, size
+
+    def compact(self, index: int) -> None:
+        """Drop log entries through `index`; a durable snapshot must already cover them."""
+        invariant(self.snapshot is not None and index <= self.snapshot.index,
+                  f"compaction to {index} not covered by a snapshot")
+        invariant(index <= self.applied_index, f"compaction to {index} beyond applied index")
+        if index <= self.log.offset:
+            return
+        self._base_membership = self.membership_at(index)
+        self._config_log = [(i, m) for i, m in self._config_log if i > index]
+        self.log.compact(index)
+
+    def snapshots_in_use(self) -> set[tuple[int, int]]:
+        """(index, term) of the snapshots being sent to followers: keep their files."""
+        return {(pr.snapshot.index, pr.snapshot.term) for pr in self.progress.values()
+                if pr.state is ProgressState.SNAPSHOT and pr.snapshot is not None}
+
+    def snapshot_unavailable(self, peer: str) -> None:
+        """The driver could not read the snapshot it was to send `peer`: start over."""
+        pr = self.progress.get(peer)
+        if pr is not None and pr.state is ProgressState.SNAPSHOT:
+            pr.become_probe()
+
+    def snapshot_chunk_saved(self, chunk: InstallSnapshot, offset: int) -> None:
+        """The driver stored a received chunk (or ignored it, if it was not at the offset it
+        expected); it now holds `offset` bytes of that snapshot. Tells the sender."""
+        self._send(chunk.src, InstallSnapshotResponse(self.term, self.id, chunk.index,
+                                                      chunk.snap_term, offset))
+
+    def restore(self, meta: SnapshotMeta) -> bool:
+        """The driver has durably stored a snapshot received from the leader and loaded it into
+        its state: the log now continues after meta.index. Returns False (and changes nothing)
+        if the snapshot is not ahead of what this node has already committed."""
+        invariant(self.role is not Role.LEADER, "a leader does not install snapshots")
+        if meta.index <= self.commit_index:
+            return False
+        if self.log.term_at(meta.index) == meta.term:
+            self.log.compact(meta.index)  # the entries after it still match: keep them
+            self._config_log = [(i, m) for i, m in self._config_log if i > meta.index]
+        else:
+            dropped = self.log.reset(meta.index, meta.term)
+            self._rolled_back.extend(e for e in dropped if e.index > self.commit_index)
+            self._config_log = []
+        self._base_membership = meta.membership
+        self.commit_index = self.applied_index = meta.index
+        self.snapshot = meta
+        self._refresh_membership()
+        if self.leader_id is not None:
+            self._send(self.leader_id, AppendResponse(self.term, self.id, True, meta.index))
         return True
 
     def step(self, msg: object) -> None:
@@ -322,10 +547,13 @@ class RaftCore:
             elif isinstance(msg, VoteResponse) and msg.pre_vote and msg.granted:
                 pass  # granted pre-votes carry the term we would campaign in
             else:
-                leader = msg.src if isinstance(msg, AppendRequest | TimeoutNow) else None
+                leader = (msg.src if isinstance(msg, AppendRequest | TimeoutNow | InstallSnapshot)
+                          else None)
                 self._become_follower(term, leader)
         elif term < self.term:
-            if isinstance(msg, AppendRequest):
+            if isinstance(msg, InstallSnapshot):
+                self._send(msg.src, AppendResponse(self.term, self.id, False, 0))
+            elif isinstance(msg, AppendRequest):
                 # A deposed leader: tell it the new term so it steps down.
                 self._send(msg.src, AppendResponse(self.term, self.id, False, msg.prev_index))
             elif isinstance(msg, VoteRequest) and msg.pre_vote:
@@ -346,7 +574,7 @@ class RaftCore:
     def has_ready(self) -> bool:
         return bool(
             self._msgs or self._hard_state_dirty or self._read_states or self._rolled_back
-            or self.log.unstable_from <= self.log.last_index
+            or self._snapshot_chunks or self.log.unstable_from <= self.log.last_index
             or (self.role is Role.LEADER and (
                 self._append_pending or self._heartbeat_needed or self._commit_broadcast))
             or min(self.commit_index, self.log.persisted_index) > self.applied_index)
@@ -374,6 +602,7 @@ class RaftCore:
         # Stable: an index dropped twice lists its entries in the order they were dropped.
         rd.rolled_back = sorted(self._rolled_back, key=lambda e: e.index)
         self._rolled_back = []
+        rd.snapshot_chunks, self._snapshot_chunks = self._snapshot_chunks, []
         return rd
 
     def advance(self, rd: Ready) -> None:
@@ -411,6 +640,7 @@ class RaftCore:
 
     def _campaign(self, *, pre_vote: bool, transfer: bool = False) -> None:
         if self.id not in self.voters:
+            self.election_elapsed = 0  # learners and non-members never run
             return
         self.elections_started += not pre_vote
         if pre_vote:
@@ -428,14 +658,16 @@ class RaftCore:
         if self._poll() == "won":
             self._won_election()
             return
-        for peer in self.peers:
+        for peer in self.voters:
+            if peer == self.id:
+                continue
             self._send(peer, VoteRequest(vote_term, self.id, self.log.last_index,
                                          self.log.last_term, pre_vote=pre_vote,
                                          transfer=transfer))
 
     def _poll(self) -> str:
-        granted = sum(1 for v in self.votes.values() if v)
-        rejected = len(self.votes) - granted
+        granted = sum(1 for p, v in self.votes.items() if v and p in self.voters)
+        rejected = sum(1 for p, v in self.votes.items() if not v and p in self.voters)
         if granted >= self.quorum:
             return "won"
         if rejected > len(self.voters) - self.quorum:
@@ -458,6 +690,7 @@ class RaftCore:
         self.progress = {p: Progress(self.log.last_index + 1) for p in self.peers}
         for pr in self.progress.values():
             pr.recent_active = True  # give everyone one election timeout to answer
+            pr.last_contact_tick = self.tick_count
         # Every answer in this term is to a request sent from now on (the current seq may have
         # been used in an earlier reign, but answers from then carry an older term).
         self._timeout_now_sent = False
@@ -465,7 +698,7 @@ class RaftCore:
         self._note_seq_sent()
         # The no-op: committing an entry of its own term tells the leader its commit index, and
         # with it everything from earlier terms commits too [3.6.2].
-        self.log.append([Entry(self.log.last_index + 1, self.term, b"")])
+        self._log_append([Entry(self.log.last_index + 1, self.term, b"")])
         self._append_pending = True
 
     def _handle_vote_request(self, m: VoteRequest) -> None:
@@ -488,20 +721,23 @@ class RaftCore:
             self._send(m.src, VoteResponse(self.term, self.id, False, pre_vote=m.pre_vote))
 
     def _step_follower(self, msg: object) -> None:
-        if isinstance(msg, AppendRequest):
+        if isinstance(msg, AppendRequest | InstallSnapshot):
             self.election_elapsed = 0
             if self.leader_id != msg.src:
                 self.leader_changes += 1
             self.leader_id = msg.src
-            self._handle_append(msg)
+            if isinstance(msg, AppendRequest):
+                self._handle_append(msg)
+            else:
+                self._handle_install_snapshot(msg)
         elif isinstance(msg, TimeoutNow):
             self._campaign(pre_vote=False, transfer=True)
 
     def _step_candidate(self, msg: object) -> None:
-        if isinstance(msg, AppendRequest):
+        if isinstance(msg, AppendRequest | InstallSnapshot):
             # Someone won this term; follow it.
             self._become_follower(self.term, msg.src)
-            self._handle_append(msg)
+            self._step_follower(msg)
         elif isinstance(msg, VoteResponse):
             if msg.pre_vote != (self.role is Role.PRE_CANDIDATE):
                 return  # an answer to a round we are no longer in
@@ -511,6 +747,14 @@ class RaftCore:
                 self._won_election()
             elif outcome == "lost":
                 self._become_follower(self.term, None)
+
+    def _handle_install_snapshot(self, m: InstallSnapshot) -> None:
+        self._heard_leader_tick = self.tick_count
+        if m.index <= self.commit_index:
+            # Already have everything it covers: the leader can go on from our commit index.
+            self._send(m.src, AppendResponse(self.term, self.id, True, self.commit_index))
+            return
+        self._snapshot_chunks.append(m)
 
     def _handle_append(self, m: AppendRequest) -> None:
         self._heard_leader_tick = self.tick_count
@@ -542,13 +786,13 @@ class RaftCore:
                 if have is not None:
                     invariant(e.index > self.commit_index,
                               f"conflict at committed index {e.index} (commit {self.commit_index})")
-                    self._rolled_back.extend(log.truncate_from(e.index))
+                    self._rolled_back.extend(self._log_truncate(e.index))
                     # Acks not yet handed out for entries being replaced promise entries that
                     # will never be written (this batch writes the replacements): drop them.
                     self._msgs = [env for env in self._msgs if not (
                         isinstance(env.message, AppendResponse) and env.message.success
                         and env.message.index >= e.index)]
-                log.append(entries[i:])
+                self._log_append(entries[i:])
                 break
         last_new = prev_index + len(entries)
         if m.commit > self.commit_index:
@@ -556,13 +800,16 @@ class RaftCore:
         self._send(m.src, AppendResponse(self.term, self.id, True, last_new, seq=m.seq))
 
     def _step_leader(self, msg: object) -> None:
-        if not isinstance(msg, AppendResponse):
+        if not isinstance(msg, AppendResponse | InstallSnapshotResponse):
             return
         pr = self.progress.get(msg.src)
         if pr is None:
             return
         pr.recent_active = True
         pr.last_contact_tick = self.tick_count
+        if isinstance(msg, InstallSnapshotResponse):
+            self._on_snapshot_progress(msg.src, pr, msg)
+            return
         if msg.seq > pr.acked_seq:
             pr.acked_seq = msg.seq
             self._confirm_reads()
@@ -573,6 +820,13 @@ class RaftCore:
                     pr.next = msg.index + 1
                 if pr.state is ProgressState.PROBE:
                     pr.become_replicate()
+                elif pr.state is ProgressState.SNAPSHOT:
+                    if pr.match >= self.log.offset:  # installed, or no longer needed
+                        pr.become_replicate()
+                    elif pr.snapshot is None or pr.match >= pr.snapshot.index:
+                        # Installed, but the log has since been compacted past it: the
+                        # follower needs the newer snapshot (sent below, from PROBE).
+                        pr.become_probe()
                 else:
                     pr.free_inflight_through(msg.index)
                 self._maybe_commit()
@@ -580,9 +834,11 @@ class RaftCore:
                     self._send_timeout_now(msg.src)
             elif pr.state is ProgressState.PROBE:
                 pr.probe_sent = False
-            if pr.match < self.log.last_index:
+            if pr.match < self.log.last_index and self.role is Role.LEADER:
                 self._send_append(msg.src)
             return
+        if pr.state is ProgressState.SNAPSHOT:
+            return  # a heartbeat's rejection: the snapshot is what it needs
         # Rejected: back up next, unless the rejection is for a request we no longer care about.
         if msg.index > self.log.last_index:
             # No request of this term had that prev_index: this answers an AppendRequest from
@@ -612,6 +868,27 @@ class RaftCore:
         self._timeout_now_sent = True
         self._send(to, TimeoutNow(self.term, self.id))
 
+    def _on_snapshot_progress(self, peer: str, pr: Progress,
+                              msg: InstallSnapshotResponse) -> None:
+        snap = pr.snapshot
+        if (pr.state is not ProgressState.SNAPSHOT or snap is None
+                or (msg.index, msg.snap_term) != (snap.index, snap.term)):
+            return  # about a transfer that is over
+        if msg.offset == pr.snapshot_offset and msg.offset != 0:
+            return  # a duplicate answer; a lost chunk is resent at the next heartbeat
+        pr.snapshot_offset = min(msg.offset, pr.snapshot_size)
+        if pr.snapshot_offset < pr.snapshot_size:
+            self._send_snapshot_chunk(peer, pr)
+        # else: the follower has it all and is loading it; its AppendResponse ends the state.
+
+    def _send_snapshot_chunk(self, peer: str, pr: Progress) -> None:
+        snap = pr.snapshot
+        offset = pr.snapshot_offset
+        length = min(self.config.snapshot_chunk_bytes, pr.snapshot_size - offset)
+        pr.snapshot_sent_tick = self.tick_count
+        self._send(peer, InstallSnapshot(self.term, self.id, snap.index, snap.term,
+                                         pr.snapshot_size, offset, length))
+
     def _send_append(self, peer: str, *, force: bool = False) -> bool:
         """Send what `peer` is missing, within flow control. Returns whether anything was sent.
 
@@ -620,6 +897,23 @@ class RaftCore:
         """
         pr = self.progress[peer]
         log = self.log
+        if pr.state is ProgressState.SNAPSHOT:
+            if not force:
+                return False
+            # A heartbeat: an empty AppendRequest at the log's start (it keeps the follower's
+            # election timer quiet and renews leases; its rejection is ignored), and the chunk
+            # again if its answer is overdue (lost).
+            self._send_append_request(peer, log.offset, [])
+            if self.tick_count - pr.snapshot_sent_tick >= 2 * self.config.heartbeat_ticks:
+                self._send_snapshot_chunk(peer, pr)
+            return True
+        if pr.next - 1 < log.offset:
+            # The follower needs entries compacted away: send it the snapshot instead.
+            if self.snapshot is None or self.snapshot.index < log.offset:
+                return False  # nothing to send it (cannot happen once compaction is in use)
+            pr.become_snapshot(self.snapshot, self.snapshot_size)
+            self._send_snapshot_chunk(peer, pr)
+            return True
         if pr.state is ProgressState.PROBE:
             if pr.probe_sent:
                 if not force:
@@ -669,6 +963,8 @@ class RaftCore:
         self._read_round_open = False
 
     def _maybe_commit(self) -> None:
+        if not self.voters:
+            return
         matches = sorted((self.log.persisted_index if v == self.id else self.progress[v].match
                           for v in self.voters), reverse=True)
         candidate = matches[self.quorum - 1]
@@ -679,15 +975,17 @@ class RaftCore:
                 waiting, self._reads_awaiting_commit = self._reads_awaiting_commit, []
                 for ctx in waiting:
                     self._start_read(ctx)
+            self._maybe_step_down_removed()
 
     def _quorum_recently_active(self) -> bool:
-        active = 1 + sum(1 for pr in self.progress.values() if pr.recent_active)
+        active = (self.id in self.voters) + sum(
+            1 for p, pr in self.progress.items() if pr.recent_active and p in self.voters)
         for pr in self.progress.values():
             pr.recent_active = False
         return active >= self.quorum
 
     def _start_read(self, context: object) -> None:
-        if len(self.voters) == 1:
+        if self.voters == (self.id,):
             self._read_states.append(ReadState(context, self.commit_index))
             return
         if not self._read_round_open:
@@ -723,7 +1021,8 @@ class RaftCore:
     def _confirm_reads(self) -> None:
         while self._pending_reads:
             ctx, index, seq = self._pending_reads[0]
-            acks = 1 + sum(1 for pr in self.progress.values() if pr.acked_seq >= seq)
+            acks = (self.id in self.voters) + sum(
+                1 for p, pr in self.progress.items() if pr.acked_seq >= seq and p in self.voters)
             if acks < self.quorum:
                 return
             self._pending_reads.pop(0)

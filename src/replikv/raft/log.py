@@ -118,6 +118,26 @@ class RaftLog:
             self.persisted_index = index - 1
         return removed
 
+    def compact(self, index: int) -> None:
+        """Drop the entries through `index`: a durable snapshot covers them. The entry at
+        `index` keeps answering `term_at` (it becomes the offset), for the consistency check."""
+        invariant(self.offset <= index <= self.last_index,
+                  f"compact at {index} outside the log ({self.offset}, {self.last_index}]")
+        term = self.term_at(index)
+        del self._entries[:index - self.offset]
+        self.offset, self.offset_term = index, term
+        self.unstable_from = max(self.unstable_from, index + 1)
+        self.persisted_index = max(self.persisted_index, index)
+
+    def reset(self, index: int, term: int) -> list[Entry]:
+        """Discard the whole log: it now starts after a snapshot at (index, term). Returns the
+        dropped entries."""
+        removed, self._entries = self._entries, []
+        self.offset, self.offset_term = index, term
+        self.unstable_from = index + 1
+        self.persisted_index = index
+        return removed
+
     def take_unstable(self) -> list[Entry]:
         """Entries the driver must write; they count as in flight until `stable_to`."""
         out = self._entries[self.unstable_from - self.offset - 1:]

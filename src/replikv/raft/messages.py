@@ -14,6 +14,12 @@ Besides the paper's RequestVote and AppendEntries:
   whole term of mismatching entries per round trip instead of one entry (thesis §5.3 note).
 - TimeoutNow (thesis §3.10) tells a caught-up follower to start an election at once, for
   leadership transfer.
+- InstallSnapshot / InstallSnapshotResponse (thesis §5.4.1): a follower that needs entries the
+  leader has compacted away receives the leader's snapshot file in chunks. The core decides
+  which snapshot, which offset and how many bytes; the driver fills in the bytes from its
+  snapshot store when it sends the message (`data` is b"" in what the core emits), and writes
+  received chunks to its own store. The follower answers each chunk with how many bytes of that
+  snapshot it now holds, so a transfer resumes where it stopped, also after a restart.
 """
 
 from __future__ import annotations
@@ -83,7 +89,29 @@ class TimeoutNow:
     src: str
 
 
-RaftMessage = VoteRequest | VoteResponse | AppendRequest | AppendResponse | TimeoutNow
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    term: int
+    src: str
+    index: int  # the snapshot covers the log through this index...
+    snap_term: int  # ...whose entry has this term
+    size: int  # the snapshot file's total size in bytes
+    offset: int  # where `data` goes in the file
+    length: int  # how many bytes the driver should put in `data` (fewer at the end of the file)
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshotResponse:
+    term: int
+    src: str
+    index: int
+    snap_term: int
+    offset: int  # bytes of that snapshot the follower now holds (where the next chunk goes)
+
+
+RaftMessage = (VoteRequest | VoteResponse | AppendRequest | AppendResponse | TimeoutNow
+               | InstallSnapshot | InstallSnapshotResponse)
 
 
 @dataclass(frozen=True, slots=True)

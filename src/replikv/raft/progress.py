@@ -6,6 +6,8 @@ Two states, as in etcd-io/raft's tracker:
   so a lagging follower is not flooded with entries it will reject.
 - REPLICATE: the follower's log matches up to `match`; entries are streamed optimistically
   (`next` advances as they are sent), up to `max_inflight` unacknowledged requests.
+- SNAPSHOT: the follower needs entries the leader has compacted away; it is sent the leader's
+  snapshot in chunks, one at a time, each answered with how many bytes it now holds.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from enum import Enum
 class ProgressState(Enum):
     PROBE = "probe"
     REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
 
 
 class Progress:
@@ -28,6 +31,10 @@ class Progress:
         "next",
         "probe_sent",
         "recent_active",
+        "snapshot",
+        "snapshot_offset",
+        "snapshot_sent_tick",
+        "snapshot_size",
         "state",
     )
 
@@ -43,17 +50,32 @@ class Progress:
         # Highest leadership-confirmation round (AppendRequest.seq) the follower answered; -1:
         # none yet (a leader's first requests may carry seq 0, and an answer to one counts).
         self.acked_seq = -1
-        self.last_contact_tick = 0
+        # When the leader last heard from it; None: not in this term.
+        self.last_contact_tick: int | None = None
+        # SNAPSHOT state: which snapshot (a SnapshotMeta), its size, the bytes the follower
+        # confirmed holding, and when the last chunk was sent (to resend one that was lost).
+        self.snapshot: object | None = None
+        self.snapshot_size = 0
+        self.snapshot_offset = 0
+        self.snapshot_sent_tick = 0
+
+    def become_snapshot(self, snapshot: object, size: int) -> None:
+        self.state = ProgressState.SNAPSHOT
+        self.probe_sent = False
+        self.inflight.clear()
+        self.snapshot, self.snapshot_size, self.snapshot_offset = snapshot, size, 0
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE
         self.probe_sent = False
+        self.snapshot = None
         self.inflight.clear()
         self.next = self.match + 1
 
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE
         self.probe_sent = False
+        self.snapshot = None
         self.inflight.clear()
         self.next = self.match + 1
 

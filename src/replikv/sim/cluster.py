@@ -31,10 +31,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgpack
+
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
-from replikv.node import NodeConfig, NodeCore, NodeReady, RolledBack
-from replikv.raft.core import RaftConfig, RaftCore, Role
-from replikv.raft.messages import AppendRequest, Entry
+from replikv.node import NodeConfig, NodeCore, NodeReady, RolledBack, SnapshotJob
+from replikv.raft.core import RaftConfig, RaftCore, Role, SnapshotMeta
+from replikv.raft.membership import Membership
+from replikv.raft.messages import AppendRequest, Entry, InstallSnapshot
+from replikv.sessions import SessionTable
 from replikv.sim.network import NetworkFaults, SimNetwork
 from replikv.state import KVState
 from replikv.storage.hardstate import HardState
@@ -52,22 +56,51 @@ class SimViolation(AssertionError):
 
 
 @dataclass(slots=True)
+class SimSnapshot:
+    meta: SnapshotMeta
+    blob: bytes  # msgpack [index, term, membership, time_ms, [item record, ...], sessions]
+
+
+@dataclass(slots=True)
 class SimDisk:
-    """What survives a crash: the hard state and the log as last made durable."""
+    """What survives a crash: the hard state, the log as last made durable (entries after
+    `offset`), the snapshots, and a snapshot being received."""
 
     hard_state: HardState | None = None
     entries: list[Entry] = field(default_factory=list)
+    offset: int = 0
     rolled_back: list[RolledBack] = field(default_factory=list)  # the rollback files
+    snapshots: dict[tuple[int, int], SimSnapshot] = field(default_factory=dict)
+    receiving: tuple[int, int, bytearray] | None = None
 
     def write(self, entries: list[Entry], hard_state: HardState | None,
               rolled_back: list[RolledBack] = ()) -> None:
         # The runtime writes the rollback file first, in the same disk job as the entries.
         self.rolled_back.extend(rolled_back)
         if entries:
-            del self.entries[entries[0].index - 1:]  # the WAL's override rule
+            first = entries[0].index
+            if first - 1 > self.offset + len(self.entries):
+                # The log restarts after a snapshot (as the runtime resets its WAL).
+                self.entries, self.offset = [], first - 1
+            del self.entries[max(first - 1 - self.offset, 0):]  # the WAL's override rule
             self.entries.extend(entries)
         if hard_state is not None:
             self.hard_state = hard_state
+
+    def latest_snapshot(self) -> SimSnapshot | None:
+        return self.snapshots[max(self.snapshots)] if self.snapshots else None
+
+    def save_snapshot(self, snap: SimSnapshot, in_use: set[tuple[int, int]]) -> None:
+        self.snapshots[(snap.meta.index, snap.meta.term)] = snap
+        newest = sorted(self.snapshots)[-2:]  # keep two, and any being sent
+        for key in [k for k in self.snapshots if k not in newest and k not in in_use]:
+            del self.snapshots[key]
+
+    def compact(self, offset: int) -> None:
+        """Drop the log through `offset` (the runtime deletes whole WAL segments)."""
+        if offset > self.offset:
+            del self.entries[:offset - self.offset]
+            self.offset = offset
 
 
 @dataclass(slots=True)
@@ -104,8 +137,19 @@ class SimCluster:
                  options: DriverOptions | None = None, trace_limit: int = 400,
                  trace_all: bool = False, max_append_entries_count: int = 4096,
                  max_inflight_appends: int = 64, max_events: int = 400_000,
-                 replication: str = "passive") -> None:
+                 replication: str = "passive", voters: tuple[str, ...] | None = None,
+                 snapshot_entries: int = 0, snapshot_keep_entries: int = 0,
+                 snapshot_chunk_bytes: int = 512, auto_replace_after_ms: int = 0) -> None:
         self.ids = ids
+        # The bootstrap voters; the other ids start outside the cluster, waiting to be added.
+        self.voters = voters if voters is not None else ids
+        self.snapshot_entries = snapshot_entries
+        self.snapshot_keep_entries = snapshot_keep_entries
+        self.snapshot_chunk_bytes = snapshot_chunk_bytes
+        self.auto_replace_after_ms = auto_replace_after_ms
+        self.snapshot_jobs: dict[str, tuple[SnapshotJob, list]] = {}
+        self.snapshots_installed = 0
+        self.snapshots_taken = 0
         self.replication = replication
         self.rng = random.Random(seed)
         self.now_ms = START_MS
@@ -139,6 +183,7 @@ class SimCluster:
         # By index - 1: the term of the node that first counted the entry as committed, which is
         # the term it was committed in, or later if no node noticed at once.
         self.committed_in: list[int] = []
+        self.committed_data: list[bytes] = []  # survives compaction, for the final checks
         self.entry_at: dict[tuple[int, int], int] = {}  # (index, term) -> crc of data
         self.digest_at: dict[int, tuple[str, str]] = {}  # applied index -> (digest, node)
         for i in ids:
@@ -193,15 +238,36 @@ class SimCluster:
 
     def _boot(self, node: SimNode) -> None:
         disk = node.disk
-        raft = RaftCore(RaftConfig(node_id=node.id, voters=self.ids,
+        self.snapshot_jobs.pop(node.id, None)
+        bootstrap = self.voters if node.id in self.voters else ()
+        snap = disk.latest_snapshot()
+        state, time_ms, meta, entries = KVState(), 0, None, list(disk.entries)
+        sessions = SessionTable()
+        if snap is not None:
+            meta = snap.meta
+            state, time_ms, sessions = _load_sim_snapshot(snap.blob)
+            entries = [e for e in entries if e.index > meta.index]
+            if disk.offset + len(disk.entries) < meta.index or (
+                    disk.offset < meta.index
+                    and disk.entries[meta.index - disk.offset - 1].term != meta.term):
+                entries = []  # the log does not continue from the snapshot: it restarts there
+        raft = RaftCore(RaftConfig(node_id=node.id, voters=bootstrap,
                                    max_append_entries_count=self.max_append_entries_count,
-                                   max_inflight_appends=self.max_inflight_appends),
-                        hard_state=disk.hard_state, entries=list(disk.entries),
-                        rng=random.Random(self.rng.getrandbits(64)))
+                                   max_inflight_appends=self.max_inflight_appends,
+                                   snapshot_chunk_bytes=self.snapshot_chunk_bytes),
+                        hard_state=disk.hard_state, entries=entries,
+                        rng=random.Random(self.rng.getrandbits(64)), snapshot=meta,
+                        snapshot_size=len(snap.blob) if snap else 0,
+                        log_offset=disk.offset if meta is None else 0)
         node.core = NodeCore(NodeConfig(node_id=node.id,
                                         request_timeout_ms=self.request_timeout_ms,
-                                        replication=self.replication),
-                             raft, KVState(), rng=random.Random(self.rng.getrandbits(64)))
+                                        replication=self.replication,
+                                        snapshot_entries=self.snapshot_entries,
+                                        snapshot_keep_entries=self.snapshot_keep_entries,
+                                        auto_replace_after_ms=self.auto_replace_after_ms),
+                             raft, state, rng=random.Random(self.rng.getrandbits(64)))
+        node.core.state_time_ms = time_ms
+        node.core.sessions = sessions
         node.up, node.paused, node.persisting, node.held = True, False, None, []
         node.incarnation += 1
         node.commit_checked = node.digest_checked = 0
@@ -250,6 +316,80 @@ class SimCluster:
                 self.schedule(self.now_ms + latency, ("persisted", node.id, node.incarnation))
                 return
             self._finish_ready(node, rd)
+            if node.core is not core:
+                return
+        if node.core is core and node.persisting is None:
+            self._pump_snapshot(node)
+
+    def _pump_snapshot(self, node: SimNode) -> None:
+        """Write a due snapshot a few records at a time, between the node's other work, as the
+        runtime does (so writes land on the state while it is being written)."""
+        core = node.core
+        job_and_records = self.snapshot_jobs.get(node.id)
+        if job_and_records is None:
+            job = core.start_snapshot()
+            if job is None:
+                return
+            self.snapshot_jobs[node.id] = job_and_records = (job, [])
+            self._note(f"{node.id} SNAPSHOT start at {job.index}")
+        job, records = job_and_records
+        if not job.drained:
+            batch = job.cursor.next_batch(self.rng.choice((1, 3, 50)))
+            if batch is None:
+                job.drained = True
+            else:
+                records.extend(batch)
+                return
+        verdict = core.snapshot_verdict(job)
+        if verdict == "wait":
+            return
+        del self.snapshot_jobs[node.id]
+        job.cursor.close()
+        if verdict == "abort":
+            self._note(f"{node.id} SNAPSHOT at {job.index} abandoned")
+            return
+        blob = msgpack.packb([job.index, job.term, job.membership.encode(), job.time_ms, records,
+                              job.sessions], use_bin_type=True)
+        meta = SnapshotMeta(job.index, job.term, job.membership)
+        node.disk.save_snapshot(SimSnapshot(meta, blob), core.raft.snapshots_in_use())
+        offset = core.snapshot_saved(job, len(blob))
+        node.disk.compact(offset)
+        self.snapshots_taken += 1
+        self._note(f"{node.id} SNAPSHOT at {job.index} kept; log now starts after {offset}")
+
+    def _receive_chunks(self, node: SimNode, chunks: list[InstallSnapshot]) -> None:
+        disk, core = node.disk, node.core
+        for chunk in chunks:
+            key = (chunk.index, chunk.snap_term)
+            if disk.receiving is None or disk.receiving[:2] != key:
+                disk.receiving = (*key, bytearray())
+            buf = disk.receiving[2]
+            if chunk.offset == len(buf) and chunk.data:
+                buf.extend(chunk.data)
+            if len(buf) < chunk.size:
+                core.raft.snapshot_chunk_saved(chunk, len(buf))
+                continue
+            disk.receiving = None
+            blob = bytes(buf)
+            index, term, membership, *_rest = msgpack.unpackb(blob, use_list=True)
+            if (index, term) != key:
+                self._violation(f"{node.id} received a snapshot labelled {index}/{term} as "
+                                f"{key}")
+            meta = SnapshotMeta(index, term, Membership.decode(membership))
+            state, time_ms, sessions = _load_sim_snapshot(blob)
+            job = self.snapshot_jobs.pop(node.id, None)
+            if job is not None:
+                job[0].cursor.close()
+            if core.install_snapshot(meta, state, time_ms, sessions):
+                disk.save_snapshot(SimSnapshot(meta, blob), set())
+                if core.raft.log.last_index == index or disk.offset + len(disk.entries) < index:
+                    # The log restarts after the snapshot (nothing of it follows on): the
+                    # runtime resets its WAL, so stale entries never follow the snapshot.
+                    disk.entries, disk.offset = [], index
+                else:
+                    disk.compact(index)
+                self.snapshots_installed += 1
+                self._note(f"{node.id} INSTALLED snapshot at {index}")
 
     def _leader_event(self, node: SimNode) -> None:
         raft = node.core.raft
@@ -272,9 +412,21 @@ class SimCluster:
             for env in rd.raft.messages:
                 self._send(node.id, env.to, env.message)
         node.core.advance(rd)
+        if rd.raft.snapshot_chunks:
+            self._receive_chunks(node, rd.raft.snapshot_chunks)
         self._check_node(node)
 
     def _send(self, src: str, dst: str, message: object) -> None:
+        if isinstance(message, InstallSnapshot):
+            # The driver fills in the chunk's bytes from its snapshot store as it sends.
+            snap = self.nodes[src].disk.snapshots.get((message.index, message.snap_term))
+            if snap is None:
+                self.nodes[src].core.raft.snapshot_unavailable(dst)
+                return
+            data = snap.blob[message.offset:message.offset + message.length]
+            message = InstallSnapshot(message.term, message.src, message.index,
+                                      message.snap_term, len(snap.blob), message.offset,
+                                      message.length, data)
         for delay in self.network.delays_ms(src, dst):
             self.schedule(self.now_ms + delay, ("deliver", dst, self.nodes[dst].incarnation, src,
                                                 message))
@@ -361,6 +513,20 @@ class SimCluster:
     def live(self) -> list[str]:
         return [n.id for n in self.nodes.values() if n.up]
 
+    def latest_membership(self) -> Membership:
+        """The membership in the most advanced log among the nodes that are up (their own
+        belief: what a leader would act on)."""
+        up = [n for n in self.nodes.values() if n.up]
+        if not up:
+            return Membership(self.voters)
+        best = max(up, key=lambda n: (n.core.raft.log.last_term, n.core.raft.log.last_index))
+        return best.core.raft.membership
+
+    def members(self) -> tuple[str, ...]:
+        """Voters and standbys by the most advanced log: the nodes expected to serve."""
+        m = self.latest_membership()
+        return tuple(i for i in self.ids if i in m.members)
+
     # -- invariants -------------------------------------------------------------------------------
 
     def _violation(self, message: str) -> None:
@@ -391,24 +557,34 @@ class SimCluster:
                 # the new leader's log. (A leader noticed late, its first write slow or paused,
                 # may have been deposed meanwhile by one that committed entries it lacks.)
                 for i, (term, crc) in enumerate(self.committed, start=1):
-                    if self.committed_in[i - 1] > raft.term:
+                    if self.committed_in[i - 1] > raft.term or i < raft.log.offset:
+                        continue
+                    if i == raft.log.offset:
+                        if raft.log.offset_term != term:
+                            self._violation(f"leader completeness: new leader {node.id} "
+                                            f"compacted through {i} with the wrong term")
                         continue
                     if raft.log.term_at(i) != term or zlib.crc32(raft.log.entry(i).data) != crc:
                         self._violation(f"leader completeness: new leader {node.id} (term "
                                         f"{raft.term}) lacks committed entry {i}")
         # Committed entries never change: compare what this node counts as committed with the
-        # cluster-wide record, and extend it.
+        # cluster-wide record, and extend it. (Entries compacted into a snapshot are not in the
+        # log any more; the digest check below covers them.)
         upto = min(raft.commit_index, raft.log.last_index)
-        for i in range(node.commit_checked + 1, upto + 1):
+        for i in range(max(node.commit_checked, raft.log.offset) + 1, upto + 1):
             e = raft.log.entry(i)
             crc = zlib.crc32(e.data)
             if i <= len(self.committed):
                 if self.committed[i - 1] != (e.term, crc):
                     self._violation(f"committed entry {i} changed: {node.id} has term {e.term}, "
                                     f"committed was term {self.committed[i - 1][0]}")
-            else:
+            elif i == len(self.committed) + 1:
                 self.committed.append((e.term, crc))
                 self.committed_in.append(raft.term)
+                self.committed_data.append(e.data)
+            else:
+                self._violation(f"{node.id} committed entry {i} but entries before it were "
+                                f"never seen committed ({len(self.committed)})")
         node.commit_checked = max(node.commit_checked, upto)
         # Same entries applied in the same order → the same state at the same index. A leader's
         # state may hold entries applied ahead of their commit: compare it only when it holds
@@ -418,7 +594,7 @@ class SimCluster:
             return
         node.digest_checked = applied
         if applied and applied <= len(self.committed):
-            digest = node.core.state.digest()
+            digest = node.core.digest()
             seen = self.digest_at.setdefault(applied, (digest, node.id))
             if seen[0] != digest:
                 self._violation(f"state digests differ at applied index {applied}: {seen[1]} and "
@@ -437,3 +613,9 @@ def _describe(message: object) -> str:
     inner = " ".join(f"{k}={getattr(message, k)!r}" for k in fields if k not in ("src", "argv",
                                                                                "result"))
     return f"{name}({inner})"
+
+
+def _load_sim_snapshot(blob: bytes) -> tuple[KVState, int, SessionTable]:
+    """The state, its time and the session table from a simulated snapshot."""
+    _index, _term, _membership, time_ms, records, sessions = msgpack.unpackb(blob, use_list=True)
+    return KVState.from_records(records), time_ms, SessionTable.from_bytes(sessions)

@@ -25,6 +25,7 @@ import msgpack
 from replikv.check.linearizability import check_history, format_result
 from replikv.invariants import InvariantViolation
 from replikv.node import REPLICATION_MODES
+from replikv.raft.membership import is_config_entry
 from replikv.replies import ErrorReply
 from replikv.sim.cluster import START_MS, DriverOptions, SimCluster, SimViolation
 from replikv.sim.network import NetworkFaults
@@ -46,6 +47,12 @@ class SimConfig:
     trace_all: bool = False
     replication: str | None = None  # "passive" or "active"; None: the seed picks one
     session_readers: int = 2  # connections pinned to a node reading at local consistency
+    # Membership changes (a spare node joins as a standby, members are promoted, demoted,
+    # removed, leadership is switched over) and log compaction with snapshot transfers. None:
+    # each seed decides (from its own generator, so the other draws of a seed stay as they
+    # were before these existed).
+    membership: bool | None = None
+    snapshots: bool | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +67,10 @@ class SeedResult:
     sim_ms: int = 0
     wall_s: float = 0.0
     leaders: int = 0
+    snapshots_taken: int = 0
+    snapshots_installed: int = 0
+    membership_changes: int = 0  # config entries committed
+    auto_replacements: int = 0
 
 
 def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
@@ -74,9 +85,21 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
                             duplicate=rng.choice((0.0, 0.01, 0.05)),
                             spike=rng.choice((0.0, 0.02)))
     disk = "disk" in enabled
-    ids = tuple(f"n{i + 1}" for i in range(config.nodes))
+    extra = random.Random(f"{seed}/membership-and-snapshots")
+    membership = (extra.random() < 0.4) if config.membership is None else config.membership
+    snapshots = (extra.random() < 0.5) if config.snapshots is None else config.snapshots
+    voters = tuple(f"n{i + 1}" for i in range(config.nodes))
+    ids = voters + ((f"n{config.nodes + 1}",) if membership else ())
+    auto_replace_ms = extra.choice((0, 1000)) if membership else 0
+    snapshot_settings = {}
+    if snapshots:
+        snapshot_settings = {"snapshot_entries": extra.choice((5, 20, 60)),
+                             "snapshot_keep_entries": extra.choice((0, 3, 30)),
+                             "snapshot_chunk_bytes": extra.choice((64, 700, 1 << 16))}
     replication = config.replication or rng.choice(REPLICATION_MODES)
     cluster = SimCluster(ids, seed=rng.getrandbits(64), network=net, replication=replication,
+                         voters=voters, auto_replace_after_ms=auto_replace_ms,
+                         **snapshot_settings,
                          disk_latency_ms=(1, 20) if disk else (1, 5),
                          disk_spike=0.02 if disk else 0.0,
                          clock_skew_ms=200 if enabled else 0,
@@ -92,6 +115,8 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
         nemesis = _Nemesis(cluster, random.Random(rng.getrandbits(64)), enabled, end_ms,
                            config.nemesis_interval_ms)
         nemesis.start()
+        if membership:
+            _MembershipNemesis(cluster, random.Random(extra.getrandbits(64)), end_ms).start()
         cluster.run_until(end_ms)
         # Heal everything, then let the last client operations finish or time out.
         cluster.heal()
@@ -124,6 +149,11 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
     result.events = cluster.events
     result.sim_ms = cluster.now_ms - START_MS
     result.leaders = len(cluster.leader_of_term)
+    result.snapshots_taken = cluster.snapshots_taken
+    result.snapshots_installed = cluster.snapshots_installed
+    result.auto_replacements = sum(n.core.auto_replacements for n in cluster.nodes.values()
+                                   if n.core is not None)
+    result.membership_changes = sum(1 for d in cluster.committed_data if is_config_entry(d))
     result.wall_s = time.perf_counter() - started
     return result
 
@@ -144,7 +174,7 @@ def _check_liveness(cluster: SimCluster) -> None:
     try:
         for attempt in range(1, 1000):
             pending = {}
-            for i, node_id in enumerate(cluster.ids):
+            for i, node_id in enumerate(cluster.members()):
                 req = 10**9 + attempt * 100 + i
                 cluster.submit(node_id, req, [b"SET", b"liveness", f"{attempt}".encode()])
                 pending[(node_id, req)] = node_id
@@ -171,7 +201,8 @@ def _converge(cluster: SimCluster) -> None:
             return False
         last = cluster.nodes[leaders[0]].core.raft.log.last_index
         return all(n.core.raft.log.last_index == last and n.core.raft.log.persisted_index == last
-                   and n.core.raft.commit_index == last for n in cluster.nodes.values())
+                   and n.core.raft.commit_index == last
+                   for n in cluster.nodes.values() if n.id in cluster.members())
 
     cluster.run_until(deadline, stop=converged)
     if not converged():
@@ -182,10 +213,14 @@ def _converge(cluster: SimCluster) -> None:
 def _check_rollbacks(cluster: SimCluster, acked_w1: list[bytes]) -> None:
     """Every w=1 write a client was told succeeded is committed, or was saved by the node
     that discarded it, as acknowledged (or unknown, if that node restarted since)."""
-    leader = cluster.nodes[cluster.leaders()[0]].core.raft.log
-    committed = [leader.entry(i).data for i in range(leader.offset + 1, leader.last_index + 1)]
+    committed = cluster.committed_data  # every committed entry, compacted or not
     saved = [r.entry.data for n in cluster.nodes.values() for r in n.disk.rolled_back
              if r.acknowledged is not False]
+    # A node removed from the cluster keeps its log as it was (nothing ever overwrites it, so
+    # nothing is rolled back): an entry only it holds is still there on its disk.
+    members = cluster.members()
+    saved += [e.data for n in cluster.nodes.values() if n.id not in members
+              for e in n.disk.entries]
     for value in acked_w1:
         needle = msgpack.packb(value, use_bin_type=True)
         if not any(needle in data for data in committed) and not any(
@@ -313,4 +348,53 @@ class _Nemesis:
         elif action == "resume":
             for node_id in ids:
                 c.resume(node_id)
+        self._again()
+
+
+class _MembershipNemesis:
+    """Changes the membership at random moments of the safety phase, through whichever node:
+    the spare joins as a standby, standbys are promoted, voters demoted or removed (removed
+    nodes may join again later), and leadership is switched over. The node core refuses what
+    Raft's rules do not allow (a second change before the first commits, a change leaving no
+    reachable majority); the run checks nothing breaks either way."""
+
+    REQ_BASE = 3 * 10**9
+
+    def __init__(self, cluster: SimCluster, rng: random.Random, end_ms: int) -> None:
+        self.cluster = cluster
+        self.rng = rng
+        self.end_ms = end_ms
+        self.req = self.REQ_BASE
+
+    def start(self) -> None:
+        self._again()
+
+    def _again(self) -> None:
+        delay = self.rng.randint(200, 1500)
+        if self.cluster.now_ms + delay < self.end_ms:
+            self.cluster.schedule(self.cluster.now_ms + delay, ("call", self._act))
+
+    def _act(self) -> None:
+        c, rng = self.cluster, self.rng
+        m = c.latest_membership()
+        outsiders = [i for i in c.ids if i not in m.members]
+        options = [("switchover", None)]
+        options += [("add", i) for i in outsiders]
+        options += [("promote", i) for i in m.learners]
+        options += [("demote", i) for i in m.voters if len(m.voters) > 2]
+        options += [("remove", i) for i in m.learners]
+        options += [("remove", i) for i in m.voters if len(m.voters) > 2]
+        op, target = rng.choice(options)
+        if op == "switchover":
+            argv = [b"REPLIKV", b"SWITCHOVER"]
+            if rng.random() < 0.5 and len(m.voters) > 1:
+                argv.append(rng.choice(m.voters).encode())
+        else:
+            argv = [b"REPLIKV", b"MEMBER", op.upper().encode(), target.encode()]
+            if op == "add":
+                argv += [b"PEER", f"sim-{target}:7000".encode()]
+        live = c.live()
+        if live:
+            self.req += 1
+            c.submit(rng.choice(live), self.req, argv)
         self._again()

@@ -15,6 +15,11 @@ linearizable results except w=1: a w=1 write may be lost in a failover, so its "
 as unknown for the checker, and its value is kept in `acked_w1` so the runner can check that
 every lost one was saved in a rollback file. A w=all write that answers WTIMEOUT took effect
 with an unrecorded result: unknown as well.
+
+One more client does retryable writes: INCR of its own counter, each tagged with its session and
+the next sequence number, retried with the same number through any node after an error or a
+timeout until it is answered. Exactly once means the k-th INCR answers exactly k, however many
+attempts, failovers and snapshot transfers it took.
 """
 
 from __future__ import annotations
@@ -80,6 +85,9 @@ class Workload:
         self.staleness_slack_ms = faults.delay_ms_max + (
             faults.delay_spike_ms if faults.spike else 0)
         self._floors: dict[str, int] = {}  # per pinned node: the highest counter read
+        self._retry_seq = 0
+        self._retry_req: tuple[str, int] | None = None  # the attempt whose answer counts
+        self.retried_attempts = 0
         self._incarnations: dict[str, int] = {}
         cluster.on_reply = self._on_reply
 
@@ -90,6 +98,50 @@ class Workload:
         for r in range(session_readers):
             node = self.cluster.ids[r % len(self.cluster.ids)]
             self._after(self.rng.randint(0, 50), lambda node=node: self._session_read(node))
+        self._after(self.rng.randint(0, 50), self._next_retryable)
+
+    # -- retryable writes: exactly-once INCR through failovers ----------------------------------
+
+    RETRY_KEY = b"exactly-once"
+    RETRY_SESSION = b"sim-retrying-client"
+
+    def _next_retryable(self) -> None:
+        if self.cluster.now_ms >= self.stop_at_ms:
+            return
+        self._retry_seq += 1
+        self._attempt_retryable()
+
+    def _attempt_retryable(self) -> None:
+        if self.cluster.now_ms >= self.stop_at_ms + self.timeout_ms:
+            return
+        self._next_req += 1
+        node = self.rng.choice(self.cluster.ids)
+        key = self._retry_req = (node, self._next_req)
+        options = RequestOptions(w=self.rng.choice(("majority", "all")), wtimeout_ms=1000,
+                                 session=self.RETRY_SESSION, seq=self._retry_seq)
+        self.cluster.submit(node, key[1], [b"INCR", self.RETRY_KEY], options)
+        self._after(self.timeout_ms, lambda: self._retry_if_unanswered(key))
+
+    def _retry_if_unanswered(self, key: tuple[str, int]) -> None:
+        if self._retry_req == key:
+            self.retried_attempts += 1
+            self._attempt_retryable()
+
+    def _on_retryable_reply(self, value: object) -> None:
+        self._retry_req = None
+        if type(value) is int:
+            if value != self._retry_seq:
+                self.unexpected.append(f"exactly-once: retryable INCR #{self._retry_seq} "
+                                       f"answered {value}")
+            self._after(self.rng.randint(0, 30), self._next_retryable)
+            return
+        if isinstance(value, ErrorReply) and value.code in ("TRYAGAIN", "UNKNOWN", "WTIMEOUT"):
+            # WTIMEOUT: applied, but not yet on every voter; the retry is answered from the
+            # session table with the reply it had.
+            self.retried_attempts += 1
+            self._after(self.rng.randint(10, 100), self._attempt_retryable)
+            return
+        self.unexpected.append(f"exactly-once: retryable INCR #{self._retry_seq} got {value!r}")
 
     # -- monotonic reads: one connection pinned to a node reads a counter at local consistency
 
@@ -211,6 +263,9 @@ class Workload:
             self._complete(call, "unknown", None)
 
     def _on_reply(self, node: str, req_id: int, value: object) -> None:
+        if (node, req_id) == self._retry_req:
+            self._on_retryable_reply(value)
+            return
         if (node, req_id) in self._incr_pending:
             self._incr_pending.discard((node, req_id))
             self._on_incr_reply(value)

@@ -27,6 +27,7 @@ from pathlib import Path
 import msgpack
 
 from replikv.invariants import invariant
+from replikv.raft.membership import Membership, MembershipError, is_config_entry
 from replikv.storage.errors import CorruptRollbackFileError, CorruptStateError
 from replikv.storage.files import (
     create_directory,
@@ -277,6 +278,15 @@ def describe_entry(data: bytes, *, max_arg_bytes: int | None = None) -> dict[str
     if data == b"":
         return {"kind": "noop", "time_ms": None,
                 "text": "(no-op: a new leader's first entry of its term)"}
+    if is_config_entry(data):
+        try:
+            m = Membership.decode(data)
+        except MembershipError:
+            pass
+        else:
+            return {"kind": "membership", "time_ms": None,
+                    "text": f"(membership: voters {', '.join(m.voters)}; standbys "
+                            f"{', '.join(m.learners) or 'none'})"}
     try:
         decoded = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (ValueError, msgpack.UnpackException):
