@@ -72,6 +72,18 @@ def main() -> None:
               help="A new connection's read preference. [default: primary]")
 @click.option("--read-consistency", type=click.Choice(READ_CONSISTENCIES),
               help="A new connection's read consistency. [default: linearizable]")
+@click.option("--join", is_flag=True, default=None,
+              help="Join a running cluster instead of creating one: --peers lists its members "
+                   "and this node; then run `replikv member add` for it.")
+@click.option("--snapshot-entries", type=int,
+              help="Snapshot the state (and compact the log) every N entries; 0: never. "
+                   "[default: 50000]")
+@click.option("--snapshot-keep-entries", type=int,
+              help="Log entries kept before a snapshot, for followers slightly behind. "
+                   "[default: 5000]")
+@click.option("--auto-replace-after-ms", type=int,
+              help="Promote a caught-up standby when a voter has been unreachable this long "
+                   "(the lost voter is demoted). 0: off. [default: 0]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="[default: info]")
 def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
@@ -80,7 +92,9 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          election_ticks: int | None, request_timeout_ms: int | None,
          max_bulk_bytes: int | None, fsync: str | None, fsync_interval_ms: int | None,
          replication: str | None, write_concern: str | None, read_preference: str | None,
-         read_consistency: str | None, log_level: str | None) -> None:
+         read_consistency: str | None, join: bool | None, snapshot_entries: int | None,
+         snapshot_keep_entries: int | None, auto_replace_after_ms: int | None,
+         log_level: str | None) -> None:
     """Run one replikv node in the foreground.
 
     \b
@@ -106,7 +120,9 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
                  "fsync": fsync, "fsync_interval_ms": fsync_interval_ms,
                  "replication": replication, "write_concern": write_concern,
                  "read_preference": read_preference, "read_consistency": read_consistency,
-                 "log_level": log_level}
+                 "join": join, "snapshot_entries": snapshot_entries,
+                 "snapshot_keep_entries": snapshot_keep_entries,
+                 "auto_replace_after_ms": auto_replace_after_ms, "log_level": log_level}
     try:
         settings = load_settings(config_file, overrides)
     except ConfigError as e:
@@ -623,3 +639,194 @@ def _table(header: list[str], rows: list[list[str]], *, right: Container[int] = 
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# `replikv cluster up` with its defaults puts node i's client port on --base-port + i.
+_LOCAL_CLUSTER_CLIENTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+_ADMIN_TIMEOUT_S = 5.0
+
+
+def _cluster_call(cluster_addresses: str, *argv: str, timeout_s: float = _ADMIN_TIMEOUT_S):
+    """Send one command to the first node of `cluster_addresses` that answers (followers
+    forward membership changes and switchovers to the leader)."""
+    import redis
+
+    errors = []
+    for address in [a.strip() for a in cluster_addresses.split(",") if a.strip()]:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise click.UsageError(f"--cluster: expected HOST:PORT,..., got {address!r}")
+        client = redis.Redis(host=host, port=int(port), socket_timeout=timeout_s,
+                             socket_connect_timeout=min(timeout_s, 2.0))
+        try:
+            return client.execute_command(*argv)
+        except redis.ResponseError as e:
+            raise click.ClickException(str(e)) from None
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            errors.append(f"{address}: {e}")
+        finally:
+            client.close()
+    raise click.ClickException(
+        "no node answered (" + "; ".join(errors) + "). Start a local cluster with "
+        "`replikv cluster up`, or pass the nodes' client addresses with --cluster")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_CLUSTER_OPTION = click.option(
+    "--cluster", "cluster_addresses", default=_LOCAL_CLUSTER_CLIENTS, show_default=True,
+    help="Client addresses (HOST:PORT) of cluster nodes, comma-separated; any member will do.")
+
+
+@main.group(context_settings=CONTEXT)
+def member() -> None:
+    """Change the cluster's membership at runtime: add standbys and voters, promote, demote,
+    remove. One change at a time; each is committed through Raft before it answers."""
+
+
+@member.command("add", context_settings=CONTEXT)
+@click.argument("node_id")
+@click.option("--peer", "peer_address", required=True,
+              help="HOST:PORT where the other members reach the new node (its --peer-listen).")
+@click.option("--client", "client_address", help="Its client address (its --listen).")
+@click.option("--admin", "admin_address", help="Its admin HTTP address (its --admin).")
+@click.option("--standby", is_flag=True,
+              help="Add it as a standby (a non-voting mirror) and stop there; without this it "
+                   "is promoted to voter once it has caught up.")
+@click.option("--wait-s", type=click.FloatRange(1, 24 * 3600), default=600, show_default=True,
+              help="How long to wait for it to catch up before promoting it.")
+@_CLUSTER_OPTION
+def member_add(node_id: str, peer_address: str, client_address: str | None,
+               admin_address: str | None, standby: bool, wait_s: float,
+               cluster_addresses: str) -> None:
+    """Add NODE_ID to the cluster: first as a standby, which receives the log (or a snapshot,
+    if it is far behind); then, unless --standby, promote it to voter once it has caught up.
+
+    Start the new node first, with --join and --peers listing the running members and itself:
+
+    \b
+      replikv node --id n4 --join --data-dir data/n4 --listen 127.0.0.1:7004 \\
+        --peer-listen 127.0.0.1:7104 --admin 127.0.0.1:7204 \\
+        --peers n1=127.0.0.1:7101,n2=127.0.0.1:7102,n3=127.0.0.1:7103,n4=127.0.0.1:7104
+      replikv member add n4 --peer 127.0.0.1:7104 --client 127.0.0.1:7004 \\
+        --admin 127.0.0.1:7204
+    """
+    argv = ["REPLIKV", "MEMBER", "ADD", node_id, "PEER", peer_address]
+    if client_address:
+        argv += ["CLIENT", client_address]
+    if admin_address:
+        argv += ["ADMIN", admin_address]
+    click.echo(_text(_cluster_call(cluster_addresses, *argv)))
+    if standby:
+        return
+    _promote_when_caught_up(cluster_addresses, node_id, wait_s)
+
+
+def _promote_when_caught_up(cluster_addresses: str, node_id: str, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    last_reason = ""
+    while True:
+        try:
+            click.echo(_text(_cluster_call(cluster_addresses, "REPLIKV", "MEMBER", "PROMOTE",
+                                           node_id)))
+            return
+        except click.ClickException as e:
+            reason = e.message
+            retryable = any(w in reason for w in ("catching up", "not reachable", "try again",
+                                                  "still being committed"))
+            if not retryable or time.monotonic() >= deadline:
+                raise
+            if reason != last_reason:
+                click.echo(f"waiting: {reason.removeprefix('ERR membership change refused: ')}",
+                           err=True)
+                last_reason = reason
+            time.sleep(0.5)
+
+
+def _member_change(op: str, node_id: str, cluster_addresses: str) -> None:
+    click.echo(_text(_cluster_call(cluster_addresses, "REPLIKV", "MEMBER", op, node_id)))
+
+
+@member.command("promote", context_settings=CONTEXT)
+@click.argument("node_id")
+@click.option("--wait-s", type=click.FloatRange(0, 24 * 3600), default=60, show_default=True,
+              help="How long to wait for the standby to catch up first.")
+@_CLUSTER_OPTION
+def member_promote(node_id: str, wait_s: float, cluster_addresses: str) -> None:
+    """Make standby NODE_ID a voter (it must be reachable and caught up)."""
+    _promote_when_caught_up(cluster_addresses, node_id, wait_s)
+
+
+@member.command("demote", context_settings=CONTEXT)
+@click.argument("node_id")
+@_CLUSTER_OPTION
+def member_demote(node_id: str, cluster_addresses: str) -> None:
+    """Make voter NODE_ID a standby: it keeps receiving the log but no longer votes. Refused if
+    the remaining voters could not form a majority."""
+    _member_change("DEMOTE", node_id, cluster_addresses)
+
+
+@member.command("remove", context_settings=CONTEXT)
+@click.argument("node_id")
+@_CLUSTER_OPTION
+def member_remove(node_id: str, cluster_addresses: str) -> None:
+    """Remove NODE_ID (voter or standby) from the cluster. Removing the leader works: it hands
+    over to the most up-to-date voter once the change commits. Refused if the remaining voters
+    could not form a majority. Stop the removed node's process afterwards."""
+    _member_change("REMOVE", node_id, cluster_addresses)
+
+
+@member.command("list", context_settings=CONTEXT)
+@_CLUSTER_OPTION
+def member_list(cluster_addresses: str) -> None:
+    """Show the members with their role and addresses (REPLIKV TOPOLOGY)."""
+    members = _cluster_call(cluster_addresses, "REPLIKV", "TOPOLOGY")
+    for m in members:
+        fields = dict(m) if isinstance(m, dict) else dict(zip(m[::2], m[1::2]))
+        f = {_text(k): v for k, v in fields.items()}
+        click.echo(f"{_text(f.get('id', '?')):<8} {_text(f.get('role', '?')):<10} "
+                   f"voter={_text(f.get('voter', '?'))} client={_text(f.get('client') or '-')} "
+                   f"admin={_text(f.get('admin') or '-')}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--to", "target", help="The voter to hand leadership to; default: the most "
+                                     "up-to-date one.")
+@click.option("--wait-s", type=click.FloatRange(0.5, 600), default=10, show_default=True,
+              help="How long to wait for the new leader.")
+@_CLUSTER_OPTION
+def switchover(target: str | None, wait_s: float, cluster_addresses: str) -> None:
+    """Hand leadership to another voter gracefully, for maintenance or a rolling upgrade.
+
+    The leader stops taking new writes, brings the target fully up to date, then tells it to
+    take over at once (Raft's TimeoutNow): no acknowledged write is lost and clients see a
+    pause of about one round trip plus an election.
+    """
+    import re
+
+    started = time.monotonic()
+    argv = ["REPLIKV", "SWITCHOVER"] + ([target] if target else [])
+    reply = _text(_cluster_call(cluster_addresses, *argv))
+    click.echo(reply)
+    named = re.search(r" to (\S+):", reply)
+    target = target or (named.group(1) if named else None)
+    if target is None or "already leads" in reply:
+        return
+    deadline = started + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            members = _cluster_call(cluster_addresses, "REPLIKV", "TOPOLOGY", timeout_s=1.0)
+        except click.ClickException:
+            continue
+        for m in members:
+            fields = dict(m) if isinstance(m, dict) else dict(zip(m[::2], m[1::2]))
+            f = {_text(k): _text(v) for k, v in fields.items() if v is not None}
+            if f.get("role") == "leader" and f.get("id") == target:
+                click.echo(f"{target} leads now ({time.monotonic() - started:.2f} s after "
+                           "the request)")
+                return
+    raise click.ClickException(f"{target} did not take over within {wait_s:g} s (the transfer "
+                               "is abandoned after an election timeout); check `replikv status`")

@@ -87,6 +87,17 @@ class NodeSettings:
     write_concern: str = "majority"
     read_preference: str = "primary"
     read_consistency: str = "linearizable"
+    # This node joins a running cluster: it is not one of the members the cluster was created
+    # with (`peers` lists the running members, so it can reach them, and itself). It serves
+    # nothing until `replikv member add` makes it a standby, and votes once promoted.
+    join: bool = False
+    # Log compaction: snapshot the state every `snapshot_entries` applied entries (0: never),
+    # then keep only the last `snapshot_keep_entries` entries before it in the log.
+    snapshot_entries: int = 50_000
+    snapshot_keep_entries: int = 5_000
+    # Automatic replacement (off when 0): the leader promotes a caught-up standby when a voter
+    # has been unreachable for this long, and demotes the lost voter to standby.
+    auto_replace_after_ms: int = 0
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
 
     def validate(self) -> NodeSettings:
@@ -121,8 +132,21 @@ class NodeSettings:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: expected one of {', '.join(allowed)}, got "
                                   f"{getattr(self, name)!r}")
-        cluster_id = self.cluster_id or default_cluster_id(self.peers)
+        if not 0 <= self.snapshot_entries <= 1 << 40:
+            raise ConfigError("snapshot_entries: expected 0 (never) or a number of log entries")
+        if not 0 <= self.snapshot_keep_entries <= 1 << 40:
+            raise ConfigError("snapshot_keep_entries: expected a number of log entries >= 0")
+        if self.auto_replace_after_ms and self.auto_replace_after_ms < 10 * self.tick_ms:
+            raise ConfigError("auto_replace_after_ms: expected 0 (off) or at least ten ticks "
+                              f"({10 * self.tick_ms} ms); a few election timeouts is sensible")
+        cluster_id = self.cluster_id or default_cluster_id(self.bootstrap_peers())
         return replace(self, cluster_id=cluster_id)
+
+    def bootstrap_peers(self) -> dict[str, Address]:
+        """The members the cluster was created with: `peers`, without this node if it joins."""
+        if self.join:
+            return {k: v for k, v in self.peers.items() if k != self.id}
+        return self.peers
 
     def default_options(self) -> RequestOptions:
         return RequestOptions(w=self.write_concern, read_preference=self.read_preference,
@@ -185,6 +209,11 @@ def load_settings(config_file: Path | None, overrides: dict[str, object]) -> Nod
         write_concern=str(raw.get("write_concern", "majority")),
         read_preference=_str(raw.get("read_preference", "primary"), "read_preference"),
         read_consistency=_str(raw.get("read_consistency", "linearizable"), "read_consistency"),
+        join=_bool(raw.get("join", False), "join"),
+        snapshot_entries=_int(raw.get("snapshot_entries", 50_000), "snapshot_entries"),
+        snapshot_keep_entries=_int(raw.get("snapshot_keep_entries", 5_000),
+                                   "snapshot_keep_entries"),
+        auto_replace_after_ms=_int(raw.get("auto_replace_after_ms", 0), "auto_replace_after_ms"),
         limits=limits,
     )
     return settings.validate()
@@ -197,6 +226,14 @@ def _int(v: object, name: str) -> int:
         return int(v)
     except ValueError:
         raise ConfigError(f"{name}: expected an integer, got {v!r}") from None
+
+
+def _bool(v: object, name: str) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return v.lower() in ("true", "yes", "1")
+    raise ConfigError(f"{name}: expected true or false, got {v!r}")
 
 
 def _str(v: object, name: str) -> str:

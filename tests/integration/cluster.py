@@ -180,7 +180,7 @@ class Cluster:
 
     def __init__(self, root: Path, size: int = 3, *, extra_args: Iterable[str] = (),
                  node_args: dict[str, list[str]] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, joiners: int = 0) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         ports = pick_free_ports(3 * size, rng)
@@ -194,7 +194,11 @@ class Cluster:
                 stderr_path=root / "logs" / f"{node_id}.stderr.log",
                 extra_args=[*extra_args, *(node_args or {}).get(node_id, [])])
         (root / "logs").mkdir(exist_ok=True)
-        self.peers = ",".join(f"{n.id}={HOST}:{n.peer_port}" for n in self.nodes.values())
+        # The last `joiners` nodes are not among the members the cluster is created with: they
+        # start with --join and become members through `replikv member add`.
+        self.joiners = set(list(self.nodes)[size - joiners:]) if joiners else set()
+        self.peers = ",".join(f"{n.id}={HOST}:{n.peer_port}" for n in self.nodes.values()
+                              if n.id not in self.joiners)
         self._clients: list[redis.Redis] = []
 
     # -- processes ---------------------------------------------------------------------------
@@ -210,11 +214,30 @@ class Cluster:
                   extra: Iterable[str] = ()) -> list[str]:
         """The `replikv node ...` arguments (without the interpreter) for `node_id`."""
         n = self.nodes[node_id]
+        peers, join = self.peers, []
+        if node_id in self.joiners:
+            peers, join = f"{self.peers},{n.id}={HOST}:{n.peer_port}", ["--join"]
         return ["node", "--id", n.id, "--data-dir", str(data_dir or n.data_dir),
                 "--listen", f"{HOST}:{n.client_port}",
                 "--peer-listen", f"{HOST}:{n.peer_port}",
-                "--peers", self.peers, "--admin", f"{HOST}:{n.admin_port}",
-                *n.extra_args, *extra]
+                "--peers", peers, "--admin", f"{HOST}:{n.admin_port}",
+                *join, *n.extra_args, *extra]
+
+    def member_args(self, node_id: str) -> list[str]:
+        """`replikv member add` arguments naming the node's addresses."""
+        n = self.nodes[node_id]
+        return [node_id, "--peer", f"{HOST}:{n.peer_port}", "--client", f"{HOST}:{n.client_port}",
+                "--admin", f"{HOST}:{n.admin_port}"]
+
+    def cli(self, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
+        """Run `replikv <args>` against this cluster (--cluster is added for member and
+        switchover commands); returns the completed process (check=False)."""
+        argv = [PYTHON, "-m", "replikv", *args]
+        if args and args[0] in ("member", "switchover"):
+            argv += ["--cluster", ",".join(f"{HOST}:{n.client_port}"
+                                           for n in self.nodes.values() if n.alive)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
+                              cwd=self.root, check=False)
 
     def start(self, node_id: str, *, wait: bool = True) -> None:
         """Start (or restart, with the same settings and data dir) one node."""
@@ -236,6 +259,7 @@ class Cluster:
             self.wait_ready([node_id])
 
     def start_all(self, *, wait_for_leader: bool = True) -> None:
+        """Start every node (joiners too: they wait, outside the cluster, to be added)."""
         for node_id in self.ids:
             self.start(node_id, wait=False)
         self.wait_ready(self.ids)
@@ -359,6 +383,7 @@ class Cluster:
 
         def agreed() -> str | None:
             statuses = {i: self.status(i) for i in (ids or self.alive_ids())}
+            statuses = {i: s for i, s in statuses.items() if s["role"] != "not a member"}
             leaders = [i for i, s in statuses.items() if s["role"] == "leader"]
             if len(leaders) != 1:
                 return None

@@ -519,3 +519,20 @@ def test_log_matches_a_model_through_appends_drops_reopens_and_crashes(
     reopened, entries = WriteAheadLog.open(directory, segment_bytes=segment_bytes)
     check_reopened(reopened, entries, model)
     reopened.close()
+
+
+def test_reset_deletes_every_segment_and_the_log_restarts_anywhere(tmp_path):
+    wal, _ = WriteAheadLog.open(tmp_path / "wal", segment_bytes=200)
+    for i in range(1, 30):
+        wal.append([(i, 1, b"x" * 40)])
+    wal.sync()
+    assert len(list((tmp_path / "wal").iterdir())) > 1
+    assert wal.reset() > 1
+    assert list((tmp_path / "wal").iterdir()) == []
+    wal.append([(501, 3, b"after the snapshot")])
+    wal.sync()
+    wal.close()
+    reopened, entries = WriteAheadLog.open(tmp_path / "wal")
+    assert entries == [(501, 3, b"after the snapshot")]
+    assert reopened.first_index == reopened.last_index == 501
+    reopened.close()

@@ -156,6 +156,20 @@ class PeerTransport:
             writer.transport.abort()
         await asyncio.gather(*tasks, *self._inbound, return_exceptions=True)
 
+    def ensure_peer(self, peer: str, address: Address) -> None:
+        """Keep a link to `peer` at `address` (a member added at runtime, or one that moved)."""
+        if peer == self.node_id:
+            return
+        link = self.links.get(peer)
+        if link is None:
+            link = self.links[peer] = _OutboundLink(self, peer, address)
+            if self.server is not None:
+                link.task = asyncio.create_task(link.run(), name=f"peer-out-{peer}")
+            log.info("new member %s at %s", peer, address)
+        elif link.address != address:
+            link.address = address  # used from the next connection attempt on
+            log.info("member %s moved to %s", peer, address)
+
     def send(self, to: str, message: object) -> bool:
         """Queue a message; False when it certainly was not sent (no link to that peer)."""
         link = self.links.get(to)

@@ -11,6 +11,13 @@ ones. Commands that change the connection itself (HELLO, SELECT, CLIENT, RESET, 
 Backpressure: while the connection waits, or while the client is not reading its replies
 (transport write buffer over its high-water mark), the socket is not read, so a client cannot
 make the node buffer unbounded input.
+
+Local commands see the node through `NodeView` (the runtime). `runtime_topology` is REPLIKV
+TOPOLOGY in terms of the runtime's state (the current membership, roles from raft, addresses
+from the replicated address book and the peers' handshakes).
+
+REPLIKV MEMBER and REPLIKV SWITCHOVER are not local: they go to the node core like a write
+(a follower forwards them to the leader), one at a time on the connection.
 """
 
 from __future__ import annotations
@@ -21,12 +28,15 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from replikv.commands import lookup
+from replikv.node import is_admin_command
 from replikv.replies import CommandError
 from replikv.resp import ProtocolError, RequestParser, encode_reply
 from replikv.server.local_commands import (
     BARRIER_COMMANDS,
     LOCAL_COMMANDS,
     ConnectionState,
+    MemberView,
+    member_views,
     parse_replikv_with,
     run_local,
 )
@@ -37,9 +47,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("replikv.clients")
 
 
+def runtime_topology(server: NodeServer) -> list[MemberView]:
+    """REPLIKV TOPOLOGY for a running node: every member of the current configuration (voters
+    and standbys), with the client and admin addresses from the replicated address book, the
+    node's settings, and what peers advertised in their handshakes."""
+    raft = server.node.raft
+    membership = raft.membership
+    return member_views(self_id=server.node_id, self_role=raft.role.value, term=raft.term,
+                        applied_index=server.node.applied_index, leader_id=raft.leader_id,
+                        members=list(membership.members), voters=frozenset(membership.voters),
+                        addresses=server.member_addresses())
+
+
 class ClientConnection(asyncio.Protocol):
     def __init__(self, server: NodeServer) -> None:
         self.server = server
+        self.view = server  # what local commands see
         self.parser = RequestParser(server.settings.limits)
         self.state = ConnectionState(client_id=server.next_client_id(),
                                      options=server.default_options,
@@ -111,12 +134,13 @@ class ClientConnection(asyncio.Protocol):
                     self._push_done(e.reply())
                     continue
                 name = argv[0].lower()
-            handler = LOCAL_COMMANDS.get(name)
+            admin = name == b"replikv" and is_admin_command(argv)
+            handler = None if admin else LOCAL_COMMANDS.get(name)
             if handler is not None:
                 if self.inflight and name in BARRIER_COMMANDS:
                     self.held = argv
                     break
-                self._push_done(run_local(handler, self.state, self.server, argv))
+                self._push_done(run_local(handler, self.state, self.view, argv))
                 if self.state.closing:
                     self._flush()
                     self._close()
@@ -125,7 +149,8 @@ class ClientConnection(asyncio.Protocol):
             spec = lookup(argv[0])
             # Errors are answered in order, as reads. WAIT waits for the writes before it, so
             # that it counts the copies of the connection's last write.
-            kind = spec.kind if spec is not None else ("wait" if name == b"wait" else "read")
+            kind = spec.kind if spec is not None else (
+                "wait" if name == b"wait" else "admin" if admin else "read")
             if self.inflight and (kind != self.inflight_kind or self.inflight >= max_inflight
                                   or kind == "wait"):
                 self.held = argv

@@ -30,18 +30,22 @@ from dataclasses import dataclass
 
 from replikv import __version__
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
-from replikv.config import NodeSettings
-from replikv.node import NodeConfig, NodeCore, NodeReady
+from replikv.config import NodeSettings, parse_address
+from replikv.node import NodeConfig, NodeCore, NodeReady, decode_address_book
 from replikv.raft.core import RaftConfig, RaftCore, Ready, Role
-from replikv.raft.messages import Entry
+from replikv.raft.membership import Membership
+from replikv.raft.messages import Entry, InstallSnapshot
 from replikv.server.admin_http import AdminServer
-from replikv.server.local_commands import REDIS_COMPAT_VERSION, NodeView
+from replikv.server.local_commands import REDIS_COMPAT_VERSION, MemberView, NodeView
 from replikv.server.peer_transport import PeerTransport
-from replikv.server.resp_server import ClientConnection
+from replikv.server.resp_server import ClientConnection, runtime_topology
+from replikv.server.snapshots import SnapshotRuntime, load_latest, snapshot_dir
 from replikv.state import KVState
 from replikv.storage.datadir import DataDir
+from replikv.storage.errors import StorageError
 from replikv.storage.hardstate import load_hard_state, save_hard_state
 from replikv.storage.rollback import RollbackRecord, write_rollback_file
+from replikv.storage.snapshot import SnapshotStore
 from replikv.storage.wal import WriteAheadLog
 
 log = logging.getLogger("replikv.node")
@@ -85,6 +89,8 @@ class NodeServer(NodeView):
         self._servers: list[asyncio.base_events.Server] = []
         self._fatal: BaseException | None = None
         self._last_seen_role: tuple | None = None
+        self.snapshots: SnapshotRuntime | None = None
+        self._membership_seen: Membership | None = None
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -94,26 +100,74 @@ class NodeServer(NodeView):
         self.datadir = DataDir.open(s.data_dir, node_id=s.id, cluster_id=s.cluster_id,
                                     replication=s.replication)
         hard_state = load_hard_state(self.datadir.hard_state_path)
+        store = SnapshotStore(snapshot_dir(self.datadir.path), fsync=s.fsync != "never")
+        loaded = load_latest(store)
         self.wal, records = WriteAheadLog.open(self.datadir.wal_dir,
                                                segment_bytes=s.limits.wal_segment_bytes)
         entries = [Entry(i, t, d) for i, t, d in records]
         offset = entries[0].index - 1 if entries else 0
+        state, time_ms, meta, size = KVState(), 0, None, 0
+        if loaded is not None:
+            meta, state, time_ms, sessions, info = loaded
+            size = info.size_bytes
+            entries = self._entries_after_snapshot(entries, meta.index, meta.term)
+        bootstrap = tuple(sorted(s.bootstrap_peers()))
         raft = RaftCore(
-            RaftConfig(node_id=s.id, voters=tuple(sorted(s.peers)),
+            RaftConfig(node_id=s.id, voters=bootstrap,
                        election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks,
                        max_append_entries_bytes=s.limits.max_append_entries_bytes,
                        max_append_entries_count=s.limits.max_append_entries_count,
                        max_inflight_appends=s.limits.max_inflight_appends),
             hard_state=hard_state, entries=entries,
             rng=random.Random(int.from_bytes(os.urandom(8), "big")),
-            log_offset=offset)
+            log_offset=offset if meta is None else 0, snapshot=meta, snapshot_size=size)
         self.node = NodeCore(NodeConfig(node_id=s.id, tick_ms=s.tick_ms,
                                         request_timeout_ms=s.request_timeout_ms,
-                                        replication=s.replication, limits=s.limits),
-                             raft, KVState(),
+                                        replication=s.replication, limits=s.limits,
+                                        snapshot_entries=s.snapshot_entries,
+                                        snapshot_keep_entries=s.snapshot_keep_entries,
+                                        auto_replace_after_ms=s.auto_replace_after_ms),
+                             raft, state,
                              rng=random.Random(int.from_bytes(os.urandom(8), "big")))
+        self.node.state_time_ms = time_ms
+        if loaded is not None:
+            self.node.sessions = sessions
+        self.snapshots = SnapshotRuntime(self, store)
         log.info("recovered %d log entries (last index %d), term %d, voted for %s",
                  len(entries), raft.log.last_index, raft.term, raft.voted_for or "nobody")
+
+    def _entries_after_snapshot(self, entries: list[Entry], index: int,
+                                term: int) -> list[Entry]:
+        """The log entries that continue a snapshot at (index, term). A log that ends before
+        the snapshot, or holds another entry at its index (this node installed the snapshot
+        over a conflicting log and crashed before resetting its WAL), does not continue it:
+        the WAL is reset and the log starts after the snapshot."""
+        if entries and entries[0].index > index + 1:
+            raise StorageError(
+                f"the log starts at index {entries[0].index} but the newest usable snapshot "
+                f"ends at {index}: entries in between are missing (a snapshot file was lost or "
+                "is damaged). Restore this node from a backup or wipe its data dir so it "
+                "catches up from the others")
+        continues = bool(entries) and entries[-1].index >= index and (
+            entries[0].index == index + 1
+            or entries[index - entries[0].index].term == term)
+        if not continues:
+            if entries:
+                log.warning("the log (entries %d..%d) does not continue the snapshot at %d; "
+                            "starting the log after the snapshot", entries[0].index,
+                            entries[-1].index, index)
+                self.wal.reset()
+            return []
+        return [e for e in entries if e.index > index]
+
+    @property
+    def disk(self) -> ThreadPoolExecutor:
+        """The one thread that touches the log and snapshot files, so their writes are ordered."""
+        return self._disk
+
+    def wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT or stop(); then shut down cleanly."""
@@ -141,8 +195,10 @@ class NodeServer(NodeView):
         if s.admin is not None:
             self.admin = AdminServer(self)
             await self.admin.start(s.admin)
+        self._update_peers()
         tasks = [asyncio.create_task(self._ready_loop(), name="ready-loop"),
-                 asyncio.create_task(self._tick_loop(), name="ticker")]
+                 asyncio.create_task(self._tick_loop(), name="ticker"),
+                 asyncio.create_task(self.snapshots.run(), name="snapshots")]
         if s.fsync == "batch":
             tasks.append(asyncio.create_task(self._batch_fsync_loop(), name="batch-fsync"))
         fsync_mode = (f"batch (every {s.fsync_interval_ms} ms)" if s.fsync == "batch"
@@ -185,6 +241,8 @@ class NodeServer(NodeView):
         if self.transport is not None:
             await self.transport.close()
         self._disk.shutdown(wait=True)
+        if self.snapshots is not None:
+            self.snapshots.close()
         if self.wal is not None:
             self.wal.close()
         if self.datadir is not None:
@@ -239,17 +297,63 @@ class NodeServer(NodeView):
                 rd: NodeReady = node.ready()
                 self._deliver(rd.replies)
                 for env in rd.early_messages:
-                    if not send(env.to, env.message):
-                        node.undeliverable(env.to, env.message)
+                    message = env.message
+                    if isinstance(message, InstallSnapshot):
+                        message = self.snapshots.fill(env.to, message)
+                        if message is None:
+                            continue
+                    if not send(env.to, message):
+                        node.undeliverable(env.to, message)
                 if rd.rolled_back:
                     # Saved before the entries that replace them reach the log.
                     await loop.run_in_executor(self._disk, self._save_rollback, rd)
                 if rd.raft.must_sync:
                     await loop.run_in_executor(self._disk, self._persist, rd.raft)
                 for env in rd.raft.messages:
-                    send(env.to, env.message)
+                    message = env.message
+                    if isinstance(message, InstallSnapshot):
+                        message = self.snapshots.fill(env.to, message)
+                    if message is not None:
+                        send(env.to, message)
                 node.advance(rd)
+                if rd.raft.snapshot_chunks:
+                    await self.snapshots.receive(rd.raft.snapshot_chunks)
+                if node.raft.membership is not self._membership_seen:
+                    self._update_peers()
                 self._log_role_change()
+
+    def member_addresses(self) -> dict[str, dict[str, str]]:
+        """Where each member is: the replicated address book, completed from `peers`."""
+        book = decode_address_book(self.node.raft.membership.context)
+        for peer_id, address in self.settings.peers.items():
+            book.setdefault(peer_id, {}).setdefault("peer", str(address))
+        for peer_id, info in self.transport.peer_info.items() if self.transport else ():
+            for key, value in info.items():
+                book.setdefault(peer_id, {}).setdefault(key, value)
+        book.setdefault(self.node_id, {}).update(
+            {"client": str(self.settings.listen), "peer": str(self.settings.peer_listen)})
+        if self.settings.admin is not None:
+            book[self.node_id]["admin"] = str(self.settings.admin)
+        return book
+
+    def _update_peers(self) -> None:
+        """Open links to members we learnt of from a membership change (their address comes
+        with the config entry that added them)."""
+        membership = self.node.raft.membership
+        self._membership_seen = membership
+        if self.transport is None:
+            return
+        book = decode_address_book(membership.context)
+        for member in membership.members:
+            if member == self.node_id:
+                continue
+            address = book.get(member, {}).get("peer")
+            if address is None:
+                continue
+            try:
+                self.transport.ensure_peer(member, parse_address(address, f"peer of {member}"))
+            except ValueError as e:
+                log.warning("cannot reach new member %s: %s", member, e)
 
     def _log_role_change(self) -> None:
         raft = self.node.raft
@@ -361,6 +465,9 @@ class NodeServer(NodeView):
             return str(self.settings.listen)
         return self.transport.peer_info.get(raft.leader_id, {}).get("client")
 
+    def topology(self) -> list[MemberView]:
+        return runtime_topology(self)
+
     def role_reply(self) -> list:
         raft = self.node.raft
         applied = self.node.applied_index
@@ -386,13 +493,25 @@ class NodeServer(NodeView):
                     "match_index": pr.match, "next_index": pr.next, "state": pr.state.value,
                     "lag_entries": lag.get(peer, (0, 0))[0],
                     "lag_ms": lag.get(peer, (0, 0))[1],
-                    "last_contact_ms": (raft.tick_count - pr.last_contact_tick)
-                    * self.settings.tick_ms,
+                    "last_contact_ms": None if pr.last_contact_tick is None else
+                    (raft.tick_count - pr.last_contact_tick) * self.settings.tick_ms,
                     "connected": self.transport.is_connected(peer),
+                    "voter": peer in raft.voters,
+                    **({"snapshot_sent_bytes": pr.snapshot_offset,
+                        "snapshot_bytes": pr.snapshot_size}
+                       if pr.state.value == "snapshot" else {}),
                 }
+        membership = raft.membership
+        book = self.member_addresses()
+        role = raft.role.value
+        if self.node_id in membership.learners:
+            role = "standby"
+        elif self.node_id not in membership.voters:
+            role = "not a member"
+        snap = raft.snapshot
         return {
             "id": self.node_id, "cluster_id": self.settings.cluster_id,
-            "role": raft.role.value, "term": raft.term, "leader": raft.leader_id,
+            "role": role, "term": raft.term, "leader": raft.leader_id,
             "leader_client_address": self.leader_client_address(),
             "voted_for": raft.voted_for,
             "commit_index": raft.commit_index, "applied_index": node.applied_index,
@@ -404,8 +523,15 @@ class NodeServer(NodeView):
             "lease_remaining_ms": raft.lease_remaining_ticks() * self.settings.tick_ms,
             "rolled_back_entries": node.rolled_back_entries,
             "rolled_back_acknowledged": node.rolled_back_acknowledged,
-            "members": {p: str(a) for p, a in sorted(self.settings.peers.items())},
+            "members": {p: book.get(p, {}).get("peer", "?") for p in membership.members},
+            "voters": list(membership.voters), "standbys": list(membership.learners),
+            "membership_change_pending": raft.config_change_pending(),
+            "addresses": {p: book.get(p, {}) for p in membership.members},
             "followers": followers,
+            "snapshot": None if snap is None else {
+                "index": snap.index, "term": snap.term, "bytes": raft.snapshot_size,
+                "taken": self.snapshots.taken, "installed": self.snapshots.installed},
+            "log_first_index": raft.log.offset + 1,
             "keys": node.state.key_count(), "pending_requests": node.pending_requests,
             "clients": len(self.clients), "fsync": self.settings.fsync,
             **({"fsync_interval_ms": self.settings.fsync_interval_ms}

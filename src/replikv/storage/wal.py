@@ -736,6 +736,30 @@ class WriteAheadLog:
             self._first_index = min(segment.lowest_record_index for segment in self._segments)
         return dropped
 
+    def reset(self) -> int:
+        """Delete every segment: the log restarts after a snapshot that replaced it (the next
+        `append` may start at any index). Returns how many segments were deleted. Call it only
+        once the snapshot is durable: a crash midway leaves some older segments, which the
+        node's start-up discards as being behind its snapshot."""
+        self._check_usable()
+        dropped = 0
+        try:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            for segment in self._segments:
+                segment.path.unlink(missing_ok=True)
+                dropped += 1
+            fsync_directory(self._directory)
+        except BaseException:
+            self._failed = True
+            raise
+        self._segments = []
+        self._segment_size_bytes = 0
+        self._segment_unsynced = self._directory_unsynced = False
+        self._first_index = self._last_index = 0
+        return dropped
+
     def close(self) -> None:
         """Release the file; does not sync (call `sync()` first for durability)."""
         if self._fd is not None:

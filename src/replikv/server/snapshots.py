@@ -1,0 +1,285 @@
+"""The runtime's side of snapshots: writing them without pausing, sending and receiving them.
+
+The decisions live in the node core (when a snapshot is due, whether it may be kept, what to
+compact) and the Raft core (who needs a snapshot, which chunk to send next). This module does
+their I/O with the snapshot store (`replikv.storage.snapshot`):
+
+- writing: a background task pulls record batches from the state's copy-on-write cursor a few
+  thousand keys at a time, yielding to the event loop between batches, so the node keeps
+  serving while a snapshot of any size is written; once the node core says the snapshot's index
+  has committed, it is fsynced and renamed into place (in the disk thread), the log is
+  compacted and old WAL segments and snapshots are deleted;
+- sending: InstallSnapshot messages leave the core without their bytes; `fill` reads the chunk
+  from the snapshot file as the message is sent (files being sent stay open, so retention
+  cannot pull them away mid-transfer);
+- receiving: chunks are appended to a partial file (which survives a restart: the transfer
+  resumes); the last one triggers a full verification, then the state is loaded from the file in
+  the disk thread and handed to the node core, and the WAL is reset if the log restarts after
+  the snapshot.
+
+A snapshot's manifest carries, besides index and term, `extra = {"membership": <config entry
+bytes>, "time_ms": <the state's time>}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from replikv.raft.core import SnapshotMeta
+from replikv.raft.membership import Membership, MembershipError
+from replikv.raft.messages import InstallSnapshot
+from replikv.sessions import SessionTable
+from replikv.state import KVState
+from replikv.storage.snapshot import (
+    CorruptSnapshotError,
+    SnapshotInfo,
+    SnapshotReceiver,
+    SnapshotSource,
+    SnapshotStore,
+    iter_snapshot,
+)
+
+if TYPE_CHECKING:
+    from replikv.node import NodeCore, SnapshotJob
+    from replikv.server.runtime import NodeServer
+
+log = logging.getLogger("replikv.snapshots")
+
+SNAPSHOTS_KEPT = 2
+BATCH_ITEMS = 2000  # keys per cursor batch: a few milliseconds of work between yields
+CHECK_EVERY_S = 0.1  # how often the writer task asks whether a snapshot is due
+SOURCES_OPEN_MAX = 4
+
+
+class SnapshotLoadError(Exception):
+    pass
+
+
+def load_snapshot(info: SnapshotInfo) -> tuple[SnapshotMeta, KVState, int, SessionTable]:
+    """Read and verify a snapshot file into a fresh state (raises CorruptSnapshotError or
+    SnapshotLoadError; nothing is used unless the whole file checks out)."""
+    extra = info.manifest.get("extra") or {}
+    try:
+        membership = Membership.decode(extra["membership"])
+        time_ms = int(extra.get("time_ms", 0))
+    except (KeyError, TypeError, ValueError, MembershipError) as e:
+        raise SnapshotLoadError(f"snapshot {info.path} lacks a valid membership: {e}") from None
+    ended: list[SnapshotInfo] = []
+    sections: dict[str, bytes] = {}
+
+    def items() -> Iterator[list]:
+        for event in iter_snapshot(info.path):
+            if event[0] == "batch":
+                yield from event[1]
+            elif event[0] == "section":
+                sections[event[1]] = event[2]
+            elif event[0] == "end":
+                ended.append(event[1])
+
+    state = KVState.from_records(items())
+    if not ended:
+        raise SnapshotLoadError(f"snapshot {info.path} ended without its trailer")
+    digest = ended[0].state_digest
+    if digest is not None and digest != state.digest():
+        raise SnapshotLoadError(f"snapshot {info.path}: the restored state's digest differs "
+                                "from the one recorded when it was written")
+    try:
+        sessions = SessionTable.from_bytes(sections.get("sessions", SessionTable().to_bytes()))
+    except ValueError as e:
+        raise SnapshotLoadError(f"snapshot {info.path}: bad session table: {e}") from None
+    return SnapshotMeta(info.index, info.term, membership), state, time_ms, sessions
+
+
+def load_latest(store: SnapshotStore
+                ) -> tuple[SnapshotMeta, KVState, int, SessionTable, SnapshotInfo] | None:
+    """The newest snapshot that loads, trying older ones if the newest is damaged."""
+    for info in reversed(store.list()):
+        started = time.perf_counter()
+        try:
+            meta, state, time_ms, sessions = load_snapshot(info)
+        except (CorruptSnapshotError, SnapshotLoadError) as e:
+            log.error("cannot use snapshot %s: %s; trying an older one", info.path, e)
+            continue
+        log.info("loaded snapshot at index %d (term %d): %d keys in %.1f s", meta.index,
+                 meta.term, state.key_count(), time.perf_counter() - started)
+        return meta, state, time_ms, sessions, info
+    return None
+
+
+class SnapshotRuntime:
+    def __init__(self, server: NodeServer, store: SnapshotStore) -> None:
+        self.server = server
+        self.store = store
+        self._sources: dict[tuple[int, int], SnapshotSource] = {}
+        self._receiver: SnapshotReceiver | None = None
+        self._installing: tuple[int, int] | None = None
+        self.taken = 0
+        self.installed = 0
+        self.sent_chunks = 0
+        self.last_snapshot_seconds = 0.0
+        self.last_snapshot_bytes = 0
+
+    @property
+    def node(self) -> NodeCore:
+        return self.server.node
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The background writer: one snapshot at a time, whenever the node core says so."""
+        while True:
+            await asyncio.sleep(CHECK_EVERY_S)
+            job = self.node.start_snapshot()
+            if job is not None:
+                await self._write(job)
+
+    async def _write(self, job: SnapshotJob) -> None:
+        server, node = self.server, self.node
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        manifest = {"index": job.index, "term": job.term, "created_ms": time.time_ns() // 10**6,
+                    "node_id": server.node_id, "cluster_id": server.settings.cluster_id,
+                    "replication_mode": server.settings.replication,
+                    "extra": {"membership": job.membership.encode(), "time_ms": job.time_ms}}
+        writer = self.store.writer(manifest)
+        try:
+            while True:
+                batch = job.cursor.next_batch(BATCH_ITEMS)
+                if batch is None:
+                    break
+                writer.add_batch(batch)
+                await asyncio.sleep(0)  # let clients and peers in between batches
+            writer.add_section("sessions", job.sessions)
+            while (verdict := node.snapshot_verdict(job)) == "wait":
+                await asyncio.sleep(server.settings.tick_ms / 1000)
+            if verdict == "abort":
+                log.info("snapshot at %d abandoned: its entry was not committed", job.index)
+                writer.abort()
+                return
+            digest = job.cursor.state_digest()
+            info = await loop.run_in_executor(server.disk,
+                                              lambda: writer.finish(state_digest=digest))
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            job.cursor.close()
+        offset = node.snapshot_saved(job, info.size_bytes)
+        await loop.run_in_executor(server.disk, self._after_snapshot, offset)
+        self.taken += 1
+        self.last_snapshot_seconds = time.perf_counter() - started
+        self.last_snapshot_bytes = info.size_bytes
+        log.info("snapshot at index %d: %d bytes in %.2f s; log compacted through %d",
+                 job.index, info.size_bytes, self.last_snapshot_seconds, offset)
+        server.wake()
+
+    def _after_snapshot(self, offset: int) -> None:
+        """In the disk thread: drop what the new snapshot made redundant."""
+        self.server.wal.drop_segments_through(offset)
+        self.store.remove_older_than(SNAPSHOTS_KEPT)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def fill(self, to: str, message: InstallSnapshot) -> InstallSnapshot | None:
+        """The message with its chunk's bytes, or None if the snapshot is gone (the core is
+        told and starts that follower over)."""
+        key = (message.index, message.snap_term)
+        source = self._sources.get(key)
+        try:
+            if source is None:
+                info = next((i for i in self.store.list() if (i.index, i.term) == key), None)
+                if info is None:
+                    raise FileNotFoundError(f"snapshot {key} is gone")
+                source = SnapshotSource(info)
+                while len(self._sources) >= SOURCES_OPEN_MAX:
+                    self._sources.pop(next(iter(self._sources))).close()
+                self._sources[key] = source
+            data = source.read_chunk(message.offset, message.length)
+        except (OSError, ValueError) as e:
+            log.warning("cannot send snapshot %s to %s: %s", key, to, e)
+            self.node.raft.snapshot_unavailable(to)
+            return None
+        self.sent_chunks += 1
+        return InstallSnapshot(message.term, message.src, message.index, message.snap_term,
+                               source.size_bytes, message.offset, message.length, data)
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    async def receive(self, chunks: list[InstallSnapshot]) -> None:
+        server, node = self.server, self.node
+        loop = asyncio.get_running_loop()
+        for chunk in chunks:
+            if (chunk.index, chunk.snap_term) == self._installing:
+                continue  # a resent chunk of the snapshot being loaded right now
+            rcv = self._receiver
+            try:
+                if rcv is None or (rcv.index, rcv.term, rcv.total_bytes) != (
+                        chunk.index, chunk.snap_term, chunk.size):
+                    if rcv is not None:
+                        rcv.close()
+                    rcv = self._receiver = self.store.begin_receive(chunk.index,
+                                                                    chunk.snap_term, chunk.size)
+                    log.info("receiving snapshot at index %d (%d bytes) from %s, from byte %d",
+                             chunk.index, chunk.size, chunk.src, rcv.offset)
+                if chunk.data and chunk.offset == rcv.offset:
+                    rcv.write(chunk.offset, chunk.data)
+            except (OSError, ValueError) as e:
+                log.warning("snapshot chunk from %s refused: %s", chunk.src, e)
+                continue
+            if rcv.offset < rcv.total_bytes:
+                node.raft.snapshot_chunk_saved(chunk, rcv.offset)
+                continue
+            self._receiver = None
+            self._installing = (chunk.index, chunk.snap_term)
+            try:
+                await self._install(rcv, chunk, loop)
+            finally:
+                self._installing = None
+        server.wake()
+
+    async def _install(self, rcv: SnapshotReceiver, chunk: InstallSnapshot,
+                       loop: asyncio.AbstractEventLoop) -> None:
+        server, node = self.server, self.node
+        started = time.perf_counter()
+        try:
+            info = await loop.run_in_executor(server.disk, rcv.finish)
+            meta, state, time_ms, sessions = await loop.run_in_executor(server.disk,
+                                                                        load_snapshot, info)
+        except (CorruptSnapshotError, SnapshotLoadError, OSError) as e:
+            log.error("snapshot received from %s is unusable, starting over: %s", chunk.src, e)
+            node.raft.snapshot_chunk_saved(chunk, 0)
+            return
+        if not node.install_snapshot(meta, state, time_ms, sessions):
+            log.info("snapshot at %d no longer needed (this node has moved past it)", meta.index)
+            return
+        wal = server.wal
+        restart_log = node.raft.log.last_index == meta.index or wal.last_index < meta.index
+        await loop.run_in_executor(server.disk, self._after_install, restart_log, meta.index)
+        self.installed += 1
+        log.info("installed snapshot at index %d (term %d) from %s: %d keys, %d bytes, "
+                 "%.2f s after the last chunk", meta.index, meta.term, chunk.src,
+                 state.key_count(), info.size_bytes, time.perf_counter() - started)
+
+    def _after_install(self, restart_log: bool, index: int) -> None:
+        if restart_log:
+            self.server.wal.reset()  # the log now starts after the snapshot
+        else:
+            self.server.wal.drop_segments_through(index)
+        self.store.remove_older_than(SNAPSHOTS_KEPT)
+
+    def close(self) -> None:
+        for source in self._sources.values():
+            source.close()
+        self._sources.clear()
+        if self._receiver is not None:
+            self._receiver.close()
+            self._receiver = None
+
+
+def snapshot_dir(data_dir: Path) -> Path:
+    return data_dir / "snapshots"

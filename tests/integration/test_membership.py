@@ -1,0 +1,170 @@
+"""Membership at runtime with real processes: a 5-voter cluster losing 2, a new member catching
+up from a snapshot, removing the leader, a standby promoted automatically, a graceful
+switchover. Every acknowledged write is read back on every member at the end."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import redis
+
+from .cluster import MEASUREMENTS, Cluster, client_without_retries, wait_until
+
+SNAPSHOT_ARGS = ["--snapshot-entries", "100", "--snapshot-keep-entries", "20"]
+
+
+def write_keys(cluster: Cluster, node_id: str, prefix: str, count: int) -> dict[str, str]:
+    """SET count keys through `node_id` (pipelined, w=majority); returns what was acknowledged."""
+    c = cluster.client(node_id, socket_timeout=10.0, decode_responses=True)
+    written: dict[str, str] = {}
+    try:
+        for start in range(0, count, 200):
+            pipe = c.pipeline(transaction=False)
+            keys = [f"{prefix}:{i}" for i in range(start, min(count, start + 200))]
+            for k in keys:
+                pipe.set(k, f"v-{k}")
+            for k, ok in zip(keys, pipe.execute(), strict=True):
+                assert ok is True
+                written[k] = f"v-{k}"
+    finally:
+        c.close()
+    return written
+
+
+def members(cluster: Cluster, node_id: str) -> tuple[list[str], list[str]]:
+    s = cluster.status(node_id)
+    return s["voters"], s["standbys"]
+
+
+def wait_membership(cluster: Cluster, node_id: str, voters: list[str], standbys: list[str],
+                    timeout_s: float = 30.0) -> None:
+    wait_until(lambda: members(cluster, node_id) == (sorted(voters), sorted(standbys)),
+               timeout_s=timeout_s, what=f"voters {voters}, standbys {standbys} on {node_id}")
+
+
+def test_five_voters_survive_the_loss_of_two_including_the_leader(make_cluster):
+    cluster = make_cluster(5)
+    leader = cluster.leader()
+    before = write_keys(cluster, leader, "before", 300)
+    follower = next(i for i in cluster.ids if i != leader)
+    cluster.kill9(leader)
+    cluster.kill9(follower)
+    survivors = [i for i in cluster.ids if i not in (leader, follower)]
+    new_leader = cluster.leader(among=survivors)
+    after = write_keys(cluster, new_leader, "after", 300)
+    cluster.assert_values(survivors, {**before, **after})
+    cluster.start(leader)
+    cluster.start(follower)
+    index = cluster.status(new_leader)["commit_index"]
+    for node_id in cluster.ids:
+        cluster.wait_applied(node_id, index, timeout_s=20)
+    cluster.assert_values([leader, follower], {**before, **after})
+
+
+def test_a_new_member_catches_up_from_a_snapshot_then_votes(make_cluster):
+    cluster = make_cluster(4, joiners=1, extra_args=SNAPSHOT_ARGS)
+    leader = cluster.leader(among=["n1", "n2", "n3"])
+    written = write_keys(cluster, leader, "k", 2000)
+    wait_until(lambda: cluster.status(leader)["log_first_index"] > 1, timeout_s=20,
+               what="the leader to compact its log")
+    started = time.monotonic()
+    done = cluster.cli("member", "add", *cluster.member_args("n4"))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "n4 promoted to voter" in done.stdout, done.stdout
+    MEASUREMENTS.append(f"membership: n4 added, caught up from a snapshot and promoted in "
+                        f"{time.monotonic() - started:.2f} s (2,000 keys)")
+    wait_membership(cluster, leader, ["n1", "n2", "n3", "n4"], [])
+    status = cluster.status("n4")
+    assert status["snapshot"] is not None and status["snapshot"]["installed"] >= 1, status
+    cluster.wait_applied("n4", cluster.status(leader)["commit_index"])
+    cluster.assert_values(["n4"], written)
+    # With 4 voters a majority is 3: n4 counts. Lose two of the original three: writes stop;
+    # bring one back: they go on, through n4's vote.
+    others = [i for i in ("n1", "n2", "n3") if i != leader]
+    cluster.kill9(others[0])
+    more = write_keys(cluster, leader, "more", 100)
+    cluster.assert_values(["n4"], more)
+
+
+def test_removing_the_leader_hands_over(make_cluster):
+    cluster = make_cluster(3)
+    leader = cluster.leader()
+    written = write_keys(cluster, leader, "a", 200)
+    follower = next(i for i in cluster.ids if i != leader)
+    done = cluster.cli("member", "remove", leader)
+    assert done.returncode == 0, done.stderr + done.stdout
+    rest = [i for i in cluster.ids if i != leader]
+    new_leader = cluster.leader(among=rest)
+    assert new_leader != leader
+    wait_membership(cluster, follower, rest, [])
+    assert cluster.status(leader)["role"] in ("not a member", "follower")
+    more = write_keys(cluster, new_leader, "b", 200)
+    cluster.assert_values(rest, {**written, **more})
+
+
+def test_a_standby_takes_over_from_a_dead_voter_automatically(make_cluster):
+    cluster = make_cluster(4, joiners=1, extra_args=["--auto-replace-after-ms", "1500"])
+    leader = cluster.leader(among=["n1", "n2", "n3"])
+    done = cluster.cli("member", "add", "--standby", *cluster.member_args("n4"))
+    assert done.returncode == 0, done.stderr + done.stdout
+    wait_membership(cluster, leader, ["n1", "n2", "n3"], ["n4"])
+    written = write_keys(cluster, leader, "s", 200)
+    victim = next(i for i in ("n1", "n2", "n3") if i != leader)
+    killed_at = time.monotonic()
+    cluster.kill9(victim)
+    survivors = sorted({"n1", "n2", "n3", "n4"} - {victim})
+    wait_membership(cluster, leader, survivors, [victim], timeout_s=30)
+    MEASUREMENTS.append(f"auto-replacement: standby n4 voted in place of {victim} "
+                        f"{time.monotonic() - killed_at:.2f} s after kill -9 (limit 1.5 s)")
+    # The cluster keeps three working voters: losing one more still leaves a majority.
+    third = next(i for i in survivors if i not in (leader, "n4"))
+    cluster.kill9(third)
+    more = write_keys(cluster, leader, "t", 100)
+    cluster.assert_values([leader, "n4"], {**written, **more})
+
+
+def test_switchover_loses_no_acknowledged_write(make_cluster):
+    cluster = make_cluster(3)
+    leader = cluster.leader()
+    target = next(i for i in cluster.ids if i != leader)
+    acked: dict[str, str] = {}
+    errors: list[str] = []
+    stop = threading.Event()
+    gaps: list[float] = []
+
+    def writer() -> None:
+        c = client_without_retries(cluster.port(target), socket_timeout=5.0)
+        i, last_ok = 0, time.monotonic()
+        try:
+            while not stop.is_set() and i < 20_000:
+                key = f"w:{i}"
+                try:
+                    c.set(key, str(i))
+                except redis.ResponseError as e:
+                    errors.append(str(e))
+                    continue
+                now = time.monotonic()
+                gaps.append(now - last_ok)
+                last_ok = now
+                acked[key] = str(i)
+                i += 1
+        finally:
+            c.close()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        time.sleep(0.5)
+        done = cluster.cli("switchover", "--to", target)
+        assert done.returncode == 0, done.stderr + done.stdout
+        assert f"{target} leads now" in done.stdout
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert cluster.leader() == target
+    assert not [e for e in errors if not e.startswith("TRYAGAIN")], errors[:3]
+    MEASUREMENTS.append(f"switchover {leader} -> {target}: longest pause between acknowledged "
+                        f"writes {max(gaps) * 1000:.0f} ms; {len(acked)} writes")
+    cluster.assert_values(cluster.ids, acked)
