@@ -782,13 +782,25 @@ def member_remove(node_id: str, cluster_addresses: str) -> None:
 @_CLUSTER_OPTION
 def member_list(cluster_addresses: str) -> None:
     """Show the members with their role and addresses (REPLIKV TOPOLOGY)."""
-    members = _cluster_call(cluster_addresses, "REPLIKV", "TOPOLOGY")
-    for m in members:
-        fields = dict(m) if isinstance(m, dict) else dict(zip(m[::2], m[1::2]))
-        f = {_text(k): v for k, v in fields.items()}
+    members = [_member_fields(m) for m in _cluster_call(cluster_addresses, "REPLIKV",
+                                                          "TOPOLOGY")]
+    leader = next((m for m in members if m.get("role") == b"leader" and m.get("client")), None)
+    if leader is not None and not leader.get("self"):
+        # The leader knows every member's addresses (followers only those they talk to).
+        try:
+            members = [_member_fields(m) for m in _cluster_call(
+                _text(leader["client"]), "REPLIKV", "TOPOLOGY")]
+        except click.ClickException:
+            pass
+    for f in members:
         click.echo(f"{_text(f.get('id', '?')):<8} {_text(f.get('role', '?')):<10} "
                    f"voter={_text(f.get('voter', '?'))} client={_text(f.get('client') or '-')} "
                    f"admin={_text(f.get('admin') or '-')}")
+
+
+def _member_fields(m: object) -> dict[str, object]:
+    fields = dict(m) if isinstance(m, dict) else dict(zip(m[::2], m[1::2]))
+    return {_text(k): v for k, v in fields.items()}
 
 
 @main.command(context_settings=CONTEXT)
