@@ -168,3 +168,39 @@ def test_switchover_loses_no_acknowledged_write(make_cluster):
     MEASUREMENTS.append(f"switchover {leader} -> {target}: longest pause between acknowledged "
                         f"writes {max(gaps) * 1000:.0f} ms; {len(acked)} writes")
     cluster.assert_values(cluster.ids, acked)
+
+
+def test_membership_through_the_admin_api(make_cluster):
+    from .test_admin_http import get, http
+
+    def post(node_id: str, path: str) -> tuple[int, dict]:
+        return http(cluster, node_id, f"POST {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+
+    cluster = make_cluster(4, joiners=1)
+    leader = cluster.leader(among=["n1", "n2", "n3"])
+    follower = next(i for i in ("n1", "n2", "n3") if i != leader)
+    n4 = cluster.nodes["n4"]
+    code, body = post(follower, f"/members/n4/add?peer=127.0.0.1:{n4.peer_port}"
+                                f"&client=127.0.0.1:{n4.client_port}")
+    assert code == 200 and "added as a standby" in body["result"], body
+
+    def promoted() -> bool:
+        code, body = post(follower, "/members/n4/promote")
+        assert code in (200, 409), body
+        return code == 200
+
+    wait_until(promoted, timeout_s=20, what="n4 to be promoted", interval_s=0.2)
+    code, body = get(cluster, leader, "/members")
+    assert code == 200
+    assert {m["id"]: m["voter"] for m in body["members"]} == {"n1": 1, "n2": 1, "n3": 1, "n4": 1}
+    # Refusals say why, and change nothing.
+    code, body = post(follower, "/members/n9/promote")
+    assert code == 409 and "not a member" in body["error"], body
+    assert post(follower, "/members/n4/bogus")[0] == 404
+    assert post(follower, "/status")[0] == 405
+    code, body = post(leader, f"/switchover?to={follower}")
+    assert code == 200, body
+    assert cluster.leader() == follower
+    code, body = post(leader, "/members/n4/remove")
+    assert code == 200 and "removed" in body["result"], body
+    wait_membership(cluster, follower, ["n1", "n2", "n3"], [])

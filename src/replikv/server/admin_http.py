@@ -9,9 +9,21 @@ bounded request size) so the node needs no web framework:
     GET /replica  200 only on a follower within ?max_lag_ms= (default 5000) of the primary,
                   by its staleness estimate (see NodeCore.staleness_ms); 503 otherwise
     GET /status   200, JSON: role, term, indexes, members, per-follower progress
+    GET /members  200, JSON: the members as REPLIKV TOPOLOGY lists them
+
+and the membership operations (answered once committed; any member takes them, a follower
+forwards them to the leader):
+
+    POST /members/<id>/add?peer=H:P[&client=H:P][&admin=H:P]   join as a standby
+    POST /members/<id>/promote | /demote | /remove
+    POST /switchover[?to=<id>]
+
+    200 {"result": "OK ..."}; 409 {"error": ...} if refused (the reason says what to do);
+    503 if no leader answered in time.
 
 Load balancers route writes by /primary and reads by /replica or /primary (see
 `replikv haproxy-config`); a 503 body says why, for the operator reading a health-check log.
+The POST endpoints change the cluster: bind the admin address to a private network.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from replikv.config import Address
+from replikv.replies import ErrorReply
 
 if TYPE_CHECKING:
     from replikv.server.runtime import NodeServer
@@ -55,8 +68,11 @@ class AdminServer:
             parts = request_line.split(" ")
             if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
                 status, body = 400, {"error": "malformed request line"}
+            elif parts[0] == "POST":
+                path, _, query = parts[1].partition("?")
+                status, body = await self.post(path, query)
             elif parts[0] != "GET":
-                status, body = 405, {"error": "only GET is supported"}
+                status, body = 405, {"error": "only GET and POST are supported"}
             else:
                 path, _, query = parts[1].partition("?")
                 status, body = self.route(path, query)
@@ -81,6 +97,8 @@ class AdminServer:
             return 200, self.node.status()
         if path == "/primary":
             return self._primary()
+        if path == "/members":
+            return 200, {"members": [m.as_reply() for m in self.node.topology()]}
         if path == "/replica":
             try:
                 max_lag_ms = _query_int(query, "max_lag_ms", REPLICA_MAX_LAG_MS_DEFAULT,
@@ -90,6 +108,31 @@ class AdminServer:
             return self._replica(max_lag_ms)
         return 404, {"error": f"no such endpoint {path}; try /health, /primary, /replica or "
                               f"/status"}
+
+    async def post(self, path: str, query: str) -> tuple[int, dict]:
+        """Membership changes and switchover, run as REPLIKV MEMBER / SWITCHOVER commands."""
+        params = {k: v[-1] for k, v in parse_qs(query, max_num_fields=8).items()}
+        parts = [p for p in path.split("/") if p]
+        if parts == ["switchover"]:
+            argv = [b"REPLIKV", b"SWITCHOVER"] + ([params["to"].encode()] if "to" in params
+                                                   else [])
+        elif len(parts) == 3 and parts[0] == "members" and parts[2] in (
+                "add", "promote", "demote", "remove"):
+            argv = [b"REPLIKV", b"MEMBER", parts[2].upper().encode(), parts[1].encode()]
+            if parts[2] == "add":
+                for key in ("peer", "client", "admin"):
+                    if key in params:
+                        argv += [key.upper().encode(), params[key].encode()]
+        elif path in ("/health", "/status", "/primary", "/replica", "/members"):
+            return 405, {"error": f"{path} only answers GET"}
+        else:
+            return 404, {"error": f"no such endpoint POST {path}; try /members/<id>/add?peer="
+                                  "H:P, /members/<id>/promote, /demote, /remove or /switchover"}
+        reply = await self.node.run_admin(argv)
+        if isinstance(reply, ErrorReply):
+            status = 503 if reply.code in ("TRYAGAIN", "UNKNOWN") else 409
+            return status, {"error": reply.message}
+        return 200, {"result": str(reply)}
 
     def _primary(self) -> tuple[int, dict]:
         raft = self.node.node.raft
@@ -125,4 +168,4 @@ def _query_int(query: str, name: str, default: int, maximum: int) -> int:
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            503: "Service Unavailable"}
+            409: "Conflict", 503: "Service Unavailable"}

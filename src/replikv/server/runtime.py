@@ -259,6 +259,23 @@ class NodeServer(NodeView):
         self._wakeup.set()
         return req_id
 
+    async def run_admin(self, argv: list[bytes]) -> object:
+        """Run a REPLIKV MEMBER / SWITCHOVER command for the admin HTTP API; its reply."""
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        class _Sink:
+            @staticmethod
+            def on_reply(_req_id: int, value: object) -> None:
+                if not done.done():
+                    done.set_result(value)
+
+        self._next_req_id += 1
+        req_id = self._next_req_id
+        self._reply_targets[req_id] = _Sink()  # type: ignore[assignment]
+        self.node.submit(req_id, argv, now_ms())
+        self.wake()
+        return await done
+
     def end_session(self, client_id: int) -> None:
         if self.node is not None:
             self.node.end_session(client_id)
