@@ -81,6 +81,11 @@ def main() -> None:
 @click.option("--snapshot-keep-entries", type=int,
               help="Log entries kept before a snapshot, for followers slightly behind. "
                    "[default: 5000]")
+@click.option("--snapshot-log-bytes", type=int,
+              help="Also snapshot once the entries since the last snapshot hold this many "
+                   "bytes; 0: no limit. [default: 268435456]")
+@click.option("--snapshot-chunk-bytes", type=int,
+              help="Chunk size when sending a snapshot to a follower. [default: 1048576]")
 @click.option("--auto-replace-after-ms", type=int,
               help="Promote a caught-up standby when a voter has been unreachable this long "
                    "(the lost voter is demoted). 0: off. [default: 0]")
@@ -93,7 +98,8 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          max_bulk_bytes: int | None, fsync: str | None, fsync_interval_ms: int | None,
          replication: str | None, write_concern: str | None, read_preference: str | None,
          read_consistency: str | None, join: bool | None, snapshot_entries: int | None,
-         snapshot_keep_entries: int | None, auto_replace_after_ms: int | None,
+         snapshot_keep_entries: int | None, snapshot_log_bytes: int | None,
+         snapshot_chunk_bytes: int | None, auto_replace_after_ms: int | None,
          log_level: str | None) -> None:
     """Run one replikv node in the foreground.
 
@@ -122,6 +128,8 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
                  "read_preference": read_preference, "read_consistency": read_consistency,
                  "join": join, "snapshot_entries": snapshot_entries,
                  "snapshot_keep_entries": snapshot_keep_entries,
+                 "snapshot_log_bytes": snapshot_log_bytes,
+                 "snapshot_chunk_bytes": snapshot_chunk_bytes,
                  "auto_replace_after_ms": auto_replace_after_ms, "log_level": log_level}
     try:
         settings = load_settings(config_file, overrides)

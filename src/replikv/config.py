@@ -95,6 +95,10 @@ class NodeSettings:
     # then keep only the last `snapshot_keep_entries` entries before it in the log.
     snapshot_entries: int = 50_000
     snapshot_keep_entries: int = 5_000
+    # ...or once the entries applied since the last snapshot hold this many bytes (0: no limit).
+    snapshot_log_bytes: int = 256 * 1024 * 1024
+    # A snapshot sent to a follower travels in chunks of this size, one at a time.
+    snapshot_chunk_bytes: int = 1024 * 1024
     # Automatic replacement (off when 0): the leader promotes a caught-up standby when a voter
     # has been unreachable for this long, and demotes the lost voter to standby.
     auto_replace_after_ms: int = 0
@@ -136,6 +140,11 @@ class NodeSettings:
             raise ConfigError("snapshot_entries: expected 0 (never) or a number of log entries")
         if not 0 <= self.snapshot_keep_entries <= 1 << 40:
             raise ConfigError("snapshot_keep_entries: expected a number of log entries >= 0")
+        if not 0 <= self.snapshot_log_bytes <= 1 << 50:
+            raise ConfigError("snapshot_log_bytes: expected 0 (no limit) or a number of bytes")
+        chunk_max = self.limits.max_peer_frame_bytes // 2
+        if not 4096 <= self.snapshot_chunk_bytes <= chunk_max:
+            raise ConfigError(f"snapshot_chunk_bytes: expected 4096..{chunk_max} bytes")
         if self.auto_replace_after_ms and self.auto_replace_after_ms < 10 * self.tick_ms:
             raise ConfigError("auto_replace_after_ms: expected 0 (off) or at least ten ticks "
                               f"({10 * self.tick_ms} ms); a few election timeouts is sensible")
@@ -214,6 +223,10 @@ def load_settings(config_file: Path | None, overrides: dict[str, object]) -> Nod
         snapshot_keep_entries=_int(raw.get("snapshot_keep_entries", 5_000),
                                    "snapshot_keep_entries"),
         auto_replace_after_ms=_int(raw.get("auto_replace_after_ms", 0), "auto_replace_after_ms"),
+        snapshot_log_bytes=_int(raw.get("snapshot_log_bytes", 256 * 1024 * 1024),
+                                "snapshot_log_bytes"),
+        snapshot_chunk_bytes=_int(raw.get("snapshot_chunk_bytes", 1024 * 1024),
+                                  "snapshot_chunk_bytes"),
         limits=limits,
     )
     return settings.validate()

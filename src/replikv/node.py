@@ -146,6 +146,7 @@ class NodeConfig:
     # `snapshot_keep_entries` (kept so followers slightly behind get entries, not a snapshot).
     snapshot_entries: int = 0
     snapshot_keep_entries: int = 1000
+    snapshot_log_bytes: int = 0  # also due once the entries since hold this much data
     # Automatic replacement (0: off): see NodeCore._auto_replace.
     auto_replace_after_ms: int = 0
 
@@ -297,6 +298,7 @@ class NodeCore:
         # reply. Replicated state like `state` (in snapshots; undone with it).
         self.sessions = SessionTable()
         self._dup_waiting: list[tuple[int, tuple, object]] = []  # (index, target, reply)
+        self._bytes_since_snapshot = 0  # data of the entries committed since the last snapshot
         self._ahead: deque[_AppliedAhead] = deque()
         self._was_leader = False
         self._terms_led: set[int] = set()
@@ -728,10 +730,12 @@ class NodeCore:
 
     def start_snapshot(self) -> SnapshotJob | None:
         """A new snapshot job if one is due (the driver writes it, see SnapshotJob)."""
-        every = self.config.snapshot_entries
+        every, max_bytes = self.config.snapshot_entries, self.config.snapshot_log_bytes
         raft = self.raft
         last = raft.snapshot.index if raft.snapshot is not None else raft.log.offset
-        if not every or self.applied_index - last < every:
+        due_by_count = every and self.applied_index - last >= every
+        due_by_bytes = max_bytes and self._bytes_since_snapshot >= max_bytes
+        if not (due_by_count or due_by_bytes) or self.applied_index <= last:
             return None
         index = self.applied_index
         return SnapshotJob(index, raft.log.term_at(index), raft.membership_at(index),
@@ -753,6 +757,7 @@ class NodeCore:
         driver may delete log segments holding only entries up to it)."""
         raft = self.raft
         raft.set_snapshot(SnapshotMeta(job.index, job.term, job.membership), size)
+        self._bytes_since_snapshot = 0
         upto = min(job.index, raft.applied_index) - self.config.snapshot_keep_entries
         if upto > raft.log.offset:
             raft.compact(upto)
@@ -769,6 +774,7 @@ class NodeCore:
         self.state = state
         self.sessions = sessions if sessions is not None else SessionTable()
         self.applied_index = meta.index
+        self._bytes_since_snapshot = 0
         self.state_time_ms = max(self.state_time_ms, time_ms)
         self._commit_marks.clear()
         restored = self.raft.restore(meta)
@@ -1118,6 +1124,7 @@ class NodeCore:
                 self.applied_index = e.index
             if e.data:
                 self.entries_applied += 1
+                self._bytes_since_snapshot += len(e.data)
             marks = self._commit_marks
             while marks and marks[0][1] <= e.index:
                 self._caught_up_ms = marks.popleft()[0]

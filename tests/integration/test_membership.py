@@ -204,3 +204,45 @@ def test_membership_through_the_admin_api(make_cluster):
     code, body = post(leader, "/members/n4/remove")
     assert code == 200 and "removed" in body["result"], body
     wait_membership(cluster, follower, ["n1", "n2", "n3"], [])
+
+
+def test_a_snapshot_transfer_cut_by_kill_9_resumes_where_it_stopped(make_cluster):
+    """The receiving node is stopped (SIGSTOP) once part of the snapshot is on its disk, then
+    killed; restarted, it asks the leader to go on from the bytes it kept."""
+    cluster = make_cluster(4, joiners=1, extra_args=[
+        *SNAPSHOT_ARGS, "--snapshot-chunk-bytes", "4096"])
+    leader = cluster.leader(among=["n1", "n2", "n3"])
+    written = write_keys(cluster, leader, "r", 8000)
+    wait_until(lambda: cluster.status(leader)["log_first_index"] > 1, timeout_s=20,
+               what="the leader to compact its log")
+    snapshots = cluster.nodes["n4"].data_dir / "snapshots"
+    code = cluster.cli("member", "add", "--standby", *cluster.member_args("n4"))
+    assert code.returncode == 0, code.stderr
+
+    def partial_size() -> int:
+        sizes = [p.stat().st_size for p in snapshots.glob("recv-*.partial")]
+        return sizes[0] if sizes and sizes[0] >= 3 * 4096 else 0
+
+    kept = wait_until(partial_size, timeout_s=20, what="part of the snapshot on n4's disk",
+                      interval_s=0.002)
+    cluster.pause("n4")
+    kept = partial_size() or kept
+    cluster.kill9("n4")
+    cluster.start("n4")
+    status = wait_until(lambda: (s := cluster.status("n4"))["snapshot"] and s, timeout_s=30,
+                        what="n4 to install the snapshot")
+    assert status["snapshot"]["installed"] == 1
+    resumed = [line for line in cluster.log_text("n4").splitlines()
+               if "receiving snapshot" in line]
+    assert resumed, "n4 never logged receiving a snapshot"
+    offset = int(resumed[-1].rsplit("from byte ", 1)[1])
+    assert offset > 0, f"the transfer started over instead of resuming: {resumed}"
+    MEASUREMENTS.append(f"snapshot transfer resumed after kill -9 at byte {offset} "
+                        f"({kept} bytes were on disk when the receiver was stopped)")
+    cluster.wait_applied("n4", cluster.status(leader)["commit_index"])
+    keys = list(written)[::97]
+    c = cluster.client("n4", decode_responses=True)
+    c.execute_command("REPLIKV", "READPREF", "nearest")
+    c.execute_command("REPLIKV", "CONSISTENCY", "local")
+    assert [c.get(k) for k in keys] == [written[k] for k in keys]
+    c.close()

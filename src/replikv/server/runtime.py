@@ -117,7 +117,8 @@ class NodeServer(NodeView):
                        election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks,
                        max_append_entries_bytes=s.limits.max_append_entries_bytes,
                        max_append_entries_count=s.limits.max_append_entries_count,
-                       max_inflight_appends=s.limits.max_inflight_appends),
+                       max_inflight_appends=s.limits.max_inflight_appends,
+                       snapshot_chunk_bytes=s.snapshot_chunk_bytes),
             hard_state=hard_state, entries=entries,
             rng=random.Random(int.from_bytes(os.urandom(8), "big")),
             log_offset=offset if meta is None else 0, snapshot=meta, snapshot_size=size)
@@ -126,6 +127,7 @@ class NodeServer(NodeView):
                                         replication=s.replication, limits=s.limits,
                                         snapshot_entries=s.snapshot_entries,
                                         snapshot_keep_entries=s.snapshot_keep_entries,
+                                        snapshot_log_bytes=s.snapshot_log_bytes,
                                         auto_replace_after_ms=s.auto_replace_after_ms),
                              raft, state,
                              rng=random.Random(int.from_bytes(os.urandom(8), "big")))
