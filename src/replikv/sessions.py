@@ -118,13 +118,11 @@ def reply_to_msgpack(value: object) -> object:
 
 
 def _encode(v: object, depth: int) -> object:
-    if depth > REPLY_DEPTH_MAX:
-        raise ValueError(f"reply nested deeper than {REPLY_DEPTH_MAX}")
-    t = type(v)
-    if t is bytes or v is None or t is bool or t is float:
+    if _is_plain(v, depth):
         return v
+    t = type(v)
     if t is int:
-        return v if _INT64_MIN <= v <= _UINT64_MAX else [_T_BIGINT, str(v).encode()]
+        return [_T_BIGINT, str(v).encode()]  # beyond msgpack's integers
     if t is str:
         return [_T_STR, v.encode("utf-8", "surrogatepass")]
     if t is Status:
@@ -154,6 +152,16 @@ def _encode(v: object, depth: int) -> object:
     raise TypeError(f"not a reply value: {t.__name__}")
 
 
+def _is_plain(v: object, depth: int) -> bool:
+    """Whether `v` is its own encoding (bytes, None, a bool, a float, an int msgpack holds);
+    for both directions. ValueError if `depth` is beyond REPLY_DEPTH_MAX."""
+    if depth > REPLY_DEPTH_MAX:
+        raise ValueError(f"reply nested deeper than {REPLY_DEPTH_MAX}")
+    t = type(v)
+    return t is bytes or v is None or t is bool or t is float or \
+        (t is int and _INT64_MIN <= v <= _UINT64_MAX)
+
+
 def _pack(v: object) -> bytes:
     return msgpack.packb(v, use_bin_type=True)
 
@@ -165,15 +173,11 @@ def reply_from_msgpack(data: object) -> object:
 
 
 def _decode(v: object, depth: int) -> object:
-    if depth > REPLY_DEPTH_MAX:
-        raise ValueError(f"reply nested deeper than {REPLY_DEPTH_MAX}")
+    if _is_plain(v, depth):
+        return v
     t = type(v)
-    if t is bytes or v is None or t is bool or t is float:
-        return v
     if t is int:
-        if not _INT64_MIN <= v <= _UINT64_MAX:
-            raise ValueError("integer out of range")
-        return v
+        raise ValueError("integer out of range")
     if t is not list or not v or type(v[0]) is not int:
         raise ValueError(f"not an encoded reply value: {t.__name__}")
     tag, rest = v[0], v[1:]

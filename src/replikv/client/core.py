@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from replikv.client.errors import Failure, NoMemberAvailable, OutcomeUnknown, classify
+from replikv.client.errors import Failure, NoMemberAvailable, NotSent, OutcomeUnknown, classify
 from replikv.client.routing import Kind, Route, route, wire_args
-from replikv.client.topology import Topology, parse_seeds
+from replikv.client.topology import Topology, TopologyError, parse_seeds, parse_topology
 from replikv.concerns import (
     READ_CONSISTENCIES,
     READ_PREFERENCES,
@@ -353,6 +353,17 @@ class CommandPlan:
             raise error
         return max(0.0, min(self.core.backoff_s(self.attempts), self.deadline - now))
 
+    def on_attempt_error(self, error: BaseException, *, address: str, now: float) -> float:
+        """on_failure for an attempt that raised `error`: NotSent if nothing was sent, a
+        redis-py error or OSError if the command may have been."""
+        if isinstance(error, NotSent):
+            return self.on_failure(error.cause, sent=False, address=address, now=now)
+        return self.on_failure(error, sent=True, address=address, now=now)
+
+    def on_no_member(self, now: float) -> float:
+        """on_failure when there is no member to send the next attempt to."""
+        return self.on_failure(self.no_member_error(), sent=False, address=None, now=now)
+
     def no_member_error(self) -> NoMemberAvailable:
         o = self.core.options
         return NoMemberAvailable(
@@ -409,6 +420,16 @@ class Discovery:
         for address in view.addresses():
             if address not in self.asked and address not in self.queue:
                 self.queue.append(address)
+
+    def on_reply(self, address: str, reply: object) -> None:
+        """`address` answered REPLIKV TOPOLOGY with `reply`; one that is not a topology counts
+        as an error of that member."""
+        try:
+            view = parse_topology(reply, address)
+        except TopologyError as e:
+            self.on_error(address, e)
+            return
+        self.on_view(view)
 
     def on_error(self, address: str, error: BaseException) -> None:
         self.core.note_failure(address, self.now)
