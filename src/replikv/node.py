@@ -299,6 +299,10 @@ class NodeCore:
         self.sessions = SessionTable()
         self._dup_waiting: list[tuple[int, tuple, object]] = []  # (index, target, reply)
         self._bytes_since_snapshot = 0  # data of the entries committed since the last snapshot
+        # Nodes snapshot a little apart (up to a quarter of the interval later), so a cluster
+        # does not spend its CPU on snapshots all at the same moment.
+        self._snapshot_jitter = 0
+        self._new_snapshot_jitter()
         self._ahead: deque[_AppliedAhead] = deque()
         self._was_leader = False
         self._terms_led: set[int] = set()
@@ -733,7 +737,7 @@ class NodeCore:
         every, max_bytes = self.config.snapshot_entries, self.config.snapshot_log_bytes
         raft = self.raft
         last = raft.snapshot.index if raft.snapshot is not None else raft.log.offset
-        due_by_count = every and self.applied_index - last >= every
+        due_by_count = every and self.applied_index - last >= every + self._snapshot_jitter
         due_by_bytes = max_bytes and self._bytes_since_snapshot >= max_bytes
         if not (due_by_count or due_by_bytes) or self.applied_index <= last:
             return None
@@ -741,6 +745,10 @@ class NodeCore:
         return SnapshotJob(index, raft.log.term_at(index), raft.membership_at(index),
                            self.state_time_ms, self.state.begin_snapshot(),
                            self.sessions.to_bytes())
+
+    def _new_snapshot_jitter(self) -> None:
+        every = self.config.snapshot_entries
+        self._snapshot_jitter = self.rng.randrange(every // 4) if every >= 4 else 0
 
     def snapshot_verdict(self, job: SnapshotJob) -> str:
         """"commit" once the job's index is committed (keep the snapshot), "abort" if it never
@@ -758,13 +766,14 @@ class NodeCore:
         raft = self.raft
         raft.set_snapshot(SnapshotMeta(job.index, job.term, job.membership), size)
         self._bytes_since_snapshot = 0
+        self._new_snapshot_jitter()
         upto = min(job.index, raft.applied_index) - self.config.snapshot_keep_entries
         if upto > raft.log.offset:
             raft.compact(upto)
         return raft.log.offset
 
     def install_snapshot(self, meta: SnapshotMeta, state: KVState, time_ms: int,
-                         sessions: SessionTable | None = None) -> bool:
+                         sessions: SessionTable | None = None, size: int = 0) -> bool:
         """A snapshot received from the leader is durable and loaded into `state`: it replaces
         this node's state. False if it is no longer wanted (this node has moved past it, or
         now leads); then nothing changed."""
@@ -777,7 +786,7 @@ class NodeCore:
         self._bytes_since_snapshot = 0
         self.state_time_ms = max(self.state_time_ms, time_ms)
         self._commit_marks.clear()
-        restored = self.raft.restore(meta)
+        restored = self.raft.restore(meta, size)
         invariant(restored, "raft refused a snapshot the node accepted")
         self._after_event()
         return True

@@ -209,10 +209,12 @@ def test_membership_through_the_admin_api(make_cluster):
 def test_a_snapshot_transfer_cut_by_kill_9_resumes_where_it_stopped(make_cluster):
     """The receiving node is stopped (SIGSTOP) once part of the snapshot is on its disk, then
     killed; restarted, it asks the leader to go on from the bytes it kept."""
+    # About 1,100 chunks of 4 KiB, one round trip each: seconds, so the test can stop the
+    # receiver part-way however fast the machine.
     cluster = make_cluster(4, joiners=1, extra_args=[
         *SNAPSHOT_ARGS, "--snapshot-chunk-bytes", "4096"])
     leader = cluster.leader(among=["n1", "n2", "n3"])
-    written = write_keys(cluster, leader, "r", 8000)
+    written = write_keys(cluster, leader, "r", 40_000)
     wait_until(lambda: cluster.status(leader)["log_first_index"] > 1, timeout_s=20,
                what="the leader to compact its log")
     snapshots = cluster.nodes["n4"].data_dir / "snapshots"
@@ -232,10 +234,10 @@ def test_a_snapshot_transfer_cut_by_kill_9_resumes_where_it_stopped(make_cluster
     status = wait_until(lambda: (s := cluster.status("n4"))["snapshot"] and s, timeout_s=30,
                         what="n4 to install the snapshot")
     assert status["snapshot"]["installed"] == 1
-    resumed = [line for line in cluster.log_text("n4").splitlines()
-               if "receiving snapshot" in line]
-    assert resumed, "n4 never logged receiving a snapshot"
-    offset = int(resumed[-1].rsplit("from byte ", 1)[1])
+    started = cluster.log_text("n4").rsplit("===== harness", 1)[-1]
+    resumed = [line for line in started.splitlines() if "receiving snapshot" in line]
+    assert resumed, "n4 never logged receiving a snapshot after its restart"
+    offset = int(resumed[0].rsplit("from byte ", 1)[1])
     assert offset > 0, f"the transfer started over instead of resuming: {resumed}"
     MEASUREMENTS.append(f"snapshot transfer resumed after kill -9 at byte {offset} "
                         f"({kept} bytes were on disk when the receiver was stopped)")

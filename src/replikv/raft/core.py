@@ -478,8 +478,9 @@ class RaftCore:
     # -- snapshots -------------------------------------------------------------------------------
 
     def set_snapshot(self, meta: SnapshotMeta, size: int) -> None:
-        """The driver now durably holds a snapshot through meta.index (committed); lagging
-        followers are sent the newest one."""
+        """The driver now durably holds a snapshot through meta.index (committed), `size` bytes
+        long; lagging followers are sent the newest one."""
+        invariant(size > 0, "a snapshot has a size")
         invariant(meta.index <= self.commit_index,
                   f"snapshot at {meta.index} beyond commit index {self.commit_index}")
         if self.snapshot is None or meta.index > self.snapshot.index:
@@ -513,7 +514,7 @@ class RaftCore:
         self._send(chunk.src, InstallSnapshotResponse(self.term, self.id, chunk.index,
                                                       chunk.snap_term, offset))
 
-    def restore(self, meta: SnapshotMeta) -> bool:
+    def restore(self, meta: SnapshotMeta, size: int) -> bool:
         """The driver has durably stored a snapshot received from the leader and loaded it into
         its state: the log now continues after meta.index. Returns False (and changes nothing)
         if the snapshot is not ahead of what this node has already committed."""
@@ -529,7 +530,7 @@ class RaftCore:
             self._config_log = []
         self._base_membership = meta.membership
         self.commit_index = self.applied_index = meta.index
-        self.snapshot = meta
+        self.snapshot, self.snapshot_size = meta, size
         self._refresh_membership()
         if self.leader_id is not None:
             self._send(self.leader_id, AppendResponse(self.term, self.id, True, meta.index))
@@ -898,6 +899,12 @@ class RaftCore:
         pr = self.progress[peer]
         log = self.log
         if pr.state is ProgressState.SNAPSHOT:
+            if (pr.snapshot_offset == 0 and self.snapshot is not None
+                    and self.snapshot.index > pr.snapshot.index):
+                # Nothing of the old one arrived yet and a newer snapshot exists: send that.
+                pr.become_snapshot(self.snapshot, self.snapshot_size)
+                self._send_snapshot_chunk(peer, pr)
+                return True
             if not force:
                 return False
             # A heartbeat: an empty AppendRequest at the log's start (it keeps the follower's

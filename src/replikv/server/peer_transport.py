@@ -85,7 +85,7 @@ class _OutboundLink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
-            delay = RECONNECT_MIN_S
+            connected_at = asyncio.get_running_loop().time()
             self.writer = writer
             try:
                 writer.write(encode_handshake(self.transport.cluster_id, self.transport.node_id,
@@ -117,7 +117,10 @@ class _OutboundLink:
                 self.queued_bytes = 0
                 writer.transport.abort()
                 self.writer = None
-            await asyncio.sleep(RECONNECT_MIN_S)
+            if asyncio.get_running_loop().time() - connected_at > 1.0:
+                delay = RECONNECT_MIN_S  # it worked for a while: reconnect at once
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)  # refused at once (not yet a member?)
 
 
 class PeerTransport:
@@ -135,6 +138,9 @@ class PeerTransport:
         self.links = {p: _OutboundLink(self, p, a) for p, a in peers.items() if p != node_id}
         self.server: asyncio.base_events.Server | None = None
         self.rejected_links = 0
+        # Nodes we refused as unknown and said so (a joining node retries until it is added:
+        # one warning, not one per attempt).
+        self._warned_unknown: set[str] = set()
         self._inbound: set[asyncio.Task] = set()
         self._inbound_writers: set[asyncio.StreamWriter] = set()
 
@@ -161,6 +167,7 @@ class PeerTransport:
         if peer == self.node_id:
             return
         link = self.links.get(peer)
+        self._warned_unknown.discard(peer)
         if link is None:
             link = self.links[peer] = _OutboundLink(self, peer, address)
             if self.server is not None:
@@ -197,8 +204,13 @@ class PeerTransport:
                 raise PeerProtocolError(f"peer belongs to cluster {cluster_id!r}, "
                                         f"we are {self.cluster_id!r}")
             if src not in self.links:
-                raise PeerProtocolError(f"unknown node {src!r} (members: "
-                                        f"{', '.join(sorted(self.links))})")
+                if src not in self._warned_unknown and len(self._warned_unknown) < 1024:
+                    self._warned_unknown.add(src)
+                    log.warning("refusing peer links from %s: not a member (members: %s); a "
+                                "joining node is accepted once `replikv member add` adds it",
+                                src, ", ".join(sorted(self.links)))
+                self.rejected_links += 1
+                return
             if dst != self.node_id:
                 raise PeerProtocolError(f"peer {src} thinks it is talking to {dst!r}, "
                                         f"we are {self.node_id!r}")

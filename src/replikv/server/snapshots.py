@@ -214,8 +214,9 @@ class SnapshotRuntime:
         server, node = self.server, self.node
         loop = asyncio.get_running_loop()
         for chunk in chunks:
-            if (chunk.index, chunk.snap_term) == self._installing:
-                continue  # a resent chunk of the snapshot being loaded right now
+            if (chunk.index, chunk.snap_term) == self._installing or (
+                    chunk.index <= node.raft.commit_index):
+                continue  # a resent chunk of a snapshot being loaded, or already installed
             rcv = self._receiver
             try:
                 if rcv is None or (rcv.index, rcv.term, rcv.total_bytes) != (
@@ -254,13 +255,13 @@ class SnapshotRuntime:
             log.error("snapshot received from %s is unusable, starting over: %s", chunk.src, e)
             node.raft.snapshot_chunk_saved(chunk, 0)
             return
-        if not node.install_snapshot(meta, state, time_ms, sessions):
+        if not node.install_snapshot(meta, state, time_ms, sessions, info.size_bytes):
             log.info("snapshot at %d no longer needed (this node has moved past it)", meta.index)
             return
+        self.installed += 1
         wal = server.wal
         restart_log = node.raft.log.last_index == meta.index or wal.last_index < meta.index
         await loop.run_in_executor(server.disk, self._after_install, restart_log, meta.index)
-        self.installed += 1
         log.info("installed snapshot at index %d (term %d) from %s: %d keys, %d bytes, "
                  "%.2f s after the last chunk", meta.index, meta.term, chunk.src,
                  state.key_count(), info.size_bytes, time.perf_counter() - started)

@@ -380,7 +380,7 @@ class SimCluster:
             job = self.snapshot_jobs.pop(node.id, None)
             if job is not None:
                 job[0].cursor.close()
-            if core.install_snapshot(meta, state, time_ms, sessions):
+            if core.install_snapshot(meta, state, time_ms, sessions, len(blob)):
                 disk.save_snapshot(SimSnapshot(meta, blob), set())
                 if core.raft.log.last_index == index or disk.offset + len(disk.entries) < index:
                     # The log restarts after the snapshot (nothing of it follows on): the
