@@ -329,6 +329,12 @@ REPLIKV_HELP = [
     "TOPOLOGY",
     "    The members: id, role, voter, client and admin address; term and applied index of",
     "    the node answering.",
+    "MEMBER ADD <id> PEER <host:port> [CLIENT <host:port>] [ADMIN <host:port>]",
+    "MEMBER PROMOTE|DEMOTE|REMOVE <id>",
+    "    Change the membership (one change at a time, answered once committed): add a",
+    "    standby, make a standby a voter or a voter a standby, remove a member.",
+    "SWITCHOVER [<id>]",
+    "    Hand leadership to a voter (default: the most up to date) once it has caught up.",
     "HELP",
     "    Print this help.",
 ]
