@@ -204,11 +204,14 @@ class PeerTransport:
                 raise PeerProtocolError(f"peer belongs to cluster {cluster_id!r}, "
                                         f"we are {self.cluster_id!r}")
             if src not in self.links:
-                if src not in self._warned_unknown and len(self._warned_unknown) < 1024:
-                    self._warned_unknown.add(src)
-                    log.warning("refusing peer links from %s: not a member (members: %s); a "
-                                "joining node is accepted once `replikv member add` adds it",
-                                src, ", ".join(sorted(self.links)))
+                # Said once per node (a joining node retries until `replikv member add`
+                # adds it), then only at debug level.
+                first = src not in self._warned_unknown and len(self._warned_unknown) < 1024
+                self._warned_unknown.add(src)
+                log.log(logging.WARNING if first else logging.DEBUG,
+                        "dropping peer link from %s (%s): unknown node %r (members: %s); a "
+                        "joining node is accepted once `replikv member add` adds it", peername,
+                        src, src, ", ".join(sorted(self.links)))
                 self.rejected_links += 1
                 return
             if dst != self.node_id:
