@@ -365,3 +365,34 @@ def test_a_leader_sends_the_snapshot_it_installed_itself():
     net.pump()
     net.tick(6)
     assert net.state["n4"] == net.state["n2"]
+
+
+def test_a_leader_that_demoted_itself_and_crashed_can_still_finish_the_change():
+    """The only copy of a leader's self-demotion is on that leader, which crashes before it
+    commits. The other voter lacks the entry, so it cannot win (the old leader's log is more
+    up to date); the old leader, no longer a voter by its own log, must still be allowed to
+    run (dissertation §4.2.2), or the cluster deadlocks. Found by the random schedules."""
+    from replikv.raft.core import RaftConfig, RaftCore
+
+    net = Net(("n1", "n3"))
+    net.elect("n3")
+    net.write(2)
+    net.down.add("n1")
+    leader = net["n3"]
+    leader.propose_membership(leader.membership.changed(DEMOTE, "n3"))
+    leader.ready()  # appended and persisted here only
+    entries = leader.log.slice(1, leader.log.last_index + 1)
+    net.cores["n3"] = RaftCore(RaftConfig(node_id="n3", voters=("n1", "n3"), **net.cfg),
+                               hard_state=leader.hard_state(), entries=entries,
+                               rng=random.Random(3))
+    net.state["n3"] = []  # its state is rebuilt from the log, as after a real restart
+    assert not net["n3"].is_leader and net["n3"].voters == ("n1",)
+    net.down.clear()
+    for _ in range(200):
+        net.tick()
+        if net.leader() == "n1" and net["n1"].membership.learners == ("n3",):
+            break
+    assert net.leader() == "n1"
+    assert net["n1"].voters == ("n1",) and not net["n1"].config_change_pending()
+    net.write(1, prefix="after")
+    assert net.state["n3"] == net.state["n1"]

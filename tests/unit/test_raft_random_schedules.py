@@ -2,13 +2,14 @@
 
 Each seed drives a cluster of 3, 4 or 5 cores through 2000 random steps — deliveries in any
 order, duplicates (also of long-stale messages), drops, ticks, messages stepped while a write is
-in flight, proposals, reads, partitions, leadership transfers, crashes (some of them between a
-leader's early messages and its fsync) and restarts from the persisted hard state and entries —
+in flight, proposals, reads, partitions, leadership transfers, membership changes (nodes become
+learners, voters, or leave, and come back), crashes (some of them between a leader's early
+messages and its fsync) and restarts from the persisted hard state and entries —
 and `SafetyMonitor` checks after every step: one leader per term, one vote
 per term, log matching, leader completeness, committed entries never changing, applied
 sequences agreeing, confirmed reads never older than what was committed when they were asked.
 Then the network heals, every node restarts, and a leader must emerge and commit a new entry
-everywhere. Every failure names its seed and step; rerun one with `run_schedule(seed)`.
+on every member. Every failure names its seed and step; rerun one with `run_schedule(seed)`.
 
 These schedules found two bugs in the core (see test_raft_replication.py: a rejection of a
 request from the leader's earlier term, and an ack for entries replaced before they were
@@ -25,6 +26,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from replikv.raft.core import Role
+from replikv.raft.membership import ADD_LEARNER, DEMOTE, PROMOTE, REMOVE, MembershipError
 from replikv.raft.messages import AppendResponse, Entry
 
 from .raft_harness import (
@@ -44,8 +47,8 @@ from .raft_harness import (
 SEEDS = range(200)
 STEPS = 2000
 # deliver, drop, replay, tick, flush, propose, read, crash, restart, partition, transfer,
-# begin (a Ready's write starts), finish (it completes)
-WEIGHTS = [40, 3, 2, 40, 12, 15, 10, 2, 4, 4, 1, 5, 5]
+# begin (a Ready's write starts), finish (it completes), member (a membership change)
+WEIGHTS = [40, 3, 2, 40, 12, 15, 10, 2, 4, 4, 1, 5, 5, 2]
 
 
 def run_schedule(seed: int, steps: int = STEPS) -> None:
@@ -76,7 +79,7 @@ def run_schedule(seed: int, steps: int = STEPS) -> None:
 
 
 ACTIONS = ["deliver", "drop", "replay", "tick", "flush", "propose", "read", "crash", "restart",
-           "partition", "transfer", "begin", "finish"]
+           "partition", "transfer", "begin", "finish", "member"]
 
 
 class Schedule:
@@ -111,10 +114,27 @@ class Schedule:
             c.begin_ready(rng.choice(live))
         elif action == "finish" and c.in_flight:
             c.finish_ready(rng.choice(sorted(c.in_flight)))
+        elif action == "member":
+            leaders = [i for i in live if c[i].role is Role.LEADER]
+            if leaders:
+                self.change_membership(c[rng.choice(leaders)])
+
+    def change_membership(self, leader) -> None:
+        """One random single-server change, as the leader judges it (refusals are fine)."""
+        m = leader.membership
+        options = [(ADD_LEARNER, i) for i in self.c.ids if i not in m.members]
+        options += [(PROMOTE, i) for i in m.learners]
+        options += [(op, i) for i in m.voters if len(m.voters) > 1 for op in (DEMOTE, REMOVE)]
+        options += [(REMOVE, i) for i in m.learners]
+        op, node = self.rng.choice(options)
+        try:
+            leader.propose_membership(m.changed(op, node))
+        except MembershipError:
+            pass
 
 
 def check_liveness_after_healing(c: Cluster, mon: SafetyMonitor) -> None:
-    """Heal everything; a leader must emerge and commit a new entry on every node."""
+    """Heal everything; a leader must emerge and commit a new entry on every member."""
     ids = c.ids
     election_ticks = c[ids[0]].config.election_ticks
     c.heal()
@@ -129,11 +149,12 @@ def check_liveness_after_healing(c: Cluster, mon: SafetyMonitor) -> None:
         if (len(leaders) == 1 and leaders[0].term not in proposed_in
                 and leaders[0].propose([b"final"]) is not None):
             proposed_in.add(leaders[0].term)
-        if all(any(e.data == b"final" for e in c.applied[i]) for i in ids):
+        if len(leaders) == 1 and all(any(e.data == b"final" for e in c.applied[i])
+                                     for i in leaders[0].membership.members):
             return
     raise AssertionError(
-        f"no progress after healing: (role, term, commit) "
-        f"{ {i: (c[i].role.value, c[i].term, c[i].commit_index) for i in ids} }")
+        f"no progress after healing: (role, term, commit, voters) "
+        f"{ {i: (c[i].role.value, c[i].term, c[i].commit_index, c[i].voters) for i in ids} }")
 
 
 @pytest.mark.parametrize("seed", SEEDS)

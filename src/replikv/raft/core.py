@@ -460,7 +460,7 @@ class RaftCore:
                 del self.progress[p]
                 if self.transfer_target == p:
                     self.transfer_target = None
-        elif self.role is not Role.FOLLOWER and self.id not in self.voters:
+        elif self.role is not Role.FOLLOWER and not self.may_campaign():
             self._become_follower(self.term, None)  # a candidate no longer allowed to run
 
     def _maybe_step_down_removed(self) -> None:
@@ -639,8 +639,23 @@ class RaftCore:
         if was_leader:
             self._fail_pending_reads()
 
+    def may_campaign(self) -> bool:
+        """Voters run for leader; standbys (learners) never do. A node that the latest
+        configuration in its log removes or demotes, while that entry is not known to be
+        committed, still may:
+        it may hold the only copies of that entry (a leader removing itself that crashed before
+        the change committed), and the other voters would refuse any candidate lacking it. It
+        counts only the new configuration's votes, as every candidate does (dissertation
+        §4.2.2); once the change is known committed it stops."""
+        if self.id in self.voters:
+            return True
+        if not self._config_log:
+            return False
+        index, _ = self._config_log[-1]
+        return index > self.commit_index and self.id in self.membership_at(index - 1).voters
+
     def _campaign(self, *, pre_vote: bool, transfer: bool = False) -> None:
-        if self.id not in self.voters:
+        if not self.may_campaign():
             self.election_elapsed = 0  # learners and non-members never run
             return
         self.elections_started += not pre_vote
