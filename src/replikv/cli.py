@@ -31,6 +31,16 @@ def main() -> None:
     """
 
 
+def _add_backup_commands() -> None:
+    from replikv.backup.cli import backup, restore
+
+    main.add_command(backup)
+    main.add_command(restore)
+
+
+_add_backup_commands()
+
+
 @main.command(context_settings=CONTEXT)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file with any of the settings below (flags override it).")
@@ -169,8 +179,14 @@ def cluster() -> None:
               show_default=True,
               help="passive (primary-backup: the log carries effects) or active (state-machine "
                    "replication: the log carries commands). Fixed when the cluster is created.")
+@click.option("--restore", "restore_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="First seed every node's data dir from this backup (see `replikv restore`); "
+                   "the replication mode is the backup's.")
+@click.option("--force", is_flag=True,
+              help="With --restore: replace the nodes' existing data dirs (only once each new "
+                   "one is complete and verified).")
 def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str,
-               replication: str) -> None:
+               replication: str, restore_file: Path | None, force: bool) -> None:
     """Start a local cluster in the foreground; Ctrl-C stops every node cleanly.
 
     \b
@@ -179,17 +195,49 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
       replikv node --config DATA_DIR/<id>.toml
 
     \b
+    With --restore FILE, every node's data dir is first seeded from the backup FILE (the
+    nodes keep their ids and ports; the cluster takes the local cluster's id), and the cluster
+    starts from the backup's state. Existing data dirs are replaced only with --force.
+
+    \b
     Examples:
       replikv cluster up
       replikv cluster up --nodes 5 --base-port 8001 --data-dir /tmp/rkv
+      replikv cluster up --restore backup.rkvsnap --force
     """
     from replikv.local_cluster import ClusterError, LocalCluster
 
+    if force and restore_file is None:
+        raise click.UsageError("--force only applies with --restore FILE")
+    if restore_file is not None:
+        replication = _backup_replication_mode(restore_file, replication)
     try:
         LocalCluster(int(nodes), base_port=base_port, host=host, data_dir=data_dir,
-                     fsync=fsync, replication=replication).run()
+                     fsync=fsync, replication=replication).run(restore_from=restore_file,
+                                                               force=force)
     except ClusterError as e:
         raise click.ClickException(str(e)) from None
+
+
+def _backup_replication_mode(backup_file: Path, replication: str) -> str:
+    """The replication mode of the backup `cluster up --restore` starts from; an explicit
+    --replication must agree with it."""
+    from replikv.backup import BackupError
+    from replikv.backup.restore import BackupFileSeed
+    from replikv.backup.verify import explain
+    from replikv.storage.snapshot import CorruptSnapshotError
+
+    try:
+        mode = BackupFileSeed(backup_file).describe().manifest["replication_mode"]
+    except (BackupError, CorruptSnapshotError) as e:
+        raise click.ClickException(explain(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot read {backup_file}: {e.strerror or e}") from None
+    source = click.get_current_context().get_parameter_source("replication")
+    if source is not click.core.ParameterSource.DEFAULT and replication != mode:
+        raise click.UsageError(f"--replication {replication}: the backup was taken in "
+                               f"{mode} mode, and a restored cluster keeps it")
+    return mode
 
 
 @main.command(context_settings=CONTEXT)

@@ -102,6 +102,9 @@ class NodeSettings:
     # Automatic replacement (off when 0): the leader promotes a caught-up standby when a voter
     # has been unreachable for this long, and demotes the lost voter to standby.
     auto_replace_after_ms: int = 0
+    # Point-in-time recovery (off when None): keep a copy of every log segment in this
+    # directory (one per node, best on another disk), for `replikv restore --until`.
+    archive_dir: Path | None = None
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
 
     def validate(self) -> NodeSettings:
@@ -148,6 +151,13 @@ class NodeSettings:
         if self.auto_replace_after_ms and self.auto_replace_after_ms < 10 * self.tick_ms:
             raise ConfigError("auto_replace_after_ms: expected 0 (off) or at least ten ticks "
                               f"({10 * self.tick_ms} ms); a few election timeouts is sensible")
+        if self.archive_dir is not None:
+            archive, data = Path(self.archive_dir).resolve(), Path(self.data_dir).resolve()
+            wal = data / "wal"
+            if archive == data or archive == wal or wal in archive.parents:
+                raise ConfigError(f"archive_dir: {self.archive_dir} would mix the archive with "
+                                  "the node's own files; use a directory outside "
+                                  f"{Path(self.data_dir) / 'wal'} (best on another disk)")
         cluster_id = self.cluster_id or default_cluster_id(self.bootstrap_peers())
         return replace(self, cluster_id=cluster_id)
 
@@ -227,6 +237,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, object]) -> Nod
                                 "snapshot_log_bytes"),
         snapshot_chunk_bytes=_int(raw.get("snapshot_chunk_bytes", 1024 * 1024),
                                   "snapshot_chunk_bytes"),
+        archive_dir=Path(str(raw["archive_dir"])) if raw.get("archive_dir") else None,
         limits=limits,
     )
     return settings.validate()

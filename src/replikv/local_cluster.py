@@ -108,8 +108,39 @@ class LocalCluster:
                             f"port {port} on {self.host} is in use (another cluster running?); "
                             f"stop it or pick other ports with --base-port") from None
 
-    def run(self) -> None:
+    def peers(self) -> dict[str, str]:
+        return {n.id: f"{self.host}:{n.peer_port}" for n in self.nodes}
+
+    def restore(self, backup_file: Path, *, force: bool = False) -> None:
+        """Seed every node's data dir from the backup (see replikv.backup.restore), before
+        any node starts. The cluster id is the one the nodes derive from their ids, so the
+        restored cluster is this local cluster, and later `cluster up` runs resume it."""
+        from replikv.backup import BackupError
+        from replikv.backup.restore import BackupFileSeed, restore_data_dir
+        from replikv.backup.verify import explain
+        from replikv.config import default_cluster_id
+        from replikv.storage.snapshot import CorruptSnapshotError
+
+        peers = self.peers()
+        cluster_id = default_cluster_id(peers)  # only the ids count
+        seed = BackupFileSeed(backup_file)
+        for n in self.nodes:
+            try:
+                result = restore_data_dir(seed, self.data_dir / n.id, node_id=n.id,
+                                          peers=peers, cluster_id=cluster_id, force=force)
+            except (BackupError, CorruptSnapshotError) as e:
+                raise ClusterError(explain(e)) from None
+            except OSError as e:
+                raise ClusterError(f"restoring {n.id} failed: {e}") from None
+            snap = result.snapshot
+            print(f"replikv: restored {n.id} from {backup_file}: index {snap.index:,} (term "
+                  f"{snap.term}), {snap.key_count:,} keys, in {result.seconds:.2f} s"
+                  + (" (replaced its old data dir)" if result.replaced else ""), flush=True)
+
+    def run(self, *, restore_from: Path | None = None, force: bool = False) -> None:
         self.check_ports_free()
+        if restore_from is not None:
+            self.restore(restore_from, force=force)
         self.write_configs()
         signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
         try:

@@ -57,6 +57,7 @@ import msgpack
 
 from replikv.commands import parse_command
 from replikv.concerns import DEFAULT_OPTIONS, FOLLOWER_MAY_SERVE, TIMEOUT_MS_MAX, RequestOptions
+from replikv.entries import ENTRY_COMMAND, ENTRY_EFFECTS, ENTRY_EXPIRE, apply_entry
 from replikv.invariants import invariant
 from replikv.limits import DEFAULT_LIMITS, Limits
 from replikv.node_messages import (
@@ -75,7 +76,6 @@ from replikv.raft.membership import (
     REMOVE,
     Membership,
     MembershipError,
-    is_config_entry,
     valid_member_id,
 )
 from replikv.raft.messages import AppendRequest, Entry, Envelope
@@ -83,9 +83,6 @@ from replikv.replies import NOT_INTEGER, CommandError, ErrorReply, Status, wrong
 from replikv.sessions import SessionTable, Verdict
 from replikv.state import KVState
 
-ENTRY_COMMAND = 1
-ENTRY_EXPIRE = 2
-ENTRY_EFFECTS = 3
 REPLICATION_MODES = ("passive", "active")
 # Writes whose outcome depends on a random draw: the leader fixes the seed inside the entry.
 RANDOM_WRITES = frozenset({b"spop"})
@@ -732,14 +729,19 @@ class NodeCore:
 
     # -- snapshots --------------------------------------------------------------------------------
 
-    def start_snapshot(self) -> SnapshotJob | None:
-        """A new snapshot job if one is due (the driver writes it, see SnapshotJob)."""
+    def start_snapshot(self, *, force: bool = False) -> SnapshotJob | None:
+        """A new snapshot job if one is due (the driver writes it, see SnapshotJob). With
+        `force` (an online backup) thresholds do not matter: any state past the last snapshot
+        gets a job; None then means the last snapshot already holds the applied state. One job
+        at a time: the state allows one cursor, so the driver serializes the callers."""
         every, max_bytes = self.config.snapshot_entries, self.config.snapshot_log_bytes
         raft = self.raft
         last = raft.snapshot.index if raft.snapshot is not None else raft.log.offset
+        if self.applied_index <= last:
+            return None
         due_by_count = every and self.applied_index - last >= every + self._snapshot_jitter
         due_by_bytes = max_bytes and self._bytes_since_snapshot >= max_bytes
-        if not (due_by_count or due_by_bytes) or self.applied_index <= last:
+        if not (force or due_by_count or due_by_bytes):
             return None
         index = self.applied_index
         return SnapshotJob(index, raft.log.term_at(index), raft.membership_at(index),
@@ -1143,43 +1145,16 @@ class NodeCore:
 
     def _apply_entry(self, e: Entry, *, recorded: bool) -> tuple[object | None, object | None]:
         """Apply one log entry to the state (and its session record to the session table);
-        with `recorded`, return their undo records."""
-        if not e.data or is_config_entry(e.data):
-            return None, None  # the leader's no-op, or a membership change (raft handles it)
-        kind, time_ms, payload, *rest = msgpack.unpackb(e.data, use_list=True)
-        t = max(time_ms, self.state_time_ms)
-        self.state_time_ms = t
-        state = self.state
-        session_undo = None
-        if len(rest) > 1 and rest[1]:
-            session, seq, packed = rest[1]
-            if not self.sessions.lookup(session, seq, t).is_new:
-                # A write its session already applied: every replica skips it alike (the
-                # leader does not propose such entries; this keeps replay exactly-once).
-                return None, None
-            session_undo = self.sessions.record_packed(session, seq, packed, t, e.index)
-        undo = None
-        if kind == ENTRY_COMMAND:
+        with `recorded`, return their undo records. The rules are `replikv.entries`', shared
+        with point-in-time recovery."""
+        applied = apply_entry(self.state, self.sessions, e.data, e.index, self.state_time_ms,
+                              recorded=recorded)
+        self.state_time_ms = applied.time_ms
+        if applied.kind == ENTRY_COMMAND:
             self.commands_executed += 1
-            seed = rest[0] if rest else 0
-            if recorded:
-                undo = state.execute_recorded(payload, t, seed)[2]
-            else:
-                state.apply_command(payload, t, seed)
-        elif kind == ENTRY_EFFECTS:
+        elif applied.kind == ENTRY_EFFECTS:
             self.effects_applied += 1
-            if recorded:
-                undo = state.apply_effects_recorded(payload)
-            else:
-                state.apply_effects(payload)
-        elif kind == ENTRY_EXPIRE:
-            if recorded:
-                undo = state.expire_recorded(payload, t)[2]
-            else:
-                state.apply_expire(payload, t)
-        else:
-            invariant(False, f"unknown entry kind {kind} at index {e.index}")
-        return undo, session_undo
+        return applied.undo, applied.session_undo
 
     def _propose_expiry(self) -> None:
         invariant(self.applied_index == self.raft.log.last_index, "expiry before catching up")

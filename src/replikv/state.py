@@ -1407,3 +1407,61 @@ class StateSnapshotCursor:
         )
         self._finished_digest = self._digest.hexdigest()
         self.close()
+
+
+class RecordDigest:
+    """`KVState.digest()` of the state a stream of snapshot item records would rebuild,
+    computed as the records pass by, without rebuilding it: a backup can be checked (and
+    rewritten) in memory bounded by one batch and one set's members, not by the state.
+
+    It relies on the order the snapshot cursor writes (shard by shard, a shard's keys sorted),
+    which is the digest's own order. Records in another order still describe a valid state,
+    but this cannot digest them: `hexdigest()` then answers None (only rebuilding can tell).
+    `key_count` is the number of keys the records hold (a snapshot's trailer says it); the
+    digest starts with it."""
+
+    __slots__ = ("_digest", "_in_order", "_key_count", "_keys_seen", "_last", "_open_set")
+
+    def __init__(self, key_count: int) -> None:
+        invariant(type(key_count) is int and key_count >= 0, "a key count is an int >= 0")
+        self._key_count = key_count
+        self._digest = _new_digest(key_count)
+        self._keys_seen = 0
+        self._last: tuple[int, bytes] | None = None  # (shard, key) of the last key seen
+        self._open_set: tuple[bytes, list[bytes], int | None] | None = None
+        self._in_order = True
+
+    def update(self, records: Iterable[list]) -> None:
+        """Feed the next records ([key, kind, value, expire_at_ms], checked where they were
+        read: a snapshot file's reader checks every item's shape)."""
+        for key, kind, value, expire_at_ms in records:
+            if kind == ITEM_SET_MORE:
+                invariant(self._open_set is not None and self._open_set[0] == key,
+                          "a set continuation without its set")
+                self._open_set[1].extend(value)
+                continue
+            self._close_set()
+            self._keys_seen += 1
+            position = (shard_of(key), key)
+            if self._last is not None and position <= self._last:
+                self._in_order = False
+            self._last = position
+            if kind == ITEM_STRING:
+                _digest_key(self._digest.update, key, value, expire_at_ms)
+            else:
+                invariant(kind == ITEM_SET, f"unknown snapshot record kind {kind!r}")
+                self._open_set = (key, list(value), expire_at_ms)
+
+    def hexdigest(self) -> str | None:
+        """The digest, or None if the records were not in digest order or did not hold
+        `key_count` keys. Call once, after the last record."""
+        self._close_set()
+        if not self._in_order or self._keys_seen != self._key_count:
+            return None
+        return self._digest.hexdigest()
+
+    def _close_set(self) -> None:
+        if self._open_set is not None:
+            key, members, expire_at_ms = self._open_set
+            self._open_set = None
+            _digest_key(self._digest.update, key, members, expire_at_ms)

@@ -1,7 +1,7 @@
 """Admin HTTP: health and status for people, load balancers and monitoring.
 
-A deliberately small HTTP/1.1 server on asyncio streams (GET only, one request per connection,
-bounded request size) so the node needs no web framework:
+A deliberately small HTTP/1.1 server on asyncio streams (GET and POST, one request per
+connection, bounded request size) so the node needs no web framework:
 
     GET /health   200 while the process serves
     GET /primary  200 only on the leader while it holds its lease (a quorum answered it
@@ -10,6 +10,10 @@ bounded request size) so the node needs no web framework:
                   by its staleness estimate (see NodeCore.staleness_ms); 503 otherwise
     GET /status   200, JSON: role, term, indexes, members, per-follower progress
     GET /members  200, JSON: the members as REPLIKV TOPOLOGY lists them
+    GET /backup   200, application/octet-stream: an online backup, i.e. a snapshot file of
+                  this node's state taken now at a committed index (see
+                  SnapshotRuntime.open_backup), with Content-Length; 503 JSON if none can be
+                  taken (the reason says why). `replikv backup create` is its client.
 
 and the membership operations (answered once committed; any member takes them, a follower
 forwards them to the leader):
@@ -35,7 +39,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from replikv.config import Address
+from replikv.limits import MIB
 from replikv.replies import ErrorReply
+from replikv.server.snapshots import BackupUnavailable
 
 if TYPE_CHECKING:
     from replikv.server.runtime import NodeServer
@@ -46,12 +52,15 @@ MAX_REQUEST_BYTES = 16 * 1024
 REQUEST_TIMEOUT_S = 5.0
 REPLICA_MAX_LAG_MS_DEFAULT = 5000
 REPLICA_MAX_LAG_MS_MAX = 24 * 3600 * 1000
+BACKUP_STREAMS_MAX = 2  # backups being taken or sent at once; more get 503
+BACKUP_CHUNK_BYTES = 1 * MIB  # read from the snapshot file, written, drained: memory per stream
 
 
 class AdminServer:
     def __init__(self, node: NodeServer) -> None:
         self.node = node
         self.server: asyncio.base_events.Server | None = None
+        self.backup_streams = 0
 
     async def start(self, address: Address) -> None:
         self.server = await asyncio.start_server(self._handle, address.host, address.port,
@@ -62,6 +71,8 @@ class AdminServer:
             self.server.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        backup = False  # GET /backup: answered by streaming a file, not with JSON
+        status, body = 200, {}
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
             request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
@@ -73,21 +84,69 @@ class AdminServer:
                 status, body = await self.post(path, query)
             elif parts[0] != "GET":
                 status, body = 405, {"error": "only GET and POST are supported"}
+            elif parts[1].partition("?")[0] == "/backup":
+                backup = True
             else:
                 path, _, query = parts[1].partition("?")
                 status, body = self.route(path, query)
         except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError,
                 ConnectionError, ValueError):
             status, body = 400, {"error": "bad request"}
+        if backup:
+            await self._backup(writer)
+        else:
+            await _answer_json(writer, status, body)
+
+    async def _backup(self, writer: asyncio.StreamWriter) -> None:
+        """Take a snapshot now and stream it: headers with its size, then the file's bytes
+        a chunk at a time, each written and drained before the next is read (a slow client
+        holds one chunk, not the file)."""
+        if self.backup_streams >= BACKUP_STREAMS_MAX:
+            await _answer_json(writer, 503, {"error": f"{self.backup_streams} backups are "
+                                             "in progress on this node; try again shortly"})
+            return
+        self.backup_streams += 1
+        source = None
         try:
-            payload = json.dumps(body, indent=1).encode()
-            writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-                         f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-                         f"Connection: close\r\n\r\n".encode() + payload)
-            await writer.drain()
-        except ConnectionError:
-            pass
+            try:
+                source = await self.node.snapshots.open_backup()
+            except (BackupUnavailable, OSError) as e:  # OSError: the snapshot's disk failed
+                log.warning("backup refused: %s", e)
+                await _answer_json(writer, 503, {"error": str(e), "id": self.node.node_id})
+                return
+            info = source.info
+            name = f"replikv-{self.node.settings.cluster_id}-{info.index:09d}.rkvsnap"
+            writer.write(
+                f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Length: {source.size_bytes}\r\n"
+                f'Content-Disposition: attachment; filename="{name}"\r\n'
+                f"X-Replikv-Node: {self.node.node_id}\r\n"
+                f"X-Replikv-Role: {self.node.node.raft.role.value}\r\n"
+                f"X-Replikv-Index: {info.index}\r\nX-Replikv-Term: {info.term}\r\n"
+                f"Connection: close\r\n\r\n".encode())
+            loop = asyncio.get_running_loop()
+            offset = 0
+            while offset < source.size_bytes:
+                size = min(BACKUP_CHUNK_BYTES, source.size_bytes - offset)
+                # Off the event loop (the default executor, not the disk thread, whose queue
+                # holds the log's fsyncs): a cold read must not stall clients.
+                chunk = await loop.run_in_executor(None, source.read_chunk, offset, size)
+                if not chunk:  # cannot happen to an open, complete file; end short, loudly
+                    log.error("backup: %s ended at byte %d of %d", info.path, offset,
+                              source.size_bytes)
+                    break
+                writer.write(chunk)
+                await writer.drain()
+                offset += len(chunk)
+            log.info("backup at index %d: %d bytes sent", info.index, offset)
+        except ConnectionError as e:
+            log.info("backup: the client went away (%s)", e)
+        except (OSError, ValueError) as e:  # reading the open file failed: end it short
+            log.error("backup: reading the snapshot failed, the transfer is cut short: %s", e)
         finally:
+            self.backup_streams -= 1
+            if source is not None:
+                source.close()
             writer.close()
 
     def route(self, path: str, query: str = "") -> tuple[int, dict]:
@@ -106,8 +165,8 @@ class AdminServer:
             except ValueError as e:
                 return 400, {"error": str(e)}
             return self._replica(max_lag_ms)
-        return 404, {"error": f"no such endpoint {path}; try /health, /primary, /replica or "
-                              f"/status"}
+        return 404, {"error": f"no such endpoint {path}; try /health, /primary, /replica, "
+                              f"/status, /members or /backup"}
 
     async def post(self, path: str, query: str) -> tuple[int, dict]:
         """Membership changes and switchover, run as REPLIKV MEMBER / SWITCHOVER commands."""
@@ -123,7 +182,7 @@ class AdminServer:
                 for key in ("peer", "client", "admin"):
                     if key in params:
                         argv += [key.upper().encode(), params[key].encode()]
-        elif path in ("/health", "/status", "/primary", "/replica", "/members"):
+        elif path in ("/health", "/status", "/primary", "/replica", "/members", "/backup"):
             return 405, {"error": f"{path} only answers GET"}
         else:
             return 404, {"error": f"no such endpoint POST {path}; try /members/<id>/add?peer="
@@ -155,6 +214,19 @@ class AdminServer:
         if staleness_ms is None or staleness_ms > max_lag_ms:
             return 503, {**body, "reason": "further behind the primary than max_lag_ms"}
         return 200, body
+
+
+async def _answer_json(writer: asyncio.StreamWriter, status: int, body: dict) -> None:
+    try:
+        payload = json.dumps(body, indent=1).encode()
+        writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+                     f"Connection: close\r\n\r\n".encode() + payload)
+        await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
 
 
 def _query_int(query: str, name: str, default: int, maximum: int) -> int:

@@ -103,7 +103,8 @@ class NodeServer(NodeView):
         store = SnapshotStore(snapshot_dir(self.datadir.path), fsync=s.fsync != "never")
         loaded = load_latest(store)
         self.wal, records = WriteAheadLog.open(self.datadir.wal_dir,
-                                               segment_bytes=s.limits.wal_segment_bytes)
+                                               segment_bytes=s.limits.wal_segment_bytes,
+                                               archive_dir=s.archive_dir)
         entries = [Entry(i, t, d) for i, t, d in records]
         offset = entries[0].index - 1 if entries else 0
         state, time_ms, meta, size = KVState(), 0, None, 0
@@ -551,6 +552,7 @@ class NodeServer(NodeView):
                 "index": snap.index, "term": snap.term, "bytes": raft.snapshot_size,
                 "taken": self.snapshots.taken, "installed": self.snapshots.installed},
             "log_first_index": raft.log.offset + 1,
+            "backups_taken": self.snapshots.backups_taken,
             "keys": node.state.key_count(), "pending_requests": node.pending_requests,
             "clients": len(self.clients), "fsync": self.settings.fsync,
             **({"fsync_interval_ms": self.settings.fsync_interval_ms}

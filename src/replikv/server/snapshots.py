@@ -19,6 +19,12 @@ their I/O with the snapshot store (`replikv.storage.snapshot`):
 
 A snapshot's manifest carries, besides index and term, `extra = {"membership": <config entry
 bytes>, "time_ms": <the state's time>}`.
+
+Online backups (`GET /backup` on the admin port, `replikv backup create`) are snapshots taken on
+demand: `open_backup` forces a job whatever the thresholds, waits until it is durable (and, on a
+leader, until its index committed) and hands back the file opened for reading. Only one cursor
+may run over a state at a time, so the periodic writer and backups take turns on one lock.
+A backup's snapshot is an ordinary snapshot afterwards (it compacts the log like any other).
 """
 
 from __future__ import annotations
@@ -54,10 +60,17 @@ SNAPSHOTS_KEPT = 2
 BATCH_ITEMS = 2000  # keys per cursor batch: a few milliseconds of work between yields
 CHECK_EVERY_S = 0.1  # how often the writer task asks whether a snapshot is due
 SOURCES_OPEN_MAX = 4
+# A backup's snapshot is abandoned when its entry was replaced (a leader lost office) or a
+# snapshot from the leader replaced the state meanwhile; it is then taken again, this often.
+BACKUP_ATTEMPTS_MAX = 3
 
 
 class SnapshotLoadError(Exception):
     pass
+
+
+class BackupUnavailable(Exception):
+    """This node cannot give a backup now; the message says why and what to do."""
 
 
 def load_snapshot(info: SnapshotInfo) -> tuple[SnapshotMeta, KVState, int, SessionTable]:
@@ -118,8 +131,12 @@ class SnapshotRuntime:
         self._sources: dict[tuple[int, int], SnapshotSource] = {}
         self._receiver: SnapshotReceiver | None = None
         self._installing: tuple[int, int] | None = None
+        # One snapshot cursor per state at a time: the periodic writer and backups take turns.
+        self._writing = asyncio.Lock()
+        self._abandoned_reason = ""  # why the last job was not kept (for a backup's error)
         self.taken = 0
         self.installed = 0
+        self.backups_taken = 0
         self.sent_chunks = 0
         self.last_snapshot_seconds = 0.0
         self.last_snapshot_bytes = 0
@@ -134,11 +151,63 @@ class SnapshotRuntime:
         """The background writer: one snapshot at a time, whenever the node core says so."""
         while True:
             await asyncio.sleep(CHECK_EVERY_S)
-            job = self.node.start_snapshot()
-            if job is not None:
-                await self._write(job)
+            async with self._writing:
+                job = self.node.start_snapshot()
+                if job is not None:
+                    await self._write(job)
 
-    async def _write(self, job: SnapshotJob) -> None:
+    async def open_backup(self) -> SnapshotSource:
+        """A snapshot of this node's applied state, taken now, durable, at a committed index,
+        opened for reading (the caller closes it; retention may delete the file meanwhile, the
+        open file stays readable). If nothing was applied since the last snapshot, that one is
+        the backup. The node keeps serving throughout (the copy-on-write cursor), and a leader
+        waits at most one request timeout for the snapshot's index to commit. Raises
+        BackupUnavailable."""
+        timeout_s = self.server.settings.request_timeout_ms / 1000
+        reason = ""
+        for _attempt in range(BACKUP_ATTEMPTS_MAX):
+            async with self._writing:
+                job = self.node.start_snapshot(force=True)
+                if job is None:
+                    info = self._snapshot_of_applied_state()
+                    if info is None and self.node.applied_index == 0:
+                        raise BackupUnavailable(
+                            "this node has applied nothing yet (a new cluster without a "
+                            "leader?); try again once it has a leader")
+                    if info is None:
+                        raise BackupUnavailable(
+                            f"the snapshot holding this node's state (index "
+                            f"{self.node.applied_index}) is missing from {self.store.directory}"
+                            "; back up another member")
+                else:
+                    info = await self._write(job, commit_timeout_s=timeout_s)
+                if info is not None:
+                    try:
+                        source = SnapshotSource(info)
+                    except FileNotFoundError:  # a snapshot installed meanwhile retired it
+                        reason = f"snapshot {info.path.name} was removed before it was opened"
+                        continue
+                    self.backups_taken += 1
+                    log.info("backup: serving snapshot at index %d (term %d), %d bytes",
+                             info.index, info.term, source.size_bytes)
+                    return source
+                reason = self._abandoned_reason
+        raise BackupUnavailable(f"no snapshot could be kept after {BACKUP_ATTEMPTS_MAX} "
+                                f"attempts; the last: {reason}. Try again, or back up another "
+                                "member")
+
+    def _snapshot_of_applied_state(self) -> SnapshotInfo | None:
+        """The stored snapshot holding exactly the applied state, if there is one."""
+        raft, applied = self.node.raft, self.node.applied_index
+        if raft.snapshot is None or raft.snapshot.index != applied:
+            return None
+        key = (raft.snapshot.index, raft.snapshot.term)
+        return next((i for i in reversed(self.store.list()) if (i.index, i.term) == key), None)
+
+    async def _write(self, job: SnapshotJob, *,
+                     commit_timeout_s: float | None = None) -> SnapshotInfo | None:
+        """Write the job's snapshot and keep it once its index has committed; None if it was
+        abandoned (its entry was replaced, or it did not commit within `commit_timeout_s`)."""
         server, node = self.server, self.node
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
@@ -155,12 +224,21 @@ class SnapshotRuntime:
                 writer.add_batch(batch)
                 await asyncio.sleep(0)  # let clients and peers in between batches
             writer.add_section("sessions", job.sessions)
+            deadline = None if commit_timeout_s is None else loop.time() + commit_timeout_s
             while (verdict := node.snapshot_verdict(job)) == "wait":
+                if deadline is not None and loop.time() >= deadline:
+                    verdict = "timeout"
+                    break
                 await asyncio.sleep(server.settings.tick_ms / 1000)
-            if verdict == "abort":
-                log.info("snapshot at %d abandoned: its entry was not committed", job.index)
+            if verdict != "commit":
+                self._abandoned_reason = (
+                    f"the snapshot at index {job.index} was abandoned: "
+                    + ("its entry was replaced or the log moved past it" if verdict == "abort"
+                       else f"its index did not commit within {commit_timeout_s:g} s (is a "
+                            "majority of the cluster reachable?)"))
+                log.info("%s", self._abandoned_reason)
                 writer.abort()
-                return
+                return None
             digest = job.cursor.state_digest()
             info = await loop.run_in_executor(server.disk,
                                               lambda: writer.finish(state_digest=digest))
@@ -177,6 +255,7 @@ class SnapshotRuntime:
         log.info("snapshot at index %d: %d bytes in %.2f s; log compacted through %d",
                  job.index, info.size_bytes, self.last_snapshot_seconds, offset)
         server.wake()
+        return info
 
     def _after_snapshot(self, offset: int) -> None:
         """In the disk thread: drop what the new snapshot made redundant."""

@@ -480,6 +480,39 @@ def verify_snapshot(path: Path | str) -> SnapshotInfo:
     return info  # type: ignore[return-value]
 
 
+_TRAILER_SEARCH_BYTES = 4 * KIB  # a trailer is ~150 bytes: five fields, two of them hashes
+
+
+def read_trailer_hint(path: Path | str) -> dict | None:
+    """The trailer record, found from the end of the file without reading the rest, or None
+    if no well-framed trailer (right length, CRC, shape) ends the file. A hint only: nothing in
+    it is vouched for until the whole file has been verified. It lets a single streaming pass
+    know the key count up front (for a progress bar, or to start a state digest)."""
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        take = min(size - HEADER_BYTES, _TRAILER_SEARCH_BYTES)
+        if take <= RECORD_HEADER.size:
+            return None
+        file.seek(size - take)
+        tail = file.read(take)
+    # The trailer's frame starts where its claimed length reaches exactly the end of the file.
+    for start in range(len(tail) - RECORD_HEADER.size - 1, -1, -1):
+        length, crc = RECORD_HEADER.unpack_from(tail, start)
+        if start + RECORD_HEADER.size + length != len(tail):
+            continue
+        payload = tail[start + RECORD_HEADER.size:]
+        if zlib.crc32(payload) != crc:
+            continue
+        try:
+            record = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        except Exception:  # noqa: BLE001, S112 - a CRC collision on random bytes: keep looking
+            continue
+        if (type(record) is list and len(record) == 2 and record[0] == RECORD_TRAILER
+                and _trailer_problem(record[1]) is None):
+            return record[1]
+    return None
+
+
 def iter_snapshot(path: Path | str) -> Iterator[tuple]:
     """Yield the file's contents in file order while verifying it:
     ("batch", items) for each batch, ("section", name, data) for each section, and lastly

@@ -49,16 +49,24 @@ Crash recovery, applied by `open()`:
     refuses to start rather than serve corrupt data; nothing is ever silently skipped.
   * A payload length over `max_record_bytes` is a bad header like any other: torn if its extent
     runs to or past EOF in the last segment (and nothing valid follows), corruption otherwise.
+
+Archiving (for point-in-time recovery). Opened with `archive_dir`, the log has every segment
+copied there by a `SegmentArchiver` (see `replikv.storage.wal_archive`): at rotation, before
+`drop_segments_through` or `reset` deletes it, and the durable part of the current segment at
+`close()`. `read_archive` reads such a directory back with the rules above, read-only.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import os
 import re
 import struct
+import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +76,13 @@ from replikv.invariants import invariant
 from replikv.limits import DEFAULT_LIMITS
 from replikv.storage.errors import CorruptLogError, StorageError
 from replikv.storage.files import create_directory, fsync_directory, write_fully
+from replikv.storage.wal_archive import (
+    ARCHIVE_WAIT_BEFORE_DELETE_S,
+    ArchivedSegment,
+    ArchiveJob,
+    SegmentArchiver,
+    list_archive,
+)
 
 Entry = tuple[int, int, bytes]
 
@@ -99,6 +114,8 @@ class _Segment:
     first_index: int  # from its name: the first index of its first record
     lowest_record_index: int  # lowest first index of any record in it (overrides can go lower)
     highest_index: int  # highest entry index it holds, including overridden ones
+    size_bytes: int = 0  # its length once closed (the current one's is _segment_size_bytes)
+    archive_job: ArchiveJob | None = None  # the latest copy of it handed to the archiver
 
 
 @dataclass(slots=True)
@@ -440,6 +457,7 @@ class WriteAheadLog:
         max_record_bytes: int,
         recovery_truncated_at: tuple[Path, int] | None = None,
         recovery_truncated_bytes: int = 0,
+        archiver: SegmentArchiver | None = None,
     ) -> None:
         self._directory = directory
         self._segments = segments
@@ -459,6 +477,11 @@ class WriteAheadLog:
         self._failed = False
         self._recovery_truncated_at = recovery_truncated_at
         self._recovery_truncated_bytes = recovery_truncated_bytes
+        self._archiver = archiver
+        # What of the current segment the last fsync covered (all of it at open: what a
+        # previous run left is what is on disk): the part of it the archive may copy.
+        self._synced_size_bytes = segment_size_bytes if segments else 0
+        self._synced_highest_index = segments[-1].highest_index if segments else 0
 
     @classmethod
     def open(
@@ -467,11 +490,14 @@ class WriteAheadLog:
         *,
         segment_bytes: int = DEFAULT_LIMITS.wal_segment_bytes,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        archive_dir: Path | None = None,
     ) -> tuple[WriteAheadLog, list[Entry]]:
         """Open (creating if needed) the log in `directory`; return it and its entries.
 
         Repairs a torn tail as described in the module docstring; raises CorruptLogError for
-        anything else that does not check out.
+        anything else that does not check out. With `archive_dir`, segments are copied there
+        (see the module docstring); StorageError if it cannot be used (inside `directory`,
+        not creatable, or locked by another node).
         """
         invariant(segment_bytes > len(SEGMENT_HEADER), f"segment_bytes {segment_bytes} too small")
         invariant(max_record_bytes >= 1, f"max_record_bytes {max_record_bytes} must be >= 1")
@@ -542,7 +568,7 @@ class WriteAheadLog:
                     f"first record starts at index {records[0].first_index} but the segment "
                     f"name says {name_index}",
                 )
-            segment = _Segment(path, name_index, name_index, name_index - 1)
+            segment = _Segment(path, name_index, name_index, name_index - 1, size_bytes)
             for record in records:
                 first = record.first_index
                 last = first + len(record.pairs) - 1
@@ -569,6 +595,9 @@ class WriteAheadLog:
                 segment.highest_index = max(segment.highest_index, last)
             segments.append(segment)
             segment_size_bytes = size_bytes
+        archiver = None
+        if archive_dir is not None:
+            archiver = cls._open_archiver(directory, Path(archive_dir), segments)
         wal = cls(
             directory,
             segments,
@@ -579,8 +608,27 @@ class WriteAheadLog:
             max_record_bytes=max_record_bytes,
             recovery_truncated_at=truncated_at,
             recovery_truncated_bytes=truncated_bytes,
+            archiver=archiver,
         )
         return wal, entries
+
+    @staticmethod
+    def _open_archiver(directory: Path, archive_dir: Path,
+                       segments: list[_Segment]) -> SegmentArchiver:
+        wal_dir, archive = directory.resolve(), archive_dir.resolve()
+        if archive == wal_dir or wal_dir in archive.parents:
+            raise StorageError(f"the log archive {archive_dir} must not be inside the log "
+                               f"directory {directory}")
+        archiver = SegmentArchiver(archive_dir)
+        # What a previous run may not have archived (it crashed, or archiving was off then):
+        # copied now unless the archive holds it already. The last segment too, as it is on
+        # disk now: a crashed run archived none of what it added to it.
+        for segment in segments:
+            segment.archive_job = archiver.submit(
+                segment.path, first_index=segment.first_index,
+                last_index=segment.highest_index, size_bytes=segment.size_bytes,
+                skip_if_copied=True)
+        return archiver
 
     @staticmethod
     def _truncate_torn_tail(path: Path, offset: int) -> None:
@@ -620,6 +668,25 @@ class WriteAheadLog:
     def recovery_truncated_bytes(self) -> int:
         """How many bytes `open()` discarded as a torn tail (0 if none)."""
         return self._recovery_truncated_bytes
+
+    @property
+    def archive_errors(self) -> int:
+        """Segment copies that failed (each logged as an ERROR); 0 without an archive."""
+        return self._archiver.errors if self._archiver is not None else 0
+
+    def wait_for_archive(self, timeout_s: float = ARCHIVE_WAIT_BEFORE_DELETE_S) -> bool:
+        """Wait until every copy handed to the archiver so far is made or has failed; False on
+        timeout. True at once without an archive."""
+        return self._archiver is None or self._archiver.wait_idle(timeout_s)
+
+    def archive_status(self) -> dict | None:
+        """The archive's state for /status, None if the log is not archived."""
+        archiver = self._archiver
+        if archiver is None:
+            return None
+        return {"dir": str(archiver.directory), "copies": archiver.copies,
+                "pending": archiver.pending, "errors": archiver.errors,
+                "last_error": archiver.last_error}
 
     def append(self, entries: list[Entry]) -> None:
         """Write one batch as one record. Not durable until `sync()` returns.
@@ -685,11 +752,16 @@ class WriteAheadLog:
                 self._directory_unsynced = False
             os.close(self._fd)
             self._fd = None
+            self._segments[-1].size_bytes = self._segment_size_bytes
+            # The outgoing segment, and any closed one whose copy failed before: try again.
+            for closed in self._segments:
+                self._archive(closed, closed.size_bytes, closed.highest_index)
         path = _segment_path(self._directory, first_index)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         self._fd = os.open(path, flags, 0o644)
         self._segments.append(_Segment(path, first_index, first_index, first_index - 1))
         self._segment_size_bytes = 0
+        self._synced_size_bytes, self._synced_highest_index = 0, first_index - 1
         self._directory_unsynced = True
 
     @property
@@ -710,6 +782,9 @@ class WriteAheadLog:
         except BaseException:
             self._failed = True
             raise
+        if self._segments:
+            self._synced_size_bytes = self._segment_size_bytes
+            self._synced_highest_index = self._segments[-1].highest_index
 
     def drop_segments_through(self, index: int) -> int:
         """Delete the oldest whole segments holding only entries <= `index`; return how many.
@@ -720,9 +795,13 @@ class WriteAheadLog:
         """
         self._check_usable()
         dropped = 0
+        deadline = time.monotonic() + ARCHIVE_WAIT_BEFORE_DELETE_S
         try:
             while len(self._segments) > 1 and self._segments[0].highest_index <= index:
-                self._segments[0].path.unlink()
+                oldest = self._segments[0]
+                self._archive_before_delete(oldest, oldest.size_bytes, oldest.highest_index,
+                                            deadline)
+                oldest.path.unlink()
                 # One directory fsync per deletion, so they reach disk oldest first: a crash
                 # must not leave an older segment behind a gap.
                 fsync_directory(self._directory)
@@ -742,6 +821,13 @@ class WriteAheadLog:
         once the snapshot is durable: a crash midway leaves some older segments, which the
         node's start-up discards as being behind its snapshot."""
         self._check_usable()
+        if self._archiver is not None and self._segments:
+            deadline = time.monotonic() + ARCHIVE_WAIT_BEFORE_DELETE_S
+            for segment in self._segments[:-1]:
+                self._archive_before_delete(segment, segment.size_bytes, segment.highest_index,
+                                            deadline)
+            self._archive_before_delete(self._segments[-1], self._synced_size_bytes,
+                                        self._synced_highest_index, deadline)
         dropped = 0
         try:
             if self._fd is not None:
@@ -756,16 +842,58 @@ class WriteAheadLog:
             raise
         self._segments = []
         self._segment_size_bytes = 0
+        self._synced_size_bytes = self._synced_highest_index = 0
         self._segment_unsynced = self._directory_unsynced = False
         self._first_index = self._last_index = 0
+        if self._archiver is not None:
+            self._archiver.new_generation()  # a new log: its copies order after the old one's
         return dropped
 
     def close(self) -> None:
-        """Release the file; does not sync (call `sync()` first for durability)."""
+        """Release the file; does not sync (call `sync()` first for durability). With an
+        archive, copy the current segment's durable part there first and wait for every copy."""
+        if self._closed:
+            return
+        if self._archiver is not None:
+            for closed in self._segments[:-1]:  # those whose copy failed so far
+                self._archive(closed, closed.size_bytes, closed.highest_index,
+                              wait_s=ARCHIVE_WAIT_BEFORE_DELETE_S)
+            if self._segments:
+                self._archive(self._segments[-1], self._synced_size_bytes,
+                              self._synced_highest_index, wait_s=ARCHIVE_WAIT_BEFORE_DELETE_S)
+            self._archiver.close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
         self._closed = True
+
+    def _archive(self, segment: _Segment, size_bytes: int, last_index: int, *,
+                 wait_s: float = 0.0) -> ArchiveJob | None:
+        """Hand the first `size_bytes` bytes of `segment` to the archiver, unless they are
+        there already or hold no record. Never raises."""
+        if self._archiver is None or size_bytes <= len(SEGMENT_HEADER):
+            return None
+        job = segment.archive_job
+        if job is not None and job.size_bytes == size_bytes and (job.ok or not job.done.is_set()):
+            return job  # copied, or being copied
+        job = self._archiver.submit(segment.path, first_index=segment.first_index,
+                                    last_index=last_index, size_bytes=size_bytes, wait_s=wait_s)
+        segment.archive_job = job
+        return job
+
+    def _archive_before_delete(self, segment: _Segment, size_bytes: int, last_index: int,
+                               deadline: float) -> None:
+        """Make sure the archive holds `segment` before the log deletes it, waiting for its
+        copy until `deadline` (time.monotonic(); one budget for all the segments of one drop
+        or reset). A failure is logged and counted by the archiver, never raised."""
+        job = self._archive(segment, size_bytes, last_index,
+                            wait_s=max(0.001, deadline - time.monotonic()))
+        if job is None or job.done.wait(max(0.0, deadline - time.monotonic())):
+            return
+        log.warning("log archive: segment %s is deleted while its copy is still being made "
+                    "(waited %.0f s); the copy goes on from the open file, but a crash before "
+                    "it ends leaves the archive without it", segment.path,
+                    ARCHIVE_WAIT_BEFORE_DELETE_S)
 
     def _check_usable(self) -> None:
         invariant(not self._closed, f"write-ahead log {self._directory} used after close()")
@@ -774,3 +902,93 @@ class WriteAheadLog:
                 f"write-ahead log {self._directory} is unusable after an earlier I/O error; "
                 "restart the node so it recovers from what is on disk"
             )
+
+
+def read_archive(
+    directory: Path | str,
+    *,
+    first_index: int = 1,
+    last_index: int | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    convert: Callable[[bytes], object] | None = None,
+) -> list[tuple[int, int, object]]:
+    """The log an archive directory describes: `(index, term, data)` in index order.
+
+    The copies are read in write order (see `replikv.storage.wal_archive`) and their records
+    applied with the override rule: a record starting at or below the last index replaces
+    the log from its first index on. Of several copies of one segment in one generation the
+    longest is used, after checking that the others are its prefixes. A record starting past
+    the end leaves a gap (a reset log restarted after a snapshot, or a copy missing): the result
+    is then not contiguous, and the caller decides whether the gap matters.
+
+    Only entries within `first_index`..`last_index` are kept (every copy is still read and
+    checked, as an override anywhere can reach into the window), which bounds memory to the
+    window; `convert`, if given, maps each kept entry's data to what is kept instead (say, its
+    time). Read-only: nothing in `directory` is repaired, removed or created. Any damage, even
+    what `open()` would call a torn tail (a copy is only ever renamed into place complete),
+    raises CorruptLogError naming the file and byte offset; StorageError if `directory` is not
+    a directory.
+    """
+    directory = Path(directory)
+    high = last_index if last_index is not None else float("inf")
+    groups: dict[tuple[int, int], list] = {}
+    for copy in list_archive(directory):
+        groups.setdefault((copy.generation, copy.first_index), []).append(copy)
+    entries: list[tuple[int, int, object]] = []
+    for key in sorted(groups):
+        copies = groups[key]  # shortest first (list_archive's order)
+        longest = copies[-1]
+        data = _read_archived_copy(longest)
+        for shorter in copies[:-1]:
+            _check_prefix(_read_archived_copy(shorter), shorter.path, data, longest.path)
+        if not _check_segment_header(longest.path, data, is_last=False):
+            raise CorruptLogError(longest.path, 0, "bad segment header")  # unreachable
+        records, _ = _read_records(longest.path, data, name_index=longest.first_index,
+                                   is_last=False, max_record_bytes=max_record_bytes)
+        if not records:
+            raise CorruptLogError(longest.path, len(SEGMENT_HEADER), "archived segment holds "
+                                  "no records")
+        if records[0].first_index != longest.first_index:
+            raise CorruptLogError(longest.path, records[0].offset,
+                                  f"first record starts at index {records[0].first_index} but "
+                                  f"the name says {longest.first_index}")
+        highest = max(r.first_index + len(r.pairs) - 1 for r in records)
+        if highest != longest.last_index:
+            raise CorruptLogError(longest.path, records[-1].offset,
+                                  f"the records reach index {highest} but the name says "
+                                  f"{longest.last_index}")
+        for record in records:
+            first = record.first_index
+            if entries and entries[-1][0] >= first:
+                del entries[bisect.bisect_left(entries, first, key=_entry_index):]
+            for offset, (term, entry_data) in enumerate(record.pairs):
+                index = first + offset
+                if first_index <= index <= high:
+                    entries.append((index, term,
+                                    entry_data if convert is None else convert(entry_data)))
+    return entries
+
+
+def _entry_index(entry: tuple[int, int, object]) -> int:
+    return entry[0]
+
+
+def _read_archived_copy(copy: ArchivedSegment) -> bytes:
+    data = copy.path.read_bytes()
+    if len(data) != copy.size_bytes:
+        raise CorruptLogError(copy.path, min(len(data), copy.size_bytes),
+                              f"the archived copy holds {len(data)} bytes but its name says "
+                              f"{copy.size_bytes}")
+    return data
+
+
+def _check_prefix(shorter: bytes, shorter_path: Path, longer: bytes, longer_path: Path) -> None:
+    """Two copies of one segment from one generation: the shorter must begin the longer."""
+    if longer.startswith(shorter):
+        return
+    differs_at = next(i for i, (a, b) in enumerate(zip(shorter, longer, strict=False)) if a != b)
+    raise CorruptLogError(
+        shorter_path, differs_at,
+        f"this copy of the segment and the longer copy {longer_path.name} differ from this "
+        "byte on, but a segment only ever grows: one of them is damaged (move aside the one "
+        "you do not trust)")
