@@ -32,10 +32,11 @@ def main() -> None:
 
 
 def _add_backup_commands() -> None:
-    from replikv.backup.cli import backup, restore
+    from replikv.backup.cli import archive, backup, restore
 
     main.add_command(backup)
     main.add_command(restore)
+    main.add_command(archive)
 
 
 _add_backup_commands()
@@ -91,6 +92,14 @@ _add_backup_commands()
 @click.option("--snapshot-keep-entries", type=int,
               help="Log entries kept before a snapshot, for followers slightly behind. "
                    "[default: 5000]")
+@click.option("--archive-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep a copy of every log segment here, for point-in-time recovery "
+                   "(`replikv restore --archive DIR --until ...`).")
+@click.option("--backup-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Scheduled backups: where the leader writes them (with --backup-every).")
+@click.option("--backup-every", help="Scheduled backups: how often, e.g. 30m, 1h, 1d.")
+@click.option("--backup-keep", type=int, help="Scheduled backups: how many to keep. "
+                                                "[default: 24]")
 @click.option("--snapshot-log-bytes", type=int,
               help="Also snapshot once the entries since the last snapshot hold this many "
                    "bytes; 0: no limit. [default: 268435456]")
@@ -110,6 +119,8 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          read_consistency: str | None, join: bool | None, snapshot_entries: int | None,
          snapshot_keep_entries: int | None, snapshot_log_bytes: int | None,
          snapshot_chunk_bytes: int | None, auto_replace_after_ms: int | None,
+         archive_dir: Path | None, backup_dir: Path | None, backup_every: str | None,
+         backup_keep: int | None,
          log_level: str | None) -> None:
     """Run one replikv node in the foreground.
 
@@ -140,6 +151,8 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
                  "snapshot_keep_entries": snapshot_keep_entries,
                  "snapshot_log_bytes": snapshot_log_bytes,
                  "snapshot_chunk_bytes": snapshot_chunk_bytes,
+                 "archive_dir": archive_dir, "backup_dir": backup_dir,
+                 "backup_every": backup_every, "backup_keep": backup_keep,
                  "auto_replace_after_ms": auto_replace_after_ms, "log_level": log_level}
     try:
         settings = load_settings(config_file, overrides)

@@ -105,6 +105,11 @@ class NodeSettings:
     # Point-in-time recovery (off when None): keep a copy of every log segment in this
     # directory (one per node, best on another disk), for `replikv restore --until`.
     archive_dir: Path | None = None
+    # Scheduled backups (off when backup_every_ms is 0): the leader writes a backup into
+    # backup_dir every backup_every_ms and keeps the newest backup_keep.
+    backup_dir: Path | None = None
+    backup_every_ms: int = 0
+    backup_keep: int = 24
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
 
     def validate(self) -> NodeSettings:
@@ -158,6 +163,13 @@ class NodeSettings:
                 raise ConfigError(f"archive_dir: {self.archive_dir} would mix the archive with "
                                   "the node's own files; use a directory outside "
                                   f"{Path(self.data_dir) / 'wal'} (best on another disk)")
+        if (self.backup_dir is None) != (self.backup_every_ms == 0):
+            raise ConfigError("scheduled backups need both backup_dir and backup_every "
+                              "(e.g. --backup-dir backups --backup-every 1h)")
+        if self.backup_every_ms and self.backup_every_ms < 1000:
+            raise ConfigError("backup_every: at least 1s")
+        if not 1 <= self.backup_keep <= 100_000:
+            raise ConfigError("backup_keep: expected 1..100000")
         cluster_id = self.cluster_id or default_cluster_id(self.bootstrap_peers())
         return replace(self, cluster_id=cluster_id)
 
@@ -192,7 +204,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, object]) -> Nod
             raise ConfigError(f"config file {config_file}: {e}") from None
         raw = {k.replace("-", "_"): v for k, v in raw.items()}
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(raw) - _SIMPLE - {"max_bulk_bytes"}
+    unknown = set(raw) - _SIMPLE - {"max_bulk_bytes", "backup_every"}
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     for name in ("id", "data_dir", "listen", "peer_listen", "peers"):
@@ -238,6 +250,10 @@ def load_settings(config_file: Path | None, overrides: dict[str, object]) -> Nod
         snapshot_chunk_bytes=_int(raw.get("snapshot_chunk_bytes", 1024 * 1024),
                                   "snapshot_chunk_bytes"),
         archive_dir=Path(str(raw["archive_dir"])) if raw.get("archive_dir") else None,
+        backup_dir=Path(str(raw["backup_dir"])) if raw.get("backup_dir") else None,
+        backup_every_ms=parse_duration_ms(raw["backup_every"], "backup_every")
+        if raw.get("backup_every") else 0,
+        backup_keep=_int(raw.get("backup_keep", 24), "backup_keep"),
         limits=limits,
     )
     return settings.validate()
@@ -250,6 +266,21 @@ def _int(v: object, name: str) -> int:
         return int(v)
     except ValueError:
         raise ConfigError(f"{name}: expected an integer, got {v!r}") from None
+
+
+_DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(v: object, name: str) -> int:
+    """"90s", "30m", "1h", "1d", "500ms" (or a number of seconds) as milliseconds."""
+    text = str(v).strip().lower()
+    for unit in sorted(_DURATION_UNITS_MS, key=len, reverse=True):
+        number = text.removesuffix(unit)
+        if number != text and number.strip().isdigit():
+            return int(number) * _DURATION_UNITS_MS[unit]
+    if text.isdigit():
+        return int(text) * 1000
+    raise ConfigError(f"{name}: expected a duration such as 90s, 30m, 1h or 1d, got {v!r}")
 
 
 def _bool(v: object, name: str) -> bool:

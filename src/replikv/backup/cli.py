@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -221,9 +223,18 @@ def backup_verify(file: Path, as_json: bool, no_digest: bool) -> None:
 @click.option("--force", is_flag=True,
               help="Replace a non-empty data dir (only once the new data is complete and "
                    "verified).")
+@click.option("--archive", "archive_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Point-in-time recovery: a log archive (a node's --archive-dir) whose "
+                   "entries after the backup are replayed on top of it, up to --until.")
+@click.option("--until", "until",
+              help="With --archive: the last log index to replay (a number), or a time "
+                   "(ISO 8601 such as 2026-11-23T10:15:00Z, UTC if no zone given): every entry "
+                   "up to that time is replayed. `replikv archive find` shows the index just "
+                   "before a FLUSHALL or a key's deletion.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def restore(backup_file: Path, data_dir: Path, node_id: str, peers: str,
-            cluster_id: str | None, new_cluster_id: bool, force: bool, as_json: bool) -> None:
+            cluster_id: str | None, new_cluster_id: bool, force: bool, archive_dir: Path | None,
+            until: str | None, as_json: bool) -> None:
     """Seed a node's data dir from a backup, so the node starts from the backup's state.
 
     \b
@@ -234,10 +245,15 @@ def restore(backup_file: Path, data_dir: Path, node_id: str, peers: str,
     is built beside DIR, verified, and only then swapped in; a bad backup file changes nothing.
     For a whole local cluster, `replikv cluster up --restore FILE` does all of this.
 
+    With --archive DIR --until INDEX|TIME (point-in-time recovery), the archived log entries
+    after the backup are first replayed on top of it, with the node's own apply code, up to that
+    point; the result is restored as if it were the backup.
+
     \b
     Example:
       replikv restore --from backup.rkvsnap --data-dir data/n1 --node-id n1 \\
         --peers n1=10.0.0.1:7101,n2=10.0.0.2:7101,n3=10.0.0.3:7101
+      replikv restore --from backup.rkvsnap --archive archive/n1 --until 41234 ...
     """
     from replikv.backup.restore import BackupFileSeed, restore_data_dir
     from replikv.backup.restore import new_cluster_id as derive_cluster_id
@@ -246,6 +262,18 @@ def restore(backup_file: Path, data_dir: Path, node_id: str, peers: str,
 
     if cluster_id is not None and new_cluster_id:
         raise click.UsageError("give --cluster-id or --new-cluster-id, not both")
+    if (archive_dir is None) != (until is None):
+        raise click.UsageError("--archive and --until go together (point-in-time recovery)")
+    if archive_dir is not None:
+        parent = Path(data_dir).resolve().parent  # the replay's scratch file stays on that disk
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".replikv-pitr-", dir=parent) as work:
+            replayed = _replay_to_point(backup_file, archive_dir, until, Path(work))
+            ctx = click.get_current_context()
+            ctx.invoke(restore, backup_file=replayed, data_dir=data_dir, node_id=node_id,
+                       peers=peers, cluster_id=cluster_id, new_cluster_id=new_cluster_id,
+                       force=force, archive_dir=None, until=None, as_json=as_json)
+        return
     try:
         members = parse_peers(peers)
     except ConfigError as e:
@@ -299,3 +327,96 @@ def restore(backup_file: Path, data_dir: Path, node_id: str, peers: str,
         f"  took         {result.seconds:.2f} s ({snap.key_count / seconds:,.0f} keys/s, "
         f"{snap.size_bytes / 1e6 / seconds:.1f} MB/s)\n"
         f"Start it (and every other member, restored the same way) with:\n  {node_command}")
+
+
+def parse_until(text: str) -> tuple[int | None, int | None]:
+    """--until: (index, None) for a number, (None, time in ms) for an ISO 8601 time (UTC if
+    it has no zone)."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text), None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected a log index (a number) or an ISO 8601 "
+                                 "time such as 2026-11-23T10:15:00Z", param_hint="--until")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return None, int(when.timestamp() * 1000)
+
+
+def _replay_to_point(backup_file: Path, archive_dir: Path, until: str, work: Path) -> Path:
+    from replikv.pitr import replay
+    from replikv.storage.errors import StorageError
+
+    until_index, until_time_ms = parse_until(until)
+    try:
+        result = replay(backup_file, archive_dir, out_dir=work, until_index=until_index,
+                        until_time_ms=until_time_ms)
+    except (BackupError, CorruptSnapshotError, StorageError, OSError) as e:
+        raise _fail(e) from None
+    snap = result.snapshot
+    nxt = result.next_entry
+    click.echo(f"replayed {result.entries_applied:,} archived entries on top of the backup "
+               f"(index {result.backup_index:,}): the state at index {snap.index:,}"
+               + (f", time {format_time_ms(result.time_ms)}" if result.time_ms else "")
+               + (f"; the next entry, not applied: #{nxt.index} {nxt.text}" if nxt else ""),
+               err=True)
+    return snap.path
+
+
+@click.group(context_settings=CONTEXT)
+def archive() -> None:
+    """Inspect a log archive (a node's --archive-dir) for point-in-time recovery."""
+
+
+@archive.command("info", context_settings=CONTEXT)
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def archive_info(directory: Path, as_json: bool) -> None:
+    """Which log indexes and times the archive DIRECTORY covers."""
+    from replikv.pitr import describe_archive
+    from replikv.storage.errors import StorageError
+
+    try:
+        cov = describe_archive(directory)
+    except (StorageError, OSError) as e:
+        raise _fail(e) from None
+    if as_json:
+        click.echo(json.dumps(cov.as_json(), indent=2))
+        return
+    if cov.first_index is None:
+        click.echo(f"{directory}: no log entries archived yet")
+        return
+    click.echo(f"{directory}: {cov.copies} segment copies, {cov.size_bytes:,} bytes")
+    click.echo(f"  indexes  {cov.first_index:,} .. {cov.last_index:,}"
+               + ("" if len(cov.runs) == 1 else
+                  f" with gaps: {', '.join(f'{a}..{b}' for a, b in cov.runs)}"))
+    if cov.first_time_ms is not None:
+        click.echo(f"  times    {format_time_ms(cov.first_time_ms)} .. "
+                   f"{format_time_ms(cov.last_time_ms)}")
+
+
+@archive.command("find", context_settings=CONTEXT)
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--key", help="Find the first deletion of this key (DEL, UNLINK, GETDEL, "
+                            "expiry) instead of the first FLUSHALL/FLUSHDB.")
+@click.option("--after-index", type=int, default=0, show_default=True,
+              help="Look only at entries after this index.")
+def archive_find(directory: Path, key: str | None, after_index: int) -> None:
+    """Find the entry that flushed everything (or deleted --key): restoring with `--until`
+    the index printed gets the state from just before it."""
+    from replikv.pitr import find_removal
+    from replikv.storage.errors import StorageError
+
+    try:
+        found = find_removal(directory, key=key.encode() if key else None,
+                             after_index=after_index)
+    except (StorageError, OSError) as e:
+        raise _fail(e) from None
+    if found is None:
+        raise click.ClickException(f"no {'deletion of ' + repr(key) if key else 'FLUSHALL'} "
+                                   f"after index {after_index} in {directory}")
+    when = f" at {format_time_ms(found.time_ms)}" if found.time_ms else ""
+    click.echo(f"entry {found.index} (term {found.term}){when}: {found.text}")
+    click.echo(f"recover to just before it: --until {found.recover_until_index}")

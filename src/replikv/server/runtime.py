@@ -202,6 +202,9 @@ class NodeServer(NodeView):
         tasks = [asyncio.create_task(self._ready_loop(), name="ready-loop"),
                  asyncio.create_task(self._tick_loop(), name="ticker"),
                  asyncio.create_task(self.snapshots.run(), name="snapshots")]
+        if s.backup_every_ms:
+            tasks.append(asyncio.create_task(self.snapshots.run_scheduled_backups(),
+                                             name="scheduled-backups"))
         if s.fsync == "batch":
             tasks.append(asyncio.create_task(self._batch_fsync_loop(), name="batch-fsync"))
         fsync_mode = (f"batch (every {s.fsync_interval_ms} ms)" if s.fsync == "batch"
@@ -552,6 +555,12 @@ class NodeServer(NodeView):
                 "index": snap.index, "term": snap.term, "bytes": raft.snapshot_size,
                 "taken": self.snapshots.taken, "installed": self.snapshots.installed},
             "log_first_index": raft.log.offset + 1,
+            "archive": self.wal.archive_status() if self.wal is not None else None,
+            **({"scheduled_backups": {
+                "dir": str(self.settings.backup_dir), "written": self.snapshots.scheduled_backups,
+                "failed": self.snapshots.scheduled_failures,
+                "last": self.snapshots.last_scheduled_backup}}
+               if self.settings.backup_every_ms else {}),
             "backups_taken": self.snapshots.backups_taken,
             "keys": node.state.key_count(), "pending_requests": node.pending_requests,
             "clients": len(self.clients), "fsync": self.settings.fsync,

@@ -134,6 +134,9 @@ class SnapshotRuntime:
         # One snapshot cursor per state at a time: the periodic writer and backups take turns.
         self._writing = asyncio.Lock()
         self._abandoned_reason = ""  # why the last job was not kept (for a backup's error)
+        self.scheduled_backups = 0
+        self.scheduled_failures = 0
+        self.last_scheduled_backup: str | None = None
         self.taken = 0
         self.installed = 0
         self.backups_taken = 0
@@ -195,6 +198,64 @@ class SnapshotRuntime:
         raise BackupUnavailable(f"no snapshot could be kept after {BACKUP_ATTEMPTS_MAX} "
                                 f"attempts; the last: {reason}. Try again, or back up another "
                                 "member")
+
+    async def run_scheduled_backups(self) -> None:
+        """--backup-every: the leader writes a backup into backup_dir every interval (named
+        by time and index, written to a temp file, fsynced, verified, renamed) and keeps the
+        newest backup_keep. Followers skip their turn; a failure is logged and retried at the
+        next interval, never fatal."""
+        s = self.server.settings
+        loop = asyncio.get_running_loop()
+        interval = s.backup_every_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            if not self.node.raft.is_leader:
+                continue
+            try:
+                source = await self.open_backup()
+            except Exception as e:  # noqa: BLE001 - logged, retried at the next interval
+                self.scheduled_failures += 1
+                log.error("scheduled backup failed: %s", e)
+                continue
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            dest = Path(s.backup_dir) / (f"backup-{stamp}-i{source.info.index}-"
+                                         f"t{source.info.term}.rkvsnap")
+            try:
+                await loop.run_in_executor(None, self._write_scheduled, source, dest)
+                removed = await loop.run_in_executor(None, self._prune_backups)
+            except Exception as e:  # noqa: BLE001 - logged, retried at the next interval
+                self.scheduled_failures += 1
+                log.error("scheduled backup to %s failed: %s", dest, e)
+                continue
+            finally:
+                source.close()
+            self.scheduled_backups += 1
+            self.last_scheduled_backup = str(dest)
+            log.info("scheduled backup written: %s (%d bytes, index %d); %d old ones removed",
+                     dest, source.size_bytes, source.info.index, removed)
+
+    def _write_scheduled(self, source: SnapshotSource, dest: Path) -> None:
+        """In a worker thread: copy the snapshot into a verified backup file."""
+        from replikv.backup.download import write_backup_file
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        offset = 0
+
+        def read(n: int) -> bytes:
+            nonlocal offset
+            chunk = source.read_chunk(offset, n)
+            offset += len(chunk)
+            return chunk
+
+        write_backup_file(read, source.size_bytes, dest)
+
+    def _prune_backups(self) -> int:
+        s = self.server.settings
+        backups = sorted(Path(s.backup_dir).glob("backup-*.rkvsnap"))
+        old = backups[:-s.backup_keep] if len(backups) > s.backup_keep else []
+        for path in old:
+            path.unlink(missing_ok=True)
+        return len(old)
 
     def _snapshot_of_applied_state(self) -> SnapshotInfo | None:
         """The stored snapshot holding exactly the applied state, if there is one."""
