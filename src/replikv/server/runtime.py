@@ -553,7 +553,8 @@ class NodeServer(NodeView):
             "followers": followers,
             "snapshot": None if snap is None else {
                 "index": snap.index, "term": snap.term, "bytes": raft.snapshot_size,
-                "taken": self.snapshots.taken, "installed": self.snapshots.installed},
+                "taken": self.snapshots.taken, "installed": self.snapshots.installed,
+                "failed": self.snapshots.failures},
             "log_first_index": raft.log.offset + 1,
             "archive": self.wal.archive_status() if self.wal is not None else None,
             **({"scheduled_backups": {

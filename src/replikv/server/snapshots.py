@@ -41,6 +41,7 @@ from replikv.raft.membership import Membership, MembershipError
 from replikv.raft.messages import InstallSnapshot
 from replikv.sessions import SessionTable
 from replikv.state import KVState
+from replikv.storage.errors import StorageError
 from replikv.storage.snapshot import (
     CorruptSnapshotError,
     SnapshotInfo,
@@ -59,6 +60,7 @@ log = logging.getLogger("replikv.snapshots")
 SNAPSHOTS_KEPT = 2
 BATCH_ITEMS = 2000  # keys per cursor batch: a few milliseconds of work between yields
 CHECK_EVERY_S = 0.1  # how often the writer task asks whether a snapshot is due
+SNAPSHOT_RETRY_S = 10.0  # after a snapshot failed (a full disk, say)
 SOURCES_OPEN_MAX = 4
 # A backup's snapshot is abandoned when its entry was replaced (a leader lost office) or a
 # snapshot from the leader replaced the state meanwhile; it is then taken again, this often.
@@ -134,6 +136,7 @@ class SnapshotRuntime:
         # One snapshot cursor per state at a time: the periodic writer and backups take turns.
         self._writing = asyncio.Lock()
         self._abandoned_reason = ""  # why the last job was not kept (for a backup's error)
+        self.failures = 0  # snapshots that failed to be written
         self.scheduled_backups = 0
         self.scheduled_failures = 0
         self.last_scheduled_backup: str | None = None
@@ -156,8 +159,17 @@ class SnapshotRuntime:
             await asyncio.sleep(CHECK_EVERY_S)
             async with self._writing:
                 job = self.node.start_snapshot()
-                if job is not None:
+                if job is None:
+                    continue
+                try:
                     await self._write(job)
+                except (OSError, StorageError) as e:
+                    # A full or failing disk: the node goes on serving from its log (which
+                    # keeps growing) and tries again later; this is worth an operator's look.
+                    self.failures += 1
+                    log.error("snapshot at index %d failed, retrying in %.0f s: %s",
+                              job.index, SNAPSHOT_RETRY_S, e)
+                    await asyncio.sleep(SNAPSHOT_RETRY_S)
 
     async def open_backup(self) -> SnapshotSource:
         """A snapshot of this node's applied state, taken now, durable, at a committed index,
