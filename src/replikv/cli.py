@@ -911,3 +911,54 @@ def switchover(target: str | None, wait_s: float, cluster_addresses: str) -> Non
                 return
     raise click.ClickException(f"{target} did not take over within {wait_s:g} s (the transfer "
                                "is abandoned after an election timeout); check `replikv status`")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--cluster", "cluster_addresses", default=None,
+              help="Client addresses (HOST:PORT,...) of a running cluster. Default: start a "
+                   "local 3-node cluster in a temp dir and stop it at the end.")
+@click.option("--workloads", default="set1,set64,set256,setp16,get64,mix90,mset10",
+              show_default=True, help="Which workloads to run, in order.")
+@click.option("--duration-s", type=click.FloatRange(0.1, 3600), default=10, show_default=True,
+              help="How long each workload runs.")
+@click.option("--keys", type=click.IntRange(1, 100_000_000), default=10_000, show_default=True,
+              help="Keys are random over this many.")
+@click.option("--value-bytes", type=click.IntRange(0, 1 << 20), default=100, show_default=True)
+@click.option("--w", "write_concern", type=click.Choice(WRITE_CONCERNS), default="majority",
+              show_default=True, help="Write concern (REPLIKV WRITECONCERN per connection).")
+@click.option("--read-consistency", type=click.Choice(READ_CONSISTENCIES),
+              default="linearizable", show_default=True)
+@click.option("--fsync", type=click.Choice(FSYNC_MODES), default="always", show_default=True,
+              help="The local cluster's fsync mode (ignored with --cluster).")
+@click.option("--replication", type=click.Choice(REPLICATION_MODES), default="passive",
+              show_default=True, help="The local cluster's replication (ignored with --cluster).")
+@click.option("--client-processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes the client connections are spread over. One event loop "
+                   "drives get64 at ~27k ops/s with 60% of a core here; add one where the "
+                   "'cpu client' column nears 1000 / (ops/s).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench(cluster_addresses: str | None, workloads: str, duration_s: float, keys: int,
+          value_bytes: int, write_concern: str, read_consistency: str, fsync: str,
+          replication: str, client_processes: int, as_json: bool) -> None:
+    """Measure throughput, latency (p50, p99, p99.9) and each node's CPU and memory cost.
+
+    \b
+    Workloads: set1, set64, set256 (SET at 1, 64, 256 clients), setp16 (SET, 64 clients
+    pipelining 16), get64 (GET, 64 clients), mix90 (90% GET, 10% SET, 64 clients), mset10
+    (MSET of 10 keys, 64 clients). Every client talks to the leader.
+    """
+    from replikv import bench as bench_module
+
+    try:
+        settings = bench_module.BenchSettings(
+            bench_module.parse_workloads(workloads), duration_s, keys, value_bytes,
+            write_concern, read_consistency, None if cluster_addresses else fsync,
+            None if cluster_addresses else replication, client_processes)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--workloads") from None
+    try:
+        bench_module.main(settings, cluster_addresses, as_json)
+    except bench_module.BenchError as e:
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        raise click.Abort() from None

@@ -1,0 +1,128 @@
+"""The pure parts of `replikv bench`: workload names, connection split, percentiles, /proc
+parsing, CPU arithmetic and the table."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from replikv.bench import (
+    WORKLOADS,
+    Floor,
+    NodeCost,
+    WorkloadResult,
+    command_maker,
+    cpu_s_per_1k_ops,
+    format_floor,
+    format_table,
+    latency_summary_ms,
+    parse_proc_stat_cpu_s,
+    parse_vm_hwm_bytes,
+    parse_workloads,
+    percentile,
+    split_clients,
+)
+
+
+def test_workloads_parse_in_the_order_given():
+    assert [w.name for w in parse_workloads("get64, set1")] == ["get64", "set1"]
+    setp16 = parse_workloads("setp16")[0]
+    assert (setp16.kind, setp16.clients, setp16.pipeline) == ("set", 64, 16)
+    assert set(WORKLOADS) == {"set1", "set64", "set256", "setp16", "get64", "mix90", "mset10"}
+
+
+@pytest.mark.parametrize("text", ["", " , ", "set1,nope", "set1,set1"])
+def test_bad_workload_lists_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_workloads(text)
+
+
+def test_clients_split_evenly_and_no_worker_is_idle():
+    assert split_clients(64, 2) == [32, 32]
+    assert split_clients(5, 2) == [3, 2]
+    assert split_clients(1, 2) == [1]
+
+
+def test_nearest_rank_percentiles():
+    values = list(range(1, 101))  # 1..100
+    assert percentile(values, 0.50) == 50
+    assert percentile(values, 0.99) == 99  # not 100: 0.99 * 100 is 99.00000000000001
+    assert percentile(values, 0.999) == 100
+    assert percentile(values, 0.0) == 1
+    assert percentile([], 0.5) == 0.0
+    with pytest.raises(ValueError):
+        percentile(values, 1.5)
+
+
+def test_latency_summary_is_in_milliseconds_whatever_the_input_order():
+    latencies_ns = [i * 1_000_000 for i in range(1000, 0, -1)]  # 1..1000 ms, reversed
+    assert latency_summary_ms(latencies_ns) == {"p50": 500.0, "p99": 990.0, "p999": 999.0}
+
+
+def test_proc_stat_cpu_counts_fields_after_the_command_name():
+    # A command name with spaces and a ')' must not shift the fields.
+    stat = ("4242 (python (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 "
+            "250 50 0 0 20 0 3 0 12345 0 0")
+    assert parse_proc_stat_cpu_s(stat, clk_tck=100) == pytest.approx(3.0)
+
+
+def test_vm_hwm_is_read_in_bytes():
+    status = "Name:\tpython\nVmPeak:\t  99999 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n"
+    assert parse_vm_hwm_bytes(status) == 51200 * 1024
+    assert parse_vm_hwm_bytes("Name:\tx\n") is None
+
+
+def test_cpu_per_thousand_operations():
+    assert cpu_s_per_1k_ops(10.0, 12.5, 5000) == pytest.approx(0.5)
+    assert cpu_s_per_1k_ops(1.0, 1.0, 0) is None
+    with pytest.raises(ValueError):
+        cpu_s_per_1k_ops(5.0, 4.0, 10)
+
+
+def test_commands_are_valid_resp_with_keys_in_range():
+    hiredis = pytest.importorskip("hiredis")
+    for kind, name in (("set", b"SET"), ("get", b"GET"), ("mset", b"MSET")):
+        make = command_maker(kind, 10, b"v" * 5, random.Random(1))
+        reader = hiredis.Reader()
+        reader.feed(make())
+        argv = reader.gets()
+        assert argv[0] == name
+        keys = argv[1::2] if kind == "mset" else argv[1:2]
+        assert all(0 <= int(k.split(b":")[1]) < 10 for k in keys)
+        if kind == "mset":
+            assert len(argv) == 21 and set(argv[2::2]) == {b"vvvvv"}
+
+
+def test_mix_is_mostly_reads():
+    make = command_maker("mix", 100, b"v", random.Random(7))
+    gets = sum(make().startswith(b"*2\r\n$3\r\nGET") for _ in range(2000))
+    assert 1700 < gets < 1900
+
+
+def _result(name: str, **kw) -> WorkloadResult:
+    base = {"name": name, "clients": 64, "pipeline": 1, "client_processes": 1, "ops": 1000,
+            "errors": 0, "duration_s": 1.0, "ops_per_s": 1234.5,
+            "latency_ms": {"p50": 1.0, "p99": 2.5, "p999": 10.25},
+            "nodes": {"n1": NodeCost(0.1234, 50 * 2**20, leader=True),
+                      "n2": NodeCost(0.05, 40 * 2**20)},
+            "client_cpu_s_per_1k_ops": 0.02}
+    return WorkloadResult(**{**base, **kw})
+
+
+def test_table_has_one_aligned_row_per_workload_and_marks_the_leader():
+    table = format_table([_result("set64"), _result("setp16", pipeline=16, ops_per_s=20000.0)],
+                         ["n1", "n2", "n3"])
+    header, *rows = table.splitlines()
+    assert header.split()[:3] == ["workload", "clients", "ops/s"]
+    assert rows[0].split()[:7] == ["set64", "64", "1,234", "1.00", "2.50", "10.25", "0"]
+    assert "0.123*" in rows[0] and "64x16" in rows[1] and "20,000" in rows[1]
+    assert rows[0].split()[-3:] == ["50", "40", "-"]  # n3: nothing known
+    assert len({len(line) for line in table.splitlines()}) <= 2  # aligned columns
+
+
+def test_floor_line_compares_set1_with_fsync_plus_round_trip():
+    floor = Floor(fsync_4k_append_ms_p50=0.3, loopback_rtt_ms_p50=0.1, fsync_dir="/tmp/x")
+    text = format_floor(floor, _result("set1", latency_ms={"p50": 0.8, "p99": 1, "p999": 2}))
+    assert "0.400 ms" in text and "2.00x the floor" in text
+    assert "x the floor" not in format_floor(floor, None)
