@@ -48,7 +48,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from replikv.local_cluster import SCRATCH_PORT_RANGE, ClusterError, free_ports
+from replikv.local_cluster import (
+    NODE_LAUNCHER,
+    SCRATCH_PORT_RANGE,
+    ClusterError,
+    free_ports,
+    stop_process_groups,
+)
 
 HOST = "127.0.0.1"
 PORT_RANGE = SCRATCH_PORT_RANGE
@@ -81,14 +87,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # replication. 2-4 s keeps one leader through every run; `--election-ticks 10` shows the effect.
 ELECTION_TICKS_DEFAULT = 40
 
-# Sets PR_SET_PDEATHSIG (1) to SIGKILL (9), then becomes the node (same pid).
-_LAUNCHER = (
-    "import ctypes, os, sys\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)\n"
-    "if os.getppid() != int(sys.argv[1]):\n"
-    "    sys.exit(3)\n"
-    "os.execv(sys.executable, [sys.executable, '-m', 'replikv', *sys.argv[2:]])\n"
-)
 
 
 class BenchError(RuntimeError):
@@ -187,7 +185,7 @@ class Cluster:
         peers = ",".join(f"{n.id}={HOST}:{n.peer_port}" for n in self.nodes)
         try:
             for n in self.nodes:
-                argv = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), "node",
+                argv = [sys.executable, "-c", NODE_LAUNCHER, str(os.getpid()), "node",
                         "--id", n.id, "--data-dir", str(n.data_dir),
                         "--listen", f"{HOST}:{n.client_port}",
                         "--peer-listen", f"{HOST}:{n.peer_port}", "--peers", peers,
@@ -211,18 +209,7 @@ class Cluster:
         self.stop()
 
     def stop(self) -> None:
-        running = [n.proc for n in self.nodes if n.proc is not None and n.proc.poll() is None]
-        for proc in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in running:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(STOP_GRACE_S)
+        stop_process_groups([n.proc for n in self.nodes if n.proc is not None])
 
     def _check_alive(self) -> bool:
         for n in self.nodes:

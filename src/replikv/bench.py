@@ -51,7 +51,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from replikv.local_cluster import STOP_GRACE_S, ClusterError, free_ports
+from replikv.local_cluster import (
+    NODE_LAUNCHER,
+    ClusterError,
+    free_ports,
+    stop_process_groups,
+)
 
 HOST = "127.0.0.1"
 NODE_IDS = ("n1", "n2", "n3")
@@ -74,14 +79,6 @@ FSYNC_APPEND_BYTES = 4096
 LOOPBACK_SAMPLES = 1000
 LOOPBACK_MESSAGE_BYTES = 64
 
-# Sets PR_SET_PDEATHSIG (1) to SIGKILL (9), then becomes the node (same pid).
-_LAUNCHER = (
-    "import ctypes, os, sys\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)\n"
-    "if os.getppid() != int(sys.argv[1]):\n"
-    "    sys.exit(3)\n"
-    "os.execv(sys.executable, [sys.executable, '-m', 'replikv', *sys.argv[2:]])\n"
-)
 
 
 class BenchError(RuntimeError):
@@ -771,7 +768,7 @@ def local_cluster(root: Path, *, fsync: str, replication: str) -> Iterator[list[
     peers = ",".join(f"{n.id}={HOST}:{n.peer_port}" for n in nodes)
     try:
         for n in nodes:
-            argv = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), "node", "--id", n.id,
+            argv = [sys.executable, "-c", NODE_LAUNCHER, str(os.getpid()), "node", "--id", n.id,
                     "--data-dir", str(root / n.id), "--listen", f"{HOST}:{n.client_port}",
                     "--peer-listen", f"{HOST}:{n.peer_port}", "--peers", peers,
                     "--admin", f"{HOST}:{n.admin_port}", "--fsync", fsync,
@@ -794,18 +791,7 @@ def local_cluster(root: Path, *, fsync: str, replication: str) -> Iterator[list[
                 time.sleep(POLL_INTERVAL_S)
         yield [f"{HOST}:{n.client_port}" for n in nodes]
     finally:
-        running = [n.proc for n in nodes if n.proc is not None and n.proc.poll() is None]
-        for proc in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in running:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(STOP_GRACE_S)
+        stop_process_groups([n.proc for n in nodes if n.proc is not None])
 
 
 # ---- the whole run -----------------------------------------------------------------------------

@@ -56,6 +56,40 @@ class ClusterError(Exception):
     pass
 
 
+# For child node processes: sets PR_SET_PDEATHSIG (1) to SIGKILL (9) and then becomes the node
+# (same pid; the setting survives execve). If the parent is already gone by then, there is
+# nobody to clean up after it: exit. Run as [python, "-c", NODE_LAUNCHER, str(os.getpid()),
+# *replikv_args], so a test or benchmark that dies never leaves nodes behind.
+NODE_LAUNCHER = (
+    "import ctypes, os, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(3)\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'replikv', *sys.argv[2:]])\n"
+)
+
+
+def stop_process_groups(procs: list[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM each still-running process's group, wait up to `grace_s` in all, SIGKILL the
+    rest. For processes started with start_new_session=True."""
+    running = [p for p in procs if p.poll() is None]
+    for proc in running:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    for proc in running:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(grace_s)
+
+
 @dataclass(frozen=True, slots=True)
 class LocalNode:
     id: str

@@ -40,7 +40,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from replikv.local_cluster import SCRATCH_PORT_RANGE, free_ports
+from replikv.local_cluster import NODE_LAUNCHER, SCRATCH_PORT_RANGE, free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
@@ -57,15 +57,6 @@ LEADER_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.02
 ADMIN_HTTP_TIMEOUT_S = 0.5
 
-# Sets PR_SET_PDEATHSIG (1) to SIGKILL (9) and then becomes the node. The setting survives
-# execve; if our parent is already gone by then, there is nobody to clean up after us: exit.
-_LAUNCHER = (
-    "import ctypes, os, sys\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)\n"
-    "if os.getppid() != int(sys.argv[1]):\n"
-    "    sys.exit(3)\n"
-    "os.execv(sys.executable, [sys.executable, '-m', 'replikv', *sys.argv[2:]])\n"
-)
 
 # Every process started by any Cluster in this pytest process, so teardown can be sure.
 _ALL_PROCESSES: list[subprocess.Popen] = []
@@ -244,7 +235,7 @@ class Cluster:
         n = self.nodes[node_id]
         assert not n.alive, f"{node_id} is already running (pid {n.pid})"
         n.starts += 1
-        argv = [PYTHON, "-c", _LAUNCHER, str(os.getpid()), *self.node_argv(node_id)]
+        argv = [PYTHON, "-c", NODE_LAUNCHER, str(os.getpid()), *self.node_argv(node_id)]
         marker = f"===== harness: start #{n.starts} of {node_id} at {time.strftime('%X')} =====\n"
         with open(n.stdout_path, "a") as out, open(n.stderr_path, "a") as err:
             out.write(marker)
