@@ -266,9 +266,17 @@ def _backup_replication_mode(backup_file: Path, replication: str) -> str:
 @click.option("--replication", type=click.Choice(["seed", *REPLICATION_MODES]), default="seed",
               show_default=True,
               help="passive or active replication; 'seed' lets each seed pick one.")
+@click.option("--membership", type=click.Choice(["seed", "on", "off"]), default="seed",
+              show_default=True,
+              help="Membership changes (a spare node joins, promotions, demotions, removals, "
+                   "switchovers); 'seed' lets each seed decide (40% of them).")
+@click.option("--snapshots", type=click.Choice(["seed", "on", "off"]), default="seed",
+              show_default=True,
+              help="Snapshots every few entries, log compaction and snapshot transfers; "
+                   "'seed' lets each seed decide (half of them).")
 @click.option("--trace", is_flag=True, help="Print the event trace (use with --seed).")
 def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, duration_ms: int,
-        replication: str, trace: bool) -> None:
+        replication: str, membership: str, snapshots: str, trace: bool) -> None:
     """Run the real node cores in a simulated world, one seed at a time.
 
     Each seed drives a cluster through network faults (delay, loss, duplication, reordering,
@@ -283,12 +291,15 @@ def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, durat
       replikv sim --seeds 1000
       replikv sim --seeds 200 --nodes 5 --faults network
       replikv sim --seed 12345 --trace
+      replikv sim --seeds 500 --membership on --snapshots on
     """
     from replikv.sim.runner import SimConfig, run_seed
 
+    choice = {"seed": None, "on": True, "off": False}
     config = SimConfig(nodes=int(nodes), faults=faults, duration_ms=duration_ms,
                        trace_all=trace,
-                       replication=None if replication == "seed" else replication)
+                       replication=None if replication == "seed" else replication,
+                       membership=choice[membership], snapshots=choice[snapshots])
     todo = [seed] if seed is not None else list(range(first, first + seeds))
     failed = []
     totals = {"ops": 0, "faults": 0, "events": 0, "elections": 0}
