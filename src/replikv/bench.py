@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import json
 import math
 import multiprocessing
@@ -660,6 +662,8 @@ class BenchSettings:
     replication: str | None
     client_processes: int
     seed: int = 1
+    # Also run redis-benchmark (Debian's redis-tools) with this many requests per run; 0: no.
+    redis_benchmark_requests: int = 0
 
 
 def run_workload(workload: Workload, settings: BenchSettings, members: list[Member],
@@ -833,6 +837,12 @@ def run_bench(settings: BenchSettings, cluster: str | None, *, progress: Progres
                 preload(leader, settings.keys, b"v" * settings.value_bytes)
             results = [run_workload(w, settings, members, leader, progress)
                        for w in settings.workloads]
+            redis_benchmark = []
+            if settings.redis_benchmark_requests:
+                log("running redis-benchmark against the leader")
+                redis_benchmark = run_redis_benchmark(
+                    leader.address, requests=settings.redis_benchmark_requests,
+                    keys=settings.keys, value_bytes=settings.value_bytes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return {
@@ -847,7 +857,72 @@ def run_bench(settings: BenchSettings, cluster: str | None, *, progress: Progres
         "node_ids": [m.id for m in members],
         "floor": {**asdict(floor), "floor_ms": floor.floor_ms},
         "workloads": [asdict(r) for r in results],
+        "redis_benchmark": redis_benchmark,
     }
+
+
+# ---- redis-benchmark ---------------------------------------------------------------------------
+
+# (test, clients, pipeline): the issue's `redis-benchmark -t set,get -c 64 -d 100 -r 10000 [-P 16]`
+REDIS_BENCHMARK_RUNS = (("set", 64, 1), ("get", 64, 1), ("set", 64, 16), ("get", 64, 16))
+
+
+def parse_redis_benchmark_csv(text: str) -> list[dict[str, Any]]:
+    """redis-benchmark --csv output (7.x: "test","rps","avg_latency_ms",...,"p50_latency_ms",
+    "p99_latency_ms",...) as one dict per test, numbers as floats."""
+    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    if not rows or rows[0][:2] != ["test", "rps"]:
+        raise BenchError(f"redis-benchmark printed no CSV table: {text[:200]!r}")
+    header = rows[0]
+    out = []
+    for row in rows[1:]:
+        record: dict[str, Any] = {"test": row[0]}
+        for name, value in zip(header[1:], row[1:], strict=False):
+            try:
+                record[name] = float(value)
+            except ValueError:
+                record[name] = value
+        out.append(record)
+    return out
+
+
+def run_redis_benchmark(address: tuple[str, int], *, requests: int, keys: int,
+                        value_bytes: int) -> list[dict[str, Any]]:
+    """The issue's redis-benchmark runs against `address`, so anyone can reproduce the figures
+    with a tool nobody here wrote. Each result names the exact command."""
+    exe = shutil.which("redis-benchmark")
+    if exe is None:
+        raise BenchError("redis-benchmark is not installed: it comes with Debian's redis-tools "
+                         "(./scripts/install.sh --test installs it)")
+    out = []
+    for test, clients, pipeline in REDIS_BENCHMARK_RUNS:
+        args = ["-h", address[0], "-p", str(address[1]), "-t", test, "-c", str(clients),
+                "-d", str(value_bytes), "-r", str(keys), "-n", str(requests), "--csv"]
+        if pipeline > 1:
+            args += ["-P", str(pipeline)]
+        try:
+            done = subprocess.run([exe, *args], capture_output=True, text=True, check=False,
+                                  timeout=max(60.0, requests / 100))
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"redis-benchmark {' '.join(args)} did not finish") from None
+        if done.returncode != 0:
+            raise BenchError(f"redis-benchmark {' '.join(args)} failed: "
+                             f"{(done.stderr or done.stdout)[-300:]}")
+        for record in parse_redis_benchmark_csv(done.stdout):
+            out.append({**record, "pipeline": pipeline, "clients": clients,
+                        "command": "redis-benchmark " + " ".join(args)})
+    return out
+
+
+def format_redis_benchmark(runs: Sequence[dict[str, Any]]) -> str:
+    lines = ["redis-benchmark (against the leader):",
+             f"  {'test':<6} {'-P':>3} {'requests/s':>11} {'p50 ms':>7} {'p99 ms':>7}"]
+    for r in runs:
+        lines.append(f"  {r['test']:<6} {r['pipeline']:>3} {r.get('rps', 0):>11,.0f} "
+                     f"{r.get('p50_latency_ms', 0):>7.2f} {r.get('p99_latency_ms', 0):>7.2f}")
+    if runs:
+        lines.append(f"  e.g. {runs[0]['command']}")
+    return "\n".join(lines)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -877,6 +952,8 @@ def format_report(report: dict[str, Any]) -> str:
     for r in results:
         if r.errors:
             lines.append(f"{r.name}: {r.errors} error replies, the first: {r.first_error}")
+    if report.get("redis_benchmark"):
+        lines += ["", format_redis_benchmark(report["redis_benchmark"])]
     return "\n".join(lines)
 
 

@@ -947,10 +947,15 @@ def switchover(target: str | None, wait_s: float, cluster_addresses: str) -> Non
               help="Worker processes the client connections are spread over. One event loop "
                    "drives get64 at ~27k ops/s with 60% of a core here; add one where the "
                    "'cpu client' column nears 1000 / (ops/s).")
+@click.option("--redis-benchmark", "redis_benchmark_requests", type=click.IntRange(0, 10**8),
+              default=0, show_default=True, metavar="REQUESTS",
+              help="Also run redis-benchmark (set and get, 64 clients, -d VALUE -r KEYS, with "
+                   "and without -P 16) with this many requests per run; 0: skip.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench(cluster_addresses: str | None, workloads: str, duration_s: float, keys: int,
           value_bytes: int, write_concern: str, read_consistency: str, fsync: str,
-          replication: str, client_processes: int, as_json: bool) -> None:
+          replication: str, client_processes: int, redis_benchmark_requests: int,
+          as_json: bool) -> None:
     """Measure throughput, latency (p50, p99, p99.9) and each node's CPU and memory cost.
 
     \b
@@ -964,7 +969,8 @@ def bench(cluster_addresses: str | None, workloads: str, duration_s: float, keys
         settings = bench_module.BenchSettings(
             bench_module.parse_workloads(workloads), duration_s, keys, value_bytes,
             write_concern, read_consistency, None if cluster_addresses else fsync,
-            None if cluster_addresses else replication, client_processes)
+            None if cluster_addresses else replication, client_processes,
+            redis_benchmark_requests=redis_benchmark_requests)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--workloads") from None
     try:

@@ -11,7 +11,7 @@ from .cluster import PYTHON, REPO_ROOT
 def test_bench_json_has_every_figure_for_each_workload(tmp_path):
     done = subprocess.run(
         [PYTHON, "-m", "replikv", "bench", "--duration-s", "1", "--workloads", "set1,get64",
-         "--keys", "1000", "--json"],
+         "--keys", "1000", "--redis-benchmark", "2000", "--json"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
@@ -32,3 +32,10 @@ def test_bench_json_has_every_figure_for_each_workload(tmp_path):
             assert node["cpu_s_per_1k_ops"] >= 0
             assert node["peak_rss_bytes"] > 0
     assert (REPO_ROOT / "src" / "replikv" / "bench.py").exists()
+    # redis-benchmark, a tool nobody here wrote, against the same cluster.
+    runs = report["redis_benchmark"]
+    assert [(r["test"], r["pipeline"]) for r in runs] == [
+        ("SET", 1), ("GET", 1), ("SET", 16), ("GET", 16)]
+    for r in runs:
+        assert r["rps"] > 0 and r["p50_latency_ms"] > 0, r
+        assert r["command"].startswith("redis-benchmark ") and "-c 64" in r["command"]

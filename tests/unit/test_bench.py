@@ -126,3 +126,24 @@ def test_floor_line_compares_set1_with_fsync_plus_round_trip():
     text = format_floor(floor, _result("set1", latency_ms={"p50": 0.8, "p99": 1, "p999": 2}))
     assert "0.400 ms" in text and "2.00x the floor" in text
     assert "x the floor" not in format_floor(floor, None)
+
+
+REDIS_BENCHMARK_CSV = (
+    '"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",'
+    '"p99_latency_ms","max_latency_ms"\n'
+    '"SET","9940.36","6.283","1.496","6.103","9.047","11.471","14.887"\n')
+
+
+def test_redis_benchmark_csv_is_parsed_into_numbers():
+    from replikv.bench import parse_redis_benchmark_csv
+
+    (row,) = parse_redis_benchmark_csv(REDIS_BENCHMARK_CSV)
+    assert row["test"] == "SET" and row["rps"] == 9940.36
+    assert row["p50_latency_ms"] == 6.103 and row["p99_latency_ms"] == 11.471
+
+
+def test_redis_benchmark_output_that_is_not_a_table_is_a_clear_error():
+    from replikv.bench import BenchError, parse_redis_benchmark_csv
+
+    with pytest.raises(BenchError, match="no CSV table"):
+        parse_redis_benchmark_csv("Could not connect to Redis at 127.0.0.1:1: Connection refused")
