@@ -33,7 +33,6 @@ import os
 import random
 import resource
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -56,17 +55,18 @@ from benchmarks.catch_up import (  # after the path above
     load_keys,
     machine_info,
     proc_status_kib,
+    run_on_cluster,
+    say,
+    timeout_for,
     value_for,
 )
+from replikv.bench import percentile
 from tests.integration.cluster import (
     HOST,
     PYTHON,
     Cluster,
-    ClusterTimeout,
-    NodeExited,
     client_without_retries,
     raw_command,
-    running,
     wait_until,
 )
 
@@ -78,10 +78,6 @@ BASELINE_S = 2.0
 SAMPLE_KEYS = 1000
 COMMAND_TIMEOUT_FLOOR_S, COMMAND_TIMEOUT_PER_MILLION_KEYS_S = 60.0, 600.0
 START_TIMEOUT_FLOOR_S, START_TIMEOUT_PER_MILLION_KEYS_S = 30.0, 120.0
-
-
-def timeout_for(keys: int, floor_s: float, per_million_s: float) -> float:
-    return floor_s + per_million_s * keys / 1_000_000
 
 
 def run_measured(argv: list[str], timeout_s: float, cwd: Path) -> tuple[dict, float, int]:
@@ -146,16 +142,10 @@ class Probe(threading.Thread):
         self.client.close()
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def latency(values: list[float]) -> dict:
-    return {"count": len(values), "p50_ms": round(percentile(values, 0.5), 2),
-            "p99_ms": round(percentile(values, 0.99), 2),
+    ordered = sorted(values)
+    return {"count": len(values), "p50_ms": round(percentile(ordered, 0.5), 2),
+            "p99_ms": round(percentile(ordered, 0.99), 2),
             "max_ms": round(max(values, default=float("nan")), 2)}
 
 
@@ -349,33 +339,19 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
 
-    def say(msg: str) -> None:
-        print(f"[{time.strftime('%X')}] {msg}", file=sys.stderr, flush=True)
-
     root = Path(tempfile.mkdtemp(prefix="replikv-backup-bench-"))
     cluster = Cluster(root, 3, rng=random.Random(args.seed))
-    failed = True
     started = time.monotonic()
-    try:
-        with running(cluster, start=False):
-            try:
-                cluster.start_all()
-                result = run(cluster, root, keys=args.keys, value_bytes=args.value_bytes,
-                             seed=args.seed, show_progress=not args.json, say=say)
-                failed = False
-            except (BenchError, ClusterTimeout, NodeExited, AssertionError) as e:
-                print(f"benchmark failed: {e}\n\n{cluster.all_log_tails(40)}", file=sys.stderr)
-                return 1
-            finally:
-                cluster.stop_all()
-    except KeyboardInterrupt:
-        print("interrupted; every node was stopped", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep_dir or failed:
-            print(f"directory kept: {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+
+    def body() -> dict:
+        cluster.start_all()
+        return run(cluster, root, keys=args.keys, value_bytes=args.value_bytes,
+                   seed=args.seed, show_progress=not args.json, say=say)
+
+    result = run_on_cluster(cluster, root, body, keep_dir=args.keep_dir,
+                            failures=(AssertionError,))
+    if isinstance(result, int):
+        return result
     report = {"command": command, "machine": machine_info(),
               "total_s": round(time.monotonic() - started, 1), **result}
     check = result["restored_cluster"]["check"]

@@ -716,6 +716,37 @@ def format_report(r: dict) -> str:
     return "\n".join(out)
 
 
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%X')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_on_cluster(cluster: Cluster, root: Path, body: Callable[[], dict], *, keep_dir: bool,
+                   failures: tuple[type[BaseException], ...] = ()) -> dict | int:
+    """Run `body` with `cluster`, stopping every node whatever happens (Ctrl-C and SIGTERM
+    included); keep `root` if asked or if it failed. Returns body's result, or an exit code
+    (1: failed, with the nodes' log tails printed; 130: interrupted)."""
+    failed = True
+    try:
+        with running(cluster, start=False):
+            try:
+                result = body()
+                failed = False
+                return result
+            except (BenchError, ClusterTimeout, NodeExited, *failures) as e:
+                print(f"benchmark failed: {e}\n\n{cluster.all_log_tails(40)}", file=sys.stderr)
+                return 1
+            finally:
+                cluster.stop_all()
+    except KeyboardInterrupt:
+        print("interrupted; every node was stopped", file=sys.stderr)
+        return 130
+    finally:
+        if keep_dir or failed:
+            print(f"directory kept: {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -735,36 +766,20 @@ def main() -> int:
     # SIGTERM unwinds like Ctrl-C, through the `finally` that stops the nodes.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
-
-    def say(msg: str) -> None:
-        print(f"[{time.strftime('%X')}] {msg}", file=sys.stderr, flush=True)
-
     root = Path(tempfile.mkdtemp(prefix="replikv-catch-up-"))
     cluster = make_cluster(root, args.keys, random.Random(args.seed))
-    failed = True
     started = time.monotonic()
-    try:
-        with running(cluster, start=False):
-            try:
-                say(f"starting n1..n3 and {JOINER} (--join) in {root}")
-                cluster.start_all()
-                result = run_catch_up(cluster, keys=args.keys, value_bytes=args.value_bytes,
-                                      seed=args.seed, sample_keys=args.sample,
-                                      show_progress=not args.json, say=say)
-                failed = False
-            except (BenchError, ClusterTimeout, NodeExited) as e:
-                print(f"benchmark failed: {e}\n\n{cluster.all_log_tails(40)}", file=sys.stderr)
-                return 1
-            finally:
-                cluster.stop_all()
-    except KeyboardInterrupt:
-        print("interrupted; every node was stopped", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep_dir or failed:
-            print(f"cluster directory kept: {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+
+    def body() -> dict:
+        say(f"starting n1..n3 and {JOINER} (--join) in {root}")
+        cluster.start_all()
+        return run_catch_up(cluster, keys=args.keys, value_bytes=args.value_bytes,
+                            seed=args.seed, sample_keys=args.sample,
+                            show_progress=not args.json, say=say)
+
+    result = run_on_cluster(cluster, root, body, keep_dir=args.keep_dir)
+    if isinstance(result, int):
+        return result
     total_s = time.monotonic() - started
 
     report = {"command": command, "machine": machine_info(), "total_s": round(total_s, 1),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs replikv into ./.venv, and redis-cli (Debian's redis-tools) if it is missing;
-# with --test, haproxy too.
+# with --test, redis-benchmark and haproxy too.
 #   scripts/install.sh          what running a cluster needs
 #   scripts/install.sh --test   also what the tests need
 set -euo pipefail
@@ -45,6 +45,8 @@ install_debian_package() {
 
 # redis-cli: the README's tour and the tests use the real Redis command-line client.
 install_debian_package redis-cli redis-tools "$want_tests"
+# redis-benchmark (also redis-tools): `replikv bench --redis-benchmark` and its test.
+[ "$want_tests" = 1 ] && install_debian_package redis-benchmark redis-tools 1
 # haproxy: tests/integration/test_haproxy.py runs the config `replikv haproxy-config` prints.
 [ "$want_tests" = 1 ] && install_debian_package haproxy haproxy 1
 echo "==> ready: $(.venv/bin/replikv --version), $(redis-cli --version 2>/dev/null || echo 'no redis-cli')"

@@ -230,6 +230,18 @@ class Cluster:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
                               cwd=self.root, check=False)
 
+    def restore_all(self, backup: Path, *extra: str) -> list[subprocess.CompletedProcess]:
+        """`replikv restore --from backup` into every node's data dir (with its id and this
+        cluster's peers, plus `extra` flags); each must succeed. The nodes must be stopped."""
+        done = []
+        for node_id in self.ids:
+            run = self.cli("restore", "--from", str(backup), "--data-dir",
+                           str(self.nodes[node_id].data_dir), "--node-id", node_id,
+                           "--peers", self.peers, *extra)
+            assert run.returncode == 0, run.stdout + run.stderr
+            done.append(run)
+        return done
+
     def start(self, node_id: str, *, wait: bool = True) -> None:
         """Start (or restart, with the same settings and data dir) one node."""
         n = self.nodes[node_id]

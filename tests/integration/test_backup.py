@@ -103,11 +103,7 @@ def test_backups_are_not_redundancy(make_cluster, tmp_path: Path) -> None:
 
     # The backup brings them back: restore every node's data dir, start the cluster again.
     assert set(cluster.stop_all().values()) == {0}
-    for node_id in cluster.ids:
-        restored = cluster.cli("restore", "--from", str(backup), "--data-dir",
-                               str(cluster.nodes[node_id].data_dir), "--node-id", node_id,
-                               "--peers", cluster.peers, "--force")
-        assert restored.returncode == 0, restored.stdout + restored.stderr
+    for restored in cluster.restore_all(backup, "--force"):
         assert "its old contents were replaced" in restored.stdout
     cluster.start_all()
     expected = [f"value-{i}".encode() for i in range(KEYS)]

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .cluster import HOST, MEASUREMENTS, Cluster, wait_until
-from .test_backup import local, local_values
+from .test_backup import local
 
 BEFORE, AFTER = 1500, 700
 
@@ -32,11 +32,7 @@ def mset(cluster: Cluster, node_id: str, prefix: str, count: int) -> None:
 
 def restore_cluster(make_cluster, backup: Path, archive: Path, until: str, name: str) -> Cluster:
     fresh = make_cluster(3, start=False, name=name)
-    for node_id in fresh.ids:
-        done = fresh.cli("restore", "--from", str(backup), "--archive", str(archive),
-                         "--until", until, "--data-dir", str(fresh.nodes[node_id].data_dir),
-                         "--node-id", node_id, "--peers", fresh.peers)
-        assert done.returncode == 0, done.stdout + done.stderr
+    for done in fresh.restore_all(backup, "--archive", str(archive), "--until", until):
         assert "replayed" in done.stderr, done.stderr
     fresh.start_all()
     return fresh
@@ -111,11 +107,9 @@ def test_the_leader_writes_scheduled_backups_and_keeps_the_newest(make_cluster,
     assert cluster.client(leader).flushall()
     wait_until(lambda: local(cluster, leader, "DBSIZE") == 0, timeout_s=5, what="the flush")
     assert set(cluster.stop_all().values()) == {0}
-    for node_id in cluster.ids:
-        done = cluster.cli("restore", "--from", str(newest), "--data-dir",
-                           str(cluster.nodes[node_id].data_dir), "--node-id", node_id,
-                           "--peers", cluster.peers, "--force")
-        assert done.returncode == 0, done.stdout + done.stderr
+    cluster.restore_all(newest, "--force")
     cluster.start_all()
-    assert local_values(cluster, cluster.leader(), 0) == []
-    assert local(cluster, cluster.leader(), "DBSIZE") == 500
+    for node_id in cluster.ids:
+        assert local(cluster, node_id, "DBSIZE") == 500
+        assert local(cluster, node_id, "MGET", *[f"s:{i:05d}" for i in range(500)]) == [
+            f"s-{i}".encode() for i in range(500)]

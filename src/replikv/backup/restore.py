@@ -35,7 +35,6 @@ cursor, and everything else here stays as it is.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import secrets
@@ -48,18 +47,15 @@ from typing import Protocol
 
 from replikv.backup import BackupError
 from replikv.backup.verify import (
-    SESSIONS_SECTION,
+    CheckedRecords,
     backup_membership,
-    check_sessions,
-    count_keys,
 )
 from replikv.config import REPLICATION_MODES
 from replikv.invariants import invariant
 from replikv.node import encode_address_book
 from replikv.raft.membership import Membership, MembershipError, valid_member_id
 from replikv.server.snapshots import snapshot_dir
-from replikv.state import RecordDigest
-from replikv.storage.datadir import DataDir
+from replikv.storage.datadir import DataDir, lock_holder
 from replikv.storage.errors import StorageError
 from replikv.storage.files import create_directory, fsync_directory
 from replikv.storage.hardstate import HardState, load_hard_state, save_hard_state
@@ -67,7 +63,6 @@ from replikv.storage.snapshot import (
     SnapshotInfo,
     SnapshotStore,
     SnapshotWriter,
-    iter_snapshot,
     read_manifest,
     read_trailer_hint,
     verify_snapshot,
@@ -124,33 +119,16 @@ class BackupFileSeed:
 
     def write_into(self, directory: Path, manifest: dict, *, fsync: bool,
                    on_keys: Callable[[int], None] | None) -> tuple[SnapshotInfo, bool]:
-        hint = read_trailer_hint(self.path)
-        digest = RecordDigest(hint["key_count"]) if hint is not None else None
-        end: SnapshotInfo | None = None
+        records = CheckedRecords(self.path, on_keys=on_keys)
         with SnapshotWriter(directory, manifest, fsync=fsync) as writer:
-            for event in iter_snapshot(self.path):
+            for event in records:
                 if event[0] == "batch":
                     writer.add_batch(event[1])
-                    if digest is not None:
-                        digest.update(event[1])
-                    if on_keys is not None:
-                        on_keys(count_keys(event[1]))
                 elif event[0] == "section":
-                    if event[1] == SESSIONS_SECTION:
-                        check_sessions(self.path, event[2])
                     writer.add_section(event[1], event[2])
-                else:
-                    end = event[1]
-            if end is None:  # iter_snapshot raises rather than end without its trailer
-                raise BackupError(f"{self.path}: the snapshot reader stopped before the trailer")
-            computed = digest.hexdigest() if digest is not None else None
-            if None not in (computed, end.state_digest) and computed != end.state_digest:
-                raise BackupError(
-                    f"{self.path}: the keys it holds do not rebuild the state it was taken from "
-                    f"(state digest {computed}, recorded {end.state_digest}), although every "
-                    "checksum matches: the backup was written wrongly. Nothing was changed")
-            info = writer.finish(state_digest=end.state_digest)
-        return info, computed is not None and computed == info.state_digest
+            checked = records.digest_checked()
+            info = writer.finish(state_digest=records.end.state_digest)
+        return info, checked
 
 
 # ---- the pure parts: the new cluster, the new manifest ----
@@ -236,13 +214,11 @@ def locked_against_nodes(data_dir: Path) -> Iterator[None]:
         yield
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+        holder = lock_holder(fd)
+        if holder is not None:
             raise RestoreRefused(
                 f"data dir {data_dir} is in use by a running replikv process (pid {holder}); "
-                "stop that node first. Nothing was changed") from None
+                "stop that node first. Nothing was changed")
         yield
     finally:
         os.close(fd)

@@ -14,7 +14,7 @@ sentence.
 from __future__ import annotations
 
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -106,6 +106,49 @@ def count_keys(items: list[list]) -> int:
     return sum(1 for item in items if item[1] != ITEM_SET_MORE)
 
 
+class CheckedRecords:
+    """The events of a backup file, as `iter_snapshot` yields them, checked on the way: the
+    state digest recomputed from the key batches, the session table decoded, `on_keys(n)`
+    called per batch of n keys (a progress bar's hook). Iterate it once, then call
+    `digest_checked()`. Shared by `inspect_backup` and the restore, which copies the events."""
+
+    def __init__(self, path: Path, *, check_digest: bool = True,
+                 on_keys: Callable[[int], None] | None = None) -> None:
+        self.path = path
+        self._on_keys = on_keys
+        self._hint = read_trailer_hint(path) if check_digest else None
+        self._digest = RecordDigest(self._hint["key_count"]) if self._hint is not None else None
+        self.sessions = 0
+        self.end: SnapshotInfo | None = None
+        self.trailer: dict | None = None
+
+    def __iter__(self) -> Iterator[tuple]:
+        for event in iter_snapshot(self.path):
+            if event[0] == "batch":
+                if self._digest is not None:
+                    self._digest.update(event[1])
+                if self._on_keys is not None:
+                    self._on_keys(count_keys(event[1]))
+            elif event[0] == "section":
+                if event[1] == SESSIONS_SECTION:
+                    self.sessions = check_sessions(self.path, event[2])
+            else:
+                self.end = event[1]
+            yield event
+        if self.end is None:  # iter_snapshot raises rather than end without its trailer
+            raise BackupError(f"{self.path}: the snapshot reader stopped before the trailer")
+
+    def digest_checked(self) -> bool:
+        """After the iteration: whether the recomputed state digest matched the recorded one
+        (False: it could not be recomputed); BackupError if they differ."""
+        self.trailer = read_trailer_hint(self.path)  # the file is verified now: so is this
+        if self.trailer is None:
+            raise BackupError(f"{self.path}: its trailer cannot be found again after "
+                              "verification")
+        return _check_digest(self.path, self.end,
+                             self._digest if self._hint == self.trailer else None)
+
+
 def inspect_backup(path: Path | str, *, check_digest: bool = True,
                    on_keys: Callable[[int], None] | None = None) -> BackupSummary:
     """Verify the backup at `path` in full, in one streaming pass, and summarize it.
@@ -115,27 +158,11 @@ def inspect_backup(path: Path | str, *, check_digest: bool = True,
     path = Path(path)
     manifest_info = read_manifest(path)
     membership, time_ms = backup_membership(manifest_info)
-    hint = read_trailer_hint(path) if check_digest else None
-    digest = RecordDigest(hint["key_count"]) if hint is not None else None
-    sessions = 0
-    end: SnapshotInfo | None = None
-    for event in iter_snapshot(path):
-        if event[0] == "batch":
-            if digest is not None:
-                digest.update(event[1])
-            if on_keys is not None:
-                on_keys(count_keys(event[1]))
-        elif event[0] == "section":
-            if event[1] == SESSIONS_SECTION:
-                sessions = check_sessions(path, event[2])
-        else:
-            end = event[1]
-    if end is None:  # iter_snapshot raises rather than end without its trailer
-        raise BackupError(f"{path}: the snapshot reader stopped before the trailer")
-    trailer = read_trailer_hint(path)  # the whole file is verified now: so is its trailer
-    if trailer is None:
-        raise BackupError(f"{path}: its trailer cannot be found again after verification")
-    checked = _check_digest(path, end, digest if hint == trailer else None)
+    records = CheckedRecords(path, check_digest=check_digest, on_keys=on_keys)
+    for _event in records:
+        pass
+    checked = records.digest_checked()
+    end, trailer, sessions = records.end, records.trailer, records.sessions
     manifest = end.manifest
     restored_from = manifest["extra"].get("restored_from")
     return BackupSummary(

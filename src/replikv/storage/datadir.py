@@ -87,19 +87,27 @@ class DataDir:
         self.close()
 
 
+def lock_holder(fd: int) -> str | None:
+    """Take the exclusive lock on the open LOCK file `fd`; if another process holds it, return
+    the pid it wrote there (for the error message) instead."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+    return None
+
+
 def _lock(lock_path: Path) -> int:
     created = not lock_path.exists()
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         if created:
             fsync_directory(lock_path.parent)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+        holder = lock_holder(fd)
+        if holder is not None:
             raise DataDirError(
                 f"data dir {lock_path.parent} is in use by another replikv process (pid {holder})"
-            ) from None
+            )
         # The pid only helps the operator read the error above; the lock itself is the flock.
         os.ftruncate(fd, 0)
         write_fully(fd, f"{os.getpid()}\n".encode("ascii"))
