@@ -41,7 +41,50 @@ RECONNECT_MAX_S = 0.25  # a restarted peer is reached within this
 _DRAIN_ABOVE_BYTES = 1 << 20
 
 
+class FrameSplitter:
+    """The bytes of one peer connection in, complete frame payloads out. A frame is a 4-byte
+    big-endian length and that many bytes; a length over `max_frame_bytes` is a protocol error
+    (raised before its bytes are buffered)."""
+
+    __slots__ = ("_buf", "_max")
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        self._buf = bytearray()
+        self._max = max_frame_bytes
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._buf:
+            self._buf += data
+            data = self._buf
+        out = []
+        pos, n, header, limit = 0, len(data), FRAME_HEADER.size, self._max
+        unpack = FRAME_HEADER.unpack_from
+        while n - pos >= header:
+            (length,) = unpack(data, pos)
+            if length > limit:
+                raise PeerProtocolError(f"frame of {length} bytes is over the limit of {limit}")
+            end = pos + header + length
+            if end > n:
+                break
+            out.append(bytes(data[pos + header:end]))
+            pos = end
+        if data is self._buf:
+            del self._buf[:pos]
+        elif pos < n:
+            self._buf += data[pos:]
+        return out
+
+
 class _OutboundLink:
+    """What we send to one peer. Messages queued during one event-loop iteration leave in one
+    write (one syscall per peer per batch, not one per message), scheduled with call_soon, so a
+    leader's AppendEntries are on the wire before it waits for its own fsync. Past
+    _DRAIN_ABOVE_BYTES of unsent data the link's task waits for the socket to drain first."""
+
     def __init__(self, transport: PeerTransport, peer: str, address: Address) -> None:
         self.transport = transport
         self.peer = peer
@@ -53,6 +96,8 @@ class _OutboundLink:
         self.connected = False
         self.dropped_messages = 0
         self.task: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.flush_scheduled = False
 
     def send(self, frame: bytes) -> bool:
         if not self.connected:
@@ -65,8 +110,22 @@ class _OutboundLink:
             return False
         self.queue.append(frame)
         self.queued_bytes += len(frame)
-        self.wakeup.set()
+        if not self.flush_scheduled and self.loop is not None:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
         return True
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        writer = self.writer
+        if not self.queue or writer is None or not self.connected:
+            return
+        if writer.transport.get_write_buffer_size() > _DRAIN_ABOVE_BYTES:
+            self.wakeup.set()  # the link's task drains the socket, then flushes
+            return
+        frames, self.queue = self.queue, []
+        self.queued_bytes = 0
+        writer.transport.writelines(frames)
 
     def _reset(self) -> None:
         self.queue.clear()
@@ -76,6 +135,7 @@ class _OutboundLink:
             self.writer.transport.abort()
 
     async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
         delay = RECONNECT_MIN_S
         while True:
             try:
@@ -95,17 +155,22 @@ class _OutboundLink:
                 # The peer never writes on this connection; reading tells us when it closes.
                 closed = asyncio.ensure_future(reader.read(1))
                 while not closed.done():
-                    if not self.queue:
-                        self.wakeup.clear()
-                        waiter = asyncio.ensure_future(self.wakeup.wait())
-                        await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
-                        waiter.cancel()
-                        continue
-                    frames, self.queue = self.queue, []
-                    self.queued_bytes = 0
-                    writer.writelines(frames)
                     if writer.transport.get_write_buffer_size() > _DRAIN_ABOVE_BYTES:
-                        await writer.drain()
+                        drained = asyncio.ensure_future(writer.drain())
+                        await asyncio.wait({drained, closed},
+                                           return_when=asyncio.FIRST_COMPLETED)
+                        if not drained.done():
+                            drained.cancel()
+                        elif drained.exception() is not None:
+                            raise drained.exception()
+                        continue
+                    if self.queue:
+                        self._flush()
+                        continue
+                    self.wakeup.clear()
+                    waiter = asyncio.ensure_future(self.wakeup.wait())
+                    await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
                 closed.cancel()
             except (OSError, ConnectionError):
                 pass
@@ -121,6 +186,112 @@ class _OutboundLink:
                 delay = RECONNECT_MIN_S  # it worked for a while: reconnect at once
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)  # refused at once (not yet a member?)
+
+
+class _InboundLink(asyncio.Protocol):
+    """One connection a peer opened to send us messages: a handshake frame within
+    HANDSHAKE_TIMEOUT_S, then messages, each handed to the core as soon as its frame is
+    complete (a protocol, not a stream reader: no task switch per frame)."""
+
+    def __init__(self, owner: PeerTransport) -> None:
+        self.owner = owner
+        self.splitter = FrameSplitter(owner.limits.max_peer_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peername: Any = None
+        self.src: str | None = None
+        self.trusted = False
+        self.info: dict[str, str] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.peername = transport.get_extra_info("peername")
+        self.owner._inbound.add(self)
+        self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT_S,
+                                                           self._handshake_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        self.owner._inbound.discard(self)
+        self.transport = None
+
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _handshake_timeout(self) -> None:
+        self.timer = None
+        if self.src is None and self.transport is not None:
+            self.owner.rejected_links += 1
+            log.warning("dropping peer link from %s: no handshake within %.0f s", self.peername,
+                        HANDSHAKE_TIMEOUT_S)
+            self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+            self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        owner = self.owner
+        try:
+            for payload in self.splitter.feed(data):
+                if self.src is None:
+                    if not self._handshake(payload):
+                        self.abort()
+                        return
+                    continue
+                message = decode_message(payload)
+                if getattr(message, "src", None) != self.src:
+                    raise PeerProtocolError(f"message claims to come from "
+                                            f"{getattr(message, 'src', None)!r} on "
+                                            f"{self.src}'s link")
+                if not self.trusted:
+                    # What a peer says about itself (its client address, shown by ROLE and
+                    # INFO) counts only once its link has carried a valid message.
+                    self.trusted = True
+                    owner.peer_info[self.src] = self.info
+                owner.on_message(self.src, message)
+                if self.transport is None:
+                    return
+        except PeerProtocolError as e:
+            owner.rejected_links += 1
+            log.warning("dropping peer link from %s%s: %s", self.peername,
+                        f" ({self.src})" if self.src else "", e)
+            self.abort()
+
+    def _handshake(self, payload: bytes) -> bool:
+        """Check the first frame; False (already logged and counted) to drop the link."""
+        owner = self.owner
+        self._stop_timer()
+        version, cluster_id, src, dst, info = decode_handshake(payload)
+        if version != PROTOCOL_VERSION:
+            raise PeerProtocolError(f"peer speaks protocol version {version}, "
+                                    f"we speak {PROTOCOL_VERSION}")
+        if cluster_id != owner.cluster_id:
+            raise PeerProtocolError(f"peer belongs to cluster {cluster_id!r}, "
+                                    f"we are {owner.cluster_id!r}")
+        if src not in owner.links:
+            # Said once per node (a joining node retries until `replikv member add` adds it),
+            # then only at debug level.
+            first = src not in owner._warned_unknown and len(owner._warned_unknown) < 1024
+            owner._warned_unknown.add(src)
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "dropping peer link from %s (%s): unknown node %r (members: %s); a "
+                    "joining node is accepted once `replikv member add` adds it", self.peername,
+                    src, src, ", ".join(sorted(owner.links)))
+            owner.rejected_links += 1
+            return False
+        if dst != owner.node_id:
+            self.src = src
+            raise PeerProtocolError(f"peer {src} thinks it is talking to {dst!r}, "
+                                    f"we are {owner.node_id!r}")
+        self.src = src
+        self.info = _valid_info(info)
+        return True
 
 
 class PeerTransport:
@@ -141,12 +312,12 @@ class PeerTransport:
         # Nodes we refused as unknown and said so (a joining node retries until it is added:
         # one warning, not one per attempt).
         self._warned_unknown: set[str] = set()
-        self._inbound: set[asyncio.Task] = set()
-        self._inbound_writers: set[asyncio.StreamWriter] = set()
+        self._inbound: set[_InboundLink] = set()
 
     async def start(self, listen: Address) -> None:
-        self.server = await asyncio.start_server(self._serve_inbound, listen.host, listen.port,
-                                                 reuse_address=True)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _InboundLink(self), listen.host,
+                                               listen.port, reuse_address=True)
         for link in self.links.values():
             link.task = asyncio.create_task(link.run(), name=f"peer-out-{link.peer}")
 
@@ -156,11 +327,9 @@ class PeerTransport:
         tasks = [link.task for link in self.links.values() if link.task]
         for t in tasks:
             t.cancel()
-        # Inbound handlers end on their own once their connection is aborted (cancelling
-        # them would make asyncio's stream callback log the CancelledError).
-        for writer in list(self._inbound_writers):
-            writer.transport.abort()
-        await asyncio.gather(*tasks, *self._inbound, return_exceptions=True)
+        for inbound in list(self._inbound):
+            inbound.abort()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def ensure_peer(self, peer: str, address: Address) -> None:
         """Keep a link to `peer` at `address` (a member added at runtime, or one that moved)."""
@@ -185,75 +354,6 @@ class PeerTransport:
     def is_connected(self, peer: str) -> bool:
         link = self.links.get(peer)
         return link is not None and link.connected
-
-    async def _serve_inbound(self, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._inbound.add(task)
-        self._inbound_writers.add(writer)
-        peername = writer.get_extra_info("peername")
-        src = None
-        try:
-            payload = await asyncio.wait_for(self._read_frame(reader), HANDSHAKE_TIMEOUT_S)
-            version, cluster_id, src, dst, info = decode_handshake(payload)
-            if version != PROTOCOL_VERSION:
-                raise PeerProtocolError(f"peer speaks protocol version {version}, "
-                                        f"we speak {PROTOCOL_VERSION}")
-            if cluster_id != self.cluster_id:
-                raise PeerProtocolError(f"peer belongs to cluster {cluster_id!r}, "
-                                        f"we are {self.cluster_id!r}")
-            if src not in self.links:
-                # Said once per node (a joining node retries until `replikv member add`
-                # adds it), then only at debug level.
-                first = src not in self._warned_unknown and len(self._warned_unknown) < 1024
-                self._warned_unknown.add(src)
-                log.log(logging.WARNING if first else logging.DEBUG,
-                        "dropping peer link from %s (%s): unknown node %r (members: %s); a "
-                        "joining node is accepted once `replikv member add` adds it", peername,
-                        src, src, ", ".join(sorted(self.links)))
-                self.rejected_links += 1
-                return
-            if dst != self.node_id:
-                raise PeerProtocolError(f"peer {src} thinks it is talking to {dst!r}, "
-                                        f"we are {self.node_id!r}")
-            info = _valid_info(info)
-            trusted = False
-            while True:
-                payload = await self._read_frame(reader)
-                message = decode_message(payload)
-                if getattr(message, "src", None) != src:
-                    raise PeerProtocolError(f"message claims to come from "
-                                            f"{getattr(message, 'src', None)!r} on {src}'s link")
-                if not trusted:
-                    # What a peer says about itself (its client address, shown by ROLE and
-                    # INFO) counts only once its link has carried a valid message.
-                    trusted = True
-                    self.peer_info[src] = info
-                self.on_message(src, message)
-        except PeerProtocolError as e:
-            self.rejected_links += 1
-            log.warning("dropping peer link from %s%s: %s", peername,
-                        f" ({src})" if src else "", e)
-        except TimeoutError:
-            self.rejected_links += 1
-            log.warning("dropping peer link from %s: no handshake within %.0f s", peername,
-                        HANDSHAKE_TIMEOUT_S)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
-        finally:
-            writer.transport.abort()
-            self._inbound_writers.discard(writer)
-            if task is not None:
-                self._inbound.discard(task)
-
-    async def _read_frame(self, reader: asyncio.StreamReader) -> bytes:
-        header = await reader.readexactly(FRAME_HEADER.size)
-        (length,) = FRAME_HEADER.unpack(header)
-        if length > self.limits.max_peer_frame_bytes:
-            raise PeerProtocolError(f"frame of {length} bytes is over the limit of "
-                                    f"{self.limits.max_peer_frame_bytes}")
-        return await reader.readexactly(length)
 
 
 def _valid_info(info: dict[str, str]) -> dict[str, str]:
