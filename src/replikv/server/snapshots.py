@@ -327,7 +327,7 @@ class SnapshotRuntime:
         finally:
             job.cursor.close()
         offset = node.snapshot_saved(job, info.size_bytes)
-        await loop.run_in_executor(server.disk, self._after_snapshot, offset)
+        await server.run_on_disk(self._after_snapshot, offset)
         self.taken += 1
         self.last_snapshot_seconds = time.perf_counter() - started
         self.last_snapshot_bytes = info.size_bytes
@@ -419,7 +419,7 @@ class SnapshotRuntime:
         self.installed += 1
         wal = server.wal
         restart_log = node.raft.log.last_index == meta.index or wal.last_index < meta.index
-        await loop.run_in_executor(server.disk, self._after_install, restart_log, meta.index)
+        await server.run_on_disk(self._after_install, restart_log, meta.index)
         log.info("installed snapshot at index %d (term %d) from %s: %d keys, %d bytes, "
                  "%.2f s after the last chunk", meta.index, meta.term, chunk.src,
                  state.key_count(), info.size_bytes, time.perf_counter() - started)
