@@ -33,6 +33,9 @@ def test_a_new_member_catches_up_from_a_snapshot_of_50k_keys(make_cluster):
     assert timing["installed_s"] is not None and timing["caught_up_s"] is not None, timing
     assert check["sampled"] == 1000 and check["wrong"] == 0, check
     assert check["dbsize"] == KEYS, check
+    # Compaction (the voters) and the install (n4) gave freed memory back (malloc_trim).
+    for node_id in (*VOTERS, JOINER):
+        assert cluster.status(node_id)["snapshot"]["memory_trims"] >= 1, node_id
 
     MEASUREMENTS.append(
         f"catch-up of {JOINER} from a snapshot of {KEYS:,} keys ({snap['bytes'] / 2**20:.1f} "

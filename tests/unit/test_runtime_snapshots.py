@@ -121,3 +121,12 @@ def test_a_damaged_newest_snapshot_falls_back_to_the_one_before(tmp_path: Path) 
         assert srv.node.raft.log.last_index == 25
     finally:
         stop(srv)
+
+
+def test_freed_memory_is_given_back_and_counted():
+    from replikv.server.snapshots import release_free_memory, resident_bytes
+
+    before = resident_bytes()
+    assert before > 10 * 2**20  # this interpreter's own VmRSS, read from /proc/self/statm
+    returned = release_free_memory()
+    assert 0 <= returned <= before

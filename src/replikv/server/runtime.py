@@ -574,7 +574,10 @@ class NodeServer(NodeView):
             "snapshot": None if snap is None else {
                 "index": snap.index, "term": snap.term, "bytes": raft.snapshot_size,
                 "taken": self.snapshots.taken, "installed": self.snapshots.installed,
-                "failed": self.snapshots.failures},
+                "failed": self.snapshots.failures,
+                "memory_trims": self.snapshots.memory_trims,
+                "memory_returned_bytes": self.snapshots.memory_returned_bytes,
+                "last_trim_seconds": round(self.snapshots.last_trim_seconds, 4)},
             "log_first_index": raft.log.offset + 1,
             "archive": self.wal.archive_status() if self.wal is not None else None,
             **({"scheduled_backups": {

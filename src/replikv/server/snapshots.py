@@ -30,7 +30,10 @@ A backup's snapshot is an ordinary snapshot afterwards (it compacts the log like
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -148,6 +151,9 @@ class SnapshotRuntime:
         self.last_scheduled_backup: str | None = None
         self.taken = 0
         self.installed = 0
+        self.memory_trims = 0  # malloc_trim calls after compaction or an install
+        self.memory_returned_bytes = 0  # resident bytes they gave back to the system
+        self.last_trim_seconds = 0.0
         self.backups_taken = 0
         self.sent_chunks = 0
         self.last_snapshot_seconds = 0.0
@@ -340,6 +346,14 @@ class SnapshotRuntime:
         """In the disk thread: drop what the new snapshot made redundant."""
         self.server.wal.drop_segments_through(offset)
         self.store.remove_older_than(SNAPSHOTS_KEPT)
+        self._trim_memory()
+
+    def _trim_memory(self) -> None:
+        """Give the memory of the log entries compaction just freed back to the system."""
+        started = time.perf_counter()
+        self.memory_returned_bytes += release_free_memory()
+        self.memory_trims += 1
+        self.last_trim_seconds = time.perf_counter() - started
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -430,6 +444,7 @@ class SnapshotRuntime:
         else:
             self.server.wal.drop_segments_through(index)
         self.store.remove_older_than(SNAPSHOTS_KEPT)
+        self._trim_memory()  # the state the snapshot replaced, and the log before it
 
     def close(self) -> None:
         self._io.shutdown(wait=True)
@@ -439,6 +454,41 @@ class SnapshotRuntime:
         if self._receiver is not None:
             self._receiver.close()
             self._receiver = None
+
+
+_malloc_trim = None
+
+
+def release_free_memory() -> int:
+    """glibc's malloc_trim(0): hand the free pages inside the heap back to the kernel; the
+    resident bytes it released (0 where there is no glibc). Without it the memory of a
+    compacted log stays resident: freed log entries leave holes between live keys that
+    malloc keeps (measured in benchmarks/memory.py: 1,000,000 keys of 100 B, RSS overhead per
+    key 252 B after compaction, about 120 B after the trim). It walks the heap, so it runs
+    in the disk thread (ctypes releases the GIL around the call)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if not _malloc_trim:
+        return 0
+    before = resident_bytes()
+    _malloc_trim(0)
+    return max(0, before - resident_bytes())
+
+
+def resident_bytes() -> int:
+    """This process's resident set (VmRSS) in bytes; 0 if /proc is not there."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def snapshot_dir(data_dir: Path) -> Path:
