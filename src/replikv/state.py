@@ -103,10 +103,12 @@ EXPIRY_HEAP_SLACK_ENTRIES_MIN = 1024
 
 # used_bytes() estimates CPython's cost per key beyond the key and value bytes themselves
 # (two bytes-object headers rounded up by the allocator, a share of the shard dict's table) and
-# per expiry (an int, an entry in the expiry dict, a heap tuple). Measured with tracemalloc on
-# 1,000,000 keys of 16 bytes with 100-byte values; RSS adds about 30 bytes/key of allocator slack.
-KEY_OVERHEAD_BYTES = 104
-EXPIRY_OVERHEAD_BYTES = 138
+# per expiry (an int, an entry in the expiry dict, a heap tuple). Measured by
+# benchmarks/memory.py's breakdown on 1,000,000 keys of 13 bytes with 100-byte values: 35 + 44
+# bytes of object headers and padding and 38 of shard dict slots; allocator slack about 3. Per
+# expiry 156 (its heap tuple, list slot and heap slack included).
+KEY_OVERHEAD_BYTES = 117
+EXPIRY_OVERHEAD_BYTES = 156
 # A set adds its SetValue, member list, bucket list and first bucket dict (SET_OVERHEAD_BYTES) and
 # per member, beyond the member's own bytes: its bytes-object header, a list slot, a bucket dict
 # entry and the int position (SET_MEMBER_OVERHEAD_BYTES). A rough estimate, measured with

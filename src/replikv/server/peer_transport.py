@@ -351,6 +351,13 @@ class PeerTransport:
         link = self.links.get(to)
         return link is not None and link.send(encode_message(message))
 
+    def flush(self) -> None:
+        """Write what is queued on every link now, not at the end of this loop iteration (the
+        leader's AppendEntries must be on the wire before it blocks in its own fsync)."""
+        for link in self.links.values():
+            if link.queue:
+                link._flush()
+
     def is_connected(self, peer: str) -> bool:
         link = self.links.get(peer)
         return link is not None and link.connected

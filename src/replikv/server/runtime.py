@@ -351,6 +351,7 @@ class NodeServer(NodeView):
                     # Saved before the entries that replace them reach the log.
                     await self.run_on_disk(self._save_rollback, rd)
                 if rd.raft.must_sync:
+                    self.transport.flush()  # followers write while we do
                     await self._persist_ready(rd.raft)
                 for env in rd.raft.messages:
                     message = env.message
