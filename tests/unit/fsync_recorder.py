@@ -8,13 +8,16 @@ import pytest
 
 
 def record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """From now on every os.fsync still happens, and appends the path of its file here."""
+    """From now on every os.fsync and os.fdatasync (the log's appends use the latter) still
+    happens, and appends the path of its file here."""
     calls: list[str] = []
-    real_fsync = os.fsync
 
-    def recording_fsync(fd: int) -> None:
-        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
+    def recording(real):
+        def call(fd: int) -> None:
+            calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real(fd)
+        return call
 
-    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "fsync", recording(os.fsync))
+    monkeypatch.setattr(os, "fdatasync", recording(os.fdatasync))
     return calls

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from replikv.invariants import InvariantViolation
 from replikv.storage import StorageError, WriteAheadLog
 
+from .fsync_recorder import record_fsyncs
+
 
 def batch(first_index: int, count: int, term: int = 1, size_bytes: int = 10) -> list:
     return [
@@ -274,6 +276,7 @@ def test_failed_fsync_makes_the_log_unusable(
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "fdatasync", failing_fsync)  # what the log's sync uses
     with pytest.raises(OSError):
         wal.sync()
     monkeypatch.undo()
@@ -286,23 +289,16 @@ def test_failed_fsync_makes_the_log_unusable(
 
 
 class FsyncRecorder:
-    """Records which file each os.fsync call was for, by name relative to the log directory."""
+    """Which file each os.fsync / os.fdatasync call was for, by name relative to the log
+    directory ("<dir>" for the directory itself)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
-        self.calls: list[str] = []
-        self._directory = directory
-        real_fsync = os.fsync
-
-        def recording_fsync(fd: int) -> None:
-            target = Path(os.readlink(f"/proc/self/fd/{fd}"))
-            self.calls.append("<dir>" if target == directory.resolve() else target.name)
-            real_fsync(fd)
-
-        monkeypatch.setattr(os, "fsync", recording_fsync)
+        self._paths = record_fsyncs(monkeypatch)
+        self._directory = directory.resolve()
 
     def take(self) -> list[str]:
-        calls, self.calls = self.calls, []
-        return calls
+        paths, self._paths[:] = list(self._paths), []
+        return ["<dir>" if Path(p) == self._directory else Path(p).name for p in paths]
 
 
 def test_many_appends_then_one_sync_is_one_fsync(
