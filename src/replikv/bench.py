@@ -240,6 +240,9 @@ class WorkloadResult:
     term_before: int | None = None
     term_after: int | None = None
     first_error: str | None = None
+    # Elections started by any member during the workload (INFO stats elections_started,
+    # PreVote campaigns included); None if a member could not be asked.
+    elections: int | None = None
 
 
 @dataclass
@@ -283,6 +286,22 @@ def format_table(results: Sequence[WorkloadResult], node_ids: Sequence[str]) -> 
                  for i, cell in enumerate(row)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def format_elections(results: Sequence[WorkloadResult]) -> str:
+    """One line: were there elections under load (none is the goal at default settings)?"""
+    changed = [r.name for r in results if r.term_before is not None
+               and r.term_after is not None and r.term_after != r.term_before]
+    started = {r.name: r.elections for r in results if r.elections}
+    unknown = [r.name for r in results if r.elections is None]
+    if not changed and not started:
+        return ("elections: none started during any workload, the leader's term unchanged"
+                + (f" (not known for {', '.join(unknown)})" if unknown else ""))
+    parts = [f"{name} {n}" for name, n in started.items()]
+    text = "warning: elections started during " + (", ".join(parts) or "-")
+    if changed:
+        text += f"; the leader's term changed during {', '.join(changed)}"
+    return text
 
 
 def format_floor(floor: Floor, set1: WorkloadResult | None) -> str:
@@ -469,6 +488,22 @@ def discover(addresses: Sequence[tuple[str, int]]) -> tuple[list[Member], str]:
         time.sleep(POLL_INTERVAL_S)
     raise BenchError(f"no leader found within {LEADER_TIMEOUT_S:.0f} s"
                      + (f" (last error: {last_error})" if last_error else ""))
+
+
+def elections_started(members: Sequence[Member]) -> int | None:
+    """Elections (PreVote campaigns included) the members have started since they came up,
+    summed; None if one of them does not answer."""
+    total = 0
+    for m in members:
+        try:
+            total += int(info(m.address, "stats")["elections_started"])
+        except (OSError, BenchError, ValueError, KeyError):
+            return None
+    return total
+
+
+def elections_between(before: int | None, after: int | None) -> int | None:
+    return None if before is None or after is None else after - before
 
 
 def leader_term(leader: Member) -> int | None:
@@ -689,6 +724,7 @@ def run_workload(workload: Workload, settings: BenchSettings, members: list[Memb
             if kind != "ready":
                 raise BenchError(f"a client worker failed: {payload}")
         term_before = leader_term(leader)
+        elections_before = elections_started(members)
         cpu_before = {m.id: m.cpu_s() for m in members}
         started = time.monotonic()
         for _, pipe in workers:
@@ -714,6 +750,7 @@ def run_workload(workload: Workload, settings: BenchSettings, members: list[Memb
             time.sleep(0.1)
         cpu_after = {m.id: m.cpu_s() for m in members}
         term_after = leader_term(leader)
+        elections = elections_between(elections_before, elections_started(members))
     finally:
         for proc, pipe in workers:
             proc.join(2.0)
@@ -739,7 +776,7 @@ def run_workload(workload: Workload, settings: BenchSettings, members: list[Memb
         ops / elapsed if elapsed > 0 else 0.0, latency_summary_ms(all_latencies), nodes,
         cpu_s_per_1k_ops(0.0, sum(r.cpu_s for r in reports.values()), ops),
         term_before, term_after,
-        next((r.first_error for r in reports.values() if r.first_error), None))
+        next((r.first_error for r in reports.values() if r.first_error), None), elections)
     progress.done(f"  {workload.name:<8} {result.ops_per_s:>10,.0f} ops/s  p50 "
                   f"{result.latency_ms['p50']:.2f} ms  p99 {result.latency_ms['p99']:.2f} ms")
     return result
@@ -945,10 +982,7 @@ def format_report(report: dict[str, Any]) -> str:
         "cpu: CPU seconds per 1,000 operations (* the leader); rss: peak RSS (VmHWM) so far.",
         format_floor(floor, set1),
     ]
-    elections = [r.name for r in results if r.term_before is not None
-                 and r.term_after is not None and r.term_after != r.term_before]
-    if elections:
-        lines.append(f"warning: the leader's term changed during {', '.join(elections)}")
+    lines.append(format_elections(results))
     for r in results:
         if r.errors:
             lines.append(f"{r.name}: {r.errors} error replies, the first: {r.first_error}")

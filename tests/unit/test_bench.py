@@ -14,6 +14,8 @@ from replikv.bench import (
     WorkloadResult,
     command_maker,
     cpu_s_per_1k_ops,
+    elections_between,
+    format_elections,
     format_floor,
     format_table,
     latency_summary_ms,
@@ -119,6 +121,20 @@ def test_table_has_one_aligned_row_per_workload_and_marks_the_leader():
     assert "0.123*" in rows[0] and "64x16" in rows[1] and "20,000" in rows[1]
     assert rows[0].split()[-3:] == ["50", "40", "-"]  # n3: nothing known
     assert len({len(line) for line in table.splitlines()}) <= 2  # aligned columns
+
+
+def test_elections_under_load_are_reported_and_none_is_said_plainly():
+    quiet = [_result("set64", term_before=3, term_after=3, elections=0),
+             _result("get64", term_before=3, term_after=3, elections=0)]
+    assert format_elections(quiet).startswith("elections: none started")
+    # A PreVote campaign that changed nothing still counts; so does a changed term.
+    noisy = [_result("set64", term_before=3, term_after=3, elections=1),
+             _result("get64", term_before=3, term_after=4, elections=2)]
+    text = format_elections(noisy)
+    assert text.startswith("warning:") and "set64 1" in text and "get64 2" in text
+    assert "term changed during get64" in text
+    assert "not known for set64" in format_elections([_result("set64", elections=None)])
+    assert elections_between(5, 7) == 2 and elections_between(None, 7) is None
 
 
 def test_floor_line_compares_set1_with_fsync_plus_round_trip():
