@@ -26,22 +26,8 @@ echo "==> installing replikv${extras} into .venv"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"
 
-# install_debian_package COMMAND PACKAGE REQUIRED: apt-get PACKAGE unless COMMAND exists;
-# without apt-get, warn, and fail if REQUIRED is 1.
-install_debian_package() {
-  command -v "$1" >/dev/null 2>&1 && return 0
-  echo "==> installing $1 (Debian package $2)"
-  local sudo=""
-  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo"
-  if command -v apt-get >/dev/null 2>&1; then
-    $sudo apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null
-  else
-    echo "warning: no apt-get here; install $1 ($2) yourself" >&2
-    [ "$3" = 1 ] && exit 1
-  fi
-  return 0
-}
+# install_debian_package COMMAND PACKAGE REQUIRED (apt-get PACKAGE unless COMMAND exists).
+. scripts/lib.sh
 
 # redis-cli: the README's tour and the tests use the real Redis command-line client.
 install_debian_package redis-cli redis-tools "$want_tests"

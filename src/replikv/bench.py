@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import functools
 import io
 import json
 import math
@@ -604,16 +605,21 @@ async def _connection(plan: WorkerPlan, rng: random.Random, go: asyncio.Event,
         writer.close()
 
 
-async def _worker_main(plan: WorkerPlan, pipe: Any) -> WorkerReport:
+async def drive_connections(count: int, connection: Callable[..., Any], seed: int,
+                            pipe: Any) -> WorkerReport:
+    """A worker's run: `count` tasks of `connection(rng, go, deadline, report, connected)` (each
+    sets itself up, counts itself in `connected`, waits for `go`, then loads until
+    `deadline[0]`); tells the parent "ready" once all are set up, starts them on the duration
+    it sends back, reports progress, and returns the filled-in report."""
     report = WorkerReport()
     go, deadline, connected = asyncio.Event(), [0.0], [0]
-    rng = random.Random(plan.seed)
-    tasks = [asyncio.create_task(_connection(plan, random.Random(rng.random()), go, deadline,
-                                             report, connected))
-             for _ in range(plan.connections)]
+    rng = random.Random(seed)
+    tasks = [asyncio.create_task(connection(random.Random(rng.random()), go, deadline, report,
+                                            connected))
+             for _ in range(count)]
     loop = asyncio.get_running_loop()
     setup_deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-    while connected[0] < plan.connections:
+    while connected[0] < count:
         failed = [t for t in tasks if t.done() and t.exception() is not None]
         if failed:
             raise failed[0].exception()
@@ -642,8 +648,9 @@ async def _worker_main(plan: WorkerPlan, pipe: Any) -> WorkerReport:
     return report
 
 
-def _worker(plan: WorkerPlan, pipe: Any) -> None:
-    """A client worker process: run the plan, send back ("done", report) or ("error", text)."""
+def run_worker(main: Callable[[], Any], pipe: Any) -> None:
+    """The body of a client worker process: run the coroutine `main()` returns (on uvloop where
+    installed), then send the parent ("done", report) or ("error", text)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     try:
         import uvloop
@@ -651,10 +658,15 @@ def _worker(plan: WorkerPlan, pipe: Any) -> None:
     except ImportError:
         runner = asyncio.run
     try:
-        report = runner(_worker_main(plan, pipe))
-        pipe.send(("done", report))
+        pipe.send(("done", runner(main())))
     except BaseException as e:  # noqa: BLE001 - reported to the parent
         pipe.send(("error", f"{type(e).__name__}: {e}"))
+
+
+def resp_worker(plan: WorkerPlan, pipe: Any) -> None:
+    """A RESP client worker process (replikv, or anything that speaks RESP)."""
+    run_worker(lambda: drive_connections(plan.connections, functools.partial(_connection, plan),
+                                         plan.seed, pipe), pipe)
 
 
 # ---- progress display --------------------------------------------------------------------------
@@ -701,41 +713,41 @@ class BenchSettings:
     redis_benchmark_requests: int = 0
 
 
-def run_workload(workload: Workload, settings: BenchSettings, members: list[Member],
-                 leader: Member, progress: Progress) -> WorkloadResult:
-    setup = ((b"REPLIKV", b"WRITECONCERN", settings.w.encode()),
-             (b"REPLIKV", b"CONSISTENCY", settings.read_consistency.encode()))
-    shares = split_clients(workload.clients, settings.client_processes)
+def run_client_workers(workers: Sequence[tuple[Callable[..., None], Any]], duration_s: float, *,
+                       before: Callable[[], Any] = lambda: None,
+                       after: Callable[[], Any] = lambda: None,
+                       progress: Callable[[float, int], None] = lambda _s, _o: None,
+                       ) -> tuple[list[WorkerReport], Any, Any]:
+    """Start one process per (target, plan) (each runs `target(plan, pipe)`, e.g.
+    resp_worker), wait until all are set up, call `before()`, let them load for `duration_s`,
+    collect their reports (calling `progress(elapsed_s, ops so far)` meanwhile), call
+    `after()`. Returns (reports, before's result, after's result). Every process is joined
+    (killed if need be) however this ends; a worker's failure or death raises BenchError."""
     ctx = multiprocessing.get_context("spawn")
-    workers = []
+    procs = []
     try:
-        for i, share in enumerate(shares):
+        for target, plan in workers:
             parent_end, child_end = ctx.Pipe()
-            plan = WorkerPlan(leader.address, workload.kind, share, workload.pipeline,
-                              settings.keys, settings.value_bytes, setup,
-                              seed=settings.seed * 1000 + i)
-            proc = ctx.Process(target=_worker, args=(plan, child_end), daemon=True)
+            proc = ctx.Process(target=target, args=(plan, child_end), daemon=True)
             proc.start()
-            workers.append((proc, parent_end))
-        for proc, pipe in workers:
+            procs.append((proc, parent_end))
+        for proc, pipe in procs:
             if not pipe.poll(WORKER_START_TIMEOUT_S):
                 raise BenchError("a client worker did not start in time")
             kind, payload = pipe.recv()
             if kind != "ready":
                 raise BenchError(f"a client worker failed: {payload}")
-        term_before = leader_term(leader)
-        elections_before = elections_started(members)
-        cpu_before = {m.id: m.cpu_s() for m in members}
+        before_result = before()
         started = time.monotonic()
-        for _, pipe in workers:
-            pipe.send(settings.duration_s)
+        for _, pipe in procs:
+            pipe.send(duration_s)
         reports: dict[int, WorkerReport] = {}
-        ops_seen = [0] * len(workers)
-        hard_deadline = started + settings.duration_s + REPLY_TIMEOUT_S + 5.0
-        while len(reports) < len(workers):
+        ops_seen = [0] * len(procs)
+        hard_deadline = started + duration_s + REPLY_TIMEOUT_S + 5.0
+        while len(reports) < len(procs):
             if time.monotonic() > hard_deadline:
                 raise BenchError("client workers did not finish in time")
-            for i, (_, pipe) in enumerate(workers):
+            for i, (proc, pipe) in enumerate(procs):
                 while i not in reports and pipe.poll():
                     kind, payload = pipe.recv()
                     if kind == "progress":
@@ -745,19 +757,42 @@ def run_workload(workload: Workload, settings: BenchSettings, members: list[Memb
                         ops_seen[i] = payload.ops
                     else:
                         raise BenchError(f"a client worker failed: {payload}")
-            progress.update(workload.name, time.monotonic() - started, settings.duration_s,
-                            sum(ops_seen))
-            time.sleep(0.1)
-        cpu_after = {m.id: m.cpu_s() for m in members}
-        term_after = leader_term(leader)
-        elections = elections_between(elections_before, elections_started(members))
+                if i not in reports and not proc.is_alive() and not pipe.poll():
+                    raise BenchError(f"a client worker died (exit code {proc.exitcode})")
+            progress(time.monotonic() - started, sum(ops_seen))
+            time.sleep(0.05)
+        after_result = after()
     finally:
-        for proc, pipe in workers:
+        for proc, pipe in procs:
             proc.join(2.0)
             if proc.is_alive():
                 proc.kill()
                 proc.join(2.0)
             pipe.close()
+    return [reports[i] for i in range(len(procs))], before_result, after_result
+
+
+def run_workload(workload: Workload, settings: BenchSettings, members: list[Member],
+                 leader: Member, progress: Progress) -> WorkloadResult:
+    setup = ((b"REPLIKV", b"WRITECONCERN", settings.w.encode()),
+             (b"REPLIKV", b"CONSISTENCY", settings.read_consistency.encode()))
+    shares = split_clients(workload.clients, settings.client_processes)
+    plans = [(resp_worker, WorkerPlan(leader.address, workload.kind, share, workload.pipeline,
+                                      settings.keys, settings.value_bytes, setup,
+                                      seed=settings.seed * 1000 + i))
+             for i, share in enumerate(shares)]
+
+    def measure() -> tuple[int | None, int | None, dict[str, float | None]]:
+        return (leader_term(leader), elections_started(members),
+                {m.id: m.cpu_s() for m in members})
+
+    reports_list, (term_before, elections_before, cpu_before), \
+        (term_after, elections_after, cpu_after) = run_client_workers(
+            plans, settings.duration_s, before=measure, after=measure,
+            progress=lambda elapsed, ops: progress.update(workload.name, elapsed,
+                                                          settings.duration_s, ops))
+    reports = dict(enumerate(reports_list))
+    elections = elections_between(elections_before, elections_after)
 
     all_latencies = array("q")
     for r in reports.values():
@@ -924,15 +959,18 @@ def parse_redis_benchmark_csv(text: str) -> list[dict[str, Any]]:
 
 
 def run_redis_benchmark(address: tuple[str, int], *, requests: int, keys: int,
-                        value_bytes: int) -> list[dict[str, Any]]:
-    """The issue's redis-benchmark runs against `address`, so anyone can reproduce the figures
-    with a tool nobody here wrote. Each result names the exact command."""
+                        value_bytes: int,
+                        runs: Sequence[tuple[str, int, int]] = REDIS_BENCHMARK_RUNS,
+                        ) -> list[dict[str, Any]]:
+    """The issue's redis-benchmark runs, (test, clients, pipeline) each, against `address`, so
+    anyone can reproduce the figures with a tool nobody here wrote. Each result names the exact
+    command."""
     exe = shutil.which("redis-benchmark")
     if exe is None:
         raise BenchError("redis-benchmark is not installed: it comes with Debian's redis-tools "
                          "(./scripts/install.sh --test installs it)")
     out = []
-    for test, clients, pipeline in REDIS_BENCHMARK_RUNS:
+    for test, clients, pipeline in runs:
         args = ["-h", address[0], "-p", str(address[1]), "-t", test, "-c", str(clients),
                 "-d", str(value_bytes), "-r", str(keys), "-n", str(requests), "--csv"]
         if pipeline > 1:
