@@ -187,6 +187,7 @@ class _Request:
     wait_replicas: int = 0
     wait_index: int = 0
     wait_until_ms: int = 0  # WAIT: when the leader answers with the count it has
+    parsed: tuple | None = None  # (spec, parsed arguments) of a client command, parsed once
 
 
 @dataclass(slots=True)
@@ -379,7 +380,8 @@ class NodeCore:
         timeout_ms = self.config.request_timeout_ms
         if is_write and options.w == "all":
             timeout_ms += options.wtimeout_ms or self.config.request_timeout_ms
-        req = _Request(req_id, argv, spec.kind, options, session, now_ms + timeout_ms)
+        req = _Request(req_id, argv, spec.kind, options, session, now_ms + timeout_ms,
+                       parsed=(spec, _parsed))
         if not is_write and session is not None:
             req.min_index = self._sessions.get(session, 0)
         self._add_request(req)
@@ -596,7 +598,8 @@ class NodeCore:
             if req.kind == "admin":
                 outcome = self._run_admin(req.argv, ("local", req.req_id))
             else:
-                outcome = self._propose_command(req.argv, ("local", req.req_id), req.opts)
+                outcome = self._propose_command(req.argv, ("local", req.req_id), req.opts,
+                                                req.parsed)
             if isinstance(outcome, ErrorReply | Status):
                 self._finish(req.req_id, outcome)
                 return
@@ -612,8 +615,8 @@ class NodeCore:
         req.phase = "waiting"
         self._waiting_for_leader.append(req.req_id)
 
-    def _propose_command(self, argv: list[bytes], target: tuple,
-                         opts: RequestOptions) -> int | ErrorReply | None:
+    def _propose_command(self, argv: list[bytes], target: tuple, opts: RequestOptions,
+                         parsed: tuple | None = None) -> int | ErrorReply | None:
         """Execute a write ahead of its commit and propose it. Returns its index, an error
         (nothing changed), or None if the leader cannot propose now (a transfer is under way)."""
         invariant(self.applied_index == self.raft.log.last_index,
@@ -634,7 +637,7 @@ class NodeCore:
                     self._dup_waiting.append((check.index, target, check.reply))
                 return check.index
         seed = self.rng.getrandbits(31) + 1 if argv[0].lower() in RANDOM_WRITES else 0
-        reply, effects, undo = self.state.execute_recorded(argv, t, seed)
+        reply, effects, undo = self.state.execute_recorded(argv, t, seed, parsed)
         self.commands_executed += 1
         if opts.session is not None and opts.seq is not None:
             session_rec = [opts.session, opts.seq, self.sessions.pack_reply(reply)]

@@ -463,11 +463,12 @@ class KVState:
         return self._run(argv, time_ms, seed)
 
     def execute_recorded(
-        self, argv: list[bytes], time_ms: int, seed: int = 0
+        self, argv: list[bytes], time_ms: int, seed: int = 0, parsed: tuple | None = None
     ) -> tuple[object, list[list], Undo]:
         """Run a command as `apply_command` does (same state change, same reply) and also return
-        its effects (see the module docstring) and an Undo that reverts it exactly."""
-        return self._recorded(lambda: self._run(argv, time_ms, seed))
+        its effects (see the module docstring) and an Undo that reverts it exactly. `parsed`:
+        what `parse_command(argv)` returned, if the caller has it already."""
+        return self._recorded(lambda: self._run(argv, time_ms, seed, parsed))
 
     def expire_recorded(self, keys: Iterable[bytes], time_ms: int) -> tuple[int, list[list], Undo]:
         """`apply_expire` recorded: (keys deleted, effects, undo)."""
@@ -967,11 +968,15 @@ class KVState:
         self._changes_made += 1
         self._change_id = self._changes_made
 
-    def _run(self, argv: list[bytes], time_ms: int, seed: int) -> object:
-        try:
-            spec, parsed = parse_command(argv)
-        except CommandError as error:
-            return error.reply()
+    def _run(self, argv: list[bytes], time_ms: int, seed: int,
+             parsed_command: tuple | None = None) -> object:
+        if parsed_command is not None:
+            spec, parsed = parsed_command
+        else:
+            try:
+                spec, parsed = parse_command(argv)
+            except CommandError as error:
+                return error.reply()
         if spec.kind == "write":
             # Drop the keys this command names that are already expired at the entry's time, so
             # the command sees them absent, and an INCR or KEEPTTL cannot revive an old expiry.
