@@ -13,6 +13,9 @@ class InvariantViolation(RuntimeError):
     """replikv's own bug was detected; the process must not continue."""
 
 
-def invariant(condition: object, message: str) -> None:
+def invariant(condition: object, message: str, *args: object) -> None:
+    """Raise InvariantViolation(message % args) unless `condition` holds. On hot paths pass the
+    values as `args` rather than formatting them into the message (an f-string is formatted
+    on every call, even when nothing is wrong)."""
     if not condition:
-        raise InvariantViolation(message)
+        raise InvariantViolation(message % args if args else message)

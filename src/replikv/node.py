@@ -620,7 +620,7 @@ class NodeCore:
         """Execute a write ahead of its commit and propose it. Returns its index, an error
         (nothing changed), or None if the leader cannot propose now (a transfer is under way)."""
         invariant(self.applied_index == self.raft.log.last_index,
-                  f"state at {self.applied_index} behind the log at {self.raft.log.last_index}")
+                  "state at %d behind the log at %d", self.applied_index, self.raft.log.last_index)
         t = self._entry_time()
         session_rec = None
         if opts.session is not None and opts.seq is not None:
@@ -1129,11 +1129,11 @@ class NodeCore:
                 # Applied ahead while this node led; now it is committed.
                 a = self._ahead.popleft()
                 invariant(a.index == e.index and a.term == e.term,
-                          f"committed entry {e.index}/{e.term} is not the one applied ahead "
-                          f"({a.index}/{a.term})")
+                          "committed entry %d/%d is not the one applied ahead (%d/%d)",
+                          e.index, e.term, a.index, a.term)
             else:
                 invariant(e.index == self.applied_index + 1,
-                          f"applying {e.index} after {self.applied_index}")
+                          "applying %d after %d", e.index, self.applied_index)
                 self._apply_entry(e, recorded=False)
                 self.applied_index = e.index
             if e.data:

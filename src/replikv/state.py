@@ -379,29 +379,37 @@ def _check_effects(effects: object) -> None:
 
 
 def _check_effect(index: int, effect: object) -> None:
-    where = f"effect {index}"
-    invariant(type(effect) is list and len(effect) >= 1, f"{where}: not a non-empty list")
+    if (type(effect) is list and len(effect) == 4 and type(effect[0]) is int
+            and effect[0] == EFFECT_SET_STRING
+            and type(effect[1]) is bytes and type(effect[2]) is bytes
+            and (effect[3] is None or type(effect[3]) is int and _INT64_MIN <= effect[3]
+                 <= _INT64_MAX)):
+        return  # the common case, checked without building any message
+    where = "effect %d"
+    invariant(type(effect) is list and len(effect) >= 1, where + ": not a non-empty list", index)
     opcode = effect[0]  # type: ignore[index]
-    invariant(
-        type(opcode) is int and opcode in _EFFECT_LENGTHS, f"{where}: unknown opcode {opcode!r}"
-    )
-    invariant(len(effect) == _EFFECT_LENGTHS[opcode], f"{where}: wrong length for {opcode}")  # type: ignore[arg-type]
+    invariant(type(opcode) is int and opcode in _EFFECT_LENGTHS,
+              where + ": unknown opcode %r", index, opcode)
+    invariant(len(effect) == _EFFECT_LENGTHS[opcode],  # type: ignore[arg-type]
+              where + ": wrong length for %r", index, opcode)
     if opcode == EFFECT_FLUSH:
         return
-    invariant(type(effect[1]) is bytes, f"{where}: the key is not bytes")  # type: ignore[index]
+    invariant(type(effect[1]) is bytes, where + ": the key is not bytes", index)  # type: ignore[index]
     if opcode == EFFECT_SET_STRING:
-        invariant(type(effect[2]) is bytes, f"{where}: the value is not bytes")  # type: ignore[index]
-        invariant(_is_expiry(effect[3]), f"{where}: bad expiry")  # type: ignore[index]
+        invariant(type(effect[2]) is bytes, where + ": the value is not bytes", index)  # type: ignore[index]
+        invariant(_is_expiry(effect[3]), where + ": bad expiry", index)  # type: ignore[index]
     elif opcode == EFFECT_EXPIRE:
-        invariant(_is_expiry(effect[2]), f"{where}: bad expiry")  # type: ignore[index]
+        invariant(_is_expiry(effect[2]), where + ": bad expiry", index)  # type: ignore[index]
     elif opcode in (EFFECT_SET_ADD, EFFECT_SET_REMOVE, EFFECT_SET_REPLACE):
         members = effect[2]  # type: ignore[index]
-        invariant(type(members) is list and members, f"{where}: members not a non-empty list")
-        invariant(all(type(m) is bytes for m in members), f"{where}: a member is not bytes")
+        invariant(type(members) is list and members,
+                  where + ": members not a non-empty list", index)
+        invariant(all(type(m) is bytes for m in members), where + ": a member is not bytes",
+                  index)
         # A set used for membership only, never iterated.
-        invariant(len(set(members)) == len(members), f"{where}: repeated members")
+        invariant(len(set(members)) == len(members), where + ": repeated members", index)
         if opcode == EFFECT_SET_REPLACE:
-            invariant(_is_expiry(effect[3]), f"{where}: bad expiry")  # type: ignore[index]
+            invariant(_is_expiry(effect[3]), where + ": bad expiry", index)  # type: ignore[index]
 
 
 class KVState:

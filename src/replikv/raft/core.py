@@ -966,7 +966,7 @@ class RaftCore:
 
     def _send_append_request(self, peer: str, prev_index: int, entries: list[Entry]) -> None:
         prev_term = self.log.term_at(prev_index)
-        invariant(prev_term is not None, f"leader lacks entry {prev_index} for {peer}")
+        invariant(prev_term is not None, "leader lacks entry %d for %s", prev_index, peer)
         self._send(peer, AppendRequest(self.term, self.id, prev_index, prev_term,
                                        tuple(entries), self.commit_index, self._read_seq,
                                        self.lease_remaining_ticks() > 0))

@@ -52,7 +52,7 @@ class RaftLog:
 
     def entry(self, index: int) -> Entry:
         pos = index - self.offset - 1
-        invariant(0 <= pos < len(self._entries), f"no entry at index {index}")
+        invariant(0 <= pos < len(self._entries), "no entry at index %d", index)
         return self._entries[pos]
 
     def slice(self, lo: int, hi: int, *, max_bytes: int | None = None,
@@ -103,7 +103,7 @@ class RaftLog:
         if not entries:
             return
         invariant(entries[0].index == self.last_index + 1,
-                  f"append at {entries[0].index} to a log ending at {self.last_index}")
+                  "append at %d to a log ending at %d", entries[0].index, self.last_index)
         self._entries.extend(entries)
 
     def truncate_from(self, index: int) -> list[Entry]:
