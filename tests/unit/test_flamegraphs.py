@@ -1,8 +1,8 @@
-"""benchmarks/profile.py's summary of py-spy's collapsed stacks."""
+"""benchmarks/flamegraphs.py's summary of py-spy's collapsed stacks."""
 
 from __future__ import annotations
 
-from benchmarks.profile import top_functions
+from benchmarks.flamegraphs import top_functions
 
 COLLAPSED = """\
 run (asyncio/runners.py:86);_pump (replikv/server/resp_server.py:115);submit (replikv/node.py:350) 30

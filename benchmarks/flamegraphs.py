@@ -1,7 +1,7 @@
 """Flame graphs of where a node's time goes under each standard workload. Run as a script:
 
     .venv/bin/python -m pip install -e '.[profile]'     # py-spy
-    .venv/bin/python benchmarks/profile.py [--workloads set1,set64,...] [--duration-s 8]
+    .venv/bin/python benchmarks/flamegraphs.py [--workloads set1,set64,...] [--duration-s 8]
         [--out benchmarks/profiles] [--gil | --no-gil]
 
 For each workload it starts a local 3-node cluster (replikv bench's, defaults: fsync always,
