@@ -79,3 +79,51 @@ def test_batch_syncs_the_log_later_and_only_when_something_was_written(
         srv.datadir.close()
         srv._disk.shutdown()
 
+
+
+def test_a_batch_is_persisted_on_the_loop_only_while_the_disk_is_fast_and_idle(
+        tmp_path: Path) -> None:
+    """Inline on a fast, idle disk (no thread handoff); in the disk thread behind other disk
+    work (order), and once fsyncs have been slow (the loop must keep serving meanwhile)."""
+    import asyncio
+    import threading
+
+    srv = server(tmp_path, "always")
+    threads: list[str] = []
+    real_persist = srv._persist
+
+    def recording_persist(rd: Ready) -> None:
+        threads.append(threading.current_thread().name)
+        real_persist(rd)
+
+    srv._persist = recording_persist  # type: ignore[method-assign]
+
+    async def main() -> None:
+        ready = lambda first: Ready(entries=[(first, 1, b"x")])  # noqa: E731
+        await srv._persist_ready(ready(1))
+        assert threads[-1] == "MainThread"
+        # Behind a job in the disk thread: queued after it.
+        blocker = threading.Event()
+        busy = srv.run_on_disk(blocker.wait, 5.0)
+        pending = asyncio.ensure_future(srv._persist_ready(ready(2)))
+        await asyncio.sleep(0.05)
+        assert len(threads) == 1, "it ran before the disk job queued ahead of it"
+        blocker.set()
+        await busy
+        await pending
+        assert threads[-1].startswith("replikv-disk")
+        # A slow disk: the next batch goes to the disk thread too.
+        srv.disk_stats.recent_fsync_seconds = 0.050
+        await srv._persist_ready(ready(3))
+        assert threads[-1].startswith("replikv-disk")
+        srv.disk_stats.recent_fsync_seconds = 0.0001
+        await srv._persist_ready(ready(4))
+        assert threads[-1] == "MainThread"
+        assert srv.wal.last_index == 4
+
+    try:
+        asyncio.run(main())
+    finally:
+        srv.wal.close()
+        srv.datadir.close()
+        srv._disk.shutdown()
