@@ -1128,17 +1128,29 @@ class KVState:
             self._recording.log.append((_UNDO_BIND, key, old, self._expires.get(key)))
 
     def _replace(self, key: bytes, value: bytes | SetValue, expire_at_ms: int | None) -> None:
-        """Bind `key` to `value` (any type) with that expiry, whatever it held."""
+        """Bind `key` to `value` (any type) with that expiry, whatever it held. (The journal
+        entry and the counting of `_journal_binding` and `_count` are written out here: every
+        write of every replica comes through.)"""
         index = shard_of(key)
         if self._snapshot is not None:
             self._snapshot._preserve(index)
-        self._journal_binding(key)
         shard = self._shards[index]
         old = shard.get(key)
-        if old is not None:
+        if self._recording is not None:
+            self._recording.log.append((_UNDO_BIND, key, old, self._expires.get(key)))
+        if old is None:
+            self._key_count += 1
+        elif type(old) is bytes:
+            self._data_bytes -= len(key) + len(old)
+        else:
             self._count(key, old, -1)
+            self._key_count += 1
         shard[key] = value
-        self._count(key, value, 1)
+        if type(value) is bytes:
+            self._data_bytes += len(key) + len(value)
+        else:
+            self._count(key, value, 1)
+            self._key_count -= 1
         if expire_at_ms is None:
             self._expires.pop(key, None)
         else:
