@@ -99,7 +99,7 @@ def test_a_batch_is_persisted_on_the_loop_only_while_the_disk_is_fast_and_idle(
     srv._persist = recording_persist  # type: ignore[method-assign]
 
     async def main() -> None:
-        ready = lambda first: Ready(entries=[(first, 1, b"x")])  # noqa: E731
+        ready = lambda first: Ready(entries=[(first, 1, b"x")])
         await srv._persist_ready(ready(1))
         assert threads[-1] == "MainThread"
         # Behind a job in the disk thread: queued after it.
