@@ -240,8 +240,9 @@ class WorkloadResult:
     term_before: int | None = None
     term_after: int | None = None
     first_error: str | None = None
-    # Elections started by any member during the workload (INFO stats elections_started,
-    # PreVote campaigns included); None if a member could not be asked.
+    # Elections started by any member during the workload (INFO stats elections_started: a
+    # candidate asking for votes; a PreVote round that went no further is not one); None if a
+    # member could not be asked.
     elections: int | None = None
 
 
@@ -502,7 +503,7 @@ def discover(addresses: Sequence[tuple[str, int]]) -> tuple[list[Member], str]:
 
 
 def elections_started(members: Sequence[Member]) -> int | None:
-    """Elections (PreVote campaigns included) the members have started since they came up,
+    """Elections the members have started since they came up (INFO stats elections_started),
     summed; None if one of them does not answer."""
     total = 0
     for m in members:

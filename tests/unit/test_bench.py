@@ -127,7 +127,7 @@ def test_elections_under_load_are_reported_and_none_is_said_plainly():
     quiet = [_result("set64", term_before=3, term_after=3, elections=0),
              _result("get64", term_before=3, term_after=3, elections=0)]
     assert format_elections(quiet).startswith("elections: none started")
-    # A PreVote campaign that changed nothing still counts; so does a changed term.
+    # An election that left the leader's term alone still counts; so does a changed term.
     noisy = [_result("set64", term_before=3, term_after=3, elections=1),
              _result("get64", term_before=3, term_after=4, elections=2)]
     text = format_elections(noisy)
