@@ -89,6 +89,7 @@ RANDOM_WRITES = frozenset({b"spop"})
 RECENT_FORWARDS_MAX = 100_000
 COMMIT_MARKS_MAX = 1024
 PROPOSE_TIMES_MAX = 100_000
+COMMIT_LATENCIES_MAX = 100_000  # commit_latencies_ms kept for a driver that does not take them
 
 # The client-facing errors, with what each guarantees. Documented in the README.
 ERR_NO_LEADER = ErrorReply(
@@ -344,6 +345,10 @@ class NodeCore:
         self.wtimeouts = 0
         self.auto_replacements = 0  # membership changes made by automatic replacement
         self.duplicate_writes = 0  # retried writes answered from the session table
+        self.proposals_total = 0  # entries proposed as leader
+        # Leader: milliseconds from proposing a client write to its commit, for the driver's
+        # metrics to take (it empties the list); bounded if nobody does.
+        self.commit_latencies_ms: list[int] = []
 
     # -- events -------------------------------------------------------------------------------
 
@@ -803,6 +808,7 @@ class NodeCore:
             self.state.undo(undo)
             return None
         index, term = at
+        self.proposals_total += 1
         self._ahead.append(_AppliedAhead(index, term, undo, self.state_time_ms))
         self.state_time_ms = max(self.state_time_ms, time_ms)
         self.applied_index = index
@@ -1090,6 +1096,8 @@ class NodeCore:
             if not prop.acked:
                 self._deliver(prop.target, ERR_NOT_APPLIED)
             return
+        if len(self.commit_latencies_ms) < COMMIT_LATENCIES_MAX:
+            self.commit_latencies_ms.append(self.now_ms - prop.proposed_ms)
         if prop.acked:
             return
         if prop.w == "all" and self._all_hold(index) < len(self.raft.voters):
@@ -1364,6 +1372,11 @@ class NodeCore:
                 self._finish(req_id, ERR_UNKNOWN)
 
     # -- introspection --------------------------------------------------------------------------
+
+    @property
+    def terms_led(self) -> int:
+        """Terms in which this node became leader (elections won, transfers received)."""
+        return len(self._terms_led)
 
     @property
     def pending_requests(self) -> int:

@@ -106,3 +106,65 @@ def test_a_cut_off_replica_and_a_cut_off_primary_fail_their_checks(make_cluster)
     new_leader = cluster.leader()
     wait_until(lambda: get(cluster, new_leader, "/primary")[0] == 200, timeout_s=5.0,
                what="the leader to pass /primary again")
+
+
+def scrape(cluster: Cluster, node_id: str) -> dict[tuple[str, tuple], float]:
+    """GET /metrics, parsed with prometheus-client's own parser: {(sample name, labels): value}."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://{HOST}:{cluster.nodes[node_id].admin_port}/metrics"
+    with urllib.request.urlopen(url, timeout=8) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain; version=")
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_show_roles_indexes_commands_and_latencies(shared_cluster):
+    leader = shared_cluster.leader()
+    follower = next(i for i in shared_cluster.ids if i != leader)
+    before = scrape(shared_cluster, leader)
+    client = shared_cluster.client(leader)
+    for i in range(25):
+        client.set(f"metrics:{i}", "v")
+    with pytest.raises(Exception, match="unknown command"):
+        client.execute_command("NOSUCHCOMMAND", "x")
+    client.get("metrics:1")
+    m = scrape(shared_cluster, leader)
+    status = shared_cluster.status(leader)
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return m[key] - before.get(key, 0.0)
+
+    assert m[("replikv_role", (("role", "leader"),))] == 1
+    assert m[("replikv_role", (("role", "follower"),))] == 0
+    assert m[("replikv_term", ())] == status["term"]
+    assert m[("replikv_commit_index", ())] >= before[("replikv_commit_index", ())] + 25
+    assert m[("replikv_applied_index", ())] >= m[("replikv_commit_index", ())]
+    assert delta("replikv_commands_total", command="set", outcome="ok") == 25
+    assert delta("replikv_commands_total", command="unknown", outcome="error") == 1
+    assert delta("replikv_commands_total", command="get", outcome="ok") == 1
+    assert delta("replikv_proposals_total") >= 25
+    assert delta("replikv_write_commit_duration_seconds_count") >= 25
+    assert delta("replikv_fsync_duration_seconds_count", file="wal") >= 1
+    assert m[("replikv_fsync_duration_seconds_sum", (("file", "wal"),))] > 0
+    assert delta("replikv_apply_duration_seconds_count") >= 1
+    assert m[("replikv_client_connections", ())] >= 1
+    assert m[("replikv_voters", ())] == len(shared_cluster.ids)
+    for peer in shared_cluster.ids:
+        if peer != leader:
+            assert m[("replikv_follower_connected", (("peer", peer),))] == 1
+            assert m[("replikv_follower_match_index", (("peer", peer),))] >= 1
+    assert m[("replikv_elections_won_total", ())] >= 1
+    # A follower says it is one, knows no followers, and applies what the leader committed.
+    f = scrape(shared_cluster, follower)
+    assert f[("replikv_role", (("role", "follower"),))] == 1
+    assert not any(name.startswith("replikv_follower_") for name, _ in f)
+    (labels, value), = [(dict(k[1]), v) for k, v in f.items() if k[0] == "replikv_node_info"]
+    assert value == 1
+    assert labels["node_id"] == follower and labels["cluster_id"] == status["cluster_id"]
+    assert (labels["replication"], labels["fsync"]) == ("passive", "always")

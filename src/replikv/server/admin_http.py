@@ -10,6 +10,8 @@ connection, bounded request size) so the node needs no web framework:
                   by its staleness estimate (see NodeCore.staleness_ms); 503 otherwise
     GET /status   200, JSON: role, term, indexes, members, per-follower progress
     GET /members  200, JSON: the members as REPLIKV TOPOLOGY lists them
+    GET /metrics  200, Prometheus text format: state, counters and latency histograms (see
+                  replikv.server.metrics)
     GET /backup   200, application/octet-stream: an online backup, i.e. a snapshot file of
                   this node's state taken now at a committed index (see
                   SnapshotRuntime.open_backup), with Content-Length; 503 JSON if none can be
@@ -41,6 +43,7 @@ from urllib.parse import parse_qs
 from replikv.config import Address
 from replikv.limits import MIB
 from replikv.replies import ErrorReply
+from replikv.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from replikv.server.snapshots import BackupUnavailable
 
 if TYPE_CHECKING:
@@ -86,6 +89,15 @@ class AdminServer:
                 status, body = 405, {"error": "only GET and POST are supported"}
             elif parts[1].partition("?")[0] == "/backup":
                 backup = True
+            elif parts[1].partition("?")[0] == "/metrics":
+                try:
+                    payload = self.node.metrics.render()
+                except Exception as e:  # a bug of ours: say so, keep serving
+                    log.exception("rendering /metrics failed")
+                    status, body = 500, {"error": f"rendering the metrics failed: {e}"}
+                else:
+                    await _answer(writer, 200, payload, METRICS_CONTENT_TYPE)
+                    return
             else:
                 path, _, query = parts[1].partition("?")
                 status, body = self.route(path, query)
@@ -166,7 +178,7 @@ class AdminServer:
                 return 400, {"error": str(e)}
             return self._replica(max_lag_ms)
         return 404, {"error": f"no such endpoint {path}; try /health, /primary, /replica, "
-                              f"/status, /members or /backup"}
+                              f"/status, /members, /metrics or /backup"}
 
     async def post(self, path: str, query: str) -> tuple[int, dict]:
         """Membership changes and switchover, run as REPLIKV MEMBER / SWITCHOVER commands."""
@@ -182,7 +194,8 @@ class AdminServer:
                 for key in ("peer", "client", "admin"):
                     if key in params:
                         argv += [key.upper().encode(), params[key].encode()]
-        elif path in ("/health", "/status", "/primary", "/replica", "/members", "/backup"):
+        elif path in ("/health", "/status", "/primary", "/replica", "/members", "/backup",
+                      "/metrics"):
             return 405, {"error": f"{path} only answers GET"}
         else:
             return 404, {"error": f"no such endpoint POST {path}; try /members/<id>/add?peer="
@@ -217,10 +230,14 @@ class AdminServer:
 
 
 async def _answer_json(writer: asyncio.StreamWriter, status: int, body: dict) -> None:
+    await _answer(writer, status, json.dumps(body, indent=1).encode(), "application/json")
+
+
+async def _answer(writer: asyncio.StreamWriter, status: int, payload: bytes,
+                  content_type: str) -> None:
     try:
-        payload = json.dumps(body, indent=1).encode()
         writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-                     f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+                     f"Content-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n"
                      f"Connection: close\r\n\r\n".encode() + payload)
         await writer.drain()
     except ConnectionError:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from replikv.commands import lookup
 from replikv.node import is_admin_command
-from replikv.replies import CommandError
+from replikv.replies import CommandError, ErrorReply
 from replikv.resp import ProtocolError, RequestParser, encode_reply
 from replikv.server.local_commands import (
     BARRIER_COMMANDS,
@@ -140,7 +140,10 @@ class ClientConnection(asyncio.Protocol):
                 if self.inflight and name in BARRIER_COMMANDS:
                     self.held = argv
                     break
-                self._push_done(run_local(handler, self.state, self.view, argv))
+                reply = run_local(handler, self.state, self.view, argv)
+                self.server.metrics.count_command(name.decode("latin-1"),
+                                                  type(reply) is not ErrorReply)
+                self._push_done(reply)
                 if self.state.closing:
                     self._flush()
                     self._close()
@@ -159,7 +162,9 @@ class ClientConnection(asyncio.Protocol):
             if self.held_options is not None:
                 options, self.held_options = self.held_options, None
             req_id = self.server.submit(self, argv, options)
-            slot = [req_id, None]
+            # The name counted in /metrics: a known command's, never the client's bytes.
+            slot = [req_id, None, spec.name if spec is not None else (
+                "unknown" if kind == "read" else kind)]
             self.slots.append(slot)
             self.slot_of[req_id] = slot
             self.inflight += 1
@@ -179,6 +184,7 @@ class ClientConnection(asyncio.Protocol):
         if slot is None or self.closed:
             return
         slot[1] = encode_reply(value, self.state.protocol)
+        self.server.metrics.count_command(slot[2], type(value) is not ErrorReply)
         self.inflight -= 1
         if self.inflight == 0:
             self.inflight_kind = None

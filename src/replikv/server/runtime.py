@@ -39,6 +39,7 @@ from replikv.raft.membership import Membership
 from replikv.raft.messages import Entry, InstallSnapshot
 from replikv.server.admin_http import AdminServer
 from replikv.server.local_commands import REDIS_COMPAT_VERSION, MemberView, NodeView
+from replikv.server.metrics import NodeMetrics
 from replikv.server.peer_transport import PeerTransport
 from replikv.server.resp_server import ClientConnection, runtime_topology
 from replikv.server.snapshots import SnapshotRuntime, load_latest, snapshot_dir
@@ -91,6 +92,7 @@ class NodeServer(NodeView):
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replikv-disk")
         self._disk_jobs = 0  # submitted to the disk thread and not yet done
         self.disk_stats = DiskStats()
+        self.metrics = NodeMetrics(self)
         self.datadir: DataDir | None = None
         self.wal: WriteAheadLog | None = None
         self.node: NodeCore | None = None
@@ -346,7 +348,13 @@ class NodeServer(NodeView):
             await self._wakeup.wait()
             self._wakeup.clear()
             while node.has_ready():
+                started = time.perf_counter()
                 rd: NodeReady = node.ready()
+                if rd.raft.committed:
+                    self.metrics.apply_seconds.observe(time.perf_counter() - started)
+                if node.commit_latencies_ms:
+                    self.metrics.observe_commits(node.commit_latencies_ms)
+                    node.commit_latencies_ms.clear()
                 self._deliver(rd.replies)
                 for env in rd.early_messages:
                     message = env.message
@@ -469,6 +477,7 @@ class NodeServer(NodeView):
         stats.fsync_seconds_total += elapsed
         stats.last_fsync_seconds = elapsed
         stats.recent_fsync_seconds += (elapsed - stats.recent_fsync_seconds) / 8
+        self.metrics.fsync_seconds.labels("wal" if wal else "hardstate").observe(elapsed)
 
     async def _batch_fsync_loop(self) -> None:
         """fsync = "batch": sync the log at most every fsync_interval_ms, in the disk thread

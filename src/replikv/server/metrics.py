@@ -1,0 +1,179 @@
+"""GET /metrics: the node's state and counters in Prometheus's text format (prometheus-client).
+
+Most figures already live in the node as plain numbers (the term, the indexes, counters the
+cores keep); a collector reads them when Prometheus scrapes, so serving requests costs nothing
+extra for them. Three things are measured as they happen: fsync durations and the time the
+cores spend in a Ready cycle that applies entries (histograms), and the commit latency of the
+writes this node proposed as leader, from proposal to commit (a histogram fed from
+NodeCore.commit_latencies_ms). Client commands are counted by name and outcome in the
+connection code (`count_command`); only known command names become labels, so a client cannot
+grow the label set.
+
+Names follow Prometheus's conventions: a `replikv_` prefix, base units (seconds, bytes),
+`_total` on counters. Each node has its own registry (tests run several nodes in one process).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from replikv import __version__
+
+if TYPE_CHECKING:
+    from replikv.server.runtime import NodeServer
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+ROLES = ("leader", "follower", "candidate", "pre-candidate", "standby", "not a member")
+# Seconds. fsync: a fast SSD's 0.1 ms to a struggling disk's second.
+FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                 0.5, 1.0, 2.5)
+APPLY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                 0.25, 1.0)
+# The cores count in whole milliseconds, so the first bucket is 1 ms.
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class NodeMetrics:
+    def __init__(self, server: NodeServer) -> None:
+        self.server = server
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.fsync_seconds = Histogram(
+            "replikv_fsync_duration_seconds", "Time one fsync of the log (wal) or of the hard "
+            "state (hardstate) took.", ["file"], buckets=FSYNC_BUCKETS, registry=self.registry)
+        self.apply_seconds = Histogram(
+            "replikv_apply_duration_seconds", "Time the cores spent on one Ready cycle that "
+            "applied committed entries (applying them, answering their clients, routing "
+            "reads).", buckets=APPLY_BUCKETS, registry=self.registry)
+        self.commit_seconds = Histogram(
+            "replikv_write_commit_duration_seconds", "Leader: time from proposing a client "
+            "write to its commit (milliseconds resolution).", buckets=COMMIT_BUCKETS,
+            registry=self.registry)
+        self.commands: Counter[tuple[str, str]] = Counter()
+        self.registry.register(_NodeCollector(self))
+
+    def count_command(self, name: str, ok: bool) -> None:
+        self.commands[(name, "ok" if ok else "error")] += 1
+
+    def observe_commits(self, latencies_ms: list[int]) -> None:
+        observe = self.commit_seconds.observe
+        for ms in latencies_ms:
+            observe(ms / 1000)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _NodeCollector:
+    """The node's current state, read at scrape time."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        server = self.metrics.server
+        node, raft, s = server.node, server.node.raft, server.settings
+        status = server.status()
+
+        def gauge(name: str, doc: str, value: float, unit: str = "") -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, value=value, unit=unit)
+
+        info = GaugeMetricFamily("replikv_node_info", "This node: always 1, with its identity "
+                                 "in labels.", labels=["node_id", "cluster_id", "version",
+                                                       "replication", "fsync"])
+        info.add_metric([server.node_id, s.cluster_id, __version__, s.replication, s.fsync], 1)
+        yield info
+        role = GaugeMetricFamily("replikv_role", "1 for the role this node has now (standby: a "
+                                 "non-voting member).", labels=["role"])
+        for name in ROLES:
+            role.add_metric([name], 1 if status["role"] == name else 0)
+        yield role
+        yield gauge("replikv_term", "The current Raft term.", raft.term)
+        yield gauge("replikv_commit_index", "The highest log index known committed.",
+                    raft.commit_index)
+        yield gauge("replikv_applied_index", "The highest log index applied to the state "
+                    "(a leader's may run ahead of the commit index).", node.applied_index)
+        yield gauge("replikv_last_log_index", "The last index in this node's log.",
+                    raft.log.last_index)
+        yield gauge("replikv_log_first_index", "The first index the log still holds (earlier "
+                    "ones are in the snapshot).", raft.log.offset + 1)
+        yield gauge("replikv_voters", "Voting members in the current configuration.",
+                    len(raft.membership.voters))
+        yield gauge("replikv_standbys", "Non-voting members (standbys) in the current "
+                    "configuration.", len(raft.membership.learners))
+        followers = status.get("followers") or {}
+        per_follower = (
+            ("replikv_follower_match_index",
+             "Leader: the highest index known replicated on each follower.", "match_index", 1),
+            ("replikv_follower_lag_entries", "Leader: entries each follower lacks.",
+             "lag_entries", 1),
+            ("replikv_follower_lag_seconds",
+             "Leader: each follower's lag in time (age of the oldest entry it lacks).",
+             "lag_ms", 0.001),
+            ("replikv_follower_connected", "Leader: 1 while the link to each follower is up.",
+             "connected", 1))
+        for name, doc, key, scale in per_follower:
+            family = GaugeMetricFamily(name, doc, labels=["peer"])
+            for peer, f in followers.items():
+                family.add_metric([peer], float(f[key]) * scale)
+            yield family
+        stats = server.disk_stats
+        counters = (
+            ("replikv_proposals_total", "Entries this node proposed as leader.",
+             node.proposals_total),
+            ("replikv_entries_applied_total", "Committed entries applied to the state.",
+             node.entries_applied),
+            ("replikv_commands_executed_total",
+             "Commands executed (by the leader, or by every replica in active replication).",
+             node.commands_executed),
+            ("replikv_elections_started_total",
+             ("Elections this node started as a candidate (PreVote rounds that went no further "
+             "excluded)."), raft.elections_started),
+            ("replikv_elections_won_total", "Terms this node became leader in.",
+             node.terms_led),
+            ("replikv_leader_changes_total", "Times this node saw the leader change.",
+             raft.leader_changes),
+            ("replikv_rolled_back_entries_total",
+             ("Uncommitted log entries discarded because a new leader replaced them (saved in "
+             "rollback files)."), node.rolled_back_entries),
+            ("replikv_rolled_back_acknowledged_total",
+             "Of those, writes that had been acknowledged at w=1.",
+             node.rolled_back_acknowledged),
+            ("replikv_write_timeouts_total", "Writes answered with a write-concern timeout.",
+             node.wtimeouts),
+            ("replikv_writes_forwarded_total", "Writes this node forwarded to the leader.",
+             node.forwarded_total),
+            ("replikv_unknown_outcomes_total",
+             "Requests answered UNKNOWN (the outcome could not be learnt in time).",
+             node.unknown_outcomes),
+            ("replikv_fsyncs_total", "fsyncs of the log and the hard state.", stats.fsyncs),
+            ("replikv_log_entries_written_total", "Entries written to the log.",
+             stats.entries_written),
+        )
+        for name, doc, value in counters:
+            yield CounterMetricFamily(name, doc, value=value)
+        yield gauge("replikv_client_connections", "Client connections open now.",
+                    len(server.clients))
+        commands = CounterMetricFamily("replikv_commands", "Client commands answered, by "
+                                       "command and outcome (error: an error reply).",
+                                       labels=["command", "outcome"])
+        for (name, outcome), n in sorted(self.metrics.commands.items()):
+            commands.add_metric([name, outcome], n)
+        yield commands
+        snap = status.get("snapshot") or {}
+        yield gauge("replikv_snapshot_bytes", "Size of the latest snapshot.",
+                    snap.get("bytes", 0))
+        yield gauge("replikv_snapshot_index", "Log index the latest snapshot covers.",
+                    snap.get("index", 0))
+        snapshots = server.snapshots
+        yield CounterMetricFamily("replikv_snapshots_taken_total", "Snapshots this node wrote.",
+                                  value=snapshots.taken if snapshots else 0)
+        yield CounterMetricFamily("replikv_snapshots_installed_total", "Snapshots received "
+                                  "from a leader and installed.",
+                                  value=snapshots.installed if snapshots else 0)
+        yield gauge("replikv_keys", "Keys in the state.", node.state.key_count())
