@@ -162,3 +162,34 @@ def test_a_link_that_breaks_the_protocol_is_dropped_and_nothing_reaches_the_core
         finally:
             await a.close()
     asyncio.run(main())
+
+
+def test_a_link_whose_connection_broke_under_it_drops_the_batch_and_reconnects():
+    """A peer killed with kill -9 resets the connection; until the link's task notices, the
+    transport is closed while the link still counts as connected. Sending then must lose the
+    messages like any broken link, not raise into the caller (the node's Ready loop)."""
+    async def main():
+        pa, pb = free_port_pair()
+        got_b = []
+        a = make_transport("a", pa, {"a": pa, "b": pb}, [])
+        b = make_transport("b", pb, {"a": pa, "b": pb}, got_b)
+        await a.start(Address("127.0.0.1", pa))
+        await b.start(Address("127.0.0.1", pb))
+        try:
+            await wait_for(lambda: a.is_connected("b"))
+            link = a.links["b"]
+            link.writer.transport.abort()  # closed under the link; connected is still True
+            await asyncio.sleep(0)  # uvloop closes the handle; the link's task has not run yet
+            assert link.connected
+            message = AppendResponse(term=3, src="a", success=True, index=1, seq=1)
+            assert a.send("b", message)
+            a.flush()  # what the Ready loop does before its fsync: must not raise
+            assert link.dropped_messages == 1 and not link.queue
+            await wait_for(lambda: a.is_connected("b"))  # the task reconnected
+            assert a.send("b", message)
+            await wait_for(lambda: got_b == [("a", message)])
+        finally:
+            await a.close()
+            await b.close()
+    uvloop = pytest.importorskip("uvloop")  # the nodes' loop; its closed handles raise
+    uvloop.run(main())

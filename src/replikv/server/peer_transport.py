@@ -17,6 +17,7 @@ come from a node other than the one that shook hands. None of that reaches the c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -120,19 +121,33 @@ class _OutboundLink:
         writer = self.writer
         if not self.queue or writer is None or not self.connected:
             return
-        if writer.transport.get_write_buffer_size() > _DRAIN_ABOVE_BYTES:
+        transport = writer.transport
+        if transport.is_closing():
+            # The peer went away (kill -9: a reset) and the link's task has not noticed yet:
+            # what is queued is lost like any message on a broken link.
+            self.dropped_messages += len(self.queue)
+            self._reset()
+            return
+        if transport.get_write_buffer_size() > _DRAIN_ABOVE_BYTES:
             self.wakeup.set()  # the link's task drains the socket, then flushes
             return
         frames, self.queue = self.queue, []
         self.queued_bytes = 0
-        writer.transport.writelines(frames)
+        try:
+            transport.writelines(frames)
+        except (OSError, RuntimeError) as e:  # uvloop: RuntimeError on a closed handle
+            log.info("sending to %s failed (%s): resetting the link", self.peer, e)
+            self.dropped_messages += len(frames)
+            self._reset()
 
     def _reset(self) -> None:
+        """Drop the link's queue and connection; its task reconnects."""
         self.queue.clear()
         self.queued_bytes = 0
         self.connected = False
         if self.writer is not None:
-            self.writer.transport.abort()
+            with contextlib.suppress(OSError, RuntimeError):
+                self.writer.transport.abort()
 
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -180,7 +195,8 @@ class _OutboundLink:
                 self.connected = False
                 self.queue.clear()
                 self.queued_bytes = 0
-                writer.transport.abort()
+                with contextlib.suppress(OSError, RuntimeError):
+                    writer.transport.abort()
                 self.writer = None
             if asyncio.get_running_loop().time() - connected_at > 1.0:
                 delay = RECONNECT_MIN_S  # it worked for a while: reconnect at once
