@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -110,6 +109,9 @@ _add_backup_commands()
                    "(the lost voter is demoted). 0: off. [default: 0]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="[default: info]")
+@click.option("--log-format", type=click.Choice(["text", "json"]),
+              help="json: one object per line with the node id, role, term, commit and "
+                   "applied index on every line. [default: text]")
 def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          listen: str | None, peer_listen: str | None, peers: str | None, admin: str | None,
          cluster_id: str | None, tick_ms: int | None, heartbeat_ticks: int | None,
@@ -121,7 +123,7 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          snapshot_chunk_bytes: int | None, auto_replace_after_ms: int | None,
          archive_dir: Path | None, backup_dir: Path | None, backup_every: str | None,
          backup_keep: int | None,
-         log_level: str | None) -> None:
+         log_level: str | None, log_format: str | None) -> None:
     """Run one replikv node in the foreground.
 
     \b
@@ -153,15 +155,15 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
                  "snapshot_chunk_bytes": snapshot_chunk_bytes,
                  "archive_dir": archive_dir, "backup_dir": backup_dir,
                  "backup_every": backup_every, "backup_keep": backup_keep,
-                 "auto_replace_after_ms": auto_replace_after_ms, "log_level": log_level}
+                 "auto_replace_after_ms": auto_replace_after_ms, "log_level": log_level,
+                 "log_format": log_format}
     try:
         settings = load_settings(config_file, overrides)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format=f"%(asctime)s %(levelname)-7s [{settings.id}] %(name)s: %(message)s",
-        stream=sys.stderr)
+    from replikv.server.logs import configure_logging
+
+    configure_logging(settings)
     try:
         run_node(settings)
     except StorageError as e:

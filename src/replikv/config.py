@@ -22,6 +22,7 @@ from replikv.node import REPLICATION_MODES
 
 # When a node's log reaches the disk; see NodeSettings.fsync.
 FSYNC_MODES = ("always", "batch", "never")
+LOG_FORMATS = ("text", "json")
 FSYNC_INTERVAL_MS_MAX = 10_000
 
 
@@ -74,6 +75,7 @@ class NodeSettings:
     election_ticks: int = 10
     request_timeout_ms: int = 5000
     log_level: str = "info"
+    log_format: str = "text"  # "text" or "json" (one JSON object per line)
     # "always": the log is fsynced before anything that depends on it is acknowledged.
     # "batch": acknowledged once written; fsynced every fsync_interval_ms, so a power loss (not
     # a process crash) can lose that window of acknowledged writes. "never": left to the OS.
@@ -138,6 +140,9 @@ class NodeSettings:
         if self.replication not in REPLICATION_MODES:
             raise ConfigError(f"replication: expected one of {', '.join(REPLICATION_MODES)}, "
                               f"got {self.replication!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format: expected one of {', '.join(LOG_FORMATS)}, got "
+                              f"{self.log_format!r}")
         for name, allowed in (("write_concern", WRITE_CONCERNS),
                               ("read_preference", READ_PREFERENCES),
                               ("read_consistency", READ_CONSISTENCIES)):
@@ -234,6 +239,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, object]) -> Nod
         election_ticks=_int(raw.get("election_ticks", 10), "election_ticks"),
         request_timeout_ms=_int(raw.get("request_timeout_ms", 5000), "request_timeout_ms"),
         log_level=str(raw.get("log_level", "info")),
+        log_format=_str(raw.get("log_format", "text"), "log_format"),
         fsync=_str(raw.get("fsync", "always"), "fsync"),
         fsync_interval_ms=_int(raw.get("fsync_interval_ms", 100), "fsync_interval_ms"),
         replication=_str(raw.get("replication", "passive"), "replication"),

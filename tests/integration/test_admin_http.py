@@ -168,3 +168,26 @@ def test_metrics_show_roles_indexes_commands_and_latencies(shared_cluster):
     assert value == 1
     assert labels["node_id"] == follower and labels["cluster_id"] == status["cluster_id"]
     assert (labels["replication"], labels["fsync"]) == ("passive", "always")
+
+
+def test_json_logs_carry_the_node_term_and_indexes(make_cluster):
+    cluster = make_cluster(3, extra_args=["--log-format", "json"])
+    leader = cluster.leader()
+    cluster.client(leader).set("logged", "1")
+    term = cluster.status(leader)["term"]
+
+    def records(node_id):
+        lines = [line for line in cluster.log_text(node_id).splitlines()
+                 if line.startswith("{")]
+        assert lines, cluster.log_tail(node_id)
+        return [json.loads(line) for line in lines]
+
+    became = [r for r in records(leader) if r["msg"].startswith("became leader")]
+    assert became, records(leader)
+    r = became[-1]
+    assert (r["node"], r["level"], r["logger"]) == (leader, "info", "replikv.node")
+    assert (r["role"], r["term"], r["leader"]) == ("leader", term, leader)
+    assert r["commit_index"] >= 0 and r["applied_index"] >= r["commit_index"]
+    assert r["ts"].endswith("Z")
+    for node_id in cluster.ids:
+        assert all(rec["node"] == node_id for rec in records(node_id))

@@ -39,6 +39,7 @@ from replikv.raft.membership import Membership
 from replikv.raft.messages import Entry, InstallSnapshot
 from replikv.server.admin_http import AdminServer
 from replikv.server.local_commands import REDIS_COMPAT_VERSION, MemberView, NodeView
+from replikv.server.logs import attach_node
 from replikv.server.metrics import NodeMetrics
 from replikv.server.peer_transport import PeerTransport
 from replikv.server.resp_server import ClientConnection, runtime_topology
@@ -713,6 +714,7 @@ def run_node(settings: NodeSettings) -> None:
     except ImportError:  # pragma: no cover
         uvloop = None
     server = NodeServer(settings)
+    attach_node(server)
     server.open_storage()
     if uvloop is not None:
         uvloop.run(server.run())
