@@ -360,31 +360,67 @@ _STATUS_ANSWER_BYTES_MAX = 1024 * 1024  # a /status answer larger than this is n
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--nodes", "addresses", default=_LOCAL_CLUSTER_ADMIN, show_default=True,
+@click.option("--nodes", "--cluster", "addresses", default=_LOCAL_CLUSTER_ADMIN,
+              show_default=True,
               help="Each node's admin address (its --admin HOST:PORT), comma-separated. "
                    "The default is the local cluster of `replikv cluster up`.")
 @click.option("--timeout-s", type=click.FloatRange(0.05, 30.0), default=_STATUS_TIMEOUT_S,
               show_default=True, help="How long to wait for each node.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print every node's full /status answer (or its error) as JSON.")
-def status(addresses: str, timeout_s: float, as_json: bool) -> None:
-    """Show each node's role, term, leader, indexes and replication lag.
+@click.option("--watch", is_flag=True, help="Refresh the table until Ctrl-C.")
+@click.option("--interval-s", type=click.FloatRange(0.1, 3600.0), default=1.0,
+              show_default=True, help="With --watch: seconds between refreshes.")
+@click.option("--count", type=click.IntRange(1, 10**9), default=None,
+              help="With --watch: stop after this many refreshes.")
+def status(addresses: str, timeout_s: float, as_json: bool, watch: bool, interval_s: float,
+           count: int | None) -> None:
+    """Show each node's role, term, indexes, health and replication lag.
 
     Asks every node's admin HTTP endpoint /status at once; a node that does not answer within
-    the timeout is listed as unreachable. A follower shows its staleness (how long since it last
-    had everything the leader had committed); the leader shows each follower's lag in entries
-    and in milliseconds.
+    the timeout is listed as unreachable (HEALTH down). LAST, COMMIT and APPLIED are the last
+    log, commit and applied indexes; FSYNC99 the node's fsync p99 over its last 1,024 fsyncs.
+    HEALTH is ok, or why not: a leader with a disconnected follower, a follower without a
+    leader or more than 5 s stale. LAG: on the leader, each follower's lag in entries and
+    milliseconds and how long ago the leader last heard from it; on a follower, its staleness
+    (how long since it last had everything the leader had committed).
 
     \b
     Examples:
       replikv status
+      replikv status --watch                     # refresh every second until Ctrl-C
       replikv status --nodes 10.0.0.1:7201,10.0.0.2:7201,10.0.0.3:7201
       replikv status --json
     """
+    targets = _parse_admin_addresses(addresses)
+    if not watch:
+        _status_once(targets, timeout_s, as_json)
+        return
+    import time
+
+    done = 0
+    try:
+        while True:
+            if sys.stdout.isatty():
+                click.echo("\x1b[H\x1b[2J", nl=False)  # home and clear: redraw in place
+            click.echo(f"replikv status at {time.strftime('%H:%M:%S')} (every {interval_s:g} s; "
+                       "Ctrl-C to stop)")
+            try:
+                _status_once(targets, timeout_s, as_json)
+            except click.ClickException as e:  # nobody answered: say so and keep watching
+                click.echo(f"Error: {e.format_message()}")
+            done += 1
+            if count is not None and done >= count:
+                return
+            time.sleep(interval_s)
+    except KeyboardInterrupt:
+        return
+
+
+def _status_once(targets: list[str], timeout_s: float, as_json: bool) -> None:
     import json
     from concurrent.futures import ThreadPoolExecutor
 
-    targets = _parse_admin_addresses(addresses)
     with ThreadPoolExecutor(max_workers=len(targets)) as pool:
         answers = list(pool.map(lambda a: _query_status(a, timeout_s), targets))
     answered = sum(1 for _, error in answers if error is None)
@@ -402,17 +438,24 @@ def status(addresses: str, timeout_s: float, as_json: bool) -> None:
     if not answered:
         raise click.ClickException(hint)
     rows = []
+    modes = set()
     for address, (body, error) in zip(targets, answers):
         if error is not None:
-            rows.append([address, "?", "unreachable", "-", "-", "-", "-", "-", "-", error])
+            rows.append([address, "?", "unreachable", "-", "-", "-", "-", "-", "-", "down",
+                         error])
             continue
+        modes.add((str(body.get("replication", "?")), str(body.get("fsync", "?"))))
+        p99 = body.get("fsync_p99_ms")
         rows.append([address, str(body.get("id", "?")), str(body.get("role", "?")),
                      str(body.get("term", "?")), str(body.get("leader") or "-"),
-                     str(body.get("replication", "?")), str(body.get("fsync", "?")),
-                     str(body.get("commit_index", "?")), str(body.get("applied_index", "?")),
+                     str(body.get("last_log_index", "?")), str(body.get("commit_index", "?")),
+                     str(body.get("applied_index", "?")),
+                     "-" if p99 is None else f"{p99:.2f} ms", _status_health(body),
                      _status_lag(body)])
-    click.echo(_table(["ADMIN", "ID", "ROLE", "TERM", "LEADER", "REPLICATION", "FSYNC",
-                       "COMMIT", "APPLIED", "LAG"], rows, right={3, 7, 8}))
+    click.echo(_table(["ADMIN", "ID", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED",
+                       "FSYNC99", "HEALTH", "LAG"], rows, right={3, 5, 6, 7, 8}))
+    click.echo("modes: " + "; ".join(f"replication {r}, fsync {f}" for r, f in sorted(modes))
+               + ("" if len(modes) <= 1 else "  (the nodes differ!)"))
 
 
 def _parse_admin_addresses(addresses: str) -> list[str]:
@@ -459,6 +502,27 @@ def _query_status(address: str, timeout_s: float) -> tuple[dict, None] | tuple[N
     return body, None
 
 
+STALE_AFTER_MS = 5000  # a follower further behind than this is not healthy (as /replica)
+
+
+def _status_health(body: dict) -> str:
+    """The HEALTH cell: ok, or the reason a node needs a look."""
+    role = body.get("role")
+    if role == "leader":
+        followers = body.get("followers") or {}
+        down = sorted(p for p, f in followers.items()
+                      if isinstance(f, dict) and f.get("connected") is False)
+        return f"degraded: {', '.join(down)} unreachable" if down else "ok"
+    if role in ("candidate", "pre-candidate"):
+        return "electing"
+    if not body.get("leader"):
+        return "no leader"
+    staleness_ms = body.get("staleness_ms")
+    if staleness_ms is None or staleness_ms > STALE_AFTER_MS:
+        return "stale"
+    return "ok"
+
+
 def _status_lag(body: dict) -> str:
     """The LAG cell: each follower's lag on the leader, the staleness on a follower."""
     if body.get("role") == "leader":
@@ -469,6 +533,8 @@ def _status_lag(body: dict) -> str:
         for peer, f in sorted(followers.items()):
             f = f if isinstance(f, dict) else {}
             cell = f"{peer} {f.get('lag_entries', '?')} entries/{f.get('lag_ms', '?')} ms"
+            if f.get("last_contact_ms") is not None:
+                cell += f" (heard {f['last_contact_ms']} ms ago)"
             if f.get("connected") is False:
                 cell += " (disconnected)"
             cells.append(cell)

@@ -191,3 +191,21 @@ def test_json_logs_carry_the_node_term_and_indexes(make_cluster):
     assert r["ts"].endswith("Z")
     for node_id in cluster.ids:
         assert all(rec["node"] == node_id for rec in records(node_id))
+
+
+def test_replikv_status_on_a_real_cluster(shared_cluster):
+    leader = shared_cluster.leader()
+    shared_cluster.client(leader).set("status:probe", "1")
+    admins = ",".join(f"{HOST}:{shared_cluster.nodes[i].admin_port}" for i in shared_cluster.ids)
+    out = shared_cluster.cli("status", "--cluster", admins)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = {line.split()[1]: line for line in out.stdout.splitlines()[1:]
+            if line.startswith(HOST)}
+    assert sorted(rows) == sorted(shared_cluster.ids)
+    cells = rows[leader].split()
+    assert cells[2] == "leader" and cells[9:11] == ["ms", "ok"], rows[leader]
+    assert float(cells[8]) > 0  # the fsync p99 of a node that has written
+    for node_id, line in rows.items():
+        if node_id != leader:
+            assert line.split()[2] == "follower" and " ok " in line, line
+    assert out.stdout.splitlines()[-1] == "modes: replication passive, fsync always"

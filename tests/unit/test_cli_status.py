@@ -16,18 +16,18 @@ from replikv.cli import main
 LEADER = {
     "id": "n1", "role": "leader", "term": 7, "leader": "n1", "replication": "passive",
     "fsync": "always", "commit_index": 120, "applied_index": 120, "last_log_index": 125,
-    "staleness_ms": 0,
+    "staleness_ms": 0, "fsync_p99_ms": 0.412,
     "followers": {
         "n2": {"match_index": 125, "next_index": 126, "lag_entries": 0, "lag_ms": 0,
-               "connected": True},
+               "connected": True, "last_contact_ms": 50},
         "n3": {"match_index": 110, "next_index": 111, "lag_entries": 15, "lag_ms": 340,
-               "connected": False},
+               "connected": False, "last_contact_ms": 2300},
     },
 }
 FOLLOWER = {
     "id": "n2", "role": "follower", "term": 7, "leader": "n1", "replication": "passive",
-    "fsync": "always", "commit_index": 120, "applied_index": 119, "staleness_ms": 12,
-    "followers": {},
+    "fsync": "always", "commit_index": 120, "applied_index": 119, "last_log_index": 121,
+    "staleness_ms": 12, "fsync_p99_ms": None, "followers": {},
 }
 NEW_FOLLOWER = {**FOLLOWER, "id": "n4", "staleness_ms": None, "leader": None}
 
@@ -87,19 +87,24 @@ def test_one_line_per_node_with_role_indexes_and_lag(fake_node) -> None:
 
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["ADMIN", "ID", "ROLE", "TERM", "LEADER", "REPLICATION", "FSYNC",
-                                "COMMIT", "APPLIED", "LAG"]
-    assert len(lines) == 5
-    assert line_of(result.output, leader).split()[:9] == [
-        leader, "n1", "leader", "7", "n1", "passive", "always", "120", "120"]
+    assert lines[0].split() == ["ADMIN", "ID", "ROLE", "TERM", "LEADER", "LAST", "COMMIT",
+                                "APPLIED", "FSYNC99", "HEALTH", "LAG"]
+    assert len(lines) == 6
+    assert lines[-1] == "modes: replication passive, fsync always"
+    assert line_of(result.output, leader).split()[:10] == [
+        leader, "n1", "leader", "7", "n1", "125", "120", "120", "0.41", "ms"]
+    assert "degraded: n3 unreachable" in line_of(result.output, leader)
     assert line_of(result.output, leader).endswith(
-        "n2 0 entries/0 ms, n3 15 entries/340 ms (disconnected)")
-    assert line_of(result.output, follower).split()[:9] == [
-        follower, "n2", "follower", "7", "n1", "passive", "always", "120", "119"]
+        "n2 0 entries/0 ms (heard 50 ms ago), n3 15 entries/340 ms (heard 2300 ms ago) "
+        "(disconnected)")
+    assert line_of(result.output, follower).split()[:10] == [
+        follower, "n2", "follower", "7", "n1", "121", "120", "119", "-", "ok"]
     assert line_of(result.output, follower).endswith("staleness 12 ms")
     assert line_of(result.output, new).split()[4] == "-"
+    assert "no leader" in line_of(result.output, new)
     assert "staleness unknown" in line_of(result.output, new)
     assert line_of(result.output, down).split()[:3] == [down, "?", "unreachable"]
+    assert "down" in line_of(result.output, down).split()
     assert "refused" in line_of(result.output, down)
 
 
@@ -161,3 +166,42 @@ def test_a_malformed_address_is_a_usage_error(nodes: str) -> None:
 
     assert result.exit_code == 2
     assert "--nodes" in result.output
+
+
+def test_health_says_what_needs_a_look(fake_node) -> None:
+    healthy_leader = {**LEADER, "followers": {"n2": {**LEADER["followers"]["n2"]}}}
+    stale = {**FOLLOWER, "staleness_ms": 9000}
+    electing = {**FOLLOWER, "role": "candidate", "leader": None}
+    addresses = [fake_node(b) for b in (healthy_leader, stale, electing)]
+
+    result = status("--nodes", ",".join(addresses))
+
+    assert result.exit_code == 0, result.output
+    leader_cells = line_of(result.output, addresses[0]).split()
+    assert leader_cells[8:11] == ["0.41", "ms", "ok"]  # FSYNC99 is "0.41 ms", then HEALTH
+    assert [line_of(result.output, a).split()[8:10] for a in addresses[1:]] == [
+        ["-", "stale"], ["-", "electing"]]
+
+
+def test_modes_that_differ_between_nodes_are_flagged(fake_node) -> None:
+    result = status("--nodes", f"{fake_node(LEADER)},{fake_node({**FOLLOWER, 'fsync': 'never'})}")
+
+    assert result.output.splitlines()[-1] == (
+        "modes: replication passive, fsync always; replication passive, fsync never  "
+        "(the nodes differ!)")
+
+
+def test_watch_refreshes_the_given_number_of_times(fake_node) -> None:
+    leader = fake_node(LEADER)
+    down = closed_port_address()
+
+    result = status("--cluster", leader, "--watch", "--interval-s", "0.1", "--count", "3")
+
+    assert result.exit_code == 0, result.output
+    assert result.output.count("replikv status at ") == 3
+    assert result.output.count("ADMIN") == 3
+    # Nobody answering is shown, not fatal, while watching.
+    result = status("--nodes", down, "--watch", "--interval-s", "0.1", "--count", "2",
+                    "--timeout-s", "0.2")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("no node answered") == 2

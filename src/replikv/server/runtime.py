@@ -25,9 +25,10 @@ import random
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from replikv import __version__
@@ -55,6 +56,7 @@ from replikv.storage.wal import WriteAheadLog
 log = logging.getLogger("replikv.node")
 
 
+FSYNC_SAMPLES = 1024
 # A batch is persisted on the event loop only while fsyncs take at most this long (smoothed).
 INLINE_FSYNC_MAX_S = 0.002
 
@@ -73,6 +75,15 @@ class DiskStats:
     # Recent fsync time, smoothed (each fsync moves it 1/8 of the way): it decides whether a
     # batch is persisted on the event loop or in the disk thread.
     recent_fsync_seconds: float = 0.0
+    # The last FSYNC_SAMPLES fsync durations, for the p99 that /status and `replikv status`
+    # show.
+    samples: deque = field(default_factory=lambda: deque(maxlen=FSYNC_SAMPLES))
+
+    def p99_ms(self) -> float | None:
+        if not self.samples:
+            return None
+        ordered = sorted(self.samples)
+        return round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3)
 
 
 class NodeServer(NodeView):
@@ -478,6 +489,7 @@ class NodeServer(NodeView):
         stats.fsync_seconds_total += elapsed
         stats.last_fsync_seconds = elapsed
         stats.recent_fsync_seconds += (elapsed - stats.recent_fsync_seconds) / 8
+        stats.samples.append(elapsed)
         self.metrics.fsync_seconds.labels("wal" if wal else "hardstate").observe(elapsed)
 
     async def _batch_fsync_loop(self) -> None:
@@ -609,6 +621,7 @@ class NodeServer(NodeView):
             "backups_taken": self.snapshots.backups_taken,
             "keys": node.state.key_count(), "pending_requests": node.pending_requests,
             "clients": len(self.clients), "fsync": self.settings.fsync,
+            "fsync_p99_ms": self.disk_stats.p99_ms(),
             **({"fsync_interval_ms": self.settings.fsync_interval_ms}
                if self.settings.fsync == "batch" else {}),
             "uptime_s": int(time.time() - self.started_s), "pid": os.getpid(),
