@@ -234,6 +234,52 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
         raise click.ClickException(str(e)) from None
 
 
+_PLAYGROUND_HELP = {
+    "kill": ("Crash a node of the local cluster: SIGKILL, nothing flushed or closed.",
+             "replikv cluster kill n1"),
+    "pause": (("Freeze a node (SIGSTOP): no heartbeats, no answers, sockets left open, as in a "
+              "long GC pause or a stalled VM."), "replikv cluster pause n1"),
+    "resume": ("Unfreeze a paused node (SIGCONT).", "replikv cluster resume n1"),
+    "restart": (("Stop a node if it runs and start it again (its output stays in `cluster up`'s "
+                "terminal)."), "replikv cluster restart n1"),
+}
+
+
+def _playground_command(action: str) -> None:
+    doc, example = _PLAYGROUND_HELP[action]
+
+    @cluster.command(action, context_settings=CONTEXT,
+                     help=f"{doc}\n\nActs on the cluster `replikv cluster up` runs from "
+                          f"--data-dir. Watch what happens with `replikv status --watch`."
+                          f"\n\n\b\nExample:\n  {example}")
+    @click.argument("node_id", metavar="NODE")
+    @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                  default=Path("replikv-data"), show_default=True,
+                  help="The --data-dir the cluster was started with.")
+    def command(node_id: str, data_dir: Path) -> None:
+        from replikv.playground import PlaygroundError, request_restart, signal_node
+
+        try:
+            if action == "restart":
+                pid = request_restart(data_dir, node_id)
+                click.echo(f"{node_id} restarted (pid {pid})")
+            else:
+                pid = signal_node(data_dir, node_id, action)
+                done = {"kill": "killed (SIGKILL)", "pause": "paused (SIGSTOP)",
+                        "resume": "resumed (SIGCONT)"}[action]
+                click.echo(f"{node_id} {done}, pid {pid}"
+                           + (f"; `replikv cluster resume {node_id}` wakes it"
+                              if action == "pause" else "")
+                           + (f"; `replikv cluster restart {node_id}` brings it back"
+                              if action == "kill" else ""))
+        except PlaygroundError as e:
+            raise click.ClickException(str(e)) from None
+
+
+for _action in _PLAYGROUND_HELP:
+    _playground_command(_action)
+
+
 def _backup_replication_mode(backup_file: Path, replication: str) -> str:
     """The replication mode of the backup `cluster up --restore` starts from; an explicit
     --replication must agree with it."""

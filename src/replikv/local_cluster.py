@@ -5,10 +5,20 @@ killing one (kill -9) is a real crash of a real process. Their output is merged 
 each line prefixed by the node's id. Ctrl-C (or SIGTERM) stops every node with SIGTERM, waits for
 them to shut down cleanly, and only then exits; a node that does not stop within the grace
 period is killed.
+
+The failover playground. While it runs, the supervisor keeps DATA_DIR/cluster.json up to date
+(its own pid, each node's pid or null, ports, config) and watches DATA_DIR/control/ for
+requests. `replikv cluster kill|pause|resume|restart NODE` (see `playground`) read that file:
+kill sends SIGKILL, pause SIGSTOP, resume SIGCONT to the node's process group, after checking
+that the pid still runs that node's config (a pid the kernel reused for something else is never
+signalled); restart asks the supervisor, which stops the node if it runs (SIGTERM, then
+SIGKILL after the grace period) and starts it again with its output still merged here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
 import signal
@@ -21,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STOP_GRACE_S = 10.0
+STATE_FILE = "cluster.json"  # written by the supervisor of `cluster up`: see the docstring
+CONTROL_DIR = "control"
 _COLORS = ["36", "35", "33", "32", "34"]
 
 
@@ -114,6 +126,8 @@ class LocalCluster:
         self.procs: dict[str, subprocess.Popen] = {}
         self._print_lock = threading.Lock()
         self._stopping = False
+        self.state_path = data_dir / STATE_FILE
+        self.control_dir = data_dir / CONTROL_DIR
 
     def write_configs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -176,18 +190,56 @@ class LocalCluster:
         if restore_from is not None:
             self.restore(restore_from, force=force)
         self.write_configs()
+        self.control_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.control_dir.glob("*"):
+            stale.unlink(missing_ok=True)  # requests left by an earlier run
         signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
         try:
             for n in self.nodes:
                 self._start(n)
+            self._write_state()
             self._banner()
             while not self._stopping:
                 time.sleep(0.2)
                 self._reap()
+                self._serve_requests()
         except KeyboardInterrupt:
             pass
         finally:
             self.stop()
+            self.state_path.unlink(missing_ok=True)
+
+    def _write_state(self) -> None:
+        """DATA_DIR/cluster.json: who runs where, for the playground commands (atomic)."""
+        state = {"supervisor_pid": os.getpid(), "host": self.host, "nodes": {
+            n.id: {"pid": self.procs[n.id].pid if n.id in self.procs else None,
+                   "client_port": n.client_port, "peer_port": n.peer_port,
+                   "admin_port": n.admin_port, "config": str(n.config_path.resolve())}
+            for n in self.nodes}}
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, self.state_path)
+
+    def _serve_requests(self) -> None:
+        """Playground requests: DATA_DIR/control/restart-<id> restarts that node."""
+        for request in sorted(self.control_dir.glob("restart-*")):
+            request.unlink(missing_ok=True)
+            node_id = request.name.removeprefix("restart-")
+            node = next((n for n in self.nodes if n.id == node_id), None)
+            if node is None:
+                continue
+            proc = self.procs.pop(node_id, None)
+            if proc is not None and proc.poll() is None:
+                with self._print_lock:
+                    print(f"replikv: restarting {node_id} (stopping it first)", flush=True)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)  # a paused node cannot stop
+                stop_process_groups([proc])
+            else:
+                with self._print_lock:
+                    print(f"replikv: starting {node_id} again", flush=True)
+            self._start(node)
+            self._write_state()
 
     def _request_stop(self) -> None:
         self._stopping = True
@@ -233,8 +285,10 @@ class LocalCluster:
             cfg = self.data_dir / f"{node_id}.toml"
             with self._print_lock:
                 print(f"replikv: node {node_id} {how}; the others keep serving. Start it again "
-                      f"with: {Path(sys.executable).parent / 'replikv'} node --config {cfg}",
+                      f"with: replikv cluster restart {node_id}  (or by hand: "
+                      f"{Path(sys.executable).parent / 'replikv'} node --config {cfg})",
                       flush=True)
+            self._write_state()
 
     def stop(self) -> None:
         self._stopping = True
@@ -242,6 +296,7 @@ class LocalCluster:
             if proc.poll() is None:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)
+                    os.killpg(proc.pid, signal.SIGCONT)  # a paused node must run to stop
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + STOP_GRACE_S

@@ -507,3 +507,37 @@ def kill_leftover_processes() -> None:
                 proc.wait(STOP_TIMEOUT_S)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
+
+
+def free_base_port() -> int:
+    """A base port B with B..B+2, B+100..B+102 and B+200..B+202 free (as cluster up uses)."""
+    for candidate in free_ports(40):
+        if candidate + 202 >= 32000:
+            continue
+        ports = [candidate + d for d in (0, 1, 2, 100, 101, 102, 200, 201, 202)]
+        try:
+            for port in ports:
+                with socket.socket() as s:
+                    s.bind((HOST, port))
+        except OSError:
+            continue
+        return candidate
+    raise AssertionError("no free block of ports for cluster up among 40 candidates")
+
+
+def stop_cluster_up(proc: subprocess.Popen, node_pids: Iterable[int]) -> None:
+    """Stop a `replikv cluster up` started in its own session (SIGTERM: it stops its nodes;
+    SIGKILL to its group after 30 s), then SIGKILL any of `node_pids` still there (only if
+    cluster up could not stop them: each node runs in its own process group)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30.0)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5.0)
+    for pid in node_pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

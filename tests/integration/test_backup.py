@@ -14,10 +14,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
 import threading
 import time
@@ -28,12 +25,21 @@ from pathlib import Path
 import pytest
 
 from replikv.config import default_cluster_id, parse_peers
-from replikv.local_cluster import free_ports
 from replikv.raft.membership import Membership
 from replikv.state import KVState
 from replikv.storage.snapshot import SnapshotWriter, iter_snapshot
 
-from .cluster import HOST, MEASUREMENTS, PYTHON, REPO_ROOT, Cluster, raw_command, wait_until
+from .cluster import (
+    HOST,
+    MEASUREMENTS,
+    PYTHON,
+    REPO_ROOT,
+    Cluster,
+    free_base_port,
+    raw_command,
+    stop_cluster_up,
+    wait_until,
+)
 
 KEYS = 10_000
 MSET_KEYS = 500
@@ -229,22 +235,6 @@ def synthetic_backup(directory: Path, keys: int) -> Path:
         return writer.finish(state_digest=cursor.state_digest()).path
 
 
-def free_base_port() -> int:
-    """A base port B with B..B+2, B+100..B+102 and B+200..B+202 free (as cluster up uses)."""
-    for candidate in free_ports(40):
-        if candidate + 202 >= 32000:
-            continue
-        ports = [candidate + d for d in (0, 1, 2, 100, 101, 102, 200, 201, 202)]
-        try:
-            for port in ports:
-                with socket.socket() as s:
-                    s.bind((HOST, port))
-        except OSError:
-            continue
-        return candidate
-    raise AssertionError("no free block of ports for cluster up among 40 candidates")
-
-
 def test_cluster_up_restore_starts_a_new_cluster_from_a_backup(tmp_path: Path) -> None:
     backup = synthetic_backup(tmp_path / "made", 1000)
     base = free_base_port()
@@ -280,18 +270,7 @@ def test_cluster_up_restore_starts_a_new_cluster_from_a_backup(tmp_path: Path) -
         assert status["cluster_id"] == default_cluster_id(peers)  # the local cluster's own id
         assert status["snapshot"]["index"] == 777
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20.0)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5.0)
-        for pid in node_pids:  # only if cluster up could not stop them
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_cluster_up(proc, node_pids)
     assert "cluster stopped" in log_path.read_text()
 
     # The data dirs hold a cluster now: restoring over them needs --force, and changes nothing

@@ -1,0 +1,103 @@
+"""The failover playground on a local cluster: `replikv cluster kill|pause|resume|restart NODE`.
+
+They act on the cluster `replikv cluster up` runs from the same DATA_DIR, through the state file
+its supervisor keeps (see replikv.local_cluster): kill is SIGKILL (a crash: nothing is flushed
+or closed), pause SIGSTOP (the node freezes: no heartbeats, no answers, its sockets stay open,
+as in a long GC pause or a stalled VM), resume SIGCONT, restart asks the supervisor to stop the
+node and start it again. Only a local cluster's own node processes are ever signalled: the pid
+must still run `replikv node --config <that node's config>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from replikv.local_cluster import CONTROL_DIR, STATE_FILE
+
+RESTART_TIMEOUT_S = 20.0
+ACTIONS = {"kill": signal.SIGKILL, "pause": signal.SIGSTOP, "resume": signal.SIGCONT}
+
+
+class PlaygroundError(Exception):
+    """What to tell the user (the message says what to do)."""
+
+
+def load_state(data_dir: Path) -> dict:
+    path = data_dir / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PlaygroundError(f"no local cluster is running with its data in {data_dir} "
+                              "(start one with `replikv cluster up`, or pass the --data-dir "
+                              "it was started with)") from None
+    except (OSError, ValueError) as e:
+        raise PlaygroundError(f"cannot read {path}: {e}") from None
+    pid = state.get("supervisor_pid")
+    if not isinstance(pid, int) or not _alive(pid):
+        raise PlaygroundError(f"the `replikv cluster up` that wrote {path} is no longer "
+                              "running; start the cluster again")
+    return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _runs_config(pid: int, config: str) -> bool:
+    """Whether `pid` is a replikv node started with this config (not a reused pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"node" in argv and config.encode() in argv
+
+
+def node_entry(state: dict, node_id: str) -> dict:
+    nodes = state.get("nodes") or {}
+    if node_id not in nodes:
+        raise PlaygroundError(f"no node {node_id!r} in this cluster; its nodes are "
+                              f"{', '.join(sorted(nodes))}")
+    return nodes[node_id]
+
+
+def signal_node(data_dir: Path, node_id: str, action: str) -> int:
+    """Send the action's signal to the node's process group; returns its pid."""
+    state = load_state(data_dir)
+    entry = node_entry(state, node_id)
+    pid = entry.get("pid")
+    if not isinstance(pid, int) or not _alive(pid):
+        raise PlaygroundError(f"{node_id} is not running; `replikv cluster restart {node_id}` "
+                              "starts it again")
+    if not _runs_config(pid, entry["config"]):
+        raise PlaygroundError(f"pid {pid} is not {node_id}'s node process any more; nothing "
+                              "was signalled")
+    os.killpg(pid, ACTIONS[action])
+    return pid
+
+
+def request_restart(data_dir: Path, node_id: str,
+                    timeout_s: float = RESTART_TIMEOUT_S) -> int:
+    """Ask the supervisor to restart the node; wait until it runs again. Returns its new pid."""
+    state = load_state(data_dir)
+    old_pid = node_entry(state, node_id).get("pid")
+    control = data_dir / CONTROL_DIR
+    control.mkdir(parents=True, exist_ok=True)
+    (control / f"restart-{node_id}").write_text("")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        pid = node_entry(load_state(data_dir), node_id).get("pid")
+        if isinstance(pid, int) and pid != old_pid and _alive(pid):
+            return pid
+    raise PlaygroundError(f"{node_id} did not start again within {timeout_s:.0f} s; see the "
+                          "output of `replikv cluster up`")

@@ -1,0 +1,119 @@
+"""The failover playground on a real `replikv cluster up`: pause the leader (SIGSTOP) and watch
+another node take over, resume it and see it follow; kill the new leader (SIGKILL) and restart
+it through the supervisor; a pid that no longer runs the node is never signalled."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .cluster import (
+    HOST,
+    PYTHON,
+    REPO_ROOT,
+    free_base_port,
+    raw_command,
+    stop_cluster_up,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def replikv(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "replikv", *args, "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
+                          check=False)
+
+
+def status(admin_port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{admin_port}/status", timeout=1) as r:
+            return json.loads(r.read())
+    except OSError:
+        return None
+
+
+def test_pause_kill_resume_restart_a_local_cluster(tmp_path: Path) -> None:
+    base = free_base_port()
+    data_dir = tmp_path / "data"
+    log_path = tmp_path / "cluster-up.log"
+    with open(log_path, "w") as log:
+        up = subprocess.Popen([PYTHON, "-m", "replikv", "cluster", "up", "--base-port",
+                               str(base), "--data-dir", str(data_dir)],
+                              stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                              start_new_session=True)
+    admin = {f"n{i + 1}": base + 200 + i for i in range(3)}
+    state_path = data_dir / "cluster.json"
+    pids: set[int] = set()
+
+    def leader(exclude: str | None = None) -> str | None:
+        for node_id, port in admin.items():
+            s = status(port) if node_id != exclude else None
+            if s is not None and s["role"] == "leader":
+                return node_id
+        return None
+
+    try:
+        wait_until(lambda: state_path.exists() and leader() or up.poll() is not None,
+                   timeout_s=30.0, what="cluster up with a leader")
+        assert up.poll() is None, log_path.read_text()
+        state = json.loads(state_path.read_text())
+        pids = {n["pid"] for n in state["nodes"].values()}
+        first = leader()
+        term = status(admin[first])["term"]
+
+        paused = replikv(data_dir, "cluster", "pause", first)
+        assert paused.returncode == 0, paused.stderr
+        assert f"{first} paused (SIGSTOP)" in paused.stdout
+        second = wait_until(lambda: leader(exclude=first), timeout_s=15.0,
+                            what="a new leader while the old one is frozen")
+        assert second != first
+        assert status(admin[second])["term"] > term
+        assert raw_command(base + int(second[1:]) - 1, "SET", "during", "pause") == b"OK"
+
+        resumed = replikv(data_dir, "cluster", "resume", first)
+        assert resumed.returncode == 0, resumed.stderr
+        wait_until(lambda: (s := status(admin[first])) is not None and s["role"] == "follower"
+                   and s["leader"] == second, timeout_s=15.0,
+                   what="the resumed node following the new leader")
+
+        killed = replikv(data_dir, "cluster", "kill", second)
+        assert killed.returncode == 0, killed.stderr
+        wait_until(lambda: "killed by SIGKILL" in log_path.read_text(), timeout_s=10.0,
+                   what="cluster up noticing the crash")
+        again = replikv(data_dir, "cluster", "kill", second)
+        assert again.returncode == 1 and "is not running" in again.stderr
+        third = wait_until(lambda: leader(exclude=second), timeout_s=15.0,
+                           what="a leader among the two left")
+
+        restarted = replikv(data_dir, "cluster", "restart", second)
+        assert restarted.returncode == 0, restarted.stderr + log_path.read_text()[-2000:]
+        pids |= {n["pid"] for n in json.loads(state_path.read_text())["nodes"].values()
+                 if n["pid"]}
+        wait_until(lambda: (s := status(admin[second])) is not None and s["leader"] == third
+                   and s["applied_index"] >= status(admin[third])["commit_index"] - 5,
+                   timeout_s=20.0, what="the restarted node caught up")
+        port = base + int(second[1:]) - 1
+        assert raw_command(port, "REPLIKV", "WITH", "READPREF", "nearest", "CONSISTENCY",
+                           "local", "GET", "during") == b"pause"
+
+        # A stale pid in the state file is not signalled.
+        state = json.loads(state_path.read_text())
+        state["nodes"]["n1"]["pid"] = os.getpid()  # alive, but not a node
+        state_path.write_text(json.dumps(state))
+        refused = replikv(data_dir, "cluster", "kill", "n1")
+        assert refused.returncode == 1 and "is not n1's node process" in refused.stderr
+        unknown = replikv(data_dir, "cluster", "pause", "n9")
+        assert unknown.returncode == 1 and "no node 'n9'" in unknown.stderr
+    finally:
+        stop_cluster_up(up, pids)
+    assert "cluster stopped" in log_path.read_text()
+    assert not state_path.exists()
+    gone = replikv(data_dir, "cluster", "resume", "n1")
+    assert gone.returncode == 1 and "no local cluster is running" in gone.stderr
