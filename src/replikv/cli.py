@@ -109,6 +109,9 @@ _add_backup_commands()
                    "(the lost voter is demoted). 0: off. [default: 0]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="[default: info]")
+@click.option("--fault-injection", is_flag=True, default=None,
+              help="Accept POST /faults on the admin port (partitions, delays; what `replikv "
+                   "cluster partition|heal|slow` use). Never on a production node.")
 @click.option("--log-format", type=click.Choice(["text", "json"]),
               help="json: one object per line with the node id, role, term, commit and "
                    "applied index on every line. [default: text]")
@@ -123,7 +126,8 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          snapshot_chunk_bytes: int | None, auto_replace_after_ms: int | None,
          archive_dir: Path | None, backup_dir: Path | None, backup_every: str | None,
          backup_keep: int | None,
-         log_level: str | None, log_format: str | None) -> None:
+         fault_injection: bool | None, log_level: str | None,
+         log_format: str | None) -> None:
     """Run one replikv node in the foreground.
 
     \b
@@ -156,7 +160,7 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
                  "archive_dir": archive_dir, "backup_dir": backup_dir,
                  "backup_every": backup_every, "backup_keep": backup_keep,
                  "auto_replace_after_ms": auto_replace_after_ms, "log_level": log_level,
-                 "log_format": log_format}
+                 "log_format": log_format, "fault_injection": fault_injection}
     try:
         settings = load_settings(config_file, overrides)
     except ConfigError as e:
@@ -278,6 +282,95 @@ def _playground_command(action: str) -> None:
 
 for _action in _PLAYGROUND_HELP:
     _playground_command(_action)
+
+
+_DATA_DIR_OPTION = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
+    default=Path("replikv-data"), show_default=True,
+    help="The --data-dir the cluster was started with.")
+
+
+@cluster.command("partition", context_settings=CONTEXT)
+@click.argument("groups", nargs=-1, required=True)
+@_DATA_DIR_OPTION
+def cluster_partition(groups: tuple[str, ...], data_dir: Path) -> None:
+    """Cut the local cluster into groups that cannot reach each other.
+
+    Groups are separated by `/` (or a quoted `|`); one group alone is cut off from all the
+    others. Messages between groups are dropped inside each node's peer transport, both ways
+    (clients still reach every node). `replikv cluster heal` undoes it.
+
+    \b
+    Examples:
+      replikv cluster partition n1                # n1 alone; n2 and n3 together
+      replikv cluster partition n1 / n2 n3        # the same, spelled out
+      replikv cluster partition "n1 | n2 | n3"    # nobody reaches anybody
+    """
+    from replikv.playground import (
+        PlaygroundError,
+        blocked_by_node,
+        load_state,
+        post_faults,
+        split_groups,
+    )
+
+    try:
+        members = sorted(load_state(data_dir).get("nodes") or {})
+        parts = split_groups(list(groups), members)
+        for node_id, blocked in blocked_by_node(parts).items():
+            post_faults(data_dir, node_id, "block=" + ",".join(blocked))
+    except PlaygroundError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo("partitioned: " + " | ".join(" ".join(g) for g in parts)
+               + "   (replikv cluster heal undoes it)")
+
+
+@cluster.command("heal", context_settings=CONTEXT)
+@_DATA_DIR_OPTION
+def cluster_heal(data_dir: Path) -> None:
+    """Remove every injected partition and delay from the local cluster's nodes.
+
+    \b
+    Example:
+      replikv cluster heal
+    """
+    from replikv.playground import PlaygroundError, load_state, post_faults
+
+    try:
+        members = sorted(load_state(data_dir).get("nodes") or {})
+    except PlaygroundError as e:
+        raise click.ClickException(str(e)) from None
+    failed = []
+    for node_id in members:
+        try:
+            post_faults(data_dir, node_id, "clear")
+        except PlaygroundError as e:
+            failed.append(str(e))
+    if failed:
+        raise click.ClickException("; ".join(failed))
+    click.echo(f"healed: {', '.join(members)} reach each other again, with no added delay")
+
+
+@cluster.command("slow", context_settings=CONTEXT)
+@click.argument("node_id", metavar="NODE")
+@click.option("--delay-ms", type=click.IntRange(0, 60_000), required=True,
+              help="Added to every message NODE sends to its peers; 0 removes it.")
+@_DATA_DIR_OPTION
+def cluster_slow(node_id: str, delay_ms: int, data_dir: Path) -> None:
+    """Slow down what one node sends to its peers (a congested or distant link).
+
+    \b
+    Example:
+      replikv cluster slow n2 --delay-ms 50
+    """
+    from replikv.playground import PlaygroundError, post_faults
+
+    try:
+        post_faults(data_dir, node_id, f"delay_ms={delay_ms}")
+    except PlaygroundError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{node_id}: every message to its peers now waits {delay_ms} ms"
+               + ("   (replikv cluster heal undoes it)" if delay_ms else ""))
 
 
 def _backup_replication_mode(backup_file: Path, replication: str) -> str:

@@ -93,6 +93,9 @@ class NodeSettings:
     # with (`peers` lists the running members, so it can reach them, and itself). It serves
     # nothing until `replikv member add` makes it a standby, and votes once promoted.
     join: bool = False
+    # Accept fault injection over the admin API (POST /faults): partitions and delays inside
+    # the peer transport. `replikv cluster up` turns it on for its local clusters.
+    fault_injection: bool = False
     # Log compaction: snapshot the state every `snapshot_entries` applied entries (0: never),
     # then keep only the last `snapshot_keep_entries` entries before it in the log.
     snapshot_entries: int = 50_000
@@ -247,6 +250,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, object]) -> Nod
         read_preference=_str(raw.get("read_preference", "primary"), "read_preference"),
         read_consistency=_str(raw.get("read_consistency", "linearizable"), "read_consistency"),
         join=_bool(raw.get("join", False), "join"),
+        fault_injection=_bool(raw.get("fault_injection", False), "fault_injection"),
         snapshot_entries=_int(raw.get("snapshot_entries", 50_000), "snapshot_entries"),
         snapshot_keep_entries=_int(raw.get("snapshot_keep_entries", 5_000),
                                    "snapshot_keep_entries"),

@@ -142,7 +142,9 @@ class LocalCluster:
                 f'admin = "{self.host}:{n.admin_port}"\n'
                 f'peers = "{peers}"\n'
                 f'fsync = "{self.fsync}"\n'
-                f'replication = "{self.replication}"\n')
+                f'replication = "{self.replication}"\n'
+                f'# the playground: replikv cluster partition|heal|slow\n'
+                f'fault_injection = true\n')
 
     def check_ports_free(self) -> None:
         for n in self.nodes:

@@ -101,3 +101,68 @@ def request_restart(data_dir: Path, node_id: str,
             return pid
     raise PlaygroundError(f"{node_id} did not start again within {timeout_s:.0f} s; see the "
                           "output of `replikv cluster up`")
+
+
+# ---- faults inside the peer transport (nodes started with --fault-injection) ----------------
+
+
+def split_groups(tokens: list[str], members: list[str]) -> list[list[str]]:
+    """`n1 / n2 n3` (or `|`, quoted from the shell) -> [["n1"], ["n2", "n3"]]; a single group
+    is set against all the other members."""
+    groups: list[list[str]] = [[]]
+    for token in tokens:
+        for part in token.replace("|", " / ").replace("/", " / ").split():
+            if part == "/":
+                groups.append([])
+            else:
+                groups[-1].append(part)
+    groups = [g for g in groups if g]
+    named = [n for g in groups for n in g]
+    unknown = sorted(set(named) - set(members))
+    if unknown:
+        raise PlaygroundError(f"no node {', '.join(unknown)} in this cluster; its nodes are "
+                              f"{', '.join(sorted(members))}")
+    if len(named) != len(set(named)):
+        raise PlaygroundError("a node is named in two groups")
+    if len(groups) == 1:
+        rest = [m for m in members if m not in named]
+        if not rest:
+            raise PlaygroundError("name the nodes to cut off, e.g. `partition n1` or "
+                                  "`partition n1 / n2 n3`")
+        groups.append(rest)
+    named = [n for g in groups for n in g]
+    missing = [m for m in members if m not in named]
+    if missing:  # nodes named in no group form one more, cut off from the rest
+        groups.append(missing)
+    return groups
+
+
+def blocked_by_node(groups: list[list[str]]) -> dict[str, list[str]]:
+    """For each node, the peers outside its group."""
+    everyone = [n for g in groups for n in g]
+    return {n: sorted(p for p in everyone if p not in g) for g in groups for n in g}
+
+
+def post_faults(data_dir: Path, node_id: str, query: str) -> dict:
+    """POST /faults?<query> (or /faults/clear when query is "clear") on a node of the local
+    cluster; its answer's "faults"."""
+    import urllib.error
+    import urllib.request
+
+    state = load_state(data_dir)
+    entry = node_entry(state, node_id)
+    path = "/faults/clear" if query == "clear" else f"/faults?{query}"
+    url = f"http://{state.get('host', '127.0.0.1')}:{entry['admin_port']}{path}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"),
+                                    timeout=5.0) as resp:
+            return json.loads(resp.read())["faults"]
+    except urllib.error.HTTPError as e:
+        try:
+            reason = json.loads(e.read()).get("error", "")
+        except ValueError:
+            reason = ""
+        raise PlaygroundError(f"{node_id} refused: {reason or e}") from None
+    except OSError as e:
+        raise PlaygroundError(f"{node_id} did not answer at {url} ({e}); is it running, or "
+                              "paused?") from None

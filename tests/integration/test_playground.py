@@ -4,10 +4,14 @@ it through the supervisor; a pid that no longer runs the node is never signalled
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,7 +43,10 @@ def status(admin_port: int) -> dict | None:
         return None
 
 
-def test_pause_kill_resume_restart_a_local_cluster(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def cluster_up(tmp_path: Path) -> Iterator[tuple[int, Path, Path, set[int]]]:
+    """A real `replikv cluster up` (3 nodes) with a leader: yields (base port, data dir, its
+    log, the node pids to clean up should it fail to stop them); stopped however this ends."""
     base = free_base_port()
     data_dir = tmp_path / "data"
     log_path = tmp_path / "cluster-up.log"
@@ -48,9 +55,35 @@ def test_pause_kill_resume_restart_a_local_cluster(tmp_path: Path) -> None:
                                str(base), "--data-dir", str(data_dir)],
                               stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
                               start_new_session=True)
-    admin = {f"n{i + 1}": base + 200 + i for i in range(3)}
     state_path = data_dir / "cluster.json"
     pids: set[int] = set()
+
+    def ready() -> bool:
+        return up.poll() is not None or state_path.exists() and any(
+            (s := status(base + 200 + i)) is not None and s["role"] == "leader"
+            for i in range(3))
+
+    try:
+        wait_until(ready, timeout_s=30.0, what="cluster up with a leader")
+        assert up.poll() is None, log_path.read_text()
+        pids |= {n["pid"] for n in json.loads(state_path.read_text())["nodes"].values()}
+        yield base, data_dir, log_path, pids
+    finally:
+        stop_cluster_up(up, pids)
+    assert "cluster stopped" in log_path.read_text()
+    assert not state_path.exists()
+
+
+def test_pause_kill_resume_restart_a_local_cluster(tmp_path: Path) -> None:
+    with cluster_up(tmp_path) as (base, data_dir, log_path, pids):
+        pause_kill_resume_restart(base, data_dir, log_path, pids)
+    gone = replikv(data_dir, "cluster", "resume", "n1")
+    assert gone.returncode == 1 and "no local cluster is running" in gone.stderr
+
+
+def pause_kill_resume_restart(base: int, data_dir: Path, log_path: Path, pids: set[int]) -> None:
+    admin = {f"n{i + 1}": base + 200 + i for i in range(3)}
+    state_path = data_dir / "cluster.json"
 
     def leader(exclude: str | None = None) -> str | None:
         for node_id, port in admin.items():
@@ -59,61 +92,119 @@ def test_pause_kill_resume_restart_a_local_cluster(tmp_path: Path) -> None:
                 return node_id
         return None
 
+    first = leader()
+    term = status(admin[first])["term"]
+
+    paused = replikv(data_dir, "cluster", "pause", first)
+    assert paused.returncode == 0, paused.stderr
+    assert f"{first} paused (SIGSTOP)" in paused.stdout
+    second = wait_until(lambda: leader(exclude=first), timeout_s=15.0,
+                        what="a new leader while the old one is frozen")
+    assert second != first
+    assert status(admin[second])["term"] > term
+    assert raw_command(base + int(second[1:]) - 1, "SET", "during", "pause") == b"OK"
+
+    resumed = replikv(data_dir, "cluster", "resume", first)
+    assert resumed.returncode == 0, resumed.stderr
+    wait_until(lambda: (s := status(admin[first])) is not None and s["role"] == "follower"
+               and s["leader"] == second, timeout_s=15.0,
+               what="the resumed node following the new leader")
+
+    killed = replikv(data_dir, "cluster", "kill", second)
+    assert killed.returncode == 0, killed.stderr
+    wait_until(lambda: "killed by SIGKILL" in log_path.read_text(), timeout_s=10.0,
+               what="cluster up noticing the crash")
+    again = replikv(data_dir, "cluster", "kill", second)
+    assert again.returncode == 1 and "is not running" in again.stderr
+    third = wait_until(lambda: leader(exclude=second), timeout_s=15.0,
+                       what="a leader among the two left")
+
+    restarted = replikv(data_dir, "cluster", "restart", second)
+    assert restarted.returncode == 0, restarted.stderr + log_path.read_text()[-2000:]
+    pids |= {n["pid"] for n in json.loads(state_path.read_text())["nodes"].values()
+             if n["pid"]}
+    wait_until(lambda: (s := status(admin[second])) is not None and s["leader"] == third
+               and s["applied_index"] >= status(admin[third])["commit_index"] - 5,
+               timeout_s=20.0, what="the restarted node caught up")
+    port = base + int(second[1:]) - 1
+    assert raw_command(port, "REPLIKV", "WITH", "READPREF", "nearest", "CONSISTENCY",
+                       "local", "GET", "during") == b"pause"
+
+    # A stale pid in the state file is not signalled.
+    state = json.loads(state_path.read_text())
+    state["nodes"]["n1"]["pid"] = os.getpid()  # alive, but not a node
+    state_path.write_text(json.dumps(state))
+    refused = replikv(data_dir, "cluster", "kill", "n1")
+    assert refused.returncode == 1 and "is not n1's node process" in refused.stderr
+    unknown = replikv(data_dir, "cluster", "pause", "n9")
+    assert unknown.returncode == 1 and "no node 'n9'" in unknown.stderr
+
+
+def test_partition_heal_and_slow_inside_the_peer_transport(tmp_path: Path) -> None:
+    with cluster_up(tmp_path) as (base, data_dir, _log_path, _pids):
+        partition_heal_slow(base, data_dir)
+
+
+def partition_heal_slow(base: int, data_dir: Path) -> None:
+    admin = {f"n{i + 1}": base + 200 + i for i in range(3)}
+    client = {f"n{i + 1}": base + i for i in range(3)}
+
+    def leaders() -> list[str]:
+        out = []
+        for node_id, port in admin.items():
+            s = status(port)
+            if s is not None and s["role"] == "leader":
+                out.append(node_id)
+        return out
+
+    (old,) = leaders()
+    assert raw_command(client[old], "SET", "before", "1") == b"OK"
+
+    cut = replikv(data_dir, "cluster", "partition", old)
+    assert cut.returncode == 0, cut.stderr
+    others = sorted(n for n in admin if n != old)
+    assert f"partitioned: {old} | {' '.join(others)}" in cut.stdout
+    new = wait_until(lambda: next((n for n in leaders() if n != old), None),
+                     timeout_s=15.0, what="a leader on the majority side")
+    # The majority side takes writes; the cut-off node steps down (CheckQuorum) and
+    # cannot commit anything.
+    assert raw_command(client[new], "SET", "during", "partition") == b"OK"
+    wait_until(lambda: status(admin[old])["role"] != "leader", timeout_s=15.0,
+               what="the isolated leader stepping down")
+    s = status(admin[old])
+    assert s["faults"]["blocked"] == others and s["faults"]["dropped"] > 0
+
+    healed = replikv(data_dir, "cluster", "heal")
+    assert healed.returncode == 0, healed.stderr
+    wait_until(lambda: (s := status(admin[old]))["leader"] == new and s["faults"][
+        "blocked"] == [] and s["applied_index"] >= status(admin[new])["commit_index"],
+        timeout_s=15.0, what="the healed node following and caught up")
+    assert raw_command(client[old], "REPLIKV", "WITH", "READPREF", "nearest",
+                       "CONSISTENCY", "local", "GET", "during") == b"partition"
+
+    # One slow follower: w=majority does not wait for it, w=all does.
+    slow = next(n for n in admin if n != new)
+    slowed = replikv(data_dir, "cluster", "slow", slow, "--delay-ms", "300")
+    assert slowed.returncode == 0 and "waits 300 ms" in slowed.stdout, slowed.stderr
+
+    def timed(*argv: str) -> float:
+        started = time.monotonic()
+        assert raw_command(client[new], *argv) == b"OK"
+        return time.monotonic() - started
+
+    assert timed("REPLIKV", "WITH", "W", "all", "SET", "slow", "all") >= 0.3
+    assert min(timed("SET", "slow", f"majority{i}") for i in range(3)) < 0.3
+    replikv(data_dir, "cluster", "heal")
+    assert status(admin[slow])["faults"]["delay_ms"] == 0
+
+
+def test_fault_injection_is_refused_unless_switched_on(shared_cluster):
+    req = urllib.request.Request(
+        f"http://{HOST}:{shared_cluster.nodes['n1'].admin_port}/faults?block=n2", method="POST")
     try:
-        wait_until(lambda: state_path.exists() and leader() or up.poll() is not None,
-                   timeout_s=30.0, what="cluster up with a leader")
-        assert up.poll() is None, log_path.read_text()
-        state = json.loads(state_path.read_text())
-        pids = {n["pid"] for n in state["nodes"].values()}
-        first = leader()
-        term = status(admin[first])["term"]
-
-        paused = replikv(data_dir, "cluster", "pause", first)
-        assert paused.returncode == 0, paused.stderr
-        assert f"{first} paused (SIGSTOP)" in paused.stdout
-        second = wait_until(lambda: leader(exclude=first), timeout_s=15.0,
-                            what="a new leader while the old one is frozen")
-        assert second != first
-        assert status(admin[second])["term"] > term
-        assert raw_command(base + int(second[1:]) - 1, "SET", "during", "pause") == b"OK"
-
-        resumed = replikv(data_dir, "cluster", "resume", first)
-        assert resumed.returncode == 0, resumed.stderr
-        wait_until(lambda: (s := status(admin[first])) is not None and s["role"] == "follower"
-                   and s["leader"] == second, timeout_s=15.0,
-                   what="the resumed node following the new leader")
-
-        killed = replikv(data_dir, "cluster", "kill", second)
-        assert killed.returncode == 0, killed.stderr
-        wait_until(lambda: "killed by SIGKILL" in log_path.read_text(), timeout_s=10.0,
-                   what="cluster up noticing the crash")
-        again = replikv(data_dir, "cluster", "kill", second)
-        assert again.returncode == 1 and "is not running" in again.stderr
-        third = wait_until(lambda: leader(exclude=second), timeout_s=15.0,
-                           what="a leader among the two left")
-
-        restarted = replikv(data_dir, "cluster", "restart", second)
-        assert restarted.returncode == 0, restarted.stderr + log_path.read_text()[-2000:]
-        pids |= {n["pid"] for n in json.loads(state_path.read_text())["nodes"].values()
-                 if n["pid"]}
-        wait_until(lambda: (s := status(admin[second])) is not None and s["leader"] == third
-                   and s["applied_index"] >= status(admin[third])["commit_index"] - 5,
-                   timeout_s=20.0, what="the restarted node caught up")
-        port = base + int(second[1:]) - 1
-        assert raw_command(port, "REPLIKV", "WITH", "READPREF", "nearest", "CONSISTENCY",
-                           "local", "GET", "during") == b"pause"
-
-        # A stale pid in the state file is not signalled.
-        state = json.loads(state_path.read_text())
-        state["nodes"]["n1"]["pid"] = os.getpid()  # alive, but not a node
-        state_path.write_text(json.dumps(state))
-        refused = replikv(data_dir, "cluster", "kill", "n1")
-        assert refused.returncode == 1 and "is not n1's node process" in refused.stderr
-        unknown = replikv(data_dir, "cluster", "pause", "n9")
-        assert unknown.returncode == 1 and "no node 'n9'" in unknown.stderr
-    finally:
-        stop_cluster_up(up, pids)
-    assert "cluster stopped" in log_path.read_text()
-    assert not state_path.exists()
-    gone = replikv(data_dir, "cluster", "resume", "n1")
-    assert gone.returncode == 1 and "no local cluster is running" in gone.stderr
+        urllib.request.urlopen(req, timeout=5)
+        raise AssertionError("POST /faults was accepted without --fault-injection")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403
+        assert "--fault-injection" in json.loads(e.read())["error"]
+    assert "faults" not in shared_cluster.status("n1")

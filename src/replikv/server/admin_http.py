@@ -23,6 +23,8 @@ forwards them to the leader):
     POST /members/<id>/add?peer=H:P[&client=H:P][&admin=H:P]   join as a standby
     POST /members/<id>/promote | /demote | /remove
     POST /switchover[?to=<id>]
+    POST /faults?block=<id>,<id>&delay_ms=<n>   (only with --fault-injection) drop messages
+                  to and from those peers, delay what this node sends; POST /faults/clear
 
     200 {"result": "OK ..."}; 409 {"error": ...} if refused (the reason says what to do);
     503 if no leader answered in time.
@@ -56,6 +58,7 @@ REQUEST_TIMEOUT_S = 5.0
 REPLICA_MAX_LAG_MS_DEFAULT = 5000
 REPLICA_MAX_LAG_MS_MAX = 24 * 3600 * 1000
 BACKUP_STREAMS_MAX = 2  # backups being taken or sent at once; more get 503
+FAULT_DELAY_MS_MAX = 60_000
 BACKUP_CHUNK_BYTES = 1 * MIB  # read from the snapshot file, written, drained: memory per stream
 
 
@@ -184,6 +187,8 @@ class AdminServer:
         """Membership changes and switchover, run as REPLIKV MEMBER / SWITCHOVER commands."""
         params = {k: v[-1] for k, v in parse_qs(query, max_num_fields=8).items()}
         parts = [p for p in path.split("/") if p]
+        if parts and parts[0] == "faults":
+            return self._faults(parts, params)
         if parts == ["switchover"]:
             argv = [b"REPLIKV", b"SWITCHOVER"] + ([params["to"].encode()] if "to" in params
                                                    else [])
@@ -205,6 +210,35 @@ class AdminServer:
             status = 503 if reply.code in ("TRYAGAIN", "UNKNOWN") else 409
             return status, {"error": reply.message}
         return 200, {"result": str(reply)}
+
+    def _faults(self, parts: list[str], params: dict[str, str]) -> tuple[int, dict]:
+        """POST /faults?block=ID,ID&delay_ms=N sets this node's injected faults (each one
+        given replaces its kind; one left out stays as it was); POST /faults/clear heals.
+        Only with --fault-injection."""
+        if not self.node.settings.fault_injection:
+            return 403, {"error": "fault injection is off on this node (start it with "
+                                  "--fault-injection; `replikv cluster up` does)"}
+        transport = self.node.transport
+        if parts == ["faults", "clear"]:
+            transport.set_faults(frozenset(), 0.0)
+        elif parts == ["faults"]:
+            blocked = transport.blocked
+            if "block" in params:
+                blocked = frozenset(p for p in params["block"].split(",") if p)
+                if len(blocked) > 64 or any(len(p) > 64 for p in blocked):
+                    return 400, {"error": "block: at most 64 member ids"}
+            delay_s = transport.delay_s
+            if "delay_ms" in params:
+                try:
+                    delay_s = _query_int(f"delay_ms={params['delay_ms']}", "delay_ms", 0,
+                                         FAULT_DELAY_MS_MAX) / 1000
+                except ValueError as e:
+                    return 400, {"error": str(e)}
+            transport.set_faults(blocked, delay_s)
+        else:
+            return 404, {"error": "try POST /faults?block=ID,...&delay_ms=N or /faults/clear"}
+        log.warning("injected faults now: %s", self.node.fault_status())
+        return 200, {"faults": self.node.fault_status()}
 
     def _primary(self) -> tuple[int, dict]:
         raft = self.node.node.raft

@@ -260,6 +260,9 @@ class _InboundLink(asyncio.Protocol):
                         self.abort()
                         return
                     continue
+                if self.src in owner.blocked:
+                    owner.fault_dropped += 1
+                    continue
                 message = decode_message(payload)
                 if getattr(message, "src", None) != self.src:
                     raise PeerProtocolError(f"message claims to come from "
@@ -329,6 +332,11 @@ class PeerTransport:
         # one warning, not one per attempt).
         self._warned_unknown: set[str] = set()
         self._inbound: set[_InboundLink] = set()
+        # Fault injection (the playground; see set_faults): peers whose messages are dropped
+        # both ways, and a delay added to everything this node sends.
+        self.blocked: frozenset[str] = frozenset()
+        self.delay_s = 0.0
+        self.fault_dropped = 0
 
     async def start(self, listen: Address) -> None:
         loop = asyncio.get_running_loop()
@@ -365,7 +373,27 @@ class PeerTransport:
     def send(self, to: str, message: object) -> bool:
         """Queue a message; False when it certainly was not sent (no link to that peer)."""
         link = self.links.get(to)
-        return link is not None and link.send(encode_message(message))
+        if link is None:
+            return False
+        if self.blocked or self.delay_s:
+            return self._send_with_faults(link, to, encode_message(message))
+        return link.send(encode_message(message))
+
+    def set_faults(self, blocked: frozenset[str], delay_s: float) -> None:
+        """Injected faults: drop every message to and from `blocked` peers (a partition, as
+        seen from this node), and hold every message this node sends for `delay_s` (a slow
+        link). Empty and 0.0 heal."""
+        self.blocked = frozenset(blocked)
+        self.delay_s = max(0.0, delay_s)
+
+    def _send_with_faults(self, link: _OutboundLink, to: str, frame: bytes) -> bool:
+        if to in self.blocked:
+            self.fault_dropped += 1
+            return True  # lost on the way, as a partition loses it: the sender cannot tell
+        if self.delay_s and link.loop is not None:
+            link.loop.call_later(self.delay_s, link.send, frame)
+            return True
+        return link.send(frame)
 
     def flush(self) -> None:
         """Write what is queued on every link now, not at the end of this loop iteration (the

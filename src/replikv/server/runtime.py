@@ -625,7 +625,16 @@ class NodeServer(NodeView):
             **({"fsync_interval_ms": self.settings.fsync_interval_ms}
                if self.settings.fsync == "batch" else {}),
             "uptime_s": int(time.time() - self.started_s), "pid": os.getpid(),
+            **({"faults": self.fault_status()} if self.settings.fault_injection else {}),
         }
+
+    def fault_status(self) -> dict:
+        """Injected faults (the playground): who is cut off, the added delay, what was lost."""
+        t = self.transport
+        if t is None:
+            return {"blocked": [], "delay_ms": 0, "dropped": 0}
+        return {"blocked": sorted(t.blocked), "delay_ms": round(t.delay_s * 1000),
+                "dropped": t.fault_dropped}
 
     def info_sections(self) -> dict[str, list[tuple[str, object]]]:
         st = self.status()
