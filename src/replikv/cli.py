@@ -864,6 +864,82 @@ def rollback_show(file: str, data_dir: Path, as_json: bool, full: bool) -> None:
                       right={0, 1}))
 
 
+@rollback.command("report", context_settings=CONTEXT)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=DEFAULT_DATA_DIR, show_default=True,
+              help="A node's data dir, or a directory of them (as `cluster up` makes).")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also list undone writes no client was told had succeeded.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def rollback_report(data_dir: Path, show_all: bool, as_json: bool) -> None:
+    """What did not survive: writes acknowledged to a client (at w=1) and then undone by a
+    failover, by key and time, across every node's rollback files.
+
+    \b
+    Each was saved in a rollback file before it was discarded (`rollback show FILE` has the
+    whole entry). A write listed here may still be in the data if another node had it and a
+    later leader committed it (Raft's Figure 8): read the key before re-applying anything.
+
+    \b
+    Examples:
+      replikv rollback report
+      replikv rollback report --data-dir replikv-data/n1 --all --json
+    """
+    import json
+
+    from replikv.storage.errors import CorruptRollbackFileError
+    from replikv.storage.rollback import (
+        ALL_KEYS,
+        describe_entry,
+        entry_keys,
+        list_rollback_files,
+        read_rollback_file,
+    )
+
+    rows, out, problems = [], [], []
+    counts = {True: 0, False: 0, None: 0}
+    for node_dir in _node_data_dirs(data_dir):
+        for info in list_rollback_files(node_dir):
+            try:
+                rb = read_rollback_file(info.path)
+            except (CorruptRollbackFileError, OSError) as e:
+                problems.append(str(e))
+                continue
+            for r in rb.records:
+                described = describe_entry(r.data, max_arg_bytes=_SHOW_ARG_BYTES)
+                if described["kind"] in ("noop", "membership"):
+                    continue
+                counts[r.acknowledged] += 1
+                if r.acknowledged is not True and not show_all:
+                    continue
+                keys = ["(every key)" if k == ALL_KEYS else k.decode("utf-8", "replace")
+                        for k in entry_keys(r.data)]
+                out.append({"node": rb.node_id, "index": r.index, "term": r.term,
+                            "acknowledged": r.acknowledged, "time_ms": described["time_ms"],
+                            "undone_at_ms": rb.wall_time_ms, "keys": keys,
+                            "entry": described["text"], "file": info.path.name})
+    out.sort(key=lambda o: (o["time_ms"] or 0, o["node"] or "", o["index"]))
+    if as_json:
+        click.echo(json.dumps({"acknowledged_undone": counts[True],
+                               "unacknowledged_undone": counts[False],
+                               "unknown": counts[None], "writes": out}, indent=2))
+        return
+    acknowledged = {True: "yes", False: "no", None: "unknown"}
+    for o in out:
+        rows.append([_format_time_ms(o["time_ms"]), str(o["node"]), str(o["index"]),
+                     acknowledged[o["acknowledged"]], ", ".join(o["keys"]) or "-", o["entry"]])
+    if rows:
+        click.echo(_table(["WRITTEN (UTC)", "NODE", "INDEX", "ACKNOWLEDGED", "KEYS", "ENTRY"],
+                          rows, right={2}))
+        click.echo("")
+    click.echo(f"{counts[True]} acknowledged write(s) undone by failovers, "
+               f"{counts[False]} unacknowledged, {counts[None]} unknown"
+               + ("" if counts[True] else ": every acknowledged write survived")
+               + ". Saved in rollback files: `replikv rollback list`.")
+    for problem in problems:
+        click.echo(problem, err=True)
+
+
 def _node_data_dirs(data_dir: Path) -> list[Path]:
     """`data_dir` if it is a node's data dir (or its rollback/), else the node data dirs in it."""
     hint = (f"Pass a node's data dir with --data-dir (for `replikv cluster up`, "

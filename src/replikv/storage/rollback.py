@@ -330,6 +330,48 @@ def _describe_known(decoded: list, max_arg_bytes: int | None) -> dict[str, objec
     return None
 
 
+ALL_KEYS = b"*"  # what entry_keys names for a FLUSHALL
+
+
+def entry_keys(data: bytes) -> list[bytes]:
+    """The keys a log entry changes (ALL_KEYS for a flush), for `replikv rollback report`;
+    [] for a no-op, a membership entry or bytes that do not decode."""
+    if not data or is_config_entry(data):
+        return []
+    try:
+        decoded = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException):
+        return []
+    if not (isinstance(decoded, list) and len(decoded) >= 3):
+        return []
+    kind, payload = decoded[0], decoded[2]
+    if kind == ENTRY_COMMAND:
+        argv = _as_bytes_list(payload) or []
+        from replikv.commands import keys_of, lookup
+
+        spec = lookup(argv[0]) if argv else None
+        if spec is None:
+            return argv[1:2]
+        if spec.name in ("flushall", "flushdb"):
+            return [ALL_KEYS]
+        try:
+            return list(keys_of(spec, argv))
+        except (IndexError, ValueError):
+            return argv[1:2]
+    if kind == ENTRY_EXPIRE:
+        return _as_bytes_list(payload) or []
+    if kind == ENTRY_EFFECTS and isinstance(payload, list):
+        keys: list[bytes] = []
+        for op in payload:
+            if isinstance(op, list) and len(op) == 1:
+                return [ALL_KEYS]  # the flush effect
+            if (isinstance(op, list) and len(op) > 1 and isinstance(op[1], bytes)
+                    and op[1] not in keys):
+                keys.append(op[1])
+        return keys
+    return []
+
+
 def _as_bytes_list(value: object) -> list[bytes] | None:
     if not isinstance(value, list):
         return None
