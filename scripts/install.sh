@@ -35,4 +35,6 @@ install_debian_package redis-cli redis-tools "$want_tests"
 [ "$want_tests" = 1 ] && install_debian_package redis-benchmark redis-tools 1
 # haproxy: tests/integration/test_haproxy.py runs the config `replikv haproxy-config` prints.
 [ "$want_tests" = 1 ] && install_debian_package haproxy haproxy 1
+# chromium: tests/integration/test_dashboard.py opens the dashboard in headless Chromium.
+[ "$want_tests" = 1 ] && install_debian_package chromium chromium 1
 echo "==> ready: $(.venv/bin/replikv --version), $(redis-cli --version 2>/dev/null || echo 'no redis-cli')"

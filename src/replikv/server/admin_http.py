@@ -10,6 +10,8 @@ connection, bounded request size) so the node needs no web framework:
                   by its staleness estimate (see NodeCore.staleness_ms); 503 otherwise
     GET /status   200, JSON: role, term, indexes, members, per-follower progress
     GET /members  200, JSON: the members as REPLIKV TOPOLOGY lists them
+    GET /         200, text/html: the dashboard (replikv/server/dashboard.html)
+    GET /events   200, JSON: this node's timeline (role and membership changes, rollbacks)
     GET /metrics  200, Prometheus text format: state, counters and latency histograms (see
                   replikv.server.metrics)
     GET /backup   200, application/octet-stream: an online backup, i.e. a snapshot file of
@@ -39,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
@@ -79,10 +82,12 @@ class AdminServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         backup = False  # GET /backup: answered by streaming a file, not with JSON
         status, body = 200, {}
+        method = ""
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
             request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
             parts = request_line.split(" ")
+            method = parts[0]
             if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
                 status, body = 400, {"error": "malformed request line"}
             elif parts[0] == "POST":
@@ -92,6 +97,9 @@ class AdminServer:
                 status, body = 405, {"error": "only GET and POST are supported"}
             elif parts[1].partition("?")[0] == "/backup":
                 backup = True
+            elif parts[1].partition("?")[0] in ("/", "/dashboard"):
+                await _answer(writer, 200, dashboard_html(), "text/html; charset=utf-8")
+                return
             elif parts[1].partition("?")[0] == "/metrics":
                 try:
                     payload = self.node.metrics.render()
@@ -110,7 +118,7 @@ class AdminServer:
         if backup:
             await self._backup(writer)
         else:
-            await _answer_json(writer, status, body)
+            await _answer_json(writer, status, body, readable_anywhere=method == "GET")
 
     async def _backup(self, writer: asyncio.StreamWriter) -> None:
         """Take a snapshot now and stream it: headers with its size, then the file's bytes
@@ -173,6 +181,8 @@ class AdminServer:
             return self._primary()
         if path == "/members":
             return 200, {"members": [m.as_reply() for m in self.node.topology()]}
+        if path == "/events":
+            return 200, {"id": self.node.node_id, "events": list(self.node.events)}
         if path == "/replica":
             try:
                 max_lag_ms = _query_int(query, "max_lag_ms", REPLICA_MAX_LAG_MS_DEFAULT,
@@ -263,21 +273,38 @@ class AdminServer:
         return 200, body
 
 
-async def _answer_json(writer: asyncio.StreamWriter, status: int, body: dict) -> None:
-    await _answer(writer, status, json.dumps(body, indent=1).encode(), "application/json")
+async def _answer_json(writer: asyncio.StreamWriter, status: int, body: dict, *,
+                       readable_anywhere: bool = False) -> None:
+    await _answer(writer, status, json.dumps(body, indent=1).encode(), "application/json",
+                  readable_anywhere=readable_anywhere)
 
 
 async def _answer(writer: asyncio.StreamWriter, status: int, payload: bytes,
-                  content_type: str) -> None:
+                  content_type: str, *, readable_anywhere: bool = True) -> None:
+    # Access-Control-Allow-Origin on GET answers: the dashboard one node serves reads every
+    # member's /status, /events and /metrics. POST answers do not get it.
+    cors = "Access-Control-Allow-Origin: *\r\n" if readable_anywhere else ""
     try:
         writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
                      f"Content-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n"
-                     f"Connection: close\r\n\r\n".encode() + payload)
+                     f"{cors}Connection: close\r\n\r\n".encode() + payload)
         await writer.drain()
     except ConnectionError:
         pass
     finally:
         writer.close()
+
+
+_DASHBOARD: bytes | None = None
+
+
+def dashboard_html() -> bytes:
+    """The dashboard page, shipped in the package (no build step, nothing fetched from the
+    internet: one HTML file with its script and styles inline)."""
+    global _DASHBOARD
+    if _DASHBOARD is None:
+        _DASHBOARD = (Path(__file__).parent / "dashboard.html").read_bytes()
+    return _DASHBOARD
 
 
 def _query_int(query: str, name: str, default: int, maximum: int) -> int:

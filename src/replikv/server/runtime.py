@@ -57,6 +57,7 @@ log = logging.getLogger("replikv.node")
 
 
 FSYNC_SAMPLES = 1024
+EVENTS_KEPT = 200  # the node's timeline: role changes, membership changes, rollbacks
 # A batch is persisted on the event loop only while fsyncs take at most this long (smoothed).
 INLINE_FSYNC_MAX_S = 0.002
 
@@ -105,6 +106,7 @@ class NodeServer(NodeView):
         self._disk_jobs = 0  # submitted to the disk thread and not yet done
         self.disk_stats = DiskStats()
         self.metrics = NodeMetrics(self)
+        self.events: deque[dict] = deque(maxlen=EVENTS_KEPT)
         self.datadir: DataDir | None = None
         self.wal: WriteAheadLog | None = None
         self.node: NodeCore | None = None
@@ -413,6 +415,10 @@ class NodeServer(NodeView):
         """Open links to members we learnt of from a membership change (their address comes
         with the config entry that added them)."""
         membership = self.node.raft.membership
+        if self._membership_seen is not None and membership != self._membership_seen:
+            self.record_event("membership", "members now: voters "
+                              f"{', '.join(membership.voters)}; standbys "
+                              f"{', '.join(membership.learners) or 'none'}")
         self._membership_seen = membership
         if self.transport is None:
             return
@@ -436,10 +442,24 @@ class NodeServer(NodeView):
         self._last_seen_role = seen
         if raft.role is Role.LEADER:
             log.info("became leader in term %d (log at %d)", raft.term, raft.log.last_index)
+            self.record_event("leader", f"{self.node_id} became leader in term {raft.term}")
         elif raft.role is Role.FOLLOWER:
             log.info("following %s in term %d", raft.leader_id or "no leader yet", raft.term)
+            if raft.leader_id is not None:
+                self.record_event("follow", f"{self.node_id} follows {raft.leader_id} in term "
+                                  f"{raft.term}")
         elif raft.role is Role.CANDIDATE:
             log.info("campaigning in term %d", raft.term)
+            self.record_event("election", f"{self.node_id} started an election for term "
+                              f"{raft.term}")
+
+    def record_event(self, kind: str, text: str) -> None:
+        """One line of the node's timeline (GET /events; the dashboard merges every node's)."""
+        raft = self.node.raft if self.node else None
+        self.events.append({"t_ms": int(time.time() * 1000), "kind": kind,
+                            "term": raft.term if raft else 0,
+                            "leader": raft.leader_id if raft else None,
+                            "node": self.node_id, "text": text})
 
     def _save_rollback(self, rd: NodeReady) -> None:
         """In the disk thread: the entries a new leader discarded go to a rollback file."""
@@ -455,6 +475,8 @@ class NodeServer(NodeView):
         log.log(level, "rolled back %d uncommitted log entries (%d acknowledged to clients at "
                 "w=1) discarded by leader %s in term %d; saved in %s (see `replikv rollback "
                 "list`)", len(records), acknowledged, raft.leader_id or "?", raft.term, path)
+        self.record_event("rollback", f"{self.node_id} rolled back {len(records)} uncommitted "
+                          f"entries ({acknowledged} acknowledged at w=1)")
 
     def _persist(self, rd: Ready) -> None:
         """In the disk thread: write the Ready's entries and hard state, as durably as the
