@@ -144,6 +144,7 @@ class WriterLog:
     lost: dict[str, str] = field(default_factory=dict)  # timeout / connection error: no reply
     unexpected: list[str] = field(default_factory=list)
     slowest_reply_s: float = 0.0
+    in_flight_to: str | None = None  # the node of the request being made now
 
 
 def writer(targets: list[str], clients: dict[str, redis.Redis], tid: int,
@@ -156,6 +157,7 @@ def writer(targets: list[str], clients: dict[str, redis.Redis], tid: int,
             return
         key, value = f"t{tid}-{i}", f"v{tid}-{i}-{rng.random():.6f}"
         node = rng.choice(list(targets))
+        log.in_flight_to = node
         started = time.monotonic()
         try:
             reply = clients[node].set(key, value)
@@ -235,6 +237,11 @@ def test_concurrent_writers_during_leader_crash_get_only_ok_tryagain_or_unknown(
         # must be refused (TRYAGAIN) or, if forwarded before it noticed, reported UNKNOWN.
         lonely = next(i for i in survivors if i != second_leader)
         targets[:] = [lonely]
+        # Pause only once every writer is on the lonely node: a writer whose request is still
+        # on its way to the leader would be stuck there for the whole pause (its socket
+        # timeout is longer), and if all were, no write would reach the node under test.
+        wait_until(lambda: all(lg.in_flight_to == lonely for lg in logs), timeout_s=10,
+                   what="every writer sending to the node that will lose its quorum")
         cluster.pause(second_leader)
         time.sleep(1.0 + 2 * REQUEST_TIMEOUT_MS / 1000 + 0.5)
         cluster.resume(second_leader)
