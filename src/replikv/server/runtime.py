@@ -512,7 +512,7 @@ class NodeServer(NodeView):
         stats.last_fsync_seconds = elapsed
         stats.recent_fsync_seconds += (elapsed - stats.recent_fsync_seconds) / 8
         stats.samples.append(elapsed)
-        self.metrics.fsync_seconds.labels("wal" if wal else "hardstate").observe(elapsed)
+        self.metrics.fsync_seconds["wal" if wal else "hardstate"].observe(elapsed)
 
     async def _batch_fsync_loop(self) -> None:
         """fsync = "batch": sync the log at most every fsync_interval_ms, in the disk thread
