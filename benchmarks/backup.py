@@ -27,7 +27,6 @@ are stopped in a `finally`, so Ctrl-C or an error leaves nothing running.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -51,6 +50,7 @@ from benchmarks.catch_up import (  # after the path above
     VALUE_BYTES_DEFAULT,
     BenchError,
     RssSampler,
+    emit_report,
     key_name,
     load_keys,
     machine_info,
@@ -365,24 +365,10 @@ def main() -> int:
     if result["backup"]["probe_errors"]:
         problems.append(f"the probe's commands failed: {result['backup']['probe_errors']}")
     report["problems"] = problems
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        m = report["machine"]
-        print(f"command: {command}")
-        print(f"machine: nproc={m['nproc']}, memory {m['memory_bytes'] / 2**30:.1f} GiB, "
-              f"{m['cpu']}, Python {m['python']}, {m['platform']}")
-        print(f"3 nodes on loopback, fsync=always, default node settings; total "
-              f"{report['total_s']:.0f} s\n")
-        print(format_report(result))
-        for p in problems:
-            print(f"PROBLEM: {p}")
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-    return 1 if problems else 0
+    return emit_report(report, out=args.out, as_json=args.json, problems=problems,
+                       setup=(f"3 nodes on loopback, fsync=always, default node settings; "
+                              f"total {report['total_s']:.0f} s"),
+                       body=lambda: format_report(result))
 
 
 if __name__ == "__main__":

@@ -747,6 +747,29 @@ def run_on_cluster(cluster: Cluster, root: Path, body: Callable[[], dict], *, ke
             shutil.rmtree(root, ignore_errors=True)
 
 
+def emit_report(report: dict, *, out: Path | None, as_json: bool, setup: str,
+                body: Callable[[], str], problems: list[str]) -> int:
+    """Write the report to `out` (JSON) if given; print it as JSON or as text (the command, the
+    machine, `setup`, then `body()`), then each problem. The script's exit status: 1 if there
+    were problems."""
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1) + "\n")
+    if as_json:
+        print(json.dumps(report, indent=1))
+    else:
+        m = report["machine"]
+        print(f"command: {report['command']}")
+        print(f"machine: nproc={m['nproc']}, memory {m['memory_bytes'] / 2**30:.1f} GiB, "
+              f"{m['cpu']}, Python {m['python']}, {m['platform']}")
+        print(f"{setup}\n")
+        print(body())
+        for p in problems:
+            print(f"PROBLEM: {p}")
+    sys.stdout.flush()
+    return 1 if problems else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -790,22 +813,10 @@ def main() -> int:
     if not result["n4_voter"] or result["snapshot"]["n4_installed"] < 1:
         problems.append("n4 is not a voter, or installed no snapshot")
     report["problems"] = problems
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        m = report["machine"]
-        print(f"command: {command}")
-        print(f"machine: nproc={m['nproc']}, memory {m['memory_bytes'] / 2**30:.1f} GiB, "
-              f"{m['cpu']}, Python {m['python']}, {m['platform']}")
-        print(f"3 voters + {JOINER} joining, on loopback, fsync=always; node args "
-              f"{' '.join(node_args(args.keys))}; total {total_s:.0f} s\n")
-        print(format_report(result))
-        for p in problems:
-            print(f"PROBLEM: {p}")
-    return 1 if problems else 0
+    return emit_report(report, out=args.out, as_json=args.json, problems=problems,
+                       setup=(f"3 voters + {JOINER} joining, on loopback, fsync=always; node "
+                              f"args {' '.join(node_args(args.keys))}; total {total_s:.0f} s"),
+                       body=lambda: format_report(result))
 
 
 if __name__ == "__main__":

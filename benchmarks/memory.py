@@ -53,7 +53,6 @@ are stopped in a `finally`, so Ctrl-C, SIGTERM or an error leave nothing running
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import gc
 import json
@@ -83,6 +82,7 @@ from benchmarks.catch_up import (  # after the path above
     VALUE_BYTES_DEFAULT,
     BenchError,
     RssSampler,
+    emit_report,
     key_name,
     load_keys,
     machine_info,
@@ -994,27 +994,17 @@ def main() -> int:
             return 1
     report["total_s"] = round(time.monotonic() - started, 1)
     problems = report.get("cluster", {}).get("problems", [])
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        m = report["machine"]
-        print(f"command: {command}")
-        print(f"machine: nproc={m['nproc']}, memory {m['memory_bytes'] / 2**30:.1f} GiB, "
-              f"{m['cpu']}, Python {m['python']}, {m['platform']}; total "
-              f"{report['total_s']:.0f} s\n")
+
+    def body() -> str:
+        parts = []
         if "cluster" in report:
-            print(format_cluster(report["cluster"]))
+            parts.append(format_cluster(report["cluster"]))
         if "breakdown" in report:
-            print()
-            print(format_breakdown(report["breakdown"]))
-        for p in problems:
-            print(f"PROBLEM: {p}")
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-    return 1 if problems else 0
+            parts.append("\n" + format_breakdown(report["breakdown"]))
+        return "\n".join(parts)
+
+    return emit_report(report, out=args.out, as_json=args.json, problems=problems,
+                       setup=f"total {report['total_s']:.0f} s", body=body)
 
 
 if __name__ == "__main__":

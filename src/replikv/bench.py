@@ -444,18 +444,17 @@ class Member:
     pid: int | None = None  # set when the process is on this machine
 
     def cpu_s(self) -> float | None:
-        if self.pid is None:
-            return None
-        try:
-            return parse_proc_stat_cpu_s(Path(f"/proc/{self.pid}/stat").read_text())
-        except OSError:
-            return None
+        return self._from_proc("stat", parse_proc_stat_cpu_s)
 
     def peak_rss_bytes(self) -> int | None:
+        return self._from_proc("status", parse_vm_hwm_bytes)
+
+    def _from_proc(self, name: str, parse: Callable[[str], Any]) -> Any:
+        """parse(/proc/<pid>/<name>), or None for a process not here (or gone)."""
         if self.pid is None:
             return None
         try:
-            return parse_vm_hwm_bytes(Path(f"/proc/{self.pid}/status").read_text())
+            return parse(Path(f"/proc/{self.pid}/{name}").read_text())
         except OSError:
             return None
 

@@ -238,6 +238,12 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
         raise click.ClickException(str(e)) from None
 
 
+_DATA_DIR_OPTION = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
+    default=Path("replikv-data"), show_default=True,
+    help="The --data-dir the cluster was started with.")
+
+
 _PLAYGROUND_HELP = {
     "kill": ("Crash a node of the local cluster: SIGKILL, nothing flushed or closed.",
              "replikv cluster kill n1"),
@@ -257,9 +263,7 @@ def _playground_command(action: str) -> None:
                           f"--data-dir. Watch what happens with `replikv status --watch`."
                           f"\n\n\b\nExample:\n  {example}")
     @click.argument("node_id", metavar="NODE")
-    @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                  default=Path("replikv-data"), show_default=True,
-                  help="The --data-dir the cluster was started with.")
+    @_DATA_DIR_OPTION
     def command(node_id: str, data_dir: Path) -> None:
         from replikv.playground import PlaygroundError, request_restart, signal_node
 
@@ -282,12 +286,6 @@ def _playground_command(action: str) -> None:
 
 for _action in _PLAYGROUND_HELP:
     _playground_command(_action)
-
-
-_DATA_DIR_OPTION = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
-    default=Path("replikv-data"), show_default=True,
-    help="The --data-dir the cluster was started with.")
 
 
 @cluster.command("partition", context_settings=CONTEXT)

@@ -17,7 +17,6 @@ SIGKILL after the grace period) and starts it again with its output still merged
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -82,12 +81,14 @@ NODE_LAUNCHER = (
 
 
 def stop_process_groups(procs: list[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM each still-running process's group, wait up to `grace_s` in all, SIGKILL the
-    rest. For processes started with start_new_session=True."""
+    """SIGTERM each still-running process's group (and SIGCONT: a paused process must run to
+    stop), wait up to `grace_s` in all, SIGKILL the rest. For processes started with
+    start_new_session=True."""
     running = [p for p in procs if p.poll() is None]
     for proc in running:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + grace_s
@@ -234,8 +235,6 @@ class LocalCluster:
             if proc is not None and proc.poll() is None:
                 with self._print_lock:
                     print(f"replikv: restarting {node_id} (stopping it first)", flush=True)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGCONT)  # a paused node cannot stop
                 stop_process_groups([proc])
             else:
                 with self._print_lock:
@@ -294,19 +293,6 @@ class LocalCluster:
 
     def stop(self) -> None:
         self._stopping = True
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    os.killpg(proc.pid, signal.SIGCONT)  # a paused node must run to stop
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_groups(list(self.procs.values()))
         with self._print_lock:
             print("replikv: cluster stopped", flush=True)

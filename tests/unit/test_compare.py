@@ -387,7 +387,6 @@ class FakeTransport:
 
 
 def test_the_protocol_parses_requests_split_anywhere():
-    pytest.importorskip("hiredis")
     store, handler, _, _ = _handler()
     protocol, transport = RespProtocol(handler), FakeTransport()
     protocol.connection_made(transport)

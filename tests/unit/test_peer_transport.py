@@ -5,10 +5,12 @@ The links run over real loopback sockets; the core is a recording callback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import struct
 
 import pytest
+import uvloop  # a runtime dependency of replikv, not a skip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,16 +86,26 @@ def free_port_pair():
     return free_ports(2, "127.0.0.1")
 
 
+@contextlib.asynccontextmanager
+async def linked_pair(got_a, got_b):
+    """Transports "a" and "b" on loopback, started, with a's link to b up; closed after."""
+    pa, pb = free_port_pair()
+    a = make_transport("a", pa, {"a": pa, "b": pb}, got_a)
+    b = make_transport("b", pb, {"a": pa, "b": pb}, got_b)
+    await a.start(Address("127.0.0.1", pa))
+    await b.start(Address("127.0.0.1", pb))
+    try:
+        await wait_for(lambda: a.is_connected("b"))
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
 def test_messages_queued_in_one_iteration_leave_in_one_write_and_arrive_in_order():
     async def main():
-        pa, pb = free_port_pair()
-        got_a, got_b = [], []
-        a = make_transport("a", pa, {"a": pa, "b": pb}, got_a)
-        b = make_transport("b", pb, {"a": pa, "b": pb}, got_b)
-        await a.start(Address("127.0.0.1", pa))
-        await b.start(Address("127.0.0.1", pb))
-        try:
-            await wait_for(lambda: a.is_connected("b"))
+        got_b = []
+        async with linked_pair([], got_b) as (a, _b):
             link = a.links["b"]
             writes = []
             real = link.writer.transport.writelines
@@ -107,9 +119,6 @@ def test_messages_queued_in_one_iteration_leave_in_one_write_and_arrive_in_order
             assert writes == [50]
             assert got_b == [("a", m) for m in messages]
             assert not a.send("nobody", messages[0])
-        finally:
-            await a.close()
-            await b.close()
     asyncio.run(main())
 
 
@@ -169,14 +178,8 @@ def test_a_link_whose_connection_broke_under_it_drops_the_batch_and_reconnects()
     transport is closed while the link still counts as connected. Sending then must lose the
     messages like any broken link, not raise into the caller (the node's Ready loop)."""
     async def main():
-        pa, pb = free_port_pair()
         got_b = []
-        a = make_transport("a", pa, {"a": pa, "b": pb}, [])
-        b = make_transport("b", pb, {"a": pa, "b": pb}, got_b)
-        await a.start(Address("127.0.0.1", pa))
-        await b.start(Address("127.0.0.1", pb))
-        try:
-            await wait_for(lambda: a.is_connected("b"))
+        async with linked_pair([], got_b) as (a, _b):
             link = a.links["b"]
             link.writer.transport.abort()  # closed under the link; connected is still True
             await asyncio.sleep(0)  # uvloop closes the handle; the link's task has not run yet
@@ -188,8 +191,4 @@ def test_a_link_whose_connection_broke_under_it_drops_the_batch_and_reconnects()
             await wait_for(lambda: a.is_connected("b"))  # the task reconnected
             assert a.send("b", message)
             await wait_for(lambda: got_b == [("a", message)])
-        finally:
-            await a.close()
-            await b.close()
-    uvloop = pytest.importorskip("uvloop")  # the nodes' loop; its closed handles raise
-    uvloop.run(main())
+    uvloop.run(main())  # the nodes' loop: its closed handles raise, asyncio's do not

@@ -198,7 +198,7 @@ class AdminServer:
         params = {k: v[-1] for k, v in parse_qs(query, max_num_fields=8).items()}
         parts = [p for p in path.split("/") if p]
         if parts and parts[0] == "faults":
-            return self._faults(parts, params)
+            return self._faults(parts, params, query)
         if parts == ["switchover"]:
             argv = [b"REPLIKV", b"SWITCHOVER"] + ([params["to"].encode()] if "to" in params
                                                    else [])
@@ -221,7 +221,8 @@ class AdminServer:
             return status, {"error": reply.message}
         return 200, {"result": str(reply)}
 
-    def _faults(self, parts: list[str], params: dict[str, str]) -> tuple[int, dict]:
+    def _faults(self, parts: list[str], params: dict[str, str],
+                query: str) -> tuple[int, dict]:
         """POST /faults?block=ID,ID&delay_ms=N sets this node's injected faults (each one
         given replaces its kind; one left out stays as it was); POST /faults/clear heals.
         Only with --fault-injection."""
@@ -240,8 +241,7 @@ class AdminServer:
             delay_s = transport.delay_s
             if "delay_ms" in params:
                 try:
-                    delay_s = _query_int(f"delay_ms={params['delay_ms']}", "delay_ms", 0,
-                                         FAULT_DELAY_MS_MAX) / 1000
+                    delay_s = _query_int(query, "delay_ms", 0, FAULT_DELAY_MS_MAX) / 1000
                 except ValueError as e:
                     return 400, {"error": str(e)}
             transport.set_faults(blocked, delay_s)

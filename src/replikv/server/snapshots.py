@@ -456,6 +456,9 @@ class SnapshotRuntime:
             self._receiver = None
 
 
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
 _malloc_trim = None
 
 
@@ -486,9 +489,6 @@ def resident_bytes() -> int:
             return int(f.read().split()[1]) * PAGE_BYTES
     except (OSError, ValueError, IndexError):
         return 0
-
-
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def snapshot_dir(data_dir: Path) -> Path:
