@@ -683,8 +683,9 @@ def resp_worker(plan: WorkerPlan, pipe: Any) -> None:
 
 
 class Progress:
-    """One updating line on stderr per workload (plain text: rich is not a dependency). When
-    stderr is not a terminal only the final line of each workload is written."""
+    """One updating line on stderr per workload (a plain \r-rewritten line: cheap while it
+    measures, unlike a redrawn rich view). When stderr is not a terminal only the final line
+    of each workload is written."""
 
     def __init__(self, stream: TextIO, enabled: bool) -> None:
         self.stream = stream

@@ -204,8 +204,16 @@ def cluster() -> None:
 @click.option("--force", is_flag=True,
               help="With --restore: replace the nodes' existing data dirs (only once each new "
                    "one is complete and verified).")
+@click.option("--standbys", type=click.IntRange(0, 4), default=0, show_default=True,
+              help="Also start this many standbys (non-voting mirrors, passive redundancy), "
+                   "numbered after the voters; they are added once a leader is elected.")
+@click.option("--auto-replace-after-ms", type=click.IntRange(0, None), default=0,
+              show_default=True,
+              help="Every node's auto_replace_after_ms: the leader promotes a caught-up standby "
+                   "when a voter has been unreachable this long. 0: off.")
 def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str,
-               replication: str, restore_file: Path | None, force: bool) -> None:
+               replication: str, restore_file: Path | None, force: bool, standbys: int,
+               auto_replace_after_ms: int) -> None:
     """Start a local cluster in the foreground; Ctrl-C stops every node cleanly.
 
     \b
@@ -223,17 +231,23 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
       replikv cluster up
       replikv cluster up --nodes 5 --base-port 8001 --data-dir /tmp/rkv
       replikv cluster up --restore backup.rkvsnap --force
+      replikv cluster up --standbys 1 --auto-replace-after-ms 5000
     """
     from replikv.local_cluster import ClusterError, LocalCluster
 
     if force and restore_file is None:
         raise click.UsageError("--force only applies with --restore FILE")
+    if 0 < auto_replace_after_ms < 500:  # ten of the nodes' 50 ms ticks (see NodeSettings)
+        raise click.BadParameter("expected 0 (off) or at least 500 ms; a few election "
+                                 "timeouts (e.g. 5000) is sensible",
+                                 param_hint="--auto-replace-after-ms")
     if restore_file is not None:
         replication = _backup_replication_mode(restore_file, replication)
     try:
         LocalCluster(int(nodes), base_port=base_port, host=host, data_dir=data_dir,
-                     fsync=fsync, replication=replication).run(restore_from=restore_file,
-                                                               force=force)
+                     fsync=fsync, replication=replication, standbys=standbys,
+                     auto_replace_after_ms=auto_replace_after_ms).run(
+                         restore_from=restore_file, force=force)
     except ClusterError as e:
         raise click.ClickException(str(e)) from None
 
@@ -372,18 +386,20 @@ def cluster_slow(node_id: str, delay_ms: int, data_dir: Path) -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--quick", is_flag=True, help="Shorter scenarios (about 20 s in all).")
+@click.option("--quick", is_flag=True, help="Shorter scenarios (about a minute in all).")
 @click.option("--keep", is_flag=True, help="Keep the demo's data dir (printed at the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def demo(quick: bool, keep: bool, as_json: bool) -> None:
     """Break a real local cluster in the seeds' ways and report what happened.
 
-    Starts three nodes on free ports in a temp dir and, while a writer keeps writing, kills
-    the primary, partitions it away, writes to an isolated primary at w=1 and at w=majority,
-    pauses a follower and takes an online backup. Every figure is measured in this run: how
-    long writes were unavailable, and for every acknowledged write whether it survived, was
-    rolled back (and saved in a rollback file) or was lost. Open the dashboard URL it prints
-    to watch.
+    Starts three nodes and a standby on free ports in a temp dir and, while a writer keeps
+    writing, kills the primary, partitions it away, writes to an isolated primary at w=1 and at
+    w=majority, pauses a follower, kills a follower so the standby is promoted in its place,
+    takes an online backup, and restores it after a mistaken FLUSHALL has emptied every node.
+    Every figure is measured in this run: how long writes were unavailable, and for every
+    acknowledged write whether it survived, was rolled back (and saved in a rollback file) or
+    was lost. On a terminal it shows the members and the writer live; open the dashboard URL
+    it prints to watch there too.
 
     \b
     Examples:
@@ -398,7 +414,8 @@ def demo(quick: bool, keep: bool, as_json: bool) -> None:
         click.echo(text, err=as_json)
 
     try:
-        report = run_demo(quick=quick, keep=keep, say=say)
+        report = run_demo(quick=quick, keep=keep, say=say,
+                          live=not as_json and sys.stdout.isatty())
     except DemoError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(report, indent=2) if as_json else "\n" + format_report(report))
@@ -526,7 +543,6 @@ def check(history: Path, timeout_s: float) -> None:
 _LOCAL_CLUSTER_ADMIN = "127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203"
 _STATUS_TIMEOUT_S = 1.0
 _STATUS_NODES_MAX = 64  # addresses one `status` asks, and threads it asks them with
-_STATUS_ANSWER_BYTES_MAX = 1024 * 1024  # a /status answer larger than this is not ours
 
 
 @main.command(context_settings=CONTEXT)
@@ -538,7 +554,8 @@ _STATUS_ANSWER_BYTES_MAX = 1024 * 1024  # a /status answer larger than this is n
               show_default=True, help="How long to wait for each node.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print every node's full /status answer (or its error) as JSON.")
-@click.option("--watch", is_flag=True, help="Refresh the table until Ctrl-C.")
+@click.option("--watch", is_flag=True,
+              help="Refresh the table until Ctrl-C (in place on a terminal).")
 @click.option("--interval-s", type=click.FloatRange(0.1, 3600.0), default=1.0,
               show_default=True, help="With --watch: seconds between refreshes.")
 @click.option("--count", type=click.IntRange(1, 10**9), default=None,
@@ -552,8 +569,9 @@ def status(addresses: str, timeout_s: float, as_json: bool, watch: bool, interva
     log, commit and applied indexes; FSYNC99 the node's fsync p99 over its last 1,024 fsyncs.
     HEALTH is ok, or why not: a leader with a disconnected follower, a follower without a
     leader or more than 5 s stale. LAG: on the leader, each follower's lag in entries and
-    milliseconds and how long ago the leader last heard from it; on a follower, its staleness
-    (how long since it last had everything the leader had committed).
+    milliseconds; on a follower, its staleness (how long since it last had everything the
+    leader had committed). CONTACT: on the leader, how long ago it last heard from each
+    follower. On a terminal the table has colours; piped, it is plain text, one line per node.
 
     \b
     Examples:
@@ -562,70 +580,13 @@ def status(addresses: str, timeout_s: float, as_json: bool, watch: bool, interva
       replikv status --nodes 10.0.0.1:7201,10.0.0.2:7201,10.0.0.3:7201
       replikv status --json
     """
+    from replikv import status_view
+
     targets = _parse_admin_addresses(addresses)
-    if not watch:
-        _status_once(targets, timeout_s, as_json)
-        return
-    import time
-
-    done = 0
-    try:
-        while True:
-            if sys.stdout.isatty():
-                click.echo("\x1b[H\x1b[2J", nl=False)  # home and clear: redraw in place
-            click.echo(f"replikv status at {time.strftime('%H:%M:%S')} (every {interval_s:g} s; "
-                       "Ctrl-C to stop)")
-            try:
-                _status_once(targets, timeout_s, as_json)
-            except click.ClickException as e:  # nobody answered: say so and keep watching
-                click.echo(f"Error: {e.format_message()}")
-            done += 1
-            if count is not None and done >= count:
-                return
-            time.sleep(interval_s)
-    except KeyboardInterrupt:
-        return
-
-
-def _status_once(targets: list[str], timeout_s: float, as_json: bool) -> None:
-    import json
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        answers = list(pool.map(lambda a: _query_status(a, timeout_s), targets))
-    answered = sum(1 for _, error in answers if error is None)
-    hint = (f"no node answered at {', '.join(targets)}. Start a local cluster with "
-            f"`replikv cluster up`, or pass each running node's --admin address with "
-            f"--nodes HOST:PORT,...")
-    if as_json:
-        click.echo(json.dumps([{"address": address, "status": body} if error is None
-                               else {"address": address, "error": error}
-                               for address, (body, error) in zip(targets, answers)], indent=2))
-        if not answered:
-            click.echo(f"replikv status: {hint}", err=True)
-            sys.exit(1)
-        return
-    if not answered:
-        raise click.ClickException(hint)
-    rows = []
-    modes = set()
-    for address, (body, error) in zip(targets, answers):
-        if error is not None:
-            rows.append([address, "?", "unreachable", "-", "-", "-", "-", "-", "-", "down",
-                         error])
-            continue
-        modes.add((str(body.get("replication", "?")), str(body.get("fsync", "?"))))
-        p99 = body.get("fsync_p99_ms")
-        rows.append([address, str(body.get("id", "?")), str(body.get("role", "?")),
-                     str(body.get("term", "?")), str(body.get("leader") or "-"),
-                     str(body.get("last_log_index", "?")), str(body.get("commit_index", "?")),
-                     str(body.get("applied_index", "?")),
-                     "-" if p99 is None else f"{p99:.2f} ms", _status_health(body),
-                     _status_lag(body)])
-    click.echo(_table(["ADMIN", "ID", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED",
-                       "FSYNC99", "HEALTH", "LAG"], rows, right={3, 5, 6, 7, 8}))
-    click.echo("modes: " + "; ".join(f"replication {r}, fsync {f}" for r, f in sorted(modes))
-               + ("" if len(modes) <= 1 else "  (the nodes differ!)"))
+    if watch:
+        status_view.watch(targets, timeout_s, as_json, interval_s, count)
+    else:
+        status_view.show(targets, timeout_s, as_json)
 
 
 def _parse_admin_addresses(addresses: str) -> list[str]:
@@ -641,78 +602,6 @@ def _parse_admin_addresses(addresses: str) -> list[str]:
             raise click.BadParameter(f"{target!r} is not HOST:PORT (a node's --admin address)",
                                      param_hint="--nodes")
     return targets
-
-
-def _query_status(address: str, timeout_s: float) -> tuple[dict, None] | tuple[None, str]:
-    """A node's /status answer, or why there is none (a short phrase for the table)."""
-    import json
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://{address}/status", timeout=timeout_s) as response:
-            raw = response.read(_STATUS_ANSWER_BYTES_MAX + 1)
-    except urllib.error.HTTPError as e:
-        return None, f"unexpected answer (HTTP {e.code}); is {address} a replikv admin port?"
-    except urllib.error.URLError as e:
-        if isinstance(e.reason, TimeoutError):
-            return None, f"no answer within {timeout_s:g} s"
-        reason = e.reason.strerror if isinstance(e.reason, OSError) else e.reason
-        return None, str(reason or e).lower()
-    except TimeoutError:
-        return None, f"no answer within {timeout_s:g} s"
-    except OSError as e:
-        return None, str(e.strerror or e).lower()
-    try:
-        body = json.loads(raw) if len(raw) <= _STATUS_ANSWER_BYTES_MAX else None
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or "role" not in body:
-        return None, f"unexpected answer (not replikv /status JSON); is {address} an admin port?"
-    return body, None
-
-
-STALE_AFTER_MS = 5000  # a follower further behind than this is not healthy (as /replica)
-
-
-def _status_health(body: dict) -> str:
-    """The HEALTH cell: ok, or the reason a node needs a look."""
-    role = body.get("role")
-    if role == "leader":
-        followers = body.get("followers") or {}
-        down = sorted(p for p, f in followers.items()
-                      if isinstance(f, dict) and f.get("connected") is False)
-        return f"degraded: {', '.join(down)} unreachable" if down else "ok"
-    if role in ("candidate", "pre-candidate"):
-        return "electing"
-    if not body.get("leader"):
-        return "no leader"
-    staleness_ms = body.get("staleness_ms")
-    if staleness_ms is None or staleness_ms > STALE_AFTER_MS:
-        return "stale"
-    return "ok"
-
-
-def _status_lag(body: dict) -> str:
-    """The LAG cell: each follower's lag on the leader, the staleness on a follower."""
-    if body.get("role") == "leader":
-        followers = body.get("followers") or {}
-        if not isinstance(followers, dict) or not followers:
-            return "no followers"
-        cells = []
-        for peer, f in sorted(followers.items()):
-            f = f if isinstance(f, dict) else {}
-            cell = f"{peer} {f.get('lag_entries', '?')} entries/{f.get('lag_ms', '?')} ms"
-            if f.get("last_contact_ms") is not None:
-                cell += f" (heard {f['last_contact_ms']} ms ago)"
-            if f.get("connected") is False:
-                cell += " (disconnected)"
-            cells.append(cell)
-        return ", ".join(cells)
-    staleness_ms = body.get("staleness_ms")
-    if staleness_ms is None:
-        return "staleness unknown (not caught up with a leader yet)"
-    return f"staleness {staleness_ms} ms"
 
 
 # `replikv cluster up` with its defaults: node i has client port 7000+i and admin 7200+i.

@@ -2,10 +2,11 @@
 measured in this run: how long writes were unavailable, and what happened to every write a
 client was told had succeeded (survived, rolled back and saved in a rollback file, or lost).
 
-It starts `replikv cluster up` in a temp dir on free ports (three nodes, fault injection on),
-runs one writer (SET demo:<scenario>:<n> through whichever node leads, no client retries, so a
-refused write is counted as refused and never silently resent) during each scenario, and
-breaks the cluster with the playground (replikv.playground):
+It starts `replikv cluster up` in a temp dir on free ports (three voters and a standby, fault
+injection on, automatic replacement of a voter lost for AUTO_REPLACE_MS), runs one writer (SET
+demo:<scenario>:<n> through whichever node leads, no client retries, so a refused write is
+counted as refused and never silently resent) during each scenario, and breaks the cluster
+with the playground (replikv.playground):
 
   kill the primary      kill -9 of the leader; it is restarted afterwards
   partition the primary the leader alone on one side; healed afterwards
@@ -13,10 +14,17 @@ breaks the cluster with the playground (replikv.playground):
                         rolled back when it rejoins (saved in its rollback file); writes at
                         w=majority to it are never acknowledged
   pause a follower      SIGSTOP of a follower: the majority keeps writing without a pause
-  backup                an online backup from a follower, verified, while the writer runs
+  promote a standby     kill -9 of a follower voter: the leader promotes the standby in its
+                        place; the dead node comes back as the new standby
+  backup                an online backup from the standby, verified, while the writer runs
+  restore               a mistaken FLUSHALL empties every node (replication copies mistakes
+                        too); the cluster is stopped and started again from the backup (in a
+                        new data dir, on the same ports), and every write acknowledged before
+                        the backup is read back
 
 After each scenario every acknowledged write is read back from the leader (linearizable) and
-from the rollback files. The report is printed at the end (and returned as a dict for tests).
+from the rollback files. On a terminal a live view (rich) shows the members, the writer and the
+scenario as they go; the report is printed at the end (and returned as a dict for tests).
 Everything started is stopped in a `finally`.
 """
 
@@ -35,12 +43,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from replikv.local_cluster import stop_process_groups
+from replikv.local_cluster import free_base_port, stop_process_groups
 from replikv.playground import blocked_by_node, post_faults, request_restart, signal_node
 
-NODES = ("n1", "n2", "n3")
+NODES = ("n1", "n2", "n3", "n4")  # n4 starts as the standby
+VOTERS = 3
 WRITE_TIMEOUT_S = 1.0
 STATUS_TIMEOUT_S = 0.5
+# Longer than any earlier scenario keeps a voter away (a few seconds), so the standby is
+# promoted only in its own scenario.
+AUTO_REPLACE_MS = 8000
 
 
 class DemoError(RuntimeError):
@@ -122,41 +134,32 @@ class Demo:
         self.quick = quick
         self.say = say
         self.up: subprocess.Popen | None = None
+        self._log = None
         self.base = 0
         self.scenarios: list[Scenario] = []
+        self.current: Scenario | None = None  # the scenario running now (for the live view)
+        self.present: dict[bytes, bytes] = {}  # acknowledged writes read back after their scenario
+        self.in_backup: dict[bytes, bytes] = {}  # acknowledged before the backup was taken
+        self.backup_path = root / "demo.rkvsnap"
 
     # -- the cluster --------------------------------------------------------------------------
 
     def start(self) -> None:
-        from replikv.local_cluster import free_ports
+        self.base = free_base_port(len(NODES))
+        self.start_cluster()
+        self.say(f"started 3 nodes and a standby (client ports {self.base}-"
+                 f"{self.base + len(NODES) - 1}, dashboard http://127.0.0.1:{self.base + 200}/)")
+        self.wait(lambda: self.leader() is not None, 30.0, "a leader")
+        self.wait(lambda: (st := self.status(NODES[-1])) and st["role"] == "standby"
+                  and st.get("leader"), 30.0, f"{NODES[-1]} added as a standby")
 
-        for base in free_ports(40):
-            if base + 202 < 32000 and self._ports_free(base):
-                self.base = base
-                break
-        else:
-            raise DemoError("no free block of ports for a local cluster")
-        log = open(self.root / "cluster-up.log", "w")  # noqa: SIM115 - closed in stop()
-        self._log = log
+    def start_cluster(self, *args: str) -> None:
+        self._log = open(self.root / "cluster-up.log", "a")  # noqa: SIM115 - closed in stop()
         self.up = subprocess.Popen(
             [sys.executable, "-m", "replikv", "cluster", "up", "--base-port", str(self.base),
-             "--data-dir", str(self.data_dir)], stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        self.say(f"started a 3-node cluster (client ports {self.base}-{self.base + 2}, "
-                 f"dashboard http://127.0.0.1:{self.base + 200}/)")
-        self.wait(lambda: self.leader() is not None, 30.0, "a leader")
-
-    @staticmethod
-    def _ports_free(base: int) -> bool:
-        import socket
-
-        for port in [base + d for d in (0, 1, 2, 100, 101, 102, 200, 201, 202)]:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    return False
-        return True
+             "--data-dir", str(self.data_dir), "--standbys", str(len(NODES) - VOTERS),
+             "--auto-replace-after-ms", str(AUTO_REPLACE_MS), *args],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self) -> None:
         if self.up is not None:
@@ -166,7 +169,10 @@ class Demo:
                     self.up.wait(30.0)
                 except subprocess.TimeoutExpired:
                     stop_process_groups([self.up], grace_s=1.0)
+            self.up = None
+        if self._log is not None:
             self._log.close()
+            self._log = None
 
     def status(self, node_id: str) -> dict | None:
         port = self.base + 200 + NODES.index(node_id)
@@ -177,7 +183,7 @@ class Demo:
         except (OSError, ValueError):
             return None
 
-    def leader(self, among: tuple[str, ...] = NODES) -> str | None:
+    def leader(self, among: tuple[str, ...] | list[str] = NODES) -> str | None:
         for node_id in among:
             s = self.status(node_id)
             # A leader cut off from the others keeps its role until CheckQuorum; its lease
@@ -220,6 +226,7 @@ class Demo:
             for key, value in zip(chunk, values, strict=True):
                 if value == scenario.acknowledged[key]:
                     scenario.survived += 1
+                    self.present[key] = value
                 elif any(key in data for data in saved):
                     scenario.rolled_back += 1
                 else:
@@ -230,6 +237,7 @@ class Demo:
 
     def run_scenario(self, name: str, what: str, act: Callable[[Scenario], None]) -> Scenario:
         scenario = Scenario(name, what)
+        self.current = scenario
         self.say(f"- {what}")
         w = Writer(self, scenario)
         w.start()
@@ -284,6 +292,7 @@ class Demo:
         others = [n for n in NODES if n != old]
         scenario = Scenario(f"isolated-w{w}", f"writes at w={w} to a leader cut off from the "
                             "others, then heal")
+        self.current = scenario
         self.say(f"- {scenario.what}")
         for node_id, blocked in blocked_by_node([[old], others]).items():
             post_faults(self.data_dir, node_id, "block=" + ",".join(blocked))
@@ -307,21 +316,54 @@ class Demo:
                  f"{scenario.lost:,} lost")
         return scenario
 
+    def members(self) -> tuple[str, list[str], list[str]]:
+        """(leader, voters, standbys) as the leader sees them."""
+        leader = self.wait(self.leader, 30.0, "a leader")
+        st = self.wait(lambda: self.status(leader), 10.0, f"{leader}'s status")
+        return leader, list(st["voters"]), list(st["standbys"])
+
     def pause_follower(self, s: Scenario) -> None:
-        leader = self.leader()
-        follower = next(n for n in NODES if n != leader)
+        leader, voters, _ = self.members()
+        follower = next(n for n in voters if n != leader)
         signal_node(self.data_dir, follower, "pause")
         s.notes.append(f"{follower} paused")
         time.sleep(self.settle_s)
         signal_node(self.data_dir, follower, "resume")
 
+    def replace_voter(self, s: Scenario) -> None:
+        leader, voters, _ = self.members()
+        victim = next(n for n in voters if n != leader)
+        started = time.monotonic()
+        signal_node(self.data_dir, victim, "kill")
+        s.notes.append(f"{victim} killed")
+
+        def replaced() -> tuple[str, list[str], list[str]] | None:
+            new_leader = self.leader()
+            st = new_leader and self.status(new_leader)
+            return (st and victim in st["standbys"] and victim not in st["voters"]
+                    and (new_leader, st["voters"], st["standbys"]))
+
+        _, now_voters, _ = self.wait(replaced, AUTO_REPLACE_MS / 1000 + 30.0,
+                                     f"a standby voting in place of {victim}")
+        took_s = time.monotonic() - started
+        promoted = ", ".join(sorted(set(now_voters) - set(voters))) or "?"
+        s.notes[-1] = (f"{victim} killed; standby {promoted} voted in its place {took_s:.1f} s "
+                       f"later (auto_replace_after_ms={AUTO_REPLACE_MS})")
+        request_restart(self.data_dir, victim)
+        self.wait(lambda: (st := self.status(victim)) and st["role"] == "standby"
+                  and st.get("leader"), 30.0, f"{victim} back as a standby")
+        s.notes.append(f"{victim} restarted: it is the standby now")
+
     def backup(self, s: Scenario) -> None:
-        leader = self.leader()
-        follower = next(n for n in NODES if n != leader)
-        path = self.root / "demo.rkvsnap"
+        leader, voters, standbys = self.members()
+        source = standbys[0] if standbys else next(n for n in voters if n != leader)
+        # Everything acknowledged and read back so far, and this scenario's writes until now,
+        # must be in the backup.
+        self.in_backup = {**self.present, **dict(s.acknowledged)}
+        path = self.backup_path
         done = subprocess.run(
             [sys.executable, "-m", "replikv", "backup", "create", "--from",
-             f"127.0.0.1:{self.base + 200 + NODES.index(follower)}", "--to", str(path)],
+             f"127.0.0.1:{self.base + 200 + NODES.index(source)}", "--to", str(path)],
             capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             raise DemoError(f"backup failed: {done.stderr[-500:]}")
@@ -331,9 +373,55 @@ class Demo:
         if verified.returncode != 0:
             raise DemoError(f"backup verify failed: {verified.stderr[-500:]}")
         summary = json.loads(verified.stdout)
-        s.notes.append(f"backup from {follower}: {summary['size_bytes']:,} bytes, "
+        role = "the standby" if source in standbys else "a follower"
+        s.notes.append(f"backup from {role} {source}: {summary['size_bytes']:,} bytes, "
                        f"{summary['key_count']:,} keys at index {summary['index']:,}, verified "
                        f"(digest checked: {summary['digest_checked']})")
+
+    def restore(self) -> Scenario:
+        """A mistake replication copies everywhere, undone from the backup."""
+        import redis
+
+        scenario = Scenario("restore", "a mistaken FLUSHALL reaches every node; restore the "
+                            "backup")
+        self.current = None  # no writer in this one
+        self.say(f"- {scenario.what}")
+        leader = self.wait(self.leader, 30.0, "a leader")
+        with redis.Redis(port=self.base + NODES.index(leader), socket_timeout=5.0) as client:
+            client.flushall()
+
+        def sizes() -> dict[str, int | None]:
+            out: dict[str, int | None] = {}
+            for i, node_id in enumerate(NODES):
+                try:
+                    with redis.Redis(port=self.base + i, socket_timeout=1.0) as c:
+                        out[node_id] = c.execute_command("REPLIKV", "WITH", "READPREF",
+                                                         "nearest", "CONSISTENCY", "local",
+                                                         "DBSIZE")
+                except redis.RedisError:
+                    out[node_id] = None
+            return out
+
+        self.wait(lambda: all(n == 0 for n in sizes().values()), 30.0,
+                  "the FLUSHALL on every node")
+        scenario.notes.append(f"FLUSHALL replicated: 0 keys on {', '.join(NODES)}")
+        started = time.monotonic()
+        self.stop()
+        self.data_dir = self.root / "restored"  # the old data dirs stay for `rollback report`
+        self.start_cluster("--restore", str(self.backup_path))
+        self.wait(lambda: self.leader() is not None, 60.0, "a leader of the restored cluster")
+        scenario.longest_gap_ms = (time.monotonic() - started) * 1000
+        scenario.acknowledged = self.in_backup
+        self.check(scenario)
+        self.scenarios.append(scenario)
+        scenario.notes.append(f"restored from {self.backup_path.name} into a new data dir on "
+                              f"the same ports in {scenario.longest_gap_ms / 1000:.1f} s; "
+                              "writes made after the backup are not in it (point-in-time "
+                              "recovery, `replikv restore --archive`, covers those)")
+        self.say(f"  down for {scenario.longest_gap_ms:,.0f} ms; {len(self.in_backup):,} "
+                 f"writes acknowledged before the backup: {scenario.survived:,} back, "
+                 f"{scenario.lost:,} lost")
+        return scenario
 
     def run(self) -> dict:
         self.start()
@@ -343,8 +431,11 @@ class Demo:
         self.run_isolated("1")
         self.run_isolated("majority")
         self.run_scenario("pause", "pause a follower (SIGSTOP), resume it", self.pause_follower)
-        self.run_scenario("backup", "take an online backup from a follower and verify it",
+        self.run_scenario("standby", "kill -9 a follower: the standby is promoted in its place",
+                          self.replace_voter)
+        self.run_scenario("backup", "take an online backup from the standby and verify it",
                           self.backup)
+        self.restore()
         return self.report()
 
     def report(self) -> dict:
@@ -365,18 +456,111 @@ def format_report(report: dict) -> str:
         for note in s["notes"]:
             lines.append(f"    {note}")
     lines.append("unavail ms: the longest time between two acknowledged writes during the "
-                 "scenario. rolled back: acknowledged at w=1, undone when the old leader "
-                 "rejoined, saved in its rollback file (`replikv rollback report`).")
+                 "scenario (restore: from stopping the cluster to a leader of the restored one; "
+                 "its acked: the writes acknowledged before the backup). rolled back: "
+                 "acknowledged at w=1, undone when the old leader rejoined, saved in its "
+                 "rollback file (`replikv rollback report`).")
     return "\n".join(lines)
 
 
-def run_demo(*, quick: bool, keep: bool, say: Callable[[str], None]) -> dict:
+class LiveView:
+    """The demo as it runs, on a terminal (rich): each member's role, term and log position,
+    the writer's acknowledged and refused writes and its rate, and what has happened so far.
+    The members are polled by a thread of their own, so a dead node never slows the redraw."""
+
+    POLL_S = 0.3
+    LINES = 14  # the last progress lines shown
+
+    def __init__(self, demo: Demo) -> None:
+        self.demo = demo
+        self.lines: list[str] = []
+        self.members: dict[str, dict | None] = {}
+        self.rate = 0.0  # acknowledged writes per second over the last poll
+        self._last: tuple[float, int] | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def say(self, text: str) -> None:
+        self.lines.append(text)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(5.0)
+
+    def _poll(self) -> None:
+        while not self._stopping.is_set():
+            if self.demo.base:
+                self.members = {n: self.demo.status(n) for n in NODES}
+            current = self.demo.current
+            acked = len(current.acknowledged) if current is not None else 0
+            now = time.monotonic()
+            if self._last is not None and now > self._last[0]:
+                self.rate = max(0.0, (acked - self._last[1]) / (now - self._last[0]))
+            self._last = (now, acked)
+            self._stopping.wait(self.POLL_S)
+
+    def render(self):  # -> rich renderable
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        colours = {"leader": "bold green", "standby": "cyan", "candidate": "yellow",
+                   "pre-candidate": "yellow", "down": "bold red"}
+        table = Table(title="members", title_justify="left", expand=False)
+        for name, justify in (("ID", "left"), ("ROLE", "left"), ("TERM", "right"),
+                              ("COMMIT", "right"), ("APPLIED", "right"), ("FAULTS", "left")):
+            table.add_column(name, justify=justify)
+        for node_id in NODES:
+            st = self.members.get(node_id)
+            if st is None:
+                table.add_row(node_id, Text("down", colours["down"]), "-", "-", "-", "")
+                continue
+            faults = st.get("faults") or {}
+            cut = ", ".join(faults.get("blocked") or [])
+            table.add_row(node_id, Text(str(st["role"]), colours.get(st["role"], "")),
+                          str(st["term"]), f"{st['commit_index']:,}", f"{st['applied_index']:,}",
+                          f"cut off from {cut}" if cut else "")
+        current = self.demo.current
+        writer = Text("writer: idle")
+        if current is not None:
+            writer = Text.assemble(
+                ("writer ", "bold"), f"SET demo:{current.name}:N  ",
+                (f"{len(current.acknowledged):,} acknowledged", "green"), "  ",
+                (f"{current.refused:,} refused", "red" if current.refused else ""),
+                f"  {self.rate:,.0f} writes/s  longest gap {current.longest_gap_ms:,.0f} ms")
+        dashboard = (f"dashboard: http://127.0.0.1:{self.demo.base + 200}/"
+                     if self.demo.base else "")
+        return Group(Text(f"replikv demo   {dashboard}", style="bold"), table, writer,
+                     Text("\n".join(self.lines[-self.LINES:])))
+
+
+def run_demo(*, quick: bool, keep: bool, say: Callable[[str], None],
+             live: bool = False) -> dict:
+    """Run every scenario and return the report. With `live`, a rich live view is drawn on
+    the terminal while it runs (and `say`'s lines appear in it); otherwise each progress line
+    goes to `say` as it happens."""
     root = Path(tempfile.mkdtemp(prefix="replikv-demo-"))
+    view: LiveView | None = None
     demo = Demo(root, quick=quick, say=say)
+    live_display = None
+    if live:
+        from rich.live import Live
+
+        view = LiveView(demo)
+        demo.say = view.say
+        live_display = Live(get_renderable=view.render, refresh_per_second=4)
+        view.start()
+        live_display.start()
     try:
         return demo.run()
     finally:
         demo.stop()
+        if view is not None:
+            view.stop()
+            live_display.stop()
         if keep:
             say(f"kept {root}")
         else:

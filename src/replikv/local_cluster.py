@@ -13,6 +13,12 @@ kill sends SIGKILL, pause SIGSTOP, resume SIGCONT to the node's process group, a
 that the pid still runs that node's config (a pid the kernel reused for something else is never
 signalled); restart asks the supervisor, which stops the node if it runs (SIGTERM, then
 SIGKILL after the grace period) and starts it again with its output still merged here.
+
+Standbys (--standbys K): nodes n<N+1>..n<N+K> start with `join = true` (the cluster is
+created by the N voters alone) and the supervisor adds each as a standby through a voter's
+admin API (POST /members/<id>/add) once a leader answers; one that is a member already (a
+resumed cluster) is left as it is. With --auto-replace-after-ms the leader promotes a caught-up
+standby when a voter has been unreachable that long (see NodeSettings.auto_replace_after_ms).
 """
 
 from __future__ import annotations
@@ -20,16 +26,21 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 STOP_GRACE_S = 10.0
+STANDBY_ADD_TIMEOUT_S = 120.0  # how long the supervisor keeps trying to add a standby
 STATE_FILE = "cluster.json"  # written by the supervisor of `cluster up`: see the docstring
 CONTROL_DIR = "control"
 _COLORS = ["36", "35", "33", "32", "34"]
@@ -65,6 +76,37 @@ def free_ports(count: int, host: str = "127.0.0.1", rng: random.Random | None = 
 
 class ClusterError(Exception):
     pass
+
+
+def free_base_port(nodes: int = 3, host: str = "127.0.0.1") -> int:
+    """A base port B for a scratch `cluster up` of `nodes` nodes (standbys included): B+i,
+    B+100+i and B+200+i free for every i < nodes, all below SCRATCH_PORT_RANGE's end."""
+    for base in free_ports(40, host):
+        if base + 200 + nodes > SCRATCH_PORT_RANGE[1]:
+            continue
+        try:
+            for port in [base + d + i for d in (0, 100, 200) for i in range(nodes)]:
+                with socket.socket() as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return base
+    raise ClusterError("no free block of ports for a local cluster among 40 candidates")
+
+
+def _post(url: str, timeout_s: float = 5.0) -> str | None:
+    """POST to an admin endpoint: None if it answered 200, else why not (one line)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"),
+                                    timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError as e:
+        try:
+            return str(json.loads(e.read()).get("error", f"HTTP {e.code}"))
+        except (ValueError, AttributeError, OSError):
+            return f"HTTP {e.code}"
+    except (OSError, ValueError) as e:
+        return str(e)
 
 
 # For child node processes: sets PR_SET_PDEATHSIG (1) to SIGKILL (9) and then becomes the node
@@ -110,19 +152,22 @@ class LocalNode:
     peer_port: int
     admin_port: int
     config_path: Path
+    standby: bool = False  # started with join = true and added as a standby
 
 
 class LocalCluster:
     def __init__(self, nodes: int, *, base_port: int, host: str, data_dir: Path,
-                 fsync: str = "always", replication: str = "passive") -> None:
+                 fsync: str = "always", replication: str = "passive", standbys: int = 0,
+                 auto_replace_after_ms: int = 0) -> None:
         self.host = host
         self.data_dir = data_dir
         self.fsync = fsync
         self.replication = replication
+        self.auto_replace_after_ms = auto_replace_after_ms
         self.nodes = [
             LocalNode(f"n{i + 1}", base_port + i, base_port + 100 + i, base_port + 200 + i,
-                      data_dir / f"n{i + 1}.toml")
-            for i in range(nodes)
+                      data_dir / f"n{i + 1}.toml", standby=i >= nodes)
+            for i in range(nodes + standbys)
         ]
         self.procs: dict[str, subprocess.Popen] = {}
         self._print_lock = threading.Lock()
@@ -130,10 +175,23 @@ class LocalCluster:
         self.state_path = data_dir / STATE_FILE
         self.control_dir = data_dir / CONTROL_DIR
 
+    @property
+    def voters(self) -> list[LocalNode]:
+        return [n for n in self.nodes if not n.standby]
+
     def write_configs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        peers = ",".join(f"{n.id}={self.host}:{n.peer_port}" for n in self.nodes)
+        voters = [f"{n.id}={self.host}:{n.peer_port}" for n in self.voters]
         for n in self.nodes:
+            # A standby's peers are the voters (who create the cluster) and itself.
+            peers = ",".join(voters + ([f"{n.id}={self.host}:{n.peer_port}"] if n.standby
+                                       else []))
+            extra = ""
+            if n.standby:
+                extra += ("# not one of the members the cluster was created with: the "
+                          "supervisor adds it as a standby\njoin = true\n")
+            if self.auto_replace_after_ms:
+                extra += f"auto_replace_after_ms = {self.auto_replace_after_ms}\n"
             n.config_path.write_text(
                 f'# replikv node settings written by `replikv cluster up`\n'
                 f'id = "{n.id}"\n'
@@ -145,7 +203,7 @@ class LocalCluster:
                 f'fsync = "{self.fsync}"\n'
                 f'replication = "{self.replication}"\n'
                 f'# the playground: replikv cluster partition|heal|slow\n'
-                f'fault_injection = true\n')
+                f'fault_injection = true\n' + extra)
 
     def check_ports_free(self) -> None:
         for n in self.nodes:
@@ -160,7 +218,8 @@ class LocalCluster:
                             f"stop it or pick other ports with --base-port") from None
 
     def peers(self) -> dict[str, str]:
-        return {n.id: f"{self.host}:{n.peer_port}" for n in self.nodes}
+        """The members the cluster is created with: the voters."""
+        return {n.id: f"{self.host}:{n.peer_port}" for n in self.voters}
 
     def restore(self, backup_file: Path, *, force: bool = False) -> None:
         """Seed every node's data dir from the backup (see replikv.backup.restore), before
@@ -175,7 +234,15 @@ class LocalCluster:
         peers = self.peers()
         cluster_id = default_cluster_id(peers)  # only the ids count
         seed = BackupFileSeed(backup_file)
-        for n in self.nodes:
+        # A standby joins the restored cluster and catches up from it; a data dir it kept from
+        # before would hold another history, so it must not survive the restore.
+        old_standbys = [self.data_dir / n.id for n in self.nodes
+                        if n.standby and (self.data_dir / n.id).exists()]
+        if old_standbys and not force:
+            raise ClusterError(f"{', '.join(map(str, old_standbys))} already exist; the "
+                               "standbys must start empty after a restore: add --force to "
+                               "replace them")
+        for n in self.voters:  # standbys join the restored cluster and catch up from it
             try:
                 result = restore_data_dir(seed, self.data_dir / n.id, node_id=n.id,
                                           peers=peers, cluster_id=cluster_id, force=force)
@@ -187,6 +254,10 @@ class LocalCluster:
             print(f"replikv: restored {n.id} from {backup_file}: index {snap.index:,} (term "
                   f"{snap.term}), {snap.key_count:,} keys, in {result.seconds:.2f} s"
                   + (" (replaced its old data dir)" if result.replaced else ""), flush=True)
+        for path in old_standbys:
+            shutil.rmtree(path)
+            print(f"replikv: removed standby data dir {path}; it catches up from the restored "
+                  "cluster", flush=True)
 
     def run(self, *, restore_from: Path | None = None, force: bool = False) -> None:
         self.check_ports_free()
@@ -202,6 +273,8 @@ class LocalCluster:
                 self._start(n)
             self._write_state()
             self._banner()
+            if any(n.standby for n in self.nodes):
+                threading.Thread(target=self._add_standbys, daemon=True).start()
             while not self._stopping:
                 time.sleep(0.2)
                 self._reap()
@@ -217,7 +290,8 @@ class LocalCluster:
         state = {"supervisor_pid": os.getpid(), "host": self.host, "nodes": {
             n.id: {"pid": self.procs[n.id].pid if n.id in self.procs else None,
                    "client_port": n.client_port, "peer_port": n.peer_port,
-                   "admin_port": n.admin_port, "config": str(n.config_path.resolve())}
+                   "admin_port": n.admin_port, "config": str(n.config_path.resolve()),
+                   "standby": n.standby}
             for n in self.nodes}}
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1))
@@ -245,6 +319,36 @@ class LocalCluster:
     def _request_stop(self) -> None:
         self._stopping = True
 
+    def _add_standbys(self) -> None:
+        """Add each standby node as a standby member, through any voter's admin API (a
+        follower forwards it to the leader); retried until a leader takes it."""
+        deadline = time.monotonic() + STANDBY_ADD_TIMEOUT_S
+        pending = [n for n in self.nodes if n.standby]
+        last_error = ""
+        while pending and not self._stopping and time.monotonic() < deadline:
+            n = pending[0]
+            query = urllib.parse.urlencode({
+                "peer": f"{self.host}:{n.peer_port}", "client": f"{self.host}:{n.client_port}",
+                "admin": f"{self.host}:{n.admin_port}"})
+            for voter in self.voters:
+                url = f"http://{self.host}:{voter.admin_port}/members/{n.id}/add?{query}"
+                outcome = _post(url)
+                if outcome is None or "already a member" in outcome:
+                    pending.pop(0)
+                    with self._print_lock:
+                        print(f"replikv: {n.id} added as a standby" if outcome is None
+                              else f"replikv: {n.id} is a member already"
+                              + outcome.partition("already a member")[2], flush=True)
+                    break
+                last_error = outcome
+            else:
+                time.sleep(0.5)
+        if pending and not self._stopping:
+            with self._print_lock:
+                print(f"replikv: could not add {', '.join(n.id for n in pending)} as standbys "
+                      f"({last_error}); add them with `replikv member add ID --standby ...`",
+                      flush=True)
+
     def _start(self, n: LocalNode) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "replikv", "node", "--config", str(n.config_path)],
@@ -265,13 +369,16 @@ class LocalCluster:
 
     def _banner(self) -> None:
         with self._print_lock:
-            print(f"replikv: local cluster of {len(self.nodes)} nodes, data in "
+            standbys = len(self.nodes) - len(self.voters)
+            print(f"replikv: local cluster of {len(self.voters)} nodes"
+                  + (f" and {standbys} standby(s)" if standbys else "") + ", data in "
                   f"{self.data_dir.resolve()}, fsync={self.fsync}, "
                   f"replication={self.replication}", flush=True)
             for n in self.nodes:
                 print(f"  {n.id}  clients {self.host}:{n.client_port}  "
                       f"admin http://{self.host}:{n.admin_port}/status  "
-                      f"pid {self.procs[n.id].pid}", flush=True)
+                      f"pid {self.procs[n.id].pid}" + ("  (started as a standby)" if n.standby else ""),
+                      flush=True)
             print(f"  try: redis-cli -p {self.nodes[0].client_port} SET greeting hello   "
                   f"(Ctrl-C stops the cluster)", flush=True)
 

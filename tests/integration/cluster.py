@@ -40,6 +40,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from replikv import local_cluster
 from replikv.local_cluster import NODE_LAUNCHER, SCRATCH_PORT_RANGE, free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -509,20 +510,9 @@ def kill_leftover_processes() -> None:
                 pass
 
 
-def free_base_port() -> int:
-    """A base port B with B..B+2, B+100..B+102 and B+200..B+202 free (as cluster up uses)."""
-    for candidate in free_ports(40):
-        if candidate + 202 >= 32000:
-            continue
-        ports = [candidate + d for d in (0, 1, 2, 100, 101, 102, 200, 201, 202)]
-        try:
-            for port in ports:
-                with socket.socket() as s:
-                    s.bind((HOST, port))
-        except OSError:
-            continue
-        return candidate
-    raise AssertionError("no free block of ports for cluster up among 40 candidates")
+def free_base_port(nodes: int = 3) -> int:
+    """A base port for `cluster up` with `nodes` nodes (see replikv.local_cluster)."""
+    return local_cluster.free_base_port(nodes, HOST)
 
 
 def stop_cluster_up(proc: subprocess.Popen, node_pids: Iterable[int]) -> None:

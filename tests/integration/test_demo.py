@@ -1,7 +1,8 @@
 """`replikv demo --quick` end to end on real processes: every scenario runs, and the report
 tells the truth the guarantees predict (no acknowledged w=majority write is lost across a
-crash, a partition or a pause; w=1 writes to an isolated leader are rolled back and saved, not
-lost; w=majority writes to it are never acknowledged)."""
+crash, a partition, a pause or a standby's promotion; w=1 writes to an isolated leader are
+rolled back and saved, not lost; w=majority writes to it are never acknowledged; a backup
+restored after a FLUSHALL brings back every write acknowledged before it)."""
 
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ def check_demo(done: subprocess.CompletedProcess) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     report = {s["name"]: s for s in json.loads(done.stdout)["scenarios"]}
     assert list(report) == ["kill", "partition", "isolated-w1", "isolated-wmajority", "pause",
-                            "backup"]
-    for name in ("kill", "partition", "pause", "backup"):
+                            "standby", "backup", "restore"]
+    for name in ("kill", "partition", "pause", "standby", "backup", "restore"):
         s = report[name]
         assert s["acknowledged"] > 10, s
         assert s["survived"] == s["acknowledged"] and s["lost"] == 0, s
@@ -66,5 +67,17 @@ def check_demo(done: subprocess.CompletedProcess) -> None:
     majority = report["isolated-wmajority"]
     assert majority["acknowledged"] == 0 and majority["refused"] >= 1, majority
     assert any("verified" in note for note in report["backup"]["notes"]), report["backup"]
+    assert any("from the standby" in note for note in report["backup"]["notes"])
+    # The standby took a killed voter's place, and the voter came back as the standby.
+    notes = " ".join(report["standby"]["notes"])
+    assert "voted in its place" in notes and "it is the standby now" in notes, notes
+    assert report["standby"]["longest_gap_ms"] < 1000, report["standby"]
+    # Every write acknowledged (and read back) before the backup came back after the FLUSHALL
+    # and the restore: the earlier scenarios' survivors (not the rolled-back w=1 writes) and
+    # the backup scenario's first writes.
+    restore = report["restore"]
+    earlier = sum(report[n]["survived"] for n in ("kill", "partition", "pause", "standby"))
+    assert earlier < restore["acknowledged"] < earlier + report["backup"]["acknowledged"]
+    assert any("0 keys on n1, n2, n3, n4" in note for note in restore["notes"]), restore
     # The progress lines went to stderr, the report to stdout.
     assert "kill -9 the primary" in done.stderr

@@ -44,15 +44,17 @@ def status(admin_port: int) -> dict | None:
 
 
 @contextlib.contextmanager
-def cluster_up(tmp_path: Path) -> Iterator[tuple[int, Path, Path, set[int]]]:
-    """A real `replikv cluster up` (3 nodes) with a leader: yields (base port, data dir, its
-    log, the node pids to clean up should it fail to stop them); stopped however this ends."""
-    base = free_base_port()
+def cluster_up(tmp_path: Path, *args: str, base: int | None = None,
+               nodes: int = 3) -> Iterator[tuple[int, Path, Path, set[int]]]:
+    """A real `replikv cluster up` (3 voters; `args` are more of its options, `nodes` how many
+    processes they make) with a leader: yields (base port, data dir, its log, the node pids to
+    clean up should it fail to stop them); stopped however this ends."""
+    base = base or free_base_port(nodes)
     data_dir = tmp_path / "data"
     log_path = tmp_path / "cluster-up.log"
-    with open(log_path, "w") as log:
+    with open(log_path, "a") as log:
         up = subprocess.Popen([PYTHON, "-m", "replikv", "cluster", "up", "--base-port",
-                               str(base), "--data-dir", str(data_dir)],
+                               str(base), "--data-dir", str(data_dir), *args],
                               stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
                               start_new_session=True)
     state_path = data_dir / "cluster.json"
@@ -61,7 +63,7 @@ def cluster_up(tmp_path: Path) -> Iterator[tuple[int, Path, Path, set[int]]]:
     def ready() -> bool:
         return up.poll() is not None or state_path.exists() and any(
             (s := status(base + 200 + i)) is not None and s["role"] == "leader"
-            for i in range(3))
+            for i in range(nodes))
 
     try:
         wait_until(ready, timeout_s=30.0, what="cluster up with a leader")
@@ -138,6 +140,48 @@ def pause_kill_resume_restart(base: int, data_dir: Path, log_path: Path, pids: s
     assert refused.returncode == 1 and "is not n1's node process" in refused.stderr
     unknown = replikv(data_dir, "cluster", "pause", "n9")
     assert unknown.returncode == 1 and "no node 'n9'" in unknown.stderr
+
+
+def test_a_standby_replaces_a_killed_voter_and_the_cluster_resumes_as_it_was_left(
+        tmp_path: Path) -> None:
+    """`cluster up --standbys 1 --auto-replace-after-ms`: n4 joins as a standby; killing the
+    leader makes it a voter in the lost node's place; the lost node comes back as a standby;
+    and a second `cluster up` on the same data dir keeps that membership."""
+    args = ("--standbys", "1", "--auto-replace-after-ms", "1500")
+    admin = {f"n{i + 1}": i + 200 for i in range(4)}  # offsets from the base port
+
+    def members(base: int, node_id: str) -> tuple[list[str], list[str]] | None:
+        s = status(base + admin[node_id])
+        return None if s is None else (sorted(s["voters"]), sorted(s["standbys"]))
+
+    with cluster_up(tmp_path, *args, nodes=4) as (base, data_dir, log_path, pids):
+        wait_until(lambda: all(members(base, n) == (["n1", "n2", "n3"], ["n4"])
+                               for n in admin), timeout_s=20.0,
+                   what="n4 added as a standby on every node")
+        assert status(base + admin["n4"])["role"] == "standby"
+        assert "n4 added as a standby" in log_path.read_text()
+        leader = next(n for n in ("n1", "n2", "n3")
+                      if status(base + admin[n])["role"] == "leader")
+        assert raw_command(base + int(leader[1:]) - 1, "SET", "before", "kill") == b"OK"
+        assert replikv(data_dir, "cluster", "kill", leader).returncode == 0
+        voters = sorted({"n1", "n2", "n3", "n4"} - {leader})
+        survivor = voters[0]
+        wait_until(lambda: members(base, survivor) == (voters, [leader]), timeout_s=30.0,
+                   what=f"n4 voting in place of the killed {leader}")
+        restarted = replikv(data_dir, "cluster", "restart", leader)
+        assert restarted.returncode == 0, restarted.stderr
+        pids |= {n["pid"] for n in json.loads((data_dir / "cluster.json").read_text())[
+            "nodes"].values() if n["pid"]}
+        wait_until(lambda: (s := status(base + admin[leader])) is not None
+                   and s["role"] == "standby" and s["leader"] is not None, timeout_s=30.0,
+                   what=f"{leader} back as a standby")
+        assert raw_command(base + 3, "REPLIKV", "WITH", "READPREF", "nearest", "CONSISTENCY",
+                           "local", "GET", "before") == b"kill"  # n4 has the data
+    with cluster_up(tmp_path, *args, base=base, nodes=4) as (_, _, log_path, _):
+        wait_until(lambda: "n4 is a member already" in log_path.read_text(), timeout_s=20.0,
+                   what="the supervisor finding n4 a member already")
+        wait_until(lambda: all(members(base, n) == (voters, [leader]) for n in admin),
+                   timeout_s=20.0, what="the same membership after the restart")
 
 
 def test_partition_heal_and_slow_inside_the_peer_transport(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -10,7 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
+from replikv import status_view
 from replikv.cli import main
 
 LEADER = {
@@ -79,6 +83,11 @@ def line_of(output: str, address: str) -> str:
     return line
 
 
+def cells_of(line: str) -> list[str]:
+    """A plain table line's cells (columns are at least two spaces apart)."""
+    return re.split(r" {2,}", line.strip())
+
+
 def test_one_line_per_node_with_role_indexes_and_lag(fake_node) -> None:
     leader, follower, new = fake_node(LEADER), fake_node(FOLLOWER), fake_node(NEW_FOLLOWER)
     down = closed_port_address()
@@ -88,18 +97,18 @@ def test_one_line_per_node_with_role_indexes_and_lag(fake_node) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split() == ["ADMIN", "ID", "ROLE", "TERM", "LEADER", "LAST", "COMMIT",
-                                "APPLIED", "FSYNC99", "HEALTH", "LAG"]
+                                "APPLIED", "FSYNC99", "HEALTH", "LAG", "CONTACT"]
     assert len(lines) == 6
     assert lines[-1] == "modes: replication passive, fsync always"
     assert line_of(result.output, leader).split()[:10] == [
         leader, "n1", "leader", "7", "n1", "125", "120", "120", "0.41", "ms"]
     assert "degraded: n3 unreachable" in line_of(result.output, leader)
-    assert line_of(result.output, leader).endswith(
-        "n2 0 entries/0 ms (heard 50 ms ago), n3 15 entries/340 ms (heard 2300 ms ago) "
-        "(disconnected)")
+    assert cells_of(line_of(result.output, leader))[-2:] == [
+        "n2 0 entries/0 ms, n3 15 entries/340 ms (disconnected)",  # LAG
+        "n2 50 ms ago, n3 2300 ms ago"]  # CONTACT: when the leader last heard from each
     assert line_of(result.output, follower).split()[:10] == [
         follower, "n2", "follower", "7", "n1", "121", "120", "119", "-", "ok"]
-    assert line_of(result.output, follower).endswith("staleness 12 ms")
+    assert cells_of(line_of(result.output, follower))[-2:] == ["staleness 12 ms", "-"]
     assert line_of(result.output, new).split()[4] == "-"
     assert "no leader" in line_of(result.output, new)
     assert "staleness unknown" in line_of(result.output, new)
@@ -205,3 +214,179 @@ def test_watch_refreshes_the_given_number_of_times(fake_node) -> None:
                     "--timeout-s", "0.2")
     assert result.exit_code == 0, result.output
     assert result.output.count("no node answered") == 2
+
+
+# The table itself (replikv.status_view), from canned /status answers.
+
+STANDBY = {**FOLLOWER, "id": "n4", "role": "standby", "staleness_ms": 30}
+ADDRESSES = ["10.0.0.1:7201", "10.0.0.2:7201", "10.0.0.4:7201", "10.0.0.3:7201"]
+ANSWERS = [(LEADER, None), (FOLLOWER, None), (STANDBY, None), (None, "connection refused")]
+
+
+def rendered(*renderables, width: int = 200, **console_options) -> str:
+    console = Console(record=True, width=width, file=io.StringIO(), **console_options)
+    for renderable in renderables:
+        console.print(renderable)
+    return console.export_text(styles=bool(console_options.get("force_terminal")))
+
+
+def test_the_table_has_each_nodes_role_health_lag_and_contact() -> None:
+    text = rendered(status_view.build_table(ADDRESSES, ANSWERS))
+
+    header, *rows = text.splitlines()
+    assert header.split() == status_view.HEADER
+    assert len(rows) == 4  # one line per node
+    by_address = {cells_of(row)[0]: cells_of(row) for row in rows}
+    assert by_address["10.0.0.1:7201"] == [
+        "10.0.0.1:7201", "n1", "leader", "7", "n1", "125", "120", "120", "0.41 ms",
+        "degraded: n3 unreachable", "n2 0 entries/0 ms, n3 15 entries/340 ms (disconnected)",
+        "n2 50 ms ago, n3 2300 ms ago"]
+    assert by_address["10.0.0.2:7201"] == [
+        "10.0.0.2:7201", "n2", "follower", "7", "n1", "121", "120", "119", "-", "ok",
+        "staleness 12 ms", "-"]
+    assert by_address["10.0.0.4:7201"] == [
+        "10.0.0.4:7201", "n4", "standby", "7", "n1", "121", "120", "119", "-", "ok",
+        "staleness 30 ms", "-"]
+    assert by_address["10.0.0.3:7201"] == [
+        "10.0.0.3:7201", "?", "unreachable", "-", "-", "-", "-", "-", "-", "down",
+        "connection refused", "-"]
+
+
+def test_numbers_are_right_aligned() -> None:
+    answers = [({**LEADER, "term": 12345, "last_log_index": 9}, None), (FOLLOWER, None)]
+
+    header, leader, follower = rendered(
+        status_view.build_table(ADDRESSES[:2], answers)).splitlines()
+
+    for column in ("TERM", "LAST", "COMMIT", "APPLIED", "FSYNC99"):
+        end = header.index(column) + len(column)
+        assert leader[end - 1] != " " and follower[end - 1] != " ", column
+        assert leader[end] == " " and follower[end] == " ", column
+    term_end = header.index("TERM") + len("TERM")
+    assert (leader[term_end - 5:term_end], follower[term_end - 5:term_end]) == ("12345", "    7")
+
+
+def test_on_a_terminal_each_follower_has_its_own_line_in_lag_and_contact() -> None:
+    text = rendered(status_view.build_table(ADDRESSES[:1], ANSWERS[:1], one_line=False))
+
+    _, first, second = text.splitlines()
+    assert cells_of(first)[-2:] == ["n2 0 entries/0 ms", "n2 50 ms ago"]
+    assert cells_of(second) == ["n3 15 entries/340 ms (disconnected)", "n3 2300 ms ago"]
+
+
+def test_roles_and_health_have_colours_on_a_terminal() -> None:
+    electing = {**FOLLOWER, "id": "n5", "role": "candidate", "leader": None}
+    answers = [*ANSWERS, (electing, None)]
+
+    text = rendered(status_view.build_table([*ADDRESSES, "10.0.0.5:7201"], answers),
+                    force_terminal=True, color_system="standard")
+
+    assert "\x1b[1;32mleader" in text  # bold green
+    assert "\x1b[36mstandby" in text  # cyan
+    assert "\x1b[33mcandidate" in text  # yellow
+    assert "\x1b[31munreachable" in text  # red
+    assert "\x1b[32mok" in text  # green
+    assert "\x1b[33mdegraded: n3 unreachable" in text  # yellow
+    assert "\x1b[31mdown" in text  # red
+    assert "\x1b[33melecting" in text
+    assert "follower" in text and "\x1b[36mfollower" not in text  # followers: no colour
+
+
+def test_text_from_a_node_is_not_taken_for_markup() -> None:
+    odd = {**FOLLOWER, "id": "[bold]n9[/bold]", "leader": "[red]x"}
+
+    text = rendered(status_view.build_table(["h:1", "h:2"],
+                                            [(odd, None), (None, "[Errno 111] refused")]))
+
+    assert "[bold]n9[/bold]" in text and "[red]x" in text and "[Errno 111] refused" in text
+
+
+def test_contact_says_how_long_ago_in_readable_units() -> None:
+    followers = {"n2": {**LEADER["followers"]["n2"], "last_contact_ms": 42_000},
+                 "n3": {**LEADER["followers"]["n3"], "last_contact_ms": None},
+                 "n4": {**LEADER["followers"]["n2"], "last_contact_ms": 9 * 60_000 + 59_000},
+                 "n5": {**LEADER["followers"]["n2"], "last_contact_ms": 3 * 3_600_000}}
+
+    assert status_view.contact({**LEADER, "followers": followers}) == (
+        "n2 42 s ago, n3 never, n4 599 s ago, n5 3 h ago")
+    assert status_view.contact({**LEADER, "followers": {}}) == "-"
+    assert status_view.lag({**LEADER, "followers": {}}) == "no followers"
+    assert status_view.contact(FOLLOWER) == "-"
+    assert status_view.ago(120_000 * 30) == "60 min ago"
+
+
+def test_modes_line_flags_nodes_that_differ() -> None:
+    assert status_view.modes_line(ANSWERS).plain == "modes: replication passive, fsync always"
+    differ = [*ANSWERS, ({**FOLLOWER, "replication": "active"}, None)]
+    assert status_view.modes_line(differ).plain == (
+        "modes: replication active, fsync always; replication passive, fsync always  "
+        "(the nodes differ!)")
+
+
+NO_FORCED_COLOUR = {"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "COLUMNS": "80"}
+
+
+def test_piped_output_is_plain_text_one_line_per_node(fake_node) -> None:
+    leader = fake_node({**LEADER, "followers": {
+        f"n{i}": {**LEADER["followers"]["n3"]} for i in range(2, 8)}})
+    standby, down = fake_node(STANDBY), closed_port_address()
+
+    result = CliRunner(env=NO_FORCED_COLOUR).invoke(
+        main, ["status", "--nodes", f"{leader},{standby},{down}"])
+
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 5  # header, 3 nodes, modes: nothing wrapped, even past 80 columns
+    assert len(line_of(result.output, leader)) > 200
+    assert cells_of(line_of(result.output, leader))[-1] == ", ".join(
+        f"n{i} 2300 ms ago" for i in range(2, 8))
+    assert cells_of(line_of(result.output, standby))[2] == "standby"
+    assert all(line == line.rstrip() for line in lines)
+
+
+def test_piped_watch_prints_plain_tables_under_timestamps(fake_node) -> None:
+    leader = fake_node(LEADER)
+
+    result = CliRunner(env=NO_FORCED_COLOUR).invoke(
+        main, ["status", "--nodes", leader, "--watch", "--interval-s", "0.1", "--count", "2"])
+
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output
+    lines = result.output.splitlines()
+    assert [line.startswith("replikv status at ") for line in lines] == [
+        True, False, False, False] * 2
+    assert lines[1].split() == status_view.HEADER
+
+
+def test_watch_on_a_terminal_redraws_in_place(fake_node) -> None:
+    leader, down = fake_node(LEADER), closed_port_address()
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200, color_system="standard")
+
+    status_view.watch([leader, down], 1.0, False, 0.1, 2, console=console)
+
+    frames = out.getvalue().split("replikv status at ")[1:]
+    assert len(frames) >= 2  # 2 refreshes (Live draws the last one once more as it stops)
+    for frame in frames:
+        assert "\x1b[1;32mleader" in frame and "connection refused" in frame
+        # On a terminal each follower has its own line in LAG and CONTACT.
+        assert any(re.search(r"  n2 0 entries/0 ms +n2 50 ms ago *$", line)
+                   for line in frame.splitlines()), frame
+    # Each frame but the last is then erased in place: cursor up, erase line.
+    assert all("\x1b[1A\x1b[2K" in frame for frame in frames[:-1])
+    assert "\x1b[1A" not in frames[-1]  # and the last one stays on the screen
+
+
+def test_once_on_a_terminal_has_colours_and_a_line_per_follower(fake_node) -> None:
+    leader = fake_node(LEADER)
+    out = io.StringIO()
+
+    status_view.show([leader], 1.0, False,
+                     Console(file=out, force_terminal=True, width=200, color_system="standard"))
+
+    lines = out.getvalue().splitlines()
+    assert "\x1b[1;32mleader" in lines[1]
+    assert re.search(r"  n2 0 entries/0 ms +n2 50 ms ago *$", lines[1]), lines
+    assert re.search(r"  n3 15 entries/340 ms \(disconnected\) +n3 2300 ms ago *$", lines[2])
+    assert lines[3] == "modes: replication passive, fsync always"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from replikv.playground import PlaygroundError, blocked_by_node, split_groups
@@ -35,3 +37,40 @@ def test_each_node_blocks_everyone_outside_its_group():
         "n1": ["n2", "n3"], "n2": ["n1"], "n3": ["n1"]}
     assert blocked_by_node([["n1"], ["n2"], ["n3"]]) == {
         "n1": ["n2", "n3"], "n2": ["n1", "n3"], "n3": ["n1", "n2"]}
+
+
+def test_cluster_up_standbys_join_a_cluster_the_voters_create(tmp_path: Path) -> None:
+    from replikv.config import load_settings
+    from replikv.local_cluster import LocalCluster
+
+    cluster = LocalCluster(3, base_port=7001, host="127.0.0.1", data_dir=tmp_path, standbys=2,
+                           auto_replace_after_ms=4000)
+    cluster.write_configs()
+    settings = {n.id: load_settings(n.config_path, {}).validate() for n in cluster.nodes}
+    assert [n.id for n in cluster.nodes] == ["n1", "n2", "n3", "n4", "n5"]
+    assert [s.join for s in settings.values()] == [False, False, False, True, True]
+    assert sorted(settings["n1"].peers) == ["n1", "n2", "n3"]
+    assert sorted(settings["n5"].peers) == ["n1", "n2", "n3", "n5"]
+    assert settings["n5"].listen.port == 7005 and settings["n5"].admin.port == 7205
+    # Everyone agrees on the cluster id: the standbys' is derived from the voters alone.
+    assert len({s.cluster_id for s in settings.values()}) == 1
+    assert {s.auto_replace_after_ms for s in settings.values()} == {4000}
+
+
+def test_restore_refuses_to_keep_a_standby_data_dir_from_before(tmp_path: Path) -> None:
+    from replikv.local_cluster import ClusterError, LocalCluster
+
+    (tmp_path / "n4").mkdir()
+    cluster = LocalCluster(3, base_port=7001, host="127.0.0.1", data_dir=tmp_path, standbys=1)
+    with pytest.raises(ClusterError, match="standbys must start empty.*--force"):
+        cluster.restore(tmp_path / "no-such-backup.rkvsnap")
+    assert (tmp_path / "n4").exists()
+
+
+def test_cluster_up_refuses_an_auto_replace_delay_shorter_than_ten_ticks() -> None:
+    from click.testing import CliRunner
+
+    from replikv.cli import main
+
+    result = CliRunner().invoke(main, ["cluster", "up", "--auto-replace-after-ms", "100"])
+    assert result.exit_code == 2 and "at least 500 ms" in result.output

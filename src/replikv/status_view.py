@@ -1,0 +1,290 @@
+"""`replikv status`: ask every node's admin /status at once and show the answers as a table.
+
+The table is a rich Table: on a terminal it has colours (roles, health) and `--watch` redraws it
+in place (rich.live.Live); anywhere else (a pipe, a file, CI) it is plain aligned text, one line
+per node, no escape codes, and `--watch` prints a fresh table after a timestamp line each time.
+The command's options and address parsing are in replikv.cli.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import click
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+ANSWER_BYTES_MAX = 1024 * 1024  # a /status answer larger than this is not ours
+STALE_AFTER_MS = 5000  # a follower further behind than this is not healthy (as /replica)
+
+# An answer: (the node's /status body, None), or (None, why there is none).
+Answer = tuple[dict, None] | tuple[None, str]
+
+HEADER = ["ADMIN", "ID", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED", "FSYNC99",
+          "HEALTH", "LAG", "CONTACT"]
+_RIGHT = {"TERM", "LAST", "COMMIT", "APPLIED", "FSYNC99"}
+_NO_WRAP = {"ADMIN", "ID", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED", "FSYNC99"}
+ROLE_STYLES = {"leader": "bold green", "follower": "", "standby": "cyan",
+               "candidate": "yellow", "pre-candidate": "yellow", "unreachable": "red"}
+
+
+def query_status(address: str, timeout_s: float) -> Answer:
+    """A node's /status answer, or why there is none (a short phrase for the table)."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/status", timeout=timeout_s) as response:
+            raw = response.read(ANSWER_BYTES_MAX + 1)
+    except urllib.error.HTTPError as e:
+        return None, f"unexpected answer (HTTP {e.code}); is {address} a replikv admin port?"
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, TimeoutError):
+            return None, f"no answer within {timeout_s:g} s"
+        reason = e.reason.strerror if isinstance(e.reason, OSError) else e.reason
+        return None, str(reason or e).lower()
+    except TimeoutError:
+        return None, f"no answer within {timeout_s:g} s"
+    except OSError as e:
+        return None, str(e.strerror or e).lower()
+    try:
+        body = json.loads(raw) if len(raw) <= ANSWER_BYTES_MAX else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or "role" not in body:
+        return None, f"unexpected answer (not replikv /status JSON); is {address} an admin port?"
+    return body, None
+
+
+def query_all(targets: list[str], timeout_s: float) -> list[Answer]:
+    """Every target's answer, asked all at once (one thread each; the caller bounds how many)."""
+    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+        return list(pool.map(lambda a: query_status(a, timeout_s), targets))
+
+
+def no_answer_hint(targets: list[str]) -> str:
+    return (f"no node answered at {', '.join(targets)}. Start a local cluster with "
+            f"`replikv cluster up`, or pass each running node's --admin address with "
+            f"--nodes HOST:PORT,...")
+
+
+def health(body: dict) -> str:
+    """The HEALTH cell: ok, or the reason a node needs a look."""
+    role = body.get("role")
+    if role == "leader":
+        followers = body.get("followers") or {}
+        down = sorted(p for p, f in followers.items()
+                      if isinstance(f, dict) and f.get("connected") is False)
+        return f"degraded: {', '.join(down)} unreachable" if down else "ok"
+    if role in ("candidate", "pre-candidate"):
+        return "electing"
+    if not body.get("leader"):
+        return "no leader"
+    staleness_ms = body.get("staleness_ms")
+    if staleness_ms is None or staleness_ms > STALE_AFTER_MS:
+        return "stale"
+    return "ok"
+
+
+def _followers(body: dict) -> list[tuple[str, dict]]:
+    followers = body.get("followers") or {}
+    if not isinstance(followers, dict):
+        return []
+    return [(str(peer), f if isinstance(f, dict) else {})
+            for peer, f in sorted(followers.items())]
+
+
+def lag_cells(body: dict) -> list[str]:
+    """The LAG cell, one part per follower on the leader; the staleness on any other node."""
+    if body.get("role") == "leader":
+        followers = _followers(body)
+        if not followers:
+            return ["no followers"]
+        return [f"{peer} {f.get('lag_entries', '?')} entries/{f.get('lag_ms', '?')} ms"
+                + (" (disconnected)" if f.get("connected") is False else "")
+                for peer, f in followers]
+    staleness_ms = body.get("staleness_ms")
+    if staleness_ms is None:
+        return ["staleness unknown (not caught up with a leader yet)"]
+    return [f"staleness {staleness_ms} ms"]
+
+
+def lag(body: dict) -> str:
+    return ", ".join(lag_cells(body))
+
+
+def contact_cells(body: dict) -> list[str]:
+    """The CONTACT cell: on the leader, how long ago it last heard from each follower (in
+    the LAG cell's order); "-" on any other node."""
+    if body.get("role") != "leader":
+        return ["-"]
+    return [f"{peer} {ago(f.get('last_contact_ms'))}" for peer, f in _followers(body)] or ["-"]
+
+
+def contact(body: dict) -> str:
+    return ", ".join(contact_cells(body))
+
+
+def ago(ms: object) -> str:
+    """`last_contact_ms` as a phrase: 50 ms ago, 42 s ago, 3 min ago; never if None."""
+    if ms is None:
+        return "never"
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
+        return "?"
+    if ms < 10_000:
+        return f"{ms:g} ms ago"
+    if ms < 600_000:
+        return f"{ms / 1000:.0f} s ago"
+    if ms < 7_200_000:
+        return f"{ms / 60_000:.0f} min ago"
+    return f"{ms / 3_600_000:.0f} h ago"
+
+
+def _fsync_p99(body: dict) -> str:
+    p99 = body.get("fsync_p99_ms")
+    if p99 is None:
+        return "-"
+    if isinstance(p99, int | float) and not isinstance(p99, bool):
+        return f"{p99:.2f} ms"
+    return str(p99)
+
+
+def _health_style(text: str) -> str:
+    return "green" if text == "ok" else "red" if text == "down" else "yellow"
+
+
+def build_table(targets: list[str], answers: list[Answer], *,
+                one_line: bool = True) -> Table:
+    """One row per node. With one_line, the leader's per-follower LAG and CONTACT parts are
+    joined by ", " (one text line per node, for pipes); else each follower has its own line."""
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for name in HEADER:
+        table.add_column(name, justify="right" if name in _RIGHT else "left",
+                         no_wrap=name in _NO_WRAP)
+    join = ", ".join if one_line else "\n".join
+    for address, (body, error) in zip(targets, answers):
+        if body is None:
+            table.add_row(Text(address), Text("?"), Text("unreachable", ROLE_STYLES["unreachable"]),
+                          *(Text("-") for _ in range(6)), Text("down", _health_style("down")),
+                          Text(str(error), "red"), Text("-"))
+            continue
+        role = str(body.get("role", "?"))
+        health_text = health(body)
+        table.add_row(
+            Text(address), Text(str(body.get("id", "?"))),
+            Text(role, ROLE_STYLES.get(role, "")),
+            Text(str(body.get("term", "?"))), Text(str(body.get("leader") or "-")),
+            Text(str(body.get("last_log_index", "?"))), Text(str(body.get("commit_index", "?"))),
+            Text(str(body.get("applied_index", "?"))), Text(_fsync_p99(body)),
+            Text(health_text, _health_style(health_text)),
+            Text(join(lag_cells(body))), Text(join(contact_cells(body))))
+    return table
+
+
+def modes_line(answers: list[Answer]) -> Text:
+    """The line under the table: each replication/fsync mode the nodes run, flagged if they
+    differ."""
+    modes = sorted({(str(body.get("replication", "?")), str(body.get("fsync", "?")))
+                    for body, _ in answers if body is not None})
+    line = Text("modes: " + "; ".join(f"replication {r}, fsync {f}" for r, f in modes))
+    if len(modes) > 1:
+        line.append("  (the nodes differ!)", "bold red")
+    return line
+
+
+def render_plain(renderable: RenderableType) -> str:
+    """Text without escape codes, wide enough that no line wraps, trailing spaces stripped."""
+    console = Console(file=io.StringIO(), width=10_000, color_system=None, force_terminal=False,
+                      highlight=False, emoji=False, legacy_windows=False)
+    with console.capture() as capture:
+        console.print(renderable)
+    return "\n".join(line.rstrip() for line in capture.get().splitlines())
+
+
+def _console() -> Console:
+    return Console(highlight=False, emoji=False)
+
+
+def _status_json(targets: list[str], answers: list[Answer]) -> str:
+    return json.dumps([{"address": address, "status": body} if error is None
+                       else {"address": address, "error": error}
+                       for address, (body, error) in zip(targets, answers)], indent=2)
+
+
+def show(targets: list[str], timeout_s: float, as_json: bool,
+         console: Console | None = None) -> None:
+    """One table (or the JSON answers). Nobody answering: exit 1 with the hint."""
+    answers = query_all(targets, timeout_s)
+    answered = any(error is None for _, error in answers)
+    if as_json:
+        click.echo(_status_json(targets, answers))
+        if not answered:
+            click.echo(f"replikv status: {no_answer_hint(targets)}", err=True)
+            sys.exit(1)
+        return
+    if not answered:
+        raise click.ClickException(no_answer_hint(targets))
+    console = console or _console()
+    if console.is_terminal:
+        console.print(build_table(targets, answers, one_line=False))
+        console.print(modes_line(answers))
+    else:
+        click.echo(render_plain(Group(build_table(targets, answers), modes_line(answers))))
+
+
+def watch(targets: list[str], timeout_s: float, as_json: bool, interval_s: float,
+          count: int | None, console: Console | None = None) -> None:
+    """Refresh until Ctrl-C (or `count` times): in place on a terminal, else one table (or
+    JSON document) after a timestamp line each time. Nobody answering is shown, not fatal."""
+    console = console or _console()
+    try:
+        if console.is_terminal and not as_json:
+            _watch_live(console, targets, timeout_s, interval_s, count)
+        else:
+            _watch_lines(targets, timeout_s, as_json, interval_s, count, console)
+    except KeyboardInterrupt:
+        return
+
+
+def _header(interval_s: float) -> str:
+    return (f"replikv status at {time.strftime('%H:%M:%S')} (every {interval_s:g} s; "
+            "Ctrl-C to stop)")
+
+
+def _watch_lines(targets: list[str], timeout_s: float, as_json: bool, interval_s: float,
+                 count: int | None, console: Console) -> None:
+    done = 0
+    while True:
+        click.echo(_header(interval_s))
+        try:
+            show(targets, timeout_s, as_json, console)
+        except click.ClickException as e:
+            click.echo(f"Error: {e.format_message()}")
+        done += 1
+        if count is not None and done >= count:
+            return
+        time.sleep(interval_s)
+
+
+def _watch_live(console: Console, targets: list[str], timeout_s: float, interval_s: float,
+                count: int | None) -> None:
+    done = 0
+    with Live(console=console, auto_refresh=False, transient=False) as live:
+        while True:
+            answers = query_all(targets, timeout_s)
+            header = Text(_header(interval_s), "bold")
+            if any(error is None for _, error in answers):
+                view = Group(header, build_table(targets, answers, one_line=False),
+                             modes_line(answers))
+            else:
+                view = Group(header, Text(f"Error: {no_answer_hint(targets)}", "red"))
+            live.update(view, refresh=True)
+            done += 1
+            if count is not None and done >= count:
+                return
+            time.sleep(interval_s)
