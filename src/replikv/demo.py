@@ -214,11 +214,12 @@ class Demo:
 
         leader = self.wait(self.leader, 30.0, "leader to read back from")
         client = redis.Redis(port=self.base + NODES.index(leader), socket_timeout=5.0)
-        saved: set[bytes] = set()
+        saved: list[tuple[bytes, str]] = []  # (a rolled-back entry's data, whose file)
         for node_id in NODES:
             for info in list_rollback_files(self.data_dir / node_id):
-                for r in read_rollback_file(info.path).records:
-                    saved.add(r.data)
+                where = str(info.path.relative_to(self.data_dir))
+                saved.extend((r.data, where) for r in read_rollback_file(info.path).records)
+        found_in: set[str] = set()
         keys = list(scenario.acknowledged)
         for i in range(0, len(keys), 200):
             chunk = keys[i:i + 200]
@@ -227,11 +228,15 @@ class Demo:
                 if value == scenario.acknowledged[key]:
                     scenario.survived += 1
                     self.present[key] = value
-                elif any(key in data for data in saved):
+                elif where := next((f for data, f in saved if key in data), None):
                     scenario.rolled_back += 1
+                    found_in.add(where)
                 else:
                     scenario.lost += 1
         client.close()
+        if found_in:
+            scenario.notes.append("rolled-back writes saved in " + ", ".join(sorted(found_in))
+                                  + " (under the data dir)")
 
     # -- the scenarios -----------------------------------------------------------------------------
 
@@ -309,7 +314,7 @@ class Demo:
         time.sleep(0.5)
         self.check(scenario)
         scenario.longest_gap_ms = 0.0
-        scenario.notes.append(f"{old} isolated; {new} led the majority")
+        scenario.notes.insert(0, f"{old} isolated; {new} led the majority")
         self.scenarios.append(scenario)
         self.say(f"  {len(scenario.acknowledged):,} acknowledged, {scenario.refused:,} refused: "
                  f"{scenario.survived:,} survived, {scenario.rolled_back:,} rolled back (saved), "

@@ -64,6 +64,8 @@ def check_demo(done: subprocess.CompletedProcess) -> None:
     w1 = report["isolated-w1"]
     assert w1["acknowledged"] > 0, w1
     assert w1["rolled_back"] == w1["acknowledged"] and w1["lost"] == 0, w1
+    assert any(re.fullmatch(r"rolled-back writes saved in n\d/\S+ \(under the data dir\)", note)
+               for note in w1["notes"]), w1["notes"]
     majority = report["isolated-wmajority"]
     assert majority["acknowledged"] == 0 and majority["refused"] >= 1, majority
     assert any("verified" in note for note in report["backup"]["notes"]), report["backup"]
