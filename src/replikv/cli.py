@@ -542,7 +542,6 @@ def check(history: Path, timeout_s: float) -> None:
 # `replikv cluster up` with its defaults puts node i's admin HTTP on --base-port + 200 + i.
 _LOCAL_CLUSTER_ADMIN = "127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203"
 _STATUS_TIMEOUT_S = 1.0
-_STATUS_NODES_MAX = 64  # addresses one `status` asks, and threads it asks them with
 
 
 @main.command(context_settings=CONTEXT)
@@ -560,12 +559,16 @@ _STATUS_NODES_MAX = 64  # addresses one `status` asks, and threads it asks them 
               show_default=True, help="With --watch: seconds between refreshes.")
 @click.option("--count", type=click.IntRange(1, 10**9), default=None,
               help="With --watch: stop after this many refreshes.")
+@click.option("--no-discover", is_flag=True,
+              help="Ask only the given addresses, not also the members their answers name.")
 def status(addresses: str, timeout_s: float, as_json: bool, watch: bool, interval_s: float,
-           count: int | None) -> None:
+           count: int | None, no_discover: bool) -> None:
     """Show each node's role, term, indexes, health and replication lag.
 
-    Asks every node's admin HTTP endpoint /status at once; a node that does not answer within
-    the timeout is listed as unreachable (HEALTH down). LAST, COMMIT and APPLIED are the last
+    Asks every node's admin HTTP endpoint /status at once, then any other member their
+    answers name (a standby, a member added later: every node knows every member's admin
+    address); a node that does not answer within the timeout is listed as unreachable
+    (HEALTH down). LAST, COMMIT and APPLIED are the last
     log, commit and applied indexes; FSYNC99 the node's fsync p99 over its last 1,024 fsyncs.
     HEALTH is ok, or why not: a leader with a disconnected follower, a follower without a
     leader or more than 5 s stale. LAG: on the leader, each follower's lag in entries and
@@ -584,17 +587,20 @@ def status(addresses: str, timeout_s: float, as_json: bool, watch: bool, interva
 
     targets = _parse_admin_addresses(addresses)
     if watch:
-        status_view.watch(targets, timeout_s, as_json, interval_s, count)
+        status_view.watch(targets, timeout_s, as_json, interval_s, count,
+                          discover=not no_discover)
     else:
-        status_view.show(targets, timeout_s, as_json)
+        status_view.show(targets, timeout_s, as_json, discover=not no_discover)
 
 
 def _parse_admin_addresses(addresses: str) -> list[str]:
     targets = [a.strip() for a in addresses.split(",") if a.strip()]
     if not targets:
         raise click.BadParameter("give at least one HOST:PORT", param_hint="--nodes")
-    if len(targets) > _STATUS_NODES_MAX:
-        raise click.BadParameter(f"at most {_STATUS_NODES_MAX} addresses",
+    from replikv.status_view import NODES_MAX
+
+    if len(targets) > NODES_MAX:
+        raise click.BadParameter(f"at most {NODES_MAX} addresses",
                                  param_hint="--nodes")
     for target in targets:
         host, sep, port = target.rpartition(":")

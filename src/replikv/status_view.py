@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -65,6 +66,40 @@ def query_all(targets: list[str], timeout_s: float) -> list[Answer]:
     """Every target's answer, asked all at once (one thread each; the caller bounds how many)."""
     with ThreadPoolExecutor(max_workers=len(targets)) as pool:
         return list(pool.map(lambda a: query_status(a, timeout_s), targets))
+
+
+NODES_MAX = 64  # addresses one `status` asks (given and discovered), and threads it asks with
+_ADDRESS = re.compile(r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$|^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}$")
+
+
+def discovered(targets: list[str], answers: list[Answer]) -> list[str]:
+    """Admin addresses of members the answers name (each /status has every member's address
+    book) that `targets` does not already cover: a standby, a member added later. Only plain
+    HOST:PORT addresses count (they come from the nodes; nothing else is ever asked)."""
+    answered = {body.get("id") for body, _ in answers if body is not None}
+    extra: list[str] = []
+    for body, _ in answers:
+        book = body.get("addresses") if body is not None else None
+        if not isinstance(book, dict):
+            continue
+        for member, entry in sorted(book.items()):
+            admin = entry.get("admin") if isinstance(entry, dict) else None
+            if (member in answered or not isinstance(admin, str) or not _ADDRESS.match(admin)
+                    or admin in targets or admin in extra):
+                continue
+            extra.append(admin)
+    return extra[:max(0, NODES_MAX - len(targets))]
+
+
+def collect(targets: list[str], timeout_s: float,
+            discover: bool = True) -> tuple[list[str], list[Answer]]:
+    """Ask `targets`, then (with `discover`) the members their answers name that were not
+    among them; returns every address asked and its answer, in that order."""
+    answers = query_all(targets, timeout_s)
+    extra = discovered(targets, answers) if discover else []
+    if extra:
+        return targets + extra, answers + query_all(extra, timeout_s)
+    return targets, answers
 
 
 def no_answer_hint(targets: list[str]) -> str:
@@ -217,9 +252,9 @@ def _status_json(targets: list[str], answers: list[Answer]) -> str:
 
 
 def show(targets: list[str], timeout_s: float, as_json: bool,
-         console: Console | None = None) -> None:
+         console: Console | None = None, discover: bool = True) -> None:
     """One table (or the JSON answers). Nobody answering: exit 1 with the hint."""
-    answers = query_all(targets, timeout_s)
+    targets, answers = collect(targets, timeout_s, discover)
     answered = any(error is None for _, error in answers)
     if as_json:
         click.echo(_status_json(targets, answers))
@@ -238,15 +273,15 @@ def show(targets: list[str], timeout_s: float, as_json: bool,
 
 
 def watch(targets: list[str], timeout_s: float, as_json: bool, interval_s: float,
-          count: int | None, console: Console | None = None) -> None:
+          count: int | None, console: Console | None = None, discover: bool = True) -> None:
     """Refresh until Ctrl-C (or `count` times): in place on a terminal, else one table (or
     JSON document) after a timestamp line each time. Nobody answering is shown, not fatal."""
     console = console or _console()
     try:
         if console.is_terminal and not as_json:
-            _watch_live(console, targets, timeout_s, interval_s, count)
+            _watch_live(console, targets, timeout_s, interval_s, count, discover)
         else:
-            _watch_lines(targets, timeout_s, as_json, interval_s, count, console)
+            _watch_lines(targets, timeout_s, as_json, interval_s, count, console, discover)
     except KeyboardInterrupt:
         return
 
@@ -257,12 +292,12 @@ def _header(interval_s: float) -> str:
 
 
 def _watch_lines(targets: list[str], timeout_s: float, as_json: bool, interval_s: float,
-                 count: int | None, console: Console) -> None:
+                 count: int | None, console: Console, discover: bool) -> None:
     done = 0
     while True:
         click.echo(_header(interval_s))
         try:
-            show(targets, timeout_s, as_json, console)
+            show(targets, timeout_s, as_json, console, discover)
         except click.ClickException as e:
             click.echo(f"Error: {e.format_message()}")
         done += 1
@@ -272,11 +307,12 @@ def _watch_lines(targets: list[str], timeout_s: float, as_json: bool, interval_s
 
 
 def _watch_live(console: Console, targets: list[str], timeout_s: float, interval_s: float,
-                count: int | None) -> None:
+                count: int | None, discover: bool) -> None:
     done = 0
+    given = targets
     with Live(console=console, auto_refresh=False, transient=False) as live:
         while True:
-            answers = query_all(targets, timeout_s)
+            targets, answers = collect(given, timeout_s, discover)
             header = Text(_header(interval_s), "bold")
             if any(error is None for _, error in answers):
                 view = Group(header, build_table(targets, answers, one_line=False),

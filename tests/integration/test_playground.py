@@ -160,6 +160,14 @@ def test_a_standby_replaces_a_killed_voter_and_the_cluster_resumes_as_it_was_lef
                    what="n4 added as a standby on every node")
         assert status(base + admin["n4"])["role"] == "standby"
         assert "n4 added as a standby" in log_path.read_text()
+        # `replikv status` given one voter finds the standby through the members' addresses.
+        shown = subprocess.run([PYTHON, "-m", "replikv", "status", "--nodes",
+                                f"{HOST}:{base + 200}"], capture_output=True, text=True,
+                               cwd=REPO_ROOT, timeout=30, check=False)
+        assert shown.returncode == 0, shown.stderr
+        row = next(line for line in shown.stdout.splitlines()
+                   if line.startswith(f"{HOST}:{base + 203}"))
+        assert row.split()[1:3] == ["n4", "standby"], shown.stdout
         leader = next(n for n in ("n1", "n2", "n3")
                       if status(base + admin[n])["role"] == "leader")
         assert raw_command(base + int(leader[1:]) - 1, "SET", "before", "kill") == b"OK"

@@ -390,3 +390,41 @@ def test_once_on_a_terminal_has_colours_and_a_line_per_follower(fake_node) -> No
     assert re.search(r"  n2 0 entries/0 ms +n2 50 ms ago *$", lines[1]), lines
     assert re.search(r"  n3 15 entries/340 ms \(disconnected\) +n3 2300 ms ago *$", lines[2])
     assert lines[3] == "modes: replication passive, fsync always"
+
+
+def test_members_the_answers_name_are_asked_too(fake_node) -> None:
+    """A standby (or a member added later) that --nodes did not list is found in the address
+    book every /status carries, and gets its own row; --no-discover asks only what was given."""
+    standby = fake_node({**FOLLOWER, "id": "n4", "role": "standby"})
+    down = closed_port_address()
+    elsewhere = closed_port_address()  # n1's own entry: n1 answered, so it is not asked again
+    book = {"n1": {"admin": elsewhere}, "n4": {"admin": standby}, "n5": {"admin": down}}
+    leader = fake_node({**LEADER, "addresses": book})
+
+    result = status("--nodes", leader)
+
+    assert result.exit_code == 0, result.output
+    assert elsewhere not in result.output
+    assert line_of(result.output, standby).split()[1:3] == ["n4", "standby"]
+    assert line_of(result.output, down).split()[1:3] == ["?", "unreachable"]
+    assert len(result.output.splitlines()) == 5  # header, n1, n4, n5, modes
+    only = status("--nodes", leader, "--no-discover")
+    assert only.exit_code == 0 and standby not in only.output and down not in only.output
+
+
+@pytest.mark.parametrize("admin", [
+    "evil.example/x:80",  # a path: the query would go elsewhere
+    "user@host:80", "host:80/status?", "host", "host:port", " host:80", 42, None,
+])
+def test_only_plain_host_port_addresses_from_the_nodes_are_asked(admin) -> None:
+    answers = [({**LEADER, "addresses": {"n9": {"admin": admin}}}, None)]
+    assert status_view.discovered(["127.0.0.1:7201"], answers) == []
+
+
+def test_discovery_skips_answered_members_and_stays_bounded() -> None:
+    book = {f"n{i}": {"admin": f"127.0.0.1:{8000 + i}"} for i in range(1, 200)}
+    answers = [({**LEADER, "addresses": book}, None)]
+    extra = status_view.discovered(["127.0.0.1:7201"], answers)
+    assert "127.0.0.1:8001" not in extra  # n1 answered (from another address)
+    assert len(extra) == status_view.NODES_MAX - 1
+    assert status_view.discovered(["127.0.0.1:7201"], [(None, "refused")]) == []
