@@ -75,6 +75,7 @@ allow.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 import random
@@ -165,6 +166,13 @@ _MEMBER_OVERHEAD_BYTES = 5
 _pack_digest_header = struct.Struct(">BQQ").pack
 _pack_digest_length = struct.Struct(">Q").pack
 _pack_digest_expiry = struct.Struct(">Bq").pack
+
+
+def _after_prefix(prefix: bytes) -> bytes | None:
+    """The least bytes string above every string that starts with `prefix` (None if there is
+    none: the prefix is all 0xff bytes)."""
+    stem = prefix.rstrip(b"\xff")
+    return stem[:-1] + bytes([stem[-1] + 1]) if stem else None
 
 
 def shard_of(key: bytes) -> int:
@@ -735,16 +743,27 @@ class KVState:
             self._rng = random.Random(self._seed)
         return self._rng
 
-    def live_keys(self, time_ms: int) -> Iterator[bytes]:
-        """Every key not expired at `time_ms`, in shard order (sorted within a shard)."""
+    def keys_matching(self, time_ms: int, matches: Callable[[bytes], bool] | None = None, *,
+                      prefix: bytes | None = None) -> list[bytes]:
+        """Every key not expired at `time_ms` that `matches` accepts (all if None), in shard
+        order, sorted within a shard (the same order on every replica): KEYS. Built shard by
+        shard with C-level sorts, filters and extends, so that a million keys hold the event
+        loop for about 0.1 s. With `prefix`, only keys starting with it (`matches` is then not
+        used): a range of each sorted shard, found by bisection."""
         expires = self._expires
+        out: list[bytes] = []
+        end = _after_prefix(prefix) if prefix is not None else None
         for shard in self._shards:
             if not shard:
                 continue
-            for key in sorted(shard):
-                expire_at_ms = expires.get(key) if expires else None
-                if expire_at_ms is None or expire_at_ms > time_ms:
-                    yield key
+            keys = sorted(shard)
+            if prefix is not None:
+                keys = keys[bisect.bisect_left(keys, prefix):
+                            bisect.bisect_left(keys, end) if end is not None else len(keys)]
+            if expires:
+                keys = [k for k in keys if (at := expires.get(k)) is None or at > time_ms]
+            out.extend(keys if matches is None else filter(matches, keys))
+        return out
 
     def scan(self, cursor: int, count: int, time_ms: int) -> tuple[int, list[bytes]]:
         """One SCAN step: whole shards from `cursor` on until at least `count` keys were

@@ -250,6 +250,45 @@ def test_keys(node: Node) -> None:
     assert node.read("KEYS", "nothing*") == []
 
 
+# Few distinct bytes, the highest ones among them, so keys share prefixes and bisection meets
+# the 0xff edge (a prefix with no successor).
+_KEY_BYTES = st.sampled_from([0x61, 0x62, 0xFE, 0xFF])
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.lists(_KEY_BYTES, max_size=4).map(bytes), max_size=40),
+       prefix=st.lists(_KEY_BYTES, min_size=1, max_size=3).map(bytes),
+       expired=st.sets(st.integers(0, 39), max_size=10))
+def test_keys_with_a_literal_prefix_is_exactly_the_keys_starting_with_it(
+        keys: list[bytes], prefix: bytes, expired: set[int]) -> None:
+    """KEYS prefix* takes a range of each sorted shard by bisection; it must answer what the
+    general matcher does, in the same order: prefixes ending in 0xff bytes, the prefix as a
+    whole key, expired keys."""
+    from replikv.commands.glob import GlobPattern
+    from replikv.commands.keys import parse_keys_pattern, run_keys
+
+    state = KVState()
+    for i, key in enumerate(keys):
+        state.apply_command([b"SET", key, b"v", b"PXAT", b"%d" % (T0 + 5)] if i in expired
+                            else [b"SET", key, b"v"], T0)
+    for t in (T0, T0 + 10):
+        parsed = parse_keys_pattern([b"KEYS", prefix + b"*"])
+        assert parsed[1] == prefix  # the fast path is taken
+        general = GlobPattern(prefix + b"*").matches
+        expected = [k for k in state.keys_matching(t) if general(k)]
+        assert run_keys(state, parsed, t) == expected
+        assert expected == [k for k in state.keys_matching(t) if k.startswith(prefix)]
+
+
+@pytest.mark.parametrize("pattern, prefix", [
+    (b"user:*", b"user:"), (b"*", None), (b"a*b*", None), (b"a?*", None), (b"a[b]*", None),
+    (b"a\\**", None), (b"user:", None), (b"\xff\xff*", b"\xff\xff")])
+def test_only_a_literal_prefix_and_one_trailing_star_take_the_fast_path(pattern, prefix) -> None:
+    from replikv.commands.glob import literal_prefix
+
+    assert literal_prefix(pattern) == prefix
+
+
 def test_keys_star_includes_the_empty_key_and_skips_expired(node: Node) -> None:
     node.write("SET", "", "empty")
     node.write("SET", "short", "x", "PX", "1")
@@ -277,6 +316,33 @@ def test_scan_count_is_a_lower_bound_per_call(node: Node) -> None:
     assert int(cursor) > 0
     cursor, keys = node.read("SCAN", "0", "COUNT", "1000000")
     assert (cursor, len(keys)) == (b"0", 500)
+
+
+def test_scan_count_is_capped_so_one_call_stays_short(node: Node) -> None:
+    """COUNT is a hint: a call visits at most SCAN_COUNT_MAX keys (in whole shards), and
+    following the cursor still returns every key exactly once."""
+    from replikv.commands.keys import SCAN_COUNT_MAX
+
+    total = SCAN_COUNT_MAX * 3 // 2
+    node.state.apply_command([b"MSET", *[x for i in range(total) for x in (b"k%d" % i, b"v")]],
+                             T0)
+    cursor, first = node.read("SCAN", 0, "COUNT", 10**12)
+    per_shard = total / SHARD_COUNT
+    assert cursor != b"0" and SCAN_COUNT_MAX <= len(first) < SCAN_COUNT_MAX + 3 * per_shard
+    seen = list(first)
+    while cursor != b"0":
+        cursor, found = node.read("SCAN", cursor, "COUNT", 10**12)
+        seen += found
+    assert len(seen) == len(set(seen)) == total
+
+
+def test_sscan_count_is_capped_too(node: Node) -> None:
+    from replikv.commands.keys import SCAN_COUNT_MAX
+
+    total = SCAN_COUNT_MAX * 3 // 2
+    node.state.apply_command([b"SADD", b"s", *[b"m%d" % i for i in range(total)]], T0)
+    cursor, first = node.read("SSCAN", "s", 0, "COUNT", 10**12)
+    assert cursor != b"0" and len(first) < total
 
 
 def test_scan_default_count_is_ten(node: Node) -> None:

@@ -720,3 +720,37 @@ def test_redis_py_reads_what_we_write(redis_py_parsers) -> None:
                 item = item[:2]
                 expected = expected[:2]  # type: ignore[index]
             assert matches(item, expected), (protocol, value, item)
+
+
+def _item_by_item(values: list, protocol: int) -> bytes:
+    out = [b"*%d\r\n" % len(values)]
+    out += [encode_reply(v, protocol) for v in values]
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_long_arrays_encode_as_item_by_item(protocol: int) -> None:
+    """Arrays of 64+ plain bulk strings take a faster path; the bytes must not change, and an
+    array with anything else in it (a nil, an int, a bytearray) takes the general path."""
+    keys = [b"key:%d" % i for i in range(100)] + [b"", b"\r\n$-1"]
+    assert encode_reply(keys, protocol) == _item_by_item(keys, protocol)
+    for odd in (None, 7, bytearray(b"ba"), Status("OK")):
+        mixed = [*keys[:50], odd, *keys[50:]]
+        assert encode_reply(mixed, protocol) == _item_by_item(mixed, protocol)
+    nested = [b"0", keys]
+    assert encode_reply(nested, protocol) == (b"*2\r\n$1\r\n0\r\n"
+                                              + _item_by_item(keys, protocol))
+
+
+def test_only_large_arrays_are_copied_for_the_reply_thread() -> None:
+    from replikv.server.resp_server import LARGE_REPLY_ITEMS, large_reply_copy
+
+    big = [b"k%d" % i for i in range(LARGE_REPLY_ITEMS + 1)]
+    copied = large_reply_copy(big)
+    assert copied == big and copied is not big
+    scan = [b"17", big]
+    copied = large_reply_copy(scan)
+    assert copied == scan and copied[1] is not big  # the inner list too
+    for small in ([b"k"] * LARGE_REPLY_ITEMS, [b"0", [b"k"] * 10], b"x" * 10**6, 5, None,
+                  [[b"k"] * (LARGE_REPLY_ITEMS + 1)] * 17):  # too many items to look into
+        assert large_reply_copy(small) is None

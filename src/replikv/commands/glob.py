@@ -17,6 +17,7 @@ where a single regex such as `.*a.*a.*a.*b` would backtrack exponentially.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,8 +148,26 @@ class GlobPattern:
         return True
 
 
-def _match_everything(key: bytes) -> bool:
+def match_everything(key: bytes) -> bool:
+    """The matcher of `*` (KEYS * and SCAN MATCH * take every key, the empty one too)."""
     return True
+
+
+_GLOB_SPECIAL = frozenset(b"*?[\\")
+
+
+def literal_prefix(pattern: bytes) -> bytes | None:
+    """The prefix of a `prefix*` pattern whose prefix is literal and not empty (the common KEYS
+    pattern), else None: such a pattern matches exactly the keys starting with it."""
+    prefix = pattern[:-1]
+    if not pattern.endswith(b"*") or not prefix or any(b in _GLOB_SPECIAL for b in prefix):
+        return None
+    return prefix
+
+
+def _prefix_matcher(pattern: bytes) -> Callable[[bytes], bool] | None:
+    prefix = literal_prefix(pattern)
+    return None if prefix is None else operator.methodcaller("startswith", prefix)
 
 
 _cache: dict[bytes, Callable[[bytes], bool]] = {}
@@ -160,7 +179,8 @@ def compile_glob(pattern: bytes) -> Callable[[bytes], bool]:
     matcher = _cache.get(pattern)
     if matcher is not None:
         return matcher
-    matcher = _match_everything if pattern == b"*" else GlobPattern(pattern).matches
+    matcher = (match_everything if pattern == b"*"
+               else _prefix_matcher(pattern) or GlobPattern(pattern).matches)
     if len(pattern) <= GLOB_CACHE_PATTERN_BYTES_MAX:
         if len(_cache) >= GLOB_CACHE_ENTRIES_MAX:
             # Drop the oldest entry (dicts keep insertion order): simple and bounded.

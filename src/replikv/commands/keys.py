@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from replikv.commands.glob import compile_glob
+from replikv.commands.glob import compile_glob, literal_prefix, match_everything
 from replikv.commands.strings import (
     INT64_MAX,
     INT64_MIN,
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 REDIS_TYPE_NAMES = (b"string", b"list", b"set", b"zset", b"hash", b"stream")
 
 SCAN_COUNT_DEFAULT = 10
+# COUNT is a hint (as in Redis); one SCAN or SSCAN call looks at no more than this many keys or
+# members (a little more: whole shards), so a call never holds the event loop for long.
+SCAN_COUNT_MAX = 100_000
 SCAN_CURSOR_MAX = (1 << 64) - 1  # Redis cursors are unsigned 64-bit
 
 
@@ -189,12 +192,17 @@ def run_persist(state: KVState, key: bytes, time_ms: int) -> int:
 # ---- KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL ----
 
 
-def parse_keys_pattern(argv: list[bytes]) -> Callable[[bytes], bool]:
-    return compile_glob(argv[1])
+def parse_keys_pattern(argv: list[bytes]) -> tuple[Callable[[bytes], bool], bytes | None]:
+    """(the matcher, the literal prefix of a `prefix*` pattern or None)."""
+    return compile_glob(argv[1]), literal_prefix(argv[1])
 
 
-def run_keys(state: KVState, matches: Callable[[bytes], bool], time_ms: int) -> list[bytes]:
-    return [key for key in state.live_keys(time_ms) if matches(key)]
+def run_keys(state: KVState, parsed: tuple[Callable[[bytes], bool], bytes | None],
+             time_ms: int) -> list[bytes]:
+    matches, prefix = parsed
+    if prefix is not None:
+        return state.keys_matching(time_ms, prefix=prefix)
+    return state.keys_matching(time_ms, None if matches is match_everything else matches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +237,7 @@ def parse_scan(argv: list[bytes]) -> ScanArgs:
             count = int64_arg(argv[i + 1])
             if count < 1:
                 raise CommandError(SYNTAX)
+            count = min(count, SCAN_COUNT_MAX)
         elif option == b"MATCH" and has_value:
             pattern = argv[i + 1]
             matches = None if pattern == b"*" else compile_glob(pattern)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from replikv.commands.glob import compile_glob
-from replikv.commands.keys import SCAN_COUNT_DEFAULT, parse_cursor
+from replikv.commands.keys import SCAN_COUNT_DEFAULT, SCAN_COUNT_MAX, parse_cursor
 from replikv.commands.strings import INT64_MAX, int64_arg, parse_int64
 from replikv.limits import MIB
 from replikv.replies import NOT_INTEGER, SYNTAX, CommandError
@@ -370,7 +370,7 @@ def parse_sscan(argv: list[bytes]) -> SscanArgs:
             elif value < 1:
                 error = SYNTAX
             else:
-                count = value
+                count = min(value, SCAN_COUNT_MAX)
             i += 2
         elif option == b"MATCH" and has_value:
             pattern = argv[i + 1]

@@ -195,6 +195,13 @@ class _NodeCollector:
             ("replikv_fsyncs_total", "fsyncs of the log and the hard state.", stats.fsyncs),
             ("replikv_log_entries_written_total", "Entries written to the log.",
              stats.entries_written),
+            ("replikv_event_loop_stalls_total",
+             ("Times the event loop was held for half an election timeout or more (a slow "
+              "command, a long GC or fsync, a paused process): peers and clients went "
+              "unanswered meanwhile."), server.loop_stalls),
+            ("replikv_large_replies_total",
+             "Client replies large enough to be encoded off the event loop.",
+             server.large_replies),
         )
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)

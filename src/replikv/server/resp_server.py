@@ -8,6 +8,13 @@ becomes one log batch and a pipeline of reads shares one ReadIndex round. When t
 finish first: a read must see the connection's own earlier writes, and must not see its later
 ones. Commands that change the connection itself (HELLO, SELECT, CLIENT, RESET, QUIT) wait too.
 
+Large replies: a reply of more than LARGE_REPLY_ITEMS items (KEYS, SMEMBERS, MGET, SCAN with a
+large COUNT) is encoded in the node's reply-encoder thread, so the event loop keeps answering
+peers and other clients meanwhile (a loop held for longer than an election timeout makes the
+followers elect another leader). The command still counts as in flight until its bytes are
+ready; replies keep their order through the slots. Reply values are built for the reply and
+never kept by the state, and the thread gets a shallow copy of the containers anyway.
+
 Backpressure: while the connection waits, or while the client is not reading its replies
 (transport write buffer over its high-water mark), the socket is not read, so a client cannot
 make the node buffer unbounded input.
@@ -45,6 +52,28 @@ if TYPE_CHECKING:
     from replikv.server.runtime import NodeServer
 
 log = logging.getLogger("replikv.clients")
+
+# Replies with more items than this are encoded off the event loop (about 5 ms of encoding).
+LARGE_REPLY_ITEMS = 10_000
+ERR_REPLY_ENCODING = ErrorReply("ERR replikv could not encode this reply (a bug; the node's "
+                                "log has the details)")
+
+
+def large_reply_copy(value: object) -> list | None:
+    """A copy of `value` to encode in another thread if it is a large array (more than
+    LARGE_REPLY_ITEMS items, at the top or in one of a short array's items, as in SCAN's
+    [cursor, keys]); None to encode it here. Containers are copied (C-level list()), their
+    leaves are immutable bytes and numbers."""
+    kind = type(value)
+    if kind is not list and kind is not tuple:
+        return None
+    if len(value) > LARGE_REPLY_ITEMS:  # type: ignore[arg-type]
+        return list(value)  # type: ignore[call-overload]
+    if len(value) <= 16 and any(type(item) in (list, tuple) and len(item) > LARGE_REPLY_ITEMS
+                                for item in value):  # type: ignore[attr-defined]
+        return [list(item) if type(item) in (list, tuple) else item
+                for item in value]  # type: ignore[attr-defined]
+    return None
 
 
 def runtime_topology(server: NodeServer) -> list[MemberView]:
@@ -183,8 +212,22 @@ class ClientConnection(asyncio.Protocol):
         slot = self.slot_of.pop(req_id, None)
         if slot is None or self.closed:
             return
-        slot[1] = encode_reply(value, self.state.protocol)
-        self.server.metrics.count_command(slot[2], type(value) is not ErrorReply)
+        large = large_reply_copy(value)
+        if large is not None:
+            self.server.encode_large_reply(large, self.state.protocol,
+                                           lambda data: self._complete(slot, data, True))
+            return
+        self._complete(slot, encode_reply(value, self.state.protocol),
+                       type(value) is not ErrorReply)
+
+    def _complete(self, slot: list, data: bytes | None, ok: bool) -> None:
+        """The reply of `slot` is `data` (None: it could not be encoded)."""
+        if self.closed:
+            return
+        if data is None:
+            data, ok = encode_reply(ERR_REPLY_ENCODING), False
+        slot[1] = data
+        self.server.metrics.count_command(slot[2], ok)
         self.inflight -= 1
         if self.inflight == 0:
             self.inflight_kind = None

@@ -38,6 +38,7 @@ from replikv.node import NodeConfig, NodeCore, NodeReady, decode_address_book
 from replikv.raft.core import RaftConfig, RaftCore, Ready, Role
 from replikv.raft.membership import Membership
 from replikv.raft.messages import Entry, InstallSnapshot
+from replikv.resp import encode_reply
 from replikv.server.admin_http import AdminServer
 from replikv.server.local_commands import REDIS_COMPAT_VERSION, MemberView, NodeView
 from replikv.server.logs import attach_node
@@ -103,6 +104,14 @@ class NodeServer(NodeView):
         self._wakeup: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replikv-disk")
+        # Large client replies (see resp_server.LARGE_REPLY_ITEMS), one at a time.
+        self._reply_encoder = ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="replikv-replies")
+        self.large_replies = 0  # encoded in the reply-encoder thread
+        # Stalls of the event loop (see _tick_loop): how many, the longest, the last.
+        self.loop_stalls = 0
+        self.loop_stall_max_ms = 0
+        self.loop_stall_last: dict | None = None
         self._disk_jobs = 0  # submitted to the disk thread and not yet done
         self.disk_stats = DiskStats()
         self.metrics = NodeMetrics(self)
@@ -188,6 +197,25 @@ class NodeServer(NodeView):
                 self.wal.reset()
             return []
         return [e for e in entries if e.index > index]
+
+    def encode_large_reply(self, value: list, protocol: int,
+                           done: Callable[[bytes | None], None]) -> None:
+        """Encode a large client reply in the reply-encoder thread; `done(bytes)` runs on the
+        loop when it is ready (`done(None)` if encoding failed, which is a bug, logged)."""
+        self.large_replies += 1
+        future = asyncio.get_running_loop().run_in_executor(self._reply_encoder, encode_reply,
+                                                            value, protocol)
+
+        def finished(f: asyncio.Future) -> None:
+            if f.cancelled():
+                return
+            error = f.exception()
+            if error is not None:
+                log.error("could not encode a reply of %d items", len(value),
+                          exc_info=error)
+            done(None if error is not None else f.result())
+
+        future.add_done_callback(finished)
 
     def run_on_disk(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
         """Run `fn(*args)` in the disk thread: the one thread besides the loop that touches the
@@ -293,6 +321,7 @@ class NodeServer(NodeView):
         if self.transport is not None:
             await self.transport.close()
         self._disk.shutdown(wait=True)
+        self._reply_encoder.shutdown(wait=False, cancel_futures=True)
         if self.snapshots is not None:
             self.snapshots.close()
         if self.wal is not None:
@@ -344,14 +373,30 @@ class NodeServer(NodeView):
         loop = asyncio.get_running_loop()
         started = loop.time()
         done = 0
+        stall_report_ms = self.settings.election_ticks * self.settings.tick_ms // 2
         while True:
             await asyncio.sleep(max(0.0, started + (done + 1) * interval - loop.time()))
             due = int((loop.time() - started) / interval)
             if due <= done:
                 continue
+            late_ms = (due - done - 1) * self.settings.tick_ms  # ticks that came late
+            if late_ms >= stall_report_ms:
+                self._loop_stalled(late_ms)
             self.node.tick(now_ms(), due - done)
             done = due
             self._wakeup.set()
+
+    def _loop_stalled(self, stall_ms: int) -> None:
+        """The loop was held for `stall_ms` (within a tick): followers may have started an
+        election meanwhile. Said in the log, /status, /metrics and the timeline."""
+        self.loop_stalls += 1
+        self.loop_stall_max_ms = max(self.loop_stall_max_ms, stall_ms)
+        self.loop_stall_last = {"t_ms": int(time.time() * 1000), "ms": stall_ms}
+        text = (f"{self.node_id}'s event loop was held for about {stall_ms} ms (a slow "
+                "command, a long GC or fsync, or the process was paused)")
+        log.warning("%s; the election timeout is %d ms", text,
+                    self.settings.election_ticks * self.settings.tick_ms)
+        self.record_event("stall", text)
 
     # -- the Ready loop -----------------------------------------------------------------------
 
@@ -647,6 +692,9 @@ class NodeServer(NodeView):
             **({"fsync_interval_ms": self.settings.fsync_interval_ms}
                if self.settings.fsync == "batch" else {}),
             "uptime_s": int(time.time() - self.started_s), "pid": os.getpid(),
+            "event_loop_stalls": {"count": self.loop_stalls, "max_ms": self.loop_stall_max_ms,
+                                  "last": self.loop_stall_last},
+            "large_replies": self.large_replies,
             **({"faults": self.fault_status()} if self.settings.fault_injection else {}),
         }
 
