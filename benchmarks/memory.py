@@ -3,15 +3,16 @@ against the target "at most 200 bytes of RSS overhead per stored key beyond the 
 bytes, at 1,000,000 keys"; then where the bytes go. Run as a script:
 
     .venv/bin/python benchmarks/memory.py --keys 1000000 [--value-bytes 100] [--seed 1]
-        [--keep-entries 10] [--json] [--out results.json] [--keep-dir]
+        [--keep-entries 5000] [--json] [--out results.json] [--keep-dir]
         [--no-breakdown | --breakdown-only] [--gdb-malloc-trim] [--malloc-mmap-threshold N]
 
 Cluster part. Three nodes (the integration tests' real-process harness, on free loopback ports
 in a temp dir). Node settings are the defaults except the log compaction ones: automatic
 snapshots are off (--snapshot-entries 0 --snapshot-log-bytes 0), so the whole load is still in
 the in-memory Raft log when "loaded" is read, and --snapshot-keep-entries is `--keep-entries`
-(default 10; the node default, 5,000 entries, would keep this whole load of 2,000 MSETs in the
-log even after a snapshot). Per node, VmRSS (and VmHWM) from /proc/<pid>/status is read:
+(default 5,000, the node's own; its `snapshot_keep_bytes`, 16 MiB by default, then bounds what
+a snapshot leaves of this load of 2,000 MSETs of about 60 KB each: before that bound existed,
+the node's defaults kept the whole load in the log after a snapshot, and this script used 10). Per node, VmRSS (and VmHWM) from /proc/<pid>/status is read:
 
 - baseline: after start-up, a leader, and a warm-up of a few MSETs like the load's (then
   deleted, so the code paths and buffers a load uses exist before the baseline);
@@ -104,7 +105,7 @@ from replikv.state import EFFECT_EXPIRE, EFFECT_SET_STRING, KVState
 from tests.integration.cluster import HOST, Cluster, raw_command
 
 TARGET_OVERHEAD_BYTES = 200
-KEEP_ENTRIES_DEFAULT = 10
+KEEP_ENTRIES_DEFAULT = 5_000  # the node's default
 WARMUP_BATCHES = PIPELINE_DEPTH  # MSETs of BATCH_KEYS keys, deleted again before the baseline
 WARMUP_KEY_FORMAT = "memory:warmup:{:09d}"
 SETTLE_S = 2.0  # after the last change, before reading RSS

@@ -91,6 +91,9 @@ _add_backup_commands()
 @click.option("--snapshot-keep-entries", type=int,
               help="Log entries kept before a snapshot, for followers slightly behind. "
                    "[default: 5000]")
+@click.option("--snapshot-keep-bytes", type=int,
+              help="...but no more of them than hold this many bytes; 0: no byte bound. "
+                   "[default: 16777216]")
 @click.option("--archive-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep a copy of every log segment here, for point-in-time recovery "
                    "(`replikv restore --archive DIR --until ...`).")
@@ -122,7 +125,8 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          max_bulk_bytes: int | None, fsync: str | None, fsync_interval_ms: int | None,
          replication: str | None, write_concern: str | None, read_preference: str | None,
          read_consistency: str | None, join: bool | None, snapshot_entries: int | None,
-         snapshot_keep_entries: int | None, snapshot_log_bytes: int | None,
+         snapshot_keep_entries: int | None, snapshot_keep_bytes: int | None,
+         snapshot_log_bytes: int | None,
          snapshot_chunk_bytes: int | None, auto_replace_after_ms: int | None,
          archive_dir: Path | None, backup_dir: Path | None, backup_every: str | None,
          backup_keep: int | None,
@@ -155,6 +159,7 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
                  "read_preference": read_preference, "read_consistency": read_consistency,
                  "join": join, "snapshot_entries": snapshot_entries,
                  "snapshot_keep_entries": snapshot_keep_entries,
+                 "snapshot_keep_bytes": snapshot_keep_bytes,
                  "snapshot_log_bytes": snapshot_log_bytes,
                  "snapshot_chunk_bytes": snapshot_chunk_bytes,
                  "archive_dir": archive_dir, "backup_dir": backup_dir,

@@ -100,6 +100,8 @@ class NodeSettings:
     # then keep only the last `snapshot_keep_entries` entries before it in the log.
     snapshot_entries: int = 50_000
     snapshot_keep_entries: int = 5_000
+    # ...and no more of them than hold this many bytes of entry data (0: no byte bound).
+    snapshot_keep_bytes: int = 16 * 1024 * 1024
     # ...or once the entries applied since the last snapshot hold this many bytes (0: no limit).
     snapshot_log_bytes: int = 256 * 1024 * 1024
     # A snapshot sent to a follower travels in chunks of this size, one at a time.
@@ -156,6 +158,8 @@ class NodeSettings:
             raise ConfigError("snapshot_entries: expected 0 (never) or a number of log entries")
         if not 0 <= self.snapshot_keep_entries <= 1 << 40:
             raise ConfigError("snapshot_keep_entries: expected a number of log entries >= 0")
+        if not 0 <= self.snapshot_keep_bytes <= 1 << 50:
+            raise ConfigError("snapshot_keep_bytes: expected 0 (no limit) or a number of bytes")
         if not 0 <= self.snapshot_log_bytes <= 1 << 50:
             raise ConfigError("snapshot_log_bytes: expected 0 (no limit) or a number of bytes")
         chunk_max = self.limits.max_peer_frame_bytes // 2
@@ -254,6 +258,8 @@ def load_settings(config_file: Path | None, overrides: dict[str, object]) -> Nod
         snapshot_entries=_int(raw.get("snapshot_entries", 50_000), "snapshot_entries"),
         snapshot_keep_entries=_int(raw.get("snapshot_keep_entries", 5_000),
                                    "snapshot_keep_entries"),
+        snapshot_keep_bytes=_int(raw.get("snapshot_keep_bytes", 16 * 1024 * 1024),
+                                 "snapshot_keep_bytes"),
         auto_replace_after_ms=_int(raw.get("auto_replace_after_ms", 0), "auto_replace_after_ms"),
         snapshot_log_bytes=_int(raw.get("snapshot_log_bytes", 256 * 1024 * 1024),
                                 "snapshot_log_bytes"),

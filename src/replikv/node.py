@@ -144,6 +144,9 @@ class NodeConfig:
     # `snapshot_keep_entries` (kept so followers slightly behind get entries, not a snapshot).
     snapshot_entries: int = 0
     snapshot_keep_entries: int = 1000
+    # ...and of those, no more than this many bytes of entry data (0: no byte bound): a log of
+    # large entries (bulk MSETs, big values) must not keep hundreds of MiB in memory.
+    snapshot_keep_bytes: int = 0
     snapshot_log_bytes: int = 0  # also due once the entries since hold this much data
     # Automatic replacement (0: off): see NodeCore._auto_replace.
     auto_replace_after_ms: int = 0
@@ -777,10 +780,24 @@ class NodeCore:
         raft.set_snapshot(SnapshotMeta(job.index, job.term, job.membership), size)
         self._bytes_since_snapshot = 0
         self._new_snapshot_jitter()
-        upto = min(job.index, raft.applied_index) - self.config.snapshot_keep_entries
+        upto = self._compact_through(min(job.index, raft.applied_index))
         if upto > raft.log.offset:
             raft.compact(upto)
         return raft.log.offset
+
+    def _compact_through(self, index: int) -> int:
+        """Where to compact after a snapshot at `index`: keep the last `snapshot_keep_entries`
+        entries before it, fewer if they hold more than `snapshot_keep_bytes` of data."""
+        log = self.raft.log
+        upto = max(index - self.config.snapshot_keep_entries, log.offset)
+        keep_bytes = self.config.snapshot_keep_bytes
+        if keep_bytes:
+            kept = 0
+            for i in range(index, upto, -1):
+                kept += len(log.entry(i).data)
+                if kept > keep_bytes:
+                    return i
+        return upto
 
     def install_snapshot(self, meta: SnapshotMeta, state: KVState, time_ms: int,
                          sessions: SessionTable | None = None, size: int = 0) -> bool:

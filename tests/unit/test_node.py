@@ -243,3 +243,56 @@ def test_duplicated_forward_is_proposed_once():
     c.tick(3)
     assert c.reply(f, req) == 1
     assert c.call(leader, "GET", "n") == b"1"
+
+
+# ---- log compaction after a snapshot ----
+
+
+def _snapshot_and_compact(cluster: Cluster, node_id: str, *, keep_entries: int,
+                          keep_bytes: int) -> tuple[int, int]:
+    """Force a snapshot on `node_id` with these retention settings; (snapshot index, the log's
+    first kept index)."""
+    from dataclasses import replace
+
+    node = cluster.nodes[node_id]
+    node.config = replace(node.config, snapshot_keep_entries=keep_entries,
+                          snapshot_keep_bytes=keep_bytes)
+    job = node.start_snapshot(force=True)
+    while job.cursor.next_batch(100) is not None:
+        pass
+    assert node.snapshot_verdict(job) == "commit"
+    offset = node.snapshot_saved(job, 100)
+    return job.index, offset + 1
+
+
+def test_compaction_keeps_the_last_entries_but_no_more_than_their_byte_bound() -> None:
+    cluster = Cluster()
+    leader = cluster.elect()
+    for i in range(20):
+        assert cluster.call(leader, "SET", f"small{i}", "v") == OK
+    for i in range(10):
+        assert cluster.call(leader, "SET", f"big{i}", "x" * 1000) == OK
+    log = cluster.nodes[leader].raft.log
+    size = {i: len(log.entry(i).data) for i in range(log.offset + 1, log.last_index + 1)}
+    index, first_kept = _snapshot_and_compact(cluster, leader, keep_entries=25,
+                                              keep_bytes=4500)
+    assert log.offset + 1 == first_kept and log.term_at(first_kept) is not None
+    kept = [size[i] for i in range(first_kept, index + 1)]
+    assert len(kept) < 25 and sum(kept) <= 4500  # the byte bound cut it short
+    assert sum(kept) + size[first_kept - 1] > 4500  # one more would not have fitted
+    assert all(n > 1000 for n in kept)  # only some of the big SETs are kept
+    # Within the byte bound the count decides; 0 means no byte bound.
+    cluster2 = Cluster()
+    leader2 = cluster2.elect()
+    for i in range(30):
+        assert cluster2.call(leader2, "SET", f"k{i}", "v") == OK
+    index2, first_kept2 = _snapshot_and_compact(cluster2, leader2, keep_entries=10,
+                                                keep_bytes=1 << 20)
+    assert index2 - first_kept2 + 1 == 10
+    cluster3 = Cluster()
+    leader3 = cluster3.elect()
+    for i in range(10):
+        assert cluster3.call(leader3, "SET", f"k{i}", "x" * 1000) == OK
+    index3, first_kept3 = _snapshot_and_compact(cluster3, leader3, keep_entries=5,
+                                                keep_bytes=0)
+    assert index3 - first_kept3 + 1 == 5

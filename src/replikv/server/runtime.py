@@ -163,6 +163,7 @@ class NodeServer(NodeView):
                                         replication=s.replication, limits=s.limits,
                                         snapshot_entries=s.snapshot_entries,
                                         snapshot_keep_entries=s.snapshot_keep_entries,
+                                        snapshot_keep_bytes=s.snapshot_keep_bytes,
                                         snapshot_log_bytes=s.snapshot_log_bytes,
                                         auto_replace_after_ms=s.auto_replace_after_ms),
                              raft, state,
