@@ -391,7 +391,7 @@ def cluster_slow(node_id: str, delay_ms: int, data_dir: Path) -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--quick", is_flag=True, help="Shorter scenarios (about a minute in all).")
+@click.option("--quick", is_flag=True, help="Shorter scenarios (about 30 s in all).")
 @click.option("--keep", is_flag=True, help="Keep the demo's data dir (printed at the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def demo(quick: bool, keep: bool, as_json: bool) -> None:
