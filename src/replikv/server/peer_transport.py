@@ -291,8 +291,11 @@ class _InboundLink(asyncio.Protocol):
             raise PeerProtocolError(f"peer speaks protocol version {version}, "
                                     f"we speak {PROTOCOL_VERSION}")
         if cluster_id != owner.cluster_id:
-            raise PeerProtocolError(f"peer belongs to cluster {cluster_id!r}, "
-                                    f"we are {owner.cluster_id!r}")
+            # Most often a node joining after the membership changed: its default id is
+            # derived from --peers, which no longer names the members the cluster began with.
+            raise PeerProtocolError(f"peer {src!r} belongs to cluster {cluster_id!r}, we are "
+                                    f"{owner.cluster_id!r} (if it is joining this cluster, "
+                                    f"start it with --cluster-id {owner.cluster_id})")
         if src not in owner.links:
             # Said once per node (a joining node retries until `replikv member add` adds it),
             # then only at debug level.
