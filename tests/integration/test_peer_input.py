@@ -59,8 +59,8 @@ def bad_peer_cases(cluster: Cluster, target: str) -> list[tuple[str, bytes, str]
         ("handshake of another protocol", frame(["redis", 1, cluster_id, member, target, {}]),
          "not a replikv peer handshake"),
         ("wrong cluster id", handshake("replikv-someoneelse", member, target),
-         f"belongs to cluster 'replikv-someoneelse', we are {cluster_id!r} (if it is joining "
-         f"this cluster, start it with --cluster-id {cluster_id})"),
+         (f"belongs to cluster 'replikv-someoneelse', we are {cluster_id!r}; a node joining "
+          "a cluster must be started with its members' id (--cluster-id ID")),
         ("unknown node id", handshake(cluster_id, "n9", target), "unknown node 'n9'"),
         ("handshake addressed to another node", handshake(cluster_id, member, "n7"),
          "thinks it is talking to 'n7'"),

@@ -294,8 +294,9 @@ class _InboundLink(asyncio.Protocol):
             # Most often a node joining after the membership changed: its default id is
             # derived from --peers, which no longer names the members the cluster began with.
             raise PeerProtocolError(f"peer {src!r} belongs to cluster {cluster_id!r}, we are "
-                                    f"{owner.cluster_id!r} (if it is joining this cluster, "
-                                    f"start it with --cluster-id {owner.cluster_id})")
+                                    f"{owner.cluster_id!r}; a node joining a cluster must be "
+                                    "started with its members' id (--cluster-id ID; a "
+                                    "member's /status shows it as cluster_id)")
         if src not in owner.links:
             # Said once per node (a joining node retries until `replikv member add` adds it),
             # then only at debug level.
