@@ -170,10 +170,8 @@ def run(cluster: Cluster, root: Path, *, keys: int, value_bytes: int, seed: int,
         show_progress: bool, say) -> dict:
     rng = random.Random(seed)
     leader = cluster.leader()
-    say(f"loading {keys:,} keys through {leader}")
     load, leader = load_keys(cluster, leader, keys, value_bytes, seed,
-                             show_progress=show_progress)
-    say(f"loaded in {load.seconds:.1f} s")
+                             show_progress=show_progress, say=say)
     serving = next(i for i in cluster.ids if i != leader)
     wait_until(lambda: cluster.status(serving)["applied_index"]
                >= cluster.status(leader)["commit_index"], timeout_s=60.0,
@@ -185,8 +183,7 @@ def run(cluster: Cluster, root: Path, *, keys: int, value_bytes: int, seed: int,
                                   COMMAND_TIMEOUT_PER_MILLION_KEYS_S)
 
     say(f"backup from {serving} (a follower), while a probe writes and reads through it")
-    sampler = RssSampler(pids)
-    sampler.phase = "backup"
+    sampler = RssSampler(pids, phase="backup")
     probe = Probe(cluster.port(serving))
     sampler.start()
     probe.start()

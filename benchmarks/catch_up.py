@@ -166,10 +166,10 @@ class RssSampler(threading.Thread):
     """Reads every node's VmRSS each 100 ms and keeps the highest value per phase, so the load
     and the catch-up each get their own peak (VmHWM only knows the whole life's)."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], phase: str = "start") -> None:
         super().__init__(name="rss-sampler", daemon=True)
         self.pids = pids
-        self.phase = "start"
+        self.phase = phase
         self.peaks_kib: dict[str, dict[str, int]] = {}
         self.samples = 0
         self._stop_event = threading.Event()
@@ -270,8 +270,10 @@ def mset_batch(batch: int, keys: int, value_bytes: int, seed: int) -> bytes:
 
 
 def load_keys(cluster: Cluster, leader: str, keys: int, value_bytes: int, seed: int, *,
-              show_progress: bool) -> tuple[LoadStats, str]:
-    """MSET keys 0..keys-1 through the leader; returns the stats and the leader at the end.
+              show_progress: bool,
+              say: Callable[[str], None] = lambda _: None) -> tuple[LoadStats, str]:
+    """MSET keys 0..keys-1 through the leader; returns the stats and the leader at the end
+    (`say` gets a line before and one after).
 
     Batches whose OK has not arrived when something goes wrong (an error reply, a dropped
     connection) are sent again, after finding the leader anew: MSET is idempotent."""
@@ -282,6 +284,7 @@ def load_keys(cluster: Cluster, leader: str, keys: int, value_bytes: int, seed: 
     deadline = time.monotonic() + timeout_for(keys, LOAD_TIMEOUT_FLOOR_S,
                                               LOAD_TIMEOUT_PER_MILLION_KEYS_S)
     progress = Progress(keys, "loading keys", show_progress)
+    say(f"loading {keys:,} keys of {value_bytes} bytes through {leader}")
     started = time.monotonic()
     try:
         while todo:
@@ -318,6 +321,7 @@ def load_keys(cluster: Cluster, leader: str, keys: int, value_bytes: int, seed: 
     finally:
         progress.close()
     stats.seconds = time.monotonic() - started
+    say(f"loaded in {stats.seconds:.1f} s ({keys / max(stats.seconds, 1e-9):,.0f} keys/s)")
     return stats, leader
 
 
@@ -513,14 +517,11 @@ def run_catch_up(cluster: Cluster, *, keys: int, value_bytes: int = VALUE_BYTES_
     term_before = cluster.status(leader)["term"]
     elections_before = total_elections(cluster)
     pids = {n: cluster.nodes[n].pid for n in cluster.ids}
-    sampler = RssSampler(pids)
-    sampler.phase = "load"
+    sampler = RssSampler(pids, phase="load")
     sampler.start()
     try:
-        say(f"loading {keys:,} keys of {value_bytes} bytes through {leader}")
         load, leader = load_keys(cluster, leader, keys, value_bytes, seed,
-                                 show_progress=show_progress)
-        say(f"loaded in {load.seconds:.1f}s ({keys / load.seconds:,.0f} keys/s)")
+                                 show_progress=show_progress, say=say)
         loaded_index = cluster.status(leader)["commit_index"]
         sampler.phase = "snapshot"
         lead_status, pads = pad_until_snapshot(

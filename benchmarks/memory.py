@@ -349,14 +349,11 @@ def run_cluster(cluster: Cluster, *, keys: int, value_bytes: int, seed: int,
     baseline_status = {n: cluster.status(n) for n in cluster.ids}
     say("baseline: " + ", ".join(f"{n} {v['VmRSS'] / 1024:.0f} MiB"
                                  for n, v in baseline.items()))
-    sampler = RssSampler(pids)
-    sampler.phase = "load"
+    sampler = RssSampler(pids, phase="load")
     sampler.start()
     try:
-        say(f"loading {keys:,} keys of {value_bytes} bytes through {leader}")
         load, leader = load_keys(cluster, leader, keys, value_bytes, seed,
-                                 show_progress=show_progress)
-        say(f"loaded in {load.seconds:.1f} s ({keys / load.seconds:,.0f} keys/s)")
+                                 show_progress=show_progress, say=say)
         sampler.phase = "apply"
         commit = wait_all_applied(cluster, leader, timeout_for(
             keys, APPLY_TIMEOUT_FLOOR_S, APPLY_TIMEOUT_PER_MILLION_KEYS_S))
