@@ -38,13 +38,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from replikv.local_cluster import free_base_port, stop_process_groups
 from replikv.playground import blocked_by_node, post_faults, request_restart, signal_node
+from replikv.status_view import query_status
 
 NODES = ("n1", "n2", "n3", "n4")  # n4 starts as the standby
 VOTERS = 3
@@ -175,13 +175,9 @@ class Demo:
             self._log = None
 
     def status(self, node_id: str) -> dict | None:
+        """The node's /status, or None if it does not answer."""
         port = self.base + 200 + NODES.index(node_id)
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/status",
-                                        timeout=STATUS_TIMEOUT_S) as r:
-                return json.loads(r.read())
-        except (OSError, ValueError):
-            return None
+        return query_status(f"127.0.0.1:{port}", STATUS_TIMEOUT_S)[0]
 
     def leader(self, among: tuple[str, ...] | list[str] = NODES) -> str | None:
         for node_id in among:

@@ -94,19 +94,23 @@ def free_base_port(nodes: int = 3, host: str = "127.0.0.1") -> int:
     raise ClusterError("no free block of ports for a local cluster among 40 candidates")
 
 
-def _post(url: str, timeout_s: float = 5.0) -> str | None:
-    """POST to an admin endpoint: None if it answered 200, else why not (one line)."""
+class AdminRefused(Exception):
+    """A node's admin endpoint answered with an error (the message is its reason)."""
+
+
+def post_admin(url: str, timeout_s: float = 5.0) -> dict:
+    """POST to a node's admin endpoint; its JSON answer. AdminRefused with the node's reason
+    if it answered an error; OSError if it did not answer."""
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="POST"),
-                                    timeout=timeout_s):
-            return None
+                                    timeout=timeout_s) as response:
+            return json.loads(response.read())
     except urllib.error.HTTPError as e:
         try:
-            return str(json.loads(e.read()).get("error", f"HTTP {e.code}"))
+            reason = json.loads(e.read()).get("error")
         except (ValueError, AttributeError, OSError):
-            return f"HTTP {e.code}"
-    except (OSError, ValueError) as e:
-        return str(e)
+            reason = None
+        raise AdminRefused(str(reason or f"HTTP {e.code}")) from None
 
 
 # For child node processes: sets PR_SET_PDEATHSIG (1) to SIGKILL (9) and then becomes the node
@@ -332,7 +336,11 @@ class LocalCluster:
                 "admin": f"{self.host}:{n.admin_port}"})
             for voter in self.voters:
                 url = f"http://{self.host}:{voter.admin_port}/members/{n.id}/add?{query}"
-                outcome = _post(url)
+                try:
+                    post_admin(url)
+                    outcome = None
+                except (AdminRefused, OSError, ValueError) as e:
+                    outcome = str(e)
                 if outcome is None or "already a member" in outcome:
                     pending.pop(0)
                     with self._print_lock:

@@ -16,7 +16,7 @@ import signal
 import time
 from pathlib import Path
 
-from replikv.local_cluster import CONTROL_DIR, STATE_FILE
+from replikv.local_cluster import CONTROL_DIR, STATE_FILE, AdminRefused, post_admin
 
 RESTART_TIMEOUT_S = 20.0
 ACTIONS = {"kill": signal.SIGKILL, "pause": signal.SIGSTOP, "resume": signal.SIGCONT}
@@ -146,23 +146,14 @@ def blocked_by_node(groups: list[list[str]]) -> dict[str, list[str]]:
 def post_faults(data_dir: Path, node_id: str, query: str) -> dict:
     """POST /faults?<query> (or /faults/clear when query is "clear") on a node of the local
     cluster; its answer's "faults"."""
-    import urllib.error
-    import urllib.request
-
     state = load_state(data_dir)
     entry = node_entry(state, node_id)
     path = "/faults/clear" if query == "clear" else f"/faults?{query}"
     url = f"http://{state.get('host', '127.0.0.1')}:{entry['admin_port']}{path}"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST"),
-                                    timeout=5.0) as resp:
-            return json.loads(resp.read())["faults"]
-    except urllib.error.HTTPError as e:
-        try:
-            reason = json.loads(e.read()).get("error", "")
-        except ValueError:
-            reason = ""
-        raise PlaygroundError(f"{node_id} refused: {reason or e}") from None
+        return post_admin(url)["faults"]
+    except AdminRefused as e:
+        raise PlaygroundError(f"{node_id} refused: {e}") from None
     except OSError as e:
         raise PlaygroundError(f"{node_id} did not answer at {url} ({e}); is it running, or "
                               "paused?") from None
