@@ -325,7 +325,10 @@ class LocalCluster:
 
     def _add_standbys(self) -> None:
         """Add each standby node as a standby member, through any voter's admin API (a
-        follower forwards it to the leader); retried until a leader takes it."""
+        follower forwards it to the leader); retried until a leader takes it. A node the
+        voter's /status already lists as a member (a resumed cluster) is left as it is."""
+        from replikv.status_view import query_status
+
         deadline = time.monotonic() + STANDBY_ADD_TIMEOUT_S
         pending = [n for n in self.nodes if n.standby]
         last_error = ""
@@ -335,20 +338,25 @@ class LocalCluster:
                 "peer": f"{self.host}:{n.peer_port}", "client": f"{self.host}:{n.client_port}",
                 "admin": f"{self.host}:{n.admin_port}"})
             for voter in self.voters:
-                url = f"http://{self.host}:{voter.admin_port}/members/{n.id}/add?{query}"
-                try:
-                    post_admin(url)
-                    outcome = None
-                except (AdminRefused, OSError, ValueError) as e:
-                    outcome = str(e)
-                if outcome is None or "already a member" in outcome:
-                    pending.pop(0)
-                    with self._print_lock:
-                        print(f"replikv: {n.id} added as a standby" if outcome is None
-                              else f"replikv: {n.id} is a member already"
-                              + outcome.partition("already a member")[2], flush=True)
-                    break
-                last_error = outcome
+                status, error = query_status(f"{self.host}:{voter.admin_port}", 2.0)
+                if status is None:
+                    last_error = f"{voter.id}: {error}"
+                    continue
+                if n.id in status.get("voters", []) or n.id in status.get("standbys", []):
+                    role = "voter" if n.id in status.get("voters", []) else "standby"
+                    said = f"replikv: {n.id} is a member already ({role})"
+                else:
+                    url = f"http://{self.host}:{voter.admin_port}/members/{n.id}/add?{query}"
+                    try:
+                        post_admin(url)
+                    except (AdminRefused, OSError, ValueError) as e:
+                        last_error = f"{voter.id}: {e}"
+                        continue
+                    said = f"replikv: {n.id} added as a standby"
+                pending.pop(0)
+                with self._print_lock:
+                    print(said, flush=True)
+                break
             else:
                 time.sleep(0.5)
         if pending and not self._stopping:
