@@ -59,7 +59,7 @@ class RequestOptions:
         """The options as a flat list for INFO-style output and the peer wire: five fields, and
         the session and seq after them only when either is set (so options without them look
         exactly as they did before sessions existed)."""
-        fields = [self.w, self.wtimeout_ms, self.read_preference, self.read_consistency,
+        fields: list = [self.w, self.wtimeout_ms, self.read_preference, self.read_consistency,
                   self.max_staleness_ms]
         if self.session is not None or self.seq is not None:
             fields += [self.session, self.seq]

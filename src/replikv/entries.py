@@ -12,7 +12,7 @@ leader's seed), and so reaches exactly the state every replica reached.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -34,8 +34,8 @@ class AppliedEntry(NamedTuple):
 
     time_ms: int
     kind: int | None
-    undo: object | None
-    session_undo: object | None
+    undo: Any
+    session_undo: Any
 
 
 def apply_entry(state: KVState, sessions: SessionTable, data: bytes, index: int,

@@ -51,14 +51,14 @@ import random
 from bisect import bisect_right
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack
 
 from replikv.commands import parse_command
 from replikv.concerns import DEFAULT_OPTIONS, FOLLOWER_MAY_SERVE, TIMEOUT_MS_MAX, RequestOptions
 from replikv.entries import ENTRY_COMMAND, ENTRY_EFFECTS, ENTRY_EXPIRE, apply_entry
-from replikv.invariants import invariant
+from replikv.invariants import InvariantViolation, invariant
 from replikv.limits import DEFAULT_LIMITS, Limits
 from replikv.node_messages import (
     ForwardReply,
@@ -81,7 +81,7 @@ from replikv.raft.membership import (
 from replikv.raft.messages import AppendRequest, Entry, Envelope
 from replikv.replies import NOT_INTEGER, CommandError, ErrorReply, Status, wrong_arity
 from replikv.sessions import SessionTable, Verdict
-from replikv.state import KVState
+from replikv.state import KVState, Undo
 
 REPLICATION_MODES = ("passive", "active")
 # Writes whose outcome depends on a random draw: the leader fixes the seed inside the entry.
@@ -200,7 +200,7 @@ class _Proposal:
 
     term: int
     target: tuple  # ("local", req_id) | ("remote", node, req_id)
-    reply: object
+    reply: Any
     w: str
     proposed_ms: int
     wtimeout_ms: int
@@ -218,7 +218,7 @@ class SnapshotJob:
     term: int
     membership: Membership
     time_ms: int  # the state's time (the last applied entry's), restored with it
-    cursor: object
+    cursor: Any
     sessions: bytes  # the session table at `index` (SessionTable.to_bytes)
     drained: bool = False
 
@@ -254,11 +254,11 @@ def is_admin_command(argv: list[bytes] | tuple[bytes, ...]) -> bool:
 
 
 class _AppliedAhead(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as NamedTuple allows
     term: int
-    undo: object | None
+    undo: Any
     time_before_ms: int
-    session_undo: object | None = None  # the entry's record in the session table
+    session_undo: Any = None  # the entry's record in the session table
 
 
 def encode_command_entry(argv: list[bytes], time_ms: int, seed: int = 0,
@@ -630,7 +630,7 @@ class NodeCore:
         invariant(self.applied_index == self.raft.log.last_index,
                   "state at %d behind the log at %d", self.applied_index, self.raft.log.last_index)
         t = self._entry_time()
-        session_rec = None
+        session_rec: list[Any] | None = None  # [session, seq, packed reply]
         if opts.session is not None and opts.seq is not None:
             check = self.sessions.lookup(opts.session, opts.seq, t)
             if check.verdict is Verdict.STALE:
@@ -755,7 +755,10 @@ class NodeCore:
         if not (force or due_by_count or due_by_bytes):
             return None
         index = self.applied_index
-        return SnapshotJob(index, raft.log.term_at(index), raft.membership_at(index),
+        term = raft.log.term_at(index)
+        if term is None:  # applied entries are in the log until a snapshot covers them
+            raise InvariantViolation(f"no term for applied index {index}")
+        return SnapshotJob(index, term, raft.membership_at(index),
                            self.state_time_ms, self.state.begin_snapshot(),
                            self.sessions.to_bytes())
 
@@ -818,7 +821,7 @@ class NodeCore:
         self._after_event()
         return True
 
-    def _propose_applied(self, data: bytes, undo: object, time_ms: int) -> int | None:
+    def _propose_applied(self, data: bytes, undo: Undo, time_ms: int) -> int | None:
         """Propose an entry whose change is already applied; undo it if the proposal fails."""
         at = self.raft.propose([data])
         if at is None:
@@ -1283,7 +1286,7 @@ class NodeCore:
     def _send(self, to: str, message: object) -> None:
         self._msgs.append(Envelope(to, message))
 
-    def _finish(self, req_id: int, value: object, index: int = 0) -> None:
+    def _finish(self, req_id: int, value: Any, index: int = 0) -> None:
         req = self._requests.pop(req_id, None)
         if req is None:
             return

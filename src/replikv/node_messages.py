@@ -10,6 +10,7 @@ has applied that far. WAIT asks the leader how many replicas hold an index (Wait
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
 
@@ -28,7 +29,7 @@ class ForwardReply:
     src: str
     req_id: int
     # The command's reply value (see replikv.replies), or an ErrorReply.
-    result: object
+    result: Any
     # True when the receiver was not the leader and did not propose the command: the origin may
     # safely send it elsewhere.
     not_leader: bool = False

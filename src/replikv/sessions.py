@@ -50,10 +50,11 @@ import heapq
 import itertools
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import msgpack
 
-from replikv.invariants import invariant
+from replikv.invariants import InvariantViolation, invariant
 from replikv.replies import ErrorReply, NullArray, Status
 
 SESSION_ID_BYTES_MAX = 64
@@ -117,7 +118,7 @@ def reply_to_msgpack(value: object) -> object:
     return _encode(value, 0)
 
 
-def _encode(v: object, depth: int) -> object:
+def _encode(v: Any, depth: int) -> object:
     if _is_plain(v, depth):
         return v
     t = type(v)
@@ -152,7 +153,7 @@ def _encode(v: object, depth: int) -> object:
     raise TypeError(f"not a reply value: {t.__name__}")
 
 
-def _is_plain(v: object, depth: int) -> bool:
+def _is_plain(v: Any, depth: int) -> bool:
     """Whether `v` is its own encoding (bytes, None, a bool, a float, an int msgpack holds);
     for both directions. ValueError if `depth` is beyond REPLY_DEPTH_MAX."""
     if depth > REPLY_DEPTH_MAX:
@@ -172,7 +173,7 @@ def reply_from_msgpack(data: object) -> object:
     return _decode(data, 0)
 
 
-def _decode(v: object, depth: int) -> object:
+def _decode(v: Any, depth: int) -> object:
     if _is_plain(v, depth):
         return v
     t = type(v)
@@ -240,7 +241,7 @@ class SessionCheck:
     verdict: Verdict
     # DUPLICATE: the reply to answer with (an ErrorReply if it was too large to keep);
     # STALE: the ErrorReply to answer with; NEW: None.
-    reply: object = None
+    reply: Any = None
     # DUPLICATE: the log index of the entry that recorded the write (0 if unknown). Answer only
     # once it has committed, as for the original.
     index: int = 0
@@ -438,7 +439,8 @@ class SessionTable:
         invariant(type(token) is UndoToken and token.serial == self._last_serial,
                   "session table: undo out of order (undo the newest record first)")
         current = self._sessions.get(token.session)
-        invariant(current is not None, "session table: the recorded session is gone")
+        if current is None:
+            raise InvariantViolation("session table: the recorded session is gone")
         self._remove(token.session, current)
         if token.previous is not None:
             self._put(token.session, token.previous)
@@ -475,7 +477,7 @@ class SessionTable:
                       self.reply_bytes_max, self.replies_bytes_max, rows])
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> SessionTable:
+    def from_bytes(cls, data: object) -> SessionTable:
         """A table from `to_bytes` output. Checks everything; ValueError for any bytes that
         `to_bytes` could not have produced."""
         if not isinstance(data, bytes | bytearray | memoryview):

@@ -17,6 +17,7 @@ types for the RESP types msgpack has no word for (simple strings, errors, null a
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import msgpack
 
@@ -73,7 +74,7 @@ _KIND_OF = {cls: kind for kind, cls in _KINDS.items()}
 def encode_message(message: object) -> bytes:
     """One message as a complete frame (header included)."""
     cls = type(message)
-    m = message
+    m: Any = message  # one of the kinds below, dispatched on its exact class
     if cls is AppendRequest:
         body = [3, m.term, m.src, m.prev_index, m.prev_term,
                 [[e.index, e.term, e.data] for e in m.entries], m.commit, m.seq, m.lease]
@@ -127,18 +128,18 @@ def decode_message(payload: bytes) -> object:
             raise PeerProtocolError("AppendRequest.entries is not a list")
         entries = []
         prev = _nat(f[2], "prev_index")
-        for i, e in enumerate(entries_raw):
-            if not (isinstance(e, list) and len(e) == 3 and type(e[2]) is bytes):
+        for i, raw in enumerate(entries_raw):
+            if not (isinstance(raw, list) and len(raw) == 3 and type(raw[2]) is bytes):
                 raise PeerProtocolError("malformed entry")
-            index, term = _nat(e[0], "entry index"), _nat(e[1], "entry term")
+            index, term = _nat(raw[0], "entry index"), _nat(raw[1], "entry term")
             if index != prev + 1 + i or term == 0:
                 raise PeerProtocolError("entries not contiguous after prev_index")
-            if is_config_entry(e[2]):
+            if is_config_entry(raw[2]):
                 try:
-                    Membership.decode(e[2])
+                    Membership.decode(raw[2])
                 except MembershipError as exc:
                     raise PeerProtocolError(f"bad membership entry {index}: {exc}") from None
-            entries.append(Entry(index, term, e[2]))
+            entries.append(Entry(index, term, raw[2]))
         return AppendRequest(_nat(f[0], "term"), _id(f[1]), prev, _nat(f[3], "prev_term"),
                              tuple(entries), _nat(f[5], "commit"), _nat(f[6], "seq"),
                              _bool(f[7]))
@@ -190,8 +191,8 @@ def decode_message(payload: bytes) -> object:
         return ReadIndexRequest(_id(f[0]), _nat(f[1], "req_id"), _bool(f[2]))
     if kind == 23:
         _expect(f, 3, "ReadIndexReply")
-        index = None if f[2] is None else _nat(f[2], "index")
-        return ReadIndexReply(_id(f[0]), _nat(f[1], "req_id"), index)
+        read_index = None if f[2] is None else _nat(f[2], "index")
+        return ReadIndexReply(_id(f[0]), _nat(f[1], "req_id"), read_index)
     if kind == 24:
         _expect(f, 5, "WaitRequest")
         return WaitRequest(_id(f[0]), _nat(f[1], "req_id"), _nat(f[2], "index"),
@@ -261,7 +262,7 @@ def _id(v: object) -> str:
 
 # -- reply values ----------------------------------------------------------------------------
 
-def _reply_to_wire(v: object, depth: int) -> object:
+def _reply_to_wire(v: Any, depth: int) -> object:
     if depth > MAX_DEPTH:
         raise ValueError("reply nested too deeply")
     t = type(v)

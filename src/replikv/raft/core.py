@@ -61,8 +61,9 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
-from replikv.invariants import invariant
+from replikv.invariants import InvariantViolation, invariant
 from replikv.raft.log import RaftLog
 from replikv.raft.membership import Membership, MembershipError, is_config_entry
 from replikv.raft.messages import (
@@ -130,7 +131,7 @@ class RaftConfig:
 class ReadState:
     """A confirmed read index for the context given to request_read (None: not confirmed)."""
 
-    context: object
+    context: Any
     index: int | None
 
 
@@ -898,7 +899,7 @@ class RaftCore:
         # else: the follower has it all and is loading it; its AppendResponse ends the state.
 
     def _send_snapshot_chunk(self, peer: str, pr: Progress) -> None:
-        snap = pr.snapshot
+        snap = pr.sending_snapshot()
         offset = pr.snapshot_offset
         length = min(self.config.snapshot_chunk_bytes, pr.snapshot_size - offset)
         pr.snapshot_sent_tick = self.tick_count
@@ -915,7 +916,7 @@ class RaftCore:
         log = self.log
         if pr.state is ProgressState.SNAPSHOT:
             if (pr.snapshot_offset == 0 and self.snapshot is not None
-                    and self.snapshot.index > pr.snapshot.index):
+                    and self.snapshot.index > pr.sending_snapshot().index):
                 # Nothing of the old one arrived yet and a newer snapshot exists: send that.
                 pr.become_snapshot(self.snapshot, self.snapshot_size)
                 self._send_snapshot_chunk(peer, pr)
@@ -966,7 +967,8 @@ class RaftCore:
 
     def _send_append_request(self, peer: str, prev_index: int, entries: list[Entry]) -> None:
         prev_term = self.log.term_at(prev_index)
-        invariant(prev_term is not None, "leader lacks entry %d for %s", prev_index, peer)
+        if prev_term is None:
+            raise InvariantViolation(f"leader lacks entry {prev_index} for {peer}")
         self._send(peer, AppendRequest(self.term, self.id, prev_index, prev_term,
                                        tuple(entries), self.commit_index, self._read_seq,
                                        self.lease_remaining_ticks() > 0))

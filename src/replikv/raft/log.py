@@ -13,7 +13,7 @@ in place on disk: the write-ahead log records the replacing entries and recovery
 
 from __future__ import annotations
 
-from replikv.invariants import invariant
+from replikv.invariants import InvariantViolation, invariant
 from replikv.raft.messages import Entry
 
 
@@ -124,6 +124,8 @@ class RaftLog:
         invariant(self.offset <= index <= self.last_index,
                   f"compact at {index} outside the log ({self.offset}, {self.last_index}]")
         term = self.term_at(index)
+        if term is None:  # cannot be, inside the log; says so to the type checker too
+            raise InvariantViolation(f"compact at {index}: the log has no term for it")
         del self._entries[:index - self.offset]
         self.offset, self.offset_term = index, term
         self.unstable_from = max(self.unstable_from, index + 1)

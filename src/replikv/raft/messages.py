@@ -25,13 +25,13 @@ Besides the paper's RequestVote and AppendEntries:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Entry(NamedTuple):
     """One log entry. `data` is opaque to consensus; b"" is the leader's no-op."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as NamedTuple allows
     term: int
     data: bytes
 
@@ -119,4 +119,4 @@ class Envelope:
     """A message with its destination, as the core hands it to the transport."""
 
     to: str
-    message: object
+    message: Any

@@ -14,6 +14,12 @@ from __future__ import annotations
 
 from collections import deque
 from enum import Enum
+from typing import TYPE_CHECKING
+
+from replikv.invariants import InvariantViolation
+
+if TYPE_CHECKING:
+    from replikv.raft.core import SnapshotMeta
 
 
 class ProgressState(Enum):
@@ -54,16 +60,23 @@ class Progress:
         self.last_contact_tick: int | None = None
         # SNAPSHOT state: which snapshot (a SnapshotMeta), its size, the bytes the follower
         # confirmed holding, and when the last chunk was sent (to resend one that was lost).
-        self.snapshot: object | None = None
+        self.snapshot: SnapshotMeta | None = None
         self.snapshot_size = 0
         self.snapshot_offset = 0
         self.snapshot_sent_tick = 0
 
-    def become_snapshot(self, snapshot: object, size: int) -> None:
+    def become_snapshot(self, snapshot: SnapshotMeta, size: int) -> None:
         self.state = ProgressState.SNAPSHOT
         self.probe_sent = False
         self.inflight.clear()
         self.snapshot, self.snapshot_size, self.snapshot_offset = snapshot, size, 0
+
+    def sending_snapshot(self) -> SnapshotMeta:
+        """The snapshot being sent; only in SNAPSHOT state, which always has one."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            raise InvariantViolation("a follower in SNAPSHOT state with no snapshot to send")
+        return snapshot
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE

@@ -186,7 +186,7 @@ def read_rollback_file(path: Path) -> RollbackFile:
     raw_entries = decoded["entries"]
     if not isinstance(raw_entries, list) or not raw_entries:
         raise CorruptRollbackFileError(path, "entries is not a non-empty list")
-    records = []
+    records: list = []
     for position, entry in enumerate(raw_entries):
         if not (isinstance(entry, list) and len(entry) == 4):
             raise CorruptRollbackFileError(

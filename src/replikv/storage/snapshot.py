@@ -60,6 +60,7 @@ and its size is where an interrupted transfer resumes.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import logging
 import os
@@ -67,7 +68,7 @@ import re
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Self
@@ -630,7 +631,7 @@ class _RecordReader:
         return not self._file.read(1)
 
 
-def _read(path: Path) -> Iterator[tuple]:
+def _read(path: Path) -> Generator[tuple, None, None]:
     """The one reader behind read_manifest, verify_snapshot and iter_snapshot: yields
     ("manifest", info), then ("batch", items) / ("section", name, data) in file order, then
     ("end", verified info). Each record is checked before it is yielded."""
@@ -780,7 +781,7 @@ class SnapshotStore:
         snapshots = self.list()
         return snapshots[-1] if snapshots else None
 
-    def remove_older_than(self, keep: int) -> list[SnapshotInfo]:
+    def remove_older_than(self, keep: int) -> builtins.list[SnapshotInfo]:
         """Retention: keep the `keep` (>= 1) newest snapshots, remove the others; returns
         those removed. A process still sending a removed one keeps reading its open file."""
         if type(keep) is not int or keep < 1:

@@ -72,7 +72,7 @@ from pathlib import Path
 
 import msgpack
 
-from replikv.invariants import invariant
+from replikv.invariants import InvariantViolation, invariant
 from replikv.limits import DEFAULT_LIMITS
 from replikv.storage.errors import CorruptLogError, StorageError
 from replikv.storage.files import create_directory, fsync_directory, write_fully
@@ -729,13 +729,14 @@ class WriteAheadLog:
         record = RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         last = first + len(entries) - 1
         try:
-            if self._fd is None or (
+            fd = self._fd
+            if fd is None or (
                 self._segment_size_bytes >= self._segment_bytes
                 and first > self._segments[-1].first_index
             ):
-                self._start_segment(first)
+                fd = self._start_segment(first)
                 record = SEGMENT_HEADER + record
-            write_fully(self._fd, record)
+            write_fully(fd, record)
         except BaseException:
             self._failed = True
             raise
@@ -748,7 +749,8 @@ class WriteAheadLog:
             self._first_index = first
         self._last_index = last
 
-    def _start_segment(self, first_index: int) -> None:
+    def _start_segment(self, first_index: int) -> int:
+        """Open a new segment starting at `first_index`; its file descriptor."""
         if self._fd is not None:
             # A sync point: after it, nothing before the new segment can be torn, which is what
             # lets recovery treat damage in any but the last segment as corruption.
@@ -766,11 +768,12 @@ class WriteAheadLog:
                 self._archive(closed, closed.size_bytes, closed.highest_index)
         path = _segment_path(self._directory, first_index)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-        self._fd = os.open(path, flags, 0o644)
+        fd = self._fd = os.open(path, flags, 0o644)
         self._segments.append(_Segment(path, first_index, first_index, first_index - 1))
         self._segment_size_bytes = 0
         self._synced_size_bytes, self._synced_highest_index = 0, first_index - 1
         self._directory_unsynced = True
+        return fd
 
     @property
     def unsynced(self) -> bool:
@@ -782,7 +785,10 @@ class WriteAheadLog:
         self._check_usable()
         try:
             if self._segment_unsynced:
-                _datasync(self._fd)
+                fd = self._fd
+                if fd is None:
+                    raise InvariantViolation("records were appended with no segment open")
+                _datasync(fd)
                 self._segment_unsynced = False
             if self._directory_unsynced:
                 fsync_directory(self._directory)
