@@ -27,6 +27,10 @@ time (this machine has 2 cores: never two clusters at once) and stopped before t
                   Load goes to its leader.
   pysyncobj-msync (not in the default list) the same with the journal msynced after every
                   append: fsync-before-ack, by a wrapper of ours, not a PySyncObj option.
+  replikv-compiled (not in the default list) replikv as above, its nodes running the cores
+                  compiled by mypyc (`benchmarks/compiled.py build --out DIR`, then
+                  --compiled-dir DIR here; default /tmp/replikv-compiled): the trial of a
+                  compiled command path. Its ratios are printed below replikv's.
 
 Workloads (replikv.bench.WORKLOADS; values of 100 bytes, keys random over 10,000, every key
 preloaded first): set64 (SET / etcd put, 64 connections, one in flight each), setp16 (64
@@ -117,7 +121,8 @@ from replikv.local_cluster import ClusterError, free_ports, stop_process_groups
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
-SYSTEMS = ("replikv", "etcd", "redis-always", "redis-everysec", "pysyncobj", "pysyncobj-msync")
+SYSTEMS = ("replikv", "etcd", "redis-always", "redis-everysec", "pysyncobj", "pysyncobj-msync",
+           "replikv-compiled")
 DEFAULT_SYSTEMS = "replikv,etcd,redis-always,redis-everysec,pysyncobj"
 COMPARE_WORKLOADS = ("set64", "setp16", "get64", "set1")
 KEYS = 10_000
@@ -139,6 +144,7 @@ QUIET_SAMPLES = 2
 LOG_TAIL_BYTES = 3000
 
 PYSYNCOBJ_SERVER = REPO_ROOT / "benchmarks" / "peers" / "pysyncobj_kv.py"
+DEFAULT_COMPILED_DIR = Path("/tmp/replikv-compiled")  # benchmarks/compiled.py's default
 
 # For server processes: set PR_SET_PDEATHSIG (1) to SIGKILL (9), then become the server (same
 # pid; the setting survives execve). Run as [python, "-c", EXEC_LAUNCHER, str(os.getpid()),
@@ -497,20 +503,34 @@ def package_version(name: str) -> str:
 
 
 @contextlib.contextmanager
-def run_replikv(root: Path, log: Callable[[str], None]) -> Iterator[Target]:
+def run_replikv(root: Path, log: Callable[[str], None],
+                compiled_dir: Path | None = None) -> Iterator[Target]:
+    """replikv's cluster; with `compiled_dir`, its nodes run the cores compiled there."""
     root.mkdir(parents=True, exist_ok=True)
+    env = None
+    name, version = "replikv", f"replikv {package_version('replikv')}"
+    if compiled_dir is not None:
+        if str(REPO_ROOT) not in sys.path:  # run as a script: make benchmarks importable
+            sys.path.insert(0, str(REPO_ROOT))
+        from benchmarks.compiled import TrialError, compiled_env, require_build
+        try:
+            require_build(compiled_dir)
+        except TrialError as e:
+            raise CompareError(str(e)) from None
+        env = compiled_env(compiled_dir)
+        name, version = "replikv-compiled", f"{version}, cores compiled by mypyc"
     try:
-        with local_cluster(root, fsync="always", replication="passive") as addresses:
+        with local_cluster(root, fsync="always", replication="passive", env=env) as addresses:
             members, leader_id = discover([parse_address(a) for a in addresses])
             leader = next(m for m in members if m.id == leader_id)
             pids = [m.pid for m in members if m.pid is not None]
             if len(pids) != 3:
                 raise CompareError(f"found the pids of only {len(pids)} replikv nodes")
             yield Target(
-                "replikv", "resp", leader.address, pids,
+                name, "resp", leader.address, pids,
                 setup=((b"REPLIKV", b"WRITECONCERN", b"majority"),
                        (b"REPLIKV", b"CONSISTENCY", b"linearizable")),
-                version=f"replikv {package_version('replikv')}",
+                version=version,
                 config="3 nodes, fsync=always, replication=passive, w=majority, "
                        "linearizable reads (ReadIndex)",
                 leader_marker=lambda: (leader_id, leader_term(leader)))
@@ -678,10 +698,12 @@ def run_pysyncobj(root: Path, log: Callable[[str], None], journal: str) -> Itera
         stop_process_groups([p for p, _ in procs])
 
 
-def start_system(name: str, root: Path, log: Callable[[str], None]
-                 ) -> contextlib.AbstractContextManager[Target]:
+def start_system(name: str, root: Path, log: Callable[[str], None],
+                 compiled_dir: Path | None = None) -> contextlib.AbstractContextManager[Target]:
     if name == "replikv":
         return run_replikv(root / "replikv", log)
+    if name == "replikv-compiled":
+        return run_replikv(root / name, log, compiled_dir or DEFAULT_COMPILED_DIR)
     if name == "etcd":
         return run_etcd(root / "etcd", log)
     if name.startswith("redis-"):
@@ -714,6 +736,7 @@ class Settings:
     redis_benchmark_requests: int = 200_000
     wait_quiet_s: float = 0.0
     seed: int = 1
+    compiled_dir: Path | None = None  # replikv-compiled's build (benchmarks/compiled.py)
 
 
 def supports(protocol: str, workload: str) -> str | None:
@@ -904,9 +927,14 @@ def _figure(systems: dict[str, dict[str, Any]], system: str, workload: str, what
 def compute_ratios(systems: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The issue's targets from the results: each with both figures, the ratio and PASS/MISS
     ("-" when a side did not run). Throughput ratios must reach the target; the p99 ratio must
-    not exceed it."""
+    not exceed it. If replikv-compiled ran, the same targets follow for it."""
+    targets = list(TARGETS)
+    if "replikv-compiled" in systems:
+        targets += [(label.replace("replikv", "replikv-compiled", 1), ("replikv-compiled", wl_a),
+                     denominator, what, target)
+                    for label, (_, wl_a), denominator, what, target in TARGETS]
     out = []
-    for label, (sys_a, wl_a), (sys_b, wl_b), what, target in TARGETS:
+    for label, (sys_a, wl_a), (sys_b, wl_b), what, target in targets:
         a, b = _figure(systems, sys_a, wl_a, what), _figure(systems, sys_b, wl_b, what)
         ratio = a / b if a is not None and b else None
         if ratio is None:
@@ -1014,7 +1042,7 @@ def run_compare(settings: Settings, log: Callable[[str], None], command: str) ->
             systems[name] = entry
             log(f"{name}: starting a 3-process cluster in {root / name}")
             try:
-                with start_system(name, root, log) as target:
+                with start_system(name, root, log, settings.compiled_dir) as target:
                     entry.update(version=target.version, config=target.config,
                                  notes=target.notes,
                                  address=f"{target.address[0]}:{target.address[1]}")
@@ -1085,6 +1113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-quiet-s", type=float, default=60.0,
                         help="before each workload wait up to this long for other processes "
                              "to leave the CPUs (a shared machine); 0: don't wait")
+    parser.add_argument("--compiled-dir", type=Path, default=DEFAULT_COMPILED_DIR,
+                        help="replikv-compiled's build (benchmarks/compiled.py build --out DIR)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args(argv)
@@ -1094,7 +1124,7 @@ def main(argv: list[str] | None = None) -> int:
             workloads=parse_list(args.workloads, COMPARE_WORKLOADS, "workloads"),
             duration_s=args.duration_s, client_processes=max(1, args.client_processes),
             redis_benchmark_requests=max(0, args.redis_benchmark_requests),
-            wait_quiet_s=max(0.0, args.wait_quiet_s))
+            wait_quiet_s=max(0.0, args.wait_quiet_s), compiled_dir=args.compiled_dir.resolve())
     except ValueError as e:
         parser.error(str(e))
     if args.duration_s <= 0:

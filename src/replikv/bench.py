@@ -842,10 +842,11 @@ class LocalNodeProcess:
 
 
 @contextlib.contextmanager
-def local_cluster(root: Path, *, fsync: str, replication: str) -> Iterator[list[str]]:
+def local_cluster(root: Path, *, fsync: str, replication: str,
+                  env: dict[str, str] | None = None) -> Iterator[list[str]]:
     """Three nodes on free loopback ports with data under `root`; yields their client
     addresses and stops them (SIGTERM, then SIGKILL after a grace period) however the block
-    ends."""
+    ends. `env`: the nodes' environment (default: ours)."""
     try:
         ports = free_ports(3 * len(NODE_IDS), HOST)
     except ClusterError as e:
@@ -863,7 +864,8 @@ def local_cluster(root: Path, *, fsync: str, replication: str) -> Iterator[list[
             with open(n.log_path, "ab") as log:
                 # Own session: a terminal's Ctrl-C reaches only us, and we stop the nodes.
                 n.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+                                          stdin=subprocess.DEVNULL, start_new_session=True,
+                                          env=env)
         deadline = time.monotonic() + READY_TIMEOUT_S
         for n in nodes:
             while True:

@@ -401,3 +401,18 @@ def test_the_protocol_parses_requests_split_anywhere():
     assert transport.written[-1] == b"$3\r\nabc\r\n"
     protocol.data_received(b"$-2\r\n")  # not RESP: the connection is closed with an error
     assert transport.closed and transport.written[-1].startswith(b"-ERR protocol")
+
+
+def test_the_compiled_trial_gets_the_same_targets_only_when_it_ran():
+    systems = _systems()
+    assert not any(r["label"].startswith("replikv-compiled") for r in compute_ratios(systems))
+    systems["replikv-compiled"] = {"workloads": {"set64": _result(12000, p99=9.0),
+                                                 "get64": _result(25000)}}
+    ratios = {r["label"]: r for r in compute_ratios(systems)}
+    assert len(ratios) == 10
+    put = ratios["replikv-compiled set64 ops/s / etcd put ops/s"]
+    assert put["numerator"] == 12000 and put["ratio"] == pytest.approx(4.0)
+    assert put["verdict"] == "PASS"
+    assert ratios["replikv-compiled set64 p99 / etcd put p99"]["verdict"] == "PASS"  # 9 <= 11
+    assert ratios["replikv-compiled setp16 ops/s / Redis(always) setp16 ops/s"]["verdict"] == "-"
+    assert ratios["replikv set64 ops/s / etcd put ops/s"]["numerator"] == 9000  # unchanged
