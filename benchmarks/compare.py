@@ -736,7 +736,7 @@ class Settings:
     redis_benchmark_requests: int = 200_000
     wait_quiet_s: float = 0.0
     seed: int = 1
-    compiled_dir: Path | None = None  # replikv-compiled's build (benchmarks/compiled.py)
+    compiled_dir: str | None = None  # replikv-compiled's build (benchmarks/compiled.py)
 
 
 def supports(protocol: str, workload: str) -> str | None:
@@ -1042,7 +1042,8 @@ def run_compare(settings: Settings, log: Callable[[str], None], command: str) ->
             systems[name] = entry
             log(f"{name}: starting a 3-process cluster in {root / name}")
             try:
-                with start_system(name, root, log, settings.compiled_dir) as target:
+                compiled_dir = Path(settings.compiled_dir) if settings.compiled_dir else None
+                with start_system(name, root, log, compiled_dir) as target:
                     entry.update(version=target.version, config=target.config,
                                  notes=target.notes,
                                  address=f"{target.address[0]}:{target.address[1]}")
@@ -1098,7 +1099,8 @@ def parse_list(text: str, allowed: Sequence[str], what: str) -> list[str]:
     return names
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
+    """The run's settings (they go into the JSON report as they are) and the other options."""
     parser = argparse.ArgumentParser(
         description="replikv against etcd, Redis and PySyncObj, the same workloads, this "
                     "machine.", epilog="See the module docstring for what each system runs.")
@@ -1118,17 +1120,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args(argv)
+    if args.duration_s <= 0:
+        parser.error("--duration-s must be positive")
     try:
         settings = Settings(
             systems=parse_list(args.systems, SYSTEMS, "systems"),
             workloads=parse_list(args.workloads, COMPARE_WORKLOADS, "workloads"),
             duration_s=args.duration_s, client_processes=max(1, args.client_processes),
             redis_benchmark_requests=max(0, args.redis_benchmark_requests),
-            wait_quiet_s=max(0.0, args.wait_quiet_s), compiled_dir=args.compiled_dir.resolve())
+            wait_quiet_s=max(0.0, args.wait_quiet_s),
+            compiled_dir=str(args.compiled_dir.resolve()))
     except ValueError as e:
         parser.error(str(e))
-    if args.duration_s <= 0:
-        parser.error("--duration-s must be positive")
+    return settings, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings, args = parse_args(argv)
 
     def log(text: str) -> None:
         print(f"compare: {text}", file=sys.stderr, flush=True)

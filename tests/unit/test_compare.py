@@ -416,3 +416,18 @@ def test_the_compiled_trial_gets_the_same_targets_only_when_it_ran():
     assert ratios["replikv-compiled set64 p99 / etcd put p99"]["verdict"] == "PASS"  # 9 <= 11
     assert ratios["replikv-compiled setp16 ops/s / Redis(always) setp16 ops/s"]["verdict"] == "-"
     assert ratios["replikv set64 ops/s / etcd put ops/s"]["numerator"] == 9000  # unchanged
+
+
+def test_the_settings_go_into_the_json_report_as_they_are():
+    from dataclasses import asdict
+
+    from benchmarks.compare import parse_args
+
+    settings, args = parse_args(["--systems", "replikv,replikv-compiled", "--compiled-dir",
+                                 "/tmp/x/../build", "--duration-s", "2"])
+    assert settings.systems == ["replikv", "replikv-compiled"]
+    assert settings.compiled_dir == "/tmp/build" and settings.duration_s == 2.0
+    assert json.loads(json.dumps(asdict(settings)))["compiled_dir"] == "/tmp/build"
+    assert args.out is None
+    with pytest.raises(SystemExit):
+        parse_args(["--systems", "replikv,nosuch"])
