@@ -48,7 +48,7 @@ def create_directory(path: Path) -> None:
         fsync_directory(directory.parent)
 
 
-def write_fully(fd: int, data: bytes) -> None:
+def write_fully(fd: int, data: bytes | bytearray | memoryview) -> None:
     """os.write until every byte is written: a write may legally write fewer bytes than asked."""
     view = memoryview(data)
     while view:
