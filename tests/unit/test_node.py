@@ -7,7 +7,7 @@ from replikv.node_messages import ForwardRequest, ReadIndexRequest
 from replikv.raft.messages import AppendRequest
 from replikv.replies import OK, ErrorReply
 
-from .node_harness import MISSING, Cluster
+from .node_harness import MISSING, TICK_MS, Cluster
 
 
 def followers(c: Cluster, leader: str) -> list[str]:
@@ -115,6 +115,36 @@ def test_write_without_quorum_times_out_as_not_applied():
     req = c.submit("n1", "SET", "k", "v")
     c.tick(20)
     assert c.reply("n1", req) == ERR_NO_LEADER
+
+
+def test_a_request_times_out_at_the_first_tick_past_its_deadline():
+    # Deadlines are filed in 100 ms buckets before an exact heap: neither may move a timeout.
+    for timeout_ms in (537, 600, 2049):
+        c = Cluster(request_timeout_ms=timeout_ms)
+        c.partition({"n1"}, {"n2"}, {"n3"})
+        c.tick(3)
+        deadline = c.now_ms + timeout_ms
+        req = c.submit("n1", "SET", "k", "v")
+        while c.now_ms + TICK_MS < deadline:
+            c.tick()
+            assert c.reply("n1", req) is MISSING, (timeout_ms, c.now_ms, deadline)
+        c.tick()
+        assert c.now_ms >= deadline and c.reply("n1", req) == ERR_NO_LEADER
+
+
+def test_finished_requests_leave_no_deadline_in_the_exact_heap():
+    c = Cluster(request_timeout_ms=5000)
+    leader = c.elect()
+    for i in range(300):
+        assert c.call(leader, "SET", f"k{i}", "v") == OK
+    node = c.nodes[leader]
+    c.tick()
+    # White-box: the 300 deadlines wait in their buckets, and are dropped there once due;
+    # the exact heap (searched on every tick) never holds a finished request's.
+    assert node._deadlines == []
+    assert sum(map(len, node._deadline_buckets.values())) == 300
+    c.tick(5000 // TICK_MS + 2)
+    assert node._deadlines == [] and node._deadline_buckets == {}
 
 
 def test_forwarded_write_whose_leader_dies_is_reported_unknown():
