@@ -15,9 +15,10 @@ on PYTHONPATH imports the compiled modules (an extension module wins over a .py 
 
 `check` shows the compiled build behaves as the interpreted one does: the unit tests on the
 compiled modules (less KNOWN_DIFFERENCES below, which test Python-level behaviour that compiled
-code does not have), and the deterministic simulator over the same seeds in both, whose
-summaries (faults, elections, operations checked, events, violations) must be identical; then
-the cores' CPU per SET in both (benchmarks/core_cpu.py).
+code does not have), and the deterministic simulator over the same seeds in both (SIM_CONFIGS:
+3 nodes, and 5 with membership changes and snapshots), whose summaries (faults, elections,
+operations checked, events, violations) must be identical; then the cores' CPU per SET in both
+(benchmarks/core_cpu.py).
 
 `run` runs any command with the compiled modules (`replikv ...` runs this venv's replikv), for
 example `replikv bench` or `replikv cluster up`. compare.sh's `replikv-compiled` system starts
@@ -56,6 +57,9 @@ KNOWN_DIFFERENCES = {
 }
 
 _SIM_RATE = re.compile(r"\s*\([0-9.]+ seeds/s\)")
+# The simulator configurations `check` compares: the default (3 nodes, every fault), and 5
+# nodes with membership changes and snapshots (their transfer and install paths too).
+SIM_CONFIGS = ((), ("--nodes", "5", "--membership", "on", "--snapshots", "on"))
 
 
 class TrialError(RuntimeError):
@@ -161,10 +165,12 @@ def sim_summary(output: str) -> str:
     return _SIM_RATE.sub("", lines[-1])
 
 
-def _sim(seeds: int, first: int, env: dict[str, str] | None) -> str:
+def sim(seeds: int, first: int, env: dict[str, str] | None, extra: tuple[str, ...] = ()
+        ) -> str:
+    """`replikv sim`'s output for seeds first..first+seeds-1 (TrialError if it fails)."""
     result = subprocess.run([sys.executable, "-m", "replikv", "sim", "--seeds", str(seeds),
-                             "--first", str(first)], env=env, capture_output=True, text=True,
-                            check=False, timeout=3600)
+                             "--first", str(first), *extra], env=env, capture_output=True,
+                            text=True, check=False, timeout=3600)
     if result.returncode != 0:
         raise TrialError(f"replikv sim failed (exit {result.returncode}):\n"
                          f"{(result.stdout + result.stderr)[-3000:]}")
@@ -183,19 +189,21 @@ def check(out: Path, seeds: int, first: int, say=print) -> None:
                             "tests/unit", *deselect], cwd=REPO_ROOT, env=env, check=False)
     if tests.returncode != 0:
         raise TrialError(f"unit tests failed on the compiled build (exit {tests.returncode})")
-    say(f"compiled: the simulator, seeds {first}..{first + seeds - 1}, interpreted then compiled")
-    rates = []
-    summaries = []
-    for run_env in (None, env):
-        output = _sim(seeds, first, run_env)
-        summaries.append(sim_summary(output))
-        rate = _SIM_RATE.search(output)
-        rates.append(rate.group(0).strip() if rate else "?")
-    say(f"  interpreted: {summaries[0]} {rates[0]}")
-    say(f"  compiled:    {summaries[1]} {rates[1]}")
-    if summaries[0] != summaries[1]:
-        raise TrialError("the compiled cores ran the simulator differently from the "
-                         "interpreted ones")
+    for extra in SIM_CONFIGS:
+        say(f"compiled: replikv sim {' '.join(extra) or '(defaults)'}, seeds {first}.."
+            f"{first + seeds - 1}, interpreted then compiled")
+        rates = []
+        summaries = []
+        for run_env in (None, env):
+            output = sim(seeds, first, run_env, extra)
+            summaries.append(sim_summary(output))
+            rate = _SIM_RATE.search(output)
+            rates.append(rate.group(0).strip() if rate else "?")
+        say(f"  interpreted: {summaries[0]} {rates[0]}")
+        say(f"  compiled:    {summaries[1]} {rates[1]}")
+        if summaries[0] != summaries[1]:
+            raise TrialError("the compiled cores ran the simulator differently from the "
+                             "interpreted ones")
     say("compiled: the cores' CPU per SET (benchmarks/core_cpu.py), interpreted then compiled")
     for label, run_env in (("interpreted", None), ("compiled", env)):
         cpu = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "core_cpu.py")],
