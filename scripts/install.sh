@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs replikv into ./.venv, and redis-cli (Debian's redis-tools) if it is missing;
-# with --test, redis-benchmark and haproxy too.
+# with --test, redis-benchmark, haproxy, chromium, gcc and the Python headers too.
 #   scripts/install.sh          what running a cluster needs
 #   scripts/install.sh --test   also what the tests need
 set -euo pipefail
@@ -37,4 +37,13 @@ install_debian_package redis-cli redis-tools "$want_tests"
 [ "$want_tests" = 1 ] && install_debian_package haproxy haproxy 1
 # chromium: tests/integration/test_dashboard.py opens the dashboard in headless Chromium.
 [ "$want_tests" = 1 ] && install_debian_package chromium chromium 1
+# gcc and the Python headers: tests/integration/test_compiled_trial.py compiles the cores with
+# mypyc (benchmarks/compiled.py). A Python built from source has its headers; Debian's needs
+# python3.X-dev.
+if [ "$want_tests" = 1 ]; then
+  install_debian_package gcc gcc 1
+  python_h=$(.venv/bin/python -c 'import os, sysconfig; print(os.path.join(sysconfig.get_paths()["include"], "Python.h"))')
+  python_dev=$(.venv/bin/python -c 'import sys; print("python%d.%d-dev" % sys.version_info[:2])')
+  install_debian_package_for_file "$python_h" "the Python headers" "$python_dev" 1
+fi
 echo "==> ready: $(.venv/bin/replikv --version), $(redis-cli --version 2>/dev/null || echo 'no redis-cli')"

@@ -5,6 +5,18 @@
 # without apt-get, warn, and fail if REQUIRED is 1.
 install_debian_package() {
   command -v "$1" >/dev/null 2>&1 && return 0
+  apt_install "$1" "$2" "$3"
+}
+
+# install_debian_package_for_file FILE WHAT PACKAGE REQUIRED: the same for something that is a
+# file, not a command (a C header, say), named WHAT in the messages.
+install_debian_package_for_file() {
+  [ -e "$1" ] && return 0
+  apt_install "$2" "$3" "$4"
+}
+
+# apt_install WHAT PACKAGE REQUIRED: apt-get PACKAGE (WHAT names it in the messages).
+apt_install() {
   echo "==> installing $1 (Debian package $2)"
   local sudo=""
   [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo"
