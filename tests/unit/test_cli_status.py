@@ -6,9 +6,8 @@ import io
 import json
 import re
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
 
 import pytest
 from click.testing import CliRunner
@@ -16,6 +15,8 @@ from rich.console import Console
 
 from replikv import status_view
 from replikv.cli import main
+
+from .fake_http import fake_http_server
 
 LEADER = {
     "id": "n1", "role": "leader", "term": 7, "leader": "n1", "replication": "passive",
@@ -39,32 +40,17 @@ NEW_FOLLOWER = {**FOLLOWER, "id": "n4", "staleness_ms": None, "leader": None}
 @pytest.fixture
 def fake_node() -> Iterator:
     """Start fake admin servers: fake(body) -> "127.0.0.1:PORT" answering GET /status."""
-    servers: list[ThreadingHTTPServer] = []
+    with ExitStack() as servers:
 
-    def start(body: object, *, status_code: int = 200) -> str:
-        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        def start(body: object, *, status_code: int = 200) -> str:
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                code = status_code if self.path == "/status" else 404
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+            def answer(method: str, path: str, _body: bytes) -> tuple[int, bytes]:
+                return (status_code if (method, path) == ("GET", "/status") else 404), payload
 
-            def log_message(self, *args: object) -> None:
-                pass
+            return f"127.0.0.1:{servers.enter_context(fake_http_server(answer))}"
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        servers.append(server)
-        threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
-        return f"127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+        yield start
 
 
 def closed_port_address() -> str:

@@ -8,8 +8,6 @@ import base64
 import json
 import os
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -33,6 +31,8 @@ from benchmarks.compare import (
     supports,
 )
 from benchmarks.peers.pysyncobj_kv import CommandHandler, OrderedReplies, RespProtocol
+
+from .fake_http import fake_http_server
 
 # ---- HTTP responses ------------------------------------------------------------------------------
 
@@ -130,40 +130,23 @@ def test_requests_and_reader_work_against_a_real_http_server_on_one_connection()
     reader parses its keep-alive responses, pipelined, a 404 among them."""
     seen = []
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(method, path, body):
+        seen.append((path, body))
+        return (200 if (method, path) == ("POST", "/v3/kv/put") else 404,
+                json.dumps({"echo": len(body)}).encode())
 
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            seen.append((self.path, body))
-            reply = json.dumps({"echo": len(body)}).encode()
-            self.send_response(200 if self.path == "/v3/kv/put" else 404)
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args):
-            pass
-
-    with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            port = server.server_address[1]
-            put = etcd_requests("set", ("127.0.0.1", port), keys=1, value_bytes=100)[0]
-            other = http_post_request("127.0.0.1", port, "/nope", b"{}")
-            reader, got = HttpResponseReader(), []
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                s.sendall(put + other + put)
-                while len(got) < 3:
-                    data = s.recv(7)  # small reads: responses arrive in pieces
-                    assert data, "the server closed the connection"
-                    reader.feed(data)
-                    while (response := reader.gets()) is not None:
-                        got.append(response)
-        finally:
-            server.shutdown()
-            thread.join(5)
+    with fake_http_server(answer, keep_alive=True) as port:
+        put = etcd_requests("set", ("127.0.0.1", port), keys=1, value_bytes=100)[0]
+        other = http_post_request("127.0.0.1", port, "/nope", b"{}")
+        reader, got = HttpResponseReader(), []
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(put + other + put)
+            while len(got) < 3:
+                data = s.recv(7)  # small reads: responses arrive in pieces
+                assert data, "the server closed the connection"
+                reader.feed(data)
+                while (response := reader.gets()) is not None:
+                    got.append(response)
     assert [status for status, _ in got] == [200, 404, 200]
     assert json.loads(got[0][1]) == {"echo": len(_split(put)[1])}
     assert [path for path, _ in seen] == ["/v3/kv/put", "/nope", "/v3/kv/put"]

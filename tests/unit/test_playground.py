@@ -83,31 +83,16 @@ def test_cluster_up_refuses_an_auto_replace_delay_shorter_than_ten_ticks() -> No
     (500, b"not json", "HTTP 500"),
 ])
 def test_post_admin_gives_the_answer_or_the_nodes_reason(code, body, expected) -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from replikv.local_cluster import AdminRefused, post_admin
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    from .fake_http import fake_http_server
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/faults"
-    try:
+    with fake_http_server(lambda method, path, _: (code if method == "POST" else 405, body)
+                          ) as port:
+        url = f"http://127.0.0.1:{port}/faults"
         if code == 200:
             assert post_admin(url) == expected
         else:
             with pytest.raises(AdminRefused) as refused:
                 post_admin(url)
             assert str(refused.value) == expected
-    finally:
-        server.shutdown()
-        server.server_close()
