@@ -122,10 +122,11 @@ def value_for(i: int, value_bytes: int, seed: int) -> bytes:
 def snapshot_settings(keys: int) -> tuple[int, int]:
     """(--snapshot-entries, --snapshot-keep-entries) for a load of `keys` keys.
 
-    The node default (a snapshot every 50,000 entries) would never trigger on a load of a
-    million keys in 2,000 MSETs, and keeping 5,000 entries would keep the whole load in the
-    log. A snapshot every half of the load's entries takes two during the load; the leader
-    keeps a fifth of that in its log, enough for the voters, which lag by a few entries."""
+    Keeping the node's default 5,000 entries would keep the whole load of 2,000 MSETs in the
+    log, and its growth rule (snapshot_log_ratio) takes its last snapshot of the load wherever
+    the threshold falls. A snapshot every half of the load's entries takes two during the load
+    at known places (the growth rule may add some); the leader keeps a fifth of that in its
+    log, enough for the voters, which lag by a few entries."""
     batches = math.ceil(keys / BATCH_KEYS)
     every = max(50, batches // 2)
     return every, max(20, every // 5)

@@ -3,7 +3,8 @@ against the target "at most 200 bytes of RSS overhead per stored key beyond the 
 bytes, at 1,000,000 keys"; then where the bytes go. Run as a script:
 
     .venv/bin/python benchmarks/memory.py --keys 1000000 [--value-bytes 100] [--seed 1]
-        [--keep-entries 5000] [--json] [--out results.json] [--keep-dir]
+        [--keep-entries 5000] [--node-snapshots off|default] [--json] [--out results.json]
+        [--keep-dir]
         [--no-breakdown | --breakdown-only] [--gdb-malloc-trim] [--malloc-mmap-threshold N]
 
 Cluster part. Three nodes (the integration tests' real-process harness, on free loopback ports
@@ -12,7 +13,10 @@ snapshots are off (--snapshot-entries 0 --snapshot-log-bytes 0), so the whole lo
 the in-memory Raft log when "loaded" is read, and --snapshot-keep-entries is `--keep-entries`
 (default 5,000, the node's own; its `snapshot_keep_bytes`, 16 MiB by default, then bounds what
 a snapshot leaves of this load of 2,000 MSETs of about 60 KB each: before that bound existed,
-the node's defaults kept the whole load in the log after a snapshot, and this script used 10). Per node, VmRSS (and VmHWM) from /proc/<pid>/status is read:
+the node's defaults kept the whole load in the log after a snapshot, and this script used 10).
+With --node-snapshots default the nodes keep their own snapshot rules instead: the growth rule
+(`snapshot_log_ratio`) then snapshots during the load, and "loaded" is what a node at its
+defaults holds. Per node, VmRSS (and VmHWM) from /proc/<pid>/status is read:
 
 - baseline: after start-up, a leader, and a warm-up of a few MSETs like the load's (then
   deleted, so the code paths and buffers a load uses exist before the baseline);
@@ -202,11 +206,12 @@ def node_summary(role: str, baseline_kib: dict[str, int], loaded_kib: dict[str, 
 # ---- the cluster part ----
 
 
-def node_args(keep_entries: int) -> list[str]:
-    """No automatic snapshot (the load stays in the log until the forced one), and a log kept
-    after a snapshot of `keep_entries` entries."""
-    return ["--snapshot-entries", "0", "--snapshot-log-bytes", "0",
-            "--snapshot-keep-entries", str(keep_entries)]
+def node_args(keep_entries: int, snapshots: str = "off") -> list[str]:
+    """A log kept after a snapshot of `keep_entries` entries; with `snapshots` "off", no
+    automatic snapshot (the load stays in the log until the forced one), with "default" the
+    node's own rules (the growth rule then compacts the log during the load)."""
+    off = ["--snapshot-log-ratio", "0", "--snapshot-entries", "0", "--snapshot-log-bytes", "0"]
+    return [*(off if snapshots == "off" else []), "--snapshot-keep-entries", str(keep_entries)]
 
 
 def read_memory(pids: dict[str, int]) -> dict[str, dict[str, int]]:
@@ -333,7 +338,7 @@ def log_entries_held(status: dict) -> int:
 
 def run_cluster(cluster: Cluster, *, keys: int, value_bytes: int, seed: int,
                 keep_entries: int, show_progress: bool, gdb_trim: bool = False,
-                say=say) -> dict:
+                snapshots: str = "off", say=say) -> dict:
     """The cluster part on a started 3-node cluster; returns its figures (a dict for JSON)."""
     klen = key_len(keys)
     leader = cluster.leader()
@@ -435,7 +440,10 @@ def run_cluster(cluster: Cluster, *, keys: int, value_bytes: int, seed: int,
     return {
         "keys": keys, "key_bytes": klen, "value_bytes": value_bytes, "seed": seed,
         "stored_bytes": stored_bytes(keys, klen, value_bytes),
-        "node_args": node_args(keep_entries), "keep_entries": keep_entries,
+        "node_args": node_args(keep_entries, snapshots), "keep_entries": keep_entries,
+        "node_snapshots": snapshots,
+        "snapshots_during_load": {n: (v.get("snapshot_status") or {}).get("taken", 0) - 1
+                                  for n, v in nodes.items()},
         "load": {"seconds": round(load.seconds, 2), "keys_per_s": round(keys / load.seconds),
                  "reconnects": load.reconnects, "errors": load.errors[:5],
                  "batch_keys": BATCH_KEYS, "pipeline_depth": PIPELINE_DEPTH},
@@ -849,8 +857,13 @@ def format_cluster(r: dict) -> str:
         textwrap.fill(
             "B/key = (RSS - RSS at baseline - keys x (key + value bytes)) / keys. base: VmRSS "
             "after start-up and a warm-up of MSETs whose keys were then deleted. loaded: every "
-            "node applied everything, DBSIZE = keys on each, the whole load still in the "
-            "in-memory Raft log (automatic snapshots off). compact: after a snapshot forced on "
+            "node applied everything, DBSIZE = keys on each, "
+            + ("the whole load still in the in-memory Raft log (automatic snapshots off). "
+               if r.get("node_snapshots", "off") == "off" else
+               "with the node's default snapshot rules (snapshots taken during the load: "
+               + ", ".join(f"{n} {k}" for n, k in r["snapshots_during_load"].items())
+               + "), so the log holds what the growth rule has left in it. ")
+            + "compact: after a snapshot forced on "
             "each node (GET /backup), which compacted its log to the last keep-entries. HWM: "
             "the node's peak RSS over its life (load, apply, snapshot). malloc heap: glibc's "
             "main arena ([heap]); thread heaps: glibc's arenas of the node's other threads "
@@ -928,6 +941,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="seeds values and ports")
     parser.add_argument("--keep-entries", type=int, default=KEEP_ENTRIES_DEFAULT,
                         help="--snapshot-keep-entries of the nodes")
+    parser.add_argument("--node-snapshots", choices=["off", "default"], default="off",
+                        help="off (the default): no automatic snapshot, so 'loaded' is the "
+                             "worst case, the whole load in the log; default: the nodes' own "
+                             "snapshot rules, what a node at its defaults holds")
     parser.add_argument("--malloc-mmap-threshold", type=int, metavar="BYTES",
                         help="an experiment: start the nodes with glibc's "
                              "MALLOC_MMAP_THRESHOLD_=BYTES (allocations from that size get "
@@ -958,7 +975,7 @@ def main() -> int:
     report: dict[str, Any] = {"command": command, "machine": machine_info()}
     if not args.breakdown_only:
         root = Path(tempfile.mkdtemp(prefix="replikv-memory-"))
-        cluster = Cluster(root, 3, extra_args=node_args(args.keep_entries),
+        cluster = Cluster(root, 3, extra_args=node_args(args.keep_entries, args.node_snapshots),
                           rng=random.Random(args.seed))
 
         def body() -> dict:
@@ -976,7 +993,8 @@ def main() -> int:
                     os.environ[MALLOC_ENV] = saved
             return run_cluster(cluster, keys=args.keys, value_bytes=args.value_bytes,
                                seed=args.seed, keep_entries=args.keep_entries,
-                               show_progress=not args.json, gdb_trim=args.gdb_malloc_trim)
+                               show_progress=not args.json, gdb_trim=args.gdb_malloc_trim,
+                               snapshots=args.node_snapshots)
 
         result = run_on_cluster(cluster, root, body, keep_dir=args.keep_dir)
         if isinstance(result, int):

@@ -85,9 +85,15 @@ _add_backup_commands()
 @click.option("--join", is_flag=True, default=None,
               help="Join a running cluster instead of creating one: --peers lists its members "
                    "and this node; then run `replikv member add` for it.")
+@click.option("--snapshot-log-ratio", type=float,
+              help="Snapshot the state (and compact the log) once the log since the last "
+                   "snapshot costs this fraction of the keyspace's memory; 0: off. "
+                   "[default: 0.25]")
+@click.option("--snapshot-log-min-bytes", type=int,
+              help="...but not before the log since holds this many bytes. "
+                   "[default: 8388608]")
 @click.option("--snapshot-entries", type=int,
-              help="Snapshot the state (and compact the log) every N entries; 0: never. "
-                   "[default: 50000]")
+              help="Also snapshot every N applied entries; 0: no count rule. [default: 0]")
 @click.option("--snapshot-keep-entries", type=int,
               help="Log entries kept before a snapshot, for followers slightly behind. "
                    "[default: 5000]")
@@ -124,7 +130,8 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          election_ticks: int | None, request_timeout_ms: int | None,
          max_bulk_bytes: int | None, fsync: str | None, fsync_interval_ms: int | None,
          replication: str | None, write_concern: str | None, read_preference: str | None,
-         read_consistency: str | None, join: bool | None, snapshot_entries: int | None,
+         read_consistency: str | None, join: bool | None, snapshot_log_ratio: float | None,
+         snapshot_log_min_bytes: int | None, snapshot_entries: int | None,
          snapshot_keep_entries: int | None, snapshot_keep_bytes: int | None,
          snapshot_log_bytes: int | None,
          snapshot_chunk_bytes: int | None, auto_replace_after_ms: int | None,
@@ -157,7 +164,9 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
                  "fsync": fsync, "fsync_interval_ms": fsync_interval_ms,
                  "replication": replication, "write_concern": write_concern,
                  "read_preference": read_preference, "read_consistency": read_consistency,
-                 "join": join, "snapshot_entries": snapshot_entries,
+                 "join": join, "snapshot_log_ratio": snapshot_log_ratio,
+                 "snapshot_log_min_bytes": snapshot_log_min_bytes,
+                 "snapshot_entries": snapshot_entries,
                  "snapshot_keep_entries": snapshot_keep_entries,
                  "snapshot_keep_bytes": snapshot_keep_bytes,
                  "snapshot_log_bytes": snapshot_log_bytes,

@@ -7,6 +7,7 @@ and the README. Errors name the setting and say what a valid value looks like.
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -96,9 +97,13 @@ class NodeSettings:
     # Accept fault injection over the admin API (POST /faults): partitions and delays inside
     # the peer transport. `replikv cluster up` turns it on for its local clusters.
     fault_injection: bool = False
-    # Log compaction: snapshot the state every `snapshot_entries` applied entries (0: never),
-    # then keep only the last `snapshot_keep_entries` entries before it in the log.
-    snapshot_entries: int = 50_000
+    # Log compaction: snapshot the state once the log since the last snapshot costs
+    # `snapshot_log_ratio` of the keyspace's memory (and at least `snapshot_log_min_bytes`; see
+    # NodeConfig), or holds `snapshot_log_bytes`, or every `snapshot_entries` applied entries
+    # (0: no count rule), then keep only the last `snapshot_keep_entries` entries before it.
+    snapshot_log_ratio: float = 0.25
+    snapshot_log_min_bytes: int = 8 * 1024 * 1024
+    snapshot_entries: int = 0
     snapshot_keep_entries: int = 5_000
     # ...and no more of them than hold this many bytes of entry data (0: no byte bound).
     snapshot_keep_bytes: int = 16 * 1024 * 1024
@@ -155,7 +160,13 @@ class NodeSettings:
                 raise ConfigError(f"{name}: expected one of {', '.join(allowed)}, got "
                                   f"{getattr(self, name)!r}")
         if not 0 <= self.snapshot_entries <= 1 << 40:
-            raise ConfigError("snapshot_entries: expected 0 (never) or a number of log entries")
+            raise ConfigError("snapshot_entries: expected 0 (no count rule) or a number of log "
+                              "entries")
+        if not 0 <= self.snapshot_log_ratio <= 100:
+            raise ConfigError("snapshot_log_ratio: expected 0 (off) or a fraction of the "
+                              "keyspace's memory such as 0.25 (at most 100)")
+        if not 0 <= self.snapshot_log_min_bytes <= 1 << 50:
+            raise ConfigError("snapshot_log_min_bytes: expected a number of bytes >= 0")
         if not 0 <= self.snapshot_keep_entries <= 1 << 40:
             raise ConfigError("snapshot_keep_entries: expected a number of log entries >= 0")
         if not 0 <= self.snapshot_keep_bytes <= 1 << 50:
@@ -255,7 +266,10 @@ def load_settings(config_file: Path | None, overrides: dict[str, object]) -> Nod
         read_consistency=_str(raw.get("read_consistency", "linearizable"), "read_consistency"),
         join=_bool(raw.get("join", False), "join"),
         fault_injection=_bool(raw.get("fault_injection", False), "fault_injection"),
-        snapshot_entries=_int(raw.get("snapshot_entries", 50_000), "snapshot_entries"),
+        snapshot_log_ratio=_float(raw.get("snapshot_log_ratio", 0.25), "snapshot_log_ratio"),
+        snapshot_log_min_bytes=_int(raw.get("snapshot_log_min_bytes", 8 * 1024 * 1024),
+                                    "snapshot_log_min_bytes"),
+        snapshot_entries=_int(raw.get("snapshot_entries", 0), "snapshot_entries"),
         snapshot_keep_entries=_int(raw.get("snapshot_keep_entries", 5_000),
                                    "snapshot_keep_entries"),
         snapshot_keep_bytes=_int(raw.get("snapshot_keep_bytes", 16 * 1024 * 1024),
@@ -297,6 +311,18 @@ def parse_duration_ms(v: object, name: str) -> int:
     if text.isdigit():
         return int(text) * 1000
     raise ConfigError(f"{name}: expected a duration such as 90s, 30m, 1h or 1d, got {v!r}")
+
+
+def _float(v: object, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise ConfigError(f"{name}: expected a number, got {v!r}")
+    try:
+        f = float(v)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {v!r}") from None
+    if not math.isfinite(f):
+        raise ConfigError(f"{name}: expected a finite number, got {v!r}")
+    return f
 
 
 def _bool(v: object, name: str) -> bool:

@@ -22,6 +22,18 @@ def test_flags_alone():
     assert s.cluster_id.startswith("replikv-")
 
 
+def test_snapshots_are_due_by_the_growth_rule_by_default(tmp_path: Path):
+    s = load_settings(None, FLAGS)
+    assert (s.snapshot_log_ratio, s.snapshot_log_min_bytes, s.snapshot_entries) == (
+        0.25, 8 * 1024 * 1024, 0)
+    f = tmp_path / "n1.toml"
+    f.write_text("snapshot_log_ratio = 0.5\nsnapshot_entries = 1000\n")
+    s = load_settings(f, {**FLAGS, "snapshot_log_min_bytes": "1024"})
+    assert (s.snapshot_log_ratio, s.snapshot_log_min_bytes, s.snapshot_entries) == (
+        0.5, 1024, 1000)
+    assert load_settings(None, {**FLAGS, "snapshot_log_ratio": 1}).snapshot_log_ratio == 1.0
+
+
 def test_cluster_id_default_depends_on_members_only():
     a = load_settings(None, FLAGS)
     b = load_settings(None, {**FLAGS, "id": "n2", "peer_listen": "127.0.0.1:7102",
@@ -49,6 +61,11 @@ def test_toml_file_with_flags_overriding(tmp_path: Path):
     ({"id": "n 1"}, "id: use letters"),
     ({"election_ticks": 3}, "election_ticks"),
     ({"tick_ms": "fast"}, "tick_ms: expected an integer"),
+    ({"snapshot_log_ratio": "half"}, "snapshot_log_ratio: expected a number"),
+    ({"snapshot_log_ratio": "nan"}, "snapshot_log_ratio: expected a finite number"),
+    ({"snapshot_log_ratio": -0.5}, "snapshot_log_ratio: expected 0 .off. or a fraction"),
+    ({"snapshot_log_ratio": True}, "snapshot_log_ratio: expected a number"),
+    ({"snapshot_log_min_bytes": -1}, "snapshot_log_min_bytes: expected a number of bytes"),
 ])
 def test_bad_settings_name_what_is_wrong(override, words):
     with pytest.raises(ConfigError, match=words):

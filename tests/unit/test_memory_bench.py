@@ -75,10 +75,21 @@ def test_alloc_size_rounds_like_pymalloc_then_like_glibc():
 
 
 def test_node_args_turn_automatic_snapshots_off_and_set_the_kept_entries():
+    from replikv.config import load_settings
+
     args = node_args(10)
     pairs = dict(zip(args[::2], args[1::2], strict=True))
-    assert pairs == {"--snapshot-entries": "0", "--snapshot-log-bytes": "0",
-                     "--snapshot-keep-entries": "10"}
+    assert pairs == {"--snapshot-log-ratio": "0", "--snapshot-entries": "0",
+                     "--snapshot-log-bytes": "0", "--snapshot-keep-entries": "10"}
+    # As the node reads them: no rule left that would snapshot during the load.
+    flags = {"id": "n1", "data_dir": "d", "listen": "127.0.0.1:7001",
+             "peer_listen": "127.0.0.1:7101", "peers": "n1=127.0.0.1:7101",
+             **{k.removeprefix("--").replace("-", "_"): v for k, v in pairs.items()}}
+    s = load_settings(None, flags)
+    assert (s.snapshot_log_ratio, s.snapshot_entries, s.snapshot_log_bytes) == (0, 0, 0)
+    assert s.snapshot_keep_entries == 10
+    # With the nodes' own rules, only the kept entries are set.
+    assert node_args(10, "default") == ["--snapshot-keep-entries", "10"]
 
 
 def kib(rss_mib: float, hwm_mib: float) -> dict[str, int]:

@@ -326,3 +326,97 @@ def test_compaction_keeps_the_last_entries_but_no_more_than_their_byte_bound() -
     index3, first_kept3 = _snapshot_and_compact(cluster3, leader3, keep_entries=5,
                                                 keep_bytes=0)
     assert index3 - first_kept3 + 1 == 5
+
+
+# ---- when a snapshot is due: the growth rule (snapshot_log_ratio) ----
+
+
+def _finish(node, job) -> None:
+    while job.cursor.next_batch(100) is not None:
+        pass
+    assert node.snapshot_verdict(job) == "commit"
+    node.snapshot_saved(job, 100)
+
+
+def _growth_cluster(ratio: float, min_bytes: int = 0, **config) -> tuple[Cluster, str]:
+    from dataclasses import replace
+
+    cluster = Cluster()
+    leader = cluster.elect()
+    node = cluster.nodes[leader]
+    node.config = replace(node.config, snapshot_log_ratio=ratio,
+                          snapshot_log_min_bytes=min_bytes, **config)
+    node._new_snapshot_jitter()
+    return cluster, leader
+
+
+def _writes_until_due(cluster: Cluster, leader: str, limit: int = 5000) -> int:
+    """SETs of one key with a 100-byte value until the leader says a snapshot is due; the
+    snapshot is then taken. Checks that the rule fires exactly at its threshold."""
+    node = cluster.nodes[leader]
+    for n in range(1, limit + 1):
+        assert cluster.call(leader, "SET", "hot", "v" * 100) == OK
+        last = node.raft.snapshot.index if node.raft.snapshot else node.raft.log.offset
+        cost, threshold = node.log_cost_since_snapshot(last), node.growth_threshold()
+        job = node.start_snapshot()
+        assert (job is not None) == (cost >= threshold), (n, cost, threshold)
+        if job is not None:
+            _finish(node, job)
+            return n
+    raise AssertionError(f"no snapshot due after {limit} writes")
+
+
+def test_the_growth_rule_snapshots_in_proportion_to_the_keyspace() -> None:
+    small, big = _growth_cluster(0.5), _growth_cluster(0.5)
+    for cluster, keys in ((small, 20), (big, 200)):
+        cluster_, leader = cluster
+        for i in range(keys):
+            assert cluster_.call(leader, "SET", f"k{i}", "x" * 1000) == OK
+        node = cluster_.nodes[leader]
+        _finish(node, node.start_snapshot(force=True))  # count from here
+    # A keyspace ten times larger takes about ten times the writes before a snapshot is due
+    # (a fixed count would make the large one snapshot as often as the small one).
+    n_small = _writes_until_due(*small)
+    n_big = _writes_until_due(*big)
+    assert 6 * n_small <= n_big <= 14 * n_small, (n_small, n_big)
+    # And then again, at the same rate: the counters restart at each snapshot.
+    n_big_again = _writes_until_due(*big)
+    assert 0.6 * n_big <= n_big_again <= 1.6 * n_big, (n_big, n_big_again)
+    # Each write of a 100-byte value costs its data plus the entry's overhead: about half the
+    # big keyspace's estimated memory (200 keys x ~1.1 KB) in log before the snapshot.
+    node = big[0].nodes[big[1]]
+    expected = 0.5 * node.state.used_bytes() / (100 + 145)
+    assert 0.7 * expected <= n_big <= 1.5 * expected, (n_big, expected)
+
+
+def test_the_growth_rule_waits_for_its_floor_and_is_off_at_zero() -> None:
+    cluster, leader = _growth_cluster(0.5, min_bytes=20_000)
+    # An empty keyspace: half of almost nothing, so the floor decides (20,000 bytes of log
+    # cost, 0-25% later for this node's jitter).
+    n = _writes_until_due(cluster, leader)
+    node = cluster.nodes[leader]
+    assert 20_000 // 400 <= n <= 25_000 // 200 + 1, n
+    assert node.raft.snapshot is not None and node.raft.snapshot.index == node.applied_index
+    off, leader_off = _growth_cluster(0.0)
+    node_off = off.nodes[leader_off]
+    assert node_off.growth_threshold() == 0
+    for _ in range(300):
+        assert off.call(leader_off, "SET", "hot", "v" * 100) == OK
+    assert node_off.start_snapshot() is None  # no rule on: never due
+
+
+def test_the_growth_jitter_spreads_nodes_by_at_most_a_quarter() -> None:
+    thresholds = set()
+    for seed in range(12):
+        cluster = Cluster(seed=seed)
+        leader = cluster.elect()
+        node = cluster.nodes[leader]
+        from dataclasses import replace
+        node.config = replace(node.config, snapshot_log_ratio=1.0,
+                              snapshot_log_min_bytes=100_000)
+        node.rng.seed(seed)
+        node._new_snapshot_jitter()
+        t = node.growth_threshold()
+        assert 100_000 <= t < 125_000, t
+        thresholds.add(t)
+    assert len(thresholds) > 6  # not all the same: nodes do not snapshot in lockstep

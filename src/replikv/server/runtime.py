@@ -45,7 +45,7 @@ from replikv.server.logs import attach_node
 from replikv.server.metrics import NodeMetrics
 from replikv.server.peer_transport import PeerTransport
 from replikv.server.resp_server import ClientConnection, runtime_topology
-from replikv.server.snapshots import SnapshotRuntime, load_latest, snapshot_dir
+from replikv.server.snapshots import SnapshotRuntime, load_latest, resident_bytes, snapshot_dir
 from replikv.state import KVState
 from replikv.storage.datadir import DataDir
 from replikv.storage.errors import StorageError
@@ -165,6 +165,8 @@ class NodeServer(NodeView):
                                         snapshot_keep_entries=s.snapshot_keep_entries,
                                         snapshot_keep_bytes=s.snapshot_keep_bytes,
                                         snapshot_log_bytes=s.snapshot_log_bytes,
+                                        snapshot_log_ratio=s.snapshot_log_ratio,
+                                        snapshot_log_min_bytes=s.snapshot_log_min_bytes,
                                         auto_replace_after_ms=s.auto_replace_after_ms),
                              raft, state,
                              rng=random.Random(int.from_bytes(os.urandom(8), "big")))
@@ -680,6 +682,10 @@ class NodeServer(NodeView):
                 "memory_returned_bytes": self.snapshots.memory_returned_bytes,
                 "last_trim_seconds": round(self.snapshots.last_trim_seconds, 4)},
             "log_first_index": raft.log.offset + 1,
+            # The growth rule (snapshot_log_ratio): the next snapshot is due once the log's
+            # cost reaches the threshold (0: the rule is off).
+            "log_since_snapshot": {"cost_bytes": node.log_cost_since_snapshot(),
+                                   "snapshot_due_at_bytes": node.growth_threshold()},
             "archive": self.wal.archive_status() if self.wal is not None else None,
             **({"scheduled_backups": {
                 "dir": str(self.settings.backup_dir), "written": self.snapshots.scheduled_backups,
@@ -776,12 +782,28 @@ class NodeServer(NodeView):
             ("entries_written", self.disk_stats.entries_written),
             ("peer_links_rejected", self.transport.rejected_links),
         ]
+        used, rss = node.state.used_bytes(), resident_bytes()
+        memory: list[tuple[str, object]] = [
+            ("used_memory", used), ("used_memory_human", _human_bytes(used)),
+            ("used_memory_rss", rss), ("used_memory_rss_human", _human_bytes(rss)),
+            ("log_entries_in_memory", raft.log.last_index - raft.log.offset),
+            ("log_cost_since_snapshot", st["log_since_snapshot"]["cost_bytes"]),
+            ("snapshot_due_at_log_cost", st["log_since_snapshot"]["snapshot_due_at_bytes"]),
+        ]
         keyspace = []
         if node.state.key_count():
             keyspace.append(("db0", (f"keys={node.state.key_count()},"
                                      f"expires={node.state.expires_count()},avg_ttl=0")))
-        return {"server": server, "clients": clients, "replication": replication,
-                "stats": stats, "keyspace": keyspace}
+        return {"server": server, "clients": clients, "memory": memory,
+                "replication": replication, "stats": stats, "keyspace": keyspace}
+
+
+def _human_bytes(n: int) -> str:
+    """As Redis prints used_memory_human: 1.50M, 812.00K, 17B."""
+    for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n}B"
 
 
 def _fsync_warning(s: NodeSettings) -> str | None:

@@ -139,13 +139,15 @@ class SimCluster:
                  max_inflight_appends: int = 64, max_events: int = 400_000,
                  replication: str = "passive", voters: tuple[str, ...] | None = None,
                  snapshot_entries: int = 0, snapshot_keep_entries: int = 0,
-                 snapshot_chunk_bytes: int = 512, auto_replace_after_ms: int = 0) -> None:
+                 snapshot_chunk_bytes: int = 512, snapshot_log_ratio: float = 0.0,
+                 auto_replace_after_ms: int = 0) -> None:
         self.ids = ids
         # The bootstrap voters; the other ids start outside the cluster, waiting to be added.
         self.voters = voters if voters is not None else ids
         self.snapshot_entries = snapshot_entries
         self.snapshot_keep_entries = snapshot_keep_entries
         self.snapshot_chunk_bytes = snapshot_chunk_bytes
+        self.snapshot_log_ratio = snapshot_log_ratio
         self.auto_replace_after_ms = auto_replace_after_ms
         self.snapshot_jobs: dict[str, tuple[SnapshotJob, list]] = {}
         self.snapshots_installed = 0
@@ -264,6 +266,7 @@ class SimCluster:
                                         replication=self.replication,
                                         snapshot_entries=self.snapshot_entries,
                                         snapshot_keep_entries=self.snapshot_keep_entries,
+                                        snapshot_log_ratio=self.snapshot_log_ratio,
                                         auto_replace_after_ms=self.auto_replace_after_ms),
                              raft, state, rng=random.Random(self.rng.getrandbits(64)))
         node.core.state_time_ms = time_ms

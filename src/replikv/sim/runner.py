@@ -96,6 +96,13 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
         snapshot_settings = {"snapshot_entries": extra.choice((5, 20, 60)),
                              "snapshot_keep_entries": extra.choice((0, 3, 30)),
                              "snapshot_chunk_bytes": extra.choice((64, 700, 1 << 16))}
+        # The growth rule too (the keyspace here is a few KB, so a ratio of 1-3 is a
+        # snapshot every ten to forty entries), in a third of the runs alone.
+        ratio = extra.choice((0.0, 1.0, 3.0))
+        if ratio:
+            snapshot_settings["snapshot_log_ratio"] = ratio
+            if extra.random() < 0.5:
+                snapshot_settings["snapshot_entries"] = 0
     replication = config.replication or rng.choice(REPLICATION_MODES)
     cluster = SimCluster(ids, seed=rng.getrandbits(64), network=net, replication=replication,
                          voters=voters, auto_replace_after_ms=auto_replace_ms,
