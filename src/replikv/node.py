@@ -317,7 +317,12 @@ class NodeCore:
         # reply. Replicated state like `state` (in snapshots; undone with it).
         self.sessions = SessionTable()
         self._dup_waiting: list[tuple[int, tuple, object]] = []  # (index, target, reply)
-        self._bytes_since_snapshot = 0  # data of the entries committed since the last snapshot
+        # Data of the committed entries applied, ever, and at the last snapshot's index: their
+        # difference is what the snapshot rules weigh. A snapshot job remembers the count at
+        # its index, so what is applied while the job is written counts towards the next one.
+        self._bytes_applied = 0
+        self._bytes_at_snapshot = 0
+        self._job_bytes: tuple[int, int] = (-1, 0)  # (index, _bytes_applied) of the last job
         # Nodes snapshot a little apart (up to a quarter of the interval later), so a cluster
         # does not spend its CPU on snapshots all at the same moment.
         self._snapshot_jitter = 0  # entries, for snapshot_entries
@@ -781,9 +786,14 @@ class NodeCore:
         term = raft.log.term_at(index)
         if term is None:  # applied entries are in the log until a snapshot covers them
             raise InvariantViolation(f"no term for applied index {index}")
+        self._job_bytes = (index, self._bytes_applied)
         return SnapshotJob(index, term, raft.membership_at(index),
                            self.state_time_ms, self.state.begin_snapshot(),
                            self.sessions.to_bytes())
+
+    @property
+    def _bytes_since_snapshot(self) -> int:
+        return self._bytes_applied - self._bytes_at_snapshot
 
     def _last_snapshot_index(self) -> int:
         raft = self.raft
@@ -831,7 +841,8 @@ class NodeCore:
         driver may delete log segments holding only entries up to it)."""
         raft = self.raft
         raft.set_snapshot(SnapshotMeta(job.index, job.term, job.membership), size)
-        self._bytes_since_snapshot = 0
+        index, at_job = self._job_bytes
+        self._bytes_at_snapshot = at_job if index == job.index else self._bytes_applied
         self._new_snapshot_jitter()
         upto = self._compact_through(min(job.index, raft.applied_index))
         if upto > raft.log.offset:
@@ -863,7 +874,8 @@ class NodeCore:
         self.state = state
         self.sessions = sessions if sessions is not None else SessionTable()
         self.applied_index = meta.index
-        self._bytes_since_snapshot = 0
+        self._bytes_at_snapshot = self._bytes_applied
+        self._job_bytes = (-1, 0)
         self.state_time_ms = max(self.state_time_ms, time_ms)
         self._commit_marks.clear()
         restored = self.raft.restore(meta, size)
@@ -1216,7 +1228,7 @@ class NodeCore:
                 self.applied_index = e.index
             if e.data:
                 self.entries_applied += 1
-                self._bytes_since_snapshot += len(e.data)
+                self._bytes_applied += len(e.data)
             marks = self._commit_marks
             while marks and marks[0][1] <= e.index:
                 self._caught_up_ms = marks.popleft()[0]

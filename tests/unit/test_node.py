@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from replikv.node import ERR_NO_LEADER, ERR_NOT_APPLIED, ERR_UNKNOWN
+from replikv.node import ENTRY_OVERHEAD_BYTES, ERR_NO_LEADER, ERR_NOT_APPLIED, ERR_UNKNOWN
 from replikv.node_messages import ForwardRequest, ReadIndexRequest
 from replikv.raft.messages import AppendRequest
 from replikv.replies import OK, ErrorReply
@@ -385,7 +385,7 @@ def test_the_growth_rule_snapshots_in_proportion_to_the_keyspace() -> None:
     # Each write of a 100-byte value costs its data plus the entry's overhead: about half the
     # big keyspace's estimated memory (200 keys x ~1.1 KB) in log before the snapshot.
     node = big[0].nodes[big[1]]
-    expected = 0.5 * node.state.used_bytes() / (100 + 145)
+    expected = 0.5 * node.state.used_bytes() / (100 + ENTRY_OVERHEAD_BYTES)
     assert 0.7 * expected <= n_big <= 1.5 * expected, (n_big, expected)
 
 
@@ -395,7 +395,8 @@ def test_the_growth_rule_waits_for_its_floor_and_is_off_at_zero() -> None:
     # cost, 0-25% later for this node's jitter).
     n = _writes_until_due(cluster, leader)
     node = cluster.nodes[leader]
-    assert 20_000 // 400 <= n <= 25_000 // 200 + 1, n
+    per_write = 100 + ENTRY_OVERHEAD_BYTES  # at least the value, at most about twice that
+    assert 20_000 // (2 * per_write) <= n <= 25_000 // per_write + 1, n
     assert node.raft.snapshot is not None and node.raft.snapshot.index == node.applied_index
     off, leader_off = _growth_cluster(0.0)
     node_off = off.nodes[leader_off]
@@ -420,3 +421,24 @@ def test_the_growth_jitter_spreads_nodes_by_at_most_a_quarter() -> None:
         assert 100_000 <= t < 125_000, t
         thresholds.add(t)
     assert len(thresholds) > 6  # not all the same: nodes do not snapshot in lockstep
+
+
+def test_what_is_applied_while_a_snapshot_is_written_counts_towards_the_next() -> None:
+    """A large store's snapshot takes seconds to write, under load: the entries applied
+    meanwhile are not in it, so the rules must weigh them (they were once forgotten at save)."""
+    cluster, leader = _growth_cluster(0.0, snapshot_log_bytes=40_000)
+    node = cluster.nodes[leader]
+    for i in range(100):
+        assert cluster.call(leader, "SET", f"k{i}", "x" * 200) == OK
+    job = node.start_snapshot(force=True)
+    assert job is not None
+    for i in range(150):  # written while the job is being written: after its index
+        assert cluster.call(leader, "SET", "hot", "v" * 300) == OK
+    _finish(node, job)
+    assert node.raft.snapshot is not None and node.raft.snapshot.index == job.index
+    since = node.applied_index - job.index
+    assert since >= 150
+    cost = node.log_cost_since_snapshot()
+    assert cost >= since * (300 + ENTRY_OVERHEAD_BYTES), (cost, since)
+    # ...and by the byte rule (40,000 bytes of data) the next snapshot is already due.
+    assert node.start_snapshot() is not None
