@@ -94,10 +94,12 @@ PROPOSE_TIMES_MAX = 100_000
 # finished request's deadline (5 s of them at full load: tens of thousands) cost the leader a
 # push and a pop each on a deep heap.
 DEADLINE_BUCKET_MS = 100
-# What an entry of the in-memory Raft log costs beyond its data: its tuple, index and term ints,
-# the data's bytes header and the list slot (tracemalloc on 100,000 entries of 40 bytes: 185
-# bytes each). Used to weigh the log against the state for snapshot_log_ratio.
-ENTRY_OVERHEAD_BYTES = 145
+# What an entry of the in-memory Raft log costs beyond its data: its end and its term in two
+# arrays, their over-allocation, and a share of the newest 4,096-8,192 entries also kept as
+# tuples (tracemalloc, 40-byte entries: 29 bytes each over 100,000 entries, 19 over 400,000;
+# it was 145 while the log held an Entry tuple, an index int and a bytes object per entry).
+# Used to weigh the log against the state for snapshot_log_ratio.
+ENTRY_OVERHEAD_BYTES = 25
 COMMIT_LATENCIES_MAX = 100_000  # commit_latencies_ms kept for a driver that does not take them
 
 # The client-facing errors, with what each guarantees. Documented in the README.
@@ -858,7 +860,7 @@ class NodeCore:
         if keep_bytes:
             kept = 0
             for i in range(index, upto, -1):
-                kept += len(log.entry(i).data)
+                kept += log.data_size(i)
                 if kept > keep_bytes:
                     return i
         return upto

@@ -323,7 +323,7 @@ class RaftCore:
         first = self.log.last_index + 1
         invariant(not any(is_config_entry(d) for d in datas),
                   "membership changes go through propose_membership")
-        self.log.append([Entry(first + i, self.term, d) for i, d in enumerate(datas)])
+        self.log.append_new(self.term, datas)
         self._append_pending = True
         return first, self.term
 
