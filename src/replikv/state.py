@@ -1260,16 +1260,38 @@ class KVState:
 # One key's binding as a snapshot cursor holds it: (key, string value or a copy of the set's
 # member list in position order, expire_at_ms or None).
 _Captured = tuple[bytes, bytes | list[bytes], int | None]
+# A shard preserved before the walk reached it: a copy of its bindings (sets as member lists)
+# and the expiry times of those of its keys that had one (None: none had).
+_ShardCopy = tuple[dict[bytes, bytes | list[bytes]], dict[bytes, int] | None]
+_BYTES_ONLY = frozenset({bytes})
+
+
+def _sorted_bindings(bindings: dict[bytes, bytes | list[bytes]] | dict[bytes, bytes | SetValue],
+                     expiries: dict[bytes, int] | None) -> list[_Captured]:
+    """A shard's bindings as snapshot items, in key order; sets as (copied) member lists."""
+    get_expiry = expiries.get if expiries else None
+    out: list[_Captured] = []
+    for key in sorted(bindings):
+        value = bindings[key]
+        if type(value) is not bytes and type(value) is not list:  # a live shard's set
+            value = value.member_list()  # type: ignore[union-attr]
+        out.append((key, value, get_expiry(key) if get_expiry else None))  # type: ignore[arg-type]
+    return out
 
 
 class StateSnapshotCursor:
     """The state as it was at `KVState.begin_snapshot`, handed out in batches of item records
     (see the module docstring and `replikv.storage.snapshot`) while the state keeps changing.
 
-    Shards are emitted in order. A shard is "captured" (its bindings copied into `_pending`:
-    references to the immutable keys and strings, a copy of each set's member list) either when
-    the walk reaches it, or earlier, by the state, just before it first changes that shard;
-    `dumped[shard]` says it was captured, so it is captured once. Until then the shard's dict,
+    Shards are emitted in order. A shard is "captured" either when the walk reaches it (its
+    bindings, read in key order), or earlier, by the state, just before it first changes that
+    shard: then `_pending` keeps a copy of its dict (references to the immutable keys and
+    strings, a copy of each set's member list) and of its keys' expiry times. `dumped[shard]`
+    says it was captured, so it is captured once. The copy is a dict, not a list of tuples: a
+    dict of bytes alone is not tracked by the garbage collector, and copying one is a memcpy.
+    Under writes spread over a large keyspace nearly every shard is preserved early, and a
+    million tuples in lists made each full collection visit them all, tens of ms, for as long
+    as the snapshot was being written. Until then the shard's dict,
     its keys' expiry times and its sets are exactly what they were at begin, so reading them
     late is reading the past. The cursor holds the shard list and expiry dict of the begin
     instant (`_shards`, `_expires`), which after a FLUSHALL are no longer the state's own (see
@@ -1303,7 +1325,7 @@ class StateSnapshotCursor:
         self.key_count = state._key_count  # keys at begin: the items this cursor will emit
         self.dumped = bytearray(SHARD_COUNT)  # 1: the shard's begin-time contents are captured
         self.shards_preserved = 0  # shards captured early because the state was changing them
-        self._pending: dict[int, list[_Captured]] = {}  # captured early, not yet emitted
+        self._pending: dict[int, _ShardCopy] = {}  # captured early, not yet emitted
         self._next_shard = 0  # the walk: the next shard to emit
         self._current: list[_Captured] = []  # the captured shard being emitted
         self._current_position = 0
@@ -1375,34 +1397,41 @@ class StateSnapshotCursor:
     def _preserve(self, shard_index: int) -> None:
         """Called by the state before it changes shard `shard_index` of the cursor's source."""
         if not self.dumped[shard_index]:
-            self._pending[shard_index] = self._capture(shard_index)
+            shard = self._shards[shard_index]  # type: ignore[index]
+            bindings: dict[bytes, bytes | list[bytes]]
+            if set(map(type, shard.values())) <= _BYTES_ONLY:
+                bindings = shard.copy()  # type: ignore[assignment]
+            else:
+                bindings = {key: value if type(value) is bytes
+                            else value.member_list()  # type: ignore[union-attr]
+                            for key, value in shard.items()}
+            expires = self._expires
+            expiries = ({key: expires[key] for key in shard.keys() & expires.keys()}
+                        if expires else None)
+            self._pending[shard_index] = (bindings, expiries or None)
+            self.dumped[shard_index] = 1
             self.shards_preserved += 1
 
     def _capture(self, shard_index: int) -> list[_Captured]:
-        shard = self._shards[shard_index]  # type: ignore[index]
-        expires = self._expires
-        captured: list[_Captured] = []
-        for key in sorted(shard):
-            value = shard[key]
-            captured.append(
-                (
-                    key,
-                    value if type(value) is bytes else value.member_list(),  # type: ignore[union-attr]
-                    expires.get(key),  # type: ignore[union-attr]
-                )
-            )
-        self.dumped[shard_index] = 1
-        return captured
+        """The shard's begin-time bindings in key order: from its preserved copy, or read from
+        the shard itself, unchanged since begin."""
+        copy = self._pending.pop(shard_index, None)
+        if copy is None:
+            invariant(not self.dumped[shard_index], "a captured shard went missing")
+            self.dumped[shard_index] = 1
+            return _sorted_bindings(self._shards[shard_index], self._expires)  # type: ignore[index]
+        return _sorted_bindings(*copy)
+
+    def _pending_items(self, shard_index: int) -> list[_Captured]:
+        """What a preserved shard will emit (for tests); it stays preserved."""
+        return _sorted_bindings(*self._pending[shard_index])
 
     def _advance_shard(self) -> bool:
         """Make the next non-empty shard the current one; False when none is left."""
         while self._next_shard < SHARD_COUNT:
             shard_index = self._next_shard
             self._next_shard += 1
-            captured = self._pending.pop(shard_index, None)
-            if captured is None:
-                invariant(not self.dumped[shard_index], "a captured shard went missing")
-                captured = self._capture(shard_index)
+            captured = self._capture(shard_index)
             if captured:
                 self._current = captured
                 self._current_position = 0
