@@ -75,6 +75,17 @@ def snapshots_taken(cluster: Cluster) -> dict[str, int]:
     return {n: (cluster.status(n).get("snapshot") or {}).get("taken", 0) for n in cluster.ids}
 
 
+def gc_stats(cluster: Cluster) -> dict[str, dict[str, float]]:
+    """Each node's full garbage collections so far (INFO memory): count, total and longest
+    pause in ms; empty for a node that does not report them."""
+    out = {}
+    for n in cluster.ids:
+        info = cluster.info(n, "memory")
+        out[n] = {k: float(info[k]) for k in ("gc_full_collections", "gc_full_pause_ms_total",
+                                              "gc_full_pause_ms_max") if k in info}
+    return out
+
+
 def bench_command(cluster: Cluster, workload: str, duration_s: float) -> list[str]:
     addresses = ",".join(f"{HOST}:{cluster.port(n)}" for n in cluster.ids)
     return [sys.executable, "-m", "replikv", "bench", "--cluster", addresses,
@@ -95,6 +106,7 @@ def run_policy(policy: str, *, keys: int, duration_s: float, workload: str,
         load, leader = load_keys(cluster, leader, keys, VALUE_BYTES, SEED,
                                  show_progress=False, say=say)
         before = snapshots_taken(cluster)
+        gc_before = gc_stats(cluster)
         command = bench_command(cluster, workload, duration_s)
         say(f"{policy}: {' '.join(shlex.quote(a) for a in command[1:])}")
         done = subprocess.run(command, check=False, capture_output=True, text=True,
@@ -104,6 +116,7 @@ def run_policy(policy: str, *, keys: int, duration_s: float, workload: str,
                              f"{done.stderr.strip()[-2000:]}")
         result = json.loads(done.stdout)["workloads"][0]
         after = snapshots_taken(cluster)
+        gc_after = gc_stats(cluster)
         rss = {n: proc_status_kib(pid, "VmRSS")["VmRSS"] * 1024 for n, pid in pids.items()}
         dbsize = int(cluster.client(leader).dbsize())
         nodes = {}
@@ -113,6 +126,15 @@ def run_policy(policy: str, *, keys: int, duration_s: float, workload: str,
                 "leader": n == leader,
                 "cpu_s_per_1k_ops": cost.get("cpu_s_per_1k_ops"),
                 "snapshots_during_workload": after[n] - before[n],
+                # full collections of the node process during the workload, and the longest
+                # since it started (the load included)
+                "gc_full_collections_during_workload": (
+                    gc_after[n]["gc_full_collections"] - gc_before[n]["gc_full_collections"]
+                    if gc_after[n] else None),
+                "gc_full_pause_ms_during_workload": (
+                    round(gc_after[n]["gc_full_pause_ms_total"]
+                          - gc_before[n]["gc_full_pause_ms_total"], 1) if gc_after[n] else None),
+                "gc_full_pause_ms_max": gc_after[n].get("gc_full_pause_ms_max"),
                 "rss_end_bytes": rss[n],
                 # beyond the key and value bytes, as benchmarks/memory.py counts it
                 "overhead_bytes_per_key": round(
@@ -131,7 +153,7 @@ def run_policy(policy: str, *, keys: int, duration_s: float, workload: str,
 
 def format_report(r: dict) -> str:
     rows = [["policy", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "cpu/1k (leader*)",
-             "snapshots", "B/key at end"]]
+             "snapshots", "B/key at end", "full GCs (longest ms)"]]
     for p in r["policies"]:
         nodes = p["nodes"].values()
         rows.append([
@@ -142,6 +164,9 @@ def format_report(r: dict) -> str:
                      if v["cpu_s_per_1k_ops"] is not None else "?" for v in nodes),
             " ".join(str(v["snapshots_during_workload"]) for v in nodes),
             " ".join(f"{v['overhead_bytes_per_key']:.0f}" for v in nodes),
+            " ".join(f"{v['gc_full_collections_during_workload']:.0f}"
+                     f"({v['gc_full_pause_ms_max']:.0f})"
+                     if v.get("gc_full_pause_ms_max") is not None else "?" for v in nodes),
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
@@ -155,7 +180,9 @@ def format_report(r: dict) -> str:
                              " of the throughput")
     lines += ["", ("cpu/1k: CPU seconds per 1,000 operations per node (* the leader); "
                    "snapshots: taken by each node during the workload; B/key: (RSS - RSS at "
-                   "start - keys x (key + value bytes)) / keys, per node, at the end")]
+                   "start - keys x (key + value bytes)) / keys, per node, at the end; full GCs: the "
+                   "node process's full garbage collections during the workload, and in "
+                   "brackets the longest since it started, in ms")]
     return "\n".join(lines)
 
 

@@ -53,7 +53,9 @@ def policy(name: str, ops: float, snapshots: int) -> dict:
             "latency_ms": {"p50": 4.0, "p99": 20.0, "p999": 50.0},
             "nodes": {n: {"leader": n == "n1", "cpu_s_per_1k_ops": 0.05,
                           "snapshots_during_workload": snapshots,
-                          "overhead_bytes_per_key": 150.0} for n in ("n1", "n2", "n3")}}
+                          "overhead_bytes_per_key": 150.0,
+                          "gc_full_collections_during_workload": 4,
+                          "gc_full_pause_ms_max": 12.4} for n in ("n1", "n2", "n3")}}
 
 
 def test_the_report_gives_each_policy_and_the_ratios():
@@ -61,6 +63,7 @@ def test_the_report_gives_each_policy_and_the_ratios():
                                        policy("off", 15_000, 0)]})
     lines = text.splitlines()
     assert lines[1].split()[:2] == ["growth", "12,000"]
-    assert "0.050* 0.050 0.050" in lines[1] and lines[2].split()[-6:-3] == ["6", "6", "6"]
+    assert "0.050* 0.050 0.050" in lines[1] and lines[2].split()[-9:-6] == ["6", "6", "6"]
+    assert lines[1].split()[-3:] == ["4(12)", "4(12)", "4(12)"]
     assert "growth / count: 1.50 of the throughput" in text
     assert "growth / off: 0.80 of the throughput" in text

@@ -40,6 +40,7 @@ from replikv.raft.membership import Membership
 from replikv.raft.messages import Entry, InstallSnapshot
 from replikv.resp import encode_reply
 from replikv.server.admin_http import AdminServer
+from replikv.server.gcstats import freeze_startup_objects, process_gc_stats
 from replikv.server.local_commands import REDIS_COMPAT_VERSION, MemberView, NodeView
 from replikv.server.logs import attach_node
 from replikv.server.metrics import NodeMetrics
@@ -114,6 +115,7 @@ class NodeServer(NodeView):
         self.loop_stall_last: dict | None = None
         self._disk_jobs = 0  # submitted to the disk thread and not yet done
         self.disk_stats = DiskStats()
+        self.gc_stats = process_gc_stats()
         self.metrics = NodeMetrics(self)
         self.events: deque[dict] = deque(maxlen=EVENTS_KEPT)
         self.datadir: DataDir | None = None
@@ -789,6 +791,7 @@ class NodeServer(NodeView):
             ("log_entries_in_memory", raft.log.last_index - raft.log.offset),
             ("log_cost_since_snapshot", st["log_since_snapshot"]["cost_bytes"]),
             ("snapshot_due_at_log_cost", st["log_since_snapshot"]["snapshot_due_at_bytes"]),
+            *self.gc_stats.info_fields(),
         ]
         keyspace = []
         if node.state.key_count():
@@ -831,6 +834,9 @@ def run_node(settings: NodeSettings) -> None:
     server = NodeServer(settings)
     attach_node(server)
     server.open_storage()
+    # What is alive now lives as long as the process: out of the full collections' walk.
+    frozen = freeze_startup_objects()
+    log.info("%d objects alive at start-up moved out of the garbage collector's walk", frozen)
     if uvloop is not None:
         uvloop.run(server.run())
     else:  # pragma: no cover
