@@ -1361,10 +1361,7 @@ class StateSnapshotCursor:
                 continue
             key, value, expire_at_ms = self._current[self._current_position]
             if type(value) is bytes:
-                batch.append([key, ITEM_STRING, value, expire_at_ms])
-                batch_bytes += len(key) + len(value) + _ITEM_OVERHEAD_BYTES
-                self._digest_and_count(key, value, expire_at_ms)
-                self._current_position += 1
+                batch_bytes = self._string_run(batch, max_items, max_bytes, batch_bytes)
                 continue
             record, record_bytes = self._set_record(key, value, expire_at_ms)  # type: ignore[arg-type]
             batch.append(record)
@@ -1439,6 +1436,30 @@ class StateSnapshotCursor:
         self._current = []
         self._current_position = 0
         return False
+
+    def _string_run(self, batch: list[list], max_items: int, max_bytes: int,
+                    batch_bytes: int) -> int:
+        """Emit the current shard's strings from the current position on, until a set, the
+        shard's end or the batch's limits; returns the batch's bytes. The digest gets their
+        bytes in one update (the same stream `_digest_key` feeds it key by key): per key, a
+        snapshot of a large keyspace is this loop, on the event loop."""
+        current, position = self._current, self._current_position
+        parts: list[bytes] = []
+        add_parts, add_item, header = parts.extend, batch.append, _pack_digest_header
+        end = min(len(current), position + max_items - len(batch))
+        while position < end and batch_bytes < max_bytes:
+            key, value, expire_at_ms = current[position]
+            if type(value) is not bytes:
+                break
+            add_item([key, ITEM_STRING, value, expire_at_ms])
+            batch_bytes += len(key) + len(value) + _ITEM_OVERHEAD_BYTES
+            add_parts((header(1, len(key), len(value)), key, value,
+                       b"\x00" if expire_at_ms is None else _pack_digest_expiry(1, expire_at_ms)))
+            position += 1
+        self._digest.update(b"".join(parts))
+        self._keys_emitted += position - self._current_position
+        self._current_position = position
+        return batch_bytes
 
     def _set_record(
         self, key: bytes, members: list[bytes], expire_at_ms: int | None
