@@ -185,6 +185,13 @@ def _new_digest(key_count: int) -> hashlib.blake2b:
     return checksum
 
 
+def _string_digest_parts(key: bytes, value: bytes,
+                         expire_at_ms: int | None) -> tuple[bytes, bytes, bytes, bytes]:
+    """What a string key's binding feeds the digest, in order (see `_digest_key`)."""
+    return (_pack_digest_header(1, len(key), len(value)), key, value,
+            b"\x00" if expire_at_ms is None else _pack_digest_expiry(1, expire_at_ms))
+
+
 def _digest_key(
     update: Callable[[bytes], None],
     key: bytes,
@@ -195,16 +202,14 @@ def _digest_key(
     which must produce the very same byte stream. A set's members go in sorted, whatever their
     positions, so that two replicas that built it in different orders agree."""
     if type(value) is bytes:
-        update(_pack_digest_header(1, len(key), len(value)))
-        update(key)
-        update(value)
-    else:
-        update(_pack_digest_header(2, len(key), len(value)))
-        update(key)
-        members: list[bytes] = sorted(value)  # type: ignore[type-var, arg-type]
-        for member in members:
-            update(_pack_digest_length(len(member)))
-            update(member)
+        update(b"".join(_string_digest_parts(key, value, expire_at_ms)))
+        return
+    update(_pack_digest_header(2, len(key), len(value)))
+    update(key)
+    members: list[bytes] = sorted(value)  # type: ignore[type-var, arg-type]
+    for member in members:
+        update(_pack_digest_length(len(member)))
+        update(member)
     if expire_at_ms is None:
         update(b"\x00")
     else:
@@ -1441,11 +1446,11 @@ class StateSnapshotCursor:
                     batch_bytes: int) -> int:
         """Emit the current shard's strings from the current position on, until a set, the
         shard's end or the batch's limits; returns the batch's bytes. The digest gets their
-        bytes in one update (the same stream `_digest_key` feeds it key by key): per key, a
+        bytes (`_string_digest_parts`, as `_digest_key` gives them) in one update: per key, a
         snapshot of a large keyspace is this loop, on the event loop."""
         current, position = self._current, self._current_position
         parts: list[bytes] = []
-        add_parts, add_item, header = parts.extend, batch.append, _pack_digest_header
+        add_parts, add_item, digest_parts = parts.extend, batch.append, _string_digest_parts
         end = min(len(current), position + max_items - len(batch))
         while position < end and batch_bytes < max_bytes:
             key, value, expire_at_ms = current[position]
@@ -1453,8 +1458,7 @@ class StateSnapshotCursor:
                 break
             add_item([key, ITEM_STRING, value, expire_at_ms])
             batch_bytes += len(key) + len(value) + _ITEM_OVERHEAD_BYTES
-            add_parts((header(1, len(key), len(value)), key, value,
-                       b"\x00" if expire_at_ms is None else _pack_digest_expiry(1, expire_at_ms)))
+            add_parts(digest_parts(key, value, expire_at_ms))
             position += 1
         self._digest.update(b"".join(parts))
         self._keys_emitted += position - self._current_position

@@ -221,10 +221,6 @@ class RaftLog:
             # is the first one.
             cut = bisect_right(self._ends, self._start(lo_pos) + max_bytes, lo_pos, hi_pos)
             hi_pos = max(cut, lo_pos + 1)
-        tail = self._tail
-        tail_pos = len(self._terms) - len(tail)
-        if lo_pos >= tail_pos:  # the usual case, inlined
-            return tail[lo_pos - tail_pos:hi_pos - tail_pos]
         return self._entries(lo_pos, hi_pos)
 
     def first_index_of_term(self, index: int, *, floor: int = 1) -> int:
@@ -270,20 +266,9 @@ class RaftLog:
         if len(datas) == 1:  # the usual proposal: one command, without the batch machinery
             data = datas[0]
             self._terms.append(term)
-            last = self._chunks[-1]
-            if len(last) + len(data) > self._chunk_bytes and last:
-                last = self._new_chunk()
-            last += data
-            ends = self._ends
-            end = self._chunk_starts[-1] + len(last)
-            ends.append(end)
-            tail = self._tail
-            tail.append(Entry(first, term, data))
-            tail_pos = len(ends) - len(tail)
-            if (len(tail) > 2 * self._tail_max
-                    or end - (ends[tail_pos - 1] if tail_pos else self._base)
-                    > 2 * self._tail_max_bytes):
-                self._trim_tail()
+            self._push_one(data)
+            self._tail.append(Entry(first, term, data))
+            self._trim_tail()
             return
         self._terms.extend(repeat(term, len(datas)))
         self._push_data(datas)
