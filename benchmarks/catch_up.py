@@ -331,8 +331,9 @@ def pad_until_snapshot(cluster: Cluster, leader: str, index: int, every: int,
     """Write padding entries (that create no key) until the leader has a snapshot at `index`
     or later and its log starts after 1; returns its status and the padding writes made.
 
-    Snapshots are taken every --snapshot-entries applied entries, so the one covering the end
-    of the load may need a few more entries before it is due."""
+    Snapshots are taken every --snapshot-entries applied entries, plus a jitter of up to a
+    quarter of that drawn by each node after each snapshot, so the one covering the end of the
+    load may need a few more entries before it is due: it certainly is a quarter past `every`."""
     deadline = time.monotonic() + timeout_s
     pads = 0
     client = cluster.client(leader, socket_timeout=10.0)
@@ -348,7 +349,7 @@ def pad_until_snapshot(cluster: Cluster, leader: str, index: int, every: int,
                                  f"log_first_index={status['log_first_index']}, "
                                  f"applied_index={status['applied_index']}")
             last = snap["index"] if snap is not None else status["log_first_index"] - 1
-            if status["applied_index"] - last < every:  # not due yet: bring it closer
+            if status["applied_index"] - last < every + every // 4:  # bring it closer
                 pipe = client.pipeline(transaction=False)
                 for _ in range(PAD_WRITES_PER_ROUND):
                     pipe.execute_command(*PAD_COMMAND)
