@@ -34,6 +34,9 @@ class Limits:
 
     # Storage.
     wal_segment_bytes: int = 64 * MIB  # a segment is closed after it grows past this
+    # Space reserved ahead of the log's writes (0: none): an fdatasync then has no file size to
+    # record, about 30% faster here.
+    wal_preallocate_bytes: int = 4 * MIB
 
 
 DEFAULT_LIMITS = Limits()

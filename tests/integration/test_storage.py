@@ -41,11 +41,14 @@ def segments(cluster: Cluster, node_id: str) -> list[Path]:
 
 
 def record_offsets(path: Path) -> list[tuple[int, int]]:
-    """(offset, payload length) of every record in a healthy segment."""
+    """(offset, payload length) of every record in a healthy segment. The segment a running
+    node writes to may end in zeros, the file space it reserved ahead of its records."""
     data = path.read_bytes()
     assert data[:8] == SEGMENT_HEADER, data[:8]
     offset, out = 8, []
     while offset < len(data):
+        if not any(data[offset:]):
+            break  # reserved space: nothing was written there
         length, crc = RECORD_HEADER.unpack_from(data, offset)
         payload = data[offset + 8: offset + 8 + length]
         assert len(payload) == length and zlib.crc32(payload) == crc, f"bad record at {offset}"
@@ -107,13 +110,16 @@ def test_follower_killed_mid_write_with_a_torn_tail_restarts_and_catches_up(make
         before_kill = writer.batches
         time.sleep(0.5)
         # What a crash during the last write leaves: a record header whose payload never
-        # fully reached the disk.
+        # fully reached the disk, right after the last record (in the file space the node
+        # reserved ahead of its records, zeros up to the end of the file).
         last = segments(cluster, follower)[-1]
-        size_before = last.stat().st_size
-        with open(last, "ab") as f:
+        offset, length = record_offsets(last)[-1]
+        torn_at = offset + 8 + length
+        with open(last, "r+b") as f:
+            f.seek(torn_at)
             f.write(RECORD_HEADER.pack(5000, 0xDEADBEEF) + TORN_MARKER * 10)
-        print(f"{follower} killed after {before_kill} batches; torn record appended to "
-              f"{last.name} at offset {size_before}")
+        print(f"{follower} killed after {before_kill} batches; torn record written to "
+              f"{last.name} at offset {torn_at} (file size {last.stat().st_size})")
         restart_at = time.monotonic()
         cluster.start(follower)
         print(f"restart of {follower} took {time.monotonic() - restart_at:.2f}s")

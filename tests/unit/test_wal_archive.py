@@ -23,6 +23,8 @@ from replikv.storage import CorruptLogError, StorageError, WriteAheadLog
 from replikv.storage.wal import SEGMENT_HEADER, read_archive
 from replikv.storage.wal_archive import SegmentArchiver, archive_file_name, list_archive
 
+from .wal_files import records_end
+
 NAME = re.compile(r"^(\d{8})-(\d{20})-(\d{20})-(\d{12})\.wal$")
 
 
@@ -72,7 +74,7 @@ def test_a_segment_is_archived_when_it_is_closed(tmp_path: Path) -> None:
 def test_close_archives_the_durable_part_of_the_current_segment(tmp_path: Path) -> None:
     wal = open_wal(tmp_path, segment_bytes=10_000)
     write(wal, batch(1, 3))
-    durable = (tmp_path / "wal" / f"{1:020d}.wal").stat().st_size
+    durable = records_end(tmp_path / "wal" / f"{1:020d}.wal")
     wal.append(batch(4, 2))  # written, never fsynced: a power loss could still take it back
     wal.close()
     assert copies(tmp_path / "archive") == [(1, 1, 3, durable)]

@@ -141,7 +141,8 @@ class NodeServer(NodeView):
         loaded = load_latest(store)
         self.wal, records = WriteAheadLog.open(self.datadir.wal_dir,
                                                segment_bytes=s.limits.wal_segment_bytes,
-                                               archive_dir=s.archive_dir)
+                                               archive_dir=s.archive_dir,
+                                               preallocate_bytes=s.limits.wal_preallocate_bytes)
         entries = [Entry(i, t, d) for i, t, d in records]
         offset = entries[0].index - 1 if entries else 0
         state, time_ms, meta, size = KVState(), 0, None, 0

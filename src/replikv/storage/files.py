@@ -56,6 +56,15 @@ def write_fully(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[written:]
 
 
+def pwrite_fully(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """os.pwrite at `offset` until every byte is written (a write may write fewer than asked)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
 def write_file_atomically(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Replace `path` with `data` so that after a crash it holds either the old or new bytes.
 
