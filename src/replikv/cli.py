@@ -53,8 +53,9 @@ _add_backup_commands()
 @click.option("--peers", help="Every member, this node included: n1=HOST:PORT,n2=HOST:PORT,... "
                               "(their --peer-listen addresses).")
 @click.option("--admin", help="HOST:PORT for the admin HTTP endpoints (/health, /status).")
-@click.option("--cluster-id", help="Refuse peers from other clusters. Default: derived from "
-                                   "the member ids.")
+@click.option("--cluster-id", help="Refuse peers from other clusters. Default: the one the "
+                                   "data dir recorded; else, with --join, the one the members "
+                                   "answer with; else derived from the member ids.")
 @click.option("--tick-ms", type=int, help="Length of one logical tick. [default: 50]")
 @click.option("--heartbeat-ticks", type=int, help="Leader heartbeat interval in ticks. "
                                                   "[default: 2]")

@@ -71,6 +71,10 @@ class NodeSettings:
     admin: Address | None = None
     # Nodes refuse peers from another cluster. Default: derived from the sorted member ids.
     cluster_id: str = ""
+    # Set by validate(): cluster_id was not given, so it is the derived default. The node then
+    # uses the id its data dir recorded instead, or, joining with an empty data dir, the one
+    # the members answer with (see NodeServer.resolve_cluster_id).
+    cluster_id_derived: bool = False
     tick_ms: int = 50
     heartbeat_ticks: int = 2
     election_ticks: int = 10
@@ -194,7 +198,8 @@ class NodeSettings:
         if not 1 <= self.backup_keep <= 100_000:
             raise ConfigError("backup_keep: expected 1..100000")
         cluster_id = self.cluster_id or default_cluster_id(self.bootstrap_peers())
-        return replace(self, cluster_id=cluster_id)
+        return replace(self, cluster_id=cluster_id,
+                       cluster_id_derived=self.cluster_id_derived or not self.cluster_id)
 
     def bootstrap_peers(self) -> dict[str, Address]:
         """The members the cluster was created with: `peers`, without this node if it joins."""
@@ -212,7 +217,7 @@ def default_cluster_id(peers: dict[str, Address]) -> str:
     return f"replikv-{digest}"
 
 
-_SIMPLE = {f.name for f in fields(NodeSettings)} - {"limits"}
+_SIMPLE = {f.name for f in fields(NodeSettings)} - {"limits", "cluster_id_derived"}
 
 
 def load_settings(config_file: Path | None, overrides: dict[str, object]) -> NodeSettings:

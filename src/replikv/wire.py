@@ -2,8 +2,11 @@
 
 A frame is a 4-byte big-endian length followed by one msgpack value. The first frame a dialing
 node sends is a handshake naming the protocol, the cluster id and both node ids; the listener
-closes the link (and logs why) if any of them is wrong. Every later frame is one message:
-`[kind, field, field, ...]` with the fields in dataclass order.
+closes the link (and logs why) if any of them is wrong. A handshake with an empty cluster id is
+a question from a node joining without --cluster-id: the listener answers with one frame,
+`["replikv-peer", "cluster-id", id]`, and closes the link (the only frame it ever writes).
+Every later frame is one message: `[kind, field, field, ...]` with the fields in dataclass
+order.
 
 Decoding trusts nothing: wrong kinds, lengths, types, negative numbers or oversized ids raise
 PeerProtocolError, and the transport drops the link. A peer can therefore never crash a node
@@ -225,7 +228,7 @@ def decode_handshake(payload: bytes) -> tuple[int, str, str, str, dict[str, str]
     version = body[1]
     if type(version) is not int:
         raise PeerProtocolError("bad handshake version")
-    if not isinstance(body[2], str) or len(body[2]) > 256:
+    if not isinstance(body[2], str) or len(body[2]) > MAX_CLUSTER_ID_CHARS:
         raise PeerProtocolError("bad cluster id")
     info = body[5]
     if not (isinstance(info, dict) and len(info) <= 16 and all(
@@ -233,6 +236,33 @@ def decode_handshake(payload: bytes) -> tuple[int, str, str, str, dict[str, str]
             for k, v in info.items())):
         raise PeerProtocolError("bad handshake info")
     return version, body[2], _id(body[3]), _id(body[4]), info
+
+
+# A handshake with an empty cluster id asks which cluster the listener belongs to (a node
+# joining without --cluster-id); the answer is the only frame a listener ever writes back.
+CLUSTER_ID_QUESTION = ""
+_CLUSTER_ID_ANSWER = "cluster-id"
+MAX_CLUSTER_ID_CHARS = 256
+
+
+def encode_cluster_id_answer(cluster_id: str) -> bytes:
+    data = msgpack.packb([PROTOCOL, _CLUSTER_ID_ANSWER, cluster_id], use_bin_type=True)
+    return FRAME_HEADER.pack(len(data)) + data
+
+
+def decode_cluster_id_answer(payload: bytes) -> str:
+    """The cluster id a listener answered with, or PeerProtocolError."""
+    try:
+        body = msgpack.unpackb(payload, use_list=True, raw=False)
+    except _UNPACK_ERRORS as e:
+        raise PeerProtocolError(f"undecodable cluster id answer: {e}") from None
+    if not (isinstance(body, list) and len(body) == 3 and body[0] == PROTOCOL
+            and body[1] == _CLUSTER_ID_ANSWER):
+        raise PeerProtocolError("not a replikv cluster id answer")
+    cluster_id = body[2]
+    if not isinstance(cluster_id, str) or not cluster_id or len(cluster_id) > MAX_CLUSTER_ID_CHARS:
+        raise PeerProtocolError("bad cluster id")
+    return cluster_id
 
 
 # -- field checks ----------------------------------------------------------------------------

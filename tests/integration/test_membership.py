@@ -9,7 +9,9 @@ import time
 
 import redis
 
-from .cluster import MEASUREMENTS, Cluster, client_without_retries, wait_until
+from replikv.config import default_cluster_id, parse_peers
+
+from .cluster import HOST, MEASUREMENTS, Cluster, client_without_retries, wait_until
 
 SNAPSHOT_ARGS = ["--snapshot-entries", "100", "--snapshot-keep-entries", "20"]
 
@@ -248,3 +250,45 @@ def test_a_snapshot_transfer_cut_by_kill_9_resumes_where_it_stopped(make_cluster
     c.execute_command("REPLIKV", "CONSISTENCY", "local")
     assert [c.get(k) for k in keys] == [written[k] for k in keys]
     c.close()
+
+
+def test_a_node_joins_and_a_member_restarts_after_the_members_changed_without_cluster_ids(
+        make_cluster):
+    # The default cluster id is derived from --peers, which stops matching once the members
+    # change: a joining node then asks the members, a restarting one reads its data dir.
+    cluster = make_cluster(4, joiners=1, start=False)
+    for node_id in ("n1", "n2", "n3"):
+        cluster.start(node_id, wait=False)
+    cluster.wait_ready(["n1", "n2", "n3"])
+    cluster_id = cluster.status(cluster.leader(among=["n1", "n2", "n3"]))["cluster_id"]
+    done = cluster.cli("member", "remove", "n1")
+    assert done.returncode == 0, done.stderr + done.stdout
+    leader = cluster.leader(among=["n2", "n3"])
+    wait_membership(cluster, leader, ["n2", "n3"], [])
+    cluster.terminate("n1")
+    written = write_keys(cluster, leader, "before", 200)
+
+    # n4 joins with --peers naming only the members it can reach now (n2, n3) and itself.
+    cluster.peers = ",".join(f"{i}={HOST}:{cluster.nodes[i].peer_port}" for i in ("n2", "n3"))
+    assert default_cluster_id(parse_peers(cluster.peers)) != cluster_id
+    cluster.start("n4")
+    assert cluster.status("n4")["cluster_id"] == cluster_id
+    assert f"cluster id {cluster_id}, from member n" in cluster.log_text("n4")
+    done = cluster.cli("member", "add", *cluster.member_args("n4"))
+    assert done.returncode == 0, done.stderr + done.stdout
+    wait_membership(cluster, leader, ["n2", "n3", "n4"], [])
+    written.update(write_keys(cluster, leader, "after", 200))
+    cluster.wait_applied("n4", cluster.status(leader)["commit_index"])
+    cluster.assert_values(["n4"], written)
+
+    # A member restarted with the new --peers (and no --cluster-id) keeps its data dir's id.
+    follower = next(i for i in ("n2", "n3") if i != leader)
+    cluster.terminate(follower)
+    cluster.peers = ",".join(f"{i}={HOST}:{cluster.nodes[i].peer_port}"
+                             for i in ("n2", "n3", "n4"))
+    cluster.start(follower)
+    assert cluster.status(follower)["cluster_id"] == cluster_id
+    assert f"cluster id {cluster_id}, from its data dir" in cluster.log_text(follower)
+    more = write_keys(cluster, leader, "restarted", 200)
+    cluster.wait_applied(follower, cluster.status(leader)["commit_index"])
+    cluster.assert_values([follower], {**written, **more})

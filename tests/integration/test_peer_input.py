@@ -186,3 +186,27 @@ def test_rejected_peer_link_leaves_advertised_addresses_alone(make_cluster):
     assert replicas() == expected, (
         f"after a link claiming to be {impostor} was dropped for an oversized frame, ROLE on "
         f"the leader lists {replicas()} instead of {expected}")
+
+
+def test_a_question_for_the_cluster_id_gets_the_id_and_nothing_else(make_cluster):
+    # A node joining without --cluster-id asks with an empty cluster id; the answer is the only
+    # frame a node ever writes on its peer port, and the link carries nothing after it.
+    cluster = make_cluster(3)
+    leader = cluster.leader()
+    cluster_id = cluster.status(leader)["cluster_id"]
+    term = cluster.status(leader)["term"]
+    for target in cluster.ids:
+        question = handshake("", "n9", target)
+        # Anything sent after the question is never read as a message (this vote would
+        # depose the leader if it were).
+        with socket.create_connection((HOST, cluster.nodes[target].peer_port), timeout=5) as s:
+            s.sendall(question + frame(vote_request(term + 100, "n9")))
+            received = b""
+            while chunk := s.recv(4096):
+                received += chunk
+        (length,) = struct.unpack(">I", received[:4])
+        assert len(received) == 4 + length, "one frame, then the link is closed"
+        assert msgpack.unpackb(received[4:]) == [PROTOCOL, "cluster-id", cluster_id]
+    assert cluster.status(leader)["term"] == term
+    assert cluster.leader() == leader
+    assert "told" in cluster.log_text(leader) and "this cluster's id" in cluster.log_text(leader)

@@ -8,7 +8,9 @@ late would only be noise. The queue of one live link is bounded in bytes
 (`max_peer_send_queue_bytes`); past that the link is reset, which the leader's flow control
 then handles like any other loss.
 
-The first frame on every connection is a handshake (see replikv.wire). Inbound links whose
+The first frame on every connection is a handshake (see replikv.wire). A handshake with an
+empty cluster id asks which cluster this is: it gets one answer frame and the link is closed
+(`learn_cluster_id` is the asking side). Inbound links whose
 handshake names another cluster, an unknown node, or not us are closed and logged; so are links
 that send a frame that does not decode, is larger than `max_peer_frame_bytes`, or claims to
 come from a node other than the one that shook hands. None of that reaches the cores.
@@ -25,11 +27,14 @@ from typing import Any
 from replikv.config import Address
 from replikv.limits import Limits
 from replikv.wire import (
+    CLUSTER_ID_QUESTION,
     FRAME_HEADER,
     PROTOCOL_VERSION,
     PeerProtocolError,
+    decode_cluster_id_answer,
     decode_handshake,
     decode_message,
+    encode_cluster_id_answer,
     encode_handshake,
     encode_message,
 )
@@ -290,6 +295,17 @@ class _InboundLink(asyncio.Protocol):
         if version != PROTOCOL_VERSION:
             raise PeerProtocolError(f"peer speaks protocol version {version}, "
                                     f"we speak {PROTOCOL_VERSION}")
+        if cluster_id == CLUSTER_ID_QUESTION:
+            # A node about to join, started without --cluster-id and with an empty data dir,
+            # asks which cluster this is. The id is no secret (/status and INFO show it); the
+            # link carries nothing else.
+            transport, self.transport = self.transport, None
+            if transport is not None:
+                transport.write(encode_cluster_id_answer(owner.cluster_id))
+                transport.close()
+            owner.cluster_id_answers += 1
+            log.info("told %s (%s) this cluster's id", self.peername, src)
+            return False
         if cluster_id != owner.cluster_id:
             # Most often a node joining after the membership changed: its default id is
             # derived from --peers, which no longer names the members the cluster began with.
@@ -332,6 +348,7 @@ class PeerTransport:
         self.links = {p: _OutboundLink(self, p, a) for p, a in peers.items() if p != node_id}
         self.server: asyncio.base_events.Server | None = None
         self.rejected_links = 0
+        self.cluster_id_answers = 0  # questions from joining nodes answered (see _handshake)
         # Nodes we refused as unknown and said so (a joining node retries until it is added:
         # one warning, not one per attempt).
         self._warned_unknown: set[str] = set()
@@ -420,3 +437,48 @@ def _valid_info(info: dict[str, str]) -> dict[str, str]:
         if sep and host and port.isdigit() and 0 < int(port) < 65536 and len(value) <= 255:
             out[key] = value
     return out
+
+
+# -- a joining node learns the cluster's id ---------------------------------------------------
+
+ASK_TIMEOUT_S = 1.0  # one question to one member
+_ANSWER_MAX_BYTES = 1024
+
+
+async def ask_cluster_id(address: Address, node_id: str, peer: str,
+                         timeout_s: float = ASK_TIMEOUT_S) -> str | None:
+    """The cluster id the member `peer` at `address` answers with; None if it cannot be reached,
+    does not answer in time, or answers with anything but a cluster id (an older version closes
+    the link instead)."""
+    writer = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(address.host, address.port)
+            writer.write(encode_handshake(CLUSTER_ID_QUESTION, node_id, peer))
+            header = await reader.readexactly(FRAME_HEADER.size)
+            (length,) = FRAME_HEADER.unpack(header)
+            if length > _ANSWER_MAX_BYTES:
+                return None
+            return decode_cluster_id_answer(await reader.readexactly(length))
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, PeerProtocolError):
+        return None
+    finally:
+        if writer is not None:
+            writer.transport.abort()
+
+
+async def learn_cluster_id(node_id: str, peers: dict[str, Address], *,
+                           timeout_s: float) -> dict[str, str]:
+    """Ask every peer in `peers` but this node which cluster it belongs to, in rounds, until at
+    least one has answered or `timeout_s` has passed; {peer: cluster id} of the answers."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    others = {p: a for p, a in peers.items() if p != node_id}
+    while others:
+        ids = list(others)
+        found = await asyncio.gather(*(ask_cluster_id(others[p], node_id, p) for p in ids))
+        answers = {p: cluster_id for p, cluster_id in zip(ids, found, strict=True) if cluster_id}
+        if answers or loop.time() >= deadline:
+            return answers
+        await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
+    return {}

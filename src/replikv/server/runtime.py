@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from replikv import __version__
@@ -44,11 +44,11 @@ from replikv.server.gcstats import freeze_startup_objects, process_gc_stats
 from replikv.server.local_commands import REDIS_COMPAT_VERSION, MemberView, NodeView
 from replikv.server.logs import attach_node
 from replikv.server.metrics import NodeMetrics
-from replikv.server.peer_transport import PeerTransport
+from replikv.server.peer_transport import PeerTransport, learn_cluster_id
 from replikv.server.resp_server import ClientConnection, runtime_topology
 from replikv.server.snapshots import SnapshotRuntime, load_latest, resident_bytes, snapshot_dir
 from replikv.state import KVState
-from replikv.storage.datadir import DataDir
+from replikv.storage.datadir import DataDir, stored_cluster_id
 from replikv.storage.errors import StorageError
 from replikv.storage.hardstate import load_hard_state, save_hard_state
 from replikv.storage.rollback import RollbackRecord, write_rollback_file
@@ -62,6 +62,8 @@ FSYNC_SAMPLES = 1024
 EVENTS_KEPT = 200  # the node's timeline: role changes, membership changes, rollbacks
 # A batch is persisted on the event loop only while fsyncs take at most this long (smoothed).
 INLINE_FSYNC_MAX_S = 0.002
+# How long a node joining without --cluster-id keeps asking the members which cluster it is.
+LEARN_CLUSTER_ID_S = 10.0
 
 
 def now_ms() -> int:
@@ -130,6 +132,36 @@ class NodeServer(NodeView):
         self._membership_seen: Membership | None = None
 
     # -- start-up -----------------------------------------------------------------------------
+
+    async def resolve_cluster_id(self) -> None:
+        """Without --cluster-id, settle which cluster this node belongs to before its data dir
+        is opened: the one its data dir recorded (the id derived from --peers no longer
+        matches once the members have changed), or, for a node joining with an empty data dir,
+        the one the members it can reach answer with. The derived id stays when neither
+        applies (a new cluster), or when no member answered within LEARN_CLUSTER_ID_S."""
+        s = self.settings
+        if not s.cluster_id_derived:
+            return
+        cluster_id = stored_cluster_id(s.data_dir)
+        source = f"its data dir {s.data_dir}"
+        if cluster_id is None and s.join:
+            answers = await learn_cluster_id(s.id, s.peers, timeout_s=LEARN_CLUSTER_ID_S)
+            if len(set(answers.values())) > 1:
+                said = ", ".join(f"{p} says {c}" for p, c in sorted(answers.items()))
+                raise StorageError(f"the members answer with different cluster ids ({said}): "
+                                   "start this node with --cluster-id set to the one it joins")
+            if not answers:
+                log.warning("joining: no member answered which cluster it is within %.0f s; "
+                            "using the id derived from --peers, %s (if the members refuse "
+                            "this node, start it with --cluster-id)", LEARN_CLUSTER_ID_S,
+                            s.cluster_id)
+                return
+            peer, cluster_id = min(answers.items())
+            source = f"member {peer}"
+        if cluster_id is not None and cluster_id != s.cluster_id:
+            log.info("cluster id %s, from %s (not %s, derived from --peers)", cluster_id, source,
+                     s.cluster_id)
+            self.settings = replace(s, cluster_id=cluster_id)
 
     def open_storage(self) -> None:
         """Lock the data dir and recover the log and hard state (raises on corruption)."""
@@ -254,12 +286,13 @@ class NodeServer(NodeView):
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT or stop(); then shut down cleanly."""
-        s = self.settings
         loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         if self.node is None:
+            await self.resolve_cluster_id()
             self.open_storage()
+        s = self.settings
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self.stop)
@@ -834,6 +867,7 @@ def run_node(settings: NodeSettings) -> None:
         uvloop = None
     server = NodeServer(settings)
     attach_node(server)
+    asyncio.run(server.resolve_cluster_id())
     server.open_storage()
     # What is alive now lives as long as the process: out of the full collections' walk.
     frozen = freeze_startup_objects()

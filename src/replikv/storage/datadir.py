@@ -117,17 +117,19 @@ def _lock(lock_path: Path) -> int:
     return fd
 
 
-def _check_or_write_meta(meta_path: Path, *, node_id: str, cluster_id: str,
-                         replication: str | None = None) -> None:
+def stored_cluster_id(path: Path) -> str | None:
+    """The cluster id recorded in data dir `path`; None if it has none yet (or its meta file
+    cannot be read: `DataDir.open` then says why). Reads without the lock: the file is only
+    ever replaced atomically."""
+    meta_path = Path(path) / "meta"
     try:
-        data = meta_path.read_bytes()
-    except FileNotFoundError:
-        meta = {"format": DATA_DIR_FORMAT, "node_id": node_id, "cluster_id": cluster_id}
-        if replication is not None:
-            meta["replication"] = replication
-        body = msgpack.packb(meta, use_bin_type=True)
-        write_file_atomically(meta_path, encode_checksummed(META_MAGIC, META_VERSION, body))
-        return
+        return _decode_meta(meta_path, meta_path.read_bytes())["cluster_id"]
+    except (OSError, CorruptStateError):
+        return None
+
+
+def _decode_meta(meta_path: Path, data: bytes) -> dict:
+    """The meta file's map, its node and cluster ids checked; CorruptStateError if damaged."""
     body = decode_checksummed(meta_path, data, META_MAGIC, META_VERSION)
     try:
         meta = msgpack.unpackb(body, raw=False)
@@ -141,10 +143,24 @@ def _check_or_write_meta(meta_path: Path, *, node_id: str, cluster_id: str,
             f"unknown data dir format {meta.get('format')!r} (this replikv reads "
             f"format {DATA_DIR_FORMAT})",
         )
-    stored_node_id = meta.get("node_id")
-    stored_cluster_id = meta.get("cluster_id")
-    if not isinstance(stored_node_id, str) or not isinstance(stored_cluster_id, str):
+    if not isinstance(meta.get("node_id"), str) or not isinstance(meta.get("cluster_id"), str):
         raise CorruptStateError(meta_path, "wrong types: node_id and cluster_id must be strings")
+    return meta
+
+
+def _check_or_write_meta(meta_path: Path, *, node_id: str, cluster_id: str,
+                         replication: str | None = None) -> None:
+    try:
+        data = meta_path.read_bytes()
+    except FileNotFoundError:
+        meta = {"format": DATA_DIR_FORMAT, "node_id": node_id, "cluster_id": cluster_id}
+        if replication is not None:
+            meta["replication"] = replication
+        body = msgpack.packb(meta, use_bin_type=True)
+        write_file_atomically(meta_path, encode_checksummed(META_MAGIC, META_VERSION, body))
+        return
+    meta = _decode_meta(meta_path, data)
+    stored_node_id, stored_cluster_id = meta["node_id"], meta["cluster_id"]
     data_dir = meta_path.parent
     if stored_cluster_id != cluster_id:
         raise DataDirError(
