@@ -39,6 +39,7 @@ point to recover to; `list_entries` shows entries as redis-cli lines (`describe_
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +117,61 @@ class ArchiveCoverage:
                 "runs": [list(run) for run in self.runs]}
 
 
+class _Replayer:
+    """A backup's state with the archived entries after its index applied one by one, checked
+    as `replay` documents. `entries()` yields each entry before applying it (a caller that
+    stops there leaves it unapplied) and applies it when asked for the next one."""
+
+    def __init__(self, backup_path: Path, archive_dir: Path | str) -> None:
+        self.backup_path, self.archive_dir = backup_path, archive_dir
+        self.info = read_manifest(backup_path)
+        try:
+            self.meta, self.state, self.time_ms, self.sessions = load_snapshot(self.info)
+        except SnapshotLoadError as e:
+            raise RecoveryError(f"cannot use backup {backup_path}: {e}") from None
+        self.membership = self.meta.membership
+        self.last_index, self.last_term = self.meta.index, self.meta.term
+        self.applied = 0
+
+    def entries(self, last_index: int | None = None) -> Iterator[tuple[int, int, bytes]]:
+        """(index, term, data) of the archived entries after the backup, up to `last_index`."""
+        meta, archive_dir = self.meta, self.archive_dir
+        entries = read_archive(archive_dir, first_index=meta.index, last_index=last_index)
+        if entries and entries[0][0] == meta.index:
+            if entries[0][1] != meta.term:
+                raise RecoveryError(
+                    f"the archive {archive_dir} holds index {meta.index} with term "
+                    f"{entries[0][1]}, but the backup's state at that index is of term "
+                    f"{meta.term}: they come from different histories (another cluster, or a "
+                    "discarded branch of this one)")
+            entries = entries[1:]
+        for index, term, data in entries:
+            if index != self.last_index + 1:
+                raise RecoveryError(
+                    f"the archive {archive_dir} lacks entries {self.last_index + 1}..{index - 1}, "
+                    f"needed to go on from index {self.last_index}: a segment copy is missing, "
+                    "or this node's log restarted after a snapshot there. Use an archive that "
+                    "holds them (another node's), or a later backup")
+            if term < self.last_term:
+                raise RecoveryError(
+                    f"the archive {archive_dir} goes back from term {self.last_term} to term "
+                    f"{term} at index {index}: its log mixes two histories")
+            yield index, term, data
+            try:
+                self.time_ms = apply_entry(self.state, self.sessions, data, index,
+                                           self.time_ms).time_ms
+                if is_config_entry(data):
+                    self.membership = Membership.decode(data)
+            except (InvariantViolation, MembershipError, ValueError, TypeError,
+                    msgpack.UnpackException) as e:
+                raise RecoveryError(
+                    f"entry {index} (term {term}) of the archive {archive_dir} does not apply "
+                    f"to the state the backup and the entries before it give ({e}): the "
+                    "archive and the backup do not belong together") from None
+            self.last_index, self.last_term = index, term
+            self.applied += 1
+
+
 def replay(backup_path: Path | str, archive_dir: Path | str, *, out_dir: Path | str,
            until_index: int | None = None, until_time_ms: int | None = None,
            fsync: bool = True) -> ReplayResult:
@@ -126,68 +182,30 @@ def replay(backup_path: Path | str, archive_dir: Path | str, *, out_dir: Path | 
     if (until_index is None) == (until_time_ms is None):
         raise ValueError("say where to stop: give exactly one of until_index, until_time_ms")
     backup_path = Path(backup_path)
-    info = read_manifest(backup_path)
-    try:
-        meta, state, state_time_ms, sessions = load_snapshot(info)
-    except SnapshotLoadError as e:
-        raise RecoveryError(f"cannot use backup {backup_path}: {e}") from None
+    replayer = _Replayer(backup_path, archive_dir)
+    meta = replayer.meta
     if until_index is not None and until_index < meta.index:
         raise RecoveryError(
             f"backup {backup_path} holds the state at index {meta.index}, after the requested "
             f"index {until_index}: use a backup taken before it")
-    if until_time_ms is not None and until_time_ms < state_time_ms:
+    if until_time_ms is not None and until_time_ms < replayer.time_ms:
         raise RecoveryError(
-            f"backup {backup_path} already holds writes up to {_format_ms(state_time_ms)}, "
+            f"backup {backup_path} already holds writes up to {_format_ms(replayer.time_ms)}, "
             f"after the requested time {_format_ms(until_time_ms)}: use a backup taken "
             "before it")
-    # One entry past the target too, to say what the recovery leaves out.
-    entries = read_archive(archive_dir, first_index=meta.index,
-                           last_index=None if until_index is None else until_index + 1)
-    if entries and entries[0][0] == meta.index:
-        if entries[0][1] != meta.term:
-            raise RecoveryError(
-                f"the archive {archive_dir} holds index {meta.index} with term "
-                f"{entries[0][1]}, but the backup's state at that index is of term "
-                f"{meta.term}: they come from different histories (another cluster, or a "
-                "discarded branch of this one)")
-        entries = entries[1:]
-
-    membership = meta.membership
-    last_index, last_term = meta.index, meta.term
-    applied = 0
     next_entry: ArchivedEntry | None = None
-    for index, term, data in entries:
+    # One entry past the target too, to say what the recovery leaves out.
+    for index, term, data in replayer.entries(
+            last_index=None if until_index is None else until_index + 1):
         if until_index is not None and index > until_index:
-            if index == until_index + 1:
-                next_entry = _archived_entry(index, term, data)
+            next_entry = _archived_entry(index, term, data)
             break
-        if index != last_index + 1:
-            raise RecoveryError(
-                f"the archive {archive_dir} lacks entries {last_index + 1}..{index - 1}, "
-                f"needed to go on from index {last_index}: a segment copy is missing, or "
-                "this node's log restarted after a snapshot there. Use an archive that holds "
-                "them (another node's), or a later backup")
-        if term < last_term:
-            raise RecoveryError(
-                f"the archive {archive_dir} goes back from term {last_term} to term {term} "
-                f"at index {index}: its log mixes two histories")
         if until_time_ms is not None:
             entry_ms = entry_time_ms(data)
-            if entry_ms is not None and max(entry_ms, state_time_ms) > until_time_ms:
+            if entry_ms is not None and max(entry_ms, replayer.time_ms) > until_time_ms:
                 next_entry = _archived_entry(index, term, data)
                 break
-        try:
-            state_time_ms = apply_entry(state, sessions, data, index, state_time_ms).time_ms
-            if is_config_entry(data):
-                membership = Membership.decode(data)
-        except (InvariantViolation, MembershipError, ValueError, TypeError,
-                msgpack.UnpackException) as e:
-            raise RecoveryError(
-                f"entry {index} (term {term}) of the archive {archive_dir} does not apply to "
-                f"the state the backup and the entries before it give ({e}): the archive and "
-                "the backup do not belong together") from None
-        last_index, last_term = index, term
-        applied += 1
+    last_index, last_term = replayer.last_index, replayer.last_term
     if until_index is not None and last_index < until_index:
         raise RecoveryError(
             f"the archive {archive_dir} ends at index {last_index}, before the requested index "
@@ -195,19 +213,22 @@ def replay(backup_path: Path | str, archive_dir: Path | str, *, out_dir: Path | 
     if until_time_ms is not None and next_entry is None:
         raise RecoveryError(
             f"the archive {archive_dir} ends at index {last_index} "
-            f"({_format_ms(state_time_ms)}) without an entry after the requested time "
+            f"({_format_ms(replayer.time_ms)}) without an entry after the requested time "
             f"{_format_ms(until_time_ms)}, so it cannot tell whether writes it lacks came "
             f"before it; to replay everything it holds, recover to index {last_index}")
 
+    info, membership, state_time_ms = replayer.info, replayer.membership, replayer.time_ms
     extra = dict(info.manifest.get("extra") or {})
     extra.update(membership=membership.encode(), time_ms=state_time_ms, replayed={
-        "backup_index": meta.index, "backup_term": meta.term, "entries": applied,
+        "backup_index": meta.index, "backup_term": meta.term, "entries": replayer.applied,
         "until_index": until_index, "until_time_ms": until_time_ms})
     manifest = {"index": last_index, "term": last_term, "created_ms": time.time_ns() // 10**6,
                 "node_id": info.manifest["node_id"], "cluster_id": info.manifest["cluster_id"],
                 "replication_mode": info.manifest["replication_mode"], "extra": extra}
-    snapshot = _write_snapshot(Path(out_dir), manifest, state, sessions.to_bytes(), fsync=fsync)
-    return ReplayResult(snapshot, meta.index, state_time_ms, applied, membership, next_entry)
+    snapshot = _write_snapshot(Path(out_dir), manifest, replayer.state,
+                               replayer.sessions.to_bytes(), fsync=fsync)
+    return ReplayResult(snapshot, meta.index, state_time_ms, replayer.applied, membership,
+                        next_entry)
 
 
 def _write_snapshot(out_dir: Path, manifest: dict, state: KVState, sessions: bytes, *,
@@ -255,16 +276,23 @@ def list_entries(directory: Path | str, *, first_index: int = 1, last_index: int
 
 
 def find_removal(directory: Path | str, *, key: bytes | None = None, after_index: int = 0,
-                 after_time_ms: int | None = None) -> ArchivedEntry | None:
+                 after_time_ms: int | None = None,
+                 backup: Path | str | None = None) -> ArchivedEntry | None:
     """The first entry after `after_index` (and, if given, whose time is after `after_time_ms`)
-    that removed every key (FLUSHALL, FLUSHDB) or, with `key`, that removed `key`: a flush, a
-    DEL / UNLINK / GETDEL of it, or its expiry. Recover to its `recover_until_index` to get the
-    state just before it. None if the archive holds no such entry.
+    that removed every key (FLUSHALL, FLUSHDB) or, with `key`, that removed `key`. Recover to
+    its `recover_until_index` to get the state just before it. None if the archive holds no
+    such entry.
 
-    Entries are read as they were logged: in active mode the command, in passive mode its
-    effects (a flush is the effect [7], a deletion [2, key]; an expiry looks like a deletion
-    there). Commands that remove a key by other means (RENAME, SPOP of the last member, ...)
-    are not recognised in active mode; in passive mode their deletion effects are."""
+    Without `backup`, entries are judged as they were logged: in active mode the command, in
+    passive mode its effects (a flush is the effect [7], a deletion [2, key]; an expiry looks
+    like a deletion there). For `key` that finds a flush, a DEL / UNLINK / GETDEL of it, or its
+    expiry; commands that remove a key by other means (RENAME, SPOP or SREM of its last
+    member, ...) are not recognised in active mode, where only the state can tell. With the
+    `backup` the archive continues (`key` only), the backup's state is replayed entry by entry,
+    as `replay` does, and the entry after which the key is no longer stored is the answer,
+    whatever removed it; nothing before the backup's index can be found that way."""
+    if backup is not None and key is not None:
+        return _find_removal_by_replay(Path(backup), directory, key, after_index, after_time_ms)
     time_ms = 0
     for index, term, data in read_archive(directory, first_index=after_index + 1):
         entry_ms = entry_time_ms(data)
@@ -275,6 +303,25 @@ def find_removal(directory: Path | str, *, key: bytes | None = None, after_index
             continue
         if _removes(data, key):
             return _archived_entry(index, term, data)
+    return None
+
+
+def _find_removal_by_replay(backup: Path, directory: Path | str, key: bytes, after_index: int,
+                            after_time_ms: int | None) -> ArchivedEntry | None:
+    replayer = _Replayer(backup, directory)
+    state = replayer.state
+    previous: tuple[int, int, bytes] | None = None  # the entry applied last, if it counts
+    held = state.holds(key)
+    for index, term, data in replayer.entries():
+        # The entry before this one is applied now: did it remove the key?
+        if previous is not None and held and not state.holds(key):
+            return _archived_entry(*previous)
+        held = state.holds(key)
+        late_enough = after_time_ms is None or max(
+            entry_time_ms(data) or 0, replayer.time_ms) > after_time_ms
+        previous = (index, term, data) if index > after_index and late_enough else None
+    if previous is not None and held and not state.holds(key):
+        return _archived_entry(*previous)
     return None
 
 

@@ -731,6 +731,11 @@ class KVState:
     def exists(self, key: bytes, time_ms: int) -> bool:
         return self.lookup(key, time_ms) is not None
 
+    def holds(self, key: bytes) -> bool:
+        """Whether `key` is stored, expired or not: an expired key stays until the entry that
+        expires it is applied."""
+        return key in self._shards[shard_of(key)]
+
     def type_name(self, key: bytes, time_ms: int) -> bytes | None:
         """b"string" or b"set" (Redis's TYPE names), or None if the key is absent."""
         value = self.lookup(key, time_ms)

@@ -62,6 +62,14 @@ def test_recover_to_just_before_a_flushall(make_cluster, tmp_path: Path) -> None
     found = cluster.cli("archive", "find", str(archive))
     assert found.returncode == 0, found.stdout + found.stderr
     until = re.search(r"--until (\d+)", found.stdout).group(1)
+    # One key's removal, found by replaying the archive on the backup: the same entry.
+    by_key = cluster.cli("archive", "find", str(archive), "--key", "a:00007",
+                         "--backup", str(backup))
+    assert by_key.returncode == 0, by_key.stdout + by_key.stderr
+    assert re.search(r"--until (\d+)", by_key.stdout).group(1) == until, by_key.stdout
+    assert "flushall" in by_key.stdout.lower(), by_key.stdout
+    misuse = cluster.cli("archive", "find", str(archive), "--backup", str(backup))
+    assert misuse.returncode == 2 and "--backup goes with --key" in misuse.stderr
 
     expected = ([f"a-{i}".encode() for i in range(BEFORE)]
                 + [f"b-{i}".encode() for i in range(AFTER)])

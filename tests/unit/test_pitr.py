@@ -129,6 +129,12 @@ def run_workload(tmp_path: Path, replication: str) -> Run:
     settle(c, leader, "flushed", cps)
     call("REPLIKV", "MEMBER", "REMOVE", "n4")
     call("SET", "d", "4")
+    call("SADD", "last", "only")
+    settle(c, leader, "last-added", cps)
+    call("SPOP", "last")  # removes the key: its last member
+    call("SET", "r1", "x")
+    settle(c, leader, "r1-set", cps)
+    call("RENAME", "r1", "r2")  # removes r1
     settle(c, leader, "end", cps)
     assert cps["expired"].index > cps["b-alive"].index, "the expiry was logged"
     assert cps["expired"].digest != cps["b-alive"].digest, "the expiry changed the state"
@@ -243,6 +249,37 @@ def test_find_the_deletion_of_one_key(run: Run) -> None:
     assert find_removal(run.archive, key=b"never-written") == flush
     late = find_removal(run.archive, key=b"a", after_time_ms=run.checkpoints["end"].time_ms)
     assert late is None
+
+
+def test_with_the_backup_any_removal_of_a_key_is_found(run: Run) -> None:
+    # Replayed on the backup's state, whatever removed the key: here an SPOP of its last
+    # member and a RENAME, which the log's commands (active mode) do not show as removals.
+    for key, before in ((b"last", "last-added"), (b"r1", "r1-set")):
+        found = find_removal(run.archive, key=key, backup=run.backup)
+        assert found is not None and found.index == run.checkpoints[before].index + 1, key
+        assert found.recover_until_index == run.checkpoints[before].index
+    spop = find_removal(run.archive, key=b"last", backup=run.backup)
+    assert spop is not None and spop.text.lower().startswith(
+        "spop" if run.cluster.replication == "active" else "del")
+    after_flush = run.checkpoints["flushed"].index
+    if run.cluster.replication == "active":
+        assert find_removal(run.archive, key=b"last", after_index=after_flush) is None, \
+            "the command alone cannot tell"
+    else:
+        # Its effect is a deletion.
+        assert find_removal(run.archive, key=b"last", after_index=after_flush) == spop
+    # The same answers as the log's own for DEL, expiry and FLUSHALL.
+    for key in (b"a", b"b", b"e"):
+        assert find_removal(run.archive, key=key, backup=run.backup) == find_removal(
+            run.archive, key=key, after_index=run.backup_index), key
+    assert find_removal(run.archive, key=b"never-written", backup=run.backup) is None
+    # after_index and after_time_ms skip earlier removals.
+    popped = run.checkpoints["last-added"].index + 1
+    assert find_removal(run.archive, key=b"last", backup=run.backup, after_index=popped) is None
+    assert find_removal(run.archive, key=b"a", backup=run.backup,
+                        after_time_ms=run.checkpoints["end"].time_ms) is None
+    assert find_removal(run.archive, key=b"e", backup=run.backup,
+                        after_time_ms=run.checkpoints["before-flush"].time_ms) is not None
 
 
 def test_describe_archive(run: Run) -> None:

@@ -400,19 +400,27 @@ def archive_info(directory: Path, as_json: bool) -> None:
 @archive.command("find", context_settings=CONTEXT)
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--key", help="Find the first deletion of this key (DEL, UNLINK, GETDEL, "
-                            "expiry) instead of the first FLUSHALL/FLUSHDB.")
+                            "expiry; with --backup, anything that removed it) instead of the "
+                            "first FLUSHALL/FLUSHDB.")
+@click.option("--backup", "backup", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="With --key: replay the archive on this backup's state and report the entry "
+                   "after which the key is gone, whatever removed it (RENAME, SPOP or SREM of "
+                   "its last member, ...), in active mode too.")
 @click.option("--after-index", type=int, default=0, show_default=True,
               help="Look only at entries after this index.")
-def archive_find(directory: Path, key: str | None, after_index: int) -> None:
+def archive_find(directory: Path, key: str | None, backup: Path | None,
+                 after_index: int) -> None:
     """Find the entry that flushed everything (or deleted --key): restoring with `--until`
     the index printed gets the state from just before it."""
-    from replikv.pitr import find_removal
+    from replikv.pitr import RecoveryError, find_removal
     from replikv.storage.errors import StorageError
 
+    if backup is not None and key is None:
+        raise click.UsageError("--backup goes with --key (a FLUSHALL is found without it)")
     try:
         found = find_removal(directory, key=key.encode() if key else None,
-                             after_index=after_index)
-    except (StorageError, OSError) as e:
+                             after_index=after_index, backup=backup)
+    except (StorageError, RecoveryError, OSError) as e:
         raise _fail(e) from None
     if found is None:
         raise click.ClickException(f"no {'deletion of ' + repr(key) if key else 'FLUSHALL'} "
