@@ -192,3 +192,30 @@ def test_a_link_whose_connection_broke_under_it_drops_the_batch_and_reconnects()
             assert a.send("b", message)
             await wait_for(lambda: got_b == [("a", message)])
     uvloop.run(main())  # the nodes' loop: its closed handles raise, asyncio's do not
+
+
+def test_what_a_node_remembers_of_unknown_and_asking_nodes_is_bounded(monkeypatch):
+    # Each unknown node id is warned about once; so is each node asking for the cluster id.
+    # Ids cost memory, so past REMEMBERED_IDS_MAX of them the node stops remembering (and logs
+    # at debug level).
+    monkeypatch.setattr("replikv.server.peer_transport.REMEMBERED_IDS_MAX", 20)
+
+    async def main():
+        pa, pb = free_port_pair()
+        a = make_transport("a", pa, {"a": pa, "b": pb}, [])
+        await a.start(Address("127.0.0.1", pa))
+        try:
+            for number in range(50):
+                writer = (await asyncio.open_connection("127.0.0.1", pa))[1]
+                writer.write(encode_handshake(CLUSTER, f"x{number}", "a", {}))
+                writer.close()
+                await wait_for(lambda n=number: a.rejected_links == n + 1)
+                reader, writer = await asyncio.open_connection("127.0.0.1", pa)
+                writer.write(encode_handshake("", f"q{number}", "a", {}))
+                assert await reader.read() != b""  # the answer, then the close
+                writer.close()
+            assert a.cluster_id_answers == 50
+            assert len(a._warned_unknown) == len(a._told_cluster_id) == 20
+        finally:
+            await a.close()
+    asyncio.run(main())

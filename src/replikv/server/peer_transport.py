@@ -45,6 +45,9 @@ HANDSHAKE_TIMEOUT_S = 5.0
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 0.25  # a restarted peer is reached within this
 _DRAIN_ABOVE_BYTES = 1 << 20
+# Node ids remembered to log once (unknown nodes, nodes asking for the cluster id): bounded, since
+# anyone who reaches the peer port can send ids.
+REMEMBERED_IDS_MAX = 1024
 
 
 class FrameSplitter:
@@ -304,7 +307,13 @@ class _InboundLink(asyncio.Protocol):
                 transport.write(encode_cluster_id_answer(owner.cluster_id))
                 transport.close()
             owner.cluster_id_answers += 1
-            log.info("told %s (%s) this cluster's id", self.peername, src)
+            # Said once per asking node id, then only at debug level, as for unknown nodes.
+            first = (src not in owner._told_cluster_id
+                     and len(owner._told_cluster_id) < REMEMBERED_IDS_MAX)
+            if first:
+                owner._told_cluster_id.add(src)
+            log.log(logging.INFO if first else logging.DEBUG, "told %s (%s) this cluster's id",
+                    self.peername, src)
             return False
         if cluster_id != owner.cluster_id:
             # Most often a node joining after the membership changed: its default id is
@@ -316,8 +325,10 @@ class _InboundLink(asyncio.Protocol):
         if src not in owner.links:
             # Said once per node (a joining node retries until `replikv member add` adds it),
             # then only at debug level.
-            first = src not in owner._warned_unknown and len(owner._warned_unknown) < 1024
-            owner._warned_unknown.add(src)
+            first = (src not in owner._warned_unknown
+                     and len(owner._warned_unknown) < REMEMBERED_IDS_MAX)
+            if first:
+                owner._warned_unknown.add(src)
             log.log(logging.WARNING if first else logging.DEBUG,
                     "dropping peer link from %s (%s): unknown node %r (members: %s); a "
                     "joining node is accepted once `replikv member add` adds it", self.peername,
@@ -352,6 +363,7 @@ class PeerTransport:
         # Nodes we refused as unknown and said so (a joining node retries until it is added:
         # one warning, not one per attempt).
         self._warned_unknown: set[str] = set()
+        self._told_cluster_id: set[str] = set()  # nodes that asked for the cluster id
         self._inbound: set[_InboundLink] = set()
         # Fault injection (the playground; see set_faults): peers whose messages are dropped
         # both ways, and a delay added to everything this node sends.
