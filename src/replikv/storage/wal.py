@@ -86,6 +86,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, overload
 
 import msgpack
 
@@ -102,6 +103,7 @@ from replikv.storage.wal_archive import (
 )
 
 Entry = tuple[int, int, bytes]
+_Converted = TypeVar("_Converted")
 
 SEGMENT_MAGIC = b"RKVWAL"
 SEGMENT_VERSION = 1
@@ -1008,14 +1010,36 @@ class WriteAheadLog:
             )
 
 
+@overload
 def read_archive(
     directory: Path | str,
     *,
     first_index: int = 1,
     last_index: int | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-    convert: Callable[[bytes], object] | None = None,
-) -> list[tuple[int, int, object]]:
+    convert: None = None,
+) -> list[tuple[int, int, bytes]]: ...
+
+
+@overload
+def read_archive(
+    directory: Path | str,
+    *,
+    first_index: int = 1,
+    last_index: int | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    convert: Callable[[bytes], _Converted],
+) -> list[tuple[int, int, _Converted]]: ...
+
+
+def read_archive(
+    directory: Path | str,
+    *,
+    first_index: int = 1,
+    last_index: int | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    convert: Callable[[bytes], Any] | None = None,
+) -> list[tuple[int, int, Any]]:
     """The log an archive directory describes: `(index, term, data)` in index order.
 
     The copies are read in write order (see `replikv.storage.wal_archive`) and their records
@@ -1038,7 +1062,7 @@ def read_archive(
     groups: dict[tuple[int, int], list] = {}
     for copy in list_archive(directory):
         groups.setdefault((copy.generation, copy.first_index), []).append(copy)
-    entries: list[tuple[int, int, object]] = []
+    entries: list[tuple[int, int, Any]] = []
     for key in sorted(groups):
         copies = groups[key]  # shortest first (list_archive's order)
         longest = copies[-1]
