@@ -272,13 +272,10 @@ class NodeServer(NodeView):
         would get done meanwhile (every reply waits for this Ready anyway), and the context
         switches are on every write's path (measured: about 20% less CPU per SET on 2 cores).
         In the disk thread instead while it has work (a snapshot's compaction, a rollback file,
-        a batch fsync: behind it, so the files see the writes in order), while a snapshot or
-        backup file is being written or installed (one log fsync behind its writes took 20-44
-        ms on a 1M-key store: py-spy --idle on the leader of benchmarks/large_store.py), and
-        while fsyncs are slow (recently over INLINE_FSYNC_MAX_S), so that a slow disk does not
-        stall the loop's other work (client and peer messages, health checks, the admin API)."""
-        if (self._disk_jobs == 0 and not self.snapshots.writing_files
-                and self.disk_stats.recent_fsync_seconds <= INLINE_FSYNC_MAX_S):
+        a batch fsync: behind it, so the files see the writes in order), and while fsyncs are
+        slow (recently over INLINE_FSYNC_MAX_S), so that a slow disk does not stall the loop's
+        other work (local reads, PING, health checks, the admin API)."""
+        if self._disk_jobs == 0 and self.disk_stats.recent_fsync_seconds <= INLINE_FSYNC_MAX_S:
             self._persist(rd)
         else:
             await self.run_on_disk(self._persist, rd)

@@ -146,7 +146,6 @@ class SnapshotRuntime:
         # stays on the log's thread, after the snapshot it depends on is durable.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replikv-snapshot-io")
         self._installing: tuple[int, int] | None = None
-        self._copying = 0  # scheduled backups being copied into backup_dir
         # One snapshot cursor per state at a time: the periodic writer and backups take turns.
         self._writing = asyncio.Lock()
         self._abandoned_reason = ""  # why the last job was not kept (for a backup's error)
@@ -167,14 +166,6 @@ class SnapshotRuntime:
     @property
     def node(self) -> NodeCore:
         return self.server.node
-
-    @property
-    def writing_files(self) -> bool:
-        """Whether a snapshot or backup file is being written, or a received snapshot
-        installed: megabytes written and fsynced to the disk the log shares, behind which one
-        fsync of the log can wait tens of milliseconds (the runtime then keeps the log's
-        fsyncs off the event loop)."""
-        return self._writing.locked() or self._installing is not None or self._copying > 0
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -257,7 +248,6 @@ class SnapshotRuntime:
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             dest = Path(s.backup_dir) / (f"backup-{stamp}-i{source.info.index}-"
                                          f"t{source.info.term}.rkvsnap")
-            self._copying += 1
             try:
                 await loop.run_in_executor(None, self._write_scheduled, source, dest)
                 removed = await loop.run_in_executor(None, self._prune_backups)
@@ -266,7 +256,6 @@ class SnapshotRuntime:
                 log.error("scheduled backup to %s failed: %s", dest, e)
                 continue
             finally:
-                self._copying -= 1
                 source.close()
             self.scheduled_backups += 1
             self.last_scheduled_backup = str(dest)
