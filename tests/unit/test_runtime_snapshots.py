@@ -130,3 +130,75 @@ def test_freed_memory_is_given_back_and_counted():
     assert before > 10 * 2**20  # this interpreter's own VmRSS, read from /proc/self/statm
     returned = release_free_memory()
     assert 0 <= returned <= before
+
+
+def test_a_snapshot_is_synced_as_it_is_written_one_sync_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The disk writes a big snapshot back in pieces while it is written, not all at finish(),
+    # where the log's fsyncs (on every write's path) would queue behind the whole file.
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from replikv.server import snapshots
+
+    monkeypatch.setattr(snapshots, "SYNC_EVERY_BYTES", 64 * 1024)
+    state = KVState()
+    for i in range(20_000):
+        state.apply_command([b"SET", f"key:{i}".encode(), b"v" * 40], 1000)
+    store = SnapshotStore(tmp_path)
+    writer = store.writer({"index": 5, "term": 1, "created_ms": 1, "node_id": "n1",
+                           "cluster_id": "c", "replication_mode": "passive"})
+    syncs: list[tuple[int, str]] = []
+    in_flight = []
+    real_sync = writer.sync_written
+
+    def recording_sync() -> None:
+        in_flight.append(1)
+        assert len(in_flight) == 1, "two syncs at once"
+        syncs.append((writer.size_bytes, threading.current_thread().name))
+        real_sync()
+        in_flight.pop()
+
+    writer.sync_written = recording_sync  # type: ignore[method-assign]
+    cursor = state.begin_snapshot()
+    io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="io")
+    try:
+        asyncio.run(snapshots.write_state(writer, cursor, io))
+    finally:
+        io.shutdown()
+    total = writer.size_bytes
+    assert total > 10 * 64 * 1024
+    assert total // (64 * 1024) // 2 <= len(syncs) <= total // (64 * 1024)
+    assert all(name.startswith("io") for _, name in syncs)
+    writer.add_section("sessions", SessionTable().to_bytes())
+    info = writer.finish(state_digest=cursor.state_digest())
+    assert info.index == 5
+    cursor.close()
+
+
+def test_writing_a_snapshot_waits_for_its_sync_before_failing(tmp_path: Path) -> None:
+    # A failing sync is the writer's error, raised only once no sync runs on the file.
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from replikv.server import snapshots
+
+    state = KVState()
+    for i in range(2_000):
+        state.apply_command([b"SET", f"k{i}".encode(), b"v" * 3000], 1000)
+    writer = SnapshotStore(tmp_path).writer({"index": 5, "term": 1, "created_ms": 1,
+                                             "node_id": "n1", "cluster_id": "c",
+                                             "replication_mode": "passive"})
+
+    def failing_sync() -> None:
+        raise OSError(5, "Input/output error")
+
+    writer.sync_written = failing_sync  # type: ignore[method-assign]
+    io = ThreadPoolExecutor(max_workers=1)
+    try:
+        with pytest.raises(OSError, match="Input/output error"):
+            asyncio.run(snapshots.write_state(writer, state.begin_snapshot(), io))
+    finally:
+        io.shutdown()
+        writer.abort()

@@ -404,6 +404,21 @@ class SnapshotWriter:
         if self._finished is None:
             self.temp_path.unlink(missing_ok=True)
 
+    @property
+    def size_bytes(self) -> int:
+        """Bytes put so far (some may still be buffered, not yet written to the file)."""
+        return self._size_bytes
+
+    def sync_written(self) -> None:
+        """fdatasync what has been written to the file so far. Callable from another thread
+        than the one adding batches (it touches only the file descriptor), as long as the
+        caller does not finish or abort the writer meanwhile. Syncing as it goes spreads a big
+        snapshot's writeback, so that the log's own fsyncs never wait behind all of it at
+        once at `finish`."""
+        fd = self._fd
+        if fd is not None and self._fsync:
+            os.fdatasync(fd)
+
     def _check_open(self) -> None:
         if self._fd is None:
             raise ValueError("this snapshot writer is already finished or aborted")
