@@ -291,7 +291,10 @@ def find_removal(directory: Path | str, *, key: bytes | None = None, after_index
     `backup` the archive continues (`key` only), the backup's state is replayed entry by entry,
     as `replay` does, and the entry after which the key is no longer stored is the answer,
     whatever removed it; nothing before the backup's index can be found that way."""
-    if backup is not None and key is not None:
+    if backup is not None:
+        if key is None:
+            raise ValueError("a backup is replayed to find one key's removal: give the key "
+                             "(a flush is found without a backup)")
         return _find_removal_by_replay(Path(backup), directory, key, after_index, after_time_ms)
     time_ms = 0
     for index, term, data in read_archive(directory, first_index=after_index + 1):

@@ -273,6 +273,8 @@ def test_with_the_backup_any_removal_of_a_key_is_found(run: Run) -> None:
         assert find_removal(run.archive, key=key, backup=run.backup) == find_removal(
             run.archive, key=key, after_index=run.backup_index), key
     assert find_removal(run.archive, key=b"never-written", backup=run.backup) is None
+    with pytest.raises(ValueError, match="give the key"):
+        find_removal(run.archive, backup=run.backup)
     # after_index and after_time_ms skip earlier removals.
     popped = run.checkpoints["last-added"].index + 1
     assert find_removal(run.archive, key=b"last", backup=run.backup, after_index=popped) is None
