@@ -17,7 +17,9 @@ the end. The policies:
   `snapshot_log_ratio` (0.25) of the keyspace's memory, and at least 8 MiB;
 - count: the earlier default, a snapshot every 50,000 entries (`--snapshot-log-ratio 0
   --snapshot-entries 50000`), whatever the state's size;
-- off: no automatic snapshot (the log grows without bound: a reference, not a setting to run).
+- off: no automatic snapshot (the log grows without bound: a reference, not a setting to run);
+- backups: growth, and scheduled backups every 10 s (`--backup-every 10s`): the leader takes a
+  snapshot, copies it into a backup file (fsynced, then verified in full) and keeps the newest.
 
 Nodes are stopped in a `finally`, so Ctrl-C, SIGTERM or an error leave nothing running.
 """
@@ -55,6 +57,9 @@ POLICIES: dict[str, list[str]] = {
     "growth": [],
     "count": ["--snapshot-log-ratio", "0", "--snapshot-entries", "50000"],
     "off": ["--snapshot-log-ratio", "0", "--snapshot-entries", "0", "--snapshot-log-bytes", "0"],
+    # growth, and the leader writes a scheduled backup every BACKUP_EVERY (into the cluster's
+    # directory; {root} is replaced by it)
+    "backups": ["--backup-dir", "{root}/backups", "--backup-every", "10s"],
 }
 VALUE_BYTES = 100
 SEED = 1
@@ -73,6 +78,12 @@ def parse_policies(text: str) -> list[str]:
 
 def snapshots_taken(cluster: Cluster) -> dict[str, int]:
     return {n: (cluster.status(n).get("snapshot") or {}).get("taken", 0) for n in cluster.ids}
+
+
+def backups_written(cluster: Cluster) -> dict[str, int]:
+    """Each node's scheduled backups written so far (0 where none are scheduled)."""
+    return {n: (cluster.status(n).get("scheduled_backups") or {}).get("written", 0)
+            for n in cluster.ids}
 
 
 def gc_stats(cluster: Cluster) -> dict[str, dict[str, float]]:
@@ -95,7 +106,8 @@ def bench_command(cluster: Cluster, workload: str, duration_s: float) -> list[st
 def run_policy(policy: str, *, keys: int, duration_s: float, workload: str,
                keep_dir: bool) -> dict | int:
     root = Path(tempfile.mkdtemp(prefix=f"replikv-large-{policy}-"))
-    cluster = Cluster(root, 3, extra_args=POLICIES[policy], rng=random.Random(SEED))
+    node_args = [a.replace("{root}", str(root)) for a in POLICIES[policy]]
+    cluster = Cluster(root, 3, extra_args=node_args, rng=random.Random(SEED))
 
     def body() -> dict:
         say(f"{policy}: starting n1..n3 in {root} ({' '.join(POLICIES[policy]) or 'defaults'})")
@@ -106,6 +118,7 @@ def run_policy(policy: str, *, keys: int, duration_s: float, workload: str,
         load, leader = load_keys(cluster, leader, keys, VALUE_BYTES, SEED,
                                  show_progress=False, say=say)
         before = snapshots_taken(cluster)
+        backups_before = backups_written(cluster)
         gc_before = gc_stats(cluster)
         command = bench_command(cluster, workload, duration_s)
         say(f"{policy}: {' '.join(shlex.quote(a) for a in command[1:])}")
@@ -116,6 +129,7 @@ def run_policy(policy: str, *, keys: int, duration_s: float, workload: str,
                              f"{done.stderr.strip()[-2000:]}")
         result = json.loads(done.stdout)["workloads"][0]
         after = snapshots_taken(cluster)
+        backups = {n: backups_written(cluster)[n] - backups_before[n] for n in cluster.ids}
         gc_after = gc_stats(cluster)
         rss = {n: proc_status_kib(pid, "VmRSS")["VmRSS"] * 1024 for n, pid in pids.items()}
         dbsize = int(cluster.client(leader).dbsize())
@@ -126,6 +140,7 @@ def run_policy(policy: str, *, keys: int, duration_s: float, workload: str,
                 "leader": n == leader,
                 "cpu_s_per_1k_ops": cost.get("cpu_s_per_1k_ops"),
                 "snapshots_during_workload": after[n] - before[n],
+                "scheduled_backups_during_workload": backups[n],
                 # full collections of the node process during the workload, and the longest
                 # since it started (the load included)
                 "gc_full_collections_during_workload": (
@@ -142,7 +157,7 @@ def run_policy(policy: str, *, keys: int, duration_s: float, workload: str,
             }
         say(f"{policy}: {result['ops_per_s']:,.0f} ops/s, snapshots "
             + ", ".join(f"{n} {v['snapshots_during_workload']}" for n, v in nodes.items()))
-        return {"policy": policy, "node_args": POLICIES[policy], "keys_loaded": keys,
+        return {"policy": policy, "node_args": node_args, "keys_loaded": keys,
                 "dbsize": dbsize, "load_seconds": round(load.seconds, 2),
                 "workload": workload, "ops_per_s": result["ops_per_s"],
                 "latency_ms": result["latency_ms"], "errors": result["errors"],
@@ -153,7 +168,7 @@ def run_policy(policy: str, *, keys: int, duration_s: float, workload: str,
 
 def format_report(r: dict) -> str:
     rows = [["policy", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "cpu/1k (leader*)",
-             "snapshots", "B/key at end", "full GCs (longest ms)"]]
+             "snapshots", "backups", "B/key at end", "full GCs (longest ms)"]]
     for p in r["policies"]:
         nodes = p["nodes"].values()
         rows.append([
@@ -163,6 +178,7 @@ def format_report(r: dict) -> str:
             " ".join(f"{v['cpu_s_per_1k_ops']:.3f}{'*' if v['leader'] else ''}"
                      if v["cpu_s_per_1k_ops"] is not None else "?" for v in nodes),
             " ".join(str(v["snapshots_during_workload"]) for v in nodes),
+            " ".join(str(v["scheduled_backups_during_workload"]) for v in nodes),
             " ".join(f"{v['overhead_bytes_per_key']:.0f}" for v in nodes),
             " ".join(f"{v['gc_full_collections_during_workload']:.0f}"
                      f"({v['gc_full_pause_ms_max']:.0f})"
@@ -179,7 +195,8 @@ def format_report(r: dict) -> str:
                              f"{by_name['growth']['ops_per_s'] / by_name[other]['ops_per_s']:.2f}"
                              " of the throughput")
     lines += ["", ("cpu/1k: CPU seconds per 1,000 operations per node (* the leader); "
-                   "snapshots: taken by each node during the workload; B/key: (RSS - RSS at "
+                   "snapshots, backups: taken, and scheduled backups written, by each node during the "
+                   "workload; B/key: (RSS - RSS at "
                    "start - keys x (key + value bytes)) / keys, per node, at the end; full GCs: the "
                    "node process's full garbage collections during the workload, and in "
                    "brackets the longest since it started, in ms")]

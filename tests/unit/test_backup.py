@@ -576,6 +576,91 @@ def test_a_downloaded_backup_is_named_only_once_verified(backup: Path, tmp_path:
     assert not other.exists() and not (tmp_path / "cut.rkvsnap.tmp").exists()
 
 
+def test_a_backup_being_written_is_synced_as_it_goes(backup: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """fdatasync every SYNC_EVERY_BYTES, not only one fsync at the end: a node's scheduled
+    backup would otherwise hold up the node's own log fsyncs while the disk took it all."""
+    from replikv.backup import download
+
+    data = backup.read_bytes()
+    every = 16 * 1024
+    monkeypatch.setattr(download, "SYNC_EVERY_BYTES", every)
+    monkeypatch.setattr(download, "CHUNK_BYTES", 4096)
+    synced_at: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced_at.append(os.fstat(fd).st_size)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(download.os, "fdatasync", fdatasync)
+    dest = tmp_path / "synced.rkvsnap"
+    write_backup_file(reader_of(data), len(data), dest)
+    assert dest.read_bytes() == data
+    assert len(data) > 4 * every and len(synced_at) == len(data) // every
+    assert all(b - a == every for a, b in zip([0, *synced_at], synced_at))
+
+
+def test_a_backup_is_named_only_if_its_verifier_accepts_it(backup: Path,
+                                                           tmp_path: Path) -> None:
+    data = backup.read_bytes()
+    seen: list[Path] = []
+
+    def refuse(path: Path):
+        seen.append(path)
+        assert path.read_bytes() == data  # written in full (and fsynced) before it is checked
+        raise BackupError("not today")
+
+    dest = tmp_path / "refused.rkvsnap"
+    with pytest.raises(BackupError, match="not today"):
+        write_backup_file(reader_of(data), len(data), dest, verify=refuse)
+    assert seen == [tmp_path / "refused.rkvsnap.tmp"]
+    assert not dest.exists() and not seen[0].exists()
+
+
+def test_a_child_process_verifies_a_scheduled_backup(backup: Path, tmp_path: Path) -> None:
+    """What a node's scheduled backups use: the same verdicts as inspect_backup, from another
+    process, so a million keys of Python do not hold the node's interpreter lock."""
+    from replikv.backup.verify_child import verify_in_child
+
+    summary = verify_in_child(backup)
+    assert summary == inspect_backup(backup) and summary.digest_checked
+    bad = tmp_path / "flipped.rkvsnap"
+    bad.write_bytes(_flip_middle(backup.read_bytes()))
+    with pytest.raises(CorruptSnapshotError) as caught:
+        inspect_backup(bad)
+    with pytest.raises(BackupError) as from_child:
+        verify_in_child(bad)
+    assert str(from_child.value) == explain(caught.value)
+    with pytest.raises(BackupError, match="No such file"):
+        verify_in_child(tmp_path / "missing.rkvsnap")
+    # Through write_backup_file, as the node calls it: a damaged copy is never named.
+    dest = tmp_path / "scheduled.rkvsnap"
+    with pytest.raises(BackupError, match="not a usable backup"):
+        write_backup_file(reader_of(bad.read_bytes()), bad.stat().st_size, dest,
+                          verify=verify_in_child)
+    assert not dest.exists() and not (tmp_path / "scheduled.rkvsnap.tmp").exists()
+    summary, _ = write_backup_file(reader_of(backup.read_bytes()), backup.stat().st_size, dest,
+                                   verify=verify_in_child)
+    assert summary.path == str(dest) and summary.key_count == inspect_backup(backup).key_count
+
+
+def test_a_verifier_whose_node_is_gone_stops(backup: Path) -> None:
+    """The child exits at once when the process that started it is not its parent (a node
+    killed with -9 while its backup was being verified), printing no verdict."""
+    import subprocess
+    import sys
+
+    from replikv.backup.verify_child import ORPHANED_EXIT
+
+    done = subprocess.run([sys.executable, "-m", "replikv.backup.verify_child", str(backup),
+                           "1"], capture_output=True, timeout=60, check=False)
+    assert done.returncode == ORPHANED_EXIT and done.stdout == b""
+    done = subprocess.run([sys.executable, "-m", "replikv.backup.verify_child", str(backup),
+                           str(os.getpid())], capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0 and b'"ok": true' in done.stdout
+
+
 def test_backup_create_refuses_to_overwrite_before_asking_anyone(backup: Path) -> None:
     result = CliRunner().invoke(main, ["backup", "create", "--from", "127.0.0.1:1", "--to",
                                        str(backup)])

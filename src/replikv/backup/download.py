@@ -26,7 +26,7 @@ from pathlib import Path
 from replikv.backup import BackupError
 from replikv.backup.verify import BackupSummary, inspect_backup
 from replikv.limits import KIB, MIB
-from replikv.storage.files import fsync_directory, write_fully
+from replikv.storage.files import SYNC_EVERY_BYTES, fsync_directory, write_fully
 
 CHUNK_BYTES = 1 * MIB  # read from the socket and written at a time
 PROBE_TIMEOUT_S = 2.0  # for telling an admin port from a client port
@@ -165,16 +165,20 @@ def fetch_backup(admin: str, dest: Path, *, force: bool = False, timeout_s: floa
 
 def write_backup_file(read: Callable[[int], bytes], total: int, dest: Path, *,
                       force: bool = False, on_bytes: Callable[[int], None] | None = None,
-                      source: str = "the node") -> tuple[BackupSummary, float]:
+                      source: str = "the node",
+                      verify: Callable[[Path], BackupSummary] = inspect_backup,
+                      ) -> tuple[BackupSummary, float]:
     """Write `total` bytes from `read(n)` (b"" only at the end) to `dest` durably: into
-    `dest.tmp`, fsync, verify in full, then name it `dest` (never replacing an existing one
-    unless `force`) and fsync the directory. Returns the summary and the seconds verification
-    took. On any failure `dest.tmp` is removed and `dest` is untouched."""
+    `dest.tmp`, fdatasynced every SYNC_EVERY_BYTES as it is written and fsynced at the end,
+    checked in full by `verify` (which raises what it finds wrong), then named `dest` (never
+    replacing an existing one unless `force`) and the directory fsynced. Returns the summary
+    and the seconds verification took. On any failure `dest.tmp` is removed and `dest` is
+    untouched."""
     tmp = dest.with_name(dest.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         try:
-            received = 0
+            received = synced = 0
             while received < total:
                 chunk = read(min(CHUNK_BYTES, total - received))
                 if not chunk:
@@ -182,13 +186,18 @@ def write_backup_file(read: Callable[[int], bytes], total: int, dest: Path, *,
                                       f"{total:,} bytes; nothing was written to {dest}")
                 write_fully(fd, chunk)
                 received += len(chunk)
+                if received - synced >= SYNC_EVERY_BYTES:
+                    # Written back in pieces: one sync of the whole file at the end would hold
+                    # up the fsyncs of a node's log on the same disk for as long as it took.
+                    os.fdatasync(fd)
+                    synced = received
                 if on_bytes is not None:
                     on_bytes(len(chunk))
             os.fsync(fd)
         finally:
             os.close(fd)
         verify_started = time.perf_counter()
-        summary = inspect_backup(tmp)
+        summary = verify(tmp)
         verify_seconds = time.perf_counter() - verify_started
         if force:
             os.replace(tmp, dest)

@@ -76,6 +76,12 @@ class BackupSummary:
         out["voters"], out["standbys"] = list(self.voters), list(self.standbys)
         return out
 
+    @classmethod
+    def from_json(cls, data: dict) -> BackupSummary:
+        """The summary that `as_json` gave (raises KeyError or TypeError if it is not one)."""
+        return cls(**{**data, "voters": tuple(data["voters"]),
+                      "standbys": tuple(data["standbys"])})
+
 
 def backup_membership(info: SnapshotInfo) -> tuple[Membership, int]:
     """The membership and state time a snapshot's manifest carries (BackupError if absent or

@@ -46,6 +46,7 @@ from replikv.raft.messages import InstallSnapshot
 from replikv.sessions import SessionTable
 from replikv.state import KVState
 from replikv.storage.errors import StorageError
+from replikv.storage.files import SYNC_EVERY_BYTES  # in the snapshot I/O thread (write_state)
 from replikv.storage.snapshot import (
     CorruptSnapshotError,
     SnapshotInfo,
@@ -70,10 +71,6 @@ SNAPSHOTS_KEPT = 2
 # p99 of 13.0 ms at 500 against 29.6 ms at 2,000, and 10,390 SETs/s against 9,131.
 BATCH_ITEMS = 500
 CHECK_EVERY_S = 0.1  # how often the writer task asks whether a snapshot is due
-# A snapshot being written is fdatasynced every this many bytes, in the snapshot I/O thread, one
-# sync at a time: the disk writes it back in small pieces as it goes, not all at the end, where
-# the log's fsyncs (every write's path) queued behind it for tens of milliseconds.
-SYNC_EVERY_BYTES = 4 * 1024 * 1024
 SNAPSHOT_RETRY_S = 10.0  # after a snapshot failed (a full disk, say)
 SOURCES_OPEN_MAX = 4
 # A backup's snapshot is abandoned when its entry was replaced (a leader lost office) or a
@@ -294,8 +291,11 @@ class SnapshotRuntime:
                      dest, source.size_bytes, source.info.index, removed)
 
     def _write_scheduled(self, source: SnapshotSource, dest: Path) -> None:
-        """In a worker thread: copy the snapshot into a verified backup file."""
+        """In a worker thread: copy the snapshot into a backup file, verified in a child
+        process (a second of Python per million keys, which in a thread here would hold the
+        interpreter lock against the event loop)."""
         from replikv.backup.download import write_backup_file
+        from replikv.backup.verify_child import verify_in_child
 
         dest.parent.mkdir(parents=True, exist_ok=True)
         offset = 0
@@ -306,7 +306,7 @@ class SnapshotRuntime:
             offset += len(chunk)
             return chunk
 
-        write_backup_file(read, source.size_bytes, dest)
+        write_backup_file(read, source.size_bytes, dest, verify=verify_in_child)
 
     def _prune_backups(self) -> int:
         s = self.server.settings

@@ -21,6 +21,11 @@ from replikv.storage.errors import CorruptStateError
 
 _CHECKSUM = struct.Struct("<I")
 
+# A big file being written (a snapshot, a backup) is fdatasynced every this many bytes, one sync
+# at a time: the disk writes it back in small pieces as it goes, not all at once at the end,
+# where the log's fsyncs (on every write's path) would queue behind it for tens of milliseconds.
+SYNC_EVERY_BYTES = 4 * 1024 * 1024
+
 
 def fsync_directory(path: Path) -> None:
     """Make the entries of directory `path` (creations, renames, deletions) durable."""
