@@ -178,7 +178,7 @@ def format_report(r: dict) -> str:
             " ".join(f"{v['cpu_s_per_1k_ops']:.3f}{'*' if v['leader'] else ''}"
                      if v["cpu_s_per_1k_ops"] is not None else "?" for v in nodes),
             " ".join(str(v["snapshots_during_workload"]) for v in nodes),
-            " ".join(str(v["scheduled_backups_during_workload"]) for v in nodes),
+            " ".join(str(v.get("scheduled_backups_during_workload", "?")) for v in nodes),
             " ".join(f"{v['overhead_bytes_per_key']:.0f}" for v in nodes),
             " ".join(f"{v['gc_full_collections_during_workload']:.0f}"
                      f"({v['gc_full_pause_ms_max']:.0f})"

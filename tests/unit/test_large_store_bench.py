@@ -48,11 +48,12 @@ def test_the_bench_targets_the_running_cluster_as_json():
     assert cmd[cmd.index("--workloads") + 1] == "set64" and "--json" in cmd
 
 
-def policy(name: str, ops: float, snapshots: int) -> dict:
+def policy(name: str, ops: float, snapshots: int, backups: int = 0) -> dict:
     return {"policy": name, "ops_per_s": ops, "errors": 0,
             "latency_ms": {"p50": 4.0, "p99": 20.0, "p999": 50.0},
             "nodes": {n: {"leader": n == "n1", "cpu_s_per_1k_ops": 0.05,
                           "snapshots_during_workload": snapshots,
+                          "scheduled_backups_during_workload": backups if n == "n1" else 0,
                           "overhead_bytes_per_key": 150.0,
                           "gc_full_collections_during_workload": 4,
                           "gc_full_pause_ms_max": 12.4} for n in ("n1", "n2", "n3")}}
@@ -60,10 +61,16 @@ def policy(name: str, ops: float, snapshots: int) -> dict:
 
 def test_the_report_gives_each_policy_and_the_ratios():
     text = format_report({"policies": [policy("growth", 12_000, 2), policy("count", 8_000, 6),
-                                       policy("off", 15_000, 0)]})
+                                       policy("off", 15_000, 0), policy("backups", 9_000, 3, 2)]})
     lines = text.splitlines()
     assert lines[1].split()[:2] == ["growth", "12,000"]
-    assert "0.050* 0.050 0.050" in lines[1] and lines[2].split()[-9:-6] == ["6", "6", "6"]
+    assert "0.050* 0.050 0.050" in lines[1] and lines[2].split()[-12:-9] == ["6", "6", "6"]
+    assert lines[4].split()[-12:-6] == ["3", "3", "3", "2", "0", "0"]  # snapshots, backups
     assert lines[1].split()[-3:] == ["4(12)", "4(12)", "4(12)"]
+    # A report from before the backups column (benchmarks/results/*.json) still prints.
+    old = policy("growth", 12_000, 2)
+    for node in old["nodes"].values():
+        del node["scheduled_backups_during_workload"]
+    assert format_report({"policies": [old]}).splitlines()[1].split()[-9:-6] == ["?"] * 3
     assert "growth / count: 1.50 of the throughput" in text
     assert "growth / off: 0.80 of the throughput" in text
