@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from replikv.invariants import InvariantViolation
 from replikv.local_cluster import (
     NODE_LAUNCHER,
     ClusterError,
@@ -630,9 +631,9 @@ async def drive_connections(count: int, connection: Callable[..., Any], seed: in
     loop = asyncio.get_running_loop()
     setup_deadline = time.monotonic() + WORKER_START_TIMEOUT_S
     while connected[0] < count:
-        failed = [t for t in tasks if t.done() and t.exception() is not None]
+        failed = [e for t in tasks if t.done() and (e := t.exception()) is not None]
         if failed:
-            raise failed[0].exception()
+            raise failed[0]
         if time.monotonic() > setup_deadline:
             raise BenchError("client connections could not be set up in time")
         await asyncio.sleep(0.01)
@@ -851,7 +852,8 @@ def local_cluster(root: Path, *, fsync: str, replication: str,
         ports = free_ports(3 * len(NODE_IDS), HOST)
     except ClusterError as e:
         raise BenchError(str(e)) from None
-    nodes = [LocalNodeProcess(node_id, *ports[3 * i:3 * i + 3], log_path=root / f"{node_id}.log")
+    nodes = [LocalNodeProcess(node_id, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2],
+                              log_path=root / f"{node_id}.log")
              for i, node_id in enumerate(NODE_IDS)]
     peers = ",".join(f"{n.id}={HOST}:{n.peer_port}" for n in nodes)
     try:
@@ -868,10 +870,13 @@ def local_cluster(root: Path, *, fsync: str, replication: str,
                                           env=env)
         deadline = time.monotonic() + READY_TIMEOUT_S
         for n in nodes:
+            proc = n.proc
+            if proc is None:  # never: every node was started just above
+                raise InvariantViolation(f"node {n.id} was not started")
             while True:
-                if n.proc.poll() is not None:
+                if proc.poll() is not None:
                     tail = n.log_path.read_text(errors="replace")[-2000:]
-                    raise BenchError(f"node {n.id} exited (status {n.proc.returncode}):\n{tail}")
+                    raise BenchError(f"node {n.id} exited (status {proc.returncode}):\n{tail}")
                 with contextlib.suppress(OSError, BenchError):
                     call((HOST, n.client_port), "PING", timeout_s=1.0)
                     break

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Container
 from pathlib import Path
+from typing import TypedDict
 
 import click
 
@@ -805,6 +806,20 @@ def rollback_show(file: str, data_dir: Path, as_json: bool, full: bool) -> None:
                       right={0, 1}))
 
 
+class _UndoneWrite(TypedDict):
+    """One write in `rollback report` (an object of its --json output)."""
+
+    node: str
+    index: int
+    term: int
+    acknowledged: bool | None
+    time_ms: int | None
+    undone_at_ms: int
+    keys: list[str]
+    entry: str
+    file: str
+
+
 @rollback.command("report", context_settings=CONTEXT)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=DEFAULT_DATA_DIR, show_default=True,
@@ -837,7 +852,9 @@ def rollback_report(data_dir: Path, show_all: bool, as_json: bool) -> None:
         read_rollback_file,
     )
 
-    rows, out, problems = [], [], []
+    rows: list[list[str]] = []
+    out: list[_UndoneWrite] = []
+    problems: list[str] = []
     counts = {True: 0, False: 0, None: 0}
     for node_dir in _node_data_dirs(data_dir):
         for info in list_rollback_files(node_dir):
@@ -1102,7 +1119,7 @@ def member_list(cluster_addresses: str) -> None:
                    f"admin={_text(f.get('admin') or '-')}")
 
 
-def _member_fields(m: object) -> dict[str, object]:
+def _member_fields(m: dict | list) -> dict[str, object]:
     fields = dict(m) if isinstance(m, dict) else dict(zip(m[::2], m[1::2]))
     return {_text(k): v for k, v in fields.items()}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -212,7 +213,7 @@ class NodeSettings:
                               read_consistency=self.read_consistency)
 
 
-def default_cluster_id(peers: dict[str, Address]) -> str:
+def default_cluster_id(peers: Mapping[str, object]) -> str:
     digest = hashlib.sha256(",".join(sorted(peers)).encode()).hexdigest()[:12]
     return f"replikv-{digest}"
 
@@ -220,7 +221,7 @@ def default_cluster_id(peers: dict[str, Address]) -> str:
 _SIMPLE = {f.name for f in fields(NodeSettings)} - {"limits", "cluster_id_derived"}
 
 
-def load_settings(config_file: Path | None, overrides: dict[str, object]) -> NodeSettings:
+def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> NodeSettings:
     """Settings from `config_file` (TOML) with `overrides` (flags that were given) on top."""
     raw: dict[str, object] = {}
     if config_file is not None:

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO, TypeVar
 
 from replikv.local_cluster import free_base_port, stop_process_groups
 from replikv.playground import blocked_by_node, post_faults, request_restart, signal_node
@@ -53,6 +54,8 @@ STATUS_TIMEOUT_S = 0.5
 # Longer than any earlier scenario keeps a voter away (a few seconds), so the standby is
 # promoted only in its own scenario.
 AUTO_REPLACE_MS = 8000
+
+T = TypeVar("T")
 
 
 class DemoError(RuntimeError):
@@ -134,7 +137,7 @@ class Demo:
         self.quick = quick
         self.say = say
         self.up: subprocess.Popen | None = None
-        self._log = None
+        self._log: TextIO | None = None
         self.base = 0
         self.scenarios: list[Scenario] = []
         self.current: Scenario | None = None  # the scenario running now (for the live view)
@@ -192,7 +195,7 @@ class Demo:
         leader = self.leader()
         return None if leader is None else self.base + NODES.index(leader)
 
-    def wait(self, condition: Callable[[], object], timeout_s: float, what: str) -> object:
+    def wait(self, condition: Callable[[], T | None], timeout_s: float, what: str) -> T:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             value = condition()
@@ -224,9 +227,9 @@ class Demo:
                 if value == scenario.acknowledged[key]:
                     scenario.survived += 1
                     self.present[key] = value
-                elif where := next((f for data, f in saved if key in data), None):
+                elif saved_in := next((f for data, f in saved if key in data), None):
                     scenario.rolled_back += 1
-                    found_in.add(where)
+                    found_in.add(saved_in)
                 else:
                     scenario.lost += 1
         client.close()
@@ -260,7 +263,7 @@ class Demo:
         return 0.5 if self.quick else 2.0
 
     def kill_primary(self, s: Scenario) -> None:
-        old = self.leader()
+        old = self.wait(self.leader, 30.0, "a leader")
         signal_node(self.data_dir, old, "kill")
         new = self.wait(lambda: self.leader(tuple(n for n in NODES if n != old)), 30.0,
                         "new leader")
@@ -271,7 +274,7 @@ class Demo:
                   f"{old} following again")
 
     def partition_primary(self, s: Scenario) -> None:
-        old = self.leader()
+        old = self.wait(self.leader, 30.0, "a leader")
         others = [n for n in NODES if n != old]
         for node_id, blocked in blocked_by_node([[old], others]).items():
             post_faults(self.data_dir, node_id, "block=" + ",".join(blocked))
@@ -288,7 +291,7 @@ class Demo:
 
     def run_isolated(self, w: str) -> Scenario:
         """Cut the leader off, then write to it (and only it) at write concern `w`."""
-        old = self.leader()
+        old = self.wait(self.leader, 30.0, "a leader")
         port = self.base + NODES.index(old)
         others = [n for n in NODES if n != old]
         scenario = Scenario(f"isolated-w{w}", f"writes at w={w} to a leader cut off from the "
@@ -340,9 +343,12 @@ class Demo:
 
         def replaced() -> tuple[str, list[str], list[str]] | None:
             new_leader = self.leader()
-            st = new_leader and self.status(new_leader)
-            return (st and victim in st["standbys"] and victim not in st["voters"]
-                    and (new_leader, st["voters"], st["standbys"]))
+            if new_leader is None:
+                return None
+            st = self.status(new_leader)
+            if not st or victim not in st["standbys"] or victim in st["voters"]:
+                return None
+            return new_leader, st["voters"], st["standbys"]
 
         _, now_voters, _ = self.wait(replaced, AUTO_REPLACE_MS / 1000 + 30.0,
                                      f"a standby voting in place of {victim}")
@@ -561,6 +567,7 @@ def run_demo(*, quick: bool, keep: bool, say: Callable[[str], None],
         demo.stop()
         if view is not None:
             view.stop()
+        if live_display is not None:
             live_display.stop()
         if keep:
             say(f"kept {root}")

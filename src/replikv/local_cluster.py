@@ -378,6 +378,8 @@ class LocalCluster:
     def _pump_output(self, n: LocalNode, proc: subprocess.Popen) -> None:
         color = _COLORS[int(n.id[1:]) % len(_COLORS)] if sys.stdout.isatty() else None
         prefix = f"\x1b[{color}m{n.id:>3} |\x1b[0m " if color else f"{n.id:>3} | "
+        if proc.stdout is None:  # never: _start pipes it
+            return
         for raw in iter(proc.stdout.readline, b""):
             line = raw.decode(errors="replace").rstrip("\n")
             with self._print_lock:

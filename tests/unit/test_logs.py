@@ -8,7 +8,8 @@ import logging
 import pytest
 
 from replikv.config import ConfigError, load_settings
-from replikv.server.logs import JsonFormatter
+from replikv.server.logs import JsonFormatter, node_context
+from replikv.server.runtime import NodeServer
 
 FLAGS = {"id": "n1", "data_dir": "/tmp/x", "listen": "127.0.0.1:7001",
          "peer_listen": "127.0.0.1:7101", "peers": "n1=127.0.0.1:7101"}
@@ -47,3 +48,19 @@ def test_the_log_format_setting_is_checked():
     assert load_settings(None, {**FLAGS, "log_format": "json"}).log_format == "json"
     with pytest.raises(ConfigError, match="log_format: expected one of text, json"):
         load_settings(None, {**FLAGS, "log_format": "xml"})
+
+
+def test_the_node_context_is_empty_until_the_node_opens_its_storage(tmp_path):
+    # Log lines are written before the node core exists (while the cluster id is settled).
+    server = NodeServer(load_settings(None, {**FLAGS, "data_dir": tmp_path / "n1"}))
+    context = node_context(server)
+    assert context() == {}
+    server.open_storage()
+    try:
+        assert context() == {"role": "follower", "term": 0, "leader": None, "commit_index": 0,
+                             "applied_index": 0}
+    finally:
+        server.wal.close()
+        server.datadir.close()
+        server.snapshots.close()
+        server._disk.shutdown()

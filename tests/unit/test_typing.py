@@ -1,8 +1,11 @@
-"""The sans-I/O cores type-check (pyproject's [tool.mypy] list).
+"""The sans-I/O cores type-check (pyproject's [tool.mypy] list), and so does the whole package.
 
 mypyc compiles only modules that type-check, and a compiled module checks its declared types
 at run time; so a wrong annotation in a core is a crash in the compiled build
-(benchmarks/compiled.py), not just a comment out of date.
+(benchmarks/compiled.py), not just a comment out of date. The rest of src/replikv (the
+runtime, the simulator, the checker, the command line, ...) is checked with the same settings:
+there a wrong type is a bug mypy can point at before a run does (a value that may be None
+used as if it were set, an argument of the wrong kind).
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ def test_the_cores_type_check() -> None:
     result = _mypy()
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"no issues found in {len(_configured_files())} source files" in result.stdout
+
+
+def test_the_whole_package_type_checks() -> None:
+    # A path on the command line overrides the configured list: every module is checked.
+    result = _mypy("--config-file", str(ROOT / "pyproject.toml"), "src/replikv")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues found" in result.stdout
 
 
 def test_the_list_holds_the_cores_and_only_files_that_exist() -> None:

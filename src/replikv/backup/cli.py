@@ -264,7 +264,7 @@ def restore(backup_file: Path, data_dir: Path, node_id: str, peers: str,
         raise click.UsageError("give --cluster-id or --new-cluster-id, not both")
     if (archive_dir is None) != (until is None):
         raise click.UsageError("--archive and --until go together (point-in-time recovery)")
-    if archive_dir is not None:
+    if archive_dir is not None and until is not None:
         parent = Path(data_dir).resolve().parent  # the replay's scratch file stays on that disk
         parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".replikv-pitr-", dir=parent) as work:
@@ -312,10 +312,11 @@ def restore(backup_file: Path, data_dir: Path, node_id: str, peers: str,
             "node_command": node_command}, indent=2))
         return
     seconds = max(result.seconds, 1e-9)
+    keys = snap.key_count or 0  # always known for a snapshot just written
     click.echo(
         f"restored node {node_id} into {data_dir}"
         + (" (its old contents were replaced)" if result.replaced else "") + ":\n"
-        f"  state        index {snap.index:,} (term {snap.term}), {snap.key_count:,} keys, "
+        f"  state        index {snap.index:,} (term {snap.term}), {keys:,} keys, "
         f"from cluster {result.source_cluster_id}\n"
         f"  cluster id   {result.cluster_id}"
         + (" (the backup's)" if result.cluster_id == result.source_cluster_id else " (new)")
@@ -324,7 +325,7 @@ def restore(backup_file: Path, data_dir: Path, node_id: str, peers: str,
         f"  replication  {result.replication_mode}\n"
         f"  snapshot     {snap.path} ({snap.size_bytes:,} bytes; checksums"
         + (", state digest" if result.digest_checked else "") + " verified)\n"
-        f"  took         {result.seconds:.2f} s ({snap.key_count / seconds:,.0f} keys/s, "
+        f"  took         {result.seconds:.2f} s ({keys / seconds:,.0f} keys/s, "
         f"{snap.size_bytes / 1e6 / seconds:.1f} MB/s)\n"
         f"Start it (and every other member, restored the same way) with:\n  {node_command}")
 
@@ -392,7 +393,7 @@ def archive_info(directory: Path, as_json: bool) -> None:
     click.echo(f"  indexes  {cov.first_index:,} .. {cov.last_index:,}"
                + ("" if len(cov.runs) == 1 else
                   f" with gaps: {', '.join(f'{a}..{b}' for a, b in cov.runs)}"))
-    if cov.first_time_ms is not None:
+    if cov.first_time_ms is not None and cov.last_time_ms is not None:
         click.echo(f"  times    {format_time_ms(cov.first_time_ms)} .. "
                    f"{format_time_ms(cov.last_time_ms)}")
 

@@ -40,7 +40,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -134,7 +134,7 @@ class BackupFileSeed:
 # ---- the pure parts: the new cluster, the new manifest ----
 
 
-def parse_members(peers: dict[str, object]) -> dict[str, str]:
+def parse_members(peers: Mapping[str, object]) -> dict[str, str]:
     """Member id -> peer address ("host:port"), checked: ids must be valid member ids."""
     members = {}
     for member_id, address in peers.items():

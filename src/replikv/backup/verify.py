@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from replikv.backup import BackupError
+from replikv.invariants import InvariantViolation
 from replikv.raft.membership import Membership, MembershipError
 from replikv.sessions import SessionTable
 from replikv.state import RecordDigest
@@ -125,8 +126,22 @@ class CheckedRecords:
         self._hint = read_trailer_hint(path) if check_digest else None
         self._digest = RecordDigest(self._hint["key_count"]) if self._hint is not None else None
         self.sessions = 0
-        self.end: SnapshotInfo | None = None
-        self.trailer: dict | None = None
+        self._end: SnapshotInfo | None = None
+        self._trailer: dict | None = None
+
+    @property
+    def end(self) -> SnapshotInfo:
+        """What the snapshot's trailer says, once the records were iterated."""
+        if self._end is None:
+            raise InvariantViolation(f"{self.path}: its end is asked for before it was read")
+        return self._end
+
+    @property
+    def trailer(self) -> dict:
+        """The verified trailer, once `digest_checked()` has run."""
+        if self._trailer is None:
+            raise InvariantViolation(f"{self.path}: its trailer is asked for before it was read")
+        return self._trailer
 
     def __iter__(self) -> Iterator[tuple]:
         for event in iter_snapshot(self.path):
@@ -139,20 +154,20 @@ class CheckedRecords:
                 if event[1] == SESSIONS_SECTION:
                     self.sessions = check_sessions(self.path, event[2])
             else:
-                self.end = event[1]
+                self._end = event[1]
             yield event
-        if self.end is None:  # iter_snapshot raises rather than end without its trailer
+        if self._end is None:  # iter_snapshot raises rather than end without its trailer
             raise BackupError(f"{self.path}: the snapshot reader stopped before the trailer")
 
     def digest_checked(self) -> bool:
         """After the iteration: whether the recomputed state digest matched the recorded one
         (False: it could not be recomputed); BackupError if they differ."""
-        self.trailer = read_trailer_hint(self.path)  # the file is verified now: so is this
-        if self.trailer is None:
+        self._trailer = read_trailer_hint(self.path)  # the file is verified now: so is this
+        if self._trailer is None:
             raise BackupError(f"{self.path}: its trailer cannot be found again after "
                               "verification")
         return _check_digest(self.path, self.end,
-                             self._digest if self._hint == self.trailer else None)
+                             self._digest if self._hint == self._trailer else None)
 
 
 def inspect_backup(path: Path | str, *, check_digest: bool = True,

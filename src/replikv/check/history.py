@@ -31,6 +31,7 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 KINDS = ("get", "set", "cas", "del", "incr")
 OUTCOMES = ("ok", "fail", "unknown")
@@ -45,7 +46,7 @@ _ARGUMENTS = {
 }
 
 
-def _is_int(x: object) -> bool:
+def _is_int(x: object) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)
 
 

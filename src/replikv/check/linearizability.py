@@ -65,7 +65,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from replikv.check.history import Op
-from replikv.invariants import invariant
+from replikv.invariants import InvariantViolation, invariant
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
@@ -222,7 +222,7 @@ def _counter(value: bytes | str | None) -> int | None:
     """The integer incr sees in `value` (absent is 0), or None if incr would be refused."""
     if value is None:
         return 0
-    if value is UNREAD:
+    if isinstance(value, str):  # UNREAD, the only str
         return None
     if len(value) > 20 or _CANONICAL_INT.fullmatch(value) is None:
         return None
@@ -230,7 +230,15 @@ def _counter(value: bytes | str | None) -> int | None:
     return n if INT64_MIN <= n <= INT64_MAX else None
 
 
-def _apply(kind: int, arg: bytes | None, expected: bytes | None, value: bytes | None):
+def _return_ns(op: Op) -> int:
+    """A completed op's return time (Op refuses a completed op without one)."""
+    if op.return_ns is None:
+        raise InvariantViolation(f"a completed op has no return time: {op}")
+    return op.return_ns
+
+
+def _apply(kind: int, arg: bytes | str | None, expected: bytes | None,
+           value: bytes | str | None):
     """The effect of an operation whose reply is unknown: (changes the register, new value)."""
     if kind == _SET:
         return value != arg, arg
@@ -248,7 +256,7 @@ def _apply(kind: int, arg: bytes | None, expected: bytes | None, value: bytes | 
     return False, value  # get
 
 
-def _replies(kind: int, arg, expected, result, value: bytes | None):
+def _replies(kind: int, arg, expected, result, value: bytes | str | None):
     """Whether an operation that answered `result` could run on `value`: (legal, new value)."""
     if kind == _GET:
         return value == result, value
@@ -352,7 +360,7 @@ class _KeySearch:
         tail = 2 * m + 1
         order = sorted(
             [(op.call_ns, 0, 2 * i + 1) for i, op in enumerate(completed)]
-            + [(op.return_ns, 1, 2 * i + 2) for i, op in enumerate(completed)]
+            + [(_return_ns(op), 1, 2 * i + 2) for i, op in enumerate(completed)]
         )
         self.entry_ns = [0] * (tail + 1)
         self.nxt = [tail] * (tail + 1)
@@ -398,10 +406,10 @@ class _KeySearch:
             c for arg, c in self.set_class_of.items() if arg in self.cas_classes_of
         )
         self.integer_sets = sorted(
-            (n, c) for arg, c in self.set_class_of.items() if (n := _counter(arg)) is not None
+            (x, c) for arg, c in self.set_class_of.items() if (x := _counter(arg)) is not None
         )
         self.cas_expected_integers = sorted(
-            n for expected in self.cas_classes_of if (n := _counter(expected)) is not None
+            x for expected in self.cas_classes_of if (x := _counter(expected)) is not None
         )
 
     def run(self, deadline_s: float | None) -> bool | None:
@@ -638,12 +646,12 @@ class _KeySearch:
             i = e >> 1
             k, r = kind[i], result[i]
             if k == _GET:
-                target = r
+                target = r if isinstance(r, bytes) else None  # an ok get's: bytes or None
             elif k == _CAS:
                 target = expected[i]
                 if r is False:
                     # Illegal only on its expected value: once past it, it is legal again.
-                    if (n := _counter(target)) is not None:  # type: ignore[arg-type]
+                    if (n := _counter(target)) is not None:
                         wanted_integers.append(n + 1)
                     if value == target:
                         anything_else = True
@@ -712,9 +720,9 @@ class _KeySearch:
             if self.incr_class >= 0 and incrs_available:
                 # Sets of integers that a run of unknown incrs could carry to a wanted one.
                 sets = self.integer_sets
-                for target in wanted_integers:
-                    lo = bisect.bisect_left(sets, (target - incrs_available, -1))
-                    hi = bisect.bisect_left(sets, (target, -1))
+                for integer in wanted_integers:
+                    lo = bisect.bisect_left(sets, (integer - incrs_available, -1))
+                    hi = bisect.bisect_left(sets, (integer, -1))
                     classes.update(c for _, c in sets[lo:hi])
         for c in self.cas_classes_of.get(value, ()):  # type: ignore[arg-type]
             classes.add(c)
@@ -736,7 +744,7 @@ class _KeySearch:
         return chosen
 
     def _remember_best(
-        self, placed: int, value: bytes | None, return_entry: int, stack: list
+        self, placed: int, value: bytes | str | None, return_entry: int, stack: list
     ) -> None:
         self.best_placed = placed
         self.best_placed_ops = {frame[0] for frame in stack}

@@ -34,7 +34,8 @@ class AsyncReplikvConnection(aioredis.Connection):
         await super().disconnect(*args, **kwargs)
 
 
-class AsyncClient(ClientBase, AsyncCoreCommands):
+# redis-py's own async command mixins disagree on command_info's signature.
+class AsyncClient(ClientBase, AsyncCoreCommands):  # type: ignore[misc]
     """replikv.Client for asyncio: the same arguments and behaviour, with `await` on every
     command (`await client.incr("k")`), `await client.aclose()` and `async with`.
 
@@ -54,7 +55,8 @@ class AsyncClient(ClientBase, AsyncCoreCommands):
 
     def pipeline(self, transaction: bool = False, shard_hint: None = None) -> AsyncPipeline:
         refuse_transaction(transaction)
-        return AsyncPipeline(self)
+        # redis-py's command mixins declare an _event_dispatcher (CommandsProtocol) they never use.
+        return AsyncPipeline(self)  # type: ignore[abstract]
 
     async def aclose(self) -> None:
         await _disconnect(self._drop_members())
@@ -205,7 +207,8 @@ async def _disconnect(members: list[aioredis.Redis]) -> None:
         await member.connection_pool.disconnect()
 
 
-class AsyncPipeline(PipelineQueue, AsyncCoreCommands):
+# As AsyncClient's, and reset() empties the queue (see Pipeline), shadowing the RESET command.
+class AsyncPipeline(PipelineQueue, AsyncCoreCommands):  # type: ignore[misc]
     """replikv.client.sync.Pipeline for AsyncClient: queue with the usual methods (no await),
     then `await pipe.execute()`."""
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import redis
 from redis.commands import CoreCommands
@@ -89,7 +89,8 @@ class Client(ClientBase, CoreCommands):
     def pipeline(self, transaction: bool = False, shard_hint: None = None) -> Pipeline:
         """Queue commands and run them with execute(); see Pipeline for what it does."""
         refuse_transaction(transaction)
-        return Pipeline(self)
+        # redis-py's command mixins declare an _event_dispatcher (CommandsProtocol) they never use.
+        return Pipeline(self)  # type: ignore[abstract]
 
     def close(self) -> None:
         """Close every connection. The client can be used again (it reconnects)."""
@@ -145,7 +146,8 @@ class Client(ClientBase, CoreCommands):
         If anything but an error reply interrupts its use, it is closed: replies may still
         be on their way and would answer the next command."""
         try:
-            conn = member.connection_pool.get_connection()
+            # The pool makes ReplikvConnections (connection_class); redis-py types it by the base.
+            conn = cast(ReplikvConnection, member.connection_pool.get_connection())
         except (RedisError, OSError) as e:
             raise NotSent(e) from e
         try:
@@ -247,7 +249,8 @@ def _disconnect(members: list[redis.Redis]) -> None:
         member.connection_pool.disconnect()
 
 
-class Pipeline(PipelineQueue, CoreCommands):
+# reset() empties the queue, as redis-py's Pipeline.reset does, and so shadows the RESET command.
+class Pipeline(PipelineQueue, CoreCommands):  # type: ignore[misc]
     """Commands queued with the usual methods (`pipe.set(...)`, `pipe.get(...)`) and run by
     `execute()`, which returns their results in order.
 

@@ -48,9 +48,9 @@ class JsonFormatter(logging.Formatter):
 def node_context(server: NodeServer) -> Callable[[], dict]:
     """The node's role, term and indexes now, for JsonFormatter (empty before it has a core)."""
     def context() -> dict:
-        node = server.node
-        if node is None:
+        if not server.is_open:
             return {}
+        node = server.node
         raft = node.raft
         return {"role": raft.role.value, "term": raft.term, "leader": raft.leader_id,
                 "commit_index": raft.commit_index, "applied_index": node.applied_index}

@@ -65,7 +65,7 @@ class FrameSplitter:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray) -> list[bytes]:
         if self._buf:
             self._buf += data
             data = self._buf
@@ -184,8 +184,8 @@ class _OutboundLink:
                                            return_when=asyncio.FIRST_COMPLETED)
                         if not drained.done():
                             drained.cancel()
-                        elif drained.exception() is not None:
-                            raise drained.exception()
+                        elif (error := drained.exception()) is not None:
+                            raise error
                         continue
                     if self.queue:
                         self._flush()

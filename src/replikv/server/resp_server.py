@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from replikv.commands import lookup
 from replikv.node import is_admin_command
@@ -49,6 +49,7 @@ from replikv.server.local_commands import (
 )
 
 if TYPE_CHECKING:
+    from replikv.concerns import RequestOptions
     from replikv.server.runtime import NodeServer
 
 log = logging.getLogger("replikv.clients")
@@ -64,15 +65,13 @@ def large_reply_copy(value: object) -> list | None:
     LARGE_REPLY_ITEMS items, at the top or in one of a short array's items, as in SCAN's
     [cursor, keys]); None to encode it here. Containers are copied (C-level list()), their
     leaves are immutable bytes and numbers."""
-    kind = type(value)
-    if kind is not list and kind is not tuple:
+    if type(value) is not list and type(value) is not tuple:
         return None
-    if len(value) > LARGE_REPLY_ITEMS:  # type: ignore[arg-type]
-        return list(value)  # type: ignore[call-overload]
+    if len(value) > LARGE_REPLY_ITEMS:
+        return list(value)
     if len(value) <= 16 and any(type(item) in (list, tuple) and len(item) > LARGE_REPLY_ITEMS
-                                for item in value):  # type: ignore[attr-defined]
-        return [list(item) if type(item) in (list, tuple) else item
-                for item in value]  # type: ignore[attr-defined]
+                                for item in value):
+        return [list(item) if type(item) in (list, tuple) else item for item in value]
     return None
 
 
@@ -105,19 +104,21 @@ class ClientConnection(asyncio.Protocol):
         self.inflight = 0
         self.inflight_kind: str | None = None
         self.held: list[bytes] | None = None  # a parsed command waiting for in-flight ones
-        self.held_options = None  # the REPLIKV WITH options of the held command, if any
+        # The REPLIKV WITH options of the held command, if any.
+        self.held_options: RequestOptions | None = None
         self.reading_paused = False
         self.writing_paused = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
+        # A stream server's transport; asyncio.Protocol's signature names only the base class.
+        self.transport = stream = cast(asyncio.Transport, transport)
+        peer = stream.get_extra_info("peername")
         self.state.addr = f"{peer[0]}:{peer[1]}" if peer else "?"
         if not self.server.register_client(self):
-            transport.write(b"-ERR max number of clients reached\r\n")
-            transport.close()
+            stream.write(b"-ERR max number of clients reached\r\n")
+            stream.close()
             self.closed = True
 
     def connection_lost(self, exc: Exception | None) -> None:

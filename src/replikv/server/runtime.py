@@ -34,6 +34,7 @@ from typing import Any
 from replikv import __version__
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
 from replikv.config import NodeSettings, parse_address
+from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, decode_address_book
 from replikv.raft.core import RaftConfig, RaftCore, Ready, Role
 from replikv.raft.membership import Membership
@@ -120,16 +121,57 @@ class NodeServer(NodeView):
         self.gc_stats = process_gc_stats()
         self.metrics = NodeMetrics(self)
         self.events: deque[dict] = deque(maxlen=EVENTS_KEPT)
-        self.datadir: DataDir | None = None
-        self.wal: WriteAheadLog | None = None
-        self.node: NodeCore | None = None
-        self.transport: PeerTransport | None = None
+        # Set by open_storage() (the first four) and run() (the transport); read them through
+        # the properties below.
+        self._datadir: DataDir | None = None
+        self._wal: WriteAheadLog | None = None
+        self._node: NodeCore | None = None
+        self._snapshots: SnapshotRuntime | None = None
+        self._transport: PeerTransport | None = None
         self.admin: AdminServer | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self._fatal: BaseException | None = None
         self._last_seen_role: tuple | None = None
-        self.snapshots: SnapshotRuntime | None = None
         self._membership_seen: Membership | None = None
+
+    # -- what open_storage() and run() create ----------------------------------------------------
+    # Nothing that uses these runs before they are set: open_storage() and run() create them
+    # before any task, connection or admin request starts. A use before that is our bug.
+
+    @property
+    def is_open(self) -> bool:
+        """Whether open_storage() has run (for what may be asked earlier: the log context)."""
+        return self._node is not None
+
+    @property
+    def datadir(self) -> DataDir:
+        if self._datadir is None:
+            raise InvariantViolation("the data dir is used before open_storage()")
+        return self._datadir
+
+    @property
+    def wal(self) -> WriteAheadLog:
+        if self._wal is None:
+            raise InvariantViolation("the log is used before open_storage()")
+        return self._wal
+
+    @property
+    def node(self) -> NodeCore:
+        if self._node is None:
+            raise InvariantViolation("the node core is used before open_storage()")
+        return self._node
+
+    @property
+    def snapshots(self) -> SnapshotRuntime:
+        if self._snapshots is None:
+            raise InvariantViolation("the snapshots are used before open_storage()")
+        return self._snapshots
+
+    @property
+    def transport(self) -> PeerTransport:
+        if self._transport is None:
+            raise InvariantViolation("the peer transport is used before run()")
+        return self._transport
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -166,15 +208,15 @@ class NodeServer(NodeView):
     def open_storage(self) -> None:
         """Lock the data dir and recover the log and hard state (raises on corruption)."""
         s = self.settings
-        self.datadir = DataDir.open(s.data_dir, node_id=s.id, cluster_id=s.cluster_id,
-                                    replication=s.replication)
+        self._datadir = DataDir.open(s.data_dir, node_id=s.id, cluster_id=s.cluster_id,
+                                     replication=s.replication)
         hard_state = load_hard_state(self.datadir.hard_state_path)
         store = SnapshotStore(snapshot_dir(self.datadir.path), fsync=s.fsync != "never")
         loaded = load_latest(store)
-        self.wal, records = WriteAheadLog.open(self.datadir.wal_dir,
-                                               segment_bytes=s.limits.wal_segment_bytes,
-                                               archive_dir=s.archive_dir,
-                                               preallocate_bytes=s.limits.wal_preallocate_bytes)
+        self._wal, records = WriteAheadLog.open(self.datadir.wal_dir,
+                                                segment_bytes=s.limits.wal_segment_bytes,
+                                                archive_dir=s.archive_dir,
+                                                preallocate_bytes=s.limits.wal_preallocate_bytes)
         entries = [Entry(i, t, d) for i, t, d in records]
         offset = entries[0].index - 1 if entries else 0
         state, time_ms, meta, size = KVState(), 0, None, 0
@@ -193,22 +235,22 @@ class NodeServer(NodeView):
             hard_state=hard_state, entries=entries,
             rng=random.Random(int.from_bytes(os.urandom(8), "big")),
             log_offset=offset if meta is None else 0, snapshot=meta, snapshot_size=size)
-        self.node = NodeCore(NodeConfig(node_id=s.id, tick_ms=s.tick_ms,
-                                        request_timeout_ms=s.request_timeout_ms,
-                                        replication=s.replication, limits=s.limits,
-                                        snapshot_entries=s.snapshot_entries,
-                                        snapshot_keep_entries=s.snapshot_keep_entries,
-                                        snapshot_keep_bytes=s.snapshot_keep_bytes,
-                                        snapshot_log_bytes=s.snapshot_log_bytes,
-                                        snapshot_log_ratio=s.snapshot_log_ratio,
-                                        snapshot_log_min_bytes=s.snapshot_log_min_bytes,
-                                        auto_replace_after_ms=s.auto_replace_after_ms),
-                             raft, state,
-                             rng=random.Random(int.from_bytes(os.urandom(8), "big")))
+        self._node = NodeCore(NodeConfig(node_id=s.id, tick_ms=s.tick_ms,
+                                         request_timeout_ms=s.request_timeout_ms,
+                                         replication=s.replication, limits=s.limits,
+                                         snapshot_entries=s.snapshot_entries,
+                                         snapshot_keep_entries=s.snapshot_keep_entries,
+                                         snapshot_keep_bytes=s.snapshot_keep_bytes,
+                                         snapshot_log_bytes=s.snapshot_log_bytes,
+                                         snapshot_log_ratio=s.snapshot_log_ratio,
+                                         snapshot_log_min_bytes=s.snapshot_log_min_bytes,
+                                         auto_replace_after_ms=s.auto_replace_after_ms),
+                              raft, state,
+                              rng=random.Random(int.from_bytes(os.urandom(8), "big")))
         self.node.state_time_ms = time_ms
         if loaded is not None:
             self.node.sessions = sessions
-        self.snapshots = SnapshotRuntime(self, store)
+        self._snapshots = SnapshotRuntime(self, store)
         log.info("recovered %d log entries (last index %d), term %d, voted for %s",
                  len(entries), raft.log.last_index, raft.term, raft.voted_for or "nobody")
 
@@ -287,9 +329,9 @@ class NodeServer(NodeView):
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT or stop(); then shut down cleanly."""
         loop = asyncio.get_running_loop()
-        self._wakeup = asyncio.Event()
+        self._wakeup = wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
-        if self.node is None:
+        if not self.is_open:
             await self.resolve_cluster_id()
             self.open_storage()
         s = self.settings
@@ -301,9 +343,9 @@ class NodeServer(NodeView):
         advertised = {"client": str(s.listen)}
         if s.admin is not None:
             advertised["admin"] = str(s.admin)
-        self.transport = PeerTransport(node_id=s.id, cluster_id=s.cluster_id, peers=s.peers,
-                                       limits=s.limits, on_message=self._on_peer_message,
-                                       advertised=advertised)
+        self._transport = PeerTransport(node_id=s.id, cluster_id=s.cluster_id, peers=s.peers,
+                                        limits=s.limits, on_message=self._on_peer_message,
+                                        advertised=advertised)
         await self.transport.start(s.peer_listen)
         client_server = await loop.create_server(lambda: ClientConnection(self), s.listen.host,
                                                  s.listen.port, reuse_address=True)
@@ -312,7 +354,7 @@ class NodeServer(NodeView):
             self.admin = AdminServer(self)
             await self.admin.start(s.admin)
         self._update_peers()
-        tasks = [asyncio.create_task(self._ready_loop(), name="ready-loop"),
+        tasks = [asyncio.create_task(self._ready_loop(wakeup), name="ready-loop"),
                  asyncio.create_task(self._tick_loop(), name="ticker"),
                  asyncio.create_task(self.snapshots.run(), name="snapshots")]
         if s.backup_every_ms:
@@ -357,16 +399,16 @@ class NodeServer(NodeView):
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.transport is not None:
-            await self.transport.close()
+        if self._transport is not None:
+            await self._transport.close()
         self._disk.shutdown(wait=True)
         self._reply_encoder.shutdown(wait=False, cancel_futures=True)
-        if self.snapshots is not None:
-            self.snapshots.close()
-        if self.wal is not None:
-            self.wal.close()
-        if self.datadir is not None:
-            self.datadir.close()
+        if self._snapshots is not None:
+            self._snapshots.close()
+        if self._wal is not None:
+            self._wal.close()
+        if self._datadir is not None:
+            self._datadir.close()
 
     # -- events into the core -----------------------------------------------------------------
 
@@ -376,7 +418,7 @@ class NodeServer(NodeView):
         req_id = self._next_req_id
         self._reply_targets[req_id] = conn
         self.node.submit(req_id, argv, now_ms(), options, conn.state.client_id)
-        self._wakeup.set()
+        self.wake()
         return req_id
 
     async def run_admin(self, argv: list[bytes]) -> object:
@@ -397,12 +439,12 @@ class NodeServer(NodeView):
         return await done
 
     def end_session(self, client_id: int) -> None:
-        if self.node is not None:
-            self.node.end_session(client_id)
+        if self._node is not None:
+            self._node.end_session(client_id)
 
     def _on_peer_message(self, src: str, message: object) -> None:
         self.node.step(src, message, now_ms())
-        self._wakeup.set()
+        self.wake()
 
     async def _tick_loop(self) -> None:
         """Tick on the monotonic clock. After a stall (SIGSTOP, a long fsync or GC) the core
@@ -423,7 +465,7 @@ class NodeServer(NodeView):
                 self._loop_stalled(late_ms)
             self.node.tick(now_ms(), due - done)
             done = due
-            self._wakeup.set()
+            self.wake()
 
     def _loop_stalled(self, stall_ms: int) -> None:
         """The loop was held for `stall_ms` (within a tick): followers may have started an
@@ -439,12 +481,12 @@ class NodeServer(NodeView):
 
     # -- the Ready loop -----------------------------------------------------------------------
 
-    async def _ready_loop(self) -> None:
+    async def _ready_loop(self, wakeup: asyncio.Event) -> None:
         node = self.node
         send = self.transport.send
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
+            await wakeup.wait()
+            wakeup.clear()
             while node.has_ready():
                 started = time.perf_counter()
                 rd: NodeReady = node.ready()
@@ -486,7 +528,7 @@ class NodeServer(NodeView):
         book = decode_address_book(self.node.raft.membership.context)
         for peer_id, address in self.settings.peers.items():
             book.setdefault(peer_id, {}).setdefault("peer", str(address))
-        for peer_id, info in self.transport.peer_info.items() if self.transport else ():
+        for peer_id, info in self._transport.peer_info.items() if self._transport else ():
             for key, value in info.items():
                 book.setdefault(peer_id, {}).setdefault(key, value)
         book.setdefault(self.node_id, {}).update(
@@ -504,7 +546,7 @@ class NodeServer(NodeView):
                               f"{', '.join(membership.voters)}; standbys "
                               f"{', '.join(membership.learners) or 'none'}")
         self._membership_seen = membership
-        if self.transport is None:
+        if self._transport is None:
             return
         book = decode_address_book(membership.context)
         for member in membership.members:
@@ -539,7 +581,7 @@ class NodeServer(NodeView):
 
     def record_event(self, kind: str, text: str) -> None:
         """One line of the node's timeline (GET /events; the dashboard merges every node's)."""
-        raft = self.node.raft if self.node else None
+        raft = self._node.raft if self._node else None
         self.events.append({"t_ms": int(time.time() * 1000), "kind": kind,
                             "term": raft.term if raft else 0,
                             "leader": raft.leader_id if raft else None,
@@ -722,7 +764,7 @@ class NodeServer(NodeView):
             # cost reaches the threshold (0: the rule is off).
             "log_since_snapshot": {"cost_bytes": node.log_cost_since_snapshot(),
                                    "snapshot_due_at_bytes": node.growth_threshold()},
-            "archive": self.wal.archive_status() if self.wal is not None else None,
+            "archive": self.wal.archive_status(),
             **({"scheduled_backups": {
                 "dir": str(self.settings.backup_dir), "written": self.snapshots.scheduled_backups,
                 "failed": self.snapshots.scheduled_failures,
@@ -743,7 +785,7 @@ class NodeServer(NodeView):
 
     def fault_status(self) -> dict:
         """Injected faults (the playground): who is cut off, the added delay, what was lost."""
-        t = self.transport
+        t = self._transport
         if t is None:
             return {"blocked": [], "delay_ms": 0, "dropped": 0}
         return {"blocked": sorted(t.blocked), "delay_ms": round(t.delay_s * 1000),
@@ -864,7 +906,7 @@ def run_node(settings: NodeSettings) -> None:
     try:
         import uvloop  # a faster event loop; asyncio's own works too
     except ImportError:  # pragma: no cover
-        uvloop = None
+        uvloop = None  # type: ignore[assignment]  # mypy cannot type an optional import
     server = NodeServer(settings)
     attach_node(server)
     asyncio.run(server.resolve_cluster_id())

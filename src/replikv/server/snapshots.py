@@ -35,11 +35,12 @@ import ctypes.util
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+from replikv.invariants import InvariantViolation
 from replikv.raft.core import SnapshotMeta
 from replikv.raft.membership import Membership, MembershipError
 from replikv.raft.messages import InstallSnapshot
@@ -261,6 +262,9 @@ class SnapshotRuntime:
         newest backup_keep. Followers skip their turn; a failure is logged and retried at the
         next interval, never fatal."""
         s = self.server.settings
+        backup_dir = s.backup_dir
+        if backup_dir is None:  # NodeSettings refuses backup_every without it
+            raise InvariantViolation("scheduled backups without a backup_dir")
         loop = asyncio.get_running_loop()
         interval = s.backup_every_ms / 1000
         while True:
@@ -274,11 +278,11 @@ class SnapshotRuntime:
                 log.error("scheduled backup failed: %s", e)
                 continue
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            dest = Path(s.backup_dir) / (f"backup-{stamp}-i{source.info.index}-"
-                                         f"t{source.info.term}.rkvsnap")
+            dest = backup_dir / (f"backup-{stamp}-i{source.info.index}-"
+                                 f"t{source.info.term}.rkvsnap")
             try:
                 await loop.run_in_executor(None, self._write_scheduled, source, dest)
-                removed = await loop.run_in_executor(None, self._prune_backups)
+                removed = await loop.run_in_executor(None, self._prune_backups, backup_dir)
             except Exception as e:  # noqa: BLE001 - logged, retried at the next interval
                 self.scheduled_failures += 1
                 log.error("scheduled backup to %s failed: %s", dest, e)
@@ -308,10 +312,10 @@ class SnapshotRuntime:
 
         write_backup_file(read, source.size_bytes, dest, verify=verify_in_child)
 
-    def _prune_backups(self) -> int:
-        s = self.server.settings
-        backups = sorted(Path(s.backup_dir).glob("backup-*.rkvsnap"))
-        old = backups[:-s.backup_keep] if len(backups) > s.backup_keep else []
+    def _prune_backups(self, backup_dir: Path) -> int:
+        keep = self.server.settings.backup_keep
+        backups = sorted(backup_dir.glob("backup-*.rkvsnap"))
+        old = backups[:-keep] if len(backups) > keep else []
         for path in old:
             path.unlink(missing_ok=True)
         return len(old)
@@ -489,7 +493,8 @@ class SnapshotRuntime:
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-_malloc_trim = None
+# None until looked up; False where there is no glibc.
+_malloc_trim: Callable[[int], object] | Literal[False] | None = None
 
 
 def release_free_memory() -> int:

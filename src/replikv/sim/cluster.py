@@ -28,12 +28,14 @@ import heapq
 import random
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import msgpack
 
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
+from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, RolledBack, SnapshotJob
 from replikv.raft.core import RaftConfig, RaftCore, Role, SnapshotMeta
 from replikv.raft.membership import Membership
@@ -74,7 +76,7 @@ class SimDisk:
     receiving: tuple[int, int, bytearray] | None = None
 
     def write(self, entries: list[Entry], hard_state: HardState | None,
-              rolled_back: list[RolledBack] = ()) -> None:
+              rolled_back: Sequence[RolledBack] = ()) -> None:
         # The runtime writes the rollback file first, in the same disk job as the entries.
         self.rolled_back.extend(rolled_back)
         if entries:
@@ -113,7 +115,7 @@ class DriverOptions:
 @dataclass(slots=True)
 class SimNode:
     id: str
-    core: NodeCore | None = None
+    _core: NodeCore | None = None  # None while crashed
     disk: SimDisk = field(default_factory=SimDisk)
     up: bool = True
     incarnation: int = 0
@@ -128,6 +130,13 @@ class SimNode:
     leader_commit: int = 0  # its commit index when on_leader last heard of it
     commit_checked: int = 0
     digest_checked: int = 0
+
+    @property
+    def core(self) -> NodeCore:
+        # The driver touches only the cores of nodes that are up; a crashed node has none.
+        if self._core is None:
+            raise InvariantViolation(f"the core of crashed node {self.id} is used")
+        return self._core
 
 
 class SimCluster:
@@ -181,7 +190,7 @@ class SimCluster:
         self.faults_injected = 0
         # Invariant state.
         self.leader_of_term: dict[int, str] = {}
-        self.committed: list[tuple[int, bytes]] = []  # (term, crc of data) by index - 1
+        self.committed: list[tuple[int, int]] = []  # (term, crc of data) by index - 1
         # By index - 1: the term of the node that first counted the entry as committed, which is
         # the term it was committed in, or later if no node noticed at once.
         self.committed_in: list[int] = []
@@ -261,14 +270,14 @@ class SimCluster:
                         rng=random.Random(self.rng.getrandbits(64)), snapshot=meta,
                         snapshot_size=len(snap.blob) if snap else 0,
                         log_offset=disk.offset if meta is None else 0)
-        node.core = NodeCore(NodeConfig(node_id=node.id,
-                                        request_timeout_ms=self.request_timeout_ms,
-                                        replication=self.replication,
-                                        snapshot_entries=self.snapshot_entries,
-                                        snapshot_keep_entries=self.snapshot_keep_entries,
-                                        snapshot_log_ratio=self.snapshot_log_ratio,
-                                        auto_replace_after_ms=self.auto_replace_after_ms),
-                             raft, state, rng=random.Random(self.rng.getrandbits(64)))
+        node._core = NodeCore(NodeConfig(node_id=node.id,
+                                         request_timeout_ms=self.request_timeout_ms,
+                                         replication=self.replication,
+                                         snapshot_entries=self.snapshot_entries,
+                                         snapshot_keep_entries=self.snapshot_keep_entries,
+                                         snapshot_log_ratio=self.snapshot_log_ratio,
+                                         auto_replace_after_ms=self.auto_replace_after_ms),
+                              raft, state, rng=random.Random(self.rng.getrandbits(64)))
         node.core.state_time_ms = time_ms
         node.core.sessions = sessions
         node.up, node.paused, node.persisting, node.held = True, False, None, []
@@ -295,8 +304,8 @@ class SimCluster:
         while node.persisting is None and core.has_ready():
             rd = core.ready()
             if core.raft.role is Role.LEADER and self.on_leader is not None:
-                self._leader_event(node)
-                if node.core is not core:
+                self._leader_event(node, self.on_leader)
+                if node._core is not core:
                     return  # crashed there: nothing of this batch happened
             self._check_ready(node, rd)
             for req_id, value in rd.replies:
@@ -319,9 +328,9 @@ class SimCluster:
                 self.schedule(self.now_ms + latency, ("persisted", node.id, node.incarnation))
                 return
             self._finish_ready(node, rd)
-            if node.core is not core:
+            if node._core is not core:
                 return
-        if node.core is core and node.persisting is None:
+        if node._core is core and node.persisting is None:
             self._pump_snapshot(node)
 
     def _pump_snapshot(self, node: SimNode) -> None:
@@ -394,17 +403,19 @@ class SimCluster:
                 self.snapshots_installed += 1
                 self._note(f"{node.id} INSTALLED snapshot at {index}")
 
-    def _leader_event(self, node: SimNode) -> None:
+    def _leader_event(self, node: SimNode, on_leader: Callable[[str, str], None]) -> None:
         raft = node.core.raft
         if node.elected_in != raft.term:
             node.elected_in, node.leader_commit = raft.term, raft.commit_index
-            self.on_leader(node.id, "elected")
+            on_leader(node.id, "elected")
         elif raft.commit_index > node.leader_commit:
             node.leader_commit = raft.commit_index
-            self.on_leader(node.id, "committed")
+            on_leader(node.id, "committed")
 
     def _persisted(self, node: SimNode) -> None:
         rd = node.persisting
+        if rd is None:
+            self._violation(f"{node.id}: a write completed that was never started")
         node.persisting = None
         node.disk.write(rd.raft.entries, rd.raft.hard_state, rd.rolled_back)
         self._finish_ready(node, rd)
@@ -449,7 +460,7 @@ class SimCluster:
             node.disk.write([], node.persisting.raft.hard_state)
         node.up = False
         node.persisting = None
-        node.core = None
+        node._core = None
         node.incarnation += 1
 
     def restart(self, node_id: str) -> None:
@@ -532,7 +543,7 @@ class SimCluster:
 
     # -- invariants -------------------------------------------------------------------------------
 
-    def _violation(self, message: str) -> None:
+    def _violation(self, message: str) -> NoReturn:
         raise SimViolation(f"t={self.now_ms - START_MS}ms: {message}", list(self.trace))
 
     def _note(self, text: str) -> None:

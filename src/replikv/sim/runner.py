@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import msgpack
 
@@ -73,6 +74,15 @@ class SeedResult:
     auto_replacements: int = 0
 
 
+class _SnapshotSettings(TypedDict, total=False):
+    """The snapshot arguments of SimCluster a seed sets (the others keep their defaults)."""
+
+    snapshot_entries: int
+    snapshot_keep_entries: int
+    snapshot_chunk_bytes: int
+    snapshot_log_ratio: float
+
+
 def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
     config = config or SimConfig()
     started = time.perf_counter()
@@ -91,7 +101,7 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
     voters = tuple(f"n{i + 1}" for i in range(config.nodes))
     ids = voters + ((f"n{config.nodes + 1}",) if membership else ())
     auto_replace_ms = extra.choice((0, 1000)) if membership else 0
-    snapshot_settings = {}
+    snapshot_settings: _SnapshotSettings = {}
     if snapshots:
         snapshot_settings = {"snapshot_entries": extra.choice((5, 20, 60)),
                              "snapshot_keep_entries": extra.choice((0, 3, 30)),
@@ -159,7 +169,7 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
     result.snapshots_taken = cluster.snapshots_taken
     result.snapshots_installed = cluster.snapshots_installed
     result.auto_replacements = sum(n.core.auto_replacements for n in cluster.nodes.values()
-                                   if n.core is not None)
+                                   if n.up)
     result.membership_changes = sum(1 for d in cluster.committed_data if is_config_entry(d))
     result.wall_s = time.perf_counter() - started
     return result
@@ -185,8 +195,11 @@ def _check_liveness(cluster: SimCluster) -> None:
                 req = 10**9 + attempt * 100 + i
                 cluster.submit(node_id, req, [b"SET", b"liveness", f"{attempt}".encode()])
                 pending[(node_id, req)] = node_id
-            cluster.run_until(min(deadline, cluster.now_ms + 3000),
-                              stop=lambda pending=pending: all(k in replies for k in pending))
+
+            def replied(pending: dict[tuple[str, int], str] = pending) -> bool:
+                return all(k in replies for k in pending)
+
+            cluster.run_until(min(deadline, cluster.now_ms + 3000), stop=replied)
             if all(k in replies and not isinstance(replies[k], ErrorReply) for k in pending):
                 return
             if cluster.now_ms >= deadline:
@@ -385,7 +398,7 @@ class _MembershipNemesis:
         c, rng = self.cluster, self.rng
         m = c.latest_membership()
         outsiders = [i for i in c.ids if i not in m.members]
-        options = [("switchover", None)]
+        options = [("switchover", "")]  # its target, if any, is picked below
         options += [("add", i) for i in outsiders]
         options += [("promote", i) for i in m.learners]
         options += [("demote", i) for i in m.voters if len(m.voters) > 2]

@@ -191,7 +191,7 @@ class Workload:
         incarnation, bound_ms, sent_ms = self._session_reads.pop((node_id, req_id))
         node = self.cluster.nodes[node_id]
         if incarnation == node.incarnation and not isinstance(value, ErrorReply):
-            seen = int(value) if value is not None else 0
+            seen = int(value) if isinstance(value, bytes) else 0  # GET: bytes or None
             floor = self._floors.get(node_id, 0)
             if seen < floor:
                 self.unexpected.append(f"monotonic reads: a session on {node_id} read {seen} "
@@ -286,22 +286,24 @@ class Workload:
                                        f"{node}: unexpected error {value.message!r}")
                 self._complete(call, "fail", None)
             return
+        # SET and CAS always carry a value: the `is not None` tests only tell the type checker.
         if call.kind == "get":
             result = value
-            if value is not None:
+            if isinstance(value, bytes):  # GET: bytes or None
                 self._seen[call.key] = value
         elif call.kind == "cas":
             result = value == Status("OK")
-            if result:
+            if result and call.value is not None:
                 self._seen[call.key] = call.value
         elif call.kind == "set":
             result = None
-            self._seen[call.key] = call.value
+            if call.value is not None:
+                self._seen[call.key] = call.value
         else:
             result = value
         if call.options.w == "1" and call.kind != "get":
             # Acknowledged once durable on the leader only: a failover may undo it.
-            if call.kind == "set" or (call.kind == "cas" and result):
+            if call.value is not None and (call.kind == "set" or (call.kind == "cas" and result)):
                 self.acked_w1.append(call.value)
             self._complete(call, "unknown", None)
             return

@@ -23,6 +23,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 import msgpack
 
@@ -270,7 +271,16 @@ def _name_wall_time_ms(name: re.Match[str] | None) -> int | None:
 # -- showing log entries ---------------------------------------------------------------------
 
 
-def describe_entry(data: bytes, *, max_arg_bytes: int | None = None) -> dict[str, object]:
+class EntryDescription(TypedDict):
+    """What `describe_entry` says of a log entry."""
+
+    kind: str
+    time_ms: int | None
+    text: str
+    seed: NotRequired[int]
+
+
+def describe_entry(data: bytes, *, max_arg_bytes: int | None = None) -> EntryDescription:
     """What a log entry does, for people: {"kind", "time_ms", "text"} (plus "seed" for a
     command that carries one). `kind` is "command", "expire", "effects", "noop" or "unknown";
     `text` reads like a redis-cli line, `SET "k" "v"`, with unprintable bytes escaped.
@@ -303,7 +313,7 @@ def describe_entry(data: bytes, *, max_arg_bytes: int | None = None) -> dict[str
     return described
 
 
-def _describe_known(decoded: list, max_arg_bytes: int | None) -> dict[str, object] | None:
+def _describe_known(decoded: list, max_arg_bytes: int | None) -> EntryDescription | None:
     kind, time_ms, payload = decoded[0], decoded[1], decoded[2]
     if kind == ENTRY_COMMAND:
         argv = _as_bytes_list(payload)
@@ -312,7 +322,7 @@ def _describe_known(decoded: list, max_arg_bytes: int | None) -> dict[str, objec
         name = argv[0]
         words = [name.decode().upper() if _WORD.match(name) else _quote(name, max_arg_bytes)]
         words += [_quote(a, max_arg_bytes) for a in argv[1:]]
-        out: dict[str, object] = {"kind": "command", "time_ms": time_ms, "text": " ".join(words)}
+        out: EntryDescription = {"kind": "command", "time_ms": time_ms, "text": " ".join(words)}
         if len(decoded) >= 4 and decoded[3] is not None:
             out["seed"] = decoded[3]
         return out

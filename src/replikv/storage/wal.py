@@ -83,7 +83,7 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -749,7 +749,7 @@ class WriteAheadLog:
                 "pending": archiver.pending, "errors": archiver.errors,
                 "last_error": archiver.last_error}
 
-    def append(self, entries: list[Entry]) -> None:
+    def append(self, entries: Sequence[Entry]) -> None:
         """Write one batch as one record. Not durable until `sync()` returns.
 
         A batch starting at or below `last_index` replaces the log from its first index on.
