@@ -85,7 +85,7 @@ from replikv.state import KVState, Undo
 
 REPLICATION_MODES = ("passive", "active")
 # Writes whose outcome depends on a random draw: the leader fixes the seed inside the entry.
-RANDOM_WRITES = frozenset({b"spop"})
+RANDOM_WRITES = frozenset({b"spop", b"exec"})  # exec: a transaction may hold an SPOP
 RECENT_FORWARDS_MAX = 100_000
 COMMIT_MARKS_MAX = 1024
 PROPOSE_TIMES_MAX = 100_000

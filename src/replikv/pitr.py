@@ -46,9 +46,11 @@ from pathlib import Path
 import msgpack
 
 from replikv.backup import BackupError
+from replikv.commands.transactions import split_exec
 from replikv.entries import ENTRY_COMMAND, ENTRY_EFFECTS, ENTRY_EXPIRE, apply_entry, entry_time_ms
 from replikv.invariants import InvariantViolation, invariant
 from replikv.raft.membership import Membership, MembershipError, is_config_entry
+from replikv.replies import CommandError
 from replikv.server.snapshots import BATCH_ITEMS, SnapshotLoadError, load_snapshot
 from replikv.state import EFFECT_DELETE, EFFECT_FLUSH, KVState
 from replikv.storage.rollback import describe_entry
@@ -328,15 +330,24 @@ def _find_removal_by_replay(backup: Path, directory: Path | str, key: bytes, aft
     return None
 
 
+def _command_removes(argv: list, key: bytes | None) -> bool:
+    name = argv[0].lower() if isinstance(argv[0], bytes) else b""
+    if name == b"exec":  # a transaction (replikv.commands.transactions): any of its commands
+        try:
+            return any(_command_removes(c, key) for c in split_exec(argv))
+        except (CommandError, TypeError, AttributeError):
+            return False
+    return name in _FLUSH_COMMANDS or (
+        key is not None and name in _DELETE_COMMANDS and key in argv[1:])
+
+
 def _removes(data: bytes, key: bytes | None) -> bool:
     try:
         kind, _time_ms, payload, *_rest = msgpack.unpackb(data, use_list=True)
     except (ValueError, TypeError, msgpack.UnpackException):
         return False
     if kind == ENTRY_COMMAND and isinstance(payload, list) and payload:
-        name = payload[0].lower() if isinstance(payload[0], bytes) else b""
-        return name in _FLUSH_COMMANDS or (
-            key is not None and name in _DELETE_COMMANDS and key in payload[1:])
+        return _command_removes(payload, key)
     if kind == ENTRY_EXPIRE and isinstance(payload, list):
         return key is not None and key in payload
     if kind == ENTRY_EFFECTS and isinstance(payload, list):

@@ -86,7 +86,7 @@ from typing import Any, Self
 
 from replikv.commands import keys_of, parse_command
 from replikv.invariants import InvariantViolation, invariant
-from replikv.replies import WRONG_TYPE, CommandError
+from replikv.replies import WRONG_TYPE, CommandError, ErrorReply
 from replikv.storage.snapshot import (
     BATCH_BYTES_TARGET,
     ITEM_SET,
@@ -491,6 +491,22 @@ class KVState:
         its effects (see the module docstring) and an Undo that reverts it exactly. `parsed`:
         what `parse_command(argv)` returned, if the caller has it already."""
         return self._recorded(lambda: self._run(argv, time_ms, seed, parsed))
+
+    def run_transaction(self, commands: list[tuple[list[bytes], tuple | None,
+                                                   ErrorReply | None]],
+                        time_ms: int) -> list[object]:
+        """EXEC's body (replikv.commands.transactions): run each (argv, parsed, error) in order,
+        each as one command runs (one that fails answers its error and changes nothing; one
+        with an `error` already is not run), the i-th with the seed + i when the transaction
+        has a seed. Returns their replies. Nothing else runs in between: this is one call."""
+        base = self._seed
+        replies: list[object] = []
+        for i, (argv, parsed, error) in enumerate(commands):
+            if error is not None:
+                replies.append(error)
+                continue
+            replies.append(self._run(argv, time_ms, base + i if base else 0, parsed))
+        return replies
 
     def expire_recorded(self, keys: Iterable[bytes], time_ms: int) -> tuple[int, list[list], Undo]:
         """`apply_expire` recorded: (keys deleted, effects, undo)."""

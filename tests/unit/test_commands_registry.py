@@ -20,6 +20,8 @@ EXPECTED_COMMANDS = {
     "sadd", "srem", "scard", "sismember", "smismember", "smembers", "spop", "srandmember",
     "smove", "sinter", "sunion", "sdiff", "sinterstore", "sunionstore", "sdiffstore",
     "sintercard", "sscan",
+    # transactions: the internal form of MULTI ... EXEC (commands/transactions.py)
+    "exec",
 }  # fmt: skip
 
 

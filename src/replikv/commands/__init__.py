@@ -7,7 +7,7 @@ at a given time. The leader calls `parse_command` before proposing a write; ever
 CommandError with Redis's own error text, so clients that match on errors keep working.
 
 The table is written out in one place, like Redis's command table, so its shape can be read at a
-glance; the code for each family lives in `strings`, `keys` and `sets`. Arity and key positions
+glance; the code for each family lives in `strings`, `keys`, `sets` and `transactions`. Arity and key positions
 follow Redis's COMMAND conventions: arity counts the name, negative means "at least"; keys are
 argv[first_key..last_key] stepping by key_step, a negative last_key counting from the end. A
 command whose keys move with a count argument (SINTERCARD numkeys key ...) has the "movablekeys"
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from replikv.commands import keys, sets, strings
+from replikv.commands import keys, sets, strings, transactions
 from replikv.replies import CommandError, wrong_arity
 
 if TYPE_CHECKING:
@@ -155,6 +155,9 @@ _TABLE = (
         sets.sintercard_keys,
     ),
     _command("sscan", -3, _R, _ONE_KEY, sets.parse_sscan, sets.run_sscan),
+    # Transactions: the internal form of MULTI ... EXEC (see transactions.py); a client's EXEC
+    # is taken by its connection and never looked up here.
+    _command("exec", -2, _W, _NO_KEYS, transactions.parse_exec, transactions.run_exec),
 )
 
 COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in _TABLE}

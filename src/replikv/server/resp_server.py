@@ -34,9 +34,10 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from replikv.commands import lookup
+from replikv.commands import lookup, parse_command
+from replikv.commands.transactions import encode_exec
 from replikv.node import is_admin_command
-from replikv.replies import CommandError, ErrorReply
+from replikv.replies import CommandError, ErrorReply, Status, wrong_arity
 from replikv.resp import ProtocolError, RequestParser, encode_reply
 from replikv.server.local_commands import (
     BARRIER_COMMANDS,
@@ -58,6 +59,20 @@ log = logging.getLogger("replikv.clients")
 LARGE_REPLY_ITEMS = 10_000
 ERR_REPLY_ENCODING = ErrorReply("ERR replikv could not encode this reply (a bug; the node's "
                                 "log has the details)")
+
+# MULTI ... EXEC (replikv.commands.transactions). The connection queues the commands and hands
+# EXEC to the node core as one write.
+TRANSACTION_COMMANDS = frozenset({b"multi", b"exec", b"discard", b"watch", b"unwatch"})
+RUN_INSIDE_MULTI = frozenset({b"quit", b"reset"})  # run at once, as in Redis
+QUEUED = Status("QUEUED")
+OK = Status("OK")
+ERR_EXEC_ABORT = ErrorReply("EXECABORT Transaction discarded because of previous errors.")
+ERR_WATCH = ErrorReply("ERR WATCH is not supported by replikv: a transaction cannot be made "
+                       "conditional on keys left unchanged; use SET key value IFEQ old for a "
+                       "compare-and-set")
+# Bytes counted per queued command beyond its arguments (its argument count in the internal
+# EXEC), so the transaction is refused when queued, not when it is proposed.
+QUEUED_COMMAND_OVERHEAD = 12
 
 
 def large_reply_copy(value: object) -> list | None:
@@ -108,6 +123,11 @@ class ClientConnection(asyncio.Protocol):
         self.held_options: RequestOptions | None = None
         self.reading_paused = False
         self.writing_paused = False
+        # Between MULTI and EXEC: the commands queued; a refused one makes EXEC abort.
+        self.multi: list[list[bytes]] | None = None
+        self.multi_dirty = False
+        self.multi_args = 0
+        self.multi_bytes = 0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -146,6 +166,7 @@ class ClientConnection(asyncio.Protocol):
         max_inflight = self.server.settings.limits.max_pipeline_commands
         while not self.closed and not self.writing_paused and not self.failed:
             argv = self.held
+            resumed = argv is not None  # held earlier: its transaction step is done
             if argv is None:
                 try:
                     argv = self.parser.get_command()
@@ -157,13 +178,23 @@ class ClientConnection(asyncio.Protocol):
             self.held = None
             name = argv[0].lower()
             options = self.state.options
+            with_options = False
             if name == b"replikv" and len(argv) > 1 and argv[1].upper() == b"WITH":
                 try:
                     options, argv = parse_replikv_with(options, argv)
                 except CommandError as e:
-                    self._push_done(e.reply())
+                    self._multi_refuse(e.reply())
                     continue
-                name = argv[0].lower()
+                name, with_options = argv[0].lower(), True
+            if not resumed:
+                if self.multi is not None and name not in RUN_INSIDE_MULTI:
+                    exec_argv = self._in_multi(self.multi, name, argv, with_options)
+                    if exec_argv is None:
+                        continue
+                    argv, name = exec_argv, b"exec"
+                elif name in TRANSACTION_COMMANDS:
+                    self._push_done(self._outside_multi(name, argv))
+                    continue
             admin = name == b"replikv" and is_admin_command(argv)
             handler = None if admin else LOCAL_COMMANDS.get(name)
             if handler is not None:
@@ -171,6 +202,8 @@ class ClientConnection(asyncio.Protocol):
                     self.held = argv
                     break
                 reply = run_local(handler, self.state, self.view, argv)
+                if name == b"reset":
+                    self.multi = None  # RESET also discards a transaction being queued
                 self.server.metrics.count_command(name.decode("latin-1"),
                                                   type(reply) is not ErrorReply)
                 self._push_done(reply)
@@ -208,6 +241,82 @@ class ClientConnection(asyncio.Protocol):
             self.reading_paused = False
             if self.transport is not None:
                 self.transport.resume_reading()
+
+    # -- MULTI ... EXEC -------------------------------------------------------------------------
+
+    def _outside_multi(self, name: bytes, argv: list[bytes]) -> object:
+        if name == b"multi":
+            if len(argv) != 1:
+                return ErrorReply(wrong_arity("multi"))
+            self.multi, self.multi_dirty = [], False
+            self.multi_args, self.multi_bytes = 2, 16  # the internal EXEC's name and count
+            return OK
+        if name == b"watch":
+            return ERR_WATCH
+        if name == b"unwatch":
+            return OK  # nothing is ever watched
+        return ErrorReply(f"ERR {name.decode().upper()} without MULTI")
+
+    def _in_multi(self, queued: list[list[bytes]], name: bytes, argv: list[bytes],
+                  with_options: bool) -> list[bytes] | None:
+        """A command between MULTI and EXEC (`queued` so far): answered here (None), or, for
+        EXEC, the internal EXEC to submit as one write."""
+        if name == b"exec" or name == b"discard":
+            if len(argv) != 1:
+                self._multi_refuse(ErrorReply(wrong_arity(name.decode())))
+                return None
+            dirty = self.multi_dirty
+            self.multi = None
+            if name == b"discard":
+                self._push_done(OK)
+            elif dirty:
+                self._push_done(ERR_EXEC_ABORT)
+            elif not queued:
+                self._push_done([])
+            else:
+                return encode_exec(queued)
+            return None
+        if name == b"multi":
+            self._push_done(ErrorReply("ERR MULTI calls can not be nested"))
+            return None
+        if name == b"watch":
+            self._push_done(ErrorReply("ERR WATCH inside MULTI is not allowed"))
+            return None
+        if with_options:
+            self._multi_refuse(ErrorReply("ERR REPLIKV WITH inside MULTI applies only to EXEC"))
+            return None
+        spec = lookup(argv[0])
+        if spec is None:
+            if name in LOCAL_COMMANDS or name in TRANSACTION_COMMANDS or name == b"wait":
+                self._multi_refuse(ErrorReply(f"ERR {name.decode().upper()} inside MULTI is "
+                                              "not supported by replikv"))
+                return None
+            try:
+                parse_command(argv)
+            except CommandError as e:  # Redis's text for an unknown command
+                self._multi_refuse(e.reply())
+            return None
+        if (spec.arity > 0 and len(argv) != spec.arity) or len(argv) < -spec.arity:
+            self._multi_refuse(ErrorReply(wrong_arity(spec.name)))
+            return None
+        limits = self.server.settings.limits
+        args = self.multi_args + 1 + len(argv)
+        size = self.multi_bytes + QUEUED_COMMAND_OVERHEAD + sum(map(len, argv))
+        if args > limits.max_command_args or size > limits.max_entry_bytes:
+            self._multi_refuse(ErrorReply(
+                f"ERR transaction too large for one log entry (limits: "
+                f"{limits.max_command_args} arguments, {limits.max_entry_bytes} bytes)"))
+            return None
+        self.multi_args, self.multi_bytes = args, size
+        queued.append(argv)
+        self._push_done(QUEUED)
+        return None
+
+    def _multi_refuse(self, error: ErrorReply) -> None:
+        """Answer `error`; inside MULTI it also makes EXEC abort, as in Redis."""
+        if self.multi is not None:
+            self.multi_dirty = True
+        self._push_done(error)
 
     def on_reply(self, req_id: int, value: object) -> None:
         slot = self.slot_of.pop(req_id, None)

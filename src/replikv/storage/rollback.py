@@ -313,16 +313,33 @@ def describe_entry(data: bytes, *, max_arg_bytes: int | None = None) -> EntryDes
     return described
 
 
+def _command_text(argv: list[bytes], max_arg_bytes: int | None) -> str:
+    """A command as a person reads it; a transaction as MULTI; its commands; EXEC."""
+    from replikv.commands.transactions import split_exec
+    from replikv.replies import CommandError
+
+    if argv[0].lower() == b"exec":
+        try:
+            commands = split_exec(argv)
+        except CommandError:
+            pass
+        else:
+            return "; ".join(["MULTI", *(_command_text(c, max_arg_bytes) for c in commands),
+                              "EXEC"])
+    name = argv[0]
+    words = [name.decode().upper() if _WORD.match(name) else _quote(name, max_arg_bytes)]
+    words += [_quote(a, max_arg_bytes) for a in argv[1:]]
+    return " ".join(words)
+
+
 def _describe_known(decoded: list, max_arg_bytes: int | None) -> EntryDescription | None:
     kind, time_ms, payload = decoded[0], decoded[1], decoded[2]
     if kind == ENTRY_COMMAND:
         argv = _as_bytes_list(payload)
         if not argv:
             return None
-        name = argv[0]
-        words = [name.decode().upper() if _WORD.match(name) else _quote(name, max_arg_bytes)]
-        words += [_quote(a, max_arg_bytes) for a in argv[1:]]
-        out: EntryDescription = {"kind": "command", "time_ms": time_ms, "text": " ".join(words)}
+        out: EntryDescription = {"kind": "command", "time_ms": time_ms,
+                                 "text": _command_text(argv, max_arg_bytes)}
         if len(decoded) >= 4 and decoded[3] is not None:
             out["seed"] = decoded[3]
         return out
@@ -343,6 +360,39 @@ def _describe_known(decoded: list, max_arg_bytes: int | None) -> EntryDescriptio
 ALL_KEYS = b"*"  # what entry_keys names for a FLUSHALL
 
 
+def _command_keys(argv: list[bytes]) -> list[bytes]:
+    """The keys of one command as a log entry carries it (a transaction's: all its commands')."""
+    from replikv.commands import keys_of, lookup
+    from replikv.commands.transactions import split_exec
+    from replikv.replies import CommandError
+
+    spec = lookup(argv[0]) if argv else None
+    if spec is None:
+        return argv[1:2]
+    if spec.name in ("flushall", "flushdb"):
+        return [ALL_KEYS]
+    if spec.name == "exec":
+        try:
+            commands = split_exec(argv)
+        except CommandError:
+            return []
+        keys: list[bytes] = []
+        for command in commands:
+            sub = lookup(command[0])
+            if sub is None or sub.kind != "write":
+                continue  # a read inside the transaction changes nothing
+            for key in _command_keys(command):
+                if key == ALL_KEYS:
+                    return [ALL_KEYS]
+                if key not in keys:
+                    keys.append(key)
+        return keys
+    try:
+        return list(keys_of(spec, argv))
+    except (IndexError, ValueError):
+        return argv[1:2]
+
+
 def entry_keys(data: bytes) -> list[bytes]:
     """The keys a log entry changes (ALL_KEYS for a flush), for `replikv rollback report`;
     [] for a no-op, a membership entry or bytes that do not decode."""
@@ -356,18 +406,7 @@ def entry_keys(data: bytes) -> list[bytes]:
         return []
     kind, payload = decoded[0], decoded[2]
     if kind == ENTRY_COMMAND:
-        argv = _as_bytes_list(payload) or []
-        from replikv.commands import keys_of, lookup
-
-        spec = lookup(argv[0]) if argv else None
-        if spec is None:
-            return argv[1:2]
-        if spec.name in ("flushall", "flushdb"):
-            return [ALL_KEYS]
-        try:
-            return list(keys_of(spec, argv))
-        except (IndexError, ValueError):
-            return argv[1:2]
+        return _command_keys(_as_bytes_list(payload) or [])
     if kind == ENTRY_EXPIRE:
         return _as_bytes_list(payload) or []
     if kind == ENTRY_EFFECTS and isinstance(payload, list):

@@ -1,0 +1,145 @@
+"""MULTI ... EXEC against real 3-node clusters, passive and active, driven by redis-py's own
+transactional pipeline (`pipeline()`, transaction=True by default) and by raw commands.
+
+A transaction is one log entry: it is applied whole on every replica, and nothing runs in
+between its commands. The concurrency test shows the second: clients on every node run
+MULTI INCR x INCR y EXEC at once, and every EXEC must answer the same number for x and y
+(any interleaving of another transaction between the two INCRs would make them differ).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from .cluster import Cluster
+from .test_replication_guarantees import _snapshot, replikv_args, wait_caught_up
+
+pytestmark = pytest.mark.timeout(120)
+
+MODES = ["passive", "active"]
+CLIENTS_PER_NODE = 2
+TRANSACTIONS_PER_CLIENT = 60
+
+
+def _agree(cluster: Cluster) -> dict[str, object]:
+    wait_caught_up(cluster)
+    states = {node: _snapshot(cluster, node) for node in cluster.ids}
+    first = states[cluster.ids[0]]
+    for node, state in states.items():
+        assert state == first, f"{node} differs from {cluster.ids[0]}"
+    return first
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_transaction_is_one_entry_applied_whole_on_every_replica(make_cluster, mode: str):
+    cluster = make_cluster(3, extra_args=replikv_args(mode))
+    leader = cluster.leader()
+    follower = next(n for n in cluster.ids if n != leader)
+    for node in (leader, follower):  # a follower forwards the whole transaction
+        r = cluster.client(node, decode_responses=True)
+        r.sadd(f"{node}:set", *[f"m{i}" for i in range(20)])
+        index_before = int(cluster.status(leader)["commit_index"])
+        pipe = r.pipeline()  # transaction=True: MULTI ... EXEC
+        pipe.set(f"{node}:a", "1").incr(f"{node}:a").sadd(f"{node}:a", "x")
+        pipe.get(f"{node}:a").spop(f"{node}:set", 3).set(f"{node}:b", "v", ex=600)
+        replies = pipe.execute(raise_on_error=False)
+        assert replies[0] is True and replies[1] == 2 and replies[3] == "2"
+        assert isinstance(replies[2], redis.ResponseError) and "WRONGTYPE" in str(replies[2])
+        assert len(replies[4]) == 3 and replies[5] is True
+        # One entry for the six commands (the leader may add a no-op or an expiry of its own,
+        # none here: nothing expires and the term is settled).
+        assert int(cluster.status(leader)["commit_index"]) == index_before + 1
+    state = _agree(cluster)
+    for node in (leader, follower):
+        assert state[f"{node}:a"] == ("string", "2")
+        assert len(state[f"{node}:set"][1]) == 17  # the same 3 popped on every replica
+
+
+def test_multi_exec_discard_and_their_errors_as_in_redis(make_cluster):
+    cluster = make_cluster(3)
+    r = cluster.client(next(n for n in cluster.ids if n != cluster.leader()),
+                       decode_responses=True, protocol=2)
+    conn = r.connection_pool.get_connection()  # one connection, no reply callbacks
+
+    def run(*args: str) -> object:
+        conn.send_command(*args)
+        return conn.read_response()
+
+    with pytest.raises(redis.ResponseError, match="EXEC without MULTI"):
+        run("EXEC")
+    with pytest.raises(redis.ResponseError, match="DISCARD without MULTI"):
+        run("DISCARD")
+    assert run("MULTI") == "OK"
+    with pytest.raises(redis.ResponseError, match="MULTI calls can not be nested"):
+        run("MULTI")  # answered, and the transaction goes on
+    assert run("SET", "t:k", "1") == "QUEUED"
+    assert run("EXEC") == ["OK"]
+    assert run("MULTI") == "OK" and run("EXEC") == []
+    # DISCARD drops what was queued.
+    assert run("MULTI") == "OK" and run("SET", "t:k", "2") == "QUEUED"
+    assert run("DISCARD") == "OK" and r.get("t:k") == "1"
+    # A command refused when queued (unknown, wrong arity, connection-level) aborts EXEC, and
+    # nothing of the transaction is applied.
+    for bad in (("NOSUCH", "x"), ("GET",), ("PING",), ("WAIT", "1", "0")):
+        assert run("MULTI") == "OK" and run("SET", "t:k", "3") == "QUEUED"
+        with pytest.raises(redis.ResponseError):
+            run(*bad)
+        with pytest.raises(redis.ResponseError, match="Transaction discarded because of "
+                                                      "previous errors"):
+            run("EXEC")
+        assert r.get("t:k") == "1", bad
+    # WATCH is refused with what to use instead; UNWATCH has nothing to undo.
+    with pytest.raises(redis.ResponseError, match="IFEQ"):
+        run("WATCH", "t:k")
+    assert run("UNWATCH") == "OK"
+    # RESET inside MULTI discards it.
+    assert run("MULTI") == "OK" and run("SET", "t:k", "4") == "QUEUED"
+    assert run("RESET") == "RESET"
+    with pytest.raises(redis.ResponseError, match="EXEC without MULTI"):
+        run("EXEC")
+    assert r.get("t:k") == "1"
+    # Write concern for the whole transaction, given to EXEC.
+    assert run("MULTI") == "OK" and run("INCR", "t:n") == "QUEUED"
+    assert run("REPLIKV", "WITH", "W", "all", "EXEC") == [1]
+    assert run("MULTI") == "OK"
+    with pytest.raises(redis.ResponseError, match="applies only to EXEC"):
+        run("REPLIKV", "WITH", "W", "1", "INCR", "t:n")
+    with pytest.raises(redis.ResponseError, match="discarded"):
+        run("EXEC")
+    assert r.get("t:n") == "1"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_nothing_runs_between_the_commands_of_a_transaction(make_cluster, mode: str):
+    cluster = make_cluster(3, extra_args=replikv_args(mode))
+    errors: list[BaseException] = []
+    answers: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def client(node: str) -> None:
+        try:
+            r = cluster.client(node, socket_timeout=20.0)
+            for _ in range(TRANSACTIONS_PER_CLIENT):
+                x, y = r.pipeline().incr("tx:x").incr("tx:y").execute()
+                with lock:
+                    answers.append((x, y))
+        except BaseException as e:  # noqa: BLE001 - reported by the test below
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(node,), daemon=True)
+               for node in cluster.ids for _ in range(CLIENTS_PER_NODE)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+    total = len(cluster.ids) * CLIENTS_PER_NODE * TRANSACTIONS_PER_CLIENT
+    assert len(answers) == total
+    assert all(x == y for x, y in answers), [a for a in answers if a[0] != a[1]][:5]
+    assert sorted(x for x, _ in answers) == list(range(1, total + 1))
+    state = _agree(cluster)
+    assert state["tx:x"] == state["tx:y"] == ("string", str(total))

@@ -1,0 +1,199 @@
+"""MULTI ... EXEC without a cluster: the internal EXEC form, what the state does with it (in
+both replication modes), how the tools read it back, and how a client connection queues.
+
+The real-process tests (redis-py's transactional pipeline, atomicity under concurrency, both
+modes) are in tests/integration/test_transactions.py.
+"""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import msgpack
+import pytest
+
+from replikv.commands.transactions import encode_exec, split_exec
+from replikv.concerns import DEFAULT_OPTIONS
+from replikv.entries import apply_entry
+from replikv.limits import DEFAULT_LIMITS
+from replikv.node import encode_command_entry, encode_effects_entry
+from replikv.pitr import _removes
+from replikv.replies import CommandError, ErrorReply
+from replikv.resp import encode_reply
+from replikv.server.resp_server import ClientConnection
+from replikv.sessions import SessionTable
+from replikv.state import KVState
+from replikv.storage.rollback import describe_entry, entry_keys
+
+T0 = 1_700_000_000_000
+TX = [[b"SET", b"a", b"1"], [b"INCR", b"a"], [b"SADD", b"a", b"x"], [b"GET", b"a"],
+      [b"SET", b"b", b"2", b"EX", b"zz"], [b"SADD", b"s", b"1", b"2", b"3", b"4", b"5"],
+      [b"SPOP", b"s", b"2"], [b"DEL", b"gone"]]
+
+
+def test_the_internal_form_round_trips_and_refuses_what_is_not_one() -> None:
+    rng = random.Random(5)
+    for _ in range(200):
+        commands = [[rng.randbytes(rng.randrange(1, 4)) or b"x"
+                     for _ in range(rng.randrange(1, 5))] for _ in range(rng.randrange(1, 6))]
+        for c in commands:
+            c[0] = b"get"
+        assert split_exec(encode_exec(commands)) == commands
+    for bad in ([b"EXEC"], [b"EXEC", b"1"], [b"EXEC", b"-1"], [b"EXEC", b"x"],
+                [b"EXEC", b"1", b"2", b"GET"], [b"EXEC", b"0", b"extra"],
+                [b"EXEC", b"1", b"0"], [b"EXEC", b"1", b"1", b"EXEC"],
+                [b"EXEC", b"1", b"1", b"multi"], [b"EXEC", b"99999999999"]):
+        with pytest.raises(CommandError, match="malformed transaction|wrong number"):
+            split_exec(bad)
+    state = KVState()
+    assert state.apply_command([b"EXEC", b"1", b"2", b"NOSUCH", b"k"], T0) == ErrorReply(
+        "ERR malformed transaction")
+    assert state.key_count() == 0
+
+
+def test_exec_runs_every_command_in_order_and_a_failing_one_changes_nothing() -> None:
+    state = KVState()
+    reply, effects, undo = state.execute_recorded(encode_exec(TX), T0, seed=77)
+    assert reply[:4] == [reply[0], 2, reply[2], b"2"] and str(reply[0]) == "OK"
+    assert isinstance(reply[2], ErrorReply) and "WRONGTYPE" in reply[2].message
+    assert isinstance(reply[4], ErrorReply) and "not an integer" in reply[4].message
+    assert reply[5] == 5 and len(reply[6]) == 2 and reply[7] == 0
+    assert state.execute_read([b"SCARD", b"s"], T0) == 3 and state.key_count() == 2
+    # One recording: one Undo reverts the whole transaction.
+    state.undo(undo)
+    assert state.key_count() == 0
+    # Both replication modes reach the leader's state: the effects (passive), or the internal
+    # EXEC itself run again with the entry's seed (active).
+    leader = KVState()
+    leader.execute_recorded(encode_exec(TX), T0, seed=77)
+    passive, active = KVState(), KVState()
+    for replica, data in ((passive, encode_effects_entry(effects, T0, None)),
+                          (active, encode_command_entry(encode_exec(TX), T0, 77, None))):
+        apply_entry(replica, SessionTable(), data, 1, 0)
+        assert replica.digest() == leader.digest()
+
+
+def test_an_empty_or_read_only_transaction_changes_nothing() -> None:
+    state = KVState()
+    state.apply_command([b"SET", b"k", b"v"], T0)
+    reply, effects, _undo = state.execute_recorded(
+        encode_exec([[b"GET", b"k"], [b"EXISTS", b"k", b"j"]]), T0, 1)
+    assert reply == [b"v", 1] and effects == []
+
+
+def test_the_tools_read_a_transaction_entry() -> None:
+    data = encode_command_entry(encode_exec([[b"SET", b"a", b"1"], [b"DEL", b"b", b"a"],
+                                             [b"GET", b"c"]]), T0, 5, None)
+    assert entry_keys(data) == [b"a", b"b"]  # the GET's key is read, not changed
+    assert describe_entry(data)["text"] == 'MULTI; SET "a" "1"; DEL "b" "a"; GET "c"; EXEC'
+    flush = encode_command_entry(encode_exec([[b"SET", b"a", b"1"], [b"FLUSHALL"]]), T0, 5,
+                                 None)
+    assert entry_keys(flush) == [b"*"]
+    # `archive find` in active mode (no backup): a DEL inside a transaction removes the key.
+    assert _removes(data, b"b") and not _removes(data, b"c") and _removes(flush, None)
+    assert not _removes(msgpack.packb([1, T0, [b"EXEC", b"oops"], 0]), b"b")
+
+
+# ---- a client connection queueing between MULTI and EXEC ----
+
+
+class FakeServer:
+    """What ClientConnection asks of its NodeServer; `submitted` records what reached the
+    node core."""
+
+    def __init__(self, **limits: int) -> None:
+        self.settings = SimpleNamespace(limits=DEFAULT_LIMITS.__class__(**{
+            **{f: getattr(DEFAULT_LIMITS, f) for f in DEFAULT_LIMITS.__dataclass_fields__},
+            **limits}))
+        self.default_options = DEFAULT_OPTIONS
+        self.metrics = SimpleNamespace(count_command=lambda name, ok: None)
+        self.submitted: list[list[bytes]] = []
+
+    def next_client_id(self) -> int:
+        return 1
+
+    def register_client(self, conn: ClientConnection) -> bool:
+        return True
+
+    def unregister_client(self, conn: ClientConnection) -> None:
+        pass
+
+    def end_session(self, client_id: int) -> None:
+        pass
+
+    def submit(self, conn: ClientConnection, argv: list[bytes], options: object) -> int:
+        self.submitted.append(argv)
+        return len(self.submitted)
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.out = b""
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 1)
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def connection(**limits: int) -> tuple[ClientConnection, FakeServer, FakeTransport]:
+    server = FakeServer(**limits)
+    conn = ClientConnection(server)  # type: ignore[arg-type]
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    return conn, server, transport
+
+
+def send(conn: ClientConnection, *commands: list[bytes]) -> None:
+    conn.data_received(b"".join(encode_reply(c) for c in commands))
+
+
+def test_queued_commands_reach_the_core_as_one_internal_exec() -> None:
+    conn, server, transport = connection()
+    send(conn, [b"MULTI"], [b"SET", b"a", b"1"], [b"get", b"a"], [b"EXEC"])
+    assert transport.out == b"+OK\r\n+QUEUED\r\n+QUEUED\r\n"
+    assert server.submitted == [encode_exec([[b"SET", b"a", b"1"], [b"get", b"a"]])]
+    conn.on_reply(1, [b"OK", b"1"])
+    assert transport.out.endswith(b"*2\r\n$2\r\nOK\r\n$1\r\n1\r\n")
+
+
+def test_an_exec_held_behind_a_read_in_flight_is_still_the_transaction() -> None:
+    # EXEC (a write) waits for the GET (a read) in flight before it: when it resumes, it must
+    # be submitted as the transaction, not taken for an EXEC without MULTI.
+    conn, server, transport = connection()
+    send(conn, [b"GET", b"x"], [b"MULTI"], [b"INCR", b"n"], [b"EXEC"])
+    assert server.submitted == [[b"GET", b"x"]]
+    conn.on_reply(1, None)
+    assert server.submitted[1] == encode_exec([[b"INCR", b"n"]])
+    conn.on_reply(2, [1])
+    assert transport.out == b"$-1\r\n+OK\r\n+QUEUED\r\n*1\r\n:1\r\n"
+
+
+def test_a_transaction_over_the_entry_limit_is_refused_when_queued() -> None:
+    conn, server, transport = connection(max_entry_bytes=1000)
+    send(conn, [b"MULTI"], [b"SET", b"a", b"x" * 600], [b"SET", b"b", b"x" * 600], [b"EXEC"])
+    assert b"-ERR transaction too large for one log entry" in transport.out
+    assert transport.out.endswith(
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n")
+    assert server.submitted == []
+    # The connection is usable afterwards, and a transaction that fits goes through.
+    send(conn, [b"MULTI"], [b"SET", b"a", b"x" * 600], [b"EXEC"])
+    assert len(server.submitted) == 1
+
+
+def test_a_transaction_over_the_argument_limit_is_refused_when_queued() -> None:
+    conn, server, transport = connection(max_command_args=10)
+    send(conn, [b"MULTI"], [b"MSET", b"a", b"1", b"b", b"2"], [b"MSET", b"c", b"3"],
+         [b"EXEC"])
+    assert b"-ERR transaction too large" in transport.out and server.submitted == []
