@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from replikv import AsyncClient, Client, OutcomeUnknown
+from replikv.client.errors import UnsupportedCommand
 
 from .cluster import HOST, MEASUREMENTS, Cluster, raw_command, wait_until
 
@@ -154,10 +156,12 @@ def test_command_errors_are_raised_and_not_retried(shared_cluster):
 # -- kill -9 of the leader under a counting client --------------------------------------------------
 
 def count_through_a_failover(cluster: Cluster, kv: Client, key: str, total: int,
-                             threads: int = 4) -> list[object]:
-    """INCR `key` `total` times from `threads` threads sharing `kv`, and kill -9 the leader
-    once a third of them are answered, while the others are in flight. Returns each INCR's
-    outcome: its reply, or OutcomeUnknown."""
+                             threads: int = 4,
+                             operation: Callable[[], object] | None = None) -> list[object]:
+    """INCR `key` (or run `operation`) `total` times from `threads` threads sharing `kv`, and
+    kill -9 the leader once a third of them are answered, while the others are in flight.
+    Returns each one's outcome: its reply, or OutcomeUnknown."""
+    run = operation or (lambda: kv.incr(key))
     leader = cluster.leader()
     outcomes: list[object] = []
     lock = threading.Lock()
@@ -166,7 +170,7 @@ def count_through_a_failover(cluster: Cluster, kv: Client, key: str, total: int,
     def count() -> None:
         for _ in range(per_thread):
             try:
-                outcome: object = kv.incr(key)
+                outcome: object = run()
             except OutcomeUnknown as e:
                 outcome = e
             with lock:
@@ -182,7 +186,7 @@ def count_through_a_failover(cluster: Cluster, kv: Client, key: str, total: int,
     for w in workers:
         w.join(90)
     assert not any(w.is_alive() for w in workers), "a counting thread is stuck"
-    MEASUREMENTS.append(f"smart client: the {total - total // 3} INCRs left when the leader "
+    MEASUREMENTS.append(f"smart client: the {total - total // 3} writes left when the leader "
                         f"was killed (kill -9) took {time.monotonic() - started:.2f} s")
     assert len(outcomes) == per_thread * threads
     return outcomes
@@ -204,6 +208,54 @@ def test_retryable_incr_is_exactly_once_across_kill_9_of_the_leader(make_cluster
         "REPLIKV", "WITH", "READPREF", "nearest", "CONSISTENCY", "local", "GET", "counter")
         == str(total).encode() for i in survivors), timeout_s=10,
         what="every survivor to hold the final count")
+
+
+def test_retryable_transactions_are_exactly_once_across_kill_9_of_the_leader(make_cluster):
+    """pipeline(transaction=True) resends MULTI ... EXEC under one sequence number: each
+    transaction is applied once, whole (x and y move together), through a failover."""
+    cluster = make_cluster(3)
+    total = 200
+    seeds = ",".join(address(cluster, i) for i in cluster.ids)
+    with Client(seeds, retry_writes=True, socket_timeout=10.0) as kv:
+        outcomes = count_through_a_failover(
+            cluster, kv, "tx", total,
+            operation=lambda: kv.pipeline(transaction=True).incr("tx:x").incr("tx:y").execute())
+        assert all(isinstance(o, list) and o[0] == o[1] for o in outcomes), \
+            [o for o in outcomes if not isinstance(o, list) or o[0] != o[1]][:5]
+        assert sorted(o[0] for o in outcomes) == list(range(1, total + 1))
+        assert kv.mget("tx:x", "tx:y") == [str(total).encode()] * 2
+
+
+def test_a_transaction_through_the_client_sync_and_async(shared_cluster):
+    cluster = shared_cluster
+    seeds = ",".join(address(cluster, i) for i in cluster.ids)
+    with Client(seeds, decode_responses=True) as kv:
+        pipe = kv.pipeline(transaction=True)
+        pipe.set("tc:a", "1").incr("tc:a").get("tc:a").sadd("tc:a", "x")
+        pipe.expire("tc:a", 100).ttl("tc:a").smembers("tc:none")
+        replies = pipe.execute(raise_on_error=False)
+        # redis-py's response callbacks, command by command; an error stays in its slot.
+        assert replies[:3] == [True, 2, "2"] and replies[4:] == [True, 100, set()]
+        assert isinstance(replies[3], redis.ResponseError) and "WRONGTYPE" in str(replies[3])
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            kv.pipeline(transaction=True).incr("tc:b").sadd("tc:a", "y").execute()
+        assert kv.get("tc:b") == "1"  # the transaction ran; only its SADD failed
+        # Refused when queued (wrong arity): nothing of the transaction is applied.
+        with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+            kv.pipeline(transaction=True).incr("tc:b").execute_command("GET").execute()
+        # A command that is not data is refused before anything is sent.
+        with pytest.raises(UnsupportedCommand, match="inside a transaction"):
+            kv.pipeline(transaction=True).incr("tc:b").ping().execute()
+        assert kv.get("tc:b") == "1"
+        with pytest.raises(UnsupportedCommand, match="pipeline\\(transaction=True\\)"):
+            kv.execute_command("MULTI")
+
+    async def run_async() -> list:
+        async with AsyncClient(seeds, decode_responses=True) as akv:
+            return await akv.pipeline(transaction=True).incr("tc:n").incr("tc:n") \
+                .smembers("tc:none").execute()
+
+    assert asyncio.run(run_async()) == [1, 2, set()]
 
 
 def test_without_retryable_writes_a_lost_answer_is_reported_not_guessed(make_cluster):

@@ -313,8 +313,12 @@ def test_commands_bound_to_one_connection_are_refused():
                  ("REPLIKV", "WITH", "W", "1", "SET", "k", "v"), ("HELLO", 3)):
         with pytest.raises(UnsupportedCommand):
             kv.execute_command(*args)
-    with pytest.raises(UnsupportedCommand):
-        kv.pipeline(transaction=True)
+    # A transaction is sent as MULTI ... EXEC on one connection by pipeline(transaction=True);
+    # anything but data commands inside one is refused before anything is sent.
+    with pytest.raises(UnsupportedCommand, match="cannot be inside a transaction"):
+        kv.pipeline(transaction=True).set("k", "v").ping().execute()
+    with pytest.raises(UnsupportedCommand, match="WATCH"):
+        kv.execute_command("WATCH", "k")
 
 
 def test_options_are_validated():

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from redis.commands import AsyncCoreCommands
 from redis.exceptions import RedisError, ResponseError
 
-from replikv.client.base import ClientBase, PipelineQueue, Queued, refuse_transaction
+from replikv.client.base import ClientBase, PipelineQueue, Queued
 from replikv.client.core import Attempt, ClientSession, CommandPlan, Discovery
 from replikv.client.errors import NotSent
 from replikv.client.routing import Route, command_name
@@ -54,9 +54,8 @@ class AsyncClient(ClientBase, AsyncCoreCommands):  # type: ignore[misc]
         return self._core.topology
 
     def pipeline(self, transaction: bool = False, shard_hint: None = None) -> AsyncPipeline:
-        refuse_transaction(transaction)
         # redis-py's command mixins declare an _event_dispatcher (CommandsProtocol) they never use.
-        return AsyncPipeline(self)  # type: ignore[abstract]
+        return AsyncPipeline(self, transaction)  # type: ignore[abstract]
 
     async def aclose(self) -> None:
         await _disconnect(self._drop_members())
@@ -183,6 +182,32 @@ class AsyncClient(ClientBase, AsyncCoreCommands):  # type: ignore[misc]
                     results.append(e)
         return self._pipeline_results(results, raise_on_error)
 
+    async def _execute_transaction(self, queued: list[Queued], raise_on_error: bool) -> list:
+        commands, plan = self._transaction_plan(queued)
+
+        async def run(attempt: Attempt) -> list:
+            member = self._member(attempt.address)
+            async with self._connection(member) as conn:
+                await self._send(conn, [*commands, attempt.wire], attempt.session)
+                await conn.read_response()  # MULTI's OK
+                queue_errors = []
+                for _ in queued:
+                    try:
+                        await conn.read_response()  # QUEUED
+                    except ResponseError as e:
+                        queue_errors.append(e)
+                try:
+                    replies: object = await conn.read_response()  # EXEC's
+                except ResponseError as e:  # EXECABORT after queue errors
+                    replies = e
+            return self._transaction_results(member, queued, queue_errors, replies)
+
+        try:
+            results = await self._execute(plan, run)
+        finally:
+            plan.close()
+        return self._pipeline_results(results, raise_on_error)
+
     async def _execute_read_batch(self, queued: list[Queued]) -> list:
         wires, batch = self._read_batch_plan(queued)
 
@@ -216,6 +241,8 @@ class AsyncPipeline(PipelineQueue, AsyncCoreCommands):  # type: ignore[misc]
         queued = self._take()
         if not queued:
             return []
+        if self._transaction:
+            return await self._client._execute_transaction(queued, raise_on_error)
         return await self._client._execute_pipeline(queued, raise_on_error)
 
     async def __aenter__(self) -> Self:

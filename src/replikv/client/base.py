@@ -11,13 +11,14 @@ import time
 from typing import Any, Self
 
 from redis.backoff import NoBackoff
+from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.connection import Encoder
 from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from replikv.client.core import ClientCore, CommandPlan, build_options
 from replikv.client.errors import Failure, UnsupportedCommand, classify
-from replikv.client.routing import Kind, Route, route
+from replikv.client.routing import Kind, Route, command_name, route
 from replikv.client.topology import split_address
 
 TOPOLOGY_TIMEOUT_S = 2.0
@@ -42,13 +43,6 @@ def connection_settings(*, socket_timeout: float | None, socket_connect_timeout:
         kwargs["max_connections"] = max_connections
     kwargs.update(extra or {})
     return kwargs
-
-
-def refuse_transaction(transaction: bool) -> None:
-    """UnsupportedCommand for pipeline(transaction=True): replikv has no MULTI/EXEC."""
-    if transaction:
-        raise UnsupportedCommand("replikv has no transactions (MULTI/EXEC): use "
-                                 "pipeline(transaction=False)")
 
 
 class ClientBase:
@@ -160,6 +154,42 @@ class ClientBase:
                 raise r
         return results
 
+    def _transaction_plan(self, queued: list[Queued]) -> tuple[list[tuple], CommandPlan]:
+        """What to send for a transaction before its EXEC (MULTI and the commands), and the plan
+        that sends and retries it as one write: its attempts' wire is the EXEC, with this
+        client's write concern and, with retry_writes, the one sequence number that makes a
+        resent transaction apply once."""
+        for _, _, r in queued:
+            if r.kind is not Kind.WRITE and r.kind is not Kind.READ:
+                raise UnsupportedCommand(f"{r.name.upper()} cannot be inside a transaction: "
+                                         "only data commands can")
+        plan = CommandPlan(self._core, ("EXEC",), time.monotonic(),
+                           routed=Route(Kind.WRITE, "exec", ("EXEC",)))
+        return [("MULTI",), *(r.args for _, _, r in queued)], plan
+
+    @staticmethod
+    def _transaction_results(member: Any, queued: list[Queued], queue_errors: list,
+                             replies: object) -> list:
+        """EXEC's replies passed through redis-py's response callbacks, each by its command
+        (an error stays an error in its slot); or the first error a command got when queued."""
+        if queue_errors:
+            raise queue_errors[0]  # what made EXEC answer EXECABORT
+        if isinstance(replies, ResponseError):
+            raise replies
+        if not isinstance(replies, list) or len(replies) != len(queued):
+            raise ResponseError(f"unexpected reply to EXEC: {replies!r:.200}")
+        results = []
+        for (args, options, _), reply in zip(queued, replies):
+            callback = member.response_callbacks.get(command_name(args))
+            if callback is None or isinstance(reply, ResponseError):
+                results.append(reply)
+                continue
+            # As redis-py's parse_response: these options are for the reading, not the callback.
+            kwargs = {k: v for k, v in options.items()
+                      if k not in ("keys", EMPTY_RESPONSE, NEVER_DECODE)}
+            results.append(callback(reply, **kwargs))
+        return results
+
     @staticmethod
     def _pipeline_results(results: list, raise_on_error: bool) -> list:
         """`results`, or with raise_on_error the first command error among them raised."""
@@ -174,8 +204,9 @@ class PipelineQueue:
     """The queue of Pipeline and AsyncPipeline: commands are queued without I/O (also in the
     asyncio one: no await), and `execute()` hands them to the client."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, transaction: bool = False) -> None:
         self._client = client
+        self._transaction = transaction
         self._queue: list[Queued] = []
 
     def execute_command(self, *args: Any, **options: Any) -> Self:
@@ -201,4 +232,4 @@ class PipelineQueue:
 
 
 __all__ = ["PROBE_CONNECTIONS_MAX", "TOPOLOGY_TIMEOUT_S", "ClientBase", "PipelineQueue",
-           "Queued", "connection_settings", "refuse_transaction"]
+           "Queued", "connection_settings"]

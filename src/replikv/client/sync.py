@@ -25,7 +25,7 @@ import redis
 from redis.commands import CoreCommands
 from redis.exceptions import RedisError, ResponseError
 
-from replikv.client.base import ClientBase, PipelineQueue, Queued, refuse_transaction
+from replikv.client.base import ClientBase, PipelineQueue, Queued
 from replikv.client.core import Attempt, ClientSession, CommandPlan, Discovery
 from replikv.client.errors import NotSent
 from replikv.client.routing import Route, command_name
@@ -87,10 +87,10 @@ class Client(ClientBase, CoreCommands):
         return self._core.topology
 
     def pipeline(self, transaction: bool = False, shard_hint: None = None) -> Pipeline:
-        """Queue commands and run them with execute(); see Pipeline for what it does."""
-        refuse_transaction(transaction)
+        """Queue commands and run them with execute(); see Pipeline for what it does. With
+        transaction=True they run as one MULTI ... EXEC."""
         # redis-py's command mixins declare an _event_dispatcher (CommandsProtocol) they never use.
-        return Pipeline(self)  # type: ignore[abstract]
+        return Pipeline(self, transaction)  # type: ignore[abstract]
 
     def close(self) -> None:
         """Close every connection. The client can be used again (it reconnects)."""
@@ -223,6 +223,32 @@ class Client(ClientBase, CoreCommands):
                     results.append(e)
         return self._pipeline_results(results, raise_on_error)
 
+    def _execute_transaction(self, queued: list[Queued], raise_on_error: bool) -> list:
+        commands, plan = self._transaction_plan(queued)
+
+        def run(attempt: Attempt) -> list:
+            member = self._member(attempt.address)
+            with self._connection(member) as conn:
+                self._send(conn, [*commands, attempt.wire], attempt.session)
+                conn.read_response()  # MULTI's OK
+                queue_errors = []
+                for _ in queued:
+                    try:
+                        conn.read_response()  # QUEUED
+                    except ResponseError as e:
+                        queue_errors.append(e)
+                try:
+                    replies: object = conn.read_response()  # EXEC's
+                except ResponseError as e:  # EXECABORT after queue errors
+                    replies = e
+            return self._transaction_results(member, queued, queue_errors, replies)
+
+        try:
+            results = self._execute(plan, run)
+        finally:
+            plan.close()
+        return self._pipeline_results(results, raise_on_error)
+
     def _execute_read_batch(self, queued: list[Queued]) -> list:
         """Reads only: all in one round trip to one member, retried together elsewhere if a
         member error (not a command's own error) hits any of them."""
@@ -258,16 +284,22 @@ class Pipeline(PipelineQueue, CoreCommands):  # type: ignore[misc]
     member error). A pipeline with writes runs its commands one after another, each routed and
     retried on its own exactly like a single command: each retryable write needs its own
     sequence number answered before the next is sent, so such a pipeline saves no round trips.
-    There are no transactions (MULTI/EXEC). With raise_on_error (the default) the first
-    command error (WRONGTYPE, ...) is raised after all commands ran; errors that end a command
-    without an answer (OutcomeUnknown, no member reachable) are raised at once, and the
-    commands after it are not sent.
+    With transaction=True the commands run as one transaction instead (MULTI, the commands,
+    EXEC, in one round trip to the leader): applied together as one log entry, with nothing in
+    between, and with retry_writes resent under one sequence number if the answer was lost, so
+    applied once. Reads inside it see the state at its place in the log.
+
+    With raise_on_error (the default) the first command error (WRONGTYPE, ...) is raised after
+    all commands ran; errors that end a command without an answer (OutcomeUnknown, no member
+    reachable) are raised at once, and the commands after it are not sent.
     """
 
     def execute(self, raise_on_error: bool = True) -> list:
         queued = self._take()
         if not queued:
             return []
+        if self._transaction:
+            return self._client._execute_transaction(queued, raise_on_error)
         return self._client._execute_pipeline(queued, raise_on_error)
 
     def __enter__(self) -> Self:
