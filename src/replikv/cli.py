@@ -479,9 +479,14 @@ def _backup_replication_mode(backup_file: Path, replication: str) -> str:
               show_default=True,
               help="Snapshots every few entries, log compaction and snapshot transfers; "
                    "'seed' lets each seed decide (half of them).")
+@click.option("--transactions", type=click.Choice(["on", "off"]), default="off",
+              show_default=True,
+              help="Send 30% of the client operations as MULTI ... EXEC transactions (with an "
+                   "INCR of a side key); off keeps every seed's run as it was before.")
 @click.option("--trace", is_flag=True, help="Print the event trace (use with --seed).")
 def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, duration_ms: int,
-        replication: str, membership: str, snapshots: str, trace: bool) -> None:
+        replication: str, membership: str, snapshots: str, transactions: str,
+        trace: bool) -> None:
     """Run the real node cores in a simulated world, one seed at a time.
 
     Each seed drives a cluster through network faults (delay, loss, duplication, reordering,
@@ -497,6 +502,7 @@ def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, durat
       replikv sim --seeds 200 --nodes 5 --faults network
       replikv sim --seed 12345 --trace
       replikv sim --seeds 500 --membership on --snapshots on
+      replikv sim --seeds 300 --transactions on
     """
     from replikv.sim.runner import SimConfig, run_seed
 
@@ -504,10 +510,11 @@ def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, durat
     config = SimConfig(nodes=int(nodes), faults=faults, duration_ms=duration_ms,
                        trace_all=trace,
                        replication=None if replication == "seed" else replication,
-                       membership=choice[membership], snapshots=choice[snapshots])
+                       membership=choice[membership], snapshots=choice[snapshots],
+                       transactions=transactions == "on")
     todo = [seed] if seed is not None else list(range(first, first + seeds))
     failed = []
-    totals = {"ops": 0, "faults": 0, "events": 0, "elections": 0}
+    totals = {"ops": 0, "faults": 0, "events": 0, "elections": 0, "transactions": 0}
     started = time.perf_counter()
     with click.progressbar(todo, label="simulating", show_pos=True,
                            file=sys.stderr if len(todo) > 1 else open(os.devnull, "w"),
@@ -518,6 +525,7 @@ def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, durat
             totals["faults"] += result.faults
             totals["events"] += result.events
             totals["elections"] += result.leaders
+            totals["transactions"] += result.transactions
             if not result.ok:
                 failed.append(result)
     elapsed = time.perf_counter() - started
@@ -527,10 +535,13 @@ def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, durat
         click.echo(f"\nseed {r.seed} FAILED: {r.failure}", err=True)
         click.echo("last events:\n  " + "\n  ".join(r.trace[-25:]), err=True)
         click.echo(f"replay: replikv sim --seed {r.seed} --nodes {nodes} --faults {faults} "
-                   f"--duration-ms {duration_ms} --replication {replication} --trace", err=True)
+                   f"--duration-ms {duration_ms} --replication {replication} --membership "
+                   f"{membership} --snapshots {snapshots} --transactions {transactions} --trace",
+                   err=True)
+    sent = f" (in transactions: {totals['transactions']})" if transactions == "on" else ""
     click.echo(f"seeds run: {len(todo)} ({len(todo) / elapsed:.1f} seeds/s), faults injected: "
                f"{totals['faults']}, leaders elected: {totals['elections']}, operations "
-               f"checked: {totals['ops']}, events: {totals['events']}, violations: "
+               f"checked: {totals['ops']}{sent}, events: {totals['events']}, violations: "
                f"{len(failed)}{' (seeds ' + ', '.join(str(r.seed) for r in failed) + ')' if failed else ''}")
     sys.exit(1 if failed else 0)
 

@@ -10,6 +10,7 @@ from replikv.raft.core import RaftCore
 from replikv.raft.log import RaftLog
 from replikv.sim.cluster import DriverOptions
 from replikv.sim.runner import SimConfig, run_seed
+from replikv.state import KVState
 
 
 def first_failing_seed(config: SimConfig, max_seeds: int) -> tuple[int, str] | None:
@@ -141,3 +142,20 @@ def test_finds_a_session_table_that_is_not_replicated(monkeypatch):
     found = first_failing_seed(SimConfig(), 100)
     assert found is not None, "the simulator missed an unreplicated session table"
     assert "digests differ" in found[1] or "exactly-once" in found[1]
+
+
+def test_finds_replicas_that_apply_part_of_a_transaction(monkeypatch):
+    """Active replicas that skip a transaction's second command when they replay it (the
+    leader, recording, runs it): the side key's counts diverge."""
+    original = KVState.run_transaction
+
+    def skip_the_second(self: KVState, commands, time_ms):
+        if self._recording is None:
+            commands = commands[:1]
+            return [*original(self, commands, time_ms), None]
+        return original(self, commands, time_ms)
+
+    monkeypatch.setattr(KVState, "run_transaction", skip_the_second)
+    found = first_failing_seed(SimConfig(replication="active", transactions=True), 20)
+    assert found is not None, "the simulator missed replicas applying half a transaction"
+

@@ -50,6 +50,18 @@ def test_ci_sweep_five_nodes():
     _sweep([(10_000 + seed, "all", 5) for seed in range(100)])
 
 
+def test_ci_sweep_with_transactions():
+    """A third of the operations as MULTI ... EXEC (with a side key's INCR), 3 and 5 nodes,
+    both replication modes as the seeds pick them, membership changes and snapshots too."""
+    sent = 0
+    for seed, nodes in [(20_000 + s, 3) for s in range(80)] + [(30_000 + s, 5) for s in range(20)]:
+        r = run_seed(seed, SimConfig(nodes=nodes, transactions=True))
+        assert r.ok, f"seed {seed} failed (replay: replikv sim --seed {seed} --nodes {nodes} " \
+                     f"--transactions on --trace):\n{r.failure}"
+        sent += r.transactions
+    assert sent > 1000, sent
+
+
 def test_regression_seeds():
     seeds = []
     for line in REGRESSIONS.read_text().splitlines():

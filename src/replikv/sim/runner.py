@@ -54,6 +54,9 @@ class SimConfig:
     # were before these existed).
     membership: bool | None = None
     snapshots: bool | None = None
+    # A share of the client operations sent as MULTI ... EXEC transactions (off by default, so
+    # that the seeds kept as regression tests replay as they were found).
+    transactions: bool = False
 
 
 @dataclass(slots=True)
@@ -63,6 +66,7 @@ class SeedResult:
     failure: str | None = None
     trace: list[str] = field(default_factory=list)
     ops: int = 0
+    transactions: int = 0  # client operations sent as MULTI ... EXEC
     faults: int = 0
     events: int = 0
     sim_ms: int = 0
@@ -124,7 +128,9 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
                          max_append_entries_count=rng.choice((1, 2, 4096)),
                          max_inflight_appends=rng.choice((1, 4, 64)))
     workload = Workload(cluster, random.Random(rng.getrandbits(64)), clients=config.clients,
-                        keys=config.keys)
+                        keys=config.keys,
+                        transactions=(random.Random(f"{seed}/transactions")
+                                      if config.transactions else None))
     result = SeedResult(seed=seed, ok=False)
     end_ms = START_MS + config.duration_ms
     try:
@@ -171,6 +177,7 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
     result.auto_replacements = sum(n.core.auto_replacements for n in cluster.nodes.values()
                                    if n.up)
     result.membership_changes = sum(1 for d in cluster.committed_data if is_config_entry(d))
+    result.transactions = workload.transactions_sent
     result.wall_s = time.perf_counter() - started
     return result
 

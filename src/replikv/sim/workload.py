@@ -20,6 +20,12 @@ One more client does retryable writes: INCR of its own counter, each tagged with
 the next sequence number, retried with the same number through any node after an error or a
 timeout until it is answered. Exactly once means the k-th INCR answers exactly k, however many
 attempts, failovers and snapshot transfers it took.
+
+With transactions on (SimConfig.transactions), a share of the operations are sent as
+transactions: MULTI, the operation, an INCR of a side key, EXEC (the node core's internal form,
+replikv.commands.transactions). The operation's reply is EXEC's first and is checked like any
+other; the side key is not in the history, but every replica must end with the same value for
+it (the convergence check), which it does only if each transaction applied whole, once.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 
 from replikv.check.history import Op
+from replikv.commands.transactions import encode_exec
 from replikv.concerns import RequestOptions
 from replikv.replies import ErrorReply, Status
 from replikv.sim.cluster import SimCluster
@@ -39,6 +46,8 @@ WRITE_CONCERNS = (("majority", 60), ("all", 15), ("1", 25))
 SESSION_THINK_MS = (10, 60)  # between a pinned connection's reads
 READ_OPTIONS = ((("primary", "linearizable"), 40), (("nearest", "linearizable"), 30),
                 (("primary", "lease"), 15), (("nearest", "lease"), 15))
+TRANSACTION_SHARE = 0.3  # of the operations, when transactions are on
+TRANSACTION_SIDE_KEY = b"tx-side"
 
 
 @dataclass(slots=True)
@@ -53,14 +62,20 @@ class _Call:
     call_ms: int
     options: RequestOptions
     done: bool = False
+    transaction: bool = False  # sent inside MULTI ... EXEC
 
 
 class Workload:
     def __init__(self, cluster: SimCluster, rng: random.Random, *, clients: int = 5,
                  keys: int = 4, timeout_ms: int = 3000, think_ms: tuple[int, int] = (0, 30),
-                 kinds: tuple[str, ...] = KINDS) -> None:
+                 kinds: tuple[str, ...] = KINDS,
+                 transactions: random.Random | None = None) -> None:
         self.cluster = cluster
         self.rng = rng
+        # With a generator of their own (so that the other draws stay as they were), a share
+        # of the operations go as transactions: MULTI, the operation, INCR of a side key, EXEC.
+        self._tx_rng = transactions
+        self.transactions_sent = 0
         self.clients = clients
         self.keys = [f"k{i}".encode() for i in range(keys)]
         self.timeout_ms = timeout_ms
@@ -252,6 +267,14 @@ class Workload:
             options = RequestOptions(w=w, wtimeout_ms=1000)
         call = _Call(client, kind, key, value, expected, node, self._next_req, self.cluster.now_ms,
                      options)
+        if self._tx_rng is not None and self._tx_rng.random() < TRANSACTION_SHARE:
+            # The operation's reply is the first of EXEC's; the side key is never checked, but
+            # the transaction must apply whole at one place in the log for the first to be
+            # linearizable, and every replica must agree on both keys (the convergence check).
+            argv = encode_exec([argv, [b"INCR", TRANSACTION_SIDE_KEY]])
+            options = RequestOptions(w=options.w, wtimeout_ms=1000)
+            call.transaction = True
+            self.transactions_sent += 1
         self._pending[(node, call.req_id)] = call
         if not self.cluster.submit(node, call.req_id, argv, options):
             self._complete(call, "fail", None)  # connection refused: nothing was sent
@@ -276,6 +299,8 @@ class Workload:
         call = self._pending.get((node, req_id))
         if call is None or call.done:
             return
+        if call.transaction and isinstance(value, list):
+            value = value[0]  # EXEC's reply: the operation's, then the side key's
         if isinstance(value, ErrorReply):
             if value.code == "TRYAGAIN":
                 self._complete(call, "fail", None)
