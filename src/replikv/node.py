@@ -56,6 +56,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from replikv.commands import parse_command
+from replikv.commands.transactions import WATCH_SCAN_MAX, changes_any, split_watch
 from replikv.concerns import DEFAULT_OPTIONS, FOLLOWER_MAY_SERVE, TIMEOUT_MS_MAX, RequestOptions
 from replikv.entries import ENTRY_COMMAND, ENTRY_EFFECTS, ENTRY_EXPIRE, apply_entry
 from replikv.invariants import InvariantViolation, invariant
@@ -79,7 +80,15 @@ from replikv.raft.membership import (
     valid_member_id,
 )
 from replikv.raft.messages import AppendRequest, Entry, Envelope
-from replikv.replies import NOT_INTEGER, CommandError, ErrorReply, Status, wrong_arity
+from replikv.replies import (
+    NOT_INTEGER,
+    CommandError,
+    ErrorReply,
+    NullArray,
+    Status,
+    _NullArray,
+    wrong_arity,
+)
 from replikv.sessions import SessionTable, Verdict
 from replikv.state import KVState, Undo
 
@@ -633,12 +642,13 @@ class NodeCore:
 
     def _route_write(self, req: _Request) -> None:
         if self.raft.is_leader:
+            outcome: int | ErrorReply | Status | _NullArray | None
             if req.kind == "admin":
                 outcome = self._run_admin(req.argv, ("local", req.req_id))
             else:
                 outcome = self._propose_command(req.argv, ("local", req.req_id), req.opts,
                                                 req.parsed)
-            if isinstance(outcome, ErrorReply | Status):
+            if isinstance(outcome, ErrorReply | Status | _NullArray):
                 self._finish(req.req_id, outcome)
                 return
             if outcome is not None:
@@ -654,9 +664,10 @@ class NodeCore:
         self._waiting_for_leader.append(req.req_id)
 
     def _propose_command(self, argv: list[bytes], target: tuple, opts: RequestOptions,
-                         parsed: tuple | None = None) -> int | ErrorReply | None:
+                         parsed: tuple | None = None) -> int | ErrorReply | _NullArray | None:
         """Execute a write ahead of its commit and propose it. Returns its index, an error
-        (nothing changed), or None if the leader cannot propose now (a transfer is under way)."""
+        (nothing changed), NullArray for a transaction whose watched keys changed (nothing
+        proposed), or None if the leader cannot propose now (a transfer is under way)."""
         invariant(self.applied_index == self.raft.log.last_index,
                   "state at %d behind the log at %d", self.applied_index, self.raft.log.last_index)
         t = self._entry_time()
@@ -674,6 +685,13 @@ class NodeCore:
                 else:
                     self._dup_waiting.append((check.index, target, check.reply))
                 return check.index
+        if argv[0].lower() == b"exec":
+            try:
+                watch, argv = split_watch(argv)  # the log gets the transaction without it
+            except CommandError as e:
+                return e.reply()
+            if watch is not None and self._watched_changed(*watch):
+                return NullArray  # EXEC's nil: a watched key changed
         seed = self.rng.getrandbits(31) + 1 if argv[0].lower() in RANDOM_WRITES else 0
         reply, effects, undo = self.state.execute_recorded(argv, t, seed, parsed)
         self.commands_executed += 1
@@ -902,6 +920,21 @@ class NodeCore:
             del times[: len(times) // 2]
         return index
 
+    def watch_index(self) -> int:
+        """Where a WATCH sent to this node starts: the last index it has applied that is
+        certainly committed. (A leader's applied-ahead entries may yet be replaced by another
+        leader's at the same indexes, which a scan from beyond them would never see.)"""
+        return min(self.applied_index, self.raft.commit_index)
+
+    def _watched_changed(self, index: int, keys: list[bytes]) -> bool:
+        """WATCH: whether an entry of this leader's log after `index` changes one of `keys`;
+        True also when the log cannot tell (see replikv.commands.transactions)."""
+        log = self.raft.log
+        last = log.last_index
+        if index < log.offset or index > last or last - index > WATCH_SCAN_MAX:
+            return True
+        return changes_any([e.data for e in log.slice(index + 1, last + 1)], keys)
+
     def _entry_time(self) -> int:
         return max(self.now_ms, self.state_time_ms)
 
@@ -912,6 +945,7 @@ class NodeCore:
         key = (m.src, m.req_id)
         if key in self._recent_forwards:
             return  # a duplicate delivery: the first copy is already proposed (or answered)
+        outcome: int | ErrorReply | Status | _NullArray | None
         if is_admin_command(m.argv):
             if not self.raft.is_leader:
                 self._send(m.src, ForwardReply(self.id, m.req_id, None, not_leader=True))
@@ -925,7 +959,7 @@ class NodeCore:
         if outcome is None:  # leadership transfer in progress
             self._send(m.src, ForwardReply(self.id, m.req_id, None, not_leader=True))
             return
-        if isinstance(outcome, ErrorReply | Status):
+        if isinstance(outcome, ErrorReply | Status | _NullArray):
             self._send(m.src, ForwardReply(self.id, m.req_id, outcome))
             return
         self._recent_forwards[key] = None

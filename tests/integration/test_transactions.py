@@ -10,6 +10,7 @@ MULTI INCR x INCR y EXEC at once, and every EXEC must answer the same number for
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -91,10 +92,18 @@ def test_multi_exec_discard_and_their_errors_as_in_redis(make_cluster):
                                                       "previous errors"):
             run("EXEC")
         assert r.get("t:k") == "1", bad
-    # WATCH is refused with what to use instead; UNWATCH has nothing to undo.
-    with pytest.raises(redis.ResponseError, match="IFEQ"):
-        run("WATCH", "t:k")
-    assert run("UNWATCH") == "OK"
+    # WATCH: a change by anyone after it makes EXEC answer nil and apply nothing.
+    other = cluster.client(cluster.leader(), decode_responses=True)
+    assert run("WATCH", "t:k") == "OK" and run("MULTI") == "OK"
+    with pytest.raises(redis.ResponseError, match="WATCH inside MULTI is not allowed"):
+        run("WATCH", "t:j")
+    assert run("SET", "t:k", "5") == "QUEUED"
+    assert other.set("t:k", "changed") is True
+    assert run("EXEC") is None and r.get("t:k") == "changed"
+    other.set("t:k", "1")
+    assert run("WATCH", "t:k") == "OK" and run("UNWATCH") == "OK"  # UNWATCH forgets it
+    other.set("t:k", "1")
+    assert run("MULTI") == "OK" and run("GET", "t:k") == "QUEUED" and run("EXEC") == ["1"]
     # RESET inside MULTI discards it.
     assert run("MULTI") == "OK" and run("SET", "t:k", "4") == "QUEUED"
     assert run("RESET") == "RESET"
@@ -112,21 +121,16 @@ def test_multi_exec_discard_and_their_errors_as_in_redis(make_cluster):
     assert r.get("t:n") == "1"
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_nothing_runs_between_the_commands_of_a_transaction(make_cluster, mode: str):
-    cluster = make_cluster(3, extra_args=replikv_args(mode))
+def run_clients(cluster: Cluster, work: Callable[[redis.Redis], None],
+                timeout_s: float = 90.0) -> int:
+    """`work(client)` in CLIENTS_PER_NODE threads per node, each with its own connection to its
+    node; raises the first error of any; returns how many clients ran."""
     errors: list[BaseException] = []
-    answers: list[tuple[int, int]] = []
-    lock = threading.Lock()
 
     def client(node: str) -> None:
         try:
-            r = cluster.client(node, socket_timeout=20.0)
-            for _ in range(TRANSACTIONS_PER_CLIENT):
-                x, y = r.pipeline().incr("tx:x").incr("tx:y").execute()
-                with lock:
-                    answers.append((x, y))
-        except BaseException as e:  # noqa: BLE001 - reported by the test below
+            work(cluster.client(node, socket_timeout=20.0))
+        except BaseException as e:  # noqa: BLE001 - raised below
             errors.append(e)
 
     threads = [threading.Thread(target=client, args=(node,), daemon=True)
@@ -134,12 +138,56 @@ def test_nothing_runs_between_the_commands_of_a_transaction(make_cluster, mode: 
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=90)
+        t.join(timeout=timeout_s)
     assert not errors, errors
     assert not any(t.is_alive() for t in threads)
-    total = len(cluster.ids) * CLIENTS_PER_NODE * TRANSACTIONS_PER_CLIENT
+    return len(threads)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_nothing_runs_between_the_commands_of_a_transaction(make_cluster, mode: str):
+    cluster = make_cluster(3, extra_args=replikv_args(mode))
+    answers: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def work(r: redis.Redis) -> None:
+        for _ in range(TRANSACTIONS_PER_CLIENT):
+            x, y = r.pipeline().incr("tx:x").incr("tx:y").execute()
+            with lock:
+                answers.append((x, y))
+
+    total = run_clients(cluster, work) * TRANSACTIONS_PER_CLIENT
     assert len(answers) == total
     assert all(x == y for x, y in answers), [a for a in answers if a[0] != a[1]][:5]
     assert sorted(x for x, _ in answers) == list(range(1, total + 1))
     state = _agree(cluster)
     assert state["tx:x"] == state["tx:y"] == ("string", str(total))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_watch_makes_optimistic_increments_exact(make_cluster, mode: str):
+    """The WATCH pattern redis-py's transaction() uses: read, compute, write in MULTI/EXEC,
+    retry on WatchError. Clients on every node at once must lose no increment."""
+    cluster = make_cluster(3, extra_args=replikv_args(mode))
+    aborts: list[int] = []
+    per_client = 25
+
+    def work(r: redis.Redis) -> None:
+        tries = 0
+
+        def increment(pipe: redis.client.Pipeline) -> None:
+            nonlocal tries
+            tries += 1
+            value = int(pipe.get("opt:n") or 0)
+            pipe.multi()
+            pipe.set("opt:n", value + 1)
+
+        for _ in range(per_client):
+            r.transaction(increment, "opt:n")
+        aborts.append(tries - per_client)
+
+    total = run_clients(cluster, work) * per_client
+    state = _agree(cluster)
+    assert state["opt:n"] == ("string", str(total))
+    assert sum(aborts) > 0, "no transaction ever raced another: the test proved nothing"
+

@@ -13,18 +13,26 @@ from types import SimpleNamespace
 import msgpack
 import pytest
 
-from replikv.commands.transactions import encode_exec, split_exec
+from replikv import node as node_module
+from replikv.commands.transactions import (
+    changes_any,
+    encode_exec,
+    split_exec,
+    split_watch,
+)
 from replikv.concerns import DEFAULT_OPTIONS
 from replikv.entries import apply_entry
 from replikv.limits import DEFAULT_LIMITS
 from replikv.node import encode_command_entry, encode_effects_entry
 from replikv.pitr import _removes
-from replikv.replies import CommandError, ErrorReply
+from replikv.replies import CommandError, ErrorReply, NullArray
 from replikv.resp import encode_reply
 from replikv.server.resp_server import ClientConnection
 from replikv.sessions import SessionTable
 from replikv.state import KVState
 from replikv.storage.rollback import describe_entry, entry_keys
+
+from .node_harness import Cluster
 
 T0 = 1_700_000_000_000
 TX = [[b"SET", b"a", b"1"], [b"INCR", b"a"], [b"SADD", b"a", b"x"], [b"GET", b"a"],
@@ -95,6 +103,75 @@ def test_the_tools_read_a_transaction_entry() -> None:
     assert not _removes(msgpack.packb([1, T0, [b"EXEC", b"oops"], 0]), b"b")
 
 
+# ---- WATCH ----
+
+
+def test_the_watch_part_rides_along_and_never_reaches_the_state() -> None:
+    tx = encode_exec([[b"SET", b"a", b"1"]], (123456789012345, [b"a", b"b"]))
+    assert split_watch(tx) == ((123456789012345, [b"a", b"b"]),
+                               encode_exec([[b"SET", b"a", b"1"]]))
+    assert split_exec(tx) == [[b"SET", b"a", b"1"]]
+    assert split_watch(encode_exec([[b"GET", b"a"]])) == (None, encode_exec([[b"GET", b"a"]]))
+    for bad in ([b"EXEC", b"WATCH"], [b"EXEC", b"WATCH", b"-1", b"0", b"0"],
+                [b"EXEC", b"WATCH", b"1", b"5", b"a", b"0"]):
+        with pytest.raises(CommandError, match="malformed"):
+            split_exec(bad)
+
+
+def test_which_entries_change_a_watched_key() -> None:
+    def command(*argv: bytes) -> bytes:
+        return encode_command_entry(list(argv), T0, 0, None)
+
+    assert changes_any([command(b"SET", b"a", b"1")], [b"a"])
+    assert not changes_any([command(b"SET", b"z", b"1"), b"", command(b"GET", b"a")], [b"a"])
+    assert changes_any([command(b"RENAME", b"x", b"a")], [b"a"])
+    assert changes_any([command(b"FLUSHALL")], [b"a"])
+    assert changes_any([command(*encode_exec([[b"GET", b"z"], [b"DEL", b"a"]]))], [b"a"])
+    assert not changes_any([command(*encode_exec([[b"GET", b"a"], [b"DEL", b"z"]]))], [b"a"])
+    _, effects, _ = KVState().execute_recorded([b"SET", b"a", b"v"], T0)
+    assert changes_any([encode_effects_entry(effects, T0, None)], [b"a"])
+    assert not changes_any([encode_effects_entry(effects, T0, None)], [b"b"])
+
+
+@pytest.mark.parametrize("replication", ["passive", "active"])
+def test_a_watched_transaction_runs_only_if_nothing_changed_its_keys(
+        replication: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = Cluster(replication=replication)
+    leader = c.elect()
+    follower = next(i for i in c.ids if i != leader)
+    c.call(leader, "SET", "k", "1")
+    c.deliver()
+    index = c.nodes[follower].watch_index()
+    # The leader's own watch index stays below what it applied ahead of its commit.
+    c.submit(leader, "SET", "ahead", "1")
+    assert c.nodes[leader].watch_index() == c.nodes[leader].raft.commit_index
+    assert c.nodes[leader].applied_index > c.nodes[leader].watch_index()
+    c.deliver()
+    tx = encode_exec([[b"INCR", b"k"]], (index, [b"k"]))
+    assert c.call(follower, *tx) == [2]  # unchanged since: it runs (forwarded)
+    c.deliver()
+    # Changed since the WATCH (by the transaction itself, here): nil, and nothing proposed.
+    last = c.nodes[leader].raft.log.last_index
+    assert c.call(follower, *tx) is NullArray
+    assert c.nodes[leader].raft.log.last_index == last
+    assert c.call(leader, "GET", "k") == b"2"
+    # Another key changed: still runs.
+    index = c.nodes[leader].applied_index
+    c.call(leader, "SET", "other", "x")
+    assert c.call(leader, *encode_exec([[b"INCR", b"k"]], (index, [b"k"]))) == [3]
+    # What the log cannot tell aborts: an index beyond it, or too far back.
+    last = c.nodes[leader].raft.log.last_index
+    assert c.call(leader, *encode_exec([[b"INCR", b"k"]], (last + 5, [b"k"]))) is NullArray
+    monkeypatch.setattr(node_module, "WATCH_SCAN_MAX", 2)
+    for i in range(3):
+        c.call(leader, "SET", f"other{i}", "x")  # none of them touches k
+    assert c.call(leader, *encode_exec([[b"INCR", b"k"]], (last, [b"k"]))) is NullArray
+    index = c.nodes[leader].raft.log.last_index
+    c.call(leader, "SET", "other", "y")
+    assert c.call(leader, *encode_exec([[b"INCR", b"k"]], (index, [b"k"]))) == [4]
+    assert c.call(leader, "GET", "k") == b"4"
+
+
 # ---- a client connection queueing between MULTI and EXEC ----
 
 
@@ -108,6 +185,7 @@ class FakeServer:
             **limits}))
         self.default_options = DEFAULT_OPTIONS
         self.metrics = SimpleNamespace(count_command=lambda name, ok: None)
+        self.node = SimpleNamespace(watch_index=lambda: 42)
         self.submitted: list[list[bytes]] = []
 
     def next_client_id(self) -> int:
@@ -197,3 +275,25 @@ def test_a_transaction_over_the_argument_limit_is_refused_when_queued() -> None:
     send(conn, [b"MULTI"], [b"MSET", b"a", b"1", b"b", b"2"], [b"MSET", b"c", b"3"],
          [b"EXEC"])
     assert b"-ERR transaction too large" in transport.out and server.submitted == []
+
+
+def test_watch_is_noted_with_the_applied_index_and_sent_with_exec() -> None:
+    conn, server, transport = connection()
+    send(conn, [b"WATCH", b"a"], [b"WATCH", b"b"], [b"MULTI"], [b"WATCH", b"c"],
+         [b"SET", b"a", b"1"], [b"EXEC"])
+    assert transport.out == (b"+OK\r\n+OK\r\n+OK\r\n-ERR WATCH inside MULTI is not allowed\r\n"
+                             b"+QUEUED\r\n")
+    assert server.submitted == [encode_exec([[b"SET", b"a", b"1"]], (42, [b"a", b"b"]))]
+    conn.on_reply(1, NullArray)
+    assert transport.out.endswith(b"*-1\r\n")
+    # EXEC ended the WATCH; UNWATCH and DISCARD end it too; an empty transaction still goes
+    # to the leader when something is watched (nil if it changed, else an empty array).
+    send(conn, [b"MULTI"], [b"EXEC"])
+    assert transport.out.endswith(b"+OK\r\n*0\r\n") and len(server.submitted) == 1
+    send(conn, [b"WATCH", b"a"], [b"UNWATCH"], [b"MULTI"], [b"EXEC"])
+    assert len(server.submitted) == 1
+    send(conn, [b"WATCH", b"a"], [b"MULTI"], [b"DISCARD"], [b"MULTI"], [b"EXEC"])
+    assert len(server.submitted) == 1
+    send(conn, [b"WATCH", b"a"], [b"MULTI"], [b"EXEC"])
+    assert server.submitted[-1] == encode_exec([], (42, [b"a"]))
+

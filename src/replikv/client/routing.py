@@ -51,8 +51,9 @@ _REFUSED = {
     "multi": "use pipeline(transaction=True), which sends MULTI ... EXEC on one connection",
     "exec": "use pipeline(transaction=True), which sends MULTI ... EXEC on one connection",
     "discard": "use pipeline(transaction=True), which sends MULTI ... EXEC on one connection",
-    "watch": "replikv does not support WATCH; use SET key value IFEQ old for compare-and-set",
-    "unwatch": "replikv does not support WATCH",
+    "watch": "WATCH belongs to one connection (use a redis.Redis connection's pipeline(), "
+             "or SET key value IFEQ old for a compare-and-set)",
+    "unwatch": "WATCH belongs to one connection",
     "subscribe": "pub/sub is not supported by replikv",
     "psubscribe": "pub/sub is not supported by replikv",
     "ssubscribe": "pub/sub is not supported by replikv",

@@ -12,6 +12,17 @@ seed + i.
 
 As in Redis, a command that fails when it runs (WRONGTYPE, a bad argument) answers its error in
 its slot of EXEC's reply and changes nothing, and the others still run: there is no rollback.
+
+WATCH makes a transaction conditional. The connection notes the node's watch index when WATCH is
+sent (the last entry it applied that is certainly committed: a leader's applied-ahead entries
+may still be replaced by another leader's), and EXEC carries it with the watched keys: `EXEC WATCH <index> <nkeys> <key>... <n>
+...`. The leader, before it runs the transaction, looks at every entry of its log after that
+index (its own not yet committed ones too, which come before the transaction): if one changes a
+watched key, EXEC answers nil and nothing is proposed, as in Redis. What the leader cannot tell
+(the index is no longer in its log after a snapshot, is beyond it, or is more than
+WATCH_SCAN_MAX entries back) also answers nil: a spurious abort, which a client retries, never a
+missed change. The WATCH part never reaches the log: the leader proposes the transaction
+without it.
 """
 
 from __future__ import annotations
@@ -28,15 +39,24 @@ EXEC_NAME = b"EXEC"
 # first; a form from elsewhere that holds one is malformed).
 NOT_IN_TRANSACTION = frozenset({b"exec", b"multi", b"discard", b"watch", b"unwatch"})
 ERR_MALFORMED = "ERR malformed transaction"
+WATCH_MARK = b"WATCH"
+# Entries the leader looks through for changes to watched keys; a WATCH further back aborts.
+WATCH_SCAN_MAX = 100_000
 
 # One queued command as EXEC runs it: (argv, (spec, parsed) or None, the ErrorReply it answers
 # without running, or None).
 Queued = tuple[list[bytes], tuple | None, ErrorReply | None]
 
 
-def encode_exec(commands: list[list[bytes]]) -> list[bytes]:
-    """The internal EXEC of `commands` (each an argv)."""
-    out = [EXEC_NAME, b"%d" % len(commands)]
+def encode_exec(commands: list[list[bytes]],
+                watch: tuple[int, list[bytes]] | None = None) -> list[bytes]:
+    """The internal EXEC of `commands` (each an argv), conditional on `watch` (the applied
+    index when WATCH was sent, and the keys) if given."""
+    out = [EXEC_NAME]
+    if watch is not None:
+        index, keys = watch
+        out += [WATCH_MARK, b"%d" % index, b"%d" % len(keys), *keys]
+    out.append(b"%d" % len(commands))
     for argv in commands:
         out.append(b"%d" % len(argv))
         out.extend(argv)
@@ -49,8 +69,34 @@ def _count(arg: bytes, at_most: int) -> int:
     return int(arg)
 
 
+def split_watch(argv: list[bytes]) -> tuple[tuple[int, list[bytes]] | None, list[bytes]]:
+    """An internal EXEC's WATCH part (index, keys), or None, and the EXEC without it;
+    CommandError if the part is malformed."""
+    if len(argv) < 2 or argv[1] != WATCH_MARK:
+        return None, argv
+    if len(argv) < 4 or not argv[2].isdigit() or len(argv[2]) > 19:
+        raise CommandError(ERR_MALFORMED)
+    nkeys = _count(argv[3], len(argv) - 4)
+    return (int(argv[2]), argv[4:4 + nkeys]), [argv[0], *argv[4 + nkeys:]]
+
+
+def changes_any(entries: list[bytes], keys: list[bytes]) -> bool:
+    """Whether any of these log entries (their data) changes one of `keys`: a FLUSHALL
+    changes them all."""
+    from replikv.storage.rollback import ALL_KEYS, entry_keys
+
+    watched = set(keys)
+    for data in entries:
+        changed = entry_keys(data)
+        if ALL_KEYS in changed or not watched.isdisjoint(changed):
+            return True
+    return False
+
+
 def split_exec(argv: list[bytes]) -> list[list[bytes]]:
-    """The commands of an internal EXEC; CommandError if it is not one."""
+    """The commands of an internal EXEC (its WATCH part, if any, left out); CommandError if it
+    is not one."""
+    argv = split_watch(argv)[1]
     if len(argv) < 2:
         raise CommandError(ERR_MALFORMED)
     n = _count(argv[1], len(argv))

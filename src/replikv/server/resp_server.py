@@ -67,9 +67,7 @@ RUN_INSIDE_MULTI = frozenset({b"quit", b"reset"})  # run at once, as in Redis
 QUEUED = Status("QUEUED")
 OK = Status("OK")
 ERR_EXEC_ABORT = ErrorReply("EXECABORT Transaction discarded because of previous errors.")
-ERR_WATCH = ErrorReply("ERR WATCH is not supported by replikv: a transaction cannot be made "
-                       "conditional on keys left unchanged; use SET key value IFEQ old for a "
-                       "compare-and-set")
+WATCHED_KEYS_MAX = 10_000  # per connection
 # Bytes counted per queued command beyond its arguments (its argument count in the internal
 # EXEC), so the transaction is refused when queued, not when it is proposed.
 QUEUED_COMMAND_OVERHEAD = 12
@@ -128,6 +126,8 @@ class ClientConnection(asyncio.Protocol):
         self.multi_dirty = False
         self.multi_args = 0
         self.multi_bytes = 0
+        # WATCH: the node's applied index when the first key was watched, and the keys.
+        self.watch: tuple[int, list[bytes]] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ class ClientConnection(asyncio.Protocol):
                     break
                 reply = run_local(handler, self.state, self.view, argv)
                 if name == b"reset":
-                    self.multi = None  # RESET also discards a transaction being queued
+                    self.multi = self.watch = None  # RESET also drops a transaction and WATCH
                 self.server.metrics.count_command(name.decode("latin-1"),
                                                   type(reply) is not ErrorReply)
                 self._push_done(reply)
@@ -252,10 +252,22 @@ class ClientConnection(asyncio.Protocol):
             self.multi_args, self.multi_bytes = 2, 16  # the internal EXEC's name and count
             return OK
         if name == b"watch":
-            return ERR_WATCH
+            return self._watch(argv)
         if name == b"unwatch":
-            return OK  # nothing is ever watched
+            self.watch = None
+            return OK
         return ErrorReply(f"ERR {name.decode().upper()} without MULTI")
+
+    def _watch(self, argv: list[bytes]) -> object:
+        """WATCH key...: EXEC will answer nil if an entry after the node's watch index (its
+        last applied and committed one) changes one of them (replikv.commands.transactions)."""
+        if len(argv) < 2:
+            return ErrorReply(wrong_arity("watch"))
+        index, keys = self.watch or (self.server.node.watch_index(), [])
+        if len(keys) + len(argv) - 1 > WATCHED_KEYS_MAX:
+            return ErrorReply(f"ERR too many watched keys (limit {WATCHED_KEYS_MAX})")
+        self.watch = (index, keys + argv[1:])
+        return OK
 
     def _in_multi(self, queued: list[list[bytes]], name: bytes, argv: list[bytes],
                   with_options: bool) -> list[bytes] | None:
@@ -265,16 +277,16 @@ class ClientConnection(asyncio.Protocol):
             if len(argv) != 1:
                 self._multi_refuse(ErrorReply(wrong_arity(name.decode())))
                 return None
-            dirty = self.multi_dirty
-            self.multi = None
+            dirty, watch = self.multi_dirty, self.watch
+            self.multi = self.watch = None  # EXEC and DISCARD also end WATCH
             if name == b"discard":
                 self._push_done(OK)
             elif dirty:
                 self._push_done(ERR_EXEC_ABORT)
-            elif not queued:
+            elif not queued and watch is None:
                 self._push_done([])
             else:
-                return encode_exec(queued)
+                return encode_exec(queued, watch)
             return None
         if name == b"multi":
             self._push_done(ErrorReply("ERR MULTI calls can not be nested"))
