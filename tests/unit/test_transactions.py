@@ -297,3 +297,13 @@ def test_watch_is_noted_with_the_applied_index_and_sent_with_exec() -> None:
     send(conn, [b"WATCH", b"a"], [b"MULTI"], [b"EXEC"])
     assert server.submitted[-1] == encode_exec([], (42, [b"a"]))
 
+
+def test_command_describes_the_transaction_commands_as_clients_send_them() -> None:
+    from replikv.server.local_commands import _command
+
+    info = _command(None, None, [b"COMMAND", b"INFO", b"multi", b"exec", b"watch", b"get"])
+    assert [(e[0], e[1]) for e in info] == [("multi", 1), ("exec", 1), ("watch", -2),
+                                            ("get", 2)]
+    assert {"multi", "exec", "discard", "watch", "unwatch", "ping"} <= set(
+        _command(None, None, [b"COMMAND", b"LIST"]))
+

@@ -235,17 +235,20 @@ def _command(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object
 
 
 def _all_command_names() -> set[str]:
-    return set(COMMANDS) | {n.decode() for n in LOCAL_COMMANDS} | {"wait"}
+    return set(COMMANDS) | {n.decode() for n in LOCAL_COMMANDS} | set(_LOCAL_ARITY)
 
 
+# Commands the node answers itself, and the transaction commands the connection takes (EXEC's
+# table entry is its internal form: a client sends it bare).
 _LOCAL_ARITY = {"ping": -1, "echo": 2, "hello": -1, "client": -2, "select": 2, "command": -1,
                 "info": -1, "role": 1, "quit": -1, "reset": 1, "time": 1, "config": -2,
-                "auth": -2, "replikv": -2, "wait": 3}
+                "auth": -2, "replikv": -2, "wait": 3,
+                "multi": 1, "exec": 1, "discard": 1, "watch": -2, "unwatch": 1}
 
 
 def _command_entry(name: str) -> list:
     spec = COMMANDS.get(name)
-    if spec is None:
+    if spec is None or name in _LOCAL_ARITY:
         return [name, _LOCAL_ARITY.get(name, -1), [Status("fast")], 0, 0, 0, [], [], [], []]
     return [name, spec.arity, [Status(f) for f in spec.flags], spec.first_key, spec.last_key,
             spec.key_step, [], [], [], []]
