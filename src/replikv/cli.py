@@ -854,11 +854,10 @@ def rollback_report(data_dir: Path, show_all: bool, as_json: bool) -> None:
     """
     import json
 
+    from replikv.entries import ALL_KEYS, entry_keys
     from replikv.storage.errors import CorruptRollbackFileError
     from replikv.storage.rollback import (
-        ALL_KEYS,
         describe_entry,
-        entry_keys,
         list_rollback_files,
         read_rollback_file,
     )

@@ -12,14 +12,19 @@ leader's seed), and so reaches exactly the state every replica reached.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 
+from replikv.commands import keys_of, lookup
+from replikv.commands.transactions import split_exec
 from replikv.invariants import invariant
 from replikv.raft.membership import is_config_entry
-from replikv.sessions import SessionTable
-from replikv.state import KVState
+from replikv.replies import CommandError
+
+if TYPE_CHECKING:  # imported at run time they would make a cycle: state -> storage -> here
+    from replikv.sessions import SessionTable
+    from replikv.state import KVState
 
 ENTRY_COMMAND = 1  # payload: argv; 4th field: the leader's random seed (0: none)
 ENTRY_EXPIRE = 2  # payload: keys whose time to live ran out (active mode)
@@ -90,3 +95,76 @@ def entry_time_ms(data: bytes) -> int | None:
             and type(decoded[1]) is int):
         return decoded[1]
     return None
+
+
+ALL_KEYS = b"*"  # what entry_keys names for a FLUSHALL
+
+
+def _command_keys(argv: list[bytes]) -> list[bytes]:
+    """The keys of one command as a log entry carries it (a transaction's: all its commands')."""
+    spec = lookup(argv[0]) if argv else None
+    if spec is None:
+        return argv[1:2]
+    if spec.kind == "read":
+        return []  # a read ordered through the log changes nothing
+    if spec.name in ("flushall", "flushdb"):
+        return [ALL_KEYS]
+    if spec.name == "exec":
+        try:
+            commands = split_exec(argv)
+        except CommandError:
+            return []
+        keys: list[bytes] = []
+        for command in commands:
+            for key in _command_keys(command):
+                if key == ALL_KEYS:
+                    return [ALL_KEYS]
+                if key not in keys:
+                    keys.append(key)
+        return keys
+    try:
+        return list(keys_of(spec, argv))
+    except (IndexError, ValueError):
+        return argv[1:2]
+
+
+def entry_keys(data: bytes) -> list[bytes]:
+    """The keys a log entry changes (ALL_KEYS for a flush), for `replikv rollback report` and
+    the leader's WATCH check; [] for a no-op, a membership entry or bytes that do not decode."""
+    if not data or is_config_entry(data):
+        return []
+    try:
+        decoded = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException):
+        return []
+    if not (isinstance(decoded, list) and len(decoded) >= 3):
+        return []
+    kind, payload = decoded[0], decoded[2]
+    if kind == ENTRY_COMMAND:
+        return _command_keys(as_bytes_list(payload) or [])
+    if kind == ENTRY_EXPIRE:
+        return as_bytes_list(payload) or []
+    if kind == ENTRY_EFFECTS and isinstance(payload, list):
+        keys: list[bytes] = []
+        for op in payload:
+            if isinstance(op, list) and len(op) == 1:
+                return [ALL_KEYS]  # the flush effect
+            if (isinstance(op, list) and len(op) > 1 and isinstance(op[1], bytes)
+                    and op[1] not in keys):
+                keys.append(op[1])
+        return keys
+    return []
+
+
+def as_bytes_list(value: object) -> list[bytes] | None:
+    """A decoded list of byte strings (str items encoded), or None if it is not one."""
+    if not isinstance(value, list):
+        return None
+    out = []
+    for item in value:
+        if isinstance(item, str):
+            item = item.encode()
+        if not isinstance(item, bytes):
+            return None
+        out.append(item)
+    return out

@@ -685,14 +685,15 @@ class NodeCore:
                 else:
                     self._dup_waiting.append((check.index, target, check.reply))
                 return check.index
-        if argv[0].lower() == b"exec":
+        name = argv[0].lower()
+        if name == b"exec":
             try:
                 watch, argv = split_watch(argv)  # the log gets the transaction without it
             except CommandError as e:
                 return e.reply()
             if watch is not None and self._watched_changed(*watch):
                 return NullArray  # EXEC's nil: a watched key changed
-        seed = self.rng.getrandbits(31) + 1 if argv[0].lower() in RANDOM_WRITES else 0
+        seed = self.rng.getrandbits(31) + 1 if name in RANDOM_WRITES else 0
         reply, effects, undo = self.state.execute_recorded(argv, t, seed, parsed)
         self.commands_executed += 1
         if opts.session is not None and opts.seq is not None:

@@ -85,8 +85,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self
 
 from replikv.commands import keys_of, parse_command
+from replikv.commands.transactions import Queued
 from replikv.invariants import InvariantViolation, invariant
-from replikv.replies import WRONG_TYPE, CommandError, ErrorReply
+from replikv.replies import WRONG_TYPE, CommandError
 from replikv.storage.snapshot import (
     BATCH_BYTES_TARGET,
     ITEM_SET,
@@ -492,9 +493,7 @@ class KVState:
         what `parse_command(argv)` returned, if the caller has it already."""
         return self._recorded(lambda: self._run(argv, time_ms, seed, parsed))
 
-    def run_transaction(self, commands: list[tuple[list[bytes], tuple | None,
-                                                   ErrorReply | None]],
-                        time_ms: int) -> list[object]:
+    def run_transaction(self, commands: list[Queued], time_ms: int) -> list[object]:
         """EXEC's body (replikv.commands.transactions): run each (argv, parsed, error) in order,
         each as one command runs (one that fails answers its error and changes nothing; one
         with an `error` already is not run), the i-th with the seed + i when the transaction

@@ -21,7 +21,7 @@ from replikv.commands.transactions import (
     split_watch,
 )
 from replikv.concerns import DEFAULT_OPTIONS
-from replikv.entries import apply_entry
+from replikv.entries import apply_entry, entry_keys
 from replikv.limits import DEFAULT_LIMITS
 from replikv.node import encode_command_entry, encode_effects_entry
 from replikv.pitr import _removes
@@ -30,7 +30,7 @@ from replikv.resp import encode_reply
 from replikv.server.resp_server import ClientConnection
 from replikv.sessions import SessionTable
 from replikv.state import KVState
-from replikv.storage.rollback import describe_entry, entry_keys
+from replikv.storage.rollback import describe_entry
 
 from .node_harness import Cluster
 

@@ -7,11 +7,12 @@ at a given time. The leader calls `parse_command` before proposing a write; ever
 CommandError with Redis's own error text, so clients that match on errors keep working.
 
 The table is written out in one place, like Redis's command table, so its shape can be read at a
-glance; the code for each family lives in `strings`, `keys`, `sets` and `transactions`. Arity and key positions
-follow Redis's COMMAND conventions: arity counts the name, negative means "at least"; keys are
-argv[first_key..last_key] stepping by key_step, a negative last_key counting from the end. A
-command whose keys move with a count argument (SINTERCARD numkeys key ...) has the "movablekeys"
-flag, (0, 0, 0) as its range like in Redis, and a `find_keys` function instead.
+glance; the code for each family lives in `strings`, `keys`, `sets` and `transactions`.
+Arity and key positions follow Redis's COMMAND conventions: arity counts the name, negative
+means "at least"; keys are argv[first_key..last_key] stepping by key_step, a negative last_key
+counting from the end. A command whose keys move with a count argument (SINTERCARD numkeys
+key ...) has the "movablekeys" flag, (0, 0, 0) as its range like in Redis, and a `find_keys`
+function instead.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def lookup(name: bytes) -> CommandSpec | None:
     return COMMANDS.get(name.lower().decode("latin-1"))
 
 
-def _unknown_command(argv: list[bytes]) -> CommandError:
+def unknown_command(argv: list[bytes]) -> CommandError:
     # Redis's text: the name cut to 128 chars, then quoted arguments until 128 chars are used.
     # CR and LF would break a RESP error line, so they become spaces as Redis makes them.
     quote_max = UNKNOWN_COMMAND_QUOTE_CHARS_MAX
@@ -192,11 +193,16 @@ def parse_command(argv: list[bytes]) -> tuple[CommandSpec, object]:
         raise CommandError("ERR empty command")
     spec = lookup(argv[0])
     if spec is None:
-        raise _unknown_command(argv)
+        raise unknown_command(argv)
+    check_arity(spec, argv)
+    return spec, spec.parse(argv)
+
+
+def check_arity(spec: CommandSpec, argv: list[bytes]) -> None:
+    """CommandError, with Redis's text, if `argv` has the wrong number of arguments."""
     arity = spec.arity
     if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
         raise CommandError(wrong_arity(spec.name))
-    return spec, spec.parse(argv)
 
 
 def keys_of(spec: CommandSpec, argv: list[bytes]) -> list[bytes]:

@@ -50,7 +50,7 @@ Queued = tuple[list[bytes], tuple | None, ErrorReply | None]
 
 def encode_exec(commands: list[list[bytes]],
                 watch: tuple[int, list[bytes]] | None = None) -> list[bytes]:
-    """The internal EXEC of `commands` (each an argv), conditional on `watch` (the applied
+    """The internal EXEC of `commands` (each an argv), conditional on `watch` (the node's watch
     index when WATCH was sent, and the keys) if given."""
     out = [EXEC_NAME]
     if watch is not None:
@@ -83,7 +83,7 @@ def split_watch(argv: list[bytes]) -> tuple[tuple[int, list[bytes]] | None, list
 def changes_any(entries: list[bytes], keys: list[bytes]) -> bool:
     """Whether any of these log entries (their data) changes one of `keys`: a FLUSHALL
     changes them all."""
-    from replikv.storage.rollback import ALL_KEYS, entry_keys
+    from replikv.entries import ALL_KEYS, entry_keys  # entries imports this module
 
     watched = set(keys)
     for data in entries:

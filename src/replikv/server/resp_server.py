@@ -34,7 +34,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from replikv.commands import lookup, parse_command
+from replikv.commands import check_arity, lookup, unknown_command
 from replikv.commands.transactions import encode_exec
 from replikv.node import is_admin_command
 from replikv.replies import CommandError, ErrorReply, Status, wrong_arity
@@ -126,7 +126,7 @@ class ClientConnection(asyncio.Protocol):
         self.multi_dirty = False
         self.multi_args = 0
         self.multi_bytes = 0
-        # WATCH: the node's applied index when the first key was watched, and the keys.
+        # WATCH: the node's watch index when the first key was watched, and the keys.
         self.watch: tuple[int, list[bytes]] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -302,14 +302,13 @@ class ClientConnection(asyncio.Protocol):
             if name in LOCAL_COMMANDS or name in TRANSACTION_COMMANDS or name == b"wait":
                 self._multi_refuse(ErrorReply(f"ERR {name.decode().upper()} inside MULTI is "
                                               "not supported by replikv"))
-                return None
-            try:
-                parse_command(argv)
-            except CommandError as e:  # Redis's text for an unknown command
-                self._multi_refuse(e.reply())
+            else:
+                self._multi_refuse(unknown_command(argv).reply())
             return None
-        if (spec.arity > 0 and len(argv) != spec.arity) or len(argv) < -spec.arity:
-            self._multi_refuse(ErrorReply(wrong_arity(spec.name)))
+        try:
+            check_arity(spec, argv)
+        except CommandError as e:
+            self._multi_refuse(e.reply())
             return None
         limits = self.server.settings.limits
         args = self.multi_args + 1 + len(argv)

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from replikv import __version__
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
@@ -145,33 +145,23 @@ class NodeServer(NodeView):
 
     @property
     def datadir(self) -> DataDir:
-        if self._datadir is None:
-            raise InvariantViolation("the data dir is used before open_storage()")
-        return self._datadir
+        return _created(self._datadir, "the data dir", "open_storage()")
 
     @property
     def wal(self) -> WriteAheadLog:
-        if self._wal is None:
-            raise InvariantViolation("the log is used before open_storage()")
-        return self._wal
+        return _created(self._wal, "the log", "open_storage()")
 
     @property
     def node(self) -> NodeCore:
-        if self._node is None:
-            raise InvariantViolation("the node core is used before open_storage()")
-        return self._node
+        return _created(self._node, "the node core", "open_storage()")
 
     @property
     def snapshots(self) -> SnapshotRuntime:
-        if self._snapshots is None:
-            raise InvariantViolation("the snapshots are used before open_storage()")
-        return self._snapshots
+        return _created(self._snapshots, "the snapshots", "open_storage()")
 
     @property
     def transport(self) -> PeerTransport:
-        if self._transport is None:
-            raise InvariantViolation("the peer transport is used before run()")
-        return self._transport
+        return _created(self._transport, "the peer transport", "run()")
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -900,6 +890,16 @@ def _fsync_warning(s: NodeSettings) -> str | None:
                 f"lost and a damaged term/vote file makes it refuse to start; if a majority of "
                 f"nodes lose power at once, writes acknowledged to clients can be lost.")
     return None
+
+
+_T = TypeVar("_T")
+
+
+def _created(value: _T | None, what: str, by: str) -> _T:
+    """`value`, which `by` creates before anything can use it (NodeServer's properties)."""
+    if value is None:
+        raise InvariantViolation(f"{what} is used before {by}")
+    return value
 
 
 def run_node(settings: NodeSettings) -> None:

@@ -27,6 +27,7 @@ from typing import NotRequired, TypedDict
 
 import msgpack
 
+from replikv.entries import ENTRY_COMMAND, ENTRY_EFFECTS, ENTRY_EXPIRE, as_bytes_list
 from replikv.invariants import invariant
 from replikv.raft.membership import Membership, MembershipError, is_config_entry
 from replikv.storage.errors import CorruptRollbackFileError, CorruptStateError
@@ -42,10 +43,6 @@ ROLLBACK_SUFFIX = ".rkvrb"
 ROLLBACK_MAGIC = b"RKVRB"
 ROLLBACK_VERSION = 1
 
-# Log entry kinds, as the node core writes them: msgpack [kind, time_ms, payload, ...].
-ENTRY_COMMAND = 1  # payload: argv (list of bytes); optional 4th field: the leader's random seed
-ENTRY_EXPIRE = 2  # payload: keys whose time to live ran out
-ENTRY_EFFECTS = 3  # payload: effect operations, each a list
 
 # Bounds the search for a free name when two events share a millisecond and an index range.
 _NAME_ATTEMPTS_MAX = 1000
@@ -335,7 +332,7 @@ def _command_text(argv: list[bytes], max_arg_bytes: int | None) -> str:
 def _describe_known(decoded: list, max_arg_bytes: int | None) -> EntryDescription | None:
     kind, time_ms, payload = decoded[0], decoded[1], decoded[2]
     if kind == ENTRY_COMMAND:
-        argv = _as_bytes_list(payload)
+        argv = as_bytes_list(payload)
         if not argv:
             return None
         out: EntryDescription = {"kind": "command", "time_ms": time_ms,
@@ -344,7 +341,7 @@ def _describe_known(decoded: list, max_arg_bytes: int | None) -> EntryDescriptio
             out["seed"] = decoded[3]
         return out
     if kind == ENTRY_EXPIRE:
-        keys = _as_bytes_list(payload)
+        keys = as_bytes_list(payload)
         if keys is None:
             return None
         text = "expired: " + " ".join(_quote(k, max_arg_bytes) for k in keys)
@@ -355,85 +352,6 @@ def _describe_known(decoded: list, max_arg_bytes: int | None) -> EntryDescriptio
         text = "; ".join(_render_operation(op, max_arg_bytes) for op in payload)
         return {"kind": "effects", "time_ms": time_ms, "text": text or "(no effects)"}
     return None
-
-
-ALL_KEYS = b"*"  # what entry_keys names for a FLUSHALL
-
-
-def _command_keys(argv: list[bytes]) -> list[bytes]:
-    """The keys of one command as a log entry carries it (a transaction's: all its commands')."""
-    from replikv.commands import keys_of, lookup
-    from replikv.commands.transactions import split_exec
-    from replikv.replies import CommandError
-
-    spec = lookup(argv[0]) if argv else None
-    if spec is None:
-        return argv[1:2]
-    if spec.kind == "read":
-        return []  # a read ordered through the log changes nothing
-    if spec.name in ("flushall", "flushdb"):
-        return [ALL_KEYS]
-    if spec.name == "exec":
-        try:
-            commands = split_exec(argv)
-        except CommandError:
-            return []
-        keys: list[bytes] = []
-        for command in commands:
-            sub = lookup(command[0])
-            if sub is None or sub.kind != "write":
-                continue  # a read inside the transaction changes nothing
-            for key in _command_keys(command):
-                if key == ALL_KEYS:
-                    return [ALL_KEYS]
-                if key not in keys:
-                    keys.append(key)
-        return keys
-    try:
-        return list(keys_of(spec, argv))
-    except (IndexError, ValueError):
-        return argv[1:2]
-
-
-def entry_keys(data: bytes) -> list[bytes]:
-    """The keys a log entry changes (ALL_KEYS for a flush), for `replikv rollback report`;
-    [] for a no-op, a membership entry or bytes that do not decode."""
-    if not data or is_config_entry(data):
-        return []
-    try:
-        decoded = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException):
-        return []
-    if not (isinstance(decoded, list) and len(decoded) >= 3):
-        return []
-    kind, payload = decoded[0], decoded[2]
-    if kind == ENTRY_COMMAND:
-        return _command_keys(_as_bytes_list(payload) or [])
-    if kind == ENTRY_EXPIRE:
-        return _as_bytes_list(payload) or []
-    if kind == ENTRY_EFFECTS and isinstance(payload, list):
-        keys: list[bytes] = []
-        for op in payload:
-            if isinstance(op, list) and len(op) == 1:
-                return [ALL_KEYS]  # the flush effect
-            if (isinstance(op, list) and len(op) > 1 and isinstance(op[1], bytes)
-                    and op[1] not in keys):
-                keys.append(op[1])
-        return keys
-    return []
-
-
-def _as_bytes_list(value: object) -> list[bytes] | None:
-    if not isinstance(value, list):
-        return None
-    out = []
-    for item in value:
-        if isinstance(item, str):
-            item = item.encode()
-        if not isinstance(item, bytes):
-            return None
-        out.append(item)
-    return out
 
 
 # The effect operation codes of the passive log format (state.py's EFFECT_* constants, which a
