@@ -271,6 +271,17 @@ class RequestParser:
             raise self._error
         return None
 
+    def peek_command(self) -> list[bytes] | None:
+        """The command `get_command` would return next, left in place; None if more bytes are
+        needed or the client sent something we cannot parse (`get_command` raises it)."""
+        ready = self._ready
+        if not ready and self._error is None and len(self._buf) >= self._need_bytes:
+            try:
+                self._parse()
+            except ProtocolError as error:
+                self._error = error
+        return ready[0] if ready else None
+
     # -- parsing -------------------------------------------------------------------------
 
     def _parse(self) -> None:

@@ -191,3 +191,51 @@ def test_watch_makes_optimistic_increments_exact(make_cluster, mode: str):
     assert state["opt:n"] == ("string", str(total))
     assert sum(aborts) > 0, "no transaction ever raced another: the test proved nothing"
 
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_pipelines_writes_go_in_batches_and_every_reply_is_its_own(make_cluster, mode: str):
+    # redis-py's pipeline(transaction=False) sends everything in one write: the connection
+    # batches consecutive plain writes into one entry each (replikv.commands.transactions), and
+    # each command still gets the reply it would get alone, in its place, through the leader
+    # and through a follower that forwards the batch.
+    from .test_admin_http import scrape
+
+    cluster = make_cluster(3, extra_args=replikv_args(mode))
+    leader = cluster.leader()
+    follower = next(n for n in cluster.ids if n != leader)
+    for node in (leader, follower):
+        p = f"{node}:"
+        r = cluster.client(node, decode_responses=True)
+        index_before = int(cluster.status(leader)["commit_index"])
+        pipe = r.pipeline(transaction=False)
+        expected: list[object] = []
+        for i in range(100):
+            pipe.set(f"{p}k{i % 10}", str(i))
+            pipe.incr(f"{p}n")
+            expected += [True, i + 1]
+            if i % 25 == 24:
+                pipe.incr(f"{p}k0")  # k0 holds the last multiple of 10 set
+                pipe.sadd(f"{p}s", "m").incr(f"{p}s").get(f"{p}n")  # INCR of a set: WRONGTYPE
+                expected += [(i // 10) * 10 + 1, None, "WRONGTYPE", str(i + 1)]
+        pipe.delete(f"{p}k1").expire(f"{p}k2", 600)
+        expected += [1, True]
+        got = pipe.execute(raise_on_error=False)
+        assert len(got) == len(expected)
+        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+            if e is None:
+                continue  # SADD answers 1 the first time, 0 after
+            if e == "WRONGTYPE":
+                assert isinstance(g, redis.ResponseError) and "WRONGTYPE" in str(g), i
+            else:
+                assert g == e, (i, g, e)
+        # Fewer entries than writes: the GETs cut the pipeline into 4 runs of writes, each of
+        # at most a few batches (64 commands each), however the bytes arrived.
+        writes = len(expected) - 4
+        assert int(cluster.status(leader)["commit_index"]) - index_before < writes // 4
+    metrics = scrape(cluster, leader)
+    assert metrics[("replikv_pipeline_batched_commands_total", ())] >= 100
+    state = _agree(cluster)
+    for node in (leader, follower):
+        assert state[f"{node}:n"] == ("string", "100")
+        assert f"{node}:k1" not in state

@@ -15,8 +15,12 @@ import pytest
 
 from replikv import node as node_module
 from replikv.commands.transactions import (
+    PIPELINE_BATCH_BYTES,
+    PIPELINE_BATCH_COMMANDS,
+    PIPELINE_BATCHABLE,
     changes_any,
     encode_exec,
+    is_pipeline,
     split_exec,
     split_watch,
 )
@@ -25,7 +29,7 @@ from replikv.entries import apply_entry, entry_keys
 from replikv.limits import DEFAULT_LIMITS
 from replikv.node import encode_command_entry, encode_effects_entry
 from replikv.pitr import _removes
-from replikv.replies import CommandError, ErrorReply, NullArray
+from replikv.replies import CommandError, ErrorReply, NullArray, Status
 from replikv.resp import encode_reply
 from replikv.server.resp_server import ClientConnection
 from replikv.sessions import SessionTable
@@ -35,6 +39,7 @@ from replikv.storage.rollback import describe_entry
 from .node_harness import Cluster
 
 T0 = 1_700_000_000_000
+OK_REPLY = Status("OK")
 TX = [[b"SET", b"a", b"1"], [b"INCR", b"a"], [b"SADD", b"a", b"x"], [b"GET", b"a"],
       [b"SET", b"b", b"2", b"EX", b"zz"], [b"SADD", b"s", b"1", b"2", b"3", b"4", b"5"],
       [b"SPOP", b"s", b"2"], [b"DEL", b"gone"]]
@@ -184,7 +189,9 @@ class FakeServer:
             **{f: getattr(DEFAULT_LIMITS, f) for f in DEFAULT_LIMITS.__dataclass_fields__},
             **limits}))
         self.default_options = DEFAULT_OPTIONS
-        self.metrics = SimpleNamespace(count_command=lambda name, ok: None)
+        self.batches: list[int] = []
+        self.metrics = SimpleNamespace(count_command=lambda name, ok: None,
+                                       count_pipeline_batch=self.batches.append)
         self.node = SimpleNamespace(watch_index=lambda: 42)
         self.submitted: list[list[bytes]] = []
 
@@ -307,3 +314,137 @@ def test_command_describes_the_transaction_commands_as_clients_send_them() -> No
     assert {"multi", "exec", "discard", "watch", "unwatch", "ping"} <= set(
         _command(None, None, [b"COMMAND", b"LIST"]))
 
+
+
+# ---- a pipeline's writes, batched ----
+
+
+def test_a_pipeline_batch_is_marked_and_described_as_its_commands() -> None:
+    commands = [[b"SET", b"a", b"1"], [b"INCR", b"n"], [b"DEL", b"b"]]
+    batch = encode_exec(commands, pipeline=True)
+    assert is_pipeline(batch) and not is_pipeline(encode_exec(commands))
+    assert split_exec(batch) == commands
+    data = encode_command_entry(batch, T0, 0, None)
+    assert describe_entry(data)["text"] == 'SET "a" "1"; INCR "n"; DEL "b"'
+    assert entry_keys(data) == [b"a", b"n", b"b"] and _removes(data, b"b")
+    for bad in ([b"EXEC", b"PIPELINE"], [b"EXEC", b"PIPELINE", b"2", b"1", b"PING"]):
+        with pytest.raises(CommandError, match="malformed"):
+            split_exec(bad)
+    # Run on a state, it answers each command in its place, as the commands alone would.
+    alone, batched = KVState(), KVState()
+    replies = [alone.apply_command(c, T0) for c in commands]
+    assert batched.apply_command(batch, T0) == replies
+    assert batched.digest() == alone.digest()
+
+
+# A sample of each batchable command, run against BIG_STATE below.
+BIG = b"x" * 100_000
+BATCHABLE_SAMPLES = {
+    b"set": [b"SET", b"big", b"v"], b"setnx": [b"SETNX", b"new", b"v"],
+    b"setex": [b"SETEX", b"big", b"100", b"v"], b"psetex": [b"PSETEX", b"big", b"100000", b"v"],
+    b"getset": [b"GETSET", b"big", b"v"], b"getdel": [b"GETDEL", b"big"],
+    b"mset": [b"MSET", b"big", b"v", b"n", b"1"], b"msetnx": [b"MSETNX", b"new", b"v"],
+    b"del": [b"DEL", b"big", b"members"], b"unlink": [b"UNLINK", b"big", b"members"],
+    b"incr": [b"INCR", b"n"], b"decr": [b"DECR", b"n"], b"incrby": [b"INCRBY", b"n", b"7"],
+    b"decrby": [b"DECRBY", b"n", b"7"], b"incrbyfloat": [b"INCRBYFLOAT", b"n", b"1.5"],
+    b"expire": [b"EXPIRE", b"big", b"100"], b"pexpire": [b"PEXPIRE", b"members", b"100"],
+    b"expireat": [b"EXPIREAT", b"big", b"%d" % (T0 // 1000 + 100)],
+    b"pexpireat": [b"PEXPIREAT", b"members", b"%d" % (T0 + 100)],
+    b"persist": [b"PERSIST", b"timed"], b"sadd": [b"SADD", b"members", b"new", b"m1"],
+    b"srem": [b"SREM", b"members", b"m1", b"m2"],
+}
+
+
+def big_state() -> KVState:
+    state = KVState()
+    state.apply_command([b"SET", b"big", BIG], T0)
+    state.apply_command([b"SET", b"n", b"10"], T0)
+    state.apply_command([b"SET", b"timed", BIG, b"EX", b"100"], T0)
+    state.apply_command([b"SADD", b"members", *[b"m%d" % i for i in range(10_000)]], T0)
+    return state
+
+
+def effects_size(argv: list[bytes]) -> int:
+    _reply, effects, _undo = big_state().execute_recorded(argv, T0 + 1)
+    return len(msgpack.packb(effects))
+
+
+def test_batchable_writes_have_effects_no_larger_than_their_arguments() -> None:
+    # What keeps a batch from ever being refused as too large where its commands alone would
+    # not be: each batchable command's effects are about its arguments' size, whatever the
+    # keys held before (here a 100 KB string and a set of 10,000 members).
+    assert set(BATCHABLE_SAMPLES) == PIPELINE_BATCHABLE  # a new batchable command needs a sample
+    for name, argv in BATCHABLE_SAMPLES.items():
+        assert effects_size(argv) <= sum(map(len, argv)) + 64, name
+    # The test can fail: these carry a whole value or set, which is why they are not batched.
+    for argv in ([b"APPEND", b"big", b"y"], [b"SETRANGE", b"big", b"0", b"y"],
+                 [b"RENAME", b"big", b"other"], [b"SUNIONSTORE", b"copy", b"members"]):
+        assert argv[0].lower() not in PIPELINE_BATCHABLE
+        assert effects_size(argv) > 10_000, argv[0]
+
+
+def test_a_pipelines_writes_reach_the_core_as_one_batch_answered_in_their_slots() -> None:
+    conn, server, transport = connection()
+    send(conn, [b"SET", b"a", b"1"], [b"INCR", b"a"], [b"sadd", b"a", b"x"], [b"GET", b"a"],
+         [b"DEL", b"a"], [b"SET", b"b", b"2"])
+    batch = [[b"SET", b"a", b"1"], [b"INCR", b"a"], [b"sadd", b"a", b"x"]]
+    # The GET waits for the writes before it (a read sees the connection's own writes).
+    assert server.submitted == [encode_exec(batch, pipeline=True)] and server.batches == [3]
+    conn.on_reply(1, [OK_REPLY, 2, ErrorReply("WRONGTYPE Operation against a key holding the "
+                                              "wrong kind of value")])
+    assert transport.out == b"+OK\r\n:2\r\n-WRONGTYPE Operation against a key holding the " \
+                            b"wrong kind of value\r\n"
+    assert server.submitted[1] == [b"GET", b"a"]
+    conn.on_reply(2, b"2")
+    assert server.submitted[2] == encode_exec([[b"DEL", b"a"], [b"SET", b"b", b"2"]],
+                                              pipeline=True)
+    # A batch refused as a whole answers the same error in each of its slots.
+    conn.on_reply(3, ErrorReply("NOLEADER no leader"))
+    assert transport.out.endswith(b"$1\r\n2\r\n-NOLEADER no leader\r\n-NOLEADER no leader\r\n")
+    assert conn.inflight == 0 and not conn.slots
+
+
+def test_a_single_write_and_writes_that_cannot_batch_go_alone() -> None:
+    conn, server, _transport = connection()
+    send(conn, [b"SET", b"a", b"1"])  # nothing follows it in what was read
+    assert server.submitted == [[b"SET", b"a", b"1"]]
+    # APPEND's effects carry the whole value: never batched, and it ends a batch.
+    send(conn, [b"SET", b"b", b"1"], [b"APPEND", b"b", b"2"], [b"SET", b"c", b"1"],
+         [b"SET", b"d", b"1"])
+    assert server.submitted[1:] == [[b"SET", b"b", b"1"], [b"APPEND", b"b", b"2"],
+                                    encode_exec([[b"SET", b"c", b"1"], [b"SET", b"d", b"1"]],
+                                                pipeline=True)]
+    # REPLIKV WITH gives its own options to one command: it goes alone.
+    conn2, server2, _ = connection()
+    send(conn2, [b"REPLIKV", b"WITH", b"W", b"1", b"SET", b"a", b"1"], [b"SET", b"b", b"1"])
+    assert server2.submitted == [[b"SET", b"a", b"1"], [b"SET", b"b", b"1"]]
+    # Inside MULTI the commands are queued as ever.
+    conn3, server3, _ = connection()
+    send(conn3, [b"MULTI"], [b"SET", b"a", b"1"], [b"SET", b"b", b"1"], [b"EXEC"])
+    assert server3.submitted == [encode_exec([[b"SET", b"a", b"1"], [b"SET", b"b", b"1"]])]
+
+
+def test_a_batch_is_bounded_in_commands_bytes_and_commands_in_flight() -> None:
+    conn, server, _ = connection()
+    send(conn, *[[b"SET", b"k%d" % i, b"v"] for i in range(PIPELINE_BATCH_COMMANDS + 5)])
+    assert [len(split_exec(s)) for s in server.submitted] == [PIPELINE_BATCH_COMMANDS, 5]
+    conn, server, _ = connection()
+    value = b"v" * (PIPELINE_BATCH_BYTES // 3)
+    send(conn, *[[b"SET", b"k%d" % i, value] for i in range(4)])
+    assert [len(split_exec(s)) for s in server.submitted] == [2, 2]
+    conn, server, _ = connection(max_pipeline_commands=3)
+    send(conn, *[[b"SET", b"k%d" % i, b"v"] for i in range(5)])
+    assert [len(split_exec(s)) for s in server.submitted] == [3]  # the rest waits
+    conn.on_reply(1, [OK_REPLY] * 3)
+    assert [len(split_exec(s)) for s in server.submitted] == [3, 2]
+
+
+def test_writes_before_a_protocol_error_are_batched_and_answered_first() -> None:
+    conn, server, transport = connection()
+    conn.data_received(encode_reply([b"SET", b"a", b"1"]) + encode_reply([b"SET", b"b", b"2"])
+                       + b"*1\r\n$x\r\n")
+    assert server.submitted == [encode_exec([[b"SET", b"a", b"1"], [b"SET", b"b", b"2"]],
+                                            pipeline=True)]
+    assert transport.out == b""
+    conn.on_reply(1, [OK_REPLY, OK_REPLY])
+    assert transport.out.startswith(b"+OK\r\n+OK\r\n-ERR Protocol error")

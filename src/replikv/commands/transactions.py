@@ -23,6 +23,17 @@ watched key, EXEC answers nil and nothing is proposed, as in Redis. What the lea
 WATCH_SCAN_MAX entries back) also answers nil: a spurious abort, which a client retries, never a
 missed change. The WATCH part never reaches the log: the leader proposes the transaction
 without it.
+
+A pipeline's writes travel the same way. When a client's read holds several plain writes in a
+row (say 16 SETs sent with pipelining), the connection submits them as one internal EXEC marked
+`EXEC PIPELINE <n> ...`, so that they cost one request, one log entry and one round of
+replication instead of n, and answers each in its own slot. That is allowed because nothing in
+a pipeline waits for a reply: each command may take effect at any moment between the client
+sending it and its reply, and running them one after the other at one position of the log is
+such a moment. Only commands whose effects are no larger than their arguments are batched
+(PIPELINE_BATCHABLE), and a batch's arguments are bounded, so a batch can never fail as too
+large where its commands alone would not. The mark only changes how the entry is described
+(`replikv rollback`, the log's `describe`): a pipeline is not a MULTI.
 """
 
 from __future__ import annotations
@@ -40,6 +51,18 @@ EXEC_NAME = b"EXEC"
 NOT_IN_TRANSACTION = frozenset({b"exec", b"multi", b"discard", b"watch", b"unwatch"})
 ERR_MALFORMED = "ERR malformed transaction"
 WATCH_MARK = b"WATCH"
+PIPELINE_MARK = b"PIPELINE"
+# The writes a connection may batch from one pipeline: effects no larger than the arguments
+# (strings set, incremented or deleted, set members added or removed, expiries), no randomness.
+# APPEND, SETRANGE, RENAME and the set stores are not here: their effects carry a whole value.
+PIPELINE_BATCHABLE = frozenset({
+    b"set", b"setnx", b"setex", b"psetex", b"getset", b"getdel", b"mset", b"msetnx",
+    b"del", b"unlink", b"incr", b"decr", b"incrby", b"decrby", b"incrbyfloat",
+    b"expire", b"pexpire", b"expireat", b"pexpireat", b"persist", b"sadd", b"srem",
+})
+# A batch holds at most this many commands and this many argument bytes.
+PIPELINE_BATCH_COMMANDS = 64
+PIPELINE_BATCH_BYTES = 256 * 1024
 # Entries the leader looks through for changes to watched keys; a WATCH further back aborts.
 WATCH_SCAN_MAX = 100_000
 
@@ -49,11 +72,15 @@ Queued = tuple[list[bytes], tuple | None, ErrorReply | None]
 
 
 def encode_exec(commands: list[list[bytes]],
-                watch: tuple[int, list[bytes]] | None = None) -> list[bytes]:
+                watch: tuple[int, list[bytes]] | None = None,
+                pipeline: bool = False) -> list[bytes]:
     """The internal EXEC of `commands` (each an argv), conditional on `watch` (the node's watch
-    index when WATCH was sent, and the keys) if given."""
+    index when WATCH was sent, and the keys) if given; `pipeline`: a batch of a pipeline's
+    writes, not a client's MULTI (it cannot be conditional)."""
     out = [EXEC_NAME]
-    if watch is not None:
+    if pipeline:
+        out.append(PIPELINE_MARK)
+    elif watch is not None:
         index, keys = watch
         out += [WATCH_MARK, b"%d" % index, b"%d" % len(keys), *keys]
     out.append(b"%d" % len(commands))
@@ -93,24 +120,37 @@ def changes_any(entries: list[bytes], keys: list[bytes]) -> bool:
     return False
 
 
+def is_pipeline(argv: list[bytes]) -> bool:
+    """Whether this internal EXEC is a batch of a pipeline's writes."""
+    return len(argv) > 1 and argv[1] == PIPELINE_MARK
+
+
 def split_exec(argv: list[bytes]) -> list[list[bytes]]:
-    """The commands of an internal EXEC (its WATCH part, if any, left out); CommandError if it
-    is not one."""
-    argv = split_watch(argv)[1]
-    if len(argv) < 2:
+    """The commands of an internal EXEC (its WATCH part or PIPELINE mark, if any, left out);
+    CommandError if it is not one."""
+    if is_pipeline(argv):
+        at = 2
+    else:
+        argv, at = split_watch(argv)[1], 1
+    end = len(argv)
+    if at >= end:
         raise CommandError(ERR_MALFORMED)
-    n = _count(argv[1], len(argv))
+    n = _count(argv[at], end)
+    at += 1
     commands: list[list[bytes]] = []
-    at = 2
+    append = commands.append
     for _ in range(n):
-        if at >= len(argv):
+        if at >= end:
             raise CommandError(ERR_MALFORMED)
-        argc = _count(argv[at], len(argv) - at - 1)
-        if argc == 0 or argv[at + 1].lower() in NOT_IN_TRANSACTION:
+        arg = argv[at]
+        if not arg.isdigit() or len(arg) > 10:
             raise CommandError(ERR_MALFORMED)
-        commands.append(argv[at + 1:at + 1 + argc])
-        at += 1 + argc
-    if at != len(argv):
+        following = at + 1 + int(arg)
+        if following == at + 1 or following > end or argv[at + 1].lower() in NOT_IN_TRANSACTION:
+            raise CommandError(ERR_MALFORMED)
+        append(argv[at + 1:following])
+        at = following
+    if at != end:
         raise CommandError(ERR_MALFORMED)
     return commands
 
@@ -119,16 +159,19 @@ def parse_exec(argv: list[bytes]) -> list[Queued]:
     """Each command of the transaction parsed; one that does not parse answers its error when
     EXEC runs (as Redis answers a command that fails inside EXEC). An unknown command is a
     malformed transaction: the connection refuses those when they are queued."""
-    from replikv.commands import lookup, parse_command
+    from replikv.commands import check_arity, lookup
 
     out: list[Queued] = []
+    append = out.append
     for command in split_exec(argv):
-        if lookup(command[0]) is None:
+        spec = lookup(command[0])
+        if spec is None:
             raise CommandError(ERR_MALFORMED)
         try:
-            out.append((command, parse_command(command), None))
+            check_arity(spec, command)
+            append((command, (spec, spec.parse(command)), None))
         except CommandError as e:
-            out.append((command, None, e.reply()))
+            append((command, None, e.reply()))
     return out
 
 

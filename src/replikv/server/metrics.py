@@ -81,10 +81,17 @@ class NodeMetrics:
         self.apply_seconds = Buckets(APPLY_BUCKETS)
         self.commit_seconds = Buckets(COMMIT_BUCKETS)
         self.commands: Counter[tuple[str, bool]] = Counter()
+        # Pipelined writes a client connection batched into one request and log entry.
+        self.pipeline_batches = 0
+        self.pipeline_batched_commands = 0
         self.registry.register(_NodeCollector(self))
 
     def count_command(self, name: str, ok: bool) -> None:
         self.commands[(name, ok)] += 1
+
+    def count_pipeline_batch(self, commands: int) -> None:
+        self.pipeline_batches += 1
+        self.pipeline_batched_commands += commands
 
     def observe_commits(self, latencies_ms: list[int]) -> None:
         observe = self.commit_seconds.observe
@@ -203,6 +210,11 @@ class _NodeCollector:
             ("replikv_large_replies_total",
              "Client replies large enough to be encoded off the event loop.",
              server.large_replies),
+            ("replikv_pipeline_batches_total",
+             ("Batches of a pipeline's writes that a client connection submitted as one "
+              "request and one log entry."), self.metrics.pipeline_batches),
+            ("replikv_pipeline_batched_commands_total",
+             "Client writes that went in such batches.", self.metrics.pipeline_batched_commands),
         )
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)

@@ -2,8 +2,10 @@
 
 Pipelining: a client may send many commands before reading any reply. Replies go back in
 request order (each command gets a slot; a slot is written once it and every slot before it are
-filled). Consecutive commands of the same kind are submitted together, so a pipeline of writes
-becomes one log batch and a pipeline of reads shares one ReadIndex round. When the kind changes
+filled). Consecutive commands of the same kind are submitted together, so a pipeline of reads
+shares one ReadIndex round, and consecutive plain writes already received go as one request and
+one log entry (`EXEC PIPELINE ...`, replikv.commands.transactions), each answered in its own
+slot. When the kind changes
 (a read after writes, or a write after reads) the connection waits for the earlier commands to
 finish first: a read must see the connection's own earlier writes, and must not see its later
 ones. Commands that change the connection itself (HELLO, SELECT, CLIENT, RESET, QUIT) wait too.
@@ -35,7 +37,12 @@ from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from replikv.commands import check_arity, lookup, unknown_command
-from replikv.commands.transactions import encode_exec
+from replikv.commands.transactions import (
+    PIPELINE_BATCH_BYTES,
+    PIPELINE_BATCH_COMMANDS,
+    PIPELINE_BATCHABLE,
+    encode_exec,
+)
 from replikv.node import is_admin_command
 from replikv.replies import CommandError, ErrorReply, Status, wrong_arity
 from replikv.resp import ProtocolError, RequestParser, encode_reply
@@ -114,6 +121,8 @@ class ClientConnection(asyncio.Protocol):
         # Reply slots in request order: [req_id, encoded reply or None while waiting].
         self.slots: deque[list] = deque()
         self.slot_of: dict[int, list] = {}
+        # A batch of a pipeline's writes submitted as one request: its slots, in order.
+        self.batch_of: dict[int, list[list]] = {}
         self.inflight = 0
         self.inflight_kind: str | None = None
         self.held: list[bytes] | None = None  # a parsed command waiting for in-flight ones
@@ -224,6 +233,12 @@ class ClientConnection(asyncio.Protocol):
                 break
             if self.held_options is not None:
                 options, self.held_options = self.held_options, None
+            if (kind == "write" and name in PIPELINE_BATCHABLE and options is self.state.options
+                    and options.seq is None):
+                batch = self._pipeline_batch(argv, name, max_inflight - self.inflight)
+                if batch is not None:
+                    self._submit_batch(*batch, options)
+                    continue
             req_id = self.server.submit(self, argv, options)
             # The name counted in /metrics: a known command's, never the client's bytes.
             slot = [req_id, None, spec.name if spec is not None else (
@@ -241,6 +256,57 @@ class ClientConnection(asyncio.Protocol):
             self.reading_paused = False
             if self.transport is not None:
                 self.transport.resume_reading()
+
+    # -- a pipeline's writes, batched -----------------------------------------------------------
+
+    def _pipeline_batch(self, first: list[bytes], name: bytes,
+                        room: int) -> tuple[list[list[bytes]], list[str]] | None:
+        """`first` (named `name`) and the plain writes that follow it in what the client has
+        already sent, to submit as one request and one log entry, with their names
+        (replikv.commands.transactions); None if none follows. At most `room` commands (the
+        pipeline's limit of commands in flight)."""
+        parser = self.parser
+        following = parser.peek_command()
+        if following is None or room < 2:
+            return None
+        limit = min(room, PIPELINE_BATCH_COMMANDS)
+        max_args = self.server.settings.limits.max_command_args
+        batch = [first]
+        names = [name.decode("latin-1")]  # batchable commands are known: these are their names
+        size = sum(map(len, first))
+        args = 2 + 1 + len(first)  # the internal EXEC's name, mark and count, each argc
+        while following is not None and len(batch) < limit:
+            lowered = following[0].lower()
+            if lowered not in PIPELINE_BATCHABLE:
+                break
+            size += sum(map(len, following))
+            args += 1 + len(following)
+            if size > PIPELINE_BATCH_BYTES or args > max_args:
+                break
+            batch.append(following)
+            names.append(lowered.decode("latin-1"))
+            parser.get_command()
+            following = parser.peek_command()
+        return (batch, names) if len(batch) > 1 else None
+
+    def _submit_batch(self, batch: list[list[bytes]], names: list[str],
+                      options: RequestOptions) -> None:
+        req_id = self.server.submit(self, encode_exec(batch, pipeline=True), options)
+        slots = [[req_id, None, name] for name in names]
+        self.slots.extend(slots)
+        self.batch_of[req_id] = slots
+        self.inflight += len(slots)
+        self.inflight_kind = "write"
+        self.server.metrics.count_pipeline_batch(len(slots))
+
+    def _batch_replies(self, slots: list[list], value: object) -> None:
+        """The node's answer to a batch: a reply per command, or one error for all (the batch
+        was refused as a whole: no leader, a write concern's timeout, ...)."""
+        if type(value) is not list or len(value) != len(slots):
+            value = [value] * len(slots)
+        last = len(slots) - 1
+        for i, (slot, item) in enumerate(zip(slots, value, strict=True)):
+            self._reply_to(slot, item, i == last)  # one socket write for the batch
 
     # -- MULTI ... EXEC -------------------------------------------------------------------------
 
@@ -331,18 +397,28 @@ class ClientConnection(asyncio.Protocol):
 
     def on_reply(self, req_id: int, value: object) -> None:
         slot = self.slot_of.pop(req_id, None)
-        if slot is None or self.closed:
+        if slot is None:
+            slots = self.batch_of.pop(req_id, None)
+            if slots is not None and not self.closed:
+                self._batch_replies(slots, value)
             return
+        if not self.closed:
+            self._reply_to(slot, value)
+
+    def _reply_to(self, slot: list, value: object, flush: bool = True) -> None:
         large = large_reply_copy(value)
         if large is not None:
             self.server.encode_large_reply(large, self.state.protocol,
                                            lambda data: self._complete(slot, data, True))
+            if flush:
+                self._flush()
             return
         self._complete(slot, encode_reply(value, self.state.protocol),
-                       type(value) is not ErrorReply)
+                       type(value) is not ErrorReply, flush)
 
-    def _complete(self, slot: list, data: bytes | None, ok: bool) -> None:
-        """The reply of `slot` is `data` (None: it could not be encoded)."""
+    def _complete(self, slot: list, data: bytes | None, ok: bool, flush: bool = True) -> None:
+        """The reply of `slot` is `data` (None: it could not be encoded); `flush`: write what
+        is ready (False while more of a batch's replies are being filled in)."""
         if self.closed:
             return
         if data is None:
@@ -355,7 +431,8 @@ class ClientConnection(asyncio.Protocol):
             if self.held is not None:
                 self._pump()
                 return
-        self._flush()
+        if flush:
+            self._flush()
 
     def _push_done(self, value: object) -> None:
         self.slots.append([None, encode_reply(value, self.state.protocol)])

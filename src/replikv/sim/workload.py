@@ -25,7 +25,8 @@ With transactions on (SimConfig.transactions), a share of the operations are sen
 transactions: MULTI, the operation, an INCR of a side key, EXEC (the node core's internal form,
 replikv.commands.transactions). The operation's reply is EXEC's first and is checked like any
 other; the side key is not in the history, but every replica must end with the same value for
-it (the convergence check), which it does only if each transaction applied whole, once.
+it (the convergence check), which it does only if each transaction applied whole, once. Half of
+the writes sent so go as a client connection batches a pipeline's writes (`EXEC PIPELINE ...`).
 """
 
 from __future__ import annotations
@@ -271,7 +272,10 @@ class Workload:
             # The operation's reply is the first of EXEC's; the side key is never checked, but
             # the transaction must apply whole at one place in the log for the first to be
             # linearizable, and every replica must agree on both keys (the convergence check).
-            argv = encode_exec([argv, [b"INCR", TRANSACTION_SIDE_KEY]])
+            # Half the writes go as a batch of a pipeline's writes instead (the same entry but
+            # for its mark, as a client connection batches them).
+            pipeline = kind != "get" and self._tx_rng.random() < 0.5
+            argv = encode_exec([argv, [b"INCR", TRANSACTION_SIDE_KEY]], pipeline=pipeline)
             options = RequestOptions(w=options.w, wtimeout_ms=1000)
             call.transaction = True
             self.transactions_sent += 1

@@ -311,8 +311,9 @@ def describe_entry(data: bytes, *, max_arg_bytes: int | None = None) -> EntryDes
 
 
 def _command_text(argv: list[bytes], max_arg_bytes: int | None) -> str:
-    """A command as a person reads it; a transaction as MULTI; its commands; EXEC."""
-    from replikv.commands.transactions import split_exec
+    """A command as a person reads it; a transaction as MULTI; its commands; EXEC; a batch of a
+    pipeline's writes as its commands."""
+    from replikv.commands.transactions import is_pipeline, split_exec
     from replikv.replies import CommandError
 
     if argv[0].lower() == b"exec":
@@ -321,8 +322,10 @@ def _command_text(argv: list[bytes], max_arg_bytes: int | None) -> str:
         except CommandError:
             pass
         else:
-            return "; ".join(["MULTI", *(_command_text(c, max_arg_bytes) for c in commands),
-                              "EXEC"])
+            texts = [_command_text(c, max_arg_bytes) for c in commands]
+            if is_pipeline(argv):
+                return "; ".join(texts)
+            return "; ".join(["MULTI", *texts, "EXEC"])
     name = argv[0]
     words = [name.decode().upper() if _WORD.match(name) else _quote(name, max_arg_bytes)]
     words += [_quote(a, max_arg_bytes) for a in argv[1:]]
