@@ -208,7 +208,7 @@ class _Request:
     argv: list[bytes]
     kind: str  # "write" | "read" | "wait" | "admin" (membership, switchover: run by the leader)
     opts: RequestOptions
-    session: int | None
+    session: int | tuple[int, ...] | None  # the connection(s): tuple for a batch of several
     deadline_ms: int
     # "waiting" (no leader yet), "proposed" (in our log), "forwarded", "reading", "held"
     # (result computed, waiting for the commit index), "replicating" (w=all, committed)
@@ -395,14 +395,16 @@ class NodeCore:
     # -- events -------------------------------------------------------------------------------
 
     def submit(self, req_id: int, argv: list[bytes], now_ms: int,
-               options: RequestOptions = DEFAULT_OPTIONS, session: int | None = None) -> None:
+               options: RequestOptions = DEFAULT_OPTIONS,
+               session: int | tuple[int, ...] | None = None) -> None:
         """A client command. Its reply appears in a later NodeReady.replies as (req_id, value).
 
-        `session` names the client connection (for read-your-writes and WAIT); end it with
-        end_session when the connection closes."""
+        `session` names the client connection (for read-your-writes and WAIT), or the
+        connections of a batch of writes (an internal EXEC PIPELINE: each of them has written
+        at its index); end it with end_session when the connection closes."""
         self.now_ms = now_ms
         if argv and argv[0].lower() == b"wait":
-            self._submit_wait(req_id, argv, options, session)
+            self._submit_wait(req_id, argv, options, session if type(session) is int else None)
             return
         if is_admin_command(argv):
             req = _Request(req_id, list(argv), "admin", options, None,
@@ -429,7 +431,7 @@ class NodeCore:
             timeout_ms += options.wtimeout_ms or self.config.request_timeout_ms
         req = _Request(req_id, argv, spec.kind, options, session, now_ms + timeout_ms,
                        parsed=(spec, _parsed))
-        if not is_write and session is not None:
+        if not is_write and type(session) is int:
             req.min_index = self._sessions.get(session, 0)
         self._add_request(req)
         self._route(req)
@@ -1404,8 +1406,14 @@ class NodeCore:
             else:
                 self._send(origin, ForwardReply(self.id, origin_id, value, index=index))
             return
-        if index and req.session is not None:
-            self._sessions[req.session] = max(self._sessions.get(req.session, 0), index)
+        session = req.session
+        if index and session is not None:
+            sessions = self._sessions
+            if isinstance(session, int):
+                sessions[session] = max(sessions.get(session, 0), index)
+            else:  # a batch of several connections' writes (replikv.server.runtime)
+                for one in session:
+                    sessions[one] = max(sessions.get(one, 0), index)
         self._replies.append((req_id, value))
 
     def _park(self, req: _Request, refused_by: str | None) -> None:

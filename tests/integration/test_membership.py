@@ -14,6 +14,9 @@ from replikv.config import default_cluster_id, parse_peers
 from .cluster import HOST, MEASUREMENTS, Cluster, client_without_retries, wait_until
 
 SNAPSHOT_ARGS = ["--snapshot-entries", "100", "--snapshot-keep-entries", "20"]
+# A snapshot every 5 entries: write_keys's pipelines of 200 SETs go in batches, as few as one
+# entry each (replikv.commands.transactions), so 2,000 keys may make only 10 entries.
+SMALL_LOAD_SNAPSHOT_ARGS = ["--snapshot-entries", "5", "--snapshot-keep-entries", "2"]
 
 
 def write_keys(cluster: Cluster, node_id: str, prefix: str, count: int) -> dict[str, str]:
@@ -65,7 +68,7 @@ def test_five_voters_survive_the_loss_of_two_including_the_leader(make_cluster):
 
 
 def test_a_new_member_catches_up_from_a_snapshot_then_votes(make_cluster):
-    cluster = make_cluster(4, joiners=1, extra_args=SNAPSHOT_ARGS)
+    cluster = make_cluster(4, joiners=1, extra_args=SMALL_LOAD_SNAPSHOT_ARGS)
     leader = cluster.leader(among=["n1", "n2", "n3"])
     written = write_keys(cluster, leader, "k", 2000)
     wait_until(lambda: cluster.status(leader)["log_first_index"] > 1, timeout_s=20,

@@ -284,6 +284,23 @@ def test_a_session_reads_its_own_w1_write_on_a_follower():
     assert c.call(f, "GET", "k", options=NEAREST_LOCAL, session=3) == b"mine"
 
 
+def test_a_batch_of_several_connections_writes_counts_for_each_of_them():
+    # The runtime submits plain writes of several connections as one EXEC PIPELINE with their
+    # sessions: each connection's later reads and WAITs must see that write as its own.
+    from replikv.commands.transactions import encode_exec
+
+    c = Cluster()
+    leader = c.elect()
+    f = followers(c, leader)[0]
+    batch = encode_exec([[b"SET", b"a", b"1"], [b"SET", b"b", b"2"]], pipeline=True)
+    assert c.call(f, *batch, options=W1, session=(3, 4)) == [OK, OK]  # type: ignore[arg-type]
+    assert c.call(f, "GET", "a", options=NEAREST_LOCAL, session=3) == b"1"
+    assert c.call(f, "GET", "b", options=NEAREST_LOCAL, session=4) == b"2"
+    node = c.nodes[f]
+    assert node._sessions[3] == node._sessions[4] > 0
+    assert c.call(f, "WAIT", "2", "1000", session=4) == 2
+
+
 def test_a_leader_stopped_longer_than_its_lease_knows_it_has_none():
     c = Cluster()
     leader = c.elect()

@@ -24,7 +24,7 @@ from replikv.commands.transactions import (
     split_exec,
     split_watch,
 )
-from replikv.concerns import DEFAULT_OPTIONS
+from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
 from replikv.entries import apply_entry, entry_keys
 from replikv.limits import DEFAULT_LIMITS
 from replikv.node import encode_command_entry, encode_effects_entry
@@ -210,6 +210,12 @@ class FakeServer:
     def submit(self, conn: ClientConnection, argv: list[bytes], options: object) -> int:
         self.submitted.append(argv)
         return len(self.submitted)
+
+    def submit_writes(self, conn: ClientConnection, commands: list[list[bytes]],
+                      options: object) -> int:
+        # As the runtime submits them when no other connection's writes join them.
+        return self.submit(conn, commands[0] if len(commands) == 1
+                           else encode_exec(commands, pipeline=True), options)
 
 
 class FakeTransport:
@@ -448,3 +454,71 @@ def test_writes_before_a_protocol_error_are_batched_and_answered_first() -> None
     assert transport.out == b""
     conn.on_reply(1, [OK_REPLY, OK_REPLY])
     assert transport.out.startswith(b"+OK\r\n+OK\r\n-ERR Protocol error")
+
+
+class RecordingNode:
+    def __init__(self) -> None:
+        self.submitted: list[tuple[int, list[bytes], object, object]] = []
+
+    def submit(self, req_id: int, argv: list[bytes], now_ms: int, options: object,
+               session: object) -> None:
+        self.submitted.append((req_id, argv, options, session))
+
+
+class Conn:
+    def __init__(self) -> None:
+        self.replies: list[tuple[int, object]] = []
+
+    def on_reply(self, req_id: int, value: object) -> None:
+        self.replies.append((req_id, value))
+
+
+def test_writes_of_several_connections_gathered_in_one_cycle_go_as_one_entry() -> None:
+    from replikv.server import runtime
+
+    server = SimpleNamespace(_gathered=[], _next_req_id=100, _reply_targets={},
+                             node=RecordingNode())
+    a, b, c = Conn(), Conn(), Conn()
+    w1 = RequestOptions(w="1")
+    plan = [(a, [[b"SET", b"x", b"1"]], DEFAULT_OPTIONS),
+            (b, [[b"INCR", b"n"], [b"SET", b"y", b"2"]], DEFAULT_OPTIONS),  # b's own batch
+            (c, [[b"DEL", b"x"]], DEFAULT_OPTIONS),
+            (a, [[b"SET", b"z", b"3"]], w1)]  # other options: a request of its own
+    ids = []
+    for conn, commands, options in plan:
+        server._next_req_id += 1
+        ids.append(server._next_req_id)
+        server._reply_targets[server._next_req_id] = conn
+        server._gathered.append((server._next_req_id, commands, options, id(conn)))
+    runtime.NodeServer._submit_gathered(server)  # type: ignore[arg-type]
+    (batch_id, argv, options, sessions), alone = server.node.submitted
+    assert argv == encode_exec([[b"SET", b"x", b"1"], [b"INCR", b"n"], [b"SET", b"y", b"2"],
+                                [b"DEL", b"x"]], pipeline=True)
+    assert options is DEFAULT_OPTIONS and sessions == (id(a), id(b), id(c))
+    assert alone == (ids[3], [b"SET", b"z", b"3"], w1, id(a)) and server._gathered == []
+    # Each request gets its share of the batch's replies; several commands get a list.
+    server._reply_targets.pop(batch_id).on_reply(batch_id, [OK_REPLY, 1, OK_REPLY, 1])
+    assert a.replies == [(ids[0], OK_REPLY)] and c.replies == [(ids[2], 1)]
+    assert b.replies == [(ids[1], [1, OK_REPLY])]
+    assert ids[3] in server._reply_targets and len(server._reply_targets) == 1
+    # A refusal of the whole batch reaches every request.
+    server._gathered = [(201, [[b"SET", b"p", b"1"]], DEFAULT_OPTIONS, 1),
+                        (202, [[b"SET", b"q", b"1"]], DEFAULT_OPTIONS, 2)]
+    server._reply_targets.update({201: a, 202: b})
+    runtime.NodeServer._submit_gathered(server)  # type: ignore[arg-type]
+    batch_id = server.node.submitted[-1][0]
+    server._reply_targets.pop(batch_id).on_reply(batch_id, ErrorReply("NOLEADER x"))
+    assert a.replies[-1] == (201, ErrorReply("NOLEADER x"))
+    assert b.replies[-1] == (202, ErrorReply("NOLEADER x"))
+
+
+def test_a_gathered_batch_is_bounded() -> None:
+    from replikv.server import runtime
+
+    server = SimpleNamespace(_gathered=[], _next_req_id=0, _reply_targets={},
+                             node=RecordingNode())
+    for i in range(runtime.CROSS_BATCH_COMMANDS + 10):
+        server._gathered.append((i, [[b"SET", b"k", b"v"]], DEFAULT_OPTIONS, i))
+    runtime.NodeServer._submit_gathered(server)  # type: ignore[arg-type]
+    assert [len(split_exec(s[1])) for s in server.node.submitted] == [
+        runtime.CROSS_BATCH_COMMANDS, 10]

@@ -33,7 +33,9 @@ sending it and its reply, and running them one after the other at one position o
 such a moment. Only commands whose effects are no larger than their arguments are batched
 (PIPELINE_BATCHABLE), and a batch's arguments are bounded, so a batch can never fail as too
 large where its commands alone would not. The mark only changes how the entry is described
-(`replikv rollback`, the log's `describe`): a pipeline is not a MULTI.
+(`replikv rollback`, the log's `describe`): a pipeline is not a MULTI. The node's runtime
+(replikv.server.runtime) also joins the plain writes of several connections that arrive in one
+turn of its event loop into one such batch: the same argument holds for each of them.
 """
 
 from __future__ import annotations

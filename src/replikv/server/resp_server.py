@@ -239,7 +239,9 @@ class ClientConnection(asyncio.Protocol):
                 if batch is not None:
                     self._submit_batch(*batch, options)
                     continue
-            req_id = self.server.submit(self, argv, options)
+                req_id = self.server.submit_writes(self, [argv], options)
+            else:
+                req_id = self.server.submit(self, argv, options)
             # The name counted in /metrics: a known command's, never the client's bytes.
             slot = [req_id, None, spec.name if spec is not None else (
                 "unknown" if kind == "read" else kind)]
@@ -291,7 +293,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _submit_batch(self, batch: list[list[bytes]], names: list[str],
                       options: RequestOptions) -> None:
-        req_id = self.server.submit(self, encode_exec(batch, pipeline=True), options)
+        req_id = self.server.submit_writes(self, batch, options)
         slots = [[req_id, None, name] for name in names]
         self.slots.extend(slots)
         self.batch_of[req_id] = slots

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from replikv import __version__
+from replikv.commands.transactions import PIPELINE_BATCH_BYTES, encode_exec
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
 from replikv.config import NodeSettings, parse_address
 from replikv.invariants import InvariantViolation
@@ -67,8 +68,43 @@ INLINE_FSYNC_MAX_S = 0.002
 LEARN_CLUSTER_ID_S = 10.0
 
 
+# Plain writes of several connections gathered in one Ready cycle go as one log entry of at most
+# this many commands (and PIPELINE_BATCH_BYTES of arguments).
+CROSS_BATCH_COMMANDS = 256
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class _Shares:
+    """The reply target of a batch of several connections' writes: hands each request its share
+    of the batch's replies (a request of n > 1 commands gets a list of n), or the batch's one
+    error to all."""
+
+    __slots__ = ("requests", "targets")
+
+    def __init__(self, targets: dict, requests: list[tuple[int, int]]) -> None:
+        self.targets = targets  # the runtime's, where each request's connection waits
+        self.requests = requests  # (request id, its number of commands), in the batch's order
+
+    def on_reply(self, _batch_id: int, value: object) -> None:
+        requests, targets = self.requests, self.targets
+        total = sum(n for _r, n in requests)
+        split = type(value) is list and len(value) == total
+        at = 0
+        for req_id, n in requests:
+            conn = targets.pop(req_id, None)
+            if conn is None:
+                at += n
+                continue
+            if not split:
+                conn.on_reply(req_id, value)
+            elif n == 1:
+                conn.on_reply(req_id, value[at])  # type: ignore[index]
+            else:
+                conn.on_reply(req_id, value[at:at + n])  # type: ignore[index]
+            at += n
 
 
 @dataclass(slots=True)
@@ -105,6 +141,9 @@ class NodeServer(NodeView):
         # (origin, id): start from the clock so ids never repeat across restarts.
         self._next_req_id = time.time_ns() // 1000
         self._reply_targets: dict[int, ClientConnection] = {}
+        # Plain writes waiting for the next Ready cycle (submit_writes): (request id, commands,
+        # options, connection id).
+        self._gathered: list[tuple[int, list[list[bytes]], RequestOptions, int]] = []
         self._wakeup: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replikv-disk")
@@ -404,12 +443,60 @@ class NodeServer(NodeView):
 
     def submit(self, conn: ClientConnection, argv: list[bytes],
                options: RequestOptions = DEFAULT_OPTIONS) -> int:
+        if self._gathered:
+            self._submit_gathered()  # in the order the connections sent them
         self._next_req_id += 1
         req_id = self._next_req_id
         self._reply_targets[req_id] = conn
         self.node.submit(req_id, argv, now_ms(), options, conn.state.client_id)
         self.wake()
         return req_id
+
+    def submit_writes(self, conn: ClientConnection, commands: list[list[bytes]],
+                      options: RequestOptions) -> int:
+        """Plain writes (PIPELINE_BATCHABLE, the connection's own options), one or a batch of a
+        pipeline's: gathered until the core's next Ready cycle, then submitted together with
+        those of other connections as one request and one log entry (EXEC PIPELINE). The reply
+        is the command's, or for several a list of theirs."""
+        self._next_req_id += 1
+        req_id = self._next_req_id
+        self._reply_targets[req_id] = conn
+        self._gathered.append((req_id, commands, options, conn.state.client_id))
+        self.wake()
+        return req_id
+
+    def _submit_gathered(self) -> None:
+        """Submit the writes gathered since the last Ready cycle: runs of them with the same
+        options as one EXEC PIPELINE each (at most CROSS_BATCH_COMMANDS commands and
+        PIPELINE_BATCH_BYTES of arguments), whose reply is handed back out by _Shares."""
+        gathered, self._gathered = self._gathered, []
+        node, now = self.node, now_ms()
+        i, end = 0, len(gathered)
+        while i < end:
+            req_id, commands, options, client_id = gathered[i]
+            j, count = i + 1, len(commands)
+            size = sum(sum(map(len, c)) for c in commands)
+            while j < end and gathered[j][2] is options:
+                more = gathered[j][1]
+                count += len(more)
+                size += sum(sum(map(len, c)) for c in more)
+                if count > CROSS_BATCH_COMMANDS or size > PIPELINE_BATCH_BYTES:
+                    break
+                j += 1
+            if j == i + 1:
+                argv = commands[0] if len(commands) == 1 else encode_exec(commands,
+                                                                        pipeline=True)
+                node.submit(req_id, argv, now, options, client_id)
+            else:
+                group = gathered[i:j]
+                self._next_req_id += 1
+                batch_id = self._next_req_id
+                self._reply_targets[batch_id] = _Shares(  # type: ignore[assignment]
+                    self._reply_targets, [(r, len(c)) for r, c, _o, _s in group])
+                node.submit(batch_id, encode_exec([c for _r, cs, _o, _s in group for c in cs],
+                                                  pipeline=True),
+                            now, options, tuple(s for _r, _c, _o, s in group))
+            i = j
 
     async def run_admin(self, argv: list[bytes]) -> object:
         """Run a REPLIKV MEMBER / SWITCHOVER command for the admin HTTP API; its reply."""
@@ -477,6 +564,8 @@ class NodeServer(NodeView):
         while True:
             await wakeup.wait()
             wakeup.clear()
+            if self._gathered:
+                self._submit_gathered()
             while node.has_ready():
                 started = time.perf_counter()
                 rd: NodeReady = node.ready()
@@ -512,6 +601,8 @@ class NodeServer(NodeView):
                 if node.raft.membership is not self._membership_seen:
                     self._update_peers()
                 self._log_role_change()
+                if self._gathered:
+                    self._submit_gathered()  # what arrived while this cycle waited for the disk
 
     def member_addresses(self) -> dict[str, dict[str, str]]:
         """Where each member is: the replicated address book, completed from `peers`."""
