@@ -211,8 +211,9 @@ class FakeServer:
         self.submitted.append(argv)
         return len(self.submitted)
 
-    def submit_writes(self, conn: ClientConnection, commands: list[list[bytes]],
+    def submit_writes(self, conn: ClientConnection, commands: list[list[bytes]], size: int,
                       options: object) -> int:
+        assert size == sum(sum(map(len, c)) for c in commands)
         # As the runtime submits them when no other connection's writes join them.
         return self.submit(conn, commands[0] if len(commands) == 1
                            else encode_exec(commands, pipeline=True), options)
@@ -489,7 +490,7 @@ def test_writes_of_several_connections_gathered_in_one_cycle_go_as_one_entry() -
         server._next_req_id += 1
         ids.append(server._next_req_id)
         server._reply_targets[server._next_req_id] = conn
-        server._gathered.append((server._next_req_id, commands, options, id(conn)))
+        server._gathered.append((server._next_req_id, commands, 10, options, id(conn)))
     runtime.NodeServer._submit_gathered(server)  # type: ignore[arg-type]
     (batch_id, argv, options, sessions), alone = server.node.submitted
     assert argv == encode_exec([[b"SET", b"x", b"1"], [b"INCR", b"n"], [b"SET", b"y", b"2"],
@@ -502,8 +503,8 @@ def test_writes_of_several_connections_gathered_in_one_cycle_go_as_one_entry() -
     assert b.replies == [(ids[1], [1, OK_REPLY])]
     assert ids[3] in server._reply_targets and len(server._reply_targets) == 1
     # A refusal of the whole batch reaches every request.
-    server._gathered = [(201, [[b"SET", b"p", b"1"]], DEFAULT_OPTIONS, 1),
-                        (202, [[b"SET", b"q", b"1"]], DEFAULT_OPTIONS, 2)]
+    server._gathered = [(201, [[b"SET", b"p", b"1"]], 5, DEFAULT_OPTIONS, 1),
+                        (202, [[b"SET", b"q", b"1"]], 5, DEFAULT_OPTIONS, 2)]
     server._reply_targets.update({201: a, 202: b})
     runtime.NodeServer._submit_gathered(server)  # type: ignore[arg-type]
     batch_id = server.node.submitted[-1][0]
@@ -518,7 +519,7 @@ def test_a_gathered_batch_is_bounded() -> None:
     server = SimpleNamespace(_gathered=[], _next_req_id=0, _reply_targets={},
                              node=RecordingNode())
     for i in range(runtime.CROSS_BATCH_COMMANDS + 10):
-        server._gathered.append((i, [[b"SET", b"k", b"v"]], DEFAULT_OPTIONS, i))
+        server._gathered.append((i, [[b"SET", b"k", b"v"]], 5, DEFAULT_OPTIONS, i))
     runtime.NodeServer._submit_gathered(server)  # type: ignore[arg-type]
     assert [len(split_exec(s[1])) for s in server.node.submitted] == [
         runtime.CROSS_BATCH_COMMANDS, 10]

@@ -239,7 +239,7 @@ class ClientConnection(asyncio.Protocol):
                 if batch is not None:
                     self._submit_batch(*batch, options)
                     continue
-                req_id = self.server.submit_writes(self, [argv], options)
+                req_id = self.server.submit_writes(self, [argv], sum(map(len, argv)), options)
             else:
                 req_id = self.server.submit(self, argv, options)
             # The name counted in /metrics: a known command's, never the client's bytes.
@@ -262,10 +262,10 @@ class ClientConnection(asyncio.Protocol):
     # -- a pipeline's writes, batched -----------------------------------------------------------
 
     def _pipeline_batch(self, first: list[bytes], name: bytes,
-                        room: int) -> tuple[list[list[bytes]], list[str]] | None:
+                        room: int) -> tuple[list[list[bytes]], list[str], int] | None:
         """`first` (named `name`) and the plain writes that follow it in what the client has
-        already sent, to submit as one request and one log entry, with their names
-        (replikv.commands.transactions); None if none follows. At most `room` commands (the
+        already sent, to submit as one request and one log entry, with their names and their
+        arguments' bytes (replikv.commands.transactions); None if none follows. At most `room` commands (the
         pipeline's limit of commands in flight)."""
         parser = self.parser
         following = parser.peek_command()
@@ -281,19 +281,20 @@ class ClientConnection(asyncio.Protocol):
             lowered = following[0].lower()
             if lowered not in PIPELINE_BATCHABLE:
                 break
-            size += sum(map(len, following))
-            args += 1 + len(following)
-            if size > PIPELINE_BATCH_BYTES or args > max_args:
+            more_size = size + sum(map(len, following))
+            more_args = args + 1 + len(following)
+            if more_size > PIPELINE_BATCH_BYTES or more_args > max_args:
                 break
+            size, args = more_size, more_args
             batch.append(following)
             names.append(lowered.decode("latin-1"))
             parser.get_command()
             following = parser.peek_command()
-        return (batch, names) if len(batch) > 1 else None
+        return (batch, names, size) if len(batch) > 1 else None
 
-    def _submit_batch(self, batch: list[list[bytes]], names: list[str],
+    def _submit_batch(self, batch: list[list[bytes]], names: list[str], size: int,
                       options: RequestOptions) -> None:
-        req_id = self.server.submit_writes(self, batch, options)
+        req_id = self.server.submit_writes(self, batch, size, options)
         slots = [[req_id, None, name] for name in names]
         self.slots.extend(slots)
         self.batch_of[req_id] = slots

@@ -142,8 +142,8 @@ class NodeServer(NodeView):
         self._next_req_id = time.time_ns() // 1000
         self._reply_targets: dict[int, ClientConnection] = {}
         # Plain writes waiting for the next Ready cycle (submit_writes): (request id, commands,
-        # options, connection id).
-        self._gathered: list[tuple[int, list[list[bytes]], RequestOptions, int]] = []
+        # their arguments' bytes, options, connection id).
+        self._gathered: list[tuple[int, list[list[bytes]], int, RequestOptions, int]] = []
         self._wakeup: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replikv-disk")
@@ -452,16 +452,16 @@ class NodeServer(NodeView):
         self.wake()
         return req_id
 
-    def submit_writes(self, conn: ClientConnection, commands: list[list[bytes]],
+    def submit_writes(self, conn: ClientConnection, commands: list[list[bytes]], size: int,
                       options: RequestOptions) -> int:
         """Plain writes (PIPELINE_BATCHABLE, the connection's own options), one or a batch of a
-        pipeline's: gathered until the core's next Ready cycle, then submitted together with
+        pipeline's, with `size` bytes of arguments: gathered until the core's next Ready cycle, then submitted together with
         those of other connections as one request and one log entry (EXEC PIPELINE). The reply
         is the command's, or for several a list of theirs."""
         self._next_req_id += 1
         req_id = self._next_req_id
         self._reply_targets[req_id] = conn
-        self._gathered.append((req_id, commands, options, conn.state.client_id))
+        self._gathered.append((req_id, commands, size, options, conn.state.client_id))
         self.wake()
         return req_id
 
@@ -473,13 +473,11 @@ class NodeServer(NodeView):
         node, now = self.node, now_ms()
         i, end = 0, len(gathered)
         while i < end:
-            req_id, commands, options, client_id = gathered[i]
+            req_id, commands, size, options, client_id = gathered[i]
             j, count = i + 1, len(commands)
-            size = sum(sum(map(len, c)) for c in commands)
-            while j < end and gathered[j][2] is options:
-                more = gathered[j][1]
-                count += len(more)
-                size += sum(sum(map(len, c)) for c in more)
+            while j < end and gathered[j][3] is options:
+                count += len(gathered[j][1])
+                size += gathered[j][2]
                 if count > CROSS_BATCH_COMMANDS or size > PIPELINE_BATCH_BYTES:
                     break
                 j += 1
@@ -492,10 +490,10 @@ class NodeServer(NodeView):
                 self._next_req_id += 1
                 batch_id = self._next_req_id
                 self._reply_targets[batch_id] = _Shares(  # type: ignore[assignment]
-                    self._reply_targets, [(r, len(c)) for r, c, _o, _s in group])
-                node.submit(batch_id, encode_exec([c for _r, cs, _o, _s in group for c in cs],
+                    self._reply_targets, [(g[0], len(g[1])) for g in group])
+                node.submit(batch_id, encode_exec([c for g in group for c in g[1]],
                                                   pipeline=True),
-                            now, options, tuple(s for _r, _c, _o, s in group))
+                            now, options, tuple(g[4] for g in group))
             i = j
 
     async def run_admin(self, argv: list[bytes]) -> object:
