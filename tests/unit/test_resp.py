@@ -754,3 +754,18 @@ def test_only_large_arrays_are_copied_for_the_reply_thread() -> None:
     for small in ([b"k"] * LARGE_REPLY_ITEMS, [b"0", [b"k"] * 10], b"x" * 10**6, 5, None,
                   [[b"k"] * (LARGE_REPLY_ITEMS + 1)] * 17):  # too many items to look into
         assert large_reply_copy(small) is None
+
+
+def test_peek_shows_the_next_command_and_leaves_it() -> None:
+    p = RequestParser()
+    p.feed(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING\r\n*1\r\n$4\r\nPI")
+    assert p.peek_command() == [b"GET", b"a"] and p.peek_command() == [b"GET", b"a"]
+    assert p.get_command() == [b"GET", b"a"]
+    assert p.peek_command() == [b"PING"] and p.get_command() == [b"PING"]
+    assert p.peek_command() is None  # incomplete: more bytes are needed
+    p.feed(b"NG\r\n*x\r\n")
+    assert p.peek_command() == [b"PING"] and p.get_command() == [b"PING"]
+    # Bad bytes: peek says nothing more is there; get_command raises, as it always did.
+    assert p.peek_command() is None
+    with pytest.raises(ProtocolError):
+        p.get_command()
