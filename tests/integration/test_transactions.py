@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -192,6 +193,32 @@ def test_watch_makes_optimistic_increments_exact(make_cluster, mode: str):
     assert sum(aborts) > 0, "no transaction ever raced another: the test proved nothing"
 
 
+ANY = object()  # an expected reply not checked
+WRONGTYPE = object()  # an expected WRONGTYPE error
+
+
+def _assert_replies(got: list[object], expected: list[object]) -> None:
+    assert len(got) == len(expected)
+    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+        if e is WRONGTYPE:
+            assert isinstance(g, redis.ResponseError) and "WRONGTYPE" in str(g), i
+        elif e is not ANY:
+            assert g == e, (i, g, e)
+
+
+def _leader_and_follower(make_cluster: Callable[..., Cluster],
+                         mode: str) -> tuple[Cluster, str, str]:
+    cluster = make_cluster(3, extra_args=replikv_args(mode))
+    leader = cluster.leader()
+    return cluster, leader, next(n for n in cluster.ids if n != leader)
+
+
+def _pipeline_on(cluster: Cluster, node: str) -> tuple[str, Any, list[object]]:
+    """A key prefix of the node's own, a pipeline (transaction=False) through it, and the list
+    of the replies expected from it."""
+    r = cluster.client(node, decode_responses=True)
+    return f"{node}:", r.pipeline(transaction=False), []
+
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_pipelines_writes_go_in_batches_and_every_reply_is_its_own(make_cluster, mode: str):
@@ -201,15 +228,10 @@ def test_a_pipelines_writes_go_in_batches_and_every_reply_is_its_own(make_cluste
     # and through a follower that forwards the batch.
     from .test_admin_http import scrape
 
-    cluster = make_cluster(3, extra_args=replikv_args(mode))
-    leader = cluster.leader()
-    follower = next(n for n in cluster.ids if n != leader)
+    cluster, leader, follower = _leader_and_follower(make_cluster, mode)
     for node in (leader, follower):
-        p = f"{node}:"
-        r = cluster.client(node, decode_responses=True)
         index_before = int(cluster.status(leader)["commit_index"])
-        pipe = r.pipeline(transaction=False)
-        expected: list[object] = []
+        p, pipe, expected = _pipeline_on(cluster, node)
         for i in range(100):
             pipe.set(f"{p}k{i % 10}", str(i))
             pipe.incr(f"{p}n")
@@ -217,18 +239,11 @@ def test_a_pipelines_writes_go_in_batches_and_every_reply_is_its_own(make_cluste
             if i % 25 == 24:
                 pipe.incr(f"{p}k0")  # k0 holds the last multiple of 10 set
                 pipe.sadd(f"{p}s", "m").incr(f"{p}s").get(f"{p}n")  # INCR of a set: WRONGTYPE
-                expected += [(i // 10) * 10 + 1, None, "WRONGTYPE", str(i + 1)]
+                # (SADD answers 1 the first time, 0 after)
+                expected += [(i // 10) * 10 + 1, ANY, WRONGTYPE, str(i + 1)]
         pipe.delete(f"{p}k1").expire(f"{p}k2", 600)
         expected += [1, True]
-        got = pipe.execute(raise_on_error=False)
-        assert len(got) == len(expected)
-        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
-            if e is None:
-                continue  # SADD answers 1 the first time, 0 after
-            if e == "WRONGTYPE":
-                assert isinstance(g, redis.ResponseError) and "WRONGTYPE" in str(g), i
-            else:
-                assert g == e, (i, g, e)
+        _assert_replies(pipe.execute(raise_on_error=False), expected)
         # Fewer entries than writes: the GETs cut the pipeline into 4 runs of writes, each of
         # at most a few batches (64 commands each), however the bytes arrived.
         writes = len(expected) - 4
@@ -239,3 +254,30 @@ def test_a_pipelines_writes_go_in_batches_and_every_reply_is_its_own(make_cluste
     for node in (leader, follower):
         assert state[f"{node}:n"] == ("string", "100")
         assert f"{node}:k1" not in state
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_pipelines_reads_go_in_batches_and_see_the_connections_writes(make_cluster, mode: str):
+    # A pipeline's plain reads go as one internal read (EXEC-READS), served after one
+    # ReadIndex round: through the leader, and through a follower (which forwards them in
+    # passive mode and serves them itself in active mode). Each sees the writes sent before
+    # it on the connection, never those after.
+    from .test_admin_http import scrape
+
+    cluster, leader, follower = _leader_and_follower(make_cluster, mode)
+    for node in (leader, follower):
+        p, pipe, expected = _pipeline_on(cluster, node)
+        for i in range(60):
+            pipe.set(f"{p}k{i}", str(i))
+            expected.append(True)
+        for i in range(60):
+            pipe.get(f"{p}k{i}").exists(f"{p}k{i}", f"{p}none").strlen(f"{p}k{i}")
+            expected += [str(i), 1, len(str(i))]
+        pipe.sadd(f"{p}s", "m").get(f"{p}s").sismember(f"{p}s", "m").mget(f"{p}k1", f"{p}none")
+        expected += [1, WRONGTYPE, 1, ["1", None]]
+        pipe.delete(f"{p}k0").get(f"{p}k0")
+        expected += [1, None]
+        _assert_replies(pipe.execute(raise_on_error=False), expected)
+    batched = sum(scrape(cluster, n)[("replikv_pipeline_batched_reads_total", ())]
+                  for n in (leader, follower))
+    assert batched >= 2 * 180

@@ -3,6 +3,8 @@ asserts that a bounded number of seeds exposes it."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from replikv.node import NodeCore, RolledBack
@@ -159,3 +161,19 @@ def test_finds_replicas_that_apply_part_of_a_transaction(monkeypatch):
     found = first_failing_seed(SimConfig(replication="active", transactions=True), 20)
     assert found is not None, "the simulator missed replicas applying half a transaction"
 
+
+
+def test_finds_a_pipelines_reads_answered_out_of_place(monkeypatch):
+    """A batch of a pipeline's reads (EXEC-READS) that answers its reads in the wrong order:
+    the operation gets the side key's value, which the checker finds impossible."""
+    from replikv.commands import COMMANDS, transactions
+
+    original = transactions.run_reads
+
+    def reversed_replies(state, parsed, time_ms):
+        return original(state, parsed, time_ms)[::-1]
+
+    spec = COMMANDS["exec-reads"]
+    monkeypatch.setitem(COMMANDS, "exec-reads", dataclasses.replace(spec, run=reversed_replies))
+    found = first_failing_seed(SimConfig(transactions=True), 20)
+    assert found is not None, "the simulator missed reads answered out of place"

@@ -20,8 +20,9 @@ EXPECTED_COMMANDS = {
     "sadd", "srem", "scard", "sismember", "smismember", "smembers", "spop", "srandmember",
     "smove", "sinter", "sunion", "sdiff", "sinterstore", "sunionstore", "sdiffstore",
     "sintercard", "sscan",
-    # transactions: the internal form of MULTI ... EXEC (commands/transactions.py)
-    "exec",
+    # transactions: the internal form of MULTI ... EXEC, and of a pipeline's reads
+    # (commands/transactions.py)
+    "exec", "exec-reads",
 }  # fmt: skip
 
 

@@ -56,7 +56,8 @@ def test_the_internal_form_round_trips_and_refuses_what_is_not_one() -> None:
     for bad in ([b"EXEC"], [b"EXEC", b"1"], [b"EXEC", b"-1"], [b"EXEC", b"x"],
                 [b"EXEC", b"1", b"2", b"GET"], [b"EXEC", b"0", b"extra"],
                 [b"EXEC", b"1", b"0"], [b"EXEC", b"1", b"1", b"EXEC"],
-                [b"EXEC", b"1", b"1", b"multi"], [b"EXEC", b"99999999999"]):
+                [b"EXEC", b"1", b"1", b"multi"], [b"EXEC", b"99999999999"],
+                [b"EXEC", b"1", b"2", b"EXEC-READS", b"0"]):
         with pytest.raises(CommandError, match="malformed transaction|wrong number"):
             split_exec(bad)
     state = KVState()
@@ -190,8 +191,11 @@ class FakeServer:
             **limits}))
         self.default_options = DEFAULT_OPTIONS
         self.batches: list[int] = []
+        self.read_batches: list[int] = []
         self.metrics = SimpleNamespace(count_command=lambda name, ok: None,
-                                       count_pipeline_batch=self.batches.append)
+                                       count_pipeline_batch=lambda n, kind: (
+                                           self.batches.append(n) if kind == "write" else
+                                           self.read_batches.append(n)))
         self.node = SimpleNamespace(watch_index=lambda: 42)
         self.submitted: list[list[bytes]] = []
 
@@ -523,3 +527,50 @@ def test_a_gathered_batch_is_bounded() -> None:
     runtime.NodeServer._submit_gathered(server)  # type: ignore[arg-type]
     assert [len(split_exec(s[1])) for s in server.node.submitted] == [
         runtime.CROSS_BATCH_COMMANDS, 10]
+
+
+# ---- a pipeline's reads, batched ----
+
+
+def test_a_pipelines_reads_reach_the_core_as_one_read_answered_in_their_slots() -> None:
+    from replikv.commands.transactions import encode_reads
+
+    conn, server, transport = connection()
+    send(conn, [b"GET", b"a"], [b"mget", b"a", b"b"], [b"EXISTS", b"a"], [b"SET", b"a", b"1"],
+         [b"GET", b"a"])
+    assert server.submitted == [encode_reads([[b"GET", b"a"], [b"mget", b"a", b"b"],
+                                              [b"EXISTS", b"a"]])]
+    assert server.read_batches == [3] and server.batches == []
+    conn.on_reply(1, [None, [None, b"2"], 0])
+    assert transport.out == b"$-1\r\n*2\r\n$-1\r\n$1\r\n2\r\n:0\r\n"
+    assert server.submitted[1:] == [[b"SET", b"a", b"1"]]  # the write waited for the reads
+    # The internal form is not a client's command, inside MULTI neither.
+    conn2, server2, transport2 = connection()
+    send(conn2, encode_reads([[b"GET", b"a"]]), [b"MULTI"],
+         [b"exec-reads", b"1", b"2", b"GET", b"a"], [b"EXEC"])
+    assert server2.submitted == []
+    assert transport2.out.startswith(b"-ERR unknown command 'EXEC-READS'")
+    assert transport2.out.endswith(b"-EXECABORT Transaction discarded because of previous "
+                                   b"errors.\r\n")
+
+
+def test_the_internal_reads_run_each_read_and_refuse_anything_else() -> None:
+    from replikv.commands import lookup
+    from replikv.commands.transactions import PIPELINE_READS, encode_reads
+    from replikv.server.local_commands import _command
+
+    assert all(lookup(n) is not None and lookup(n).kind == "read"  # type: ignore[union-attr]
+               for n in PIPELINE_READS)
+    state = KVState()
+    state.apply_command([b"SET", b"s", b"v"], T0)
+    state.apply_command([b"SADD", b"set", b"m"], T0)
+    reads = encode_reads([[b"GET", b"s"], [b"GET", b"set"], [b"STRLEN", b"s", b"x"],
+                          [b"SISMEMBER", b"set", b"m"]])
+    got = state.execute_read(reads, T0)
+    assert got[0] == b"v" and got[3] == 1
+    assert "WRONGTYPE" in got[1].message and "wrong number of arguments" in got[2].message
+    for bad in (encode_reads([[b"SET", b"s", b"v"]]), encode_reads([[b"KEYS", b"*"]]),
+                [b"EXEC-READS", b"2", b"2", b"GET", b"s"]):
+        assert state.execute_read(bad, T0) == ErrorReply("ERR malformed transaction")
+    assert state.execute_read([b"GET", b"s"], T0) == b"v"  # nothing changed
+    assert "exec-reads" not in _command(None, None, [b"COMMAND", b"LIST"])

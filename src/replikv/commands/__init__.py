@@ -159,6 +159,8 @@ _TABLE = (
     # Transactions: the internal form of MULTI ... EXEC (see transactions.py); a client's EXEC
     # is taken by its connection and never looked up here.
     _command("exec", -2, _W, _NO_KEYS, transactions.parse_exec, transactions.run_exec),
+    # A pipeline's reads as one read (transactions.py); refused from clients, never listed.
+    _command("exec-reads", -2, _R, _NO_KEYS, transactions.parse_reads, transactions.run_reads),
 )
 
 COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in _TABLE}

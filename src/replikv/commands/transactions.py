@@ -36,6 +36,11 @@ large where its commands alone would not. The mark only changes how the entry is
 (`replikv rollback`, the log's `describe`): a pipeline is not a MULTI. The node's runtime
 (replikv.server.runtime) also joins the plain writes of several connections that arrive in one
 turn of its event loop into one such batch: the same argument holds for each of them.
+
+A pipeline's plain reads are batched the same way, as `EXEC-READS <n> <argc> <arg>...`: an
+internal read (never in the log, refused from clients) that runs its reads one after the other
+at the point a read runs (after its ReadIndex round, on the node that serves it), so one request
+replaces n. Only quick reads with small replies batch (PIPELINE_READS).
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ if TYPE_CHECKING:
 EXEC_NAME = b"EXEC"
 # Commands that cannot be inside a transaction's internal form (the connection refuses them
 # first; a form from elsewhere that holds one is malformed).
-NOT_IN_TRANSACTION = frozenset({b"exec", b"multi", b"discard", b"watch", b"unwatch"})
+NOT_IN_TRANSACTION = frozenset({b"exec", b"multi", b"discard", b"watch", b"unwatch",
+                                b"exec-reads"})
 ERR_MALFORMED = "ERR malformed transaction"
 WATCH_MARK = b"WATCH"
 PIPELINE_MARK = b"PIPELINE"
@@ -62,6 +68,13 @@ PIPELINE_BATCHABLE = frozenset({
     b"del", b"unlink", b"incr", b"decr", b"incrby", b"decrby", b"incrbyfloat",
     b"expire", b"pexpire", b"expireat", b"pexpireat", b"persist", b"sadd", b"srem",
 })
+# Reads a connection may batch from one pipeline: quick, no randomness, no keyspace scan.
+PIPELINE_READS = frozenset({
+    b"get", b"mget", b"exists", b"strlen", b"getrange", b"type", b"ttl", b"pttl",
+    b"expiretime", b"pexpiretime", b"scard", b"sismember", b"smismember",
+})
+READS_NAME = b"EXEC-READS"
+READS_NAME_LOWER = READS_NAME.lower()
 # A batch holds at most this many commands and this many argument bytes.
 PIPELINE_BATCH_COMMANDS = 64
 PIPELINE_BATCH_BYTES = 256 * 1024
@@ -134,6 +147,11 @@ def split_exec(argv: list[bytes]) -> list[list[bytes]]:
         at = 2
     else:
         argv, at = split_watch(argv)[1], 1
+    return _split_commands(argv, at)
+
+
+def _split_commands(argv: list[bytes], at: int) -> list[list[bytes]]:
+    """`<n> <argc> <arg>... <argc> <arg>...` from argv[at]: the n commands."""
     end = len(argv)
     if at >= end:
         raise CommandError(ERR_MALFORMED)
@@ -179,3 +197,47 @@ def parse_exec(argv: list[bytes]) -> list[Queued]:
 
 def run_exec(state: KVState, parsed: list[Queued], time_ms: int) -> list[object]:
     return state.run_transaction(parsed, time_ms)
+
+
+def encode_reads(commands: list[list[bytes]]) -> list[bytes]:
+    """The internal EXEC-READS of a pipeline's reads (each in PIPELINE_READS)."""
+    out = [READS_NAME, b"%d" % len(commands)]
+    for argv in commands:
+        out.append(b"%d" % len(argv))
+        out.extend(argv)
+    return out
+
+
+def parse_reads(argv: list[bytes]) -> list[tuple | ErrorReply]:
+    """Each read of an EXEC-READS parsed, or the error it answers; CommandError if the form is
+    malformed or holds anything but PIPELINE_READS."""
+    from replikv.commands import check_arity, lookup
+
+    out: list[tuple | ErrorReply] = []
+    for command in _split_commands(argv, 1):
+        if command[0].lower() not in PIPELINE_READS:
+            raise CommandError(ERR_MALFORMED)
+        spec = lookup(command[0])
+        if spec is None:  # (every name in PIPELINE_READS is known: a test checks it)
+            raise CommandError(ERR_MALFORMED)
+        try:
+            check_arity(spec, command)
+            out.append((spec, spec.parse(command)))
+        except CommandError as e:
+            out.append(e.reply())
+    return out
+
+
+def run_reads(state: KVState, parsed: list[tuple | ErrorReply], time_ms: int) -> list[object]:
+    """The replies of an EXEC-READS's reads, run one after the other at `time_ms`."""
+    replies: list[object] = []
+    for item in parsed:
+        if type(item) is ErrorReply:
+            replies.append(item)
+            continue
+        spec, args = item  # type: ignore[misc]
+        try:
+            replies.append(spec.run(state, args, time_ms))
+        except CommandError as e:
+            replies.append(e.reply())
+    return replies

@@ -235,7 +235,8 @@ def _command(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object
 
 
 def _all_command_names() -> set[str]:
-    return set(COMMANDS) | {n.decode() for n in LOCAL_COMMANDS} | set(_LOCAL_ARITY)
+    return ((set(COMMANDS) - {"exec-reads"}) | {n.decode() for n in LOCAL_COMMANDS}
+            | set(_LOCAL_ARITY))
 
 
 # Commands the node answers itself, and the transaction commands the connection takes (EXEC's

@@ -81,17 +81,24 @@ class NodeMetrics:
         self.apply_seconds = Buckets(APPLY_BUCKETS)
         self.commit_seconds = Buckets(COMMIT_BUCKETS)
         self.commands: Counter[tuple[str, bool]] = Counter()
-        # Pipelined writes a client connection batched into one request and log entry.
+        # Pipelined writes a client connection batched into one request and log entry, and
+        # pipelined reads batched into one request.
         self.pipeline_batches = 0
         self.pipeline_batched_commands = 0
+        self.pipeline_read_batches = 0
+        self.pipeline_batched_reads = 0
         self.registry.register(_NodeCollector(self))
 
     def count_command(self, name: str, ok: bool) -> None:
         self.commands[(name, ok)] += 1
 
-    def count_pipeline_batch(self, commands: int) -> None:
-        self.pipeline_batches += 1
-        self.pipeline_batched_commands += commands
+    def count_pipeline_batch(self, commands: int, kind: str = "write") -> None:
+        if kind == "write":
+            self.pipeline_batches += 1
+            self.pipeline_batched_commands += commands
+        else:
+            self.pipeline_read_batches += 1
+            self.pipeline_batched_reads += commands
 
     def observe_commits(self, latencies_ms: list[int]) -> None:
         observe = self.commit_seconds.observe
@@ -215,6 +222,11 @@ class _NodeCollector:
               "request and one log entry."), self.metrics.pipeline_batches),
             ("replikv_pipeline_batched_commands_total",
              "Client writes that went in such batches.", self.metrics.pipeline_batched_commands),
+            ("replikv_pipeline_read_batches_total",
+             "Batches of a pipeline's reads that a client connection submitted as one request.",
+             self.metrics.pipeline_read_batches),
+            ("replikv_pipeline_batched_reads_total", "Client reads that went in such batches.",
+             self.metrics.pipeline_batched_reads),
         )
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)

@@ -41,7 +41,10 @@ from replikv.commands.transactions import (
     PIPELINE_BATCH_BYTES,
     PIPELINE_BATCH_COMMANDS,
     PIPELINE_BATCHABLE,
+    PIPELINE_READS,
+    READS_NAME_LOWER,
     encode_exec,
+    encode_reads,
 )
 from replikv.node import is_admin_command
 from replikv.replies import CommandError, ErrorReply, Status, wrong_arity
@@ -195,6 +198,9 @@ class ClientConnection(asyncio.Protocol):
                     self._multi_refuse(e.reply())
                     continue
                 name, with_options = argv[0].lower(), True
+            if name == READS_NAME_LOWER:  # the node's internal form, not a client's command
+                self._multi_refuse(unknown_command(argv).reply())
+                continue
             if not resumed:
                 if self.multi is not None and name not in RUN_INSIDE_MULTI:
                     exec_argv = self._in_multi(self.multi, name, argv, with_options)
@@ -235,11 +241,17 @@ class ClientConnection(asyncio.Protocol):
                 options, self.held_options = self.held_options, None
             if (kind == "write" and name in PIPELINE_BATCHABLE and options is self.state.options
                     and options.seq is None):
-                batch = self._pipeline_batch(argv, name, max_inflight - self.inflight)
+                batch = self._pipeline_batch(argv, name, max_inflight - self.inflight,
+                                             PIPELINE_BATCHABLE)
                 if batch is not None:
-                    self._submit_batch(*batch, options)
+                    self._submit_batch(*batch, options, "write")
                     continue
                 req_id = self.server.submit_writes(self, [argv], sum(map(len, argv)), options)
+            elif (kind == "read" and name in PIPELINE_READS and options is self.state.options
+                  and (batch := self._pipeline_batch(argv, name, max_inflight - self.inflight,
+                                                     PIPELINE_READS)) is not None):
+                self._submit_batch(*batch, options, "read")
+                continue
             else:
                 req_id = self.server.submit(self, argv, options)
             # The name counted in /metrics: a known command's, never the client's bytes.
@@ -261,12 +273,13 @@ class ClientConnection(asyncio.Protocol):
 
     # -- a pipeline's writes, batched -----------------------------------------------------------
 
-    def _pipeline_batch(self, first: list[bytes], name: bytes,
-                        room: int) -> tuple[list[list[bytes]], list[str], int] | None:
-        """`first` (named `name`) and the plain writes that follow it in what the client has
-        already sent, to submit as one request and one log entry, with their names and their
-        arguments' bytes (replikv.commands.transactions); None if none follows. At most `room` commands (the
-        pipeline's limit of commands in flight)."""
+    def _pipeline_batch(self, first: list[bytes], name: bytes, room: int,
+                        batchable: frozenset[bytes],
+                        ) -> tuple[list[list[bytes]], list[str], int] | None:
+        """`first` (named `name`) and the commands in `batchable` (plain writes, or plain
+        reads) that follow it in what the client has already sent, to submit as one request,
+        with their names and their arguments' bytes (replikv.commands.transactions); None if
+        none follows. At most `room` commands (the pipeline's limit of commands in flight)."""
         parser = self.parser
         following = parser.peek_command()
         if following is None or room < 2:
@@ -279,7 +292,7 @@ class ClientConnection(asyncio.Protocol):
         args = 2 + 1 + len(first)  # the internal EXEC's name, mark and count, each argc
         while following is not None and len(batch) < limit:
             lowered = following[0].lower()
-            if lowered not in PIPELINE_BATCHABLE:
+            if lowered not in batchable:
                 break
             more_size = size + sum(map(len, following))
             more_args = args + 1 + len(following)
@@ -293,14 +306,17 @@ class ClientConnection(asyncio.Protocol):
         return (batch, names, size) if len(batch) > 1 else None
 
     def _submit_batch(self, batch: list[list[bytes]], names: list[str], size: int,
-                      options: RequestOptions) -> None:
-        req_id = self.server.submit_writes(self, batch, size, options)
+                      options: RequestOptions, kind: str) -> None:
+        if kind == "write":
+            req_id = self.server.submit_writes(self, batch, size, options)
+        else:
+            req_id = self.server.submit(self, encode_reads(batch), options)
         slots = [[req_id, None, name] for name in names]
         self.slots.extend(slots)
         self.batch_of[req_id] = slots
         self.inflight += len(slots)
-        self.inflight_kind = "write"
-        self.server.metrics.count_pipeline_batch(len(slots))
+        self.inflight_kind = kind
+        self.server.metrics.count_pipeline_batch(len(slots), kind)
 
     def _batch_replies(self, slots: list[list], value: object) -> None:
         """The node's answer to a batch: a reply per command, or one error for all (the batch

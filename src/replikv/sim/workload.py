@@ -26,7 +26,9 @@ transactions: MULTI, the operation, an INCR of a side key, EXEC (the node core's
 replikv.commands.transactions). The operation's reply is EXEC's first and is checked like any
 other; the side key is not in the history, but every replica must end with the same value for
 it (the convergence check), which it does only if each transaction applied whole, once. Half of
-the writes sent so go as a client connection batches a pipeline's writes (`EXEC PIPELINE ...`).
+the writes sent so go as a client connection batches a pipeline's writes (`EXEC PIPELINE ...`),
+and half of the reads as it batches a pipeline's reads (`EXEC-READS`, the read and a GET of the
+side key).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 
 from replikv.check.history import Op
-from replikv.commands.transactions import encode_exec
+from replikv.commands.transactions import encode_exec, encode_reads
 from replikv.concerns import RequestOptions
 from replikv.replies import ErrorReply, Status
 from replikv.sim.cluster import SimCluster
@@ -274,9 +276,14 @@ class Workload:
             # linearizable, and every replica must agree on both keys (the convergence check).
             # Half the writes go as a batch of a pipeline's writes instead (the same entry but
             # for its mark, as a client connection batches them).
-            pipeline = kind != "get" and self._tx_rng.random() < 0.5
-            argv = encode_exec([argv, [b"INCR", TRANSACTION_SIDE_KEY]], pipeline=pipeline)
-            options = RequestOptions(w=options.w, wtimeout_ms=1000)
+            # Half the reads go as a batch of a pipeline's reads (EXEC-READS, with a GET of
+            # the side key), with their own read options: a read, never in the log.
+            batch = self._tx_rng.random() < 0.5
+            if kind == "get" and batch:
+                argv = encode_reads([argv, [b"GET", TRANSACTION_SIDE_KEY]])
+            else:
+                argv = encode_exec([argv, [b"INCR", TRANSACTION_SIDE_KEY]], pipeline=batch)
+                options = RequestOptions(w=options.w, wtimeout_ms=1000)
             call.transaction = True
             self.transactions_sent += 1
         self._pending[(node, call.req_id)] = call
