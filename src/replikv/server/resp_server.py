@@ -5,7 +5,7 @@ request order (each command gets a slot; a slot is written once it and every slo
 filled). Consecutive commands of the same kind are submitted together, so a pipeline of reads
 shares one ReadIndex round, and consecutive plain writes already received go as one request and
 one log entry (`EXEC PIPELINE ...`, replikv.commands.transactions), each answered in its own
-slot. When the kind changes
+slot; consecutive plain reads likewise go as one read (`EXEC-READS ...`). When the kind changes
 (a read after writes, or a write after reads) the connection waits for the earlier commands to
 finish first: a read must see the connection's own earlier writes, and must not see its later
 ones. Commands that change the connection itself (HELLO, SELECT, CLIENT, RESET, QUIT) wait too.
@@ -124,7 +124,7 @@ class ClientConnection(asyncio.Protocol):
         # Reply slots in request order: [req_id, encoded reply or None while waiting].
         self.slots: deque[list] = deque()
         self.slot_of: dict[int, list] = {}
-        # A batch of a pipeline's writes submitted as one request: its slots, in order.
+        # A batch of a pipeline's writes or reads submitted as one request: its slots, in order.
         self.batch_of: dict[int, list[list]] = {}
         self.inflight = 0
         self.inflight_kind: str | None = None
@@ -271,7 +271,7 @@ class ClientConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.resume_reading()
 
-    # -- a pipeline's writes, batched -----------------------------------------------------------
+    # -- a pipeline's writes and reads, batched -------------------------------------------------
 
     def _pipeline_batch(self, first: list[bytes], name: bytes, room: int,
                         batchable: frozenset[bytes],

@@ -455,9 +455,9 @@ class NodeServer(NodeView):
     def submit_writes(self, conn: ClientConnection, commands: list[list[bytes]], size: int,
                       options: RequestOptions) -> int:
         """Plain writes (PIPELINE_BATCHABLE, the connection's own options), one or a batch of a
-        pipeline's, with `size` bytes of arguments: gathered until the core's next Ready cycle, then submitted together with
-        those of other connections as one request and one log entry (EXEC PIPELINE). The reply
-        is the command's, or for several a list of theirs."""
+        pipeline's, with `size` bytes of arguments: gathered until the core's next Ready cycle,
+        then submitted together with those of other connections as one request and one log
+        entry (EXEC PIPELINE). The reply is the command's, or for several a list of theirs."""
         self._next_req_id += 1
         req_id = self._next_req_id
         self._reply_targets[req_id] = conn
