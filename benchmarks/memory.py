@@ -505,19 +505,21 @@ def state_structures(state: Any) -> dict[str, int]:
 
 
 def log_structures(log: Any) -> dict[str, int]:
-    """Bytes of a RaftLog's entries: the Entry tuples, their index ints, the data bytes."""
-    entries = log._entries
-    tuples = ints = data_objects = data = 0
-    for e in entries:
-        tuples += alloc_size(sys.getsizeof(e))
+    """Bytes of a RaftLog (replikv.raft.log): its arena of entry data in chunks, the arrays of
+    terms and data ends, and the Entry tuples it keeps for its newest entries (their data
+    objects and index ints included)."""
+    chunks = log._chunks
+    arena = alloc_size(sys.getsizeof(chunks)) + sum(alloc_size(sys.getsizeof(c)) for c in chunks)
+    arrays = sum(alloc_size(sys.getsizeof(a)) for a in (log._terms, log._ends, log._chunk_starts))
+    tail = log._tail
+    tail_objects = alloc_size(sys.getsizeof(tail))
+    for e in tail:
+        tail_objects += alloc_size(sys.getsizeof(e)) + alloc_size(sys.getsizeof(e.data))
         if not -5 <= e.index <= 256:  # small ints are shared
-            ints += alloc_size(sys.getsizeof(e.index))
-        data += len(e.data)
-        data_objects += alloc_size(sys.getsizeof(e.data))
-    return {"entries": len(entries), "list": alloc_size(sys.getsizeof(entries)),
-            "entry_tuples": tuples, "index_ints": ints, "data_bytes": data,
-            "data_objects": data_objects,
-            "total": alloc_size(sys.getsizeof(entries)) + tuples + ints + data_objects}
+            tail_objects += alloc_size(sys.getsizeof(e.index))
+    return {"entries": len(log._terms), "tail_entries": len(tail),
+            "data_bytes": log._arena_end - log._base, "arena": arena, "arrays": arrays,
+            "tail_objects": tail_objects, "total": arena + arrays + tail_objects}
 
 
 def undo_bytes(undo: Any) -> int:
@@ -887,8 +889,9 @@ BREAKDOWN_ROWS = [
     ("shard_list", "the list of shards", "state.py _shards"),
     ("expiry_index", "expiry dict + heap (no key has a TTL here)", "state.py _expires"),
     ("state_total", "= the state's structures", ""),
-    ("log_entry_objects", "Raft log: Entry tuples, ints, bytes headers", "raft/log.py _entries"),
-    ("log_data_bytes", "Raft log: entry data (msgpack effects)", "raft/log.py _entries"),
+    ("log_entry_objects", "Raft log: arena slack, arrays, newest Entry tuples",
+     "raft/log.py arena"),
+    ("log_data_bytes", "Raft log: entry data (msgpack effects)", "raft/log.py arena"),
     ("structures_with_log", "= state + log (until compaction)", ""),
     ("rss_overhead_loaded", "RSS growth - key/value bytes, log held", "measured"),
     ("slack_loaded", "  of which allocator slack", "RSS - structures"),
