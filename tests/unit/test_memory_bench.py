@@ -11,6 +11,7 @@ from benchmarks.memory import (
     REPO_ROOT,
     TARGET_OVERHEAD_BYTES,
     alloc_size,
+    breakdown_worker,
     format_breakdown,
     format_cluster,
     key_len,
@@ -248,3 +249,14 @@ def test_repo_frame_skips_library_and_generated_frames():
                     frame(f"{repo}/.venv/lib/python3.11/site-packages/msgpack/__init__.py", 36)]
     assert repo_frame(oldest_first) == "src/replikv/node.py:277"
     assert repo_frame([frame("<string>", 1)]) == "<string>:1"
+
+
+def test_the_breakdown_runs_on_the_current_structures() -> None:
+    # The breakdown reads the state's and the log's internals: it must follow them (it read a
+    # log layout that no longer existed, unnoticed, until this test).
+    for mode in ("follower", "leader"):
+        out = breakdown_worker(mode, 3_000, 100, 1)
+        assert out["key_count"] == 3_000
+        log = out["log"]
+        assert log["entries"] >= 1 and log["data_bytes"] > 3_000 * 100
+        assert log["total"] >= log["arena"] > 0 and out["structures_bytes"]["key_data"] > 0
