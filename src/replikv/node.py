@@ -361,7 +361,9 @@ class NodeCore:
         self._w1_pending: deque[int] = deque()  # indexes of w=1 proposals not yet durable
         self._all_waiting: dict[int, _Proposal] = {}  # committed w=all writes awaiting copies
         self._waits: set[int] = set()  # WAIT requests being answered here (leader)
-        self._sessions: dict[int, int] = {}  # connection -> index of its last write
+        # Open connection -> index of its last write (0: none yet); entered by a connection's
+        # first write, dropped by end_session.
+        self._sessions: dict[int, int] = {}
         self._read_batch: list[int] = []
         self._next_batch_id = 1
         self._read_batches: dict[int, tuple[list[int], str | None]] = {}  # batch -> (reqs, asked)
@@ -431,8 +433,16 @@ class NodeCore:
             timeout_ms += options.wtimeout_ms or self.config.request_timeout_ms
         req = _Request(req_id, argv, spec.kind, options, session, now_ms + timeout_ms,
                        parsed=(spec, _parsed))
-        if not is_write and type(session) is int:
-            req.min_index = self._sessions.get(session, 0)
+        if session is not None:
+            sessions = self._sessions
+            if not is_write:
+                if isinstance(session, int):
+                    req.min_index = sessions.get(session, 0)
+            elif isinstance(session, int):
+                sessions.setdefault(session, 0)  # open: its writes' indexes are noted
+            else:
+                for one in session:
+                    sessions.setdefault(one, 0)
         self._add_request(req)
         self._route(req)
 
@@ -1408,12 +1418,16 @@ class NodeCore:
             return
         session = req.session
         if index and session is not None:
+            # Only for a connection still open: one that ended meanwhile (end_session) is not
+            # noted again, so the table holds open connections only.
             sessions = self._sessions
             if isinstance(session, int):
-                sessions[session] = max(sessions.get(session, 0), index)
+                if session in sessions:
+                    sessions[session] = max(sessions[session], index)
             else:  # a batch of several connections' writes (replikv.server.runtime)
                 for one in session:
-                    sessions[one] = max(sessions.get(one, 0), index)
+                    if one in sessions:
+                        sessions[one] = max(sessions[one], index)
         self._replies.append((req_id, value))
 
     def _park(self, req: _Request, refused_by: str | None) -> None:

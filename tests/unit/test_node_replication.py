@@ -284,6 +284,22 @@ def test_a_session_reads_its_own_w1_write_on_a_follower():
     assert c.call(f, "GET", "k", options=NEAREST_LOCAL, session=3) == b"mine"
 
 
+def test_a_connection_that_ends_with_a_write_in_flight_leaves_nothing_behind():
+    # end_session drops the connection's entry; its write committing afterwards must not put
+    # it back (one entry per such connection, forever, before this was fixed).
+    c = Cluster()
+    leader = c.elect()
+    node = c.nodes[leader]
+    req = c.submit(leader, "SET", "k", "v", session=9)
+    node.end_session(9)
+    for _ in range(20):
+        c.deliver()
+        c.tick()
+    assert c.reply(leader, req) == OK and 9 not in node._sessions
+    assert c.call(leader, "SET", "k", "w", session=10) == OK
+    assert node._sessions[10] > 0  # an open connection's write is still noted
+
+
 def test_a_batch_of_several_connections_writes_counts_for_each_of_them():
     # The runtime submits plain writes of several connections as one EXEC PIPELINE with their
     # sessions: each connection's later reads and WAITs must see that write as its own.
