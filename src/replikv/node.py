@@ -436,13 +436,11 @@ class NodeCore:
         if session is not None:
             sessions = self._sessions
             if not is_write:
-                if isinstance(session, int):
-                    req.min_index = sessions.get(session, 0)
-            elif isinstance(session, int):
-                sessions.setdefault(session, 0)  # open: its writes' indexes are noted
+                req.min_index = (sessions.get(session, 0) if isinstance(session, int) else
+                                 max(sessions.get(one, 0) for one in session))
             else:
-                for one in session:
-                    sessions.setdefault(one, 0)
+                for one in _connections(session):
+                    sessions.setdefault(one, 0)  # open: its writes' indexes are noted
         self._add_request(req)
         self._route(req)
 
@@ -1421,13 +1419,9 @@ class NodeCore:
             # Only for a connection still open: one that ended meanwhile (end_session) is not
             # noted again, so the table holds open connections only.
             sessions = self._sessions
-            if isinstance(session, int):
-                if session in sessions:
-                    sessions[session] = max(sessions[session], index)
-            else:  # a batch of several connections' writes (replikv.server.runtime)
-                for one in session:
-                    if one in sessions:
-                        sessions[one] = max(sessions[one], index)
+            for one in _connections(session):
+                if one in sessions:
+                    sessions[one] = max(sessions[one], index)
         self._replies.append((req_id, value))
 
     def _park(self, req: _Request, refused_by: str | None) -> None:
@@ -1554,6 +1548,12 @@ class NodeCore:
     def committed_applied_index(self) -> int:
         """The last committed entry the state reflects (the state may hold more, ahead)."""
         return self.applied_index - len(self._ahead)
+
+
+def _connections(session: int | tuple[int, ...]) -> tuple[int, ...]:
+    """A request's connection, or the connections of a batch of several (replikv.server.runtime),
+    as a tuple."""
+    return (session,) if isinstance(session, int) else session
 
 
 def _is_address(value: bytes) -> bool:

@@ -99,6 +99,11 @@ def encode_exec(commands: list[list[bytes]],
     elif watch is not None:
         index, keys = watch
         out += [WATCH_MARK, b"%d" % index, b"%d" % len(keys), *keys]
+    return _append_commands(out, commands)
+
+
+def _append_commands(out: list[bytes], commands: list[list[bytes]]) -> list[bytes]:
+    """`out` followed by `<n> <argc> <arg>... <argc> <arg>...` (what _split_commands reads)."""
     out.append(b"%d" % len(commands))
     for argv in commands:
         out.append(b"%d" % len(argv))
@@ -180,11 +185,20 @@ def parse_exec(argv: list[bytes]) -> list[Queued]:
     """Each command of the transaction parsed; one that does not parse answers its error when
     EXEC runs (as Redis answers a command that fails inside EXEC). An unknown command is a
     malformed transaction: the connection refuses those when they are queued."""
+    return _parse_each(split_exec(argv))
+
+
+def _parse_each(commands: list[list[bytes]],
+                allowed: frozenset[bytes] | None = None) -> list[Queued]:
+    """parse_exec's and parse_reads's: each command parsed, or the error it answers; an
+    unknown command, or one not in `allowed` if given, makes the whole form malformed."""
     from replikv.commands import check_arity, lookup
 
     out: list[Queued] = []
     append = out.append
-    for command in split_exec(argv):
+    for command in commands:
+        if allowed is not None and command[0].lower() not in allowed:
+            raise CommandError(ERR_MALFORMED)
         spec = lookup(command[0])
         if spec is None:
             raise CommandError(ERR_MALFORMED)
@@ -202,41 +216,23 @@ def run_exec(state: KVState, parsed: list[Queued], time_ms: int) -> list[object]
 
 def encode_reads(commands: list[list[bytes]]) -> list[bytes]:
     """The internal EXEC-READS of a pipeline's reads (each in PIPELINE_READS)."""
-    out = [READS_NAME, b"%d" % len(commands)]
-    for argv in commands:
-        out.append(b"%d" % len(argv))
-        out.extend(argv)
-    return out
+    return _append_commands([READS_NAME], commands)
 
 
-def parse_reads(argv: list[bytes]) -> list[tuple | ErrorReply]:
+def parse_reads(argv: list[bytes]) -> list[Queued]:
     """Each read of an EXEC-READS parsed, or the error it answers; CommandError if the form is
     malformed or holds anything but PIPELINE_READS."""
-    from replikv.commands import check_arity, lookup
-
-    out: list[tuple | ErrorReply] = []
-    for command in _split_commands(argv, 1):
-        if command[0].lower() not in PIPELINE_READS:
-            raise CommandError(ERR_MALFORMED)
-        spec = lookup(command[0])
-        if spec is None:  # (every name in PIPELINE_READS is known: a test checks it)
-            raise CommandError(ERR_MALFORMED)
-        try:
-            check_arity(spec, command)
-            out.append((spec, spec.parse(command)))
-        except CommandError as e:
-            out.append(e.reply())
-    return out
+    return _parse_each(_split_commands(argv, 1), PIPELINE_READS)
 
 
-def run_reads(state: KVState, parsed: list[tuple | ErrorReply], time_ms: int) -> list[object]:
+def run_reads(state: KVState, parsed: list[Queued], time_ms: int) -> list[object]:
     """The replies of an EXEC-READS's reads, run one after the other at `time_ms`."""
     replies: list[object] = []
-    for item in parsed:
-        if type(item) is ErrorReply:
-            replies.append(item)
+    for _argv, command, error in parsed:
+        if command is None:
+            replies.append(error)
             continue
-        spec, args = item  # type: ignore[misc]
+        spec, args = command
         try:
             replies.append(spec.run(state, args, time_ms))
         except CommandError as e:
