@@ -95,6 +95,7 @@ from replikv.bench import (
     CLK_TCK,
     WORKLOADS,
     BenchError,
+    LoadConnection,
     Member,
     WorkerPlan,
     WorkerReport,
@@ -113,6 +114,7 @@ from replikv.bench import (
     preload,
     resp_worker,  # replikv bench's own RESP client worker
     run_client_workers,
+    run_load_connection,
     run_redis_benchmark,
     run_worker,
     split_clients,
@@ -307,41 +309,20 @@ class HttpPlan:
     seed: int
 
 
+def http_error_text(response: tuple[int, bytes]) -> str | None:
+    status, body = response
+    return None if status == 200 else f"HTTP {status}: {body[:200]!r}"
+
+
 async def _http_connection(plan: HttpPlan, requests: list[bytes], rng: random.Random,
                            go: asyncio.Event, deadline: list[float], report: WorkerReport,
                            connected: list[int]) -> None:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(*plan.address),
-                                            CONNECT_TIMEOUT_S)
-    parser = HttpResponseReader()
-    gets, feed, read = parser.gets, parser.feed, reader.read
-
-    async def response() -> tuple[int, bytes]:
-        async with asyncio.timeout(REPLY_TIMEOUT_S):
-            while (got := gets()) is None:
-                data = await read(READ_CHUNK_BYTES)
-                if not data:
-                    raise BenchError("etcd closed a client connection")
-                feed(data)
-        return got
-
-    try:
-        connected[0] += 1
-        await go.wait()
-        latencies, clock, randrange, count = (report.latencies_ns, time.perf_counter_ns,
-                                              rng.randrange, len(requests))
-        while time.monotonic() < deadline[0]:
-            request = requests[randrange(count)]
-            start = clock()
-            writer.write(request)
-            status, body = await response()
-            if status == 200:
-                latencies.append(clock() - start)
-                report.ops += 1
-            else:
-                report.errors += 1
-                report.first_error = report.first_error or f"HTTP {status}: {body[:200]!r}"
-    finally:
-        writer.close()
+    """The same callback-driven connection as replikv's (replikv.bench.LoadConnection), with an
+    HTTP/1.1 response reader: one request in flight, a random key's prebuilt request each."""
+    randrange, count = rng.randrange, len(requests)
+    protocol = LoadConnection(HttpResponseReader(), None, http_error_text)
+    await run_load_connection(plan.address, protocol, (), lambda: requests[randrange(count)], 1,
+                              go, deadline, report, connected)
 
 
 def http_worker(plan: HttpPlan, pipe: Any) -> None:

@@ -1,21 +1,27 @@
 """The pure parts of `replikv bench`: workload names, connection split, percentiles, /proc
-parsing, CPU arithmetic and the table."""
+parsing, CPU arithmetic and the table; and its load connection against a server in the test."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 
 import hiredis  # a test dependency (pyproject's test extra), not a skip
 import pytest
 
 from replikv.bench import (
     WORKLOADS,
+    BenchError,
     Floor,
+    LoadConnection,
     NodeCost,
+    WorkerReport,
     WorkloadResult,
     command_maker,
     cpu_s_per_1k_ops,
     elections_between,
+    encode_command,
     format_elections,
     format_floor,
     format_table,
@@ -24,6 +30,8 @@ from replikv.bench import (
     parse_vm_hwm_bytes,
     parse_workloads,
     percentile,
+    resp_error_text,
+    run_load_connection,
     split_clients,
 )
 
@@ -163,3 +171,71 @@ def test_redis_benchmark_output_that_is_not_a_table_is_a_clear_error():
 
     with pytest.raises(BenchError, match="no CSV table"):
         parse_redis_benchmark_csv("Could not connect to Redis at 127.0.0.1:1: Connection refused")
+
+
+# ---- the load connection ---------------------------------------------------------------------
+
+
+async def _resp_server(replies_before_close: int | None = None):
+    """A RESP server on loopback that answers every command byte by byte (so replies arrive in
+    pieces): +OK, or an error for every fifth; it closes after `replies_before_close`."""
+    answered = [0]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = hiredis.Reader()
+        while data := await reader.read(4096):
+            parser.feed(data)
+            while (command := parser.gets()) is not False:
+                answered[0] += 1
+                if answered[0] == replies_before_close:
+                    writer.close()
+                    return
+                reply = b"-ERR planted\r\n" if answered[0] % 5 == 0 else b"+OK\r\n"
+                for i in range(len(reply)):
+                    writer.write(reply[i:i + 1])
+                    await writer.drain()
+                assert command[0] in (b"SET", b"PING")
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[:2], answered
+
+
+def _load(pipeline: int, duration_s: float, replies_before_close: int | None = None):
+    async def main():
+        server, address, answered = await _resp_server(replies_before_close)
+        report = WorkerReport()
+        go, deadline, connected = asyncio.Event(), [0.0], [0]
+        make = command_maker("set", 100, b"v" * 10, random.Random(1))
+        task = asyncio.create_task(run_load_connection(
+            address, LoadConnection(hiredis.Reader(), False, resp_error_text),
+            [encode_command(b"PING")], make, pipeline, go, deadline, report, connected))
+        try:
+            while not connected[0]:
+                await asyncio.sleep(0.01)
+            deadline[0] = time.monotonic() + duration_s
+            go.set()
+            await asyncio.wait_for(task, 10)
+        finally:
+            server.close()
+        return report, answered[0]
+    return asyncio.run(main())
+
+
+def test_the_load_connection_counts_every_reply_pieced_together_and_each_error():
+    report, answered = _load(pipeline=4, duration_s=0.3)
+    # The set-up PING was the first command answered; the load sent whole batches of 4.
+    assert report.ops + report.errors == answered - 1 and (answered - 1) % 4 == 0
+    assert report.errors == answered // 5 and report.first_error == "ERR planted"
+    assert len(report.latencies_ns) == report.ops > 0
+    assert all(ns > 0 for ns in report.latencies_ns)
+
+
+def test_the_load_connection_stops_sending_at_the_deadline():
+    started = time.monotonic()
+    report, _ = _load(pipeline=1, duration_s=0.2)
+    assert report.ops > 10 and time.monotonic() - started < 5
+
+
+def test_a_server_that_closes_mid_load_ends_the_run_with_a_clear_error():
+    with pytest.raises(BenchError, match="closed a client connection"):
+        _load(pipeline=2, duration_s=5, replies_before_close=7)
