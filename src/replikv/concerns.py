@@ -68,6 +68,26 @@ class RequestOptions:
 
 DEFAULT_OPTIONS = RequestOptions()
 
+# Connections' options, one object per distinct value: the runtime joins the plain writes of
+# connections whose options are the same object into one log entry, and clients that all say
+# REPLIKV WRITECONCERN majority should share one. Bounded; past it options stay unshared
+# (still correct, only not joined).
+INTERNED_OPTIONS_MAX = 1024
+_interned: dict[RequestOptions, RequestOptions] = {DEFAULT_OPTIONS: DEFAULT_OPTIONS}
+
+
+def interned(options: RequestOptions) -> RequestOptions:
+    """The one shared object equal to `options` (a connection's settings after REPLIKV
+    WRITECONCERN, CONSISTENCY, SESSION, ...), or `options` itself once INTERNED_OPTIONS_MAX
+    distinct values are kept. Options naming a session are not kept: a session is one
+    client's, so no other connection shares it."""
+    shared = _interned.get(options)
+    if shared is not None:
+        return shared
+    if options.session is None and len(_interned) < INTERNED_OPTIONS_MAX:
+        _interned[options] = options
+    return options
+
 
 def _choice(raw: bytes, table: dict[str, str], what: str) -> str:
     value = table.get(raw.decode("latin-1").lower())

@@ -281,3 +281,47 @@ def test_a_pipelines_reads_go_in_batches_and_see_the_connections_writes(make_clu
     batched = sum(scrape(cluster, n)[("replikv_pipeline_batched_reads_total", ())]
                   for n in (leader, follower))
     assert batched >= 2 * 180
+
+
+JOIN_CLIENTS = 24
+JOIN_ROUNDS = 40
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_clients_with_the_same_write_concern_share_log_entries(make_cluster, mode: str):
+    # Clients that each set their write concern (as `replikv bench` and most drivers do) still
+    # have their plain writes joined into one log entry when they arrive in one event-loop turn:
+    # their equal settings are one shared object (replikv.concerns.interned). Every reply is
+    # still each client's own.
+    import socket
+
+    from .test_admin_http import scrape
+
+    cluster, leader, _ = _leader_and_follower(make_cluster, mode)
+    socks = [socket.create_connection(("127.0.0.1", cluster.port(leader)), timeout=10)
+             for _ in range(JOIN_CLIENTS)]
+    try:
+        readers = [s.makefile("rb") for s in socks]
+        for s, r in zip(socks, readers, strict=True):
+            s.sendall(b"REPLIKV WRITECONCERN majority\r\nREPLIKV CONSISTENCY linearizable\r\n")
+            assert r.readline() == b"+OK\r\n" and r.readline() == b"+OK\r\n"
+        index_before = int(cluster.status(leader)["commit_index"])
+        for round_ in range(JOIN_ROUNDS):
+            for i, s in enumerate(socks):  # all sent before any reply is read
+                s.sendall(b"INCRBY join:%d %d\r\n" % (i, round_ + 1))
+            for i, r in enumerate(readers):
+                total = (round_ + 1) * (round_ + 2) // 2
+                assert r.readline() == b":%d\r\n" % total, (round_, i)
+        entries = int(cluster.status(leader)["commit_index"]) - index_before
+    finally:
+        for s in socks:
+            s.close()
+    metrics = scrape(cluster, leader)
+    assert metrics[("replikv_joined_write_batches_total", ())] >= 1
+    assert metrics[("replikv_joined_write_requests_total", ())] >= 2 * \
+        metrics[("replikv_joined_write_batches_total", ())]
+    assert entries < JOIN_CLIENTS * JOIN_ROUNDS
+    state = _agree(cluster)
+    total = JOIN_ROUNDS * (JOIN_ROUNDS + 1) // 2
+    for i in range(JOIN_CLIENTS):
+        assert state[f"join:{i}"] == ("string", str(total))

@@ -54,6 +54,32 @@ def test_replikv_sets_the_connection_options_and_reset_restores_the_defaults():
     assert "WRITECONCERN" in " ".join(replikv(conn, "HELP"))
 
 
+def test_connections_with_the_same_settings_share_one_options_object(monkeypatch):
+    # The runtime joins the plain writes of connections whose options are one object into one
+    # log entry (NodeServer._submit_gathered): 64 clients that each say REPLIKV WRITECONCERN
+    # majority must end up sharing, or none of their writes is ever joined.
+    from replikv import concerns
+
+    monkeypatch.setattr(concerns, "_interned", {DEFAULT_OPTIONS: DEFAULT_OPTIONS})
+    a, b, c = (ConnectionState(client_id=i) for i in range(3))
+    for conn in (a, b):
+        assert replikv(conn, "WRITECONCERN", "majority") == OK
+        assert replikv(conn, "CONSISTENCY", "linearizable") == OK
+    assert a.options is b.options is DEFAULT_OPTIONS  # those are the defaults' values
+    replikv(a, "WRITECONCERN", "1")
+    replikv(b, "WRITECONCERN", "1")
+    replikv(c, "WRITECONCERN", "all")
+    assert a.options is b.options and a.options == RequestOptions(w="1")
+    assert c.options is not a.options
+    # A session is one client's: its options are not kept for sharing.
+    replikv(a, "SESSION", "s1")
+    assert a.options.session == b"s1" and a.options not in concerns._interned
+    # Bounded: past INTERNED_OPTIONS_MAX values an options object stays the connection's own.
+    monkeypatch.setattr(concerns, "INTERNED_OPTIONS_MAX", len(concerns._interned))
+    replikv(c, "WRITECONCERN", "all", "WTIMEOUT", "77")
+    assert c.options.wtimeout_ms == 77 and c.options not in concerns._interned
+
+
 def test_replikv_with_changes_one_command_only():
     conn = ConnectionState(client_id=1)
     options, argv = parse_replikv_with(conn.options, [b"REPLIKV", b"WITH", b"W", b"all",

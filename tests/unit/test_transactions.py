@@ -470,6 +470,17 @@ class RecordingNode:
         self.submitted.append((req_id, argv, options, session))
 
 
+class JoinCounter:
+    """The runtime's metrics, as far as _submit_gathered uses them."""
+
+    def __init__(self) -> None:
+        self.batches = self.requests = 0
+
+    def count_joined_batch(self, requests: int) -> None:
+        self.batches += 1
+        self.requests += requests
+
+
 class Conn:
     def __init__(self) -> None:
         self.replies: list[tuple[int, object]] = []
@@ -482,7 +493,7 @@ def test_writes_of_several_connections_gathered_in_one_cycle_go_as_one_entry() -
     from replikv.server import runtime
 
     server = SimpleNamespace(_gathered=[], _next_req_id=100, _reply_targets={},
-                             node=RecordingNode())
+                             node=RecordingNode(), metrics=JoinCounter())
     a, b, c = Conn(), Conn(), Conn()
     w1 = RequestOptions(w="1")
     plan = [(a, [[b"SET", b"x", b"1"]], DEFAULT_OPTIONS),
@@ -501,6 +512,7 @@ def test_writes_of_several_connections_gathered_in_one_cycle_go_as_one_entry() -
                                 [b"DEL", b"x"]], pipeline=True)
     assert options is DEFAULT_OPTIONS and sessions == (id(a), id(b), id(c))
     assert alone == (ids[3], [b"SET", b"z", b"3"], w1, id(a)) and server._gathered == []
+    assert (server.metrics.batches, server.metrics.requests) == (1, 3)
     # Each request gets its share of the batch's replies; several commands get a list.
     server._reply_targets.pop(batch_id).on_reply(batch_id, [OK_REPLY, 1, OK_REPLY, 1])
     assert a.replies == [(ids[0], OK_REPLY)] and c.replies == [(ids[2], 1)]
@@ -521,7 +533,7 @@ def test_a_gathered_batch_is_bounded() -> None:
     from replikv.server import runtime
 
     server = SimpleNamespace(_gathered=[], _next_req_id=0, _reply_targets={},
-                             node=RecordingNode())
+                             node=RecordingNode(), metrics=JoinCounter())
     for i in range(runtime.CROSS_BATCH_COMMANDS + 10):
         server._gathered.append((i, [[b"SET", b"k", b"v"]], 5, DEFAULT_OPTIONS, i))
     runtime.NodeServer._submit_gathered(server)  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from replikv.concerns import (
     OPTION_NAMES,
     RequestOptions,
     apply_option,
+    interned,
     parse_session_arg,
 )
 from replikv.replies import OK, PONG, CommandError, ErrorReply, Status, wrong_arity
@@ -387,7 +388,7 @@ def _replikv(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object
     else:
         raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
                            f"'{argv[1].decode(errors='replace')[:32]}'. Try REPLIKV HELP.")
-    conn.options = options
+    conn.options = interned(options)  # shared with connections of the same settings
     return OK
 
 

@@ -87,6 +87,10 @@ class NodeMetrics:
         self.pipeline_batched_commands = 0
         self.pipeline_read_batches = 0
         self.pipeline_batched_reads = 0
+        # Log entries that joined the plain writes of several connections (runtime.py,
+        # NodeServer._submit_gathered), and the requests in them.
+        self.joined_write_batches = 0
+        self.joined_write_requests = 0
         self.registry.register(_NodeCollector(self))
 
     def count_command(self, name: str, ok: bool) -> None:
@@ -99,6 +103,10 @@ class NodeMetrics:
         else:
             self.pipeline_read_batches += 1
             self.pipeline_batched_reads += commands
+
+    def count_joined_batch(self, requests: int) -> None:
+        self.joined_write_batches += 1
+        self.joined_write_requests += requests
 
     def observe_commits(self, latencies_ms: list[int]) -> None:
         observe = self.commit_seconds.observe
@@ -227,6 +235,13 @@ class _NodeCollector:
              self.metrics.pipeline_read_batches),
             ("replikv_pipeline_batched_reads_total", "Client reads that went in such batches.",
              self.metrics.pipeline_batched_reads),
+            ("replikv_joined_write_batches_total",
+             ("Log entries that joined the plain writes of several client connections sent in "
+              "one event-loop turn (with the same write concern)."),
+             self.metrics.joined_write_batches),
+            ("replikv_joined_write_requests_total",
+             "Client requests (a write, or a pipeline's batch of writes) in such entries.",
+             self.metrics.joined_write_requests),
         )
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)

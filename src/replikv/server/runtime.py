@@ -487,6 +487,7 @@ class NodeServer(NodeView):
                 node.submit(req_id, argv, now, options, client_id)
             else:
                 group = gathered[i:j]
+                self.metrics.count_joined_batch(len(group))
                 self._next_req_id += 1
                 batch_id = self._next_req_id
                 self._reply_targets[batch_id] = _Shares(  # type: ignore[assignment]
