@@ -39,9 +39,11 @@ sensible way to drive it), get64 (GET / etcd linearizable range, 64 connections)
 connection; its p50 is the single-client latency).
 
 The load generator is replikv bench's: worker processes (spawn), each an asyncio loop (uvloop)
-with its share of the connections, a start signal and a deadline, latencies in array('q') in ns.
-RESP systems run replikv.bench's own worker (commands by replikv.bench.command_maker, replies by
-hiredis). etcd gets a minimal HTTP/1.1 keep-alive client on asyncio streams whose requests are
+with its share of the connections, a start signal and a deadline, latencies in array('q') in ns;
+each connection is a replikv.bench.LoadConnection, an asyncio protocol that sends its next
+request from the callback that received the last reply. RESP systems run replikv.bench's own
+worker (commands by replikv.bench.command_maker, replies by hiredis). etcd gets the same
+connection with a minimal HTTP/1.1 keep-alive response reader, and requests
 built once per worker for all 10,000 keys, so each operation is one write of prepared bytes and
 one parse of a status line, headers and Content-Length body; a non-200 status is an error. The
 table shows the clients' CPU per 1,000 operations and how busy a client process's core was, so a

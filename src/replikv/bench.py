@@ -5,8 +5,9 @@ Without `--cluster` it starts its own cluster (three `python -m replikv node` pr
 loopback ports, data in a fresh temp dir) and stops it at the end, also on Ctrl-C or an error;
 each node asks the kernel to kill it should this process die (PR_SET_PDEATHSIG).
 
-The clients must not be what is measured, so they speak RESP directly: asyncio connections
-(uvloop where installed), commands encoded by hand, replies parsed by hiredis. Connections are
+The clients must not be what is measured, so they speak RESP directly: asyncio protocols
+(uvloop where installed) that send each batch from the callback that received the last reply
+of the one before (LoadConnection), commands encoded by hand, replies parsed by hiredis. Connections are
 spread over worker processes (`--client-processes`), each with its own event loop; the table
 shows the clients' own CPU per 1,000 operations, so a saturated client is visible. Every
 connection goes to the leader (found with REPLIKV TOPOLOGY): writes must reach it, and
