@@ -80,6 +80,27 @@ def test_connections_with_the_same_settings_share_one_options_object(monkeypatch
     assert c.options.wtimeout_ms == 77 and c.options not in concerns._interned
 
 
+def test_a_nodes_own_defaults_are_the_object_clients_setting_the_same_get(tmp_path):
+    # A node started with other defaults (here w=1): clients that never set options start with
+    # the node's defaults, and those that set the same values must get that very object, or
+    # the two kinds of clients would never be joined.
+    from replikv.config import load_settings
+    from replikv.server.runtime import NodeServer
+
+    settings = load_settings(None, {
+        "id": "n1", "data_dir": tmp_path / "n1", "listen": "127.0.0.1:7001",
+        "peer_listen": "127.0.0.1:7101", "write_concern": "1",
+        "peers": "n1=127.0.0.1:7101,n2=127.0.0.1:7102,n3=127.0.0.1:7103"})
+    srv = NodeServer(settings)
+    try:
+        assert srv.default_options.w == "1"
+        conn = ConnectionState(client_id=1)
+        assert replikv(conn, "WRITECONCERN", "1") == OK
+        assert conn.options is srv.default_options
+    finally:
+        srv._disk.shutdown()
+
+
 def test_replikv_with_changes_one_command_only():
     conn = ConnectionState(client_id=1)
     options, argv = parse_replikv_with(conn.options, [b"REPLIKV", b"WITH", b"W", b"all",

@@ -237,7 +237,7 @@ class _NodeCollector:
              self.metrics.pipeline_batched_reads),
             ("replikv_joined_write_batches_total",
              ("Log entries that joined the plain writes of several client connections sent in "
-              "one event-loop turn (with the same write concern)."),
+              "one event-loop turn (with the same options: write concern, read settings)."),
              self.metrics.joined_write_batches),
             ("replikv_joined_write_requests_total",
              "Client requests (a write, or a pipeline's batch of writes) in such entries.",

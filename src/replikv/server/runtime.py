@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from replikv import __version__
 from replikv.commands.transactions import PIPELINE_BATCH_BYTES, encode_exec
-from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
+from replikv.concerns import DEFAULT_OPTIONS, RequestOptions, interned
 from replikv.config import NodeSettings, parse_address
 from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, decode_address_book
@@ -133,7 +133,9 @@ class NodeServer(NodeView):
         self.settings = settings
         self.node_id = settings.id
         # What a new connection starts with; REPLIKV commands change it per connection.
-        self.default_options = settings.default_options()
+        # Interned: clients that set these same options share them, and so are joined (see
+        # replikv.concerns.interned).
+        self.default_options = interned(settings.default_options())
         self.started_s = time.time()
         self.clients: set[ClientConnection] = set()
         self._next_client_id = 0
