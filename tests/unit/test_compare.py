@@ -13,7 +13,9 @@ import pytest
 
 from benchmarks.compare import (
     HttpError,
+    HttpPlan,
     HttpResponseReader,
+    _http_connection,
     compute_ratios,
     etcd_put_body,
     etcd_range_body,
@@ -150,6 +152,45 @@ def test_requests_and_reader_work_against_a_real_http_server_on_one_connection()
     assert [status for status, _ in got] == [200, 404, 200]
     assert json.loads(got[0][1]) == {"echo": len(_split(put)[1])}
     assert [path for path, _ in seen] == ["/v3/kv/put", "/nope", "/v3/kv/put"]
+
+
+def test_the_etcd_load_connection_counts_answers_and_errors_on_one_keep_alive_connection():
+    """The etcd worker's connection (replikv.bench.LoadConnection with the HTTP reader) against
+    a real HTTP/1.1 server: one request in flight, every answer counted, a non-200 an error."""
+    import asyncio
+    import random
+    import threading
+    import time
+
+    from replikv.bench import WorkerReport
+
+    answered, lock = [0], threading.Lock()
+
+    def answer(method, path, body):
+        with lock:
+            answered[0] += 1
+            n = answered[0]
+        return (500, b'{"error":"planted"}') if n % 3 == 0 else (200, b"{}")
+
+    with fake_http_server(answer, keep_alive=True) as port:
+        plan = HttpPlan(("127.0.0.1", port), "set", 1, keys=5, value_bytes=10, seed=1)
+        requests = etcd_requests("set", plan.address, plan.keys, plan.value_bytes)
+
+        async def main() -> WorkerReport:
+            report, go, deadline, connected = WorkerReport(), asyncio.Event(), [0.0], [0]
+            task = asyncio.create_task(_http_connection(plan, requests, random.Random(1), go,
+                                                        deadline, report, connected))
+            while not connected[0]:
+                await asyncio.sleep(0.01)
+            deadline[0] = time.monotonic() + 0.3
+            go.set()
+            await asyncio.wait_for(task, 10)
+            return report
+
+        report = asyncio.run(main())
+    assert report.ops + report.errors == answered[0] > 3
+    assert report.errors == answered[0] // 3 and len(report.latencies_ns) == report.ops
+    assert report.first_error == "HTTP 500: b'{\"error\":\"planted\"}'"
 
 
 # ---- ratios and tables ---------------------------------------------------------------------------
