@@ -138,7 +138,6 @@ CONNECT_TIMEOUT_S = 5.0
 REPLY_TIMEOUT_S = 30.0
 WORKER_START_TIMEOUT_S = 30.0
 PROGRESS_INTERVAL_S = 0.5
-READ_CHUNK_BYTES = 65536
 MAX_HEAD_BYTES = 16384
 ETCD_PRELOAD_CONNECTIONS = 32
 SATURATED_CORE_FRACTION = 0.9
@@ -343,22 +342,16 @@ async def _etcd_preload(address: tuple[str, int], keys: int, value_bytes: int) -
     todo = iter(requests)
 
     async def one_connection() -> None:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*address),
-                                                CONNECT_TIMEOUT_S)
-        parser = HttpResponseReader()
+        protocol = LoadConnection(HttpResponseReader(), None, http_error_text)
+        await asyncio.wait_for(asyncio.get_running_loop().create_connection(
+            lambda: protocol, *address), CONNECT_TIMEOUT_S)
         try:
             for request in todo:
-                writer.write(request)
-                async with asyncio.timeout(REPLY_TIMEOUT_S):
-                    while (got := parser.gets()) is None:
-                        data = await reader.read(READ_CHUNK_BYTES)
-                        if not data:
-                            raise BenchError("etcd closed the connection while preloading")
-                        parser.feed(data)
-                if got[0] != 200:
-                    raise BenchError(f"preloading etcd failed: HTTP {got[0]} {got[1][:200]!r}")
+                [got] = await asyncio.wait_for(protocol.call(request, 1), REPLY_TIMEOUT_S)
+                if (error := http_error_text(got)) is not None:
+                    raise BenchError(f"preloading etcd failed: {error}")
         finally:
-            writer.close()
+            protocol.close()
 
     await asyncio.gather(*(one_connection() for _ in range(ETCD_PRELOAD_CONNECTIONS)))
 

@@ -7,12 +7,12 @@ each node asks the kernel to kill it should this process die (PR_SET_PDEATHSIG).
 
 The clients must not be what is measured, so they speak RESP directly: asyncio protocols
 (uvloop where installed) that send each batch from the callback that received the last reply
-of the one before (LoadConnection), commands encoded by hand, replies parsed by hiredis. Connections are
-spread over worker processes (`--client-processes`), each with its own event loop; the table
-shows the clients' own CPU per 1,000 operations, so a saturated client is visible. Every
-connection goes to the leader (found with REPLIKV TOPOLOGY): writes must reach it, and
-linearizable reads are served there without a forwarding hop. Each connection sets its write
-concern and read consistency with REPLIKV WRITECONCERN / CONSISTENCY first.
+of the one before (LoadConnection), commands encoded by hand, replies parsed by hiredis.
+Connections are spread over worker processes (`--client-processes`), each with its own event
+loop; the table shows the clients' own CPU per 1,000 operations, so a saturated client is
+visible. Every connection goes to the leader (found with REPLIKV TOPOLOGY): writes must reach
+it, and linearizable reads are served there without a forwarding hop. Each connection sets its
+write concern and read consistency with REPLIKV WRITECONCERN / CONSISTENCY first.
 
 A workload runs for `--duration-s`; each client issues one command (or `pipeline` commands in
 one send) and waits for the replies before the next. An operation's latency runs from the send
@@ -70,7 +70,9 @@ READY_TIMEOUT_S = 20.0
 LEADER_TIMEOUT_S = 15.0
 POLL_INTERVAL_S = 0.05
 CONNECT_TIMEOUT_S = 5.0
-REPLY_TIMEOUT_S = 30.0  # one batch's replies; a stuck cluster ends the run instead of hanging
+# A set-up reply, or the replies still due once a workload's time is up: a stuck cluster ends
+# the run instead of hanging.
+REPLY_TIMEOUT_S = 30.0
 WORKER_START_TIMEOUT_S = 30.0
 PROGRESS_INTERVAL_S = 0.5
 READ_CHUNK_BYTES = 65536

@@ -162,7 +162,6 @@ def test_finds_replicas_that_apply_part_of_a_transaction(monkeypatch):
     assert found is not None, "the simulator missed replicas applying half a transaction"
 
 
-
 def test_finds_a_pipelines_reads_answered_out_of_place(monkeypatch):
     """A batch of a pipeline's reads (EXEC-READS) that answers its reads in the wrong order:
     the operation gets the side key's value, which the checker finds impossible."""
