@@ -570,6 +570,9 @@ class NodeCore:
                 self._on_read_index(ctx[1], rs.index)
             else:
                 self._send(ctx[1], ReadIndexReply(self.id, ctx[2], rs.index))
+                # The follower serves the read once it has applied `rs.index`: it must not
+                # wait for the commit index to come with the next write or tick.
+                self.raft.broadcast_commit()
         self._serve_reads()
         self._release_held()
         out = NodeReady(rd, early_messages=self._msgs, replies=self._replies,

@@ -50,6 +50,9 @@ class Cluster:
         self.replies: dict[str, dict[int, object]] = {i: {} for i in self.ids}
         self.blocked: set[tuple[str, str]] = set()  # (src, to) pairs whose messages are dropped
         self.sent_log: list[tuple[str, str, object]] = []
+        # deliver() sends a commit index nothing carried once the network is quiet, as the
+        # server does after COMMIT_BROADCAST_DELAY_S; False: as if that delay never passed.
+        self.broadcast_when_quiet = True
         self._req = 0
         for i in self.ids:
             self.start(i)
@@ -95,8 +98,19 @@ class Cluster:
             self.queue.append((to, src, message))
 
     def deliver(self, max_messages: int = 100_000) -> None:
+        """Deliver messages until the network is quiet. A leader's commit index that no
+        AppendRequest carried is then sent, as the server does COMMIT_BROADCAST_DELAY_S later."""
         n = 0
-        while self.queue and n < max_messages:
+        while n < max_messages:
+            if not self.queue:
+                lagging = [i for i, node in self.nodes.items() if self.broadcast_when_quiet
+                           and i not in self.down and node.raft.commit_unsent]
+                if not lagging:
+                    break
+                for i in lagging:
+                    self.nodes[i].raft.broadcast_commit()
+                    self.process(i)
+                continue
             to, src, message = self.queue.pop(0)
             n += 1
             if to in self.down or (src, to) in self.blocked:

@@ -245,6 +245,24 @@ def test_active_followers_serve_linearizable_reads_themselves():
     assert not any(isinstance(m, ForwardRequest) for s, _t, m in c.sent_log if s == f)
 
 
+def test_a_follower_read_does_not_wait_for_a_commit_index_no_write_carries():
+    """A new commit index normally waits for the next AppendRequest (or a short delay). A
+    follower that was given a read index must hear it at once, or the read would wait for
+    the delay or the next tick."""
+    c = Cluster(replication="active")
+    leader = c.elect()
+    f = followers(c, leader)[0]
+    c.call(leader, "SET", "k", "v1")
+    c.broadcast_when_quiet = False  # the server's delay never passes in this test
+    write = c.submit(leader, "SET", "k", "v2")
+    c.deliver()
+    assert c.reply(leader, write) == OK
+    assert c.nodes[leader].raft.commit_unsent  # the followers have not heard v2 committed
+    read = c.submit(f, "GET", "k", options=RequestOptions(read_consistency="lease"))
+    c.deliver()  # no tick: the leader answers from its lease and sends the commit index
+    assert c.reply(f, read) == b"v2"
+
+
 def test_stale_replica_refuses_reads_beyond_max_staleness():
     c = Cluster()
     leader = c.elect()

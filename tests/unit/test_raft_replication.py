@@ -263,6 +263,8 @@ def test_a_leader_sends_heartbeats_every_heartbeat_ticks() -> None:
     for peer in ("n2", "n3"):
         ack(leader, peer, 1)
     settle(leader)
+    leader.broadcast_commit()  # the commit index (1), so that the ticks below have none to send
+    settle(leader)
     for _ in range(4):
         leader.tick()
         leader.tick()
@@ -318,8 +320,54 @@ def test_a_leader_commits_once_a_majority_holds_an_entry_of_its_term() -> None:
     assert leader.commit_index == 0
     ack(leader, "n3", 2)
     assert leader.commit_index == 2
-    assert [env.message.commit for env in leader.ready().early_messages] == [2, 2], (
-        "followers in step hear the new commit index at once")
+    # Nothing else to send: the new commit index waits for an AppendRequest to carry it (or
+    # for the driver's broadcast_commit, or the next tick).
+    assert leader.commit_unsent
+    assert persist(leader).early_messages == []
+    leader.broadcast_commit()
+    assert [env.message.commit for env in persist(leader).early_messages] == [2, 2], (
+        "followers in step hear the new commit index on broadcast_commit")
+    assert not leader.commit_unsent
+
+
+def _leader_with_a_new_commit() -> RaftCore:
+    leader = make_leader("n1", term=1, log=[1])  # no-op at index 2, term 2
+    for peer in ("n2", "n3"):
+        ack(leader, peer, 2)
+    assert leader.commit_index == 2
+    assert persist(leader).early_messages == []
+    return leader
+
+
+def test_a_new_commit_index_travels_with_the_next_append_request() -> None:
+    """Under load a commit costs no message of its own: the next batch's AppendRequests carry
+    it, and nothing is left to broadcast."""
+    leader = _leader_with_a_new_commit()
+    assert leader.commit_unsent
+    leader.propose([b"next"])
+    requests = sent(persist(leader), AppendRequest)
+    assert [(r.entries[0].data, r.commit) for r in requests] == [(b"next", 2), (b"next", 2)]
+    assert not leader.commit_unsent
+    leader.broadcast_commit()
+    assert persist(leader).early_messages == []  # nobody lacks it: nothing sent
+
+
+def test_a_commit_index_nothing_carried_goes_out_at_the_next_tick() -> None:
+    """A driver that never calls broadcast_commit (the simulator) still tells the followers
+    within one tick, well before the next heartbeat."""
+    leader = _leader_with_a_new_commit()
+    leader.tick()  # heartbeat_ticks is more than one: not a heartbeat
+    rd = persist(leader)
+    assert sorted((env.to, env.message.commit, env.message.entries)
+                  for env in rd.early_messages) == [("n2", 2, ()), ("n3", 2, ())]
+    assert not leader.commit_unsent
+
+
+def test_only_a_leader_has_a_commit_index_to_send() -> None:
+    follower = make_core("n2", term=1, log=[1])
+    assert not follower.commit_unsent
+    follower.broadcast_commit()
+    assert not follower.has_ready()
 
 
 def test_a_rejected_append_makes_the_leader_skip_the_followers_whole_conflicting_term() -> None:

@@ -310,6 +310,8 @@ class RaftCore:
                 self.heartbeat_elapsed = 0
                 # A new confirmation number, so the answers renew the lease without reads.
                 self._start_confirmation_round()
+            elif self.commit_unsent:
+                self._commit_broadcast = True
             return
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_election_ticks:
@@ -326,6 +328,29 @@ class RaftCore:
         self.log.append_new(self.term, datas)
         self._append_pending = True
         return first, self.term
+
+    @property
+    def commit_unsent(self) -> bool:
+        """A leader whose commit index some replicating follower has not been sent yet.
+
+        A new commit index travels with the next AppendRequest, so under load it costs no
+        message of its own. When none follows, the driver calls `broadcast_commit` after a
+        short delay (the server: COMMIT_BROADCAST_DELAY_S), or the next tick sends it: sending
+        it at once would double the messages of every lone write (an empty AppendRequest and
+        its answer per follower).
+        """
+        if self.role is not Role.LEADER:
+            return False
+        commit = self.commit_index
+        for pr in self.progress.values():
+            if pr.commit_sent < commit and pr.state is ProgressState.REPLICATE:
+                return True
+        return False
+
+    def broadcast_commit(self) -> None:
+        """Send the commit index, in the next Ready, to the followers that lack it."""
+        if self.commit_unsent:
+            self._commit_broadcast = True
 
     def request_read(self, context: object, *, lease: bool = False) -> None:
         """Ask for a linearizable read index; the answer comes back as a ReadState.
@@ -969,6 +994,7 @@ class RaftCore:
         prev_term = self.log.term_at(prev_index)
         if prev_term is None:
             raise InvariantViolation(f"leader lacks entry {prev_index} for {peer}")
+        self.progress[peer].commit_sent = self.commit_index
         self._send(peer, AppendRequest(self.term, self.id, prev_index, prev_term,
                                        tuple(entries), self.commit_index, self._read_seq,
                                        self.lease_remaining_ticks() > 0))
@@ -979,9 +1005,8 @@ class RaftCore:
         for peer, pr in self.progress.items():
             sent = self._send_append(peer, force=force) if (
                 self._append_pending or force) else False
-            if not sent and self._commit_broadcast and pr.state is ProgressState.REPLICATE:
-                # Followers learn the new commit index now rather than at the next heartbeat,
-                # so reads they serve by ReadIndex do not wait for it.
+            if (not sent and self._commit_broadcast and pr.state is ProgressState.REPLICATE
+                    and pr.commit_sent < self.commit_index):
                 self._send_append(peer, force=True)
         self._append_pending = self._heartbeat_needed = self._commit_broadcast = False
         self._read_round_open = False
@@ -993,8 +1018,9 @@ class RaftCore:
                           for v in self.voters), reverse=True)
         candidate = matches[self.quorum - 1]
         if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
+            # Followers learn it from the next AppendRequest; if none follows soon, from
+            # broadcast_commit() or the next tick (see commit_unsent).
             self.commit_index = candidate
-            self._commit_broadcast = True
             if self._reads_awaiting_commit:
                 waiting, self._reads_awaiting_commit = self._reads_awaiting_commit, []
                 for ctx in waiting:

@@ -31,6 +31,7 @@ class ProgressState(Enum):
 class Progress:
     __slots__ = (
         "acked_seq",
+        "commit_sent",
         "inflight",
         "last_contact_tick",
         "match",
@@ -56,6 +57,8 @@ class Progress:
         # Highest leadership-confirmation round (AppendRequest.seq) the follower answered; -1:
         # none yet (a leader's first requests may carry seq 0, and an answer to one counts).
         self.acked_seq = -1
+        # The commit index the last AppendRequest to it carried.
+        self.commit_sent = 0
         # When the leader last heard from it; None: not in this term.
         self.last_contact_tick: int | None = None
         # SNAPSHOT state: which snapshot (a SnapshotMeta), its size, the bytes the follower

@@ -64,6 +64,11 @@ FSYNC_SAMPLES = 1024
 EVENTS_KEPT = 200  # the node's timeline: role changes, membership changes, rollbacks
 # A batch is persisted on the event loop only while fsyncs take at most this long (smoothed).
 INLINE_FSYNC_MAX_S = 0.002
+# How long a new commit index may wait for the next AppendRequest to carry it to the followers
+# before it is sent on its own (RaftCore.commit_unsent): long enough for a lone client's next
+# write to arrive (a loopback round trip and its parsing), short enough that followers apply
+# and serve what was written at once to anyone watching.
+COMMIT_BROADCAST_DELAY_S = 0.001
 # How long a node joining without --cluster-id keeps asking the members which cluster it is.
 LEARN_CLUSTER_ID_S = 10.0
 
@@ -158,6 +163,7 @@ class NodeServer(NodeView):
         self.loop_stall_max_ms = 0
         self.loop_stall_last: dict | None = None
         self._disk_jobs = 0  # submitted to the disk thread and not yet done
+        self._commit_timer: asyncio.TimerHandle | None = None  # see _broadcast_commit
         self.disk_stats = DiskStats()
         self.gc_stats = process_gc_stats()
         self.metrics = NodeMetrics(self)
@@ -430,6 +436,8 @@ class NodeServer(NodeView):
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
         if self._transport is not None:
             await self._transport.close()
         self._disk.shutdown(wait=True)
@@ -606,6 +614,17 @@ class NodeServer(NodeView):
                 self._log_role_change()
                 if self._gathered:
                     self._submit_gathered()  # what arrived while this cycle waited for the disk
+            if self._commit_timer is None and node.raft.commit_unsent:
+                self._commit_timer = asyncio.get_running_loop().call_later(
+                    COMMIT_BROADCAST_DELAY_S, self._broadcast_commit)
+
+    def _broadcast_commit(self) -> None:
+        """A commit index no AppendRequest carried within COMMIT_BROADCAST_DELAY_S: send it."""
+        self._commit_timer = None
+        raft = self.node.raft
+        if raft.commit_unsent:
+            raft.broadcast_commit()
+            self.wake()
 
     def member_addresses(self) -> dict[str, dict[str, str]]:
         """Where each member is: the replicated address book, completed from `peers`."""
