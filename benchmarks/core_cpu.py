@@ -51,7 +51,9 @@ def run(cluster: Cluster, leader: str, batch: int, rounds: int) -> None:
             cluster._req += 1
             node.submit(cluster._req, [b"SET", b"bench:%d" % ((i * 7 + r) % 10_000), value],
                         cluster.now_ms)
-        for _ in range(3):  # propose and send; append and answer; commit and apply
+        # Propose and send; append and answer; commit and apply (the followers apply with
+        # the next round, whose AppendRequests carry the commit index).
+        for _ in range(3):
             exchange(cluster)
 
 
@@ -73,7 +75,10 @@ def main() -> int:
     if profiler is not None:
         profiler.disable()
     elapsed = time.perf_counter() - started
-    for _ in range(3):  # the followers learn the last commit index
+    # The followers learn the last commit index: no next write carries it, so it goes out on
+    # its own, as the server sends it after COMMIT_BROADCAST_DELAY_S.
+    cluster.nodes[leader].raft.broadcast_commit()
+    for _ in range(3):
         exchange(cluster)
     done = rounds * args.batch
     applied = {n: cluster.nodes[n].applied_index for n in cluster.ids}
