@@ -2,7 +2,7 @@
 
     bash benchmarks/compare.sh [--duration-s 10] [--systems replikv,etcd,...] [--workloads ...]
         [--client-processes 1] [--redis-benchmark-requests 200000] [--wait-quiet-s 60]
-        [--json] [--out FILE]
+        [--rounds 1] [--json] [--out FILE]
 
 (compare.sh installs the peers with benchmarks/install_peers.sh first.) The systems, each a
 3-process cluster on free loopback ports with its data in a fresh temp dir, started one at a
@@ -59,6 +59,11 @@ servers and our clients (the busy time of /proc/stat less theirs), flagged from 
 Before each workload (and before redis-benchmark) the run waits, at most `--wait-quiet-s`, for
 two quiet seconds in a row (under 0.1 cores of others).
 
+With `--rounds N` every system is measured N times over, in alternating order (system_order):
+the report keeps each round (its tables, ratios and cross-checks) and judges each target by the
+median of its per-round ratios (combine_rounds). The machine's speed drifts by tens of percent
+within an hour here; one round alone can land a ratio on either side of its goal.
+
 Every process started here is stopped in a `finally` (also on Ctrl-C, SIGTERM or an error):
 servers in their own session through a launcher that sets PR_SET_PDEATHSIG, then
 replikv.local_cluster.stop_process_groups; client workers are joined, then killed. Every wait has
@@ -83,6 +88,7 @@ import random
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -713,6 +719,7 @@ class Settings:
     wait_quiet_s: float = 0.0
     seed: int = 1
     compiled_dir: str | None = None  # replikv-compiled's build (benchmarks/compiled.py)
+    rounds: int = 1  # the systems measured this many times over, in alternating order
 
 
 def supports(protocol: str, workload: str) -> str | None:
@@ -913,28 +920,64 @@ def compute_ratios(systems: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     for label, (sys_a, wl_a), (sys_b, wl_b), what, target in targets:
         a, b = _figure(systems, sys_a, wl_a, what), _figure(systems, sys_b, wl_b, what)
         ratio = a / b if a is not None and b else None
-        if ratio is None:
-            verdict = "-"
-        elif what == "p99":
-            verdict = "PASS" if ratio <= target else "MISS"
-        else:
-            verdict = "PASS" if ratio >= target else "MISS"
         out.append({"label": label, "what": what, "numerator": a, "denominator": b,
-                    "ratio": ratio, "target": (f"<= {target:g}" if what == "p99"
-                                               else f">= {target:g}"), "verdict": verdict})
+                    "ratio": ratio, "goal": target,
+                    "target": f"<= {target:g}" if what == "p99" else f">= {target:g}",
+                    "verdict": _verdict(ratio, what, target)})
+    return out
+
+
+def _verdict(ratio: float | None, what: str, goal: float) -> str:
+    if ratio is None:
+        return "-"
+    if what == "p99":
+        return "PASS" if ratio <= goal else "MISS"
+    return "PASS" if ratio >= goal else "MISS"
+
+
+def system_order(systems: Sequence[str], round_number: int) -> list[str]:
+    """The order the systems run in, in round `round_number` (1 first): as given in odd rounds,
+    reversed in even ones, so that a machine that speeds up or slows down during the run
+    favours no system."""
+    return list(systems) if round_number % 2 else list(reversed(systems))
+
+
+def combine_rounds(rounds: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The targets over several rounds (each round's compute_ratios): for each target the
+    median of its ratios over the rounds in which both sides ran, the medians of both figures,
+    every round's ratio ("per_round", None where a side did not run) and the verdict of the
+    median ratio. One slow or fast round then decides nothing on its own."""
+    out = []
+    for i, first in enumerate(rounds[0]):
+        per_round = [r[i]["ratio"] for r in rounds]
+        ran = [r[i] for r in rounds if r[i]["ratio"] is not None]
+        ratio = statistics.median(r["ratio"] for r in ran) if ran else None
+        out.append({**first,
+                    "numerator": statistics.median(r["numerator"] for r in ran) if ran else None,
+                    "denominator": (statistics.median(r["denominator"] for r in ran) if ran
+                                    else None),
+                    "ratio": ratio, "per_round": per_round,
+                    "verdict": _verdict(ratio, first["what"], first["goal"])})
     return out
 
 
 def format_ratios(ratios: Sequence[dict[str, Any]]) -> str:
-    rows = [["target", "replikv", "other", "ratio", "goal", "verdict"]]
+    """The targets' table. After several rounds (combine_rounds) the figures and the ratio
+    are medians, and each round's ratio has its own column before them."""
+    rounds = len(ratios[0].get("per_round", ())) if ratios else 0
+    per_round = [f"round {k + 1}" for k in range(rounds)] if rounds > 1 else []
+    rows = [["target", *per_round, "replikv", "other", "ratio", "goal", "verdict"]]
     for r in ratios:
         unit = " ms" if r["what"] == "p99" else ""
         digits = 2 if r["what"] == "p99" else 0
-        rows.append([r["label"],
+        rows.append([r["label"], *(_fmt(x) for x in r.get("per_round", [])[:len(per_round)]),
                      "-" if r["numerator"] is None else f"{r['numerator']:,.{digits}f}{unit}",
                      "-" if r["denominator"] is None else f"{r['denominator']:,.{digits}f}{unit}",
                      _fmt(r["ratio"]), r["target"], r["verdict"]])
-    return "\n".join(["ratios (the issue's targets):", *("  " + line for line in _aligned(rows))])
+    title = ("ratios (the issue's targets):" if not per_round else
+             f"ratios (the issue's targets): each round's, then the median of {rounds} rounds "
+             "(of each figure too, on its own):")
+    return "\n".join([title, *("  " + line for line in _aligned(rows))])
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -956,8 +999,16 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  {'':<15} {r['config']}")
         if r.get("error"):
             lines.append(f"  {'':<15} FAILED: {r['error'].splitlines()[0]}")
-    for name in s["workloads"]:
-        lines += ["", format_workload_table(name, report["systems"])]
+    rounds = report.get("rounds") or []
+    if len(rounds) > 1:
+        for k, one in enumerate(rounds, 1):
+            order = ", ".join(one["order"])
+            lines += ["", f"round {k} of {len(rounds)} (systems in this order: {order})"]
+            for name in s["workloads"]:
+                lines += ["", format_workload_table(name, one["systems"])]
+    else:
+        for name in s["workloads"]:
+            lines += ["", format_workload_table(name, report["systems"])]
     lines += [
         "",
         ("srv cpu/1k: CPU seconds per 1,000 operations summed over the 3 server processes (and "
@@ -971,7 +1022,10 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("redis_benchmark"):
         lines += ["", "redis-benchmark cross-check of setp16 (SET, -c 64 -P 16):"]
         rows = [["system", "requests/s", "p50 ms", "p99 ms"]]
-        for system, r in report["redis_benchmark"].items():
+        checks = ([(f"{system} (round {k})", r) for k, one in enumerate(rounds, 1)
+                   for system, r in one["redis_benchmark"].items()] if len(rounds) > 1
+                  else list(report["redis_benchmark"].items()))
+        for system, r in checks:
             if "error" in r:
                 rows.append([system, "failed", "", ""])
                 continue
@@ -1007,58 +1061,84 @@ NOTES = [
 # ---- the whole run -----------------------------------------------------------------------------
 
 
-def run_compare(settings: Settings, log: Callable[[str], None], command: str) -> dict[str, Any]:
-    root = Path(tempfile.mkdtemp(prefix="replikv-compare-"))
+def run_round(settings: Settings, root: Path, order: Sequence[str], log: Callable[[str], None]
+              ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Every system in `order`, one at a time: its results, and the redis-benchmark
+    cross-checks. Each system's data lives under `root` and is gone when it stops."""
     systems: dict[str, dict[str, Any]] = {}
     cross_check: dict[str, dict[str, Any]] = {}
+    for name in order:
+        entry: dict[str, Any] = {"workloads": {}}
+        systems[name] = entry
+        data = root / name
+        log(f"{name}: starting a 3-process cluster in {data}")
+        try:
+            compiled_dir = Path(settings.compiled_dir) if settings.compiled_dir else None
+            with start_system(name, root, log, compiled_dir) as target:
+                entry.update(version=target.version, config=target.config,
+                             notes=target.notes,
+                             address=f"{target.address[0]}:{target.address[1]}")
+                log(f"{name}: {target.version}; load goes to {entry['address']}; "
+                    f"preloading {settings.keys:,} keys")
+                preload_target(target, settings.keys, settings.value_bytes)
+                for workload in settings.workloads:
+                    why_not = supports(target.protocol, workload)
+                    if why_not:
+                        entry["workloads"][workload] = {"skipped": why_not}
+                        continue
+                    entry["workloads"][workload] = run_workload(target, workload, settings,
+                                                                log)
+                if (settings.redis_benchmark_requests
+                        and name in ("replikv", "redis-always")):
+                    if settings.wait_quiet_s > 0:
+                        wait_for_quiet(target.pids, settings.wait_quiet_s, log, name)
+                    log(f"{name}: redis-benchmark -t set -P 16, "
+                        f"{settings.redis_benchmark_requests:,} requests")
+                    try:
+                        cross_check[name] = redis_benchmark_setp16(
+                            target.address, settings.redis_benchmark_requests,
+                            settings.keys, settings.value_bytes)
+                    except CompareError as e:
+                        cross_check[name] = {"error": str(e)}
+        except (CompareError, BenchError) as e:
+            entry["error"] = str(e)
+            log(f"{name}: FAILED: {e}")
+        finally:
+            shutil.rmtree(data, ignore_errors=True)  # the next round starts afresh
+    # The report lists the systems in the order given, whatever order they ran in.
+    return ({name: systems[name] for name in settings.systems if name in systems},
+            {name: cross_check[name] for name in settings.systems if name in cross_check})
+
+
+def run_compare(settings: Settings, log: Callable[[str], None], command: str) -> dict[str, Any]:
+    """The whole run: `settings.rounds` rounds (system_order) and their report. With one round
+    the report is that round's; with more, "rounds" holds each and "ratios" their medians
+    (combine_rounds), while "systems" and "redis_benchmark" are the first round's."""
+    root = Path(tempfile.mkdtemp(prefix="replikv-compare-"))
+    rounds: list[dict[str, Any]] = []
     try:
         fsync_ms = measure_fsync_ms(root)
-        for name in settings.systems:
-            entry: dict[str, Any] = {"workloads": {}}
-            systems[name] = entry
-            log(f"{name}: starting a 3-process cluster in {root / name}")
-            try:
-                compiled_dir = Path(settings.compiled_dir) if settings.compiled_dir else None
-                with start_system(name, root, log, compiled_dir) as target:
-                    entry.update(version=target.version, config=target.config,
-                                 notes=target.notes,
-                                 address=f"{target.address[0]}:{target.address[1]}")
-                    log(f"{name}: {target.version}; load goes to {entry['address']}; "
-                        f"preloading {settings.keys:,} keys")
-                    preload_target(target, settings.keys, settings.value_bytes)
-                    for workload in settings.workloads:
-                        why_not = supports(target.protocol, workload)
-                        if why_not:
-                            entry["workloads"][workload] = {"skipped": why_not}
-                            continue
-                        entry["workloads"][workload] = run_workload(target, workload, settings,
-                                                                    log)
-                    if (settings.redis_benchmark_requests
-                            and name in ("replikv", "redis-always")):
-                        if settings.wait_quiet_s > 0:
-                            wait_for_quiet(target.pids, settings.wait_quiet_s, log, name)
-                        log(f"{name}: redis-benchmark -t set -P 16, "
-                            f"{settings.redis_benchmark_requests:,} requests")
-                        try:
-                            cross_check[name] = redis_benchmark_setp16(
-                                target.address, settings.redis_benchmark_requests,
-                                settings.keys, settings.value_bytes)
-                        except CompareError as e:
-                            cross_check[name] = {"error": str(e)}
-            except (CompareError, BenchError) as e:
-                entry["error"] = str(e)
-                log(f"{name}: FAILED: {e}")
+        for number in range(1, settings.rounds + 1):
+            order = system_order(settings.systems, number)
+            if settings.rounds > 1:
+                log(f"round {number} of {settings.rounds}: {', '.join(order)}")
+            systems, cross_check = run_round(settings, root, order, log)
+            rounds.append({"order": order, "systems": systems, "redis_benchmark": cross_check,
+                           "ratios": compute_ratios(systems)})
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    first = rounds[0]
     return {
         "command": command,
         "settings": asdict(settings),
         "machine": machine_description(),
         "fsync_ms_p50": fsync_ms,
-        "versions": {name: r.get("version") for name, r in systems.items()},
-        "systems": systems,
-        "redis_benchmark": cross_check,
-        "ratios": compute_ratios(systems),
+        "versions": {name: r.get("version") for name, r in first["systems"].items()},
+        "systems": first["systems"],
+        "redis_benchmark": first["redis_benchmark"],
+        "rounds": rounds,
+        "ratios": (combine_rounds([one["ratios"] for one in rounds]) if len(rounds) > 1
+                   else first["ratios"]),
         "notes": NOTES,
     }
 
@@ -1093,11 +1173,16 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
                              "to leave the CPUs (a shared machine); 0: don't wait")
     parser.add_argument("--compiled-dir", type=Path, default=DEFAULT_COMPILED_DIR,
                         help="replikv-compiled's build (benchmarks/compiled.py build --out DIR)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every system this many times over, in alternating order, "
+                             "and judge the targets by the median ratios (1-9)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args(argv)
     if args.duration_s <= 0:
         parser.error("--duration-s must be positive")
+    if not 1 <= args.rounds <= 9:
+        parser.error("--rounds: expected 1 to 9")
     try:
         settings = Settings(
             systems=parse_list(args.systems, SYSTEMS, "systems"),
@@ -1105,7 +1190,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
             duration_s=args.duration_s, client_processes=max(1, args.client_processes),
             redis_benchmark_requests=max(0, args.redis_benchmark_requests),
             wait_quiet_s=max(0.0, args.wait_quiet_s),
-            compiled_dir=str(args.compiled_dir.resolve()))
+            compiled_dir=str(args.compiled_dir.resolve()), rounds=args.rounds)
     except ValueError as e:
         parser.error(str(e))
     return settings, args
@@ -1132,7 +1217,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2) if args.json else format_report(report), flush=True)
-    return 1 if any("error" in r for r in report["systems"].values()) else 0
+    return 1 if any("error" in r for one in report["rounds"]
+                    for r in one["systems"].values()) else 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from benchmarks.compare import (
     HttpPlan,
     HttpResponseReader,
     _http_connection,
+    combine_rounds,
     compute_ratios,
     etcd_put_body,
     etcd_range_body,
@@ -31,6 +32,7 @@ from benchmarks.compare import (
     processes_cpu_s,
     short_version,
     supports,
+    system_order,
 )
 from benchmarks.peers.pysyncobj_kv import CommandHandler, OrderedReplies, RespProtocol
 
@@ -455,3 +457,92 @@ def test_the_settings_go_into_the_json_report_as_they_are():
     assert args.out is None
     with pytest.raises(SystemExit):
         parse_args(["--systems", "replikv,nosuch"])
+
+
+# ---- several rounds ---------------------------------------------------------------------------
+
+
+def test_rounds_alternate_the_order_of_the_systems():
+    systems = ["replikv", "etcd", "redis-always"]
+    assert system_order(systems, 1) == systems
+    assert system_order(systems, 2) == ["redis-always", "etcd", "replikv"]
+    assert system_order(systems, 3) == systems
+
+
+def _round(replikv_set64: float, etcd_set64: float) -> list[dict]:
+    systems = _systems()
+    systems["replikv"]["workloads"]["set64"]["ops_per_s"] = replikv_set64
+    systems["etcd"]["workloads"]["set64"]["ops_per_s"] = etcd_set64
+    return compute_ratios(systems)
+
+
+def test_the_targets_are_judged_by_the_median_of_the_rounds():
+    # One fast round (4x) and one slow one (2x) around a 2.9x one: the median decides, MISS.
+    rounds = [_round(12000, 3000), _round(5800, 2000), _round(6000, 3000)]
+    combined = {r["label"]: r for r in combine_rounds(rounds)}
+    put = combined["replikv set64 ops/s / etcd put ops/s"]
+    assert put["per_round"] == [pytest.approx(4.0), pytest.approx(2.9), pytest.approx(2.0)]
+    assert put["ratio"] == pytest.approx(2.9) and put["verdict"] == "MISS"
+    assert put["numerator"] == 6000 and put["denominator"] == 3000  # each figure's own median
+    # Unchanged targets keep their ratio and verdict.
+    get = combined["replikv get64 ops/s / etcd range ops/s"]
+    assert get["ratio"] == pytest.approx(4.0) and get["verdict"] == "PASS"
+    text = format_ratios(list(combined.values()))
+    assert "median of 3 rounds" in text
+    row = next(line for line in text.splitlines() if "etcd put ops/s" in line and "p99" not in line)
+    assert row.split()[-9:] == ["4.00", "2.90", "2.00", "6,000", "3,000", "2.90", ">=", "3",
+                                "MISS"]
+
+
+def test_a_round_where_a_side_did_not_run_is_left_out_of_the_median():
+    missing = _systems()
+    del missing["pysyncobj"]
+    rounds = [compute_ratios(_systems()), compute_ratios(missing), compute_ratios(_systems())]
+    combined = {r["label"]: r for r in combine_rounds(rounds)}
+    pysyncobj = combined["replikv set64 ops/s / PySyncObj set64 ops/s"]
+    assert pysyncobj["per_round"] == [pytest.approx(4.5), None, pytest.approx(4.5)]
+    assert pysyncobj["ratio"] == pytest.approx(4.5) and pysyncobj["verdict"] == "MISS"
+    never = combine_rounds([compute_ratios(missing)] * 2)
+    assert {r["label"]: r["verdict"] for r in never}[
+        "replikv set64 ops/s / PySyncObj set64 ops/s"] == "-"
+
+
+def test_a_run_of_rounds_reports_each_round_and_the_medians(monkeypatch):
+    from benchmarks import compare
+
+    orders = []
+    speeds = iter([9000, 6000, 7500])
+
+    def fake_round(settings, root, order, log):
+        orders.append(list(order))
+        systems = _systems()
+        systems["replikv"]["workloads"]["set64"]["ops_per_s"] = next(speeds)
+        systems["etcd"]["error"] = "boom" if len(orders) == 2 else None
+        if systems["etcd"]["error"] is None:
+            del systems["etcd"]["error"]
+        return systems, {"replikv": {"rps": 1.0, "p50_latency_ms": 1.0, "p99_latency_ms": 2.0}}
+
+    monkeypatch.setattr(compare, "run_round", fake_round)
+    monkeypatch.setattr(compare, "measure_fsync_ms", lambda root: 0.1)
+    settings, _ = compare.parse_args(["--systems", "replikv,etcd", "--rounds", "3"])
+    report = compare.run_compare(settings, lambda text: None, "bash benchmarks/compare.sh")
+    assert orders == [["replikv", "etcd"], ["etcd", "replikv"], ["replikv", "etcd"]]
+    assert len(report["rounds"]) == 3 and report["settings"]["rounds"] == 3
+    put = {r["label"]: r for r in report["ratios"]}["replikv set64 ops/s / etcd put ops/s"]
+    assert put["ratio"] == pytest.approx(2.5)  # median of 3.0, 2.0, 2.5
+    text = compare.format_report(report)
+    assert "round 2 of 3 (systems in this order: etcd, replikv)" in text
+    assert "replikv (round 3)" in text  # the redis-benchmark cross-check of every round
+    json.dumps(report)  # the JSON report holds every round
+    # The exit status sees a failure in any round, not only the first.
+    monkeypatch.setattr(compare, "run_compare", lambda *a: report)
+    assert compare.main(["--systems", "replikv,etcd", "--rounds", "3"]) == 1
+
+
+def test_rounds_are_checked():
+    from benchmarks.compare import parse_args
+
+    assert parse_args([])[0].rounds == 1
+    for bad in ("0", "10"):
+        with pytest.raises(SystemExit):
+            parse_args(["--rounds", bad])
