@@ -99,3 +99,29 @@ def test_membership_changes_and_snapshot_transfers_are_exercised():
         totals[2] += r.snapshots_installed
     changes, taken, installed = totals
     assert changes >= 10 and taken >= 50 and installed >= 5, totals
+
+
+def test_followers_learn_a_lone_writes_commit_within_the_broadcast_delay():
+    """The simulator drives the cores as the server does: a commit index that no AppendRequest
+    carried goes out COMMIT_BROADCAST_DELAY_MS later, not at the next tick (50 ms). Ten lone
+    writes, each followed by a quiet spell: each time, within the delay and one network hop
+    (at most 8 ms), every follower knows the write committed."""
+    from replikv.raft.core import COMMIT_BROADCAST_DELAY_MS
+    from replikv.sim.cluster import SimCluster
+
+    cluster = SimCluster(("n1", "n2", "n3"), seed=11)
+    cluster.run_until(cluster.now_ms + 5_000, stop=lambda: bool(cluster.leaders()))
+    cluster.run_until(cluster.now_ms + 500)  # the no-op commits, the followers settle
+    (leader,) = cluster.leaders()
+    raft = cluster.nodes[leader].core.raft
+    for i in range(10):
+        assert cluster.submit(leader, 100 + i, [b"SET", b"k", b"%d" % i])
+        index = raft.log.last_index
+        cluster.run_until(cluster.now_ms + 1_000,
+                          stop=lambda index=index: raft.commit_index >= index)
+        assert raft.commit_index >= index
+        cluster.run_until(cluster.now_ms + COMMIT_BROADCAST_DELAY_MS + 8 + 1)
+        behind = {n: cluster.nodes[n].core.raft.commit_index for n in cluster.ids
+                  if n != leader and cluster.nodes[n].core.raft.commit_index < index}
+        assert not behind, f"write {i} (index {index}): followers behind: {behind}"
+        cluster.run_until(cluster.now_ms + 30)  # quiet before the next one

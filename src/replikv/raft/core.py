@@ -88,6 +88,13 @@ class Role(Enum):
     LEADER = "leader"
 
 
+
+# How long a driver lets a new commit index wait for the next AppendRequest to carry it to the
+# followers before it calls broadcast_commit (see RaftCore.commit_unsent): long enough for a
+# lone client's next write to arrive (a loopback round trip and its parsing), short enough that
+# followers apply and serve what was written at once to anyone watching.
+COMMIT_BROADCAST_DELAY_MS = 1
+
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
     node_id: str
@@ -334,10 +341,10 @@ class RaftCore:
         """A leader whose commit index some replicating follower has not been sent yet.
 
         A new commit index travels with the next AppendRequest, so under load it costs no
-        message of its own. When none follows, the driver calls `broadcast_commit` after a
-        short delay (the server: COMMIT_BROADCAST_DELAY_S), or the next tick sends it: sending
-        it at once would double the messages of every lone write (an empty AppendRequest and
-        its answer per follower).
+        message of its own. When none follows, the driver calls `broadcast_commit` after
+        COMMIT_BROADCAST_DELAY_MS (the server and the simulator do), or the next tick sends
+        it: sending it at once would double the messages of every lone write (an empty
+        AppendRequest and its answer per follower).
         """
         if self.role is not Role.LEADER:
             return False

@@ -37,7 +37,7 @@ from replikv.concerns import DEFAULT_OPTIONS, RequestOptions, interned
 from replikv.config import NodeSettings, parse_address
 from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, decode_address_book
-from replikv.raft.core import RaftConfig, RaftCore, Ready, Role
+from replikv.raft.core import COMMIT_BROADCAST_DELAY_MS, RaftConfig, RaftCore, Ready, Role
 from replikv.raft.membership import Membership
 from replikv.raft.messages import Entry, InstallSnapshot
 from replikv.resp import encode_reply
@@ -64,11 +64,7 @@ FSYNC_SAMPLES = 1024
 EVENTS_KEPT = 200  # the node's timeline: role changes, membership changes, rollbacks
 # A batch is persisted on the event loop only while fsyncs take at most this long (smoothed).
 INLINE_FSYNC_MAX_S = 0.002
-# How long a new commit index may wait for the next AppendRequest to carry it to the followers
-# before it is sent on its own (RaftCore.commit_unsent): long enough for a lone client's next
-# write to arrive (a loopback round trip and its parsing), short enough that followers apply
-# and serve what was written at once to anyone watching.
-COMMIT_BROADCAST_DELAY_S = 0.001
+COMMIT_BROADCAST_DELAY_S = COMMIT_BROADCAST_DELAY_MS / 1000  # see RaftCore.commit_unsent
 # How long a node joining without --cluster-id keeps asking the members which cluster it is.
 LEARN_CLUSTER_ID_S = 10.0
 

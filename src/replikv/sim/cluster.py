@@ -37,7 +37,7 @@ import msgpack
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
 from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, RolledBack, SnapshotJob
-from replikv.raft.core import RaftConfig, RaftCore, Role, SnapshotMeta
+from replikv.raft.core import COMMIT_BROADCAST_DELAY_MS, RaftConfig, RaftCore, Role, SnapshotMeta
 from replikv.raft.membership import Membership
 from replikv.raft.messages import AppendRequest, Entry, InstallSnapshot
 from replikv.sessions import SessionTable
@@ -127,6 +127,7 @@ class SimNode:
     resumed_at_ms: int = 0  # when it last resumed from a pause
     paused_at_ms: int = 0
     elected_in: int = 0  # the last term on_leader was told this node leads
+    commit_timer: bool = False  # a "commit" event is scheduled (see SimCluster._process)
     leader_commit: int = 0  # its commit index when on_leader last heard of it
     commit_checked: int = 0
     digest_checked: int = 0
@@ -240,6 +241,9 @@ class SimCluster:
         elif kind == "persisted":
             self._persisted(node)
             return
+        elif kind == "commit":
+            node.commit_timer = False
+            node.core.raft.broadcast_commit()
         self._process(node)
 
     def node_now(self, node: SimNode) -> int:
@@ -281,6 +285,7 @@ class SimCluster:
         node.core.state_time_ms = time_ms
         node.core.sessions = sessions
         node.up, node.paused, node.persisting, node.held = True, False, None, []
+        node.commit_timer = False
         node.incarnation += 1
         node.commit_checked = node.digest_checked = 0
         self.schedule(self.now_ms + self.rng.randint(1, TICK_MS),
@@ -332,6 +337,11 @@ class SimCluster:
                 return
         if node._core is core and node.persisting is None:
             self._pump_snapshot(node)
+            if not node.commit_timer and core.raft.commit_unsent:
+                # As the runtime does: a commit index no AppendRequest carried goes out alone.
+                node.commit_timer = True
+                self.schedule(self.now_ms + COMMIT_BROADCAST_DELAY_MS,
+                              ("commit", node.id, node.incarnation))
 
     def _pump_snapshot(self, node: SimNode) -> None:
         """Write a due snapshot a few records at a time, between the node's other work, as the
@@ -502,6 +512,9 @@ class SimCluster:
                 self._persisted(node)
                 if not node.up:
                     return  # a nemesis crashed it as it went on (on_leader)
+            elif event[0] == "commit":
+                node.commit_timer = False
+                node.core.raft.broadcast_commit()
         self._process(node)
 
     def partition(self, *groups: set[str]) -> None:
