@@ -524,6 +524,7 @@ def test_a_run_of_rounds_reports_each_round_and_the_medians(monkeypatch):
 
     monkeypatch.setattr(compare, "run_round", fake_round)
     monkeypatch.setattr(compare, "measure_fsync_ms", lambda root: 0.1)
+    monkeypatch.setattr(compare, "measure_loopback_rtt_ms", lambda: 0.05)
     settings, _ = compare.parse_args(["--systems", "replikv,etcd", "--rounds", "3"])
     report = compare.run_compare(settings, lambda text: None, "bash benchmarks/compare.sh")
     assert orders == [["replikv", "etcd"], ["etcd", "replikv"], ["replikv", "etcd"]]
@@ -531,7 +532,7 @@ def test_a_run_of_rounds_reports_each_round_and_the_medians(monkeypatch):
     put = {r["label"]: r for r in report["ratios"]}["replikv set64 ops/s / etcd put ops/s"]
     assert put["ratio"] == pytest.approx(2.5)  # median of 3.0, 2.0, 2.5
     text = compare.format_report(report)
-    assert "round 2 of 3 (systems in this order: etcd, replikv)" in text
+    assert "round 2 of 3 (systems in this order: etcd, replikv; set1's floor 0.150 ms)" in text
     assert "replikv (round 3)" in text  # the redis-benchmark cross-check of every round
     json.dumps(report)  # the JSON report holds every round
     # The exit status sees a failure in any round, not only the first.
@@ -546,3 +547,22 @@ def test_rounds_are_checked():
     for bad in ("0", "10"):
         with pytest.raises(SystemExit):
             parse_args(["--rounds", bad])
+
+
+def test_set1_is_judged_against_the_floor_measured_in_the_run():
+    systems = _systems()
+    systems["replikv"]["workloads"]["set1"] = _result(1200)  # p50 1.0 ms
+    ratios = {r["label"]: r for r in compute_ratios(systems, floor_ms=0.5)}
+    floor = ratios["replikv set1 p50 / floor (append+fsync + loopback round trip)"]
+    assert (floor["numerator"], floor["denominator"]) == (1.0, 0.5)
+    assert floor["ratio"] == pytest.approx(2.0) and floor["verdict"] == "MISS"  # > 1.5
+    assert floor["target"] == "<= 1.5"
+    assert {r["label"]: r for r in compute_ratios(systems, floor_ms=0.8)}[
+        floor["label"]]["verdict"] == "PASS"  # 1.25x
+    assert len(compute_ratios(systems)) == 5  # no floor measured: no such row
+    text = format_ratios(list(ratios.values()))
+    row = next(line for line in text.splitlines() if "floor" in line)
+    assert row.split()[-8:] == ["1.000", "ms", "0.500", "ms", "2.00", "<=", "1.5", "MISS"]
+    del systems["replikv"]["workloads"]["set1"]
+    assert {r["label"]: r for r in compute_ratios(systems, floor_ms=0.5)}[
+        floor["label"]]["verdict"] == "-"
