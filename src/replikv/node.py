@@ -564,15 +564,18 @@ class NodeCore:
         rd = self.raft.ready()
         rolled_back = [self._rolled_back(e) for e in rd.rolled_back]
         self._apply(rd.committed)
+        remote = False
         for rs in rd.read_states:
             ctx = rs.context
             if ctx[0] == "local":
                 self._on_read_index(ctx[1], rs.index)
             else:
                 self._send(ctx[1], ReadIndexReply(self.id, ctx[2], rs.index))
-                # The follower serves the read once it has applied `rs.index`: it must not
-                # wait for the commit index to come with the next write or tick.
-                self.raft.broadcast_commit()
+                remote = True
+        if remote:
+            # A follower serves its read once it has applied the index it was given: it must
+            # not wait for the commit index to come with the next write or tick.
+            self.raft.broadcast_commit()
         self._serve_reads()
         self._release_held()
         out = NodeReady(rd, early_messages=self._msgs, replies=self._replies,

@@ -28,9 +28,7 @@ def commit_by_counting_replicas_of_any_term(self: RaftCore) -> None:
     matches = sorted((self.log.persisted_index if v == self.id else self.progress[v].match
                       for v in self.voters), reverse=True)
     candidate = matches[self.quorum - 1]
-    if candidate > self.commit_index:
-        self.commit_index = candidate
-        self._commit_broadcast = True
+    self.commit_index = max(self.commit_index, candidate)
 
 
 def serve_reads_locally(self: NodeCore, req) -> None:

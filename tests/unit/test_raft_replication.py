@@ -368,6 +368,13 @@ def test_only_a_leader_has_a_commit_index_to_send() -> None:
     assert not follower.commit_unsent
     follower.broadcast_commit()
     assert not follower.has_ready()
+    # A leader deposed with a commit index still unsent sends it to nobody.
+    leader = _leader_with_a_new_commit()
+    assert leader.commit_unsent
+    leader.step(AppendRequest(5, "n3", 0, 0, (), 0, 0, False))  # a newer term's leader
+    assert leader.role is Role.FOLLOWER and not leader.commit_unsent
+    assert not leader.broadcast_commit()
+    assert sent(settle(leader), AppendRequest) == []
 
 
 def test_a_rejected_append_makes_the_leader_skip_the_followers_whole_conflicting_term() -> None:

@@ -88,12 +88,12 @@ class Role(Enum):
     LEADER = "leader"
 
 
-
 # How long a driver lets a new commit index wait for the next AppendRequest to carry it to the
 # followers before it calls broadcast_commit (see RaftCore.commit_unsent): long enough for a
 # lone client's next write to arrive (a loopback round trip and its parsing), short enough that
 # followers apply and serve what was written at once to anyone watching.
 COMMIT_BROADCAST_DELAY_MS = 1
+
 
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
@@ -317,8 +317,8 @@ class RaftCore:
                 self.heartbeat_elapsed = 0
                 # A new confirmation number, so the answers renew the lease without reads.
                 self._start_confirmation_round()
-            elif self.commit_unsent:
-                self._commit_broadcast = True
+            else:
+                self.broadcast_commit()
             return
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_election_ticks:
@@ -344,20 +344,21 @@ class RaftCore:
         message of its own. When none follows, the driver calls `broadcast_commit` after
         COMMIT_BROADCAST_DELAY_MS (the server and the simulator do), or the next tick sends
         it: sending it at once would double the messages of every lone write (an empty
-        AppendRequest and its answer per follower).
+        AppendRequest and its answer per follower). Only a leader has `progress` entries.
         """
-        if self.role is not Role.LEADER:
-            return False
         commit = self.commit_index
         for pr in self.progress.values():
             if pr.commit_sent < commit and pr.state is ProgressState.REPLICATE:
                 return True
         return False
 
-    def broadcast_commit(self) -> None:
-        """Send the commit index, in the next Ready, to the followers that lack it."""
+    def broadcast_commit(self) -> bool:
+        """Send the commit index, in the next Ready, to the followers that lack it; whether
+        any does (then has_ready() is true)."""
         if self.commit_unsent:
             self._commit_broadcast = True
+            return True
+        return False
 
     def request_read(self, context: object, *, lease: bool = False) -> None:
         """Ask for a linearizable read index; the answer comes back as a ReadState.

@@ -617,9 +617,7 @@ class NodeServer(NodeView):
     def _broadcast_commit(self) -> None:
         """A commit index no AppendRequest carried within COMMIT_BROADCAST_DELAY_S: send it."""
         self._commit_timer = None
-        raft = self.node.raft
-        if raft.commit_unsent:
-            raft.broadcast_commit()
+        if self.node.raft.broadcast_commit():
             self.wake()
 
     def member_addresses(self) -> dict[str, dict[str, str]]:

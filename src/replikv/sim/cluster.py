@@ -242,8 +242,7 @@ class SimCluster:
             self._persisted(node)
             return
         elif kind == "commit":
-            node.commit_timer = False
-            node.core.raft.broadcast_commit()
+            self._commit_timer_fired(node)
         self._process(node)
 
     def node_now(self, node: SimNode) -> int:
@@ -342,6 +341,11 @@ class SimCluster:
                 node.commit_timer = True
                 self.schedule(self.now_ms + COMMIT_BROADCAST_DELAY_MS,
                               ("commit", node.id, node.incarnation))
+
+    @staticmethod
+    def _commit_timer_fired(node: SimNode) -> None:
+        node.commit_timer = False
+        node.core.raft.broadcast_commit()
 
     def _pump_snapshot(self, node: SimNode) -> None:
         """Write a due snapshot a few records at a time, between the node's other work, as the
@@ -513,8 +517,7 @@ class SimCluster:
                 if not node.up:
                     return  # a nemesis crashed it as it went on (on_leader)
             elif event[0] == "commit":
-                node.commit_timer = False
-                node.core.raft.broadcast_commit()
+                self._commit_timer_fired(node)
         self._process(node)
 
     def partition(self, *groups: set[str]) -> None:
