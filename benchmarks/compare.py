@@ -1020,18 +1020,18 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  {'':<15} {r['config']}")
         if r.get("error"):
             lines.append(f"  {'':<15} FAILED: {r['error'].splitlines()[0]}")
-    rounds = report.get("rounds") or []
-    if len(rounds) > 1:
-        for k, one in enumerate(rounds, 1):
+    rounds = report.get("rounds") or [{"order": list(report["systems"]),
+                                       "systems": report["systems"],
+                                       "redis_benchmark": report["redis_benchmark"]}]
+    several = len(rounds) > 1
+    for k, one in enumerate(rounds, 1):
+        if several:
             order = ", ".join(one["order"])
             floor = (f"; set1's floor {one['fsync_ms_p50'] + one['loopback_rtt_ms_p50']:.3f} ms"
                      if "fsync_ms_p50" in one else "")
             lines += ["", f"round {k} of {len(rounds)} (systems in this order: {order}{floor})"]
-            for name in s["workloads"]:
-                lines += ["", format_workload_table(name, one["systems"])]
-    else:
         for name in s["workloads"]:
-            lines += ["", format_workload_table(name, report["systems"])]
+            lines += ["", format_workload_table(name, one["systems"])]
     lines += [
         "",
         ("srv cpu/1k: CPU seconds per 1,000 operations summed over the 3 server processes (and "
@@ -1045,9 +1045,9 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("redis_benchmark"):
         lines += ["", "redis-benchmark cross-check of setp16 (SET, -c 64 -P 16):"]
         rows = [["system", "requests/s", "p50 ms", "p99 ms"]]
-        checks = ([(f"{system} (round {k})", r) for k, one in enumerate(rounds, 1)
-                   for system, r in one["redis_benchmark"].items()] if len(rounds) > 1
-                  else list(report["redis_benchmark"].items()))
+        checks = [(f"{system} (round {k})" if several else system, r)
+                  for k, one in enumerate(rounds, 1)
+                  for system, r in one["redis_benchmark"].items()]
         for system, r in checks:
             if "error" in r:
                 rows.append([system, "failed", "", ""])
