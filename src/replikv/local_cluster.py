@@ -164,7 +164,9 @@ class LocalCluster:
                  fsync: str = "always", replication: str = "passive", standbys: int = 0,
                  auto_replace_after_ms: int = 0) -> None:
         self.host = host
-        self.data_dir = data_dir
+        # Absolute: the nodes run with their config's full path (what `cluster pause` and the
+        # others check a pid against, and what the "start it by hand" hint prints).
+        self.data_dir = data_dir = data_dir.resolve()
         self.fsync = fsync
         self.replication = replication
         self.auto_replace_after_ms = auto_replace_after_ms
@@ -294,7 +296,7 @@ class LocalCluster:
         state = {"supervisor_pid": os.getpid(), "host": self.host, "nodes": {
             n.id: {"pid": self.procs[n.id].pid if n.id in self.procs else None,
                    "client_port": n.client_port, "peer_port": n.peer_port,
-                   "admin_port": n.admin_port, "config": str(n.config_path.resolve()),
+                   "admin_port": n.admin_port, "config": str(n.config_path),
                    "standby": n.standby}
             for n in self.nodes}}
         tmp = self.state_path.with_suffix(".tmp")

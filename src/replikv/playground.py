@@ -54,12 +54,22 @@ def _alive(pid: int) -> bool:
 
 
 def _runs_config(pid: int, config: str) -> bool:
-    """Whether `pid` is a replikv node started with this config (not a reused pid)."""
+    """Whether `pid` is a replikv node started with this config (not a reused pid). Its
+    --config may be relative to its working directory (as `cluster up` once started them)."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return False
-    return b"node" in argv and config.encode() in argv
+    if b"node" not in argv or b"--config" not in argv:
+        return False
+    at = argv.index(b"--config") + 1
+    if at >= len(argv):
+        return False
+    try:
+        return (Path(cwd) / os.fsdecode(argv[at])).resolve() == Path(config).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
 
 
 def node_entry(state: dict, node_id: str) -> dict:

@@ -44,18 +44,21 @@ def status(admin_port: int) -> dict | None:
 
 
 @contextlib.contextmanager
-def cluster_up(tmp_path: Path, *args: str, base: int | None = None,
-               nodes: int = 3) -> Iterator[tuple[int, Path, Path, set[int]]]:
+def cluster_up(tmp_path: Path, *args: str, base: int | None = None, nodes: int = 3,
+               relative: bool = False) -> Iterator[tuple[int, Path, Path, set[int]]]:
     """A real `replikv cluster up` (3 voters; `args` are more of its options, `nodes` how many
     processes they make) with a leader: yields (base port, data dir, its log, the node pids to
-    clean up should it fail to stop them); stopped however this ends."""
+    clean up should it fail to stop them); stopped however this ends. `relative`: started
+    from tmp_path with its default data dir, `replikv-data` (as the README's quick start)."""
     base = base or free_base_port(nodes)
-    data_dir = tmp_path / "data"
+    data_dir = tmp_path / ("replikv-data" if relative else "data")
     log_path = tmp_path / "cluster-up.log"
+    where = ([] if relative else ["--data-dir", str(data_dir)])
     with open(log_path, "a") as log:
         up = subprocess.Popen([PYTHON, "-m", "replikv", "cluster", "up", "--base-port",
-                               str(base), "--data-dir", str(data_dir), *args],
-                              stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                               str(base), *where, *args],
+                              stdout=log, stderr=subprocess.STDOUT,
+                              cwd=tmp_path if relative else REPO_ROOT,
                               start_new_session=True)
     state_path = data_dir / "cluster.json"
     pids: set[int] = set()
@@ -74,6 +77,36 @@ def cluster_up(tmp_path: Path, *args: str, base: int | None = None,
         stop_cluster_up(up, pids)
     assert "cluster stopped" in log_path.read_text()
     assert not state_path.exists()
+
+
+def test_the_cluster_commands_find_nodes_started_from_a_relative_data_dir(
+        tmp_path: Path) -> None:
+    """The README's way: `cluster up` with its default, relative `replikv-data`, then `cluster
+    pause`/`resume`/`kill`/`restart` from the same directory, before and after a restart. The
+    nodes once ran with a relative --config that the pid check (which compares the config's
+    full path) never matched, so every one of these commands refused."""
+    def here(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([PYTHON, "-m", "replikv", "cluster", *args], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=60, check=False)
+
+    with cluster_up(tmp_path, relative=True) as (_base, data_dir, log_path, pids):
+        for node_id in ("n1", "n2"):
+            paused = here("pause", node_id)
+            assert paused.returncode == 0, paused.stderr
+            assert here("resume", node_id).returncode == 0
+        killed = here("kill", "n3")
+        assert killed.returncode == 0, killed.stderr
+        wait_until(lambda: "killed by SIGKILL" in log_path.read_text(), timeout_s=10.0,
+                   what="cluster up noticing the crash")
+        restarted = here("restart", "n3")
+        assert restarted.returncode == 0, restarted.stderr
+        pids |= {n["pid"] for n in json.loads((data_dir / "cluster.json").read_text())
+                 ["nodes"].values() if n["pid"]}
+        paused = here("pause", "n3")  # the restarted process is found too
+        assert paused.returncode == 0, paused.stderr
+        assert here("resume", "n3").returncode == 0
+        by_hand = [line for line in log_path.read_text().splitlines() if "by hand" in line]
+        assert by_hand and f"--config {data_dir.resolve()}/n3.toml" in by_hand[-1]
 
 
 def test_pause_kill_resume_restart_a_local_cluster(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,31 @@ def test_post_admin_gives_the_answer_or_the_nodes_reason(code, body, expected) -
             with pytest.raises(AdminRefused) as refused:
                 post_admin(url)
             assert str(refused.value) == expected
+
+
+def test_a_node_is_recognised_by_its_config_whether_started_with_a_relative_or_full_path(
+        tmp_path: Path) -> None:
+    """The pid check behind `cluster pause/resume/kill`: a process whose --config, taken from
+    its working directory, is the node's config runs that node; any other does not."""
+    import subprocess
+    import sys
+
+    from replikv.playground import _runs_config
+
+    (tmp_path / "data").mkdir()
+    config = tmp_path / "data" / "n1.toml"
+    sleeper = "import time; time.sleep(30)"
+    procs = [subprocess.Popen([sys.executable, "-c", sleeper, "node", "--config", path],
+                              cwd=tmp_path)
+             for path in ("data/n1.toml", str(config), "data/n2.toml")]
+    try:
+        relative, full, other = (p.pid for p in procs)
+        assert _runs_config(relative, str(config))
+        assert _runs_config(full, str(config))
+        assert not _runs_config(other, str(config))
+        assert not _runs_config(os.getpid(), str(config))  # not a node at all
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert not _runs_config(procs[0].pid, str(config))  # gone
