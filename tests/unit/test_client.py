@@ -313,6 +313,14 @@ def test_commands_bound_to_one_connection_are_refused():
                  ("REPLIKV", "WITH", "W", "1", "SET", "k", "v"), ("HELLO", 3)):
         with pytest.raises(UnsupportedCommand):
             kv.execute_command(*args)
+    # Pub/sub, every command of it (PUBLISH once reached the server as an unknown command).
+    for args in (("PUBLISH", "ch", "m"), ("SPUBLISH", "ch", "m"), ("PUBSUB", "CHANNELS"),
+                 ("SUBSCRIBE", "ch"), ("UNSUBSCRIBE",), ("PUNSUBSCRIBE",), ("MONITOR",)):
+        with pytest.raises(UnsupportedCommand, match="not supported by replikv"):
+            kv.execute_command(*args)
+    for method in (kv.pubsub, kv.monitor):
+        with pytest.raises(UnsupportedCommand, match="not supported by replikv"):
+            method()
     # A transaction is sent as MULTI ... EXEC on one connection by pipeline(transaction=True);
     # anything but data commands inside one is refused before anything is sent.
     with pytest.raises(UnsupportedCommand, match="cannot be inside a transaction"):

@@ -18,7 +18,7 @@ from redis.retry import Retry
 
 from replikv.client.core import ClientCore, CommandPlan, build_options
 from replikv.client.errors import Failure, UnsupportedCommand, classify
-from replikv.client.routing import Kind, Route, command_name, route
+from replikv.client.routing import PUBSUB_REFUSED, Kind, Route, command_name, route
 from replikv.client.topology import split_address
 
 TOPOLOGY_TIMEOUT_S = 2.0
@@ -82,6 +82,15 @@ class ClientBase:
         # Guards the two tables. AsyncClient never waits on it: no await happens under it.
         self._members_lock = threading.Lock()
         self._refresh_lock = self._refresh_lock_class()
+
+    def pubsub(self, **_kwargs: Any) -> None:
+        """redis-py's pub/sub object: refused (UnsupportedCommand), as are its commands."""
+        raise UnsupportedCommand(f"pubsub() is not available in replikv.Client: {PUBSUB_REFUSED}")
+
+    def monitor(self) -> None:
+        """redis-py's MONITOR: refused (UnsupportedCommand)."""
+        raise UnsupportedCommand("monitor() is not available in replikv.Client: MONITOR is not "
+                                 "supported by replikv")
 
     def get_encoder(self) -> Encoder:
         return self._encoder

@@ -41,6 +41,7 @@ _INFO_SUBCOMMANDS = {
     "config": frozenset({"get"}),
     "client": frozenset({"id", "info", "list", "getname"}),
 }
+PUBSUB_REFUSED = "pub/sub is not supported by replikv"
 _REFUSED = {
     "select": "the client has one database (0)",
     "wait": "WAIT counts the copies of one connection's last write; use write_concern='all'",
@@ -54,9 +55,15 @@ _REFUSED = {
     "watch": "WATCH belongs to one connection (use a redis.Redis connection's pipeline(), "
              "or SET key value IFEQ old for a compare-and-set)",
     "unwatch": "WATCH belongs to one connection",
-    "subscribe": "pub/sub is not supported by replikv",
-    "psubscribe": "pub/sub is not supported by replikv",
-    "ssubscribe": "pub/sub is not supported by replikv",
+    "subscribe": PUBSUB_REFUSED,
+    "psubscribe": PUBSUB_REFUSED,
+    "ssubscribe": PUBSUB_REFUSED,
+    "unsubscribe": PUBSUB_REFUSED,
+    "punsubscribe": PUBSUB_REFUSED,
+    "sunsubscribe": PUBSUB_REFUSED,
+    "publish": PUBSUB_REFUSED,
+    "spublish": PUBSUB_REFUSED,
+    "pubsub": PUBSUB_REFUSED,
     "monitor": "MONITOR is not supported by replikv",
 }
 _REFUSED_REPLIKV = {
