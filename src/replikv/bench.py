@@ -404,8 +404,9 @@ def _require_hiredis() -> Any:
     try:
         import hiredis
     except ImportError:
-        raise BenchError("replikv bench parses replies with hiredis, which is not installed: "
-                         "pip install 'replikv[test]' (or pip install hiredis)") from None
+        raise BenchError("replikv bench parses replies with hiredis, one of replikv's "
+                         "dependencies, which is not installed here: pip install hiredis "
+                         "(or run scripts/install.sh again)") from None
     return hiredis
 
 
