@@ -70,6 +70,10 @@ def test_five_voters_survive_the_loss_of_two_including_the_leader(make_cluster):
 def test_a_new_member_catches_up_from_a_snapshot_then_votes(make_cluster):
     cluster = make_cluster(4, joiners=1, extra_args=SMALL_LOAD_SNAPSHOT_ARGS)
     leader = cluster.leader(among=["n1", "n2", "n3"])
+    # n4 joined with an empty data dir and no --cluster-id: it asked the members, and says so
+    # even though the id its --peers give is the same (the README's example).
+    cluster_id = cluster.status(leader)["cluster_id"]
+    assert f"cluster id {cluster_id}, from member n" in cluster.log_text("n4")
     written = write_keys(cluster, leader, "k", 2000)
     wait_until(lambda: cluster.status(leader)["log_first_index"] > 1, timeout_s=20,
                what="the leader to compact its log")

@@ -233,6 +233,9 @@ class NodeServer(NodeView):
                 return
             peer, cluster_id = min(answers.items())
             source = f"member {peer}"
+            if cluster_id == s.cluster_id:
+                log.info("cluster id %s, from %s (the same as derived from --peers)",
+                         cluster_id, source)
         if cluster_id is not None and cluster_id != s.cluster_id:
             log.info("cluster id %s, from %s (not %s, derived from --peers)", cluster_id, source,
                      s.cluster_id)
