@@ -727,7 +727,12 @@ def rollback() -> None:
               default=DEFAULT_DATA_DIR, show_default=True,
               help="A node's data dir, or a directory of them (as `cluster up` makes).")
 def rollback_list(data_dir: Path) -> None:
-    """List rollback files, oldest first."""
+    """List rollback files, oldest first.
+
+    \b
+      replikv rollback list                       # every node of `cluster up`'s replikv-data
+      replikv rollback list --data-dir data/n1    # one node's
+    """
     from replikv.storage.rollback import list_rollback_files, rollback_directory
 
     node_dirs = _node_data_dirs(data_dir)
@@ -773,6 +778,10 @@ def rollback_show(file: str, data_dir: Path, as_json: bool, full: bool) -> None:
     \b
     Entries marked acknowledged were confirmed to a client (at w=1) but are not in the
     cluster's data. Check the current values before re-applying any of them.
+    
+    \b
+      replikv rollback show rollback-20261123T101500.000Z-i41-43.rkvrb --data-dir replikv-data/n1
+      replikv rollback show replikv-data/n1/rollback/rollback-20261123T101500.000Z-i41-43.rkvrb --json
     """
     import base64
     import json
@@ -1070,8 +1079,8 @@ def _promote_when_caught_up(cluster_addresses: str, node_id: str, wait_s: float)
             if not retryable or time.monotonic() >= deadline:
                 raise
             if reason != last_reason:
-                click.echo(f"waiting: {reason.removeprefix('ERR membership change refused: ')}",
-                           err=True)
+                said = reason.removeprefix("ERR ").removeprefix("membership change refused: ")
+                click.echo(f"waiting for {node_id}: {said}", err=True)
                 last_reason = reason
             time.sleep(0.5)
 
@@ -1086,7 +1095,11 @@ def _member_change(op: str, node_id: str, cluster_addresses: str) -> None:
               help="How long to wait for the standby to catch up first.")
 @_CLUSTER_OPTION
 def member_promote(node_id: str, wait_s: float, cluster_addresses: str) -> None:
-    """Make standby NODE_ID a voter (it must be reachable and caught up)."""
+    """Make standby NODE_ID a voter (it must be reachable and caught up).
+
+    \b
+      replikv member promote n4
+    """
     _promote_when_caught_up(cluster_addresses, node_id, wait_s)
 
 
@@ -1095,7 +1108,11 @@ def member_promote(node_id: str, wait_s: float, cluster_addresses: str) -> None:
 @_CLUSTER_OPTION
 def member_demote(node_id: str, cluster_addresses: str) -> None:
     """Make voter NODE_ID a standby: it keeps receiving the log but no longer votes. Refused if
-    the remaining voters could not form a majority."""
+    the remaining voters could not form a majority.
+
+    \b
+      replikv member demote n4
+    """
     _member_change("DEMOTE", node_id, cluster_addresses)
 
 
@@ -1105,14 +1122,24 @@ def member_demote(node_id: str, cluster_addresses: str) -> None:
 def member_remove(node_id: str, cluster_addresses: str) -> None:
     """Remove NODE_ID (voter or standby) from the cluster. Removing the leader works: it hands
     over to the most up-to-date voter once the change commits. Refused if the remaining voters
-    could not form a majority. Stop the removed node's process afterwards."""
+    could not form a majority. Stop the removed node's process afterwards.
+
+    \b
+      replikv member remove n4
+      replikv member remove n2 --cluster 10.0.0.1:7001,10.0.0.2:7002
+    """
     _member_change("REMOVE", node_id, cluster_addresses)
 
 
 @member.command("list", context_settings=CONTEXT)
 @_CLUSTER_OPTION
 def member_list(cluster_addresses: str) -> None:
-    """Show the members with their role and addresses (REPLIKV TOPOLOGY)."""
+    """Show the members with their role and addresses (REPLIKV TOPOLOGY).
+
+    \b
+      replikv member list
+      replikv member list --cluster 127.0.0.1:7002
+    """
     members = [_member_fields(m) for m in _cluster_call(cluster_addresses, "REPLIKV",
                                                           "TOPOLOGY")]
     leader = next((m for m in members if m.get("role") == b"leader" and m.get("client")), None)
@@ -1146,6 +1173,10 @@ def switchover(target: str | None, wait_s: float, cluster_addresses: str) -> Non
     The leader stops taking new writes, brings the target fully up to date, then tells it to
     take over at once (Raft's TimeoutNow): no acknowledged write is lost and clients see a
     pause of about one round trip plus an election.
+
+    \b
+      replikv switchover              # to the most up-to-date voter
+      replikv switchover --to n2
     """
     import re
 
@@ -1213,6 +1244,11 @@ def bench(cluster_addresses: str | None, workloads: str, duration_s: float, keys
     Workloads: set1, set64, set256 (SET at 1, 64, 256 clients), setp16 (SET, 64 clients
     pipelining 16), get64 (GET, 64 clients), mix90 (90% GET, 10% SET, 64 clients), mset10
     (MSET of 10 keys, 64 clients). Every client talks to the leader.
+    
+    \b
+      replikv bench                                   # every workload, 10 s each
+      replikv bench --workloads set1,set64 --duration-s 5 --json
+      replikv bench --cluster 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 --w all
     """
     from replikv import bench as bench_module
 

@@ -397,7 +397,9 @@ class LocalCluster:
             for n in self.nodes:
                 print(f"  {n.id}  clients {self.host}:{n.client_port}  "
                       f"admin http://{self.host}:{n.admin_port}/status  "
-                      f"pid {self.procs[n.id].pid}" + ("  (started as a standby)" if n.standby else ""),
+                      f"pid {self.procs[n.id].pid}" + ("  (a spare: added as a standby when new; "
+                                                       "`replikv status` shows its role)"
+                                                       if n.standby else ""),
                       flush=True)
             print(f"  try: redis-cli -p {self.nodes[0].client_port} SET greeting hello   "
                   f"(Ctrl-C stops the cluster)", flush=True)

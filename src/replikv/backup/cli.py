@@ -179,6 +179,10 @@ def backup_verify(file: Path, as_json: bool, no_digest: bool) -> None:
     key and record counts, the manifest, the membership and the session table, and (unless
     --no-digest) the state digest recomputed from the keys, in one streaming pass. Exits 1
     with what is wrong if anything is.
+
+    \b
+      replikv backup verify backup.rkvsnap
+      replikv backup verify backup.rkvsnap --json --no-digest
     """
     from replikv.backup.verify import inspect_backup
 
@@ -373,9 +377,13 @@ def archive() -> None:
 
 @archive.command("info", context_settings=CONTEXT)
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def archive_info(directory: Path, as_json: bool) -> None:
-    """Which log indexes and times the archive DIRECTORY covers."""
+    """Which log indexes and times the archive DIRECTORY covers.
+
+    \b
+      replikv archive info archive/n1
+    """
     from replikv.pitr import describe_archive
     from replikv.storage.errors import StorageError
 
@@ -412,7 +420,12 @@ def archive_info(directory: Path, as_json: bool) -> None:
 def archive_find(directory: Path, key: str | None, backup: Path | None,
                  after_index: int) -> None:
     """Find the entry that flushed everything (or deleted --key): restoring with `--until`
-    the index printed gets the state from just before it."""
+    the index printed gets the state from just before it.
+
+    \b
+      replikv archive find archive/n1
+      replikv archive find archive/n1 --key user:42 --backup backup.rkvsnap
+    """
     from replikv.pitr import RecoveryError, find_removal
     from replikv.storage.errors import StorageError
 
