@@ -1140,6 +1140,9 @@ class NodeCore:
             replicas, timeout_ms = _int_arg(argv[1]), _int_arg(argv[2])
             if timeout_ms < 0:
                 raise CommandError("ERR timeout is negative")
+            if timeout_ms > TIMEOUT_MS_MAX:  # the documented limit (0 waits up to it)
+                raise CommandError(f"ERR timeout must be a number of milliseconds in "
+                                   f"0..{TIMEOUT_MS_MAX}")
         except CommandError as e:
             self._replies.append((req_id, e.reply()))
             return

@@ -201,6 +201,14 @@ def test_wait_counts_replicas_holding_the_connections_last_write():
     assert c.call(leader, "WAIT", "1", "0", session=8) == 1
     err = c.call(leader, "WAIT", "x", "1")
     assert isinstance(err, ErrorReply) and "not an integer" in err.message
+    # The timeout is limited to 24 h, as WTIMEOUT and MAXSTALENESS are (README, Limits), on
+    # the leader and on a follower alike; 24 h itself is accepted.
+    for node in (leader, f1):
+        err = c.call(node, "WAIT", "1", str(24 * 3600 * 1000 + 1), session=8)
+        assert isinstance(err, ErrorReply) and "0..86400000" in err.message, err
+        err = c.call(node, "WAIT", "1", "-1", session=8)
+        assert isinstance(err, ErrorReply) and "negative" in err.message, err
+    assert c.call(leader, "WAIT", "1", str(24 * 3600 * 1000), session=8) == 1
 
 
 def test_no_read_shows_a_write_that_could_still_be_undone():
