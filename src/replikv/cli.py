@@ -553,6 +553,9 @@ def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, durat
 def check(history: Path, timeout_s: float) -> None:
     """Check a recorded client history (JSON Lines) for linearizability.
 
+    Exits 0 if it is linearizable, 1 if it is not, 2 if the check gave up (--timeout-s), 3 if
+    the file is not a history (which line, and why).
+
     \b
     Example:
       replikv check history.jsonl
@@ -560,7 +563,11 @@ def check(history: Path, timeout_s: float) -> None:
     from replikv.check.history import load_history
     from replikv.check.linearizability import check_history, format_result
 
-    ops = load_history(history)
+    try:
+        ops = load_history(history)
+    except ValueError as e:  # also UnicodeDecodeError
+        click.echo(f"Error: {history} is not a history: {e}", err=True)
+        sys.exit(3)
     result = check_history(ops, timeout_s=timeout_s)
     click.echo(format_result(result))
     sys.exit(0 if result.ok is True else (2 if result.ok is None else 1))

@@ -81,6 +81,39 @@ def test_blank_lines_are_skipped_and_bad_lines_named(tmp_path):
         load_history(path)
 
 
+def test_the_readmes_example_line_loads_and_a_cas_without_expected_is_refused(tmp_path):
+    """The README's example op leaves out "expected" (only a compare-and-set has one)."""
+    line = ('{"client": 1, "key": "k1", "kind": "set", "value": "v", "call_ns": 10, '
+            '"return_ns": 25, "outcome": "ok", "result": null}')
+    assert op_from_json(line) == Op(1, b"k1", "set", b"v", None, 10, 25, "ok", None)
+    cas = line.replace('"set"', '"cas"').replace('"result": null', '"result": true')
+    with pytest.raises((ValueError, TypeError), match="expected"):
+        op_from_json(cas)
+    with pytest.raises(ValueError, match="fields"):
+        op_from_json(line.replace('"client"', '"clients"'))
+
+
+def test_the_check_command_tells_a_bad_file_from_a_violation(tmp_path):
+    """Exit 3 and the line for a file that is not a history; 1 stays 'not linearizable'."""
+    from click.testing import CliRunner
+
+    from replikv.cli import main
+
+    path = tmp_path / "history.jsonl"
+    ok = op_to_json(Op(1, b"k", "set", b"v", None, 0, 1, "ok", None))
+    stale = op_to_json(Op(2, b"k", "get", None, None, 2, 3, "ok", None))  # after the set: b"v"
+    runner = CliRunner()
+    path.write_text(f"{ok}\n")
+    assert runner.invoke(main, ["check", str(path)]).exit_code == 0
+    path.write_text(f"{ok}\n{stale}\n")
+    assert runner.invoke(main, ["check", str(path)]).exit_code == 1
+    path.write_text(f'{ok}\n{{"client": 1}}\n')
+    bad = runner.invoke(main, ["check", str(path)])
+    assert bad.exit_code == 3 and "history.jsonl:2" in bad.output, bad.output
+    path.write_bytes(b"\xff\xfe\n")
+    assert runner.invoke(main, ["check", str(path)]).exit_code == 3
+
+
 def test_a_code_point_above_255_is_not_a_byte():
     line = op_to_json(Op(1, b"k", "get", None, None, 0, 1, "ok", None)).replace(
         '"key":"k"', '"key":"\\u0100"'

@@ -171,13 +171,15 @@ def op_to_json(op: Op) -> str:
 _FIELDS = frozenset(
     ("client", "key", "kind", "value", "expected", "call_ns", "return_ns", "outcome", "result")
 )
+_OPTIONAL = frozenset({"expected"})  # only a compare-and-set has one; null if left out
 
 
 def op_from_json(line: str) -> Op:
     """The Op written as `line` by `op_to_json`; ValueError if it is not one."""
     record = json.loads(line)
-    if not isinstance(record, dict) or set(record) != _FIELDS:
-        raise ValueError(f"an op line must be an object with exactly the fields {sorted(_FIELDS)}")
+    if not isinstance(record, dict) or not _FIELDS - _OPTIONAL <= set(record) <= _FIELDS:
+        raise ValueError(f"an op line must be an object with the fields "
+                         f"{sorted(_FIELDS - _OPTIONAL)}, and {sorted(_OPTIONAL)} if it has one")
     key = _bytes_from_json(record["key"], "key")
     if key is None:
         raise ValueError("key must be a string")
@@ -186,7 +188,7 @@ def op_from_json(line: str) -> Op:
         key=key,
         kind=record["kind"],
         value=_bytes_from_json(record["value"], "value"),
-        expected=_bytes_from_json(record["expected"], "expected"),
+        expected=_bytes_from_json(record.get("expected"), "expected"),
         call_ns=record["call_ns"],
         return_ns=record["return_ns"],
         outcome=record["outcome"],
