@@ -227,9 +227,13 @@ def cluster() -> None:
               show_default=True,
               help="Every node's auto_replace_after_ms: the leader promotes a caught-up standby "
                    "when a voter has been unreachable this long. 0: off.")
+@click.option("--archive-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep every node's log segments in ARCHIVE_DIR/<id> (its archive_dir), for "
+                   "point-in-time recovery (`replikv archive`, `replikv restore --archive`). "
+                   "Outside DATA_DIR; best on another disk.")
 def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str,
                replication: str, restore_file: Path | None, force: bool, standbys: int,
-               auto_replace_after_ms: int) -> None:
+               auto_replace_after_ms: int, archive_dir: Path | None) -> None:
     """Start a local cluster in the foreground; Ctrl-C stops every node cleanly.
 
     \b
@@ -248,6 +252,7 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
       replikv cluster up --nodes 5 --base-port 8001 --data-dir /tmp/rkv
       replikv cluster up --restore backup.rkvsnap --force
       replikv cluster up --standbys 1 --auto-replace-after-ms 5000
+      replikv cluster up --archive-dir archive
     """
     from replikv.local_cluster import ClusterError, LocalCluster
 
@@ -262,7 +267,8 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
     try:
         LocalCluster(int(nodes), base_port=base_port, host=host, data_dir=data_dir,
                      fsync=fsync, replication=replication, standbys=standbys,
-                     auto_replace_after_ms=auto_replace_after_ms).run(
+                     auto_replace_after_ms=auto_replace_after_ms,
+                     archive_dir=archive_dir).run(
                          restore_from=restore_file, force=force)
     except ClusterError as e:
         raise click.ClickException(str(e)) from None

@@ -162,8 +162,9 @@ class LocalNode:
 class LocalCluster:
     def __init__(self, nodes: int, *, base_port: int, host: str, data_dir: Path,
                  fsync: str = "always", replication: str = "passive", standbys: int = 0,
-                 auto_replace_after_ms: int = 0) -> None:
+                 auto_replace_after_ms: int = 0, archive_dir: Path | None = None) -> None:
         self.host = host
+        self.archive_dir = archive_dir.resolve() if archive_dir is not None else None
         # Absolute: the nodes run with their config's full path (what `cluster pause` and the
         # others check a pid against, and what the "start it by hand" hint prints).
         self.data_dir = data_dir = data_dir.resolve()
@@ -198,6 +199,8 @@ class LocalCluster:
                           "supervisor adds it as a standby\njoin = true\n")
             if self.auto_replace_after_ms:
                 extra += f"auto_replace_after_ms = {self.auto_replace_after_ms}\n"
+            if self.archive_dir is not None:
+                extra += f'archive_dir = "{self.archive_dir / n.id}"\n'
             n.config_path.write_text(
                 f'# replikv node settings written by `replikv cluster up`\n'
                 f'id = "{n.id}"\n'

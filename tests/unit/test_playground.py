@@ -58,6 +58,23 @@ def test_cluster_up_standbys_join_a_cluster_the_voters_create(tmp_path: Path) ->
     assert {s.auto_replace_after_ms for s in settings.values()} == {4000}
 
 
+def test_cluster_up_archive_dir_gives_every_node_its_own_archive(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    from replikv.config import load_settings
+    from replikv.local_cluster import LocalCluster
+
+    monkeypatch.chdir(tmp_path)  # relative, as a user types them
+    cluster = LocalCluster(3, base_port=7001, host="127.0.0.1", data_dir=Path("replikv-data"),
+                           standbys=1, archive_dir=Path("archive"))
+    cluster.write_configs()
+    settings = {n.id: load_settings(n.config_path, {}).validate() for n in cluster.nodes}
+    assert {i: s.archive_dir for i, s in settings.items()} == {
+        i: tmp_path / "archive" / i for i in ("n1", "n2", "n3", "n4")}
+    plain = LocalCluster(3, base_port=7001, host="127.0.0.1", data_dir=tmp_path / "other")
+    plain.write_configs()
+    assert load_settings(plain.nodes[0].config_path, {}).validate().archive_dir is None
+
+
 def test_restore_refuses_to_keep_a_standby_data_dir_from_before(tmp_path: Path) -> None:
     from replikv.local_cluster import ClusterError, LocalCluster
 
