@@ -211,7 +211,9 @@ def replay(backup_path: Path | str, archive_dir: Path | str, *, out_dir: Path | 
     if until_index is not None and last_index < until_index:
         raise RecoveryError(
             f"the archive {archive_dir} ends at index {last_index}, before the requested index "
-            f"{until_index}: it cannot reach it (see `describe_archive`)")
+            f"{until_index}: it cannot reach it (`replikv archive info` shows what it covers; a "
+            f"running node archives its open log segment when it closes it or stops "
+            f"cleanly)")
     if until_time_ms is not None and next_entry is None:
         raise RecoveryError(
             f"the archive {archive_dir} ends at index {last_index} "

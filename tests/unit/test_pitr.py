@@ -356,3 +356,28 @@ def test_replay_to_the_backup_itself(run: Run, tmp_path: Path) -> None:
     digest, *_ = loaded(result.snapshot.path)
     assert digest == run.checkpoints["before-backup"].digest
     assert result.entries_applied == 0
+
+
+def test_the_commands_say_what_to_do_when_the_archive_falls_short(run: Run,
+                                                                  tmp_path: Path) -> None:
+    """`archive find` with nothing found, and `restore --until` past the archive's end, point
+    at the likely cause (a running node's open segment is not archived yet) and at `archive
+    info`; the refused restore leaves no directory it made behind."""
+    from click.testing import CliRunner
+
+    from replikv.cli import main
+
+    runner = CliRunner()
+    end = run.checkpoints["end"]
+    found = runner.invoke(main, ["archive", "find", str(run.archive),
+                                 "--after-index", str(end.index)])
+    assert found.exit_code == 1
+    assert "no FLUSHALL after index" in found.output and "stops cleanly" in found.output
+    target = tmp_path / "new" / "cluster" / "n1"
+    refused = runner.invoke(main, [
+        "restore", "--from", str(run.backup), "--archive", str(run.archive),
+        "--until", str(end.index + 5), "--data-dir", str(target), "--node-id", "n1",
+        "--peers", "n1=127.0.0.1:7101,n2=127.0.0.1:7102,n3=127.0.0.1:7103"])
+    assert refused.exit_code == 1
+    assert "ends at index" in refused.output and "archive info" in refused.output
+    assert not (tmp_path / "new").exists()

@@ -7,6 +7,7 @@ into one clear line and a non-zero exit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -270,13 +271,20 @@ def restore(backup_file: Path, data_dir: Path, node_id: str, peers: str,
         raise click.UsageError("--archive and --until go together (point-in-time recovery)")
     if archive_dir is not None and until is not None:
         parent = Path(data_dir).resolve().parent  # the replay's scratch file stays on that disk
+        made = [p for p in (parent, *parent.parents) if not p.exists()]
         parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".replikv-pitr-", dir=parent) as work:
-            replayed = _replay_to_point(backup_file, archive_dir, until, Path(work))
-            ctx = click.get_current_context()
-            ctx.invoke(restore, backup_file=replayed, data_dir=data_dir, node_id=node_id,
-                       peers=peers, cluster_id=cluster_id, new_cluster_id=new_cluster_id,
-                       force=force, archive_dir=None, until=None, as_json=as_json)
+        try:
+            with tempfile.TemporaryDirectory(prefix=".replikv-pitr-", dir=parent) as work:
+                replayed = _replay_to_point(backup_file, archive_dir, until, Path(work))
+                ctx = click.get_current_context()
+                ctx.invoke(restore, backup_file=replayed, data_dir=data_dir, node_id=node_id,
+                           peers=peers, cluster_id=cluster_id, new_cluster_id=new_cluster_id,
+                           force=force, archive_dir=None, until=None, as_json=as_json)
+        except BaseException:
+            for p in made:  # refused: leave no directory behind that we made (deepest first)
+                with contextlib.suppress(OSError):
+                    p.rmdir()
+            raise
         return
     try:
         members = parse_peers(peers)
@@ -370,6 +378,13 @@ def _replay_to_point(backup_file: Path, archive_dir: Path, until: str, work: Pat
     return snap.path
 
 
+ARCHIVE_TAIL_HINT = ("A running node archives its open log segment only when the segment "
+                     "closes (at 64 MiB, or when a snapshot compacts the log) or when the node "
+                     "stops cleanly: the newest entries may not be there yet. Stop the nodes "
+                     "(as you will to restore them; `replikv archive info` shows what is "
+                     "archived), then look again.")
+
+
 @click.group(context_settings=CONTEXT)
 def archive() -> None:
     """Inspect a log archive (a node's --archive-dir) for point-in-time recovery."""
@@ -437,8 +452,9 @@ def archive_find(directory: Path, key: str | None, backup: Path | None,
     except (StorageError, RecoveryError, OSError) as e:
         raise _fail(e) from None
     if found is None:
-        raise click.ClickException(f"no {'deletion of ' + repr(key) if key else 'FLUSHALL'} "
-                                   f"after index {after_index} in {directory}")
+        raise click.ClickException(
+            f"no {'deletion of ' + repr(key) if key else 'FLUSHALL'} after index "
+            f"{after_index} in {directory}. {ARCHIVE_TAIL_HINT}")
     when = f" at {format_time_ms(found.time_ms)}" if found.time_ms else ""
     click.echo(f"entry {found.index} (term {found.term}){when}: {found.text}")
     click.echo(f"recover to just before it: --until {found.recover_until_index}")

@@ -200,7 +200,7 @@ def check_target(data_dir: Path, *, force: bool) -> bool:
         raise RestoreRefused(
             f"data dir {data_dir} is not empty (it holds {shown}{more}); a restore replaces "
             "all of it. Pass --force to replace it: the old contents are removed only after the "
-            "new data is complete and verified. Nothing was changed")
+            "new data is complete and verified. Nothing was changed.")
     return True
 
 
@@ -218,7 +218,7 @@ def locked_against_nodes(data_dir: Path) -> Iterator[None]:
         if holder is not None:
             raise RestoreRefused(
                 f"data dir {data_dir} is in use by a running replikv process (pid {holder}); "
-                "stop that node first. Nothing was changed")
+                "stop that node first. Nothing was changed.")
         yield
     finally:
         os.close(fd)
