@@ -231,9 +231,16 @@ def cluster() -> None:
               help="Keep every node's log segments in ARCHIVE_DIR/<id> (its archive_dir), for "
                    "point-in-time recovery (`replikv archive`, `replikv restore --archive`). "
                    "Outside DATA_DIR; best on another disk.")
+@click.option("--restore-archive", type=click.Path(file_okay=False, path_type=Path),
+              help="With --restore and --until: point-in-time recovery; replay this log "
+                   "archive (one node's, such as ARCHIVE_DIR/n1) on top of the backup first, as "
+                   "`replikv restore --archive` does.")
+@click.option("--until", help="With --restore-archive: the last log index to replay, or a time "
+                              "(ISO 8601, UTC if no zone); `replikv archive find` prints one.")
 def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str,
                replication: str, restore_file: Path | None, force: bool, standbys: int,
-               auto_replace_after_ms: int, archive_dir: Path | None) -> None:
+               auto_replace_after_ms: int, archive_dir: Path | None,
+               restore_archive: Path | None, until: str | None) -> None:
     """Start a local cluster in the foreground; Ctrl-C stops every node cleanly.
 
     \b
@@ -253,6 +260,8 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
       replikv cluster up --restore backup.rkvsnap --force
       replikv cluster up --standbys 1 --auto-replace-after-ms 5000
       replikv cluster up --archive-dir archive
+      replikv cluster up --restore backup.rkvsnap --restore-archive archive/n1 --until 41234 \\
+        --force --archive-dir archive
     """
     from replikv.local_cluster import ClusterError, LocalCluster
 
@@ -262,14 +271,32 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
         raise click.BadParameter("expected 0 (off) or at least 500 ms; a few election "
                                  "timeouts (e.g. 5000) is sensible",
                                  param_hint="--auto-replace-after-ms")
+    if (restore_archive is None) != (until is None):
+        raise click.UsageError("--restore-archive and --until go together")
+    if restore_archive is not None and restore_file is None:
+        raise click.UsageError("--restore-archive replays an archive on top of a backup: give "
+                               "the backup with --restore FILE")
     if restore_file is not None:
         replication = _backup_replication_mode(restore_file, replication)
     try:
-        LocalCluster(int(nodes), base_port=base_port, host=host, data_dir=data_dir,
-                     fsync=fsync, replication=replication, standbys=standbys,
-                     auto_replace_after_ms=auto_replace_after_ms,
-                     archive_dir=archive_dir).run(
-                         restore_from=restore_file, force=force)
+        cluster = LocalCluster(int(nodes), base_port=base_port, host=host, data_dir=data_dir,
+                               fsync=fsync, replication=replication, standbys=standbys,
+                               auto_replace_after_ms=auto_replace_after_ms,
+                               archive_dir=archive_dir)
+        if restore_archive is not None and restore_file is not None and until is not None:
+            import tempfile
+
+            from replikv.backup.cli import replay_to_point
+
+            cluster.check_ports_free()
+            cluster.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".replikv-pitr-",
+                                             dir=cluster.data_dir.parent) as work:
+                replayed = replay_to_point(restore_file, restore_archive, until, Path(work))
+                cluster.restore(replayed, force=force,
+                                source=f"{restore_file} and {restore_archive} to {until}")
+            restore_file = None  # restored: the nodes start from it
+        cluster.run(restore_from=restore_file, force=force)
     except ClusterError as e:
         raise click.ClickException(str(e)) from None
 

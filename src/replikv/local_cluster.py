@@ -230,7 +230,7 @@ class LocalCluster:
         """The members the cluster is created with: the voters."""
         return {n.id: f"{self.host}:{n.peer_port}" for n in self.voters}
 
-    def restore(self, backup_file: Path, *, force: bool = False) -> None:
+    def restore(self, backup_file: Path, *, force: bool = False, source: str = "") -> None:
         """Seed every node's data dir from the backup (see replikv.backup.restore), before
         any node starts. The cluster id is the one the nodes derive from their ids, so the
         restored cluster is this local cluster, and later `cluster up` runs resume it."""
@@ -260,7 +260,7 @@ class LocalCluster:
             except OSError as e:
                 raise ClusterError(f"restoring {n.id} failed: {e}") from None
             snap = result.snapshot
-            print(f"replikv: restored {n.id} from {backup_file}: index {snap.index:,} (term "
+            print(f"replikv: restored {n.id} from {source or backup_file}: index {snap.index:,} (term "
                   f"{snap.term}), {snap.key_count:,} keys, in {result.seconds:.2f} s"
                   + (" (replaced its old data dir)" if result.replaced else ""), flush=True)
         for path in old_standbys:

@@ -121,3 +121,45 @@ def test_the_leader_writes_scheduled_backups_and_keeps_the_newest(make_cluster,
         assert local(cluster, node_id, "DBSIZE") == 500
         assert local(cluster, node_id, "MGET", *[f"s:{i:05d}" for i in range(500)]) == [
             f"s-{i}".encode() for i in range(500)]
+
+
+def test_the_local_cluster_archives_and_comes_back_to_just_before_a_flushall(
+        tmp_path: Path) -> None:
+    """The README's local-cluster way: `cluster up --archive-dir`, a backup, more writes, the
+    mistake; Ctrl-C (a clean stop archives every node's open segment); `archive find`; then
+    `cluster up --restore FILE --restore-archive DIR --until N --force` starts the cluster at
+    the entry before the FLUSHALL."""
+    import subprocess
+
+    from .cluster import PYTHON, raw_command
+    from .test_playground import cluster_up, replikv
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([PYTHON, "-m", "replikv", *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=60, check=False)
+
+    archive, backup = tmp_path / "archive", tmp_path / "backup.rkvsnap"
+    with cluster_up(tmp_path, "--archive-dir", str(archive)) as (base, data_dir, _log, _pids):
+        for i in range(40):
+            assert raw_command(base, "SET", f"before:{i}", "x") == b"OK"
+        done = cli("backup", "create", "--from", f"{HOST}:{base + 201}", "--to", str(backup))
+        assert done.returncode == 0, done.stderr
+        for i in range(30):
+            assert raw_command(base, "SET", f"after:{i}", "y") == b"OK"
+        assert raw_command(base, "FLUSHALL") == b"OK"
+        assert raw_command(base, "SET", "later", "z") == b"OK"
+    found = cli("archive", "find", str(archive / "n1"))
+    assert found.returncode == 0, found.stderr
+    until = re.search(r"--until (\d+)", found.stdout).group(1)  # type: ignore[union-attr]
+    with cluster_up(tmp_path, "--restore", str(backup), "--restore-archive",
+                    str(archive / "n1"), "--until", until, "--force",
+                    base=base) as (_b, _d, log_path, _p):
+        assert f"to {until}: index {until}" in log_path.read_text()
+        for port in (base, base + 1, base + 2):
+            assert raw_command(port, "REPLIKV", "WITH", "READPREF", "nearest", "CONSISTENCY",
+                               "local", "DBSIZE") == 70
+        assert raw_command(base, "GET", "after:29") == b"y"
+        assert raw_command(base, "GET", "later") is None
+    refused = replikv(data_dir, "cluster", "up", "--restore-archive", str(archive / "n1"),
+                      "--until", until)
+    assert refused.returncode == 2 and "--restore FILE" in refused.stderr

@@ -275,7 +275,7 @@ def restore(backup_file: Path, data_dir: Path, node_id: str, peers: str,
         parent.mkdir(parents=True, exist_ok=True)
         try:
             with tempfile.TemporaryDirectory(prefix=".replikv-pitr-", dir=parent) as work:
-                replayed = _replay_to_point(backup_file, archive_dir, until, Path(work))
+                replayed = replay_to_point(backup_file, archive_dir, until, Path(work))
                 ctx = click.get_current_context()
                 ctx.invoke(restore, backup_file=replayed, data_dir=data_dir, node_id=node_id,
                            peers=peers, cluster_id=cluster_id, new_cluster_id=new_cluster_id,
@@ -358,7 +358,7 @@ def parse_until(text: str) -> tuple[int | None, int | None]:
     return None, int(when.timestamp() * 1000)
 
 
-def _replay_to_point(backup_file: Path, archive_dir: Path, until: str, work: Path) -> Path:
+def replay_to_point(backup_file: Path, archive_dir: Path, until: str, work: Path) -> Path:
     from replikv.pitr import replay
     from replikv.storage.errors import StorageError
 
