@@ -637,3 +637,11 @@ def test_write_at_expiry_time_sees_key_absent(
     if value is not None:
         # The new key must not inherit the dead key's expiry.
         assert node.read("TTL", "k", t=1100) == -1
+
+
+def test_incrbyfloat_on_a_set_is_wrongtype_whatever_the_increment(node: Node) -> None:
+    # Redis looks the key up before it parses the increment.
+    node.write("SADD", "s", "a")
+    for increment in ("abc", "", "1"):
+        reply = node.write("INCRBYFLOAT", "s", increment)
+        assert isinstance(reply, ErrorReply) and reply.message.startswith("WRONGTYPE"), reply

@@ -422,16 +422,18 @@ def format_float(value: decimal.Decimal) -> bytes:
     return text.encode("ascii")
 
 
-def parse_incrbyfloat(argv: list[bytes]) -> tuple[bytes, decimal.Decimal]:
-    increment = parse_float(argv[2])
-    if increment is None:
-        raise CommandError(NOT_FLOAT)
-    return argv[1], increment
+def parse_incrbyfloat(argv: list[bytes]) -> tuple[bytes, decimal.Decimal | None]:
+    # A bad increment is answered when the command runs, after the key's type is checked
+    # (WRONGTYPE first, as in Redis).
+    return argv[1], parse_float(argv[2])
 
 
-def run_incrbyfloat(state: KVState, args: tuple[bytes, decimal.Decimal], time_ms: int) -> bytes:
+def run_incrbyfloat(state: KVState, args: tuple[bytes, decimal.Decimal | None],
+                    time_ms: int) -> bytes:
     key, increment = args
     old = state.get(key, time_ms)
+    if increment is None:
+        raise CommandError(NOT_FLOAT)
     current = decimal.Decimal(0) if old is None else parse_float(old)
     if current is None:
         raise CommandError(NOT_FLOAT)

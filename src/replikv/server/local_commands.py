@@ -154,10 +154,11 @@ def _hello(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
     while i < len(argv):
         opt = argv[i].lower()
         if opt == b"auth" and i + 2 < len(argv):
-            raise CommandError("WRONGPASS replikv has no users or passwords configured; "
-                               "connect without AUTH")
+            _check_credentials(argv[i + 1], argv[i + 2])
+            i += 3
+            continue
         if opt == b"setname" and i + 1 < len(argv):
-            conn.name = argv[i + 1]
+            conn.name = _client_name(argv[i + 1])
             i += 2
             continue
         raise CommandError(f"ERR Syntax error in HELLO option '{argv[i].decode(errors='replace')}'")
@@ -179,10 +180,7 @@ def _client(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
         raise CommandError(wrong_arity("client"))
     sub = argv[1].lower()
     if sub == b"setname" and len(argv) == 3:
-        if any(c <= 32 or c > 126 for c in argv[2]):
-            raise CommandError("ERR Client names cannot contain spaces, newlines or special "
-                               "characters.")
-        conn.name = argv[2]
+        conn.name = _client_name(argv[2])
         return OK
     if sub == b"getname" and len(argv) == 2:
         return conn.name or None
@@ -294,6 +292,8 @@ def _time(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
 
 
 def _config(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    if len(argv) < 2:
+        raise CommandError(wrong_arity("config"))
     sub = argv[1].lower()
     if sub == b"get":
         if len(argv) < 3:
@@ -307,9 +307,29 @@ def _config(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
     raise CommandError(f"ERR unknown subcommand '{argv[1].decode(errors='replace')}'.")
 
 
+def _client_name(name: bytes) -> bytes:
+    if any(c <= 32 or c > 126 for c in name):
+        raise CommandError("ERR Client names cannot contain spaces, newlines or special "
+                           "characters.")
+    return name
+
+
+def _check_credentials(username: bytes, _password: bytes) -> None:
+    """As a Redis with no password set: its one user, `default`, takes any password."""
+    if username != b"default":
+        raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+
+
 def _auth(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
-    return ErrorReply("ERR AUTH <password> called without any password configured for the "
-                      "default user. Are you sure your configuration is correct?")
+    if len(argv) == 3:  # AUTH username password
+        _check_credentials(argv[1], argv[2])
+        return OK
+    if len(argv) == 2:
+        return ErrorReply("ERR AUTH <password> called without any password configured for the "
+                          "default user. Are you sure your configuration is correct?")
+    if len(argv) < 2:
+        raise CommandError(wrong_arity("auth"))
+    raise CommandError("ERR syntax error")
 
 
 REPLIKV_HELP = [

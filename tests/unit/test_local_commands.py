@@ -1,0 +1,71 @@
+"""The commands a node answers itself (PING, HELLO, CLIENT, CONFIG, AUTH, ...): no arguments a
+client sends make one raise (an uncaught error closed the connection: `CONFIG` alone did), and
+what Redis answers to the same, for the cases a Redis client meets."""
+
+from __future__ import annotations
+
+import itertools
+
+from replikv.replies import OK, ErrorReply
+from replikv.server.local_commands import LOCAL_COMMANDS, ConnectionState, NodeView, run_local
+
+
+class FakeNode(NodeView):
+    node_id = "n1"
+
+    def info_sections(self) -> dict[str, list[tuple[str, object]]]:
+        return {"server": [("redis_version", "7.4.0")], "replication": [("role", "master")]}
+
+    def role_reply(self) -> list:
+        return ["master", 0, []]
+
+    def topology(self) -> list:
+        return []
+
+
+ARGS = [b"", b"get", b"set", b"list", b"info", b"id", b"setname", b"getname", b"auth",
+        b"default", b"x y", b"3", b"-1", b"\xff", b"*"]
+
+
+def test_no_arguments_make_a_local_command_raise() -> None:
+    node = FakeNode()
+    for name, handler in LOCAL_COMMANDS.items():
+        for count in range(4):
+            for args in itertools.product(ARGS, repeat=count):
+                if count == 3 and len(set(args)) < 3:
+                    continue  # enough variety: keep the product small
+                conn = ConnectionState(client_id=1)
+                # run_local turns a CommandError into its reply; anything else would escape.
+                run_local(handler, conn, node, [name.upper(), *args])
+
+
+def call(conn: ConnectionState, *argv: bytes) -> object:
+    return run_local(LOCAL_COMMANDS[argv[0].lower()], conn, FakeNode(), list(argv))
+
+
+def error(reply: object) -> str:
+    assert isinstance(reply, ErrorReply), reply
+    return reply.message
+
+
+def test_config_alone_is_an_arity_error() -> None:
+    assert "wrong number of arguments for 'config'" in error(call(ConnectionState(1), b"CONFIG"))
+
+
+def test_auth_as_a_redis_without_a_password() -> None:
+    conn = ConnectionState(client_id=1)
+    assert call(conn, b"AUTH", b"default", b"anything") == OK  # redis-py's username="default"
+    assert error(call(conn, b"AUTH", b"bob", b"pw")).startswith("WRONGPASS")
+    assert "without any password configured" in error(call(conn, b"AUTH", b"pw"))
+    assert "wrong number of arguments" in error(call(conn, b"AUTH"))
+    assert error(call(conn, b"AUTH", b"a", b"b", b"c")) == "ERR syntax error"
+    hello = call(conn, b"HELLO", b"3", b"AUTH", b"default", b"pw", b"SETNAME", b"app")
+    assert isinstance(hello, dict) and hello["proto"] == 3 and conn.name == b"app"
+    assert error(call(conn, b"HELLO", b"3", b"AUTH", b"bob", b"pw")).startswith("WRONGPASS")
+
+
+def test_hello_setname_checks_the_name_as_client_setname_does() -> None:
+    conn = ConnectionState(client_id=1)
+    assert "cannot contain spaces" in error(call(conn, b"HELLO", b"2", b"SETNAME", b"a b"))
+    assert "cannot contain spaces" in error(call(conn, b"CLIENT", b"SETNAME", b"a b"))
+    assert conn.name == b""
