@@ -56,7 +56,12 @@ from typing import Any, NamedTuple
 import msgpack
 
 from replikv.commands import parse_command
-from replikv.commands.transactions import WATCH_SCAN_MAX, changes_any, split_watch
+from replikv.commands.transactions import (
+    WATCH_POINT_NAME_LOWER,
+    WATCH_SCAN_MAX,
+    changes_any,
+    split_watch,
+)
 from replikv.concerns import DEFAULT_OPTIONS, FOLLOWER_MAY_SERVE, TIMEOUT_MS_MAX, RequestOptions
 from replikv.entries import ENTRY_COMMAND, ENTRY_EFFECTS, ENTRY_EXPIRE, apply_entry
 from replikv.invariants import InvariantViolation, invariant
@@ -1114,7 +1119,11 @@ class NodeCore:
                 self._execute_read(req)
 
     def _execute_read(self, req: _Request) -> None:
-        result = self.state.execute_read(req.argv, self.now_ms, self.rng.getrandbits(31))
+        result: object
+        if req.argv[0].lower() == WATCH_POINT_NAME_LOWER:
+            result = self.watch_index()  # the state this read would see (see WATCH-POINT)
+        else:
+            result = self.state.execute_read(req.argv, self.now_ms, self.rng.getrandbits(31))
         if self.applied_index > self.raft.commit_index:
             # The state holds writes applied ahead of their commit: answer once they commit.
             req.phase = "held"

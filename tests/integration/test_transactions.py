@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from .cluster import Cluster
+from .cluster import HOST, Cluster
 from .test_replication_guarantees import _snapshot, replikv_args, wait_caught_up
 
 pytestmark = pytest.mark.timeout(120)
@@ -191,6 +191,43 @@ def test_watch_makes_optimistic_increments_exact(make_cluster, mode: str):
     state = _agree(cluster)
     assert state["opt:n"] == ("string", str(total))
     assert sum(aborts) > 0, "no transaction ever raced another: the test proved nothing"
+
+
+@pytest.mark.parametrize("mode", ["passive", "active"])
+def test_a_watch_on_a_follower_right_after_a_write_runs_as_in_redis(make_cluster, mode: str):
+    """SET k, then WATCH k, GET k, MULTI, SET, EXEC on a follower, by hand: with nothing
+    written between, EXEC must run every time. When WATCH took the follower's own applied
+    index, the write just acknowledged (not yet applied there) counted as a change after the
+    WATCH, and EXEC answered nil about 29 times in 30."""
+    cluster, leader, follower = _leader_and_follower(make_cluster, mode)
+    writer = cluster.client(leader, decode_responses=True)
+    conn = redis.Connection(host=HOST, port=cluster.nodes[follower].client_port,
+                            socket_timeout=10.0, decode_responses=True)
+
+    def call(*argv: str) -> Any:  # one connection, replies as sent (no redis-py callbacks)
+        conn.send_command(*argv)
+        return conn.read_response()
+
+    try:
+        for i in range(30):
+            if i % 2:
+                writer.set("w:k", str(i))  # acknowledged to another client
+            else:
+                assert call("SET", "w:k", str(i)) == "OK"  # or to this one
+            assert call("WATCH", "w:k") == "OK"
+            assert call("GET", "w:k") == str(i)
+            assert call("MULTI") == "OK"
+            assert call("SET", "w:k", f"tx{i}") == "QUEUED"
+            assert call("EXEC") == ["OK"], i
+        # And a change after the WATCH still aborts it.
+        assert call("WATCH", "w:k") == "OK"
+        writer.set("w:k", "changed")
+        assert call("MULTI") == "OK"
+        assert call("SET", "w:k", "lost") == "QUEUED"
+        assert call("EXEC") is None
+    finally:
+        conn.disconnect()
+    assert writer.get("w:k") == "changed"
 
 
 ANY = object()  # an expected reply not checked

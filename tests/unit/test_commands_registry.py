@@ -22,7 +22,7 @@ EXPECTED_COMMANDS = {
     "sintercard", "sscan",
     # transactions: the internal form of MULTI ... EXEC, and of a pipeline's reads
     # (commands/transactions.py)
-    "exec", "exec-reads",
+    "exec", "exec-reads", "watch-point",
 }  # fmt: skip
 
 

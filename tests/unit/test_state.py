@@ -307,7 +307,10 @@ def test_every_read_command_is_served_by_execute_read() -> None:
         + ["scard", "sismember", "smismember", "smembers", "srandmember", "sinter", "sunion"]
         + ["sdiff", "sintercard", "sscan"]
         + ["exec-reads"]  # a pipeline's reads as one (commands/transactions.py)
+        + ["watch-point"]  # where a WATCH starts: the node answers it, not the state
     )
+    reply = KVState().execute_read([b"WATCH-POINT"], T0)
+    assert isinstance(reply, ErrorReply) and "answered by the node" in reply.message
 
 
 def test_execute_read_refuses_a_write() -> None:

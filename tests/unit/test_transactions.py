@@ -18,6 +18,7 @@ from replikv.commands.transactions import (
     PIPELINE_BATCH_BYTES,
     PIPELINE_BATCH_COMMANDS,
     PIPELINE_BATCHABLE,
+    WATCH_POINT_NAME,
     changes_any,
     encode_exec,
     is_pipeline,
@@ -29,7 +30,7 @@ from replikv.entries import apply_entry, entry_keys
 from replikv.limits import DEFAULT_LIMITS
 from replikv.node import encode_command_entry, encode_effects_entry
 from replikv.pitr import _removes
-from replikv.replies import CommandError, ErrorReply, NullArray, Status
+from replikv.replies import OK, CommandError, ErrorReply, NullArray, Status
 from replikv.resp import encode_reply
 from replikv.server.resp_server import ClientConnection
 from replikv.sessions import SessionTable
@@ -178,6 +179,31 @@ def test_a_watched_transaction_runs_only_if_nothing_changed_its_keys(
     assert c.call(leader, "GET", "k") == b"4"
 
 
+@pytest.mark.parametrize("replication", ["passive", "active"])
+def test_a_watch_point_on_a_lagging_follower_comes_after_every_acknowledged_write(
+        replication: str) -> None:
+    """WATCH on a follower that has not yet applied a write acknowledged to another client:
+    its own applied index would count that write as a change after the WATCH (EXEC nil every
+    time, where Redis runs it). The watch point is a linearizable read: it is past the write."""
+    c = Cluster(replication=replication)
+    leader = c.elect()
+    lagging, other = (i for i in c.ids if i != leader)
+    c.partition({leader, other}, {lagging})
+    assert c.call(leader, "SET", "k", "1") == OK  # acknowledged; the lagging node lacks it
+    written = c.nodes[leader].raft.commit_index
+    c.heal()
+    stale = c.nodes[lagging].watch_index()
+    assert stale < written
+    index = c.call(lagging, WATCH_POINT_NAME)
+    assert type(index) is int and index >= written
+    tx = encode_exec([[b"INCR", b"k"]], (index, [b"k"]))
+    assert c.call(lagging, *tx) == [2]  # nothing changed k after the WATCH: it runs
+    assert c.call(lagging, *encode_exec([[b"INCR", b"k"]], (stale, [b"k"]))) is NullArray
+    # A local read's watch point is the node's own state, as that read would see it.
+    local = RequestOptions(read_preference="nearest", read_consistency="local")
+    assert c.call(other, WATCH_POINT_NAME, options=local) == c.nodes[other].watch_index()
+
+
 # ---- a client connection queueing between MULTI and EXEC ----
 
 
@@ -295,25 +321,59 @@ def test_a_transaction_over_the_argument_limit_is_refused_when_queued() -> None:
     assert b"-ERR transaction too large" in transport.out and server.submitted == []
 
 
-def test_watch_is_noted_with_the_applied_index_and_sent_with_exec() -> None:
+def watched(conn: ClientConnection, server: FakeServer, index: int) -> None:
+    """Answer the WATCH-POINT read the connection's first WATCH just submitted."""
+    assert server.submitted[-1] == [WATCH_POINT_NAME]
+    conn.on_reply(len(server.submitted), index)
+
+
+def test_watch_takes_its_nodes_watch_point_by_a_read_and_exec_carries_it() -> None:
     conn, server, transport = connection()
     send(conn, [b"WATCH", b"a"], [b"WATCH", b"b"], [b"MULTI"], [b"WATCH", b"c"],
          [b"SET", b"a", b"1"], [b"EXEC"])
+    # The first WATCH is a read of the node's watch point; nothing after it is taken before
+    # its answer (a MULTI ... EXEC pipelined behind it must carry the index).
+    assert server.submitted == [[WATCH_POINT_NAME]] and transport.out == b""
+    watched(conn, server, 7)
     assert transport.out == (b"+OK\r\n+OK\r\n+OK\r\n-ERR WATCH inside MULTI is not allowed\r\n"
                              b"+QUEUED\r\n")
-    assert server.submitted == [encode_exec([[b"SET", b"a", b"1"]], (42, [b"a", b"b"]))]
-    conn.on_reply(1, NullArray)
+    assert server.submitted[1:] == [encode_exec([[b"SET", b"a", b"1"]], (7, [b"a", b"b"]))]
+    conn.on_reply(2, NullArray)
     assert transport.out.endswith(b"*-1\r\n")
     # EXEC ended the WATCH; UNWATCH and DISCARD end it too; an empty transaction still goes
     # to the leader when something is watched (nil if it changed, else an empty array).
     send(conn, [b"MULTI"], [b"EXEC"])
-    assert transport.out.endswith(b"+OK\r\n*0\r\n") and len(server.submitted) == 1
+    assert transport.out.endswith(b"+OK\r\n*0\r\n") and len(server.submitted) == 2
     send(conn, [b"WATCH", b"a"], [b"UNWATCH"], [b"MULTI"], [b"EXEC"])
-    assert len(server.submitted) == 1
+    watched(conn, server, 8)
+    assert len(server.submitted) == 3 and transport.out.endswith(b"+OK\r\n+OK\r\n+OK\r\n*0\r\n")
     send(conn, [b"WATCH", b"a"], [b"MULTI"], [b"DISCARD"], [b"MULTI"], [b"EXEC"])
-    assert len(server.submitted) == 1
+    watched(conn, server, 9)
+    assert len(server.submitted) == 4
     send(conn, [b"WATCH", b"a"], [b"MULTI"], [b"EXEC"])
-    assert server.submitted[-1] == encode_exec([], (42, [b"a"]))
+    watched(conn, server, 10)
+    assert server.submitted[-1] == encode_exec([], (10, [b"a"]))
+
+
+def test_a_watch_waits_for_the_connections_writes_and_fails_as_its_read_would() -> None:
+    conn, server, transport = connection()
+    # Taken after the connection's own write has its effect: the watch point comes after it.
+    send(conn, [b"SET", b"k", b"1"], [b"WATCH", b"k"], [b"GET", b"k"])
+    assert server.submitted == [[b"SET", b"k", b"1"]]
+    conn.on_reply(1, OK)
+    assert server.submitted[1] == [WATCH_POINT_NAME]
+    watched(conn, server, 5)
+    assert server.submitted[2] == [b"GET", b"k"] and transport.out == b"+OK\r\n+OK\r\n"
+    # A watch point the node could not give (no leader, say) is the WATCH's error; nothing
+    # is watched, so a following EXEC is unconditional.
+    conn, server, transport = connection()
+    send(conn, [b"WATCH", b"k"], [b"MULTI"], [b"EXEC"])
+    conn.on_reply(1, ErrorReply("TRYAGAIN no leader"))
+    assert transport.out == b"-TRYAGAIN no leader\r\n+OK\r\n*0\r\n"
+    # Clients cannot send the internal form.
+    conn, server, transport = connection()
+    send(conn, [WATCH_POINT_NAME])
+    assert transport.out.startswith(b"-ERR unknown command") and server.submitted == []
 
 
 def test_command_describes_the_transaction_commands_as_clients_send_them() -> None:

@@ -161,6 +161,9 @@ _TABLE = (
     _command("exec", -2, _W, _NO_KEYS, transactions.parse_exec, transactions.run_exec),
     # A pipeline's reads as one read (transactions.py); refused from clients, never listed.
     _command("exec-reads", -2, _R, _NO_KEYS, transactions.parse_reads, transactions.run_reads),
+    # Where a connection's WATCH starts (transactions.py); refused from clients, never listed.
+    _command("watch-point", 1, _R, _NO_KEYS, transactions.parse_watch_point,
+             transactions.run_watch_point),
 )
 
 COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in _TABLE}

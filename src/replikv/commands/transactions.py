@@ -56,7 +56,7 @@ EXEC_NAME = b"EXEC"
 # Commands that cannot be inside a transaction's internal form (the connection refuses them
 # first; a form from elsewhere that holds one is malformed).
 NOT_IN_TRANSACTION = frozenset({b"exec", b"multi", b"discard", b"watch", b"unwatch",
-                                b"exec-reads"})
+                                b"exec-reads", b"watch-point"})
 ERR_MALFORMED = "ERR malformed transaction"
 WATCH_MARK = b"WATCH"
 PIPELINE_MARK = b"PIPELINE"
@@ -75,6 +75,13 @@ PIPELINE_READS = frozenset({
 })
 READS_NAME = b"EXEC-READS"
 READS_NAME_LOWER = READS_NAME.lower()
+# A connection's first WATCH asks its node for the log index it starts from, as a read of the
+# connection's read preference and consistency (linearizable by default): the index of the
+# state that read would see, so that every write acknowledged before the WATCH comes at or
+# before it. The node answers it (NodeCore); clients cannot send it.
+WATCH_POINT_NAME = b"WATCH-POINT"
+WATCH_POINT_NAME_LOWER = WATCH_POINT_NAME.lower()
+INTERNAL_READS = frozenset({READS_NAME_LOWER, WATCH_POINT_NAME_LOWER})
 # A batch holds at most this many commands and this many argument bytes. Large commands gain
 # nothing from sharing an entry (an MSET of 500 keys is 60 KB): they keep an entry each.
 PIPELINE_BATCH_COMMANDS = 64
@@ -223,6 +230,14 @@ def parse_reads(argv: list[bytes]) -> list[Queued]:
     """Each read of an EXEC-READS parsed, or the error it answers; CommandError if the form is
     malformed or holds anything but PIPELINE_READS."""
     return _parse_each(_split_commands(argv, 1), PIPELINE_READS)
+
+
+def parse_watch_point(argv: list[bytes]) -> None:
+    return None
+
+
+def run_watch_point(state: KVState, parsed: None, time_ms: int) -> object:
+    raise CommandError("ERR WATCH-POINT is answered by the node, not the state")
 
 
 def run_reads(state: KVState, parsed: list[Queued], time_ms: int) -> list[object]:

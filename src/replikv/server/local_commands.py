@@ -234,7 +234,7 @@ def _command(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object
 
 
 def _all_command_names() -> set[str]:
-    return ((set(COMMANDS) - {"exec-reads"}) | {n.decode() for n in LOCAL_COMMANDS}
+    return ((set(COMMANDS) - {"exec-reads", "watch-point"}) | {n.decode() for n in LOCAL_COMMANDS}
             | set(_LOCAL_ARITY))
 
 

@@ -38,11 +38,12 @@ from typing import TYPE_CHECKING, cast
 
 from replikv.commands import check_arity, lookup, unknown_command
 from replikv.commands.transactions import (
+    INTERNAL_READS,
     PIPELINE_BATCH_BYTES,
     PIPELINE_BATCH_COMMANDS,
     PIPELINE_BATCHABLE,
     PIPELINE_READS,
-    READS_NAME_LOWER,
+    WATCH_POINT_NAME,
     encode_exec,
     encode_reads,
 )
@@ -140,6 +141,9 @@ class ClientConnection(asyncio.Protocol):
         self.multi_bytes = 0
         # WATCH: the node's watch index when the first key was watched, and the keys.
         self.watch: tuple[int, list[bytes]] | None = None
+        # A first WATCH waiting for its node's watch point (WATCH-POINT): (request id, keys).
+        # Nothing after it on the connection is read until it is answered.
+        self.watch_pending: tuple[int, list[bytes]] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -176,7 +180,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _pump(self) -> None:
         max_inflight = self.server.settings.limits.max_pipeline_commands
-        while not self.closed and not self.writing_paused and not self.failed:
+        while (not self.closed and not self.writing_paused and not self.failed
+               and self.watch_pending is None):
             argv = self.held
             resumed = argv is not None  # held earlier: its transaction step is done
             if argv is None:
@@ -198,18 +203,26 @@ class ClientConnection(asyncio.Protocol):
                     self._multi_refuse(e.reply())
                     continue
                 name, with_options = argv[0].lower(), True
-            if name == READS_NAME_LOWER:  # the node's internal form, not a client's command
+            if name in INTERNAL_READS:  # the node's internal forms, not a client's commands
                 self._multi_refuse(unknown_command(argv).reply())
                 continue
+            takes_watch_point = (name == b"watch" and self.multi is None and self.watch is None
+                                 and 2 <= len(argv) <= WATCHED_KEYS_MAX + 1)
             if not resumed:
                 if self.multi is not None and name not in RUN_INSIDE_MULTI:
                     exec_argv = self._in_multi(self.multi, name, argv, with_options)
                     if exec_argv is None:
                         continue
                     argv, name = exec_argv, b"exec"
-                elif name in TRANSACTION_COMMANDS:
+                elif name in TRANSACTION_COMMANDS and not takes_watch_point:
                     self._push_done(self._outside_multi(name, argv))
                     continue
+            if takes_watch_point:
+                if self.inflight:  # after every earlier command of the connection has its effect
+                    self.held, self.held_options = argv, options
+                    break
+                self._submit_watch_point(argv, options)
+                break
             admin = name == b"replikv" and is_admin_command(argv)
             handler = None if admin else LOCAL_COMMANDS.get(name)
             if handler is not None:
@@ -264,7 +277,7 @@ class ClientConnection(asyncio.Protocol):
         self._flush()
         if self.failed:
             return
-        if self.held is not None or self.writing_paused:
+        if self.held is not None or self.writing_paused or self.watch_pending is not None:
             self._pause_reading()
         elif self.reading_paused:
             self.reading_paused = False
@@ -344,14 +357,37 @@ class ClientConnection(asyncio.Protocol):
         return ErrorReply(f"ERR {name.decode().upper()} without MULTI")
 
     def _watch(self, argv: list[bytes]) -> object:
-        """WATCH key...: EXEC will answer nil if an entry after the node's watch index (its
-        last applied and committed one) changes one of them (replikv.commands.transactions)."""
+        """WATCH key... once the connection watches already (the first WATCH takes its watch
+        point from the node: _submit_watch_point), or refused: EXEC will answer nil if an entry
+        after the watch point changes one of the keys (replikv.commands.transactions)."""
         if len(argv) < 2:
             return ErrorReply(wrong_arity("watch"))
         index, keys = self.watch or (self.server.node.watch_index(), [])
         if len(keys) + len(argv) - 1 > WATCHED_KEYS_MAX:
             return ErrorReply(f"ERR too many watched keys (limit {WATCHED_KEYS_MAX})")
         self.watch = (index, keys + argv[1:])
+        return OK
+
+    def _submit_watch_point(self, argv: list[bytes], options: RequestOptions) -> None:
+        """A first WATCH: ask the node where it starts, as a read at the connection's read
+        preference and consistency, so that a write acknowledged before it (to this client or
+        any other) is never taken for a change after it, on a follower too, whose applied
+        index may lag. Answered in _watch_point_answered."""
+        req_id = self.server.submit(self, [WATCH_POINT_NAME], options)
+        slot = [req_id, None, "watch"]
+        self.slots.append(slot)
+        self.slot_of[req_id] = slot
+        self.inflight += 1
+        self.inflight_kind = "read"
+        self.watch_pending = (req_id, argv[1:])
+
+    def _watch_point_answered(self, value: object) -> object:
+        """The reply to the WATCH waiting for `value` (an index, or the error the read got)."""
+        _req_id, keys = self.watch_pending  # type: ignore[misc]
+        self.watch_pending = None
+        if type(value) is not int:
+            return value  # no leader, STALE, ...: the WATCH fails as that read would
+        self.watch = (value, keys)
         return OK
 
     def _in_multi(self, queued: list[list[bytes]], name: bytes, argv: list[bytes],
@@ -415,6 +451,13 @@ class ClientConnection(asyncio.Protocol):
         self._push_done(error)
 
     def on_reply(self, req_id: int, value: object) -> None:
+        if self.watch_pending is not None and self.watch_pending[0] == req_id:
+            value = self._watch_point_answered(value)
+            slot = self.slot_of.pop(req_id, None)
+            if slot is not None and not self.closed:
+                self._reply_to(slot, value)
+                self._pump()  # read on: what came after the WATCH
+            return
         slot = self.slot_of.pop(req_id, None)
         if slot is None:
             slots = self.batch_of.pop(req_id, None)
