@@ -289,6 +289,49 @@ def test_failed_fsync_makes_the_log_unusable(
     wal.close()
 
 
+@pytest.mark.parametrize("failing", ["fdatasync", "pwrite"])
+def test_a_failed_fsync_or_write_leaves_only_what_was_durable_for_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """A restart after a failed fsync must not take the records the page cache still holds
+    for durable (the cache outlives the process; Linux may keep pages whose writeback failed):
+    the failing log cuts its segment back to the last durable byte, and a start reads the
+    segments past the cache. Entries 1-3 were synced; 4-5 were not when the sync failed."""
+    wal, _ = WriteAheadLog.open(tmp_path, preallocate_bytes=4096)
+    wal.append(batch(1, 3))
+    wal.sync()
+    (segment,) = tmp_path.glob("*.wal")
+    durable = records_end(segment)
+    wal.append(batch(4, 2))
+    dropped: list[int] = []
+    real_fadvise = os.posix_fadvise
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        dropped.append(advice)
+        real_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+
+    def failing_call(*_args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, failing, failing_call)
+    with pytest.raises(OSError):
+        if failing == "fdatasync":
+            wal.sync()
+        else:
+            wal.append(batch(6, 1))
+    monkeypatch.undo()
+    assert segment.stat().st_size == durable, "the unsynced records are still in the file"
+    wal.close()
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    dropped.clear()
+    reopened, entries = WriteAheadLog.open(tmp_path)
+    assert entries == batch(1, 3)
+    assert os.POSIX_FADV_DONTNEED in dropped  # a start reads the segment from the disk
+    reopened.close()
+
+
 # fsync accounting -------------------------------------------------------------------------------
 
 

@@ -464,6 +464,24 @@ def _check_record(
     return None, False
 
 
+def _drop_cached_pages(fd: int) -> None:
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def _read_from_disk(path: Path) -> bytes:
+    """A segment's bytes as the disk holds them: its clean cached pages are dropped first,
+    which the kernel then reads again from the disk. After a failed writeback the cache may
+    hold pages, marked clean, that never reached it (PostgreSQL's "fsyncgate")."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _drop_cached_pages(fd)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
 def _check_segment_header(path: Path, data: bytes, *, is_last: bool) -> bool:
     """True if the header is good, False if it is a torn creation; raises on corruption."""
     header = data[: len(SEGMENT_HEADER)]
@@ -566,7 +584,7 @@ class WriteAheadLog:
             is_last = position == len(listed) - 1
             if name_index < 1:
                 raise CorruptLogError(path, 0, "segment name says index 0; indexes start at 1")
-            data = path.read_bytes()
+            data = _read_from_disk(path)
             if not _check_segment_header(path, data, is_last=is_last):
                 log.warning(
                     "write-ahead log %s: removing this last segment, torn by a crash while it was "
@@ -796,7 +814,7 @@ class WriteAheadLog:
             pwrite_fully(fd, record, offset)
             self._allocated_bytes = max(self._allocated_bytes, end)
         except BaseException:
-            self._failed = True
+            self._fail()
             raise
         self._segment_size_bytes += len(record)
         self._segment_unsynced = True
@@ -881,7 +899,7 @@ class WriteAheadLog:
                 fsync_directory(self._directory)
                 self._directory_unsynced = False
         except BaseException:
-            self._failed = True
+            self._fail()
             raise
         if self._segments:
             self._synced_size_bytes = self._segment_size_bytes
@@ -1000,6 +1018,25 @@ class WriteAheadLog:
                     "(waited %.0f s); the copy goes on from the open file, but a crash before "
                     "it ends leaves the archive without it", segment.path,
                     ARCHIVE_WAIT_BEFORE_DELETE_S)
+
+    def _fail(self) -> None:
+        """A write or fsync of the log failed: unusable from now on, and the current segment
+        cut back to what the last successful fsync made durable. Without the cut, a restart
+        would read the records the disk may not hold from the page cache, which outlives the
+        process (and Linux keeps pages whose writeback failed as if they were written): the
+        node would acknowledge entries to its leader that one power cut later are gone."""
+        self._failed = True
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, self._synced_size_bytes)
+            _drop_cached_pages(fd)
+            self._allocated_bytes = min(self._allocated_bytes, self._synced_size_bytes)
+        except OSError as e:
+            log.error("write-ahead log %s: after an I/O error, could not cut the current segment "
+                      "back to its last durable byte %d (%s); the next start reads it from the "
+                      "disk, not from the cache", self._directory, self._synced_size_bytes, e)
 
     def _check_usable(self) -> None:
         invariant(not self._closed, f"write-ahead log {self._directory} used after close()")
