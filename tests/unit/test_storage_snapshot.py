@@ -686,6 +686,36 @@ def test_receive_resumes_after_a_crash(tmp_path: Path, sample_bytes: bytes) -> N
     assert resumed.finish().path.read_bytes() == sample_bytes
 
 
+def test_a_chunk_retried_after_a_short_write_lands_where_it_belongs(
+    tmp_path: Path, sample_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk: a chunk's write stops part way and fails; once there is room the same chunk
+    is written again. (With writes at the file position, the retry landed after the partial
+    bytes, and the finished snapshot failed its CRC: the transfer started over from zero.)"""
+    store = SnapshotStore(tmp_path)
+    receiver = store.begin_receive(42, 3, len(sample_bytes))
+    parts = chunks(sample_bytes, 700)
+    receiver.write(*parts[0])
+    real_pwrite, real_write = os.pwrite, os.write
+
+    def full_disk(fd: int, data: bytes, *offset: int) -> int:
+        monkeypatch.setattr(os, "pwrite", real_pwrite)
+        monkeypatch.setattr(os, "write", real_write)
+        half = bytes(data[: len(data) // 2])
+        written = real_pwrite(fd, half, *offset) if offset else real_write(fd, half)
+        assert written == len(half)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full_disk)
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        receiver.write(*parts[1])
+    assert receiver.offset == 700
+    for offset, chunk in parts[1:]:
+        receiver.write(offset, chunk)
+    assert receiver.finish().path.read_bytes() == sample_bytes
+
+
 def test_a_receive_of_another_snapshot_discards_the_old_partial(
     tmp_path: Path, sample_bytes: bytes
 ) -> None:

@@ -78,7 +78,12 @@ import msgpack
 from replikv.invariants import invariant
 from replikv.limits import KIB, MIB
 from replikv.storage.errors import StorageError
-from replikv.storage.files import create_directory, fsync_directory, write_fully
+from replikv.storage.files import (
+    create_directory,
+    fsync_directory,
+    pwrite_fully,
+    write_fully,
+)
 
 MAGIC = b"RKVSNAP"
 FORMAT_VERSION = 1  # the newest format this code writes and reads
@@ -889,7 +894,9 @@ class SnapshotReceiver:
                 f"a snapshot chunk ending at {offset + len(data)} passes the announced size "
                 f"{self.total_bytes}"
             )
-        write_fully(self._fd, data)
+        # At the chunk's own offset: a write cut short (a full disk) leaves the file position
+        # past what `offset` counts, and a retry of the chunk must land where it belongs.
+        pwrite_fully(self._fd, data, offset)
         self.offset += len(data)
 
     def finish(self) -> SnapshotInfo:

@@ -544,6 +544,7 @@ class WriteAheadLog:
         # After a failed write or fsync the file's state is unknown (and a failed fsync may have
         # dropped dirty pages), so the only safe continuation is a restart that re-reads the disk.
         self._failed = False
+        self._preallocate_failing = False  # the last preallocation failed (logged once)
         self._recovery_truncated_at = recovery_truncated_at
         self._recovery_truncated_bytes = recovery_truncated_bytes
         self._archiver = archiver
@@ -842,10 +843,16 @@ class WriteAheadLog:
             self._allocated_bytes = max(self._allocated_bytes, os.fstat(fd).st_size)
             if exc.errno != errno.ENOSPC:
                 self._preallocate_bytes = 0  # not supported here: do not ask on every write
-            log.warning("write-ahead log %s: could not preallocate %d bytes (%s); %s",
-                        self._directory, wanted, exc,
-                        "will retry" if exc.errno == errno.ENOSPC else "writing without it")
+            if not self._preallocate_failing:  # once, not on every append while the disk is full
+                log.warning("write-ahead log %s: could not preallocate %d bytes (%s); %s",
+                            self._directory, wanted, exc,
+                            "will retry (said once until it works again)"
+                            if exc.errno == errno.ENOSPC else "writing without it")
+            self._preallocate_failing = True
             return
+        if self._preallocate_failing:
+            log.info("write-ahead log %s: preallocating again", self._directory)
+        self._preallocate_failing = False
         self._allocated_bytes = target
 
     def _start_segment(self, first_index: int) -> int:
