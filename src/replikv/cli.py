@@ -184,8 +184,13 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
     from replikv.server.logs import configure_logging
 
     configure_logging(settings)
+    from replikv.server.runtime import NodeFailed
+
     try:
         run_node(settings)
+    except NodeFailed as e:
+        click.echo(f"replikv node {settings.id}: {e}", err=True)
+        sys.exit(1)
     except StorageError as e:
         click.echo(f"replikv node {settings.id}: cannot start: {e}", err=True)
         sys.exit(1)

@@ -418,7 +418,9 @@ class NodeServer(NodeView):
         finally:
             await self._shutdown(tasks)
         if self._fatal is not None:
-            raise self._fatal
+            failed = NodeFailed(self._fatal)
+            log.critical("node %s %s", self.node_id, failed, exc_info=self._fatal)
+            raise failed from self._fatal
 
     def stop(self) -> None:
         if self._stopping is not None:
@@ -1010,6 +1012,17 @@ def _created(value: _T | None, what: str, by: str) -> _T:
     if value is None:
         raise InvariantViolation(f"{what} is used before {by}")
     return value
+
+
+class NodeFailed(Exception):
+    """The node stopped serving because of an error (a failed disk write or fsync, ...): not a
+    failure to start. Logged with its cause when it happens."""
+
+    def __init__(self, cause: BaseException) -> None:
+        where = f" ({cause.filename})" if isinstance(cause, OSError) and cause.filename else ""
+        super().__init__(f"stopped after an error while serving: {cause}{where}; fix the "
+                         "cause (for a full disk, free space) and start the node again: it "
+                         "recovers what is on disk")
 
 
 def run_node(settings: NodeSettings) -> None:
