@@ -276,6 +276,9 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
         raise click.BadParameter("expected 0 (off) or at least 500 ms; a few election "
                                  "timeouts (e.g. 5000) is sensible",
                                  param_hint="--auto-replace-after-ms")
+    if archive_dir is not None and archive_dir.resolve() == data_dir.resolve():
+        raise click.BadParameter("the archive must be outside the data dir (best on another "
+                                 "disk), e.g. --archive-dir archive", param_hint="--archive-dir")
     if (restore_archive is None) != (until is None):
         raise click.UsageError("--restore-archive and --until go together")
     if restore_archive is not None and restore_file is None:
@@ -293,6 +296,7 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
 
             from replikv.backup.cli import replay_to_point
 
+            cluster.lock()
             cluster.check_ports_free()
             cluster.data_dir.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix=".replikv-pitr-",

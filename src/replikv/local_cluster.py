@@ -42,6 +42,7 @@ from pathlib import Path
 STOP_GRACE_S = 10.0
 STANDBY_ADD_TIMEOUT_S = 120.0  # how long the supervisor keeps trying to add a standby
 STATE_FILE = "cluster.json"  # written by the supervisor of `cluster up`: see the docstring
+SUPERVISOR_LOCK = ".cluster-up.lock"  # held by the running `cluster up` (LocalCluster.lock)
 CONTROL_DIR = "control"
 _COLORS = ["36", "35", "33", "32", "34"]
 
@@ -180,6 +181,8 @@ class LocalCluster:
         self._print_lock = threading.Lock()
         self._stopping = False
         self.state_path = data_dir / STATE_FILE
+        self._lock_fd: int | None = None  # SUPERVISOR_LOCK, held while this process runs
+        self._errors: dict[str, int] = {}  # how each node last exited (reset when restarted)
         self.control_dir = data_dir / CONTROL_DIR
 
     @property
@@ -268,7 +271,35 @@ class LocalCluster:
             print(f"replikv: removed standby data dir {path}; it catches up from the restored "
                   "cluster", flush=True)
 
+    def lock(self) -> None:
+        """Hold DATA_DIR/.cluster-up.lock for as long as this process lives: a second `cluster
+        up` on the same data dir is refused before it writes anything (it once rewrote the
+        running nodes' configs and deleted cluster.json). The kernel drops the lock when the
+        process ends, however it ends."""
+        import fcntl
+
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.data_dir / SUPERVISOR_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                         0o644)
+        except OSError as e:
+            raise ClusterError(f"cannot use {self.data_dir} as the data dir: "
+                               f"{e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ClusterError(f"a `replikv cluster up` (pid {holder}) already runs from "
+                               f"{self.data_dir}; stop it (Ctrl-C in its terminal) or use "
+                               "another --data-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
     def run(self, *, restore_from: Path | None = None, force: bool = False) -> None:
+        if self._lock_fd is None:
+            self.lock()
         self.check_ports_free()
         if restore_from is not None:
             self.restore(restore_from, force=force)
@@ -277,6 +308,9 @@ class LocalCluster:
         for stale in self.control_dir.glob("*"):
             stale.unlink(missing_ok=True)  # requests left by an earlier run
         signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
+        # The terminal closed: stop the nodes too (each runs in a session of its own, which
+        # the hang-up does not reach; they kept serving with no supervisor).
+        signal.signal(signal.SIGHUP, lambda *_: self._request_stop())
         try:
             for n in self.nodes:
                 self._start(n)
@@ -288,6 +322,11 @@ class LocalCluster:
                 time.sleep(0.2)
                 self._reap()
                 self._serve_requests()
+                if not self.procs and self._errors and all(c > 0 for c in self._errors.values()):
+                    # Every node stopped of an error of its own (a bad setting, a full disk),
+                    # none by a signal (`cluster kill`): nothing will come back by itself.
+                    raise ClusterError("every node stopped with an error (their output above "
+                                       "says why); the cluster is stopped")
         except KeyboardInterrupt:
             pass
         finally:
@@ -371,6 +410,7 @@ class LocalCluster:
                       flush=True)
 
     def _start(self, n: LocalNode) -> None:
+        self._errors.pop(n.id, None)
         proc = subprocess.Popen(
             [sys.executable, "-m", "replikv", "node", "--config", str(n.config_path)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -413,6 +453,7 @@ class LocalCluster:
             if code is None:
                 continue
             del self.procs[node_id]
+            self._errors[node_id] = code
             how = (f"killed by {signal.Signals(-code).name}" if code < 0
                    else f"exited with status {code}")
             cfg = self.data_dir / f"{node_id}.toml"

@@ -109,6 +109,56 @@ def test_the_cluster_commands_find_nodes_started_from_a_relative_data_dir(
         assert by_hand and f"--config {data_dir.resolve()}/n3.toml" in by_hand[-1]
 
 
+def test_a_second_cluster_up_on_a_running_data_dir_is_refused_and_changes_nothing(
+        tmp_path: Path) -> None:
+    import signal
+
+    with cluster_up(tmp_path) as (_base, data_dir, _log_path, _pids):
+        files = {p: p.read_bytes() for p in data_dir.glob("*.toml")} | {
+            data_dir / "cluster.json": (data_dir / "cluster.json").read_bytes()}
+        second = subprocess.run(
+            [PYTHON, "-m", "replikv", "cluster", "up", "--data-dir", str(data_dir),
+             "--base-port", str(free_base_port(3))],
+            capture_output=True, text=True, cwd=REPO_ROOT, timeout=30, check=False)
+        assert second.returncode == 1 and "already runs from" in second.stderr, second.stderr
+        assert {p: p.read_bytes() for p in files} == files  # configs and state untouched
+        paused = replikv(data_dir, "cluster", "pause", "n1")
+        assert paused.returncode == 0, paused.stderr
+        assert replikv(data_dir, "cluster", "resume", "n1").returncode == 0
+        # Closing its terminal (SIGHUP) stops the nodes too, not only the supervisor.
+        state = json.loads((data_dir / "cluster.json").read_text())
+        os.kill(state["supervisor_pid"], signal.SIGHUP)
+        node_pids = [n["pid"] for n in state["nodes"].values()]
+        wait_until(lambda: not any(os.path.exists(f"/proc/{p}") and
+                                   "zombie" not in _proc_state(p) for p in node_pids),
+                   timeout_s=20.0, what="the nodes stopping after SIGHUP")
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
+    except (OSError, IndexError):
+        return "zombie"
+
+
+def test_cluster_up_stops_with_an_error_when_every_node_fails(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for i in (1, 2, 3):
+        (data_dir / f"n{i}").write_text("not a directory")  # every node refuses to start
+    done = subprocess.run(
+        [PYTHON, "-m", "replikv", "cluster", "up", "--data-dir", str(data_dir), "--base-port",
+         str(free_base_port(3))],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "every node stopped with an error" in done.stderr
+    same = subprocess.run(
+        [PYTHON, "-m", "replikv", "cluster", "up", "--data-dir", str(data_dir),
+         "--archive-dir", str(data_dir)],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False)
+    assert same.returncode == 2 and "outside the data dir" in same.stderr
+
+
 def test_pause_kill_resume_restart_a_local_cluster(tmp_path: Path) -> None:
     with cluster_up(tmp_path) as (base, data_dir, log_path, pids):
         pause_kill_resume_restart(base, data_dir, log_path, pids)
