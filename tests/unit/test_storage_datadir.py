@@ -119,3 +119,23 @@ def test_damaged_meta_is_reported(tmp_path: Path) -> None:
     # And the lock is not left held by the failed open.
     (tmp_path / "meta").unlink()
     DataDir.open(tmp_path, node_id="n1", cluster_id="c1").close()
+
+
+def test_a_directory_of_node_data_dirs_is_refused(tmp_path: Path) -> None:
+    """`replikv node --data-dir DIR` where DIR is cluster up's (its nodes in DIR/n1, ...):
+    refused, naming the node's own, instead of starting an empty voter beside them."""
+    with DataDir.open(tmp_path / "n1", node_id="n1", cluster_id="c"):
+        pass
+    with pytest.raises(DataDirError, match=r"not a node's data dir: it holds the data dirs of n1"):
+        DataDir.open(tmp_path, node_id="n1", cluster_id="c")
+    assert not (tmp_path / "meta").exists() and not (tmp_path / "LOCK").exists()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "cluster.json").write_text("{}")
+    with pytest.raises(DataDirError, match="cluster.json"):
+        DataDir.open(tmp_path / "other", node_id="n1", cluster_id="c")
+    # A node's own data dir, and an empty or unrelated one (a fresh disk's lost+found), open.
+    with DataDir.open(tmp_path / "n1", node_id="n1", cluster_id="c"):
+        pass
+    (tmp_path / "disk" / "lost+found").mkdir(parents=True)
+    with DataDir.open(tmp_path / "disk", node_id="n2", cluster_id="c"):
+        pass

@@ -62,6 +62,7 @@ class DataDir:
             isinstance(cluster_id, str) and cluster_id,
             f"cluster_id {cluster_id!r} must be non-empty",
         )
+        _refuse_a_parent_of_node_dirs(path)
         create_directory(path)
         lock_fd = _lock(path / "LOCK")
         try:
@@ -85,6 +86,19 @@ class DataDir:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _refuse_a_parent_of_node_dirs(path: Path) -> None:
+    """A directory that holds other nodes' data dirs (`cluster up`'s, whose nodes are DIR/n1,
+    DIR/n2, ...) is not a node's data dir: a node started on it would be an empty voter with a
+    real member's id, forgetting the log and the vote that member has, which Raft relies on."""
+    if (path / "meta").exists() or not path.is_dir():
+        return
+    nodes = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "meta").exists())
+    if nodes or (path / "cluster.json").exists():
+        held = f"the data dirs of {', '.join(nodes)}" if nodes else "a cluster up's cluster.json"
+        raise DataDirError(f"{path} is not a node's data dir: it holds {held}; give the node's "
+                           f"own, such as {path / (nodes[0] if nodes else 'n1')}")
 
 
 def lock_holder(fd: int) -> str | None:
