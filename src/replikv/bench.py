@@ -417,11 +417,15 @@ def call(address: tuple[str, int], *args: bytes | str, timeout_s: float = 5.0) -
     argv = [a if isinstance(a, bytes) else a.encode() for a in args]
     with socket.create_connection(address, timeout=timeout_s) as s:
         s.sendall(encode_command(*argv))
-        while (reply := reader.gets()) is False:
-            chunk = s.recv(READ_CHUNK_BYTES)
-            if not chunk:
-                raise BenchError(f"{address} closed the connection")
-            reader.feed(chunk)
+        try:
+            while (reply := reader.gets()) is False:
+                chunk = s.recv(READ_CHUNK_BYTES)
+                if not chunk:
+                    raise BenchError(f"{address} closed the connection")
+                reader.feed(chunk)
+        except hiredis.ProtocolError as e:  # it answered, but not in RESP
+            raise BenchError(f"{address[0]}:{address[1]} is not a replikv client port ({e}); "
+                             "give the nodes' client ports, such as 7001") from None
     if isinstance(reply, hiredis.ReplyError):
         raise BenchError(f"{args[0]!r} on {address[0]}:{address[1]}: {reply}")
     return reply
@@ -429,8 +433,8 @@ def call(address: tuple[str, int], *args: bytes | str, timeout_s: float = 5.0) -
 
 def parse_address(text: str) -> tuple[str, int]:
     host, _, port = text.strip().rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BenchError(f"expected HOST:PORT (a node's client address), got {text!r}")
     return host, int(port)
 
 
@@ -1037,6 +1041,9 @@ def run_bench(settings: BenchSettings, cluster: str | None, *, progress: Progres
                     replication=settings.replication or "passive"))
             else:
                 addresses = [a for a in cluster.split(",") if a.strip()]
+                if not addresses:
+                    raise BenchError("--cluster: expected HOST:PORT,... (the nodes' client "
+                                     "addresses)")
             members, leader_id = discover([parse_address(a) for a in addresses])
             leader = next(m for m in members if m.id == leader_id)
             log(f"leader {leader.id} at {leader.address[0]}:{leader.address[1]}; measuring the "

@@ -272,6 +272,10 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
 
     if force and restore_file is None:
         raise click.UsageError("--force only applies with --restore FILE")
+    last_port = base_port + 200 + int(nodes) + standbys - 1  # the last node's admin port
+    if base_port < 1 or last_port > 65535:
+        raise click.BadParameter(f"the ports from {base_port} to {last_port} must be in "
+                                 "1..65535", param_hint="--base-port")
     if 0 < auto_replace_after_ms < 500:  # ten of the nodes' 50 ms ticks (see NodeSettings)
         raise click.BadParameter("expected 0 (off) or at least 500 ms; a few election "
                                  "timeouts (e.g. 5000) is sensible",
@@ -1039,20 +1043,30 @@ def _cluster_call(cluster_addresses: str, *argv: str, timeout_s: float = _ADMIN_
     """Send one command to the first node of `cluster_addresses` that answers (followers
     forward membership changes and switchovers to the leader)."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     errors = []
-    for address in [a.strip() for a in cluster_addresses.split(",") if a.strip()]:
+    addresses = [a.strip() for a in cluster_addresses.split(",") if a.strip()]
+    if not addresses:
+        raise click.UsageError("--cluster: expected HOST:PORT,... (the nodes' client addresses)")
+    for address in addresses:
         host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise click.UsageError(f"--cluster: expected HOST:PORT,..., got {address!r}")
+        # One try per node: redis-py's own retries made a paused node cost a minute.
         client = redis.Redis(host=host, port=int(port), socket_timeout=timeout_s,
-                             socket_connect_timeout=min(timeout_s, 2.0))
+                             socket_connect_timeout=min(timeout_s, 2.0),
+                             retry=Retry(NoBackoff(), 0))
         try:
             return client.execute_command(*argv)
         except redis.ResponseError as e:
             raise click.ClickException(str(e)) from None
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             errors.append(f"{address}: {e}")
+        except redis.RedisError as e:  # it answered, but not in RESP: not a client port
+            errors.append(f"{address}: not a replikv client port ({e}; the admin HTTP port is "
+                          "not the one: give the client port, such as 7001)")
         finally:
             client.close()
     raise click.ClickException(

@@ -8,6 +8,7 @@ The command's options and address parsing are in replikv.cli.
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import re
@@ -53,6 +54,9 @@ def query_status(address: str, timeout_s: float) -> Answer:
         return None, f"no answer within {timeout_s:g} s"
     except OSError as e:
         return None, str(e.strerror or e).lower()
+    except http.client.HTTPException:  # it answered, but not in HTTP: a client port?
+        return None, (f"not HTTP; is {address} a replikv admin port? (a client port, such as "
+                      "7001, is not: its admin port is 200 above it)")
     try:
         body = json.loads(raw) if len(raw) <= ANSWER_BYTES_MAX else None
     except ValueError:
