@@ -604,3 +604,31 @@ def test_entries_written_and_sent_round_trip_between_two_cores() -> None:
         Entry(1, 1, b""), Entry(2, 1, b"a"), Entry(3, 1, b"b")]
     assert leader.commit_index == follower.commit_index == 3
     assert follower.hard_state() == HardState(1, None)
+
+
+def test_a_follower_that_lost_its_log_is_caught_up_from_where_its_log_ends_and_reported() -> None:
+    """A follower restarted with an empty data dir answers the leader's probe at its old match
+    index with "my log ends at 0". Backing up no further than match + 1 probed that index for
+    ever (the wiped node never caught up while the leader stayed); the leader now starts from
+    the follower's end, and reports the loss (take_lost_entries) for the operator."""
+    from .raft_harness import Disk
+
+    for idle in (True, False):  # the leader idle (REPLICATE, heartbeats only), or writing
+        c = Cluster()
+        leader = c.elect("n1")
+        for i in range(5):
+            leader.propose([f"w{i}".encode()])
+            c.run(ticks=3)
+        assert log_entries(c["n3"]) == log_entries(leader)
+        had = leader.progress["n3"].match
+        assert had == leader.log.last_index
+        leader.take_lost_entries()
+        c.crash("n3")
+        c.disks["n3"] = Disk()  # the data dir wiped
+        c.restart("n3")
+        if not idle:
+            leader.propose([b"after"])
+        c.run(ticks=30)
+        assert log_entries(c["n3"]) == log_entries(leader), idle
+        assert leader.take_lost_entries() == [("n3", had, 0)]
+        assert leader.take_lost_entries() == []  # reported once

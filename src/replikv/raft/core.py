@@ -243,6 +243,10 @@ class RaftCore:
         self._rolled_back: list[Entry] = []
         self._snapshot_chunks: list[InstallSnapshot] = []
         self._refresh_membership()
+        # Followers found to have lost entries they had acknowledged (a wiped or restored data
+        # dir): (follower, its match index, the end of its log). The driver takes and reports
+        # them (take_lost_entries).
+        self._lost_entries: list[tuple[str, int, int]] = []
         # Counters for status and metrics.
         self.elections_started = 0
         self.leader_changes = 0
@@ -866,6 +870,7 @@ class RaftCore:
         if msg.success:
             if msg.index > pr.match:
                 pr.match = msg.index
+                pr.match_seq = msg.seq
                 if pr.next <= msg.index:
                     pr.next = msg.index + 1
                 if pr.state is ProgressState.PROBE:
@@ -895,11 +900,20 @@ class RaftCore:
             # this node's earlier reign, which the follower rejected stamped with its own (our
             # current) term. Backing up to it would point next past the end of our log.
             return
+        # Its log ends (at hint_index - 1) before entries it acknowledged, in an answer from a
+        # later round than the one that acknowledged them (not a delayed copy): it lost them (its data dir was wiped or replaced). Backing up only to match + 1 would
+        # probe the same index for ever; start from where its log ends (or a snapshot), and say
+        # so: copies of committed entries were lost, and it may have forgotten a vote.
+        lost = msg.hint_term == 0 and 0 < msg.hint_index <= pr.match and msg.seq > pr.match_seq
         if pr.state is ProgressState.REPLICATE:
-            if msg.index <= pr.match:
+            if msg.index <= pr.match and not lost:
                 return
-        elif msg.index != pr.next - 1:
+        elif msg.index != pr.next - 1 and not lost:
             return
+        if lost:
+            if len(self._lost_entries) < 100:  # bounded for a driver that never takes them
+                self._lost_entries.append((msg.src, pr.match, msg.hint_index - 1))
+            pr.match = msg.hint_index - 1
         next_index = msg.hint_index or msg.index
         if msg.hint_term:
             last_of_term = self.log.last_index_of_term(msg.hint_term)
@@ -910,6 +924,12 @@ class RaftCore:
         self._send_append(msg.src)
 
     # -- leader machinery ------------------------------------------------------------------------
+
+    def take_lost_entries(self) -> list[tuple[str, int, int]]:
+        """Followers found to have lost acknowledged entries since the last call: (follower,
+        the index it had acknowledged, where its log ends now)."""
+        lost, self._lost_entries = self._lost_entries, []
+        return lost
 
     def _send(self, to: str, message: object) -> None:
         self._msgs.append(Envelope(to, message))

@@ -35,6 +35,7 @@ class Progress:
         "inflight",
         "last_contact_tick",
         "match",
+        "match_seq",
         "next",
         "probe_sent",
         "recent_active",
@@ -47,6 +48,9 @@ class Progress:
 
     def __init__(self, next_index: int) -> None:
         self.match = 0
+        # The seq of the answer that last raised match: a rejection from a later round saying
+        # the follower's log ends before match is news (it lost entries), not a delayed copy.
+        self.match_seq = -1
         self.next = next_index
         self.state = ProgressState.PROBE
         self.probe_sent = False

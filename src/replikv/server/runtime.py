@@ -608,6 +608,8 @@ class NodeServer(NodeView):
                     if message is not None:
                         send(env.to, message)
                 node.advance(rd)
+                for peer, had, has in node.raft.take_lost_entries():
+                    self._follower_lost_entries(peer, had, has)
                 if rd.raft.snapshot_chunks:
                     await self.snapshots.receive(rd.raft.snapshot_chunks)
                 if node.raft.membership is not self._membership_seen:
@@ -618,6 +620,15 @@ class NodeServer(NodeView):
             if self._commit_timer is None and node.raft.commit_unsent:
                 self._commit_timer = asyncio.get_running_loop().call_later(
                     COMMIT_BROADCAST_DELAY_S, self._broadcast_commit)
+
+    def _follower_lost_entries(self, peer: str, had: int, has: int) -> None:
+        text = (f"{peer} had acknowledged the log up to index {had} but its log now ends at "
+                f"{has}: its data dir was wiped or replaced. It is being caught up from there; "
+                "until it is, committed entries have fewer copies than counted, and it may have "
+                "forgotten a vote it cast. The safe way to replace a node's data is `replikv "
+                "member remove`, then start it empty with --join and `replikv member add`")
+        log.warning("%s", text)
+        self.record_event("lost-entries", text)
 
     def _broadcast_commit(self) -> None:
         """A commit index no AppendRequest carried within COMMIT_BROADCAST_DELAY_S: send it."""
