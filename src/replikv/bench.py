@@ -1030,6 +1030,8 @@ def run_bench(settings: BenchSettings, cluster: str | None, *, progress: Progres
               log: Callable[[str], None]) -> dict[str, Any]:
     """Run every workload; returns the report as one JSON-ready dict."""
     _require_hiredis()
+    if settings.redis_benchmark_requests:
+        require_redis_benchmark()  # before the workloads, not after them
     root = Path(tempfile.mkdtemp(prefix="replikv-bench-"))
     try:
         with contextlib.ExitStack() as stack:
@@ -1103,6 +1105,14 @@ def parse_redis_benchmark_csv(text: str) -> list[dict[str, Any]]:
     return out
 
 
+def require_redis_benchmark() -> str:
+    exe = shutil.which("redis-benchmark")
+    if exe is None:
+        raise BenchError("redis-benchmark is not installed: it comes with Debian's redis-tools "
+                         "(./scripts/install.sh --test installs it)")
+    return exe
+
+
 def run_redis_benchmark(address: tuple[str, int], *, requests: int, keys: int,
                         value_bytes: int,
                         runs: Sequence[tuple[str, int, int]] = REDIS_BENCHMARK_RUNS,
@@ -1110,10 +1120,7 @@ def run_redis_benchmark(address: tuple[str, int], *, requests: int, keys: int,
     """The issue's redis-benchmark runs, (test, clients, pipeline) each, against `address`, so
     anyone can reproduce the figures with a tool nobody here wrote. Each result names the exact
     command."""
-    exe = shutil.which("redis-benchmark")
-    if exe is None:
-        raise BenchError("redis-benchmark is not installed: it comes with Debian's redis-tools "
-                         "(./scripts/install.sh --test installs it)")
+    exe = require_redis_benchmark()
     out = []
     for test, clients, pipeline in runs:
         args = ["-h", address[0], "-p", str(address[1]), "-t", test, "-c", str(clients),

@@ -505,7 +505,7 @@ def _backup_replication_mode(backup_file: Path, replication: str) -> str:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--seeds", type=int, default=100, show_default=True,
+@click.option("--seeds", type=click.IntRange(1, 10**7), default=100, show_default=True,
               help="How many seeds to run (seeds FIRST .. FIRST+N-1).")
 @click.option("--first", type=int, default=0, show_default=True, help="The first seed.")
 @click.option("--seed", type=int, default=None, help="Run this one seed only.")
@@ -600,7 +600,7 @@ def check(history: Path, timeout_s: float) -> None:
     """Check a recorded client history (JSON Lines) for linearizability.
 
     Exits 0 if it is linearizable, 1 if it is not, 2 if the check gave up (--timeout-s), 3 if
-    the file is not a history (which line, and why).
+    the file is not a history (which line, and why) or holds no operations.
 
     \b
     Example:
@@ -613,6 +613,9 @@ def check(history: Path, timeout_s: float) -> None:
         ops = load_history(history)
     except ValueError as e:  # also UnicodeDecodeError
         click.echo(f"Error: {history} is not a history: {e}", err=True)
+        sys.exit(3)
+    if not ops:  # a recording that never happened must not pass
+        click.echo(f"Error: {history} holds no operations", err=True)
         sys.exit(3)
     result = check_history(ops, timeout_s=timeout_s)
     click.echo(format_result(result))

@@ -39,3 +39,10 @@ def test_check_accepts_a_linearizable_history_and_rejects_a_stale_read(tmp_path:
     result = CliRunner().invoke(main, ["check", str(bad)])
     assert result.exit_code == 1, result.output
     assert "k" in result.output
+
+
+def test_a_run_of_no_seeds_is_refused_not_passed() -> None:
+    """`sim --seeds 0` (or negative) tested nothing and reported 0 violations, exit 0."""
+    for seeds in ("0", "-5"):
+        result = CliRunner().invoke(main, ["sim", "--seeds", seeds])
+        assert result.exit_code == 2 and "--seeds" in result.output, result.output

@@ -239,3 +239,20 @@ def test_the_load_connection_stops_sending_at_the_deadline():
 def test_a_server_that_closes_mid_load_ends_the_run_with_a_clear_error():
     with pytest.raises(BenchError, match="closed a client connection"):
         _load(pipeline=2, duration_s=5, replies_before_close=7)
+
+
+def test_a_missing_redis_benchmark_is_said_before_any_workload_runs(monkeypatch):
+    """--redis-benchmark without redis-benchmark installed: refused at once, not after every
+    workload has run (whose results were then never printed)."""
+    import replikv.bench as bench_module
+
+    monkeypatch.setattr(bench_module.shutil, "which", lambda _name: None)
+    started = []
+    monkeypatch.setattr(bench_module, "local_cluster", lambda *a, **k: started.append(1))
+    settings = bench_module.BenchSettings(
+        workloads=bench_module.parse_workloads("set1"), duration_s=1.0, keys=10, value_bytes=1,
+        w="majority", read_consistency="linearizable", fsync="always", replication="passive",
+        client_processes=1, redis_benchmark_requests=10)
+    with pytest.raises(bench_module.BenchError, match="redis-benchmark is not installed"):
+        bench_module.run_bench(settings, None, progress=None, log=lambda _text: None)
+    assert started == []

@@ -260,3 +260,15 @@ def test_any_history_round_trips(tmp_path_factory, ops):
     loaded = load_history(path)
     assert loaded == ops
     assert [type(op.result) for op in loaded] == [type(op.result) for op in ops]
+
+
+def test_an_empty_history_does_not_pass(tmp_path):
+    """A recording that never happened (an empty file) is not a linearizable history."""
+    from click.testing import CliRunner
+
+    from replikv.cli import main
+
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    result = CliRunner().invoke(main, ["check", str(path)])
+    assert result.exit_code == 3 and "no operations" in result.output
