@@ -293,9 +293,7 @@ class LocalCluster:
             raise ClusterError(f"a `replikv cluster up` (pid {holder}) already runs from "
                                f"{self.data_dir}; stop it (Ctrl-C in its terminal) or use "
                                "another --data-dir") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock_fd = fd  # our pid goes in once a restore (which may refuse) is done: run()
 
     def run(self, *, restore_from: Path | None = None, force: bool = False) -> None:
         if self._lock_fd is None:
@@ -303,6 +301,9 @@ class LocalCluster:
         self.check_ports_free()
         if restore_from is not None:
             self.restore(restore_from, force=force)
+        if self._lock_fd is not None:  # for a second `cluster up` to name us
+            os.ftruncate(self._lock_fd, 0)
+            os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
         self.write_configs()
         self.control_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.control_dir.glob("*"):
