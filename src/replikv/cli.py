@@ -309,7 +309,9 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
                 cluster.restore(replayed, force=force,
                                 source=f"{restore_file} and {restore_archive} to {until}")
             restore_file = None  # restored: the nodes start from it
-        cluster.run(restore_from=restore_file, force=force)
+            cluster.run(force=force, restored=True)
+        else:
+            cluster.run(restore_from=restore_file, force=force)
     except ClusterError as e:
         raise click.ClickException(str(e)) from None
 

@@ -295,9 +295,28 @@ class LocalCluster:
                                "another --data-dir") from None
         self._lock_fd = fd  # our pid goes in once a restore (which may refuse) is done: run()
 
-    def run(self, *, restore_from: Path | None = None, force: bool = False) -> None:
+    def check_layout(self) -> None:
+        """The nodes this run would start are those the data dir was last run with (its
+        <id>.toml files): `cluster up --nodes 5` over a 3-node cluster's data started n4 and n5
+        as a second cluster beside it (another cluster id), flooding the log with refused links."""
+        before = sorted(p.stem for p in self.data_dir.glob("n*.toml"))
+        planned = sorted(n.id for n in self.nodes)
+        if before and before != planned:
+            voters = sum(1 for n in self.nodes if not n.standby)
+            raise ClusterError(
+                f"{self.data_dir} was last run with {', '.join(before)}, and this would run "
+                f"{', '.join(planned)} ({voters} voters and {len(planned) - voters} standbys): "
+                "give the same --nodes and --standbys as before (change the membership of a "
+                "running cluster with `replikv member add`/`remove`), or use another --data-dir")
+
+    def run(self, *, restore_from: Path | None = None, force: bool = False,
+            restored: bool = False) -> None:
+        """Start the nodes and supervise them until Ctrl-C. `restored`: the caller seeded the
+        nodes' data dirs (self.restore) already."""
         if self._lock_fd is None:
             self.lock()
+        if restore_from is None and not restored:  # a restore builds the nodes' data afresh
+            self.check_layout()
         self.check_ports_free()
         if restore_from is not None:
             self.restore(restore_from, force=force)

@@ -142,3 +142,22 @@ def test_a_node_is_recognised_by_its_config_whether_started_with_a_relative_or_f
             p.kill()
             p.wait()
     assert not _runs_config(procs[0].pid, str(config))  # gone
+
+
+def test_cluster_up_refuses_another_layout_over_a_data_dir(tmp_path: Path) -> None:
+    """--nodes 5 (or fewer standbys) over a data dir last run with n1..n3 is refused: n4 and
+    n5 would have started a second cluster beside the first."""
+    from replikv.local_cluster import ClusterError, LocalCluster
+
+    def cluster(nodes: int, standbys: int = 0) -> LocalCluster:
+        return LocalCluster(nodes, base_port=7001, host="127.0.0.1", data_dir=tmp_path,
+                            standbys=standbys)
+
+    cluster(3).check_layout()  # a new data dir: anything goes
+    cluster(3).write_configs()
+    cluster(3).check_layout()  # the same again
+    for other in (cluster(5), cluster(1), cluster(3, standbys=1)):
+        with pytest.raises(ClusterError, match="was last run with n1, n2, n3"):
+            other.check_layout()
+    (tmp_path / "n2").mkdir()  # a wiped node's dir, its config kept: still the same layout
+    cluster(3).check_layout()
