@@ -308,7 +308,6 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
                 replayed = replay_to_point(restore_file, restore_archive, until, Path(work))
                 cluster.restore(replayed, force=force,
                                 source=f"{restore_file} and {restore_archive} to {until}")
-            restore_file = None  # restored: the nodes start from it
             cluster.run(force=force, restored=True)
         else:
             cluster.run(restore_from=restore_file, force=force)

@@ -1120,10 +1120,11 @@ class NodeCore:
 
     def _execute_read(self, req: _Request) -> None:
         result: object
-        if req.argv[0].lower() == WATCH_POINT_NAME_LOWER:
+        argv = req.argv
+        if len(argv) == 1 and argv[0].lower() == WATCH_POINT_NAME_LOWER:  # no read has one arg
             result = self.watch_index()  # the state this read would see (see WATCH-POINT)
         else:
-            result = self.state.execute_read(req.argv, self.now_ms, self.rng.getrandbits(31))
+            result = self.state.execute_read(argv, self.now_ms, self.rng.getrandbits(31))
         if self.applied_index > self.raft.commit_index:
             # The state holds writes applied ahead of their commit: answer once they commit.
             req.phase = "held"

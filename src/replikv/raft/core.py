@@ -901,9 +901,10 @@ class RaftCore:
             # current) term. Backing up to it would point next past the end of our log.
             return
         # Its log ends (at hint_index - 1) before entries it acknowledged, in an answer from a
-        # later round than the one that acknowledged them (not a delayed copy): it lost them (its data dir was wiped or replaced). Backing up only to match + 1 would
-        # probe the same index for ever; start from where its log ends (or a snapshot), and say
-        # so: copies of committed entries were lost, and it may have forgotten a vote.
+        # later round than the one that acknowledged them (not a delayed copy): it lost them
+        # (its data dir was wiped or replaced). Backing up only to match + 1 would probe the
+        # same index for ever; start from where its log ends (or a snapshot), and say so:
+        # copies of committed entries were lost, and it may have forgotten a vote.
         lost = msg.hint_term == 0 and 0 < msg.hint_index <= pr.match and msg.seq > pr.match_seq
         if pr.state is ProgressState.REPLICATE:
             if msg.index <= pr.match and not lost:

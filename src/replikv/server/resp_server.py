@@ -47,6 +47,7 @@ from replikv.commands.transactions import (
     encode_exec,
     encode_reads,
 )
+from replikv.invariants import InvariantViolation
 from replikv.node import is_admin_command
 from replikv.replies import CommandError, ErrorReply, Status, wrong_arity
 from replikv.resp import ProtocolError, RequestParser, encode_reply
@@ -362,10 +363,12 @@ class ClientConnection(asyncio.Protocol):
         after the watch point changes one of the keys (replikv.commands.transactions)."""
         if len(argv) < 2:
             return ErrorReply(wrong_arity("watch"))
-        index, keys = self.watch or (self.server.node.watch_index(), [])
-        if len(keys) + len(argv) - 1 > WATCHED_KEYS_MAX:
+        watch = self.watch
+        if len(argv) - 1 + (len(watch[1]) if watch else 0) > WATCHED_KEYS_MAX:
             return ErrorReply(f"ERR too many watched keys (limit {WATCHED_KEYS_MAX})")
-        self.watch = (index, keys + argv[1:])
+        if watch is None:  # _pump sends a valid first WATCH to _submit_watch_point
+            raise InvariantViolation("a first WATCH takes its watch point from the node")
+        self.watch = (watch[0], watch[1] + argv[1:])
         return OK
 
     def _submit_watch_point(self, argv: list[bytes], options: RequestOptions) -> None:

@@ -233,12 +233,13 @@ class NodeServer(NodeView):
                 return
             peer, cluster_id = min(answers.items())
             source = f"member {peer}"
-            if cluster_id == s.cluster_id:
-                log.info("cluster id %s, from %s (the same as derived from --peers)",
-                         cluster_id, source)
-        if cluster_id is not None and cluster_id != s.cluster_id:
-            log.info("cluster id %s, from %s (not %s, derived from --peers)", cluster_id, source,
-                     s.cluster_id)
+        if cluster_id is None:
+            return
+        same = cluster_id == s.cluster_id
+        if not same or source.startswith("member"):  # a joining node always says what it learnt
+            log.info("cluster id %s, from %s (%s derived from --peers)", cluster_id, source,
+                     "the same as" if same else f"not {s.cluster_id},")
+        if not same:
             self.settings = replace(s, cluster_id=cluster_id)
 
     def open_storage(self) -> None:

@@ -473,13 +473,9 @@ def _read_from_disk(path: Path) -> bytes:
     """A segment's bytes as the disk holds them: its clean cached pages are dropped first,
     which the kernel then reads again from the disk. After a failed writeback the cache may
     hold pages, marked clean, that never reached it (PostgreSQL's "fsyncgate")."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _drop_cached_pages(fd)
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read()
-    finally:
-        os.close(fd)
+    with open(path, "rb") as f:
+        _drop_cached_pages(f.fileno())
+        return f.read()
 
 
 def _check_segment_header(path: Path, data: bytes, *, is_last: bool) -> bool:
