@@ -803,10 +803,13 @@ def rollback_list(data_dir: Path) -> None:
         acked = "?" if info.acknowledged_count is None else str(info.acknowledged_count)
         if info.unknown_count:
             acked += f" (+{info.unknown_count} unknown)"
+        entries = "DAMAGED" if info.error else str(info.entry_count)
+        if info.maybe_committed_count:
+            entries += f" ({info.maybe_committed_count} maybe committed)"
         indexes = ("?" if info.first_index is None
                    else f"{info.first_index}..{info.last_index}")
         rows.append([_format_time_ms(info.wall_time_ms), info.node_id or node_dir.name,
-                     indexes, "DAMAGED" if info.error else str(info.entry_count), acked,
+                     indexes, entries, acked,
                      "?" if info.new_term is None else str(info.new_term),
                      info.new_leader or ("?" if info.error else "-"), info.path.name])
     if not rows:
@@ -857,27 +860,31 @@ def rollback_show(file: str, data_dir: Path, as_json: bool, full: bool) -> None:
         entries = []
         for r in rb.records:
             entries.append({"index": r.index, "term": r.term, "acknowledged": r.acknowledged,
-                            **describe_entry(r.data),
+                            "maybe_committed": r.maybe_committed, **describe_entry(r.data),
                             "data_base64": base64.b64encode(r.data).decode("ascii")})
         click.echo(json.dumps({"path": str(path), "node_id": rb.node_id,
                                "wall_time_ms": rb.wall_time_ms, "new_term": rb.new_term,
                                "new_leader": rb.new_leader, "entries": entries}, indent=2))
         return
     acknowledged = {True: "yes", False: "no", None: "unknown"}
-    not_acked = sum(1 for r in rb.records if r.acknowledged is False)
+    not_acked = sum(1 for r in rb.records if r.acknowledged is False and not r.maybe_committed)
+    maybe = (f"\nmaybe committed: {rb.maybe_committed_count} (a snapshot replaced them after "
+             f"this node restarted; they may be the entries the cluster committed: read their "
+             f"keys before re-applying anything)" if rb.maybe_committed_count else "")
     click.echo(f"rollback file {path}\n"
                f"node {rb.node_id} discarded {len(rb.records)} entries (indexes "
                f"{rb.first_index}..{rb.last_index}) at {_format_time_ms(rb.wall_time_ms)} UTC, "
                f"replaced by leader {rb.new_leader or '(unknown)'} of term {rb.new_term}\n"
                f"acknowledged to a client: {rb.acknowledged_count}, not acknowledged: "
-               f"{not_acked}, unknown: {rb.unknown_count}\n")
+               f"{not_acked}, unknown: {rb.unknown_count}{maybe}\n")
     rows = []
     for r in rb.records:
         described = describe_entry(r.data, max_arg_bytes=None if full else _SHOW_ARG_BYTES)
         text = str(described["text"])
         if "seed" in described:
             text += f"  (seed {described['seed']})"
-        rows.append([str(r.index), str(r.term), acknowledged[r.acknowledged],
+        rows.append([str(r.index), str(r.term), acknowledged[r.acknowledged]
+                     + (" (maybe committed)" if r.maybe_committed else ""),
                      str(described["kind"]), _format_time_ms(described["time_ms"]), text])
     click.echo(_table(["INDEX", "TERM", "ACKNOWLEDGED", "KIND", "TIME (UTC)", "ENTRY"], rows,
                       right={0, 1}))
@@ -890,6 +897,7 @@ class _UndoneWrite(TypedDict):
     index: int
     term: int
     acknowledged: bool | None
+    maybe_committed: bool
     time_ms: int | None
     undone_at_ms: int
     keys: list[str]
@@ -932,6 +940,7 @@ def rollback_report(data_dir: Path, show_all: bool, as_json: bool) -> None:
     out: list[_UndoneWrite] = []
     problems: list[str] = []
     counts = {True: 0, False: 0, None: 0}
+    maybe_committed = 0
     for node_dir in _node_data_dirs(data_dir):
         for info in list_rollback_files(node_dir):
             try:
@@ -943,25 +952,32 @@ def rollback_report(data_dir: Path, show_all: bool, as_json: bool) -> None:
                 described = describe_entry(r.data, max_arg_bytes=_SHOW_ARG_BYTES)
                 if described["kind"] in ("noop", "membership"):
                     continue
-                counts[r.acknowledged] += 1
-                if r.acknowledged is not True and not show_all:
+                if r.maybe_committed:
+                    maybe_committed += 1
+                else:
+                    counts[r.acknowledged] += 1
+                if (r.acknowledged is not True or r.maybe_committed) and not show_all:
                     continue
                 keys = ["(every key)" if k == ALL_KEYS else k.decode("utf-8", "replace")
                         for k in entry_keys(r.data)]
                 out.append({"node": rb.node_id, "index": r.index, "term": r.term,
-                            "acknowledged": r.acknowledged, "time_ms": described["time_ms"],
+                            "acknowledged": r.acknowledged,
+                            "maybe_committed": r.maybe_committed,
+                            "time_ms": described["time_ms"],
                             "undone_at_ms": rb.wall_time_ms, "keys": keys,
                             "entry": described["text"], "file": info.path.name})
     out.sort(key=lambda o: (o["time_ms"] or 0, o["node"] or "", o["index"]))
     if as_json:
         click.echo(json.dumps({"acknowledged_undone": counts[True],
                                "unacknowledged_undone": counts[False],
-                               "unknown": counts[None], "writes": out}, indent=2))
+                               "unknown": counts[None], "maybe_committed": maybe_committed,
+                               "writes": out}, indent=2))
         return
     acknowledged = {True: "yes", False: "no", None: "unknown"}
     for o in out:
         rows.append([_format_time_ms(o["time_ms"]), str(o["node"]), str(o["index"]),
-                     acknowledged[o["acknowledged"]], ", ".join(o["keys"]) or "-", o["entry"]])
+                     acknowledged[o["acknowledged"]]
+                     + (" (maybe committed)" if o["maybe_committed"] else ""), ", ".join(o["keys"]) or "-", o["entry"]])
     if rows:
         click.echo(_table(["WRITTEN (UTC)", "NODE", "INDEX", "ACKNOWLEDGED", "KEYS", "ENTRY"],
                           rows, right={2}))
@@ -970,6 +986,11 @@ def rollback_report(data_dir: Path, show_all: bool, as_json: bool) -> None:
                f"{counts[False]} unacknowledged, {counts[None]} unknown"
                + ("" if counts[True] else ": every acknowledged write survived")
                + ". Saved in rollback files: `replikv rollback list`.")
+    if maybe_committed:
+        click.echo(f"{maybe_committed} more entr{'y' if maybe_committed == 1 else 'ies'} a "
+                   f"snapshot replaced after a restart may have been committed (not counted "
+                   f"above; " + ("listed as 'maybe committed'" if show_all else "--all lists "
+                                 "them") + "): read their keys before re-applying anything.")
     for problem in problems:
         click.echo(problem, err=True)
 

@@ -195,6 +195,9 @@ class RolledBack(NamedTuple):
 
     entry: Entry
     acknowledged: bool | None
+    # True for an entry a snapshot replaced that may be the committed one at its index (see
+    # raft.core.classify_replaced): saved all the same, and marked so.
+    maybe_committed: bool = False
 
 
 @dataclass(slots=True)
@@ -391,6 +394,7 @@ class NodeCore:
         self.unknown_outcomes = 0
         self.rolled_back_entries = 0
         self.rolled_back_acknowledged = 0
+        self.maybe_committed_entries = 0  # replaced by a snapshot, perhaps committed
         self.wtimeouts = 0
         self.auto_replacements = 0  # membership changes made by automatic replacement
         self.duplicate_writes = 0  # retried writes answered from the session table
@@ -568,6 +572,10 @@ class NodeCore:
             self._flush_read_batch()
         rd = self.raft.ready()
         rolled_back = [self._rolled_back(e) for e in rd.rolled_back]
+        if rd.maybe_committed:
+            rolled_back += [self._rolled_back(e, maybe_committed=True)
+                            for e in rd.maybe_committed]
+            rolled_back.sort(key=lambda r: r.entry.index)
         self._apply(rd.committed)
         remote = False
         for rs in rd.read_states:
@@ -1330,7 +1338,7 @@ class NodeCore:
         if index is not None:
             self._expire_inflight_index = index
 
-    def _rolled_back(self, e: Entry) -> RolledBack:
+    def _rolled_back(self, e: Entry, *, maybe_committed: bool = False) -> RolledBack:
         # The proposal stays pending: another replica may still hold this entry and a later
         # leader commit it (Raft's Figure 8), so only the entry committed at this index tells
         # whether it took effect (see _on_committed).
@@ -1341,9 +1349,12 @@ class NodeCore:
             acknowledged = False  # ours, but not a client write (a no-op or an expiry)
         else:
             acknowledged = None
-        self.rolled_back_entries += 1
-        self.rolled_back_acknowledged += acknowledged is True
-        return RolledBack(e, acknowledged)
+        if maybe_committed:
+            self.maybe_committed_entries += 1
+        else:
+            self.rolled_back_entries += 1
+            self.rolled_back_acknowledged += acknowledged is True
+        return RolledBack(e, acknowledged, maybe_committed)
 
     def _deliver(self, target: tuple, value: object, index: int = 0) -> None:
         if target[0] == "local":

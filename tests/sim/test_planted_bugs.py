@@ -71,9 +71,10 @@ def test_finds_follower_reads_without_read_index(monkeypatch):
 ORIGINAL_ROLLED_BACK = NodeCore._rolled_back
 
 
-def label_rollbacks_unacknowledged(self: NodeCore, entry) -> RolledBack:
+def label_rollbacks_unacknowledged(self: NodeCore, entry, **kw) -> RolledBack:
     """A rollback file that forgets which discarded writes clients were told succeeded."""
-    return RolledBack(ORIGINAL_ROLLED_BACK(self, entry).entry, False)
+    saved = ORIGINAL_ROLLED_BACK(self, entry, **kw)
+    return RolledBack(saved.entry, False, saved.maybe_committed)
 
 
 def answer_reads_without_waiting_for_commit(self: NodeCore, req) -> None:
@@ -126,6 +127,19 @@ def test_finds_a_snapshot_without_copy_on_write(monkeypatch):
     assert found is not None, "the simulator missed snapshots taken without copy-on-write"
     assert any(w in found[1] for w in ("digests differ", "linearizable", "snapshot cursor")), \
         found[1]
+
+
+def test_finds_committed_entries_saved_as_rolled_back_after_a_snapshot(monkeypatch):
+    """A follower that restarted knows no commit index; when a snapshot replaces its log,
+    calling every entry past that index rolled back files committed writes as lost."""
+    from replikv.raft import core as core_module
+
+    monkeypatch.setattr(core_module, "classify_replaced",
+                        lambda dropped, snap_index, snap_term, commit_index: (
+                            [e for e in dropped if e.index > commit_index], []))
+    found = first_failing_seed(SimConfig(snapshots=True), 100)
+    assert found is not None, "the simulator missed committed entries saved as rolled back"
+    assert "as rolled back" in found[1], found[1]
 
 
 def test_finds_a_session_table_that_is_not_replicated(monkeypatch):

@@ -7,12 +7,14 @@ few tests pass messages between two or five cores by hand so the reader sees eac
 
 from __future__ import annotations
 
-from replikv.raft.core import RaftCore, Role
+from replikv.raft.core import RaftCore, Ready, Role, SnapshotMeta, classify_replaced
+from replikv.raft.membership import Membership
 from replikv.raft.messages import AppendRequest, AppendResponse, Entry, VoteRequest, VoteResponse
 from replikv.raft.progress import ProgressState
 from replikv.storage.hardstate import HardState
 
 from .raft_harness import (
+    IDS3,
     IDS5,
     Cluster,
     append_request,
@@ -217,6 +219,60 @@ def test_an_entry_dropped_re_appended_and_dropped_again_is_reported_each_time() 
     # In index order; at one index, in the order they were dropped.
     assert rd.rolled_back == [entry(2, 2), entry(2, 3), entry(2, 2), entry(3, 4)]
     assert log_terms(node) == [1, 5] and rd.entries == [entry(2, 5)]
+
+
+# A follower that restarted no longer knows how far its log had committed. When a snapshot
+# replaces a log that lacks the snapshot's own entry, what it can prove decides what it saves:
+# an entry of the snapshot's term (or before one) was committed, one after the snapshot or of a
+# later term never was, and one of an older term may have been either.
+
+
+def restored(log: list[int], snap_index: int, snap_term: int, term: int = 9) -> Ready:
+    node = make_core("n2", term=term, log=log)
+    settle(node)
+    assert node.commit_index == 0, "a restarted follower knows no commit yet"
+    assert node.restore(SnapshotMeta(snap_index, snap_term, Membership(IDS3, ())), 100)
+    rd = persist(node)
+    assert node.log.last_index == snap_index and node.commit_index == snap_index
+    return rd
+
+
+def test_a_snapshot_of_the_same_term_replaces_committed_entries_and_saves_none() -> None:
+    # The snapshot's leader (term 2) wrote entries 2..4; its log held them under (6, 2).
+    rd = restored([1, 2, 2, 2], 6, 2)
+    assert (rd.rolled_back, rd.maybe_committed) == ([], [])
+
+
+def test_entries_before_one_of_the_snapshot_term_were_committed_too() -> None:
+    rd = restored([1, 1, 2, 3], 6, 3)
+    assert (rd.rolled_back, rd.maybe_committed) == ([], [])
+
+
+def test_older_terms_may_have_committed_and_later_terms_never_did() -> None:
+    rd = restored([1, 1, 2, 2, 3, 5, 7], 6, 4)
+    # 1..5: terms 1 to 3, older than the snapshot's 4, at or below its index: unknown. (6, 5)
+    # is of a later term than the committed (6, 4), and 7 follows that differing entry 6.
+    assert [e.index for e in rd.maybe_committed] == [1, 2, 3, 4, 5]
+    assert rd.rolled_back == [entry(6, 5), entry(7, 7)]
+
+
+def test_what_the_node_knew_was_committed_is_never_saved() -> None:
+    node = make_core("n2", term=3, log=[1, 1, 1])
+    node.step(append_request(3, "n1", 3, 1, [entry(4, 3)], commit=2))
+    settle(node)
+    assert node.commit_index == 2
+    assert node.restore(SnapshotMeta(9, 2, Membership(IDS3, ())), 100)
+    rd = persist(node)
+    assert [e.index for e in rd.maybe_committed] == [3]
+    assert rd.rolled_back == [entry(4, 3)]
+
+
+def test_classify_replaced_splits_the_log_in_three() -> None:
+    log = [entry(i, t) for i, t in enumerate([1, 2, 2, 3, 3, 4], start=1)]
+    assert classify_replaced(log, 5, 2, 0) == (log[3:], [])
+    assert classify_replaced(log, 8, 5, 1) == ([], log[1:])
+    assert classify_replaced(log, 4, 3, 0) == (log[4:], [])
+    assert classify_replaced(log, 3, 1, 0) == (log[1:], [])
 
 
 def test_nothing_is_rolled_back_when_appends_only_extend_the_log_or_repeat_it() -> None:

@@ -18,7 +18,7 @@ from replikv.storage import (
     read_rollback_file,
     write_rollback_file,
 )
-from replikv.storage.rollback import describe_entry
+from replikv.storage.rollback import describe_entry, write_rollback_files
 
 T0 = 1_700_000_000_123  # 2023-11-14 22:13:20.123 UTC
 
@@ -120,9 +120,9 @@ def test_a_truncated_file_is_reported(tmp_path: Path, keep: int) -> None:
     assert str(path) in str(info.value)
 
 
-def framed(body: object) -> bytes:
+def framed(body: object, version: int = 1) -> bytes:
     packed = msgpack.packb(body, use_bin_type=True)
-    return b"RKVRB\x01" + struct.pack("<I", zlib.crc32(packed)) + packed
+    return b"RKVRB" + bytes([version]) + struct.pack("<I", zlib.crc32(packed)) + packed
 
 
 GOOD = {"node_id": "n1", "wall_time_ms": T0, "new_term": 4, "new_leader": "n2",
@@ -154,11 +154,49 @@ def test_a_well_framed_good_body_reads(tmp_path: Path) -> None:
     assert [r.acknowledged for r in read_rollback_file(path).records] == [None, True]
 
 
+def test_entries_maybe_committed_round_trip_and_are_not_counted_as_rolled_back(
+        tmp_path: Path) -> None:
+    records = [RollbackRecord(7, 2, command(b"set", b"a", b"1"), None, True),
+               RollbackRecord(8, 2, command(b"set", b"b", b"2"), True, True),
+               RollbackRecord(9, 5, command(b"set", b"c", b"3"), None)]
+    rb = read_rollback_file(write(tmp_path, records))
+    assert rb.records == tuple(records)
+    assert (rb.maybe_committed_count, rb.acknowledged_count, rb.unknown_count) == (2, 0, 1)
+    (info,) = list_rollback_files(tmp_path)
+    assert (info.maybe_committed_count, info.acknowledged_count, info.unknown_count) == (2, 0, 1)
+
+
+def test_a_version_2_entry_needs_its_fifth_field(tmp_path: Path) -> None:
+    path = tmp_path / "x.rkvrb"
+    path.write_bytes(framed(GOOD, version=2))  # four fields per entry, as version 1 had
+    with pytest.raises(CorruptRollbackFileError, match="acknowledged, maybe_committed\\]"):
+        read_rollback_file(path)
+    path.write_bytes(framed({**GOOD, "entries": [[1, 1, b"", None, 1]]}, version=2))
+    with pytest.raises(CorruptRollbackFileError, match="maybe_committed 1"):
+        read_rollback_file(path)
+    path.write_bytes(b"RKVRB\x03" + framed(GOOD)[6:])
+    with pytest.raises(CorruptRollbackFileError, match="unknown format version 3"):
+        read_rollback_file(path)
+
+
+def test_records_with_gaps_or_repeats_go_to_one_file_per_run(tmp_path: Path) -> None:
+    # An index dropped twice between two saves (once from each of two leaders) repeats.
+    records = [RollbackRecord(2, 2, b"", None), RollbackRecord(2, 3, b"", None),
+               RollbackRecord(2, 2, b"", None), RollbackRecord(3, 4, b"", None),
+               RollbackRecord(7, 4, b"", None)]
+    paths = write_rollback_files(tmp_path, "n1", records, wall_time_ms=T0, new_term=5,
+                                 new_leader="n2")
+    assert [[(r.index, r.term) for r in read_rollback_file(p).records] for p in paths] == [
+        [(2, 2)], [(2, 3)], [(2, 2), (3, 4)], [(7, 4)]]
+    assert len(set(paths)) == 4
+
+
 @pytest.mark.parametrize("records", [
     [],
     [RollbackRecord(2, 1, b"", None), RollbackRecord(4, 1, b"", None)],
     [RollbackRecord(1, 1, "text", None)],  # type: ignore[arg-type]
     [RollbackRecord(1, 1, b"", 1)],  # type: ignore[arg-type]
+    [RollbackRecord(1, 1, b"", None, 1)],  # type: ignore[arg-type]
 ])
 def test_writing_bad_records_is_our_bug(tmp_path: Path, records) -> None:
     with pytest.raises(InvariantViolation):

@@ -152,6 +152,37 @@ class SnapshotMeta:
     membership: Membership
 
 
+
+def classify_replaced(dropped: list[Entry], snap_index: int, snap_term: int,
+                      commit_index: int) -> tuple[list[Entry], list[Entry]]:
+    """The entries a snapshot at (snap_index, snap_term) replaced, in a log that did not hold
+    that entry: (certainly not committed, possibly committed). The rest were committed.
+
+    The committed log holds (snap_index, snap_term), and its terms never decrease, so:
+    - an entry at or below `commit_index`, the commit this node knew, was committed;
+    - an entry of term `snap_term` at or below snap_index was made by that term's only leader,
+      whose log then held it under (snap_index, snap_term): it was committed, and by Log
+      Matching so was every entry before it in this log;
+    - an entry after snap_index (this log's entry at snap_index differs), or of a term after
+      snap_term, was never committed;
+    - of an older term, at or below snap_index, after those: it may have been either (this
+      node restarted, so it no longer knows how far its log had committed; a snapshot does not
+      say which terms its entries had).
+    """
+    proven = commit_index
+    for e in dropped:
+        if e.index <= snap_index and e.term == snap_term:
+            proven = max(proven, e.index)
+    rolled_back, maybe = [], []
+    for e in dropped:
+        if e.index <= proven:
+            continue
+        if e.index > snap_index or e.term > snap_term:
+            rolled_back.append(e)
+        else:
+            maybe.append(e)
+    return rolled_back, maybe
+
 @dataclass(slots=True)
 class Ready:
     hard_state: HardState | None = None
@@ -166,6 +197,9 @@ class Ready:
     # suffix), in index order, durable or not; an entry dropped twice appears twice. Save them
     # before writing `entries`, which replace them on disk.
     rolled_back: list[Entry] = field(default_factory=list)
+    # Entries an installed snapshot replaced that may or may not be the committed ones at their
+    # index (see `restore`): saved beside `rolled_back`, marked as possibly committed.
+    maybe_committed: list[Entry] = field(default_factory=list)
     # Snapshot chunks received from the leader, for the driver to store; it then reports each
     # with `snapshot_chunk_saved` (or, for the last one, loads the snapshot and calls `restore`).
     snapshot_chunks: list[InstallSnapshot] = field(default_factory=list)
@@ -241,6 +275,7 @@ class RaftCore:
         self._seq_sent_ticks: deque[tuple[int, int]] = deque()
         self._timeout_now_sent = False  # in this term; it rules out leases for the term
         self._rolled_back: list[Entry] = []
+        self._maybe_committed: list[Entry] = []
         self._snapshot_chunks: list[InstallSnapshot] = []
         self._refresh_membership()
         # Followers found to have lost entries they had acknowledged (a wiped or restored data
@@ -564,7 +599,10 @@ class RaftCore:
             self._config_log = [(i, m) for i, m in self._config_log if i > meta.index]
         else:
             dropped = self.log.reset(meta.index, meta.term)
-            self._rolled_back.extend(e for e in dropped if e.index > self.commit_index)
+            rolled_back, maybe = classify_replaced(dropped, meta.index, meta.term,
+                                                   self.commit_index)
+            self._rolled_back.extend(rolled_back)
+            self._maybe_committed.extend(maybe)
             self._config_log = []
         self._base_membership = meta.membership
         self.commit_index = self.applied_index = meta.index
@@ -613,6 +651,7 @@ class RaftCore:
     def has_ready(self) -> bool:
         return bool(
             self._msgs or self._hard_state_dirty or self._read_states or self._rolled_back
+            or self._maybe_committed
             or self._snapshot_chunks or self.log.unstable_from <= self.log.last_index
             or (self.role is Role.LEADER and (
                 self._append_pending or self._heartbeat_needed or self._commit_broadcast))
@@ -641,6 +680,7 @@ class RaftCore:
         # Stable: an index dropped twice lists its entries in the order they were dropped.
         rd.rolled_back = sorted(self._rolled_back, key=lambda e: e.index)
         self._rolled_back = []
+        rd.maybe_committed, self._maybe_committed = self._maybe_committed, []
         rd.snapshot_chunks, self._snapshot_chunks = self._snapshot_chunks, []
         return rd
 

@@ -53,7 +53,7 @@ from replikv.state import KVState
 from replikv.storage.datadir import DataDir, stored_cluster_id
 from replikv.storage.errors import StorageError
 from replikv.storage.hardstate import load_hard_state, save_hard_state
-from replikv.storage.rollback import RollbackRecord, write_rollback_file
+from replikv.storage.rollback import RollbackRecord, write_rollback_files
 from replikv.storage.snapshot import SnapshotStore
 from replikv.storage.wal import WriteAheadLog
 
@@ -702,20 +702,29 @@ class NodeServer(NodeView):
                             "node": self.node_id, "text": text})
 
     def _save_rollback(self, rd: NodeReady) -> None:
-        """In the disk thread: the entries a new leader discarded go to a rollback file."""
+        """In the disk thread: the entries a new leader discarded go to rollback files."""
         raft = self.node.raft
-        records = [RollbackRecord(r.entry.index, r.entry.term, r.entry.data, r.acknowledged)
-                   for r in rd.rolled_back]
-        path = write_rollback_file(self.settings.data_dir, self.node_id, records,
-                                   wall_time_ms=now_ms(), new_term=raft.term,
-                                   new_leader=raft.leader_id,
-                                   fsync=self.settings.fsync != "never")
-        acknowledged = sum(1 for r in rd.rolled_back if r.acknowledged)
+        records = [RollbackRecord(r.entry.index, r.entry.term, r.entry.data, r.acknowledged,
+                                  r.maybe_committed) for r in rd.rolled_back]
+        paths = write_rollback_files(self.settings.data_dir, self.node_id, records,
+                                     wall_time_ms=now_ms(), new_term=raft.term,
+                                     new_leader=raft.leader_id,
+                                     fsync=self.settings.fsync != "never")
+        where = ", ".join(str(p) for p in paths)
+        maybe = sum(1 for r in records if r.maybe_committed)
+        if maybe:
+            log.info("a snapshot from leader %s replaced %d log entries that may have been "
+                     "committed (this node restarted, so it cannot tell); saved in %s, marked "
+                     "'maybe committed'", raft.leader_id or "?", maybe, where)
+        rolled = len(records) - maybe
+        if not rolled:
+            return
+        acknowledged = sum(1 for r in records if r.acknowledged and not r.maybe_committed)
         level = logging.WARNING if acknowledged else logging.INFO
         log.log(level, "rolled back %d uncommitted log entries (%d acknowledged to clients at "
                 "w=1) discarded by leader %s in term %d; saved in %s (see `replikv rollback "
-                "list`)", len(records), acknowledged, raft.leader_id or "?", raft.term, path)
-        self.record_event("rollback", f"{self.node_id} rolled back {len(records)} uncommitted "
+                "list`)", rolled, acknowledged, raft.leader_id or "?", raft.term, where)
+        self.record_event("rollback", f"{self.node_id} rolled back {rolled} uncommitted "
                           f"entries ({acknowledged} acknowledged at w=1)")
 
     def _persist(self, rd: Ready) -> None:

@@ -573,6 +573,14 @@ class SimCluster:
             if seen != crc:
                 self._violation(f"log matching: {node.id} has different data at index {e.index} "
                                 f"term {e.term}")
+        # An entry saved as rolled back is not committed (yet: Raft's Figure 8 may still commit
+        # a copy another node holds); one that may be is saved marked maybe_committed.
+        for r in rd.rolled_back:
+            i = r.entry.index
+            if (not r.maybe_committed and i <= len(self.committed)
+                    and self.committed[i - 1] == (r.entry.term, zlib.crc32(r.entry.data))):
+                self._violation(f"{node.id} saved committed entry {i} (term {r.entry.term}) as "
+                                f"rolled back")
 
     def _check_node(self, node: SimNode) -> None:
         raft = node.core.raft

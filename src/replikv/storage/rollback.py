@@ -9,8 +9,17 @@ One event, one file, `<data_dir>/rollback/rollback-<UTC time>-i<first>-<last>.rk
 lists them oldest first. A file is written whole and atomically (tmp, fsync, rename, fsync the
 directory) before the replacing entries are persisted, and framed like the other small state
 files: magic b"RKVRB", a version byte, CRC32 of the body, then the body, msgpack
-{node_id, wall_time_ms, new_term, new_leader, entries: [[index, term, data, acknowledged], ...]}.
-A file that fails those checks raises CorruptRollbackFileError naming it; nothing is guessed.
+{node_id, wall_time_ms, new_term, new_leader,
+ entries: [[index, term, data, acknowledged, maybe_committed], ...]}.
+Version 1 files (written before maybe_committed existed) have four fields per entry and are
+still read, every entry then not maybe_committed. A file that fails those checks raises
+CorruptRollbackFileError naming it; nothing is guessed.
+
+`maybe_committed` marks an entry that an installed snapshot replaced on a follower that had
+restarted: the follower no longer knows how far its log had committed, and the snapshot does
+not say which terms its entries had, so the entry may be the very one the cluster committed at
+that index (see raft.core.classify_replaced). It is saved, since it may also be a write that
+was lost, but it is not counted as rolled back.
 
 `describe_entry` turns a log entry's bytes into something an operator can read; it mirrors the
 entry format of the node core (`replikv.node`) without importing it, since storage sits below it.
@@ -41,7 +50,8 @@ from replikv.storage.files import (
 ROLLBACK_DIR_NAME = "rollback"
 ROLLBACK_SUFFIX = ".rkvrb"
 ROLLBACK_MAGIC = b"RKVRB"
-ROLLBACK_VERSION = 1
+ROLLBACK_VERSION = 2
+_ROLLBACK_VERSIONS_READ = (1, 2)
 
 
 # Bounds the search for a free name when two events share a millisecond and an index range.
@@ -59,12 +69,15 @@ _UNKNOWN_PREVIEW_BYTES = 64
 @dataclass(frozen=True, slots=True)
 class RollbackRecord:
     """One discarded log entry. `acknowledged`: True if a client was told the write succeeded
-    (w=1), False if it never was, None if unknown (for instance, the node restarted since)."""
+    (w=1), False if it never was, None if unknown (for instance, the node restarted since).
+    `maybe_committed`: replaced by a snapshot, and possibly the committed entry at its index
+    (not counted as rolled back)."""
 
     index: int
     term: int
     data: bytes
     acknowledged: bool | None
+    maybe_committed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +99,15 @@ class RollbackFile:
 
     @property
     def acknowledged_count(self) -> int:
-        return sum(1 for r in self.records if r.acknowledged is True)
+        return sum(1 for r in self.records if r.acknowledged is True and not r.maybe_committed)
 
     @property
     def unknown_count(self) -> int:
-        return sum(1 for r in self.records if r.acknowledged is None)
+        return sum(1 for r in self.records if r.acknowledged is None and not r.maybe_committed)
+
+    @property
+    def maybe_committed_count(self) -> int:
+        return sum(1 for r in self.records if r.maybe_committed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +126,7 @@ class RollbackFileInfo:
     new_term: int | None
     new_leader: str | None
     error: str | None = None
+    maybe_committed_count: int | None = None
 
 
 def rollback_directory(data_dir: Path) -> Path:
@@ -139,7 +157,9 @@ def write_rollback_file(data_dir: Path, node_id: str, records: list[RollbackReco
         invariant(type(r.data) is bytes, f"record {r.index} data is {type(r.data).__name__}")
         invariant(r.acknowledged is None or type(r.acknowledged) is bool,
                   f"record {r.index} acknowledged {r.acknowledged!r} is not True/False/None")
-        entries.append([r.index, r.term, r.data, r.acknowledged])
+        invariant(type(r.maybe_committed) is bool,
+                  f"record {r.index} maybe_committed {r.maybe_committed!r} is not a bool")
+        entries.append([r.index, r.term, r.data, r.acknowledged, r.maybe_committed])
     body = msgpack.packb({"node_id": node_id, "wall_time_ms": wall_time_ms,
                           "new_term": new_term, "new_leader": new_leader, "entries": entries},
                          use_bin_type=True)
@@ -154,12 +174,31 @@ def write_rollback_file(data_dir: Path, node_id: str, records: list[RollbackReco
     return path
 
 
+def write_rollback_files(data_dir: Path, node_id: str, records: list[RollbackRecord], *,
+                         wall_time_ms: int, new_term: int, new_leader: str | None,
+                         fsync: bool = True) -> list[Path]:
+    """Save `records` (ascending) as rollback files, one per run of consecutive indexes (an
+    index dropped twice between two saves, once from each of two leaders, starts a new run);
+    return their paths."""
+    runs: list[list[RollbackRecord]] = []
+    for record in records:
+        if runs and record.index == runs[-1][-1].index + 1:
+            runs[-1].append(record)
+        else:
+            runs.append([record])
+    return [write_rollback_file(data_dir, node_id, run, wall_time_ms=wall_time_ms,
+                                new_term=new_term, new_leader=new_leader, fsync=fsync)
+            for run in runs]
+
+
 def read_rollback_file(path: Path) -> RollbackFile:
     """Read and check one rollback file; raises CorruptRollbackFileError naming it."""
     path = Path(path)
     data = path.read_bytes()
+    version = (data[len(ROLLBACK_MAGIC)] if len(data) > len(ROLLBACK_MAGIC)
+               and data[len(ROLLBACK_MAGIC)] in _ROLLBACK_VERSIONS_READ else ROLLBACK_VERSION)
     try:
-        body = decode_checksummed(path, data, ROLLBACK_MAGIC, ROLLBACK_VERSION)
+        body = decode_checksummed(path, data, ROLLBACK_MAGIC, version)
     except CorruptStateError as e:
         raise CorruptRollbackFileError(path, e.reason) from None
     try:
@@ -186,10 +225,13 @@ def read_rollback_file(path: Path) -> RollbackFile:
         raise CorruptRollbackFileError(path, "entries is not a non-empty list")
     records: list = []
     for position, entry in enumerate(raw_entries):
-        if not (isinstance(entry, list) and len(entry) == 4):
+        fields = 4 if version == 1 else 5
+        if not (isinstance(entry, list) and len(entry) == fields):
             raise CorruptRollbackFileError(
-                path, f"entry {position} is not [index, term, data, acknowledged]")
-        index, term, entry_data, acknowledged = entry
+                path, f"entry {position} is not [index, term, data, acknowledged"
+                      + ("]" if version == 1 else ", maybe_committed]"))
+        index, term, entry_data, acknowledged = entry[:4]
+        maybe_committed = entry[4] if version > 1 else False
         if type(index) is not int or index < 1 or type(term) is not int or term < 0:
             raise CorruptRollbackFileError(
                 path, f"entry {position} has index {index!r} and term {term!r}")
@@ -201,7 +243,10 @@ def read_rollback_file(path: Path) -> RollbackFile:
         if acknowledged is not None and type(acknowledged) is not bool:
             raise CorruptRollbackFileError(
                 path, f"entry {index} acknowledged {acknowledged!r} is not true/false/nil")
-        records.append(RollbackRecord(index, term, entry_data, acknowledged))
+        if type(maybe_committed) is not bool:
+            raise CorruptRollbackFileError(
+                path, f"entry {index} maybe_committed {maybe_committed!r} is not true/false")
+        records.append(RollbackRecord(index, term, entry_data, acknowledged, maybe_committed))
     return RollbackFile(path=path, node_id=node_id, wall_time_ms=wall_time_ms,
                         new_term=new_term, new_leader=new_leader, records=tuple(records))
 
@@ -233,7 +278,8 @@ def list_rollback_files(data_dir: Path) -> list[RollbackFileInfo]:
             path=path, wall_time_ms=rb.wall_time_ms, node_id=rb.node_id,
             first_index=rb.first_index, last_index=rb.last_index, entry_count=len(rb.records),
             acknowledged_count=rb.acknowledged_count, unknown_count=rb.unknown_count,
-            new_term=rb.new_term, new_leader=rb.new_leader))
+            new_term=rb.new_term, new_leader=rb.new_leader,
+            maybe_committed_count=rb.maybe_committed_count))
 
     def order(info: RollbackFileInfo) -> tuple[int, int, str]:
         name = _NAME.match(info.path.name)
