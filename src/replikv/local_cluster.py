@@ -23,6 +23,7 @@ standby when a voter has been unreachable that long (see NodeSettings.auto_repla
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -189,6 +190,30 @@ class LocalCluster:
     def voters(self) -> list[LocalNode]:
         return [n for n in self.nodes if not n.standby]
 
+    @functools.cached_property
+    def cluster_id(self) -> str:
+        """This local cluster's id: the one its nodes' data dirs record (or, before any node
+        wrote one, their configs name), else a new random one. Random, not derived from the
+        node ids: every local cluster has nodes n1, n2, n3, and two clusters with one id could
+        talk to each other, or have a backup of one replayed with the other's log archive."""
+        import secrets
+        import tomllib
+
+        from replikv.storage.datadir import stored_cluster_id
+
+        for n in self.nodes:
+            recorded = stored_cluster_id(self.data_dir / n.id)
+            if recorded:
+                return recorded
+        for n in self.nodes:
+            try:
+                named = tomllib.loads(n.config_path.read_text()).get("cluster_id")
+            except (OSError, tomllib.TOMLDecodeError):
+                continue
+            if isinstance(named, str) and named:
+                return named
+        return f"replikv-{secrets.token_hex(6)}"
+
     def write_configs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         voters = [f"{n.id}={self.host}:{n.peer_port}" for n in self.voters]
@@ -212,6 +237,7 @@ class LocalCluster:
                 f'peer_listen = "{self.host}:{n.peer_port}"\n'
                 f'admin = "{self.host}:{n.admin_port}"\n'
                 f'peers = "{peers}"\n'
+                f'cluster_id = "{self.cluster_id}"\n'
                 f'fsync = "{self.fsync}"\n'
                 f'replication = "{self.replication}"\n'
                 f'# the playground: replikv cluster partition|heal|slow\n'
@@ -235,16 +261,15 @@ class LocalCluster:
 
     def restore(self, backup_file: Path, *, force: bool = False, source: str = "") -> None:
         """Seed every node's data dir from the backup (see replikv.backup.restore), before
-        any node starts. The cluster id is the one the nodes derive from their ids, so the
-        restored cluster is this local cluster, and later `cluster up` runs resume it."""
+        any node starts. The cluster id is this local cluster's (`cluster_id`: the one it had,
+        or a new one), so later `cluster up` runs resume the restored cluster."""
         from replikv.backup import BackupError
         from replikv.backup.restore import BackupFileSeed, restore_data_dir
         from replikv.backup.verify import explain
-        from replikv.config import default_cluster_id
         from replikv.storage.snapshot import CorruptSnapshotError
 
         peers = self.peers()
-        cluster_id = default_cluster_id(peers)  # only the ids count
+        cluster_id = self.cluster_id
         seed = BackupFileSeed(backup_file)
         # A standby joins the restored cluster and catches up from it; a data dir it kept from
         # before would hold another history, so it must not survive the restore.

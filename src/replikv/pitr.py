@@ -14,7 +14,8 @@ manifest, sessions section and state digest a node writes), so everything that r
 (`replikv restore`, `replikv.backup.restore.BackupFileSeed`) restores it too.
 
 Nothing is guessed. Replay refuses (RecoveryError) rather than produce a state no replica had:
-when the archive misses entries between the backup and the target (a gap), does not reach the
+when the archive is another cluster's log than the backup's (its OWNER file, see
+`replikv.storage.wal_archive`), when the archive misses entries between the backup and the target (a gap), does not reach the
 target, disagrees with the backup about the entry at the backup's index, or holds an entry that
 does not apply to the state. A damaged archive raises CorruptLogError, a damaged backup
 CorruptSnapshotError; neither changes anything, and no output file exists unless replay
@@ -56,7 +57,7 @@ from replikv.state import EFFECT_DELETE, EFFECT_FLUSH, KVState
 from replikv.storage.rollback import describe_entry
 from replikv.storage.snapshot import SnapshotInfo, SnapshotWriter, read_manifest
 from replikv.storage.wal import read_archive
-from replikv.storage.wal_archive import list_archive
+from replikv.storage.wal_archive import ArchiveOwner, list_archive, read_archive_owner
 
 SESSIONS_SECTION = "sessions"
 _FLUSH_COMMANDS = frozenset({b"flushall", b"flushdb"})
@@ -110,9 +111,12 @@ class ArchiveCoverage:
     first_time_ms: int | None  # of the first entry that carries a time
     last_time_ms: int | None
     runs: tuple[tuple[int, int], ...]
+    owner: ArchiveOwner | None = None  # None: an archive older than its OWNER file
 
     def as_json(self) -> dict:
-        return {"directory": str(self.directory), "copies": self.copies,
+        return {"directory": str(self.directory),
+                "cluster_id": self.owner.cluster_id if self.owner else None,
+                "node_id": self.owner.node_id if self.owner else None, "copies": self.copies,
                 "size_bytes": self.size_bytes, "generations": self.generations,
                 "first_index": self.first_index, "last_index": self.last_index,
                 "first_time_ms": self.first_time_ms, "last_time_ms": self.last_time_ms,
@@ -134,6 +138,15 @@ class _Replayer:
         self.membership = self.meta.membership
         self.last_index, self.last_term = self.meta.index, self.meta.term
         self.applied = 0
+        owner = read_archive_owner(archive_dir)
+        cluster_id = self.info.manifest["cluster_id"]
+        if owner is not None and owner.cluster_id != cluster_id:
+            raise RecoveryError(
+                f"the archive {archive_dir} is the log of node {owner.node_id} of cluster "
+                f"{owner.cluster_id}, and backup {backup_path} is of cluster {cluster_id}: "
+                "they do not belong together. Use this cluster's archive with this backup, or "
+                f"a backup of cluster {owner.cluster_id} with this archive (`replikv backup "
+                "verify FILE` names a backup's cluster)")
 
     def entries(self, last_index: int | None = None) -> Iterator[tuple[int, int, bytes]]:
         """(index, term, data) of the archived entries after the backup, up to `last_index`."""
@@ -268,7 +281,7 @@ def describe_archive(directory: Path | str) -> ArchiveCoverage:
         first_index=entries[0][0] if entries else None,
         last_index=entries[-1][0] if entries else None,
         first_time_ms=times[0] if times else None, last_time_ms=times[-1] if times else None,
-        runs=tuple(runs))
+        runs=tuple(runs), owner=read_archive_owner(directory))
 
 
 def list_entries(directory: Path | str, *, first_index: int = 1, last_index: int | None = None,

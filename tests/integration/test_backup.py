@@ -18,6 +18,7 @@ import re
 import subprocess
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -266,8 +267,14 @@ def test_cluster_up_restore_starts_a_new_cluster_from_a_backup(tmp_path: Path) -
         with urllib.request.urlopen(f"http://{HOST}:{base + 200}/status", timeout=2) as r:
             status = json.loads(r.read())
         assert status["voters"] == ["n1", "n2", "n3"] and status["standbys"] == []
+        # The local cluster's own id, new (not the one derived from n1, n2, n3 that every
+        # local cluster would share), in every node's config, so later runs resume it.
         peers = parse_peers(",".join(f"n{i + 1}={HOST}:{base + 100 + i}" for i in range(3)))
-        assert status["cluster_id"] == default_cluster_id(peers)  # the local cluster's own id
+        assert status["cluster_id"] != default_cluster_id(peers)
+        assert status["cluster_id"].startswith("replikv-")
+        for i in (1, 2, 3):
+            config = tomllib.loads((data_dir / f"n{i}.toml").read_text())
+            assert config["cluster_id"] == status["cluster_id"]
         assert status["snapshot"]["index"] == 777
     finally:
         stop_cluster_up(proc, node_pids)

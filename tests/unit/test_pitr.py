@@ -23,7 +23,7 @@ from replikv.raft.messages import Entry
 from replikv.server.snapshots import load_snapshot
 from replikv.storage.snapshot import SnapshotWriter, read_manifest, verify_snapshot
 from replikv.storage.wal import WriteAheadLog
-from replikv.storage.wal_archive import list_archive
+from replikv.storage.wal_archive import ArchiveOwner, list_archive
 
 from .node_harness import Cluster
 
@@ -78,10 +78,12 @@ def write_backup(c: Cluster, leader: str, directory: Path) -> tuple[Path, int]:
     return info.path, job.index
 
 
-def archive_log(entries: list, wal_dir: Path, archive: Path, *, drop_every: int = 4) -> None:
+def archive_log(entries: list, wal_dir: Path, archive: Path, *, drop_every: int = 4,
+                owner: ArchiveOwner | None = None) -> None:
     """Write the log through a WAL with an archive, in small batches with tiny segments, and
     compact it now and then, as a node would."""
-    wal, _ = WriteAheadLog.open(wal_dir, segment_bytes=100, archive_dir=archive)
+    wal, _ = WriteAheadLog.open(wal_dir, segment_bytes=100, archive_dir=archive,
+                                archive_owner=owner)
     for start in range(0, len(entries), 3):
         wal.append([(e.index, e.term, e.data) for e in entries[start:start + 3]])
         wal.sync()
@@ -349,6 +351,24 @@ def test_an_archive_of_another_history_is_refused(run: Run, tmp_path: Path) -> N
         replay(run.backup, other, until_index=run.checkpoints["end"].index,
                out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_archive_of_another_cluster_is_refused_even_with_the_same_entries(
+        run: Run, tmp_path: Path) -> None:
+    # Two local clusters of n1, n2, n3 can write the very same indexes and terms; only the
+    # archive's owner tells them apart.
+    end = run.checkpoints["end"].index
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    archive_log(run.entries, tmp_path / "wal-1", theirs, owner=ArchiveOwner("other", "n1"))
+    with pytest.raises(RecoveryError, match=r"is the log of node n1 of cluster other, and "
+                                            r"backup .* is of cluster pitr-test"):
+        replay(run.backup, theirs, until_index=end, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    archive_log(run.entries, tmp_path / "wal-2", ours, owner=ArchiveOwner("pitr-test", "n2"))
+    assert replay(run.backup, ours, until_index=end,
+                  out_dir=tmp_path / "out").snapshot.index == end
+    assert describe_archive(ours).as_json()["cluster_id"] == "pitr-test"
+    assert describe_archive(run.archive).owner is None  # an archive from before owners
 
 
 def test_replay_to_the_backup_itself(run: Run, tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ def test_cluster_up_standbys_join_a_cluster_the_voters_create(tmp_path: Path) ->
     assert sorted(settings["n1"].peers) == ["n1", "n2", "n3"]
     assert sorted(settings["n5"].peers) == ["n1", "n2", "n3", "n5"]
     assert settings["n5"].listen.port == 7005 and settings["n5"].admin.port == 7205
-    # Everyone agrees on the cluster id: the standbys' is derived from the voters alone.
+    # Everyone agrees on the cluster id, the standbys too: each config names it.
     assert len({s.cluster_id for s in settings.values()}) == 1
     assert {s.auto_replace_after_ms for s in settings.values()} == {4000}
 
@@ -73,6 +73,27 @@ def test_cluster_up_archive_dir_gives_every_node_its_own_archive(tmp_path: Path,
     plain = LocalCluster(3, base_port=7001, host="127.0.0.1", data_dir=tmp_path / "other")
     plain.write_configs()
     assert load_settings(plain.nodes[0].config_path, {}).validate().archive_dir is None
+
+
+def test_each_new_local_cluster_gets_an_id_of_its_own_and_keeps_it(tmp_path: Path) -> None:
+    from replikv.config import default_cluster_id, load_settings
+    from replikv.local_cluster import LocalCluster
+    from replikv.storage.datadir import DataDir
+
+    def ids(data_dir: Path) -> set[str]:
+        cluster = LocalCluster(3, base_port=7001, host="127.0.0.1", data_dir=data_dir,
+                               standbys=1)
+        cluster.write_configs()
+        return {load_settings(n.config_path, {}).validate().cluster_id for n in cluster.nodes}
+
+    (one,), (two,) = ids(tmp_path / "a"), ids(tmp_path / "b")
+    derived = default_cluster_id({"n1": "", "n2": "", "n3": ""})
+    assert one != two and derived not in (one, two) and one.startswith("replikv-")
+    assert ids(tmp_path / "a") == {one}, "a later run keeps the id its configs name"
+    # A data dir a node has written wins: a cluster made before ids were random keeps its own.
+    (tmp_path / "c").mkdir()
+    DataDir.open(tmp_path / "c" / "n2", node_id="n2", cluster_id=derived).close()
+    assert ids(tmp_path / "c") == {derived}
 
 
 def test_restore_refuses_to_keep_a_standby_data_dir_from_before(tmp_path: Path) -> None:

@@ -21,7 +21,13 @@ from hypothesis import strategies as st
 from replikv.config import ConfigError, load_settings
 from replikv.storage import CorruptLogError, StorageError, WriteAheadLog
 from replikv.storage.wal import SEGMENT_HEADER, read_archive
-from replikv.storage.wal_archive import SegmentArchiver, archive_file_name, list_archive
+from replikv.storage.wal_archive import (
+    ArchiveOwner,
+    SegmentArchiver,
+    archive_file_name,
+    list_archive,
+    read_archive_owner,
+)
 
 from .wal_files import records_end
 
@@ -198,6 +204,38 @@ def test_an_archive_directory_serves_one_node(tmp_path: Path) -> None:
     wal.close()
     with pytest.raises(StorageError, match="must not be inside the log directory"):
         WriteAheadLog.open(tmp_path / "wal", archive_dir=tmp_path / "wal" / "archive")
+
+
+def test_an_archive_records_whose_log_it_is_and_refuses_any_other(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    mine = ArchiveOwner("replikv-aaaa", "n1")
+    open_wal(tmp_path, archive_owner=mine).close()
+    assert read_archive_owner(archive) == mine
+    open_wal(tmp_path, archive_owner=mine).close()  # the same node again: fine
+    for other, words in ((ArchiveOwner("replikv-bbbb", "n1"), "node n1 of cluster replikv-bbbb"),
+                         (ArchiveOwner("replikv-aaaa", "n2"), "node n2 of cluster replikv-aaaa")):
+        with pytest.raises(StorageError, match=f"holds the log of node n1 of cluster "
+                                               f"replikv-aaaa, and this is {words}"):
+            WriteAheadLog.open(tmp_path / "other-wal", archive_dir=archive, archive_owner=other)
+    assert read_archive_owner(archive) == mine
+    # The refused opening released the archive's lock.
+    open_wal(tmp_path, archive_owner=mine).close()
+
+
+def test_an_archive_from_before_owners_is_claimed_and_a_damaged_owner_is_refused(
+        tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    wal = open_wal(tmp_path)  # no owner: as before the OWNER file existed
+    write(wal, batch(1, 3))
+    wal.close()
+    assert read_archive_owner(archive) is None
+    open_wal(tmp_path, archive_owner=ArchiveOwner("c", "n1")).close()
+    assert read_archive_owner(archive) == ArchiveOwner("c", "n1")
+    data = bytearray((archive / "OWNER").read_bytes())
+    data[-1] ^= 0xFF
+    (archive / "OWNER").write_bytes(bytes(data))
+    with pytest.raises(StorageError, match="checksum mismatch.*remove it only if"):
+        open_wal(tmp_path, archive_owner=ArchiveOwner("c", "n1"))
 
 
 def test_archive_dir_setting(tmp_path: Path) -> None:

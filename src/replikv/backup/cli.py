@@ -413,6 +413,8 @@ def archive_info(directory: Path, as_json: bool) -> None:
         click.echo(f"{directory}: no log entries archived yet")
         return
     click.echo(f"{directory}: {cov.copies} segment copies, {cov.size_bytes:,} bytes")
+    if cov.owner is not None:
+        click.echo(f"  log of   node {cov.owner.node_id} of cluster {cov.owner.cluster_id}")
     click.echo(f"  indexes  {cov.first_index:,} .. {cov.last_index:,}"
                + ("" if len(cov.runs) == 1 else
                   f" with gaps: {', '.join(f'{a}..{b}' for a, b in cov.runs)}"))

@@ -56,6 +56,7 @@ from replikv.storage.hardstate import load_hard_state, save_hard_state
 from replikv.storage.rollback import RollbackRecord, write_rollback_files
 from replikv.storage.snapshot import SnapshotStore
 from replikv.storage.wal import WriteAheadLog
+from replikv.storage.wal_archive import ArchiveOwner
 
 log = logging.getLogger("replikv.node")
 
@@ -253,6 +254,7 @@ class NodeServer(NodeView):
         self._wal, records = WriteAheadLog.open(self.datadir.wal_dir,
                                                 segment_bytes=s.limits.wal_segment_bytes,
                                                 archive_dir=s.archive_dir,
+                                                archive_owner=ArchiveOwner(s.cluster_id, s.id),
                                                 preallocate_bytes=s.limits.wal_preallocate_bytes)
         entries = [Entry(i, t, d) for i, t, d in records]
         offset = entries[0].index - 1 if entries else 0

@@ -98,6 +98,7 @@ from replikv.storage.wal_archive import (
     ARCHIVE_WAIT_BEFORE_DELETE_S,
     ArchivedSegment,
     ArchiveJob,
+    ArchiveOwner,
     SegmentArchiver,
     list_archive,
 )
@@ -557,6 +558,7 @@ class WriteAheadLog:
         segment_bytes: int = DEFAULT_LIMITS.wal_segment_bytes,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         archive_dir: Path | None = None,
+        archive_owner: ArchiveOwner | None = None,
         preallocate_bytes: int = DEFAULT_LIMITS.wal_preallocate_bytes,
     ) -> tuple[WriteAheadLog, list[Entry]]:
         """Open (creating if needed) the log in `directory`; return it and its entries.
@@ -564,7 +566,8 @@ class WriteAheadLog:
         Repairs a torn tail as described in the module docstring; raises CorruptLogError for
         anything else that does not check out. With `archive_dir`, segments are copied there
         (see the module docstring); StorageError if it cannot be used (inside `directory`,
-        not creatable, or locked by another node). `preallocate_bytes` is how far ahead of its
+        not creatable, locked by another node, or `archive_owner` is not the one it records:
+        see wal_archive.claim_archive). `preallocate_bytes` is how far ahead of its
         records a segment's file is extended (0: not at all); see the module docstring.
         """
         invariant(segment_bytes > len(SEGMENT_HEADER), f"segment_bytes {segment_bytes} too small")
@@ -672,7 +675,7 @@ class WriteAheadLog:
             segment_size_bytes = size_bytes
         archiver = None
         if archive_dir is not None:
-            archiver = cls._open_archiver(directory, Path(archive_dir), segments)
+            archiver = cls._open_archiver(directory, Path(archive_dir), segments, archive_owner)
         wal = cls(
             directory,
             segments,
@@ -689,13 +692,13 @@ class WriteAheadLog:
         return wal, entries
 
     @staticmethod
-    def _open_archiver(directory: Path, archive_dir: Path,
-                       segments: list[_Segment]) -> SegmentArchiver:
+    def _open_archiver(directory: Path, archive_dir: Path, segments: list[_Segment],
+                       owner: ArchiveOwner | None) -> SegmentArchiver:
         wal_dir, archive = directory.resolve(), archive_dir.resolve()
         if archive == wal_dir or wal_dir in archive.parents:
             raise StorageError(f"the log archive {archive_dir} must not be inside the log "
                                f"directory {directory}")
-        archiver = SegmentArchiver(archive_dir)
+        archiver = SegmentArchiver(archive_dir, owner)
         # What a previous run may not have archived (it crashed, or archiving was off then):
         # copied now unless the archive holds it already. The last segment too, as it is on
         # disk now: a crashed run archived none of what it added to it.

@@ -26,7 +26,12 @@ after a reset, and ordering by (generation, first index) is the order the record
 in. That is what the override rule needs when the archive is read back (`wal.read_archive`).
 
 The directory belongs to one node: the archiver holds an exclusive flock on `.lock` in it while
-the log is open, and a second node pointed at it is refused at start-up.
+the log is open, and a second node pointed at it is refused at start-up. It also records whose
+log it is, in `OWNER` (checksummed like the data dir's small files: magic b"RKVAO", a version
+byte, CRC32, msgpack {cluster_id, node_id}), written when a node first archives there: a node of
+another cluster, or another node, is refused, and point-in-time recovery refuses to replay it on
+a backup of another cluster (`replikv.pitr`). An archive written before OWNER existed gets one
+at its node's next start.
 """
 
 from __future__ import annotations
@@ -42,13 +47,25 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgpack
+
 from replikv.limits import MIB
-from replikv.storage.errors import StorageError
-from replikv.storage.files import create_directory, fsync_directory, write_fully
+from replikv.storage.errors import CorruptStateError, StorageError
+from replikv.storage.files import (
+    create_directory,
+    decode_checksummed,
+    encode_checksummed,
+    fsync_directory,
+    write_file_atomically,
+    write_fully,
+)
 
 ARCHIVE_QUEUE_MAX = 64  # copies waiting for the archiver thread; more is an error, not a wait
 ARCHIVE_WAIT_BEFORE_DELETE_S = 10.0  # how long one drop or reset waits for its copies
 LOCK_FILE = ".lock"
+OWNER_FILE = "OWNER"
+OWNER_MAGIC = b"RKVAO"
+OWNER_VERSION = 1
 _COPY_CHUNK_BYTES = 1 * MIB
 _ARCHIVE_NAME = re.compile(r"^(\d{8})-(\d{20})-(\d{20})-(\d{12})\.wal$")
 _TEMP_NAME = re.compile(r"^\.\d{8}-\d{20}-\d{20}-\d{12}\.wal\.[^/]+\.tmp$")
@@ -88,6 +105,61 @@ def list_archive(directory: Path | str) -> list[ArchivedSegment]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class ArchiveOwner:
+    """Whose log an archive directory holds."""
+
+    cluster_id: str
+    node_id: str
+
+
+def read_archive_owner(directory: Path | str) -> ArchiveOwner | None:
+    """The owner recorded in archive `directory`; None if it records none (an archive older
+    than the OWNER file). Raises CorruptStateError if the file is damaged."""
+    path = Path(directory) / OWNER_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StorageError(f"cannot read {path}: {e.strerror or e}") from None
+    body = decode_checksummed(path, data, OWNER_MAGIC, OWNER_VERSION)
+    try:
+        decoded = msgpack.unpackb(body, raw=False)
+    except (ValueError, msgpack.UnpackException) as e:
+        raise CorruptStateError(path, f"body is not valid msgpack ({e})") from None
+    if not (isinstance(decoded, dict) and isinstance(decoded.get("cluster_id"), str)
+            and isinstance(decoded.get("node_id"), str)):
+        raise CorruptStateError(path, "body is not {cluster_id, node_id}")
+    return ArchiveOwner(decoded["cluster_id"], decoded["node_id"])
+
+
+def claim_archive(directory: Path, owner: ArchiveOwner) -> None:
+    """Record `owner` in archive `directory`, or check that it is the one recorded there.
+    Raises StorageError naming both when another node or cluster owns it."""
+    try:
+        recorded = read_archive_owner(directory)
+    except CorruptStateError as e:
+        raise StorageError(f"{e}: remove it only if this archive is the log of node "
+                           f"{owner.node_id} of cluster {owner.cluster_id}") from None
+    if recorded is None:
+        body = msgpack.packb({"cluster_id": owner.cluster_id, "node_id": owner.node_id},
+                             use_bin_type=True)
+        try:
+            write_file_atomically(directory / OWNER_FILE,
+                                  encode_checksummed(OWNER_MAGIC, OWNER_VERSION, body))
+        except OSError as e:
+            raise StorageError(f"cannot write {directory / OWNER_FILE}: {e.strerror or e}") \
+                from None
+        return
+    if recorded != owner:
+        raise StorageError(
+            f"log archive {directory} holds the log of node {recorded.node_id} of cluster "
+            f"{recorded.cluster_id}, and this is node {owner.node_id} of cluster "
+            f"{owner.cluster_id}: each node needs an archive directory of its own, and a new "
+            "cluster new archive directories (point-in-time recovery cannot mix two logs)")
+
+
 class ArchiveJob:
     """One copy to make: `size_bytes` bytes of a segment, read through `fd`."""
 
@@ -117,7 +189,7 @@ class SegmentArchiver:
     `submit` is called by the log's owner (one thread at a time), the copies are made in order.
     Raises StorageError if the directory cannot be created or is locked by another process."""
 
-    def __init__(self, directory: Path | str) -> None:
+    def __init__(self, directory: Path | str, owner: ArchiveOwner | None = None) -> None:
         self.directory = Path(directory)
         try:
             create_directory(self.directory)
@@ -132,6 +204,12 @@ class SegmentArchiver:
             raise StorageError(
                 f"log archive {self.directory} is in use by another process: each node needs "
                 "an archive directory of its own") from None
+        if owner is not None:
+            try:
+                claim_archive(self.directory, owner)
+            except StorageError:
+                os.close(self._lock_fd)
+                raise
         self._remove_temp_files()
         existing = list_archive(self.directory)
         # A new generation per opening: whatever this log writes is ordered after every copy
