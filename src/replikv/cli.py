@@ -118,6 +118,13 @@ _add_backup_commands()
 @click.option("--auto-replace-after-ms", type=int,
               help="Promote a caught-up standby when a voter has been unreachable this long "
                    "(the lost voter is demoted). 0: off. [default: 0]")
+@click.option("--disk-low-free-bytes", type=int,
+              help="Report the disk low (a WARNING, /status, /metrics, `replikv status`) while "
+                   "the data dir's file system has less free than this; 0: never. "
+                   "[default: 536870912]")
+@click.option("--disk-min-free-bytes", type=int,
+              help="Refuse to start while the data dir's file system has less free than this "
+                   "(a node whose disk fills stops); 0: no check. [default: 16777216]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="[default: info]")
 @click.option("--fault-injection", is_flag=True, default=None,
@@ -138,7 +145,8 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          snapshot_log_bytes: int | None,
          snapshot_chunk_bytes: int | None, auto_replace_after_ms: int | None,
          archive_dir: Path | None, backup_dir: Path | None, backup_every: str | None,
-         backup_keep: int | None,
+         backup_keep: int | None, disk_low_free_bytes: int | None,
+         disk_min_free_bytes: int | None,
          fault_injection: bool | None, log_level: str | None,
          log_format: str | None) -> None:
     """Run one replikv node in the foreground.
@@ -175,6 +183,8 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
                  "snapshot_chunk_bytes": snapshot_chunk_bytes,
                  "archive_dir": archive_dir, "backup_dir": backup_dir,
                  "backup_every": backup_every, "backup_keep": backup_keep,
+                 "disk_low_free_bytes": disk_low_free_bytes,
+                 "disk_min_free_bytes": disk_min_free_bytes,
                  "auto_replace_after_ms": auto_replace_after_ms, "log_level": log_level,
                  "log_format": log_format, "fault_injection": fault_injection}
     try:
@@ -647,14 +657,15 @@ _STATUS_TIMEOUT_S = 1.0
               help="Ask only the given addresses, not also the members their answers name.")
 def status(addresses: str, timeout_s: float, as_json: bool, watch: bool, interval_s: float,
            count: int | None, no_discover: bool) -> None:
-    """Show each node's role, term, indexes, health and replication lag.
+    """Show each node's role, term, indexes, disk space, health and replication lag.
 
     Asks every node's admin HTTP endpoint /status at once, then any other member their
     answers name (a standby, a member added later: every node knows every member's admin
     address); a node that does not answer within the timeout is listed as unreachable
     (HEALTH down). LAST, COMMIT and APPLIED are the last
     log, commit and applied indexes; FSYNC99 the node's fsync p99 over its last 1,024 fsyncs.
-    HEALTH is ok, or why not: a leader with a disconnected follower, a follower without a
+    DISK: the free space of the file system holding its data dir, "(low)" below its
+    disk_low_free_bytes, with a WARNING line under the table. HEALTH is ok, or why not: a leader with a disconnected follower, a follower without a
     leader or more than 5 s stale. LAG: on the leader, each follower's lag in entries and
     milliseconds; on a follower, its staleness (how long since it last had everything the
     leader had committed). CONTACT: on the leader, how long ago it last heard from each

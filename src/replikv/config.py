@@ -26,6 +26,7 @@ from replikv.node import REPLICATION_MODES
 FSYNC_MODES = ("always", "batch", "never")
 LOG_FORMATS = ("text", "json")
 FSYNC_INTERVAL_MS_MAX = 10_000
+DISK_FREE_BYTES_MAX = 1 << 60  # 1 EiB: the disk space thresholds
 
 
 class ConfigError(ValueError):
@@ -127,6 +128,12 @@ class NodeSettings:
     backup_dir: Path | None = None
     backup_every_ms: int = 0
     backup_keep: int = 24
+    # Disk space of the file system holding data_dir (sampled about once a second): below
+    # disk_low_free_bytes the node reports its disk "low" (a WARNING, /status, /metrics,
+    # `replikv status`); below disk_min_free_bytes it refuses to start, since a node whose log
+    # write fails for want of space stops (fail-stop). 0 turns either off.
+    disk_low_free_bytes: int = 512 * 1024 * 1024
+    disk_min_free_bytes: int = 16 * 1024 * 1024
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
 
     def validate(self) -> NodeSettings:
@@ -198,6 +205,16 @@ class NodeSettings:
             raise ConfigError("backup_every: at least 1s")
         if not 1 <= self.backup_keep <= 100_000:
             raise ConfigError("backup_keep: expected 1..100000")
+        for name, example in (("disk_low_free_bytes", "536870912 (512 MiB)"),
+                              ("disk_min_free_bytes", "16777216 (16 MiB)")):
+            if not 0 <= getattr(self, name) <= DISK_FREE_BYTES_MAX:
+                raise ConfigError(f"{name}: expected 0 (off) or a number of bytes such as "
+                                  f"{example}, got {getattr(self, name)}")
+        if self.disk_min_free_bytes > self.disk_low_free_bytes:
+            raise ConfigError(f"disk_min_free_bytes ({self.disk_min_free_bytes}) is above "
+                              f"disk_low_free_bytes ({self.disk_low_free_bytes}): a node would "
+                              "refuse to start on a disk it does not report low. Lower "
+                              "disk_min_free_bytes as well (0 turns the start-up check off)")
         cluster_id = self.cluster_id or default_cluster_id(self.bootstrap_peers())
         return replace(self, cluster_id=cluster_id,
                        cluster_id_derived=self.cluster_id_derived or not self.cluster_id)
@@ -290,6 +307,10 @@ def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> 
         backup_every_ms=parse_duration_ms(raw["backup_every"], "backup_every")
         if raw.get("backup_every") else 0,
         backup_keep=_int(raw.get("backup_keep", 24), "backup_keep"),
+        disk_low_free_bytes=_int(raw.get("disk_low_free_bytes", 512 * 1024 * 1024),
+                                 "disk_low_free_bytes"),
+        disk_min_free_bytes=_int(raw.get("disk_min_free_bytes", 16 * 1024 * 1024),
+                                 "disk_min_free_bytes"),
         limits=limits,
     )
     return settings.validate()

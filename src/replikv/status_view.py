@@ -24,6 +24,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from replikv.storage.disk_space import DISK_LOW, format_bytes
+
 ANSWER_BYTES_MAX = 1024 * 1024  # a /status answer larger than this is not ours
 STALE_AFTER_MS = 5000  # a follower further behind than this is not healthy (as /replica)
 
@@ -31,9 +33,10 @@ STALE_AFTER_MS = 5000  # a follower further behind than this is not healthy (as 
 Answer = tuple[dict, None] | tuple[None, str]
 
 HEADER = ["ADMIN", "ID", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED", "FSYNC99",
-          "HEALTH", "LAG", "CONTACT"]
-_RIGHT = {"TERM", "LAST", "COMMIT", "APPLIED", "FSYNC99"}
-_NO_WRAP = {"ADMIN", "ID", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED", "FSYNC99"}
+          "DISK", "HEALTH", "LAG", "CONTACT"]
+_RIGHT = {"TERM", "LAST", "COMMIT", "APPLIED", "FSYNC99", "DISK"}
+_NO_WRAP = {"ADMIN", "ID", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED", "FSYNC99",
+            "DISK"}
 ROLE_STYLES = {"leader": "bold green", "follower": "", "standby": "cyan",
                "candidate": "yellow", "pre-candidate": "yellow", "unreachable": "red"}
 
@@ -193,6 +196,47 @@ def _fsync_p99(body: dict) -> str:
     return str(p99)
 
 
+def _disk(body: dict) -> dict | None:
+    """The node's "disk" reading if it is well formed (an older node has none)."""
+    disk = body.get("disk")
+    if not isinstance(disk, dict):
+        return None
+    numbers = (disk.get("free_bytes"), disk.get("low_free_bytes"))
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+        return None
+    return disk
+
+
+def disk_cell(body: dict) -> Text:
+    """The DISK cell: the free space of the node's data dir file system, "(low)" in yellow
+    below its disk_low_free_bytes; "-" if the node does not say."""
+    disk = _disk(body)
+    if disk is None:
+        return Text("-")
+    free = format_bytes(disk["free_bytes"])
+    if disk.get("state") == DISK_LOW:
+        return Text(f"{free} (low)", "bold yellow")
+    return Text(free)
+
+
+def disk_warnings(targets: list[str], answers: list[Answer]) -> list[Text]:
+    """A line under the table for each node whose disk is low: what it has, and what to do."""
+    lines = []
+    for address, (body, _) in zip(targets, answers):
+        if body is None:
+            continue
+        disk = _disk(body)
+        if disk is None or disk.get("state") != DISK_LOW:
+            continue
+        lines.append(Text(
+            f"WARNING: the disk of {body.get('id', '?')} ({address}) is low: "
+            f"{format_bytes(disk['free_bytes'])} free in {disk.get('path', '?')}, below "
+            f"disk_low_free_bytes ({format_bytes(disk['low_free_bytes'])}). A node whose disk "
+            "fills stops; free space on that file system or move the data dir",
+            "bold yellow"))
+    return lines
+
+
 def _health_style(text: str) -> str:
     return "green" if text == "ok" else "red" if text == "down" else "yellow"
 
@@ -209,7 +253,7 @@ def build_table(targets: list[str], answers: list[Answer], *,
     for address, (body, error) in zip(targets, answers):
         if body is None:
             table.add_row(Text(address), Text("?"), Text("unreachable", ROLE_STYLES["unreachable"]),
-                          *(Text("-") for _ in range(6)), Text("down", _health_style("down")),
+                          *(Text("-") for _ in range(7)), Text("down", _health_style("down")),
                           Text(str(error), "red"), Text("-"))
             continue
         role = str(body.get("role", "?"))
@@ -219,7 +263,7 @@ def build_table(targets: list[str], answers: list[Answer], *,
             Text(role, ROLE_STYLES.get(role, "")),
             Text(str(body.get("term", "?"))), Text(str(body.get("leader") or "-")),
             Text(str(body.get("last_log_index", "?"))), Text(str(body.get("commit_index", "?"))),
-            Text(str(body.get("applied_index", "?"))), Text(_fsync_p99(body)),
+            Text(str(body.get("applied_index", "?"))), Text(_fsync_p99(body)), disk_cell(body),
             Text(health_text, _health_style(health_text)),
             Text(join(lag_cells(body))), Text(join(contact_cells(body))))
     return table
@@ -234,6 +278,11 @@ def modes_line(answers: list[Answer]) -> Text:
     if len(modes) > 1:
         line.append("  (the nodes differ!)", "bold red")
     return line
+
+
+def footer(targets: list[str], answers: list[Answer]) -> list[Text]:
+    """The lines under the table: the modes, then a warning for each node with a low disk."""
+    return [modes_line(answers), *disk_warnings(targets, answers)]
 
 
 def render_plain(renderable: RenderableType) -> str:
@@ -271,9 +320,11 @@ def show(targets: list[str], timeout_s: float, as_json: bool,
     console = console or _console()
     if console.is_terminal:
         console.print(build_table(targets, answers, one_line=False))
-        console.print(modes_line(answers))
+        for line in footer(targets, answers):
+            console.print(line)
     else:
-        click.echo(render_plain(Group(build_table(targets, answers), modes_line(answers))))
+        click.echo(render_plain(Group(build_table(targets, answers),
+                                      *footer(targets, answers))))
 
 
 def watch(targets: list[str], timeout_s: float, as_json: bool, interval_s: float,
@@ -320,7 +371,7 @@ def _watch_live(console: Console, targets: list[str], timeout_s: float, interval
             header = Text(_header(interval_s), "bold")
             if any(error is None for _, error in answers):
                 view = Group(header, build_table(targets, answers, one_line=False),
-                             modes_line(answers))
+                             *footer(targets, answers))
             else:
                 view = Group(header, Text(f"Error: {no_answer_hint(targets)}", "red"))
             live.update(view, refresh=True)

@@ -4,6 +4,7 @@ and monitoring, agreeing with INFO; bad requests get 4xx and never disturb the n
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import pytest
@@ -47,6 +48,11 @@ def test_health_and_status_agree_with_info(shared_cluster):
         assert status["members"] == {n.id: f"{HOST}:{n.peer_port}"
                                      for n in shared_cluster.nodes.values()}
         assert status["leader_client_address"] == f"{HOST}:{shared_cluster.port(leader)}"
+        disk = status["disk"]
+        assert disk["path"] == str(shared_cluster.nodes[i].data_dir)
+        assert disk["low_free_bytes"] == 512 * 1024 * 1024 and disk["state"] in ("ok", "low")
+        st = os.statvfs(shared_cluster.nodes[i].data_dir)
+        assert disk["total_bytes"] == st.f_blocks * st.f_frsize
     _, status = get(shared_cluster, leader, "/status")
     assert sorted(status["followers"]) == sorted(i for i in shared_cluster.ids if i != leader)
     assert all(f["connected"] for f in status["followers"].values())
@@ -160,6 +166,9 @@ def test_metrics_show_roles_indexes_commands_and_latencies(shared_cluster):
             assert m[("replikv_follower_connected", (("peer", peer),))] == 1
             assert m[("replikv_follower_match_index", (("peer", peer),))] >= 1
     assert m[("replikv_elections_won_total", ())] >= 1
+    assert m[("replikv_disk_total_bytes", ())] == status["disk"]["total_bytes"]
+    assert m[("replikv_disk_free_bytes", ())] > 0
+    assert m[("replikv_disk_low", ())] == (status["disk"]["state"] == "low")
     # A follower says it is one, knows no followers, and applies what the leader committed.
     f = scrape(shared_cluster, follower)
     assert f[("replikv_role", (("role", "follower"),))] == 1
@@ -203,8 +212,10 @@ def test_replikv_status_on_a_real_cluster(shared_cluster):
             if line.startswith(HOST)}
     assert sorted(rows) == sorted(shared_cluster.ids)
     cells = rows[leader].split()
-    assert cells[2] == "leader" and cells[9:11] == ["ms", "ok"], rows[leader]
+    # FSYNC99 "0.52 ms", DISK "78.0 GiB" (the data dir's free space), HEALTH
+    assert cells[2] == "leader" and cells[9] == "ms" and cells[12] == "ok", rows[leader]
     assert float(cells[8]) > 0  # the fsync p99 of a node that has written
+    assert float(cells[10]) > 0 and cells[11] in ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
     for node_id, line in rows.items():
         if node_id != leader:
             assert line.split()[2] == "follower" and " ok " in line, line

@@ -18,10 +18,14 @@ from replikv.cli import main
 
 from .fake_http import fake_http_server
 
+MIB = 1024 * 1024
+GIB = 1024 * MIB
 LEADER = {
     "id": "n1", "role": "leader", "term": 7, "leader": "n1", "replication": "passive",
     "fsync": "always", "commit_index": 120, "applied_index": 120, "last_log_index": 125,
     "staleness_ms": 0, "fsync_p99_ms": 0.412,
+    "disk": {"path": "/data/n1", "total_bytes": 100 * GIB, "free_bytes": int(41.3 * GIB),
+             "low_free_bytes": 512 * MIB, "state": "ok"},
     "followers": {
         "n2": {"match_index": 125, "next_index": 126, "lag_entries": 0, "lag_ms": 0,
                "connected": True, "last_contact_ms": 50},
@@ -33,6 +37,8 @@ FOLLOWER = {
     "id": "n2", "role": "follower", "term": 7, "leader": "n1", "replication": "passive",
     "fsync": "always", "commit_index": 120, "applied_index": 119, "last_log_index": 121,
     "staleness_ms": 12, "fsync_p99_ms": None, "followers": {},
+    "disk": {"path": "/data/n2", "total_bytes": 100 * GIB, "free_bytes": 12 * GIB,
+             "low_free_bytes": 512 * MIB, "state": "ok"},
 }
 NEW_FOLLOWER = {**FOLLOWER, "id": "n4", "staleness_ms": None, "leader": None}
 
@@ -83,7 +89,7 @@ def test_one_line_per_node_with_role_indexes_and_lag(fake_node) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split() == ["ADMIN", "ID", "ROLE", "TERM", "LEADER", "LAST", "COMMIT",
-                                "APPLIED", "FSYNC99", "HEALTH", "LAG", "CONTACT"]
+                                "APPLIED", "FSYNC99", "DISK", "HEALTH", "LAG", "CONTACT"]
     assert len(lines) == 6
     assert lines[-1] == "modes: replication passive, fsync always"
     assert line_of(result.output, leader).split()[:10] == [
@@ -92,8 +98,8 @@ def test_one_line_per_node_with_role_indexes_and_lag(fake_node) -> None:
     assert cells_of(line_of(result.output, leader))[-2:] == [
         "n2 0 entries/0 ms, n3 15 entries/340 ms (disconnected)",  # LAG
         "n2 50 ms ago, n3 2300 ms ago"]  # CONTACT: when the leader last heard from each
-    assert line_of(result.output, follower).split()[:10] == [
-        follower, "n2", "follower", "7", "n1", "121", "120", "119", "-", "ok"]
+    assert line_of(result.output, follower).split()[:12] == [
+        follower, "n2", "follower", "7", "n1", "121", "120", "119", "-", "12.0", "GiB", "ok"]
     assert cells_of(line_of(result.output, follower))[-2:] == ["staleness 12 ms", "-"]
     assert line_of(result.output, new).split()[4] == "-"
     assert "no leader" in line_of(result.output, new)
@@ -173,9 +179,10 @@ def test_health_says_what_needs_a_look(fake_node) -> None:
 
     assert result.exit_code == 0, result.output
     leader_cells = line_of(result.output, addresses[0]).split()
-    assert leader_cells[8:11] == ["0.41", "ms", "ok"]  # FSYNC99 is "0.41 ms", then HEALTH
-    assert [line_of(result.output, a).split()[8:10] for a in addresses[1:]] == [
-        ["-", "stale"], ["-", "electing"]]
+    # FSYNC99 is "0.41 ms", DISK "41.3 GiB", then HEALTH
+    assert leader_cells[8:13] == ["0.41", "ms", "41.3", "GiB", "ok"]
+    assert [line_of(result.output, a).split()[8:12] for a in addresses[1:]] == [
+        ["-", "12.0", "GiB", "stale"], ["-", "12.0", "GiB", "electing"]]
 
 
 def test_modes_that_differ_between_nodes_are_flagged(fake_node) -> None:
@@ -225,16 +232,16 @@ def test_the_table_has_each_nodes_role_health_lag_and_contact() -> None:
     by_address = {cells_of(row)[0]: cells_of(row) for row in rows}
     assert by_address["10.0.0.1:7201"] == [
         "10.0.0.1:7201", "n1", "leader", "7", "n1", "125", "120", "120", "0.41 ms",
-        "degraded: n3 unreachable", "n2 0 entries/0 ms, n3 15 entries/340 ms (disconnected)",
+        "41.3 GiB", "degraded: n3 unreachable", "n2 0 entries/0 ms, n3 15 entries/340 ms (disconnected)",
         "n2 50 ms ago, n3 2300 ms ago"]
     assert by_address["10.0.0.2:7201"] == [
-        "10.0.0.2:7201", "n2", "follower", "7", "n1", "121", "120", "119", "-", "ok",
-        "staleness 12 ms", "-"]
+        "10.0.0.2:7201", "n2", "follower", "7", "n1", "121", "120", "119", "-", "12.0 GiB",
+        "ok", "staleness 12 ms", "-"]
     assert by_address["10.0.0.4:7201"] == [
-        "10.0.0.4:7201", "n4", "standby", "7", "n1", "121", "120", "119", "-", "ok",
-        "staleness 30 ms", "-"]
+        "10.0.0.4:7201", "n4", "standby", "7", "n1", "121", "120", "119", "-", "12.0 GiB",
+        "ok", "staleness 30 ms", "-"]
     assert by_address["10.0.0.3:7201"] == [
-        "10.0.0.3:7201", "?", "unreachable", "-", "-", "-", "-", "-", "-", "down",
+        "10.0.0.3:7201", "?", "unreachable", "-", "-", "-", "-", "-", "-", "-", "down",
         "connection refused", "-"]
 
 
@@ -244,7 +251,7 @@ def test_numbers_are_right_aligned() -> None:
     header, leader, follower = rendered(
         status_view.build_table(ADDRESSES[:2], answers)).splitlines()
 
-    for column in ("TERM", "LAST", "COMMIT", "APPLIED", "FSYNC99"):
+    for column in ("TERM", "LAST", "COMMIT", "APPLIED", "FSYNC99", "DISK"):
         end = header.index(column) + len(column)
         assert leader[end - 1] != " " and follower[end - 1] != " ", column
         assert leader[end] == " " and follower[end] == " ", column
@@ -414,3 +421,48 @@ def test_discovery_skips_answered_members_and_stays_bounded() -> None:
     assert "127.0.0.1:8001" not in extra  # n1 answered (from another address)
     assert len(extra) == status_view.NODES_MAX - 1
     assert status_view.discovered(["127.0.0.1:7201"], [(None, "refused")]) == []
+
+
+LOW_DISK = {**FOLLOWER, "id": "n3", "disk": {
+    "path": "/data/n3", "total_bytes": 100 * GIB, "free_bytes": 300 * MIB,
+    "low_free_bytes": 512 * MIB, "state": "low"}}
+
+
+def test_a_low_disk_is_shown_in_its_row_and_warned_about_under_the_table(fake_node) -> None:
+    leader, low = fake_node(LEADER), fake_node(LOW_DISK)
+
+    result = CliRunner(env=NO_FORCED_COLOUR).invoke(main, ["status", "--nodes", f"{leader},{low}"])
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 5  # header, 2 nodes, modes, one warning
+    assert cells_of(line_of(result.output, low))[8:11] == ["-", "300.0 MiB (low)", "ok"]
+    assert cells_of(line_of(result.output, leader))[9] == "41.3 GiB"
+    assert lines[-2] == "modes: replication passive, fsync always"
+    assert lines[-1] == (
+        f"WARNING: the disk of n3 ({low}) is low: 300.0 MiB free in /data/n3, below "
+        "disk_low_free_bytes (512.0 MiB). A node whose disk fills stops; free space on that "
+        "file system or move the data dir")
+
+
+def test_no_warning_while_every_disk_is_ok_or_unreported() -> None:
+    older = {k: v for k, v in FOLLOWER.items() if k != "disk"}  # a node that does not say
+    odd = {**FOLLOWER, "disk": {"free_bytes": "lots", "state": "low"}}
+    answers = [(LEADER, None), (older, None), (odd, None), (None, "connection refused")]
+
+    assert status_view.disk_warnings(ADDRESSES, answers) == []
+    assert [status_view.disk_cell(body).plain for body in (LEADER, older, odd)] == [
+        "41.3 GiB", "-", "-"]
+    assert [line.plain for line in status_view.footer(ADDRESSES, answers)] == [
+        "modes: replication passive, fsync always"]
+
+
+def test_a_low_disk_is_yellow_on_a_terminal(fake_node) -> None:
+    out = io.StringIO()
+
+    status_view.show([fake_node(LOW_DISK)], 1.0, False,
+                     Console(file=out, force_terminal=True, width=300, color_system="standard"))
+
+    text = out.getvalue()
+    assert "\x1b[1;33m300.0 MiB (low)" in text
+    assert "\x1b[1;33mWARNING: the disk of n3" in text

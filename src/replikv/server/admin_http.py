@@ -8,10 +8,12 @@ connection, bounded request size) so the node needs no web framework:
                   lately, so no other leader exists); 503 otherwise
     GET /replica  200 only on a follower within ?max_lag_ms= (default 5000) of the primary,
                   by its staleness estimate (see NodeCore.staleness_ms); 503 otherwise
-    GET /status   200, JSON: role, term, indexes, members, per-follower progress
+    GET /status   200, JSON: role, term, indexes, members, per-follower progress, the data
+                  dir's disk space ("disk": free and total bytes, state "ok" or "low")
     GET /members  200, JSON: the members as REPLIKV TOPOLOGY lists them
     GET /         200, text/html: the dashboard (replikv/server/dashboard.html)
-    GET /events   200, JSON: this node's timeline (role and membership changes, rollbacks)
+    GET /events   200, JSON: this node's timeline (role and membership changes, rollbacks,
+                  a disk going low and recovering)
     GET /metrics  200, Prometheus text format: state, counters and latency histograms (see
                   replikv.server.metrics)
     GET /backup   200, application/octet-stream: an online backup, i.e. a snapshot file of

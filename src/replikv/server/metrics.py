@@ -30,6 +30,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from replikv import __version__
+from replikv.storage.disk_space import DISK_LOW
 
 if TYPE_CHECKING:
     from replikv.server.runtime import NodeServer
@@ -266,3 +267,14 @@ class _NodeCollector:
                                   "from a leader and installed.",
                                   value=snapshots.installed if snapshots else 0)
         yield gauge("replikv_keys", "Keys in the state.", node.state.key_count())
+        disk = status.get("disk") or {}
+        if disk:
+            yield gauge("replikv_disk_free_bytes", "Free space on the file system holding the "
+                        "data dir that this node may use (the blocks reserved for root count "
+                        "only for a root that may write into them).",
+                        disk["free_bytes"])
+            yield gauge("replikv_disk_total_bytes", "Size of the file system holding the data "
+                        "dir.", disk["total_bytes"])
+            yield gauge("replikv_disk_low", "1 while the data dir's file system has less free "
+                        "space than disk_low_free_bytes (a node whose disk fills stops).",
+                        1 if disk["state"] == DISK_LOW else 0)

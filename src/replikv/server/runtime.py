@@ -51,6 +51,16 @@ from replikv.server.resp_server import ClientConnection, runtime_topology
 from replikv.server.snapshots import SnapshotRuntime, load_latest, resident_bytes, snapshot_dir
 from replikv.state import KVState
 from replikv.storage.datadir import DataDir, stored_cluster_id
+from replikv.storage.disk_space import (
+    DISK_LOW,
+    DiskSpace,
+    DiskSpaceAlarm,
+    format_bytes,
+    low_disk_warning,
+    read_disk_space,
+    refuse_to_start_if_full,
+    this_process_uses_reserved_blocks,
+)
 from replikv.storage.errors import StorageError
 from replikv.storage.hardstate import load_hard_state, save_hard_state
 from replikv.storage.rollback import RollbackRecord, write_rollback_files
@@ -68,6 +78,8 @@ INLINE_FSYNC_MAX_S = 0.002
 COMMIT_BROADCAST_DELAY_S = COMMIT_BROADCAST_DELAY_MS / 1000  # see RaftCore.commit_unsent
 # How long a node joining without --cluster-id keeps asking the members which cluster it is.
 LEARN_CLUSTER_ID_S = 10.0
+# How often the tick loop reads the data dir's free space (one statvfs: the kernel's counters).
+DISK_SPACE_EVERY_S = 1.0
 
 
 # Plain writes of several connections gathered in one Ready cycle go as one log entry of at most
@@ -165,6 +177,12 @@ class NodeServer(NodeView):
         self.gc_stats = process_gc_stats()
         self.metrics = NodeMetrics(self)
         self.events: deque[dict] = deque(maxlen=EVENTS_KEPT)
+        # The data dir's free space (see replikv.storage.disk_space): read at start-up and
+        # then by the tick loop about once a second.
+        self.disk_alarm = DiskSpaceAlarm(settings.disk_low_free_bytes)
+        # Root may use the blocks reserved for root (unless a container took that away).
+        self._disk_as_root = this_process_uses_reserved_blocks()
+        self._disk_read_error: str | None = None
         # Set by open_storage() (the first four) and run() (the transport); read them through
         # the properties below.
         self._datadir: DataDir | None = None
@@ -243,9 +261,19 @@ class NodeServer(NodeView):
         if not same:
             self.settings = replace(s, cluster_id=cluster_id)
 
+    def check_disk_space_at_start(self) -> None:
+        """Refuse to start (DiskSpaceError, a StorageError) while the data dir's file system
+        has less free than disk_min_free_bytes: the node would stop at its first write.
+        Otherwise the reading is the disk alarm's first (a low disk is reported at once)."""
+        space = read_disk_space(self.settings.data_dir, as_root=self._disk_as_root)
+        refuse_to_start_if_full(space, self.settings.disk_min_free_bytes)
+        self._observe_disk_space(space)
+
     def open_storage(self) -> None:
         """Lock the data dir and recover the log and hard state (raises on corruption)."""
         s = self.settings
+        # Before anything is written (a new data dir's files, the WAL's preallocation).
+        self.check_disk_space_at_start()
         self._datadir = DataDir.open(s.data_dir, node_id=s.id, cluster_id=s.cluster_id,
                                      replication=s.replication)
         hard_state = load_hard_state(self.datadir.hard_state_path)
@@ -411,6 +439,10 @@ class NodeServer(NodeView):
         if warning is not None:
             log.warning("%s", warning)
             print(f"WARNING: {warning}", flush=True)
+        space = self.disk_alarm.last
+        if self.disk_alarm.state == DISK_LOW and space is not None:  # logged when it was read
+            print(f"WARNING: {low_disk_warning(space, self.disk_alarm.low_free_bytes)}",
+                  flush=True)
         print(f"replikv node {s.id} ready: redis-cli -p {s.listen.port}", flush=True)
         try:
             stop_wait = asyncio.create_task(self._stopping.wait())
@@ -547,6 +579,9 @@ class NodeServer(NodeView):
         started = loop.time()
         done = 0
         stall_report_ms = self.settings.election_ticks * self.settings.tick_ms // 2
+        # The free-space reading rides on the ticks: nothing on the write path, no task more.
+        disk_every = max(1, round(DISK_SPACE_EVERY_S / interval))
+        disk_due = disk_every
         while True:
             await asyncio.sleep(max(0.0, started + (done + 1) * interval - loop.time()))
             due = int((loop.time() - started) / interval)
@@ -558,6 +593,54 @@ class NodeServer(NodeView):
             self.node.tick(now_ms(), due - done)
             done = due
             self.wake()
+            if done >= disk_due:
+                disk_due = done + disk_every
+                self.sample_disk_space()
+
+    def sample_disk_space(self) -> None:
+        """Read the data dir's free space, on the loop: a statvfs of a local file system reads
+        the kernel's counters and does not wait for the disk (a network file system could;
+        keep data dirs local). A failed read is logged once and leaves the last reading."""
+        try:
+            space = read_disk_space(self.settings.data_dir, as_root=self._disk_as_root)
+        except OSError as e:
+            if self._disk_read_error is None:
+                log.warning("cannot read the free space of the file system holding %s "
+                            "(statvfs): %s; /status keeps the last reading",
+                            self.settings.data_dir, e)
+            self._disk_read_error = str(e)
+            return
+        self._disk_read_error = None
+        self._observe_disk_space(space)
+
+    def _observe_disk_space(self, space: DiskSpace) -> None:
+        alarm = self.disk_alarm
+        change = alarm.observe(space)
+        if change is None:
+            return
+        free = format_bytes(space.free_bytes)
+        if change == DISK_LOW:
+            log.warning("%s", low_disk_warning(space, alarm.low_free_bytes))
+            self.record_event("disk", f"{self.node_id}'s disk is low: {free} free in "
+                              f"{space.path}, below disk_low_free_bytes "
+                              f"({format_bytes(alarm.low_free_bytes)})")
+        else:
+            log.info("disk space ok again: the file system holding %s has %s free, above "
+                     "disk_low_free_bytes (%s)", space.path, free,
+                     format_bytes(alarm.low_free_bytes))
+            self.record_event("disk", f"{self.node_id}'s disk has {free} free again in "
+                              f"{space.path}")
+
+    def disk_status(self) -> dict | None:
+        """/status's "disk": the latest reading of the data dir's file system."""
+        space = self.disk_alarm.last
+        if space is None:
+            return None
+        return {"path": space.path, "total_bytes": space.total_bytes,
+                "free_bytes": space.free_bytes,
+                "low_free_bytes": self.disk_alarm.low_free_bytes,
+                "state": self.disk_alarm.state,
+                **({"error": self._disk_read_error} if self._disk_read_error else {})}
 
     def _loop_stalled(self, stall_ms: int) -> None:
         """The loop was held for `stall_ms` (within a tick): followers may have started an
@@ -899,6 +982,7 @@ class NodeServer(NodeView):
             "keys": node.state.key_count(), "pending_requests": node.pending_requests,
             "clients": len(self.clients), "fsync": self.settings.fsync,
             "fsync_p99_ms": self.disk_stats.p99_ms(),
+            "disk": self.disk_status(),
             **({"fsync_interval_ms": self.settings.fsync_interval_ms}
                if self.settings.fsync == "batch" else {}),
             "uptime_s": int(time.time() - self.started_s), "pid": os.getpid(),
@@ -1055,6 +1139,7 @@ def run_node(settings: NodeSettings) -> None:
         uvloop = None  # type: ignore[assignment]  # mypy cannot type an optional import
     server = NodeServer(settings)
     attach_node(server)
+    server.check_disk_space_at_start()  # before a joining node spends time asking the members
     asyncio.run(server.resolve_cluster_id())
     server.open_storage()
     # What is alive now lives as long as the process: out of the full collections' walk.
