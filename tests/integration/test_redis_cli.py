@@ -1,7 +1,8 @@
 """redis-cli (the real binary) as a user would run it against a 3-node cluster.
 
 Covers one-shot commands through different nodes, --raw / --no-raw output, INFO and ROLE,
-RESP3 mode (-3), an unknown command, and --pipe mass insertion of raw RESP.
+RESP3 mode (-3), an unknown command, --pipe mass insertion of raw RESP, and --bigkeys and
+--memkeys (which scan the keyspace with SCAN, TYPE, STRLEN, SCARD and MEMORY USAGE).
 Note: redis-cli 7.0 exits with status 0 even when the server answers with an error, so errors
 are recognised by their output line.
 """
@@ -106,3 +107,32 @@ def test_pipe_mass_insertion_of_10000_sets(shared_cluster):
     assert cli(shared_cluster, "n1", "DBSIZE") == "10000\n"
     assert cli(shared_cluster, "n1", "GET", "mass:9999") == "value-9999\n"
     assert cli(shared_cluster, "n3", "GET", "mass:0") == "value-0\n"
+
+
+def test_bigkeys_and_memkeys_scan_a_node_as_they_scan_redis(shared_cluster):
+    # --bigkeys sends SCAN, TYPE and STRLEN / SCARD; --memkeys MEMORY USAGE key SAMPLES 0.
+    # They run against a follower: every one of those is a read at its consistency.
+    leader = shared_cluster.leader()
+    follower = next(i for i in shared_cluster.ids if i != leader)
+    assert cli(shared_cluster, leader, "FLUSHALL") == "OK\n"
+    assert cli(shared_cluster, leader, "SET", "bk:str", "x" * 300) == "OK\n"
+    assert cli(shared_cluster, leader, "SET", "bk:small", "1") == "OK\n"
+    assert cli(shared_cluster, leader, "SADD", "bk:set", "a", "b", "c", "d", "e") == "5\n"
+    assert cli(shared_cluster, leader, "SADD", "bk:s2", "a") == "1\n"
+
+    big = cli(shared_cluster, follower, "--bigkeys")
+    assert "Sampled 4 keys in the keyspace!" in big, big
+    assert "Biggest string found '\"bk:str\"' has 300 bytes" in big, big
+    assert "Biggest    set found '\"bk:set\"' has 5 members" in big, big
+    assert "2 strings with 301 bytes" in big and "2 sets with 6 members" in big, big
+
+    usage = {key: int(cli(shared_cluster, follower, "MEMORY", "USAGE", key))
+             for key in ("bk:str", "bk:small", "bk:set", "bk:s2")}
+    mem = cli(shared_cluster, follower, "--memkeys")
+    assert "Sampled 4 keys in the keyspace!" in mem, mem
+    assert f"Biggest string found '\"bk:str\"' has {usage['bk:str']} bytes" in mem, mem
+    assert f"Biggest    set found '\"bk:set\"' has {usage['bk:set']} bytes" in mem, mem
+    assert f"2 strings with {usage['bk:str'] + usage['bk:small']} bytes" in mem, mem
+    assert cli(shared_cluster, follower, "--no-raw", "MEMORY", "USAGE", "bk:none") == "(nil)\n"
+    assert cli(shared_cluster, follower, "OBJECT", "ENCODING", "bk:small") == "int\n"
+    assert cli(shared_cluster, follower, "OBJECT", "ENCODING", "bk:set") == "listpack\n"

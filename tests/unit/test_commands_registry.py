@@ -20,6 +20,8 @@ EXPECTED_COMMANDS = {
     "sadd", "srem", "scard", "sismember", "smismember", "smembers", "spop", "srandmember",
     "smove", "sinter", "sunion", "sdiff", "sinterstore", "sunionstore", "sdiffstore",
     "sintercard", "sscan",
+    # introspection: containers of key subcommands (OBJECT ENCODING key, MEMORY USAGE key)
+    "object", "memory",
     # transactions: the internal form of MULTI ... EXEC, and of a pipeline's reads
     # (commands/transactions.py)
     "exec", "exec-reads", "watch-point",
@@ -111,6 +113,10 @@ def test_arity_is_enforced(spec: CommandSpec) -> None:
         ([b"SINTERCARD", b"2", b"a", b"b", b"LIMIT", b"3"], [b"a", b"b"]),
         ([b"SINTERCARD", b"1", b"LIMIT"], [b"LIMIT"]),
         ([b"SSCAN", b"s", b"0", b"COUNT", b"5"], [b"s"]),
+        # As in Redis's table, the container has no key range (its subcommands have); reads
+        # never need one.
+        ([b"OBJECT", b"ENCODING", b"k"], []),
+        ([b"MEMORY", b"USAGE", b"k", b"SAMPLES", b"0"], []),
     ],
 )
 def test_keys_of(argv: list[bytes], keys: list[bytes]) -> None:
@@ -123,3 +129,29 @@ def test_parse_is_pure_and_reusable() -> None:
     first = parse_command(argv)
     assert parse_command(argv) == first
     assert argv == [b"SET", b"k", b"v", b"PX", b"100"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # Redis 7's texts: the subcommand's arity names it "object|encoding".
+        ([b"OBJECT"], "ERR wrong number of arguments for 'object' command"),
+        ([b"OBJECT", b"ENCODING"], "ERR wrong number of arguments for 'object|encoding' command"),
+        ([b"object", b"encoding", b"a", b"b"],
+         "ERR wrong number of arguments for 'object|encoding' command"),
+        ([b"OBJECT", b"HELP", b"x"], "ERR wrong number of arguments for 'object|help' command"),
+        ([b"OBJECT", b"FOO"], "ERR unknown subcommand 'FOO'. Try OBJECT HELP."),
+        ([b"object", b"foo", b"k"], "ERR unknown subcommand 'foo'. Try OBJECT HELP."),
+        ([b"MEMORY"], "ERR wrong number of arguments for 'memory' command"),
+        ([b"MEMORY", b"USAGE"], "ERR wrong number of arguments for 'memory|usage' command"),
+        ([b"MEMORY", b"HELP", b"x"], "ERR wrong number of arguments for 'memory|help' command"),
+        ([b"MEMORY", b"DOCTOR"], "ERR unknown subcommand 'DOCTOR'. Try MEMORY HELP."),
+        ([b"MEMORY", b"a\r\nb" + b"x" * 200],
+         "ERR unknown subcommand 'a  b" + "x" * 124 + "'. Try MEMORY HELP."),
+    ],
+)
+def test_a_subcommand_is_checked_with_the_arity(argv: list[bytes], message: str) -> None:
+    # Refused before `parse`, like an arity error: so between MULTI and EXEC when queued.
+    with pytest.raises(CommandError) as raised:
+        parse_command(argv)
+    assert raised.value.message == message

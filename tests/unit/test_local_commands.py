@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import itertools
 
-from replikv.replies import OK, ErrorReply
+import pytest
+
+from replikv.replies import OK, ErrorReply, Status, wrong_arity
 from replikv.server.local_commands import LOCAL_COMMANDS, ConnectionState, NodeView, run_local
+
+STARTED_S = 1_700_000_000.75
 
 
 class FakeNode(NodeView):
     node_id = "n1"
+    started_s = STARTED_S
 
     def info_sections(self) -> dict[str, list[tuple[str, object]]]:
         return {"server": [("redis_version", "7.4.0")], "replication": [("role", "master")]}
@@ -69,3 +74,26 @@ def test_hello_setname_checks_the_name_as_client_setname_does() -> None:
     assert "cannot contain spaces" in error(call(conn, b"HELLO", b"2", b"SETNAME", b"a b"))
     assert "cannot contain spaces" in error(call(conn, b"CLIENT", b"SETNAME", b"a b"))
     assert conn.name == b""
+
+
+@pytest.mark.parametrize("name", [b"TIME", b"ROLE", b"RESET", b"LASTSAVE", b"time"])
+def test_commands_without_arguments_refuse_one_as_redis_does(name: bytes) -> None:
+    conn = ConnectionState(client_id=1, name=b"app", protocol=3)
+    reply = call(conn, name, b"x")
+    assert error(reply) == wrong_arity(name.decode().lower())  # e.g. Redis's
+    # "ERR wrong number of arguments for 'time' command"
+    assert (conn.name, conn.protocol) == (b"app", 3)  # a refused RESET resets nothing
+    assert type(call(conn, name)) is not ErrorReply
+
+
+def test_reset_alone_still_resets() -> None:
+    conn = ConnectionState(client_id=1, name=b"app", protocol=3)
+    assert call(conn, b"RESET") == Status("RESET")
+    assert (conn.name, conn.protocol) == (b"", 2)
+
+
+def test_lastsave_is_the_nodes_start_in_unix_seconds() -> None:
+    # The runtime does not tell local commands when it wrote its last snapshot; a Redis counts
+    # its start as a save too, so LASTSAVE is the start until someone saves.
+    assert call(ConnectionState(1), b"LASTSAVE") == int(STARTED_S)
+    assert call(ConnectionState(1), b"lastsave") == 1_700_000_000

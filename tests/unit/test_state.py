@@ -308,7 +308,12 @@ def test_every_read_command_is_served_by_execute_read() -> None:
         + ["sdiff", "sintercard", "sscan"]
         + ["exec-reads"]  # a pipeline's reads as one (commands/transactions.py)
         + ["watch-point"]  # where a WATCH starts: the node answers it, not the state
+        + ["object", "memory"]  # commands/introspection.py
     )
+    state = KVState()
+    state.write(b"n", b"12")
+    assert state.execute_read([b"OBJECT", b"ENCODING", b"n"], T0) == b"int"
+    assert isinstance(state.execute_read([b"MEMORY", b"USAGE", b"n"], T0), int)
     reply = KVState().execute_read([b"WATCH-POINT"], T0)
     assert isinstance(reply, ErrorReply) and "answered by the node" in reply.message
 

@@ -30,7 +30,7 @@ from replikv.entries import apply_entry, entry_keys
 from replikv.limits import DEFAULT_LIMITS
 from replikv.node import encode_command_entry, encode_effects_entry
 from replikv.pitr import _removes
-from replikv.replies import OK, CommandError, ErrorReply, NullArray, Status
+from replikv.replies import OK, CommandError, ErrorReply, NullArray, Status, wrong_arity
 from replikv.resp import encode_reply
 from replikv.server.resp_server import ClientConnection
 from replikv.sessions import SessionTable
@@ -374,6 +374,58 @@ def test_a_watch_waits_for_the_connections_writes_and_fails_as_its_read_would() 
     conn, server, transport = connection()
     send(conn, [WATCH_POINT_NAME])
     assert transport.out.startswith(b"-ERR unknown command") and server.submitted == []
+
+
+def arity_error(name: str) -> bytes:
+    return b"-" + wrong_arity(name).encode() + b"\r\n"
+
+
+EXEC_ARITY_ABORT = (b"-EXECABORT Transaction discarded because of: wrong number of arguments "
+                    b"for 'exec' command\r\n")
+PREVIOUS_ERRORS_ABORT = b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+
+
+def test_transaction_commands_outside_multi_check_their_arity_as_redis_does() -> None:
+    conn, server, transport = connection()
+    send(conn, [b"WATCH", b"k"])
+    watched(conn, server, 7)
+    # Refused, and nothing else happens: UNWATCH x keeps the WATCH.
+    send(conn, [b"UNWATCH", b"x"], [b"DISCARD", b"x"], [b"MULTI", b"x"], [b"WATCH"],
+         [b"MULTI"], [b"EXEC"])
+    assert transport.out == (b"+OK\r\n" + arity_error("unwatch") + arity_error("discard")
+                             + arity_error("multi") + arity_error("watch") + b"+OK\r\n")
+    assert server.submitted[-1] == encode_exec([], (7, [b"k"]))
+    conn.on_reply(2, [])
+    # EXEC x is Redis's EXECABORT with the reason, and it ends the WATCH: the next empty
+    # transaction watches nothing, so it is answered without the node.
+    transport.out = b""
+    send(conn, [b"WATCH", b"k"])
+    watched(conn, server, 8)
+    send(conn, [b"EXEC", b"x"], [b"MULTI"], [b"EXEC"])
+    assert transport.out == b"+OK\r\n" + EXEC_ARITY_ABORT + b"+OK\r\n*0\r\n"
+    assert len(server.submitted) == 3
+
+
+@pytest.mark.parametrize("bad", [[b"DISCARD", b"x"], [b"UNWATCH", b"x"], [b"MULTI", b"x"],
+                                 [b"WATCH"], [b"RESET", b"x"], [b"TIME", b"x"],
+                                 [b"ROLE", b"x"], [b"LASTSAVE", b"x"], [b"WAIT", b"1"]])
+def test_an_arity_error_inside_multi_makes_exec_abort(bad: list[bytes]) -> None:
+    conn, server, transport = connection()
+    send(conn, [b"MULTI"], [b"SET", b"a", b"1"], bad, [b"EXEC"])
+    assert transport.out == (b"+OK\r\n+QUEUED\r\n" + arity_error(bad[0].decode().lower())
+                             + PREVIOUS_ERRORS_ABORT)
+    assert server.submitted == []
+
+
+def test_exec_with_arguments_inside_multi_discards_the_transaction_and_the_watch() -> None:
+    conn, server, transport = connection()
+    send(conn, [b"WATCH", b"k"])
+    watched(conn, server, 9)
+    send(conn, [b"MULTI"], [b"SET", b"a", b"1"], [b"EXEC", b"x"], [b"EXEC"], [b"MULTI"],
+         [b"EXEC"])
+    assert transport.out == (b"+OK\r\n+OK\r\n+QUEUED\r\n" + EXEC_ARITY_ABORT
+                             + b"-ERR EXEC without MULTI\r\n+OK\r\n*0\r\n")
+    assert len(server.submitted) == 1  # the watch point only
 
 
 def test_command_describes_the_transaction_commands_as_clients_send_them() -> None:

@@ -7,21 +7,24 @@ at a given time. The leader calls `parse_command` before proposing a write; ever
 CommandError with Redis's own error text, so clients that match on errors keep working.
 
 The table is written out in one place, like Redis's command table, so its shape can be read at a
-glance; the code for each family lives in `strings`, `keys`, `sets` and `transactions`.
+glance; the code for each family lives in `strings`, `keys`, `sets`, `introspection` (OBJECT,
+MEMORY) and `transactions`.
 Arity and key positions follow Redis's COMMAND conventions: arity counts the name, negative
 means "at least"; keys are argv[first_key..last_key] stepping by key_step, a negative last_key
 counting from the end. A command whose keys move with a count argument (SINTERCARD numkeys
 key ...) has the "movablekeys" flag, (0, 0, 0) as its range like in Redis, and a `find_keys`
-function instead.
+function instead. A command with subcommands (OBJECT ENCODING key) is checked as Redis checks
+it before it runs: an unknown subcommand, or a subcommand with the wrong number of arguments,
+is refused like a wrong arity (so between MULTI and EXEC it is refused when queued).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from replikv.commands import keys, sets, strings, transactions
+from replikv.commands import introspection, keys, sets, strings, transactions
 from replikv.replies import CommandError, wrong_arity
 
 if TYPE_CHECKING:
@@ -46,6 +49,9 @@ class CommandSpec:
     run: Callable[[KVState, object, int], object]  # (state, parsed, time_ms) -> reply
     # For "movablekeys" commands: argv (already parsed without error) -> its keys.
     find_keys: Callable[[list[bytes]], list[bytes]] | None = None
+    # For a container command (OBJECT, MEMORY): its subcommands' lowercase names -> arity,
+    # which counts the command and the subcommand ("object|encoding" takes a key: 3).
+    subcommands: Mapping[str, int] | None = None
 
 
 _W = ("write",)
@@ -55,6 +61,9 @@ _W_DENYOOM_FAST = ("write", "denyoom", "fast")
 _R = ("readonly",)
 _R_FAST = ("readonly", "fast")
 _R_MOVABLE = ("readonly", "movablekeys")
+# Redis flags OBJECT and MEMORY themselves with nothing (their subcommands are readonly); here
+# every command is a read or a write, and these read.
+_R_CONTAINER = ("readonly",)
 
 _ONE_KEY = (1, 1, 1)
 _ALL_KEYS = (1, -1, 1)
@@ -71,10 +80,11 @@ def _command(
     parse: Callable[[list[bytes]], object],
     run: Callable[..., object],
     find_keys: Callable[[list[bytes]], list[bytes]] | None = None,
+    subcommands: Mapping[str, int] | None = None,
 ) -> CommandSpec:
     # A command goes through the log exactly when Redis flags it as a write.
     kind = "write" if "write" in flags else "read"
-    return CommandSpec(name, arity, kind, flags, *key_spec, parse, run, find_keys)
+    return CommandSpec(name, arity, kind, flags, *key_spec, parse, run, find_keys, subcommands)
 
 
 _TABLE = (
@@ -156,6 +166,12 @@ _TABLE = (
         sets.sintercard_keys,
     ),
     _command("sscan", -3, _R, _ONE_KEY, sets.parse_sscan, sets.run_sscan),
+    # Introspection: reads of one key (argv[2]) like TYPE, at the connection's consistency. As
+    # in Redis's COMMAND table the key is the subcommands', not the container's.
+    _command("object", -2, _R_CONTAINER, _NO_KEYS, introspection.parse_object,
+             introspection.run_object, subcommands=introspection.OBJECT_SUBCOMMANDS),
+    _command("memory", -2, _R_CONTAINER, _NO_KEYS, introspection.parse_memory,
+             introspection.run_memory, subcommands=introspection.MEMORY_SUBCOMMANDS),
     # Transactions: the internal form of MULTI ... EXEC (see transactions.py); a client's EXEC
     # is taken by its connection and never looked up here.
     _command("exec", -2, _W, _NO_KEYS, transactions.parse_exec, transactions.run_exec),
@@ -204,10 +220,32 @@ def parse_command(argv: list[bytes]) -> tuple[CommandSpec, object]:
 
 
 def check_arity(spec: CommandSpec, argv: list[bytes]) -> None:
-    """CommandError, with Redis's text, if `argv` has the wrong number of arguments."""
+    """CommandError, with Redis's text, if `argv` has the wrong number of arguments, or names a
+    subcommand `spec` does not have or gives it the wrong number of arguments."""
     arity = spec.arity
     if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
         raise CommandError(wrong_arity(spec.name))
+    if spec.subcommands is not None:
+        _check_subcommand(spec.name, spec.subcommands, argv)
+
+
+def _check_subcommand(name: str, subcommands: Mapping[str, int], argv: list[bytes]) -> None:
+    if len(argv[1]) > COMMAND_NAME_BYTES_MAX:  # no subcommand is longer: not worth lowering
+        raise unknown_subcommand(argv)
+    sub = argv[1].lower().decode("latin-1")
+    arity = subcommands.get(sub)
+    if arity is None:
+        raise unknown_subcommand(argv)
+    if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
+        raise CommandError(wrong_arity(f"{name}|{sub}"))
+
+
+def unknown_subcommand(argv: list[bytes]) -> CommandError:
+    """Redis's text: the subcommand cut to 128 bytes, CR and LF made spaces."""
+    sub = argv[1][:UNKNOWN_COMMAND_QUOTE_CHARS_MAX].decode("utf-8", "replace")
+    name = argv[0].decode("latin-1").upper()
+    message = f"ERR unknown subcommand '{sub}'. Try {name} HELP."
+    return CommandError(message.replace("\r", " ").replace("\n", " "))
 
 
 def keys_of(spec: CommandSpec, argv: list[bytes]) -> list[bytes]:

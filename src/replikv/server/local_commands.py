@@ -1,9 +1,11 @@
 """Commands answered by the node itself, without the log: connection handshakes and introspection.
 
 These are what redis-cli and redis-py send when they connect (HELLO, CLIENT SETNAME / SETINFO,
-SELECT 0), plus PING, ECHO, INFO, ROLE, COMMAND, CONFIG GET, TIME, QUIT, RESET and REPLIKV. They
-touch only the connection's own state or report the node's state; none of them changes data, so
-none of them goes through consensus.
+SELECT 0), plus PING, ECHO, INFO, ROLE, COMMAND, CONFIG GET, TIME, LASTSAVE, QUIT, RESET and
+REPLIKV. They touch only the connection's own state or report the node's state; none of them
+changes data, so none of them goes through consensus. Their arity is checked as Redis checks a
+command's (`check_local_arity`, from LOCAL_ARITY), before a handler runs, so `TIME x` is
+refused with Redis's text; the connection checks the transaction commands' arity the same way.
 
 `REPLIKV TOPOLOGY` describes the members for smart clients (replikv.client): the node reports
 what it knows through `NodeView.topology()`, built with `member_views` from its membership,
@@ -109,6 +111,7 @@ class NodeView:
     """What local commands need to know about the node; the runtime implements it."""
 
     node_id: str
+    started_s: float  # when the node started (time.time())
 
     def info_sections(self) -> dict[str, list[tuple[str, object]]]:
         raise NotImplementedError
@@ -119,6 +122,13 @@ class NodeView:
     def topology(self) -> list[MemberView]:
         """Every member, this node included (see `member_views`)."""
         raise NotImplementedError
+
+    def last_save_s(self) -> int:
+        """LASTSAVE: the Unix time in seconds of this node's last save. Redis counts its own
+        start as a save until it writes one; the runtime does not yet tell local commands when
+        it last wrote a snapshot, so here it is the node's start until a view that knows
+        overrides this."""
+        return int(self.started_s)
 
 
 # Commands that change how later replies on the connection look, or end it: they wait until
@@ -235,21 +245,31 @@ def _command(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object
 
 def _all_command_names() -> set[str]:
     return ((set(COMMANDS) - {"exec-reads", "watch-point"}) | {n.decode() for n in LOCAL_COMMANDS}
-            | set(_LOCAL_ARITY))
+            | set(LOCAL_ARITY))
 
 
 # Commands the node answers itself, and the transaction commands the connection takes (EXEC's
-# table entry is its internal form: a client sends it bare).
-_LOCAL_ARITY = {"ping": -1, "echo": 2, "hello": -1, "client": -2, "select": 2, "command": -1,
-                "info": -1, "role": 1, "quit": -1, "reset": 1, "time": 1, "config": -2,
-                "auth": -2, "replikv": -2, "wait": 3,
-                "multi": 1, "exec": 1, "discard": 1, "watch": -2, "unwatch": 1}
+# table entry is its internal form: a client sends it bare). Arity as in Redis's command table:
+# it counts the name; negative means "at least".
+LOCAL_ARITY = {"ping": -1, "echo": 2, "hello": -1, "client": -2, "select": 2, "command": -1,
+               "info": -1, "role": 1, "quit": -1, "reset": 1, "time": 1, "lastsave": 1,
+               "config": -2, "auth": -2, "replikv": -2, "wait": 3,
+               "multi": 1, "exec": 1, "discard": 1, "watch": -2, "unwatch": 1}
+
+
+def check_local_arity(argv: list[bytes]) -> None:
+    """CommandError, with Redis's text, if a command in LOCAL_ARITY has the wrong number of
+    arguments; nothing for any other command."""
+    name = argv[0].lower().decode("latin-1")
+    arity = LOCAL_ARITY.get(name)
+    if arity is not None and ((arity > 0 and len(argv) != arity) or len(argv) < -arity):
+        raise CommandError(wrong_arity(name))
 
 
 def _command_entry(name: str) -> list:
     spec = COMMANDS.get(name)
-    if spec is None or name in _LOCAL_ARITY:
-        return [name, _LOCAL_ARITY.get(name, -1), [Status("fast")], 0, 0, 0, [], [], [], []]
+    if spec is None or name in LOCAL_ARITY:
+        return [name, LOCAL_ARITY.get(name, -1), [Status("fast")], 0, 0, 0, [], [], [], []]
     return [name, spec.arity, [Status(f) for f in spec.flags], spec.first_key, spec.last_key,
             spec.key_step, [], [], [], []]
 
@@ -289,6 +309,10 @@ def _reset(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
 def _time(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
     now_us = time.time_ns() // 1000
     return [str(now_us // 1_000_000).encode(), str(now_us % 1_000_000).encode()]
+
+
+def _lastsave(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    return node.last_save_s()
 
 
 def _config(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
@@ -457,13 +481,16 @@ def parse_replikv_with(options: RequestOptions, argv: list[bytes]) -> tuple[Requ
 LOCAL_COMMANDS: dict[bytes, LocalHandler] = {
     b"ping": _ping, b"echo": _echo, b"hello": _hello, b"client": _client, b"select": _select,
     b"command": _command, b"info": _info, b"role": _role, b"quit": _quit, b"reset": _reset,
-    b"time": _time, b"config": _config, b"auth": _auth, b"replikv": _replikv,
+    b"time": _time, b"lastsave": _lastsave, b"config": _config, b"auth": _auth,
+    b"replikv": _replikv,
 }
 
 
 def run_local(handler: LocalHandler, conn: ConnectionState, node: NodeView,
               argv: list[bytes]) -> object:
+    """The reply of the local command `argv` (its arity checked first), errors included."""
     try:
+        check_local_arity(argv)
         return handler(conn, node, argv)
     except CommandError as e:
         return e.reply()
@@ -471,6 +498,7 @@ def run_local(handler: LocalHandler, conn: ConnectionState, node: NodeView,
 
 __all__ = [
     "BARRIER_COMMANDS",
+    "LOCAL_ARITY",
     "LOCAL_COMMANDS",
     "MEMBER_ROLES",
     "REDIS_COMPAT_VERSION",
@@ -478,6 +506,7 @@ __all__ = [
     "MemberView",
     "NodeView",
     "__version__",
+    "check_local_arity",
     "describe_options",
     "member_views",
     "parse_replikv_with",

@@ -56,6 +56,7 @@ from replikv.server.local_commands import (
     LOCAL_COMMANDS,
     ConnectionState,
     MemberView,
+    check_local_arity,
     member_views,
     parse_replikv_with,
     run_local,
@@ -79,6 +80,10 @@ RUN_INSIDE_MULTI = frozenset({b"quit", b"reset"})  # run at once, as in Redis
 QUEUED = Status("QUEUED")
 OK = Status("OK")
 ERR_EXEC_ABORT = ErrorReply("EXECABORT Transaction discarded because of previous errors.")
+# EXEC itself refused (its arity), inside MULTI or not: Redis discards the transaction and the
+# WATCH, and says why without the error's code.
+ERR_EXEC_ARITY = ErrorReply("EXECABORT Transaction discarded because of: "
+                            + wrong_arity("exec").removeprefix("ERR "))
 WATCHED_KEYS_MAX = 10_000  # per connection
 # Bytes counted per queued command beyond its arguments (its argument count in the internal
 # EXEC), so the transaction is refused when queued, not when it is proposed.
@@ -231,7 +236,10 @@ class ClientConnection(asyncio.Protocol):
                     self.held = argv
                     break
                 reply = run_local(handler, self.state, self.view, argv)
-                if name == b"reset":
+                if type(reply) is ErrorReply:
+                    if self.multi is not None:  # RESET x inside MULTI: refused, as queued
+                        self.multi_dirty = True
+                elif name == b"reset":
                     self.multi = self.watch = None  # RESET also drops a transaction and WATCH
                 self.server.metrics.count_command(name.decode("latin-1"),
                                                   type(reply) is not ErrorReply)
@@ -344,9 +352,14 @@ class ClientConnection(asyncio.Protocol):
     # -- MULTI ... EXEC -------------------------------------------------------------------------
 
     def _outside_multi(self, name: bytes, argv: list[bytes]) -> object:
+        if name == b"exec" and len(argv) != 1:
+            self.watch = None
+            return ERR_EXEC_ARITY
+        try:
+            check_local_arity(argv)  # before anything: UNWATCH x keeps the WATCH
+        except CommandError as e:
+            return e.reply()
         if name == b"multi":
-            if len(argv) != 1:
-                return ErrorReply(wrong_arity("multi"))
             self.multi, self.multi_dirty = [], False
             self.multi_args, self.multi_bytes = 2, 16  # the internal EXEC's name and count
             return OK
@@ -361,8 +374,6 @@ class ClientConnection(asyncio.Protocol):
         """WATCH key... once the connection watches already (the first WATCH takes its watch
         point from the node: _submit_watch_point), or refused: EXEC will answer nil if an entry
         after the watch point changes one of the keys (replikv.commands.transactions)."""
-        if len(argv) < 2:
-            return ErrorReply(wrong_arity("watch"))
         watch = self.watch
         if len(argv) - 1 + (len(watch[1]) if watch else 0) > WATCHED_KEYS_MAX:
             return ErrorReply(f"ERR too many watched keys (limit {WATCHED_KEYS_MAX})")
@@ -397,10 +408,18 @@ class ClientConnection(asyncio.Protocol):
                   with_options: bool) -> list[bytes] | None:
         """A command between MULTI and EXEC (`queued` so far): answered here (None), or, for
         EXEC, the internal EXEC to submit as one write."""
+        if name == b"exec" and len(argv) != 1:
+            self.multi = self.watch = None
+            self._push_done(ERR_EXEC_ARITY)
+            return None
+        try:
+            # A connection or node command's arity first, as Redis checks it before anything:
+            # DISCARD x, MULTI x, WATCH alone, TIME x are refused and make EXEC abort.
+            check_local_arity(argv)
+        except CommandError as e:
+            self._multi_refuse(e.reply())
+            return None
         if name == b"exec" or name == b"discard":
-            if len(argv) != 1:
-                self._multi_refuse(ErrorReply(wrong_arity(name.decode())))
-                return None
             dirty, watch = self.multi_dirty, self.watch
             self.multi = self.watch = None  # EXEC and DISCARD also end WATCH
             if name == b"discard":
