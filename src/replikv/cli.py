@@ -1166,6 +1166,11 @@ def member_add(node_id: str, peer_address: str, client_address: str | None,
 def _promote_when_caught_up(cluster_addresses: str, node_id: str, wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
     last_reason = ""
+    # Given up on (time out, Ctrl-C): the node stays in the membership as a standby, which
+    # counts toward no majority but is sent the log; say how to go on or undo it.
+    stays = (f"{node_id} stays a standby. Once it runs and has caught up, promote it with: "
+             f"replikv member promote {node_id}; to undo the addition: replikv member remove "
+             f"{node_id}")
     while True:
         try:
             click.echo(_text(_cluster_call(cluster_addresses, "REPLIKV", "MEMBER", "PROMOTE",
@@ -1175,13 +1180,21 @@ def _promote_when_caught_up(cluster_addresses: str, node_id: str, wait_s: float)
             reason = e.message
             retryable = any(w in reason for w in ("catching up", "not reachable", "try again",
                                                   "still being committed"))
-            if not retryable or time.monotonic() >= deadline:
+            if not retryable:
                 raise
+            if time.monotonic() >= deadline:
+                raise click.ClickException(f"{reason}\n{stays}") from None
             if reason != last_reason:
                 said = reason.removeprefix("ERR ").removeprefix("membership change refused: ")
+                if "not reachable" in reason:
+                    said += (f" (is it running, started with --join and the --peers above? "
+                             f"waiting up to {wait_s:.0f} s; Ctrl-C stops waiting)")
                 click.echo(f"waiting for {node_id}: {said}", err=True)
                 last_reason = reason
-            time.sleep(0.5)
+            try:
+                time.sleep(0.5)
+            except KeyboardInterrupt:
+                raise click.ClickException(f"stopped waiting. {stays}") from None
 
 
 def _member_change(op: str, node_id: str, cluster_addresses: str) -> None:
