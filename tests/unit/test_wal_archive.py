@@ -238,6 +238,21 @@ def test_an_archive_from_before_owners_is_claimed_and_a_damaged_owner_is_refused
         open_wal(tmp_path, archive_owner=ArchiveOwner("c", "n1"))
 
 
+def test_the_directory_holding_per_node_archives_is_named_for_what_it_is(
+        tmp_path: Path) -> None:
+    for node in ("n1", "n2"):
+        wal, _ = WriteAheadLog.open(tmp_path / f"wal-{node}", segment_bytes=200,
+                                    archive_dir=tmp_path / "archive" / node)
+        write(wal, batch(1, 3))
+        wal.close()
+    (tmp_path / "archive" / "notes").mkdir()
+    with pytest.raises(StorageError, match=r"is not a log archive, but holds 2: n1, n2 .*"
+                                           r"name one, e\.g\. .*archive/n1"):
+        read_archive(tmp_path / "archive")
+    assert len(read_archive(tmp_path / "archive" / "n1")) == 3
+    assert list_archive(tmp_path / "archive" / "notes") == [], "an empty archive is no error"
+
+
 def test_archive_dir_setting(tmp_path: Path) -> None:
     base = {"id": "n1", "data_dir": str(tmp_path / "d"), "listen": "127.0.0.1:7001",
             "peer_listen": "127.0.0.1:7101", "peers": "n1=127.0.0.1:7101"}

@@ -102,6 +102,14 @@ def list_archive(directory: Path | str) -> list[ArchivedSegment]:
             generation, first, last, size = (int(group) for group in match.groups())
             found.append(ArchivedSegment(path, generation, first, last, size))
     found.sort(key=lambda s: (s.generation, s.first_index, s.size_bytes, s.last_index))
+    if not found and not (directory / OWNER_FILE).exists():
+        nested = sorted(p.name for p in directory.iterdir() if p.is_dir() and (
+            (p / OWNER_FILE).exists() or any(_ARCHIVE_NAME.match(q.name) for q in p.iterdir())))
+        if nested:
+            raise StorageError(
+                f"{directory} is not a log archive, but holds {len(nested)}: "
+                f"{', '.join(nested)} (one per node, as `cluster up --archive-dir` makes "
+                f"them): name one, e.g. {directory / nested[0]}")
     return found
 
 
