@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from replikv.state import KVState, SetValue
 
 # Subcommands -> arity (counting the command and the subcommand), as in Redis's command table.
-OBJECT_SUBCOMMANDS = {"encoding": 3, "refcount": 3, "idletime": 3, "freq": 3, "help": 2}
-MEMORY_SUBCOMMANDS = {"usage": -3, "help": 2}
+OBJECT_SUBCOMMANDS: dict[str, int] = {"encoding": 3, "refcount": 3, "idletime": 3, "freq": 3, "help": 2}
+MEMORY_SUBCOMMANDS: dict[str, int] = {"usage": -3, "help": 2}
 
 # Redis's defaults: a string of up to 44 bytes is embedded in its object header (embstr); sets
 # of integers up to set-max-intset-entries are intsets; sets of up to set-max-listpack-entries
