@@ -762,9 +762,26 @@ class NodeServer(NodeView):
     def _log_role_change(self) -> None:
         raft = self.node.raft
         seen = (raft.role, raft.term, raft.leader_id)
-        if seen == self._last_seen_role:
+        before = self._last_seen_role
+        if seen == before:
             return
         self._last_seen_role = seen
+        if (before is not None and before[0] is Role.LEADER and raft.role is not Role.LEADER
+                and raft.term == before[1]):
+            # Stepped down in its own term: nothing else logs why.
+            if self.node_id not in raft.voters:
+                log.info("stepped down as leader in term %d: no longer a voter (its removal "
+                         "committed)", raft.term)
+                self.record_event("step-down", f"{self.node_id} stepped down as leader in term "
+                                  f"{raft.term}: no longer a voter")
+            else:
+                timeout_ms = self.settings.election_ticks * self.settings.tick_ms
+                log.warning("stepped down as leader in term %d: no majority of the voters "
+                            "answered within an election timeout (%d ms), so another leader "
+                            "may exist (check-quorum); writes wait for an elected leader",
+                            raft.term, timeout_ms)
+                self.record_event("step-down", f"{self.node_id} stepped down as leader in term "
+                                  f"{raft.term}: no majority answered for {timeout_ms} ms")
         if raft.role is Role.LEADER:
             log.info("became leader in term %d (log at %d)", raft.term, raft.log.last_index)
             self.record_event("leader", f"{self.node_id} became leader in term {raft.term}")
@@ -773,6 +790,9 @@ class NodeServer(NodeView):
             if raft.leader_id is not None:
                 self.record_event("follow", f"{self.node_id} follows {raft.leader_id} in term "
                                   f"{raft.term}")
+        elif raft.role is Role.PRE_CANDIDATE:
+            log.info("no leader heard from for an election timeout: asking the voters whether "
+                     "an election for term %d could win (pre-vote)", raft.term + 1)
         elif raft.role is Role.CANDIDATE:
             log.info("campaigning in term %d", raft.term)
             self.record_event("election", f"{self.node_id} started an election for term "
