@@ -144,9 +144,14 @@ def backup_create(source: str, dest: Path, force: bool, timeout_s: float,
         check_destination(dest, force=force)
         admin = find_admin(source)
         with progress_bar(f"backup from {admin.node_id}") as (start, advance):
-            fetched = fetch_backup(admin.address, dest, force=force, timeout_s=timeout_s,
-                                   on_start=lambda total, _headers: start(total),
-                                   on_bytes=advance)
+            fetched = fetch_backup(
+                admin.address, dest, force=force, timeout_s=timeout_s,
+                on_start=lambda total, _headers: start(total), on_bytes=advance,
+                on_waiting=lambda waited_s: click.echo(
+                    f"waiting for {admin.node_id} ({admin.address}): no answer after "
+                    f"{waited_s:.0f} s. It takes a snapshot before it answers, which takes a "
+                    "while for a large state; a paused or hung node never answers. Ctrl-C "
+                    f"stops; --timeout-s ({timeout_s:.0f} s) gives up.", err=True))
     except (BackupError, CorruptSnapshotError, OSError) as e:
         raise _fail(e) from None
     s = fetched.summary

@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from replikv.storage.files import SYNC_EVERY_BYTES, fsync_directory, write_fully
 
 CHUNK_BYTES = 1 * MIB  # read from the socket and written at a time
 PROBE_TIMEOUT_S = 2.0  # for telling an admin port from a client port
+WAITING_NOTE_S = 10.0  # a backup's node silent this long: say so (fetch_backup's on_waiting)
 PROBE_ANSWER_BYTES_MAX = 64 * KIB
 ERROR_ANSWER_BYTES_MAX = 64 * KIB
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
@@ -118,21 +120,34 @@ def check_destination(dest: Path, *, force: bool) -> None:
 
 def fetch_backup(admin: str, dest: Path, *, force: bool = False, timeout_s: float = 600.0,
                  on_start: Callable[[int, dict[str, str]], None] | None = None,
-                 on_bytes: Callable[[int], None] | None = None) -> FetchedBackup:
+                 on_bytes: Callable[[int], None] | None = None,
+                 on_waiting: Callable[[float], None] | None = None,
+                 waiting_after_s: float | None = None) -> FetchedBackup:
     """Ask the node at admin address `admin` for a backup and write it to `dest`, durably and
-    verified. `on_start(total_bytes, headers)` once the node answers, `on_bytes(n)` per chunk.
-    Raises BackupError, or CorruptSnapshotError (replikv.storage.snapshot) if what arrived
-    does not verify."""
+    verified. `on_start(total_bytes, headers)` once the node answers, `on_bytes(n)` per chunk;
+    `on_waiting(seconds)` once, from another thread, if the node has not begun to answer
+    `waiting_after_s` (WAITING_NOTE_S) after it was asked (it takes its snapshot first; a paused node never
+    answers, and only `timeout_s` ends the wait). Raises BackupError, or CorruptSnapshotError
+    (replikv.storage.snapshot) if what arrived does not verify."""
     check_destination(dest, force=force)
     host, port = _split(admin)
     started = time.perf_counter()
     conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    after_s = WAITING_NOTE_S if waiting_after_s is None else waiting_after_s
+    note = (threading.Timer(after_s, on_waiting, args=(after_s,))
+            if on_waiting is not None and after_s < timeout_s else None)
     try:
         try:
+            if note is not None:
+                note.daemon = True
+                note.start()
             conn.request("GET", "/backup")
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as e:
             raise BackupError(f"no backup from {admin}: {e}") from None
+        finally:
+            if note is not None:
+                note.cancel()
         headers = {k.lower(): v for k, v in response.getheaders()}
         if response.status != 200:
             raise BackupError(f"the node at {admin} could not give a backup (HTTP "
