@@ -1507,8 +1507,13 @@ class NodeCore:
             self._parked = []
         # Read batches asked of a node that is no longer the leader are asked again (reads are
         # idempotent), and so are forwarded reads and WAITs. Writes forwarded to it stay
-        # pending: it may still commit them, and will answer when it applies them; otherwise
-        # their deadline reports UNKNOWN.
+        # pending: a new leader may still commit them, and the old one, if it runs and hears
+        # from the new one, answers when it learns their fate (the result, or TRYAGAIN for an
+        # entry replaced). It hears within a heartbeat; if it has not answered an election
+        # timeout after a new leader is known, it is most likely dead or cut off, and would
+        # never answer: UNKNOWN then, not at the request's own deadline (seconds later).
+        leader = self.raft.leader_id
+        grace_ms = self.raft.config.election_ticks * self.config.tick_ms
         for batch, (reqs, asked) in list(self._read_batches.items()):
             if asked != self.raft.leader_id:
                 del self._read_batches[batch]
@@ -1517,10 +1522,13 @@ class NodeCore:
                     if req is not None:
                         self._park(req, None)
         for req in list(self._requests.values()):
-            if (req.phase == "forwarded" and req.kind not in ("write", "admin")
-                    and req.sent_to != self.raft.leader_id):
+            if req.phase != "forwarded" or req.sent_to == leader:
+                continue
+            if req.kind not in ("write", "admin"):
                 req.sent_to = None
                 self._park(req, None)
+            elif leader is not None and self.now_ms + grace_ms < req.deadline_ms:
+                self._add_deadline(self.now_ms + grace_ms, req.req_id)
 
     def _expire_deadlines(self) -> None:
         now = self.now_ms

@@ -162,6 +162,52 @@ def test_forwarded_write_whose_leader_dies_is_reported_unknown():
     assert c.reply(f1, req) == ERR_UNKNOWN
 
 
+def test_a_write_forwarded_to_a_leader_that_died_is_unknown_soon_after_a_new_leader():
+    c = Cluster(request_timeout_ms=60_000)
+    leader = c.elect()
+    f1, f2 = followers(c, leader)
+    c.partition({leader}, {f2})
+    c.blocked.add((leader, f1))
+    req = c.submit(f1, "SET", "k", "v")
+    c.deliver()  # the leader has it, alone, and dies
+    c.crash(leader)
+    c.heal()
+    ticks = 0
+    while c.nodes[f1].raft.leader_id in (None, leader):
+        c.tick()
+        ticks += 1
+        assert ticks < 100, "no new leader"
+    assert c.reply(f1, req) is MISSING
+    # Not at the request's own deadline (60 s): one election timeout after f1 knew a new
+    # leader, since the old one would have answered by then if it could.
+    election_ms = c.nodes[f1].raft.config.election_ticks * TICK_MS
+    c.tick(election_ms // TICK_MS - 1)
+    assert c.reply(f1, req) is MISSING
+    c.tick(3)
+    assert c.reply(f1, req) == ERR_UNKNOWN
+
+
+def test_a_deposed_leader_that_runs_still_gives_its_forwarded_writes_their_answer():
+    c = Cluster(request_timeout_ms=60_000)
+    leader = c.elect()
+    f1, f2 = followers(c, leader)
+    c.partition({leader}, {f2})
+    c.blocked.add((leader, f1))  # the forward reaches it; its AppendRequests do not
+    req = c.submit(f1, "SET", "k", "lost")
+    c.deliver()
+    c.partition({leader}, {f1, f2})
+    for _ in range(100):
+        c.tick()
+        if c.nodes[f1].raft.leader_id not in (None, leader):
+            break
+    new_leader = c.nodes[f1].raft.leader_id
+    assert new_leader in (f1, f2) and c.reply(f1, req) is MISSING
+    assert c.call(new_leader, "SET", "k", "kept") == OK
+    c.heal()  # the old leader hears of the new one, drops its entry and says so
+    c.tick(2)
+    assert c.reply(f1, req) == ERR_NOT_APPLIED
+
+
 def test_uncommitted_write_overwritten_by_new_leader_is_reported_not_applied():
     c = Cluster(request_timeout_ms=60_000)
     leader = c.elect()
