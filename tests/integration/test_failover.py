@@ -344,3 +344,44 @@ def read_replies(sock: socket.socket, count: int, timeout_s: float = 10.0) -> li
         reader.feed(chunk)
     assert len(out) == count, f"got {out!r}, wanted {count} replies"
     return out
+
+
+@pytest.mark.timeout(90)
+def test_writes_forwarded_to_a_frozen_leader_are_answered_soon_after_a_new_leader(make_cluster):
+    """Writes sent to a follower while the leader is frozen (SIGSTOP) are forwarded into the
+    frozen leader's socket, which takes them and never answers. With a 20 s request timeout, the
+    follower answers UNKNOWN an election timeout after it learns of the new leader, seconds
+    before the timeout (they waited all of it before)."""
+    cluster = make_cluster(3, extra_args=["--request-timeout-ms", "20000"])
+    old = cluster.leader()
+    follower = next(i for i in cluster.ids if i != old)
+    conns = [socket.create_connection((HOST, cluster.port(follower)), timeout=30)
+             for _ in range(4)]
+    answers: list[tuple[float, bytes]] = []
+    try:
+        for s in conns:  # connected and answering before the freeze
+            s.sendall(encode_command("PING"))
+            assert s.recv(64) == b"+PONG\r\n"
+        cluster.pause(old)
+        sent = time.monotonic()
+        for n, s in enumerate(conns):
+            s.sendall(encode_command("SET", f"frozen-{n}", "v"))
+        for s in conns:
+            reader = hiredis.Reader()
+            reply: object = False
+            while reply is False:
+                data = s.recv(4096)
+                assert data, "the follower closed the connection"
+                reader.feed(data)
+                reply = reader.gets()
+            answers.append((time.monotonic() - sent, str(reply).encode()))
+    finally:
+        cluster.resume(old)
+        for s in conns:
+            s.close()
+    print("answers after", [f"{t:.2f}s" for t, _ in answers])
+    assert all(a.startswith(b"UNKNOWN ") for _, a in answers), answers
+    # An election (about a second here) plus the half-second grace; 20 s before the change.
+    assert max(t for t, _ in answers) < 10.0, answers
+    new = cluster.leader(among=[i for i in cluster.ids if i != old])
+    assert cluster.client(new).set("after", "v") is True
