@@ -1252,16 +1252,38 @@ def member_list(cluster_addresses: str) -> None:
       replikv member list
       replikv member list --cluster 127.0.0.1:7002
     """
-    members = [_member_fields(m) for m in _cluster_call(cluster_addresses, "REPLIKV",
-                                                          "TOPOLOGY")]
-    leader = next((m for m in members if m.get("role") == b"leader" and m.get("client")), None)
-    if leader is not None and not leader.get("self"):
-        # The leader knows every member's addresses (followers only those they talk to).
+    # The leader's view, which knows every member's addresses and is current. A node that
+    # names no leader may be cut off, or removed from the cluster (a removed node is not told:
+    # it keeps the membership from before): ask the next address then.
+    first: list[dict[str, object]] | None = None
+    members: list[dict[str, object]] | None = None
+    errors: list[click.ClickException] = []
+    for address in [a.strip() for a in cluster_addresses.split(",") if a.strip()]:
         try:
-            members = [_member_fields(m) for m in _cluster_call(
-                _text(leader["client"]), "REPLIKV", "TOPOLOGY")]
-        except click.ClickException:
-            pass
+            view = [_member_fields(m) for m in _cluster_call(address, "REPLIKV", "TOPOLOGY")]
+        except click.ClickException as e:
+            errors.append(e)
+            continue
+        first = view if first is None else first
+        leader = next((m for m in view if m.get("role") == b"leader" and m.get("client")), None)
+        if leader is None:
+            continue
+        members = view
+        if not leader.get("self"):
+            try:
+                members = [_member_fields(m) for m in _cluster_call(
+                    _text(leader["client"]), "REPLIKV", "TOPOLOGY")]
+            except click.ClickException:
+                pass
+        break
+    if members is None:
+        if first is None:
+            raise errors[0] if errors else click.UsageError(
+                "--cluster: expected HOST:PORT,... (the nodes' client addresses)")
+        click.echo(f"warning: no node at {cluster_addresses} names a leader, so this view may "
+                   "be stale (a node removed from the cluster keeps the membership from before "
+                   "its removal)", err=True)
+        members = first
     for f in members:
         click.echo(f"{_text(f.get('id', '?')):<8} {_text(f.get('role', '?')):<10} "
                    f"voter={_text(f.get('voter', '?'))} client={_text(f.get('client') or '-')} "

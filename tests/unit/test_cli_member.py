@@ -46,3 +46,41 @@ def test_member_add_refused_outright_is_not_retried(monkeypatch: pytest.MonkeyPa
     result = CliRunner().invoke(main, ["member", "add", "n4", "--peer", "127.0.0.1:7104"])
     assert result.exit_code == 1 and "already a voter" in result.output
     assert len(calls) == 2 and "stays a standby" not in result.output
+
+
+def member(node_id: str, role: str, *, voter: bool = True, me: bool = False) -> list:
+    return [b"id", node_id.encode(), b"role", role.encode(), b"voter", int(voter),
+            b"client", f"127.0.0.1:{7000 + int(node_id[1:])}".encode(), b"admin", b"",
+            b"self", int(me)]
+
+
+def test_member_list_skips_a_node_that_names_no_leader(monkeypatch: pytest.MonkeyPatch) -> None:
+    # n1 was removed: it still lists itself as a voter and knows no leader. n2 follows n3.
+    views = {
+        "127.0.0.1:7001": [member("n1", "follower", me=True), member("n2", "follower"),
+                           member("n3", "follower")],
+        "127.0.0.1:7002": [member("n2", "follower", me=True), member("n3", "leader"),
+                           member("n4", "follower")],
+        "127.0.0.1:7003": [member("n2", "follower"), member("n3", "leader", me=True),
+                           member("n4", "follower")],
+    }
+    asked: list[str] = []
+
+    def fake_call(address: str, *argv: str, **kw: object) -> object:
+        asked.append(address)
+        return views[address]
+
+    monkeypatch.setattr(cli, "_cluster_call", fake_call)
+    result = CliRunner().invoke(main, ["member", "list", "--cluster",
+                                       "127.0.0.1:7001,127.0.0.1:7002"])
+    assert result.exit_code == 0, result.output
+    assert asked == ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+    assert [line.split()[:2] for line in result.output.splitlines()] == [
+        ["n2", "follower"], ["n3", "leader"], ["n4", "follower"]]
+
+    views["127.0.0.1:7002"] = [member("n2", "candidate", me=True), member("n3", "follower")]
+    result = CliRunner().invoke(main, ["member", "list", "--cluster",
+                                       "127.0.0.1:7001,127.0.0.1:7002"])
+    assert result.exit_code == 0, result.output
+    assert "no node at 127.0.0.1:7001,127.0.0.1:7002 names a leader" in result.output
+    assert "n1" in result.output  # the first view, with the warning
