@@ -1082,6 +1082,8 @@ def _cluster_call(cluster_addresses: str, *argv: str, timeout_s: float = _ADMIN_
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    from replikv.client.errors import describe_connection_error
+
     errors = []
     addresses = [a.strip() for a in cluster_addresses.split(",") if a.strip()]
     if not addresses:
@@ -1099,15 +1101,23 @@ def _cluster_call(cluster_addresses: str, *argv: str, timeout_s: float = _ADMIN_
         except redis.ResponseError as e:
             raise click.ClickException(str(e)) from None
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-            errors.append(f"{address}: {e}")
+            errors.append(f"{address}: {describe_connection_error(e, timeout_s)}")
         except redis.RedisError as e:  # it answered, but not in RESP: not a client port
             errors.append(f"{address}: not a replikv client port ({e}; the admin HTTP port is "
                           "not the one: give the client port, such as 7001)")
         finally:
             client.close()
-    raise click.ClickException(
-        "no node answered (" + "; ".join(errors) + "). Start a local cluster with "
-        "`replikv cluster up`, or pass the nodes' client addresses with --cluster")
+    raise _NoNodeAnswered(errors)
+
+
+class _NoNodeAnswered(click.ClickException):
+    """No address of --cluster answered; `problems` says why, one per address."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("no node answered (" + "; ".join(problems) + "). Start a local cluster "
+                         "with `replikv cluster up`, or pass the nodes' client addresses with "
+                         "--cluster")
+        self.problems = problems
 
 
 def _text(value: object) -> str:
@@ -1257,12 +1267,12 @@ def member_list(cluster_addresses: str) -> None:
     # it keeps the membership from before): ask the next address then.
     first: list[dict[str, object]] | None = None
     members: list[dict[str, object]] | None = None
-    errors: list[click.ClickException] = []
+    problems: list[str] = []
     for address in [a.strip() for a in cluster_addresses.split(",") if a.strip()]:
         try:
             view = [_member_fields(m) for m in _cluster_call(address, "REPLIKV", "TOPOLOGY")]
-        except click.ClickException as e:
-            errors.append(e)
+        except _NoNodeAnswered as e:
+            problems.extend(e.problems)
             continue
         first = view if first is None else first
         leader = next((m for m in view if m.get("role") == b"leader" and m.get("client")), None)
@@ -1278,7 +1288,7 @@ def member_list(cluster_addresses: str) -> None:
         break
     if members is None:
         if first is None:
-            raise errors[0] if errors else click.UsageError(
+            raise _NoNodeAnswered(problems) if problems else click.UsageError(
                 "--cluster: expected HOST:PORT,... (the nodes' client addresses)")
         click.echo(f"warning: no node at {cluster_addresses} names a leader, so this view may "
                    "be stale (a node removed from the cluster keeps the membership from before "

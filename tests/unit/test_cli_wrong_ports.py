@@ -81,3 +81,35 @@ def test_cluster_up_checks_its_port_range() -> None:
     for base in ("65400", "0", "-5"):
         result = CliRunner().invoke(main, ["cluster", "up", "--base-port", base])
         assert result.exit_code == 2 and "1..65535" in result.output, result.output
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_a_closed_port_is_said_plainly_for_every_address() -> None:
+    a, b = closed_port(), closed_port()
+    result = CliRunner().invoke(main, ["member", "list", "--cluster",
+                                       f"127.0.0.1:{a},127.0.0.1:{b}"])
+    assert result.exit_code == 1
+    assert (f"127.0.0.1:{a}: connection refused (nothing listens there: is the node running, "
+            f"on that port?); 127.0.0.1:{b}: connection refused") in result.output
+    assert "Error 111" not in result.output and "Traceback" not in result.output
+    backup = CliRunner().invoke(main, ["backup", "create", "--from", f"127.0.0.1:{a}",
+                                       "--to", "unused.rkvsnap"])
+    assert backup.exit_code == 1
+    assert f"no replikv node at 127.0.0.1:{a}: connection refused" in backup.output
+    assert "Error 111" not in backup.output
+
+
+def test_a_silent_port_is_a_timeout_said_plainly() -> None:
+    server = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        port = server.getsockname()[1]
+        with pytest.raises(click.ClickException, match=r"no answer within 0\.5 s \(the node may "
+                                                       r"be paused"):
+            _cluster_call(f"127.0.0.1:{port}", "PING", timeout_s=0.5)
+    finally:
+        server.close()

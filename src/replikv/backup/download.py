@@ -70,6 +70,7 @@ def find_admin(address: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> NodeAdmin
         return NodeAdmin(f"{host}:{port}", node_id, "admin")
     import redis
 
+    from replikv.client.errors import describe_connection_error
     from replikv.client.topology import TopologyError, parse_topology
 
     client = redis.Redis(host=host, port=port, socket_timeout=timeout_s,
@@ -77,7 +78,10 @@ def find_admin(address: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> NodeAdmin
     try:
         reply = client.execute_command("REPLIKV", "TOPOLOGY")
         topology = parse_topology(reply, f"{host}:{port}")
-    except (redis.RedisError, OSError, TopologyError) as e:
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        raise BackupError(f"no replikv node at {address}: "
+                          f"{describe_connection_error(e, timeout_s)}") from None
+    except (redis.RedisError, TopologyError) as e:
         raise BackupError(f"{address} answers neither as a replikv admin port (HTTP) nor as a "
                           f"replikv client port (REPLIKV TOPOLOGY: {e})") from None
     finally:

@@ -98,3 +98,22 @@ def _command_text(command: tuple) -> str:
 
 __all__ = ["Failure", "NoMemberAvailable", "NotSent", "OutcomeUnknown", "UnsupportedCommand",
            "classify"]
+
+
+def describe_connection_error(error: BaseException, timeout_s: float | None = None) -> str:
+    """What a failed connection or request means, for a person: redis-py's own text
+    ("Error 111 connecting to 127.0.0.1:1. Connection refused.") made plain."""
+    text = str(error)
+    if isinstance(error, RedisTimeoutError | TimeoutError) or "timed out" in text.lower():
+        within = f" within {timeout_s:g} s" if timeout_s is not None else ""
+        return (f"no answer{within} (the node may be paused, overloaded, or this is not a "
+                "replikv port)")
+    if "refused" in text.lower():
+        return "connection refused (nothing listens there: is the node running, on that port?)"
+    if "name or service not known" in text.lower() or "nodename nor servname" in text.lower():
+        return "unknown host name"
+    if "unreachable" in text.lower():
+        return "network unreachable"
+    if "connection reset" in text.lower() or "closed by server" in text.lower():
+        return "the connection was closed at once (not a replikv client port?)"
+    return text
