@@ -41,14 +41,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import msgpack
 
 from replikv.backup import BackupError
 from replikv.commands.transactions import split_exec
-from replikv.entries import ENTRY_COMMAND, ENTRY_EFFECTS, ENTRY_EXPIRE, apply_entry, entry_time_ms
+from replikv.entries import (
+    ENTRY_COMMAND,
+    ENTRY_EFFECTS,
+    ENTRY_EXPIRE,
+    apply_entry,
+    entry_keys,
+    entry_time_ms,
+)
 from replikv.invariants import InvariantViolation, invariant
 from replikv.raft.membership import Membership, MembershipError, is_config_entry
 from replikv.replies import CommandError
@@ -90,6 +97,9 @@ class ArchivedEntry:
     time_ms: int | None
     kind: str  # "command", "effects", "expire", "noop", "membership" or "unknown"
     text: str
+    # find_removal of a key, without a backup, answering with a flush: whether an earlier entry
+    # of the archive wrote the key (False: if the key existed, it is older than the archive).
+    key_written_before: bool | None = None
 
     @property
     def recover_until_index(self) -> int:
@@ -314,15 +324,22 @@ def find_removal(directory: Path | str, *, key: bytes | None = None, after_index
                              "(a flush is found without a backup)")
         return _find_removal_by_replay(Path(backup), directory, key, after_index, after_time_ms)
     time_ms = 0
-    for index, term, data in read_archive(directory, first_index=after_index + 1):
+    written = False  # for a key: whether an entry so far (from the archive's first) wrote it
+    for index, term, data in read_archive(directory,
+                                          first_index=1 if key is not None else after_index + 1):
         entry_ms = entry_time_ms(data)
         if entry_ms is None:
             continue
         time_ms = max(time_ms, entry_ms)  # the time the replicas applied it at
-        if after_time_ms is not None and time_ms <= after_time_ms:
-            continue
-        if _removes(data, key):
-            return _archived_entry(index, term, data)
+        if index > after_index and (after_time_ms is None or time_ms > after_time_ms) \
+                and _removes(data, key):
+            found = _archived_entry(index, term, data)
+            if key is not None and _removes(data, None):  # a flush
+                found = replace(found, key_written_before=written)
+            return found
+        if (key is not None and not written and key in entry_keys(data)
+                and not _removes(data, None)):
+            written = True
     return None
 
 

@@ -10,6 +10,7 @@ an index or to a time, must give exactly what the cluster had at that point.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,9 +247,17 @@ def test_find_the_deletion_of_one_key(run: Run) -> None:
     expired = find_removal(run.archive, key=b"b")
     assert expired is not None
     assert run.checkpoints["b-alive"].index < expired.index <= run.checkpoints["expired"].index
-    # A FLUSHALL removes every key, those never written included.
+    # A FLUSHALL removes every key. Of a key no earlier entry wrote, it is still the answer
+    # (the key may be older than the archive), marked so.
     flush = find_removal(run.archive)
-    assert find_removal(run.archive, key=b"never-written") == flush
+    assert flush is not None and flush.key_written_before is None
+    never = find_removal(run.archive, key=b"never-written")
+    assert never == dataclasses.replace(flush, key_written_before=False)
+    assert find_removal(run.archive, key=b"e") == dataclasses.replace(flush,
+                                                                     key_written_before=True)
+    # Written before it, then deleted, then looked for after the deletion: still written.
+    assert find_removal(run.archive, key=b"a", after_index=deleted.index
+                        ).key_written_before is True  # type: ignore[union-attr]
     late = find_removal(run.archive, key=b"a", after_time_ms=run.checkpoints["end"].time_ms)
     assert late is None
 
@@ -270,10 +279,13 @@ def test_with_the_backup_any_removal_of_a_key_is_found(run: Run) -> None:
     else:
         # Its effect is a deletion.
         assert find_removal(run.archive, key=b"last", after_index=after_flush) == spop
-    # The same answers as the log's own for DEL, expiry and FLUSHALL.
+    # The same answers as the log's own for DEL, expiry and FLUSHALL (the replay knows the
+    # key existed: it leaves key_written_before unset).
     for key in (b"a", b"b", b"e"):
-        assert find_removal(run.archive, key=key, backup=run.backup) == find_removal(
-            run.archive, key=key, after_index=run.backup_index), key
+        from_log = find_removal(run.archive, key=key, after_index=run.backup_index)
+        assert from_log is not None
+        assert find_removal(run.archive, key=key, backup=run.backup) == dataclasses.replace(
+            from_log, key_written_before=None), key
     assert find_removal(run.archive, key=b"never-written", backup=run.backup) is None
     with pytest.raises(ValueError, match="give the key"):
         find_removal(run.archive, backup=run.backup)
@@ -401,3 +413,17 @@ def test_the_commands_say_what_to_do_when_the_archive_falls_short(run: Run,
     assert refused.exit_code == 1
     assert "ends at index" in refused.output and "archive info" in refused.output
     assert not (tmp_path / "new").exists()
+
+
+def test_archive_find_of_a_key_no_entry_wrote_says_the_flush_may_not_concern_it(
+        run: Run) -> None:
+    from click.testing import CliRunner
+
+    from replikv.cli import main
+
+    never = CliRunner().invoke(main, ["archive", "find", str(run.archive), "--key", "ghost"])
+    assert never.exit_code == 0, never.output
+    assert "flushall" in never.output.lower()
+    assert "no entry of the archive before it writes 'ghost'" in never.output
+    written = CliRunner().invoke(main, ["archive", "find", str(run.archive), "--key", "e"])
+    assert written.exit_code == 0 and "no entry of the archive" not in written.output

@@ -465,3 +465,8 @@ def archive_find(directory: Path, key: str | None, backup: Path | None,
     when = f" at {format_time_ms(found.time_ms)}" if found.time_ms else ""
     click.echo(f"entry {found.index} (term {found.term}){when}: {found.text}")
     click.echo(f"recover to just before it: --until {found.recover_until_index}")
+    if found.key_written_before is False:
+        click.echo(f"note: no entry of the archive before it writes {key!r}: if the key "
+                   "existed then, it was written before the archive's first entry, and if it "
+                   "never existed, this flush did not remove it. --backup FILE (a backup the "
+                   "archive continues) replays the state and tells for sure.", err=True)
