@@ -273,6 +273,11 @@ def test_connection_commands(shared_cluster, connect, protocol):
     with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
         r.execute_command("GET")
     assert r.ping() is True  # errors do not break the connection
+    other = connect("n2")
+    assert other.client_setname("the-other-one") is True
+    names = {c["name"] for c in r.client_list()}  # every connection to n2, as in Redis
+    assert {"integration-test", "the-other-one"} <= names
+    assert [c["name"] for c in r.client_list(client_id=[r.client_id()])] == ["integration-test"]
 
 
 def test_info_and_role_match_the_raft_roles(shared_cluster, connect, protocol):

@@ -97,3 +97,36 @@ def test_lastsave_is_the_nodes_start_in_unix_seconds() -> None:
     # its start as a save too, so LASTSAVE is the start until someone saves.
     assert call(ConnectionState(1), b"LASTSAVE") == int(STARTED_S)
     assert call(ConnectionState(1), b"lastsave") == 1_700_000_000
+
+
+class ManyClients(FakeNode):
+    def __init__(self, states: list[ConnectionState]) -> None:
+        self.states = states
+
+    def client_states(self) -> list[ConnectionState]:
+        return self.states
+
+
+def test_client_list_shows_every_connection_and_filters_as_redis_does() -> None:
+    me = ConnectionState(client_id=7, name=b"me", addr="127.0.0.1:5007")
+    other = ConnectionState(client_id=3, name=b"worker", addr="127.0.0.1:5003")
+    node = ManyClients([me, other])
+    handler = LOCAL_COMMANDS[b"client"]
+
+    def lines(*args: bytes) -> list[str]:
+        reply = run_local(handler, me, node, [b"CLIENT", *args])
+        assert isinstance(reply, str), reply
+        return [line.split()[0] for line in reply.splitlines()]
+
+    assert lines(b"LIST") == ["id=3", "id=7"]  # every client, by id
+    assert lines(b"list", b"TYPE", b"normal") == ["id=3", "id=7"]
+    assert lines(b"LIST", b"TYPE", b"pubsub") == []
+    assert lines(b"LIST", b"ID", b"7", b"99") == ["id=7"]
+    assert lines(b"INFO") == ["id=7"]  # the caller alone
+    assert "Invalid client ID" in error(run_local(handler, me, node,
+                                                  [b"CLIENT", b"LIST", b"ID", b"x"]))
+    assert "Unknown client type 'x'" in error(run_local(handler, me, node,
+                                                        [b"CLIENT", b"LIST", b"TYPE", b"x"]))
+    assert "syntax error" in error(run_local(handler, me, node, [b"CLIENT", b"LIST", b"x"]))
+    # A view that does not know the others: the caller.
+    assert call(me, b"CLIENT", b"LIST").startswith("id=7 ")  # type: ignore[union-attr]

@@ -123,6 +123,11 @@ class NodeView:
         """Every member, this node included (see `member_views`)."""
         raise NotImplementedError
 
+    def client_states(self) -> list[ConnectionState]:
+        """CLIENT LIST: every open client connection's state ([]: only the caller's is known,
+        as in a test's view)."""
+        return []
+
     def last_save_s(self) -> int:
         """LASTSAVE: the Unix time in seconds of this node's last save. Redis counts its own
         start as a save until it writes one; the runtime does not yet tell local commands when
@@ -205,16 +210,36 @@ def _client(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
         return OK
     if sub == b"id" and len(argv) == 2:
         return conn.client_id
-    if sub in (b"info", b"list") and (len(argv) == 2 or sub == b"list"):
-        line = (f"id={conn.client_id} addr={conn.addr} name={conn.name.decode(errors='replace')} "
-                f"age={int(time.time() - conn.created_s)} db=0 resp={conn.protocol} "
-                f"lib-name={conn.lib_name.decode(errors='replace')} "
-                f"lib-ver={conn.lib_ver.decode(errors='replace')}\n")
-        return line
+    if sub == b"info" and len(argv) == 2:
+        return _client_line(conn)
+    if sub == b"list":
+        states = node.client_states() or [conn]
+        args = [a.lower() for a in argv[2:]]
+        if args[:1] == [b"type"] and len(args) == 2:
+            if args[1] not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
+                raise CommandError(f"ERR Unknown client type '{argv[3].decode(errors='replace')}'")
+            states = states if args[1] == b"normal" else []  # every client here is normal
+        elif args[:1] == [b"id"] and len(args) > 1:
+            try:
+                wanted = {int(a) for a in args[1:]}
+            except ValueError:
+                raise CommandError("ERR Invalid client ID") from None
+            states = [c for c in states if c.client_id in wanted]
+        elif args:
+            raise CommandError("ERR syntax error")
+        return "".join(_client_line(c) for c in sorted(states, key=lambda c: c.client_id))
     if sub in (b"no-evict", b"no-touch") and len(argv) == 3:
         return OK
     raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
                        f"'{argv[1].decode(errors='replace')}'. Try CLIENT HELP.")
+
+
+def _client_line(conn: ConnectionState) -> str:
+    """One line of CLIENT LIST / CLIENT INFO, with the fields Redis has that replikv knows."""
+    return (f"id={conn.client_id} addr={conn.addr} name={conn.name.decode(errors='replace')} "
+            f"age={int(time.time() - conn.created_s)} db=0 resp={conn.protocol} "
+            f"lib-name={conn.lib_name.decode(errors='replace')} "
+            f"lib-ver={conn.lib_ver.decode(errors='replace')}\n")
 
 
 def _select(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:

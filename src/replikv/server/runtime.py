@@ -43,7 +43,12 @@ from replikv.raft.messages import Entry, InstallSnapshot
 from replikv.resp import encode_reply
 from replikv.server.admin_http import AdminServer
 from replikv.server.gcstats import freeze_startup_objects, process_gc_stats
-from replikv.server.local_commands import REDIS_COMPAT_VERSION, MemberView, NodeView
+from replikv.server.local_commands import (
+    REDIS_COMPAT_VERSION,
+    ConnectionState,
+    MemberView,
+    NodeView,
+)
 from replikv.server.logs import attach_node
 from replikv.server.metrics import NodeMetrics
 from replikv.server.peer_transport import PeerTransport, learn_cluster_id
@@ -797,6 +802,10 @@ class NodeServer(NodeView):
             log.info("campaigning in term %d", raft.term)
             self.record_event("election", f"{self.node_id} started an election for term "
                               f"{raft.term}")
+
+    def client_states(self) -> list[ConnectionState]:
+        """CLIENT LIST: every open client connection (NodeView)."""
+        return [c.state for c in self.clients]
 
     def record_event(self, kind: str, text: str) -> None:
         """One line of the node's timeline (GET /events; the dashboard merges every node's)."""
