@@ -410,23 +410,48 @@ def _require_hiredis() -> Any:
     return hiredis
 
 
+def auth_commands() -> tuple[tuple[bytes, ...], ...]:
+    """AUTH with REPLIKV_PASSWORD, for a cluster with a password (none without it)."""
+    from replikv.client.credentials import env_password
+
+    password = env_password()
+    return ((b"AUTH", password.encode()),) if password else ()
+
+
+def _auth_reply_check(reply: Any, address: tuple[str, int]) -> None:
+    hiredis = _require_hiredis()
+    if isinstance(reply, hiredis.ReplyError):
+        from replikv.client.errors import auth_problem
+
+        raise BenchError(f"{address[0]}:{address[1]}: {auth_problem(str(reply))}")
+
+
 def call(address: tuple[str, int], *args: bytes | str, timeout_s: float = 5.0) -> Any:
-    """One command on a fresh connection; an error reply raises BenchError."""
+    """One command on a fresh connection (authenticated first with REPLIKV_PASSWORD if it is
+    set); an error reply raises BenchError."""
     hiredis = _require_hiredis()
     reader = hiredis.Reader()
     argv = [a if isinstance(a, bytes) else a.encode() for a in args]
+    auth = auth_commands()
     with socket.create_connection(address, timeout=timeout_s) as s:
-        s.sendall(encode_command(*argv))
+        s.sendall(b"".join(encode_command(*c) for c in auth) + encode_command(*argv))
+        replies: list[Any] = []
         try:
-            while (reply := reader.gets()) is False:
-                chunk = s.recv(READ_CHUNK_BYTES)
-                if not chunk:
-                    raise BenchError(f"{address} closed the connection")
-                reader.feed(chunk)
+            while len(replies) < len(auth) + 1:
+                while (reply := reader.gets()) is False:
+                    chunk = s.recv(READ_CHUNK_BYTES)
+                    if not chunk:
+                        raise BenchError(f"{address} closed the connection")
+                    reader.feed(chunk)
+                replies.append(reply)
         except hiredis.ProtocolError as e:  # it answered, but not in RESP
             raise BenchError(f"{address[0]}:{address[1]} is not a replikv client port ({e}); "
                              "give the nodes' client ports, such as 7001") from None
+    for answer in replies[:-1]:
+        _auth_reply_check(answer, address)
     if isinstance(reply, hiredis.ReplyError):
+        if str(reply).startswith("NOAUTH"):
+            _auth_reply_check(reply, address)
         raise BenchError(f"{args[0]!r} on {address[0]}:{address[1]}: {reply}")
     return reply
 
@@ -546,7 +571,7 @@ def preload(leader: Member, keys: int, value: bytes) -> None:
     """Every key of the key space written once (pipelined MSETs), so reads find values."""
     hiredis = _require_hiredis()
     reader = hiredis.Reader()
-    commands = []
+    commands = [encode_command(*c) for c in auth_commands()]
     for first in range(0, keys, PRELOAD_KEYS_PER_MSET):
         argv = [b"MSET"]
         for i in range(first, min(keys, first + PRELOAD_KEYS_PER_MSET)):
@@ -910,7 +935,7 @@ def run_client_workers(workers: Sequence[tuple[Callable[..., None], Any]], durat
 
 def run_workload(workload: Workload, settings: BenchSettings, members: list[Member],
                  leader: Member, progress: Progress) -> WorkloadResult:
-    setup = ((b"REPLIKV", b"WRITECONCERN", settings.w.encode()),
+    setup = (*auth_commands(), (b"REPLIKV", b"WRITECONCERN", settings.w.encode()),
              (b"REPLIKV", b"CONSISTENCY", settings.read_consistency.encode()))
     shares = split_clients(workload.clients, settings.client_processes)
     plans = [(resp_worker, WorkerPlan(leader.address, workload.kind, share, workload.pipeline,
@@ -1127,9 +1152,13 @@ def run_redis_benchmark(address: tuple[str, int], *, requests: int, keys: int,
                 "-d", str(value_bytes), "-r", str(keys), "-n", str(requests), "--csv"]
         if pipeline > 1:
             args += ["-P", str(pipeline)]
+        # The password (REPLIKV_PASSWORD) goes on redis-benchmark's command line, which has no
+        # other way to take it, but never into what is printed or recorded.
+        password = [a for _, a in auth_commands()]
+        secret = ["-a", password[0].decode()] if password else []
         try:
-            done = subprocess.run([exe, *args], capture_output=True, text=True, check=False,
-                                  timeout=max(60.0, requests / 100))
+            done = subprocess.run([exe, *args, *secret], capture_output=True, text=True,
+                                  check=False, timeout=max(60.0, requests / 100))
         except subprocess.TimeoutExpired:
             raise BenchError(f"redis-benchmark {' '.join(args)} did not finish") from None
         if done.returncode != 0:

@@ -125,6 +125,10 @@ _add_backup_commands()
 @click.option("--disk-min-free-bytes", type=int,
               help="Refuse to start while the data dir's file system has less free than this "
                    "(a node whose disk fills stops); 0: no check. [default: 16777216]")
+@click.option("--requirepass-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A file holding the cluster password (one line): clients must AUTH with "
+                   "it, and members prove to each other that they know it. Every member needs "
+                   "the same one. (Or requirepass = \"...\" in the config file.)")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="[default: info]")
 @click.option("--fault-injection", is_flag=True, default=None,
@@ -146,7 +150,7 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          snapshot_chunk_bytes: int | None, auto_replace_after_ms: int | None,
          archive_dir: Path | None, backup_dir: Path | None, backup_every: str | None,
          backup_keep: int | None, disk_low_free_bytes: int | None,
-         disk_min_free_bytes: int | None,
+         disk_min_free_bytes: int | None, requirepass_file: Path | None,
          fault_injection: bool | None, log_level: str | None,
          log_format: str | None) -> None:
     """Run one replikv node in the foreground.
@@ -185,6 +189,7 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
                  "backup_every": backup_every, "backup_keep": backup_keep,
                  "disk_low_free_bytes": disk_low_free_bytes,
                  "disk_min_free_bytes": disk_min_free_bytes,
+                 "requirepass_file": requirepass_file,
                  "auto_replace_after_ms": auto_replace_after_ms, "log_level": log_level,
                  "log_format": log_format, "fault_injection": fault_injection}
     try:
@@ -252,10 +257,15 @@ def cluster() -> None:
                    "`replikv restore --archive` does.")
 @click.option("--until", help="With --restore-archive: the last log index to replay, or a time "
                               "(ISO 8601, UTC if no zone); `replikv archive find` prints one.")
+@click.option("--requirepass-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Give the cluster the password in this file (one line): every node's "
+                   "requirepass_file. Clients then AUTH with it (REDISCLI_AUTH for redis-cli, "
+                   "REPLIKV_PASSWORD for replikv's commands).")
 def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str,
                replication: str, restore_file: Path | None, force: bool, standbys: int,
                auto_replace_after_ms: int, archive_dir: Path | None,
-               restore_archive: Path | None, until: str | None) -> None:
+               restore_archive: Path | None, until: str | None,
+               requirepass_file: Path | None) -> None:
     """Start a local cluster in the foreground; Ctrl-C stops every node cleanly.
 
     \b
@@ -275,6 +285,7 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
       replikv cluster up --restore backup.rkvsnap --force
       replikv cluster up --standbys 1 --auto-replace-after-ms 5000
       replikv cluster up --archive-dir archive
+      replikv cluster up --requirepass-file secret.txt
       replikv cluster up --restore backup.rkvsnap --restore-archive archive/n1 --until 41234 \\
         --force --archive-dir archive
     """
@@ -304,7 +315,7 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
         cluster = LocalCluster(int(nodes), base_port=base_port, host=host, data_dir=data_dir,
                                fsync=fsync, replication=replication, standbys=standbys,
                                auto_replace_after_ms=auto_replace_after_ms,
-                               archive_dir=archive_dir)
+                               archive_dir=archive_dir, requirepass_file=requirepass_file)
         if restore_archive is not None and restore_file is not None and until is not None:
             import tempfile
 
@@ -1082,7 +1093,8 @@ def _cluster_call(cluster_addresses: str, *argv: str, timeout_s: float = _ADMIN_
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from replikv.client.errors import describe_connection_error
+    from replikv.client.credentials import env_password
+    from replikv.client.errors import auth_problem, describe_connection_error
 
     errors = []
     addresses = [a.strip() for a in cluster_addresses.split(",") if a.strip()]
@@ -1095,9 +1107,11 @@ def _cluster_call(cluster_addresses: str, *argv: str, timeout_s: float = _ADMIN_
         # One try per node: redis-py's own retries made a paused node cost a minute.
         client = redis.Redis(host=host, port=int(port), socket_timeout=timeout_s,
                              socket_connect_timeout=min(timeout_s, 2.0),
-                             retry=Retry(NoBackoff(), 0))
+                             retry=Retry(NoBackoff(), 0), password=env_password())
         try:
             return client.execute_command(*argv)
+        except redis.AuthenticationError as e:  # every member has the same password
+            raise click.ClickException(f"{address}: {auth_problem(str(e))}") from None
         except redis.ResponseError as e:
             raise click.ClickException(str(e)) from None
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:

@@ -134,6 +134,12 @@ class NodeSettings:
     # write fails for want of space stops (fail-stop). 0 turns either off.
     disk_low_free_bytes: int = 512 * 1024 * 1024
     disk_min_free_bytes: int = 16 * 1024 * 1024
+    # The cluster password (Redis's `requirepass`; empty: none). Clients must AUTH with it
+    # before any other command, the admin API's backup and POST endpoints ask for it, and
+    # members prove to each other that they know it when their peer links connect (every
+    # member needs the same one). Given in the config file or read from `requirepass_file`;
+    # kept out of reprs so that it is never logged.
+    requirepass: str = field(default="", repr=False)
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
 
     def validate(self) -> NodeSettings:
@@ -215,6 +221,7 @@ class NodeSettings:
                               f"disk_low_free_bytes ({self.disk_low_free_bytes}): a node would "
                               "refuse to start on a disk it does not report low. Lower "
                               "disk_min_free_bytes as well (0 turns the start-up check off)")
+        check_password(self.requirepass, "requirepass")
         cluster_id = self.cluster_id or default_cluster_id(self.bootstrap_peers())
         return replace(self, cluster_id=cluster_id,
                        cluster_id_derived=self.cluster_id_derived or not self.cluster_id)
@@ -237,6 +244,38 @@ def default_cluster_id(peers: Mapping[str, object]) -> str:
 
 _SIMPLE = {f.name for f in fields(NodeSettings)} - {"limits", "cluster_id_derived"}
 
+# A password is compared as UTF-8 bytes; this bounds what a client's AUTH makes us hash.
+PASSWORD_BYTES_MAX = 512
+
+
+def check_password(password: str, setting: str) -> None:
+    """ConfigError unless `password` is empty (none) or a usable password."""
+    if not password:
+        return
+    if len(password.encode()) > PASSWORD_BYTES_MAX:
+        raise ConfigError(f"{setting}: at most {PASSWORD_BYTES_MAX} bytes")
+    if any(c in password for c in "\r\n\0"):
+        raise ConfigError(f"{setting}: a password cannot contain a line break or a NUL byte")
+    if password != password.strip():
+        raise ConfigError(f"{setting}: a password cannot begin or end with white space "
+                          "(too easy to lose when it is copied or kept in a file)")
+
+
+def read_password_file(path: Path | str, setting: str) -> str:
+    """The password in the file `path`: its text without the final line break."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{setting}: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{setting}: cannot read {path}: {e}") from None
+    password = text.removesuffix("\n")
+    password = password.removesuffix("\r")
+    if not password:
+        raise ConfigError(f"{setting}: {path} is empty; put the password in it (one line)")
+    check_password(password, setting)
+    return password
+
 
 def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> NodeSettings:
     """Settings from `config_file` (TOML) with `overrides` (flags that were given) on top."""
@@ -250,7 +289,9 @@ def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> 
             raise ConfigError(f"config file {config_file}: {e}") from None
         raw = {k.replace("-", "_"): v for k, v in raw.items()}
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(raw) - _SIMPLE - {"max_bulk_bytes", "backup_every"}
+    if overrides.get("requirepass_file") is not None:
+        raw.pop("requirepass", None)  # the flag overrides the file's password too
+    unknown = set(raw) - _SIMPLE - {"max_bulk_bytes", "backup_every", "requirepass_file"}
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     for name in ("id", "data_dir", "listen", "peer_listen", "peers"):
@@ -264,6 +305,11 @@ def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> 
         peers = {str(k): parse_address(str(v), f"peers ({k})") for k, v in peers.items()}
     else:
         raise ConfigError("peers: expected 'n1=HOST:PORT,...' or a table of id = \"HOST:PORT\"")
+    requirepass = _str(raw.get("requirepass", ""), "requirepass")
+    if raw.get("requirepass_file"):
+        if requirepass:
+            raise ConfigError("requirepass and requirepass_file both given: use one")
+        requirepass = read_password_file(str(raw["requirepass_file"]), "requirepass_file")
     limits = DEFAULT_LIMITS
     if "max_bulk_bytes" in raw:
         limits = replace(limits, max_bulk_bytes=_int(raw.pop("max_bulk_bytes"), "max_bulk_bytes"))
@@ -311,6 +357,7 @@ def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> 
                                  "disk_low_free_bytes"),
         disk_min_free_bytes=_int(raw.get("disk_min_free_bytes", 16 * 1024 * 1024),
                                  "disk_min_free_bytes"),
+        requirepass=requirepass,
         limits=limits,
     )
     return settings.validate()

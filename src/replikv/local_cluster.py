@@ -100,12 +100,16 @@ class AdminRefused(Exception):
     """A node's admin endpoint answered with an error (the message is its reason)."""
 
 
-def post_admin(url: str, timeout_s: float = 5.0) -> dict:
+def post_admin(url: str, timeout_s: float = 5.0, password: str | None = None) -> dict:
     """POST to a node's admin endpoint; its JSON answer. AdminRefused with the node's reason
-    if it answered an error; OSError if it did not answer."""
+    if it answered an error; OSError if it did not answer. `password` (else REPLIKV_PASSWORD)
+    for a node with one."""
+    from replikv.client.credentials import authorization_headers
+
+    request = urllib.request.Request(url, method="POST",
+                                     headers=authorization_headers(password))
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST"),
-                                    timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as e:
         try:
@@ -164,8 +168,20 @@ class LocalNode:
 class LocalCluster:
     def __init__(self, nodes: int, *, base_port: int, host: str, data_dir: Path,
                  fsync: str = "always", replication: str = "passive", standbys: int = 0,
-                 auto_replace_after_ms: int = 0, archive_dir: Path | None = None) -> None:
+                 auto_replace_after_ms: int = 0, archive_dir: Path | None = None,
+                 requirepass_file: Path | None = None) -> None:
         self.host = host
+        # The cluster password's file (`cluster up --requirepass-file`): every node's config
+        # names it, and the supervisor reads it for the admin calls it makes (adding standbys).
+        self.requirepass_file = requirepass_file.resolve() if requirepass_file else None
+        self.password: str | None = None
+        if self.requirepass_file is not None:
+            from replikv.config import ConfigError, read_password_file
+
+            try:
+                self.password = read_password_file(self.requirepass_file, "--requirepass-file")
+            except ConfigError as e:
+                raise ClusterError(str(e)) from None
         self.archive_dir = archive_dir.resolve() if archive_dir is not None else None
         # Absolute: the nodes run with their config's full path (what `cluster pause` and the
         # others check a pid against, and what the "start it by hand" hint prints).
@@ -229,6 +245,8 @@ class LocalCluster:
                 extra += f"auto_replace_after_ms = {self.auto_replace_after_ms}\n"
             if self.archive_dir is not None:
                 extra += f'archive_dir = "{self.archive_dir / n.id}"\n'
+            if self.requirepass_file is not None:
+                extra += f'requirepass_file = "{self.requirepass_file}"\n'
             n.config_path.write_text(
                 f'# replikv node settings written by `replikv cluster up`\n'
                 f'id = "{n.id}"\n'
@@ -437,7 +455,7 @@ class LocalCluster:
                 else:
                     url = f"http://{self.host}:{voter.admin_port}/members/{n.id}/add?{query}"
                     try:
-                        post_admin(url)
+                        post_admin(url, password=self.password)
                     except (AdminRefused, OSError, ValueError) as e:
                         last_error = f"{voter.id}: {e}"
                         continue
@@ -489,6 +507,11 @@ class LocalCluster:
                                                        "`replikv status` shows its role)"
                                                        if n.standby else ""),
                       flush=True)
+            if self.requirepass_file is not None:
+                print(f"  the cluster has a password (in {self.requirepass_file}): give it to "
+                      f"redis-cli and to replikv's commands with\n"
+                      f"    export REDISCLI_AUTH=\"$(cat {self.requirepass_file})\" "
+                      f"REPLIKV_PASSWORD=\"$(cat {self.requirepass_file})\"", flush=True)
             print(f"  try: redis-cli -p {self.nodes[0].client_port} SET greeting hello   "
                   f"(Ctrl-C stops the cluster)", flush=True)
 

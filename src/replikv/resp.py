@@ -75,6 +75,14 @@ _MSG_BULK_TOO_BIG = "ERR Protocol error: too big bulk count string"
 _MSG_NO_CRLF = "ERR Protocol error: expected CRLF after bulk data"
 _MSG_INLINE_TOO_BIG = "ERR Protocol error: too big inline request"
 _MSG_UNBALANCED = "ERR Protocol error: unbalanced quotes in request"
+_MSG_UNAUTH_MBULK = "ERR Protocol error: unauthenticated multibulk length"
+_MSG_UNAUTH_BULK = "ERR Protocol error: unauthenticated bulk length"
+
+# Before a client has authenticated on a node with a password, its requests are held to these
+# (Redis's own limits for the same case), so that a client without the password cannot make a
+# node buffer large arguments: AUTH and HELLO need no more.
+UNAUTHENTICATED_ARGS_MAX = 10
+UNAUTHENTICATED_BULK_BYTES_MAX = 16 * KIB
 
 
 class ProtocolError(Exception):
@@ -235,6 +243,28 @@ class RequestParser:
         self._line_scanned = 0
         self._line_end = b"\n"
         self._fast_path = True  # tests turn it off to compare with the general code
+        # Unauthenticated (see `set_authenticated`): one command per pass, smaller limits.
+        self._unauthenticated = False
+        self._limits = limits
+
+    def set_authenticated(self, authenticated: bool) -> None:
+        """Whether the client has authenticated (only on a node with a password).
+
+        Until it has, the parser holds requests to UNAUTHENTICATED_ARGS_MAX arguments of at
+        most UNAUTHENTICATED_BULK_BYTES_MAX bytes (Redis's texts for the errors), and parses
+        one command at a time, so that the commands after a pipelined `AUTH` are parsed with
+        the limits that apply once it has run.
+        """
+        self._unauthenticated = not authenticated
+        limits = self._limits
+        if authenticated:
+            self._max_bulk_bytes = limits.max_bulk_bytes
+            self._max_command_args = limits.max_command_args
+            self._fast_path = True
+        else:
+            self._max_bulk_bytes = min(limits.max_bulk_bytes, UNAUTHENTICATED_BULK_BYTES_MAX)
+            self._max_command_args = min(limits.max_command_args, UNAUTHENTICATED_ARGS_MAX)
+            self._fast_path = False
 
     def feed(self, data: bytes) -> None:
         """Add bytes received from the client. Never parses, so never raises."""
@@ -288,6 +318,8 @@ class RequestParser:
         buf = self._buf
         if self._bulk_len >= 0:
             self._finish_bulk()
+            if self._unauthenticated and self._ready:
+                return  # one command at a time (see set_authenticated)
         elif self._line_scanned:
             # The buffer starts with an incomplete line. Look only at the new bytes for its
             # end; if there is none yet and the line may still grow, there is nothing to do.
@@ -305,6 +337,16 @@ class RequestParser:
             consumed = self._parse_data(data)
         finally:
             del buf[:consumed]
+
+    def _too_many_args_message(self, count: int) -> str:
+        if self._unauthenticated and count <= self._limits.max_command_args:
+            return _MSG_UNAUTH_MBULK
+        return _MSG_MBULK_LENGTH
+
+    def _too_long_message(self, length: int) -> str:
+        if self._unauthenticated and length <= self._limits.max_bulk_bytes:
+            return _MSG_UNAUTH_BULK
+        return _MSG_BULK_LENGTH
 
     def _finish_bulk(self) -> None:
         """Take the bulk payload at the start of the buffer, now that it has fully arrived."""
@@ -348,6 +390,7 @@ class RequestParser:
         max_command_args = self._max_command_args
         header_window = MAX_HEADER_LINE_BYTES + 2
         fast_path = self._fast_path
+        one_at_a_time = self._unauthenticated
         args = self._args
         args_due = self._args_due
         args_bytes = self._args_bytes
@@ -363,6 +406,9 @@ class RequestParser:
                         pos = self._parse_inline(data, pos)
                         if pos < 0:
                             return -pos - 1
+                        if one_at_a_time and self._ready:
+                            self._need_bytes = 1
+                            return pos
                         continue
                     if fast_path:
                         parsed_to = self._parse_plain_commands(data, pos)
@@ -387,7 +433,7 @@ class RequestParser:
                     if count <= 0:
                         continue  # an empty request, which Redis ignores
                     if count > max_command_args:
-                        raise ProtocolError(_MSG_MBULK_LENGTH)
+                        raise ProtocolError(self._too_many_args_message(count))
                     args_due = count
                     args = []
                     args_bytes = 0
@@ -413,7 +459,7 @@ class RequestParser:
                         if length is None or length < 0:
                             raise ProtocolError(_MSG_BULK_LENGTH)
                     if length > max_bulk_bytes:
-                        raise ProtocolError(_MSG_BULK_LENGTH)
+                        raise ProtocolError(self._too_long_message(length))
                     start = newline + 2
                     pos = start + length
                     if pos + 2 > end:
@@ -429,6 +475,9 @@ class RequestParser:
                     args_due -= 1
                     if not args_due:
                         ready_append(args)
+                        if one_at_a_time:
+                            self._need_bytes = 1
+                            return pos
                         break
                     args_bytes += length
         finally:

@@ -101,12 +101,14 @@ def discovered(targets: list[str], answers: list[Answer]) -> list[str]:
 def collect(targets: list[str], timeout_s: float,
             discover: bool = True) -> tuple[list[str], list[Answer]]:
     """Ask `targets`, then (with `discover`) the members their answers name that were not
-    among them; returns every address asked and its answer, in that order."""
-    answers = query_all(targets, timeout_s)
-    extra = discovered(targets, answers) if discover else []
-    if extra:
-        return targets + extra, answers + query_all(extra, timeout_s)
-    return targets, answers
+    among them, and so on until no answer names a member not yet asked (a follower may not
+    know where another follower's admin port is, while the leader does); returns every address
+    asked and its answer, in that order. At most NODES_MAX addresses in all."""
+    asked, answers = list(targets), query_all(targets, timeout_s)
+    while discover and (extra := discovered(asked, answers)):
+        asked += extra
+        answers += query_all(extra, timeout_s)
+    return asked, answers
 
 
 def no_answer_hint(targets: list[str]) -> str:

@@ -466,3 +466,18 @@ def test_a_low_disk_is_yellow_on_a_terminal(fake_node) -> None:
     text = out.getvalue()
     assert "\x1b[1;33m300.0 MiB (low)" in text
     assert "\x1b[1;33mWARNING: the disk of n3" in text
+
+
+def test_discovery_goes_on_through_the_members_each_answer_names(fake_node) -> None:
+    """A follower's address book may lack another follower's admin address (it learns it only
+    from that member's own messages), while the leader's has it: `replikv status` given only
+    the follower still shows every member."""
+    n3 = fake_node({**FOLLOWER, "id": "n3"})
+    leader = fake_node({**LEADER, "id": "n2", "addresses": {"n3": {"admin": n3}}})
+    follower = fake_node({**FOLLOWER, "id": "n1",
+                          "addresses": {"n2": {"admin": leader}, "n3": {"admin": None}}})
+
+    asked, answers = status_view.collect([follower], 2.0)
+
+    assert asked == [follower, leader, n3]
+    assert [body["id"] for body, _ in answers] == ["n1", "n2", "n3"]

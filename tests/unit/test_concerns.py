@@ -11,6 +11,7 @@ from replikv.replies import OK, CommandError, ErrorReply
 from replikv.server.local_commands import (
     LOCAL_COMMANDS,
     ConnectionState,
+    NodeView,
     describe_options,
     parse_replikv_with,
     run_local,
@@ -48,7 +49,7 @@ def test_replikv_sets_the_connection_options_and_reset_restores_the_defaults():
     bad = replikv(conn, "WRITECONCERN", "three")
     assert isinstance(bad, ErrorReply) and "unknown write concern" in bad.message
     assert conn.options.w == "1"  # a refused change changes nothing
-    run_local(LOCAL_COMMANDS[b"reset"], conn, None, [b"RESET"])
+    run_local(LOCAL_COMMANDS[b"reset"], conn, NodeView(), [b"RESET"])  # a node, no password
     assert conn.options == DEFAULT_OPTIONS
     assert isinstance(replikv(conn, "NOPE"), ErrorReply)
     assert "WRITECONCERN" in " ".join(replikv(conn, "HELP"))

@@ -452,7 +452,7 @@ def _replikv(conn, *args: bytes) -> object:
 
 def test_replikv_session_sets_shows_and_clears_the_connection_session():
     from replikv.concerns import DEFAULT_OPTIONS
-    from replikv.server.local_commands import LOCAL_COMMANDS, ConnectionState, run_local
+    from replikv.server.local_commands import LOCAL_COMMANDS, ConnectionState, NodeView, run_local
 
     conn = ConnectionState(client_id=1)
     assert _replikv(conn, b"SESSION", b"c0ffee") == OK
@@ -469,7 +469,7 @@ def test_replikv_session_sets_shows_and_clears_the_connection_session():
         reply = _replikv(conn, *bad)
         assert isinstance(reply, ErrorReply), bad
     _replikv(conn, b"SESSION", b"s")
-    run_local(LOCAL_COMMANDS[b"reset"], conn, None, [b"RESET"])
+    run_local(LOCAL_COMMANDS[b"reset"], conn, NodeView(), [b"RESET"])  # a node, no password
     assert conn.options == DEFAULT_OPTIONS
     help_text = " ".join(_replikv(conn, b"HELP"))
     assert "SESSION" in help_text and "SEQ" in help_text and "TOPOLOGY" in help_text

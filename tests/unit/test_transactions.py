@@ -211,7 +211,9 @@ class FakeServer:
     """What ClientConnection asks of its NodeServer; `submitted` records what reached the
     node core."""
 
-    def __init__(self, **limits: int) -> None:
+    def __init__(self, requirepass: bytes = b"", **limits: int) -> None:
+        self.requirepass = requirepass  # NodeView: the password AUTH checks (none)
+        self.auth_failures = 0
         self.settings = SimpleNamespace(limits=DEFAULT_LIMITS.__class__(**{
             **{f: getattr(DEFAULT_LIMITS, f) for f in DEFAULT_LIMITS.__dataclass_fields__},
             **limits}))
@@ -269,8 +271,9 @@ class FakeTransport:
         pass
 
 
-def connection(**limits: int) -> tuple[ClientConnection, FakeServer, FakeTransport]:
-    server = FakeServer(**limits)
+def connection(requirepass: bytes = b"",
+               **limits: int) -> tuple[ClientConnection, FakeServer, FakeTransport]:
+    server = FakeServer(requirepass, **limits)
     conn = ClientConnection(server)  # type: ignore[arg-type]
     transport = FakeTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from replikv.backup import BackupError
 from replikv.backup.verify import BackupSummary, inspect_backup
+from replikv.client.credentials import authorization_headers
 from replikv.limits import KIB, MIB
 from replikv.storage.files import SYNC_EVERY_BYTES, fsync_directory, write_fully
 
@@ -70,14 +71,17 @@ def find_admin(address: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> NodeAdmin
         return NodeAdmin(f"{host}:{port}", node_id, "admin")
     import redis
 
-    from replikv.client.errors import describe_connection_error
+    from replikv.client.credentials import env_password
+    from replikv.client.errors import auth_problem, describe_connection_error
     from replikv.client.topology import TopologyError, parse_topology
 
     client = redis.Redis(host=host, port=port, socket_timeout=timeout_s,
-                         socket_connect_timeout=timeout_s)
+                         socket_connect_timeout=timeout_s, password=env_password())
     try:
         reply = client.execute_command("REPLIKV", "TOPOLOGY")
         topology = parse_topology(reply, f"{host}:{port}")
+    except redis.AuthenticationError as e:
+        raise BackupError(f"the replikv node at {address}: {auth_problem(str(e))}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
         raise BackupError(f"no replikv node at {address}: "
                           f"{describe_connection_error(e, timeout_s)}") from None
@@ -145,7 +149,7 @@ def fetch_backup(admin: str, dest: Path, *, force: bool = False, timeout_s: floa
             if note is not None:
                 note.daemon = True
                 note.start()
-            conn.request("GET", "/backup")
+            conn.request("GET", "/backup", headers=authorization_headers())
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as e:
             raise BackupError(f"no backup from {admin}: {e}") from None

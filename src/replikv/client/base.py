@@ -29,7 +29,8 @@ Queued = tuple[tuple, dict, Route]  # a pipelined command: its arguments, option
 
 def connection_settings(*, socket_timeout: float | None, socket_connect_timeout: float | None,
                         protocol: int | None, decode_responses: bool,
-                        max_connections: int | None, extra: dict | None) -> dict:
+                        max_connections: int | None, extra: dict | None,
+                        password: str | None = None) -> dict:
     """Keyword arguments for every member's redis-py connection pool."""
     kwargs: dict[str, Any] = {
         "socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout,
@@ -41,6 +42,8 @@ def connection_settings(*, socket_timeout: float | None, socket_connect_timeout:
         kwargs["protocol"] = protocol
     if max_connections is not None:
         kwargs["max_connections"] = max_connections
+    if password is not None:  # every connection authenticates as it opens (AUTH / HELLO AUTH)
+        kwargs["password"] = password
     kwargs.update(extra or {})
     return kwargs
 
@@ -60,7 +63,7 @@ class ClientBase:
                  socket_connect_timeout: float | None = 1.0, topology_refresh_s: float = 10.0,
                  backoff_base_s: float = 0.05, backoff_max_s: float = 1.0,
                  protocol: int | None = None, decode_responses: bool = False,
-                 max_connections: int | None = None,
+                 max_connections: int | None = None, password: str | None = None,
                  connection_kwargs: dict | None = None) -> None:
         self.options = build_options(
             seeds, read_preference=read_preference, read_consistency=read_consistency,
@@ -72,7 +75,7 @@ class ClientBase:
         self._pool_kwargs = connection_settings(
             socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout,
             protocol=protocol, decode_responses=decode_responses,
-            max_connections=max_connections, extra=connection_kwargs)
+            max_connections=max_connections, extra=connection_kwargs, password=password)
         self._encoder = Encoder(self._pool_kwargs.get("encoding", "utf-8"),
                                 self._pool_kwargs.get("encoding_errors", "strict"),
                                 decode_responses)

@@ -18,8 +18,14 @@ from __future__ import annotations
 
 from enum import Enum
 
+from redis.exceptions import (
+    AuthenticationError,
+    DataError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, RedisError, ResponseError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
@@ -71,6 +77,10 @@ _NOT_APPLIED_CODES = frozenset({"TRYAGAIN", "STALE", "NOTSECONDARY", "LOADING", 
 
 def classify(error: BaseException, *, sent: bool) -> Failure:
     """Which class `error` is in, for a command that was (`sent`) or certainly was not sent."""
+    if isinstance(error, AuthenticationError):
+        # No password, or the wrong one (a redis-py ConnectionError, raised as a connection
+        # opens): every member would say the same, so it is the caller's to fix, not to retry.
+        return Failure.COMMAND
     if isinstance(error, TryAgainError):
         return Failure.NOT_APPLIED
     if isinstance(error, ResponseError):
@@ -96,14 +106,14 @@ def _command_text(command: tuple) -> str:
     return " ".join(parts) + (" ..." if len(command) > 4 else "")
 
 
-__all__ = ["Failure", "NoMemberAvailable", "NotSent", "OutcomeUnknown", "UnsupportedCommand",
-           "classify"]
 
 
 def describe_connection_error(error: BaseException, timeout_s: float | None = None) -> str:
     """What a failed connection or request means, for a person: redis-py's own text
     ("Error 111 connecting to 127.0.0.1:1. Connection refused.") made plain."""
     text = str(error)
+    if isinstance(error, AuthenticationError) or text.startswith(("NOAUTH", "WRONGPASS")):
+        return auth_problem(text)
     if isinstance(error, RedisTimeoutError | TimeoutError) or "timed out" in text.lower():
         within = f" within {timeout_s:g} s" if timeout_s is not None else ""
         return (f"no answer{within} (the node may be paused, overloaded, or this is not a "
@@ -117,3 +127,21 @@ def describe_connection_error(error: BaseException, timeout_s: float | None = No
     if "connection reset" in text.lower() or "closed by server" in text.lower():
         return "the connection was closed at once (not a replikv client port?)"
     return text
+
+
+def auth_problem(text: str) -> str:
+    """What an authentication error from a node means, and what to do about it."""
+    # redis-py drops the code (NOAUTH, WRONGPASS) from the text of the errors it raises, so
+    # the rest of the text tells them apart.
+    if "without any password configured" in text or "no password is set" in text:
+        return ("the node has no password, but one was given: unset REPLIKV_PASSWORD (or pass "
+                "no password)")
+    if "WRONGPASS" in text or "invalid username-password" in text or "invalid password" in text:
+        return ("the node refused the password given (WRONGPASS): REPLIKV_PASSWORD (or "
+                "password=...) must be the cluster's requirepass")
+    return ("the node has a password (requirepass) and none was given: export "
+            "REPLIKV_PASSWORD=... (replikv's commands), or pass password=... (a client)")
+
+
+__all__ = ["Failure", "NoMemberAvailable", "NotSent", "OutcomeUnknown", "UnsupportedCommand",
+           "auth_problem", "classify"]

@@ -48,7 +48,7 @@ _REFUSED = {
     "hello": "the client negotiates the protocol itself (protocol=...)",
     "reset": "it would reset one pooled connection",
     "quit": "use close()",
-    "auth": "replikv has no users or passwords",
+    "auth": "the client authenticates every connection itself (password=...)",
     "multi": "use pipeline(transaction=True), which sends MULTI ... EXEC on one connection",
     "exec": "use pipeline(transaction=True), which sends MULTI ... EXEC on one connection",
     "discard": "use pipeline(transaction=True), which sends MULTI ... EXEC on one connection",

@@ -67,6 +67,8 @@ class Client(ClientBase, CoreCommands):
     topology_refresh_s: how often the topology is asked for again (also after any failure).
     protocol, decode_responses, max_connections: as in redis-py, for every member's pool;
         connection_kwargs: anything else for redis-py's ConnectionPool.
+    password: the cluster's password (its members' requirepass), given by every connection
+        as it opens, topology probes included; None for a cluster without one.
 
     Thread-safe: share one Client between threads. No I/O happens until the first command.
     """

@@ -36,11 +36,20 @@ forwards them to the leader):
 Load balancers route writes by /primary and reads by /replica or /primary (see
 `replikv haproxy-config`); a 503 body says why, for the operator reading a health-check log.
 The POST endpoints change the cluster: bind the admin address to a private network.
+
+On a node with a password (`requirepass`), GET /backup (which hands out every key) and every
+POST ask for it with HTTP Basic authentication, user `default` (`curl -u default:PASSWORD`):
+401 with `WWW-Authenticate` otherwise. The health, status and metrics endpoints and the
+dashboard stay open, so that load balancers and Prometheus need no secret; they show the
+cluster's state and counts, never keys or values.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hmac
 import json
 import logging
 from pathlib import Path
@@ -92,6 +101,16 @@ class AdminServer:
             method = parts[0]
             if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
                 status, body = 400, {"error": "malformed request line"}
+            elif (parts[0] == "POST" or parts[1].partition("?")[0] == "/backup") and \
+                    not self._authorized(head):
+                self.node.auth_failures += 1
+                await _answer(writer, 401, json.dumps(
+                    {"error": "this node has a password: give it with HTTP Basic "
+                              "authentication, user default (curl -u default:PASSWORD; "
+                              "replikv's commands read REPLIKV_PASSWORD)"}).encode(),
+                    "application/json", readable_anywhere=False,
+                    extra_headers='WWW-Authenticate: Basic realm="replikv", charset="UTF-8"\r\n')
+                return
             elif parts[0] == "POST":
                 path, _, query = parts[1].partition("?")
                 status, body = await self.post(path, query)
@@ -121,6 +140,27 @@ class AdminServer:
             await self._backup(writer)
         else:
             await _answer_json(writer, status, body, readable_anywhere=method == "GET")
+
+    def _authorized(self, head: bytes) -> bool:
+        """Whether the request may use the guarded endpoints: the node has no password, or
+        the request's Authorization header gives it (Basic, user `default`)."""
+        password = self.node.requirepass
+        if not password:
+            return True
+        for line in head.split(b"\r\n")[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or name.strip().lower() != b"authorization":
+                continue
+            scheme, _, credentials = value.strip().partition(b" ")
+            if scheme.lower() != b"basic":
+                return False
+            try:
+                decoded = base64.b64decode(credentials.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            user, sep, given = decoded.partition(b":")
+            return bool(sep) and user == b"default" and hmac.compare_digest(given, password)
+        return False
 
     async def _backup(self, writer: asyncio.StreamWriter) -> None:
         """Take a snapshot now and stream it: headers with its size, then the file's bytes
@@ -282,14 +322,15 @@ async def _answer_json(writer: asyncio.StreamWriter, status: int, body: dict, *,
 
 
 async def _answer(writer: asyncio.StreamWriter, status: int, payload: bytes,
-                  content_type: str, *, readable_anywhere: bool = True) -> None:
+                  content_type: str, *, readable_anywhere: bool = True,
+                  extra_headers: str = "") -> None:
     # Access-Control-Allow-Origin on GET answers: the dashboard one node serves reads every
     # member's /status, /events and /metrics. POST answers do not get it.
     cors = "Access-Control-Allow-Origin: *\r\n" if readable_anywhere else ""
     try:
         writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
                      f"Content-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n"
-                     f"{cors}Connection: close\r\n\r\n".encode() + payload)
+                     f"{cors}{extra_headers}Connection: close\r\n\r\n".encode() + payload)
         await writer.drain()
     except ConnectionError:
         pass
@@ -319,5 +360,6 @@ def _query_int(query: str, name: str, default: int, maximum: int) -> int:
     return int(raw)
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+            405: "Method Not Allowed",
             409: "Conflict", 503: "Service Unavailable"}

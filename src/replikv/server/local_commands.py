@@ -14,6 +14,7 @@ its raft state and the addresses peers advertised in their handshakes.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -47,6 +48,9 @@ class ConnectionState:
     # Write concern, read preference and consistency for this connection's commands.
     options: RequestOptions = DEFAULT_OPTIONS
     default_options: RequestOptions = DEFAULT_OPTIONS  # the node's defaults, for RESET
+    # False until the client gives the node's password (AUTH, HELLO ... AUTH) on a node with
+    # one; nothing but AUTH, HELLO, QUIT and RESET runs before (see NO_AUTH_COMMANDS).
+    authenticated: bool = True
 
 
 MEMBER_ROLES = ("leader", "follower", "candidate", "standby", "unknown")
@@ -112,6 +116,9 @@ class NodeView:
 
     node_id: str
     started_s: float  # when the node started (time.time())
+    # The password clients must give (`requirepass`, UTF-8); empty when there is none.
+    requirepass: bytes = b""
+    auth_failures: int = 0  # AUTH and HELLO ... AUTH refused for a wrong password or user
 
     def info_sections(self) -> dict[str, list[tuple[str, object]]]:
         raise NotImplementedError
@@ -140,6 +147,12 @@ class NodeView:
 # every earlier command on the connection has been answered.
 BARRIER_COMMANDS = frozenset({b"hello", b"reset", b"quit", b"select", b"client", b"replikv"})
 
+# What a connection may run before it has authenticated on a node with a password (the
+# commands Redis flags NO_AUTH); anything else is answered NOAUTH without being looked at.
+NO_AUTH_COMMANDS = frozenset({b"auth", b"hello", b"quit", b"reset"})
+NOAUTH = ErrorReply("NOAUTH Authentication required.")
+_WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
+
 LocalHandler = Callable[[ConnectionState, NodeView, list[bytes]], object]
 
 
@@ -166,17 +179,30 @@ def _hello(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
         if protocol not in (2, 3):
             raise CommandError("NOPROTO unsupported protocol version")
         i = 2
+    # As Redis: every option is checked first, then the credentials, and only then does
+    # anything change, so a refused HELLO leaves the connection as it was.
+    credentials: tuple[bytes, bytes] | None = None
+    name: bytes | None = None
     while i < len(argv):
         opt = argv[i].lower()
         if opt == b"auth" and i + 2 < len(argv):
-            _check_credentials(argv[i + 1], argv[i + 2])
+            credentials = (argv[i + 1], argv[i + 2])
             i += 3
             continue
         if opt == b"setname" and i + 1 < len(argv):
-            conn.name = _client_name(argv[i + 1])
+            name = argv[i + 1]
             i += 2
             continue
         raise CommandError(f"ERR Syntax error in HELLO option '{argv[i].decode(errors='replace')}'")
+    if credentials is not None:
+        _authenticate(conn, node, *credentials)
+    elif not conn.authenticated:
+        raise CommandError("NOAUTH HELLO must be called with the client already authenticated, "
+                           "otherwise the HELLO <proto> AUTH <user> <pass> option can be used "
+                           "to authenticate the client and select the RESP protocol version "
+                           "at the same time")
+    if name is not None:
+        conn.name = _client_name(name)
     conn.protocol = protocol
     role = node.role_reply()[0]
     return {
@@ -328,6 +354,7 @@ def _reset(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
     conn.protocol = 2
     conn.name = b""
     conn.options = conn.default_options
+    conn.authenticated = not node.requirepass  # RESET also ends the authentication, as in Redis
     return Status("RESET")
 
 
@@ -363,17 +390,27 @@ def _client_name(name: bytes) -> bytes:
     return name
 
 
-def _check_credentials(username: bytes, _password: bytes) -> None:
-    """As a Redis with no password set: its one user, `default`, takes any password."""
-    if username != b"default":
-        raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+def _authenticate(conn: ConnectionState, node: NodeView, username: bytes,
+                  password: bytes) -> None:
+    """Authenticate `conn` as Redis's one user, `default`: with the node's password, or, on a
+    node without one, with any password (as a Redis with no password set). A refusal leaves
+    the connection as it was (authenticated or not) and is counted."""
+    required = node.requirepass
+    # compare_digest: the time taken does not tell how much of a guess was right.
+    if username != b"default" or (required and not hmac.compare_digest(password, required)):
+        node.auth_failures += 1
+        raise CommandError(_WRONGPASS)
+    conn.authenticated = True
 
 
 def _auth(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
     if len(argv) == 3:  # AUTH username password
-        _check_credentials(argv[1], argv[2])
+        _authenticate(conn, node, argv[1], argv[2])
         return OK
     if len(argv) == 2:
+        if node.requirepass:
+            _authenticate(conn, node, b"default", argv[1])
+            return OK
         return ErrorReply("ERR AUTH <password> called without any password configured for the "
                           "default user. Are you sure your configuration is correct?")
     if len(argv) < 2:
@@ -526,6 +563,8 @@ __all__ = [
     "LOCAL_ARITY",
     "LOCAL_COMMANDS",
     "MEMBER_ROLES",
+    "NOAUTH",
+    "NO_AUTH_COMMANDS",
     "REDIS_COMPAT_VERSION",
     "ConnectionState",
     "MemberView",

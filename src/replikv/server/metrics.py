@@ -223,6 +223,9 @@ class _NodeCollector:
              ("Times the event loop was held for half an election timeout or more (a slow "
               "command, a long GC or fsync, a paused process): peers and clients went "
               "unanswered meanwhile."), server.loop_stalls),
+            ("replikv_auth_failures_total",
+             "AUTH and HELLO ... AUTH refused: a wrong password or an unknown user.",
+             server.auth_failures),
             ("replikv_large_replies_total",
              "Client replies large enough to be encoded off the event loop.",
              server.large_replies),

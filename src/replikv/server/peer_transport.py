@@ -14,13 +14,23 @@ empty cluster id asks which cluster this is: it gets one answer frame and the li
 handshake names another cluster, an unknown node, or not us are closed and logged; so are links
 that send a frame that does not decode, is larger than `max_peer_frame_bytes`, or claims to
 come from a node other than the one that shook hands. None of that reaches the cores.
+
+On a cluster with a password (`requirepass`) a handshake must also prove that its sender knows
+it: it carries a fresh random nonce and an HMAC-SHA256, keyed with the password, of the
+cluster id, both node ids and that nonce (`handshake_proof`). The password never travels, and
+a node that does not know it cannot open a link, so it can neither inject messages nor pose
+as a member. This guards against anyone who can reach the peer port; it does not hide the
+traffic from someone who can read the network (the links are not encrypted).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -171,8 +181,13 @@ class _OutboundLink:
             connected_at = asyncio.get_running_loop().time()
             self.writer = writer
             try:
-                writer.write(encode_handshake(self.transport.cluster_id, self.transport.node_id,
-                                              self.peer, self.transport.advertised))
+                transport = self.transport
+                info = dict(transport.advertised)
+                if transport.password:
+                    info[_PROOF_KEY] = handshake_proof(transport.password, transport.cluster_id,
+                                                       transport.node_id, self.peer)
+                writer.write(encode_handshake(transport.cluster_id, transport.node_id,
+                                              self.peer, info))
                 self.connected = True
                 log.info("connected to peer %s at %s", self.peer, self.address)
                 # The peer never writes on this connection; reading tells us when it closes.
@@ -339,17 +354,37 @@ class _InboundLink(asyncio.Protocol):
             self.src = src
             raise PeerProtocolError(f"peer {src} thinks it is talking to {dst!r}, "
                                     f"we are {owner.node_id!r}")
+        if owner.password and not check_handshake_proof(owner.password, info.get(_PROOF_KEY, ""),
+                                                        cluster_id, src, dst):
+            # Said once per node, as for unknown nodes: the peer retries several times a second.
+            first = src not in owner._warned_auth and len(owner._warned_auth) < REMEMBERED_IDS_MAX
+            if first:
+                owner._warned_auth.add(src)
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "dropping peer link from %s (%s): it did not prove that it knows this "
+                    "cluster's password (%s); every member needs the same requirepass",
+                    self.peername, src,
+                    "it sent no proof" if _PROOF_KEY not in info else "wrong password")
+            owner.rejected_links += 1
+            return False
+        owner._warned_auth.discard(src)
         self.src = src
         self.info = _valid_info(info)
+        if owner.password:
+            # The proof shows a member sent this: what it says about itself counts at once
+            # (without a password it waits for a valid message, see data_received).
+            self.trusted = True
+            owner.peer_info[src] = self.info
         return True
 
 
 class PeerTransport:
     def __init__(self, *, node_id: str, cluster_id: str, peers: dict[str, Address],
                  limits: Limits, on_message: Callable[[str, object], None],
-                 advertised: dict[str, str] | None = None) -> None:
+                 advertised: dict[str, str] | None = None, password: bytes = b"") -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
+        self.password = password  # requirepass: links prove they know it (handshake_proof)
         self.limits = limits
         self.on_message = on_message
         # What this node tells peers about itself in the handshake (client address etc.).
@@ -364,6 +399,7 @@ class PeerTransport:
         # one warning, not one per attempt).
         self._warned_unknown: set[str] = set()
         self._told_cluster_id: set[str] = set()  # nodes that asked for the cluster id
+        self._warned_auth: set[str] = set()  # nodes refused for want of the password
         self._inbound: set[_InboundLink] = set()
         # Fault injection (the playground; see set_faults): peers whose messages are dropped
         # both ways, and a delay added to everything this node sends.
@@ -438,6 +474,38 @@ class PeerTransport:
     def is_connected(self, peer: str) -> bool:
         link = self.links.get(peer)
         return link is not None and link.connected
+
+
+# The handshake's info field that carries the password proof: "<nonce hex>:<HMAC hex>".
+_PROOF_KEY = "auth"
+_PROOF_NONCE_BYTES = 16
+_PROOF_CONTEXT = b"replikv peer handshake v1"
+
+
+def _proof_mac(password: bytes, nonce: bytes, cluster_id: str, src: str, dst: str) -> bytes:
+    message = b"\0".join((_PROOF_CONTEXT, cluster_id.encode(), src.encode(), dst.encode(),
+                          nonce))
+    return hmac.new(password, message, hashlib.sha256).digest()
+
+
+def handshake_proof(password: bytes, cluster_id: str, src: str, dst: str,
+                    nonce: bytes | None = None) -> str:
+    """What `src` sends `dst` to show it knows the cluster's password, without sending it."""
+    nonce = os.urandom(_PROOF_NONCE_BYTES) if nonce is None else nonce
+    return f"{nonce.hex()}:{_proof_mac(password, nonce, cluster_id, src, dst).hex()}"
+
+
+def check_handshake_proof(password: bytes, proof: str, cluster_id: str, src: str,
+                          dst: str) -> bool:
+    """Whether `proof` (from a handshake's info) was made with `password` for this link."""
+    nonce_hex, sep, mac_hex = proof.partition(":")
+    try:
+        nonce, mac = bytes.fromhex(nonce_hex), bytes.fromhex(mac_hex)
+    except ValueError:
+        return False
+    if not sep or len(nonce) != _PROOF_NONCE_BYTES:
+        return False
+    return hmac.compare_digest(mac, _proof_mac(password, nonce, cluster_id, src, dst))
 
 
 def _valid_info(info: dict[str, str]) -> dict[str, str]:

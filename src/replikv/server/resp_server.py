@@ -54,6 +54,8 @@ from replikv.resp import ProtocolError, RequestParser, encode_reply
 from replikv.server.local_commands import (
     BARRIER_COMMANDS,
     LOCAL_COMMANDS,
+    NO_AUTH_COMMANDS,
+    NOAUTH,
     ConnectionState,
     MemberView,
     check_local_arity,
@@ -125,6 +127,9 @@ class ClientConnection(asyncio.Protocol):
         self.state = ConnectionState(client_id=server.next_client_id(),
                                      options=server.default_options,
                                      default_options=server.default_options)
+        if server.requirepass:  # nothing but AUTH and HELLO ... AUTH until the password is given
+            self.state.authenticated = False
+            self.parser.set_authenticated(False)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.failed = False  # a protocol error was seen: answer what is pending, then close
@@ -200,6 +205,9 @@ class ClientConnection(asyncio.Protocol):
                     break
             self.held = None
             name = argv[0].lower()
+            if not self.state.authenticated and name not in NO_AUTH_COMMANDS:
+                self._push_done(NOAUTH)
+                continue
             options = self.state.options
             with_options = False
             if name == b"replikv" and len(argv) > 1 and argv[1].upper() == b"WITH":
@@ -236,6 +244,8 @@ class ClientConnection(asyncio.Protocol):
                     self.held = argv
                     break
                 reply = run_local(handler, self.state, self.view, argv)
+                if name in NO_AUTH_COMMANDS and self.server.requirepass:
+                    self.parser.set_authenticated(self.state.authenticated)
                 if type(reply) is ErrorReply:
                     if self.multi is not None:  # RESET x inside MULTI: refused, as queued
                         self.multi_dirty = True

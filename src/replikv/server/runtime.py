@@ -156,6 +156,7 @@ class NodeServer(NodeView):
         # replikv.concerns.interned).
         self.default_options = interned(settings.default_options())
         self.started_s = time.time()
+        self.requirepass = settings.requirepass.encode()  # NodeView: what AUTH checks
         self.clients: set[ClientConnection] = set()
         self._next_client_id = 0
         # Request ids also name forwarded writes on the leader, which drops duplicates by
@@ -417,7 +418,7 @@ class NodeServer(NodeView):
             advertised["admin"] = str(s.admin)
         self._transport = PeerTransport(node_id=s.id, cluster_id=s.cluster_id, peers=s.peers,
                                         limits=s.limits, on_message=self._on_peer_message,
-                                        advertised=advertised)
+                                        advertised=advertised, password=self.requirepass)
         await self.transport.start(s.peer_listen)
         client_server = await loop.create_server(lambda: ClientConnection(self), s.listen.host,
                                                  s.listen.port, reuse_address=True)
@@ -1097,6 +1098,7 @@ class NodeServer(NodeView):
                                    / max(1, self.disk_stats.fsyncs), 3)),
             ("entries_written", self.disk_stats.entries_written),
             ("peer_links_rejected", self.transport.rejected_links),
+            ("acl_access_denied_auth", self.auth_failures),  # Redis's name for the same count
         ]
         used, rss = node.state.used_bytes(), resident_bytes()
         memory: list[tuple[str, object]] = [
