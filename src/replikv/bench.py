@@ -43,6 +43,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -410,6 +411,21 @@ def _require_hiredis() -> Any:
     return hiredis
 
 
+def _connect(address: tuple[str, int], timeout_s: float) -> socket.socket:
+    """A blocking connection to a node's client port: TLS when REPLIKV_TLS_CA_CERT is set."""
+    from replikv.client.credentials import env_tls_context
+
+    context = env_tls_context()
+    sock = socket.create_connection(address, timeout=timeout_s)
+    if context is None:
+        return sock
+    try:
+        return context.wrap_socket(sock)
+    except OSError:
+        sock.close()
+        raise
+
+
 def auth_commands() -> tuple[tuple[bytes, ...], ...]:
     """AUTH with REPLIKV_PASSWORD, for a cluster with a password (none without it)."""
     from replikv.client.credentials import env_password
@@ -433,7 +449,7 @@ def call(address: tuple[str, int], *args: bytes | str, timeout_s: float = 5.0) -
     reader = hiredis.Reader()
     argv = [a if isinstance(a, bytes) else a.encode() for a in args]
     auth = auth_commands()
-    with socket.create_connection(address, timeout=timeout_s) as s:
+    with _connect(address, timeout_s) as s:
         s.sendall(b"".join(encode_command(*c) for c in auth) + encode_command(*argv))
         replies: list[Any] = []
         try:
@@ -577,7 +593,7 @@ def preload(leader: Member, keys: int, value: bytes) -> None:
         for i in range(first, min(keys, first + PRELOAD_KEYS_PER_MSET)):
             argv += [b"bench:%d" % i, value]
         commands.append(encode_command(*argv))
-    with socket.create_connection(leader.address, timeout=REPLY_TIMEOUT_S) as s:
+    with _connect(leader.address, REPLY_TIMEOUT_S) as s:
         for start in range(0, len(commands), PRELOAD_PIPELINE_DEPTH):
             batch = commands[start:start + PRELOAD_PIPELINE_DEPTH]
             s.sendall(b"".join(batch))
@@ -729,12 +745,12 @@ def resp_error_text(reply: Any) -> str | None:
 async def run_load_connection(address: tuple[str, int], protocol: LoadConnection,
                               setup: Sequence[bytes], make: Callable[[], bytes], pipeline: int,
                               go: asyncio.Event, deadline: list[float], report: WorkerReport,
-                              connected: list[int]) -> None:
+                              connected: list[int], tls: ssl.SSLContext | None = None) -> None:
     """Connect `protocol` to `address`, send each of `setup` (one request each; an error reply
     fails the run), count in `connected`, wait for `go`, then load until `deadline[0]`. Replies
     still missing REPLY_TIMEOUT_S after that (a stuck cluster) end the run with BenchError."""
     loop = asyncio.get_running_loop()
-    await asyncio.wait_for(loop.create_connection(lambda: protocol, *address),
+    await asyncio.wait_for(loop.create_connection(lambda: protocol, *address, ssl=tls),
                            CONNECT_TIMEOUT_S)
     try:
         for request in setup:
@@ -760,9 +776,12 @@ async def _connection(plan: WorkerPlan, rng: random.Random, go: asyncio.Event,
 
     protocol = LoadConnection(hiredis.Reader(), False, resp_error_text)
     make = command_maker(plan.kind, plan.keys, b"v" * plan.value_bytes, rng)
+    from replikv.client.credentials import env_tls_context
+
     await run_load_connection(plan.address, protocol,
                               [encode_command(*argv) for argv in plan.setup], make,
-                              plan.pipeline, go, deadline, report, connected)
+                              plan.pipeline, go, deadline, report, connected,
+                              tls=env_tls_context())
 
 
 async def drive_connections(count: int, connection: Callable[..., Any], seed: int,
@@ -1156,6 +1175,12 @@ def run_redis_benchmark(address: tuple[str, int], *, requests: int, keys: int,
         # other way to take it, but never into what is printed or recorded.
         password = [a for _, a in auth_commands()]
         secret = ["-a", password[0].decode()] if password else []
+        from replikv.client.credentials import env_tls_files
+
+        if (tls := env_tls_files()) is not None:
+            ca, cert, key = tls
+            args += ["--tls", "--cacert", ca, *(["--cert", cert, "--key", key] if cert and key
+                                                else [])]
         try:
             done = subprocess.run([exe, *args, *secret], capture_output=True, text=True,
                                   check=False, timeout=max(60.0, requests / 100))

@@ -129,6 +129,17 @@ _add_backup_commands()
               help="A file holding the cluster password (one line): clients must AUTH with "
                    "it, and members prove to each other that they know it. Every member needs "
                    "the same one. (Or requirepass = \"...\" in the config file.)")
+@click.option("--tls-cert-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TLS: this node's certificate (PEM). With --tls-key-file and "
+                   "--tls-ca-cert-file every port speaks only TLS.")
+@click.option("--tls-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TLS: the certificate's private key (PEM).")
+@click.option("--tls-ca-cert-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TLS: the CA that signs every member's certificate; peer links accept "
+                   "only certificates it signed.")
+@click.option("--tls-auth-clients", is_flag=True, default=None,
+              help="TLS: clients and admin API callers must present a certificate signed by "
+                   "the CA too. [default: off]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="[default: info]")
 @click.option("--fault-injection", is_flag=True, default=None,
@@ -151,6 +162,8 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          archive_dir: Path | None, backup_dir: Path | None, backup_every: str | None,
          backup_keep: int | None, disk_low_free_bytes: int | None,
          disk_min_free_bytes: int | None, requirepass_file: Path | None,
+         tls_cert_file: Path | None, tls_key_file: Path | None,
+         tls_ca_cert_file: Path | None, tls_auth_clients: bool | None,
          fault_injection: bool | None, log_level: str | None,
          log_format: str | None) -> None:
     """Run one replikv node in the foreground.
@@ -169,6 +182,7 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
     """
     from replikv.server.runtime import run_node
     from replikv.storage.errors import StorageError
+    from replikv.tls import TlsError
 
     overrides = {"id": node_id, "data_dir": data_dir, "listen": listen,
                  "peer_listen": peer_listen, "peers": peers, "admin": admin,
@@ -190,6 +204,8 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
                  "disk_low_free_bytes": disk_low_free_bytes,
                  "disk_min_free_bytes": disk_min_free_bytes,
                  "requirepass_file": requirepass_file,
+                 "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file,
+                 "tls_ca_cert_file": tls_ca_cert_file, "tls_auth_clients": tls_auth_clients,
                  "auto_replace_after_ms": auto_replace_after_ms, "log_level": log_level,
                  "log_format": log_format, "fault_injection": fault_injection}
     try:
@@ -206,7 +222,7 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
     except NodeFailed as e:
         click.echo(f"replikv node {settings.id}: {e}", err=True)
         sys.exit(1)
-    except StorageError as e:
+    except (StorageError, TlsError) as e:
         click.echo(f"replikv node {settings.id}: cannot start: {e}", err=True)
         sys.exit(1)
     except OSError as e:
@@ -261,11 +277,16 @@ def cluster() -> None:
               help="Give the cluster the password in this file (one line): every node's "
                    "requirepass_file. Clients then AUTH with it (REDISCLI_AUTH for redis-cli, "
                    "REPLIKV_PASSWORD for replikv's commands).")
+@click.option("--tls", is_flag=True,
+              help="Every port speaks TLS: a local CA and a certificate per node are made in "
+                   "DATA_DIR/tls (kept for later starts). Clients verify the nodes with "
+                   "DATA_DIR/tls/ca.pem (redis-cli --tls --cacert; REPLIKV_TLS_CA_CERT for "
+                   "replikv's commands).")
 def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str,
                replication: str, restore_file: Path | None, force: bool, standbys: int,
                auto_replace_after_ms: int, archive_dir: Path | None,
                restore_archive: Path | None, until: str | None,
-               requirepass_file: Path | None) -> None:
+               requirepass_file: Path | None, tls: bool) -> None:
     """Start a local cluster in the foreground; Ctrl-C stops every node cleanly.
 
     \b
@@ -285,7 +306,7 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
       replikv cluster up --restore backup.rkvsnap --force
       replikv cluster up --standbys 1 --auto-replace-after-ms 5000
       replikv cluster up --archive-dir archive
-      replikv cluster up --requirepass-file secret.txt
+      replikv cluster up --requirepass-file secret.txt --tls
       replikv cluster up --restore backup.rkvsnap --restore-archive archive/n1 --until 41234 \\
         --force --archive-dir archive
     """
@@ -315,7 +336,8 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
         cluster = LocalCluster(int(nodes), base_port=base_port, host=host, data_dir=data_dir,
                                fsync=fsync, replication=replication, standbys=standbys,
                                auto_replace_after_ms=auto_replace_after_ms,
-                               archive_dir=archive_dir, requirepass_file=requirepass_file)
+                               archive_dir=archive_dir, requirepass_file=requirepass_file,
+                               tls=tls)
         if restore_archive is not None and restore_file is not None and until is not None:
             import tempfile
 
@@ -1093,7 +1115,7 @@ def _cluster_call(cluster_addresses: str, *argv: str, timeout_s: float = _ADMIN_
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from replikv.client.credentials import env_password
+    from replikv.client.credentials import env_password, redis_tls_kwargs
     from replikv.client.errors import auth_problem, describe_connection_error
 
     errors = []
@@ -1107,7 +1129,8 @@ def _cluster_call(cluster_addresses: str, *argv: str, timeout_s: float = _ADMIN_
         # One try per node: redis-py's own retries made a paused node cost a minute.
         client = redis.Redis(host=host, port=int(port), socket_timeout=timeout_s,
                              socket_connect_timeout=min(timeout_s, 2.0),
-                             retry=Retry(NoBackoff(), 0), password=env_password())
+                             retry=Retry(NoBackoff(), 0), password=env_password(),
+                             **redis_tls_kwargs())
         try:
             return client.execute_command(*argv)
         except redis.AuthenticationError as e:  # every member has the same password

@@ -21,6 +21,7 @@ from replikv.concerns import (
 )
 from replikv.limits import DEFAULT_LIMITS, Limits
 from replikv.node import REPLICATION_MODES
+from replikv.tls import TlsFiles
 
 # When a node's log reaches the disk; see NodeSettings.fsync.
 FSYNC_MODES = ("always", "batch", "never")
@@ -140,6 +141,13 @@ class NodeSettings:
     # member needs the same one). Given in the config file or read from `requirepass_file`;
     # kept out of reprs so that it is never logged.
     requirepass: str = field(default="", repr=False)
+    # TLS (all three files, or none; see replikv.tls): every port then speaks only TLS, peer
+    # links with certificates on both sides signed by tls_ca_cert_file. With
+    # tls_auth_clients, clients (and admin API callers) must present one too.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_cert_file: Path | None = None
+    tls_auth_clients: bool = False
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
 
     def validate(self) -> NodeSettings:
@@ -222,6 +230,14 @@ class NodeSettings:
                               "refuse to start on a disk it does not report low. Lower "
                               "disk_min_free_bytes as well (0 turns the start-up check off)")
         check_password(self.requirepass, "requirepass")
+        tls = (self.tls_cert_file, self.tls_key_file, self.tls_ca_cert_file)
+        if any(tls) and not all(tls):
+            raise ConfigError("TLS needs all three of tls_cert_file, tls_key_file and "
+                              "tls_ca_cert_file (the node's certificate, its key, and the CA "
+                              "that signs every member's certificate)")
+        if self.tls_auth_clients and not all(tls):
+            raise ConfigError("tls_auth_clients needs TLS: give tls_cert_file, tls_key_file "
+                              "and tls_ca_cert_file")
         cluster_id = self.cluster_id or default_cluster_id(self.bootstrap_peers())
         return replace(self, cluster_id=cluster_id,
                        cluster_id_derived=self.cluster_id_derived or not self.cluster_id)
@@ -231,6 +247,13 @@ class NodeSettings:
         if self.join:
             return {k: v for k, v in self.peers.items() if k != self.id}
         return self.peers
+
+    def tls_files(self) -> TlsFiles | None:
+        """The node's TLS files, or None when it speaks plain TCP."""
+        if self.tls_cert_file is None or self.tls_key_file is None or \
+                self.tls_ca_cert_file is None:
+            return None
+        return TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_ca_cert_file)
 
     def default_options(self) -> RequestOptions:
         return RequestOptions(w=self.write_concern, read_preference=self.read_preference,
@@ -358,6 +381,10 @@ def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> 
         disk_min_free_bytes=_int(raw.get("disk_min_free_bytes", 16 * 1024 * 1024),
                                  "disk_min_free_bytes"),
         requirepass=requirepass,
+        tls_cert_file=_path(raw.get("tls_cert_file")),
+        tls_key_file=_path(raw.get("tls_key_file")),
+        tls_ca_cert_file=_path(raw.get("tls_ca_cert_file")),
+        tls_auth_clients=_bool(raw.get("tls_auth_clients", False), "tls_auth_clients"),
         limits=limits,
     )
     return settings.validate()
@@ -405,6 +432,10 @@ def _bool(v: object, name: str) -> bool:
     if isinstance(v, str) and v.lower() in ("true", "false", "yes", "no", "1", "0"):
         return v.lower() in ("true", "yes", "1")
     raise ConfigError(f"{name}: expected true or false, got {v!r}")
+
+
+def _path(v: object) -> Path | None:
+    return Path(str(v)) if v else None
 
 
 def _str(v: object, name: str) -> str:

@@ -40,6 +40,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from replikv.client.credentials import TLS_CA_CERT_ENV, admin_url
+
 STOP_GRACE_S = 10.0
 STANDBY_ADD_TIMEOUT_S = 120.0  # how long the supervisor keeps trying to add a standby
 STATE_FILE = "cluster.json"  # written by the supervisor of `cluster up`: see the docstring
@@ -104,12 +106,12 @@ def post_admin(url: str, timeout_s: float = 5.0, password: str | None = None) ->
     """POST to a node's admin endpoint; its JSON answer. AdminRefused with the node's reason
     if it answered an error; OSError if it did not answer. `password` (else REPLIKV_PASSWORD)
     for a node with one."""
-    from replikv.client.credentials import authorization_headers
+    from replikv.client.credentials import admin_urlopen, authorization_headers
 
     request = urllib.request.Request(url, method="POST",
                                      headers=authorization_headers(password))
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with admin_urlopen(request, timeout_s) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as e:
         try:
@@ -169,8 +171,11 @@ class LocalCluster:
     def __init__(self, nodes: int, *, base_port: int, host: str, data_dir: Path,
                  fsync: str = "always", replication: str = "passive", standbys: int = 0,
                  auto_replace_after_ms: int = 0, archive_dir: Path | None = None,
-                 requirepass_file: Path | None = None) -> None:
+                 requirepass_file: Path | None = None, tls: bool = False) -> None:
         self.host = host
+        # `cluster up --tls`: a local CA and a certificate per node in DATA_DIR/tls (made on
+        # the first start, kept after), named in every node's config.
+        self.tls = tls
         # The cluster password's file (`cluster up --requirepass-file`): every node's config
         # names it, and the supervisor reads it for the admin calls it makes (adding standbys).
         self.requirepass_file = requirepass_file.resolve() if requirepass_file else None
@@ -230,6 +235,21 @@ class LocalCluster:
                 return named
         return f"replikv-{secrets.token_hex(6)}"
 
+    @functools.cached_property
+    def tls_files(self) -> dict:
+        """Each node's TLS files (replikv.tls.TlsFiles), made on first use (`--tls`)."""
+        from replikv.tls import make_local_ca
+
+        files = make_local_ca(self.data_dir / "tls", [n.id for n in self.nodes],
+                              hosts=sorted({self.host, "127.0.0.1", "localhost"}))
+        # The supervisor's own admin calls (adding standbys) go over HTTPS with this CA.
+        os.environ[TLS_CA_CERT_ENV] = str(self.ca_cert_file)
+        return files
+
+    @property
+    def ca_cert_file(self) -> Path:
+        return self.data_dir / "tls" / "ca.pem"
+
     def write_configs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         voters = [f"{n.id}={self.host}:{n.peer_port}" for n in self.voters]
@@ -247,6 +267,11 @@ class LocalCluster:
                 extra += f'archive_dir = "{self.archive_dir / n.id}"\n'
             if self.requirepass_file is not None:
                 extra += f'requirepass_file = "{self.requirepass_file}"\n'
+            if self.tls:
+                files = self.tls_files[n.id]
+                extra += (f'tls_cert_file = "{files.cert_file}"\n'
+                          f'tls_key_file = "{files.key_file}"\n'
+                          f'tls_ca_cert_file = "{files.ca_cert_file}"\n')
             n.config_path.write_text(
                 f'# replikv node settings written by `replikv cluster up`\n'
                 f'id = "{n.id}"\n'
@@ -404,6 +429,8 @@ class LocalCluster:
                    "admin_port": n.admin_port, "config": str(n.config_path),
                    "standby": n.standby}
             for n in self.nodes}}
+        if self.tls:  # the playground commands reach the admin APIs with it
+            state["tls_ca_cert"] = str(self.ca_cert_file)
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, self.state_path)
@@ -453,7 +480,8 @@ class LocalCluster:
                     role = "voter" if n.id in status.get("voters", []) else "standby"
                     said = f"replikv: {n.id} is a member already ({role})"
                 else:
-                    url = f"http://{self.host}:{voter.admin_port}/members/{n.id}/add?{query}"
+                    url = admin_url(f"{self.host}:{voter.admin_port}",
+                                    f"/members/{n.id}/add?{query}")
                     try:
                         post_admin(url, password=self.password)
                     except (AdminRefused, OSError, ValueError) as e:
@@ -500,9 +528,10 @@ class LocalCluster:
                   + (f" and {standbys} standby(s)" if standbys else "") + ", data in "
                   f"{self.data_dir.resolve()}, fsync={self.fsync}, "
                   f"replication={self.replication}", flush=True)
+            scheme = "https" if self.tls else "http"
             for n in self.nodes:
                 print(f"  {n.id}  clients {self.host}:{n.client_port}  "
-                      f"admin http://{self.host}:{n.admin_port}/status  "
+                      f"admin {scheme}://{self.host}:{n.admin_port}/status  "
                       f"pid {self.procs[n.id].pid}" + ("  (a spare: added as a standby when new; "
                                                        "`replikv status` shows its role)"
                                                        if n.standby else ""),
@@ -512,8 +541,14 @@ class LocalCluster:
                       f"redis-cli and to replikv's commands with\n"
                       f"    export REDISCLI_AUTH=\"$(cat {self.requirepass_file})\" "
                       f"REPLIKV_PASSWORD=\"$(cat {self.requirepass_file})\"", flush=True)
-            print(f"  try: redis-cli -p {self.nodes[0].client_port} SET greeting hello   "
-                  f"(Ctrl-C stops the cluster)", flush=True)
+            tls_args = ""
+            if self.tls:
+                tls_args = f" --tls --cacert {self.ca_cert_file}"
+                print(f"  every port speaks TLS (certificates in {self.ca_cert_file.parent}); "
+                      f"give replikv's commands the CA with\n"
+                      f"    export REPLIKV_TLS_CA_CERT={self.ca_cert_file}", flush=True)
+            print(f"  try: redis-cli -p {self.nodes[0].client_port}{tls_args} SET greeting hello"
+                  f"   (Ctrl-C stops the cluster)", flush=True)
 
     def _reap(self) -> None:
         for node_id, proc in list(self.procs.items()):

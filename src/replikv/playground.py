@@ -16,6 +16,7 @@ import signal
 import time
 from pathlib import Path
 
+from replikv.client.credentials import TLS_CA_CERT_ENV, admin_url
 from replikv.local_cluster import CONTROL_DIR, STATE_FILE, AdminRefused, post_admin
 
 RESTART_TIMEOUT_S = 20.0
@@ -40,6 +41,8 @@ def load_state(data_dir: Path) -> dict:
     if not isinstance(pid, int) or not _alive(pid):
         raise PlaygroundError(f"the `replikv cluster up` that wrote {path} is no longer "
                               "running; start the cluster again")
+    if isinstance(state.get("tls_ca_cert"), str):  # `cluster up --tls`: its CA, unless given
+        os.environ.setdefault(TLS_CA_CERT_ENV, state["tls_ca_cert"])
     return state
 
 
@@ -159,7 +162,7 @@ def post_faults(data_dir: Path, node_id: str, query: str) -> dict:
     state = load_state(data_dir)
     entry = node_entry(state, node_id)
     path = "/faults/clear" if query == "clear" else f"/faults?{query}"
-    url = f"http://{state.get('host', '127.0.0.1')}:{entry['admin_port']}{path}"
+    url = admin_url(f"{state.get('host', '127.0.0.1')}:{entry['admin_port']}", path)
     try:
         return post_admin(url)["faults"]
     except AdminRefused as e:

@@ -24,6 +24,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from replikv.client.credentials import admin_url, admin_urlopen, env_tls_files
 from replikv.storage.disk_space import DISK_LOW, format_bytes
 
 ANSWER_BYTES_MAX = 1024 * 1024  # a /status answer larger than this is not ours
@@ -44,7 +45,7 @@ ROLE_STYLES = {"leader": "bold green", "follower": "", "standby": "cyan",
 def query_status(address: str, timeout_s: float) -> Answer:
     """A node's /status answer, or why there is none (a short phrase for the table)."""
     try:
-        with urllib.request.urlopen(f"http://{address}/status", timeout=timeout_s) as response:
+        with admin_urlopen(admin_url(address, "/status"), timeout_s) as response:
             raw = response.read(ANSWER_BYTES_MAX + 1)
     except urllib.error.HTTPError as e:
         return None, f"unexpected answer (HTTP {e.code}); is {address} a replikv admin port?"
@@ -55,11 +56,15 @@ def query_status(address: str, timeout_s: float) -> Answer:
         return None, str(reason or e).lower()
     except TimeoutError:
         return None, f"no answer within {timeout_s:g} s"
+    except http.client.RemoteDisconnected:  # (an OSError too) a TLS port, asked in plain HTTP?
+        return None, "closed the connection without an answer." + (
+            "" if env_tls_files() else _TLS_HINT)
     except OSError as e:
         return None, str(e.strerror or e).lower()
     except http.client.HTTPException:  # it answered, but not in HTTP: a client port?
+        tls = "" if env_tls_files() else _TLS_HINT
         return None, (f"not HTTP; is {address} a replikv admin port? (a client port, such as "
-                      "7001, is not: its admin port is 200 above it)")
+                      f"7001, is not: its admin port is 200 above it){tls}")
     try:
         body = json.loads(raw) if len(raw) <= ANSWER_BYTES_MAX else None
     except ValueError:
@@ -114,7 +119,12 @@ def collect(targets: list[str], timeout_s: float,
 def no_answer_hint(targets: list[str]) -> str:
     return (f"no node answered at {', '.join(targets)}. Start a local cluster with "
             f"`replikv cluster up`, or pass each running node's --admin address with "
-            f"--nodes HOST:PORT,...")
+            f"--nodes HOST:PORT,...{_TLS_HINT if not env_tls_files() else ''}")
+
+
+# What a plain HTTP request to an HTTPS port meets: the node ends the connection.
+_TLS_HINT = (" If the cluster speaks TLS, set REPLIKV_TLS_CA_CERT to its CA certificate "
+             "(`cluster up --tls`: DATA_DIR/tls/ca.pem).")
 
 
 def health(body: dict) -> str:

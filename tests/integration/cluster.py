@@ -25,6 +25,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -192,6 +193,9 @@ class Cluster:
         self.peers = ",".join(f"{n.id}={HOST}:{n.peer_port}" for n in self.nodes.values()
                               if n.id not in self.joiners)
         self._clients: list[redis.Redis] = []
+        # Nodes started with TLS (tests/integration/test_tls.py): the context their admin API
+        # is reached with (https); None: plain http.
+        self.admin_tls: ssl.SSLContext | None = None
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -364,8 +368,10 @@ class Cluster:
 
     def status(self, node_id: str) -> dict[str, Any]:
         """GET /status from the node's admin endpoint."""
-        url = f"http://{HOST}:{self.nodes[node_id].admin_port}/status"
-        with urllib.request.urlopen(url, timeout=ADMIN_HTTP_TIMEOUT_S) as resp:
+        scheme = "https" if self.admin_tls is not None else "http"
+        url = f"{scheme}://{HOST}:{self.nodes[node_id].admin_port}/status"
+        with urllib.request.urlopen(url, timeout=ADMIN_HTTP_TIMEOUT_S,
+                                    context=self.admin_tls) as resp:
             return json.loads(resp.read())
 
     def info(self, node_id: str, section: str = "replication") -> dict[str, str]:

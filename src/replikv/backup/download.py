@@ -26,7 +26,7 @@ from pathlib import Path
 
 from replikv.backup import BackupError
 from replikv.backup.verify import BackupSummary, inspect_backup
-from replikv.client.credentials import authorization_headers
+from replikv.client.credentials import admin_connection, authorization_headers
 from replikv.limits import KIB, MIB
 from replikv.storage.files import SYNC_EVERY_BYTES, fsync_directory, write_fully
 
@@ -71,12 +71,13 @@ def find_admin(address: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> NodeAdmin
         return NodeAdmin(f"{host}:{port}", node_id, "admin")
     import redis
 
-    from replikv.client.credentials import env_password
+    from replikv.client.credentials import env_password, redis_tls_kwargs
     from replikv.client.errors import auth_problem, describe_connection_error
     from replikv.client.topology import TopologyError, parse_topology
 
     client = redis.Redis(host=host, port=port, socket_timeout=timeout_s,
-                         socket_connect_timeout=timeout_s, password=env_password())
+                         socket_connect_timeout=timeout_s, password=env_password(),
+                         **redis_tls_kwargs())
     try:
         reply = client.execute_command("REPLIKV", "TOPOLOGY")
         topology = parse_topology(reply, f"{host}:{port}")
@@ -102,7 +103,7 @@ def find_admin(address: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> NodeAdmin
 
 def _probe_admin(host: str, port: int, timeout_s: float) -> str | None:
     """The node id if `host:port` is a replikv admin port (GET /health answers), else None."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    conn = admin_connection(host, port, timeout_s)
     try:
         conn.request("GET", "/health")
         response = conn.getresponse()
@@ -140,7 +141,7 @@ def fetch_backup(admin: str, dest: Path, *, force: bool = False, timeout_s: floa
     check_destination(dest, force=force)
     host, port = _split(admin)
     started = time.perf_counter()
-    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    conn = admin_connection(host, port, timeout_s)
     after_s = WAITING_NOTE_S if waiting_after_s is None else waiting_after_s
     note = (threading.Timer(after_s, on_waiting, args=(after_s,))
             if on_waiting is not None and after_s < timeout_s else None)

@@ -22,16 +22,23 @@ from replikv.client.routing import Route, command_name
 from replikv.client.topology import Topology
 
 
-class AsyncReplikvConnection(aioredis.Connection):
-    """A redis.asyncio connection that remembers the replikv session set on its server side."""
+class _AsyncSession:
+    """Mixed into a redis.asyncio connection class: remembers the replikv session set on its
+    server side, forgotten when the connection is."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.replikv_session: bytes | None = None
-        super().__init__(*args, **kwargs)
+    replikv_session: bytes | None = None
 
     async def disconnect(self, *args: Any, **kwargs: Any) -> None:
         self.replikv_session = None
-        await super().disconnect(*args, **kwargs)
+        await super().disconnect(*args, **kwargs)  # type: ignore[misc]
+
+
+class AsyncReplikvConnection(_AsyncSession, aioredis.Connection):
+    """A redis.asyncio connection that remembers the replikv session set on its server side."""
+
+
+class AsyncReplikvSSLConnection(_AsyncSession, aioredis.SSLConnection):
+    """AsyncReplikvConnection over TLS (a Client made with ssl=True)."""
 
 
 # redis-py's own async command mixins disagree on command_info's signature.
@@ -140,8 +147,10 @@ class AsyncClient(ClientBase, AsyncCoreCommands):  # type: ignore[misc]
             await conn.send_packed_command(conn.pack_commands(commands))
 
     def _new_member(self, host: str, port: int, settings: dict) -> aioredis.Redis:
-        pool = aioredis.ConnectionPool(connection_class=AsyncReplikvConnection, host=host,
-                                       port=port, **settings)
+        tls = settings.pop("ssl", False)
+        pool = aioredis.ConnectionPool(
+            connection_class=AsyncReplikvSSLConnection if tls else AsyncReplikvConnection,
+            host=host, port=port, **settings)
         return aioredis.Redis(connection_pool=pool)
 
     # -- topology ---------------------------------------------------------------------------------

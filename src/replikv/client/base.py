@@ -64,6 +64,9 @@ class ClientBase:
                  backoff_base_s: float = 0.05, backoff_max_s: float = 1.0,
                  protocol: int | None = None, decode_responses: bool = False,
                  max_connections: int | None = None, password: str | None = None,
+                 ssl: bool = False, ssl_ca_certs: str | None = None,
+                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+                 ssl_check_hostname: bool = False,
                  connection_kwargs: dict | None = None) -> None:
         self.options = build_options(
             seeds, read_preference=read_preference, read_consistency=read_consistency,
@@ -75,7 +78,11 @@ class ClientBase:
         self._pool_kwargs = connection_settings(
             socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout,
             protocol=protocol, decode_responses=decode_responses,
-            max_connections=max_connections, extra=connection_kwargs, password=password)
+            max_connections=max_connections, password=password,
+            extra={**({"ssl": True, "ssl_ca_certs": ssl_ca_certs, "ssl_certfile": ssl_certfile,
+                       "ssl_keyfile": ssl_keyfile, "ssl_cert_reqs": "required",
+                       "ssl_check_hostname": ssl_check_hostname} if ssl else {}),
+                   **(connection_kwargs or {})})
         self._encoder = Encoder(self._pool_kwargs.get("encoding", "utf-8"),
                                 self._pool_kwargs.get("encoding_errors", "strict"),
                                 decode_responses)

@@ -32,16 +32,23 @@ from replikv.client.routing import Route, command_name
 from replikv.client.topology import Topology
 
 
-class ReplikvConnection(redis.Connection):
-    """A redis-py connection that remembers the replikv session set on its server side."""
+class _Session:
+    """Mixed into a redis-py connection class: remembers the replikv session set on its server
+    side, forgotten when the connection is (a new connection starts without one)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.replikv_session: bytes | None = None
-        super().__init__(*args, **kwargs)
+    replikv_session: bytes | None = None
 
     def disconnect(self, *args: Any, **kwargs: Any) -> None:
-        self.replikv_session = None  # a new connection starts without a session
-        super().disconnect(*args, **kwargs)
+        self.replikv_session = None
+        super().disconnect(*args, **kwargs)  # type: ignore[misc]
+
+
+class ReplikvConnection(_Session, redis.Connection):
+    """A redis-py connection that remembers the replikv session set on its server side."""
+
+
+class ReplikvSSLConnection(_Session, redis.SSLConnection):
+    """ReplikvConnection over TLS (a Client made with ssl=True)."""
 
 
 class Client(ClientBase, CoreCommands):
@@ -69,6 +76,9 @@ class Client(ClientBase, CoreCommands):
         connection_kwargs: anything else for redis-py's ConnectionPool.
     password: the cluster's password (its members' requirepass), given by every connection
         as it opens, topology probes included; None for a cluster without one.
+    ssl, ssl_ca_certs, ssl_certfile, ssl_keyfile: TLS, as in redis-py: ssl=True and the
+        cluster's CA certificate (a node's certificate is checked against it, not against the
+        address dialled; ssl_check_hostname=True turns that on too).
 
     Thread-safe: share one Client between threads. No I/O happens until the first command.
     """
@@ -181,8 +191,10 @@ class Client(ClientBase, CoreCommands):
             conn.send_packed_command(conn.pack_commands(commands))
 
     def _new_member(self, host: str, port: int, settings: dict) -> redis.Redis:
-        pool = redis.ConnectionPool(connection_class=ReplikvConnection, host=host, port=port,
-                                    **settings)
+        tls = settings.pop("ssl", False)
+        pool = redis.ConnectionPool(
+            connection_class=ReplikvSSLConnection if tls else ReplikvConnection, host=host,
+            port=port, **settings)
         return redis.Redis(connection_pool=pool)
 
     # -- topology ---------------------------------------------------------------------------------

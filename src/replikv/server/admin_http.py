@@ -84,7 +84,8 @@ class AdminServer:
 
     async def start(self, address: Address) -> None:
         self.server = await asyncio.start_server(self._handle, address.host, address.port,
-                                                 reuse_address=True, limit=MAX_REQUEST_BYTES)
+                                                 reuse_address=True, limit=MAX_REQUEST_BYTES,
+                                                 ssl=self.node.client_tls)
 
     async def close(self) -> None:
         if self.server is not None:

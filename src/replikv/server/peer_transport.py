@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import logging
 import os
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -117,6 +118,16 @@ class _OutboundLink:
         self.task: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.flush_scheduled = False
+        self.tls_failure_logged = False  # said once until the link connects again
+
+    def _note_connect_failure(self, error: OSError) -> None:
+        """A refused connection is routine (the peer is down, or not started yet); a failed
+        TLS handshake is a configuration problem, said once (a WARNING) until it connects."""
+        if isinstance(error, ssl.SSLError) and not self.tls_failure_logged:
+            self.tls_failure_logged = True
+            log.warning("TLS handshake with peer %s at %s failed: %s (every member needs a "
+                        "certificate signed by the cluster's tls_ca_cert_file)", self.peer,
+                        self.address, getattr(error, "verify_message", None) or error)
 
     def send(self, frame: bytes) -> bool:
         if not self.connected:
@@ -172,9 +183,10 @@ class _OutboundLink:
         delay = RECONNECT_MIN_S
         while True:
             try:
-                reader, writer = await asyncio.open_connection(self.address.host,
-                                                               self.address.port)
-            except OSError:
+                reader, writer = await asyncio.open_connection(
+                    self.address.host, self.address.port, ssl=self.transport.tls_connecting)
+            except (OSError, ssl.SSLError) as e:
+                self._note_connect_failure(e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
@@ -189,6 +201,7 @@ class _OutboundLink:
                 writer.write(encode_handshake(transport.cluster_id, transport.node_id,
                                               self.peer, info))
                 self.connected = True
+                self.tls_failure_logged = False
                 log.info("connected to peer %s at %s", self.peer, self.address)
                 # The peer never writes on this connection; reading tells us when it closes.
                 closed = asyncio.ensure_future(reader.read(1))
@@ -381,10 +394,14 @@ class _InboundLink(asyncio.Protocol):
 class PeerTransport:
     def __init__(self, *, node_id: str, cluster_id: str, peers: dict[str, Address],
                  limits: Limits, on_message: Callable[[str, object], None],
-                 advertised: dict[str, str] | None = None, password: bytes = b"") -> None:
+                 advertised: dict[str, str] | None = None, password: bytes = b"",
+                 tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.password = password  # requirepass: links prove they know it (handshake_proof)
+        # (accepting, connecting) contexts for mutual TLS (replikv.tls.peer_contexts), or None.
+        self.tls_accepting: ssl.SSLContext | None = tls[0] if tls is not None else None
+        self.tls_connecting: ssl.SSLContext | None = tls[1] if tls is not None else None
         self.limits = limits
         self.on_message = on_message
         # What this node tells peers about itself in the handshake (client address etc.).
@@ -410,7 +427,8 @@ class PeerTransport:
     async def start(self, listen: Address) -> None:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(lambda: _InboundLink(self), listen.host,
-                                               listen.port, reuse_address=True)
+                                               listen.port, reuse_address=True,
+                                               ssl=self.tls_accepting)
         for link in self.links.values():
             link.task = asyncio.create_task(link.run(), name=f"peer-out-{link.peer}")
 
@@ -526,14 +544,15 @@ _ANSWER_MAX_BYTES = 1024
 
 
 async def ask_cluster_id(address: Address, node_id: str, peer: str,
-                         timeout_s: float = ASK_TIMEOUT_S) -> str | None:
+                         timeout_s: float = ASK_TIMEOUT_S,
+                         tls: ssl.SSLContext | None = None) -> str | None:
     """The cluster id the member `peer` at `address` answers with; None if it cannot be reached,
     does not answer in time, or answers with anything but a cluster id (an older version closes
     the link instead)."""
     writer = None
     try:
         async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(address.host, address.port)
+            reader, writer = await asyncio.open_connection(address.host, address.port, ssl=tls)
             writer.write(encode_handshake(CLUSTER_ID_QUESTION, node_id, peer))
             header = await reader.readexactly(FRAME_HEADER.size)
             (length,) = FRAME_HEADER.unpack(header)
@@ -548,7 +567,8 @@ async def ask_cluster_id(address: Address, node_id: str, peer: str,
 
 
 async def learn_cluster_id(node_id: str, peers: dict[str, Address], *,
-                           timeout_s: float) -> dict[str, str]:
+                           timeout_s: float, tls: ssl.SSLContext | None = None
+                           ) -> dict[str, str]:
     """Ask every peer in `peers` but this node which cluster it belongs to, in rounds, until at
     least one has answered or `timeout_s` has passed; {peer: cluster id} of the answers."""
     loop = asyncio.get_running_loop()
@@ -556,7 +576,8 @@ async def learn_cluster_id(node_id: str, peers: dict[str, Address], *,
     others = {p: a for p, a in peers.items() if p != node_id}
     while others:
         ids = list(others)
-        found = await asyncio.gather(*(ask_cluster_id(others[p], node_id, p) for p in ids))
+        found = await asyncio.gather(*(ask_cluster_id(others[p], node_id, p, tls=tls)
+                                       for p in ids))
         answers = {p: cluster_id for p, cluster_id in zip(ids, found, strict=True) if cluster_id}
         if answers or loop.time() >= deadline:
             return answers

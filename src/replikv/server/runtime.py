@@ -72,6 +72,7 @@ from replikv.storage.rollback import RollbackRecord, write_rollback_files
 from replikv.storage.snapshot import SnapshotStore
 from replikv.storage.wal import WriteAheadLog
 from replikv.storage.wal_archive import ArchiveOwner
+from replikv.tls import peer_contexts, server_context
 
 log = logging.getLogger("replikv.node")
 
@@ -157,6 +158,11 @@ class NodeServer(NodeView):
         self.default_options = interned(settings.default_options())
         self.started_s = time.time()
         self.requirepass = settings.requirepass.encode()  # NodeView: what AUTH checks
+        # TLS contexts (None: plain TCP), built now so that a bad file stops the start at once.
+        tls = settings.tls_files()
+        self.client_tls = (server_context(tls, require_client_cert=settings.tls_auth_clients)
+                           if tls is not None else None)
+        self.peer_tls = peer_contexts(tls) if tls is not None else None
         self.clients: set[ClientConnection] = set()
         self._next_client_id = 0
         # Request ids also name forwarded writes on the leader, which drops duplicates by
@@ -245,7 +251,8 @@ class NodeServer(NodeView):
         cluster_id = stored_cluster_id(s.data_dir)
         source = f"its data dir {s.data_dir}"
         if cluster_id is None and s.join:
-            answers = await learn_cluster_id(s.id, s.peers, timeout_s=LEARN_CLUSTER_ID_S)
+            answers = await learn_cluster_id(s.id, s.peers, timeout_s=LEARN_CLUSTER_ID_S,
+                                             tls=self.peer_tls[1] if self.peer_tls else None)
             if len(set(answers.values())) > 1:
                 said = ", ".join(f"{p} says {c}" for p, c in sorted(answers.items()))
                 raise StorageError(f"the members answer with different cluster ids ({said}): "
@@ -418,10 +425,12 @@ class NodeServer(NodeView):
             advertised["admin"] = str(s.admin)
         self._transport = PeerTransport(node_id=s.id, cluster_id=s.cluster_id, peers=s.peers,
                                         limits=s.limits, on_message=self._on_peer_message,
-                                        advertised=advertised, password=self.requirepass)
+                                        advertised=advertised, password=self.requirepass,
+                                        tls=self.peer_tls)
         await self.transport.start(s.peer_listen)
         client_server = await loop.create_server(lambda: ClientConnection(self), s.listen.host,
-                                                 s.listen.port, reuse_address=True)
+                                                 s.listen.port, reuse_address=True,
+                                                 ssl=self.client_tls)
         self._servers.append(client_server)
         if s.admin is not None:
             self.admin = AdminServer(self)
@@ -437,10 +446,13 @@ class NodeServer(NodeView):
             tasks.append(asyncio.create_task(self._batch_fsync_loop(), name="batch-fsync"))
         fsync_mode = (f"batch (every {s.fsync_interval_ms} ms)" if s.fsync == "batch"
                       else s.fsync)
+        scheme = "https" if self.client_tls else "http"
         log.info("replikv %s node %s serving clients on %s, peers on %s%s; data in %s; "
-                 "fsync=%s; cluster %s", __version__, s.id, s.listen, s.peer_listen,
-                 f", admin on http://{s.admin}" if s.admin else "", s.data_dir, fsync_mode,
-                 s.cluster_id)
+                 "fsync=%s; cluster %s%s", __version__, s.id, s.listen, s.peer_listen,
+                 f", admin on {scheme}://{s.admin}" if s.admin else "", s.data_dir, fsync_mode,
+                 s.cluster_id, "; TLS on every port" + (
+                     " (client certificates required)" if s.tls_auth_clients else "")
+                 if self.client_tls else "")
         warning = _fsync_warning(s)
         if warning is not None:
             log.warning("%s", warning)
@@ -449,7 +461,8 @@ class NodeServer(NodeView):
         if self.disk_alarm.state == DISK_LOW and space is not None:  # logged when it was read
             print(f"WARNING: {low_disk_warning(space, self.disk_alarm.low_free_bytes)}",
                   flush=True)
-        print(f"replikv node {s.id} ready: redis-cli -p {s.listen.port}", flush=True)
+        tls_args = f" --tls --cacert {s.tls_ca_cert_file}" if self.client_tls else ""
+        print(f"replikv node {s.id} ready: redis-cli -p {s.listen.port}{tls_args}", flush=True)
         try:
             stop_wait = asyncio.create_task(self._stopping.wait())
             done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
