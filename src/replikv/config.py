@@ -138,9 +138,13 @@ class NodeSettings:
     # The cluster password (Redis's `requirepass`; empty: none). Clients must AUTH with it
     # before any other command, the admin API's backup and POST endpoints ask for it, and
     # members prove to each other that they know it when their peer links connect (every
-    # member needs the same one). Given in the config file or read from `requirepass_file`;
-    # kept out of reprs so that it is never logged.
+    # member needs the same one). Given in the config file or read from `requirepass_file`,
+    # whose first line is the password and whose other lines are earlier ones still accepted
+    # while a new one is rolled out (`requirepass_previous`); the node reads the file again on
+    # SIGHUP. Kept out of reprs so that it is never logged.
     requirepass: str = field(default="", repr=False)
+    requirepass_previous: tuple[str, ...] = field(default=(), repr=False)
+    requirepass_file: Path | None = None
     # TLS (all three files, or none; see replikv.tls): every port then speaks only TLS, peer
     # links with certificates on both sides signed by tls_ca_cert_file. With
     # tls_auth_clients, clients (and admin API callers) must present one too.
@@ -229,7 +233,8 @@ class NodeSettings:
                               f"disk_low_free_bytes ({self.disk_low_free_bytes}): a node would "
                               "refuse to start on a disk it does not report low. Lower "
                               "disk_min_free_bytes as well (0 turns the start-up check off)")
-        check_password(self.requirepass, "requirepass")
+        for password in (self.requirepass, *self.requirepass_previous):
+            check_password(password, "requirepass")
         tls = (self.tls_cert_file, self.tls_key_file, self.tls_ca_cert_file)
         if any(tls) and not all(tls):
             raise ConfigError("TLS needs all three of tls_cert_file, tls_key_file and "
@@ -265,7 +270,8 @@ def default_cluster_id(peers: Mapping[str, object]) -> str:
     return f"replikv-{digest}"
 
 
-_SIMPLE = {f.name for f in fields(NodeSettings)} - {"limits", "cluster_id_derived"}
+_SIMPLE = {f.name for f in fields(NodeSettings)} - {"limits", "cluster_id_derived",
+                                                    "requirepass_previous"}
 
 # A password is compared as UTF-8 bytes; this bounds what a client's AUTH makes us hash.
 PASSWORD_BYTES_MAX = 512
@@ -284,20 +290,37 @@ def check_password(password: str, setting: str) -> None:
                           "(too easy to lose when it is copied or kept in a file)")
 
 
+# Passwords one requirepass_file may hold: the current one and earlier ones still accepted.
+PASSWORDS_MAX = 8
+
+
 def read_password_file(path: Path | str, setting: str) -> str:
-    """The password in the file `path`: its text without the final line break."""
+    """The password in the file `path` (its first line); see read_passwords."""
+    return read_passwords(path, setting)[0]
+
+
+def read_passwords(path: Path | str, setting: str) -> tuple[str, ...]:
+    """The passwords in the file `path`, one per line: the first is the one to use, the others
+    are accepted as well (while a new password is rolled out, the old one on the next line)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{setting}: {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{setting}: cannot read {path}: {e}") from None
-    password = text.removesuffix("\n")
-    password = password.removesuffix("\r")
-    if not password:
+    lines = text.removesuffix("\n").split("\n")
+    passwords = tuple(line.removesuffix("\r") for line in lines)
+    if not passwords[0]:
         raise ConfigError(f"{setting}: {path} is empty; put the password in it (one line)")
-    check_password(password, setting)
-    return password
+    if len(passwords) > PASSWORDS_MAX:
+        raise ConfigError(f"{setting}: {path} holds {len(passwords)} lines; at most "
+                          f"{PASSWORDS_MAX} passwords (the current one first)")
+    for number, password in enumerate(passwords, 1):
+        if not password:
+            raise ConfigError(f"{setting}: line {number} of {path} is empty; one password "
+                              "per line, the current one first")
+        check_password(password, f"{setting} (line {number})")
+    return passwords
 
 
 def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> NodeSettings:
@@ -314,7 +337,7 @@ def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> 
     raw.update({k: v for k, v in overrides.items() if v is not None})
     if overrides.get("requirepass_file") is not None:
         raw.pop("requirepass", None)  # the flag overrides the file's password too
-    unknown = set(raw) - _SIMPLE - {"max_bulk_bytes", "backup_every", "requirepass_file"}
+    unknown = set(raw) - _SIMPLE - {"max_bulk_bytes", "backup_every"}
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     for name in ("id", "data_dir", "listen", "peer_listen", "peers"):
@@ -328,11 +351,12 @@ def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> 
         peers = {str(k): parse_address(str(v), f"peers ({k})") for k, v in peers.items()}
     else:
         raise ConfigError("peers: expected 'n1=HOST:PORT,...' or a table of id = \"HOST:PORT\"")
-    requirepass = _str(raw.get("requirepass", ""), "requirepass")
-    if raw.get("requirepass_file"):
-        if requirepass:
+    passwords: tuple[str, ...] = (_str(raw.get("requirepass", ""), "requirepass"),)
+    requirepass_file = _path(raw.get("requirepass_file"))
+    if requirepass_file is not None:
+        if passwords[0]:
             raise ConfigError("requirepass and requirepass_file both given: use one")
-        requirepass = read_password_file(str(raw["requirepass_file"]), "requirepass_file")
+        passwords = read_passwords(requirepass_file, "requirepass_file")
     limits = DEFAULT_LIMITS
     if "max_bulk_bytes" in raw:
         limits = replace(limits, max_bulk_bytes=_int(raw.pop("max_bulk_bytes"), "max_bulk_bytes"))
@@ -380,7 +404,8 @@ def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> 
                                  "disk_low_free_bytes"),
         disk_min_free_bytes=_int(raw.get("disk_min_free_bytes", 16 * 1024 * 1024),
                                  "disk_min_free_bytes"),
-        requirepass=requirepass,
+        requirepass=passwords[0], requirepass_previous=passwords[1:],
+        requirepass_file=requirepass_file,
         tls_cert_file=_path(raw.get("tls_cert_file")),
         tls_key_file=_path(raw.get("tls_key_file")),
         tls_ca_cert_file=_path(raw.get("tls_ca_cert_file")),

@@ -88,6 +88,18 @@ def peer_contexts(files: TlsFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return accepting, connecting
 
 
+def reload_certificate(files: TlsFiles, contexts: Iterable[ssl.SSLContext]) -> None:
+    """Load `files` into the contexts a running node serves with (SIGHUP): new connections get
+    the new certificate, and the CA file's certificates are trusted as well as those loaded
+    before (a new CA is added first, so that members with old and new certificates can link
+    while certificates are replaced one node at a time). Checked on a context of its own
+    first: TlsError, and no context changed, if the files cannot be used."""
+    server_context(files, require_client_cert=True)
+    for context in contexts:
+        context.load_cert_chain(files.cert_file, files.key_file)
+        context.load_verify_locations(cafile=str(files.ca_cert_file))
+
+
 def client_context(ca_cert_file: Path | str, cert_file: Path | str | None = None,
                    key_file: Path | str | None = None) -> ssl.SSLContext:
     """For replikv's tools: verify a node's certificate against the CA (not its host name),
@@ -180,4 +192,4 @@ def make_local_ca(directory: Path, node_ids: Iterable[str],
 
 
 __all__ = ["MIN_TLS_VERSION", "TlsError", "TlsFiles", "client_context", "make_local_ca",
-           "peer_contexts", "server_context"]
+           "peer_contexts", "reload_certificate", "server_context"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.error
@@ -198,3 +199,51 @@ def test_replikv_bench_and_redis_benchmark_authenticate_with_replikv_password(
     assert all(PASSWORD not in r["command"] for r in runs)  # never printed or recorded
     denied = run(argv, secured.root, None)
     assert denied.returncode != 0 and "REPLIKV_PASSWORD" in denied.stderr, denied.stderr[-2000:]
+
+
+def test_a_new_password_is_rolled_out_with_sighup_and_no_restart(make_cluster,
+                                                                  tmp_path: Path) -> None:
+    secret = password_file(tmp_path / "secrets", "old password")
+    cluster = make_cluster(3, extra_args=["--requirepass-file", str(secret)])
+    leader = cluster.leader()
+
+    def reload_all(expected: str) -> None:
+        for node_id in cluster.ids:
+            os.kill(cluster.nodes[node_id].pid, signal.SIGHUP)
+        for node_id in cluster.ids:
+            wait_until(lambda n=node_id: expected in cluster.log_text(n), timeout_s=10,
+                       what=f"{node_id} to reload")
+
+    # 1. Every node accepts the new password as well, and gives peers the new one.
+    secret.write_text("new password\nold password\n")
+    reload_all("reload (SIGHUP): 2 password(s)")
+    for password in ("new password", "old password"):
+        assert client(cluster, leader, password=password).set(f"with {password}", 1) is True
+    # A member that links up again gives the new one, which the others accept.
+    follower = next(i for i in cluster.ids if i != leader)
+    cluster.kill9(follower)
+    cluster.start(follower)
+    commit = cluster.status(leader)["commit_index"]
+    wait_until(lambda: cluster.status(follower)["applied_index"] >= commit, timeout_s=20,
+               what=f"{follower} to catch up")
+
+    # 2. The old one is dropped: refused to clients; members keep linking with the new one.
+    secret.write_text("new password\n")
+    reload_all("reload (SIGHUP): 1 password(s)")
+    with pytest.raises(redis.AuthenticationError):
+        client(cluster, leader, password="old password").ping()
+    c = client(cluster, cluster.leader(), password="new password")
+    assert c.set("after", "x") is True
+    other = next(i for i in cluster.ids if i not in (cluster.leader(), follower))
+    cluster.kill9(other)
+    cluster.start(other)
+    commit = cluster.status(cluster.leader())["commit_index"]
+    wait_until(lambda: cluster.status(other)["applied_index"] >= commit, timeout_s=20,
+               what=f"{other} to catch up")
+
+    # A file that cannot be used changes nothing, and says so.
+    secret.write_text("\n")
+    os.kill(cluster.nodes[other].pid, signal.SIGHUP)
+    wait_until(lambda: "keeping the passwords the node had" in cluster.log_text(other),
+               timeout_s=10, what=f"{other} to refuse the empty file")
+    assert client(cluster, other, password="new password").ping() is True

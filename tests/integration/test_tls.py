@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -194,3 +197,30 @@ def test_cluster_up_tls_makes_the_certificates_and_says_how_to_connect(tmp_path:
     finally:
         stop_cluster_up(up, pids)
     assert up.returncode is not None and "cluster stopped" in log_path.read_text()
+
+
+def test_sighup_takes_a_renewed_certificate_for_new_connections(make_cluster,
+                                                                 tmp_path: Path) -> None:
+    cluster, files = start_tls_cluster(make_cluster, tmp_path, size=1)
+    ca = files["n1"].ca_cert_file
+    cluster.leader()
+
+    def served_certificate() -> bytes:
+        with socket.create_connection((HOST, cluster.port("n1")), timeout=5) as raw, \
+                client_context(ca).wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return der
+
+    before = served_certificate()
+    # Renew: a new key and certificate from the same CA, written over the node's files.
+    renewed = make_local_ca(tmp_path / "tls", ["renewed"])["renewed"]
+    shutil.copy(renewed.cert_file, files["n1"].cert_file)
+    shutil.copy(renewed.key_file, files["n1"].key_file)
+    os.kill(cluster.nodes["n1"].pid, signal.SIGHUP)
+    wait_until(lambda: "reload (SIGHUP): the TLS certificate" in cluster.log_text("n1"),
+               timeout_s=10, what="n1 to reload its certificate")
+    after = served_certificate()
+    assert after != before
+    assert after == ssl.PEM_cert_to_DER_cert(renewed.cert_file.read_text())
+    assert cluster.client("n1", ssl=True, ssl_ca_certs=str(ca)).set("k", "v") is True

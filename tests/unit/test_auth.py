@@ -196,6 +196,9 @@ def test_a_handshake_proof_holds_only_for_its_password_and_its_link() -> None:
 
 
 class AdminNode:
+    accepted_passwords: tuple[bytes, ...] = ()
+    password_accepted = NodeView.password_accepted
+
     def __init__(self, password: bytes) -> None:
         self.requirepass = password
         self.auth_failures = 0
@@ -279,7 +282,7 @@ def test_the_password_comes_from_the_config_or_a_file_and_is_never_in_a_repr(
 @pytest.mark.parametrize("toml, text, expected", [
     ('requirepass = "a"\nrequirepass_file = "{secret}"\n', "b", "both given"),
     ('requirepass_file = "{secret}"\n', "\n", "is empty"),
-    ('requirepass_file = "{secret}"\n', "two\nlines\n", "line break"),
+    ('requirepass_file = "{secret}"\n', "two\0parts\n", "NUL byte"),
     ('requirepass_file = "{secret}"\n', " padded\n", "white space"),
     ('requirepass_file = "{missing}"\n', "x", "does not exist"),
     ('requirepass = "{long}"\n', "x", "at most 512 bytes"),
@@ -345,3 +348,33 @@ def test_a_connection_to_a_node_without_a_password_needs_no_auth() -> None:
     conn, server, transport = connection()
     send(conn, [b"GET", b"k"])
     assert server.submitted == [[b"GET", b"k"]] and transport.out == b""
+
+
+# -- more than one password: rolling a new one out ----------------------------------------------
+
+
+def test_a_password_file_holds_the_password_then_earlier_ones_still_accepted(
+        tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("new one\nold one\n")
+    s = settings(tmp_path, f'requirepass_file = "{secret}"\n')
+    assert (s.requirepass, s.requirepass_previous, s.requirepass_file) == (
+        "new one", ("old one",), secret)
+    assert "old one" not in repr(s)
+    for text, expected in (("a\n\nb\n", "line 2 .* is empty"), ("x\n" * 9, "at most 8"),
+                           ("a\n b\n", "line 2.*white space")):
+        secret.write_text(text)
+        with pytest.raises(ConfigError, match=expected):
+            settings(tmp_path, f'requirepass_file = "{secret}"\n')
+
+
+def test_clients_and_peers_may_give_any_accepted_password_and_peers_are_given_the_first(
+        ) -> None:
+    node = Node(b"new")
+    node.accepted_passwords = (b"new", b"old")
+    for given in (b"new", b"old"):
+        conn = unauthenticated()
+        assert run(node, conn, b"AUTH", given) == OK and conn.authenticated
+    assert message(run(node, unauthenticated(), b"AUTH", b"older")) == WRONGPASS
+    assert node.password_accepted(b"old") and not node.password_accepted(b"ol")
+    assert not Node(b"").password_accepted(b"")  # no password: nothing to match

@@ -130,3 +130,16 @@ def test_replikv_commands_take_tls_from_the_environment(ca, monkeypatch) -> None
     assert kwargs["ssl"] and kwargs["ssl_ca_certs"] == str(ca["n1"].ca_cert_file)
     assert kwargs["ssl_certfile"] is None
     assert admin_url("h:1", "/status") == "https://h:1/status"
+
+
+def test_a_reload_takes_a_new_certificate_or_changes_nothing(ca, tmp_path: Path) -> None:
+    from replikv.tls import reload_certificate
+
+    contexts = [server_context(ca["n1"], require_client_cert=False), *peer_contexts(ca["n1"])]
+    mismatched = TlsFiles(ca["n2"].cert_file, ca["n1"].key_file, ca["n1"].ca_cert_file)
+    with pytest.raises(TlsError):
+        reload_certificate(mismatched, contexts)
+    # Nothing changed: n1's own client still completes handshakes with these contexts.
+    asyncio.run(_handshake(contexts[1], peer_contexts(ca["n2"])[1]))
+    reload_certificate(ca["n2"], contexts)
+    asyncio.run(_handshake(contexts[1], peer_contexts(ca["n1"])[1]))

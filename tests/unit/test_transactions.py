@@ -32,6 +32,7 @@ from replikv.node import encode_command_entry, encode_effects_entry
 from replikv.pitr import _removes
 from replikv.replies import OK, CommandError, ErrorReply, NullArray, Status, wrong_arity
 from replikv.resp import encode_reply
+from replikv.server.local_commands import NodeView
 from replikv.server.resp_server import ClientConnection
 from replikv.sessions import SessionTable
 from replikv.state import KVState
@@ -213,6 +214,7 @@ class FakeServer:
 
     def __init__(self, requirepass: bytes = b"", **limits: int) -> None:
         self.requirepass = requirepass  # NodeView: the password AUTH checks (none)
+        self.accepted_passwords = ()
         self.auth_failures = 0
         self.settings = SimpleNamespace(limits=DEFAULT_LIMITS.__class__(**{
             **{f: getattr(DEFAULT_LIMITS, f) for f in DEFAULT_LIMITS.__dataclass_fields__},
@@ -226,6 +228,8 @@ class FakeServer:
                                            self.read_batches.append(n)))
         self.node = SimpleNamespace(watch_index=lambda: 42)
         self.submitted: list[list[bytes]] = []
+
+    password_accepted = NodeView.password_accepted
 
     def next_client_id(self) -> int:
         return 1

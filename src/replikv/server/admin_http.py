@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hmac
 import json
 import logging
 from pathlib import Path
@@ -145,8 +144,7 @@ class AdminServer:
     def _authorized(self, head: bytes) -> bool:
         """Whether the request may use the guarded endpoints: the node has no password, or
         the request's Authorization header gives it (Basic, user `default`)."""
-        password = self.node.requirepass
-        if not password:
+        if not self.node.requirepass:
             return True
         for line in head.split(b"\r\n")[1:]:
             name, sep, value = line.partition(b":")
@@ -160,7 +158,7 @@ class AdminServer:
             except (binascii.Error, ValueError):
                 return False
             user, sep, given = decoded.partition(b":")
-            return bool(sep) and user == b"default" and hmac.compare_digest(given, password)
+            return bool(sep) and user == b"default" and self.node.password_accepted(given)
         return False
 
     async def _backup(self, writer: asyncio.StreamWriter) -> None:

@@ -118,6 +118,9 @@ class NodeView:
     started_s: float  # when the node started (time.time())
     # The password clients must give (`requirepass`, UTF-8); empty when there is none.
     requirepass: bytes = b""
+    # Every password accepted (requirepass first, then earlier ones while a new one is rolled
+    # out); () means requirepass alone.
+    accepted_passwords: tuple[bytes, ...] = ()
     auth_failures: int = 0  # AUTH and HELLO ... AUTH refused for a wrong password or user
 
     def info_sections(self) -> dict[str, list[tuple[str, object]]]:
@@ -129,6 +132,12 @@ class NodeView:
     def topology(self) -> list[MemberView]:
         """Every member, this node included (see `member_views`)."""
         raise NotImplementedError
+
+    def password_accepted(self, given: bytes) -> bool:
+        """Whether `given` is one of the node's passwords (compare_digest: the time taken
+        does not tell how much of a guess was right)."""
+        accepted = self.accepted_passwords or ((self.requirepass,) if self.requirepass else ())
+        return any(hmac.compare_digest(given, p) for p in accepted)
 
     def client_states(self) -> list[ConnectionState]:
         """CLIENT LIST: every open client connection's state ([]: only the caller's is known,
@@ -395,9 +404,7 @@ def _authenticate(conn: ConnectionState, node: NodeView, username: bytes,
     """Authenticate `conn` as Redis's one user, `default`: with the node's password, or, on a
     node without one, with any password (as a Redis with no password set). A refusal leaves
     the connection as it was (authenticated or not) and is counted."""
-    required = node.requirepass
-    # compare_digest: the time taken does not tell how much of a guess was right.
-    if username != b"default" or (required and not hmac.compare_digest(password, required)):
+    if username != b"default" or (node.requirepass and not node.password_accepted(password)):
         node.auth_failures += 1
         raise CommandError(_WRONGPASS)
     conn.authenticated = True

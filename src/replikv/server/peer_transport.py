@@ -367,8 +367,9 @@ class _InboundLink(asyncio.Protocol):
             self.src = src
             raise PeerProtocolError(f"peer {src} thinks it is talking to {dst!r}, "
                                     f"we are {owner.node_id!r}")
-        if owner.password and not check_handshake_proof(owner.password, info.get(_PROOF_KEY, ""),
-                                                        cluster_id, src, dst):
+        proof = info.get(_PROOF_KEY, "")
+        if owner.password and not any(check_handshake_proof(p, proof, cluster_id, src, dst)
+                                       for p in owner.accepted_passwords):
             # Said once per node, as for unknown nodes: the peer retries several times a second.
             first = src not in owner._warned_auth and len(owner._warned_auth) < REMEMBERED_IDS_MAX
             if first:
@@ -395,10 +396,13 @@ class PeerTransport:
     def __init__(self, *, node_id: str, cluster_id: str, peers: dict[str, Address],
                  limits: Limits, on_message: Callable[[str, object], None],
                  advertised: dict[str, str] | None = None, password: bytes = b"",
+                 accepted_passwords: tuple[bytes, ...] = (),
                  tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.password = password  # requirepass: links prove they know it (handshake_proof)
+        # ...and accept a proof made with any of these (password first; () for it alone).
+        self.accepted_passwords = accepted_passwords or ((password,) if password else ())
         # (accepting, connecting) contexts for mutual TLS (replikv.tls.peer_contexts), or None.
         self.tls_accepting: ssl.SSLContext | None = tls[0] if tls is not None else None
         self.tls_connecting: ssl.SSLContext | None = tls[1] if tls is not None else None

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from replikv import __version__
 from replikv.commands.transactions import PIPELINE_BATCH_BYTES, encode_exec
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions, interned
-from replikv.config import NodeSettings, parse_address
+from replikv.config import ConfigError, NodeSettings, parse_address, read_passwords
 from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, decode_address_book
 from replikv.raft.core import COMMIT_BROADCAST_DELAY_MS, RaftConfig, RaftCore, Ready, Role
@@ -72,7 +72,7 @@ from replikv.storage.rollback import RollbackRecord, write_rollback_files
 from replikv.storage.snapshot import SnapshotStore
 from replikv.storage.wal import WriteAheadLog
 from replikv.storage.wal_archive import ArchiveOwner
-from replikv.tls import peer_contexts, server_context
+from replikv.tls import TlsError, peer_contexts, reload_certificate, server_context
 
 log = logging.getLogger("replikv.node")
 
@@ -157,7 +157,10 @@ class NodeServer(NodeView):
         # replikv.concerns.interned).
         self.default_options = interned(settings.default_options())
         self.started_s = time.time()
-        self.requirepass = settings.requirepass.encode()  # NodeView: what AUTH checks
+        # NodeView: what AUTH checks (requirepass), and what it also accepts (see reload).
+        self.requirepass = settings.requirepass.encode()
+        self.accepted_passwords = tuple(p.encode() for p in (settings.requirepass,
+                                                             *settings.requirepass_previous))
         # TLS contexts (None: plain TCP), built now so that a bad file stops the start at once.
         tls = settings.tls_files()
         self.client_tls = (server_context(tls, require_client_cert=settings.tls_auth_clients)
@@ -415,9 +418,10 @@ class NodeServer(NodeView):
             await self.resolve_cluster_id()
             self.open_storage()
         s = self.settings
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                             (signal.SIGHUP, self.reload)):
             try:
-                loop.add_signal_handler(sig, self.stop)
+                loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError):
                 pass
         advertised = {"client": str(s.listen)}
@@ -426,6 +430,7 @@ class NodeServer(NodeView):
         self._transport = PeerTransport(node_id=s.id, cluster_id=s.cluster_id, peers=s.peers,
                                         limits=s.limits, on_message=self._on_peer_message,
                                         advertised=advertised, password=self.requirepass,
+                                        accepted_passwords=self.accepted_passwords,
                                         tls=self.peer_tls)
         await self.transport.start(s.peer_listen)
         client_server = await loop.create_server(lambda: ClientConnection(self), s.listen.host,
@@ -479,6 +484,42 @@ class NodeServer(NodeView):
     def stop(self) -> None:
         if self._stopping is not None:
             self._stopping.set()
+
+    def reload(self) -> None:
+        """SIGHUP: read the password file and the TLS certificate and key again, so that a
+        password or a certificate is changed without a restart. What cannot be read is logged
+        and the node keeps what it had. Connections already open are not touched: a client
+        authenticated with an old password stays so, a TLS session keeps its certificate."""
+        s = self.settings
+        said = []
+        if s.requirepass_file is not None:
+            try:
+                passwords = read_passwords(s.requirepass_file, "requirepass_file")
+            except ConfigError as e:
+                log.error("reload (SIGHUP): keeping the passwords the node had: %s", e)
+            else:
+                if not self.requirepass:
+                    log.error("reload (SIGHUP): the node started without a password; a "
+                              "password needs a restart (every client must then give it)")
+                else:
+                    self.requirepass = passwords[0].encode()
+                    self.accepted_passwords = tuple(p.encode() for p in passwords)
+                    if self._transport is not None:
+                        self._transport.password = self.requirepass
+                        self._transport.accepted_passwords = self.accepted_passwords
+                    said.append(f"{len(passwords)} password(s) from {s.requirepass_file} "
+                                "(the first is the one given to peers)")
+        tls = s.tls_files()
+        if tls is not None and self.client_tls is not None and self.peer_tls is not None:
+            try:
+                reload_certificate(tls, [self.client_tls, *self.peer_tls])
+            except TlsError as e:
+                log.error("reload (SIGHUP): keeping the TLS certificate the node had: %s", e)
+            else:
+                said.append(f"the TLS certificate {tls.cert_file} and CA {tls.ca_cert_file}")
+        log.info("reload (SIGHUP): %s", "; ".join(said) if said else
+                 "nothing to read again (no requirepass_file, no TLS)")
+        self.record_event("reload", "reloaded " + ("; ".join(said) if said else "nothing"))
 
     async def _shutdown(self, tasks: list[asyncio.Task]) -> None:
         log.info("node %s shutting down", self.node_id)
