@@ -24,24 +24,9 @@ for cmd in etcd redis-server redis-benchmark; do
 done
 
 if [ "$need_apt" = 1 ]; then
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo"
-  policy=/usr/sbin/policy-rc.d
-  made_policy=0
-  if [ ! -e "$policy" ]; then
-    # invoke-rc.d asks this before starting a service; 101 means "not allowed".
-    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
-    $sudo chmod 755 "$policy"
-    made_policy=1
-  fi
-  cleanup_policy() { [ "$made_policy" = 1 ] && $sudo rm -f "$policy"; return 0; }
-  trap cleanup_policy EXIT
-  export RUNLEVEL=1  # some maintainer scripts check this too
-  install_debian_package etcd etcd-server 1
-  install_debian_package redis-server redis-server 1
+  install_debian_server_package etcd etcd-server 1
+  install_debian_server_package redis-server redis-server 1
   install_debian_package redis-benchmark redis-tools 1
-  cleanup_policy
-  trap - EXIT
 fi
 
 # No system etcd or redis may be left serving (they would take CPU from the measurements).

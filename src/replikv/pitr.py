@@ -314,7 +314,7 @@ def find_removal(directory: Path | str, *, key: bytes | None = None, after_index
     passive mode its effects (a flush is the effect [7], a deletion [2, key]; an expiry looks
     like a deletion there). For `key` that finds a flush, a DEL / UNLINK / GETDEL of it, or its
     expiry; commands that remove a key by other means (RENAME, SPOP or SREM of its last
-    member, ...) are not recognised in active mode, where only the state can tell. With the
+    member, HDEL of its last field, ...) are not recognised in active mode, where only the state can tell. With the
     `backup` the archive continues (`key` only), the backup's state is replayed entry by entry,
     as `replay` does, and the entry after which the key is no longer stored is the answer,
     whatever removed it; nothing before the backup's index can be found that way."""

@@ -11,7 +11,8 @@ RESP encoder (`replikv.resp`) turns them into RESP2 or RESP3 bytes for each conn
     None             null           (RESP2 null bulk string $-1)
     NullArray        RESP2 null array (*-1); RESP3 null
     list / tuple     array
-    dict             RESP3 map, flat array in RESP2
+    dict             RESP3 map, flat array in RESP2 (in the dict's order)
+    PairArray        RESP3 array of two-element arrays, flat array in RESP2
     set / frozenset  RESP3 set, array in RESP2
 
 Keeping replies as values lets the same command code serve RESP2 and RESP3 clients and lets the
@@ -43,6 +44,14 @@ class ErrorReply:
     @property
     def code(self) -> str:
         return self.message.split(" ", 1)[0]
+
+
+class PairArray(list):
+    """Pairs held flat, [a1, b1, a2, b2, ...]: RESP2 sends them as that flat array, RESP3 as an
+    array of [a, b] arrays. Redis answers HRANDFIELD ... WITHVALUES so (pairs may repeat, so a
+    map cannot carry them)."""
+
+    __slots__ = ()
 
 
 class _NullArray:

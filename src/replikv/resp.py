@@ -38,7 +38,7 @@ from collections.abc import Iterable
 
 from replikv.invariants import invariant
 from replikv.limits import DEFAULT_LIMITS, KIB, Limits
-from replikv.replies import ErrorReply, NullArray, Status
+from replikv.replies import ErrorReply, NullArray, PairArray, Status
 
 __all__ = [
     "ProtocolError",
@@ -670,6 +670,20 @@ def _encode_into(value: object, protocol: int, out: list[bytes]) -> None:
             append(b"," + data + _CRLF)
     elif value is NullArray:
         append(_NULL_ARRAY if protocol == 2 else _NULL_RESP3)
+    elif isinstance(value, PairArray):  # before list: it is one
+        if protocol == 2:
+            _encode_into(list(value), protocol, out)
+            return
+        append(b"*%d\r\n" % (len(value) // 2))
+        if len(value) >= _BULK_ARRAY_FAST_MIN and all(type(item) is bytes for item in value):
+            # HRANDFIELD ... WITHVALUES: [field, value] pairs of bulk strings, framed at once.
+            out.extend(b"*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(a), a, len(b), b)
+                       for a, b in zip(value[0::2], value[1::2], strict=True))
+            return
+        for i in range(0, len(value) - 1, 2):
+            append(b"*2\r\n")
+            _encode_into(value[i], protocol, out)
+            _encode_into(value[i + 1], protocol, out)
     elif isinstance(value, list | tuple):
         append(b"*%d\r\n" % len(value))
         for item in value:
@@ -679,6 +693,15 @@ def _encode_into(value: object, protocol: int, out: list[bytes]) -> None:
             append(b"*%d\r\n" % (2 * len(value)))
         else:
             append(b"%%%d\r\n" % len(value))
+        if len(value) >= _BULK_ARRAY_FAST_MIN:
+            # HGETALL: bulk strings to bulk strings, framed in one comprehension (as arrays
+            # of bulk strings are above); anything else takes the general path below.
+            pairs = [b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(key), key, len(item), item)
+                     if type(key) is bytes and type(item) is bytes else None
+                     for key, item in value.items()]  # type: ignore[attr-defined]
+            if None not in pairs:
+                out.extend(pairs)  # type: ignore[arg-type]
+                return
         for key, item in value.items():
             _encode_into(key, protocol, out)
             _encode_into(item, protocol, out)

@@ -23,8 +23,8 @@ anything, not even to drop an expired key: deletion only happens through the log
 stay identical. A key whose expiry time is <= the time of the operation is treated as absent.
 
 Layout, chosen for memory and for SCAN: keys live in SHARD_COUNT plain dicts (key -> value), the
-shard picked by crc32 (stable across processes, unlike hash()). A value is `bytes` (a string) or
-a `SetValue`. SCAN's cursor is a shard number, so a key present for the whole scan is returned at
+shard picked by crc32 (stable across processes, unlike hash()). A value is `bytes` (a string), a
+`SetValue` or a `HashValue`. SCAN's cursor is a shard number, so a key present for the whole scan is returned at
 least once no matter how the dicts resize. Every walk over a shard (SCAN, KEYS, RANDOMKEY, items,
 digest) visits its keys in sorted order, so a shard dict's insertion order is never observable
 and undo may put a key back at the end of its dict. Expiry times sit in one separate dict holding
@@ -48,18 +48,28 @@ int opcode, holding only ints, bytes, None and lists (msgpack-ready):
     [6, key, expire_at_ms|None]           EFFECT_EXPIRE: the key's absolute expiry (None: no
                                           expiry); no-op if the key is absent
     [7]                                   EFFECT_FLUSH: every key removed
+    [8, key, [field, value, ...]]         EFFECT_HASH_SET: each field holds its value in the
+                                          hash at key (a field already there keeps its position,
+                                          a new one is appended); an absent key becomes a new
+                                          hash without expiry
+    [9, key, [field, ...]]                EFFECT_HASH_DELETE: the fields are not in the hash at
+                                          key; a hash left empty is deleted; no-op if absent
+    [10, key, [field, value, ...], exp]   EFFECT_HASH_REPLACE: key := a hash of exactly these
+                                          fields and values with that absolute expiry (or none)
 
 Each operation states a result, never a delta that depends on a count or a clock, so applying a
 list twice leaves the state it leaves applied once. Member lists are non-empty, without repeats,
 in the order the leader added or removed them; replaying them performs the same appends and
-swap-removes, so a backup's set keeps its members at the leader's positions. An error reply has
+swap-removes, so a backup's set keeps its members at the leader's positions. Field lists are the
+same (a field at most once per list), with each field followed by its value in the SET and
+REPLACE forms, so a backup's hash keeps its fields at the leader's positions too. An error reply has
 no effects beyond the expired keys dropped before the command ran (which are [2, key]).
 
 Snapshots (for log compaction, catching up a follower, backups). `begin_snapshot` returns a
 cursor over the logical state at that instant, and `next_batch` hands it out a bounded batch at
 a time as item records (the item shapes of `replikv.storage.snapshot`), so a million keys never
 stall the event loop. Nothing is copied up front: copy-on-write works per shard. Before anything
-changes a shard (a binding, an expiry, a set member, an undo of any of those) that the cursor has
+changes a shard (a binding, an expiry, a set member or hash field, an undo of any of those) that the cursor has
 not captured yet, the state hands the shard's current contents to the cursor, which keeps them
 until it emits them; a shard is captured at most once. With no snapshot running that hook costs
 one attribute test. FLUSHALL copies nothing: it swaps in new shard dicts and leaves the old ones
@@ -68,9 +78,9 @@ that flush swaps its shards back in (see `_follow_snapshot_source`). Items come 
 order (shard by shard, keys sorted), so the cursor also computes the digest of the state it
 describes, for the restoring side to check, and two replicas with the same state write the same
 items. `restore_records` (or `from_records`) rebuilds a state from them: same digest, same set
-member positions, same expiry listing; only a set's bucket count (which SSCAN's paging follows)
-is the one its size implies rather than whatever its history left, which SSCAN's guarantees
-allow.
+member and hash field positions, same expiry listing; only a set's or hash's bucket count (which
+SSCAN's and HSCAN's paging follows) is the one its size implies rather than whatever its history
+left, which their guarantees allow.
 """
 
 from __future__ import annotations
@@ -81,7 +91,7 @@ import heapq
 import random
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Self
 
 from replikv.commands import keys_of, parse_command
@@ -90,6 +100,8 @@ from replikv.invariants import InvariantViolation, invariant
 from replikv.replies import WRONG_TYPE, CommandError
 from replikv.storage.snapshot import (
     BATCH_BYTES_TARGET,
+    ITEM_HASH,
+    ITEM_HASH_MORE,
     ITEM_SET,
     ITEM_SET_CHUNK_BYTES_MAX,
     ITEM_SET_MORE,
@@ -118,12 +130,21 @@ EXPIRY_OVERHEAD_BYTES = 156
 # real cost for sets of tens of members (whose first dict is preallocated), 25% high at 1,000.
 SET_OVERHEAD_BYTES = 380
 SET_MEMBER_OVERHEAD_BYTES = 68
+# A hash likewise (its HashValue, field and value lists, bucket list and first bucket dict), and
+# per field, beyond the field's and the value's bytes: two bytes-object headers, two list slots,
+# a bucket dict entry and the int position. Measured with tracemalloc against sets: a hash of
+# 16-byte fields and 16-byte values costs about 86 bytes more than a set of 16-byte members,
+# and 41 more per field than the set per member (the value's object and list slot), from 1 to
+# 200,000 of them; so the same rough estimate as the set's, with those differences added.
+HASH_OVERHEAD_BYTES = 466
+HASH_FIELD_OVERHEAD_BYTES = 109
 
 # A set's members are indexed by SET_BUCKETS (a power of two, member -> position dicts chosen by
 # crc32), which is what SSCAN's cursor walks. A set grows to twice the buckets when it holds more
 # than SET_BUCKET_MEMBERS_MAX per bucket and halves them below SET_BUCKET_MEMBERS_MIN per bucket;
 # the gap makes a rebuild cost O(1) amortized per change. Sets of up to 128 members have a single
-# bucket, so SSCAN returns them whole in one call, as Redis does for its small encodings.
+# bucket, so SSCAN returns them whole in one call, as Redis does for its small encodings. Hashes
+# index their fields the same way, with the same bounds.
 SET_BUCKET_MEMBERS_MAX = 128
 SET_BUCKET_MEMBERS_MIN = 16
 
@@ -137,6 +158,9 @@ EFFECT_SET_REMOVE = 4
 EFFECT_SET_REPLACE = 5
 EFFECT_EXPIRE = 6
 EFFECT_FLUSH = 7
+EFFECT_HASH_SET = 8
+EFFECT_HASH_DELETE = 9
+EFFECT_HASH_REPLACE = 10
 _EFFECT_LENGTHS = {
     EFFECT_SET_STRING: 4,
     EFFECT_DELETE: 2,
@@ -145,6 +169,9 @@ _EFFECT_LENGTHS = {
     EFFECT_SET_REPLACE: 4,
     EFFECT_EXPIRE: 3,
     EFFECT_FLUSH: 1,
+    EFFECT_HASH_SET: 3,
+    EFFECT_HASH_DELETE: 3,
+    EFFECT_HASH_REPLACE: 4,
 }
 
 # Undo log entry tags. An entry is a tuple; undo applies a log's entries in reverse.
@@ -153,7 +180,11 @@ _UNDO_EXPIRE = 1  # (tag, key, expire_at_ms or None): the expiry of a key that s
 _UNDO_APPEND = 2  # (tag, key, set, member): the member was appended to the set bound to key
 _UNDO_REMOVE = 3  # (tag, key, set, member, position): swap-removed from the set bound to key
 _UNDO_REBUCKET = 4  # (tag, set, buckets, mask): the set's bucket index was rebuilt
-_UNDO_FLUSH = 5  # (tag, shards, expires, heap, key_count, data_bytes, set_count, member_count)
+_UNDO_FLUSH = 5  # (tag, shards, expires, heap, key_count, data_bytes, set_count, member_count,
+#                   hash_count, field_count)
+_UNDO_FIELD_APPEND = 6  # (tag, key, hash, field): the field was appended to the hash bound to key
+_UNDO_FIELD_REMOVE = 7  # (tag, key, hash, field, value, position): swap-removed from that hash
+_UNDO_FIELD_UPDATE = 8  # (tag, key, hash, position, old value): a field's value was replaced
 
 _U64 = (1 << 64) - 1
 _INT64_MIN = -(1 << 63)
@@ -196,21 +227,34 @@ def _string_digest_parts(key: bytes, value: bytes,
 def _digest_key(
     update: Callable[[bytes], None],
     key: bytes,
-    value: bytes | SetValue | list[bytes],
+    value: bytes | SetValue | list[bytes] | HashValue | tuple[bytes, ...],
     expire_at_ms: int | None,
 ) -> None:
     """Feed one key's binding to a digest: shared by `KVState.digest` and the snapshot cursor,
     which must produce the very same byte stream. A set's members go in sorted, whatever their
-    positions, so that two replicas that built it in different orders agree."""
+    positions, so that two replicas that built it in different orders agree; a hash's fields
+    likewise, each followed by its value. (A hash is a HashValue, or the tuple of its fields and
+    values, alternating, that a snapshot cursor captured; a set a SetValue or a member list.)"""
     if type(value) is bytes:
         update(b"".join(_string_digest_parts(key, value, expire_at_ms)))
         return
-    update(_pack_digest_header(2, len(key), len(value)))
-    update(key)
-    members: list[bytes] = sorted(value)  # type: ignore[type-var, arg-type]
-    for member in members:
-        update(_pack_digest_length(len(member)))
-        update(member)
+    if type(value) is HashValue or type(value) is tuple:
+        flat = value if type(value) is tuple else value.pair_list()  # type: ignore[union-attr]
+        pairs = sorted(zip(flat[0::2], flat[1::2], strict=True))  # type: ignore[index]
+        update(_pack_digest_header(3, len(key), len(pairs)))
+        update(key)
+        for field, field_value in pairs:
+            update(_pack_digest_length(len(field)))
+            update(field)
+            update(_pack_digest_length(len(field_value)))
+            update(field_value)
+    else:
+        update(_pack_digest_header(2, len(key), len(value)))  # type: ignore[arg-type]
+        update(key)
+        members: list[bytes] = sorted(value)  # type: ignore[type-var, arg-type]
+        for member in members:
+            update(_pack_digest_length(len(member)))
+            update(member)
     if expire_at_ms is None:
         update(b"\x00")
     else:
@@ -361,6 +405,195 @@ class SetValue:
         return clone
 
 
+class HashValue:
+    """A hash's fields and their values, in an order every replica reproduces.
+
+    The layout of SetValue: the fields sit in a list (their positions) with their values in a
+    parallel list, so HRANDFIELD picks in O(1) and removing a field moves the last one into its
+    place, O(1) too. A field -> position index, split into buckets by crc32 of the field,
+    answers HGET and is what HSCAN walks. Iteration order (HGETALL, HKEYS, HVALS) is the
+    position order: insertion order until a field is deleted, then the last field takes the
+    deleted one's place. A function of the history of changes, never of hash seeds.
+
+    Only KVState mutates a HashValue (through the underscore methods), because every change must
+    also reach the counters, the effects and the undo log; commands use the read methods."""
+
+    __slots__ = ("_buckets", "_fields", "_mask", "_values", "data_bytes")
+
+    def __init__(self, pairs: Sequence[bytes] = ()) -> None:
+        """From field, value, field, value, ... (a field given twice keeps its first value:
+        callers that must not repeat one compare `len` with half the pairs' length)."""
+        self._fields: list[bytes] = []
+        self._values: list[bytes] = []
+        self._buckets: list[dict[bytes, int]] = [{}]
+        self._mask = 0
+        self.data_bytes = 0  # the sum of len(field) + len(value)
+        for i in range(0, len(pairs) - 1, 2):
+            field = pairs[i]
+            if field not in self._bucket_of(field):
+                self._append(field, pairs[i + 1])
+
+    # ---- reading ----
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __contains__(self, field: object) -> bool:
+        return field in self._bucket_of(field)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._fields)
+
+    def get(self, field: bytes) -> bytes | None:
+        position = self._bucket_of(field).get(field)
+        return None if position is None else self._values[position]
+
+    def position_of(self, field: bytes) -> int | None:
+        return self._bucket_of(field).get(field)
+
+    def field_list(self) -> list[bytes]:
+        """The fields in position order (a copy)."""
+        return list(self._fields)
+
+    def value_list(self) -> list[bytes]:
+        """The values in position order (a copy)."""
+        return list(self._values)
+
+    def pair_list(self) -> list[bytes]:
+        """field, value, field, value, ... in position order (a new list): the shape of the
+        effects and of the snapshot items."""
+        flat: list[bytes] = [b""] * (2 * len(self._fields))
+        flat[0::2] = self._fields
+        flat[1::2] = self._values
+        return flat
+
+    def as_dict(self) -> dict[bytes, bytes]:
+        """field -> value, in position order (a new dict)."""
+        return dict(zip(self._fields, self._values, strict=True))
+
+    def field_at(self, position: int) -> bytes:
+        return self._fields[position]
+
+    def value_at(self, position: int) -> bytes:
+        return self._values[position]
+
+    def scan(self, cursor: int, count: int) -> tuple[int, list[int]]:
+        """One HSCAN step, as SetValue.scan: whole buckets from `cursor` on until at least
+        `count` fields were visited. Returns (next cursor or 0 when done, the positions of the
+        fields seen). A bucket's fields come in position order, which every replica has too,
+        so a hash small enough for one bucket comes whole in HGETALL's order."""
+        mask = self._mask
+        buckets = self._buckets
+        found: list[int] = []
+        visited = 0
+        while True:
+            bucket = buckets[cursor & mask]
+            if bucket:
+                found.extend(sorted(bucket.values()))
+                visited += len(bucket)
+            cursor = _next_scan_cursor(cursor, mask)
+            if cursor == 0 or visited >= count:
+                return cursor, found
+
+    # ---- changes, for KVState only ----
+
+    def _bucket_of(self, field: bytes) -> dict[bytes, int]:
+        mask = self._mask
+        return self._buckets[zlib.crc32(field) & mask] if mask else self._buckets[0]
+
+    def _append(self, field: bytes, value: bytes) -> tuple[list[dict[bytes, int]], int] | None:
+        """Add a field that is not present; returns the old index if it was rebuilt."""
+        fields = self._fields
+        self._bucket_of(field)[field] = len(fields)
+        fields.append(field)
+        self._values.append(value)
+        self.data_bytes += len(field) + len(value)
+        if len(fields) > SET_BUCKET_MEMBERS_MAX * len(self._buckets):
+            return self._rebucket(2 * len(self._buckets))
+        return None
+
+    def _update(self, position: int, value: bytes) -> bytes:
+        """Replace the value at `position`; returns the old one."""
+        old = self._values[position]
+        self._values[position] = value
+        self.data_bytes += len(value) - len(old)
+        return old
+
+    def _remove(
+        self, field: bytes
+    ) -> tuple[int, bytes, tuple[list[dict[bytes, int]], int] | None]:
+        """Remove a present field, moving the last one into its place. Returns the field's
+        position, its value, and the old index if it was rebuilt."""
+        position = self._bucket_of(field).pop(field)
+        fields = self._fields
+        values = self._values
+        value = values[position]
+        last_field = fields.pop()
+        last_value = values.pop()
+        if position < len(fields):
+            fields[position] = last_field
+            values[position] = last_value
+            self._bucket_of(last_field)[last_field] = position
+        self.data_bytes -= len(field) + len(value)
+        bucket_count = len(self._buckets)
+        if bucket_count > 1 and len(fields) < SET_BUCKET_MEMBERS_MIN * bucket_count:
+            return position, value, self._rebucket(bucket_count // 2)
+        return position, value, None
+
+    def _rebucket(self, bucket_count: int) -> tuple[list[dict[bytes, int]], int]:
+        old = (self._buckets, self._mask)
+        mask = bucket_count - 1
+        buckets: list[dict[bytes, int]] = [{} for _ in range(bucket_count)]
+        crc32 = zlib.crc32
+        for position, field in enumerate(self._fields):
+            buckets[crc32(field) & mask][field] = position
+        self._buckets = buckets
+        self._mask = mask
+        return old
+
+    def _undo_append(self, field: bytes) -> None:
+        fields = self._fields
+        invariant(bool(fields) and fields[-1] == field, "undo of a field append out of order")
+        fields.pop()
+        value = self._values.pop()
+        del self._bucket_of(field)[field]
+        self.data_bytes -= len(field) + len(value)
+
+    def _undo_remove(self, field: bytes, value: bytes, position: int) -> None:
+        fields = self._fields
+        values = self._values
+        invariant(0 <= position <= len(fields), "undo of a field removal out of order")
+        if position < len(fields):
+            moved = fields[position]
+            self._bucket_of(moved)[moved] = len(fields)
+            fields.append(moved)
+            values.append(values[position])
+            fields[position] = field
+            values[position] = value
+        else:
+            fields.append(field)
+            values.append(value)
+        self._bucket_of(field)[field] = position
+        self.data_bytes += len(field) + len(value)
+
+    def _restore_buckets(self, buckets: list[dict[bytes, int]], mask: int) -> None:
+        self._buckets = buckets
+        self._mask = mask
+
+    def _copy(self) -> HashValue:
+        clone = HashValue()
+        clone._fields = list(self._fields)
+        clone._values = list(self._values)
+        clone._buckets = [dict(bucket) for bucket in self._buckets]
+        clone._mask = self._mask
+        clone.data_bytes = self.data_bytes
+        return clone
+
+
+# What a key may be bound to: a string, a set or a hash.
+Value = bytes | SetValue | HashValue
+
+
 class Undo:
     """What `undo` needs to revert one recorded execution. Opaque to callers: it holds
     references to the replaced values (a deleted set is kept whole, not copied) and to the old
@@ -385,6 +618,14 @@ class _Recording:
 
 def _is_expiry(value: object) -> bool:
     return value is None or (type(value) is int and _INT64_MIN <= value <= _INT64_MAX)
+
+
+def _check_hash_item(key: bytes, value: object) -> None:
+    """A snapshot hash item's fields and values (restore_records's own check)."""
+    invariant(type(value) is list and value and len(value) % 2 == 0,
+              f"the snapshot hash {key!r} is not fields with values")
+    invariant(all(type(item) is bytes for item in value),  # type: ignore[attr-defined]
+              "hash fields and values must be bytes")
 
 
 def _check_effects(effects: Any) -> None:
@@ -425,6 +666,18 @@ def _check_effect(index: int, effect: object) -> None:
         invariant(len(set(members)) == len(members), where + ": repeated members", index)
         if opcode == EFFECT_SET_REPLACE:
             invariant(_is_expiry(effect[3]), where + ": bad expiry", index)  # type: ignore[index]
+    elif opcode in (EFFECT_HASH_SET, EFFECT_HASH_DELETE, EFFECT_HASH_REPLACE):
+        items = effect[2]  # type: ignore[index]
+        invariant(type(items) is list and items, where + ": fields not a non-empty list", index)
+        invariant(all(type(item) is bytes for item in items),
+                  where + ": a field or value is not bytes", index)
+        fields = items if opcode == EFFECT_HASH_DELETE else items[0::2]
+        invariant(opcode == EFFECT_HASH_DELETE or len(items) % 2 == 0,
+                  where + ": a field without its value", index)
+        # A set used for membership only, never iterated.
+        invariant(len(set(fields)) == len(fields), where + ": repeated fields", index)
+        if opcode == EFFECT_HASH_REPLACE:
+            invariant(_is_expiry(effect[3]), where + ": bad expiry", index)  # type: ignore[index]
 
 
 class KVState:
@@ -439,6 +692,8 @@ class KVState:
         "_data_bytes",
         "_expires",
         "_expiry_heap",
+        "_hash_count",
+        "_hash_field_count",
         "_key_count",
         "_recording",
         "_rng",
@@ -451,14 +706,17 @@ class KVState:
     )
 
     def __init__(self) -> None:
-        self._shards: list[dict[bytes, bytes | SetValue]] = [{} for _ in range(SHARD_COUNT)]
+        self._shards: list[dict[bytes, Value]] = [{} for _ in range(SHARD_COUNT)]
         self._expires: dict[bytes, int] = {}
         self._expiry_heap: list[tuple[int, bytes]] = []
         self._key_count = 0
-        # The sum over keys of len(key) plus len(value) for a string or member_bytes for a set.
+        # The sum over keys of len(key) plus len(value) for a string, member_bytes for a set,
+        # data_bytes for a hash.
         self._data_bytes = 0
         self._set_count = 0
         self._set_member_count = 0
+        self._hash_count = 0
+        self._hash_field_count = 0
         self._recording: _Recording | None = None
         self._seed = 0
         self._rng: random.Random | None = None
@@ -600,21 +858,25 @@ class KVState:
         return len(self._expires)
 
     def used_bytes(self) -> int:
-        """An estimate of the memory the keyspace holds (see KEY_OVERHEAD_BYTES and
-        SET_MEMBER_OVERHEAD_BYTES)."""
+        """An estimate of the memory the keyspace holds (see KEY_OVERHEAD_BYTES,
+        SET_MEMBER_OVERHEAD_BYTES and HASH_FIELD_OVERHEAD_BYTES)."""
         return (
             self._data_bytes
             + self._key_count * KEY_OVERHEAD_BYTES
             + len(self._expires) * EXPIRY_OVERHEAD_BYTES
             + self._set_count * SET_OVERHEAD_BYTES
             + self._set_member_count * SET_MEMBER_OVERHEAD_BYTES
+            + self._hash_count * HASH_OVERHEAD_BYTES
+            + self._hash_field_count * HASH_FIELD_OVERHEAD_BYTES
         )
 
     def digest(self) -> str:
-        """A checksum of the whole state (keys, types, values, set members, expiry times) as hex.
+        """A checksum of the whole state (keys, types, values, set members, hash fields and
+        values, expiry times) as hex.
 
         Independent of insertion order: shards are visited in order, each shard's keys in sorted
-        order and each set's members sorted, and a key's shard depends only on the key. So two
+        order and each set's members and hash's fields sorted, and a key's shard depends only on
+        the key. So two
         replicas that built the same set in different orders agree. Every field is
         length-prefixed and typed so no two different states produce the same byte stream."""
         checksum = _new_digest(self._key_count)
@@ -627,30 +889,43 @@ class KVState:
                 _digest_key(update, key, shard[key], expires.get(key))
         return checksum.hexdigest()
 
-    def items(self) -> Iterator[tuple[bytes, bytes | list[bytes], int | None]]:
+    def items(
+        self,
+    ) -> Iterator[tuple[bytes, bytes | list[bytes] | dict[bytes, bytes], int | None]]:
         """Every (key, value, expire_at_ms or None) in a deterministic order, for snapshots. A
-        string's value is bytes; a set's is the list of its members in position order, so a
-        restored replica picks as the original does. Includes expired keys not yet deleted
-        through the log, so a restore is exact."""
+        string's value is bytes; a set's is the list of its members in position order, a hash's
+        a dict of its fields in position order, so a restored replica picks as the original
+        does. Includes expired keys not yet deleted through the log, so a restore is exact."""
         expires = self._expires
         for shard in self._shards:
             if not shard:
                 continue
             for key in sorted(shard):
                 value = shard[key]
-                yield (
-                    key,
-                    value if type(value) is bytes else value.member_list(),  # type: ignore[union-attr]
-                    expires.get(key),
-                )
+                item: bytes | list[bytes] | dict[bytes, bytes]
+                if type(value) is bytes:
+                    item = value
+                elif type(value) is SetValue:
+                    item = value.member_list()
+                else:
+                    item = value.as_dict()  # type: ignore[union-attr]
+                yield key, item, expires.get(key)
 
     def restore_item(
-        self, key: bytes, value: bytes | list[bytes], expire_at_ms: int | None
+        self, key: bytes, value: bytes | list[bytes] | dict[bytes, bytes],
+        expire_at_ms: int | None
     ) -> None:
         """Load one item of `items()` from a snapshot into a state being rebuilt."""
         self._new_change()
         if type(value) is bytes:
             self.write(key, value, expire_at_ms)
+            return
+        if type(value) is dict:
+            invariant(bool(value), "a hash item must not be empty")
+            invariant(all(type(f) is bytes and type(v) is bytes for f, v in value.items()),
+                      "hash fields and values must be bytes")
+            pairs = [item for pair in value.items() for item in pair]
+            self._replace(key, HashValue(pairs), expire_at_ms)
             return
         invariant(type(value) is list and value, "a set item must be a non-empty list")
         invariant(all(type(m) is bytes for m in value), "set members must be bytes")
@@ -697,8 +972,7 @@ class KVState:
                 created = SetValue(value)
                 invariant(len(created) == len(value), f"the snapshot set {key!r} repeats members")
                 self._replace(key, created, expire_at_ms)
-            else:
-                invariant(kind == ITEM_SET_MORE, f"unknown snapshot record kind {kind!r}")
+            elif kind == ITEM_SET_MORE:
                 invariant(type(bound) is SetValue, f"the snapshot continues no set at {key!r}")
                 invariant(expire_at_ms is None, "a set continuation carries an expiry")
                 invariant(type(value) is list and value, "a snapshot set has no members")
@@ -706,6 +980,22 @@ class KVState:
                     invariant(type(member) is bytes, "set members must be bytes")
                     invariant(member not in bound, f"the snapshot set {key!r} repeats members")  # type: ignore[operator]
                     self._append_member(key, bound, member)  # type: ignore[arg-type]
+            elif kind == ITEM_HASH:
+                _check_hash_item(key, value)
+                invariant(bound is None, f"the snapshot repeats the key {key!r}")
+                hashed = HashValue(value)
+                invariant(2 * len(hashed) == len(value),
+                          f"the snapshot hash {key!r} repeats fields")
+                self._replace(key, hashed, expire_at_ms)
+            else:
+                invariant(kind == ITEM_HASH_MORE, f"unknown snapshot record kind {kind!r}")
+                invariant(type(bound) is HashValue, f"the snapshot continues no hash at {key!r}")
+                invariant(expire_at_ms is None, "a hash continuation carries an expiry")
+                _check_hash_item(key, value)
+                for i in range(0, len(value), 2):
+                    field = value[i]
+                    invariant(field not in bound, f"the snapshot hash {key!r} repeats fields")  # type: ignore[operator]
+                    self._append_field(key, bound, field, value[i + 1])  # type: ignore[arg-type]
 
     @classmethod
     def from_records(cls, records: Iterable[list]) -> KVState:
@@ -716,7 +1006,7 @@ class KVState:
 
     # ---- primitives for the command implementations: reading ----
 
-    def lookup(self, key: bytes, time_ms: int) -> bytes | SetValue | None:
+    def lookup(self, key: bytes, time_ms: int) -> Value | None:
         """The value of `key` at `time_ms` whatever its type, or None if absent or expired."""
         value = self._shards[shard_of(key)].get(key)
         if value is None:
@@ -743,6 +1033,14 @@ class KVState:
             return value  # type: ignore[return-value]
         raise CommandError(WRONG_TYPE)
 
+    def get_hash(self, key: bytes, time_ms: int) -> HashValue | None:
+        """The hash at `key`, or None if absent or expired; another type raises WRONGTYPE. The
+        HashValue is for reading: changes go through hash_set and hash_delete."""
+        value = self.lookup(key, time_ms)
+        if value is None or type(value) is HashValue:
+            return value  # type: ignore[return-value]
+        raise CommandError(WRONG_TYPE)
+
     def exists(self, key: bytes, time_ms: int) -> bool:
         return self.lookup(key, time_ms) is not None
 
@@ -752,11 +1050,13 @@ class KVState:
         return key in self._shards[shard_of(key)]
 
     def type_name(self, key: bytes, time_ms: int) -> bytes | None:
-        """b"string" or b"set" (Redis's TYPE names), or None if the key is absent."""
+        """b"string", b"set" or b"hash" (Redis's TYPE names), or None if the key is absent."""
         value = self.lookup(key, time_ms)
         if value is None:
             return None
-        return b"string" if type(value) is bytes else b"set"
+        if type(value) is bytes:
+            return b"string"
+        return b"set" if type(value) is SetValue else b"hash"
 
     def expire_at_ms(self, key: bytes) -> int | None:
         """The absolute expiry time of a stored key, or None if it has none."""
@@ -940,7 +1240,7 @@ class KVState:
             self._replace(key, created, None)
             added = created.member_list()
         else:
-            invariant(type(value) is SetValue, "set_add on a key holding a string")
+            invariant(type(value) is SetValue, "set_add on a key holding another type")
             added = []
             for member in members:
                 if member not in value:  # type: ignore[operator]
@@ -956,7 +1256,7 @@ class KVState:
         value = self._shards[shard_of(key)].get(key)
         if value is None:
             return 0
-        invariant(type(value) is SetValue, "set_remove on a key holding a string")
+        invariant(type(value) is SetValue, "set_remove on a key holding another type")
         # Keep the first of any repeat, in order: a dict iterates in insertion order.
         present = [m for m in dict.fromkeys(members) if m in value]  # type: ignore[operator]
         if not present:
@@ -989,6 +1289,67 @@ class KVState:
             self._recording.effects.append([EFFECT_SET_REMOVE, key, popped])
         return popped
 
+    def write_hash(
+        self, key: bytes, pairs: list[bytes], expire_at_ms: int | None = None
+    ) -> None:
+        """Store a new hash of exactly `pairs` (field, value, field, value, ...: non-empty, no
+        field twice, in this order) under `key`, replacing whatever it held, with that expiry
+        (None: no expiry)."""
+        invariant(bool(pairs), "an empty hash is never stored")
+        value = HashValue(pairs)
+        invariant(2 * len(value) == len(pairs), "write_hash given repeated fields")
+        self._replace(key, value, expire_at_ms)
+        if self._recording is not None:
+            self._recording.effects.append([EFFECT_HASH_REPLACE, key, list(pairs), expire_at_ms])
+
+    def hash_set(self, key: bytes, pairs: list[bytes]) -> int:
+        """Give each field of `pairs` (field, value, field, value, ...; no field twice) its
+        value in the hash at `key`: a field present keeps its position, a new one is appended;
+        an absent key becomes a hash without expiry. Returns how many fields were new. The key
+        must hold no other type (the command checks that first)."""
+        invariant(bool(pairs) and len(pairs) % 2 == 0, "hash_set needs fields with values")
+        value = self._shards[shard_of(key)].get(key)
+        if value is None:
+            created = HashValue(pairs)
+            invariant(2 * len(created) == len(pairs), "hash_set given repeated fields")
+            self._replace(key, created, None)
+            added = len(created)
+        else:
+            invariant(type(value) is HashValue, "hash_set on a key holding another type")
+            added = 0
+            for i in range(0, len(pairs), 2):
+                field = pairs[i]
+                position = value.position_of(field)  # type: ignore[union-attr]
+                if position is None:
+                    self._append_field(key, value, field, pairs[i + 1])  # type: ignore[arg-type]
+                    added += 1
+                else:
+                    self._update_field(key, value, position, pairs[i + 1])  # type: ignore[arg-type]
+        if self._recording is not None:
+            self._recording.effects.append([EFFECT_HASH_SET, key, list(pairs)])
+        return added
+
+    def hash_delete(self, key: bytes, fields: Iterable[bytes]) -> int:
+        """Remove the fields from the hash at `key` (absent ones are skipped); a hash left
+        empty is deleted. Returns how many were removed; 0 if the key is absent."""
+        value = self._shards[shard_of(key)].get(key)
+        if value is None:
+            return 0
+        invariant(type(value) is HashValue, "hash_delete on a key holding another type")
+        # Keep the first of any repeat, in order: a dict iterates in insertion order.
+        present = [f for f in dict.fromkeys(fields) if f in value]  # type: ignore[operator]
+        if not present:
+            return 0
+        if len(present) == len(value):  # type: ignore[arg-type]
+            # Removing everything is a delete: one effect, and undo keeps the hash whole.
+            self.delete(key)
+            return len(present)
+        for field in present:
+            self._remove_field(key, value, field)  # type: ignore[arg-type]
+        if self._recording is not None:
+            self._recording.effects.append([EFFECT_HASH_DELETE, key, present])
+        return len(present)
+
     def flush(self) -> None:
         if self._recording is not None:
             self._recording.log.append(
@@ -1001,6 +1362,8 @@ class KVState:
                     self._data_bytes,
                     self._set_count,
                     self._set_member_count,
+                    self._hash_count,
+                    self._hash_field_count,
                 )
             )
             self._recording.effects.append([EFFECT_FLUSH])
@@ -1013,6 +1376,8 @@ class KVState:
         self._data_bytes = 0
         self._set_count = 0
         self._set_member_count = 0
+        self._hash_count = 0
+        self._hash_field_count = 0
         self._follow_snapshot_source()
 
     # ---- internals: running and recording ----
@@ -1089,13 +1454,26 @@ class KVState:
         if opcode == EFFECT_SET_REPLACE:
             self.write_set(key, effect[2], effect[3])
             return
+        if opcode == EFFECT_HASH_REPLACE:
+            self.write_hash(key, effect[2], effect[3])
+            return
         value = self._shards[shard_of(key)].get(key)  # (the string case above is the hot one)
         if opcode == EFFECT_SET_ADD:
-            invariant(type(value) is not bytes, "effects add set members to a string key")
+            invariant(value is None or type(value) is SetValue,
+                      "effects add set members to a key holding another type")
             self.set_add(key, effect[2])
         elif opcode == EFFECT_SET_REMOVE:
-            invariant(type(value) is not bytes, "effects remove set members from a string key")
+            invariant(value is None or type(value) is SetValue,
+                      "effects remove set members from a key holding another type")
             self.set_remove(key, effect[2])
+        elif opcode == EFFECT_HASH_SET:
+            invariant(value is None or type(value) is HashValue,
+                      "effects set hash fields in a key holding another type")
+            self.hash_set(key, effect[2])
+        elif opcode == EFFECT_HASH_DELETE:
+            invariant(value is None or type(value) is HashValue,
+                      "effects delete hash fields from a key holding another type")
+            self.hash_delete(key, effect[2])
         elif opcode == EFFECT_EXPIRE:
             if value is None:
                 return
@@ -1154,6 +1532,27 @@ class KVState:
                 # so no snapshot item changes: nothing to preserve.
                 _, value, buckets, mask = entry
                 value._restore_buckets(buckets, mask)
+            elif tag == _UNDO_FIELD_APPEND:
+                _, key, value, field = entry
+                if self._snapshot is not None:
+                    self._snapshot._preserve(shard_of(key))
+                before = value.data_bytes
+                value._undo_append(field)
+                self._data_bytes += value.data_bytes - before
+                self._hash_field_count -= 1
+            elif tag == _UNDO_FIELD_REMOVE:
+                _, key, value, field, field_value, position = entry
+                if self._snapshot is not None:
+                    self._snapshot._preserve(shard_of(key))
+                value._undo_remove(field, field_value, position)
+                self._data_bytes += len(field) + len(field_value)
+                self._hash_field_count += 1
+            elif tag == _UNDO_FIELD_UPDATE:
+                _, key, value, position, old_value = entry
+                if self._snapshot is not None:
+                    self._snapshot._preserve(shard_of(key))
+                replaced = value._update(position, old_value)
+                self._data_bytes += len(old_value) - len(replaced)
             else:
                 invariant(tag == _UNDO_FLUSH, f"unknown undo entry {tag!r}")
                 (
@@ -1165,6 +1564,8 @@ class KVState:
                     self._data_bytes,
                     self._set_count,
                     self._set_member_count,
+                    self._hash_count,
+                    self._hash_field_count,
                 ) = entry
                 self._follow_snapshot_source()
 
@@ -1176,7 +1577,7 @@ class KVState:
             old = self._shards[shard_of(key)].get(key)
             self._recording.log.append((_UNDO_BIND, key, old, self._expires.get(key)))
 
-    def _replace(self, key: bytes, value: bytes | SetValue, expire_at_ms: int | None) -> None:
+    def _replace(self, key: bytes, value: Value, expire_at_ms: int | None) -> None:
         """Bind `key` to `value` (any type) with that expiry, whatever it held. (The journal
         entry and the counting of `_journal_binding` and `_count` are written out here: every
         write of every replica comes through.)"""
@@ -1206,24 +1607,30 @@ class KVState:
             self._set_expire_stored(key, expire_at_ms)
 
     def _record_post_image(
-        self, key: bytes, value: bytes | SetValue, expire_at_ms: int | None
+        self, key: bytes, value: Value, expire_at_ms: int | None
     ) -> None:
         if self._recording is None:
             return
         if type(value) is bytes:
             effect = [EFFECT_SET_STRING, key, value, expire_at_ms]
+        elif type(value) is SetValue:
+            effect = [EFFECT_SET_REPLACE, key, value.member_list(), expire_at_ms]
         else:
-            effect = [EFFECT_SET_REPLACE, key, value.member_list(), expire_at_ms]  # type: ignore[union-attr]
+            effect = [EFFECT_HASH_REPLACE, key, value.pair_list(), expire_at_ms]  # type: ignore[union-attr]
         self._recording.effects.append(effect)
 
-    def _count(self, key: bytes, value: bytes | SetValue, sign: int) -> None:
+    def _count(self, key: bytes, value: Value, sign: int) -> None:
         self._key_count += sign
         if type(value) is bytes:
             self._data_bytes += sign * (len(key) + len(value))
-        else:
-            self._data_bytes += sign * (len(key) + value.member_bytes)  # type: ignore[union-attr]
+        elif type(value) is SetValue:
+            self._data_bytes += sign * (len(key) + value.member_bytes)
             self._set_count += sign
             self._set_member_count += sign * len(value)
+        else:
+            self._data_bytes += sign * (len(key) + value.data_bytes)  # type: ignore[union-attr]
+            self._hash_count += sign
+            self._hash_field_count += sign * len(value)  # type: ignore[arg-type]
 
     def _append_member(self, key: bytes, value: SetValue, member: bytes) -> None:
         """Add a member to the set bound to `key` (so the counters include it)."""
@@ -1249,6 +1656,43 @@ class KVState:
         recording = self._recording
         if recording is not None:
             recording.log.append((_UNDO_REMOVE, key, value, member, position))
+            if rebuilt is not None:
+                recording.log.append((_UNDO_REBUCKET, value, *rebuilt))
+
+    def _append_field(self, key: bytes, value: HashValue, field: bytes, field_value: bytes) -> None:
+        """Add a field to the hash bound to `key` (so the counters include it)."""
+        if self._snapshot is not None:
+            self._snapshot._preserve(shard_of(key))
+        rebuilt = value._append(field, field_value)
+        self._data_bytes += len(field) + len(field_value)
+        self._hash_field_count += 1
+        recording = self._recording
+        if recording is not None:
+            recording.log.append((_UNDO_FIELD_APPEND, key, value, field))
+            if rebuilt is not None:
+                recording.log.append((_UNDO_REBUCKET, value, *rebuilt))
+
+    def _update_field(self, key: bytes, value: HashValue, position: int,
+                      field_value: bytes) -> None:
+        """Replace the value of the field at `position` of the hash bound to `key`."""
+        if self._snapshot is not None:
+            self._snapshot._preserve(shard_of(key))
+        old = value._update(position, field_value)
+        self._data_bytes += len(field_value) - len(old)
+        if self._recording is not None:
+            self._recording.log.append((_UNDO_FIELD_UPDATE, key, value, position, old))
+
+    def _remove_field(self, key: bytes, value: HashValue, field: bytes) -> None:
+        """Remove a field from the hash bound to `key`; it must keep at least one field."""
+        invariant(len(value) > 1, "the last field leaves through delete")
+        if self._snapshot is not None:
+            self._snapshot._preserve(shard_of(key))
+        position, field_value, rebuilt = value._remove(field)
+        self._data_bytes -= len(field) + len(field_value)
+        self._hash_field_count -= 1
+        recording = self._recording
+        if recording is not None:
+            recording.log.append((_UNDO_FIELD_REMOVE, key, value, field, field_value, position))
             if rebuilt is not None:
                 recording.log.append((_UNDO_REBUCKET, value, *rebuilt))
 
@@ -1286,24 +1730,36 @@ class KVState:
         return self.delete(key)
 
 
-# One key's binding as a snapshot cursor holds it: (key, string value or a copy of the set's
-# member list in position order, expire_at_ms or None).
-_Captured = tuple[bytes, bytes | list[bytes], int | None]
-# A shard preserved before the walk reached it: a copy of its bindings (sets as member lists)
-# and the expiry times of those of its keys that had one (None: none had).
-_ShardCopy = tuple[dict[bytes, bytes | list[bytes]], dict[bytes, int] | None]
+# A value as a snapshot cursor holds it: a string's bytes, a copy of a set's member list, or a
+# tuple of a hash's fields and values (alternating), both in position order.
+_Image = bytes | list[bytes] | tuple[bytes, ...]
+# One key's binding as a snapshot cursor holds it: (key, its image, expire_at_ms or None).
+_Captured = tuple[bytes, _Image, int | None]
+# A shard preserved before the walk reached it: a copy of its bindings (as images) and the
+# expiry times of those of its keys that had one (None: none had).
+_ShardCopy = tuple[dict[bytes, _Image], dict[bytes, int] | None]
 _BYTES_ONLY = frozenset({bytes})
 
 
-def _sorted_bindings(bindings: dict[bytes, bytes | list[bytes]] | dict[bytes, bytes | SetValue],
+def _image(value: Value) -> _Image:
+    """What a snapshot cursor keeps of a live value: nothing the state may change later."""
+    if type(value) is bytes:
+        return value
+    if type(value) is SetValue:
+        return value.member_list()
+    return tuple(value.pair_list())  # type: ignore[union-attr]
+
+
+def _sorted_bindings(bindings: dict[bytes, _Image] | dict[bytes, Value],
                      expiries: dict[bytes, int] | None) -> list[_Captured]:
-    """A shard's bindings as snapshot items, in key order; sets as (copied) member lists."""
+    """A shard's bindings as snapshot items, in key order; sets and hashes as (copied)
+    images."""
     get_expiry = expiries.get if expiries else None
     out: list[_Captured] = []
     for key in sorted(bindings):
         value = bindings[key]
-        if type(value) is not bytes and type(value) is not list:  # a live shard's set
-            value = value.member_list()  # type: ignore[union-attr]
+        if type(value) is SetValue or type(value) is HashValue:  # a live shard's
+            value = _image(value)
         out.append((key, value, get_expiry(key) if get_expiry else None))  # type: ignore[arg-type]
     return out
 
@@ -1349,7 +1805,7 @@ class StateSnapshotCursor:
 
     def __init__(self, state: KVState) -> None:
         self._state: KVState | None = state
-        self._shards: list[dict[bytes, bytes | SetValue]] | None = state._shards
+        self._shards: list[dict[bytes, Value]] | None = state._shards
         self._expires: dict[bytes, int] | None = state._expires
         self.key_count = state._key_count  # keys at begin: the items this cursor will emit
         self.dumped = bytearray(SHARD_COUNT)  # 1: the shard's begin-time contents are captured
@@ -1374,8 +1830,8 @@ class StateSnapshotCursor:
     ) -> list[list] | None:
         """The next batch of at most `max_items` item records (fewer once they reach about
         `max_bytes`), or None when every item was returned (the cursor then detaches itself
-        from the state). A set too big for one item continues in ITEM_SET_MORE items. Each
-        record is [key, kind, value, expire_at_ms], msgpack-ready, sharing nothing mutable with
+        from the state). A set or hash too big for one item continues in ITEM_SET_MORE or
+        ITEM_HASH_MORE items. Each record is [key, kind, value, expire_at_ms], msgpack-ready, sharing nothing mutable with
         the state."""
         invariant(max_items >= 1 and max_bytes >= 1, "a snapshot batch needs room for an item")
         if self._finished_digest is not None:
@@ -1392,7 +1848,12 @@ class StateSnapshotCursor:
             if type(value) is bytes:
                 batch_bytes = self._string_run(batch, max_items, max_bytes, batch_bytes)
                 continue
-            record, record_bytes = self._set_record(key, value, expire_at_ms)  # type: ignore[arg-type]
+            if type(value) is tuple:
+                record, record_bytes = self._chunk_record(
+                    key, value, expire_at_ms, ITEM_HASH, ITEM_HASH_MORE, 2)
+            else:
+                record, record_bytes = self._chunk_record(
+                    key, value, expire_at_ms, ITEM_SET, ITEM_SET_MORE, 1)  # type: ignore[arg-type]
             batch.append(record)
             batch_bytes += record_bytes
         if batch:
@@ -1424,12 +1885,11 @@ class StateSnapshotCursor:
         """Called by the state before it changes shard `shard_index` of the cursor's source."""
         if not self.dumped[shard_index]:
             shard = self._shards[shard_index]  # type: ignore[index]
-            bindings: dict[bytes, bytes | list[bytes]]
+            bindings: dict[bytes, _Image]
             if set(map(type, shard.values())) <= _BYTES_ONLY:
                 bindings = shard.copy()  # type: ignore[assignment]
             else:
-                bindings = {key: value if type(value) is bytes
-                            else value.member_list()  # type: ignore[union-attr]
+                bindings = {key: value if type(value) is bytes else _image(value)
                             for key, value in shard.items()}
             expires = self._expires
             expiries = ({key: expires[key] for key in shard.keys() & expires.keys()}
@@ -1489,11 +1949,13 @@ class StateSnapshotCursor:
         self._current_position = position
         return batch_bytes
 
-    def _set_record(
-        self, key: bytes, members: list[bytes], expire_at_ms: int | None
+    def _chunk_record(
+        self, key: bytes, members: list[bytes] | tuple[bytes, ...], expire_at_ms: int | None,
+        kind: int, more_kind: int, step: int
     ) -> tuple[list, int]:
-        """The next item of the current set: all of it, or the next chunk of at most
-        ITEM_SET_CHUNK_BYTES_MAX member bytes (at least one member)."""
+        """The next item of the current set (step 1: members) or hash (step 2: a field and its
+        value): all of it, or the next chunk of at most ITEM_SET_CHUNK_BYTES_MAX bytes (at least
+        one member or field)."""
         start = self._member_offset
         if start == 0:
             self._digest_and_count(key, members, expire_at_ms)
@@ -1501,15 +1963,20 @@ class StateSnapshotCursor:
         chunk_bytes = 0
         while end < len(members):
             member_bytes = len(members[end]) + _MEMBER_OVERHEAD_BYTES
+            if step == 2:
+                member_bytes += len(members[end + 1]) + _MEMBER_OVERHEAD_BYTES
             if end > start and chunk_bytes + member_bytes > ITEM_SET_CHUNK_BYTES_MAX:
                 break
             chunk_bytes += member_bytes
-            end += 1
-        chunk = members if start == 0 and end == len(members) else members[start:end]
+            end += step
+        chunk: list[bytes] | tuple[bytes, ...] = (
+            members if start == 0 and end == len(members) else members[start:end])
+        if type(chunk) is tuple:
+            chunk = list(chunk)
         if start == 0:
-            record = [key, ITEM_SET, chunk, expire_at_ms]
+            record = [key, kind, chunk, expire_at_ms]
         else:
-            record = [key, ITEM_SET_MORE, chunk, None]
+            record = [key, more_kind, chunk, None]
         if end == len(members):
             self._member_offset = 0
             self._current_position += 1
@@ -1518,7 +1985,7 @@ class StateSnapshotCursor:
         return record, len(key) + chunk_bytes + _ITEM_OVERHEAD_BYTES
 
     def _digest_and_count(
-        self, key: bytes, value: bytes | list[bytes], expire_at_ms: int | None
+        self, key: bytes, value: _Image, expire_at_ms: int | None
     ) -> None:
         _digest_key(self._digest.update, key, value, expire_at_ms)
         self._keys_emitted += 1
@@ -1537,7 +2004,8 @@ class StateSnapshotCursor:
 class RecordDigest:
     """`KVState.digest()` of the state a stream of snapshot item records would rebuild,
     computed as the records pass by, without rebuilding it: a backup can be checked (and
-    rewritten) in memory bounded by one batch and one set's members, not by the state.
+    rewritten) in memory bounded by one batch and one set's members (or one hash's fields and
+    values), not by the state.
 
     It relies on the order the snapshot cursor writes (shard by shard, a shard's keys sorted),
     which is the digest's own order. Records in another order still describe a valid state,
@@ -1553,18 +2021,20 @@ class RecordDigest:
         self._digest = _new_digest(key_count)
         self._keys_seen = 0
         self._last: tuple[int, bytes] | None = None  # (shard, key) of the last key seen
-        self._open_set: tuple[bytes, list[bytes], int | None] | None = None
+        # The set or hash whose items are still coming: (key, its kind's continuation kind,
+        # members or alternating fields and values so far, expiry).
+        self._open_set: tuple[bytes, int, list[bytes], int | None] | None = None
         self._in_order = True
 
     def update(self, records: Iterable[list]) -> None:
         """Feed the next records ([key, kind, value, expire_at_ms], checked where they were
         read: a snapshot file's reader checks every item's shape)."""
         for key, kind, value, expire_at_ms in records:
-            if kind == ITEM_SET_MORE:
+            if kind == ITEM_SET_MORE or kind == ITEM_HASH_MORE:
                 open_set = self._open_set
-                if open_set is None or open_set[0] != key:
-                    raise InvariantViolation("a set continuation without its set")
-                open_set[1].extend(value)
+                if open_set is None or open_set[0] != key or open_set[1] != kind:
+                    raise InvariantViolation("a set or hash continuation without its start")
+                open_set[2].extend(value)
                 continue
             self._close_set()
             self._keys_seen += 1
@@ -1574,9 +2044,11 @@ class RecordDigest:
             self._last = position
             if kind == ITEM_STRING:
                 _digest_key(self._digest.update, key, value, expire_at_ms)
+            elif kind == ITEM_SET:
+                self._open_set = (key, ITEM_SET_MORE, list(value), expire_at_ms)
             else:
-                invariant(kind == ITEM_SET, f"unknown snapshot record kind {kind!r}")
-                self._open_set = (key, list(value), expire_at_ms)
+                invariant(kind == ITEM_HASH, f"unknown snapshot record kind {kind!r}")
+                self._open_set = (key, ITEM_HASH_MORE, list(value), expire_at_ms)
 
     def hexdigest(self) -> str | None:
         """The digest, or None if the records were not in digest order or did not hold
@@ -1588,6 +2060,7 @@ class RecordDigest:
 
     def _close_set(self) -> None:
         if self._open_set is not None:
-            key, members, expire_at_ms = self._open_set
+            key, more_kind, members, expire_at_ms = self._open_set
             self._open_set = None
-            _digest_key(self._digest.update, key, members, expire_at_ms)
+            image: _Image = members if more_kind == ITEM_SET_MORE else tuple(members)
+            _digest_key(self._digest.update, key, image, expire_at_ms)

@@ -303,3 +303,70 @@ def test_info_and_role_match_the_raft_roles(shared_cluster, connect, protocol):
         frole = connect(f).role()
         assert frole[:4] == ["slave", "127.0.0.1", leader_port, "connected"], frole
         assert isinstance(frole[4], int)
+
+
+def test_hashes(shared_cluster, connect, protocol):
+    p = f"hash{protocol}:"
+    w, r = connect("n1"), connect("n2")
+    assert w.hset(p + "h", mapping={"b": "1", "a": "2"}) == 2
+    assert w.hset(p + "h", "c", "3") == 1
+    assert w.hset(p + "h", "a", "20") == 0
+    assert r.hget(p + "h", "a") == "20"
+    assert r.hget(p + "h", "missing") is None
+    # A dict in both protocols (a flat array in RESP2, a map in RESP3), in insertion order.
+    assert r.hgetall(p + "h") == {"b": "1", "a": "20", "c": "3"}
+    assert list(r.hgetall(p + "h")) == ["b", "a", "c"]
+    assert r.hgetall(p + "missing") == {}
+    assert r.hkeys(p + "h") == ["b", "a", "c"] and r.hvals(p + "h") == ["1", "20", "3"]
+    assert r.hlen(p + "h") == 3 and r.hstrlen(p + "h", "a") == 2
+    assert r.hexists(p + "h", "b") == 1 and r.hexists(p + "h", "z") == 0  # bools or ints
+    assert r.hmget(p + "h", ["a", "z", "b"]) == ["20", None, "1"]
+    assert w.hsetnx(p + "h", "a", "x") == 0 and w.hsetnx(p + "h", "d", "4") == 1
+    assert w.hincrby(p + "h", "n", 5) == 5 and w.hincrby(p + "h", "n", -7) == -2
+    assert w.hincrbyfloat(p + "h", "f", 10.5) == 10.5
+    assert w.hincrbyfloat(p + "h", "f", 0.1) == 10.6  # decimal arithmetic, as INCRBYFLOAT
+    assert w.hdel(p + "h", "d", "nope") == 1
+    assert r.type(p + "h") == "hash"
+    assert w.hset(p + "h", "text", "x") == 1
+    with pytest.raises(redis.exceptions.ResponseError, match="hash value is not an integer"):
+        w.hincrby(p + "h", "text", 1)
+    w.set(p + "s", "v")
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        w.hset(p + "s", "f", "v")
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        r.get(p + "h")
+    # HRANDFIELD, with values as redis-py expects them per protocol.
+    assert r.hrandfield(p + "h") in r.hkeys(p + "h")
+    picks = r.hrandfield(p + "h", -5, withvalues=True)
+    assert len(picks) == (10 if protocol == 2 else 5)
+    if protocol == 3:
+        assert all(isinstance(pair, list) and len(pair) == 2 for pair in picks)
+        assert all(r.hget(p + "h", f) == v for f, v in picks)
+    else:
+        assert all(r.hget(p + "h", f) == v for f, v in zip(picks[0::2], picks[1::2]))
+    # HSCAN, whole and in steps, with MATCH and NOVALUES.
+    big = {f"field:{i}": f"value:{i}" for i in range(1500)}
+    assert w.hset(p + "big", mapping=big) == 1500
+    assert dict(r.hscan_iter(p + "big", count=50)) == big
+    assert sorted(r.hscan_iter(p + "big", match="field:1??", no_values=True)) == sorted(
+        f for f in big if len(f) == 9 and f.startswith("field:1"))
+    cursor, page = r.hscan(p + "big", 0, count=10)
+    assert cursor != 0 and 10 <= len(page) < 1500
+    assert r.execute_command("OBJECT", "ENCODING", p + "big") == "hashtable"
+    assert r.execute_command("OBJECT", "ENCODING", p + "h") == "listpack"
+    assert w.delete(p + "big", p + "h") == 2
+    assert r.exists(p + "big", p + "h") == 0
+
+
+def test_a_pipeline_of_hash_commands_is_answered_in_order(shared_cluster, connect, protocol):
+    p = f"hashpipe{protocol}:"
+    pipe = connect("n3").pipeline(transaction=False)
+    for i in range(200):
+        pipe.hset(p + "h", f"f{i % 20}", i)
+        pipe.hincrby(p + "counters", f"c{i % 5}", 1)
+        pipe.hget(p + "h", f"f{i % 20}")
+    replies = pipe.execute()
+    assert replies[0::3] == [1] * 20 + [0] * 180
+    assert replies[1::3] == [i // 5 + 1 for i in range(200)]
+    assert replies[2::3] == [str(i) for i in range(200)]
+    assert connect("n1").hgetall(p + "counters") == {f"c{i}": "40" for i in range(5)}

@@ -69,6 +69,12 @@ def sample_state(keys: int = 500) -> KVState:
                             T0)
     # A set bigger than one item record, so it is split into ITEM_SET_MORE continuations.
     state.apply_command([b"SADD", b"big", *[b"%0300d" % j for j in range(2000)]], T0)
+    for i in range(3):
+        state.apply_command([b"HSET", b"hash:%d" % i, *[b"f%d" % (j // 2) for j in range(i * 40 + 2)]],
+                            T0)
+    # And a hash split into ITEM_HASH_MORE continuations, with an expiry.
+    state.apply_command([b"HSET", b"bighash", *[b"%0200d" % j for j in range(2000)]], T0)
+    state.apply_command([b"PEXPIRE", b"bighash", b"3600000"], T0)
     return state
 
 

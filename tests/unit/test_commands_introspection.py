@@ -1,6 +1,7 @@
 """OBJECT and MEMORY against KVState: Redis 7.4's answers where replikv can give them, and the
 documented estimates where it cannot (IDLETIME, MEMORY USAGE). Redis's replies were taken
-from redis-server 7.0 (7.4 for set encodings: listpack sets came in 7.2)."""
+from redis-server 7.0 (7.4 for set encodings: listpack sets came in 7.2; hash encodings are the
+same in both, with hash-max-listpack-entries 128 and hash-max-listpack-value 64)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from replikv.commands.transactions import encode_exec
 from replikv.replies import NOT_INTEGER, SYNTAX, Status
 from replikv.state import (
     EXPIRY_OVERHEAD_BYTES,
+    HASH_FIELD_OVERHEAD_BYTES,
+    HASH_OVERHEAD_BYTES,
     KEY_OVERHEAD_BYTES,
     SET_MEMBER_OVERHEAD_BYTES,
     SET_OVERHEAD_BYTES,
@@ -68,6 +71,33 @@ def test_object_encoding_of_a_set_follows_redis_thresholds(
     assert node.read("OBJECT", "ENCODING", "s") == encoding
 
 
+@pytest.mark.parametrize(
+    ("pairs", "encoding"),
+    [
+        ([b"f", b"v"], b"listpack"),
+        ([b"1", b"2"], b"listpack"),  # integers too: hashes have no intset
+        ([b"x" * 64, b"y" * 64], b"listpack"),
+        ([b"x" * 65, b"v"], b"hashtable"),  # a long field
+        ([b"f", b"y" * 65], b"hashtable"),  # a long value
+        ([x for i in range(128) for x in (b"f%d" % i, b"v")], b"listpack"),
+        ([x for i in range(129) for x in (b"f%d" % i, b"v")], b"hashtable"),
+    ],
+)
+def test_object_encoding_of_a_hash_follows_redis_thresholds(
+        node: Node, pairs: list[bytes], encoding: bytes) -> None:
+    node.write("HSET", "h", *pairs)
+    assert node.read("OBJECT", "ENCODING", "h") == encoding
+    assert node.read("OBJECT", "REFCOUNT", "h") == 1
+
+
+def test_a_hash_that_shrank_is_judged_as_it_is_now(node: Node) -> None:
+    # Redis would still say hashtable (it never converts back); replikv judges the value.
+    node.write("HSET", "h", "f", "y" * 65, "g", "v")
+    assert node.read("OBJECT", "ENCODING", "h") == b"hashtable"
+    node.write("HDEL", "h", "f")
+    assert node.read("OBJECT", "ENCODING", "h") == b"listpack"
+
+
 def test_object_on_a_missing_or_expired_key_is_nil(node: Node) -> None:
     for sub in ("ENCODING", "REFCOUNT", "IDLETIME", "FREQ"):
         assert node.read("OBJECT", sub, "nokey") is None
@@ -113,9 +143,13 @@ def test_memory_usage_is_the_keys_share_of_used_memory(node: Node) -> None:
     node.write("SADD", "set", "a", "bb", "ccc")
     assert node.read("MEMORY", "USAGE", "set", "SAMPLES", 0) == (
         3 + KEY_OVERHEAD_BYTES + SET_OVERHEAD_BYTES + 6 + 3 * SET_MEMBER_OVERHEAD_BYTES)
+    node.write("HSET", "hash", "a", "1", "bb", "22")
+    assert node.read("MEMORY", "USAGE", "hash") == (
+        4 + KEY_OVERHEAD_BYTES + HASH_OVERHEAD_BYTES + 6 + 2 * HASH_FIELD_OVERHEAD_BYTES)
     # Summed over every key it is INFO's used_memory, whatever SAMPLES says.
     node.write("SADD", "big", *(b"member-%d" % i for i in range(1000)))
-    keys = [b"str", b"exp", b"set", b"big"]
+    node.write("HSET", "bighash", *(b"field-%d" % (i // 2) for i in range(2000)))
+    keys = [b"str", b"exp", b"set", b"big", b"hash", b"bighash"]
     usages = [node.read("MEMORY", "USAGE", key, "SAMPLES", 1) for key in keys]
     assert all(type(usage) is int for usage in usages)
     assert sum(usages) == node.state.used_bytes()  # type: ignore[arg-type]

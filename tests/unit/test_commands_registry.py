@@ -20,6 +20,9 @@ EXPECTED_COMMANDS = {
     "sadd", "srem", "scard", "sismember", "smismember", "smembers", "spop", "srandmember",
     "smove", "sinter", "sunion", "sdiff", "sinterstore", "sunionstore", "sdiffstore",
     "sintercard", "sscan",
+    # hashes
+    "hset", "hmset", "hsetnx", "hget", "hmget", "hdel", "hexists", "hlen", "hstrlen", "hkeys",
+    "hvals", "hgetall", "hincrby", "hincrbyfloat", "hrandfield", "hscan",
     # introspection: containers of key subcommands (OBJECT ENCODING key, MEMORY USAGE key)
     "object", "memory",
     # transactions: the internal form of MULTI ... EXEC, and of a pipeline's reads

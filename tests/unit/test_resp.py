@@ -742,6 +742,39 @@ def test_long_arrays_encode_as_item_by_item(protocol: int) -> None:
                                               + _item_by_item(keys, protocol))
 
 
+def _map_item_by_item(pairs: dict, protocol: int) -> bytes:
+    out = [b"*%d\r\n" % (2 * len(pairs)) if protocol == 2 else b"%%%d\r\n" % len(pairs)]
+    for key, value in pairs.items():
+        out += [encode_reply(key, protocol), encode_reply(value, protocol)]
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_long_maps_and_pair_arrays_encode_as_item_by_item(protocol: int) -> None:
+    """HGETALL's map and HRANDFIELD's pairs of 64+ bulk strings take a faster path too; the
+    bytes must not change, whatever the items hold, in the map's own order."""
+    from replikv.replies import PairArray
+
+    fields = {b"f:%d" % i: b"v" * (i % 7) for i in range(100)} | {b"": b"\r\n$-1"}
+    reversed_fields = dict(reversed(fields.items()))
+    assert encode_reply(fields, protocol) == _map_item_by_item(fields, protocol)
+    assert encode_reply(reversed_fields, protocol) == _map_item_by_item(reversed_fields, protocol)
+    for odd in (None, 7, bytearray(b"ba"), Status("OK")):
+        mixed = {**fields, b"odd": odd}
+        assert encode_reply(mixed, protocol) == _map_item_by_item(mixed, protocol)
+    pairs = PairArray(x for pair in fields.items() for x in pair)
+    if protocol == 2:
+        expected = _item_by_item(list(pairs), 2)
+    else:
+        expected = b"*%d\r\n" % len(fields) + b"".join(
+            _item_by_item(list(pair), 3) for pair in fields.items())
+    assert encode_reply(pairs, protocol) == expected
+    pairs.insert(3, None)
+    pairs.insert(3, 5)
+    assert encode_reply(pairs, protocol).startswith(b"*%d\r\n" % (
+        len(pairs) if protocol == 2 else len(pairs) // 2))
+
+
 def test_only_large_arrays_are_copied_for_the_reply_thread() -> None:
     from replikv.server.resp_server import LARGE_REPLY_ITEMS, large_reply_copy
 
@@ -754,6 +787,17 @@ def test_only_large_arrays_are_copied_for_the_reply_thread() -> None:
     for small in ([b"k"] * LARGE_REPLY_ITEMS, [b"0", [b"k"] * 10], b"x" * 10**6, 5, None,
                   [[b"k"] * (LARGE_REPLY_ITEMS + 1)] * 17):  # too many items to look into
         assert large_reply_copy(small) is None
+    # HGETALL's map counts its fields and values; HRANDFIELD's pairs keep their type.
+    from replikv.replies import PairArray
+
+    hgetall = {b"f%d" % i: b"v" for i in range(LARGE_REPLY_ITEMS // 2 + 1)}
+    copied = large_reply_copy(hgetall)
+    assert copied == hgetall and copied is not hgetall and type(copied) is dict
+    assert large_reply_copy({b"f%d" % i: b"v" for i in range(LARGE_REPLY_ITEMS // 2)}) is None
+    pairs = PairArray([b"f", b"v"] * (LARGE_REPLY_ITEMS // 2 + 1))
+    copied = large_reply_copy(pairs)
+    assert copied == pairs and copied is not pairs and type(copied) is PairArray
+    assert large_reply_copy(PairArray([b"f", b"v"])) is None
 
 
 def test_peek_shows_the_next_command_and_leaves_it() -> None:

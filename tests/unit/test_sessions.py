@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replikv.invariants import InvariantViolation
-from replikv.replies import OK, ErrorReply, NullArray, Status
+from replikv.replies import OK, ErrorReply, NullArray, PairArray, Status
 from replikv.sessions import (
     SEQ_MAX,
     SESSION_TTL_MS,
@@ -269,6 +269,7 @@ REPLIES = [
     -(2**63), 2**64 - 1, 2**64, -(2**100), 1.5, -0.0, float("inf"), True, False, None,
     NullArray, [], (), [b"a", [b"b", [None]]], (1, b"x"), {}, {b"k": 1, "f": [2.5]},
     set(), {b"m", b"n", 3}, frozenset({b"z", b"y"}), {b"s": {1, 2}}, "\udcff",
+    PairArray(), PairArray([b"f", b"v", b"f", b"v"]), [PairArray([b"a", 1])],
 ]
 
 

@@ -306,6 +306,8 @@ def test_every_read_command_is_served_by_execute_read() -> None:
         + ["expiretime", "pexpiretime", "keys", "scan", "dbsize", "randomkey"]
         + ["scard", "sismember", "smismember", "smembers", "srandmember", "sinter", "sunion"]
         + ["sdiff", "sintercard", "sscan"]
+        + ["hget", "hmget", "hexists", "hlen", "hstrlen", "hkeys", "hvals", "hgetall"]
+        + ["hrandfield", "hscan"]
         + ["exec-reads"]  # a pipeline's reads as one (commands/transactions.py)
         + ["watch-point"]  # where a WATCH starts: the node answers it, not the state
         + ["object", "memory"]  # commands/introspection.py

@@ -1,11 +1,12 @@
 """Incremental snapshots of KVState: whatever changes the state goes through while a cursor hands
 out batches (commands, recorded executions and their undo, passive-mode effects, expiry entries,
 FLUSHALL and undoing it, a reset), the batches rebuild exactly the state of the instant the
-snapshot began: digest, member positions, expiry listing, SCAN. And with no snapshot running,
-the state behaves and costs as before.
+snapshot began: digest, member and field positions, expiry listing, SCAN. And with no snapshot
+running, the state behaves and costs as before.
 
-The property test is driven by one seed per example (hypothesis prints it on failure); set items
-are split into chunks of a few members so that chunked sets meet concurrent changes too.
+The property test is driven by one seed per example (hypothesis prints it on failure); set and
+hash items are split into chunks of a few members or fields so that chunked sets and hashes meet
+concurrent changes too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from replikv.state import (
     EFFECT_DELETE,
     EFFECT_EXPIRE,
     EFFECT_FLUSH,
+    EFFECT_HASH_DELETE,
+    EFFECT_HASH_REPLACE,
+    EFFECT_HASH_SET,
     EFFECT_SET_ADD,
     EFFECT_SET_REMOVE,
     EFFECT_SET_REPLACE,
@@ -35,7 +39,13 @@ from replikv.state import (
     Undo,
     shard_of,
 )
-from replikv.storage.snapshot import ITEM_SET, ITEM_SET_MORE, ITEM_STRING
+from replikv.storage.snapshot import (
+    ITEM_HASH,
+    ITEM_HASH_MORE,
+    ITEM_SET,
+    ITEM_SET_MORE,
+    ITEM_STRING,
+)
 
 T0 = 1_000_000
 
@@ -56,6 +66,7 @@ def _keys_sharing_a_shard(with_key: bytes, count: int) -> list[bytes]:
 _SHARED = _keys_sharing_a_shard(b"a", 4)
 _KEYS = _SHARED + [b"key%d" % i for i in range(60)] + [b""]
 _BIG = b"big"
+_BIG_HASH = b"bighash"
 _MEMBERS = [b"m%d" % i for i in range(300)] + [b"", b"\x00\xff", b"x" * 40]
 
 
@@ -63,13 +74,36 @@ def _members(rng: random.Random, most: int) -> list[bytes]:
     return [rng.choice(_MEMBERS) for _ in range(rng.randint(1, most))]
 
 
+def _pairs(rng: random.Random, most: int) -> list[bytes]:
+    return [item for field in _members(rng, most)
+            for item in (field, rng.choice([b"1", b"v", b"", b"y" * 30]))]
+
+
 def _key(rng: random.Random) -> bytes:
-    return _BIG if rng.random() < 0.1 else rng.choice(_KEYS)
+    roll = rng.random()
+    return _BIG if roll < 0.1 else _BIG_HASH if roll < 0.15 else rng.choice(_KEYS)
+
+
+def _random_hash_command(rng: random.Random, k1: bytes) -> list[bytes]:
+    roll = rng.randrange(10)
+    if roll < 3:
+        return [b"HSET", k1, *_pairs(rng, 12)]
+    if roll < 5:
+        return [b"HSET", _BIG_HASH, *_pairs(rng, 150)]
+    if roll < 7:
+        return [b"HDEL", rng.choice([k1, _BIG_HASH]), *_members(rng, 80)]
+    if roll < 8:
+        return [b"HINCRBY", k1, rng.choice(_MEMBERS[:5]), b"3"]
+    if roll < 9:
+        return [b"HSETNX", k1, rng.choice(_MEMBERS[:5]), b"nx"]
+    return [b"HINCRBYFLOAT", k1, rng.choice(_MEMBERS[:5]), b"1.25"]
 
 
 def _random_command(rng: random.Random, now_ms: int) -> list[bytes]:
     roll = rng.randrange(100)
     k1, k2 = _key(rng), _key(rng)
+    if rng.random() < 0.2:
+        return _random_hash_command(rng, k1)
     if roll < 12:
         return [b"SADD", k1, *_members(rng, 12)]
     if roll < 18:
@@ -119,6 +153,16 @@ def _random_effects(rng: random.Random, state: KVState, now_ms: int) -> list[lis
     kind = state.type_name(key, 0)  # time 0: nothing counts as expired
     members = list(dict.fromkeys(_members(rng, 20)))
     expiry = rng.choice([None, now_ms + rng.randint(-50, 4000)])
+    pairs = [item for field in members for item in (field, b"h%d" % rng.randrange(100))]
+    if rng.random() < 0.25:
+        roll = rng.randrange(4)
+        if roll == 0 and kind != b"string" and kind != b"set":
+            return [[EFFECT_HASH_SET, key, pairs]]
+        if roll == 1 and kind != b"string" and kind != b"set":
+            return [[EFFECT_HASH_DELETE, key, members]]
+        if roll == 2:
+            return [[EFFECT_DELETE, key], [EFFECT_HASH_SET, key, pairs]]
+        return [[EFFECT_HASH_REPLACE, key, pairs, expiry]]
     roll = rng.randrange(8)
     if roll == 0:
         return [[EFFECT_SET_STRING, key, b"e%d" % rng.randrange(100), expiry]]
@@ -126,9 +170,9 @@ def _random_effects(rng: random.Random, state: KVState, now_ms: int) -> list[lis
         return [[EFFECT_DELETE, key]]
     if roll == 2:
         return [[EFFECT_DELETE, key], [EFFECT_SET_ADD, key, members]]
-    if roll == 3 and kind != b"string":
+    if roll == 3 and kind != b"string" and kind != b"hash":
         return [[EFFECT_SET_ADD, key, members]]
-    if roll == 4 and kind != b"string":
+    if roll == 4 and kind != b"string" and kind != b"hash":
         return [[EFFECT_SET_REMOVE, key, members]]
     if roll == 5:
         return [[EFFECT_SET_REPLACE, key, members, expiry]]
@@ -191,8 +235,17 @@ class Workload:
         return "reset"
 
 
-def _record(key: bytes, value: bytes | list[bytes], expire_at_ms: int | None) -> list:
+def _record(key: bytes, value: bytes | list[bytes] | dict[bytes, bytes],
+            expire_at_ms: int | None) -> list:
+    if isinstance(value, dict):
+        return [key, ITEM_HASH, [item for pair in value.items() for item in pair], expire_at_ms]
     return [key, ITEM_STRING if isinstance(value, bytes) else ITEM_SET, value, expire_at_ms]
+
+
+def ordered_items(state: KVState) -> list[tuple[bytes, object, int | None]]:
+    """state.items() with each hash's fields as a list (dicts compare equal in any order)."""
+    return [(key, list(value.items()) if isinstance(value, dict) else value, expire_at_ms)
+            for key, value, expire_at_ms in state.items()]
 
 
 def view(state: KVState, time_ms: int) -> dict[str, object]:
@@ -204,17 +257,20 @@ def view(state: KVState, time_ms: int) -> dict[str, object]:
         "key_count": state.key_count(),
         "expires_count": state.expires_count(),
         "used_bytes": state.used_bytes(),
-        "items": list(state.items()),
+        "items": ordered_items(state),
         "expired_keys": state.expired_keys(10**15, 10**6),
         "scan": read([b"SCAN", b"0", b"COUNT", b"%d" % (10 * SHARD_COUNT)], time_ms),
         "randomkey": read([b"RANDOMKEY"], time_ms),
     }
-    for key in [*_KEYS, _BIG]:
+    for key in [*_KEYS, _BIG, _BIG_HASH]:
+        hashed = read([b"HGETALL", key], time_ms)
         seen[repr(key)] = [
             read([b"PTTL", key], time_ms),
             read([b"TYPE", key], time_ms),
             read([b"SMEMBERS", key], time_ms),
             read([b"SRANDMEMBER", key, b"-5"], time_ms, 7),
+            list(hashed.items()) if isinstance(hashed, dict) else hashed,
+            read([b"HRANDFIELD", key, b"-5", b"WITHVALUES"], time_ms, 7),
         ]
     return seen
 
@@ -278,20 +334,22 @@ def test_batches_rebuild_the_state_at_begin_whatever_happens_meanwhile(
         restored = KVState.from_records(records)
         assert view(restored, begin_ms) == at_begin
         assert cursor.state_digest() == at_begin["digest"]
-        assert sum(record[1] != ITEM_SET_MORE for record in records) == at_begin["key_count"]
+        assert sum(record[1] not in (ITEM_SET_MORE, ITEM_HASH_MORE)
+                   for record in records) == at_begin["key_count"]
 
 
 def test_the_workload_exercises_every_kind_of_change_and_chunked_sets() -> None:
     """The property is only as good as its workload: it must mix every kind of change with
     batches, including chunked sets and both flush-and-undo orders."""
     kinds: set[str] = set()
-    more_items = 0
+    more_items = more_hash_items = 0
     with small_set_chunks():
         for seed in range(20):
             workload = build(seed, 100)
             cursor = workload.state.begin_snapshot()
             while (batch := cursor.next_batch(3)) is not None:
                 more_items += sum(record[1] == ITEM_SET_MORE for record in batch)
+                more_hash_items += sum(record[1] == ITEM_HASH_MORE for record in batch)
                 kinds.add(workload.step())
                 kinds.add(workload.step())
     assert kinds == {
@@ -299,6 +357,7 @@ def test_the_workload_exercises_every_kind_of_change_and_chunked_sets() -> None:
         "apply_command", "apply_effects", "apply_expire", "reset",
     }  # fmt: skip
     assert more_items > 10
+    assert more_hash_items > 10
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -389,6 +448,7 @@ def test_every_kind_of_change_captures_the_shard_first() -> None:
         [b"SET", b"s", b"1", b"PX", b"5000"],
         [b"SADD", b"set", *[b"m%d" % i for i in range(200)]],  # big enough to rebuild its index
         [b"SET", b"plain", b"p"],
+        [b"HSET", b"hash", *[b"f%d" % (i // 2) for i in range(400)]],  # 200 fields
     ]
     changes: list[list[bytes]] = [
         [b"SET", b"s", b"2"],
@@ -408,6 +468,17 @@ def test_every_kind_of_change_captures_the_shard_first() -> None:
         [b"INCR", b"plain"],
         [b"APPEND", b"s", b"x"],
         [b"GETDEL", b"s"],
+        [b"HSET", b"hash", b"new", b"1"],
+        [b"HSET", b"hash", b"f3", b"changed"],
+        [b"HDEL", b"hash", b"f3"],
+        [b"HDEL", b"hash", *[b"f%d" % i for i in range(190)]],  # shrinks the index too
+        [b"HDEL", b"hash", *[b"f%d" % i for i in range(200)]],
+        [b"HINCRBY", b"hash", b"f5", b"1"],
+        [b"HINCRBYFLOAT", b"hash", b"f6", b"1"],
+        [b"HSETNX", b"hash", b"fresh", b"1"],
+        [b"RENAME", b"hash", b"moved"],
+        [b"COPY", b"hash", b"s", b"REPLACE"],
+        [b"HSET", b"s", b"f", b"v"],  # WRONGTYPE: nothing changes
         [b"FLUSHALL"],
     ]
     for change in changes:
@@ -478,11 +549,17 @@ def test_undoing_a_flushall_from_before_the_begin_leaves_the_cursor_on_its_own_s
         [b"SADD", b"s", *[b"n%d" % i for i in range(200)]],  # rebuilds the member index
         [b"PEXPIRE", b"s", b"50"],
         [b"PERSIST", b"s"],
+        [b"HSET", b"h", b"a", b"2", b"new", b"3"],
+        [b"HDEL", b"h", b"a"],
+        [b"HINCRBY", b"h", b"b", b"5"],
+        [b"HSET", b"h", *[b"n%d" % (i // 2) for i in range(400)]],  # rebuilds the field index
     ],
 )
 def test_undoing_a_change_made_before_the_begin_captures_first(command: list[bytes]) -> None:
-    """The undo log names the key of each member change, so undo can preserve its shard."""
-    state = _state_with([b"SADD", b"s", b"a", b"b"], [b"SADD", b"t", b"x"])
+    """The undo log names the key of each member or field change, so undo can preserve its
+    shard."""
+    state = _state_with([b"SADD", b"s", b"a", b"b"], [b"SADD", b"t", b"x"],
+                        [b"HSET", b"h", b"a", b"1", b"b", b"2"])
     state.set_expire(b"s", T0 + 10_000)
     _, _, undo = state.execute_recorded(command, T0)
     before = view(state, T0)
@@ -552,12 +629,42 @@ def test_a_big_set_is_split_into_chunks_that_restore_its_positions() -> None:
     assert restored.digest() == cursor.state_digest() != state.digest()
 
 
+def test_a_big_hash_is_split_into_chunks_that_restore_its_positions() -> None:
+    state = KVState()
+    fields = [b"%05d" % i for i in range(3000)]
+    random.Random(1).shuffle(fields)
+    state.apply_command([b"HSET", b"big", *[x for f in fields for x in (f, b"v" + f)]], T0)
+    state.apply_command([b"HDEL", b"big", *fields[:700]], T0)  # swap-removes reorder positions
+    state.set_expire(b"big", T0 + 50)
+    before = ordered_items(state)
+    with small_set_chunks(member_bytes=1000):
+        cursor = state.begin_snapshot()
+        records = cursor.next_batch(3) or []
+        state.apply_command([b"HDEL", b"big", *fields[700:800]], T0)  # in the middle
+        state.apply_command([b"HSET", b"big", fields[900], b"changed"], T0)
+        records += drain(cursor, 3)
+    kinds = [record[1] for record in records]
+    assert kinds[0] == ITEM_HASH and set(kinds[1:]) == {ITEM_HASH_MORE}
+    assert records[0][3] == T0 + 50 and all(record[3] is None for record in records[1:])
+    # 1000 bytes of chunk hold 47 fields of 5 bytes with their values of 6, plus 5 bytes of
+    # framing each (21 bytes a field); a chunk never splits a field from its value.
+    assert [len(record[2]) for record in records] == [94] * 48 + [2 * 2300 - 94 * 48]
+    restored = KVState.from_records(records)
+    assert ordered_items(restored) == before  # the fields at their positions
+    assert restored.digest() == cursor.state_digest() != state.digest()
+
+
 def test_records_are_plain_msgpack_ready_values_sharing_nothing_mutable() -> None:
-    state = _state_with([b"SADD", b"s", b"a", b"b"], [b"SET", b"k", b"v", b"PX", b"9"])
+    state = _state_with([b"SADD", b"s", b"a", b"b"], [b"SET", b"k", b"v", b"PX", b"9"],
+                        [b"HSET", b"h", b"f", b"1", b"g", b"2"])
     cursor = state.begin_snapshot()
     records = cursor.next_batch(10) or []
     state.apply_command([b"SADD", b"s", b"c"], T0)  # after the shard was emitted
-    assert sorted(records) == [[b"k", ITEM_STRING, b"v", T0 + 9], [b"s", ITEM_SET, [b"a", b"b"], None]]
+    state.apply_command([b"HSET", b"h", b"f", b"3"], T0)
+    assert sorted(records) == [[b"h", ITEM_HASH, [b"f", b"1", b"g", b"2"], None],
+                               [b"k", ITEM_STRING, b"v", T0 + 9],
+                               [b"s", ITEM_SET, [b"a", b"b"], None]]
+    assert all(type(record[2]) in (bytes, list) for record in records)
     assert cursor.next_batch(10) is None
 
 
@@ -573,6 +680,16 @@ def test_restore_records_rejects_records_that_cannot_come_from_a_snapshot() -> N
         [[b"k", 9, b"v", None]],
         [[b"k", ITEM_STRING, b"v", "soon"]],
         [[b"k", ITEM_STRING, b"v"]],
+        [[b"k", ITEM_HASH, [b"f"], None]],  # a field without its value
+        [[b"k", ITEM_HASH, [], None]],
+        [[b"k", ITEM_HASH, [b"f", b"1", b"f", b"2"], None]],
+        [[b"k", ITEM_HASH, [b"f", 1], None]],
+        [[b"k", ITEM_HASH_MORE, [b"f", b"1"], None]],  # continues no hash
+        [[b"k", ITEM_SET, [b"a"], None], [b"k", ITEM_HASH_MORE, [b"f", b"1"], None]],
+        [[b"k", ITEM_HASH, [b"f", b"1"], None], [b"k", ITEM_SET_MORE, [b"a"], None]],
+        [[b"k", ITEM_HASH, [b"f", b"1"], None], [b"k", ITEM_HASH_MORE, [b"f", b"2"], None]],
+        [[b"k", ITEM_HASH, [b"f", b"1"], None], [b"k", ITEM_HASH_MORE, [b"g", b"2"], 5]],
+        [[b"k", ITEM_STRING, b"v", None], [b"k", ITEM_HASH, [b"f", b"1"], None]],
     ]
     for batch in bad_batches:
         with pytest.raises(InvariantViolation):
@@ -587,6 +704,19 @@ def test_restore_records_accepts_a_set_continued_in_a_later_batch() -> None:
     expected.set_expire(b"k", 77)
     assert list(state.items()) == list(expected.items())
     assert state.used_bytes() == expected.used_bytes()
+
+
+def test_restore_records_accepts_a_hash_continued_in_a_later_batch() -> None:
+    state = KVState()
+    state.restore_records([[b"h", ITEM_HASH, [b"a", b"1", b"b", b"2"], 77]])
+    state.restore_records([[b"h", ITEM_HASH_MORE, [b"c", b"3"], None],
+                           [b"z", ITEM_STRING, b"1", None]])
+    expected = _state_with([b"HSET", b"h", b"a", b"1", b"b", b"2", b"c", b"3"],
+                           [b"SET", b"z", b"1"])
+    expected.set_expire(b"h", 77)
+    assert ordered_items(state) == ordered_items(expected)
+    assert state.used_bytes() == expected.used_bytes()
+    assert state.digest() == expected.digest()
 
 
 # ---- one cursor at a time, and no cost without one ----

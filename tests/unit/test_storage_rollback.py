@@ -276,3 +276,10 @@ def test_effects_are_shown_as_the_operations_they_perform():
     assert 'set "k" "v" PXAT 99999' in text
     assert 'sadd "s" "a" "b"' in text
     assert 'del "k"' in text
+    _reply, hashed, _undo = s.execute_recorded([b"HSET", b"h", b"f", b"1", b"g", b"2"], 1000)
+    _reply, dropped, _undo = s.execute_recorded([b"HDEL", b"h", b"g"], 1000)
+    s.apply_command([b"PEXPIREAT", b"h", b"99999"], 1000)
+    _reply, moved, _undo = s.execute_recorded([b"RENAME", b"h", b"i"], 1000)
+    text = describe_entry(encode_effects_entry(hashed + dropped + moved, 1000))["text"]
+    assert text == ('hset "h" "f" "1" "g" "2"; hdel "h" "g"; del "h"; '
+                    'hash-fields "i" "f" "1" PXAT 99999')

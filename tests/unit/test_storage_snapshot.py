@@ -29,6 +29,8 @@ from replikv.storage import snapshot as snapshot_module
 from replikv.storage.errors import StorageError
 from replikv.storage.snapshot import (
     CHUNK_BYTES_MAX,
+    ITEM_HASH,
+    ITEM_HASH_MORE,
     ITEM_SET,
     ITEM_SET_CHUNK_BYTES_MAX,
     ITEM_SET_MORE,
@@ -82,7 +84,8 @@ def craft(
     batches = [record for record in records if isinstance(record, list) and record[0] == 1]
     correct = {
         "key_count": sum(
-            item[1] in (ITEM_STRING, ITEM_SET) for batch in batches for item in batch[1]
+            item[1] in (ITEM_STRING, ITEM_SET, ITEM_HASH) for batch in batches
+            for item in batch[1]
         ),
         "record_count": len(records),
         "data_bytes": sum(len(msgpack.packb(batch, use_bin_type=True)) for batch in batches),
@@ -129,6 +132,11 @@ def sample_state(keys: int = 300) -> KVState:
     for i in range(20):
         state.apply_command([b"SADD", b"set%d" % i, *[b"m%d" % j for j in range(i * 10 + 1)]], T0)
     state.apply_command([b"SPOP", b"set19", b"40"], T0, seed=9)
+    for i in range(10):
+        state.apply_command([b"HSET", b"hash%d" % i, *[b"%s%d" % (p, j) for j in range(i * 30 + 1)
+                                                       for p in (b"f", b"v")]], T0)
+    state.apply_command([b"HDEL", b"hash9", *[b"f%d" % j for j in range(0, 271, 3)]], T0)
+    state.apply_command([b"PEXPIRE", b"hash3", b"5000"], T0)
     return state
 
 
@@ -189,20 +197,24 @@ def test_a_state_changing_while_written_round_trips_as_it_was_at_begin(tmp_path:
         while (batch := cursor.next_batch(16)) is not None:
             writer.add_batch(batch)
             key = b"key%d" % rng.randrange(300)  # the node keeps applying entries meanwhile
-            state.apply_command(rng.choice([[b"DEL", key], [b"SADD", b"set5", key]]), T0)
+            state.apply_command(rng.choice([[b"DEL", key], [b"SADD", b"set5", key],
+                                            [b"HSET", b"hash5", key, b"v"]]), T0)
         writer.add_section("sessions", b"\x00session table\xff")
         writer.add_section("membership", b"n1,n2,n3")
         info = writer.finish(state_digest=cursor.state_digest())
 
     assert info.path == tmp_path / FINAL_NAME
     assert sorted(os.listdir(tmp_path)) == [FINAL_NAME]  # the temp file became the snapshot
-    assert (info.index, info.term, info.key_count) == (42, 3, 320)
+    assert (info.index, info.term, info.key_count) == (42, 3, 330)
     assert info.size_bytes == info.path.stat().st_size
     assert info.state_digest == expected != state.digest()
 
     restored, sections, end = restore(info.path)
     assert restored.digest() == expected
-    assert list(restored.items()) == expected_items  # set members at their positions
+    assert list(restored.items()) == expected_items
+    # set members and hash fields at their positions
+    assert [list(v.items()) if isinstance(v, dict) else v for _, v, _ in restored.items()] == \
+        [list(v.items()) if isinstance(v, dict) else v for _, v, _ in expected_items]
     assert sections == {"sessions": b"\x00session table\xff", "membership": b"n1,n2,n3"}
     assert list(sections) == ["sessions", "membership"]  # in file order
     assert end == verify_snapshot(info.path) == info
@@ -246,6 +258,26 @@ def test_a_set_bigger_than_one_record_is_split_and_restored_in_order(tmp_path: P
     assert info.key_count == 1
     restored, _, _ = restore(info.path)
     assert list(restored.items()) == list(state.items())
+
+
+def test_a_hash_bigger_than_one_record_is_split_and_restored_in_order(tmp_path: Path) -> None:
+    state = KVState()
+    fields = [b"%04d" % i + b"f" * 200 for i in range(6000)]
+    random.Random(2).shuffle(fields)
+    state.apply_command([b"HSET", b"big", *[x for f in fields for x in (f, f[:4] + b"v" * 196)]],
+                        T0)
+    state.apply_command([b"HDEL", b"big", *fields[:50]], T0)
+    info = write_snapshot(tmp_path, state, max_items=2)
+    items = [item for record in decode_records(info.path.read_bytes()) if record[0] == 1
+             for item in record[1]]  # fmt: skip
+    per_item = ITEM_SET_CHUNK_BYTES_MAX // (204 + 5 + 200 + 5)  # a field and its value
+    assert [item[1] for item in items] == [ITEM_HASH] + [ITEM_HASH_MORE] * (5950 // per_item)
+    assert all(len(item[2]) % 2 == 0 for item in items)
+    assert info.key_count == 1
+    restored, _, _ = restore(info.path)
+    assert restored.digest() == state.digest() == info.state_digest
+    assert restored.execute_read([b"HKEYS", b"big"], T0) == state.execute_read(
+        [b"HKEYS", b"big"], T0)  # the fields at their positions
 
 
 def test_the_format_on_disk(tmp_path: Path) -> None:
@@ -463,6 +495,19 @@ def test_a_crc_mismatch(tmp_path: Path, sample_bytes: bytes) -> None:
          "item 1 of the batch continues the set b'j'"),
         ([manifest_record(), [1, [[b"k", 1, [b"m"], 1], [b"k", 2, [b"n"], 1]]]], 1,
          "repeats an expiry"),
+        ([manifest_record(), [1, [[b"k", 3, [b"f"], None]]]], 1, "a hash whose fields are not"),
+        ([manifest_record(), [1, [[b"k", 3, [b"f", 1], None]]]], 1, "a hash whose fields are"),
+        ([manifest_record(), [1, [[b"k", 3, [], None]]]], 1, "a hash whose fields are not"),
+        ([manifest_record(), [1, [[b"k", 4, [b"f", b"v"], None]]]], 1,
+         "continues the hash b'k', which"),
+        ([manifest_record(), [1, [[b"k", 1, [b"m"], None], [b"k", 4, [b"f", b"v"], None]]]], 1,
+         "item 1 of the batch continues the hash b'k'"),
+        ([manifest_record(), [1, [[b"k", 3, [b"f", b"v"], None], [b"k", 2, [b"m"], None]]]], 1,
+         "item 1 of the batch continues the set b'k'"),
+        ([manifest_record(), [1, [[b"k", 3, [b"f", b"v"], 1], [b"k", 4, [b"g"], None]]]], 1,
+         "continues a hash with fields that are not"),
+        ([manifest_record(), [1, [[b"k", 3, [b"f", b"v"], 1], [b"k", 4, [b"g", b"w"], 1]]]], 1,
+         "continues a hash and repeats an expiry"),
         ([manifest_record(), [1, [[b"k", 0, b"v"]]]], 1, "is not a list [key, kind, value"),
         ([manifest_record(), [2, "s", b""], [1, ITEMS]], 2, "bad record order: a batch after"),
         ([manifest_record(), [2, "s", b""], [2, "s", b""]], 2, "section 's' appears twice"),

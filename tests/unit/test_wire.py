@@ -27,7 +27,7 @@ from replikv.raft.messages import (
     VoteRequest,
     VoteResponse,
 )
-from replikv.replies import OK, ErrorReply, NullArray, Status
+from replikv.replies import OK, ErrorReply, NullArray, PairArray, Status
 from replikv.wire import (
     FRAME_HEADER,
     PROTOCOL_VERSION,
@@ -80,6 +80,15 @@ def payload(frame: bytes) -> bytes:
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
 def test_every_message_round_trips(message):
     assert decode_message(payload(encode_message(message))) == message
+
+
+def test_hash_replies_keep_their_order_and_type():
+    # HGETALL's map in the hash's own order; HRANDFIELD WITHVALUES's pairs (RESP3 nests them).
+    reply = ForwardReply("n1", 30, [{b"b": b"1", b"a": b"2"}, PairArray([b"f", b"v", b"f", b"v"])])
+    back = decode_message(payload(encode_message(reply)))
+    assert back == reply
+    assert list(back.result[0]) == [b"b", b"a"]
+    assert type(back.result[1]) is PairArray
 
 
 def test_handshake_round_trips_and_rejects_other_protocols():

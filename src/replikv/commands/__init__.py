@@ -7,8 +7,8 @@ at a given time. The leader calls `parse_command` before proposing a write; ever
 CommandError with Redis's own error text, so clients that match on errors keep working.
 
 The table is written out in one place, like Redis's command table, so its shape can be read at a
-glance; the code for each family lives in `strings`, `keys`, `sets`, `introspection` (OBJECT,
-MEMORY) and `transactions`.
+glance; the code for each family lives in `strings`, `keys`, `sets`, `hashes`, `introspection`
+(OBJECT, MEMORY) and `transactions`.
 Arity and key positions follow Redis's COMMAND conventions: arity counts the name, negative
 means "at least"; keys are argv[first_key..last_key] stepping by key_step, a negative last_key
 counting from the end. A command whose keys move with a count argument (SINTERCARD numkeys
@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from replikv.commands import introspection, keys, sets, strings, transactions
+from replikv.commands import hashes, introspection, keys, sets, strings, transactions
 from replikv.replies import CommandError, wrong_arity
 
 if TYPE_CHECKING:
@@ -166,6 +166,30 @@ _TABLE = (
         sets.sintercard_keys,
     ),
     _command("sscan", -3, _R, _ONE_KEY, sets.parse_sscan, sets.run_sscan),
+    # Hashes.
+    _command("hset", -4, _W_DENYOOM_FAST, _ONE_KEY, hashes.parse_hset, hashes.run_hset),
+    _command("hmset", -4, _W_DENYOOM_FAST, _ONE_KEY, hashes.parse_hmset, hashes.run_hmset),
+    _command("hsetnx", 4, _W_DENYOOM_FAST, _ONE_KEY, hashes.parse_hsetnx, hashes.run_hsetnx),
+    _command("hget", 3, _R_FAST, _ONE_KEY, hashes.parse_key_field, hashes.run_hget),
+    _command("hmget", -3, _R_FAST, _ONE_KEY, hashes.parse_key_fields, hashes.run_hmget),
+    _command("hdel", -3, _W_FAST, _ONE_KEY, hashes.parse_key_fields, hashes.run_hdel),
+    _command("hexists", 3, _R_FAST, _ONE_KEY, hashes.parse_key_field, hashes.run_hexists),
+    _command("hlen", 2, _R_FAST, _ONE_KEY, strings.parse_key, hashes.run_hlen),
+    _command("hstrlen", 3, _R_FAST, _ONE_KEY, hashes.parse_key_field, hashes.run_hstrlen),
+    _command("hkeys", 2, _R, _ONE_KEY, strings.parse_key, hashes.run_hkeys),
+    _command("hvals", 2, _R, _ONE_KEY, strings.parse_key, hashes.run_hvals),
+    _command("hgetall", 2, _R, _ONE_KEY, strings.parse_key, hashes.run_hgetall),
+    _command("hincrby", 4, _W_DENYOOM_FAST, _ONE_KEY, hashes.parse_hincrby, hashes.run_hincrby),
+    _command(
+        "hincrbyfloat",
+        4,
+        _W_DENYOOM_FAST,
+        _ONE_KEY,
+        hashes.parse_hincrbyfloat,
+        hashes.run_hincrbyfloat,
+    ),
+    _command("hrandfield", -2, _R, _ONE_KEY, hashes.parse_hrandfield, hashes.run_hrandfield),
+    _command("hscan", -3, _R, _ONE_KEY, hashes.parse_hscan, hashes.run_hscan),
     # Introspection: reads of one key (argv[2]) like TYPE, at the connection's consistency. As
     # in Redis's COMMAND table the key is the subcommands', not the container's.
     _command("object", -2, _R_CONTAINER, _NO_KEYS, introspection.parse_object,

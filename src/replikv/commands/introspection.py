@@ -4,16 +4,18 @@ redis-cli --bigkeys and --memkeys, RedisInsight and migration scripts ask these 
 are reads of the key (nil when it is absent or expired) and run like TYPE, at the connection's
 read consistency.
 
-replikv keeps a string as bytes and a set as a SetValue, never in Redis's encodings, so OBJECT
-ENCODING answers the encoding Redis 7.4 would give the same value, found from the value alone:
-a string as SET would store it ("int", "embstr", "raw"), a set by its members ("intset",
-"listpack", "hashtable", with Redis's default thresholds). Redis also remembers how a value was
+replikv keeps a string as bytes, a set as a SetValue and a hash as a HashValue, never in Redis's
+encodings, so OBJECT ENCODING answers the encoding Redis 7.4 would give the same value, found
+from the value alone: a string as SET would store it ("int", "embstr", "raw"), a set by its
+members ("intset", "listpack", "hashtable"), a hash by its fields and values ("listpack",
+"hashtable"), with Redis's default thresholds. Redis also remembers how a value was
 written (APPEND and SETRANGE leave "raw" strings, a set never shrinks back to a smaller
 encoding); replikv does not. Access is not tracked: OBJECT IDLETIME is 0, and OBJECT FREQ
 answers Redis's error for a server without an LFU eviction policy (replikv never evicts).
 
 MEMORY USAGE is this key's share of INFO memory's used_memory: its key and value bytes plus the
-per-key, per-expiry, per-set and per-member overheads replikv.state measured for CPython. The
+per-key, per-expiry, per-set, per-member, per-hash and per-field overheads replikv.state
+measured for CPython. The
 sum over every key is used_memory. It is exact for that model, so SAMPLES (how many members
 Redis looks at) is checked but changes nothing.
 """
@@ -27,7 +29,8 @@ from replikv.invariants import invariant
 from replikv.replies import SYNTAX, CommandError, Status
 
 if TYPE_CHECKING:
-    from replikv.state import KVState, SetValue
+    from replikv.state import KVState
+    from replikv.state import Value as StoredValue
 
 # Subcommands -> arity (counting the command and the subcommand), as in Redis's command table.
 OBJECT_SUBCOMMANDS: dict[str, int] = {"encoding": 3, "refcount": 3, "idletime": 3, "freq": 3, "help": 2}
@@ -40,6 +43,10 @@ EMBSTR_BYTES_MAX = 44
 SET_MAX_INTSET_ENTRIES = 512
 SET_MAX_LISTPACK_ENTRIES = 128
 SET_MAX_LISTPACK_VALUE_BYTES = 64
+# Hashes of up to hash-max-listpack-entries fields whose fields and values are all of at most
+# hash-max-listpack-value bytes are listpacks.
+HASH_MAX_LISTPACK_ENTRIES = 128
+HASH_MAX_LISTPACK_VALUE_BYTES = 64
 # Redis shares one object for each integer below this (when no LRU/LFU policy is set, as
 # here), and reports its reference count as INT_MAX.
 SHARED_INTEGERS = 10_000
@@ -103,12 +110,20 @@ def run_object(state: KVState, args: tuple[str, bytes | None], time_ms: int) -> 
     raise CommandError(ERR_FREQ_NOT_TRACKED)
 
 
-def encoding_of(value: bytes | SetValue) -> bytes:
+def encoding_of(value: StoredValue) -> bytes:
     """The encoding Redis 7.4 gives this value (see the module docstring)."""
+    from replikv.state import HashValue  # (see usage_bytes)
+
     if isinstance(value, bytes):
         if parse_int64(value) is not None:  # Redis's string2ll: canonical, at most 20 chars
             return b"int"
         return b"embstr" if len(value) <= EMBSTR_BYTES_MAX else b"raw"
+    if isinstance(value, HashValue):
+        if len(value) <= HASH_MAX_LISTPACK_ENTRIES and all(
+                len(f) <= HASH_MAX_LISTPACK_VALUE_BYTES for f in value) and all(
+                len(v) <= HASH_MAX_LISTPACK_VALUE_BYTES for v in value.value_list()):
+            return b"listpack"
+        return b"hashtable"
     count = len(value)
     # At most 512 members are looked at: a larger set is a hashtable whatever they hold.
     if count <= SET_MAX_INTSET_ENTRIES and all(parse_int64(m) is not None for m in value):
@@ -119,7 +134,7 @@ def encoding_of(value: bytes | SetValue) -> bytes:
     return b"hashtable"
 
 
-def refcount_of(value: bytes | SetValue) -> int:
+def refcount_of(value: StoredValue) -> int:
     if isinstance(value, bytes):
         number = parse_int64(value)
         if number is not None and 0 <= number < SHARED_INTEGERS:
@@ -157,18 +172,24 @@ def run_memory(state: KVState, args: tuple[str, bytes | None], time_ms: int) -> 
     return usage_bytes(key, value, state.expire_at_ms(key) is not None)
 
 
-def usage_bytes(key: bytes, value: bytes | SetValue, has_expiry: bool) -> int:
+def usage_bytes(key: bytes, value: StoredValue, has_expiry: bool) -> int:
     """What `key` adds to KVState.used_bytes(): the same model, for one key."""
     # replikv.state imports the command table, so its cost model is imported once it is loaded
     # (as transactions._parse_each imports the table).
     from replikv.state import (
         EXPIRY_OVERHEAD_BYTES,
+        HASH_FIELD_OVERHEAD_BYTES,
+        HASH_OVERHEAD_BYTES,
         KEY_OVERHEAD_BYTES,
         SET_MEMBER_OVERHEAD_BYTES,
         SET_OVERHEAD_BYTES,
+        HashValue,
     )
 
     total = len(key) + KEY_OVERHEAD_BYTES + (EXPIRY_OVERHEAD_BYTES if has_expiry else 0)
     if isinstance(value, bytes):
         return total + len(value)
+    if isinstance(value, HashValue):
+        return (total + HASH_OVERHEAD_BYTES + value.data_bytes
+                + len(value) * HASH_FIELD_OVERHEAD_BYTES)
     return total + SET_OVERHEAD_BYTES + value.member_bytes + len(value) * SET_MEMBER_OVERHEAD_BYTES

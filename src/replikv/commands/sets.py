@@ -24,6 +24,7 @@ SMEMBERS or SUNION. SADD, SMOVE and SUNIONSTORE refuse to grow a set past them.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -152,21 +153,26 @@ def parse_srandmember(argv: list[bytes]) -> tuple[bytes, int | None]:
     return argv[1], count
 
 
-def _random_distinct(value: SetValue, count: int, state: KVState) -> list[bytes]:
-    """`count` (< len(value)) distinct members in random order, O(count) work."""
-    rng = state.random_generator()
-    size = len(value)
+def random_positions(size: int, count: int, rng: random.Random) -> list[int]:
+    """`count` (< size) distinct positions of a set or hash of `size`, in random order, O(count)
+    work (SRANDMEMBER and HRANDFIELD with a positive count)."""
     if count * SRANDMEMBER_COPY_FACTOR > size:
         # A partial Fisher-Yates shuffle of the positions: O(size), and size < 3 * count.
         positions = list(range(size))
         for i in range(count):
             j = rng.randrange(i, size)
             positions[i], positions[j] = positions[j], positions[i]
-        return [value.member_at(p) for p in positions[:count]]
+        return positions[:count]
     chosen: dict[int, None] = {}  # insertion-ordered, so the reply order is the draw order
     while len(chosen) < count:
         chosen[rng.randrange(size)] = None
-    return [value.member_at(p) for p in chosen]
+    return list(chosen)
+
+
+def _random_distinct(value: SetValue, count: int, state: KVState) -> list[bytes]:
+    """`count` (< len(value)) distinct members in random order, O(count) work."""
+    positions = random_positions(len(value), count, state.random_generator())
+    return [value.member_at(p) for p in positions]
 
 
 def run_srandmember(state: KVState, args: tuple[bytes, int | None], time_ms: int) -> object:
@@ -353,11 +359,15 @@ class SscanArgs:
     error: str | None
 
 
-def parse_sscan(argv: list[bytes]) -> SscanArgs:
-    """SSCAN key cursor [MATCH pattern] [COUNT count]. The cursor is checked first."""
+def parse_collection_scan(argv: list[bytes], *, novalues_allowed: bool,
+                          ) -> tuple[int, int, Callable[[bytes], bool] | None, bool, str | None]:
+    """SSCAN's and HSCAN's `key cursor [MATCH pattern] [COUNT count] [NOVALUES]`: (cursor,
+    count, matcher or None, NOVALUES given, the syntax error or None). The cursor is checked
+    first (raising), the options as Redis checks them: the first bad one is the error."""
     cursor = parse_cursor(argv[2])
     count = SCAN_COUNT_DEFAULT
     matches: Callable[[bytes], bool] | None = None
+    no_values = False
     error: str | None = None
     i = 3
     while i < len(argv) and error is None:
@@ -377,9 +387,18 @@ def parse_sscan(argv: list[bytes]) -> SscanArgs:
             matches = None if pattern == b"*" else compile_glob(pattern)
             i += 2
         elif option == b"NOVALUES":
-            error = "ERR NOVALUES option can only be used in HSCAN"
+            if not novalues_allowed:
+                error = "ERR NOVALUES option can only be used in HSCAN"
+            no_values = True
+            i += 1
         else:
             error = SYNTAX  # TYPE included: it only applies to SCAN
+    return cursor, count, matches, no_values, error
+
+
+def parse_sscan(argv: list[bytes]) -> SscanArgs:
+    """SSCAN key cursor [MATCH pattern] [COUNT count]. The cursor is checked first."""
+    cursor, count, matches, _, error = parse_collection_scan(argv, novalues_allowed=False)
     return SscanArgs(argv[1], cursor, count, matches, error)
 
 

@@ -437,12 +437,18 @@ def run_incrbyfloat(state: KVState, args: tuple[bytes, decimal.Decimal | None],
     current = decimal.Decimal(0) if old is None else parse_float(old)
     if current is None:
         raise CommandError(NOT_FLOAT)
+    text = float_sum(current, increment)
+    state.write(key, text, keep_ttl=True)
+    return text
+
+
+def float_sum(current: decimal.Decimal, increment: decimal.Decimal) -> bytes:
+    """current + increment as INCRBYFLOAT and HINCRBYFLOAT store it; a CommandError, with
+    Redis's text, if the sum is not a finite long double."""
     result = _FLOAT_CONTEXT.add(current, increment)
     if not result.is_finite() or abs(result) > _LONG_DOUBLE_MAX:
         raise CommandError("ERR increment would produce NaN or Infinity")
-    text = format_float(result)
-    state.write(key, text, keep_ttl=True)
-    return text
+    return format_float(result)
 
 
 # ---- APPEND, STRLEN and ranges ----

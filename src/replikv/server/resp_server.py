@@ -10,9 +10,9 @@ slot; consecutive plain reads likewise go as one read (`EXEC-READS ...`). When t
 finish first: a read must see the connection's own earlier writes, and must not see its later
 ones. Commands that change the connection itself (HELLO, SELECT, CLIENT, RESET, QUIT) wait too.
 
-Large replies: a reply of more than LARGE_REPLY_ITEMS items (KEYS, SMEMBERS, MGET, SCAN with a
-large COUNT) is encoded in the node's reply-encoder thread, so the event loop keeps answering
-peers and other clients meanwhile (a loop held for longer than an election timeout makes the
+Large replies: a reply of more than LARGE_REPLY_ITEMS items (KEYS, SMEMBERS, MGET, HGETALL,
+SCAN with a large COUNT) is encoded in the node's reply-encoder thread, so the event loop keeps
+answering peers and other clients meanwhile (a loop held for longer than an election timeout makes the
 followers elect another leader). The command still counts as in flight until its bytes are
 ready; replies keep their order through the slots. Reply values are built for the reply and
 never kept by the state, and the thread gets a shallow copy of the containers anyway.
@@ -49,7 +49,7 @@ from replikv.commands.transactions import (
 )
 from replikv.invariants import InvariantViolation
 from replikv.node import is_admin_command
-from replikv.replies import CommandError, ErrorReply, Status, wrong_arity
+from replikv.replies import CommandError, ErrorReply, PairArray, Status, wrong_arity
 from replikv.resp import ProtocolError, RequestParser, encode_reply
 from replikv.server.local_commands import (
     BARRIER_COMMANDS,
@@ -92,11 +92,15 @@ WATCHED_KEYS_MAX = 10_000  # per connection
 QUEUED_COMMAND_OVERHEAD = 12
 
 
-def large_reply_copy(value: object) -> list | None:
+def large_reply_copy(value: object) -> list | dict | None:
     """A copy of `value` to encode in another thread if it is a large array (more than
     LARGE_REPLY_ITEMS items, at the top or in one of a short array's items, as in SCAN's
-    [cursor, keys]); None to encode it here. Containers are copied (C-level list()), their
-    leaves are immutable bytes and numbers."""
+    [cursor, keys]) or map (HGETALL); None to encode it here. Containers are copied (C-level
+    list(), dict()), their leaves are immutable bytes and numbers."""
+    if type(value) is dict:  # HGETALL: twice as many items as fields
+        return dict(value) if 2 * len(value) > LARGE_REPLY_ITEMS else None
+    if type(value) is PairArray:  # HRANDFIELD ... WITHVALUES
+        return PairArray(value) if len(value) > LARGE_REPLY_ITEMS else None
     if type(value) is not list and type(value) is not tuple:
         return None
     if len(value) > LARGE_REPLY_ITEMS:

@@ -361,7 +361,7 @@ class NodeServer(NodeView):
             return []
         return [e for e in entries if e.index > index]
 
-    def encode_large_reply(self, value: list, protocol: int,
+    def encode_large_reply(self, value: list | dict, protocol: int,
                            done: Callable[[bytes | None], None]) -> None:
         """Encode a large client reply in the reply-encoder thread; `done(bytes)` runs on the
         loop when it is ready (`done(None)` if encoding failed, which is a bug, logged)."""

@@ -1,4 +1,5 @@
-"""Simulated clients: concurrent get / set / compare-and-set / delete / incr through random nodes.
+"""Simulated clients: concurrent get / set / compare-and-set / delete / incr through random nodes,
+on string keys and on the fields of hash keys.
 
 Each client issues one operation at a time to a randomly chosen node, waits for the reply or
 its timeout, thinks for a moment, and goes on. Every operation is recorded for the
@@ -8,6 +9,13 @@ linearizability checker with its invocation and completion times and an outcome:
 - unknown: no reply in time, or UNKNOWN: it may or may not have taken effect.
 Written values are unique decimal integers, so a read names the write it saw and INCR works on
 any key.
+
+Hash operations (HGET, HSET, HDEL, HINCRBY of one field) go to keys of their own, never touched
+by the string operations, so each field is a register of its own and the checker's model holds
+for it unchanged: the history records them as get / set / del / incr on the key "<hash>/<field>".
+A hash is deleted when its last field is, and recreated by the next HSET or HINCRBY: the
+passive-mode effects, undo and snapshots of hashes are exercised, and every replica's digest,
+which covers them, must agree at the end.
 
 Each operation also draws its write concern (majority, all, or 1) and its read options
 (linearizable or lease consistency; primary or nearest preference), all of which promise
@@ -43,8 +51,12 @@ from replikv.concerns import RequestOptions
 from replikv.replies import ErrorReply, Status
 from replikv.sim.cluster import SimCluster
 
-KINDS = ("get", "set", "cas", "del", "incr")
-WEIGHTS = (40, 20, 15, 10, 15)
+KINDS = ("get", "set", "cas", "del", "incr", "hget", "hset", "hdel", "hincr")
+WEIGHTS = (40, 20, 15, 10, 15, 16, 10, 5, 6)
+# What each hash operation is, for the checker: one field of a hash is one register.
+HASH_KINDS = {"hget": "get", "hset": "set", "hdel": "del", "hincr": "incr"}
+HASH_KEYS = (b"hash0", b"hash1")
+HASH_FIELDS = (b"f0", b"f1", b"f2")
 WRITE_CONCERNS = (("majority", 60), ("all", 15), ("1", 25))
 SESSION_THINK_MS = (10, 60)  # between a pinned connection's reads
 READ_OPTIONS = ((("primary", "linearizable"), 40), (("nearest", "linearizable"), 30),
@@ -56,8 +68,8 @@ TRANSACTION_SIDE_KEY = b"tx-side"
 @dataclass(slots=True)
 class _Call:
     client: int
-    kind: str
-    key: bytes
+    kind: str  # the checker's kind: a hash operation is recorded as the register operation
+    key: bytes  # for a hash operation: "<hash>/<field>"
     value: bytes | None
     expected: bytes | None
     node: str
@@ -245,20 +257,33 @@ class Workload:
         if self.cluster.now_ms >= self.stop_at_ms:
             return
         kind = self.rng.choices(self.kinds, self.weights)[0]
-        key = self.rng.choice(self.keys)
+        if kind in HASH_KINDS:
+            hash_key, field = self.rng.choice(HASH_KEYS), self.rng.choice(HASH_FIELDS)
+            key = hash_key + b"/" + field
+        else:
+            key = self.rng.choice(self.keys)
         value = expected = None
-        if kind in ("set", "cas"):
+        if kind in ("set", "cas", "hset"):
             self._counter += 1
             value = str(client * 1_000_000 + self._counter).encode()
         if kind == "cas":
             expected = self._seen.get(key) or str(self.rng.randint(0, 5)).encode()
-        argv = {
-            "get": [b"GET", key],
-            "set": [b"SET", key, value or b""],
-            "cas": [b"SET", key, value or b"", b"IFEQ", expected or b""],
-            "del": [b"DEL", key],
-            "incr": [b"INCR", key],
-        }[kind]
+        if kind in HASH_KINDS:
+            argv = {
+                "hget": [b"HGET", hash_key, field],
+                "hset": [b"HSET", hash_key, field, value or b""],
+                "hdel": [b"HDEL", hash_key, field],
+                "hincr": [b"HINCRBY", hash_key, field, b"1"],
+            }[kind]
+            kind = HASH_KINDS[kind]
+        else:
+            argv = {
+                "get": [b"GET", key],
+                "set": [b"SET", key, value or b""],
+                "cas": [b"SET", key, value or b"", b"IFEQ", expected or b""],
+                "del": [b"DEL", key],
+                "incr": [b"INCR", key],
+            }[kind]
         node = self.rng.choice(self.cluster.ids)
         self._next_req += 1
         if kind == "get":

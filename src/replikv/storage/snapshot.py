@@ -30,13 +30,22 @@ On-disk format, version 1 (the numbers below are never renumbered):
                                     members (in order) of the set begun by the item just before,
                                     which has the same key (a big set is split so that no record
                                     grows past ITEM_SET_CHUNK_BYTES_MAX of members)
-                              Keys, values and members are msgpack bin; member lists are non-empty;
-                              expiry times are absolute milliseconds fitting an int64.
+                                [key, 3, [field, value, ...], expire_at_ms|None] ITEM_HASH: key :=
+                                    a hash of these fields (each followed by its value), in
+                                    position order
+                                [key, 4, [field, value, ...], None]       ITEM_HASH_MORE: more
+                                    fields of the hash begun by the item just before, as
+                                    ITEM_SET_MORE continues a set
+                              Keys, values, members and fields are msgpack bin; member lists are
+                              non-empty, field lists non-empty and of even length (no field twice
+                              in one hash); expiry times are absolute milliseconds fitting an
+                              int64. Kinds 3 and 4 came after the first release of version 1: an
+                              older reader refuses a file that holds a hash ("unknown kind").
       [2, name, data]         RECORD_SECTION, zero or more, after every batch: a named blob the
                               caller supplies (name: non-empty str of at most
                               SECTION_NAME_BYTES_MAX UTF-8 bytes, unique in the file; data: bin).
       [3, trailer]            RECORD_TRAILER, exactly once, last; nothing may follow it. A map:
-                              "key_count" (items of kind 0 or 1), "record_count" (records before
+                              "key_count" (items of kind 0, 1 or 3), "record_count" (records before
                               the trailer, manifest included), "data_bytes" (the sum of the
                               payload lengths of the batch records), "sha256" (32 bytes: SHA-256
                               of every byte of the file before the trailer record's header), and
@@ -105,6 +114,8 @@ _RECORD_NAMES = {
 ITEM_STRING = 0
 ITEM_SET = 1
 ITEM_SET_MORE = 2
+ITEM_HASH = 3
+ITEM_HASH_MORE = 4
 
 # Limits. The largest legitimate record is a batch holding one string of the largest size a
 # command may build (512 MiB, STRING_BYTES_MAX) under a key of up to the default bulk limit
@@ -113,7 +124,8 @@ ITEM_SET_MORE = 2
 # one event-loop turn, and a reader holds about one decoded batch (~3x its bytes) at a time.
 RECORD_BYTES_MAX = 640 * MIB
 BATCH_BYTES_TARGET = 256 * KIB  # the cursor ends a batch once its items reach this many bytes
-ITEM_SET_CHUNK_BYTES_MAX = 256 * KIB  # member bytes in one set item (a member may exceed it)
+# Member bytes in one set item, field and value bytes in one hash item (one may exceed it).
+ITEM_SET_CHUNK_BYTES_MAX = 256 * KIB
 SECTION_NAME_BYTES_MAX = 255
 CHUNK_BYTES_MAX = 16 * MIB  # one chunk of a snapshot sent to or received from a peer
 _IO_BUFFER_BYTES = 256 * KIB  # what the writer gathers before one os.write, the reader's buffer
@@ -178,16 +190,22 @@ def _is_member_list(value: object) -> bool:
     return type(value) is list and bool(value) and all(type(m) is bytes for m in value)
 
 
+def _is_field_list(value: object) -> bool:
+    """Fields each followed by its value (repeats are the restoring state's to find)."""
+    return _is_member_list(value) and len(value) % 2 == 0  # type: ignore[arg-type]
+
+
 class _ItemChecker:
     """Checks batches of items in file order, across batch boundaries (an ITEM_SET_MORE must
-    follow the same key's set), and counts keys. Returns a reason instead of raising, so the
+    follow the same key's set, an ITEM_HASH_MORE the same key's hash), and counts keys. Returns a reason instead of raising, so the
     writer can treat a bad item as its own bug and the reader as damage."""
 
-    __slots__ = ("_open_set_key", "key_count")
+    __slots__ = ("_open_hash_key", "_open_set_key", "key_count")
 
     def __init__(self) -> None:
         self.key_count = 0
         self._open_set_key: bytes | None = None  # the key of the last set item, if last
+        self._open_hash_key: bytes | None = None  # the key of the last hash item, if last
 
     def check(self, items: object) -> str | None:
         if type(items) is not list or not items:
@@ -198,7 +216,7 @@ class _ItemChecker:
             # holds only for that very int object (a bool or another type goes the long way).
             if (type(item) is list and len(item) == 4 and item[1] is ITEM_STRING
                     and type(item[0]) is bytes and type(item[2]) is bytes and item[3] is None):
-                self._open_set_key = None
+                self._open_set_key = self._open_hash_key = None
                 self.key_count += 1
                 continue
             problem = check_item(item)
@@ -219,13 +237,27 @@ class _ItemChecker:
         if kind == ITEM_STRING:
             if type(value) is not bytes:
                 return "is a string whose value is not bytes"
-            self._open_set_key = None
+            self._open_set_key = self._open_hash_key = None
             self.key_count += 1
         elif kind == ITEM_SET:
             if not _is_member_list(value):
                 return "is a set whose members are not a non-empty list of bytes"
-            self._open_set_key = key
+            self._open_set_key, self._open_hash_key = key, None
             self.key_count += 1
+        elif kind == ITEM_HASH:
+            if not _is_field_list(value):
+                return ("is a hash whose fields are not a non-empty list of bytes, each field "
+                        "followed by its value")
+            self._open_set_key, self._open_hash_key = None, key
+            self.key_count += 1
+        elif kind == ITEM_HASH_MORE:
+            if not _is_field_list(value):
+                return ("continues a hash with fields that are not a non-empty list of bytes, "
+                        "each field followed by its value")
+            if key != self._open_hash_key:
+                return f"continues the hash {key!r}, which is not the hash just before it"
+            if expire_at_ms is not None:
+                return "continues a hash and repeats an expiry (only the first item has one)"
         elif kind == ITEM_SET_MORE:
             if not _is_member_list(value):
                 return "continues a set with members that are not a non-empty list of bytes"
