@@ -756,8 +756,11 @@ _LOCAL_CLUSTER_NODES = ("n1=127.0.0.1:7001:7201,n2=127.0.0.1:7002:7202,"
               help="HAProxy's port balanced over fresh replicas and the primary.")
 @click.option("--max-lag-ms", type=click.IntRange(0), default=5000, show_default=True,
               help="A replica further behind the primary than this gets no reads.")
+@click.option("--tls-ca-cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="The nodes speak TLS and this CA signed their certificates: health checks "
+                   "use HTTPS and verify them (clients' TLS passes through to the nodes).")
 def haproxy_config_command(nodes_spec: str, bind_host: str, write_port: int, read_port: int,
-                           max_lag_ms: int) -> None:
+                           max_lag_ms: int, tls_ca_cert: Path | None) -> None:
     """Print an HAProxy (2.6+) config that sends writes to the primary and spreads reads.
 
     \b
@@ -775,7 +778,8 @@ def haproxy_config_command(nodes_spec: str, bind_host: str, write_port: int, rea
     nodes = _parse_haproxy_nodes(nodes_spec)
     try:
         text = haproxy_config(nodes, bind_host=bind_host, write_port=write_port,
-                              read_port=read_port, max_lag_ms=max_lag_ms)
+                              read_port=read_port, max_lag_ms=max_lag_ms,
+                              tls_ca_cert=str(tls_ca_cert.resolve()) if tls_ca_cert else None)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     click.echo(text, nl=False)

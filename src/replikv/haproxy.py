@@ -14,6 +14,10 @@ entries is up, so round robin spreads reads evenly over the nodes.
 
 `on-marked-down shutdown-sessions` closes the connections of a server marked down: clients of
 a deposed or dead primary (or of a replica that fell behind) reconnect, and land on a good node.
+
+For nodes that speak TLS, HAProxy passes the clients' TLS through untouched (mode tcp: the
+client verifies the node's certificate, end to end) and makes its health checks over HTTPS,
+verifying each admin API's certificate against the cluster's CA (`tls_ca_cert`).
 This module only renders text; `replikv haproxy-config` prints it.
 """
 
@@ -46,14 +50,21 @@ Node = tuple[str, str, int, int]  # (id, host, client_port, admin_port)
 _NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,48}\Z")
 # A host name, IPv4 or bare IPv6 address: nothing that could break a config line.
 _HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}\Z")
+# A CA file's path, likewise: no spaces, quotes or line breaks.
+_PATH = re.compile(r"[A-Za-z0-9_./+@:-]{1,1024}\Z")
 
 
 def haproxy_config(nodes: list[Node], *, bind_host: str = "127.0.0.1", write_port: int = 6379,
                    read_port: int = 6380, max_lag_ms: int = 5000,
-                   check_interval_ms: int = 500) -> str:
-    """The text of an HAProxy 2.6 config for `nodes`; ValueError if an argument is unusable."""
+                   check_interval_ms: int = 500, tls_ca_cert: str | None = None) -> str:
+    """The text of an HAProxy 2.6 config for `nodes`; ValueError if an argument is unusable.
+    `tls_ca_cert`: the nodes speak TLS, and this CA signed their certificates."""
     _check_arguments(nodes, bind_host, write_port, read_port, max_lag_ms, check_interval_ms)
-    check = (f"inter {check_interval_ms}ms fall {CHECK_FALL} rise {CHECK_RISE} "
+    if tls_ca_cert is not None and not _PATH.match(tls_ca_cert):
+        raise ValueError(f"the CA file's path {tls_ca_cert!r} must be letters, digits and "
+                         "_ . / + @ : - only (no spaces)")
+    tls = f"check-ssl verify required ca-file {tls_ca_cert} " if tls_ca_cert else ""
+    check = (f"{tls}inter {check_interval_ms}ms fall {CHECK_FALL} rise {CHECK_RISE} "
              f"on-marked-down shutdown-sessions")
     ids = ", ".join(node_id for node_id, _, _, _ in nodes)
     lines = [
@@ -70,6 +81,9 @@ def haproxy_config(nodes: list[Node], *, bind_host: str = "127.0.0.1", write_por
         "#   A replica answers from its own state only when the connection allows it",
         "#   (REPLIKV READPREF secondaryPreferred); otherwise it forwards the read to the primary.",
         "# A server marked down has its connections closed, so its clients reconnect elsewhere.",
+        *(["# The nodes speak TLS: clients' TLS passes through to them, and the health checks",
+           f"#   use HTTPS, verifying the admin APIs' certificates with {tls_ca_cert}."]
+          if tls_ca_cert else []),
         "",
         "global",
         "    log stderr format short local0 notice",

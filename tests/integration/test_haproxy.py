@@ -42,8 +42,8 @@ RETRY_PAUSE_S = 0.01  # after a refused connection, so a down backend is not a b
 
 
 @contextmanager
-def running_haproxy(cluster: Cluster, root: Path, write_port: int, read_port: int
-                    ) -> Iterator[subprocess.Popen]:
+def running_haproxy(cluster: Cluster, root: Path, write_port: int, read_port: int,
+                    tls_ca_cert: str | None = None) -> Iterator[subprocess.Popen]:
     """Run `haproxy -db` with the generated config; SIGKILLed on the way out, whatever
     happened. Yields the process; the tail of its log is printed if the body fails."""
     haproxy = shutil.which("haproxy")
@@ -52,7 +52,8 @@ def running_haproxy(cluster: Cluster, root: Path, write_port: int, read_port: in
                     "Debian package haproxy)")
     nodes = [(n.id, "127.0.0.1", n.client_port, n.admin_port) for n in cluster.nodes.values()]
     config = root / "haproxy.cfg"
-    config.write_text(haproxy_config(nodes, write_port=write_port, read_port=read_port))
+    config.write_text(haproxy_config(nodes, write_port=write_port, read_port=read_port,
+                                     tls_ca_cert=tls_ca_cert))
     log = root / "haproxy.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([haproxy, "-f", str(config), "-db"], stdout=out,
@@ -171,3 +172,40 @@ def test_writes_through_haproxy_survive_a_leader_crash(make_cluster, tmp_path: P
         wait_until(read_port_has_everything, timeout_s=HAPROXY_READY_TIMEOUT_S,
                    interval_s=0.2, what="reading every acknowledged write via the read port")
         cluster.assert_values(survivors, acked)
+
+
+@pytest.mark.timeout(120)
+def test_haproxy_in_front_of_tls_nodes_checks_them_over_https(make_cluster, tmp_path: Path):
+    """With --tls-ca-cert the health checks verify the admin APIs' certificates over HTTPS
+    (plain HTTP checks would find every node down), and the clients' TLS passes through."""
+    from replikv.tls import client_context, make_local_ca
+
+    files = make_local_ca(tmp_path / "tls", ["n1", "n2", "n3"])
+    ca = str(files["n1"].ca_cert_file)
+    cluster = make_cluster(3, start=False, node_args={
+        n: ["--tls-cert-file", str(f.cert_file), "--tls-key-file", str(f.key_file),
+            "--tls-ca-cert-file", ca] for n, f in files.items()})
+    cluster.admin_tls = client_context(ca)
+    cluster.start_all()
+    leader = cluster.leader()
+    write_port, read_port = pick_free_ports(2)
+
+    def node_behind_tls(port: int) -> str:
+        c = redis.Redis(port=port, ssl=True, ssl_ca_certs=ca, ssl_check_hostname=False,
+                        socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            return c.info("replication")["node_id"]
+        finally:
+            c.close()
+
+    with running_haproxy(cluster, tmp_path, write_port, read_port, tls_ca_cert=ca):
+        wait_until(lambda: {node_behind_tls(write_port) for _ in range(3)} == {leader},
+                   timeout_s=HAPROXY_READY_TIMEOUT_S, interval_s=0.1,
+                   what=f"HAProxy's write port to reach leader {leader} only, over TLS")
+        wait_until(lambda: {node_behind_tls(read_port) for _ in range(6)} == set(cluster.ids),
+                   timeout_s=HAPROXY_READY_TIMEOUT_S, interval_s=0.1,
+                   what="HAProxy's read port to reach every node, over TLS")
+        writer = redis.Redis(port=write_port, ssl=True, ssl_ca_certs=ca,
+                             ssl_check_hostname=False, socket_timeout=5.0)
+        assert writer.set("through-haproxy", "tls") is True
+        writer.close()

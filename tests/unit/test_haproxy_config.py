@@ -128,3 +128,17 @@ def test_haproxy_accepts_the_config(tmp_path: Path, nodes):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "WARNING" not in output.upper(), output
+
+
+def test_tls_nodes_are_checked_over_https_with_the_ca_and_their_traffic_passes_through():
+    text = haproxy_config(NODES, tls_ca_cert="/etc/replikv/ca.pem")
+    servers = [line for line in text.splitlines() if line.strip().startswith("server ")]
+    checked = [line for line in servers if " check " in line]
+    assert len(checked) == 2 * len(NODES)  # the write check and the replica check of each
+    assert all("check-ssl verify required ca-file /etc/replikv/ca.pem" in line
+               for line in checked)
+    assert not any(" ssl " in f"{line} " for line in servers)  # no TLS termination in HAProxy
+    assert "check-ssl" not in haproxy_config(NODES)
+    for bad in ("/etc/my ca.pem", "/tmp/x\nglobal", "ca'.pem"):
+        with pytest.raises(ValueError, match="CA file's path"):
+            haproxy_config(NODES, tls_ca_cert=bad)
