@@ -94,3 +94,27 @@ def test_the_dashboard_shows_the_leader_and_records_a_failover(make_cluster,
     if artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(artifacts) / shot.name)
+
+
+def test_the_dashboard_of_tls_nodes_reads_every_member_over_https(make_cluster,
+                                                                   tmp_path: Path) -> None:
+    """Served over HTTPS, the page asks the other members over HTTPS too (a browser blocks
+    plain-HTTP requests from an HTTPS page). Chromium is told to accept the local CA's
+    certificates, as a user's browser would once it trusts that CA."""
+    from replikv.tls import client_context, make_local_ca
+
+    files = make_local_ca(tmp_path / "tls", ["n1", "n2", "n3"])
+    ca = str(files["n1"].ca_cert_file)
+    cluster = make_cluster(3, start=False, node_args={
+        n: ["--tls-cert-file", str(f.cert_file), "--tls-key-file", str(f.key_file),
+            "--tls-ca-cert-file", ca] for n, f in files.items()})
+    cluster.admin_tls = client_context(ca)
+    cluster.start_all()
+    leader = cluster.leader()
+    follower = next(i for i in cluster.ids if i != leader)
+    url = f"https://{HOST}:{cluster.nodes[follower].admin_port}/"
+    dom = browse(url, tmp_path / "profile-tls", "--dump-dom", "--ignore-certificate-errors")
+    assert 'data-ready="1"' in dom, dom[:3000]
+    assert member_role(dom, leader) == "leader"
+    roles = {i: member_role(dom, i) for i in cluster.ids}
+    assert roles == {i: "leader" if i == leader else "follower" for i in cluster.ids}, roles
