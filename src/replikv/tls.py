@@ -31,6 +31,9 @@ from pathlib import Path
 # TLS 1.2 is what redis-cli and every current client library speak at the least.
 MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 LOCAL_CA_DAYS = 825  # what browsers accept for a server certificate's validity
+# A TLS handshake not finished by then is abandoned (asyncio's default is 60 s): connections
+# that never finish one hold a file descriptor and are not yet counted as clients.
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class TlsError(ValueError):
@@ -86,6 +89,12 @@ def peer_contexts(files: TlsFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     _load_ca(connecting, files.ca_cert_file, "tls_ca_cert_file")
     _load_chain(connecting, files)
     return accepting, connecting
+
+
+def handshake_timeout(context: ssl.SSLContext | None) -> float | None:
+    """asyncio's ssl_handshake_timeout for a server or connection with `context` (None
+    without TLS, where asyncio accepts no other value)."""
+    return None if context is None else TLS_HANDSHAKE_TIMEOUT_S
 
 
 def reload_certificate(files: TlsFiles, contexts: Iterable[ssl.SSLContext]) -> None:
@@ -191,5 +200,6 @@ def make_local_ca(directory: Path, node_ids: Iterable[str],
     return out
 
 
-__all__ = ["MIN_TLS_VERSION", "TlsError", "TlsFiles", "client_context", "make_local_ca",
-           "peer_contexts", "reload_certificate", "server_context"]
+__all__ = ["MIN_TLS_VERSION", "TLS_HANDSHAKE_TIMEOUT_S", "TlsError", "TlsFiles",
+           "client_context", "handshake_timeout", "make_local_ca", "peer_contexts",
+           "reload_certificate", "server_context"]

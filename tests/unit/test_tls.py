@@ -143,3 +143,35 @@ def test_a_reload_takes_a_new_certificate_or_changes_nothing(ca, tmp_path: Path)
     asyncio.run(_handshake(contexts[1], peer_contexts(ca["n2"])[1]))
     reload_certificate(ca["n2"], contexts)
     asyncio.run(_handshake(contexts[1], peer_contexts(ca["n1"])[1]))
+
+
+def test_a_peer_port_drops_a_connection_that_never_finishes_its_tls_handshake(ca, monkeypatch):
+    """Someone who connects and sends nothing (or half a handshake) holds the connection only
+    for TLS_HANDSHAKE_TIMEOUT_S (asyncio's own default is 60 s), and gets no message in."""
+    import replikv.tls
+    from replikv.config import Address
+    from replikv.limits import Limits
+    from replikv.local_cluster import free_ports
+    from replikv.server.peer_transport import PeerTransport
+
+    monkeypatch.setattr(replikv.tls, "TLS_HANDSHAKE_TIMEOUT_S", 0.3)
+
+    async def main() -> bytes:
+        (port,) = free_ports(1, "127.0.0.1")
+        got: list = []
+        transport = PeerTransport(node_id="n1", cluster_id="c", limits=Limits(),
+                                  peers={"n1": Address("127.0.0.1", port)},
+                                  on_message=lambda src, m: got.append(m),
+                                  tls=peer_contexts(ca["n1"]))
+        await transport.start(Address("127.0.0.1", port))
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"\x16\x03\x01")  # the first bytes of a ClientHello, and no more
+            answer = await asyncio.wait_for(reader.read(), 5.0)  # b"" once it is dropped
+            writer.close()
+            assert got == []
+            return answer
+        finally:
+            await transport.close()
+
+    assert asyncio.run(main()) == b""

@@ -60,6 +60,7 @@ from replikv.limits import MIB
 from replikv.replies import ErrorReply
 from replikv.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from replikv.server.snapshots import BackupUnavailable
+from replikv.tls import handshake_timeout
 
 if TYPE_CHECKING:
     from replikv.server.runtime import NodeServer
@@ -82,9 +83,10 @@ class AdminServer:
         self.backup_streams = 0
 
     async def start(self, address: Address) -> None:
-        self.server = await asyncio.start_server(self._handle, address.host, address.port,
-                                                 reuse_address=True, limit=MAX_REQUEST_BYTES,
-                                                 ssl=self.node.client_tls)
+        tls = self.node.client_tls
+        self.server = await asyncio.start_server(
+            self._handle, address.host, address.port, reuse_address=True,
+            limit=MAX_REQUEST_BYTES, ssl=tls, ssl_handshake_timeout=handshake_timeout(tls))
 
     async def close(self) -> None:
         if self.server is not None:

@@ -37,6 +37,7 @@ from typing import Any
 
 from replikv.config import Address
 from replikv.limits import Limits
+from replikv.tls import handshake_timeout
 from replikv.wire import (
     CLUSTER_ID_QUESTION,
     FRAME_HEADER,
@@ -184,7 +185,8 @@ class _OutboundLink:
         while True:
             try:
                 reader, writer = await asyncio.open_connection(
-                    self.address.host, self.address.port, ssl=self.transport.tls_connecting)
+                    self.address.host, self.address.port, ssl=self.transport.tls_connecting,
+                    ssl_handshake_timeout=handshake_timeout(self.transport.tls_connecting))
             except (OSError, ssl.SSLError) as e:
                 self._note_connect_failure(e)
                 await asyncio.sleep(delay)
@@ -430,9 +432,9 @@ class PeerTransport:
 
     async def start(self, listen: Address) -> None:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _InboundLink(self), listen.host,
-                                               listen.port, reuse_address=True,
-                                               ssl=self.tls_accepting)
+        self.server = await loop.create_server(
+            lambda: _InboundLink(self), listen.host, listen.port, reuse_address=True,
+            ssl=self.tls_accepting, ssl_handshake_timeout=handshake_timeout(self.tls_accepting))
         for link in self.links.values():
             link.task = asyncio.create_task(link.run(), name=f"peer-out-{link.peer}")
 
@@ -556,7 +558,8 @@ async def ask_cluster_id(address: Address, node_id: str, peer: str,
     writer = None
     try:
         async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(address.host, address.port, ssl=tls)
+            reader, writer = await asyncio.open_connection(
+                address.host, address.port, ssl=tls, ssl_handshake_timeout=handshake_timeout(tls))
             writer.write(encode_handshake(CLUSTER_ID_QUESTION, node_id, peer))
             header = await reader.readexactly(FRAME_HEADER.size)
             (length,) = FRAME_HEADER.unpack(header)

@@ -12,8 +12,8 @@ ones. Commands that change the connection itself (HELLO, SELECT, CLIENT, RESET, 
 
 Large replies: a reply of more than LARGE_REPLY_ITEMS items (KEYS, SMEMBERS, MGET, HGETALL,
 SCAN with a large COUNT) is encoded in the node's reply-encoder thread, so the event loop keeps
-answering peers and other clients meanwhile (a loop held for longer than an election timeout makes the
-followers elect another leader). The command still counts as in flight until its bytes are
+answering peers and other clients meanwhile (a loop held for longer than an election timeout
+makes the followers elect another leader). The command still counts as in flight until its bytes are
 ready; replies keep their order through the slots. Reply values are built for the reply and
 never kept by the state, and the thread gets a shallow copy of the containers anyway.
 

@@ -72,7 +72,13 @@ from replikv.storage.rollback import RollbackRecord, write_rollback_files
 from replikv.storage.snapshot import SnapshotStore
 from replikv.storage.wal import WriteAheadLog
 from replikv.storage.wal_archive import ArchiveOwner
-from replikv.tls import TlsError, peer_contexts, reload_certificate, server_context
+from replikv.tls import (
+    TlsError,
+    handshake_timeout,
+    peer_contexts,
+    reload_certificate,
+    server_context,
+)
 
 log = logging.getLogger("replikv.node")
 
@@ -435,7 +441,8 @@ class NodeServer(NodeView):
         await self.transport.start(s.peer_listen)
         client_server = await loop.create_server(lambda: ClientConnection(self), s.listen.host,
                                                  s.listen.port, reuse_address=True,
-                                                 ssl=self.client_tls)
+                                                 ssl=self.client_tls, ssl_handshake_timeout=(
+                                                     handshake_timeout(self.client_tls)))
         self._servers.append(client_server)
         if s.admin is not None:
             self.admin = AdminServer(self)
