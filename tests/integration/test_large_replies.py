@@ -56,3 +56,33 @@ def test_keys_over_a_large_keyspace_causes_no_election(make_cluster) -> None:
     local = cluster.client(follower, socket_timeout=60.0)
     assert local.execute_command("REPLIKV", "WITH", "READPREF", "nearest", "CONSISTENCY",
                                  "local", "KEYS", "user:*") == users
+
+
+FIELDS = 600_000
+
+
+def test_hgetall_of_a_large_hash_causes_no_election(make_cluster) -> None:
+    """The same for one large hash: HGETALL's 1.2 million items, HKEYS and HVALS are encoded in
+    the reply thread while the loop keeps answering the followers."""
+    cluster = make_cluster(3)
+    leader = cluster.leader()
+    client = cluster.client(leader, socket_timeout=60.0)
+    for b in range(FIELDS // BATCH):
+        client.hset("big", mapping={b"f:%d:%d" % (b, i): b"%d" % i for i in range(BATCH)})
+    terms = {n: cluster.status(n)["term"] for n in cluster.nodes}
+    large_before = cluster.status(leader)["large_replies"]
+    stalls_before = cluster.status(leader)["event_loop_stalls"]["count"]
+
+    everything = client.hgetall("big")
+    fields = client.hkeys("big")
+    values = client.hvals("big")
+
+    assert len(everything) == FIELDS and everything[b"f:3:7"] == b"7"
+    assert fields == list(everything) and values == list(everything.values())
+    for n in cluster.nodes:
+        s = cluster.status(n)
+        assert (s["term"], s["leader"]) == (terms[n], leader), (n, s["term"], s["leader"])
+    status = cluster.status(leader)
+    assert status["large_replies"] >= large_before + 3
+    stalls = status["event_loop_stalls"]
+    assert stalls["count"] == stalls_before or stalls["max_ms"] < 500, stalls
