@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from functools import partial
 
 import pytest
@@ -57,6 +58,28 @@ def all_applied(cluster: Cluster, node_ids: list[str]) -> None:
     target = cluster.status(leader)["commit_index"]
     for node_id in node_ids:
         cluster.wait_applied(node_id, target)
+
+
+def through_failover_and_restart(cluster: Cluster, clients: dict[str, redis.Redis],
+                                 write: Callable[[dict[str, redis.Redis], int], None],
+                                 check: Callable[[list[str]], None]) -> None:
+    """Check every node; kill -9 the leader and check the survivors; write through them past
+    the snapshot threshold and check; restart the old leader from its own disk (then the
+    leader's log or snapshot) and check; restart every node and check."""
+    ids = cluster.ids
+    check(ids)
+    old_leader = cluster.leader()
+    cluster.kill9(old_leader)
+    survivors = [i for i in ids if i != old_leader]
+    cluster.leader(among=survivors)
+    check(survivors)
+    write({i: clients[i] for i in survivors}, 300)
+    check(survivors)
+    cluster.start(old_leader)
+    check(ids)
+    cluster.stop_all()
+    cluster.start_all()
+    check(ids)
 
 
 @pytest.mark.parametrize("mode", ["passive", "active"])
@@ -110,18 +133,4 @@ def test_hashes_agree_on_every_node_through_failover_and_restart(make_cluster, m
             assert dict(first[f"{key}/3"]) == expected[key], key  # type: ignore[arg-type]
             assert first[f"{key}/2"] == first[f"{key}/3"]  # the same order in both protocols
 
-    check(ids)
-
-    old_leader = cluster.leader()
-    cluster.kill9(old_leader)
-    survivors = [i for i in ids if i != old_leader]
-    cluster.leader(among=survivors)
-    check(survivors)
-    write({i: clients[i] for i in survivors}, 300)  # past the snapshot threshold
-    check(survivors)
-
-    cluster.start(old_leader)  # from its own disk, then the leader's log or snapshot
-    check(ids)
-    cluster.stop_all()
-    cluster.start_all()
-    check(ids)
+    through_failover_and_restart(cluster, clients, write, check)

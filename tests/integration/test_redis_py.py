@@ -370,3 +370,40 @@ def test_a_pipeline_of_hash_commands_is_answered_in_order(shared_cluster, connec
     assert replies[1::3] == [i // 5 + 1 for i in range(200)]
     assert replies[2::3] == [str(i) for i in range(200)]
     assert connect("n1").hgetall(p + "counters") == {f"c{i}": "40" for i in range(5)}
+
+
+def test_lists(shared_cluster, connect, protocol):
+    p = f"list{protocol}:"
+    w, r = connect("n1"), connect("n2")
+    assert w.rpush(p + "l", "a", "b", "c") == 3
+    assert w.lpush(p + "l", "z") == 4
+    assert r.lrange(p + "l", 0, -1) == ["z", "a", "b", "c"]
+    assert r.llen(p + "l") == 4 and r.lindex(p + "l", -1) == "c"
+    assert w.lpop(p + "l") == "z" and w.rpop(p + "l", 2) == ["c", "b"]
+    assert w.lpop(p + "missing", 2) is None  # a null array
+    assert w.linsert(p + "l", "AFTER", "a", "x") == 2
+    assert w.lset(p + "l", 0, "first") is True
+    assert r.lpos(p + "l", "x") == 1 and r.lpos(p + "l", "x", count=0) == [1]
+    assert w.lmove(p + "l", p + "m", "LEFT", "RIGHT") == "first"
+    assert w.rpoplpush(p + "l", p + "m") == "x"
+    assert r.exists(p + "l") == 0 and r.lrange(p + "m", 0, -1) == ["x", "first"]
+    assert w.lmpop(2, p + "l", p + "m", direction="RIGHT", count=5) == [p + "m", ["first", "x"]]
+    assert w.lmpop(1, p + "m", direction="LEFT") is None
+    assert w.rpush(p + "q", *range(10)) == 10
+    assert w.ltrim(p + "q", 2, 4) is True and w.lrem(p + "q", 0, "3") == 1
+    assert r.lrange(p + "q", 0, -1) == ["2", "4"] and r.type(p + "q") == "list"
+    assert r.execute_command("OBJECT", "ENCODING", p + "q") == "listpack"
+    with pytest.raises(redis.exceptions.ResponseError, match="no such key"):
+        w.lset(p + "none", 0, "x")
+    with pytest.raises(redis.exceptions.ResponseError, match="not supported by replikv.*LPOP"):
+        w.execute_command("BLPOP", p + "q", 1)
+    w.set(p + "s", "v")
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        w.rpush(p + "s", "x")
+    pipe = connect("n3").pipeline(transaction=False)
+    for i in range(100):
+        pipe.rpush(p + "pipe", i)
+        pipe.lpop(p + "pipe") if i % 2 else pipe.llen(p + "pipe")
+    replies = pipe.execute()
+    assert replies[1::2][:4] == [1, "0", 2, "1"]
+    assert r.llen(p + "pipe") == 50

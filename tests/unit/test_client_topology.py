@@ -180,7 +180,9 @@ def test_commands_are_routed_by_the_nodes_command_table():
     assert route(("PING",)).kind is Kind.INFO
     assert route(("CONFIG GET", "save")).kind is Kind.INFO
     assert route(("REPLIKV", "TOPOLOGY")).kind is Kind.INFO
-    assert route(("LPUSH", "k", "v")).kind is Kind.OTHER
+    assert route(("LPUSH", "k", "v")).kind is Kind.WRITE
+    assert route(("LRANGE", "k", 0, -1)).kind is Kind.READ
+    assert route(("ZADD", "k", 1, "m")).kind is Kind.OTHER
     assert route(("CLIENT SETNAME", "x")).args == ("CLIENT", "SETNAME", "x")
 
 

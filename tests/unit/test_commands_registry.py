@@ -23,6 +23,9 @@ EXPECTED_COMMANDS = {
     # hashes
     "hset", "hmset", "hsetnx", "hget", "hmget", "hdel", "hexists", "hlen", "hstrlen", "hkeys",
     "hvals", "hgetall", "hincrby", "hincrbyfloat", "hrandfield", "hscan",
+    # lists (the blocking forms are refused by name, not listed)
+    "lpush", "rpush", "lpushx", "rpushx", "lpop", "rpop", "llen", "lindex", "lrange", "lset",
+    "lrem", "ltrim", "linsert", "lpos", "lmove", "rpoplpush", "lmpop",
     # introspection: containers of key subcommands (OBJECT ENCODING key, MEMORY USAGE key)
     "object", "memory",
     # transactions: the internal form of MULTI ... EXEC, and of a pipeline's reads

@@ -308,6 +308,7 @@ def test_every_read_command_is_served_by_execute_read() -> None:
         + ["sdiff", "sintercard", "sscan"]
         + ["hget", "hmget", "hexists", "hlen", "hstrlen", "hkeys", "hvals", "hgetall"]
         + ["hrandfield", "hscan"]
+        + ["llen", "lindex", "lrange", "lpos"]
         + ["exec-reads"]  # a pipeline's reads as one (commands/transactions.py)
         + ["watch-point"]  # where a WATCH starts: the node answers it, not the state
         + ["object", "memory"]  # commands/introspection.py

@@ -2,7 +2,8 @@
 same state, and a leader must be able to take back what it executed speculatively.
 
 The property tests run seeded workloads that mix strings, sets and hashes big enough to rebuild
-their index, expiry, RENAME/COPY/DEL/FLUSHALL and commands that fail; a failure names its seed.
+their index, lists pushed, popped, trimmed, moved and edited in the middle, expiry,
+RENAME/COPY/DEL/FLUSHALL and commands that fail; a failure names its seed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ from replikv.state import (
     EFFECT_HASH_DELETE,
     EFFECT_HASH_REPLACE,
     EFFECT_HASH_SET,
+    EFFECT_LIST_INSERT,
+    EFFECT_LIST_POP_HEAD,
+    EFFECT_LIST_POP_TAIL,
+    EFFECT_LIST_PUSH_HEAD,
+    EFFECT_LIST_PUSH_TAIL,
+    EFFECT_LIST_REMOVE,
+    EFFECT_LIST_REPLACE,
+    EFFECT_LIST_SET,
     EFFECT_SET_ADD,
     EFFECT_SET_REMOVE,
     EFFECT_SET_REPLACE,
@@ -61,6 +70,10 @@ def _pairs(rng: random.Random, most: int, pool: int = len(_MEMBERS)) -> list[byt
     """Fields (repeats allowed: the last value wins) each followed by a value."""
     return [item for field in _members(rng, most, pool)
             for item in (field, rng.choice([b"1", b"x", b"22", b"-7", b"1.5", b""]))]
+
+
+def _count(rng: random.Random) -> list[bytes]:
+    return rng.choice([[], [b"1"], [b"2"], [b"0"], [b"50"]])
 
 
 def _number(rng: random.Random) -> bytes:
@@ -112,6 +125,20 @@ _TEMPLATES: list[tuple[int, Callable[[random.Random], list[bytes]]]] = [
     (1, lambda r: [b"HRANDFIELD", r.choice(_KEYS), b"%d" % r.randint(-4, 4), b"WITHVALUES"]),
     (1, lambda r: [b"HGETALL", r.choice(_KEYS + [_BIG_HASH])]),
     (1, lambda r: [r.choice([b"RENAME", b"COPY"]), _BIG_HASH, r.choice(_KEYS)]),
+    (5, lambda r: [r.choice([b"LPUSH", b"RPUSH"]), r.choice(_KEYS), *_members(r, 30, 12)]),
+    (1, lambda r: [r.choice([b"LPUSHX", b"RPUSHX"]), r.choice(_KEYS), *_members(r, 3, 12)]),
+    (4, lambda r: [r.choice([b"LPOP", b"RPOP"]), r.choice(_KEYS), *_count(r)]),
+    (2, lambda r: [b"LTRIM", r.choice(_KEYS), b"%d" % r.randint(-5, 5), b"%d" % r.randint(-8, 30)]),
+    (2, lambda r: [b"LREM", r.choice(_KEYS), b"%d" % r.randint(-3, 3), r.choice(_MEMBERS[:12])]),
+    (2, lambda r: [b"LSET", r.choice(_KEYS), b"%d" % r.randint(-6, 6), r.choice(_MEMBERS[:12])]),
+    (2, lambda r: [b"LINSERT", r.choice(_KEYS), r.choice([b"BEFORE", b"AFTER"]),
+                   r.choice(_MEMBERS[:12]), b"ins"]),
+    (2, lambda r: [b"LMOVE", r.choice(_KEYS), r.choice(_KEYS), r.choice([b"LEFT", b"RIGHT"]),
+                   r.choice([b"LEFT", b"RIGHT"])]),
+    (1, lambda r: [b"RPOPLPUSH", r.choice(_KEYS), r.choice(_KEYS)]),
+    (1, lambda r: [b"LMPOP", b"2", r.choice(_KEYS), r.choice(_KEYS), r.choice([b"LEFT", b"RIGHT"]),
+                   b"COUNT", b"%d" % r.randint(1, 4)]),
+    (1, lambda r: [b"LRANGE", r.choice(_KEYS), b"0", b"-1"]),
     (1, lambda r: [b"SET", r.choice(_KEYS), b"v", b"NX", b"XX"]),  # a syntax error
     (1, lambda r: [b"SPOP", r.choice(_KEYS), b"-1"]),  # a parse error
     (1, lambda r: [b"NOSUCH", r.choice(_KEYS)]),
@@ -189,6 +216,7 @@ def observe(state: KVState, time_ms: int) -> dict[str, object]:
             hgetall_in_order(state, key, time_ms),
             sscan_all(state, key, time_ms, b"HSCAN"),
             read([b"HRANDFIELD", key, b"-3", b"WITHVALUES"], time_ms, 9),
+            read([b"LRANGE", key, b"0", b"-1"], time_ms),
         ]
     return seen
 
@@ -225,16 +253,20 @@ def bucket_count(state: KVState, key: bytes = _BIG) -> int:
 
 # ---- the two modes agree ----
 
+_LIST_DELTAS = (EFFECT_LIST_PUSH_HEAD, EFFECT_LIST_PUSH_TAIL, EFFECT_LIST_POP_HEAD,
+                EFFECT_LIST_POP_TAIL, EFFECT_LIST_INSERT, EFFECT_LIST_REMOVE)
+
 SEEDS = range(8)
 # Enough for the big set and the big hash each to grow past index rebuilds and shrink back.
-WORKLOAD_STEPS = 450
+WORKLOAD_STEPS = 560
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_recorded_effects_and_active_replay_agree(seed: int) -> None:
     """Per command: a leader executing recorded (A), a passive backup applying its effects (B),
     an active follower running the command with the same seed (C), and a backup that applies
-    every effects list twice (D) all hold the same state."""
+    every effects list twice (D) all hold the same state. (D) applies a list's pushes, pops,
+    inserts and removals once: those effects are deltas, applied exactly once in log order.)"""
     leader, backup, follower, twice = KVState(), KVState(), KVState(), KVState()
     errors = 0
     for step, op in enumerate(generate_ops(seed, WORKLOAD_STEPS)):
@@ -245,7 +277,8 @@ def test_recorded_effects_and_active_replay_agree(seed: int) -> None:
         assert logged == effects, (seed, step, op)
         backup.apply_effects(logged)
         twice.apply_effects(logged)
-        twice.apply_effects(logged)
+        if not any(effect[0] in _LIST_DELTAS for effect in logged):
+            twice.apply_effects(logged)
         if isinstance(reply, ErrorReply):
             errors += 1
             assert all(effect[0] == EFFECT_DELETE for effect in effects), (seed, step, op)
@@ -283,7 +316,7 @@ def test_the_workload_grows_and_shrinks_a_set_and_a_hash_index(key: bytes) -> No
 def test_undo_in_reverse_order_restores_everything_observable(seed: int) -> None:
     state = KVState()
     undone: list[tuple[object, dict[str, object], int]] = []
-    for op in generate_ops(100 + seed, 100):
+    for op in generate_ops(200 + seed, 100):
         time_ms = op[2]
         before = observe(state, time_ms)
         _, _, undo = run_recorded(state, op)
@@ -471,6 +504,36 @@ def test_flushall_records_one_effect_and_undo_restores_the_old_shards() -> None:
         ([[b"HSET", b"h", b"f", b"x"]], [b"HINCRBY", b"h", b"f", b"1"], []),  # not an integer
         ([[b"SET", b"k", b"v"]], [b"HSET", b"k", b"f", b"v"], []),  # WRONGTYPE
         ([[b"HSET", b"h", b"f", b"v"]], [b"SADD", b"h", b"x"], []),  # WRONGTYPE
+        ([], [b"LPUSH", b"l", b"a", b"b"], [[EFFECT_LIST_PUSH_HEAD, b"l", [b"a", b"b"]]]),
+        ([[b"RPUSH", b"l", b"a"]], [b"RPUSH", b"l", b"b"], [[EFFECT_LIST_PUSH_TAIL, b"l", [b"b"]]]),
+        ([[b"RPUSH", b"l", b"a", b"b", b"c"]], [b"LPOP", b"l", b"2"],
+         [[EFFECT_LIST_POP_HEAD, b"l", 2]]),
+        ([[b"RPUSH", b"l", b"a", b"b"]], [b"RPOP", b"l"], [[EFFECT_LIST_POP_TAIL, b"l", 1]]),
+        ([[b"RPUSH", b"l", b"a", b"b"]], [b"RPOP", b"l", b"9"], [[EFFECT_DELETE, b"l"]]),
+        ([[b"RPUSH", b"l", b"a", b"b"]], [b"LPOP", b"l", b"0"], []),
+        ([[b"RPUSH", b"l", b"a", b"b"]], [b"LSET", b"l", b"-1", b"z"],
+         [[EFFECT_LIST_SET, b"l", 1, b"z"]]),
+        ([[b"RPUSH", b"l", b"a", b"b"]], [b"LINSERT", b"l", b"AFTER", b"a", b"z"],
+         [[EFFECT_LIST_INSERT, b"l", 1, b"z"]]),
+        ([[b"RPUSH", b"l", b"x", b"a", b"x", b"b", b"x"]], [b"LREM", b"l", b"-2", b"x"],
+         [[EFFECT_LIST_REMOVE, b"l", [2, 4]]]),
+        ([[b"RPUSH", b"l", b"x", b"x"]], [b"LREM", b"l", b"0", b"x"], [[EFFECT_DELETE, b"l"]]),
+        ([[b"RPUSH", b"l", b"a", b"b", b"c", b"d"]], [b"LTRIM", b"l", b"1", b"1"],
+         [[EFFECT_LIST_POP_HEAD, b"l", 1], [EFFECT_LIST_POP_TAIL, b"l", 2]]),
+        ([[b"RPUSH", b"l", b"a", b"b"]], [b"LTRIM", b"l", b"5", b"9"], [[EFFECT_DELETE, b"l"]]),
+        ([[b"RPUSH", b"l", b"a", b"b"]], [b"LTRIM", b"l", b"0", b"-1"], []),
+        ([[b"RPUSH", b"l", b"a", b"b"]], [b"LMOVE", b"l", b"m", b"LEFT", b"RIGHT"],
+         [[EFFECT_LIST_POP_HEAD, b"l", 1], [EFFECT_LIST_PUSH_TAIL, b"m", [b"a"]]]),
+        ([[b"RPUSH", b"l", b"a"]], [b"RPOPLPUSH", b"l", b"m"],
+         [[EFFECT_DELETE, b"l"], [EFFECT_LIST_PUSH_HEAD, b"m", [b"a"]]]),
+        ([[b"RPUSH", b"l", b"a"], [b"PEXPIRE", b"l", b"70"]], [b"RPOPLPUSH", b"l", b"l"], []),
+        ([[b"RPUSH", b"l", b"a", b"b"], [b"PEXPIRE", b"l", b"70"]], [b"RENAME", b"l", b"m"],
+         [[EFFECT_DELETE, b"l"], [EFFECT_LIST_REPLACE, b"m", [b"a", b"b"], T0 + 70]]),
+        ([[b"RPUSH", b"l", b"a", b"b"]], [b"LMPOP", b"2", b"x", b"l", b"RIGHT"],
+         [[EFFECT_LIST_POP_TAIL, b"l", 1]]),
+        ([[b"SET", b"k", b"v"]], [b"LPUSH", b"k", b"x"], []),  # WRONGTYPE
+        ([[b"RPUSH", b"l", b"a"], [b"SET", b"k", b"v"]], [b"LMOVE", b"l", b"k", b"LEFT", b"LEFT"],
+         []),  # WRONGTYPE
         # An expired key named by a write is dropped first, even if the command then fails.
         ([[b"SET", b"k", b"v", b"PX", b"1"]], [b"RENAME", b"k", b"j"], [[EFFECT_DELETE, b"k"]]),
     ],
@@ -574,6 +637,22 @@ def test_apply_effects_recorded_can_be_undone() -> None:
         [[EFFECT_HASH_REPLACE, b"h", [b"f", b"1"]]],
         [[EFFECT_HASH_REPLACE, b"h", [b"f", b"1"], "soon"]],
         [[EFFECT_HASH_REPLACE, b"h", [b"f", b"1", b"g"], None]],
+        [[EFFECT_LIST_PUSH_HEAD, b"l", []]],
+        [[EFFECT_LIST_PUSH_TAIL, b"l", [b"a", 1]]],
+        [[EFFECT_LIST_PUSH_TAIL, b"l", b"a"]],
+        [[EFFECT_LIST_POP_HEAD, b"l", 0]],
+        [[EFFECT_LIST_POP_TAIL, b"l", -1]],
+        [[EFFECT_LIST_POP_TAIL, b"l", True]],
+        [[EFFECT_LIST_POP_TAIL, b"l", b"1"]],
+        [[EFFECT_LIST_SET, b"l", -1, b"x"]],
+        [[EFFECT_LIST_SET, b"l", 0, 5]],
+        [[EFFECT_LIST_INSERT, b"l", 0]],
+        [[EFFECT_LIST_REMOVE, b"l", []]],
+        [[EFFECT_LIST_REMOVE, b"l", [1, 1]]],
+        [[EFFECT_LIST_REMOVE, b"l", [2, 1]]],
+        [[EFFECT_LIST_REMOVE, b"l", [-1]]],
+        [[EFFECT_LIST_REPLACE, b"l", [b"a"]]],
+        [[EFFECT_LIST_REPLACE, b"l", [], None]],
         [[EFFECT_DELETE, b"s"], [EFFECT_FLUSH], ["bad"]],  # nothing applies if one is bad
     ],
 )
@@ -603,6 +682,40 @@ def test_apply_effects_refuses_hash_fields_on_another_type(setup: list[bytes],
     state.apply_command(setup, T0)
     with pytest.raises(InvariantViolation):
         state.apply_effects([effect])
+
+
+@pytest.mark.parametrize("effect", [
+    [EFFECT_LIST_PUSH_HEAD, b"s", [b"a"]], [EFFECT_LIST_POP_TAIL, b"s", 1],
+    [EFFECT_LIST_POP_HEAD, b"l", 3], [EFFECT_LIST_POP_HEAD, b"missing", 1],
+    [EFFECT_LIST_SET, b"l", 2, b"x"], [EFFECT_LIST_INSERT, b"l", 3, b"x"],
+    [EFFECT_LIST_REMOVE, b"l", [0, 2]], [EFFECT_LIST_SET, b"s", 0, b"x"],
+    [EFFECT_SET_ADD, b"l", [b"a"]], [EFFECT_HASH_SET, b"l", [b"f", b"v"]],
+])  # fmt: skip
+def test_apply_effects_refuses_list_effects_that_contradict_the_state(effect: list) -> None:
+    state = KVState()
+    state.apply_command([b"SADD", b"s", b"a"], T0)
+    state.apply_command([b"RPUSH", b"l", b"a", b"b"], T0)
+    before = (counters(state), state.digest())
+    with pytest.raises(InvariantViolation):
+        state.apply_effects_recorded([effect])
+    assert (counters(state), state.digest()) == before
+
+
+def test_a_push_or_pop_on_a_big_list_records_only_what_changed() -> None:
+    state = KVState()
+    state.apply_command([b"RPUSH", b"l", *[b"e%d" % i for i in range(100_000)]], T0)
+    for argv, expected in [
+        ([b"LPUSH", b"l", b"new"], [[EFFECT_LIST_PUSH_HEAD, b"l", [b"new"]]]),
+        ([b"RPOP", b"l", b"3"], [[EFFECT_LIST_POP_TAIL, b"l", 3]]),
+        ([b"LSET", b"l", b"50000", b"mid"], [[EFFECT_LIST_SET, b"l", 50000, b"mid"]]),
+        ([b"LINSERT", b"l", b"BEFORE", b"mid", b"x"], [[EFFECT_LIST_INSERT, b"l", 50000, b"x"]]),
+        ([b"LREM", b"l", b"1", b"x"], [[EFFECT_LIST_REMOVE, b"l", [50000]]]),
+        ([b"LTRIM", b"l", b"0", b"99"], [[EFFECT_LIST_POP_TAIL, b"l", 99_998 - 100]]),
+    ]:
+        reply, effects, _ = state.execute_recorded(argv, T0)
+        assert not isinstance(reply, ErrorReply), (argv, reply)
+        assert effects == expected, argv
+    assert state.execute_read([b"LLEN", b"l"], T0) == 100
 
 
 def test_apply_effects_refuses_set_members_on_a_hash() -> None:

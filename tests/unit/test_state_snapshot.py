@@ -29,12 +29,21 @@ from replikv.state import (
     EFFECT_HASH_DELETE,
     EFFECT_HASH_REPLACE,
     EFFECT_HASH_SET,
+    EFFECT_LIST_INSERT,
+    EFFECT_LIST_POP_HEAD,
+    EFFECT_LIST_POP_TAIL,
+    EFFECT_LIST_PUSH_HEAD,
+    EFFECT_LIST_PUSH_TAIL,
+    EFFECT_LIST_REMOVE,
+    EFFECT_LIST_REPLACE,
+    EFFECT_LIST_SET,
     EFFECT_SET_ADD,
     EFFECT_SET_REMOVE,
     EFFECT_SET_REPLACE,
     EFFECT_SET_STRING,
     SHARD_COUNT,
     KVState,
+    RecordDigest,
     StateSnapshotCursor,
     Undo,
     shard_of,
@@ -42,6 +51,8 @@ from replikv.state import (
 from replikv.storage.snapshot import (
     ITEM_HASH,
     ITEM_HASH_MORE,
+    ITEM_LIST,
+    ITEM_LIST_MORE,
     ITEM_SET,
     ITEM_SET_MORE,
     ITEM_STRING,
@@ -67,6 +78,7 @@ _SHARED = _keys_sharing_a_shard(b"a", 4)
 _KEYS = _SHARED + [b"key%d" % i for i in range(60)] + [b""]
 _BIG = b"big"
 _BIG_HASH = b"bighash"
+_BIG_LIST = b"biglist"
 _MEMBERS = [b"m%d" % i for i in range(300)] + [b"", b"\x00\xff", b"x" * 40]
 
 
@@ -99,11 +111,33 @@ def _random_hash_command(rng: random.Random, k1: bytes) -> list[bytes]:
     return [b"HINCRBYFLOAT", k1, rng.choice(_MEMBERS[:5]), b"1.25"]
 
 
+def _random_list_command(rng: random.Random, k1: bytes, k2: bytes) -> list[bytes]:
+    roll = rng.randrange(10)
+    if roll < 3:
+        return [rng.choice([b"LPUSH", b"RPUSH"]), rng.choice([k1, _BIG_LIST]),
+                *_members(rng, 150)]
+    if roll < 5:
+        return [rng.choice([b"LPOP", b"RPOP"]), rng.choice([k1, _BIG_LIST]),
+                b"%d" % rng.randint(1, 60)]
+    if roll < 6:
+        return [b"LTRIM", rng.choice([k1, _BIG_LIST]), b"1", b"-2"]
+    if roll < 7:
+        return [b"LREM", rng.choice([k1, _BIG_LIST]), b"0", rng.choice(_MEMBERS[:20])]
+    if roll < 8:
+        return [b"LSET", k1, b"0", b"set"]
+    if roll < 9:
+        return [b"LINSERT", rng.choice([k1, _BIG_LIST]), b"AFTER", rng.choice(_MEMBERS[:20]),
+                b"ins"]
+    return [b"LMOVE", rng.choice([k1, _BIG_LIST]), k2, b"LEFT", b"RIGHT"]
+
+
 def _random_command(rng: random.Random, now_ms: int) -> list[bytes]:
     roll = rng.randrange(100)
     k1, k2 = _key(rng), _key(rng)
     if rng.random() < 0.2:
         return _random_hash_command(rng, k1)
+    if rng.random() < 0.15:
+        return _random_list_command(rng, k1, k2)
     if roll < 12:
         return [b"SADD", k1, *_members(rng, 12)]
     if roll < 18:
@@ -154,11 +188,25 @@ def _random_effects(rng: random.Random, state: KVState, now_ms: int) -> list[lis
     members = list(dict.fromkeys(_members(rng, 20)))
     expiry = rng.choice([None, now_ms + rng.randint(-50, 4000)])
     pairs = [item for field in members for item in (field, b"h%d" % rng.randrange(100))]
+    if rng.random() < 0.15:
+        length = len(state.lookup(key, 0) or ()) if kind == b"list" else 0  # type: ignore[arg-type]
+        roll = rng.randrange(5)
+        if roll == 0 and kind in (None, b"list"):
+            return [[rng.choice([EFFECT_LIST_PUSH_HEAD, EFFECT_LIST_PUSH_TAIL]), key, members]]
+        if roll == 1 and length > 1:
+            return [[rng.choice([EFFECT_LIST_POP_HEAD, EFFECT_LIST_POP_TAIL]), key,
+                     rng.randint(1, length - 1)]]
+        if roll == 2 and length:
+            return [[EFFECT_LIST_SET, key, rng.randrange(length), b"set"],
+                    [EFFECT_LIST_INSERT, key, rng.randint(0, length), b"ins"]]
+        if roll == 3 and length > 1:
+            return [[EFFECT_LIST_REMOVE, key, sorted(rng.sample(range(length), length // 2))]]
+        return [[EFFECT_LIST_REPLACE, key, members, expiry]]
     if rng.random() < 0.25:
         roll = rng.randrange(4)
-        if roll == 0 and kind != b"string" and kind != b"set":
+        if roll == 0 and kind in (None, b"hash"):
             return [[EFFECT_HASH_SET, key, pairs]]
-        if roll == 1 and kind != b"string" and kind != b"set":
+        if roll == 1 and kind in (None, b"hash"):
             return [[EFFECT_HASH_DELETE, key, members]]
         if roll == 2:
             return [[EFFECT_DELETE, key], [EFFECT_HASH_SET, key, pairs]]
@@ -170,9 +218,9 @@ def _random_effects(rng: random.Random, state: KVState, now_ms: int) -> list[lis
         return [[EFFECT_DELETE, key]]
     if roll == 2:
         return [[EFFECT_DELETE, key], [EFFECT_SET_ADD, key, members]]
-    if roll == 3 and kind != b"string" and kind != b"hash":
+    if roll == 3 and kind in (None, b"set"):
         return [[EFFECT_SET_ADD, key, members]]
-    if roll == 4 and kind != b"string" and kind != b"hash":
+    if roll == 4 and kind in (None, b"set"):
         return [[EFFECT_SET_REMOVE, key, members]]
     if roll == 5:
         return [[EFFECT_SET_REPLACE, key, members, expiry]]
@@ -235,10 +283,12 @@ class Workload:
         return "reset"
 
 
-def _record(key: bytes, value: bytes | list[bytes] | dict[bytes, bytes],
+def _record(key: bytes, value: bytes | list[bytes] | dict[bytes, bytes] | tuple[bytes, ...],
             expire_at_ms: int | None) -> list:
     if isinstance(value, dict):
         return [key, ITEM_HASH, [item for pair in value.items() for item in pair], expire_at_ms]
+    if isinstance(value, tuple):  # a list's elements
+        return [key, ITEM_LIST, list(value), expire_at_ms]
     return [key, ITEM_STRING if isinstance(value, bytes) else ITEM_SET, value, expire_at_ms]
 
 
@@ -334,7 +384,7 @@ def test_batches_rebuild_the_state_at_begin_whatever_happens_meanwhile(
         restored = KVState.from_records(records)
         assert view(restored, begin_ms) == at_begin
         assert cursor.state_digest() == at_begin["digest"]
-        assert sum(record[1] not in (ITEM_SET_MORE, ITEM_HASH_MORE)
+        assert sum(record[1] not in (ITEM_SET_MORE, ITEM_HASH_MORE, ITEM_LIST_MORE)
                    for record in records) == at_begin["key_count"]
 
 
@@ -342,7 +392,7 @@ def test_the_workload_exercises_every_kind_of_change_and_chunked_sets() -> None:
     """The property is only as good as its workload: it must mix every kind of change with
     batches, including chunked sets and both flush-and-undo orders."""
     kinds: set[str] = set()
-    more_items = more_hash_items = 0
+    more_items = more_hash_items = more_list_items = 0
     with small_set_chunks():
         for seed in range(20):
             workload = build(seed, 100)
@@ -350,6 +400,7 @@ def test_the_workload_exercises_every_kind_of_change_and_chunked_sets() -> None:
             while (batch := cursor.next_batch(3)) is not None:
                 more_items += sum(record[1] == ITEM_SET_MORE for record in batch)
                 more_hash_items += sum(record[1] == ITEM_HASH_MORE for record in batch)
+                more_list_items += sum(record[1] == ITEM_LIST_MORE for record in batch)
                 kinds.add(workload.step())
                 kinds.add(workload.step())
     assert kinds == {
@@ -358,6 +409,7 @@ def test_the_workload_exercises_every_kind_of_change_and_chunked_sets() -> None:
     }  # fmt: skip
     assert more_items > 10
     assert more_hash_items > 10
+    assert more_list_items > 10
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -652,6 +704,40 @@ def test_a_big_hash_is_split_into_chunks_that_restore_its_positions() -> None:
     restored = KVState.from_records(records)
     assert ordered_items(restored) == before  # the fields at their positions
     assert restored.digest() == cursor.state_digest() != state.digest()
+
+
+def test_a_big_list_is_split_into_chunks_that_restore_its_order() -> None:
+    state = KVState()
+    elements = [b"%04d" % (i % 500) for i in range(3000)]  # repeats are a list's own
+    state.apply_command([b"RPUSH", b"big", *elements], T0)
+    state.set_expire(b"big", T0 + 50)
+    before = list(state.items())
+    with small_set_chunks(member_bytes=1000):
+        cursor = state.begin_snapshot()
+        records = cursor.next_batch(3) or []
+        state.apply_command([b"LPOP", b"big", b"100"], T0)  # in the middle
+        state.apply_command([b"LSET", b"big", b"-1", b"changed"], T0)
+        state.apply_command([b"LINSERT", b"big", b"BEFORE", b"0499", b"new"], T0)
+        records += drain(cursor, 3)
+    kinds = [record[1] for record in records]
+    assert kinds[0] == ITEM_LIST and set(kinds[1:]) == {ITEM_LIST_MORE}
+    assert records[0][3] == T0 + 50 and all(record[3] is None for record in records[1:])
+    # 1000 bytes of chunk hold 111 elements of 4 bytes plus 5 bytes of framing each.
+    assert [len(record[2]) for record in records] == [111] * 27 + [3000 - 111 * 27]
+    restored = KVState.from_records(records)
+    assert list(restored.items()) == before  # the elements in their order
+    assert restored.digest() == cursor.state_digest() != state.digest()
+    digest = RecordDigest(1)
+    digest.update(records)
+    assert digest.hexdigest() == cursor.state_digest()
+
+
+def test_a_list_digest_depends_on_the_order_of_its_elements() -> None:
+    one = _state_with([b"RPUSH", b"l", b"a", b"b"])
+    other = _state_with([b"RPUSH", b"l", b"b", b"a"])
+    assert one.digest() != other.digest()
+    assert one.digest() == _state_with([b"LPUSH", b"l", b"b", b"a"]).digest()
+    assert _state_with([b"SADD", b"l", b"a", b"b"]).digest() != one.digest()
 
 
 def test_records_are_plain_msgpack_ready_values_sharing_nothing_mutable() -> None:

@@ -486,6 +486,12 @@ BATCHABLE_SAMPLES = {
     b"hmset": [b"HMSET", b"fields", b"f2", b"v"], b"hsetnx": [b"HSETNX", b"fields", b"new", b"v"],
     b"hdel": [b"HDEL", b"fields", b"f1", b"f2"], b"hincrby": [b"HINCRBY", b"fields", b"f3", b"7"],
     b"hincrbyfloat": [b"HINCRBYFLOAT", b"fields", b"f4", b"1.5"],
+    b"lpush": [b"LPUSH", b"elements", b"v"], b"rpush": [b"RPUSH", b"elements", b"v", b"w"],
+    b"lpushx": [b"LPUSHX", b"elements", b"v"], b"rpushx": [b"RPUSHX", b"elements", b"v"],
+    b"lpop": [b"LPOP", b"elements", b"5000"], b"rpop": [b"RPOP", b"elements"],
+    b"lset": [b"LSET", b"elements", b"5000", b"v"],
+    b"linsert": [b"LINSERT", b"elements", b"BEFORE", b"e9000", b"v"],
+    b"ltrim": [b"LTRIM", b"elements", b"1", b"100"],
 }
 
 
@@ -497,6 +503,7 @@ def big_state() -> KVState:
     state.apply_command([b"SADD", b"members", *[b"m%d" % i for i in range(10_000)]], T0)
     state.apply_command([b"HSET", b"fields", *[b"%s%d" % (p, i) for i in range(10_000)
                                                for p in (b"f", b"")]], T0)
+    state.apply_command([b"RPUSH", b"elements", *[b"e%d" % i for i in range(10_000)]], T0)
     return state
 
 
@@ -515,7 +522,7 @@ def test_batchable_writes_have_effects_no_larger_than_their_arguments() -> None:
     # The test can fail: these carry a whole value or set, which is why they are not batched.
     for argv in ([b"APPEND", b"big", b"y"], [b"SETRANGE", b"big", b"0", b"y"],
                  [b"RENAME", b"big", b"other"], [b"SUNIONSTORE", b"copy", b"members"],
-                 [b"COPY", b"fields", b"copy"]):
+                 [b"COPY", b"fields", b"copy"], [b"COPY", b"elements", b"copy"]):
         assert argv[0].lower() not in PIPELINE_BATCHABLE
         assert effects_size(argv) > 10_000, argv[0]
 

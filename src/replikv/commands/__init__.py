@@ -7,8 +7,8 @@ at a given time. The leader calls `parse_command` before proposing a write; ever
 CommandError with Redis's own error text, so clients that match on errors keep working.
 
 The table is written out in one place, like Redis's command table, so its shape can be read at a
-glance; the code for each family lives in `strings`, `keys`, `sets`, `hashes`, `introspection`
-(OBJECT, MEMORY) and `transactions`.
+glance; the code for each family lives in `strings`, `keys`, `sets`, `hashes`, `lists`,
+`introspection` (OBJECT, MEMORY) and `transactions`.
 Arity and key positions follow Redis's COMMAND conventions: arity counts the name, negative
 means "at least"; keys are argv[first_key..last_key] stepping by key_step, a negative last_key
 counting from the end. A command whose keys move with a count argument (SINTERCARD numkeys
@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from replikv.commands import hashes, introspection, keys, sets, strings, transactions
+from replikv.commands import hashes, introspection, keys, lists, sets, strings, transactions
 from replikv.replies import CommandError, wrong_arity
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ _W_DENYOOM_FAST = ("write", "denyoom", "fast")
 _R = ("readonly",)
 _R_FAST = ("readonly", "fast")
 _R_MOVABLE = ("readonly", "movablekeys")
+_W_MOVABLE = ("write", "movablekeys")
 # Redis flags OBJECT and MEMORY themselves with nothing (their subcommands are readonly); here
 # every command is a read or a write, and these read.
 _R_CONTAINER = ("readonly",)
@@ -190,6 +191,27 @@ _TABLE = (
     ),
     _command("hrandfield", -2, _R, _ONE_KEY, hashes.parse_hrandfield, hashes.run_hrandfield),
     _command("hscan", -3, _R, _ONE_KEY, hashes.parse_hscan, hashes.run_hscan),
+    # Lists (the blocking forms are refused by name: lists.BLOCKING_REFUSED).
+    _command("lpush", -3, _W_DENYOOM_FAST, _ONE_KEY, lists.parse_key_elements, lists.run_lpush),
+    _command("rpush", -3, _W_DENYOOM_FAST, _ONE_KEY, lists.parse_key_elements, lists.run_rpush),
+    _command("lpushx", -3, _W_DENYOOM_FAST, _ONE_KEY, lists.parse_key_elements,
+             lists.run_lpushx),
+    _command("rpushx", -3, _W_DENYOOM_FAST, _ONE_KEY, lists.parse_key_elements,
+             lists.run_rpushx),
+    _command("lpop", -2, _W_FAST, _ONE_KEY, lists.parse_lpop, lists.run_lpop),
+    _command("rpop", -2, _W_FAST, _ONE_KEY, lists.parse_rpop, lists.run_rpop),
+    _command("llen", 2, _R_FAST, _ONE_KEY, strings.parse_key, lists.run_llen),
+    _command("lindex", 3, _R, _ONE_KEY, lists.parse_key_raw, lists.run_lindex),
+    _command("lrange", 4, _R, _ONE_KEY, lists.parse_key_start_stop, lists.run_lrange),
+    _command("lset", 4, _W_DENYOOM, _ONE_KEY, lists.parse_lset, lists.run_lset),
+    _command("linsert", 5, _W_DENYOOM, _ONE_KEY, lists.parse_linsert, lists.run_linsert),
+    _command("lrem", 4, _W, _ONE_KEY, lists.parse_lrem, lists.run_lrem),
+    _command("ltrim", 4, _W, _ONE_KEY, lists.parse_key_start_stop, lists.run_ltrim),
+    _command("lpos", -3, _R, _ONE_KEY, lists.parse_lpos, lists.run_lpos),
+    _command("lmove", 5, _W_DENYOOM, _TWO_KEYS, lists.parse_lmove, lists.run_lmove),
+    _command("rpoplpush", 3, _W_DENYOOM, _TWO_KEYS, lists.parse_rpoplpush, lists.run_lmove),
+    _command("lmpop", -4, _W_MOVABLE, _NO_KEYS, lists.parse_lmpop, lists.run_lmpop,
+             lists.lmpop_keys),
     # Introspection: reads of one key (argv[2]) like TYPE, at the connection's consistency. As
     # in Redis's COMMAND table the key is the subcommands', not the container's.
     _command("object", -2, _R_CONTAINER, _NO_KEYS, introspection.parse_object,
@@ -218,6 +240,12 @@ def lookup(name: bytes) -> CommandSpec | None:
 
 
 def unknown_command(argv: list[bytes]) -> CommandError:
+    """The error for a command not in the table: Redis's unknown-command text, or the reason a
+    command Redis has is refused here (the blocking list commands)."""
+    if len(argv[0]) <= COMMAND_NAME_BYTES_MAX:
+        name_lower = argv[0].lower().decode("latin-1")
+        if name_lower in lists.BLOCKING_REFUSED:
+            return CommandError(lists.blocking_refusal(name_lower))
     # Redis's text: the name cut to 128 chars, then quoted arguments until 128 chars are used.
     # CR and LF would break a RESP error line, so they become spaces as Redis makes them.
     quote_max = UNKNOWN_COMMAND_QUOTE_CHARS_MAX

@@ -4,17 +4,20 @@ redis-cli --bigkeys and --memkeys, RedisInsight and migration scripts ask these 
 are reads of the key (nil when it is absent or expired) and run like TYPE, at the connection's
 read consistency.
 
-replikv keeps a string as bytes, a set as a SetValue and a hash as a HashValue, never in Redis's
-encodings, so OBJECT ENCODING answers the encoding Redis 7.4 would give the same value, found
-from the value alone: a string as SET would store it ("int", "embstr", "raw"), a set by its
-members ("intset", "listpack", "hashtable"), a hash by its fields and values ("listpack",
-"hashtable"), with Redis's default thresholds. Redis also remembers how a value was
+replikv keeps a string as bytes, a set as a SetValue, a hash as a HashValue and a list as a
+ListValue, never in Redis's encodings, so OBJECT ENCODING answers the encoding Redis 7.4 would
+give the same value, found from the value alone: a string as SET would store it ("int",
+"embstr", "raw"), a set by its members ("intset", "listpack", "hashtable"), a hash by its fields
+and values ("listpack", "hashtable"), a list by the size of its listpack ("listpack" up to
+8 KiB, else "quicklist"), with Redis's default thresholds. Redis also remembers how a value was
 written (APPEND and SETRANGE leave "raw" strings, a set never shrinks back to a smaller
-encoding); replikv does not. Access is not tracked: OBJECT IDLETIME is 0, and OBJECT FREQ
+encoding, a quicklist goes back to a listpack only below half the limit, and a push judges
+the limit from the elements' raw lengths); replikv does not. Access is not tracked: OBJECT IDLETIME is 0, and OBJECT FREQ
 answers Redis's error for a server without an LFU eviction policy (replikv never evicts).
 
 MEMORY USAGE is this key's share of INFO memory's used_memory: its key and value bytes plus the
-per-key, per-expiry, per-set, per-member, per-hash and per-field overheads replikv.state
+per-key, per-expiry, per-set, per-member, per-hash, per-field, per-list and per-element
+overheads replikv.state
 measured for CPython. The
 sum over every key is used_memory. It is exact for that model, so SAMPLES (how many members
 Redis looks at) is checked but changes nothing.
@@ -22,6 +25,7 @@ Redis looks at) is checked but changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from replikv.commands.strings import int64_arg, parse_int64
@@ -47,6 +51,14 @@ SET_MAX_LISTPACK_VALUE_BYTES = 64
 # hash-max-listpack-value bytes are listpacks.
 HASH_MAX_LISTPACK_ENTRIES = 128
 HASH_MAX_LISTPACK_VALUE_BYTES = 64
+# A list is one listpack while that listpack takes at most 8 KiB (list-max-listpack-size -2),
+# a quicklist beyond. A listpack is a 6-byte header, its entries and an end byte; an entry is
+# an integer (an element that is a canonical int64: 2 to 10 bytes by its size) or a string
+# (a 1, 2 or 5 byte header, the bytes, and a 1 to 5 byte back-length).
+LIST_MAX_LISTPACK_BYTES = 8 * 1024
+_LISTPACK_OVERHEAD_BYTES = 7
+_LISTPACK_INT_ENTRY_BYTES = ((127, 0, 2), (4095, -4096, 3), (32767, -32768, 4),
+                             (8388607, -8388608, 5), (2147483647, -2147483648, 6))
 # Redis shares one object for each integer below this (when no LRU/LFU policy is set, as
 # here), and reports its reference count as INT_MAX.
 SHARED_INTEGERS = 10_000
@@ -112,7 +124,7 @@ def run_object(state: KVState, args: tuple[str, bytes | None], time_ms: int) -> 
 
 def encoding_of(value: StoredValue) -> bytes:
     """The encoding Redis 7.4 gives this value (see the module docstring)."""
-    from replikv.state import HashValue  # (see usage_bytes)
+    from replikv.state import HashValue, ListValue  # (see usage_bytes)
 
     if isinstance(value, bytes):
         if parse_int64(value) is not None:  # Redis's string2ll: canonical, at most 20 chars
@@ -124,6 +136,8 @@ def encoding_of(value: StoredValue) -> bytes:
                 len(v) <= HASH_MAX_LISTPACK_VALUE_BYTES for v in value.value_list()):
             return b"listpack"
         return b"hashtable"
+    if isinstance(value, ListValue):
+        return b"listpack" if _fits_listpack(value) else b"quicklist"
     count = len(value)
     # At most 512 members are looked at: a larger set is a hashtable whatever they hold.
     if count <= SET_MAX_INTSET_ENTRIES and all(parse_int64(m) is not None for m in value):
@@ -132,6 +146,34 @@ def encoding_of(value: StoredValue) -> bytes:
             len(m) <= SET_MAX_LISTPACK_VALUE_BYTES for m in value):
         return b"listpack"
     return b"hashtable"
+
+
+def listpack_entry_bytes(element: bytes) -> int:
+    """What one list element takes in a Redis 7 listpack (lpEncodeBacklen's sizes)."""
+    number = parse_int64(element)
+    if number is not None:
+        for high, low, size in _LISTPACK_INT_ENTRY_BYTES:
+            if low <= number <= high:
+                return size
+        return 10
+    length = len(element)
+    encoded = length + (1 if length < 64 else 2 if length < 4096 else 5)
+    if encoded <= 127:
+        return encoded + 1
+    if encoded < 16383:
+        return encoded + 2
+    if encoded < 2097151:
+        return encoded + 3
+    return encoded + (4 if encoded < 268435455 else 5)
+
+
+def _fits_listpack(value: Iterable[bytes]) -> bool:
+    total = _LISTPACK_OVERHEAD_BYTES
+    for element in value:
+        total += listpack_entry_bytes(element)
+        if total > LIST_MAX_LISTPACK_BYTES:
+            return False
+    return True
 
 
 def refcount_of(value: StoredValue) -> int:
@@ -181,9 +223,12 @@ def usage_bytes(key: bytes, value: StoredValue, has_expiry: bool) -> int:
         HASH_FIELD_OVERHEAD_BYTES,
         HASH_OVERHEAD_BYTES,
         KEY_OVERHEAD_BYTES,
+        LIST_ELEMENT_OVERHEAD_BYTES,
+        LIST_OVERHEAD_BYTES,
         SET_MEMBER_OVERHEAD_BYTES,
         SET_OVERHEAD_BYTES,
         HashValue,
+        ListValue,
     )
 
     total = len(key) + KEY_OVERHEAD_BYTES + (EXPIRY_OVERHEAD_BYTES if has_expiry else 0)
@@ -192,4 +237,7 @@ def usage_bytes(key: bytes, value: StoredValue, has_expiry: bool) -> int:
     if isinstance(value, HashValue):
         return (total + HASH_OVERHEAD_BYTES + value.data_bytes
                 + len(value) * HASH_FIELD_OVERHEAD_BYTES)
+    if isinstance(value, ListValue):
+        return (total + LIST_OVERHEAD_BYTES + value.data_bytes
+                + len(value) * LIST_ELEMENT_OVERHEAD_BYTES)
     return total + SET_OVERHEAD_BYTES + value.member_bytes + len(value) * SET_MEMBER_OVERHEAD_BYTES

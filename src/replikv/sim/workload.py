@@ -1,5 +1,5 @@
 """Simulated clients: concurrent get / set / compare-and-set / delete / incr through random nodes,
-on string keys and on the fields of hash keys.
+on string keys, on the fields of hash keys and on the heads of list keys.
 
 Each client issues one operation at a time to a randomly chosen node, waits for the reply or
 its timeout, thinks for a moment, and goes on. Every operation is recorded for the
@@ -16,6 +16,14 @@ for it unchanged: the history records them as get / set / del / incr on the key 
 A hash is deleted when its last field is, and recreated by the next HSET or HINCRBY: the
 passive-mode effects, undo and snapshots of hashes are exercised, and every replica's digest,
 which covers them, must agree at the end.
+
+List operations come in two kinds. On keys of their own, the head of a list is a register:
+LPUSH sets it, LINDEX 0 reads it, DEL empties it (recorded as set / get / del on the list's
+key). An LTRIM 0 n of those lists keeps their head, so it is sent but not recorded (it bounds
+their length and pops from the tail). On two more keys, a churn of RPUSH, LPOP and RPOP with
+counts, LMOVE, RPOPLPUSH, LMPOP, LSET, LINSERT, LREM and LTRIM is sent and not recorded: it
+exercises every list effect and undo, and the convergence check (every replica's digest covers
+the lists) is its oracle.
 
 Each operation also draws its write concern (majority, all, or 1) and its read options
 (linearizable or lease consistency; primary or nearest preference), all of which promise
@@ -51,8 +59,14 @@ from replikv.concerns import RequestOptions
 from replikv.replies import ErrorReply, Status
 from replikv.sim.cluster import SimCluster
 
-KINDS = ("get", "set", "cas", "del", "incr", "hget", "hset", "hdel", "hincr")
-WEIGHTS = (40, 20, 15, 10, 15, 16, 10, 5, 6)
+KINDS = ("get", "set", "cas", "del", "incr", "hget", "hset", "hdel", "hincr",
+         "lindex", "lpush", "ldel", "lchurn")
+WEIGHTS = (40, 20, 15, 10, 15, 16, 10, 5, 6, 10, 8, 3, 12)
+# What each list operation is, for the checker: the head of a list is one register.
+LIST_KINDS = {"lindex": "get", "lpush": "set", "ldel": "del"}
+LIST_KEYS = (b"list0", b"list1")
+LIST_LENGTH_MAX = 8  # LTRIM 0 7 after a push, now and then
+CHURN_KEYS = (b"queue0", b"queue1")
 # What each hash operation is, for the checker: one field of a hash is one register.
 HASH_KINDS = {"hget": "get", "hset": "set", "hdel": "del", "hincr": "incr"}
 HASH_KEYS = (b"hash0", b"hash1")
@@ -108,6 +122,8 @@ class Workload:
         # (node, req) -> (incarnation, MAXSTALENESS of the read or None, when it was sent)
         self._session_reads: dict[tuple[str, int], tuple[int, int | None, int]] = {}
         self._incr_pending: set[tuple[str, int]] = set()
+        self._churn_pending: set[tuple[str, int]] = set()  # unrecorded list operations
+        self.churn_sent = 0
         self._incr_acked: list[tuple[int, int]] = []  # (time acked, highest value acked by then)
         # A follower's staleness is measured from when it processed news from the leader: the
         # news is at most one network delay old.
@@ -257,13 +273,22 @@ class Workload:
         if self.cluster.now_ms >= self.stop_at_ms:
             return
         kind = self.rng.choices(self.kinds, self.weights)[0]
-        if kind in HASH_KINDS:
+        if kind == "lchurn":
+            self._churn()
+            lo, hi = self.think_ms
+            self._after(self.rng.randint(lo, hi), lambda: self._issue(client))
+            return
+        if kind in LIST_KINDS:
+            key = self.rng.choice(LIST_KEYS)
+            if kind == "lpush" and self.rng.random() < 0.3:
+                self._send_unrecorded([b"LTRIM", key, b"0", str(LIST_LENGTH_MAX - 1).encode()])
+        elif kind in HASH_KINDS:
             hash_key, field = self.rng.choice(HASH_KEYS), self.rng.choice(HASH_FIELDS)
             key = hash_key + b"/" + field
         else:
             key = self.rng.choice(self.keys)
         value = expected = None
-        if kind in ("set", "cas", "hset"):
+        if kind in ("set", "cas", "hset", "lpush"):
             self._counter += 1
             value = str(client * 1_000_000 + self._counter).encode()
         if kind == "cas":
@@ -276,6 +301,13 @@ class Workload:
                 "hincr": [b"HINCRBY", hash_key, field, b"1"],
             }[kind]
             kind = HASH_KINDS[kind]
+        elif kind in LIST_KINDS:
+            argv = {
+                "lindex": [b"LINDEX", key, b"0"],
+                "lpush": [b"LPUSH", key, value or b""],
+                "ldel": [b"DEL", key],
+            }[kind]
+            kind = LIST_KINDS[kind]
         else:
             argv = {
                 "get": [b"GET", key],
@@ -317,6 +349,45 @@ class Workload:
             return
         self._after(self.timeout_ms, lambda: self._timeout(call))
 
+    def _churn(self) -> None:
+        """One unrecorded list operation on the churn keys (see the module docstring)."""
+        rng = self.rng
+        key, other = rng.sample(CHURN_KEYS, 2)
+        self._counter += 1
+        element = str(self._counter % 7).encode()  # few distinct values: LREM and LPOS match
+        end = rng.choice((b"LEFT", b"RIGHT"))
+        count = str(rng.randint(1, 3)).encode()
+        argv = rng.choice((
+            [b"RPUSH", key, element, element + b"x"],
+            [b"LPUSH", key, element],
+            [b"RPUSH", key, element],
+            [b"LPOP", key, count],
+            [b"RPOP", key],
+            [b"LMOVE", key, other, end, rng.choice((b"LEFT", b"RIGHT"))],
+            [b"RPOPLPUSH", key, key],
+            [b"LMPOP", b"2", key, other, end, b"COUNT", count],
+            [b"LSET", key, rng.choice((b"0", b"-1", b"2")), element],
+            [b"LINSERT", key, rng.choice((b"BEFORE", b"AFTER")), element, element + b"i"],
+            [b"LREM", key, rng.choice((b"0", b"1", b"-2")), element],
+            [b"LTRIM", key, b"0", b"9"],
+            [b"LTRIM", key, b"1", b"-1"],
+        ))
+        self._send_unrecorded(argv)
+
+    def _send_unrecorded(self, argv: list[bytes]) -> None:
+        self._next_req += 1
+        node = self.rng.choice(self.cluster.ids)
+        self._churn_pending.add((node, self._next_req))
+        self.churn_sent += 1
+        self.cluster.submit(node, self._next_req, argv,
+                            RequestOptions(w="majority", wtimeout_ms=1000))
+
+    def _on_churn_reply(self, node: str, value: object) -> None:
+        if (isinstance(value, ErrorReply)
+                and value.code not in ("TRYAGAIN", "UNKNOWN", "WTIMEOUT")
+                and value.message not in ("ERR no such key", "ERR index out of range")):
+            self.unexpected.append(f"list churn on {node}: unexpected error {value.message!r}")
+
     def _timeout(self, call: _Call) -> None:
         if not call.done:
             self._complete(call, "unknown", None)
@@ -328,6 +399,10 @@ class Workload:
         if (node, req_id) in self._incr_pending:
             self._incr_pending.discard((node, req_id))
             self._on_incr_reply(value)
+            return
+        if (node, req_id) in self._churn_pending:
+            self._churn_pending.discard((node, req_id))
+            self._on_churn_reply(node, value)
             return
         if (node, req_id) in self._session_reads:
             self._on_session_read(node, req_id, value)

@@ -406,14 +406,16 @@ def _describe_known(decoded: list, max_arg_bytes: int | None) -> EntryDescriptio
 # The effect operation codes of the passive log format (state.py's EFFECT_* constants, which a
 # unit test keeps in step with this table), shown as the Redis-like operation they perform.
 EFFECT_NAMES = {1: "set", 2: "del", 3: "sadd", 4: "srem", 5: "set-members", 6: "expire",
-                7: "flushall", 8: "hset", 9: "hdel", 10: "hash-fields"}
+                7: "flushall", 8: "hset", 9: "hdel", 10: "hash-fields", 11: "lpush",
+                12: "rpush", 13: "lpop", 14: "rpop", 15: "lset", 16: "list-insert",
+                17: "list-remove-at", 18: "list-elements"}
 
 
 def _render_effect(op: list, max_arg_bytes: int | None) -> str:
     name = EFFECT_NAMES[op[0]]
     args = list(op[1:])
     expiry = None
-    if op[0] in (1, 5, 6, 10) and args:
+    if op[0] in (1, 5, 6, 10, 18) and args:
         expiry = args.pop()  # the absolute expiry time in ms, or None (none / persist)
     parts = [name]
     for arg in args:

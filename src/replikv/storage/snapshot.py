@@ -36,16 +36,22 @@ On-disk format, version 1 (the numbers below are never renumbered):
                                 [key, 4, [field, value, ...], None]       ITEM_HASH_MORE: more
                                     fields of the hash begun by the item just before, as
                                     ITEM_SET_MORE continues a set
-                              Keys, values, members and fields are msgpack bin; member lists are
-                              non-empty, field lists non-empty and of even length (no field twice
-                              in one hash); expiry times are absolute milliseconds fitting an
-                              int64. Kinds 3 and 4 came after the first release of version 1: an
-                              older reader refuses a file that holds a hash ("unknown kind").
+                                [key, 5, [element, ...], expire_at_ms|None] ITEM_LIST: key := a
+                                    list of these elements, in order (repeats allowed)
+                                [key, 6, [element, ...], None]            ITEM_LIST_MORE: more
+                                    elements of the list begun by the item just before, as
+                                    ITEM_SET_MORE continues a set
+                              Keys, values, members, fields and elements are msgpack bin; member
+                              and element lists are non-empty, field lists non-empty and of even
+                              length (no field twice in one hash); expiry times are absolute
+                              milliseconds fitting an int64. Kinds 3 and 4 came after the first
+                              release of version 1, kinds 5 and 6 after them: an older reader
+                              refuses a file that holds a hash or a list ("unknown kind").
       [2, name, data]         RECORD_SECTION, zero or more, after every batch: a named blob the
                               caller supplies (name: non-empty str of at most
                               SECTION_NAME_BYTES_MAX UTF-8 bytes, unique in the file; data: bin).
       [3, trailer]            RECORD_TRAILER, exactly once, last; nothing may follow it. A map:
-                              "key_count" (items of kind 0, 1 or 3), "record_count" (records before
+                              "key_count" (items of kind 0, 1, 3 or 5), "record_count" (records before
                               the trailer, manifest included), "data_bytes" (the sum of the
                               payload lengths of the batch records), "sha256" (32 bytes: SHA-256
                               of every byte of the file before the trailer record's header), and
@@ -116,6 +122,8 @@ ITEM_SET = 1
 ITEM_SET_MORE = 2
 ITEM_HASH = 3
 ITEM_HASH_MORE = 4
+ITEM_LIST = 5
+ITEM_LIST_MORE = 6
 
 # Limits. The largest legitimate record is a batch holding one string of the largest size a
 # command may build (512 MiB, STRING_BYTES_MAX) under a key of up to the default bulk limit
@@ -197,15 +205,17 @@ def _is_field_list(value: object) -> bool:
 
 class _ItemChecker:
     """Checks batches of items in file order, across batch boundaries (an ITEM_SET_MORE must
-    follow the same key's set, an ITEM_HASH_MORE the same key's hash), and counts keys. Returns a reason instead of raising, so the
+    follow the same key's set, an ITEM_HASH_MORE the same key's hash, an ITEM_LIST_MORE the same
+    key's list), and counts keys. Returns a reason instead of raising, so the
     writer can treat a bad item as its own bug and the reader as damage."""
 
-    __slots__ = ("_open_hash_key", "_open_set_key", "key_count")
+    __slots__ = ("_open_hash_key", "_open_list_key", "_open_set_key", "key_count")
 
     def __init__(self) -> None:
         self.key_count = 0
         self._open_set_key: bytes | None = None  # the key of the last set item, if last
         self._open_hash_key: bytes | None = None  # the key of the last hash item, if last
+        self._open_list_key: bytes | None = None  # the key of the last list item, if last
 
     def check(self, items: object) -> str | None:
         if type(items) is not list or not items:
@@ -216,7 +226,7 @@ class _ItemChecker:
             # holds only for that very int object (a bool or another type goes the long way).
             if (type(item) is list and len(item) == 4 and item[1] is ITEM_STRING
                     and type(item[0]) is bytes and type(item[2]) is bytes and item[3] is None):
-                self._open_set_key = self._open_hash_key = None
+                self._open_set_key = self._open_hash_key = self._open_list_key = None
                 self.key_count += 1
                 continue
             problem = check_item(item)
@@ -237,18 +247,30 @@ class _ItemChecker:
         if kind == ITEM_STRING:
             if type(value) is not bytes:
                 return "is a string whose value is not bytes"
-            self._open_set_key = self._open_hash_key = None
+            self._open_set_key = self._open_hash_key = self._open_list_key = None
             self.key_count += 1
         elif kind == ITEM_SET:
             if not _is_member_list(value):
                 return "is a set whose members are not a non-empty list of bytes"
-            self._open_set_key, self._open_hash_key = key, None
+            self._open_set_key, self._open_hash_key, self._open_list_key = key, None, None
             self.key_count += 1
+        elif kind == ITEM_LIST:
+            if not _is_member_list(value):
+                return "is a list whose elements are not a non-empty list of bytes"
+            self._open_set_key, self._open_hash_key, self._open_list_key = None, None, key
+            self.key_count += 1
+        elif kind == ITEM_LIST_MORE:
+            if not _is_member_list(value):
+                return "continues a list with elements that are not a non-empty list of bytes"
+            if key != self._open_list_key:
+                return f"continues the list {key!r}, which is not the list just before it"
+            if expire_at_ms is not None:
+                return "continues a list and repeats an expiry (only the first item has one)"
         elif kind == ITEM_HASH:
             if not _is_field_list(value):
                 return ("is a hash whose fields are not a non-empty list of bytes, each field "
                         "followed by its value")
-            self._open_set_key, self._open_hash_key = None, key
+            self._open_set_key, self._open_hash_key, self._open_list_key = None, key, None
             self.key_count += 1
         elif kind == ITEM_HASH_MORE:
             if not _is_field_list(value):
