@@ -1466,23 +1466,7 @@ class KVState:
     def set_remove(self, key: bytes, members: Iterable[bytes]) -> int:
         """Remove the members from the set at `key` (absent ones are skipped); a set left empty
         is deleted. Returns how many were removed; 0 if the key is absent."""
-        value = self._shards[shard_of(key)].get(key)
-        if value is None:
-            return 0
-        invariant(type(value) is SetValue, "set_remove on a key holding another type")
-        # Keep the first of any repeat, in order: a dict iterates in insertion order.
-        present = [m for m in dict.fromkeys(members) if m in value]  # type: ignore[operator]
-        if not present:
-            return 0
-        if len(present) == len(value):  # type: ignore[arg-type]
-            # Removing everything is a delete: one effect, and undo keeps the set object whole.
-            self.delete(key)
-            return len(present)
-        for member in present:
-            self._remove_member(key, value, member)  # type: ignore[arg-type]
-        if self._recording is not None:
-            self._recording.effects.append([EFFECT_SET_REMOVE, key, present])
-        return len(present)
+        return self._remove_items(key, members, SetValue, EFFECT_SET_REMOVE)
 
     def set_pop(self, key: bytes, count: int, rng: random.Random) -> list[bytes]:
         """Remove up to `count` (>= 1) members of the set at `key` chosen with `rng`, each pick
@@ -1545,22 +1529,32 @@ class KVState:
     def hash_delete(self, key: bytes, fields: Iterable[bytes]) -> int:
         """Remove the fields from the hash at `key` (absent ones are skipped); a hash left
         empty is deleted. Returns how many were removed; 0 if the key is absent."""
+        return self._remove_items(key, fields, HashValue, EFFECT_HASH_DELETE)
+
+    def _remove_items(self, key: bytes, items: Iterable[bytes], kind: type,
+                      opcode: int) -> int:
+        """SREM's and HDEL's work: remove these members (fields) from the set (hash) at `key`,
+        one EFFECT_SET_REMOVE (EFFECT_HASH_DELETE) for those that were there."""
         value = self._shards[shard_of(key)].get(key)
         if value is None:
             return 0
-        invariant(type(value) is HashValue, "hash_delete on a key holding another type")
+        invariant(type(value) is kind, "removing %s items from a key holding another type",
+                  kind.__name__)
         # Keep the first of any repeat, in order: a dict iterates in insertion order.
-        present = [f for f in dict.fromkeys(fields) if f in value]  # type: ignore[operator]
+        present = [m for m in dict.fromkeys(items) if m in value]  # type: ignore[operator]
         if not present:
             return 0
         if len(present) == len(value):  # type: ignore[arg-type]
-            # Removing everything is a delete: one effect, and undo keeps the hash whole.
+            # Removing everything is a delete: one effect, and undo keeps the value whole.
             self.delete(key)
             return len(present)
-        for field in present:
-            self._remove_field(key, value, field)  # type: ignore[arg-type]
+        for item in present:
+            if kind is SetValue:
+                self._remove_member(key, value, item)  # type: ignore[arg-type]
+            else:
+                self._remove_field(key, value, item)  # type: ignore[arg-type]
         if self._recording is not None:
-            self._recording.effects.append([EFFECT_HASH_DELETE, key, present])
+            self._recording.effects.append([opcode, key, present])
         return len(present)
 
     def write_list(

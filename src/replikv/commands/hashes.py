@@ -36,17 +36,15 @@ from typing import TYPE_CHECKING
 from replikv.commands.sets import parse_collection_scan, random_positions
 from replikv.commands.strings import (
     INT64_MAX,
-    INT64_MIN,
     float_sum,
     int64_arg,
+    int64_sum,
     parse_float,
-    parse_int64,
 )
 from replikv.limits import MIB
 from replikv.replies import (
     NOT_FLOAT,
     OK,
-    OVERFLOW,
     SYNTAX,
     CommandError,
     PairArray,
@@ -223,13 +221,8 @@ def parse_hincrby(argv: list[bytes]) -> tuple[bytes, bytes, int]:
 def run_hincrby(state: KVState, args: tuple[bytes, bytes, int], time_ms: int) -> int:
     key, field, increment = args
     hashed = state.get_hash(key, time_ms)
-    old = None if hashed is None else hashed.get(field)
-    current = 0 if old is None else parse_int64(old)
-    if current is None:
-        raise CommandError(ERR_NOT_INTEGER_VALUE)
-    result = current + increment
-    if result < INT64_MIN or result > INT64_MAX:
-        raise CommandError(OVERFLOW)
+    result = int64_sum(None if hashed is None else hashed.get(field), increment,
+                       ERR_NOT_INTEGER_VALUE)
     pairs = [field, b"%d" % result]
     _check_room(hashed, pairs)
     state.hash_set(key, pairs)

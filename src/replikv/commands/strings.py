@@ -355,15 +355,21 @@ def parse_decrby(argv: list[bytes]) -> tuple[bytes, int]:
     return argv[1], -decrement
 
 
-def run_incrby(state: KVState, args: tuple[bytes, int], time_ms: int) -> int:
-    key, increment = args
-    old = state.get(key, time_ms)
+def int64_sum(old: bytes | None, increment: int, not_integer: str) -> int:
+    """old (a missing value counts as 0) + increment, as INCRBY and HINCRBY store it; a
+    CommandError with `not_integer` if old is not a 64-bit integer, or if the sum overflows."""
     current = 0 if old is None else parse_int64(old)
     if current is None:
-        raise CommandError(NOT_INTEGER)
+        raise CommandError(not_integer)
     result = current + increment
     if result < INT64_MIN or result > INT64_MAX:
         raise CommandError(OVERFLOW)
+    return result
+
+
+def run_incrby(state: KVState, args: tuple[bytes, int], time_ms: int) -> int:
+    key, increment = args
+    result = int64_sum(state.get(key, time_ms), increment, NOT_INTEGER)
     # INCR keeps the key's time to live, as Redis does.
     state.write(key, b"%d" % result, keep_ttl=True)
     return result
