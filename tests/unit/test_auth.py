@@ -35,7 +35,7 @@ class Node(NodeView):
     started_s = 0.0
 
     def __init__(self, password: bytes = PASSWORD) -> None:
-        self.requirepass = password
+        self.passwords = (password,) if password else ()
 
     def info_sections(self) -> dict[str, list[tuple[str, object]]]:
         return {}
@@ -196,11 +196,11 @@ def test_a_handshake_proof_holds_only_for_its_password_and_its_link() -> None:
 
 
 class AdminNode:
-    accepted_passwords: tuple[bytes, ...] = ()
+    requirepass = NodeView.requirepass
     password_accepted = NodeView.password_accepted
 
     def __init__(self, password: bytes) -> None:
-        self.requirepass = password
+        self.passwords = (password,) if password else ()
         self.auth_failures = 0
 
 
@@ -371,7 +371,7 @@ def test_a_password_file_holds_the_password_then_earlier_ones_still_accepted(
 def test_clients_and_peers_may_give_any_accepted_password_and_peers_are_given_the_first(
         ) -> None:
     node = Node(b"new")
-    node.accepted_passwords = (b"new", b"old")
+    node.passwords = (b"new", b"old")
     for given in (b"new", b"old"):
         conn = unauthenticated()
         assert run(node, conn, b"AUTH", given) == OK and conn.authenticated

@@ -213,8 +213,7 @@ class FakeServer:
     node core."""
 
     def __init__(self, requirepass: bytes = b"", **limits: int) -> None:
-        self.requirepass = requirepass  # NodeView: the password AUTH checks (none)
-        self.accepted_passwords = ()
+        self.passwords = (requirepass,) if requirepass else ()  # NodeView: AUTH's passwords
         self.auth_failures = 0
         self.settings = SimpleNamespace(limits=DEFAULT_LIMITS.__class__(**{
             **{f: getattr(DEFAULT_LIMITS, f) for f in DEFAULT_LIMITS.__dataclass_fields__},
@@ -229,6 +228,7 @@ class FakeServer:
         self.node = SimpleNamespace(watch_index=lambda: 42)
         self.submitted: list[list[bytes]] = []
 
+    requirepass = NodeView.requirepass
     password_accepted = NodeView.password_accepted
 
     def next_client_id(self) -> int:

@@ -116,11 +116,9 @@ class NodeView:
 
     node_id: str
     started_s: float  # when the node started (time.time())
-    # The password clients must give (`requirepass`, UTF-8); empty when there is none.
-    requirepass: bytes = b""
-    # Every password accepted (requirepass first, then earlier ones while a new one is rolled
-    # out); () means requirepass alone.
-    accepted_passwords: tuple[bytes, ...] = ()
+    # Every password a client may give (UTF-8): the node's `requirepass` first, then earlier
+    # ones still accepted while a new one is rolled out; () when there is none.
+    passwords: tuple[bytes, ...] = ()
     auth_failures: int = 0  # AUTH and HELLO ... AUTH refused for a wrong password or user
 
     def info_sections(self) -> dict[str, list[tuple[str, object]]]:
@@ -133,11 +131,15 @@ class NodeView:
         """Every member, this node included (see `member_views`)."""
         raise NotImplementedError
 
+    @property
+    def requirepass(self) -> bytes:
+        """The node's password (empty when it has none): the one it gives peers."""
+        return self.passwords[0] if self.passwords else b""
+
     def password_accepted(self, given: bytes) -> bool:
         """Whether `given` is one of the node's passwords (compare_digest: the time taken
         does not tell how much of a guess was right)."""
-        accepted = self.accepted_passwords or ((self.requirepass,) if self.requirepass else ())
-        return any(hmac.compare_digest(given, p) for p in accepted)
+        return any(hmac.compare_digest(given, p) for p in self.passwords)
 
     def client_states(self) -> list[ConnectionState]:
         """CLIENT LIST: every open client connection's state ([]: only the caller's is known,

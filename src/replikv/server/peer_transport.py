@@ -197,8 +197,8 @@ class _OutboundLink:
             try:
                 transport = self.transport
                 info = dict(transport.advertised)
-                if transport.password:
-                    info[_PROOF_KEY] = handshake_proof(transport.password, transport.cluster_id,
+                if transport.passwords:
+                    info[_PROOF_KEY] = handshake_proof(transport.passwords[0], transport.cluster_id,
                                                        transport.node_id, self.peer)
                 writer.write(encode_handshake(transport.cluster_id, transport.node_id,
                                               self.peer, info))
@@ -370,8 +370,8 @@ class _InboundLink(asyncio.Protocol):
             raise PeerProtocolError(f"peer {src} thinks it is talking to {dst!r}, "
                                     f"we are {owner.node_id!r}")
         proof = info.get(_PROOF_KEY, "")
-        if owner.password and not any(check_handshake_proof(p, proof, cluster_id, src, dst)
-                                       for p in owner.accepted_passwords):
+        if owner.passwords and not any(check_handshake_proof(p, proof, cluster_id, src, dst)
+                                       for p in owner.passwords):
             # Said once per node, as for unknown nodes: the peer retries several times a second.
             first = src not in owner._warned_auth and len(owner._warned_auth) < REMEMBERED_IDS_MAX
             if first:
@@ -386,7 +386,7 @@ class _InboundLink(asyncio.Protocol):
         owner._warned_auth.discard(src)
         self.src = src
         self.info = _valid_info(info)
-        if owner.password:
+        if owner.passwords:
             # The proof shows a member sent this: what it says about itself counts at once
             # (without a password it waits for a valid message, see data_received).
             self.trusted = True
@@ -397,14 +397,13 @@ class _InboundLink(asyncio.Protocol):
 class PeerTransport:
     def __init__(self, *, node_id: str, cluster_id: str, peers: dict[str, Address],
                  limits: Limits, on_message: Callable[[str, object], None],
-                 advertised: dict[str, str] | None = None, password: bytes = b"",
-                 accepted_passwords: tuple[bytes, ...] = (),
+                 advertised: dict[str, str] | None = None, passwords: tuple[bytes, ...] = (),
                  tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
-        self.password = password  # requirepass: links prove they know it (handshake_proof)
-        # ...and accept a proof made with any of these (password first; () for it alone).
-        self.accepted_passwords = accepted_passwords or ((password,) if password else ())
+        # The cluster's passwords (NodeView.passwords): links prove they know the first
+        # (handshake_proof), and a proof made with any of them is accepted; () for none.
+        self.passwords = passwords
         # (accepting, connecting) contexts for mutual TLS (replikv.tls.peer_contexts), or None.
         self.tls_accepting: ssl.SSLContext | None = tls[0] if tls is not None else None
         self.tls_connecting: ssl.SSLContext | None = tls[1] if tls is not None else None

@@ -163,10 +163,9 @@ class NodeServer(NodeView):
         # replikv.concerns.interned).
         self.default_options = interned(settings.default_options())
         self.started_s = time.time()
-        # NodeView: what AUTH checks (requirepass), and what it also accepts (see reload).
-        self.requirepass = settings.requirepass.encode()
-        self.accepted_passwords = tuple(p.encode() for p in (settings.requirepass,
-                                                             *settings.requirepass_previous))
+        # NodeView: the passwords AUTH accepts, requirepass first (see reload); () for none.
+        self.passwords = tuple(p.encode() for p in (settings.requirepass,
+                                                    *settings.requirepass_previous) if p)
         # TLS contexts (None: plain TCP), built now so that a bad file stops the start at once.
         tls = settings.tls_files()
         self.client_tls = (server_context(tls, require_client_cert=settings.tls_auth_clients)
@@ -435,8 +434,7 @@ class NodeServer(NodeView):
             advertised["admin"] = str(s.admin)
         self._transport = PeerTransport(node_id=s.id, cluster_id=s.cluster_id, peers=s.peers,
                                         limits=s.limits, on_message=self._on_peer_message,
-                                        advertised=advertised, password=self.requirepass,
-                                        accepted_passwords=self.accepted_passwords,
+                                        advertised=advertised, passwords=self.passwords,
                                         tls=self.peer_tls)
         await self.transport.start(s.peer_listen)
         client_server = await loop.create_server(lambda: ClientConnection(self), s.listen.host,
@@ -509,11 +507,9 @@ class NodeServer(NodeView):
                     log.error("reload (SIGHUP): the node started without a password; a "
                               "password needs a restart (every client must then give it)")
                 else:
-                    self.requirepass = passwords[0].encode()
-                    self.accepted_passwords = tuple(p.encode() for p in passwords)
+                    self.passwords = tuple(p.encode() for p in passwords)
                     if self._transport is not None:
-                        self._transport.password = self.requirepass
-                        self._transport.accepted_passwords = self.accepted_passwords
+                        self._transport.passwords = self.passwords
                     said.append(f"{len(passwords)} password(s) from {s.requirepass_file} "
                                 "(the first is the one given to peers)")
         tls = s.tls_files()
