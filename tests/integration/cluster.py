@@ -43,6 +43,7 @@ from redis.retry import Retry
 
 from replikv import local_cluster
 from replikv.local_cluster import NODE_LAUNCHER, SCRATCH_PORT_RANGE, free_ports
+from replikv.tls import TlsFiles, client_context, make_local_ca
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
@@ -502,6 +503,28 @@ def running(cluster: Cluster, *, start: bool = True) -> Iterator[Cluster]:
     finally:
         cluster.close()
         ACTIVE_CLUSTERS.remove(cluster)
+
+
+def tls_args(files: TlsFiles) -> list[str]:
+    """`replikv node` flags for a node with these TLS files."""
+    return ["--tls-cert-file", str(files.cert_file), "--tls-key-file", str(files.key_file),
+            "--tls-ca-cert-file", str(files.ca_cert_file)]
+
+
+def start_tls_cluster(make_cluster: Callable[..., Cluster], tmp_path: Path, size: int = 3,
+                      extra: tuple[str, ...] = (), client_cert: TlsFiles | None = None,
+                      ) -> tuple[Cluster, dict[str, TlsFiles]]:
+    """A started cluster (from the make_cluster fixture) whose nodes speak TLS on every port,
+    with certificates from a local CA made in tmp_path/tls; the harness reaches the admin APIs
+    over HTTPS (presenting `client_cert` for nodes started with --tls-auth-clients)."""
+    files = make_local_ca(tmp_path / "tls", [f"n{i + 1}" for i in range(size)])
+    cluster = make_cluster(size, start=False, extra_args=list(extra),
+                           node_args={n: tls_args(f) for n, f in files.items()})
+    cluster.admin_tls = client_context(
+        files["n1"].ca_cert_file, *((client_cert.cert_file, client_cert.key_file)
+                                    if client_cert else ()))
+    cluster.start_all()
+    return cluster, files
 
 
 def kill_leftover_processes() -> None:

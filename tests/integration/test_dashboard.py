@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import HOST, Cluster, wait_until
+from .cluster import HOST, Cluster, start_tls_cluster, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -101,15 +101,7 @@ def test_the_dashboard_of_tls_nodes_reads_every_member_over_https(make_cluster,
     """Served over HTTPS, the page asks the other members over HTTPS too (a browser blocks
     plain-HTTP requests from an HTTPS page). Chromium is told to accept the local CA's
     certificates, as a user's browser would once it trusts that CA."""
-    from replikv.tls import client_context, make_local_ca
-
-    files = make_local_ca(tmp_path / "tls", ["n1", "n2", "n3"])
-    ca = str(files["n1"].ca_cert_file)
-    cluster = make_cluster(3, start=False, node_args={
-        n: ["--tls-cert-file", str(f.cert_file), "--tls-key-file", str(f.key_file),
-            "--tls-ca-cert-file", ca] for n, f in files.items()})
-    cluster.admin_tls = client_context(ca)
-    cluster.start_all()
+    cluster, _files = start_tls_cluster(make_cluster, tmp_path)
     leader = cluster.leader()
     follower = next(i for i in cluster.ids if i != leader)
     url = f"https://{HOST}:{cluster.nodes[follower].admin_port}/"

@@ -29,6 +29,7 @@ from .cluster import (
     NodeExited,
     client_without_retries,
     pick_free_ports,
+    start_tls_cluster,
     wait_until,
 )
 
@@ -178,15 +179,8 @@ def test_writes_through_haproxy_survive_a_leader_crash(make_cluster, tmp_path: P
 def test_haproxy_in_front_of_tls_nodes_checks_them_over_https(make_cluster, tmp_path: Path):
     """With --tls-ca-cert the health checks verify the admin APIs' certificates over HTTPS
     (plain HTTP checks would find every node down), and the clients' TLS passes through."""
-    from replikv.tls import client_context, make_local_ca
-
-    files = make_local_ca(tmp_path / "tls", ["n1", "n2", "n3"])
+    cluster, files = start_tls_cluster(make_cluster, tmp_path)
     ca = str(files["n1"].ca_cert_file)
-    cluster = make_cluster(3, start=False, node_args={
-        n: ["--tls-cert-file", str(f.cert_file), "--tls-key-file", str(f.key_file),
-            "--tls-ca-cert-file", ca] for n, f in files.items()})
-    cluster.admin_tls = client_context(ca)
-    cluster.start_all()
     leader = cluster.leader()
     write_port, read_port = pick_free_ports(2)
 

@@ -60,6 +60,18 @@ def all_applied(cluster: Cluster, node_ids: list[str]) -> None:
         cluster.wait_applied(node_id, target)
 
 
+def agreed_view(cluster: Cluster, node_ids: list[str],
+                view: Callable[[str], dict[str, object]]) -> dict[str, object]:
+    """Once every node has applied the leader's commit index: the view every node's local copy
+    gives (asserted identical on all of them)."""
+    all_applied(cluster, node_ids)
+    views = {i: view(i) for i in node_ids}
+    first = views[node_ids[0]]
+    for node_id in node_ids[1:]:
+        assert views[node_id] == first, f"{node_id} differs from {node_ids[0]}"
+    return first
+
+
 def through_failover_and_restart(cluster: Cluster, clients: dict[str, redis.Redis],
                                  write: Callable[[dict[str, redis.Redis], int], None],
                                  check: Callable[[list[str]], None]) -> None:
@@ -124,11 +136,7 @@ def test_hashes_agree_on_every_node_through_failover_and_restart(make_cluster, m
     all_keys = sorted(expected)
 
     def check(node_ids: list[str]) -> None:
-        all_applied(cluster, node_ids)
-        views = {i: local_view(cluster, i, all_keys) for i in node_ids}
-        first = views[node_ids[0]]
-        for node_id in node_ids[1:]:
-            assert views[node_id] == first, f"{node_id} differs from {node_ids[0]}"
+        first = agreed_view(cluster, node_ids, lambda i: local_view(cluster, i, all_keys))
         for key in all_keys:
             assert dict(first[f"{key}/3"]) == expected[key], key  # type: ignore[arg-type]
             assert first[f"{key}/2"] == first[f"{key}/3"]  # the same order in both protocols

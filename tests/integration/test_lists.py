@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from .cluster import Cluster
-from .test_hashes import LOCAL_READ, all_applied, retried, through_failover_and_restart
+from .test_hashes import LOCAL_READ, agreed_view, retried, through_failover_and_restart
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -101,11 +101,7 @@ def test_lists_agree_on_every_node_through_failover_and_restart(make_cluster, mo
     all_keys = sorted(model)
 
     def check(node_ids: list[str]) -> None:
-        all_applied(cluster, node_ids)
-        views = {i: local_view(cluster, i, all_keys) for i in node_ids}
-        first = views[node_ids[0]]
-        for node_id in node_ids[1:]:
-            assert views[node_id] == first, f"{node_id} differs from {node_ids[0]}"
+        first = agreed_view(cluster, node_ids, lambda i: local_view(cluster, i, all_keys))
         for key in all_keys:
             assert first[key][0] == model[key], key  # type: ignore[index]
 

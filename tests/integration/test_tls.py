@@ -19,31 +19,21 @@ import pytest
 import redis
 
 import replikv
-from replikv.tls import TlsFiles, client_context, make_local_ca
+from replikv.tls import client_context, make_local_ca
 
-from .cluster import HOST, PYTHON, Cluster, free_base_port, stop_cluster_up, wait_until
+from .cluster import (
+    HOST,
+    PYTHON,
+    free_base_port,
+    start_tls_cluster,
+    stop_cluster_up,
+    tls_args,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
-
-
-def tls_args(files: TlsFiles) -> list[str]:
-    return ["--tls-cert-file", str(files.cert_file), "--tls-key-file", str(files.key_file),
-            "--tls-ca-cert-file", str(files.ca_cert_file)]
-
-
-def start_tls_cluster(make_cluster, tmp_path: Path, size: int = 3, extra: tuple[str, ...] = (),
-                      client_cert: TlsFiles | None = None,
-                      ) -> tuple[Cluster, dict[str, TlsFiles]]:
-    files = make_local_ca(tmp_path / "tls", [f"n{i + 1}" for i in range(size)])
-    cluster = make_cluster(size, start=False, extra_args=list(extra),
-                           node_args={n: tls_args(f) for n, f in files.items()})
-    cluster.admin_tls = client_context(
-        files["n1"].ca_cert_file, *((client_cert.cert_file, client_cert.key_file)
-                                    if client_cert else ()))
-    cluster.start_all()
-    return cluster, files
 
 
 def env_with(**variables: str | None) -> dict[str, str]:
