@@ -294,11 +294,6 @@ def check_password(password: str, setting: str) -> None:
 PASSWORDS_MAX = 8
 
 
-def read_password_file(path: Path | str, setting: str) -> str:
-    """The password in the file `path` (its first line); see read_passwords."""
-    return read_passwords(path, setting)[0]
-
-
 def read_passwords(path: Path | str, setting: str) -> tuple[str, ...]:
     """The passwords in the file `path`, one per line: the first is the one to use, the others
     are accepted as well (while a new password is rolled out, the old one on the next line)."""

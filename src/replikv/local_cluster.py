@@ -181,10 +181,10 @@ class LocalCluster:
         self.requirepass_file = requirepass_file.resolve() if requirepass_file else None
         self.password: str | None = None
         if self.requirepass_file is not None:
-            from replikv.config import ConfigError, read_password_file
+            from replikv.config import ConfigError, read_passwords
 
             try:
-                self.password = read_password_file(self.requirepass_file, "--requirepass-file")
+                self.password = read_passwords(self.requirepass_file, "--requirepass-file")[0]
             except ConfigError as e:
                 raise ClusterError(str(e)) from None
         self.archive_dir = archive_dir.resolve() if archive_dir is not None else None
