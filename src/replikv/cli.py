@@ -125,6 +125,11 @@ _add_backup_commands()
 @click.option("--disk-min-free-bytes", type=int,
               help="Refuse to start while the data dir's file system has less free than this "
                    "(a node whose disk fills stops); 0: no check. [default: 16777216]")
+@click.option("--maxmemory",
+              help="Redis's maxmemory: while the keyspace holds more than this (INFO's "
+                   "used_memory), writes that add data are refused with OOM; reads and "
+                   "deletes still run. A size such as 512mb or 2gb; give every member the "
+                   "same. [default: 0, no limit]")
 @click.option("--requirepass-file", type=click.Path(dir_okay=False, path_type=Path),
               help="A file holding the cluster password (one line): clients must AUTH with "
                    "it, and members prove to each other that they know it. Every member needs "
@@ -161,8 +166,8 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          snapshot_chunk_bytes: int | None, auto_replace_after_ms: int | None,
          archive_dir: Path | None, backup_dir: Path | None, backup_every: str | None,
          backup_keep: int | None, disk_low_free_bytes: int | None,
-         disk_min_free_bytes: int | None, requirepass_file: Path | None,
-         tls_cert_file: Path | None, tls_key_file: Path | None,
+         disk_min_free_bytes: int | None, maxmemory: str | None,
+         requirepass_file: Path | None, tls_cert_file: Path | None, tls_key_file: Path | None,
          tls_ca_cert_file: Path | None, tls_auth_clients: bool | None,
          fault_injection: bool | None, log_level: str | None,
          log_format: str | None) -> None:
@@ -202,7 +207,7 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
                  "archive_dir": archive_dir, "backup_dir": backup_dir,
                  "backup_every": backup_every, "backup_keep": backup_keep,
                  "disk_low_free_bytes": disk_low_free_bytes,
-                 "disk_min_free_bytes": disk_min_free_bytes,
+                 "disk_min_free_bytes": disk_min_free_bytes, "maxmemory": maxmemory,
                  "requirepass_file": requirepass_file,
                  "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file,
                  "tls_ca_cert_file": tls_ca_cert_file, "tls_auth_clients": tls_auth_clients,
@@ -277,6 +282,9 @@ def cluster() -> None:
               help="Give the cluster the password in this file (one line): every node's "
                    "requirepass_file. Clients then AUTH with it (REDISCLI_AUTH for redis-cli, "
                    "REPLIKV_PASSWORD for replikv's commands).")
+@click.option("--maxmemory",
+              help="Every node's maxmemory: over it, writes that add data are refused with "
+                   "OOM (a size such as 100mb; default: no limit).")
 @click.option("--tls", is_flag=True,
               help="Every port speaks TLS: a local CA and a certificate per node are made in "
                    "DATA_DIR/tls (kept for later starts). Clients verify the nodes with "
@@ -286,7 +294,7 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
                replication: str, restore_file: Path | None, force: bool, standbys: int,
                auto_replace_after_ms: int, archive_dir: Path | None,
                restore_archive: Path | None, until: str | None,
-               requirepass_file: Path | None, tls: bool) -> None:
+               requirepass_file: Path | None, maxmemory: str | None, tls: bool) -> None:
     """Start a local cluster in the foreground; Ctrl-C stops every node cleanly.
 
     \b
@@ -337,7 +345,7 @@ def cluster_up(nodes: str, base_port: int, host: str, data_dir: Path, fsync: str
                                fsync=fsync, replication=replication, standbys=standbys,
                                auto_replace_after_ms=auto_replace_after_ms,
                                archive_dir=archive_dir, requirepass_file=requirepass_file,
-                               tls=tls)
+                               tls=tls, maxmemory=maxmemory)
         if restore_archive is not None and restore_file is not None and until is not None:
             import tempfile
 
@@ -698,7 +706,8 @@ def status(addresses: str, timeout_s: float, as_json: bool, watch: bool, interva
     (HEALTH down). LAST, COMMIT and APPLIED are the last
     log, commit and applied indexes; FSYNC99 the node's fsync p99 over its last 1,024 fsyncs.
     DISK: the free space of the file system holding its data dir, "(low)" below its
-    disk_low_free_bytes, with a WARNING line under the table. HEALTH is ok, or why not: a leader with a disconnected follower, a follower without a
+    disk_low_free_bytes, with a WARNING line under the table (one also says when the
+    leader's keyspace is over its maxmemory). HEALTH is ok, or why not: a leader with a disconnected follower, a follower without a
     leader or more than 5 s stale. LAG: on the leader, each follower's lag in entries and
     milliseconds; on a follower, its staleness (how long since it last had everything the
     leader had committed). CONTACT: on the leader, how long ago it last heard from each

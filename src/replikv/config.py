@@ -28,6 +28,11 @@ FSYNC_MODES = ("always", "batch", "never")
 LOG_FORMATS = ("text", "json")
 FSYNC_INTERVAL_MS_MAX = 10_000
 DISK_FREE_BYTES_MAX = 1 << 60  # 1 EiB: the disk space thresholds
+MAXMEMORY_MAX = 1 << 50  # 1 PiB
+# Redis's maxmemory policies. replikv keeps the first: it never evicts (see NodeCore.maxmemory).
+MAXMEMORY_POLICY = "noeviction"
+_EVICTION_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru",
+                      "volatile-lfu", "volatile-random", "volatile-ttl")
 
 
 class ConfigError(ValueError):
@@ -152,6 +157,12 @@ class NodeSettings:
     tls_key_file: Path | None = None
     tls_ca_cert_file: Path | None = None
     tls_auth_clients: bool = False
+    # Redis's maxmemory (0: no limit): while the keyspace holds more than this many bytes
+    # (INFO's used_memory), the leader refuses writes that can add data with Redis's OOM
+    # error; reads and deletes still run. Every member should have the same, since the
+    # leader's applies. The policy is always noeviction: replikv never evicts keys.
+    maxmemory: int = 0
+    maxmemory_policy: str = MAXMEMORY_POLICY
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
 
     def validate(self) -> NodeSettings:
@@ -233,6 +244,10 @@ class NodeSettings:
                               f"disk_low_free_bytes ({self.disk_low_free_bytes}): a node would "
                               "refuse to start on a disk it does not report low. Lower "
                               "disk_min_free_bytes as well (0 turns the start-up check off)")
+        if not 0 <= self.maxmemory <= MAXMEMORY_MAX:
+            raise ConfigError(f"maxmemory: expected 0 (no limit) or a size such as 512mb or "
+                              f"2gb, at most 1 PiB; got {self.maxmemory}")
+        check_maxmemory_policy(self.maxmemory_policy)
         for password in (self.requirepass, *self.requirepass_previous):
             check_password(password, "requirepass")
         tls = (self.tls_cert_file, self.tls_key_file, self.tls_ca_cert_file)
@@ -405,6 +420,9 @@ def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> 
         tls_key_file=_path(raw.get("tls_key_file")),
         tls_ca_cert_file=_path(raw.get("tls_ca_cert_file")),
         tls_auth_clients=_bool(raw.get("tls_auth_clients", False), "tls_auth_clients"),
+        maxmemory=parse_memory(raw.get("maxmemory", 0), "maxmemory"),
+        maxmemory_policy=_str(raw.get("maxmemory_policy", MAXMEMORY_POLICY),
+                              "maxmemory_policy"),
         limits=limits,
     )
     return settings.validate()
@@ -417,6 +435,38 @@ def _int(v: object, name: str) -> int:
         return int(v)
     except ValueError:
         raise ConfigError(f"{name}: expected an integer, got {v!r}") from None
+
+
+# Redis's memory units (redis.conf): k, m, g are powers of 1000; kb, mb, gb of 1024.
+_MEMORY_UNITS = {"b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2,
+                 "g": 1000 ** 3, "gb": 1024 ** 3}
+
+
+def parse_memory(v: object, name: str) -> int:
+    """A size as Redis writes maxmemory: 1048576, "100mb", "2gb", "500k" (k/m/g: powers of
+    1000; kb/mb/gb: of 1024), as bytes."""
+    text = str(v).strip().lower() if isinstance(v, int | str) and not isinstance(v, bool) \
+        else ""
+    number = text.rstrip("bkmg")
+    unit = text[len(number):]
+    if number.isdigit() and len(number) <= 18 and unit in ("", *_MEMORY_UNITS):
+        size = int(number) * _MEMORY_UNITS.get(unit, 1)
+        if size <= MAXMEMORY_MAX:
+            return size
+    raise ConfigError(f"{name}: expected a size in bytes such as 104857600, 100mb or 2gb "
+                      f"(k, m, g: powers of 1000; kb, mb, gb: of 1024; 0: no limit), got {v!r}")
+
+
+def check_maxmemory_policy(policy: str) -> None:
+    """ConfigError unless `policy` is noeviction, the one replikv has, saying why."""
+    if policy.lower() == MAXMEMORY_POLICY:
+        return
+    why = ("replikv never evicts keys: over maxmemory it refuses writes that add data "
+           "(noeviction), so that a store nobody told to forget forgets nothing")
+    if policy.lower() in _EVICTION_POLICIES:
+        raise ConfigError(f"maxmemory_policy {policy!r} is not available: {why}")
+    raise ConfigError(f"maxmemory_policy: expected {MAXMEMORY_POLICY!r} ({why}), got "
+                      f"{policy!r}")
 
 
 _DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}

@@ -171,7 +171,8 @@ class LocalCluster:
     def __init__(self, nodes: int, *, base_port: int, host: str, data_dir: Path,
                  fsync: str = "always", replication: str = "passive", standbys: int = 0,
                  auto_replace_after_ms: int = 0, archive_dir: Path | None = None,
-                 requirepass_file: Path | None = None, tls: bool = False) -> None:
+                 requirepass_file: Path | None = None, tls: bool = False,
+                 maxmemory: str | None = None) -> None:
         self.host = host
         # `cluster up --tls`: a local CA and a certificate per node in DATA_DIR/tls (made on
         # the first start, kept after), named in every node's config.
@@ -188,6 +189,15 @@ class LocalCluster:
             except ConfigError as e:
                 raise ClusterError(str(e)) from None
         self.archive_dir = archive_dir.resolve() if archive_dir is not None else None
+        # `cluster up --maxmemory`: every node's maxmemory, checked before anything starts.
+        self.maxmemory = 0
+        if maxmemory is not None:
+            from replikv.config import ConfigError, parse_memory
+
+            try:
+                self.maxmemory = parse_memory(maxmemory, "--maxmemory")
+            except ConfigError as e:
+                raise ClusterError(str(e)) from None
         # Absolute: the nodes run with their config's full path (what `cluster pause` and the
         # others check a pid against, and what the "start it by hand" hint prints).
         self.data_dir = data_dir = data_dir.resolve()
@@ -267,6 +277,8 @@ class LocalCluster:
                 extra += f'archive_dir = "{self.archive_dir / n.id}"\n'
             if self.requirepass_file is not None:
                 extra += f'requirepass_file = "{self.requirepass_file}"\n'
+            if self.maxmemory:
+                extra += f"maxmemory = {self.maxmemory}\n"
             if self.tls:
                 files = self.tls_files[n.id]
                 extra += (f'tls_cert_file = "{files.cert_file}"\n'

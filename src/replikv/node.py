@@ -55,11 +55,14 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from replikv.commands import parse_command
+from replikv.commands import grows_memory, parse_command
 from replikv.commands.transactions import (
     WATCH_POINT_NAME_LOWER,
     WATCH_SCAN_MAX,
     changes_any,
+    encode_exec,
+    is_pipeline,
+    split_exec,
     split_watch,
 )
 from replikv.concerns import DEFAULT_OPTIONS, FOLLOWER_MAY_SERVE, TIMEOUT_MS_MAX, RequestOptions
@@ -137,6 +140,8 @@ ERR_NOT_SECONDARY = ErrorReply(
 ERR_RETRY_SAME_SEQ = ErrorReply(
     "TRYAGAIN leadership changed while this retried write's first attempt was committing; "
     "retry it with the same sequence number (it is applied at most once)")
+# Redis's text, word for word (clients and tools match on it).
+ERR_OOM = ErrorReply("OOM command not allowed when used memory > 'maxmemory'.")
 ERR_EFFECTS_TOO_LARGE = (
     "ERR the command's effects are too large for one log entry (limit {limit} bytes); "
     "nothing was changed")
@@ -183,6 +188,8 @@ class NodeConfig:
     snapshot_log_min_bytes: int = 0
     # Automatic replacement (0: off): see NodeCore._auto_replace.
     auto_replace_after_ms: int = 0
+    # Redis's maxmemory with the noeviction policy (0: no limit): see NodeCore.maxmemory.
+    maxmemory: int = 0
 
     def __post_init__(self) -> None:
         invariant(self.replication in REPLICATION_MODES,
@@ -402,6 +409,15 @@ class NodeCore:
         # Leader: milliseconds from proposing a client write to its commit, for the driver's
         # metrics to take (it empties the list); bounded if nobody does.
         self.commit_latencies_ms: list[int] = []
+        # The memory limit (Redis's maxmemory, policy noeviction; 0: none). While the keyspace
+        # holds more than this (KVState.used_bytes, the model INFO's used_memory reports), the
+        # leader refuses the writes Redis flags "denyoom" (those that can add data) with Redis's
+        # OOM error, before running them; deletes, expiries, pops and the like still run.
+        # Only the leader decides, when it proposes: every replica holds the same keyspace, so
+        # the leader's limit bounds every node's, and followers apply whatever the log holds.
+        # The driver may change it at run time (CONFIG SET maxmemory).
+        self.maxmemory = config.maxmemory
+        self.oom_rejections = 0  # commands refused for it, as leader
 
     # -- events -------------------------------------------------------------------------------
 
@@ -715,6 +731,16 @@ class NodeCore:
                     self._dup_waiting.append((check.index, target, check.reply))
                 return check.index
         name = argv[0].lower()
+        refused: list[int] | None = None  # slots of a pipeline's batch refused for maxmemory
+        if self.maxmemory and self.state.used_bytes() > self.maxmemory:
+            try:
+                admitted = self._admit_over_maxmemory(argv)
+            except CommandError as e:
+                return e.reply()
+            if isinstance(admitted, ErrorReply):
+                return admitted
+            if admitted is not None:
+                argv, refused, parsed = admitted
         if name == b"exec":
             try:
                 watch, argv = split_watch(argv)  # the log gets the transaction without it
@@ -725,6 +751,8 @@ class NodeCore:
         seed = self.rng.getrandbits(31) + 1 if name in RANDOM_WRITES else 0
         reply, effects, undo = self.state.execute_recorded(argv, t, seed, parsed)
         self.commands_executed += 1
+        if refused:
+            reply = _with_refused(reply, refused)
         if opts.session is not None and opts.seq is not None:
             session_rec = [opts.session, opts.seq, self.sessions.pack_reply(reply)]
         if self.config.replication == "passive":
@@ -748,6 +776,30 @@ class NodeCore:
         if opts.w == "1":
             self._w1_pending.append(index)
         return index
+
+    def _admit_over_maxmemory(self, argv: list[bytes]
+                              ) -> ErrorReply | tuple[list[bytes], list[int], None] | None:
+        """While the keyspace is over maxmemory: ERR_OOM for a write that can add data (a
+        client's transaction holding one is refused whole, as Redis refuses its EXEC), or, for
+        a batch of a pipeline's writes, the batch without those (each answers ERR_OOM in its
+        slot: a pipeline is not a transaction) and their slots; None to run `argv` as it is.
+        CommandError for a malformed internal EXEC."""
+        if argv[0].lower() != b"exec":
+            if grows_memory(argv):
+                self.oom_rejections += 1
+                return ERR_OOM
+            return None
+        commands = split_exec(argv)
+        refused = [i for i, command in enumerate(commands) if grows_memory(command)]
+        if not refused:
+            return None
+        if not is_pipeline(argv) or len(refused) == len(commands):
+            self.oom_rejections += len(refused) if is_pipeline(argv) else 1
+            return ERR_OOM  # a batch's one error is every command's
+        self.oom_rejections += len(refused)
+        skip = set(refused)
+        kept = [command for i, command in enumerate(commands) if i not in skip]
+        return encode_exec(kept, pipeline=True), refused, None
 
     def _run_admin(self, argv: list[bytes], target: tuple) -> int | ErrorReply | Status | None:
         """On the leader: a membership change (proposed; answered when it commits, like a
@@ -1592,6 +1644,16 @@ def _connections(session: int | tuple[int, ...]) -> tuple[int, ...]:
     """A request's connection, or the connections of a batch of several (replikv.server.runtime),
     as a tuple."""
     return (session,) if isinstance(session, int) else session
+
+
+def _with_refused(replies: object, refused: list[int]) -> object:
+    """A pipeline batch's replies, run without the commands at the slots `refused` (sorted),
+    with ERR_OOM put back in those slots."""
+    invariant(type(replies) is list, "a pipeline batch answered %r", replies)
+    out = list(replies)  # type: ignore[call-overload]
+    for slot in refused:
+        out.insert(slot, ERR_OOM)
+    return out
 
 
 def _is_address(value: bytes) -> bool:

@@ -249,6 +249,25 @@ def disk_warnings(targets: list[str], answers: list[Answer]) -> list[Text]:
     return lines
 
 
+def memory_warnings(targets: list[str], answers: list[Answer]) -> list[Text]:
+    """A line under the table if the leader's keyspace is over its maxmemory: the cluster is
+    refusing writes that add data."""
+    for address, (body, _) in zip(targets, answers):
+        memory = body.get("memory") if body is not None else None
+        if body is None or body.get("role") != "leader" or not isinstance(memory, dict) \
+                or memory.get("full") is not True:
+            continue
+        used, limit = memory.get("used_bytes"), memory.get("maxmemory")
+        if not (isinstance(used, int) and isinstance(limit, int)):
+            continue
+        return [Text(
+            f"WARNING: the keyspace holds {format_bytes(used)}, over the leader's maxmemory "
+            f"({format_bytes(limit)}; {body.get('id', '?')} at {address}): writes that add "
+            "data are refused with OOM. Delete keys or give them expiries, or raise maxmemory "
+            "on every member (CONFIG SET maxmemory, and their configs)", "bold yellow")]
+    return []
+
+
 def _health_style(text: str) -> str:
     return "green" if text == "ok" else "red" if text == "down" else "yellow"
 
@@ -294,7 +313,8 @@ def modes_line(answers: list[Answer]) -> Text:
 
 def footer(targets: list[str], answers: list[Answer]) -> list[Text]:
     """The lines under the table: the modes, then a warning for each node with a low disk."""
-    return [modes_line(answers), *disk_warnings(targets, answers)]
+    return [modes_line(answers), *disk_warnings(targets, answers),
+            *memory_warnings(targets, answers)]
 
 
 def render_plain(renderable: RenderableType) -> str:

@@ -481,3 +481,28 @@ def test_discovery_goes_on_through_the_members_each_answer_names(fake_node) -> N
 
     assert asked == [follower, leader, n3]
     assert [body["id"] for body, _ in answers] == ["n1", "n2", "n3"]
+
+
+def test_a_leader_over_maxmemory_is_warned_about_under_the_table(fake_node) -> None:
+    full = {**LEADER, "memory": {"used_bytes": 110 * MIB, "maxmemory": 100 * MIB,
+                                 "full": True, "oom_rejections": 3}}
+    leader, follower = fake_node(full), fake_node({**FOLLOWER, "memory": full["memory"]})
+
+    result = CliRunner(env=NO_FORCED_COLOUR).invoke(
+        main, ["status", "--nodes", f"{leader},{follower}"])
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 5  # header, 2 nodes, modes, one warning (the leader's, not twice)
+    assert lines[-1] == (
+        f"WARNING: the keyspace holds 110.0 MiB, over the leader's maxmemory (100.0 MiB; n1 at "
+        f"{leader}): writes that add data are refused with OOM. Delete keys or give them "
+        "expiries, or raise maxmemory on every member (CONFIG SET maxmemory, and their configs)")
+
+
+def test_no_memory_warning_within_maxmemory_or_from_nodes_that_do_not_say() -> None:
+    within = {**LEADER, "memory": {"used_bytes": 10, "maxmemory": 100, "full": False}}
+    odd = {**LEADER, "memory": {"used_bytes": "much", "maxmemory": 1, "full": True}}
+    answers = [(within, None), (LEADER, None), (odd, None), (None, "connection refused")]
+
+    assert status_view.memory_warnings(ADDRESSES, answers) == []

@@ -96,3 +96,28 @@ def test_cli_help_has_examples_and_bad_flags_are_usage_errors():
     assert "replikv cluster up" in runner.invoke(main, ["cluster", "up", "--help"]).output
     result = runner.invoke(main, ["node", "--id", "n1"])
     assert result.exit_code == 2 and "is required" in result.output
+
+
+@pytest.mark.parametrize(("given", "size"), [
+    (0, 0), ("0", 0), (1048576, 1048576), ("100mb", 100 * 1024 ** 2), ("100MB", 100 * 1024 ** 2),
+    ("2gb", 2 * 1024 ** 3), ("2g", 2 * 1000 ** 3), ("500k", 500_000), ("12kb", 12 * 1024),
+    ("64b", 64)])
+def test_maxmemory_takes_redis_memory_units(tmp_path: Path, given, size):
+    assert load_settings(None, {**FLAGS, "maxmemory": given}).maxmemory == size
+    f = tmp_path / "n1.toml"
+    f.write_text(f"maxmemory = {given!r}\n".replace("'", '"'))
+    assert load_settings(f, FLAGS).maxmemory == size
+
+
+@pytest.mark.parametrize("given", ["-1", "1.5gb", "10 mb", "mb", "1tb", "lots", True, 2 ** 60])
+def test_a_bad_maxmemory_says_what_a_size_looks_like(given):
+    with pytest.raises(ConfigError, match="maxmemory: expected a size"):
+        load_settings(None, {**FLAGS, "maxmemory": given})
+
+
+def test_maxmemory_policy_is_noeviction_and_an_eviction_policy_says_why_not():
+    assert load_settings(None, FLAGS).maxmemory_policy == "noeviction"
+    with pytest.raises(ConfigError, match="never evicts"):
+        load_settings(None, {**FLAGS, "maxmemory_policy": "allkeys-lru"})
+    with pytest.raises(ConfigError, match="expected 'noeviction'"):
+        load_settings(None, {**FLAGS, "maxmemory_policy": "sometimes"})

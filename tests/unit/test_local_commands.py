@@ -130,3 +130,34 @@ def test_client_list_shows_every_connection_and_filters_as_redis_does() -> None:
     assert "syntax error" in error(run_local(handler, me, node, [b"CLIENT", b"LIST", b"x"]))
     # A view that does not know the others: the caller.
     assert call(me, b"CLIENT", b"LIST").startswith("id=7 ")  # type: ignore[union-attr]
+
+
+def test_config_get_answers_maxmemory_and_its_policy_by_glob_pattern() -> None:
+    node, conn = FakeNode(), ConnectionState(1)
+    node.maxmemory = 100 * 1024 * 1024
+    assert run_local(LOCAL_COMMANDS[b"config"], conn, node, [b"CONFIG", b"GET", b"maxmemory*"]) \
+        == {b"maxmemory": b"104857600", b"maxmemory-policy": b"noeviction"}
+    assert run_local(LOCAL_COMMANDS[b"config"], conn, node,
+                     [b"CONFIG", b"GET", b"MAXMEMORY", b"save"]) == {
+        b"maxmemory": b"104857600", b"save": b""}
+    assert run_local(LOCAL_COMMANDS[b"config"], conn, node,
+                     [b"CONFIG", b"GET", b"nothing-like-it"]) == {}
+
+
+def test_config_set_changes_maxmemory_with_redis_units_and_refuses_the_rest() -> None:
+    node, conn = FakeNode(), ConnectionState(1)
+
+    def config(*args: bytes) -> object:
+        return run_local(LOCAL_COMMANDS[b"config"], conn, node, [b"CONFIG", *args])
+
+    assert config(b"SET", b"maxmemory", b"100mb") == OK and node.maxmemory == 100 * 1024 ** 2
+    assert config(b"SET", b"maxmemory", b"2g", b"maxmemory-policy", b"noeviction") == OK
+    assert node.maxmemory == 2 * 1000 ** 3
+    assert config(b"SET", b"maxmemory", b"0") == OK and node.maxmemory == 0
+    # Nothing is set unless every pair is valid, as in Redis.
+    assert "argument 'maxmemory'" in error(config(b"SET", b"maxmemory", b"lots"))
+    refused = error(config(b"SET", b"maxmemory", b"1mb", b"maxmemory-policy", b"allkeys-lru"))
+    assert "never evicts" in refused and node.maxmemory == 0
+    assert "only maxmemory" in error(config(b"SET", b"appendonly", b"no"))
+    assert "wrong number of arguments" in error(config(b"SET", b"maxmemory"))
+    assert "not supported" in error(config(b"REWRITE"))

@@ -239,6 +239,13 @@ def lookup(name: bytes) -> CommandSpec | None:
     return COMMANDS.get(name.lower().decode("latin-1"))
 
 
+def grows_memory(argv: list[bytes]) -> bool:
+    """Whether Redis flags the command "denyoom" (it can add data): what a node over its
+    maxmemory refuses."""
+    spec = lookup(argv[0])
+    return spec is not None and "denyoom" in spec.flags
+
+
 def unknown_command(argv: list[bytes]) -> CommandError:
     """The error for a command not in the table: Redis's unknown-command text, or the reason a
     command Redis has is refused here (the blocking list commands)."""

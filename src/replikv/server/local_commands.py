@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from replikv import __version__
 from replikv.commands import COMMANDS, lookup
+from replikv.commands.glob import compile_glob
 from replikv.concerns import (
     DEFAULT_OPTIONS,
     OPTION_NAMES,
@@ -28,6 +29,12 @@ from replikv.concerns import (
     apply_option,
     interned,
     parse_session_arg,
+)
+from replikv.config import (
+    MAXMEMORY_POLICY,
+    ConfigError,
+    check_maxmemory_policy,
+    parse_memory,
 )
 from replikv.replies import OK, PONG, CommandError, ErrorReply, Status, wrong_arity
 
@@ -120,6 +127,9 @@ class NodeView:
     # ones still accepted while a new one is rolled out; () when there is none.
     passwords: tuple[bytes, ...] = ()
     auth_failures: int = 0  # AUTH and HELLO ... AUTH refused for a wrong password or user
+    # The node's memory limit in bytes (0: none); CONFIG SET maxmemory changes it (the runtime
+    # hands it to the node core, whose leader enforces it).
+    maxmemory: int = 0
 
     def info_sections(self) -> dict[str, list[tuple[str, object]]]:
         raise NotImplementedError
@@ -385,12 +395,44 @@ def _config(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
     if sub == b"get":
         if len(argv) < 3:
             raise CommandError(wrong_arity("config|get"))
-        # redis-benchmark and some tools read these at startup; answer with what is true here.
-        known = {b"save": b"", b"appendonly": b"yes", b"databases": b"1"}
-        return {p: known[p.lower()] for p in argv[2:] if p.lower() in known}
-    if sub in (b"set", b"resetstat", b"rewrite"):
-        raise CommandError("ERR CONFIG SET is not supported: replikv settings are given to "
-                           "`replikv node` (flags or --config)")
+        # redis-benchmark, RedisInsight and other tools read these; answer with what is true
+        # here. Parameters are glob patterns, as in Redis 7 (CONFIG GET maxmemory*).
+        known = {b"save": b"", b"appendonly": b"yes", b"databases": b"1",
+                 b"maxmemory": str(node.maxmemory).encode(),
+                 b"maxmemory-policy": MAXMEMORY_POLICY.encode()}
+        found: dict[bytes, bytes] = {}
+        for pattern in argv[2:]:
+            matches = compile_glob(pattern.lower())
+            found.update((name, value) for name, value in known.items() if matches(name))
+        return found
+    if sub == b"set":
+        if len(argv) < 4 or len(argv) % 2:
+            raise CommandError(wrong_arity("config|set"))
+        pairs = [(argv[i].lower(), argv[i + 1]) for i in range(2, len(argv), 2)]
+        limit = node.maxmemory
+        for name, value in pairs:  # all checked before any is set, as in Redis
+            if name == b"maxmemory":
+                try:
+                    limit = parse_memory(value.decode("utf-8", "replace"), "maxmemory")
+                except ConfigError as e:
+                    raise CommandError(f"ERR CONFIG SET failed (possibly related to argument "
+                                       f"'maxmemory') - {e}") from None
+            elif name == b"maxmemory-policy":
+                try:
+                    check_maxmemory_policy(value.decode("utf-8", "replace"))
+                except ConfigError as e:
+                    raise CommandError(f"ERR CONFIG SET failed (possibly related to argument "
+                                       f"'maxmemory-policy') - {e}") from None
+            else:
+                raise CommandError(
+                    f"ERR CONFIG SET is not supported for '{name.decode(errors='replace')}': "
+                    "replikv takes only maxmemory and maxmemory-policy at run time; other "
+                    "settings are given to `replikv node` (flags or --config)")
+        node.maxmemory = limit
+        return OK
+    if sub in (b"resetstat", b"rewrite"):
+        raise CommandError(f"ERR CONFIG {sub.decode().upper()} is not supported: replikv "
+                           "settings are given to `replikv node` (flags or --config)")
     raise CommandError(f"ERR unknown subcommand '{argv[1].decode(errors='replace')}'.")
 
 

@@ -281,3 +281,14 @@ class _NodeCollector:
             yield gauge("replikv_disk_low", "1 while the data dir's file system has less free "
                         "space than disk_low_free_bytes (a node whose disk fills stops).",
                         1 if disk["state"] == DISK_LOW else 0)
+        memory = status["memory"]
+        yield gauge("replikv_memory_used_bytes", "The keyspace's memory as INFO's used_memory "
+                    "estimates it (what maxmemory limits).", memory["used_bytes"])
+        yield gauge("replikv_memory_rss_bytes", "The node process's resident memory.",
+                    memory["rss_bytes"])
+        yield gauge("replikv_maxmemory_bytes", "maxmemory (0: no limit).", memory["maxmemory"])
+        yield gauge("replikv_memory_full", "1 while the keyspace is over maxmemory: writes "
+                    "that add data are refused with OOM.", 1 if memory["full"] else 0)
+        yield CounterMetricFamily("replikv_oom_rejections_total", "Writes this node refused as "
+                                  "leader because the keyspace was over maxmemory.",
+                                  value=memory["oom_rejections"])

@@ -34,7 +34,13 @@ from typing import Any, TypeVar
 from replikv import __version__
 from replikv.commands.transactions import PIPELINE_BATCH_BYTES, encode_exec
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions, interned
-from replikv.config import ConfigError, NodeSettings, parse_address, read_passwords
+from replikv.config import (
+    MAXMEMORY_POLICY,
+    ConfigError,
+    NodeSettings,
+    parse_address,
+    read_passwords,
+)
 from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, decode_address_book
 from replikv.raft.core import COMMIT_BROADCAST_DELAY_MS, RaftConfig, RaftCore, Ready, Role
@@ -200,6 +206,7 @@ class NodeServer(NodeView):
         # The data dir's free space (see replikv.storage.disk_space): read at start-up and
         # then by the tick loop about once a second.
         self.disk_alarm = DiskSpaceAlarm(settings.disk_low_free_bytes)
+        self.memory_full = False  # the keyspace is over maxmemory (check_memory_limit)
         # Root may use the blocks reserved for root (unless a container took that away).
         self._disk_as_root = this_process_uses_reserved_blocks()
         self._disk_read_error: str | None = None
@@ -332,7 +339,8 @@ class NodeServer(NodeView):
                                          snapshot_log_bytes=s.snapshot_log_bytes,
                                          snapshot_log_ratio=s.snapshot_log_ratio,
                                          snapshot_log_min_bytes=s.snapshot_log_min_bytes,
-                                         auto_replace_after_ms=s.auto_replace_after_ms),
+                                         auto_replace_after_ms=s.auto_replace_after_ms,
+                                         maxmemory=s.maxmemory),
                               raft, state,
                               rng=random.Random(int.from_bytes(os.urandom(8), "big")))
         self.node.state_time_ms = time_ms
@@ -659,6 +667,51 @@ class NodeServer(NodeView):
             if done >= disk_due:
                 disk_due = done + disk_every
                 self.sample_disk_space()
+                self.check_memory_limit()
+
+    # -- maxmemory --------------------------------------------------------------------------------
+
+    @property  # type: ignore[override]
+    def maxmemory(self) -> int:
+        """The memory limit the node core enforces as leader (NodeView; CONFIG SET)."""
+        return self.node.maxmemory
+
+    @maxmemory.setter
+    def maxmemory(self, limit: int) -> None:
+        if limit != self.node.maxmemory:
+            log.info("maxmemory set to %s (CONFIG SET; lasts until the node restarts: put it "
+                     "in the node's config too)", format_bytes(limit) if limit else "0 (none)")
+        self.node.maxmemory = limit
+        self.check_memory_limit()
+
+    def check_memory_limit(self) -> None:
+        """Whether the keyspace is over maxmemory (about once a second, and when the limit
+        changes): said once per change in the log and the timeline, on every node (they hold
+        the same keyspace, so a follower says what its leader refuses)."""
+        limit = self.node.maxmemory
+        full = bool(limit) and self.node.state.used_bytes() > limit
+        if full == self.memory_full:
+            return
+        self.memory_full = full
+        used = format_bytes(self.node.state.used_bytes())
+        if full:
+            log.warning("the keyspace holds %s, over maxmemory (%s): writes that add data are "
+                        "refused with OOM until keys are deleted or expire, or maxmemory is "
+                        "raised (CONFIG SET maxmemory, and the config)", used,
+                        format_bytes(limit))
+            self.record_event("memory", f"{self.node_id}: keyspace {used}, over maxmemory "
+                              f"({format_bytes(limit)}); writes that add data are refused")
+        else:
+            log.info("the keyspace holds %s, within maxmemory again: writes are accepted", used)
+            self.record_event("memory", f"{self.node_id}: keyspace {used}, within maxmemory "
+                              "again")
+
+    def memory_status(self) -> dict:
+        """/status's "memory": the keyspace's size (INFO's used_memory), the limit, and
+        whether writes that add data are refused."""
+        return {"used_bytes": self.node.state.used_bytes(), "rss_bytes": resident_bytes(),
+                "maxmemory": self.node.maxmemory, "maxmemory_policy": MAXMEMORY_POLICY,
+                "full": self.memory_full, "oom_rejections": self.node.oom_rejections}
 
     def sample_disk_space(self) -> None:
         """Read the data dir's free space, on the loop: a statvfs of a local file system reads
@@ -1070,6 +1123,7 @@ class NodeServer(NodeView):
             "clients": len(self.clients), "fsync": self.settings.fsync,
             "fsync_p99_ms": self.disk_stats.p99_ms(),
             "disk": self.disk_status(),
+            "memory": self.memory_status(),
             **({"fsync_interval_ms": self.settings.fsync_interval_ms}
                if self.settings.fsync == "batch" else {}),
             "uptime_s": int(time.time() - self.started_s), "pid": os.getpid(),
@@ -1156,11 +1210,14 @@ class NodeServer(NodeView):
             ("entries_written", self.disk_stats.entries_written),
             ("peer_links_rejected", self.transport.rejected_links),
             ("acl_access_denied_auth", self.auth_failures),  # Redis's name for the same count
+            ("oom_rejections", node.oom_rejections),  # writes refused over maxmemory, as leader
         ]
         used, rss = node.state.used_bytes(), resident_bytes()
         memory: list[tuple[str, object]] = [
             ("used_memory", used), ("used_memory_human", _human_bytes(used)),
             ("used_memory_rss", rss), ("used_memory_rss_human", _human_bytes(rss)),
+            ("maxmemory", node.maxmemory), ("maxmemory_human", _human_bytes(node.maxmemory)),
+            ("maxmemory_policy", MAXMEMORY_POLICY),
             ("log_entries_in_memory", raft.log.last_index - raft.log.offset),
             ("log_cost_since_snapshot", st["log_since_snapshot"]["cost_bytes"]),
             ("snapshot_due_at_log_cost", st["log_since_snapshot"]["snapshot_due_at_bytes"]),

@@ -1,0 +1,124 @@
+"""maxmemory (policy noeviction): the leader refuses writes that can add data while the keyspace
+is over the limit, with Redis's OOM error, and lets everything that frees memory through."""
+
+from __future__ import annotations
+
+import pytest
+
+from replikv.commands import COMMANDS, grows_memory
+from replikv.commands.transactions import encode_exec
+from replikv.node import ERR_OOM
+from replikv.replies import OK, ErrorReply
+
+from .node_harness import Cluster
+
+# Each write Redis 7.4 flags "denyoom" (COMMAND INFO <name>): those can add data.
+REDIS_DENYOOM = {
+    "append", "copy", "decr", "decrby", "getset", "hincrby", "hincrbyfloat", "hmset", "hset",
+    "hsetnx", "incr", "incrby", "incrbyfloat", "linsert", "lmove", "lpush", "lpushx", "lset",
+    "mset", "msetnx", "psetex", "rpoplpush", "rpush", "rpushx", "sadd", "sdiffstore", "set",
+    "setex", "setnx", "setrange", "sinterstore", "sunionstore",
+}
+
+
+def test_the_commands_refused_are_exactly_redis_denyoom_writes():
+    refused = {name for name in COMMANDS if grows_memory([name.encode()])}
+    assert refused == REDIS_DENYOOM
+    assert not grows_memory([b"del", b"k"]) and not grows_memory([b"nosuchcommand"])
+
+
+def limited(replication: str = "passive") -> tuple[Cluster, str]:
+    c = Cluster(replication=replication)
+    leader = c.elect()
+    return c, leader
+
+
+def set_limit(c: Cluster, limit: int) -> None:
+    for node in c.nodes.values():
+        node.maxmemory = limit
+
+
+def fill_past(c: Cluster, leader: str, limit: int) -> int:
+    """SETs until the keyspace holds more than `limit`; returns how many keys."""
+    n = 0
+    while c.nodes[leader].state.used_bytes() <= limit:
+        assert c.call(leader, "SET", f"k{n}", "x" * 100) == OK
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("replication", ["passive", "active"])
+def test_writes_that_add_data_are_refused_over_the_limit_and_deletes_free_room(replication):
+    c, leader = limited(replication)
+    follower = next(i for i in c.ids if i != leader)
+    set_limit(c, 2000)
+    n = fill_past(c, leader, 2000)
+    used, last = c.nodes[leader].state.used_bytes(), c.nodes[leader].raft.log.last_index
+    assert c.call(leader, "SET", "more", "x") == ERR_OOM
+    assert c.call(follower, "SET", "more", "x") == ERR_OOM  # forwarded: the leader decides
+    assert c.call(leader, "SADD", "s", "m") == ERR_OOM
+    assert c.call(leader, "INCR", "k0") == ERR_OOM  # Redis refuses INCR too (denyoom)
+    assert c.nodes[leader].oom_rejections == 4
+    assert c.nodes[leader].state.used_bytes() == used  # nothing ran, nothing was proposed
+    assert c.nodes[leader].raft.log.last_index == last
+    # Reads, and writes that free memory, still run.
+    assert c.call(leader, "GET", "k0") == b"x" * 100
+    assert c.call(leader, "EXPIRE", "k0", "100") == 1
+    assert c.call(leader, "DEL", *[f"k{i}" for i in range(n // 2)]) == n // 2
+    assert c.nodes[leader].state.used_bytes() < 2000
+    assert c.call(leader, "SET", "more", "x") == OK  # room again
+    c.tick(2)
+    digests = {c.nodes[i].digest() for i in c.ids}
+    assert len(digests) == 1  # every replica applied the same writes
+
+
+def test_a_write_that_starts_under_the_limit_runs_whole_as_in_redis():
+    c, leader = limited()
+    set_limit(c, 1000)
+    # One SET takes the keyspace from empty to well past the limit: the check comes before.
+    assert c.call(leader, "SET", "big", "x" * 5000) == OK
+    assert c.nodes[leader].state.used_bytes() > 1000
+    assert c.call(leader, "SET", "small", "x") == ERR_OOM
+
+
+def test_a_transaction_with_a_write_that_adds_data_is_refused_whole():
+    c, leader = limited()
+    set_limit(c, 2000)
+    fill_past(c, leader, 2000)
+    refused = c.call(leader, *encode_exec([[b"DEL", b"k0"], [b"SET", b"k1", b"v"]]))
+    assert refused == ERR_OOM
+    assert c.call(leader, "EXISTS", "k0") == 1  # the DEL inside did not run either
+    assert c.call(leader, *encode_exec([[b"DEL", b"k0"], [b"DEL", b"k1"]])) == [1, 1]
+
+
+@pytest.mark.parametrize("replication", ["passive", "active"])
+def test_a_pipeline_batch_runs_its_other_commands_and_answers_oom_in_the_refused_slots(
+        replication):
+    c, leader = limited(replication)
+    follower = next(i for i in c.ids if i != leader)
+    set_limit(c, 2000)
+    fill_past(c, leader, 2000)
+    batch = encode_exec([[b"DEL", b"k0"], [b"SET", b"new", b"v"], [b"DEL", b"k1"],
+                         [b"RPUSH", b"l", b"a"], [b"GETDEL", b"k2"]], pipeline=True)
+    replies = c.call(follower, *batch)
+    assert replies == [1, ERR_OOM, 1, ERR_OOM, b"x" * 100]
+    assert c.call(leader, "EXISTS", "k0", "k1", "k2", "new", "l") == 0
+    # Every command refused: the batch's one error answers each (the connection spreads it).
+    fill_past(c, leader, 2000)
+    assert c.call(leader, *encode_exec([[b"SET", b"a", b"1"], [b"SET", b"b", b"2"]],
+                                       pipeline=True)) == ERR_OOM
+    c.tick(2)
+    assert len({c.nodes[i].digest() for i in c.ids}) == 1
+
+
+def test_no_limit_by_default_and_a_retried_write_gets_its_first_answer():
+    c, leader = limited()
+    assert c.nodes[leader].maxmemory == 0
+    for i in range(50):
+        assert c.call(leader, "SET", f"k{i}", "x" * 100) == OK
+    assert c.nodes[leader].oom_rejections == 0
+
+
+def test_the_oom_error_is_redis_s_text():
+    assert isinstance(ERR_OOM, ErrorReply)
+    assert ERR_OOM.message == "OOM command not allowed when used memory > 'maxmemory'."
