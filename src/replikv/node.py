@@ -418,6 +418,11 @@ class NodeCore:
         # The driver may change it at run time (CONFIG SET maxmemory).
         self.maxmemory = config.maxmemory
         self.oom_rejections = 0  # commands refused for it, as leader
+        # Set by the driver while this node's disk is nearly full (below disk_min_free_bytes):
+        # the error that writes that add data then get, as over maxmemory (a node whose disk
+        # fills stops; every replica's disk fills with the same log). None: no refusal.
+        self.disk_refusal: ErrorReply | None = None
+        self.disk_rejections = 0  # commands refused for it, as leader
 
     # -- events -------------------------------------------------------------------------------
 
@@ -731,10 +736,12 @@ class NodeCore:
                     self._dup_waiting.append((check.index, target, check.reply))
                 return check.index
         name = argv[0].lower()
-        refused: list[int] | None = None  # slots of a pipeline's batch refused for maxmemory
-        if self.maxmemory and self.state.used_bytes() > self.maxmemory:
+        refused: list[int] | None = None  # slots of a pipeline's batch refused (see below)
+        refusal = self.disk_refusal
+        if refusal is not None or (self.maxmemory and
+                                   self.state.used_bytes() > self.maxmemory):
             try:
-                admitted = self._admit_over_maxmemory(argv)
+                admitted = self._admit_refusing(argv, refusal or ERR_OOM)
             except CommandError as e:
                 return e.reply()
             if isinstance(admitted, ErrorReply):
@@ -752,7 +759,7 @@ class NodeCore:
         reply, effects, undo = self.state.execute_recorded(argv, t, seed, parsed)
         self.commands_executed += 1
         if refused:
-            reply = _with_refused(reply, refused)
+            reply = _with_refused(reply, refused, refusal or ERR_OOM)
         if opts.session is not None and opts.seq is not None:
             session_rec = [opts.session, opts.seq, self.sessions.pack_reply(reply)]
         if self.config.replication == "passive":
@@ -777,29 +784,36 @@ class NodeCore:
             self._w1_pending.append(index)
         return index
 
-    def _admit_over_maxmemory(self, argv: list[bytes]
-                              ) -> ErrorReply | tuple[list[bytes], list[int], None] | None:
-        """While the keyspace is over maxmemory: ERR_OOM for a write that can add data (a
-        client's transaction holding one is refused whole, as Redis refuses its EXEC), or, for
-        a batch of a pipeline's writes, the batch without those (each answers ERR_OOM in its
-        slot: a pipeline is not a transaction) and their slots; None to run `argv` as it is.
+    def _admit_refusing(self, argv: list[bytes], error: ErrorReply
+                        ) -> ErrorReply | tuple[list[bytes], list[int], None] | None:
+        """While the keyspace is over maxmemory (`error` ERR_OOM) or the disk nearly full
+        (`error` disk_refusal): `error` for a write that can add data (a client's transaction
+        holding one is refused whole, as Redis refuses its EXEC), or, for a batch of a
+        pipeline's writes, the batch without those (each answers `error` in its slot: a
+        pipeline is not a transaction) and their slots; None to run `argv` as it is.
         CommandError for a malformed internal EXEC."""
         if argv[0].lower() != b"exec":
             if grows_memory(argv):
-                self.oom_rejections += 1
-                return ERR_OOM
+                self._count_refused(error, 1)
+                return error
             return None
         commands = split_exec(argv)
         refused = [i for i, command in enumerate(commands) if grows_memory(command)]
         if not refused:
             return None
         if not is_pipeline(argv) or len(refused) == len(commands):
-            self.oom_rejections += len(refused) if is_pipeline(argv) else 1
-            return ERR_OOM  # a batch's one error is every command's
-        self.oom_rejections += len(refused)
+            self._count_refused(error, len(refused) if is_pipeline(argv) else 1)
+            return error  # a batch's one error is every command's
+        self._count_refused(error, len(refused))
         skip = set(refused)
         kept = [command for i, command in enumerate(commands) if i not in skip]
         return encode_exec(kept, pipeline=True), refused, None
+
+    def _count_refused(self, error: ErrorReply, commands: int) -> None:
+        if error is ERR_OOM:
+            self.oom_rejections += commands
+        else:
+            self.disk_rejections += commands
 
     def _run_admin(self, argv: list[bytes], target: tuple) -> int | ErrorReply | Status | None:
         """On the leader: a membership change (proposed; answered when it commits, like a
@@ -1646,13 +1660,13 @@ def _connections(session: int | tuple[int, ...]) -> tuple[int, ...]:
     return (session,) if isinstance(session, int) else session
 
 
-def _with_refused(replies: object, refused: list[int]) -> object:
+def _with_refused(replies: object, refused: list[int], error: ErrorReply) -> object:
     """A pipeline batch's replies, run without the commands at the slots `refused` (sorted),
-    with ERR_OOM put back in those slots."""
+    with `error` put back in those slots."""
     invariant(type(replies) is list, "a pipeline batch answered %r", replies)
     out = list(replies)  # type: ignore[call-overload]
     for slot in refused:
-        out.insert(slot, ERR_OOM)
+        out.insert(slot, error)
     return out
 
 

@@ -221,11 +221,14 @@ def _disk(body: dict) -> dict | None:
 
 def disk_cell(body: dict) -> Text:
     """The DISK cell: the free space of the node's data dir file system, "(low)" in yellow
-    below its disk_low_free_bytes; "-" if the node does not say."""
+    below its disk_low_free_bytes, "(full)" in red below its disk_min_free_bytes (it refuses
+    writes as leader); "-" if the node does not say."""
     disk = _disk(body)
     if disk is None:
         return Text("-")
     free = format_bytes(disk["free_bytes"])
+    if disk.get("writes_refused") is True:
+        return Text(f"{free} (full)", "bold red")
     if disk.get("state") == DISK_LOW:
         return Text(f"{free} (low)", "bold yellow")
     return Text(free)
@@ -239,6 +242,14 @@ def disk_warnings(targets: list[str], answers: list[Answer]) -> list[Text]:
             continue
         disk = _disk(body)
         if disk is None or disk.get("state") != DISK_LOW:
+            continue
+        if disk.get("writes_refused") is True and isinstance(disk.get("min_free_bytes"), int):
+            lines.append(Text(
+                f"WARNING: the disk of {body.get('id', '?')} ({address}) is nearly full: "
+                f"{format_bytes(disk['free_bytes'])} free in {disk.get('path', '?')}, below "
+                f"disk_min_free_bytes ({format_bytes(disk['min_free_bytes'])}). As leader it "
+                "refuses writes that add data (MISCONF); free space on that file system or "
+                "move the data dir", "bold red"))
             continue
         lines.append(Text(
             f"WARNING: the disk of {body.get('id', '?')} ({address}) is low: "

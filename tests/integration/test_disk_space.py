@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
 
 from replikv.storage.disk_space import this_process_uses_reserved_blocks
 
@@ -102,3 +107,59 @@ def test_a_node_on_a_nearly_full_disk_refuses_to_start(make_cluster):
     assert "lower disk_min_free_bytes" in line and "at the risk" in line
     assert not node.data_dir.exists()  # refused before anything was written
     assert not node.alive
+
+
+@pytest.fixture
+def small_file_system(tmp_path: Path) -> Iterator[Path]:
+    """A 96 MiB tmpfs at tmp_path/small (mounting needs root, as CI runs), unmounted after
+    the test's cluster is stopped (fixtures are torn down in reverse)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"this test mounts a small tmpfs (as root): {done.stderr}"
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_cluster_whose_disks_fill_refuses_writes_instead_of_stopping(small_file_system,
+                                                                        make_cluster):
+    """The three nodes' data dirs share one small file system, as a cluster's disks fill
+    together with the same log. Below disk_min_free_bytes the leader refuses writes that add
+    data (MISCONF) instead of writing on until every node stops; reads and deletes go on, and
+    writes come back once space is freed."""
+    filler = small_file_system / "filler"
+    filler.write_bytes(b"\0" * 32 * MIB)
+    cluster = make_cluster(3, name="small", extra_args=[
+        "--disk-min-free-bytes", str(24 * MIB), "--disk-low-free-bytes", str(40 * MIB),
+        "--snapshot-log-min-bytes", str(1 << 30)])  # no snapshot fills the disk meanwhile
+    leader = cluster.leader()
+    follower = cluster.client(next(i for i in cluster.ids if i != leader))
+    value = b"v" * (512 * 1024)  # 1.5 MiB of the file system per SET: three logs
+
+    refused = None
+    for n in range(60):  # at most 90 MiB: the file system cannot take that many
+        try:
+            follower.set(f"k{n}", value)
+        except redis.exceptions.ResponseError as e:
+            refused = str(e)
+            break
+        time.sleep(0.15)  # the nodes read their disk about once a second
+    assert refused is not None, "60 SETs of 512 KiB and none refused on a 96 MiB disk"
+    assert refused.startswith(f"MISCONF the disk of the leader {leader} is nearly full (less "
+                              "than disk_min_free_bytes, 24.0 MiB, free in "), refused
+    assert all(cluster.nodes[i].alive for i in cluster.ids)  # nobody stopped
+    assert follower.get("k0") == value  # reads go on
+    assert follower.delete("k0") == 1  # and deletes
+    status = cluster.status(leader)["disk"]
+    assert status["writes_refused"] is True and status["rejections"] >= 1, status
+    assert scrape(cluster, leader)[("replikv_disk_full", ())] == 1
+    assert any("is nearly full" in e["text"] for e in events(cluster, leader))
+
+    filler.unlink()  # space freed: writes come back
+    wait_until(lambda: not cluster.status(leader)["disk"]["writes_refused"], timeout_s=10,
+               what="the leader to accept writes again")
+    assert follower.set("after", "v") is True
+    assert all(cluster.nodes[i].alive for i in cluster.ids)

@@ -506,3 +506,21 @@ def test_no_memory_warning_within_maxmemory_or_from_nodes_that_do_not_say() -> N
     answers = [(within, None), (LEADER, None), (odd, None), (None, "connection refused")]
 
     assert status_view.memory_warnings(ADDRESSES, answers) == []
+
+
+def test_a_nearly_full_disk_is_red_and_says_that_writes_are_refused(fake_node) -> None:
+    full = {**FOLLOWER, "id": "n3", "disk": {
+        "path": "/data/n3", "total_bytes": 100 * GIB, "free_bytes": 10 * MIB,
+        "low_free_bytes": 512 * MIB, "min_free_bytes": 16 * MIB, "state": "low",
+        "writes_refused": True, "rejections": 4}}
+    leader, node = fake_node(LEADER), fake_node(full)
+
+    result = CliRunner(env=NO_FORCED_COLOUR).invoke(main, ["status", "--nodes", f"{leader},{node}"])
+
+    assert result.exit_code == 0, result.output
+    assert cells_of(line_of(result.output, node))[9] == "10.0 MiB (full)"
+    assert result.output.splitlines()[-1] == (
+        f"WARNING: the disk of n3 ({node}) is nearly full: 10.0 MiB free in /data/n3, below "
+        "disk_min_free_bytes (16.0 MiB). As leader it refuses writes that add data (MISCONF); "
+        "free space on that file system or move the data dir")
+    assert status_view.disk_cell(full).style == "bold red"

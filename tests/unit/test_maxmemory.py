@@ -122,3 +122,19 @@ def test_no_limit_by_default_and_a_retried_write_gets_its_first_answer():
 def test_the_oom_error_is_redis_s_text():
     assert isinstance(ERR_OOM, ErrorReply)
     assert ERR_OOM.message == "OOM command not allowed when used memory > 'maxmemory'."
+
+
+def test_a_nearly_full_disk_refuses_the_same_writes_with_its_own_error():
+    c, leader = limited()
+    follower = next(i for i in c.ids if i != leader)
+    assert c.call(leader, "SET", "k0", "v") == OK
+    misconf = ErrorReply("MISCONF the disk of the leader is nearly full")
+    c.nodes[leader].disk_refusal = misconf  # what the driver sets below disk_min_free_bytes
+    assert c.call(follower, "SET", "k1", "v") == misconf
+    assert c.call(leader, "GET", "k0") == b"v"
+    batch = encode_exec([[b"SET", b"k2", b"v"], [b"DEL", b"k0"]], pipeline=True)
+    assert c.call(leader, *batch) == [misconf, 1]
+    node = c.nodes[leader]
+    assert (node.disk_rejections, node.oom_rejections) == (2, 0)
+    node.disk_refusal = None
+    assert c.call(follower, "SET", "k1", "v") == OK

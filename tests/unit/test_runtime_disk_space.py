@@ -67,7 +67,8 @@ def test_low_and_recovered_are_logged_and_recorded_once_each(
     server.sample_disk_space()
     assert server.disk_status() == {
         "path": str(server.settings.data_dir), "total_bytes": 100 * GIB,
-        "free_bytes": 10 * GIB, "low_free_bytes": 512 * MIB, "state": "ok"}
+        "free_bytes": 10 * GIB, "low_free_bytes": 512 * MIB, "min_free_bytes": 16 * MIB,
+        "state": "ok", "writes_refused": False, "rejections": 0}
     assert not caplog.records and not server.events
 
     server.sample_disk_space()  # 300 MiB: low
@@ -135,3 +136,29 @@ def test_the_real_reading_of_the_data_dir(server: NodeServer) -> None:
     free = (st.f_bfree if this_process_uses_reserved_blocks() else st.f_bavail) * st.f_frsize
     assert status["total_bytes"] == st.f_blocks * st.f_frsize
     assert abs(status["free_bytes"] - free) < 256 * MIB
+
+
+def test_a_nearly_full_disk_refuses_writes_until_it_has_room_again(
+        server: NodeServer, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    readings(monkeypatch, 20 * MIB, 10 * MIB, 16 * MIB + 512 * 1024, 18 * MIB)
+    caplog.set_level(logging.INFO, logger="replikv.node")
+
+    server.sample_disk_space()  # 20 MiB: low (below 512 MiB) but not full
+    assert server.disk_refusal is None
+    server.sample_disk_space()  # 10 MiB: below disk_min_free_bytes (16 MiB)
+    refusal = server.disk_refusal
+    assert refusal is not None and refusal.message == (
+        "MISCONF the disk of the leader n1 is nearly full (less than disk_min_free_bytes, "
+        f"16.0 MiB, free in {server.settings.data_dir}): writes that add data are refused "
+        "until space is freed; reads and deletes still run")
+    assert server.disk_status()["writes_refused"] is True
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith("disk nearly full: 10.0 MiB free") for w in warnings), warnings
+    server.sample_disk_space()  # 16.5 MiB: above the threshold, not yet above the margin
+    assert server.disk_refusal is refusal
+    server.sample_disk_space()  # 18 MiB: room again
+    assert server.disk_refusal is None and server.disk_status()["writes_refused"] is False
+    kinds = [(e["kind"], e["text"]) for e in server.events]
+    assert [k for k, t in kinds if "nearly full" in t or "accepted again" in t] == [
+        "disk", "disk"], kinds

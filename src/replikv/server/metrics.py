@@ -281,6 +281,12 @@ class _NodeCollector:
             yield gauge("replikv_disk_low", "1 while the data dir's file system has less free "
                         "space than disk_low_free_bytes (a node whose disk fills stops).",
                         1 if disk["state"] == DISK_LOW else 0)
+            yield gauge("replikv_disk_full", "1 while the data dir's file system has less free "
+                        "space than disk_min_free_bytes: as leader, the node refuses writes "
+                        "that add data.", 1 if disk["writes_refused"] else 0)
+            yield CounterMetricFamily("replikv_disk_full_rejections_total", "Writes this node "
+                                      "refused as leader because its disk was nearly full.",
+                                      value=disk["rejections"])
         memory = status["memory"]
         yield gauge("replikv_memory_used_bytes", "The keyspace's memory as INFO's used_memory "
                     "estimates it (what maxmemory limits).", memory["used_bytes"])

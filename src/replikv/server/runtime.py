@@ -46,6 +46,7 @@ from replikv.node import NodeConfig, NodeCore, NodeReady, decode_address_book
 from replikv.raft.core import COMMIT_BROADCAST_DELAY_MS, RaftConfig, RaftCore, Ready, Role
 from replikv.raft.membership import Membership
 from replikv.raft.messages import Entry, InstallSnapshot
+from replikv.replies import ErrorReply
 from replikv.resp import encode_reply
 from replikv.server.admin_http import AdminServer
 from replikv.server.gcstats import freeze_startup_objects, process_gc_stats
@@ -206,6 +207,10 @@ class NodeServer(NodeView):
         # The data dir's free space (see replikv.storage.disk_space): read at start-up and
         # then by the tick loop about once a second.
         self.disk_alarm = DiskSpaceAlarm(settings.disk_low_free_bytes)
+        # Below disk_min_free_bytes (with the same margin to recover) the disk is nearly full:
+        # as leader, the node refuses writes that add data (NodeCore.disk_refusal).
+        self.disk_full_alarm = DiskSpaceAlarm(settings.disk_min_free_bytes)
+        self.disk_refusal: ErrorReply | None = None  # handed to the node core (read first)
         self.memory_full = False  # the keyspace is over maxmemory (check_memory_limit)
         # Root may use the blocks reserved for root (unless a container took that away).
         self._disk_as_root = this_process_uses_reserved_blocks()
@@ -344,6 +349,7 @@ class NodeServer(NodeView):
                               raft, state,
                               rng=random.Random(int.from_bytes(os.urandom(8), "big")))
         self.node.state_time_ms = time_ms
+        self.node.disk_refusal = self.disk_refusal  # a reading before the core existed
         if loaded is not None:
             self.node.sessions = sessions
         self._snapshots = SnapshotRuntime(self, store)
@@ -730,6 +736,7 @@ class NodeServer(NodeView):
         self._observe_disk_space(space)
 
     def _observe_disk_space(self, space: DiskSpace) -> None:
+        self._observe_disk_full(space)
         alarm = self.disk_alarm
         change = alarm.observe(space)
         if change is None:
@@ -747,6 +754,39 @@ class NodeServer(NodeView):
             self.record_event("disk", f"{self.node_id}'s disk has {free} free again in "
                               f"{space.path}")
 
+    def _observe_disk_full(self, space: DiskSpace) -> None:
+        """Below disk_min_free_bytes: refuse writes that add data (as leader) until the disk
+        has that much again plus a margin. The log would otherwise fill the disk, and a node
+        whose log write fails stops; every replica's disk takes the same log."""
+        change = self.disk_full_alarm.observe(space)
+        if change is None:
+            return
+        minimum = format_bytes(self.disk_full_alarm.low_free_bytes)
+        free = format_bytes(space.free_bytes)
+        if change == DISK_LOW:
+            self.disk_refusal = ErrorReply(
+                f"MISCONF the disk of the leader {self.node_id} is nearly full (less than "
+                f"disk_min_free_bytes, {minimum}, free in {space.path}): writes that add data "
+                "are refused until space is freed; reads and deletes still run")
+            log.warning("disk nearly full: %s free in %s, below disk_min_free_bytes (%s); as "
+                        "leader this node refuses writes that add data (MISCONF) until there "
+                        "is %s free again. Free space on that file system or move the data dir",
+                        free, space.path, minimum,
+                        format_bytes(self.disk_full_alarm.recover_at_bytes))
+            if self._node is not None:
+                self._node.disk_refusal = self.disk_refusal
+            self.record_event("disk", f"{self.node_id}'s disk is nearly full: {free} free in "
+                              f"{space.path}, below disk_min_free_bytes ({minimum}); writes "
+                              "that add data are refused")
+        else:
+            self.disk_refusal = None
+            log.info("disk space %s free in %s, enough again: writes are accepted", free,
+                     space.path)
+            if self._node is not None:
+                self._node.disk_refusal = None
+            self.record_event("disk", f"{self.node_id}'s disk has {free} free in {space.path}: "
+                              "writes are accepted again")
+
     def disk_status(self) -> dict | None:
         """/status's "disk": the latest reading of the data dir's file system."""
         space = self.disk_alarm.last
@@ -755,7 +795,11 @@ class NodeServer(NodeView):
         return {"path": space.path, "total_bytes": space.total_bytes,
                 "free_bytes": space.free_bytes,
                 "low_free_bytes": self.disk_alarm.low_free_bytes,
+                "min_free_bytes": self.disk_full_alarm.low_free_bytes,
                 "state": self.disk_alarm.state,
+                # Below min_free_bytes: as leader, writes that add data are refused.
+                "writes_refused": self.disk_refusal is not None,
+                "rejections": self._node.disk_rejections if self._node is not None else 0,
                 **({"error": self._disk_read_error} if self._disk_read_error else {})}
 
     def _loop_stalled(self, stall_ms: int) -> None:
@@ -1211,6 +1255,7 @@ class NodeServer(NodeView):
             ("peer_links_rejected", self.transport.rejected_links),
             ("acl_access_denied_auth", self.auth_failures),  # Redis's name for the same count
             ("oom_rejections", node.oom_rejections),  # writes refused over maxmemory, as leader
+            ("disk_full_rejections", node.disk_rejections),  # ... on a nearly full disk
         ]
         used, rss = node.state.used_bytes(), resident_bytes()
         memory: list[tuple[str, object]] = [

@@ -5,9 +5,11 @@ never retried (see the README, "Durability and recovery"). So a full disk must b
 The runtime reads the file system's numbers about once a second (`read_disk_space`, one
 `statvfs`: the kernel's counters, no disk I/O on a local file system) and hands them to a
 `DiskSpaceAlarm`, which says "low" below `disk_low_free_bytes` and when that changes; /status,
-/metrics, the log, the node's timeline and `replikv status` show it. At start-up a node below
-`disk_min_free_bytes` refuses to start (`refuse_to_start_if_full`): it would stop again at its
-first write.
+/metrics, the log, the node's timeline and `replikv status` show it. A second alarm at
+`disk_min_free_bytes` says the disk is nearly full: as leader the node then refuses writes that
+add data (NodeCore.disk_refusal), since every replica's disk takes the same log. At start-up a
+node below `disk_min_free_bytes` refuses to start (`refuse_to_start_if_full`): it would stop
+again at its first write.
 
 The decisions are plain functions of the numbers, tested without filling a disk; reading the
 numbers is the one thing here that touches the system.
