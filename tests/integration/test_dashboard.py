@@ -62,11 +62,14 @@ def test_the_dashboard_shows_the_leader_and_records_a_failover(make_cluster,
     client = cluster.client(old)
     for i in range(20):
         client.set(f"dash:{i}", "v")
+    wait_until(lambda: all(cluster.status(i)["keys"] == 20 for i in cluster.ids), timeout_s=10,
+               what="every member to apply the 20 writes")
 
     dom = dashboard(cluster, old, tmp_path, "before")
     assert member_role(dom, old) == "leader"
     assert f"{old} ★" in dom
     assert f"leader {old}, term" in dom
+    assert dom.count("20 keys · ") == 3  # every member's card: its keys and their memory
     for other in cluster.ids:
         if other != old:
             assert member_role(dom, other) == "follower"
