@@ -4,7 +4,9 @@ is over the limit, with Redis's OOM error, and lets everything that frees memory
 from __future__ import annotations
 
 import pytest
+from redis.exceptions import OutOfMemoryError, ResponseError
 
+from replikv.client.errors import Failure, classify
 from replikv.commands import COMMANDS, grows_memory
 from replikv.commands.transactions import encode_exec
 from replikv.node import ERR_OOM
@@ -138,3 +140,13 @@ def test_a_nearly_full_disk_refuses_the_same_writes_with_its_own_error():
     assert (node.disk_rejections, node.oom_rejections) == (2, 0)
     node.disk_refusal = None
     assert c.call(follower, "SET", "k1", "v") == OK
+
+
+@pytest.mark.parametrize("error", [
+    OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),  # redis-py's OOM
+    ResponseError("MISCONF the disk of the leader n1 is nearly full ..."),
+])
+def test_the_smart_client_does_not_retry_a_refusal(error):
+    # Every member would refuse the same way until room is made: the caller's to handle.
+    for sent in (False, True):
+        assert classify(error, sent=sent) is Failure.COMMAND
