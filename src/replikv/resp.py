@@ -576,10 +576,17 @@ _SMALL_INT_REPLIES = [b":%d\r\n" % i for i in range(1024)]
 
 
 def format_double(value: float) -> str:
-    """A double as Redis writes it: "3" rather than "3.0", and "inf", "-inf", "nan".
+    """A double as Redis 7.2 and later write it (util.c's d2string, which ZSCORE, ZRANGE ...
+    WITHSCORES and every RESP3 double go through): "nan", "inf", "-inf", "0" or "-0"; an
+    integral value of magnitude at most 2^62 as an integer ("3", "100000000000000000");
+    anything else as the shortest digits that read back as the same double, laid out as
+    fpconv_dtoa lays them out: plainly while the decimal exponent is small ("0.1", "0.00001",
+    "123.456", "9223372036854776000"), in scientific notation with an exponent of as few
+    digits as it takes otherwise ("1e-7", "1.5e+300", "1e+20").
 
-    Integral values below 1e17 are printed as integers (as Redis 7 does with fpconv_dtoa);
-    anything else uses the shortest text that reads back as the same double.
+    Redis finds its digits with Grisu2, which for a small share of doubles (well under one
+    in a hundred) gives one digit more than the shortest; Python's repr always gives the
+    shortest, so those few print differently (both read back as the same double).
     """
     if math.isnan(value):
         return "nan"
@@ -587,11 +594,41 @@ def format_double(value: float) -> str:
         return "inf"
     if value == -math.inf:
         return "-inf"
-    if value.is_integer() and abs(value) < 1e17:
-        if value == 0:
-            return "-0" if math.copysign(1.0, value) < 0 else "0"
-        return str(int(value))  # exact: every double below 1e17 here is an integer
-    return repr(value)
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    if -_DOUBLE_AS_INT_MAX <= value <= _DOUBLE_AS_INT_MAX and value.is_integer():
+        return str(int(value))  # exact: an integral double is an integer
+    negative = value < 0
+    digits, exponent = _shortest_digits(-value if negative else value)
+    sign = "-" if negative else ""
+    count = len(digits)
+    scientific = abs(exponent + count - 1)  # the exponent of d.ddd
+    if exponent >= 0 and scientific < count + 7:
+        return sign + digits + "0" * exponent
+    if exponent < 0 and (exponent > -7 or scientific < 4):
+        point = count + exponent  # digits before the decimal point
+        if point <= 0:
+            return sign + "0." + "0" * -point + digits
+        return sign + digits[:point] + "." + digits[point:]
+    mantissa = digits[0] + ("." + digits[1:] if count > 1 else "")
+    return f"{sign}{mantissa}e{'-' if exponent + count - 1 < 0 else '+'}{scientific}"
+
+
+# Redis prints a double as an integer when it is integral and within +-(LLONG_MAX / 2) (its
+# double2ll): 2^62 as a double.
+_DOUBLE_AS_INT_MAX = float((1 << 63) // 2)
+
+
+def _shortest_digits(value: float) -> tuple[str, int]:
+    """The shortest decimal digits of a positive finite double and their exponent:
+    value == int(digits) * 10 ** exponent, digits without leading or trailing zeros."""
+    text = repr(value)
+    mantissa, _, power = text.partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    exponent = (int(power) if power else 0) - len(fraction)
+    stripped = digits.rstrip("0")
+    return stripped, exponent + len(digits) - len(stripped)
 
 
 def _status_bytes(value: str) -> bytes:

@@ -15,8 +15,9 @@ returns an UNDO record; `undo` reverts the most recent one exactly (digest, coun
 listing, SCAN order, set member positions) in time proportional to the change, not the state.
 
 So nothing here reads a clock, draws from the global random generator, or iterates a Python set
-of bytes (bytes hashes change with PYTHONHASHSEED between processes). SPOP and SRANDMEMBER draw
-from `random_generator()`, a generator seeded with the `seed` the caller passes per command.
+of bytes (bytes hashes change with PYTHONHASHSEED between processes). SPOP, SRANDMEMBER,
+HRANDFIELD and ZRANDMEMBER draw from `random_generator()`, a generator seeded with the `seed`
+the caller passes per command.
 
 Reads (`execute_read`) run against local state with the node's own clock and never change
 anything, not even to drop an expired key: deletion only happens through the log, so replicas
@@ -24,7 +25,8 @@ stay identical. A key whose expiry time is <= the time of the operation is treat
 
 Layout, chosen for memory and for SCAN: keys live in SHARD_COUNT plain dicts (key -> value), the
 shard picked by crc32 (stable across processes, unlike hash()). A value is `bytes` (a string), a
-`SetValue` or a `HashValue`. SCAN's cursor is a shard number, so a key present for the whole scan is returned at
+`SetValue`, a `HashValue`, a `ListValue` or a `ZSetValue` (a sorted set). SCAN's cursor is a
+shard number, so a key present for the whole scan is returned at
 least once no matter how the dicts resize. Every walk over a shard (SCAN, KEYS, RANDOMKEY, items,
 digest) visits its keys in sorted order, so a shard dict's insertion order is never observable
 and undo may put a key back at the end of its dict. Expiry times sit in one separate dict holding
@@ -72,19 +74,34 @@ int opcode, holding only ints, bytes, None and lists (msgpack-ready):
                                           (strictly ascending, each < length) are removed
     [18, key, [element, ...], exp]        EFFECT_LIST_REPLACE: key := a list of exactly these
                                           elements with that absolute expiry (or none)
+    [19, key, [member, score, ...]]       EFFECT_ZSET_ADD: each member has this score (a float,
+                                          never NaN) in the sorted set at key, added if absent;
+                                          an absent key becomes a new sorted set without expiry
+    [20, key, [member, ...]]              EFFECT_ZSET_REMOVE: these members (each present, not
+                                          all of them) leave the sorted set at key
+    [21, key, rank, count]                EFFECT_ZSET_REMOVE_RANGE: the count (>= 1) members
+                                          from that rank on (lowest score first; not all of
+                                          them) leave the sorted set at key
+    [22, key, [member, score, ...], exp]  EFFECT_ZSET_REPLACE: key := a sorted set of exactly
+                                          these members and scores with that absolute expiry
 
 The string, set and hash operations state a result, never a delta that depends on a count or a
 clock, so applying such a list twice leaves the state it leaves applied once. The list
 operations but SET and REPLACE are deltas on purpose: a push or a pop on a long list ships the
 elements pushed or the count popped, not the list (LTRIM is one or two pops, LREM the removed
-positions; only RENAME and COPY ship a whole list). Like every entry they are applied exactly
-once, in log order, to the state the leader executed against; one that does not fit that state
-(popping more than the list holds, an index past its end) is an InvariantViolation. Member lists are non-empty, without repeats,
-in the order the leader added or removed them; replaying them performs the same appends and
-swap-removes, so a backup's set keeps its members at the leader's positions. Field lists are the
-same (a field at most once per list), with each field followed by its value in the SET and
-REPLACE forms, so a backup's hash keeps its fields at the leader's positions too. An error reply has
-no effects beyond the expired keys dropped before the command ran (which are [2, key]).
+positions; only RENAME and COPY ship a whole list). So are the sorted set removals: ZREM names
+the members it removed, and a pop or a ZREMRANGEBY* names the ranks it removed (however many
+members, one small effect), while ZADD and ZINCRBY state the members' final scores; only
+RENAME, COPY and the STORE commands ship a whole sorted set. Like every entry they are applied
+exactly once, in log order, to the state the leader executed against; one that does not fit
+that state (popping more than the list holds, an index past its end, removing a member or a
+rank the sorted set does not hold, or all of its members) is an InvariantViolation. Member
+lists are non-empty, without repeats, in the order the leader added or removed them; replaying
+them performs the same appends and swap-removes, so a backup's set keeps its members at the
+leader's positions. Field lists are the same (a field at most once per list), with each field
+followed by its value in the SET and REPLACE forms, so a backup's hash keeps its fields at the
+leader's positions too; a sorted set's order is its contents' own. An error reply has no
+effects beyond the expired keys dropped before the command ran (which are [2, key]).
 
 Snapshots (for log compaction, catching up a follower, backups). `begin_snapshot` returns a
 cursor over the logical state at that instant, and `next_batch` hands it out a bounded batch at
@@ -99,9 +116,9 @@ that flush swaps its shards back in (see `_follow_snapshot_source`). Items come 
 order (shard by shard, keys sorted), so the cursor also computes the digest of the state it
 describes, for the restoring side to check, and two replicas with the same state write the same
 items. `restore_records` (or `from_records`) rebuilds a state from them: same digest, same set
-member and hash field positions, same expiry listing; only a set's or hash's bucket count (which
-SSCAN's and HSCAN's paging follows) is the one its size implies rather than whatever its history
-left, which their guarantees allow.
+member and hash field positions, same expiry listing; only a set's, hash's or sorted set's
+bucket count (which SSCAN's, HSCAN's and ZSCAN's paging follows) is the one its size implies
+rather than whatever its history left, which their guarantees allow.
 """
 
 from __future__ import annotations
@@ -110,6 +127,7 @@ import bisect
 import hashlib
 import heapq
 import itertools
+import math
 import random
 import struct
 import zlib
@@ -117,12 +135,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Self
 
+from sortedcontainers import SortedList
+
 from replikv.commands import keys_of, parse_command
 from replikv.commands.transactions import Queued
+from replikv.commands.zsets import LISTPACK_ENTRIES_MAX, LISTPACK_MEMBER_BYTES_MAX
 from replikv.invariants import InvariantViolation, invariant
 from replikv.replies import WRONG_TYPE, CommandError
 from replikv.storage.snapshot import (
     BATCH_BYTES_TARGET,
+    CONTINUATION_KINDS,
     ITEM_HASH,
     ITEM_HASH_MORE,
     ITEM_LIST,
@@ -131,6 +153,8 @@ from replikv.storage.snapshot import (
     ITEM_SET_CHUNK_BYTES_MAX,
     ITEM_SET_MORE,
     ITEM_STRING,
+    ITEM_ZSET,
+    ITEM_ZSET_MORE,
 )
 
 SHARD_COUNT = 4096  # a power of two: the shard is crc32(key) & (SHARD_COUNT - 1)
@@ -169,6 +193,15 @@ HASH_FIELD_OVERHEAD_BYTES = 109
 # 200,000 of them, about 650 for the list itself.
 LIST_OVERHEAD_BYTES = 650
 LIST_ELEMENT_OVERHEAD_BYTES = 41
+# A sorted set: its ZSetValue, its SortedList and first bucket dict (ZSET_OVERHEAD_BYTES), and
+# per member, beyond the member's bytes: its bytes-object header, a bucket dict entry, the
+# (score, member) tuple, the score's float object and a slot in the SortedList
+# (ZSET_MEMBER_OVERHEAD_BYTES). Measured with tracemalloc on sorted sets of 16-byte members
+# built by ZADDs of 1,000 pairs: 120 per member at 200,000 members (102 at 10,000, 111 at
+# 1,000, as the dicts and the SortedList's lists grow in steps), about 960 for the sorted set
+# itself; so right for 1 and for 200,000 members, up to 15% high in between.
+ZSET_OVERHEAD_BYTES = 960
+ZSET_MEMBER_OVERHEAD_BYTES = 120
 
 # A set's members are indexed by SET_BUCKETS (a power of two, member -> position dicts chosen by
 # crc32), which is what SSCAN's cursor walks. A set grows to twice the buckets when it holds more
@@ -200,6 +233,10 @@ EFFECT_LIST_SET = 15
 EFFECT_LIST_INSERT = 16
 EFFECT_LIST_REMOVE = 17
 EFFECT_LIST_REPLACE = 18
+EFFECT_ZSET_ADD = 19
+EFFECT_ZSET_REMOVE = 20
+EFFECT_ZSET_REMOVE_RANGE = 21
+EFFECT_ZSET_REPLACE = 22
 _EFFECT_LENGTHS = {
     EFFECT_SET_STRING: 4,
     EFFECT_DELETE: 2,
@@ -219,6 +256,10 @@ _EFFECT_LENGTHS = {
     EFFECT_LIST_INSERT: 4,
     EFFECT_LIST_REMOVE: 3,
     EFFECT_LIST_REPLACE: 4,
+    EFFECT_ZSET_ADD: 3,
+    EFFECT_ZSET_REMOVE: 3,
+    EFFECT_ZSET_REMOVE_RANGE: 4,
+    EFFECT_ZSET_REPLACE: 4,
 }
 
 # Undo log entry tags. An entry is a tuple; undo applies a log's entries in reverse.
@@ -228,7 +269,8 @@ _UNDO_APPEND = 2  # (tag, key, set, member): the member was appended to the set 
 _UNDO_REMOVE = 3  # (tag, key, set, member, position): swap-removed from the set bound to key
 _UNDO_REBUCKET = 4  # (tag, set, buckets, mask): the set's bucket index was rebuilt
 _UNDO_FLUSH = 5  # (tag, shards, expires, heap, key_count, data_bytes, set_count, member_count,
-#                   hash_count, field_count, list_count, element_count)
+#                   hash_count, field_count, list_count, element_count, zset_count,
+#                   zset_member_count)
 _UNDO_FIELD_APPEND = 6  # (tag, key, hash, field): the field was appended to the hash bound to key
 _UNDO_FIELD_REMOVE = 7  # (tag, key, hash, field, value, position): swap-removed from that hash
 _UNDO_FIELD_UPDATE = 8  # (tag, key, hash, position, old value): a field's value was replaced
@@ -237,6 +279,8 @@ _UNDO_LIST_POP = 10  # (tag, key, list, head, elements): popped from one end, in
 _UNDO_LIST_SET = 11  # (tag, key, list, index, old element): an element was replaced
 _UNDO_LIST_INSERT = 12  # (tag, key, list, index): an element was inserted at index
 _UNDO_LIST_ITEMS = 13  # (tag, key, list, old deque, old data_bytes): the elements were swapped
+_UNDO_ZSET_PUT = 14  # (tag, key, zset, member, old score or None): a member was given a score
+_UNDO_ZSET_DELETE = 15  # (tag, key, zset, [(score, member), ...]): these members were removed
 
 _U64 = (1 << 64) - 1
 _INT64_MIN = -(1 << 63)
@@ -246,10 +290,12 @@ _INT64_MAX = (1 << 63) - 1
 # kind, the expiry), and what each set member adds beyond its bytes: for batch sizing only.
 _ITEM_OVERHEAD_BYTES = 16
 _MEMBER_OVERHEAD_BYTES = 5
+_SCORE_BYTES = 9  # a msgpack float64
 
 _pack_digest_header = struct.Struct(">BQQ").pack
 _pack_digest_length = struct.Struct(">Q").pack
 _pack_digest_expiry = struct.Struct(">Bq").pack
+_pack_digest_score = struct.Struct(">d").pack
 
 
 def _after_prefix(prefix: bytes) -> bytes | None:
@@ -287,11 +333,24 @@ def _digest_key(
     positions, so that two replicas that built it in different orders agree; a hash's fields
     likewise, each followed by its value. (A hash is a HashValue, or the tuple of its fields and
     values, alternating, that a snapshot cursor captured; a set a SetValue or a member list.) A
-    list's elements go in in their order, which is part of the list."""
+    list's elements go in in their order, which is part of the list; a sorted set's members in
+    its order (lowest score first, which its contents alone decide), each with the 8 bytes of
+    its score, so -0.0 and 0.0 differ."""
     if type(value) is bytes:
         update(b"".join(_string_digest_parts(key, value, expire_at_ms)))
         return
-    if type(value) is ListValue or type(value) is _ListImage:
+    if type(value) is ZSetValue or type(value) is ZSetImage:
+        if type(value) is ZSetValue:
+            ranked: Iterable[tuple[float, bytes]] = iter(value)  # type: ignore[arg-type]
+        else:
+            image = value.pairs  # type: ignore[union-attr]
+            ranked = zip(image[1::2], image[0::2], strict=True)  # type: ignore[arg-type]
+        update(_pack_digest_header(5, len(key), len(value)))  # type: ignore[arg-type]
+        update(key)
+        update(b"".join([part for score, member in ranked
+                         for part in (_pack_digest_length(len(member)), member,
+                                      _pack_digest_score(score))]))
+    elif type(value) is ListValue or type(value) is _ListImage:
         elements: Iterable[bytes] = (
             value._items if type(value) is ListValue else value.elements)  # type: ignore[union-attr]
         update(_pack_digest_header(4, len(key), len(value)))  # type: ignore[arg-type]
@@ -333,7 +392,61 @@ def _next_scan_cursor(cursor: int, mask: int) -> int:
     return _reverse_bits64((_reverse_bits64(cursor) + 1) & _U64)
 
 
-class SetValue:
+def _scan_buckets(buckets: list[dict[bytes, Any]], mask: int, cursor: int, count: int,
+                  seen: Callable[[dict[bytes, Any]], list[Any]]) -> tuple[int, list[Any]]:
+    """One SSCAN, HSCAN or ZSCAN step over a bucket index: whole buckets from `cursor` on until
+    at least `count` entries were visited. Returns (next cursor or 0 when done, what `seen`
+    makes of each bucket visited, in order)."""
+    found: list[Any] = []
+    visited = 0
+    while True:
+        bucket = buckets[cursor & mask]
+        if bucket:
+            found.extend(seen(bucket))
+            visited += len(bucket)
+        cursor = _next_scan_cursor(cursor, mask)
+        if cursor == 0 or visited >= count:
+            return cursor, found
+
+
+def _bucket_index(bucket_count: int, entries: Iterable[tuple[bytes, Any]]
+                  ) -> tuple[list[dict[bytes, Any]], int]:
+    """A bucket index (buckets, mask) of `bucket_count` (a power of two) buckets holding the
+    (key, value) entries, each in the bucket crc32 of its key picks."""
+    mask = bucket_count - 1
+    buckets: list[dict[bytes, Any]] = [{} for _ in range(bucket_count)]
+    crc32 = zlib.crc32
+    for key, value in entries:
+        buckets[crc32(key) & mask][key] = value
+    return buckets, mask
+
+
+class _BucketIndex:
+    """A member (field) -> value index split into buckets by crc32 of the key, which SSCAN,
+    HSCAN and ZSCAN walk (see _scan_buckets): a SetValue's and a HashValue's map to positions,
+    a ZSetValue's to scores. The owner grows and shrinks it (_rebucket, _fit_buckets) and logs
+    the old index for undo (_UNDO_REBUCKET, which _restore_buckets takes back)."""
+
+    __slots__ = ("_buckets", "_mask")
+
+    def __init__(self) -> None:
+        self._buckets: list[dict[bytes, Any]] = [{}]
+        self._mask = 0
+
+    def _bucket_of(self, key: bytes) -> dict[bytes, Any]:
+        mask = self._mask
+        return self._buckets[zlib.crc32(key) & mask] if mask else self._buckets[0]
+
+    def _restore_buckets(self, buckets: list[dict[bytes, Any]], mask: int) -> None:
+        self._buckets = buckets
+        self._mask = mask
+
+    def _copy_index_to(self, clone: _BucketIndex) -> None:
+        clone._buckets = [dict(bucket) for bucket in self._buckets]
+        clone._mask = self._mask
+
+
+class SetValue(_BucketIndex):
     """A set's members, in an order every replica reproduces.
 
     Members sit in a list (their positions), which gives O(1) random picks: SPOP swaps the last
@@ -344,12 +457,11 @@ class SetValue:
     Only KVState mutates a SetValue (through the underscore methods), because every change must
     also reach the counters, the effects and the undo log; commands use the read methods."""
 
-    __slots__ = ("_buckets", "_mask", "_members", "member_bytes")
+    __slots__ = ("_members", "member_bytes")
 
     def __init__(self, members: Iterable[bytes] = ()) -> None:
+        super().__init__()
         self._members: list[bytes] = []
-        self._buckets: list[dict[bytes, int]] = [{}]
-        self._mask = 0
         self.member_bytes = 0  # the sum of len(member)
         for member in members:
             if member not in self:
@@ -377,24 +489,9 @@ class SetValue:
         """One SSCAN step: whole buckets from `cursor` on until at least `count` members were
         visited. Returns (next cursor or 0 when done, the members seen). Members of a bucket come
         sorted, so the reply does not depend on the order a bucket dict was filled in."""
-        mask = self._mask
-        buckets = self._buckets
-        found: list[bytes] = []
-        visited = 0
-        while True:
-            bucket = buckets[cursor & mask]
-            if bucket:
-                found.extend(sorted(bucket))
-                visited += len(bucket)
-            cursor = _next_scan_cursor(cursor, mask)
-            if cursor == 0 or visited >= count:
-                return cursor, found
+        return _scan_buckets(self._buckets, self._mask, cursor, count, sorted)
 
     # ---- changes, for KVState only ----
-
-    def _bucket_of(self, member: bytes) -> dict[bytes, int]:
-        mask = self._mask
-        return self._buckets[zlib.crc32(member) & mask] if mask else self._buckets[0]
 
     def _append(self, member: bytes) -> tuple[list[dict[bytes, int]], int] | None:
         """Add a member that is not present; returns the old index if it was rebuilt."""
@@ -423,13 +520,8 @@ class SetValue:
 
     def _rebucket(self, bucket_count: int) -> tuple[list[dict[bytes, int]], int]:
         old = (self._buckets, self._mask)
-        mask = bucket_count - 1
-        buckets: list[dict[bytes, int]] = [{} for _ in range(bucket_count)]
-        crc32 = zlib.crc32
-        for position, member in enumerate(self._members):
-            buckets[crc32(member) & mask][member] = position
-        self._buckets = buckets
-        self._mask = mask
+        self._buckets, self._mask = _bucket_index(
+            bucket_count, zip(self._members, range(len(self._members))))
         return old
 
     def _undo_append(self, member: bytes) -> None:
@@ -452,20 +544,15 @@ class SetValue:
         self._bucket_of(member)[member] = position
         self.member_bytes += len(member)
 
-    def _restore_buckets(self, buckets: list[dict[bytes, int]], mask: int) -> None:
-        self._buckets = buckets
-        self._mask = mask
-
     def _copy(self) -> SetValue:
         clone = SetValue()
         clone._members = list(self._members)
-        clone._buckets = [dict(bucket) for bucket in self._buckets]
-        clone._mask = self._mask
+        self._copy_index_to(clone)
         clone.member_bytes = self.member_bytes
         return clone
 
 
-class HashValue:
+class HashValue(_BucketIndex):
     """A hash's fields and their values, in an order every replica reproduces.
 
     The layout of SetValue: the fields sit in a list (their positions) with their values in a
@@ -478,15 +565,14 @@ class HashValue:
     Only KVState mutates a HashValue (through the underscore methods), because every change must
     also reach the counters, the effects and the undo log; commands use the read methods."""
 
-    __slots__ = ("_buckets", "_fields", "_mask", "_values", "data_bytes")
+    __slots__ = ("_fields", "_values", "data_bytes")
 
     def __init__(self, pairs: Sequence[bytes] = ()) -> None:
         """From field, value, field, value, ... (a field given twice keeps its first value:
         callers that must not repeat one compare `len` with half the pairs' length)."""
+        super().__init__()
         self._fields: list[bytes] = []
         self._values: list[bytes] = []
-        self._buckets: list[dict[bytes, int]] = [{}]
-        self._mask = 0
         self.data_bytes = 0  # the sum of len(field) + len(value)
         for i in range(0, len(pairs) - 1, 2):
             field = pairs[i]
@@ -542,24 +628,10 @@ class HashValue:
         `count` fields were visited. Returns (next cursor or 0 when done, the positions of the
         fields seen). A bucket's fields come in position order, which every replica has too,
         so a hash small enough for one bucket comes whole in HGETALL's order."""
-        mask = self._mask
-        buckets = self._buckets
-        found: list[int] = []
-        visited = 0
-        while True:
-            bucket = buckets[cursor & mask]
-            if bucket:
-                found.extend(sorted(bucket.values()))
-                visited += len(bucket)
-            cursor = _next_scan_cursor(cursor, mask)
-            if cursor == 0 or visited >= count:
-                return cursor, found
+        return _scan_buckets(self._buckets, self._mask, cursor, count,
+                             lambda bucket: sorted(bucket.values()))
 
     # ---- changes, for KVState only ----
-
-    def _bucket_of(self, field: bytes) -> dict[bytes, int]:
-        mask = self._mask
-        return self._buckets[zlib.crc32(field) & mask] if mask else self._buckets[0]
 
     def _append(self, field: bytes, value: bytes) -> tuple[list[dict[bytes, int]], int] | None:
         """Add a field that is not present; returns the old index if it was rebuilt."""
@@ -602,13 +674,8 @@ class HashValue:
 
     def _rebucket(self, bucket_count: int) -> tuple[list[dict[bytes, int]], int]:
         old = (self._buckets, self._mask)
-        mask = bucket_count - 1
-        buckets: list[dict[bytes, int]] = [{} for _ in range(bucket_count)]
-        crc32 = zlib.crc32
-        for position, field in enumerate(self._fields):
-            buckets[crc32(field) & mask][field] = position
-        self._buckets = buckets
-        self._mask = mask
+        self._buckets, self._mask = _bucket_index(
+            bucket_count, zip(self._fields, range(len(self._fields))))
         return old
 
     def _undo_append(self, field: bytes) -> None:
@@ -636,16 +703,11 @@ class HashValue:
         self._bucket_of(field)[field] = position
         self.data_bytes += len(field) + len(value)
 
-    def _restore_buckets(self, buckets: list[dict[bytes, int]], mask: int) -> None:
-        self._buckets = buckets
-        self._mask = mask
-
     def _copy(self) -> HashValue:
         clone = HashValue()
         clone._fields = list(self._fields)
         clone._values = list(self._values)
-        clone._buckets = [dict(bucket) for bucket in self._buckets]
-        clone._mask = self._mask
+        self._copy_index_to(clone)
         clone.data_bytes = self.data_bytes
         return clone
 
@@ -741,8 +803,244 @@ class ListValue:
         return ListValue(self._items)
 
 
-# What a key may be bound to: a string, a set, a hash or a list.
-Value = bytes | SetValue | HashValue | ListValue
+class _Top:
+    """Above every bytes string: (score, _TOP) sorts after every member with that score."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    def __gt__(self, other: object) -> bool:
+        return other is not self
+
+
+_TOP = _Top()
+
+
+class ZSetValue(_BucketIndex):
+    """A sorted set: members with a score each, in the order of (score, member), which is the
+    same on every replica because it is a function of the contents alone.
+
+    Two indexes, like Redis's dict and skiplist. A member -> score index split into buckets by
+    crc32 of the member, as a SetValue's (ZSCAN walks them with SSCAN's cursor), answers ZSCORE
+    in O(1). A SortedList of (score, member) pairs (sortedcontainers: a list of sorted lists
+    with a positional index) answers a rank, a score bound or the member at a rank in
+    O(log n), and hands out k members from a rank in O(log n + k). Python orders those pairs
+    as Redis orders a zset: by score (-0.0 equal to 0.0), then by member bytes (memcmp, then
+    the shorter first). A score is a float, never NaN (the commands refuse one).
+
+    `data_bytes` is the sum of the members' lengths; `long_members` counts members longer than
+    a Redis listpack holds (64 bytes), so whether this zset would be a listpack in Redis is
+    known in O(1).
+
+    Only KVState mutates a ZSetValue (through the underscore methods), because every change
+    must also reach the counters, the effects and the undo log; commands use the read
+    methods."""
+
+    __slots__ = ("_order", "data_bytes", "long_members")
+
+    def __init__(self, pairs: Sequence[object] = ()) -> None:
+        """From member, score, member, score, ... (a member given twice keeps its first score:
+        callers that must not repeat one compare `len` with half the pairs' length)."""
+        super().__init__()
+        self.data_bytes = 0
+        self.long_members = 0
+        scores: dict[bytes, float] = {}
+        for i in range(0, len(pairs) - 1, 2):
+            scores.setdefault(pairs[i], pairs[i + 1])  # type: ignore[arg-type]
+        self._order = SortedList((score, member) for member, score in scores.items())
+        for member in scores:
+            self._counted(member, 1)
+        buckets = 1
+        while len(scores) > SET_BUCKET_MEMBERS_MAX * buckets:
+            buckets *= 2
+        if buckets == 1:
+            self._buckets = [scores]
+        else:
+            self._buckets, self._mask = _bucket_index(buckets, scores.items())
+
+    # ---- reading ----
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, member: object) -> bool:
+        return member in self._bucket_of(member)  # type: ignore[arg-type]
+
+    def score(self, member: bytes) -> float | None:
+        return self._bucket_of(member).get(member)
+
+    def rank(self, member: bytes) -> int | None:
+        """The member's position from the lowest score (0-based), or None if absent."""
+        score = self._bucket_of(member).get(member)
+        return None if score is None else self._order.bisect_left((score, member))
+
+    def at(self, position: int) -> tuple[float, bytes]:
+        """(score, member) at a position from the lowest (0 <= position < len)."""
+        return self._order[position]  # type: ignore[no-any-return]
+
+    def slice(self, start: int, stop: int, reverse: bool = False) -> list[tuple[float, bytes]]:
+        """(score, member) at positions start..stop-1 (0 <= start <= stop <= len), lowest
+        first, or highest first with `reverse`; O(log n + k)."""
+        return list(self._order.islice(start, stop, reverse=reverse))
+
+    def score_position(self, score: float, after: bool) -> int:
+        """The position of the first member whose score is >= `score` (or > it, `after`)."""
+        if after:
+            return self._order.bisect_right((score, _TOP))  # type: ignore[no-any-return]
+        return self._order.bisect_left((score,))  # type: ignore[no-any-return]
+
+    def uniform(self) -> bool:
+        """Whether every member has the same score (so members are in byte order)."""
+        order = self._order
+        return not order or order[0][0] == order[-1][0]
+
+    def fits_listpack(self) -> bool:
+        """Whether Redis would keep this zset as a listpack (zset-max-listpack-entries 128,
+        zset-max-listpack-value 64), had it been written in one go."""
+        return len(self._order) <= LISTPACK_ENTRIES_MAX and not self.long_members
+
+    def pair_list(self) -> list[object]:
+        """member, score, member, score, ... from the lowest (a new list): the shape of the
+        effects and of the snapshot items."""
+        flat: list[object] = [None] * (2 * len(self._order))
+        flat[0::2] = [member for _, member in self._order]
+        flat[1::2] = [score for score, _ in self._order]
+        return flat
+
+    def __iter__(self) -> Iterator[tuple[float, bytes]]:
+        """(score, member) from the lowest."""
+        return iter(self._order)
+
+    def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
+        """One ZSCAN step, as SetValue.scan: whole buckets from `cursor` on until at least
+        `count` members were visited. Returns (next cursor or 0 when done, the members seen).
+        A zset of one bucket (at most 128 members) comes whole, lowest score first, as Redis
+        answers a listpack; a bucket of a bigger one comes in byte order."""
+        if self._mask == 0:
+            return 0, [member for _, member in self._order]
+        return _scan_buckets(self._buckets, self._mask, cursor, count, sorted)
+
+    # ---- changes, for KVState only ----
+
+    def _counted(self, member: bytes, sign: int) -> None:
+        self.data_bytes += sign * len(member)
+        if len(member) > LISTPACK_MEMBER_BYTES_MAX:
+            self.long_members += sign
+
+    def _put(self, member: bytes, score: float
+             ) -> tuple[float | None, tuple[list[dict[bytes, float]], int] | None]:
+        """Give `member` this score, adding it if absent. Returns its old score (None if it
+        was added) and the old bucket index if it was rebuilt."""
+        bucket = self._bucket_of(member)
+        old = bucket.get(member)
+        if old is not None:
+            self._order.remove((old, member))
+            self._order.add((score, member))
+            bucket[member] = score
+            return old, None
+        bucket[member] = score
+        self._order.add((score, member))
+        self._counted(member, 1)
+        return None, self._fit_buckets()
+
+    def _delete(self, member: bytes) -> tuple[float, tuple[list[dict[bytes, float]], int] | None]:
+        """Remove a present member. Returns its score and the old index if it was rebuilt."""
+        score = self._bucket_of(member).pop(member)
+        self._order.remove((score, member))
+        self._counted(member, -1)
+        return score, self._fit_buckets()
+
+    def _delete_positions(
+        self, start: int, stop: int
+    ) -> tuple[list[tuple[float, bytes]], tuple[list[dict[bytes, float]], int] | None]:
+        """Remove the members at positions start..stop-1; returns them (lowest first) and the
+        old index if it was rebuilt."""
+        removed = list(self._order.islice(start, stop))
+        del self._order[start:stop]
+        for _, member in removed:
+            del self._bucket_of(member)[member]
+            self._counted(member, -1)
+        return removed, self._fit_buckets()
+
+    def _fit_buckets(self) -> tuple[list[dict[bytes, float]], int] | None:
+        """Grow or shrink the bucket index to fit the members (as a SetValue's: at most 128
+        and at least 16 per bucket); the old index if it was rebuilt."""
+        count = len(self._buckets)
+        size = len(self._order)
+        target = count
+        while size > SET_BUCKET_MEMBERS_MAX * target:
+            target *= 2
+        while target > 1 and size < SET_BUCKET_MEMBERS_MIN * target:
+            target //= 2
+        if target == count:
+            return None
+        old = (self._buckets, self._mask)
+        self._buckets, self._mask = _bucket_index(
+            target, ((member, score) for score, member in self._order))
+        return old
+
+    def _undo_put(self, member: bytes, old: float | None) -> None:
+        """Take back a _put: the member's old score, or its absence."""
+        bucket = self._bucket_of(member)
+        score = bucket[member]
+        self._order.remove((score, member))
+        if old is None:
+            del bucket[member]
+            self._counted(member, -1)
+        else:
+            bucket[member] = old
+            self._order.add((old, member))
+
+    def _undo_delete(self, removed: list[tuple[float, bytes]]) -> None:
+        """Put back members a _delete or _delete_positions took."""
+        for score, member in removed:
+            self._bucket_of(member)[member] = score
+            self._counted(member, 1)
+        self._order.update(removed)
+
+    def _copy(self) -> ZSetValue:
+        clone = ZSetValue()
+        clone._order = SortedList(self._order)
+        self._copy_index_to(clone)
+        clone.data_bytes = self.data_bytes
+        clone.long_members = self.long_members
+        return clone
+
+
+class ZSetImage:
+    """A zset's contents as a snapshot cursor keeps it and `KVState.items` yields it: member,
+    score, member, score, ... from the lowest."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[object]) -> None:
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs) // 2
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is ZSetImage and other.pairs == self.pairs
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.pairs))
+
+    def __repr__(self) -> str:
+        return f"ZSetImage({self.pairs!r})"
+
+
+# What a key may be bound to: a string, a set, a hash, a list or a sorted set.
+Value = bytes | SetValue | HashValue | ListValue | ZSetValue
+# A value as `KVState.items` yields it (see there).
+Item = bytes | list[bytes] | dict[bytes, bytes] | tuple[bytes, ...] | ZSetImage
 
 
 class Undo:
@@ -777,6 +1075,21 @@ def _check_hash_item(key: bytes, value: object) -> None:
               f"the snapshot hash {key!r} is not fields with values")
     invariant(all(type(item) is bytes for item in value),  # type: ignore[attr-defined]
               "hash fields and values must be bytes")
+
+
+def _checked_zset(key: bytes, pairs: object) -> ZSetValue:
+    """A snapshot sorted set item's members and scores as a ZSetValue (restore_records's own
+    check)."""
+    invariant(type(pairs) is list and pairs and len(pairs) % 2 == 0,
+              f"the snapshot sorted set {key!r} is not members with scores")
+    invariant(all(type(m) is bytes for m in pairs[0::2]),  # type: ignore[index]
+              "sorted set members must be bytes")
+    invariant(all(type(score) is float and not math.isnan(score)
+                  for score in pairs[1::2]),  # type: ignore[index]
+              "sorted set scores must be floats, not NaN")
+    value = ZSetValue(pairs)  # type: ignore[arg-type]
+    invariant(2 * len(value) == len(pairs), f"the snapshot sorted set {key!r} repeats members")  # type: ignore[arg-type]
+    return value
 
 
 def _check_effects(effects: Any) -> None:
@@ -854,6 +1167,32 @@ def _check_effect(index: int, effect: object) -> None:
         # Strictly ascending from 0 up: each index once, in the list's order.
         invariant(positions[0] >= 0 and all(a < b for a, b in itertools.pairwise(positions)),
                   where + ": indexes not strictly ascending from 0", index)
+    elif opcode in (EFFECT_ZSET_ADD, EFFECT_ZSET_REPLACE):
+        items = effect[2]  # type: ignore[index]
+        invariant(type(items) is list and items and len(items) % 2 == 0,
+                  where + ": members not a non-empty list of members with scores", index)
+        members = items[0::2]
+        invariant(all(type(m) is bytes for m in members), where + ": a member is not bytes",
+                  index)
+        invariant(all(type(score) is float and not math.isnan(score) for score in items[1::2]),
+                  where + ": a score is not a float, or is NaN", index)
+        # A set used for membership only, never iterated.
+        invariant(len(set(members)) == len(members), where + ": repeated members", index)
+        if opcode == EFFECT_ZSET_REPLACE:
+            invariant(_is_expiry(effect[3]), where + ": bad expiry", index)  # type: ignore[index]
+    elif opcode == EFFECT_ZSET_REMOVE:
+        members = effect[2]  # type: ignore[index]
+        invariant(type(members) is list and members,
+                  where + ": members not a non-empty list", index)
+        invariant(all(type(m) is bytes for m in members), where + ": a member is not bytes",
+                  index)
+        # A set used for membership only, never iterated.
+        invariant(len(set(members)) == len(members), where + ": repeated members", index)
+    elif opcode == EFFECT_ZSET_REMOVE_RANGE:
+        start, count = effect[2], effect[3]  # type: ignore[index]
+        invariant(type(start) is int and 0 <= start <= _INT64_MAX
+                  and type(count) is int and 1 <= count <= _INT64_MAX,
+                  where + ": bad rank or count", index)
 
 
 class KVState:
@@ -881,6 +1220,8 @@ class KVState:
         "_shards",
         "_snapshot",
         "_snapshot_cursor",
+        "_zset_count",
+        "_zset_member_count",
     )
 
     def __init__(self) -> None:
@@ -889,7 +1230,7 @@ class KVState:
         self._expiry_heap: list[tuple[int, bytes]] = []
         self._key_count = 0
         # The sum over keys of len(key) plus len(value) for a string, member_bytes for a set,
-        # data_bytes for a hash or a list.
+        # data_bytes for a hash, a list or a sorted set.
         self._data_bytes = 0
         self._set_count = 0
         self._set_member_count = 0
@@ -897,6 +1238,8 @@ class KVState:
         self._hash_field_count = 0
         self._list_count = 0
         self._list_element_count = 0
+        self._zset_count = 0
+        self._zset_member_count = 0
         self._recording: _Recording | None = None
         self._seed = 0
         self._rng: random.Random | None = None
@@ -1039,8 +1382,8 @@ class KVState:
 
     def used_bytes(self) -> int:
         """An estimate of the memory the keyspace holds (see KEY_OVERHEAD_BYTES,
-        SET_MEMBER_OVERHEAD_BYTES, HASH_FIELD_OVERHEAD_BYTES and
-        LIST_ELEMENT_OVERHEAD_BYTES)."""
+        SET_MEMBER_OVERHEAD_BYTES, HASH_FIELD_OVERHEAD_BYTES, LIST_ELEMENT_OVERHEAD_BYTES and
+        ZSET_MEMBER_OVERHEAD_BYTES)."""
         return (
             self._data_bytes
             + self._key_count * KEY_OVERHEAD_BYTES
@@ -1051,6 +1394,8 @@ class KVState:
             + self._hash_field_count * HASH_FIELD_OVERHEAD_BYTES
             + self._list_count * LIST_OVERHEAD_BYTES
             + self._list_element_count * LIST_ELEMENT_OVERHEAD_BYTES
+            + self._zset_count * ZSET_OVERHEAD_BYTES
+            + self._zset_member_count * ZSET_MEMBER_OVERHEAD_BYTES
         )
 
     def digest(self) -> str:
@@ -1072,39 +1417,39 @@ class KVState:
                 _digest_key(update, key, shard[key], expires.get(key))
         return checksum.hexdigest()
 
-    def items(
-        self,
-    ) -> Iterator[tuple[bytes, bytes | list[bytes] | dict[bytes, bytes] | tuple[bytes, ...],
-                        int | None]]:
+    def items(self) -> Iterator[tuple[bytes, Item, int | None]]:
         """Every (key, value, expire_at_ms or None) in a deterministic order, for snapshots. A
         string's value is bytes; a set's is the list of its members in position order, a hash's
         a dict of its fields in position order, so a restored replica picks as the original
-        does; a list's the tuple of its elements. Includes expired keys not yet deleted through the log, so a restore is exact."""
+        does; a list's the tuple of its elements; a sorted set's a ZSetImage. Includes expired
+        keys not yet deleted through the log, so a restore is exact."""
         expires = self._expires
         for shard in self._shards:
             if not shard:
                 continue
             for key in sorted(shard):
                 value = shard[key]
-                item: bytes | list[bytes] | dict[bytes, bytes] | tuple[bytes, ...]
+                item: Item
                 if type(value) is bytes:
                     item = value
                 elif type(value) is SetValue:
                     item = value.member_list()
                 elif type(value) is ListValue:
                     item = tuple(value._items)
+                elif type(value) is ZSetValue:
+                    item = ZSetImage(value.pair_list())
                 else:
                     item = value.as_dict()  # type: ignore[union-attr]
                 yield key, item, expires.get(key)
 
-    def restore_item(
-        self, key: bytes, value: bytes | list[bytes] | dict[bytes, bytes] | tuple[bytes, ...],
-        expire_at_ms: int | None
-    ) -> None:
+    def restore_item(self, key: bytes, value: Item, expire_at_ms: int | None) -> None:
         """Load one item of `items()` from a snapshot into a state being rebuilt."""
         self._new_change()
         if type(value) is bytes:
             self.write(key, value, expire_at_ms)
+            return
+        if type(value) is ZSetImage:
+            self._replace(key, _checked_zset(key, value.pairs), expire_at_ms)
             return
         if type(value) is tuple:
             invariant(bool(value), "a list item must not be empty")
@@ -1119,8 +1464,8 @@ class KVState:
             self._replace(key, HashValue(pairs), expire_at_ms)
             return
         invariant(type(value) is list and value, "a set item must be a non-empty list")
-        invariant(all(type(m) is bytes for m in value), "set members must be bytes")
-        invariant(len(set(value)) == len(value), "a set item repeats a member")
+        invariant(all(type(m) is bytes for m in value), "set members must be bytes")  # type: ignore[union-attr]
+        invariant(len(set(value)) == len(value), "a set item repeats a member")  # type: ignore[arg-type]
         self._replace(key, SetValue(value), expire_at_ms)  # type: ignore[arg-type]  # a list
 
     # ---- snapshots ----
@@ -1182,6 +1527,18 @@ class KVState:
                 invariant(type(value) is list and value, "a snapshot list has no elements")
                 invariant(all(type(e) is bytes for e in value), "list elements must be bytes")
                 self._list_push(key, bound, False, value)  # type: ignore[arg-type]
+            elif kind == ITEM_ZSET:
+                invariant(bound is None, f"the snapshot repeats the key {key!r}")
+                self._replace(key, _checked_zset(key, value), expire_at_ms)
+            elif kind == ITEM_ZSET_MORE:
+                invariant(type(bound) is ZSetValue,
+                          f"the snapshot continues no sorted set at {key!r}")
+                invariant(expire_at_ms is None, "a sorted set continuation carries an expiry")
+                more = _checked_zset(key, value)
+                for score, member in more:
+                    invariant(member not in bound,  # type: ignore[operator]
+                              f"the snapshot sorted set {key!r} repeats members")
+                    self._zset_put(key, bound, member, score)  # type: ignore[arg-type]
             elif kind == ITEM_HASH:
                 _check_hash_item(key, value)
                 invariant(bound is None, f"the snapshot repeats the key {key!r}")
@@ -1243,6 +1600,15 @@ class KVState:
             return value  # type: ignore[return-value]
         raise CommandError(WRONG_TYPE)
 
+    def get_zset(self, key: bytes, time_ms: int) -> ZSetValue | None:
+        """The sorted set at `key`, or None if absent or expired; another type raises
+        WRONGTYPE. The ZSetValue is for reading: changes go through zset_add, zset_remove,
+        ..."""
+        value = self.lookup(key, time_ms)
+        if value is None or type(value) is ZSetValue:
+            return value  # type: ignore[return-value]
+        raise CommandError(WRONG_TYPE)
+
     def get_list(self, key: bytes, time_ms: int) -> ListValue | None:
         """The list at `key`, or None if absent or expired; another type raises WRONGTYPE. The
         ListValue is for reading: changes go through list_push, list_pop, ..."""
@@ -1260,8 +1626,8 @@ class KVState:
         return key in self._shards[shard_of(key)]
 
     def type_name(self, key: bytes, time_ms: int) -> bytes | None:
-        """b"string", b"set", b"hash" or b"list" (Redis's TYPE names), or None if the key is
-        absent."""
+        """b"string", b"set", b"hash", b"list" or b"zset" (Redis's TYPE names), or None if the
+        key is absent."""
         value = self.lookup(key, time_ms)
         if value is None:
             return None
@@ -1269,6 +1635,8 @@ class KVState:
             return b"string"
         if type(value) is ListValue:
             return b"list"
+        if type(value) is ZSetValue:
+            return b"zset"
         return b"set" if type(value) is SetValue else b"hash"
 
     def expire_at_ms(self, key: bytes) -> int | None:
@@ -1533,8 +1901,9 @@ class KVState:
 
     def _remove_items(self, key: bytes, items: Iterable[bytes], kind: type,
                       opcode: int) -> int:
-        """SREM's and HDEL's work: remove these members (fields) from the set (hash) at `key`,
-        one EFFECT_SET_REMOVE (EFFECT_HASH_DELETE) for those that were there."""
+        """SREM's, HDEL's and ZREM's work: remove these members (fields) from the set (hash,
+        sorted set) at `key`, one EFFECT_SET_REMOVE (EFFECT_HASH_DELETE, EFFECT_ZSET_REMOVE)
+        for those that were there."""
         value = self._shards[shard_of(key)].get(key)
         if value is None:
             return 0
@@ -1551,6 +1920,8 @@ class KVState:
         for item in present:
             if kind is SetValue:
                 self._remove_member(key, value, item)  # type: ignore[arg-type]
+            elif kind is ZSetValue:
+                self._zset_delete(key, value, item)  # type: ignore[arg-type]
             else:
                 self._remove_field(key, value, item)  # type: ignore[arg-type]
         if self._recording is not None:
@@ -1658,6 +2029,69 @@ class KVState:
             recording.log.append((_UNDO_LIST_ITEMS, key, value, old_items, old_bytes))
             recording.effects.append([EFFECT_LIST_REMOVE, key, list(positions)])
 
+    def write_zset(self, key: bytes, pairs: list[object],
+                   expire_at_ms: int | None = None) -> None:
+        """Store a new sorted set of exactly `pairs` (member, score, member, score, ...:
+        non-empty, no member twice, scores floats, not NaN) under `key`, replacing whatever it
+        held, with that expiry (None: no expiry)."""
+        invariant(bool(pairs), "an empty sorted set is never stored")
+        value = ZSetValue(pairs)
+        invariant(2 * len(value) == len(pairs), "write_zset given repeated members")
+        self._replace(key, value, expire_at_ms)
+        if self._recording is not None:
+            self._recording.effects.append([EFFECT_ZSET_REPLACE, key, list(pairs), expire_at_ms])
+
+    def zset_add(self, key: bytes, pairs: list[object]) -> None:
+        """Give each member of `pairs` (member, score, member, score, ...; no member twice;
+        scores floats, not NaN) that score in the sorted set at `key`, adding the members that
+        are absent; an absent key becomes a sorted set without expiry. A member whose score is
+        already that one (-0.0 equals 0.0 here, as in Redis) is left as it is. The key must
+        hold no other type (the command checks that first)."""
+        invariant(bool(pairs) and len(pairs) % 2 == 0, "zset_add needs members with scores")
+        value = self._shards[shard_of(key)].get(key)
+        if value is None:
+            created = ZSetValue(pairs)
+            invariant(2 * len(created) == len(pairs), "zset_add given repeated members")
+            self._replace(key, created, None)
+            changed = pairs
+        else:
+            invariant(type(value) is ZSetValue, "zset_add on a key holding another type")
+            changed = []
+            for i in range(0, len(pairs), 2):
+                member, score = pairs[i], pairs[i + 1]
+                if value.score(member) != score:  # type: ignore[union-attr, arg-type]
+                    self._zset_put(key, value, member, score)  # type: ignore[arg-type]
+                    changed += (member, score)
+        if changed and self._recording is not None:
+            self._recording.effects.append([EFFECT_ZSET_ADD, key, list(changed)])
+
+    def zset_remove(self, key: bytes, members: Iterable[bytes]) -> int:
+        """Remove the members from the sorted set at `key` (absent ones are skipped); a sorted
+        set left empty is deleted. Returns how many were removed; 0 if the key is absent."""
+        return self._remove_items(key, members, ZSetValue, EFFECT_ZSET_REMOVE)
+
+    def zset_remove_range(self, key: bytes, start: int, count: int) -> list[tuple[float, bytes]]:
+        """Remove the `count` (>= 1) members from rank `start` on (lowest score first) of the
+        sorted set at `key`, all of which it must hold; returns them as (score, member), lowest
+        first. A sorted set left empty is deleted. One small effect, whatever the count."""
+        value = self._shards[shard_of(key)][key]
+        invariant(type(value) is ZSetValue and count >= 1 and start >= 0
+                  and start + count <= len(value),  # type: ignore[arg-type]
+                  "zset_remove_range needs a sorted set and ranks in it")
+        if count == len(value):  # type: ignore[arg-type]
+            removed = value.slice(0, count)  # type: ignore[union-attr]
+            self.delete(key)  # one effect, and undo keeps the sorted set object whole
+            return removed
+        if self._snapshot is not None:
+            self._snapshot._preserve(shard_of(key))
+        removed, rebuilt = value._delete_positions(start, start + count)  # type: ignore[union-attr]
+        self._data_bytes -= sum(len(member) for _, member in removed)
+        self._zset_member_count -= count
+        if self._recording is not None:
+            self._log_change((_UNDO_ZSET_DELETE, key, value, removed), rebuilt)
+            self._recording.effects.append([EFFECT_ZSET_REMOVE_RANGE, key, start, count])
+        return removed
+
     def flush(self) -> None:
         if self._recording is not None:
             self._recording.log.append(
@@ -1674,6 +2108,8 @@ class KVState:
                     self._hash_field_count,
                     self._list_count,
                     self._list_element_count,
+                    self._zset_count,
+                    self._zset_member_count,
                 )
             )
             self._recording.effects.append([EFFECT_FLUSH])
@@ -1690,6 +2126,8 @@ class KVState:
         self._hash_field_count = 0
         self._list_count = 0
         self._list_element_count = 0
+        self._zset_count = 0
+        self._zset_member_count = 0
         self._follow_snapshot_source()
 
     # ---- internals: running and recording ----
@@ -1772,6 +2210,9 @@ class KVState:
         if opcode == EFFECT_LIST_REPLACE:
             self.write_list(key, effect[2], effect[3])
             return
+        if opcode == EFFECT_ZSET_REPLACE:
+            self.write_zset(key, effect[2], effect[3])
+            return
         value = self._shards[shard_of(key)].get(key)  # (the string case above is the hot one)
         if opcode == EFFECT_SET_ADD:
             invariant(value is None or type(value) is SetValue,
@@ -1809,6 +2250,21 @@ class KVState:
             invariant(type(value) is ListValue and effect[2][-1] < len(value),  # type: ignore[arg-type]
                       "effects remove list elements the key does not hold")
             self.list_remove_at(key, effect[2])
+        elif opcode == EFFECT_ZSET_ADD:
+            invariant(value is None or type(value) is ZSetValue,
+                      "effects add sorted set members to a key holding another type")
+            self.zset_add(key, effect[2])
+        elif opcode == EFFECT_ZSET_REMOVE:
+            invariant(type(value) is ZSetValue and len(effect[2]) < len(value)  # type: ignore[arg-type]
+                      and all(member in value for member in effect[2]),  # type: ignore[operator]
+                      "effects remove sorted set members the key does not hold (or all of them)")
+            self.zset_remove(key, effect[2])
+        elif opcode == EFFECT_ZSET_REMOVE_RANGE:
+            invariant(type(value) is ZSetValue
+                      and effect[2] + effect[3] <= len(value)  # type: ignore[arg-type]
+                      and effect[3] < len(value),  # type: ignore[arg-type]
+                      "effects remove sorted set ranks the key does not hold (or all of them)")
+            self.zset_remove_range(key, effect[2], effect[3])
         elif opcode == EFFECT_EXPIRE:
             if value is None:
                 return
@@ -1922,6 +2378,21 @@ class KVState:
                 value._swap_items(old_items, old_bytes)
                 self._data_bytes += old_bytes - bytes_before
                 self._list_element_count += len(value) - count_before
+            elif tag == _UNDO_ZSET_PUT:
+                _, key, value, member, old = entry
+                if self._snapshot is not None:
+                    self._snapshot._preserve(shard_of(key))
+                value._undo_put(member, old)
+                if old is None:
+                    self._data_bytes -= len(member)
+                    self._zset_member_count -= 1
+            elif tag == _UNDO_ZSET_DELETE:
+                _, key, value, removed = entry
+                if self._snapshot is not None:
+                    self._snapshot._preserve(shard_of(key))
+                value._undo_delete(removed)
+                self._data_bytes += sum(len(member) for _, member in removed)
+                self._zset_member_count += len(removed)
             else:
                 invariant(tag == _UNDO_FLUSH, f"unknown undo entry {tag!r}")
                 (
@@ -1937,6 +2408,8 @@ class KVState:
                     self._hash_field_count,
                     self._list_count,
                     self._list_element_count,
+                    self._zset_count,
+                    self._zset_member_count,
                 ) = entry
                 self._follow_snapshot_source()
 
@@ -1988,6 +2461,8 @@ class KVState:
             effect = [EFFECT_SET_REPLACE, key, value.member_list(), expire_at_ms]
         elif type(value) is ListValue:
             effect = [EFFECT_LIST_REPLACE, key, value.element_list(), expire_at_ms]
+        elif type(value) is ZSetValue:
+            effect = [EFFECT_ZSET_REPLACE, key, value.pair_list(), expire_at_ms]
         else:
             effect = [EFFECT_HASH_REPLACE, key, value.pair_list(), expire_at_ms]  # type: ignore[union-attr]
         self._recording.effects.append(effect)
@@ -2004,6 +2479,10 @@ class KVState:
             self._data_bytes += sign * (len(key) + value.data_bytes)
             self._list_count += sign
             self._list_element_count += sign * len(value)
+        elif type(value) is ZSetValue:
+            self._data_bytes += sign * (len(key) + value.data_bytes)
+            self._zset_count += sign
+            self._zset_member_count += sign * len(value)
         else:
             self._data_bytes += sign * (len(key) + value.data_bytes)  # type: ignore[union-attr]
             self._hash_count += sign
@@ -2016,11 +2495,8 @@ class KVState:
         rebuilt = value._append(member)
         self._data_bytes += len(member)
         self._set_member_count += 1
-        recording = self._recording
-        if recording is not None:
-            recording.log.append((_UNDO_APPEND, key, value, member))
-            if rebuilt is not None:
-                recording.log.append((_UNDO_REBUCKET, value, *rebuilt))
+        if self._recording is not None:
+            self._log_change((_UNDO_APPEND, key, value, member), rebuilt)
 
     def _remove_member(self, key: bytes, value: SetValue, member: bytes) -> None:
         """Remove a member from the set bound to `key`; it must keep at least one member."""
@@ -2030,11 +2506,8 @@ class KVState:
         position, rebuilt = value._remove(member)
         self._data_bytes -= len(member)
         self._set_member_count -= 1
-        recording = self._recording
-        if recording is not None:
-            recording.log.append((_UNDO_REMOVE, key, value, member, position))
-            if rebuilt is not None:
-                recording.log.append((_UNDO_REBUCKET, value, *rebuilt))
+        if self._recording is not None:
+            self._log_change((_UNDO_REMOVE, key, value, member, position), rebuilt)
 
     def _append_field(self, key: bytes, value: HashValue, field: bytes, field_value: bytes) -> None:
         """Add a field to the hash bound to `key` (so the counters include it)."""
@@ -2043,11 +2516,8 @@ class KVState:
         rebuilt = value._append(field, field_value)
         self._data_bytes += len(field) + len(field_value)
         self._hash_field_count += 1
-        recording = self._recording
-        if recording is not None:
-            recording.log.append((_UNDO_FIELD_APPEND, key, value, field))
-            if rebuilt is not None:
-                recording.log.append((_UNDO_REBUCKET, value, *rebuilt))
+        if self._recording is not None:
+            self._log_change((_UNDO_FIELD_APPEND, key, value, field), rebuilt)
 
     def _update_field(self, key: bytes, value: HashValue, position: int,
                       field_value: bytes) -> None:
@@ -2067,11 +2537,9 @@ class KVState:
         position, field_value, rebuilt = value._remove(field)
         self._data_bytes -= len(field) + len(field_value)
         self._hash_field_count -= 1
-        recording = self._recording
-        if recording is not None:
-            recording.log.append((_UNDO_FIELD_REMOVE, key, value, field, field_value, position))
-            if rebuilt is not None:
-                recording.log.append((_UNDO_REBUCKET, value, *rebuilt))
+        if self._recording is not None:
+            self._log_change((_UNDO_FIELD_REMOVE, key, value, field, field_value, position),
+                             rebuilt)
 
     def _list_push(self, key: bytes, value: ListValue, head: bool,
                    elements: list[bytes]) -> None:
@@ -2097,6 +2565,37 @@ class KVState:
         if self._recording is not None:
             self._recording.log.append((_UNDO_LIST_POP, key, value, head, popped))
         return popped
+
+    def _log_change(self, entry: tuple, rebuilt: tuple[list, int] | None) -> None:
+        """Log a change to a set, hash or sorted set (entry[2]) for undo, and then the rebuild
+        of its bucket index the change caused, if any (undone first)."""
+        log = self._recording.log  # type: ignore[union-attr]
+        log.append(entry)
+        if rebuilt is not None:
+            log.append((_UNDO_REBUCKET, entry[2], *rebuilt))
+
+    def _zset_put(self, key: bytes, value: ZSetValue, member: bytes, score: float) -> None:
+        """Give a member of the sorted set bound to `key` a score, adding it if absent (so the
+        counters include it)."""
+        if self._snapshot is not None:
+            self._snapshot._preserve(shard_of(key))
+        old, rebuilt = value._put(member, score)
+        if old is None:
+            self._data_bytes += len(member)
+            self._zset_member_count += 1
+        if self._recording is not None:
+            self._log_change((_UNDO_ZSET_PUT, key, value, member, old), rebuilt)
+
+    def _zset_delete(self, key: bytes, value: ZSetValue, member: bytes) -> None:
+        """Remove a member from the sorted set bound to `key`; it must keep at least one."""
+        invariant(len(value) > 1, "the last member leaves through delete")
+        if self._snapshot is not None:
+            self._snapshot._preserve(shard_of(key))
+        score, rebuilt = value._delete(member)
+        self._data_bytes -= len(member)
+        self._zset_member_count -= 1
+        if self._recording is not None:
+            self._log_change((_UNDO_ZSET_DELETE, key, value, [(score, member)]), rebuilt)
 
     def _set_expire_stored(self, key: bytes, expire_at_ms: int) -> None:
         if self._expires.get(key) == expire_at_ms:
@@ -2146,15 +2645,16 @@ class _ListImage:
 
 
 # A value as a snapshot cursor holds it: a string's bytes, a copy of a set's member list, a
-# tuple of a hash's fields and values (alternating), both in position order, or a list's copied
-# elements.
-_Image = bytes | list[bytes] | tuple[bytes, ...] | _ListImage
+# tuple of a hash's fields and values (alternating), both in position order, a list's copied
+# elements, or a sorted set's members and scores.
+_Image = bytes | list[bytes] | tuple[bytes, ...] | _ListImage | ZSetImage
 # One key's binding as a snapshot cursor holds it: (key, its image, expire_at_ms or None).
 _Captured = tuple[bytes, _Image, int | None]
 # A shard preserved before the walk reached it: a copy of its bindings (as images) and the
 # expiry times of those of its keys that had one (None: none had).
 _ShardCopy = tuple[dict[bytes, _Image], dict[bytes, int] | None]
 _BYTES_ONLY = frozenset({bytes})
+_LIVE_COLLECTIONS = frozenset({SetValue, HashValue, ListValue, ZSetValue})
 
 
 def _image(value: Value) -> _Image:
@@ -2165,7 +2665,9 @@ def _image(value: Value) -> _Image:
         return value.member_list()
     if type(value) is ListValue:
         return _ListImage(value.element_list())
-    return tuple(value.pair_list())  # type: ignore[union-attr]
+    if type(value) is ZSetValue:
+        return ZSetImage(value.pair_list())
+    return tuple(value.pair_list())  # type: ignore[union-attr, arg-type]
 
 
 def _sorted_bindings(bindings: dict[bytes, _Image] | dict[bytes, Value],
@@ -2176,8 +2678,8 @@ def _sorted_bindings(bindings: dict[bytes, _Image] | dict[bytes, Value],
     out: list[_Captured] = []
     for key in sorted(bindings):
         value = bindings[key]
-        if type(value) is SetValue or type(value) is HashValue or type(value) is ListValue:
-            value = _image(value)
+        if type(value) is not bytes and type(value) in _LIVE_COLLECTIONS:
+            value = _image(value)  # type: ignore[arg-type]
         out.append((key, value, get_expiry(key) if get_expiry else None))  # type: ignore[arg-type]
     return out
 
@@ -2272,6 +2774,9 @@ class StateSnapshotCursor:
             elif type(value) is _ListImage:
                 record, record_bytes = self._chunk_record(
                     key, value.elements, expire_at_ms, ITEM_LIST, ITEM_LIST_MORE, 1, value)
+            elif type(value) is ZSetImage:
+                record, record_bytes = self._chunk_record(
+                    key, value.pairs, expire_at_ms, ITEM_ZSET, ITEM_ZSET_MORE, 2, value)
             else:
                 record, record_bytes = self._chunk_record(
                     key, value, expire_at_ms, ITEM_SET, ITEM_SET_MORE, 1)  # type: ignore[arg-type]
@@ -2371,27 +2876,32 @@ class StateSnapshotCursor:
         return batch_bytes
 
     def _chunk_record(
-        self, key: bytes, members: list[bytes] | tuple[bytes, ...], expire_at_ms: int | None,
+        self, key: bytes, members: list[Any] | tuple[Any, ...], expire_at_ms: int | None,
         kind: int, more_kind: int, step: int, image: _Image | None = None
     ) -> tuple[list, int]:
-        """The next item of the current set or list (step 1: members or elements) or hash
-        (step 2: a field and its value): all of it, or the next chunk of at most
-        ITEM_SET_CHUNK_BYTES_MAX bytes (at least one member, element or field). `image`: what
-        the digest gets, if not `members` (a list's image)."""
+        """The next item of the current set or list (step 1: members or elements), hash (step
+        2: a field and its value) or sorted set (step 2: a member and its score, a float): all
+        of it, or the next chunk of at most ITEM_SET_CHUNK_BYTES_MAX bytes (at least one
+        member, element or field). `image`: what the digest gets, if not `members` (a list's or
+        a sorted set's image). (`members` holds bytes, and floats for a sorted set's scores:
+        typed Any, so that compiled code checks no item's type.)"""
         start = self._member_offset
         if start == 0:
-            self._digest_and_count(key, members if image is None else image, expire_at_ms)
+            self._digest_and_count(key, members if image is None else image,  # type: ignore[arg-type]
+                                   expire_at_ms)
         end = start
         chunk_bytes = 0
         while end < len(members):
             member_bytes = len(members[end]) + _MEMBER_OVERHEAD_BYTES
             if step == 2:
-                member_bytes += len(members[end + 1]) + _MEMBER_OVERHEAD_BYTES
+                second = members[end + 1]
+                member_bytes += (len(second) if type(second) is bytes
+                                 else _SCORE_BYTES) + _MEMBER_OVERHEAD_BYTES
             if end > start and chunk_bytes + member_bytes > ITEM_SET_CHUNK_BYTES_MAX:
                 break
             chunk_bytes += member_bytes
             end += step
-        chunk: list[bytes] | tuple[bytes, ...] = (
+        chunk: list[Any] | tuple[Any, ...] = (
             members if start == 0 and end == len(members) else members[start:end])
         if type(chunk) is tuple:
             chunk = list(chunk)
@@ -2445,17 +2955,19 @@ class RecordDigest:
         self._last: tuple[int, bytes] | None = None  # (shard, key) of the last key seen
         # The set or hash whose items are still coming: (key, its kind's continuation kind,
         # members or alternating fields and values so far, expiry).
-        self._open_set: tuple[bytes, int, list[bytes], int | None] | None = None
+        # (Members hold floats too, a sorted set's scores: typed Any for compiled code.)
+        self._open_set: tuple[bytes, int, list[Any], int | None] | None = None
         self._in_order = True
 
     def update(self, records: Iterable[list]) -> None:
         """Feed the next records ([key, kind, value, expire_at_ms], checked where they were
         read: a snapshot file's reader checks every item's shape)."""
         for key, kind, value, expire_at_ms in records:
-            if kind == ITEM_SET_MORE or kind == ITEM_HASH_MORE or kind == ITEM_LIST_MORE:
+            if kind in CONTINUATION_KINDS:
                 open_set = self._open_set
                 if open_set is None or open_set[0] != key or open_set[1] != kind:
-                    raise InvariantViolation("a set, hash or list continuation without its start")
+                    raise InvariantViolation(
+                        "a set, hash, list or sorted set continuation without its start")
                 open_set[2].extend(value)
                 continue
             self._close_set()
@@ -2470,6 +2982,8 @@ class RecordDigest:
                 self._open_set = (key, ITEM_SET_MORE, list(value), expire_at_ms)
             elif kind == ITEM_LIST:
                 self._open_set = (key, ITEM_LIST_MORE, list(value), expire_at_ms)
+            elif kind == ITEM_ZSET:
+                self._open_set = (key, ITEM_ZSET_MORE, list(value), expire_at_ms)
             else:
                 invariant(kind == ITEM_HASH, f"unknown snapshot record kind {kind!r}")
                 self._open_set = (key, ITEM_HASH_MORE, list(value), expire_at_ms)
@@ -2491,6 +3005,11 @@ class RecordDigest:
                 image = members
             elif more_kind == ITEM_LIST_MORE:
                 image = _ListImage(members)
+            elif more_kind == ITEM_ZSET_MORE:
+                # Records in rank order (as the cursor writes them) or not: the digest takes the
+                # members in the sorted set's own order.
+                ranked = sorted(zip(members[1::2], members[0::2], strict=True))
+                image = ZSetImage([x for score, member in ranked for x in (member, score)])
             else:
                 image = tuple(members)
             _digest_key(self._digest.update, key, image, expire_at_ms)

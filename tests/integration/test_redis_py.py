@@ -407,3 +407,64 @@ def test_lists(shared_cluster, connect, protocol):
     replies = pipe.execute()
     assert replies[1::2][:4] == [1, "0", 2, "1"]
     assert r.llen(p + "pipe") == 50
+
+
+def test_sorted_sets(shared_cluster, connect, protocol):
+    p = f"zset{protocol}:"
+    w, r = connect("n1"), connect("n2")
+    assert w.zadd(p + "z", {"a": 1, "b": 2.5, "c": -1}) == 3
+    assert w.zadd(p + "z", {"a": 5, "d": 0}, nx=True) == 1
+    assert w.zadd(p + "z", {"a": 3}, xx=True, ch=True) == 1
+    assert w.zadd(p + "z", {"a": 1}, gt=True, ch=True) == 0
+    assert w.zincrby(p + "z", 0.5, "b") == 3.0
+    assert w.zadd(p + "z", {"b": 1}, incr=True) == 4.0
+    assert r.zscore(p + "z", "b") == 4.0 and r.zscore(p + "z", "nope") is None
+    assert r.zmscore(p + "z", ["a", "x", "c"]) == [3.0, None, -1.0]
+    assert r.zcard(p + "z") == 4 and r.type(p + "z") == "zset"
+    assert r.zrange(p + "z", 0, -1) == ["c", "d", "a", "b"]
+    assert [tuple(x) for x in r.zrange(p + "z", 0, 1, withscores=True)] == [("c", -1.0),
+                                                                            ("d", 0.0)]
+    assert r.zrangebyscore(p + "z", "(0", "+inf") == ["a", "b"]
+    assert r.zrevrangebyscore(p + "z", 3, "-inf", start=0, num=2) == ["a", "d"]
+    assert r.zrange(p + "z", 4, 0, byscore=True, desc=True) == ["b", "a", "d"]
+    assert r.zcount(p + "z", 0, 3) == 2 and r.zrank(p + "z", "a") == 2
+    assert r.zrevrank(p + "z", "a") == 1
+    assert r.zrank(p + "z", "a", withscore=True) == [2, 3.0]
+    assert w.zadd(p + "lex", {m: 0 for m in "abcde"}) == 5
+    assert r.zrangebylex(p + "lex", "[b", "(e") == ["b", "c", "d"]
+    assert r.zlexcount(p + "lex", "-", "+") == 5
+    assert w.zremrangebylex(p + "lex", "-", "[b") == 2
+    # Without a count RESP3 answers one flat pair, as Redis does (redis-py leaves it so).
+    popped = w.zpopmin(p + "z")
+    assert popped == (["c", -1.0] if protocol == 3 else [("c", -1.0)])
+    assert [tuple(x) for x in w.zpopmax(p + "z", 2)] == [("b", 4.0), ("a", 3.0)]
+    assert w.zpopmin(p + "missing") == []
+    assert w.zadd(p + "y", {"a": 1, "b": 2}) == 2
+    assert w.zunionstore(p + "u", [p + "y", p + "lex"]) == 5
+    assert w.zinterstore(p + "i", {p + "y": 2, p + "u": 1}) == 2
+    assert r.zrange(p + "i", 0, -1, withscores=True)[-1][1] == 6.0  # b: 2*2 + 2
+    assert r.zunion([p + "y", p + "d"], withscores=True)[0][0] == "a"
+    assert r.zintercard(2, [p + "y", p + "u"]) == 2
+    assert w.zrangestore(p + "s", p + "u", 0, 1) == 2
+    assert w.zremrangebyrank(p + "u", 0, 0) == 1 and w.zremrangebyscore(p + "u", 1, 2) == 2
+    assert w.zrem(p + "u", "d", "nope") == 1 and r.zrange(p + "u", 0, -1) == ["e"]
+    picks = r.zrandmember(p + "y", -5)
+    assert len(picks) == 5 and set(picks) <= {"a", "b"}
+    assert dict(r.zscan_iter(p + "y")) == {"a": 1.0, "b": 2.0}
+    assert r.execute_command("OBJECT", "ENCODING", p + "y") == "listpack"
+    assert w.zmpop(2, [p + "none", p + "y"], min=True, count=5)[0] == p + "y"
+    assert r.exists(p + "y") == 0
+    with pytest.raises(redis.exceptions.ResponseError, match="not supported by replikv.*ZPOPMIN"):
+        w.execute_command("BZPOPMIN", p + "z", 1)
+    w.set(p + "s", "v")
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        w.zadd(p + "s", {"x": 1})
+    with pytest.raises(redis.exceptions.ResponseError, match="not a valid float"):
+        w.execute_command("ZADD", p + "z", "nan", "m")
+    pipe = connect("n3").pipeline(transaction=False)
+    for i in range(100):
+        pipe.zadd(p + "pipe", {f"m{i}": i})
+        pipe.zincrby(p + "pipe", 1, "m0") if i % 2 else pipe.zcard(p + "pipe")
+    replies = pipe.execute()
+    assert replies[1::2][:4] == [1, 1.0, 3, 2.0]
+    assert r.zscore(p + "pipe", "m0") == 50.0 and r.zcard(p + "pipe") == 100

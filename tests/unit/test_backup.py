@@ -75,6 +75,10 @@ def sample_state(keys: int = 500) -> KVState:
     # And a hash split into ITEM_HASH_MORE continuations, with an expiry.
     state.apply_command([b"HSET", b"bighash", *[b"%0200d" % j for j in range(2000)]], T0)
     state.apply_command([b"PEXPIRE", b"bighash", b"3600000"], T0)
+    # And a sorted set split into ITEM_ZSET_MORE continuations, -0 and infinities among its
+    # scores (past a listpack's size, so -0 stays -0: the digest tells them apart).
+    state.apply_command([b"ZADD", b"bigzset", *[x for j in range(2000) for x in (
+        [b"-0", b"inf", b"-inf", b"0.1", b"%d" % j][j % 5], b"%0200d" % j)]], T0)
     return state
 
 

@@ -182,7 +182,10 @@ def test_commands_are_routed_by_the_nodes_command_table():
     assert route(("REPLIKV", "TOPOLOGY")).kind is Kind.INFO
     assert route(("LPUSH", "k", "v")).kind is Kind.WRITE
     assert route(("LRANGE", "k", 0, -1)).kind is Kind.READ
-    assert route(("ZADD", "k", 1, "m")).kind is Kind.OTHER
+    assert route(("ZADD", "k", 1, "m")).kind is Kind.WRITE
+    assert route(("ZRANGE", "k", 0, -1)).kind is Kind.READ
+    assert route(("ZUNIONSTORE", "d", 2, "a", "b")).kind is Kind.WRITE
+    assert route(("XADD", "k", "*", "f", "v")).kind is Kind.OTHER
     assert route(("CLIENT SETNAME", "x")).args == ("CLIENT", "SETNAME", "x")
 
 

@@ -17,6 +17,8 @@ from replikv.state import (
     KEY_OVERHEAD_BYTES,
     SET_MEMBER_OVERHEAD_BYTES,
     SET_OVERHEAD_BYTES,
+    ZSET_MEMBER_OVERHEAD_BYTES,
+    ZSET_OVERHEAD_BYTES,
 )
 
 from .state_driver import T0, Node, err
@@ -90,6 +92,30 @@ def test_object_encoding_of_a_hash_follows_redis_thresholds(
     assert node.read("OBJECT", "REFCOUNT", "h") == 1
 
 
+@pytest.mark.parametrize(
+    ("pairs", "encoding"),
+    [
+        ([b"1", b"m"], b"listpack"),
+        ([b"1", b"x" * 64], b"listpack"),
+        ([b"1", b"x" * 65], b"skiplist"),  # a long member
+        ([x for i in range(128) for x in (b"%d" % i, b"m%d" % i)], b"listpack"),
+        ([x for i in range(129) for x in (b"%d" % i, b"m%d" % i)], b"skiplist"),
+    ],
+)
+def test_object_encoding_of_a_zset_follows_redis_thresholds(
+        node: Node, pairs: list[bytes], encoding: bytes) -> None:
+    node.write("ZADD", "z", *pairs)
+    assert node.read("OBJECT", "ENCODING", "z") == encoding
+
+
+def test_a_zset_that_shrank_is_judged_as_it_is_now(node: Node) -> None:
+    # Redis would still say skiplist (it never converts back); replikv judges the value.
+    node.write("ZADD", "z", "1", "y" * 65, "2", "v")
+    assert node.read("OBJECT", "ENCODING", "z") == b"skiplist"
+    node.write("ZREM", "z", "y" * 65)
+    assert node.read("OBJECT", "ENCODING", "z") == b"listpack"
+
+
 def test_a_hash_that_shrank_is_judged_as_it_is_now(node: Node) -> None:
     # Redis would still say hashtable (it never converts back); replikv judges the value.
     node.write("HSET", "h", "f", "y" * 65, "g", "v")
@@ -146,10 +172,14 @@ def test_memory_usage_is_the_keys_share_of_used_memory(node: Node) -> None:
     node.write("HSET", "hash", "a", "1", "bb", "22")
     assert node.read("MEMORY", "USAGE", "hash") == (
         4 + KEY_OVERHEAD_BYTES + HASH_OVERHEAD_BYTES + 6 + 2 * HASH_FIELD_OVERHEAD_BYTES)
+    node.write("ZADD", "zset", "1", "a", "2.5", "bb")
+    assert node.read("MEMORY", "USAGE", "zset") == (
+        4 + KEY_OVERHEAD_BYTES + ZSET_OVERHEAD_BYTES + 3 + 2 * ZSET_MEMBER_OVERHEAD_BYTES)
     # Summed over every key it is INFO's used_memory, whatever SAMPLES says.
     node.write("SADD", "big", *(b"member-%d" % i for i in range(1000)))
     node.write("HSET", "bighash", *(b"field-%d" % (i // 2) for i in range(2000)))
-    keys = [b"str", b"exp", b"set", b"big", b"hash", b"bighash"]
+    node.write("ZADD", "bigzset", *(b"%d" % i if i % 2 == 0 else b"m%d" % i for i in range(2000)))
+    keys = [b"str", b"exp", b"set", b"big", b"hash", b"bighash", b"zset", b"bigzset"]
     usages = [node.read("MEMORY", "USAGE", key, "SAMPLES", 1) for key in keys]
     assert all(type(usage) is int for usage in usages)
     assert sum(usages) == node.state.used_bytes()  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ import pytest
 
 from replikv.commands import lists as list_commands
 from replikv.commands.introspection import listpack_entry_bytes
+from replikv.commands.sets import numkeys_keys
 from replikv.replies import NOT_INTEGER, OK, SYNTAX, WRONG_TYPE, NullArray, Status
 from replikv.resp import encode_reply
 from replikv.state import SHARD_COUNT
@@ -294,7 +295,7 @@ def test_lmpop_keys_are_found_for_expiry() -> None:
     node.write("PEXPIRE", "l", "10")
     assert node.write("LMPOP", "1", "l", "LEFT", t=T0 + 10) is NullArray
     assert node.state.key_count() == 0  # the expired key was dropped before the command ran
-    assert list_commands.lmpop_keys([b"LMPOP", b"2", b"a", b"b", b"LEFT"]) == [b"a", b"b"]
+    assert numkeys_keys([b"LMPOP", b"2", b"a", b"b", b"LEFT"]) == [b"a", b"b"]
 
 
 # ---- the blocking commands are refused ----

@@ -26,6 +26,12 @@ EXPECTED_COMMANDS = {
     # lists (the blocking forms are refused by name, not listed)
     "lpush", "rpush", "lpushx", "rpushx", "lpop", "rpop", "llen", "lindex", "lrange", "lset",
     "lrem", "ltrim", "linsert", "lpos", "lmove", "rpoplpush", "lmpop",
+    # sorted sets (the blocking forms are refused by name, not listed)
+    "zadd", "zincrby", "zrem", "zcard", "zscore", "zmscore", "zcount", "zlexcount", "zrange",
+    "zrangebyscore", "zrevrangebyscore", "zrangebylex", "zrevrangebylex", "zrevrange",
+    "zrangestore", "zrank", "zrevrank", "zpopmin", "zpopmax", "zmpop", "zremrangebyrank",
+    "zremrangebyscore", "zremrangebylex", "zrandmember", "zscan", "zunion", "zinter", "zdiff",
+    "zintercard", "zunionstore", "zinterstore", "zdiffstore",
     # introspection: containers of key subcommands (OBJECT ENCODING key, MEMORY USAGE key)
     "object", "memory",
     # transactions: the internal form of MULTI ... EXEC, and of a pipeline's reads
@@ -119,6 +125,12 @@ def test_arity_is_enforced(spec: CommandSpec) -> None:
         ([b"SINTERCARD", b"2", b"a", b"b", b"LIMIT", b"3"], [b"a", b"b"]),
         ([b"SINTERCARD", b"1", b"LIMIT"], [b"LIMIT"]),
         ([b"SSCAN", b"s", b"0", b"COUNT", b"5"], [b"s"]),
+        ([b"ZADD", b"z", b"1", b"m"], [b"z"]),
+        ([b"ZRANGESTORE", b"d", b"z", b"0", b"-1"], [b"d", b"z"]),
+        ([b"ZUNIONSTORE", b"d", b"2", b"a", b"b", b"WEIGHTS", b"1", b"2"], [b"d", b"a", b"b"]),
+        ([b"ZINTERCARD", b"2", b"a", b"b", b"LIMIT", b"1"], [b"a", b"b"]),
+        ([b"ZUNION", b"1", b"a", b"WITHSCORES"], [b"a"]),
+        ([b"ZMPOP", b"2", b"a", b"b", b"MIN"], [b"a", b"b"]),
         # As in Redis's table, the container has no key range (its subcommands have); reads
         # never need one.
         ([b"OBJECT", b"ENCODING", b"k"], []),
@@ -161,3 +173,33 @@ def test_a_subcommand_is_checked_with_the_arity(argv: list[bytes], message: str)
     with pytest.raises(CommandError) as raised:
         parse_command(argv)
     assert raised.value.message == message
+
+
+# Redis 7.4's command table (src/commands/*.json) for the sorted set commands: arity and flags
+# (movablekeys is what Redis's COMMAND reports for a key spec found by a key count).
+REDIS_SORTED_SET_COMMANDS = {
+    "zadd": (-4, {"write", "denyoom", "fast"}), "zincrby": (4, {"write", "denyoom", "fast"}),
+    "zrem": (-3, {"write", "fast"}), "zcard": (2, {"readonly", "fast"}),
+    "zscore": (3, {"readonly", "fast"}), "zmscore": (-3, {"readonly", "fast"}),
+    "zcount": (4, {"readonly", "fast"}), "zlexcount": (4, {"readonly", "fast"}),
+    "zrange": (-4, {"readonly"}), "zrangebyscore": (-4, {"readonly"}),
+    "zrevrangebyscore": (-4, {"readonly"}), "zrangebylex": (-4, {"readonly"}),
+    "zrevrangebylex": (-4, {"readonly"}), "zrevrange": (-4, {"readonly"}),
+    "zrangestore": (-5, {"write", "denyoom"}), "zrank": (-3, {"readonly", "fast"}),
+    "zrevrank": (-3, {"readonly", "fast"}), "zpopmin": (-2, {"write", "fast"}),
+    "zpopmax": (-2, {"write", "fast"}), "zmpop": (-4, {"write", "movablekeys"}),
+    "zremrangebyrank": (4, {"write"}), "zremrangebyscore": (4, {"write"}),
+    "zremrangebylex": (4, {"write"}), "zrandmember": (-2, {"readonly"}),
+    "zscan": (-3, {"readonly"}), "zunion": (-3, {"readonly", "movablekeys"}),
+    "zinter": (-3, {"readonly", "movablekeys"}), "zdiff": (-3, {"readonly", "movablekeys"}),
+    "zintercard": (-3, {"readonly", "movablekeys"}),
+    "zunionstore": (-4, {"write", "denyoom", "movablekeys"}),
+    "zinterstore": (-4, {"write", "denyoom", "movablekeys"}),
+    "zdiffstore": (-4, {"write", "denyoom", "movablekeys"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(REDIS_SORTED_SET_COMMANDS))
+def test_sorted_set_commands_have_redis_arity_and_flags(name: str) -> None:
+    arity, flags = REDIS_SORTED_SET_COMMANDS[name]
+    assert (COMMANDS[name].arity, set(COMMANDS[name].flags)) == (arity, flags)

@@ -20,7 +20,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import hiredis
 import pytest
@@ -101,6 +101,40 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def compare_stream(redis: RawConnection, state: KVState, stream: list[list[bytes]],
+                   protocol: int, normalise: Callable[[list[bytes], object], object],
+                   check: Callable[[list[bytes], object], None] | None = None) -> list[tuple]:
+    """Send each command of `stream` to redis-server and apply it to `state` (at T0 + its
+    step, seeded with its step); the (step, argv, ours, Redis's) of every reply that differs
+    once both are parsed and normalised. `check` sees each of replikv's replies as well."""
+    mismatches = []
+    for step, argv in enumerate(stream):
+        expected = normalise(argv, plain(redis.command(argv)))
+        reply = state.apply_command(argv, T0 + step, step)
+        if check is not None:
+            check(argv, reply)
+        ours = normalise(argv, plain(parsed(encode_reply(reply, protocol))))
+        if ours != expected:
+            mismatches.append((step, argv, ours, expected))
+    return mismatches
+
+
+def stream_coverage(stream: list[list[bytes]]) -> tuple[set[bytes], set[str], set[str]]:
+    """What a differential stream exercises, run on a fresh state: the command names it sends
+    (upper case), the errors it meets (their first 30 characters) and its kinds of reply."""
+    state = KVState()
+    names: set[bytes] = set()
+    errors: set[str] = set()
+    kinds: set[str] = set()
+    for step, argv in enumerate(stream):
+        reply = state.apply_command(argv, T0 + step, step)
+        names.add(argv[0].upper())
+        kinds.add(type(reply).__name__)
+        if hasattr(reply, "message"):
+            errors.add(reply.message[:30])  # type: ignore[attr-defined]
+    return names, errors, kinds
 
 
 def server_version(port: int) -> tuple[int, ...]:

@@ -20,10 +20,12 @@ from replikv.state import KVState
 from .test_hashes_against_redis import (  # noqa: F401  (fixtures, used by name)
     RawConnection,
     _redis_server_installed,
+    compare_stream,
     parsed,
     plain,
     redis_port,
     server_version,
+    stream_coverage,
 )
 
 T0 = 1_000_000
@@ -89,13 +91,8 @@ def test_list_commands_answer_as_redis_does(redis_port: int, protocol: int,  # n
     try:
         redis.command([b"FLUSHALL"])
         state = KVState()
-        mismatches = []
-        for step, argv in enumerate(commands(seed, 500)):
-            expected = plain(redis.command(argv))
-            ours = plain(parsed(encode_reply(state.apply_command(argv, T0 + step, step),
-                                             protocol)))
-            if ours != expected:
-                mismatches.append((step, argv, ours, expected))
+        mismatches = compare_stream(redis, state, commands(seed, 500), protocol,
+                                    lambda argv, reply: reply)
         for key in _KEYS:  # the states agree too
             argv = [b"LRANGE", key, b"0", b"-1"]
             ours = plain(parsed(encode_reply(state.apply_command(argv, T0), protocol)))
@@ -110,16 +107,7 @@ def test_list_commands_answer_as_redis_does(redis_port: int, protocol: int,  # n
 
 def test_the_differential_stream_covers_every_list_command_and_reply_kind() -> None:
     """The comparison is only as good as its stream: every command, errors and WRONGTYPE."""
-    state = KVState()
-    names: set[bytes] = set()
-    errors: set[str] = set()
-    kinds: set[str] = set()
-    for step, argv in enumerate(commands(0, 500) + commands(1, 500)):
-        reply = state.apply_command(argv, T0 + step, step)
-        names.add(argv[0].upper())
-        kinds.add(type(reply).__name__)
-        if hasattr(reply, "message"):
-            errors.add(reply.message[:28])  # type: ignore[attr-defined]
+    names, errors, kinds = stream_coverage(commands(0, 500) + commands(1, 500))
     assert {b"LPUSH", b"RPUSH", b"LPUSHX", b"RPUSHX", b"LPOP", b"RPOP", b"LLEN", b"LINDEX",
             b"LRANGE", b"LSET", b"LREM", b"LTRIM", b"LINSERT", b"LPOS", b"LMOVE", b"RPOPLPUSH",
             b"LMPOP"} <= names

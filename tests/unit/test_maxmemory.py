@@ -19,7 +19,8 @@ REDIS_DENYOOM = {
     "append", "copy", "decr", "decrby", "getset", "hincrby", "hincrbyfloat", "hmset", "hset",
     "hsetnx", "incr", "incrby", "incrbyfloat", "linsert", "lmove", "lpush", "lpushx", "lset",
     "mset", "msetnx", "psetex", "rpoplpush", "rpush", "rpushx", "sadd", "sdiffstore", "set",
-    "setex", "setnx", "setrange", "sinterstore", "sunionstore",
+    "setex", "setnx", "setrange", "sinterstore", "sunionstore", "zadd", "zdiffstore",
+    "zincrby", "zinterstore", "zrangestore", "zunionstore",
 }
 
 

@@ -11,11 +11,13 @@ concurrent changes too.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from unittest import mock
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,11 +43,17 @@ from replikv.state import (
     EFFECT_SET_REMOVE,
     EFFECT_SET_REPLACE,
     EFFECT_SET_STRING,
+    EFFECT_ZSET_ADD,
+    EFFECT_ZSET_REMOVE,
+    EFFECT_ZSET_REMOVE_RANGE,
+    EFFECT_ZSET_REPLACE,
     SHARD_COUNT,
+    Item,
     KVState,
     RecordDigest,
     StateSnapshotCursor,
     Undo,
+    ZSetImage,
     shard_of,
 )
 from replikv.storage.snapshot import (
@@ -56,6 +64,8 @@ from replikv.storage.snapshot import (
     ITEM_SET,
     ITEM_SET_MORE,
     ITEM_STRING,
+    ITEM_ZSET,
+    ITEM_ZSET_MORE,
 )
 
 T0 = 1_000_000
@@ -79,6 +89,8 @@ _KEYS = _SHARED + [b"key%d" % i for i in range(60)] + [b""]
 _BIG = b"big"
 _BIG_HASH = b"bighash"
 _BIG_LIST = b"biglist"
+_BIG_ZSET = b"bigzset"
+_SCORES = [1.0, -2.5, 0.0, -0.0, math.inf, -math.inf, 0.1, 1e20]
 _MEMBERS = [b"m%d" % i for i in range(300)] + [b"", b"\x00\xff", b"x" * 40]
 
 
@@ -131,11 +143,36 @@ def _random_list_command(rng: random.Random, k1: bytes, k2: bytes) -> list[bytes
     return [b"LMOVE", rng.choice([k1, _BIG_LIST]), k2, b"LEFT", b"RIGHT"]
 
 
+def _scored(rng: random.Random, most: int) -> list[bytes]:
+    return [item for member in _members(rng, most)
+            for item in (rng.choice([b"1", b"-2.5", b"-0", b"inf", b"0.1", b"7"]), member)]
+
+
+def _random_zset_command(rng: random.Random, k1: bytes, k2: bytes) -> list[bytes]:
+    roll = rng.randrange(10)
+    if roll < 3:
+        return [b"ZADD", rng.choice([k1, _BIG_ZSET]), *_scored(rng, 150)]
+    if roll < 5:
+        return [rng.choice([b"ZPOPMIN", b"ZPOPMAX"]), rng.choice([k1, _BIG_ZSET]),
+                b"%d" % rng.randint(1, 60)]
+    if roll < 6:
+        return [b"ZREM", rng.choice([k1, _BIG_ZSET]), *_members(rng, 80)]
+    if roll < 7:
+        return [b"ZREMRANGEBYSCORE", rng.choice([k1, _BIG_ZSET]), b"(0", b"5"]
+    if roll < 8:
+        return [b"ZINCRBY", rng.choice([k1, _BIG_ZSET]), b"0.5", rng.choice(_MEMBERS[:20])]
+    if roll < 9:
+        return [b"ZUNIONSTORE", k2, b"2", k1, _BIG_ZSET]
+    return [b"ZREMRANGEBYRANK", rng.choice([k1, _BIG_ZSET]), b"0", b"-20"]
+
+
 def _random_command(rng: random.Random, now_ms: int) -> list[bytes]:
     roll = rng.randrange(100)
     k1, k2 = _key(rng), _key(rng)
     if rng.random() < 0.2:
         return _random_hash_command(rng, k1)
+    if rng.random() < 0.15:
+        return _random_zset_command(rng, k1, k2)
     if rng.random() < 0.15:
         return _random_list_command(rng, k1, k2)
     if roll < 12:
@@ -188,6 +225,20 @@ def _random_effects(rng: random.Random, state: KVState, now_ms: int) -> list[lis
     members = list(dict.fromkeys(_members(rng, 20)))
     expiry = rng.choice([None, now_ms + rng.randint(-50, 4000)])
     pairs = [item for field in members for item in (field, b"h%d" % rng.randrange(100))]
+    if rng.random() < 0.12:
+        scored = [item for member in members for item in (member, rng.choice(_SCORES))]
+        size = len(state.lookup(key, 0) or ()) if kind == b"zset" else 0  # type: ignore[arg-type]
+        roll = rng.randrange(4)
+        if roll == 0 and kind in (None, b"zset"):
+            return [[EFFECT_ZSET_ADD, key, scored]]
+        if roll == 1 and size > 1:
+            zset = state.lookup(key, 0)
+            present = [member for _, member in zset][: size - 1]  # type: ignore[union-attr]
+            return [[EFFECT_ZSET_REMOVE, key, rng.sample(present, rng.randint(1, len(present)))]]
+        if roll == 2 and size > 1:
+            start = rng.randrange(size - 1)
+            return [[EFFECT_ZSET_REMOVE_RANGE, key, start, rng.randint(1, size - 1 - start)]]
+        return [[EFFECT_ZSET_REPLACE, key, scored, expiry]]
     if rng.random() < 0.15:
         length = len(state.lookup(key, 0) or ()) if kind == b"list" else 0  # type: ignore[arg-type]
         roll = rng.randrange(5)
@@ -283,8 +334,9 @@ class Workload:
         return "reset"
 
 
-def _record(key: bytes, value: bytes | list[bytes] | dict[bytes, bytes] | tuple[bytes, ...],
-            expire_at_ms: int | None) -> list:
+def _record(key: bytes, value: Item, expire_at_ms: int | None) -> list:
+    if isinstance(value, ZSetImage):
+        return [key, ITEM_ZSET, value.pairs, expire_at_ms]
     if isinstance(value, dict):
         return [key, ITEM_HASH, [item for pair in value.items() for item in pair], expire_at_ms]
     if isinstance(value, tuple):  # a list's elements
@@ -300,7 +352,8 @@ def ordered_items(state: KVState) -> list[tuple[bytes, object, int | None]]:
 
 def view(state: KVState, time_ms: int) -> dict[str, object]:
     """What a client or the node can see of a state, positions and orders included. Not SSCAN's
-    paging, which follows a set's bucket count (see the state module's docstring)."""
+    (HSCAN's, ZSCAN's) paging, which follows a set's bucket count (see the state module's
+    docstring)."""
     read = state.execute_read
     seen: dict[str, object] = {
         "digest": state.digest(),
@@ -312,7 +365,7 @@ def view(state: KVState, time_ms: int) -> dict[str, object]:
         "scan": read([b"SCAN", b"0", b"COUNT", b"%d" % (10 * SHARD_COUNT)], time_ms),
         "randomkey": read([b"RANDOMKEY"], time_ms),
     }
-    for key in [*_KEYS, _BIG, _BIG_HASH]:
+    for key in [*_KEYS, _BIG, _BIG_HASH, _BIG_ZSET]:
         hashed = read([b"HGETALL", key], time_ms)
         seen[repr(key)] = [
             read([b"PTTL", key], time_ms),
@@ -321,6 +374,8 @@ def view(state: KVState, time_ms: int) -> dict[str, object]:
             read([b"SRANDMEMBER", key, b"-5"], time_ms, 7),
             list(hashed.items()) if isinstance(hashed, dict) else hashed,
             read([b"HRANDFIELD", key, b"-5", b"WITHVALUES"], time_ms, 7),
+            read([b"ZRANGE", key, b"0", b"-1", b"WITHSCORES"], time_ms),
+            read([b"ZRANDMEMBER", key, b"-5", b"WITHSCORES"], time_ms, 7),
         ]
     return seen
 
@@ -384,7 +439,8 @@ def test_batches_rebuild_the_state_at_begin_whatever_happens_meanwhile(
         restored = KVState.from_records(records)
         assert view(restored, begin_ms) == at_begin
         assert cursor.state_digest() == at_begin["digest"]
-        assert sum(record[1] not in (ITEM_SET_MORE, ITEM_HASH_MORE, ITEM_LIST_MORE)
+        assert sum(record[1] not in (ITEM_SET_MORE, ITEM_HASH_MORE, ITEM_LIST_MORE,
+                                     ITEM_ZSET_MORE)
                    for record in records) == at_begin["key_count"]
 
 
@@ -392,7 +448,7 @@ def test_the_workload_exercises_every_kind_of_change_and_chunked_sets() -> None:
     """The property is only as good as its workload: it must mix every kind of change with
     batches, including chunked sets and both flush-and-undo orders."""
     kinds: set[str] = set()
-    more_items = more_hash_items = more_list_items = 0
+    more_items = more_hash_items = more_list_items = more_zset_items = 0
     with small_set_chunks():
         for seed in range(20):
             workload = build(seed, 100)
@@ -401,6 +457,7 @@ def test_the_workload_exercises_every_kind_of_change_and_chunked_sets() -> None:
                 more_items += sum(record[1] == ITEM_SET_MORE for record in batch)
                 more_hash_items += sum(record[1] == ITEM_HASH_MORE for record in batch)
                 more_list_items += sum(record[1] == ITEM_LIST_MORE for record in batch)
+                more_zset_items += sum(record[1] == ITEM_ZSET_MORE for record in batch)
                 kinds.add(workload.step())
                 kinds.add(workload.step())
     assert kinds == {
@@ -410,6 +467,7 @@ def test_the_workload_exercises_every_kind_of_change_and_chunked_sets() -> None:
     assert more_items > 10
     assert more_hash_items > 10
     assert more_list_items > 10
+    assert more_zset_items > 10
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -681,6 +739,23 @@ def test_a_big_set_is_split_into_chunks_that_restore_its_positions() -> None:
     assert restored.digest() == cursor.state_digest() != state.digest()
 
 
+def chunked_snapshot(state: KVState, changes: list[list[bytes]], kind: int, more_kind: int
+                     ) -> tuple[list[list], StateSnapshotCursor]:
+    """Snapshot a state holding one big collection "big" (with an expiry of T0 + 50) in items
+    of at most 1000 bytes, applying `changes` once the first batch is out. Checks the records
+    are one item of `kind`, with the expiry, then continuations of `more_kind`, without."""
+    with small_set_chunks(member_bytes=1000):
+        cursor = state.begin_snapshot()
+        records = cursor.next_batch(3) or []
+        for argv in changes:  # in the middle
+            state.apply_command(argv, T0)
+        records += drain(cursor, 3)
+    kinds = [record[1] for record in records]
+    assert kinds[0] == kind and set(kinds[1:]) == {more_kind}
+    assert records[0][3] == T0 + 50 and all(record[3] is None for record in records[1:])
+    return records, cursor
+
+
 def test_a_big_hash_is_split_into_chunks_that_restore_its_positions() -> None:
     state = KVState()
     fields = [b"%05d" % i for i in range(3000)]
@@ -689,15 +764,9 @@ def test_a_big_hash_is_split_into_chunks_that_restore_its_positions() -> None:
     state.apply_command([b"HDEL", b"big", *fields[:700]], T0)  # swap-removes reorder positions
     state.set_expire(b"big", T0 + 50)
     before = ordered_items(state)
-    with small_set_chunks(member_bytes=1000):
-        cursor = state.begin_snapshot()
-        records = cursor.next_batch(3) or []
-        state.apply_command([b"HDEL", b"big", *fields[700:800]], T0)  # in the middle
-        state.apply_command([b"HSET", b"big", fields[900], b"changed"], T0)
-        records += drain(cursor, 3)
-    kinds = [record[1] for record in records]
-    assert kinds[0] == ITEM_HASH and set(kinds[1:]) == {ITEM_HASH_MORE}
-    assert records[0][3] == T0 + 50 and all(record[3] is None for record in records[1:])
+    records, cursor = chunked_snapshot(state, [[b"HDEL", b"big", *fields[700:800]],
+                                               [b"HSET", b"big", fields[900], b"changed"]],
+                                       ITEM_HASH, ITEM_HASH_MORE)
     # 1000 bytes of chunk hold 47 fields of 5 bytes with their values of 6, plus 5 bytes of
     # framing each (21 bytes a field); a chunk never splits a field from its value.
     assert [len(record[2]) for record in records] == [94] * 48 + [2 * 2300 - 94 * 48]
@@ -712,16 +781,9 @@ def test_a_big_list_is_split_into_chunks_that_restore_its_order() -> None:
     state.apply_command([b"RPUSH", b"big", *elements], T0)
     state.set_expire(b"big", T0 + 50)
     before = list(state.items())
-    with small_set_chunks(member_bytes=1000):
-        cursor = state.begin_snapshot()
-        records = cursor.next_batch(3) or []
-        state.apply_command([b"LPOP", b"big", b"100"], T0)  # in the middle
-        state.apply_command([b"LSET", b"big", b"-1", b"changed"], T0)
-        state.apply_command([b"LINSERT", b"big", b"BEFORE", b"0499", b"new"], T0)
-        records += drain(cursor, 3)
-    kinds = [record[1] for record in records]
-    assert kinds[0] == ITEM_LIST and set(kinds[1:]) == {ITEM_LIST_MORE}
-    assert records[0][3] == T0 + 50 and all(record[3] is None for record in records[1:])
+    records, cursor = chunked_snapshot(
+        state, [[b"LPOP", b"big", b"100"], [b"LSET", b"big", b"-1", b"changed"],
+                [b"LINSERT", b"big", b"BEFORE", b"0499", b"new"]], ITEM_LIST, ITEM_LIST_MORE)
     # 1000 bytes of chunk hold 111 elements of 4 bytes plus 5 bytes of framing each.
     assert [len(record[2]) for record in records] == [111] * 27 + [3000 - 111 * 27]
     restored = KVState.from_records(records)
@@ -730,6 +792,34 @@ def test_a_big_list_is_split_into_chunks_that_restore_its_order() -> None:
     digest = RecordDigest(1)
     digest.update(records)
     assert digest.hexdigest() == cursor.state_digest()
+
+
+def test_a_big_zset_is_split_into_chunks_that_restore_it_exactly() -> None:
+    state = KVState()
+    # Scores of every kind, -0.0 and the infinities included (past a listpack's size, so -0
+    # stays -0), restored bit for bit.
+    scores = [b"-0", b"0", b"inf", b"-inf", b"0.1", b"1e-300", b"-2.5"]
+    state.apply_command([b"ZADD", b"big", *[x for i in range(3000)
+                                            for x in (scores[i % 7], b"%04d" % i)]], T0)
+    state.set_expire(b"big", T0 + 50)
+    before = list(state.items())
+    records, cursor = chunked_snapshot(
+        state, [[b"ZPOPMIN", b"big", b"100"], [b"ZADD", b"big", b"3", b"0001", b"4", b"new"]],
+        ITEM_ZSET, ITEM_ZSET_MORE)
+    # 1000 bytes of chunk hold 43 members of 4 bytes with their scores (9), plus 5 bytes of
+    # framing each (23 bytes a member); a chunk never splits a member from its score.
+    assert [len(record[2]) for record in records] == [86] * 69 + [2 * 3000 - 86 * 69]
+    restored = KVState.from_records(records)
+    assert list(restored.items()) == before
+    assert restored.digest() == cursor.state_digest() != state.digest()
+    digest = RecordDigest(1)
+    digest.update(records)
+    assert digest.hexdigest() == cursor.state_digest()
+    zero = restored.execute_read([b"ZSCORE", b"big", b"0000"], T0)
+    assert zero == 0.0 and math.copysign(1.0, zero) == -1.0  # type: ignore[arg-type]
+    # Through msgpack, as a snapshot file holds them: the same floats.
+    packed = msgpack.unpackb(msgpack.packb(records, use_bin_type=True), raw=False)
+    assert KVState.from_records(packed).digest() == cursor.state_digest()
 
 
 def test_a_list_digest_depends_on_the_order_of_its_elements() -> None:
@@ -776,6 +866,15 @@ def test_restore_records_rejects_records_that_cannot_come_from_a_snapshot() -> N
         [[b"k", ITEM_HASH, [b"f", b"1"], None], [b"k", ITEM_HASH_MORE, [b"f", b"2"], None]],
         [[b"k", ITEM_HASH, [b"f", b"1"], None], [b"k", ITEM_HASH_MORE, [b"g", b"2"], 5]],
         [[b"k", ITEM_STRING, b"v", None], [b"k", ITEM_HASH, [b"f", b"1"], None]],
+        [[b"k", ITEM_ZSET, [b"a"], None]],  # a member without its score
+        [[b"k", ITEM_ZSET, [b"a", 1], None]],  # an int is not a score
+        [[b"k", ITEM_ZSET, [b"a", math.nan], None]],
+        [[b"k", ITEM_ZSET, [b"a", 1.0, b"a", 2.0], None]],
+        [[b"k", ITEM_ZSET, [], None]],
+        [[b"k", ITEM_ZSET_MORE, [b"a", 1.0], None]],  # continues no sorted set
+        [[b"k", ITEM_ZSET, [b"a", 1.0], None], [b"k", ITEM_ZSET_MORE, [b"a", 2.0], None]],
+        [[b"k", ITEM_ZSET, [b"a", 1.0], None], [b"k", ITEM_ZSET_MORE, [b"b", 2.0], 5]],
+        [[b"k", ITEM_HASH, [b"f", b"1"], None], [b"k", ITEM_ZSET_MORE, [b"b", 2.0], None]],
     ]
     for batch in bad_batches:
         with pytest.raises(InvariantViolation):

@@ -283,3 +283,11 @@ def test_effects_are_shown_as_the_operations_they_perform():
     text = describe_entry(encode_effects_entry(hashed + dropped + moved, 1000))["text"]
     assert text == ('hset "h" "f" "1" "g" "2"; hdel "h" "g"; del "h"; '
                     'hash-fields "i" "f" "1" PXAT 99999')
+    _reply, scored, _undo = s.execute_recorded([b"ZADD", b"z", b"1.5", b"a", b"2", b"b",
+                                                b"3", b"c"], 1000)
+    _reply, removed, _undo = s.execute_recorded([b"ZREM", b"z", b"b"], 1000)
+    _reply, popped, _undo = s.execute_recorded([b"ZPOPMIN", b"z"], 1000)
+    _reply, copied, _undo = s.execute_recorded([b"COPY", b"z", b"y"], 1000)
+    text = describe_entry(encode_effects_entry(scored + removed + popped + copied, 1000))["text"]
+    assert text == ('zadd "z" 1.5 "a" 2.0 "b" 3.0 "c"; zrem "z" "b"; zrem-ranks "z" 0 1; '
+                    'zset-members "y" 3.0 "c"')

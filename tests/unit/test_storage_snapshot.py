@@ -35,6 +35,8 @@ from replikv.storage.snapshot import (
     ITEM_SET_CHUNK_BYTES_MAX,
     ITEM_SET_MORE,
     ITEM_STRING,
+    ITEM_ZSET,
+    ITEM_ZSET_MORE,
     RECORD_BYTES_MAX,
     CorruptSnapshotError,
     SnapshotInfo,
@@ -280,6 +282,30 @@ def test_a_hash_bigger_than_one_record_is_split_and_restored_in_order(tmp_path: 
         [b"HKEYS", b"big"], T0)  # the fields at their positions
 
 
+def test_a_zset_bigger_than_one_record_is_split_and_restored_exactly(tmp_path: Path) -> None:
+    state = KVState()
+    scores = [b"-0", b"inf", b"-inf", b"0.1", b"1e-300", b"-2.5", b"9007199254740993"]
+    members = [b"%04d" % i + b"z" * 200 for i in range(6000)]
+    state.apply_command([b"ZADD", b"big", *[x for i, m in enumerate(members)
+                                            for x in (scores[i % 7], m)]], T0)
+    state.apply_command([b"ZADD", b"small", b"-0", b"a", b"inf", b"b"], T0)
+    state.apply_command([b"PEXPIRE", b"small", b"5000"], T0)
+    info = write_snapshot(tmp_path, state, max_items=2)
+    items = [item for record in decode_records(info.path.read_bytes()) if record[0] == 1
+             for item in record[1]]  # fmt: skip
+    per_item = ITEM_SET_CHUNK_BYTES_MAX // (204 + 5 + 9 + 5)  # a member and its score
+    zset_items = [item for item in items if item[0] == b"big"]
+    assert [item[1] for item in zset_items] == [ITEM_ZSET] + [ITEM_ZSET_MORE] * (6000 // per_item)
+    assert all(type(score) is float for item in zset_items for score in item[2][1::2])
+    assert info.key_count == 2
+    restored, _, _ = restore(info.path)
+    assert restored.digest() == state.digest() == info.state_digest
+    assert list(restored.items()) == list(state.items())
+    assert restored.execute_read([b"ZRANGE", b"big", b"0", b"2", b"WITHSCORES"], T0) == [
+        b"0002" + b"z" * 200, float("-inf"), b"0009" + b"z" * 200, float("-inf"),
+        b"0016" + b"z" * 200, float("-inf")]
+
+
 def test_the_format_on_disk(tmp_path: Path) -> None:
     """Pinned by an independent reader: header, manifest first, batches, sections, trailer
     with the SHA-256 of everything before it."""
@@ -484,7 +510,7 @@ def test_a_crc_mismatch(tmp_path: Path, sample_bytes: bytes) -> None:
         ([{"not": "a list"}], 0, "the payload is not [record type, ...]"),
         ([[9]], 0, "unknown record type 9"),
         ([manifest_record(), [1, []]], 1, "does not hold a non-empty list of items"),
-        ([manifest_record(), [1, [[b"k", 7, b"v", None]]]], 1, "has an unknown kind 7"),
+        ([manifest_record(), [1, [[b"k", 99, b"v", None]]]], 1, "has an unknown kind 99"),
         ([manifest_record(), [1, [[b"k", True, b"v", None]]]], 1, "kind True that is not an int"),
         ([manifest_record(), [1, [["k", 0, b"v", None]]]], 1, "a key that is not bytes"),
         ([manifest_record(), [1, [[b"k", 0, "v", None]]]], 1, "a string whose value is not bytes"),
@@ -508,6 +534,20 @@ def test_a_crc_mismatch(tmp_path: Path, sample_bytes: bytes) -> None:
          "continues a hash with fields that are not"),
         ([manifest_record(), [1, [[b"k", 3, [b"f", b"v"], 1], [b"k", 4, [b"g", b"w"], 1]]]], 1,
          "continues a hash and repeats an expiry"),
+        ([manifest_record(), [1, [[b"k", 7, [b"m"], None]]]], 1,
+         "a sorted set whose members are not"),
+        ([manifest_record(), [1, [[b"k", 7, [b"m", 1], None]]]], 1,
+         "a sorted set whose members are not"),
+        ([manifest_record(), [1, [[b"k", 7, [b"m", float("nan")], None]]]], 1,
+         "each member followed by its score (a float, not NaN)"),
+        ([manifest_record(), [1, [[b"k", 7, [1.0, b"m"], None]]]], 1,
+         "a sorted set whose members are not"),
+        ([manifest_record(), [1, [[b"k", 8, [b"m", 1.0], None]]]], 1,
+         "continues the sorted set b'k', which"),
+        ([manifest_record(), [1, [[b"k", 3, [b"f", b"v"], None], [b"k", 8, [b"m", 1.0], None]]]],
+         1, "item 1 of the batch continues the sorted set b'k'"),
+        ([manifest_record(), [1, [[b"k", 7, [b"m", 1.0], 1], [b"k", 8, [b"n", 2.0], 1]]]], 1,
+         "continues a sorted set and repeats an expiry"),
         ([manifest_record(), [1, [[b"k", 0, b"v"]]]], 1, "is not a list [key, kind, value"),
         ([manifest_record(), [2, "s", b""], [1, ITEMS]], 2, "bad record order: a batch after"),
         ([manifest_record(), [2, "s", b""], [2, "s", b""]], 2, "section 's' appears twice"),

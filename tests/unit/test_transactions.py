@@ -492,6 +492,9 @@ BATCHABLE_SAMPLES = {
     b"lset": [b"LSET", b"elements", b"5000", b"v"],
     b"linsert": [b"LINSERT", b"elements", b"BEFORE", b"e9000", b"v"],
     b"ltrim": [b"LTRIM", b"elements", b"1", b"100"],
+    b"zadd": [b"ZADD", b"scores", b"1.5", b"new", b"2", b"s1"],
+    b"zrem": [b"ZREM", b"scores", b"s1", b"s2"],
+    b"zincrby": [b"ZINCRBY", b"scores", b"0.25", b"s3"],
 }
 
 
@@ -504,6 +507,8 @@ def big_state() -> KVState:
     state.apply_command([b"HSET", b"fields", *[b"%s%d" % (p, i) for i in range(10_000)
                                                for p in (b"f", b"")]], T0)
     state.apply_command([b"RPUSH", b"elements", *[b"e%d" % i for i in range(10_000)]], T0)
+    state.apply_command([b"ZADD", b"scores", *[x for i in range(10_000)
+                                               for x in (b"%d" % i, b"s%d" % i)]], T0)
     return state
 
 
@@ -522,7 +527,8 @@ def test_batchable_writes_have_effects_no_larger_than_their_arguments() -> None:
     # The test can fail: these carry a whole value or set, which is why they are not batched.
     for argv in ([b"APPEND", b"big", b"y"], [b"SETRANGE", b"big", b"0", b"y"],
                  [b"RENAME", b"big", b"other"], [b"SUNIONSTORE", b"copy", b"members"],
-                 [b"COPY", b"fields", b"copy"], [b"COPY", b"elements", b"copy"]):
+                 [b"COPY", b"fields", b"copy"], [b"COPY", b"elements", b"copy"],
+                 [b"ZUNIONSTORE", b"copy", b"1", b"scores"], [b"COPY", b"scores", b"copy"]):
         assert argv[0].lower() not in PIPELINE_BATCHABLE
         assert effects_size(argv) > 10_000, argv[0]
 

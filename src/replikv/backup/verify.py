@@ -24,9 +24,7 @@ from replikv.raft.membership import Membership, MembershipError
 from replikv.sessions import SessionTable
 from replikv.state import RecordDigest
 from replikv.storage.snapshot import (
-    ITEM_HASH_MORE,
-    ITEM_LIST_MORE,
-    ITEM_SET_MORE,
+    CONTINUATION_KINDS,
     CorruptSnapshotError,
     SnapshotInfo,
     iter_snapshot,
@@ -112,9 +110,7 @@ def check_sessions(path: Path, data: bytes) -> int:
 
 
 def count_keys(items: list[list]) -> int:
-    return sum(1 for item in items
-               if item[1] != ITEM_SET_MORE and item[1] != ITEM_HASH_MORE
-               and item[1] != ITEM_LIST_MORE)
+    return sum(1 for item in items if item[1] not in CONTINUATION_KINDS)
 
 
 class CheckedRecords:

@@ -13,8 +13,9 @@ reads, so the client and the cluster never disagree about it:
   treated like a write without a session: not resent once it may have been received.
 
 Commands whose effect is tied to one connection are refused (UnsupportedCommand): the client
-sends every command on whichever pooled connection is free. So are the blocking list commands
-(BLPOP and the others), which no node runs: the client names the non-blocking form to use.
+sends every command on whichever pooled connection is free. So are the blocking list and sorted
+set commands (BLPOP, BZPOPMIN and the others), which no node runs: the client names the
+non-blocking form to use.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from replikv.client.errors import UnsupportedCommand
-from replikv.commands import COMMANDS
-from replikv.commands.lists import BLOCKING_REFUSED
+from replikv.commands import BLOCKING_REFUSED, COMMANDS
 
 _NAME_BYTES_MAX = 32
 
@@ -68,7 +68,7 @@ _REFUSED = {
     "pubsub": PUBSUB_REFUSED,
     "monitor": "MONITOR is not supported by replikv",
     **{name: f"blocking commands are not supported by replikv; use {form}"
-       for name, form in BLOCKING_REFUSED.items()},
+       for name, (form, _) in BLOCKING_REFUSED.items()},
 }
 _REFUSED_REPLIKV = {
     "session": "the client manages sessions itself (retry_writes=True)",

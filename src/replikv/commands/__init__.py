@@ -8,7 +8,7 @@ CommandError with Redis's own error text, so clients that match on errors keep w
 
 The table is written out in one place, like Redis's command table, so its shape can be read at a
 glance; the code for each family lives in `strings`, `keys`, `sets`, `hashes`, `lists`,
-`introspection` (OBJECT, MEMORY) and `transactions`.
+`zsets`, `introspection` (OBJECT, MEMORY) and `transactions`.
 Arity and key positions follow Redis's COMMAND conventions: arity counts the name, negative
 means "at least"; keys are argv[first_key..last_key] stepping by key_step, a negative last_key
 counting from the end. A command whose keys move with a count argument (SINTERCARD numkeys
@@ -24,7 +24,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from replikv.commands import hashes, introspection, keys, lists, sets, strings, transactions
+from replikv.commands import (
+    hashes,
+    introspection,
+    keys,
+    lists,
+    sets,
+    strings,
+    transactions,
+    zsets,
+)
 from replikv.replies import CommandError, wrong_arity
 
 if TYPE_CHECKING:
@@ -62,6 +71,7 @@ _R = ("readonly",)
 _R_FAST = ("readonly", "fast")
 _R_MOVABLE = ("readonly", "movablekeys")
 _W_MOVABLE = ("write", "movablekeys")
+_W_DENYOOM_MOVABLE = ("write", "denyoom", "movablekeys")
 # Redis flags OBJECT and MEMORY themselves with nothing (their subcommands are readonly); here
 # every command is a read or a write, and these read.
 _R_CONTAINER = ("readonly",)
@@ -164,7 +174,7 @@ _TABLE = (
         _NO_KEYS,
         sets.parse_sintercard,
         sets.run_sintercard,
-        sets.sintercard_keys,
+        sets.numkeys_keys,
     ),
     _command("sscan", -3, _R, _ONE_KEY, sets.parse_sscan, sets.run_sscan),
     # Hashes.
@@ -211,7 +221,54 @@ _TABLE = (
     _command("lmove", 5, _W_DENYOOM, _TWO_KEYS, lists.parse_lmove, lists.run_lmove),
     _command("rpoplpush", 3, _W_DENYOOM, _TWO_KEYS, lists.parse_rpoplpush, lists.run_lmove),
     _command("lmpop", -4, _W_MOVABLE, _NO_KEYS, lists.parse_lmpop, lists.run_lmpop,
-             lists.lmpop_keys),
+             sets.numkeys_keys),
+    # Sorted sets (the blocking forms are refused by name: zsets.BLOCKING_REFUSED).
+    _command("zadd", -4, _W_DENYOOM_FAST, _ONE_KEY, zsets.parse_zadd, zsets.run_zadd),
+    _command("zincrby", 4, _W_DENYOOM_FAST, _ONE_KEY, zsets.parse_zincrby, zsets.run_zadd),
+    _command("zrem", -3, _W_FAST, _ONE_KEY, sets.parse_key_members, zsets.run_zrem),
+    _command("zcard", 2, _R_FAST, _ONE_KEY, strings.parse_key, zsets.run_zcard),
+    _command("zscore", 3, _R_FAST, _ONE_KEY, strings.parse_key_value, zsets.run_zscore),
+    _command("zmscore", -3, _R_FAST, _ONE_KEY, sets.parse_key_members, zsets.run_zmscore),
+    _command("zcount", 4, _R_FAST, _ONE_KEY, zsets.parse_zcount, zsets.run_zcount),
+    _command("zlexcount", 4, _R_FAST, _ONE_KEY, zsets.parse_zlexcount, zsets.run_zlexcount),
+    _command("zrange", -4, _R, _ONE_KEY, zsets.parse_zrange, zsets.run_zrange),
+    _command("zrangebyscore", -4, _R, _ONE_KEY, zsets.parse_zrangebyscore, zsets.run_zrange),
+    _command("zrevrangebyscore", -4, _R, _ONE_KEY, zsets.parse_zrevrangebyscore,
+             zsets.run_zrange),
+    _command("zrangebylex", -4, _R, _ONE_KEY, zsets.parse_zrangebylex, zsets.run_zrange),
+    _command("zrevrangebylex", -4, _R, _ONE_KEY, zsets.parse_zrevrangebylex,
+             zsets.run_zrange),
+    _command("zrevrange", -4, _R, _ONE_KEY, zsets.parse_zrevrange, zsets.run_zrange),
+    _command("zrangestore", -5, _W_DENYOOM, _TWO_KEYS, zsets.parse_zrangestore,
+             zsets.run_zrangestore),
+    _command("zrank", -3, _R_FAST, _ONE_KEY, zsets.parse_zrank, zsets.run_zrank),
+    _command("zrevrank", -3, _R_FAST, _ONE_KEY, zsets.parse_zrevrank, zsets.run_zrevrank),
+    _command("zpopmin", -2, _W_FAST, _ONE_KEY, zsets.parse_zpopmin, zsets.run_zpopmin),
+    _command("zpopmax", -2, _W_FAST, _ONE_KEY, zsets.parse_zpopmax, zsets.run_zpopmax),
+    _command("zmpop", -4, _W_MOVABLE, _NO_KEYS, zsets.parse_zmpop, zsets.run_zmpop,
+             sets.numkeys_keys),
+    _command("zremrangebyrank", 4, _W, _ONE_KEY, zsets.parse_zremrangebyrank,
+             zsets.run_zremrangebyrank),
+    _command("zremrangebyscore", 4, _W, _ONE_KEY, zsets.parse_zcount,
+             zsets.run_zremrangebyscore),
+    _command("zremrangebylex", 4, _W, _ONE_KEY, zsets.parse_zlexcount,
+             zsets.run_zremrangebylex),
+    _command("zrandmember", -2, _R, _ONE_KEY, zsets.parse_zrandmember, zsets.run_zrandmember),
+    _command("zscan", -3, _R, _ONE_KEY, sets.parse_sscan, zsets.run_zscan),
+    _command("zunion", -3, _R_MOVABLE, _NO_KEYS, zsets.parse_zunion, zsets.run_zunion,
+             sets.numkeys_keys),
+    _command("zinter", -3, _R_MOVABLE, _NO_KEYS, zsets.parse_zinter, zsets.run_zinter,
+             sets.numkeys_keys),
+    _command("zdiff", -3, _R_MOVABLE, _NO_KEYS, zsets.parse_zdiff, zsets.run_zdiff,
+             sets.numkeys_keys),
+    _command("zintercard", -3, _R_MOVABLE, _NO_KEYS, zsets.parse_zintercard,
+             zsets.run_zintercard, sets.numkeys_keys),
+    _command("zunionstore", -4, _W_DENYOOM_MOVABLE, _NO_KEYS, zsets.parse_zunionstore,
+             zsets.run_zunion, zsets.store_keys),
+    _command("zinterstore", -4, _W_DENYOOM_MOVABLE, _NO_KEYS, zsets.parse_zinterstore,
+             zsets.run_zinter, zsets.store_keys),
+    _command("zdiffstore", -4, _W_DENYOOM_MOVABLE, _NO_KEYS, zsets.parse_zdiffstore,
+             zsets.run_zdiff, zsets.store_keys),
     # Introspection: reads of one key (argv[2]) like TYPE, at the connection's consistency. As
     # in Redis's COMMAND table the key is the subcommands', not the container's.
     _command("object", -2, _R_CONTAINER, _NO_KEYS, introspection.parse_object,
@@ -246,13 +303,28 @@ def grows_memory(argv: list[bytes]) -> bool:
     return spec is not None and "denyoom" in spec.flags
 
 
+# The blocking commands Redis has (BLPOP, BZPOPMIN, ...): lowercase name -> (the non-blocking
+# form to use instead, what that form answers when there is nothing to pop).
+BLOCKING_REFUSED: dict[str, tuple[str, str]] = {**lists.BLOCKING_REFUSED,
+                                                **zsets.BLOCKING_REFUSED}
+
+
+def blocking_refusal(name: str) -> str:
+    """The error text for a blocking command (`name` lowercase, in BLOCKING_REFUSED): a client
+    parked in a node until another client pushes does not fit a log whose entries finish when
+    applied."""
+    form, empty = BLOCKING_REFUSED[name]
+    return (f"ERR {name.upper()} is not supported by replikv (no command blocks); use {form}, "
+            f"which answers at once ({empty})")
+
+
 def unknown_command(argv: list[bytes]) -> CommandError:
     """The error for a command not in the table: Redis's unknown-command text, or the reason a
-    command Redis has is refused here (the blocking list commands)."""
+    command Redis has is refused here (the blocking list and sorted set commands)."""
     if len(argv[0]) <= COMMAND_NAME_BYTES_MAX:
         name_lower = argv[0].lower().decode("latin-1")
-        if name_lower in lists.BLOCKING_REFUSED:
-            return CommandError(lists.blocking_refusal(name_lower))
+        if name_lower in BLOCKING_REFUSED:
+            return CommandError(blocking_refusal(name_lower))
     # Redis's text: the name cut to 128 chars, then quoted arguments until 128 chars are used.
     # CR and LF would break a RESP error line, so they become spaces as Redis makes them.
     quote_max = UNKNOWN_COMMAND_QUOTE_CHARS_MAX

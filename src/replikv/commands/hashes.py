@@ -68,7 +68,8 @@ HASH_TOO_BIG = (
 HRANDFIELD_REPEATS_MAX = 4 * 1024 * 1024
 HRANDFIELD_REPLY_BYTES_MAX = HASH_BYTES_MAX
 HRANDFIELD_TOO_BIG = f"ERR HRANDFIELD reply would exceed {HRANDFIELD_REPLY_BYTES_MAX} bytes"
-# Redis refuses a WITHVALUES count beyond half a long either way (the reply doubles it).
+# Redis refuses a WITHVALUES (WITHSCORES) count beyond half a long either way (the reply doubles
+# it).
 _WITHVALUES_COUNT_MAX = INT64_MAX // 2
 
 ERR_NOT_INTEGER_VALUE = "ERR hash value is not an integer"
@@ -263,22 +264,29 @@ class HrandfieldArgs:
     with_values: bool
 
 
-def parse_hrandfield(argv: list[bytes]) -> HrandfieldArgs:
-    """HRANDFIELD key [count [WITHVALUES]]; a negative count may repeat fields. Checked in
-    Redis's order: the count's range, then the syntax, then the WITHVALUES range."""
+def parse_random_count(argv: list[bytes], repeats_max: int, option: bytes
+                       ) -> tuple[int | None, bool]:
+    """HRANDFIELD's and ZRANDMEMBER's `key [count [option]]` (`option` lowercase: withvalues,
+    withscores): (the count or None, whether the option was given). A negative count may
+    repeat members, at most `repeats_max` times. Checked in Redis's order: the count's range,
+    then the syntax, then the option's range (the reply doubles the count)."""
     if len(argv) == 2:
-        return HrandfieldArgs(argv[1], None, False)
+        return None, False
     count = int64_arg(argv[2])
-    if count < -HRANDFIELD_REPEATS_MAX:
+    if count < -repeats_max:
         raise CommandError(
-            "ERR value is out of range, value must between "
-            f"{-HRANDFIELD_REPEATS_MAX} and {INT64_MAX}"
-        )
-    if len(argv) > 4 or (len(argv) == 4 and argv[3].lower() != b"withvalues"):
+            f"ERR value is out of range, value must between {-repeats_max} and {INT64_MAX}")
+    if len(argv) > 4 or (len(argv) == 4 and argv[3].lower() != option):
         raise CommandError(SYNTAX)
-    with_values = len(argv) == 4
-    if with_values and count > _WITHVALUES_COUNT_MAX:
+    with_option = len(argv) == 4
+    if with_option and count > _WITHVALUES_COUNT_MAX:
         raise CommandError("ERR value is out of range")
+    return count, with_option
+
+
+def parse_hrandfield(argv: list[bytes]) -> HrandfieldArgs:
+    """HRANDFIELD key [count [WITHVALUES]] (see parse_random_count)."""
+    count, with_values = parse_random_count(argv, HRANDFIELD_REPEATS_MAX, b"withvalues")
     return HrandfieldArgs(argv[1], count, with_values)
 
 

@@ -4,20 +4,22 @@ redis-cli --bigkeys and --memkeys, RedisInsight and migration scripts ask these 
 are reads of the key (nil when it is absent or expired) and run like TYPE, at the connection's
 read consistency.
 
-replikv keeps a string as bytes, a set as a SetValue, a hash as a HashValue and a list as a
-ListValue, never in Redis's encodings, so OBJECT ENCODING answers the encoding Redis 7.4 would
-give the same value, found from the value alone: a string as SET would store it ("int",
-"embstr", "raw"), a set by its members ("intset", "listpack", "hashtable"), a hash by its fields
-and values ("listpack", "hashtable"), a list by the size of its listpack ("listpack" up to
-8 KiB, else "quicklist"), with Redis's default thresholds. Redis also remembers how a value was
-written (APPEND and SETRANGE leave "raw" strings, a set never shrinks back to a smaller
-encoding, a quicklist goes back to a listpack only below half the limit, and a push judges
-the limit from the elements' raw lengths); replikv does not. Access is not tracked: OBJECT IDLETIME is 0, and OBJECT FREQ
+replikv keeps a string as bytes, a set as a SetValue, a hash as a HashValue, a list as a
+ListValue and a sorted set as a ZSetValue, never in Redis's encodings, so OBJECT ENCODING answers
+the encoding Redis 7.4 would give the same value, found from the value alone: a string as SET
+would store it ("int", "embstr", "raw"), a set by its members ("intset", "listpack",
+"hashtable"), a hash by its fields and values ("listpack", "hashtable"), a list by the size of
+its listpack ("listpack" up to 8 KiB, else "quicklist"), a sorted set by its members
+("listpack" for at most 128 of at most 64 bytes, else "skiplist"), with Redis's default
+thresholds. Redis also remembers how a value was written (APPEND and SETRANGE leave "raw"
+strings, a set or sorted set never shrinks back to a smaller encoding, a ZADD of more than 128
+pairs makes a skiplist whatever it adds, a quicklist goes back to a listpack only below half
+the limit, and a push judges the limit from the elements' raw lengths); replikv does not. Access is not tracked: OBJECT IDLETIME is 0, and OBJECT FREQ
 answers Redis's error for a server without an LFU eviction policy (replikv never evicts).
 
 MEMORY USAGE is this key's share of INFO memory's used_memory: its key and value bytes plus the
-per-key, per-expiry, per-set, per-member, per-hash, per-field, per-list and per-element
-overheads replikv.state
+per-key, per-expiry, per-set, per-member, per-hash, per-field, per-list, per-element, per-zset
+and per-zset-member overheads replikv.state
 measured for CPython. The
 sum over every key is used_memory. It is exact for that model, so SAMPLES (how many members
 Redis looks at) is checked but changes nothing.
@@ -124,7 +126,7 @@ def run_object(state: KVState, args: tuple[str, bytes | None], time_ms: int) -> 
 
 def encoding_of(value: StoredValue) -> bytes:
     """The encoding Redis 7.4 gives this value (see the module docstring)."""
-    from replikv.state import HashValue, ListValue  # (see usage_bytes)
+    from replikv.state import HashValue, ListValue, ZSetValue  # (see usage_bytes)
 
     if isinstance(value, bytes):
         if parse_int64(value) is not None:  # Redis's string2ll: canonical, at most 20 chars
@@ -138,6 +140,8 @@ def encoding_of(value: StoredValue) -> bytes:
         return b"hashtable"
     if isinstance(value, ListValue):
         return b"listpack" if _fits_listpack(value) else b"quicklist"
+    if isinstance(value, ZSetValue):
+        return b"listpack" if value.fits_listpack() else b"skiplist"
     count = len(value)
     # At most 512 members are looked at: a larger set is a hashtable whatever they hold.
     if count <= SET_MAX_INTSET_ENTRIES and all(parse_int64(m) is not None for m in value):
@@ -227,8 +231,11 @@ def usage_bytes(key: bytes, value: StoredValue, has_expiry: bool) -> int:
         LIST_OVERHEAD_BYTES,
         SET_MEMBER_OVERHEAD_BYTES,
         SET_OVERHEAD_BYTES,
+        ZSET_MEMBER_OVERHEAD_BYTES,
+        ZSET_OVERHEAD_BYTES,
         HashValue,
         ListValue,
+        ZSetValue,
     )
 
     total = len(key) + KEY_OVERHEAD_BYTES + (EXPIRY_OVERHEAD_BYTES if has_expiry else 0)
@@ -240,4 +247,7 @@ def usage_bytes(key: bytes, value: StoredValue, has_expiry: bool) -> int:
     if isinstance(value, ListValue):
         return (total + LIST_OVERHEAD_BYTES + value.data_bytes
                 + len(value) * LIST_ELEMENT_OVERHEAD_BYTES)
+    if isinstance(value, ZSetValue):
+        return (total + ZSET_OVERHEAD_BYTES + value.data_bytes
+                + len(value) * ZSET_MEMBER_OVERHEAD_BYTES)
     return total + SET_OVERHEAD_BYTES + value.member_bytes + len(value) * SET_MEMBER_OVERHEAD_BYTES

@@ -5,7 +5,8 @@ Same shape as `strings`: `parse_*` checks syntax without state or clock, `run_*`
 given time and raises CommandError before changing anything. Semantics and error texts follow
 Redis 7/8 (db.c, expire.c). Expiry times are absolute milliseconds; relative ones are resolved
 against the entry's time, so every replica computes the same instant. These commands work on a
-key whatever its type (string, set or hash); RENAME moves a set or hash without copying it.
+key whatever its type (string, set, hash, list or sorted set); RENAME moves a set, hash, list or
+sorted set without copying it.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from replikv.replies import OK, SYNTAX, CommandError, Status
 if TYPE_CHECKING:
     from replikv.state import KVState
 
-# Every type name Redis knows. Only strings, sets and hashes exist here, but SCAN TYPE list must
-# still be valid (it matches nothing).
+# Every type name Redis knows. Streams do not exist here, but SCAN TYPE stream must still be
+# valid (it matches nothing).
 REDIS_TYPE_NAMES = (b"string", b"list", b"set", b"zset", b"hash", b"stream")
 
 SCAN_COUNT_DEFAULT = 10
@@ -348,5 +349,5 @@ def run_copy(state: KVState, args: CopyArgs, time_ms: int) -> int:
         return 0
     if not args.replace and _live(state, args.target, time_ms):
         return 0
-    state.copy(args.source, args.target)  # a set or hash is copied, not shared
+    state.copy(args.source, args.target)  # a collection is copied, not shared
     return 1

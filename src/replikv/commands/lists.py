@@ -56,20 +56,16 @@ ERR_LPOS_MAXLEN = "ERR MAXLEN can't be negative"
 ERR_NUMKEYS = "ERR numkeys should be greater than 0"
 ERR_LMPOP_COUNT = "ERR count should be greater than 0"
 
-# The blocking commands, refused with the non-blocking form to use instead (see the docstring).
-BLOCKING_REFUSED = {
-    "blpop": "LPOP",
-    "brpop": "RPOP",
-    "blmove": "LMOVE",
-    "brpoplpush": "RPOPLPUSH",
-    "blmpop": "LMPOP",
+# The blocking commands, refused with the non-blocking form to use instead and what that form
+# answers when there is nothing to pop (see the docstring and commands.blocking_refusal).
+_EMPTY = "nil when the list is empty"
+BLOCKING_REFUSED: dict[str, tuple[str, str]] = {
+    "blpop": ("LPOP", _EMPTY),
+    "brpop": ("RPOP", _EMPTY),
+    "blmove": ("LMOVE", _EMPTY),
+    "brpoplpush": ("RPOPLPUSH", _EMPTY),
+    "blmpop": ("LMPOP", _EMPTY),
 }
-
-
-def blocking_refusal(name: str) -> str:
-    """The error text for a blocking list command (`name` lowercase, in BLOCKING_REFUSED)."""
-    return (f"ERR {name.upper()} is not supported by replikv (no command blocks); use "
-            f"{BLOCKING_REFUSED[name]}, which answers at once (nil when the list is empty)")
 
 
 def _check_room(value: ListValue | None, added: list[bytes],
@@ -419,13 +415,21 @@ def run_lmove(state: KVState, args: tuple[bytes, bytes, bool, bool], time_ms: in
 
 def parse_lmpop(argv: list[bytes]) -> tuple[list[bytes], bool, int]:
     """numkeys key [key ...] LEFT|RIGHT [COUNT count]: (keys, head, count)."""
+    return parse_mpop(argv, b"LEFT", b"RIGHT")
+
+
+def parse_mpop(argv: list[bytes], first: bytes, second: bytes) -> tuple[list[bytes], bool, int]:
+    """LMPOP's and ZMPOP's `numkeys key [key ...] first|second [COUNT count]` (the end, any
+    case: LEFT|RIGHT, MIN|MAX): (keys, whether the end is `first`, count)."""
     numkeys = parse_int64(argv[1])
     if numkeys is None or numkeys < 1:
         raise CommandError(ERR_NUMKEYS)
     where = 2 + numkeys
     if where >= len(argv):
         raise CommandError(SYNTAX)
-    head = _end(argv[where])
+    end = argv[where].upper()
+    if end != first and end != second:
+        raise CommandError(SYNTAX)
     count: int | None = None
     i = where + 1
     while i < len(argv):
@@ -437,14 +441,7 @@ def parse_lmpop(argv: list[bytes]) -> tuple[list[bytes], bool, int]:
             i += 2
         else:
             raise CommandError(SYNTAX)
-    return argv[2:where], head, 1 if count is None else count
-
-
-def lmpop_keys(argv: list[bytes]) -> list[bytes]:
-    numkeys = parse_int64(argv[1]) if len(argv) > 1 else None
-    if numkeys is None or numkeys < 1:
-        return []
-    return argv[2 : 2 + numkeys]
+    return argv[2:where], end == first, 1 if count is None else count
 
 
 def run_lmpop(state: KVState, args: tuple[list[bytes], bool, int], time_ms: int) -> object:

@@ -333,11 +333,13 @@ def parse_sintercard(argv: list[bytes]) -> tuple[list[bytes], int]:
     return argv[2 : 2 + numkeys], limit
 
 
-def sintercard_keys(argv: list[bytes]) -> list[bytes]:
-    numkeys = parse_int64(argv[1]) if len(argv) > 1 else None
+def numkeys_keys(argv: list[bytes], numkeys_at: int = 1) -> list[bytes]:
+    """The keys of a command whose argv[numkeys_at] counts the keys that follow it
+    (SINTERCARD, LMPOP, ZMPOP, ZUNION, ...)."""
+    numkeys = parse_int64(argv[numkeys_at]) if len(argv) > numkeys_at else None
     if numkeys is None or numkeys < 1:
         return []
-    return argv[2 : 2 + numkeys]
+    return argv[numkeys_at + 1 : numkeys_at + 1 + numkeys]
 
 
 def run_sintercard(state: KVState, args: tuple[list[bytes], int], time_ms: int) -> int:

@@ -62,22 +62,28 @@ WATCH_MARK = b"WATCH"
 PIPELINE_MARK = b"PIPELINE"
 # The writes a connection may batch from one pipeline: effects no larger than the arguments
 # (strings set, incremented or deleted, set members and hash fields added or removed, list
-# elements pushed, set or inserted, pops and trims, which name a count, expiries), no
-# randomness. APPEND, SETRANGE, RENAME and the set stores are not here: their effects carry a
-# whole value; nor LMOVE and RPOPLPUSH (their effects carry the element moved, from the
-# state), LREM (its effect names every position it removed) or LMPOP (keys named by a count).
+# elements pushed, set or inserted, pops and trims, which name a count, sorted set members
+# added or removed, each with at most its 8-byte score, expiries), no randomness. APPEND,
+# SETRANGE, RENAME and the set stores are not here: their effects carry a whole value; nor
+# LMOVE and RPOPLPUSH (their effects carry the element moved, from the state), LREM (its effect
+# names every position it removed), LMPOP and ZMPOP (keys named by a count), or ZPOPMIN,
+# ZPOPMAX and the ZREMRANGE commands (small effects, but not among the commands a pipeline
+# batches so far).
 PIPELINE_BATCHABLE = frozenset({
     b"set", b"setnx", b"setex", b"psetex", b"getset", b"getdel", b"mset", b"msetnx",
     b"del", b"unlink", b"incr", b"decr", b"incrby", b"decrby", b"incrbyfloat",
     b"expire", b"pexpire", b"expireat", b"pexpireat", b"persist", b"sadd", b"srem",
     b"hset", b"hmset", b"hsetnx", b"hdel", b"hincrby", b"hincrbyfloat",
     b"lpush", b"rpush", b"lpushx", b"rpushx", b"lpop", b"rpop", b"lset", b"linsert", b"ltrim",
+    b"zadd", b"zrem", b"zincrby",
 })
-# Reads a connection may batch from one pipeline: quick, no randomness, no keyspace scan.
+# Reads a connection may batch from one pipeline: quick (ZCOUNT and the ranks are O(log n)),
+# small replies, no randomness, no keyspace scan.
 PIPELINE_READS = frozenset({
     b"get", b"mget", b"exists", b"strlen", b"getrange", b"type", b"ttl", b"pttl",
     b"expiretime", b"pexpiretime", b"scard", b"sismember", b"smismember",
     b"hget", b"hmget", b"hexists", b"hlen", b"hstrlen", b"llen", b"lindex",
+    b"zscore", b"zmscore", b"zcard", b"zrank", b"zrevrank", b"zcount",
 })
 READS_NAME = b"EXEC-READS"
 READS_NAME_LOWER = READS_NAME.lower()

@@ -237,7 +237,7 @@ def _converge(cluster: SimCluster) -> None:
                            list(cluster.trace))
 
 
-def _check_rollbacks(cluster: SimCluster, acked_w1: list[bytes]) -> None:
+def _check_rollbacks(cluster: SimCluster, acked_w1: list[tuple[bytes | float, ...]]) -> None:
     """Every w=1 write a client was told succeeded is committed, or was saved by the node
     that discarded it, as acknowledged (or unknown, if that node restarted since)."""
     committed = cluster.committed_data  # every committed entry, compacted or not
@@ -248,12 +248,12 @@ def _check_rollbacks(cluster: SimCluster, acked_w1: list[bytes]) -> None:
     members = cluster.members()
     saved += [e.data for n in cluster.nodes.values() if n.id not in members
               for e in n.disk.entries]
-    for value in acked_w1:
-        needle = msgpack.packb(value, use_bin_type=True)
-        if not any(needle in data for data in committed) and not any(
-                needle in data for data in saved):
-            raise SimViolation(f"the w=1 write of {value!r} was acknowledged, then lost without "
-                               f"a rollback record", list(cluster.trace))
+    for forms in acked_w1:  # what the entry may hold of the write, in either mode
+        needles = [msgpack.packb(form, use_bin_type=True) for form in forms]
+        if not any(needle in data for data in committed for needle in needles) and not any(
+                needle in data for data in saved for needle in needles):
+            raise SimViolation(f"the w=1 write of {forms[0]!r} was acknowledged, then lost "
+                               f"without a rollback record", list(cluster.trace))
 
 
 class _Nemesis:

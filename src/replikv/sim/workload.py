@@ -1,5 +1,6 @@
 """Simulated clients: concurrent get / set / compare-and-set / delete / incr through random nodes,
-on string keys, on the fields of hash keys and on the heads of list keys.
+on string keys, on the fields of hash keys, on the heads of list keys and on the members of
+sorted set keys.
 
 Each client issues one operation at a time to a randomly chosen node, waits for the reply or
 its timeout, thinks for a moment, and goes on. Every operation is recorded for the
@@ -24,6 +25,13 @@ their length and pops from the tail). On two more keys, a churn of RPUSH, LPOP a
 counts, LMOVE, RPOPLPUSH, LMPOP, LSET, LINSERT, LREM and LTRIM is sent and not recorded: it
 exercises every list effect and undo, and the convergence check (every replica's digest covers
 the lists) is its oracle.
+
+Sorted set operations come in the same two kinds. On keys of their own, the score of one member
+is a register: ZADD sets it (to the written value, an integer a double holds exactly), ZSCORE
+reads it, ZREM deletes it and ZINCRBY 1 increments it (recorded as set / get / del / incr on
+"<zset>/<member>", the scores as the integers they are). On two more keys, a churn of ZADD with
+options, ZINCRBY, ZREM, ZPOPMIN, ZPOPMAX, ZMPOP, the ZREMRANGEBY commands, ZRANGESTORE and
+ZUNIONSTORE is sent and not recorded, for every sorted set effect and undo.
 
 Each operation also draws its write concern (majority, all, or 1) and its read options
 (linearizable or lease consistency; primary or nearest preference), all of which promise
@@ -60,8 +68,8 @@ from replikv.replies import ErrorReply, Status
 from replikv.sim.cluster import SimCluster
 
 KINDS = ("get", "set", "cas", "del", "incr", "hget", "hset", "hdel", "hincr",
-         "lindex", "lpush", "ldel", "lchurn")
-WEIGHTS = (40, 20, 15, 10, 15, 16, 10, 5, 6, 10, 8, 3, 12)
+         "lindex", "lpush", "ldel", "lchurn", "zscore", "zadd", "zrem", "zincr", "zchurn")
+WEIGHTS = (40, 20, 15, 10, 15, 16, 10, 5, 6, 10, 8, 3, 12, 10, 8, 3, 4, 10)
 # What each list operation is, for the checker: the head of a list is one register.
 LIST_KINDS = {"lindex": "get", "lpush": "set", "ldel": "del"}
 LIST_KEYS = (b"list0", b"list1")
@@ -71,6 +79,12 @@ CHURN_KEYS = (b"queue0", b"queue1")
 HASH_KINDS = {"hget": "get", "hset": "set", "hdel": "del", "hincr": "incr"}
 HASH_KEYS = (b"hash0", b"hash1")
 HASH_FIELDS = (b"f0", b"f1", b"f2")
+# What each sorted set operation is, for the checker: one member's score is one register.
+ZSET_KINDS = {"zscore": "get", "zadd": "set", "zrem": "del", "zincr": "incr"}
+ZSET_KEYS = (b"zset0", b"zset1")
+ZSET_MEMBERS = (b"m0", b"m1", b"m2")
+ZSET_CHURN_KEYS = (b"ranked0", b"ranked1")
+ZSET_CHURN_SCORES = (b"1", b"2.5", b"-1", b"inf", b"0", b"-0", b"1e20")
 WRITE_CONCERNS = (("majority", 60), ("all", 15), ("1", 25))
 SESSION_THINK_MS = (10, 60)  # between a pinned connection's reads
 READ_OPTIONS = ((("primary", "linearizable"), 40), (("nearest", "linearizable"), 30),
@@ -118,7 +132,9 @@ class Workload:
         self._counter = 0
         self._seen: dict[bytes, bytes] = {}  # last value observed per key, for CAS
         self.stop_at_ms = 0
-        self.acked_w1: list[bytes] = []  # values of SET/CAS acknowledged at w=1
+        # Writes (SET, CAS, HSET, LPUSH, ZADD) acknowledged at w=1: the values their log entry
+        # holds, any of them (a ZADD's passive effect holds its score as a double).
+        self.acked_w1: list[tuple[bytes | float, ...]] = []
         # (node, req) -> (incarnation, MAXSTALENESS of the read or None, when it was sent)
         self._session_reads: dict[tuple[str, int], tuple[int, int | None, int]] = {}
         self._incr_pending: set[tuple[str, int]] = set()
@@ -273,8 +289,8 @@ class Workload:
         if self.cluster.now_ms >= self.stop_at_ms:
             return
         kind = self.rng.choices(self.kinds, self.weights)[0]
-        if kind == "lchurn":
-            self._churn()
+        if kind == "lchurn" or kind == "zchurn":
+            self._churn() if kind == "lchurn" else self._zset_churn()
             lo, hi = self.think_ms
             self._after(self.rng.randint(lo, hi), lambda: self._issue(client))
             return
@@ -285,10 +301,13 @@ class Workload:
         elif kind in HASH_KINDS:
             hash_key, field = self.rng.choice(HASH_KEYS), self.rng.choice(HASH_FIELDS)
             key = hash_key + b"/" + field
+        elif kind in ZSET_KINDS:
+            zset_key, member = self.rng.choice(ZSET_KEYS), self.rng.choice(ZSET_MEMBERS)
+            key = zset_key + b"/" + member
         else:
             key = self.rng.choice(self.keys)
         value = expected = None
-        if kind in ("set", "cas", "hset", "lpush"):
+        if kind in ("set", "cas", "hset", "lpush", "zadd"):
             self._counter += 1
             value = str(client * 1_000_000 + self._counter).encode()
         if kind == "cas":
@@ -308,6 +327,14 @@ class Workload:
                 "ldel": [b"DEL", key],
             }[kind]
             kind = LIST_KINDS[kind]
+        elif kind in ZSET_KINDS:
+            argv = {
+                "zscore": [b"ZSCORE", zset_key, member],
+                "zadd": [b"ZADD", zset_key, value or b"0", member],
+                "zrem": [b"ZREM", zset_key, member],
+                "zincr": [b"ZINCRBY", zset_key, b"1", member],
+            }[kind]
+            kind = ZSET_KINDS[kind]
         else:
             argv = {
                 "get": [b"GET", key],
@@ -374,6 +401,28 @@ class Workload:
         ))
         self._send_unrecorded(argv)
 
+    def _zset_churn(self) -> None:
+        """One unrecorded sorted set operation on the churn keys (see the module docstring)."""
+        rng = self.rng
+        key, other = rng.sample(ZSET_CHURN_KEYS, 2)
+        self._counter += 1
+        member = b"m%d" % (self._counter % 9)
+        score = rng.choice(ZSET_CHURN_SCORES)
+        count = str(rng.randint(1, 3)).encode()
+        argv = rng.choice((
+            [b"ZADD", key, score, member, rng.choice(ZSET_CHURN_SCORES), member + b"x"],
+            [b"ZADD", key, rng.choice((b"NX", b"XX", b"GT", b"LT", b"CH")), score, member],
+            [b"ZINCRBY", key, rng.choice((b"1", b"-0.5")), member],
+            [b"ZREM", key, member, member + b"x"],
+            [rng.choice((b"ZPOPMIN", b"ZPOPMAX")), key, count],
+            [b"ZMPOP", b"2", key, other, rng.choice((b"MIN", b"MAX")), b"COUNT", count],
+            [b"ZREMRANGEBYRANK", key, b"0", b"-6"],
+            [b"ZREMRANGEBYSCORE", key, b"(1", b"inf"],
+            [b"ZRANGESTORE", other, key, b"0", b"4"],
+            [b"ZUNIONSTORE", other, b"2", key, other, b"AGGREGATE", b"MAX"],
+        ))
+        self._send_unrecorded(argv)
+
     def _send_unrecorded(self, argv: list[bytes]) -> None:
         self._next_req += 1
         node = self.rng.choice(self.cluster.ids)
@@ -385,8 +434,9 @@ class Workload:
     def _on_churn_reply(self, node: str, value: object) -> None:
         if (isinstance(value, ErrorReply)
                 and value.code not in ("TRYAGAIN", "UNKNOWN", "WTIMEOUT")
-                and value.message not in ("ERR no such key", "ERR index out of range")):
-            self.unexpected.append(f"list churn on {node}: unexpected error {value.message!r}")
+                and value.message not in ("ERR no such key", "ERR index out of range",
+                                          "ERR resulting score is not a number (NaN)")):
+            self.unexpected.append(f"churn on {node}: unexpected error {value.message!r}")
 
     def _timeout(self, call: _Call) -> None:
         if not call.done:
@@ -412,6 +462,8 @@ class Workload:
             return
         if call.transaction and isinstance(value, list):
             value = value[0]  # EXEC's reply: the operation's, then the side key's
+        if isinstance(value, float):  # ZSCORE, ZINCRBY: the integer the register holds
+            value = b"%d" % value if call.kind == "get" else int(value)
         if isinstance(value, ErrorReply):
             if value.code == "TRYAGAIN":
                 self._complete(call, "fail", None)
@@ -440,7 +492,8 @@ class Workload:
         if call.options.w == "1" and call.kind != "get":
             # Acknowledged once durable on the leader only: a failover may undo it.
             if call.value is not None and (call.kind == "set" or (call.kind == "cas" and result)):
-                self.acked_w1.append(call.value)
+                scored = call.key.partition(b"/")[0] in ZSET_KEYS
+                self.acked_w1.append((call.value, float(call.value)) if scored else (call.value,))
             self._complete(call, "unknown", None)
             return
         self._complete(call, "ok", result)

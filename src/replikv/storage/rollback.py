@@ -408,18 +408,25 @@ def _describe_known(decoded: list, max_arg_bytes: int | None) -> EntryDescriptio
 EFFECT_NAMES = {1: "set", 2: "del", 3: "sadd", 4: "srem", 5: "set-members", 6: "expire",
                 7: "flushall", 8: "hset", 9: "hdel", 10: "hash-fields", 11: "lpush",
                 12: "rpush", 13: "lpop", 14: "rpop", 15: "lset", 16: "list-insert",
-                17: "list-remove-at", 18: "list-elements"}
+                17: "list-remove-at", 18: "list-elements", 19: "zadd", 20: "zrem",
+                21: "zrem-ranks", 22: "zset-members"}
+# Effects whose last argument is an expiry; effects that list members each followed by a
+# score, shown score first as ZADD takes them.
+_EXPIRY_LAST = (1, 5, 6, 10, 18, 22)
+_SCORED = (19, 22)
 
 
 def _render_effect(op: list, max_arg_bytes: int | None) -> str:
     name = EFFECT_NAMES[op[0]]
     args = list(op[1:])
     expiry = None
-    if op[0] in (1, 5, 6, 10, 18) and args:
+    if op[0] in _EXPIRY_LAST and args:
         expiry = args.pop()  # the absolute expiry time in ms, or None (none / persist)
     parts = [name]
     for arg in args:
         if isinstance(arg, list):
+            if op[0] in _SCORED:
+                arg = [x for pair in zip(arg[1::2], arg[0::2], strict=False) for x in pair]
             parts.extend(_render(v, max_arg_bytes) for v in arg)
         else:
             parts.append(_render(arg, max_arg_bytes))

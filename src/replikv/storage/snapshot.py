@@ -41,17 +41,26 @@ On-disk format, version 1 (the numbers below are never renumbered):
                                 [key, 6, [element, ...], None]            ITEM_LIST_MORE: more
                                     elements of the list begun by the item just before, as
                                     ITEM_SET_MORE continues a set
+                                [key, 7, [member, score, ...], expire_at_ms|None] ITEM_ZSET:
+                                    key := a sorted set of these members, each followed by its
+                                    score (a msgpack float64: -0.0 and infinities as they are,
+                                    never NaN), lowest score first
+                                [key, 8, [member, score, ...], None]      ITEM_ZSET_MORE: more
+                                    members of the sorted set begun by the item just before, as
+                                    ITEM_SET_MORE continues a set
                               Keys, values, members, fields and elements are msgpack bin; member
-                              and element lists are non-empty, field lists non-empty and of even
-                              length (no field twice in one hash); expiry times are absolute
+                              and element lists are non-empty, field and sorted-set member lists
+                              non-empty and of even length (no field twice in one hash, no
+                              member twice in one sorted set); expiry times are absolute
                               milliseconds fitting an int64. Kinds 3 and 4 came after the first
-                              release of version 1, kinds 5 and 6 after them: an older reader
-                              refuses a file that holds a hash or a list ("unknown kind").
+                              release of version 1, kinds 5 and 6 after them, kinds 7 and 8
+                              after those: an older reader refuses a file that holds a kind it
+                              does not know ("unknown kind"), so the version stays 1.
       [2, name, data]         RECORD_SECTION, zero or more, after every batch: a named blob the
                               caller supplies (name: non-empty str of at most
                               SECTION_NAME_BYTES_MAX UTF-8 bytes, unique in the file; data: bin).
       [3, trailer]            RECORD_TRAILER, exactly once, last; nothing may follow it. A map:
-                              "key_count" (items of kind 0, 1, 3 or 5), "record_count" (records before
+                              "key_count" (items of kind 0, 1, 3, 5 or 7), "record_count" (records before
                               the trailer, manifest included), "data_bytes" (the sum of the
                               payload lengths of the batch records), "sha256" (32 bytes: SHA-256
                               of every byte of the file before the trailer record's header), and
@@ -78,6 +87,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import logging
+import math
 import os
 import re
 import struct
@@ -124,6 +134,8 @@ ITEM_HASH = 3
 ITEM_HASH_MORE = 4
 ITEM_LIST = 5
 ITEM_LIST_MORE = 6
+ITEM_ZSET = 7
+ITEM_ZSET_MORE = 8
 
 # Limits. The largest legitimate record is a batch holding one string of the largest size a
 # command may build (512 MiB, STRING_BYTES_MAX) under a key of up to the default bulk limit
@@ -203,19 +215,57 @@ def _is_field_list(value: object) -> bool:
     return _is_member_list(value) and len(value) % 2 == 0  # type: ignore[arg-type]
 
 
+def _is_score_list(value: object) -> bool:
+    """Sorted-set members each followed by its score, a float that is not NaN (repeats are
+    the restoring state's to find)."""
+    return (type(value) is list and bool(value) and len(value) % 2 == 0
+            and all(type(m) is bytes for m in value[0::2])
+            and all(type(s) is float and not math.isnan(s) for s in value[1::2]))
+
+
+# The kinds that begin a key holding a collection: (the kind that continues it, the shape its
+# value must have, the reason when it has not). A continuation names the collection it extends.
+_COLLECTION_STARTS = {
+    ITEM_SET: (ITEM_SET_MORE, _is_member_list,
+               "is a set whose members are not a non-empty list of bytes"),
+    ITEM_HASH: (ITEM_HASH_MORE, _is_field_list,
+                ("is a hash whose fields are not a non-empty list of bytes, each field followed "
+                 "by its value")),
+    ITEM_LIST: (ITEM_LIST_MORE, _is_member_list,
+                "is a list whose elements are not a non-empty list of bytes"),
+    ITEM_ZSET: (ITEM_ZSET_MORE, _is_score_list,
+                ("is a sorted set whose members are not a non-empty list of bytes, each member "
+                 "followed by its score (a float, not NaN)")),
+}
+_CONTINUATIONS = {
+    ITEM_SET_MORE: ("set", _is_member_list,
+                    "continues a set with members that are not a non-empty list of bytes"),
+    ITEM_HASH_MORE: ("hash", _is_field_list,
+                     ("continues a hash with fields that are not a non-empty list of bytes, each "
+                      "field followed by its value")),
+    ITEM_LIST_MORE: ("list", _is_member_list,
+                     "continues a list with elements that are not a non-empty list of bytes"),
+    ITEM_ZSET_MORE: ("sorted set", _is_score_list,
+                     ("continues a sorted set with members that are not a non-empty list of "
+                      "bytes, each member followed by its score (a float, not NaN)")),
+}
+# The kinds that continue the key of the item before (every other kind is a key of its own).
+CONTINUATION_KINDS = frozenset(_CONTINUATIONS)
+
+
 class _ItemChecker:
     """Checks batches of items in file order, across batch boundaries (an ITEM_SET_MORE must
-    follow the same key's set, an ITEM_HASH_MORE the same key's hash, an ITEM_LIST_MORE the same
-    key's list), and counts keys. Returns a reason instead of raising, so the
-    writer can treat a bad item as its own bug and the reader as damage."""
+    follow the same key's set, an ITEM_HASH_MORE the same key's hash, and so on for lists and
+    sorted sets), and counts keys. Returns a reason instead of raising, so the writer can treat
+    a bad item as its own bug and the reader as damage."""
 
-    __slots__ = ("_open_hash_key", "_open_list_key", "_open_set_key", "key_count")
+    __slots__ = ("_open", "key_count")
 
     def __init__(self) -> None:
         self.key_count = 0
-        self._open_set_key: bytes | None = None  # the key of the last set item, if last
-        self._open_hash_key: bytes | None = None  # the key of the last hash item, if last
-        self._open_list_key: bytes | None = None  # the key of the last list item, if last
+        # The collection the last item began or continued, if it was one: (the kind that
+        # continues it, its key).
+        self._open: tuple[int, bytes] | None = None
 
     def check(self, items: object) -> str | None:
         if type(items) is not list or not items:
@@ -226,7 +276,7 @@ class _ItemChecker:
             # holds only for that very int object (a bool or another type goes the long way).
             if (type(item) is list and len(item) == 4 and item[1] is ITEM_STRING
                     and type(item[0]) is bytes and type(item[2]) is bytes and item[3] is None):
-                self._open_set_key = self._open_hash_key = self._open_list_key = None
+                self._open = None
                 self.key_count += 1
                 continue
             problem = check_item(item)
@@ -247,48 +297,25 @@ class _ItemChecker:
         if kind == ITEM_STRING:
             if type(value) is not bytes:
                 return "is a string whose value is not bytes"
-            self._open_set_key = self._open_hash_key = self._open_list_key = None
-            self.key_count += 1
-        elif kind == ITEM_SET:
-            if not _is_member_list(value):
-                return "is a set whose members are not a non-empty list of bytes"
-            self._open_set_key, self._open_hash_key, self._open_list_key = key, None, None
-            self.key_count += 1
-        elif kind == ITEM_LIST:
-            if not _is_member_list(value):
-                return "is a list whose elements are not a non-empty list of bytes"
-            self._open_set_key, self._open_hash_key, self._open_list_key = None, None, key
-            self.key_count += 1
-        elif kind == ITEM_LIST_MORE:
-            if not _is_member_list(value):
-                return "continues a list with elements that are not a non-empty list of bytes"
-            if key != self._open_list_key:
-                return f"continues the list {key!r}, which is not the list just before it"
+            self._open = None
+        elif kind in _COLLECTION_STARTS:
+            more_kind, shape, reason = _COLLECTION_STARTS[kind]
+            if not shape(value):
+                return reason
+            self._open = (more_kind, key)
+        elif kind in _CONTINUATIONS:
+            name, shape, reason = _CONTINUATIONS[kind]
+            if not shape(value):
+                return reason
+            if self._open != (kind, key):
+                return f"continues the {name} {key!r}, which is not the {name} just before it"
             if expire_at_ms is not None:
-                return "continues a list and repeats an expiry (only the first item has one)"
-        elif kind == ITEM_HASH:
-            if not _is_field_list(value):
-                return ("is a hash whose fields are not a non-empty list of bytes, each field "
-                        "followed by its value")
-            self._open_set_key, self._open_hash_key, self._open_list_key = None, key, None
-            self.key_count += 1
-        elif kind == ITEM_HASH_MORE:
-            if not _is_field_list(value):
-                return ("continues a hash with fields that are not a non-empty list of bytes, "
-                        "each field followed by its value")
-            if key != self._open_hash_key:
-                return f"continues the hash {key!r}, which is not the hash just before it"
-            if expire_at_ms is not None:
-                return "continues a hash and repeats an expiry (only the first item has one)"
-        elif kind == ITEM_SET_MORE:
-            if not _is_member_list(value):
-                return "continues a set with members that are not a non-empty list of bytes"
-            if key != self._open_set_key:
-                return f"continues the set {key!r}, which is not the set just before it"
-            if expire_at_ms is not None:
-                return "continues a set and repeats an expiry (only the first item has one)"
+                return (f"continues a {name} and repeats an expiry (only the first item has "
+                        "one)")
+            return None
         else:
             return f"has an unknown kind {kind!r}"
+        self.key_count += 1
         return None
 
 
