@@ -31,9 +31,11 @@ def pipelined_sets(cluster: Cluster, node_id: str, pairs: list[tuple[str, bytes]
 
 
 def memory(cluster: Cluster, node_id: str) -> dict[str, float]:
+    """INFO memory's numeric fields (not the _human ones, nor words such as
+    maxmemory_policy's noeviction)."""
     info = cluster.info(node_id, "memory")
-    return {k: float(v) if "." in str(v) else int(v) for k, v in info.items()
-            if not k.endswith("_human")}
+    return {k: float(v) if "." in v else int(v) for k, v in info.items()
+            if not k.endswith("_human") and v.lstrip("-").replace(".", "", 1).isdigit()}
 
 
 def all_below_threshold(cluster: Cluster) -> bool:
