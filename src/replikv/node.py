@@ -738,10 +738,11 @@ class NodeCore:
         name = argv[0].lower()
         refused: list[int] | None = None  # slots of a pipeline's batch refused (see below)
         refusal = self.disk_refusal
-        if refusal is not None or (self.maxmemory and
-                                   self.state.used_bytes() > self.maxmemory):
+        if refusal is None and self.maxmemory and self.state.used_bytes() > self.maxmemory:
+            refusal = ERR_OOM
+        if refusal is not None:
             try:
-                admitted = self._admit_refusing(argv, refusal or ERR_OOM)
+                admitted = self._admit_refusing(argv, refusal)
             except CommandError as e:
                 return e.reply()
             if isinstance(admitted, ErrorReply):
@@ -758,8 +759,8 @@ class NodeCore:
         seed = self.rng.getrandbits(31) + 1 if name in RANDOM_WRITES else 0
         reply, effects, undo = self.state.execute_recorded(argv, t, seed, parsed)
         self.commands_executed += 1
-        if refused:
-            reply = _with_refused(reply, refused, refusal or ERR_OOM)
+        if refused and refusal is not None:
+            reply = _with_refused(reply, refused, refusal)
         if opts.session is not None and opts.seq is not None:
             session_rec = [opts.session, opts.seq, self.sessions.pack_reply(reply)]
         if self.config.replication == "passive":

@@ -9,6 +9,7 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 from replikv.client.errors import Failure, classify
 from replikv.commands import COMMANDS, grows_memory
 from replikv.commands.transactions import encode_exec
+from replikv.concerns import RequestOptions
 from replikv.node import ERR_OOM
 from replikv.replies import OK, ErrorReply
 
@@ -120,6 +121,17 @@ def test_no_limit_by_default_and_a_retried_write_gets_its_first_answer():
     for i in range(50):
         assert c.call(leader, "SET", f"k{i}", "x" * 100) == OK
     assert c.nodes[leader].oom_rejections == 0
+    # A retryable write applied before the keyspace went over the limit is answered as it was
+    # the first time when it is retried (the session table answers before the limit is
+    # judged), not refused: it adds nothing.
+    first = RequestOptions(session=b"client-1", seq=1)
+    assert c.call(leader, "INCR", "counter", options=first) == 1
+    set_limit(c, 2000)
+    assert c.nodes[leader].state.used_bytes() > 2000
+    assert c.call(leader, "INCR", "counter", options=first) == 1  # the same write, retried
+    assert c.call(leader, "INCR", "counter",
+                  options=RequestOptions(session=b"client-1", seq=2)) == ERR_OOM
+    assert c.nodes[leader].oom_rejections == 1
 
 
 def test_the_oom_error_is_redis_s_text():

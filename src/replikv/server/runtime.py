@@ -210,7 +210,11 @@ class NodeServer(NodeView):
         # Below disk_min_free_bytes (with the same margin to recover) the disk is nearly full:
         # as leader, the node refuses writes that add data (NodeCore.disk_refusal).
         self.disk_full_alarm = DiskSpaceAlarm(settings.disk_min_free_bytes)
-        self.disk_refusal: ErrorReply | None = None  # handed to the node core (read first)
+        self._disk_full_error = ErrorReply(
+            f"MISCONF the disk of the leader {settings.id} is nearly full (less than "
+            f"disk_min_free_bytes, {format_bytes(settings.disk_min_free_bytes)}, free in "
+            f"{settings.data_dir.absolute()}): writes that add data are refused until "
+            "space is freed; reads and deletes still run")
         self.memory_full = False  # the keyspace is over maxmemory (check_memory_limit)
         # Root may use the blocks reserved for root (unless a container took that away).
         self._disk_as_root = this_process_uses_reserved_blocks()
@@ -763,29 +767,28 @@ class NodeServer(NodeView):
             return
         minimum = format_bytes(self.disk_full_alarm.low_free_bytes)
         free = format_bytes(space.free_bytes)
+        if self._node is not None:
+            self._node.disk_refusal = self.disk_refusal
         if change == DISK_LOW:
-            self.disk_refusal = ErrorReply(
-                f"MISCONF the disk of the leader {self.node_id} is nearly full (less than "
-                f"disk_min_free_bytes, {minimum}, free in {space.path}): writes that add data "
-                "are refused until space is freed; reads and deletes still run")
             log.warning("disk nearly full: %s free in %s, below disk_min_free_bytes (%s); as "
                         "leader this node refuses writes that add data (MISCONF) until there "
                         "is %s free again. Free space on that file system or move the data dir",
                         free, space.path, minimum,
                         format_bytes(self.disk_full_alarm.recover_at_bytes))
-            if self._node is not None:
-                self._node.disk_refusal = self.disk_refusal
             self.record_event("disk", f"{self.node_id}'s disk is nearly full: {free} free in "
                               f"{space.path}, below disk_min_free_bytes ({minimum}); writes "
                               "that add data are refused")
         else:
-            self.disk_refusal = None
             log.info("disk space %s free in %s, enough again: writes are accepted", free,
                      space.path)
-            if self._node is not None:
-                self._node.disk_refusal = None
             self.record_event("disk", f"{self.node_id}'s disk has {free} free in {space.path}: "
                               "writes are accepted again")
+
+    @property
+    def disk_refusal(self) -> ErrorReply | None:
+        """What writes that add data get while the disk is nearly full (the node core holds
+        the same once it exists), else None."""
+        return self._disk_full_error if self.disk_full_alarm.state == DISK_LOW else None
 
     def disk_status(self) -> dict | None:
         """/status's "disk": the latest reading of the data dir's file system."""
