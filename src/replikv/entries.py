@@ -18,7 +18,8 @@ import msgpack
 
 from replikv.commands import keys_of, lookup
 from replikv.commands.transactions import split_exec
-from replikv.invariants import invariant
+from replikv.features import level_check
+from replikv.invariants import InvariantViolation, invariant
 from replikv.raft.membership import is_config_entry
 from replikv.replies import CommandError
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:  # imported at run time they would make a cycle: state -> stor
 ENTRY_COMMAND = 1  # payload: argv; 4th field: the leader's random seed (0: none)
 ENTRY_EXPIRE = 2  # payload: keys whose time to live ran out (active mode)
 ENTRY_EFFECTS = 3  # payload: effects as KVState.apply_effects takes them (passive mode)
+# payload: the cluster's new feature level (replikv.features), proposed by a leader once every
+# member can apply it; a node that cannot (an older replikv) stops here rather than diverge.
+ENTRY_FEATURES = 4
 
 
 class AppliedEntry(NamedTuple):
@@ -77,6 +81,15 @@ def apply_entry(state: KVState, sessions: SessionTable, data: bytes, index: int,
             undo = state.expire_recorded(payload, t)[2]
         else:
             state.apply_expire(payload, t)
+    elif kind == ENTRY_FEATURES:
+        try:
+            level = level_check(payload, f"log entry {index}")
+        except ValueError as e:
+            raise InvariantViolation(str(e)) from None
+        if recorded:
+            undo = state.raise_feature_level_recorded(level)
+        else:
+            state.raise_feature_level(level)
     else:
         invariant(False, f"unknown entry kind {kind} at index {index}")
     return AppliedEntry(t, kind, undo, session_undo)

@@ -50,6 +50,7 @@ import heapq
 import random
 from bisect import bisect_right
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -66,7 +67,20 @@ from replikv.commands.transactions import (
     split_watch,
 )
 from replikv.concerns import DEFAULT_OPTIONS, FOLLOWER_MAY_SERVE, TIMEOUT_MS_MAX, RequestOptions
-from replikv.entries import ENTRY_COMMAND, ENTRY_EFFECTS, ENTRY_EXPIRE, apply_entry
+from replikv.entries import (
+    ENTRY_COMMAND,
+    ENTRY_EFFECTS,
+    ENTRY_EXPIRE,
+    ENTRY_FEATURES,
+    apply_entry,
+)
+from replikv.features import (
+    FEATURE_LEVEL,
+    FEATURE_LEVEL_LEGACY,
+    command_level,
+    level_error,
+    needed_level,
+)
 from replikv.invariants import InvariantViolation, invariant
 from replikv.limits import DEFAULT_LIMITS, Limits
 from replikv.node_messages import (
@@ -264,6 +278,7 @@ class SnapshotJob:
     cursor: Any
     sessions: bytes  # the session table at `index` (SessionTable.to_bytes)
     drained: bool = False
+    feature_level: int = FEATURE_LEVEL_LEGACY  # the cluster's at `index` (replikv.features)
 
 
 # Member operations as clients spell them (REPLIKV MEMBER <op> ...).
@@ -316,6 +331,10 @@ def encode_command_entry(argv: list[bytes], time_ms: int, seed: int = 0,
 
 def encode_expire_entry(keys: list[bytes], time_ms: int) -> bytes:
     return msgpack.packb([ENTRY_EXPIRE, time_ms, keys], use_bin_type=True)
+
+
+def encode_features_entry(level: int, time_ms: int) -> bytes:
+    return msgpack.packb([ENTRY_FEATURES, time_ms, level], use_bin_type=True)
 
 
 def encode_effects_entry(effects: list, time_ms: int, session: list | None = None) -> bytes:
@@ -423,6 +442,11 @@ class NodeCore:
         # fills stops; every replica's disk fills with the same log). None: no refusal.
         self.disk_refusal: ErrorReply | None = None
         self.disk_rejections = 0  # commands refused for it, as leader
+        # The feature level (replikv.features) each other member advertised in its peer
+        # handshake, as the driver last told us (`peer_features`); a member not in it has not
+        # connected since this node started.
+        self.peer_levels: dict[str, int] = {}
+        self.feature_rejections = 0  # writes refused as leader: a member could not apply them
 
     # -- events -------------------------------------------------------------------------------
 
@@ -473,6 +497,18 @@ class NodeCore:
                     sessions.setdefault(one, 0)  # open: its writes' indexes are noted
         self._add_request(req)
         self._route(req)
+
+    def peer_features(self, node_id: str, level: int) -> None:
+        """A member's peer link told us the feature level its replikv can apply."""
+        self.peer_levels[node_id] = level
+
+    def members_below(self, level: int) -> list[tuple[str, int | None]]:
+        """The other members (voters and standbys) not known to apply `level`: (id, advertised
+        level or None if unknown), in id order."""
+        m = self.raft.membership
+        return [(member, self.peer_levels.get(member))
+                for member in sorted({*m.voters, *m.learners} - {self.id})
+                if self.peer_levels.get(member, 0) < level]
 
     def end_session(self, session: int) -> None:
         self._sessions.pop(session, None)
@@ -736,19 +772,39 @@ class NodeCore:
                     self._dup_waiting.append((check.index, target, check.reply))
                 return check.index
         name = argv[0].lower()
-        refused: list[int] | None = None  # slots of a pipeline's batch refused (see below)
+        # Slots of a pipeline's batch refused (see _admit_refusing), each layer as it applies to
+        # the batch the layer before left: its replies are put back newest layer first.
+        refusals: list[tuple[list[int], ErrorReply]] = []
+        try:
+            level, needs = needed_level(argv)
+        except CommandError as e:
+            return e.reply()
+        if level > self.state.feature_level:
+            gate = self._raise_level(level, needs, t)
+            if gate is None:
+                return None  # the leader cannot propose now
+            if isinstance(gate, ErrorReply):
+                cluster_level = self.state.feature_level
+                admitted = self._admit_refusing(
+                    argv, gate, lambda c: command_level(c) > cluster_level)
+                if isinstance(admitted, ErrorReply):
+                    return admitted
+                if admitted is not None:
+                    argv, refused, parsed = admitted
+                    refusals.append((refused, gate))
         refusal = self.disk_refusal
         if refusal is None and self.maxmemory and self.state.used_bytes() > self.maxmemory:
             refusal = ERR_OOM
         if refusal is not None:
             try:
-                admitted = self._admit_refusing(argv, refusal)
+                admitted = self._admit_refusing(argv, refusal, grows_memory)
             except CommandError as e:
                 return e.reply()
             if isinstance(admitted, ErrorReply):
                 return admitted
             if admitted is not None:
                 argv, refused, parsed = admitted
+                refusals.append((refused, refusal))
         if name == b"exec":
             try:
                 watch, argv = split_watch(argv)  # the log gets the transaction without it
@@ -759,8 +815,8 @@ class NodeCore:
         seed = self.rng.getrandbits(31) + 1 if name in RANDOM_WRITES else 0
         reply, effects, undo = self.state.execute_recorded(argv, t, seed, parsed)
         self.commands_executed += 1
-        if refused and refusal is not None:
-            reply = _with_refused(reply, refused, refusal)
+        for refused, error in reversed(refusals):
+            reply = _with_refused(reply, refused, error)
         if opts.session is not None and opts.seq is not None:
             session_rec = [opts.session, opts.seq, self.sessions.pack_reply(reply)]
         if self.config.replication == "passive":
@@ -785,21 +841,23 @@ class NodeCore:
             self._w1_pending.append(index)
         return index
 
-    def _admit_refusing(self, argv: list[bytes], error: ErrorReply
+    def _admit_refusing(self, argv: list[bytes], error: ErrorReply,
+                        refuses: Callable[[list[bytes]], bool]
                         ) -> ErrorReply | tuple[list[bytes], list[int], None] | None:
-        """While the keyspace is over maxmemory (`error` ERR_OOM) or the disk nearly full
-        (`error` disk_refusal): `error` for a write that can add data (a client's transaction
-        holding one is refused whole, as Redis refuses its EXEC), or, for a batch of a
-        pipeline's writes, the batch without those (each answers `error` in its slot: a
-        pipeline is not a transaction) and their slots; None to run `argv` as it is.
-        CommandError for a malformed internal EXEC."""
+        """While the keyspace is over maxmemory (`error` ERR_OOM, `refuses` grows_memory), the
+        disk nearly full (`error` disk_refusal, the same) or a member cannot apply some
+        commands (a level error, `refuses` what needs a higher level): `error` for a write
+        `refuses` (a client's transaction holding one is refused whole, as Redis refuses its
+        EXEC), or, for a batch of a pipeline's writes, the batch without those (each answers
+        `error` in its slot: a pipeline is not a transaction) and their slots; None to run
+        `argv` as it is. CommandError for a malformed internal EXEC."""
         if argv[0].lower() != b"exec":
-            if grows_memory(argv):
+            if refuses(argv):
                 self._count_refused(error, 1)
                 return error
             return None
         commands = split_exec(argv)
-        refused = [i for i, command in enumerate(commands) if grows_memory(command)]
+        refused = [i for i, command in enumerate(commands) if refuses(command)]
         if not refused:
             return None
         if not is_pipeline(argv) or len(refused) == len(commands):
@@ -813,8 +871,28 @@ class NodeCore:
     def _count_refused(self, error: ErrorReply, commands: int) -> None:
         if error is ERR_OOM:
             self.oom_rejections += commands
-        else:
+        elif error is self.disk_refusal:
             self.disk_rejections += commands
+        else:
+            self.feature_rejections += commands
+
+    def _raise_level(self, level: int, name: bytes, time_ms: int) -> ErrorReply | bool | None:
+        """A write needs feature level `level`, above the cluster's: if every other member has
+        advertised it, propose the entry that raises the cluster to the highest level all of
+        them share (it comes before the write in the log, and is undone with it) and answer
+        True; None if the leader cannot propose now; else the error naming a member holding
+        the level back."""
+        behind = self.members_below(level)
+        if behind:
+            member, advertised = behind[0]
+            return level_error(name, level, member, advertised)
+        m = self.raft.membership
+        shared = min([FEATURE_LEVEL, *(self.peer_levels[p] for p in {*m.voters, *m.learners}
+                                       if p != self.id)])
+        undo = self.state.raise_feature_level_recorded(shared)
+        if self._propose_applied(encode_features_entry(shared, time_ms), undo, time_ms) is None:
+            return None
+        return True
 
     def _run_admin(self, argv: list[bytes], target: tuple) -> int | ErrorReply | Status | None:
         """On the leader: a membership change (proposed; answered when it commits, like a
@@ -906,7 +984,7 @@ class NodeCore:
         self._job_bytes = (index, self._bytes_applied)
         return SnapshotJob(index, term, raft.membership_at(index),
                            self.state_time_ms, self.state.begin_snapshot(),
-                           self.sessions.to_bytes())
+                           self.sessions.to_bytes(), feature_level=self.state.feature_level)
 
     @property
     def _bytes_since_snapshot(self) -> int:

@@ -246,7 +246,8 @@ def replay(backup_path: Path | str, archive_dir: Path | str, *, out_dir: Path | 
 
     info, membership, state_time_ms = replayer.info, replayer.membership, replayer.time_ms
     extra = dict(info.manifest.get("extra") or {})
-    extra.update(membership=membership.encode(), time_ms=state_time_ms, replayed={
+    extra.update(membership=membership.encode(), time_ms=state_time_ms,
+                 feature_level=replayer.state.feature_level, replayed={
         "backup_index": meta.index, "backup_term": meta.term, "entries": replayer.applied,
         "until_index": until_index, "until_time_ms": until_time_ms})
     manifest = {"index": last_index, "term": last_term, "created_ms": time.time_ns() // 10**6,

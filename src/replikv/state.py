@@ -140,6 +140,7 @@ from sortedcontainers import SortedList
 from replikv.commands import keys_of, parse_command
 from replikv.commands.transactions import Queued
 from replikv.commands.zsets import LISTPACK_ENTRIES_MAX, LISTPACK_MEMBER_BYTES_MAX
+from replikv.features import FEATURE_LEVEL_LEGACY
 from replikv.invariants import InvariantViolation, invariant
 from replikv.replies import WRONG_TYPE, CommandError
 from replikv.storage.snapshot import (
@@ -281,6 +282,7 @@ _UNDO_LIST_INSERT = 12  # (tag, key, list, index): an element was inserted at in
 _UNDO_LIST_ITEMS = 13  # (tag, key, list, old deque, old data_bytes): the elements were swapped
 _UNDO_ZSET_PUT = 14  # (tag, key, zset, member, old score or None): a member was given a score
 _UNDO_ZSET_DELETE = 15  # (tag, key, zset, [(score, member), ...]): these members were removed
+_UNDO_LEVEL = 16  # (tag, level): the cluster's feature level before a features entry raised it
 
 _U64 = (1 << 64) - 1
 _INT64_MIN = -(1 << 63)
@@ -1222,6 +1224,7 @@ class KVState:
         "_snapshot_cursor",
         "_zset_count",
         "_zset_member_count",
+        "feature_level",
     )
 
     def __init__(self) -> None:
@@ -1240,6 +1243,10 @@ class KVState:
         self._list_element_count = 0
         self._zset_count = 0
         self._zset_member_count = 0
+        # The cluster's feature level (replikv.features): which kinds of entry every member can
+        # apply. Replicated like the keyspace (raised by a log entry, carried by snapshots) but
+        # no part of it: FLUSHALL leaves it, and digests do not cover it.
+        self.feature_level = FEATURE_LEVEL_LEGACY
         self._recording: _Recording | None = None
         self._seed = 0
         self._rng: random.Random | None = None
@@ -1287,6 +1294,19 @@ class KVState:
                 continue
             replies.append(self._run(argv, time_ms, base + i if base else 0, parsed))
         return replies
+
+    def raise_feature_level(self, level: int) -> None:
+        """Apply a features entry (replikv.features): the cluster's level becomes `level`, which
+        the caller has checked this replikv can apply. It never falls: a lower one changes
+        nothing (an entry proposed by a leader that did not know of a higher one)."""
+        if level > self.feature_level:
+            if self._recording is not None:
+                self._recording.log.append((_UNDO_LEVEL, self.feature_level))
+            self.feature_level = level
+
+    def raise_feature_level_recorded(self, level: int) -> Undo:
+        """`raise_feature_level` with an Undo, for a leader applying ahead."""
+        return self._recorded(lambda: self.raise_feature_level(level))[2]
 
     def expire_recorded(self, keys: Iterable[bytes], time_ms: int) -> tuple[int, list[list], Undo]:
         """`apply_expire` recorded: (keys deleted, effects, undo)."""
@@ -2393,6 +2413,8 @@ class KVState:
                 value._undo_delete(removed)
                 self._data_bytes += sum(len(member) for _, member in removed)
                 self._zset_member_count += len(removed)
+            elif tag == _UNDO_LEVEL:
+                self.feature_level = entry[1]
             else:
                 invariant(tag == _UNDO_FLUSH, f"unknown undo entry {tag!r}")
                 (

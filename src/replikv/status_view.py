@@ -279,6 +279,31 @@ def memory_warnings(targets: list[str], answers: list[Answer]) -> list[Text]:
     return []
 
 
+def feature_warnings(answers: list[Answer]) -> list[Text]:
+    """A line under the table while the members run replikv of different feature levels (a
+    rolling upgrade under way, or one forgotten): writes that need the newest level are
+    refused until every member has it (replikv.features)."""
+    levels: dict[str, int] = {}
+    cluster = None
+    for body, _ in answers:
+        if body is None:
+            continue
+        features = body.get("features")
+        if not isinstance(features, dict) or not isinstance(features.get("this_node"), int):
+            continue
+        levels[str(body.get("id", "?"))] = features["this_node"]
+        if body.get("role") == "leader" and isinstance(features.get("cluster_level"), int):
+            cluster = features["cluster_level"]
+    if len(set(levels.values())) < 2:
+        return []
+    shown = ", ".join(f"{node} {level}" for node, level in sorted(levels.items()))
+    top = max(levels.values())
+    at = f" (the cluster's log is at level {cluster})" if cluster is not None else ""
+    return [Text(f"NOTE: the members run replikv of different feature levels ({shown}){at}: "
+                 f"writes that need level {top} are refused until every member runs a "
+                 "replikv of that level; finish the upgrade", "bold yellow")]
+
+
 def _health_style(text: str) -> str:
     return "green" if text == "ok" else "red" if text == "down" else "yellow"
 
@@ -325,7 +350,7 @@ def modes_line(answers: list[Answer]) -> Text:
 def footer(targets: list[str], answers: list[Answer]) -> list[Text]:
     """The lines under the table: the modes, then a warning for each node with a low disk."""
     return [modes_line(answers), *disk_warnings(targets, answers),
-            *memory_warnings(targets, answers)]
+            *memory_warnings(targets, answers), *feature_warnings(answers)]
 
 
 def render_plain(renderable: RenderableType) -> str:

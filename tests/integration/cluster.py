@@ -157,6 +157,9 @@ class Node:
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     starts: int = 0
+    # Added to the environment of its next starts, e.g. {"PYTHONPATH": <an older replikv's
+    # src>} to run another version (tests/integration/test_rolling_upgrade.py).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
@@ -262,7 +265,7 @@ class Cluster:
             err.flush()
             n.proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                       cwd=self.root, start_new_session=True,
-                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1", **n.env})
         _ALL_PROCESSES.append(n.proc)
         if wait:
             self.wait_ready([node_id])

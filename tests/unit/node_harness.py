@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from replikv import features
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
 from replikv.node import NodeConfig, NodeCore, RolledBack
 from replikv.raft.core import RaftConfig, RaftCore
@@ -37,8 +38,9 @@ class Disk:
 
 class Cluster:
     def __init__(self, ids=("n1", "n2", "n3"), *, seed: int = 1, request_timeout_ms: int = 2000,
-                 replication: str = "passive"):
+                 replication: str = "passive", levels: dict[str, int] | None = None):
         self.ids = tuple(ids)
+        self.levels = dict(levels or {})  # feature levels members advertise, if not this one's
         self.replication = replication
         self.seed = seed
         self.request_timeout_ms = request_timeout_ms
@@ -66,6 +68,11 @@ class Cluster:
             NodeConfig(node_id=node_id, request_timeout_ms=self.request_timeout_ms,
                        replication=self.replication), raft, KVState(),
             rng=random.Random(f"node-{self.seed}-{node_id}"))
+        # As the runtime's peer links would: every member has advertised its feature level
+        # (this replikv's, unless a test says otherwise in `levels`).
+        for other in self.ids:
+            if other != node_id:
+                self.nodes[node_id].peer_features(other, self.levels.get(other, features.FEATURE_LEVEL))
         self.down.discard(node_id)
 
     def crash(self, node_id: str) -> None:

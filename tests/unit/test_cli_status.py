@@ -524,3 +524,19 @@ def test_a_nearly_full_disk_is_red_and_says_that_writes_are_refused(fake_node) -
         "disk_min_free_bytes (16.0 MiB). As leader it refuses writes that add data (MISCONF); "
         "free space on that file system or move the data dir")
     assert status_view.disk_cell(full).style == "bold red"
+
+
+def test_members_of_different_feature_levels_are_noted_under_the_table() -> None:
+    def at(body: dict, node: str, level: int) -> dict:
+        return {**body, "id": node,
+                "features": {"cluster_level": 1, "this_node": level, "members": {}}}
+
+    mixed = [(at(LEADER, "n1", 2), None), (at(FOLLOWER, "n2", 2), None),
+             (at(FOLLOWER, "n3", 1), None), (None, "connection refused")]
+    lines = status_view.feature_warnings(mixed)
+    assert [line.plain for line in lines] == [
+        ("NOTE: the members run replikv of different feature levels (n1 2, n2 2, n3 1) (the "
+        "cluster's log is at level 1): writes that need level 2 are refused until every "
+        "member runs a replikv of that level; finish the upgrade")]
+    same = [(at(LEADER, "n1", 2), None), (at(FOLLOWER, "n2", 2), None), (LEADER, None)]
+    assert status_view.feature_warnings(same) == []

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from replikv.config import Address
+from replikv.features import FEATURE_LEVEL, HANDSHAKE_KEY, parse_advertised
 from replikv.limits import Limits
 from replikv.tls import handshake_timeout
 from replikv.wire import (
@@ -310,7 +311,7 @@ class _InboundLink(asyncio.Protocol):
                     # What a peer says about itself (its client address, shown by ROLE and
                     # INFO) counts only once its link has carried a valid message.
                     self.trusted = True
-                    owner.peer_info[self.src] = self.info
+                    owner._learned(self.src, self.info)
                 owner.on_message(self.src, message)
                 if self.transport is None:
                     return
@@ -385,12 +386,17 @@ class _InboundLink(asyncio.Protocol):
             return False
         owner._warned_auth.discard(src)
         self.src = src
+        try:
+            level = parse_advertised(info)
+        except ValueError as e:
+            raise PeerProtocolError(f"peer {src}: {e}") from None
         self.info = _valid_info(info)
+        self.info[HANDSHAKE_KEY] = str(level)
         if owner.passwords:
             # The proof shows a member sent this: what it says about itself counts at once
             # (without a password it waits for a valid message, see data_received).
             self.trusted = True
-            owner.peer_info[src] = self.info
+            owner._learned(src, self.info)
         return True
 
 
@@ -398,7 +404,8 @@ class PeerTransport:
     def __init__(self, *, node_id: str, cluster_id: str, peers: dict[str, Address],
                  limits: Limits, on_message: Callable[[str, object], None],
                  advertised: dict[str, str] | None = None, passwords: tuple[bytes, ...] = (),
-                 tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None) -> None:
+                 tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
+                 on_peer_level: Callable[[str, int], None] | None = None) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
         # The cluster's passwords (NodeView.passwords): links prove they know the first
@@ -409,8 +416,11 @@ class PeerTransport:
         self.tls_connecting: ssl.SSLContext | None = tls[1] if tls is not None else None
         self.limits = limits
         self.on_message = on_message
-        # What this node tells peers about itself in the handshake (client address etc.).
-        self.advertised = advertised or {}
+        # What this node tells peers about itself in the handshake (client address etc., and
+        # the feature level this replikv can apply: replikv.features).
+        self.advertised = {**(advertised or {}), HANDSHAKE_KEY: str(FEATURE_LEVEL)}
+        # Told each member's feature level once its link is trusted (see _learned).
+        self.on_peer_level = on_peer_level
         # What peers told us about themselves.
         self.peer_info: dict[str, dict[str, Any]] = {}
         self.links = {p: _OutboundLink(self, p, a) for p, a in peers.items() if p != node_id}
@@ -446,6 +456,13 @@ class PeerTransport:
         for inbound in list(self._inbound):
             inbound.abort()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _learned(self, src: str, info: dict[str, str]) -> None:
+        """A member's self-description from a trusted link: its addresses, and its feature
+        level for the node core."""
+        self.peer_info[src] = info
+        if self.on_peer_level is not None:
+            self.on_peer_level(src, int(info[HANDSHAKE_KEY]))
 
     def ensure_peer(self, peer: str, address: Address) -> None:
         """Keep a link to `peer` at `address` (a member added at runtime, or one that moved)."""
@@ -532,6 +549,7 @@ def check_handshake_proof(password: bytes, proof: str, cluster_id: str, src: str
 
 
 def _valid_info(info: dict[str, str]) -> dict[str, str]:
+    # (The feature level, checked by parse_advertised, is added by the caller.)
     """Keep only well-formed HOST:PORT addresses from a peer's self-description."""
     out = {}
     for key in ("client", "admin"):

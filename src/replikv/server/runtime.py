@@ -41,6 +41,7 @@ from replikv.config import (
     parse_address,
     read_passwords,
 )
+from replikv.features import FEATURE_LEVEL
 from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, decode_address_book
 from replikv.raft.core import COMMIT_BROADCAST_DELAY_MS, RaftConfig, RaftCore, Ready, Role
@@ -453,7 +454,7 @@ class NodeServer(NodeView):
         self._transport = PeerTransport(node_id=s.id, cluster_id=s.cluster_id, peers=s.peers,
                                         limits=s.limits, on_message=self._on_peer_message,
                                         advertised=advertised, passwords=self.passwords,
-                                        tls=self.peer_tls)
+                                        tls=self.peer_tls, on_peer_level=self._on_peer_level)
         await self.transport.start(s.peer_listen)
         client_server = await loop.create_server(lambda: ClientConnection(self), s.listen.host,
                                                  s.listen.port, reuse_address=True,
@@ -646,6 +647,22 @@ class NodeServer(NodeView):
     def end_session(self, client_id: int) -> None:
         if self._node is not None:
             self._node.end_session(client_id)
+
+    def _on_peer_level(self, src: str, level: int) -> None:
+        """A member's link advertised the feature level its replikv can apply."""
+        node = self.node
+        if node.peer_levels.get(src) != level:
+            cluster = node.state.feature_level
+            if level < cluster:
+                log.error("member %s runs a replikv of feature level %d, below this cluster's "
+                          "level %d: it cannot apply this cluster's log and will stop; run "
+                          "this node's replikv (level %d) on it", src, level, cluster,
+                          FEATURE_LEVEL)
+            elif level != FEATURE_LEVEL:
+                log.info("member %s runs a replikv of feature level %d (this node: %d); "
+                         "writes that need a level some member lacks are refused until every "
+                         "member has it", src, level, FEATURE_LEVEL)
+        node.peer_features(src, level)
 
     def _on_peer_message(self, src: str, message: object) -> None:
         self.node.step(src, message, now_ms())
@@ -1171,6 +1188,7 @@ class NodeServer(NodeView):
             "fsync_p99_ms": self.disk_stats.p99_ms(),
             "disk": self.disk_status(),
             "memory": self.memory_status(),
+            "features": self.feature_status(),
             **({"fsync_interval_ms": self.settings.fsync_interval_ms}
                if self.settings.fsync == "batch" else {}),
             "uptime_s": int(time.time() - self.started_s), "pid": os.getpid(),
@@ -1179,6 +1197,16 @@ class NodeServer(NodeView):
             "large_replies": self.large_replies,
             **({"faults": self.fault_status()} if self.settings.fault_injection else {}),
         }
+
+    def feature_status(self) -> dict:
+        """/status's "features" (replikv.features): the cluster's level, what this node's
+        replikv can apply, and what each other member advertised (None: not connected since
+        this node started)."""
+        node = self.node
+        return {"cluster_level": node.state.feature_level, "this_node": FEATURE_LEVEL,
+                "members": {m: node.peer_levels.get(m) for m in node.raft.membership.members
+                            if m != self.node_id},
+                "rejections": node.feature_rejections}
 
     def fault_status(self) -> dict:
         """Injected faults (the playground): who is cut off, the added delay, what was lost."""
@@ -1198,6 +1226,8 @@ class NodeServer(NodeView):
             ("uptime_in_seconds", st["uptime_s"]), ("node_id", self.node_id),
             ("cluster_id", self.settings.cluster_id), ("data_dir", self.settings.data_dir),
             ("fsync", self.settings.fsync),
+            # replikv.features: what this replikv applies, and what the cluster's log uses.
+            ("feature_level", FEATURE_LEVEL), ("cluster_feature_level", node.state.feature_level),
         ]
         if self.settings.fsync == "batch":
             server.append(("fsync_interval_ms", self.settings.fsync_interval_ms))
@@ -1259,6 +1289,8 @@ class NodeServer(NodeView):
             ("acl_access_denied_auth", self.auth_failures),  # Redis's name for the same count
             ("oom_rejections", node.oom_rejections),  # writes refused over maxmemory, as leader
             ("disk_full_rejections", node.disk_rejections),  # ... on a nearly full disk
+            # ... because a member could not apply them (replikv.features)
+            ("feature_level_rejections", node.feature_rejections),
         ]
         used, rss = node.state.used_bytes(), resident_bytes()
         memory: list[tuple[str, object]] = [

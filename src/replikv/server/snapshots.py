@@ -18,7 +18,9 @@ their I/O with the snapshot store (`replikv.storage.snapshot`):
   the snapshot.
 
 A snapshot's manifest carries, besides index and term, `extra = {"membership": <config entry
-bytes>, "time_ms": <the state's time>}`.
+bytes>, "time_ms": <the state's time>, "feature_level": <the cluster's level at the index, see
+replikv.features; absent in snapshots written before feature levels, which are at the legacy
+level>}`.
 
 Online backups (`GET /backup` on the admin port, `replikv backup create`) are snapshots taken on
 demand: `open_backup` forces a job whatever the thresholds, waits until it is durable (and, on a
@@ -40,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from replikv.features import FEATURE_LEVEL_LEGACY, level_check
 from replikv.invariants import InvariantViolation
 from replikv.raft.core import SnapshotMeta
 from replikv.raft.membership import Membership, MembershipError
@@ -96,6 +99,12 @@ def load_snapshot(info: SnapshotInfo) -> tuple[SnapshotMeta, KVState, int, Sessi
         time_ms = int(extra.get("time_ms", 0))
     except (KeyError, TypeError, ValueError, MembershipError) as e:
         raise SnapshotLoadError(f"snapshot {info.path} lacks a valid membership: {e}") from None
+    try:
+        # Written by replikv since feature levels; an older snapshot is at the legacy level.
+        feature_level = level_check(extra.get("feature_level", FEATURE_LEVEL_LEGACY),
+                                    f"snapshot {info.path}")
+    except ValueError as e:
+        raise SnapshotLoadError(str(e)) from None
     ended: list[SnapshotInfo] = []
     sections: dict[str, bytes] = {}
 
@@ -109,6 +118,7 @@ def load_snapshot(info: SnapshotInfo) -> tuple[SnapshotMeta, KVState, int, Sessi
                 ended.append(event[1])
 
     state = KVState.from_records(items())
+    state.feature_level = feature_level
     if not ended:
         raise SnapshotLoadError(f"snapshot {info.path} ended without its trailer")
     digest = ended[0].state_digest
@@ -338,7 +348,8 @@ class SnapshotRuntime:
         manifest = {"index": job.index, "term": job.term, "created_ms": time.time_ns() // 10**6,
                     "node_id": server.node_id, "cluster_id": server.settings.cluster_id,
                     "replication_mode": server.settings.replication,
-                    "extra": {"membership": job.membership.encode(), "time_ms": job.time_ms}}
+                    "extra": {"membership": job.membership.encode(), "time_ms": job.time_ms,
+                              "feature_level": job.feature_level}}
         writer = self.store.writer(manifest)
         try:
             await write_state(writer, job.cursor, self._io)

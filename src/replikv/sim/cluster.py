@@ -35,6 +35,7 @@ from typing import NoReturn
 import msgpack
 
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
+from replikv.features import FEATURE_LEVEL
 from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, RolledBack, SnapshotJob
 from replikv.raft.core import COMMIT_BROADCAST_DELAY_MS, RaftConfig, RaftCore, Role, SnapshotMeta
@@ -283,6 +284,10 @@ class SimCluster:
                               raft, state, rng=random.Random(self.rng.getrandbits(64)))
         node.core.state_time_ms = time_ms
         node.core.sessions = sessions
+        # Every simulated node runs this replikv: each has told the others its level.
+        for peer in self.nodes:
+            if peer != node.id:
+                node.core.peer_features(peer, FEATURE_LEVEL)
         node.up, node.paused, node.persisting, node.held = True, False, None, []
         node.commit_timer = False
         node.incarnation += 1
@@ -375,7 +380,7 @@ class SimCluster:
             self._note(f"{node.id} SNAPSHOT at {job.index} abandoned")
             return
         blob = msgpack.packb([job.index, job.term, job.membership.encode(), job.time_ms, records,
-                              job.sessions], use_bin_type=True)
+                              job.sessions, job.feature_level], use_bin_type=True)
         meta = SnapshotMeta(job.index, job.term, job.membership)
         node.disk.save_snapshot(SimSnapshot(meta, blob), core.raft.snapshots_in_use())
         offset = core.snapshot_saved(job, len(blob))
@@ -632,7 +637,8 @@ class SimCluster:
             return
         node.digest_checked = applied
         if applied and applied <= len(self.committed):
-            digest = node.core.digest()
+            # The cluster's feature level is replicated state too, outside the keyspace digest.
+            digest = f"{node.core.digest()}/level {node.core.state.feature_level}"
             seen = self.digest_at.setdefault(applied, (digest, node.id))
             if seen[0] != digest:
                 self._violation(f"state digests differ at applied index {applied}: {seen[1]} and "
@@ -655,5 +661,8 @@ def _describe(message: object) -> str:
 
 def _load_sim_snapshot(blob: bytes) -> tuple[KVState, int, SessionTable]:
     """The state, its time and the session table from a simulated snapshot."""
-    _index, _term, _membership, time_ms, records, sessions = msgpack.unpackb(blob, use_list=True)
-    return KVState.from_records(records), time_ms, SessionTable.from_bytes(sessions)
+    _index, _term, _membership, time_ms, records, sessions, feature_level = msgpack.unpackb(
+        blob, use_list=True)
+    state = KVState.from_records(records)
+    state.feature_level = feature_level
+    return state, time_ms, SessionTable.from_bytes(sessions)

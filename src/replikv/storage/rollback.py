@@ -36,7 +36,13 @@ from typing import NotRequired, TypedDict
 
 import msgpack
 
-from replikv.entries import ENTRY_COMMAND, ENTRY_EFFECTS, ENTRY_EXPIRE, as_bytes_list
+from replikv.entries import (
+    ENTRY_COMMAND,
+    ENTRY_EFFECTS,
+    ENTRY_EXPIRE,
+    ENTRY_FEATURES,
+    as_bytes_list,
+)
 from replikv.invariants import invariant
 from replikv.raft.membership import Membership, MembershipError, is_config_entry
 from replikv.storage.errors import CorruptRollbackFileError, CorruptStateError
@@ -325,7 +331,8 @@ class EntryDescription(TypedDict):
 
 def describe_entry(data: bytes, *, max_arg_bytes: int | None = None) -> EntryDescription:
     """What a log entry does, for people: {"kind", "time_ms", "text"} (plus "seed" for a
-    command that carries one). `kind` is "command", "expire", "effects", "noop" or "unknown";
+    command that carries one). `kind` is "command", "expire", "effects", "features", "membership", "noop" or
+    "unknown";
     `text` reads like a redis-cli line, `SET "k" "v"`, with unprintable bytes escaped.
     `max_arg_bytes` cuts each argument shown to that many bytes (None: show everything)."""
     if data == b"":
@@ -400,6 +407,9 @@ def _describe_known(decoded: list, max_arg_bytes: int | None) -> EntryDescriptio
             return None
         text = "; ".join(_render_operation(op, max_arg_bytes) for op in payload)
         return {"kind": "effects", "time_ms": time_ms, "text": text or "(no effects)"}
+    if kind == ENTRY_FEATURES and type(payload) is int:
+        return {"kind": "features", "time_ms": time_ms,
+                "text": f"(feature level {payload}: every member can apply its entries)"}
     return None
 
 

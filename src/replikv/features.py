@@ -1,0 +1,107 @@
+"""Feature levels: a cluster of mixed versions never logs an entry one of its members cannot apply.
+
+Every replica applies every committed entry, so a rolling upgrade (one node at a time, the
+others serving) has a window in which a newer leader could log what an older member cannot
+read: that member would stop on it, and with a second one lost the cluster with it. MongoDB
+has its featureCompatibilityVersion and etcd its cluster version for this; replikv has a
+feature level, one integer that grows whenever a release adds a kind of log entry or effect.
+
+- Each node advertises the level it can apply, FEATURE_LEVEL, in its peer handshake
+  (HANDSHAKE_KEY in the handshake's info map; a node from before feature levels sends none and
+  is taken to be at FEATURE_LEVEL_LEGACY).
+- The cluster's level is replicated state (`KVState.feature_level`, carried by snapshots): it
+  starts at FEATURE_LEVEL_LEGACY and only ever rises, by a log entry the leader proposes
+  (`ENTRY_FEATURES` in replikv.entries).
+- A write that needs a higher level than the cluster's (`needed_level`) makes the leader raise
+  the level first, in the same log, but only when every member (voters and standbys) has told
+  it, since it started, that it can apply that level. Otherwise the write is refused with an
+  error that names the member holding it back and what to do. Once raised, the level stays,
+  so a member that is merely down does not hold the feature back again.
+- A node that reads a level above its own (in its log or in a snapshot) stops and says to run
+  a newer replikv on it: applying on would make it diverge.
+
+What each level adds is in LEVELS, and the README's "Upgrading" section tells operators what
+to expect. The rule for a release: a new kind of log entry or of effect gets a new level and
+its commands go in COMMAND_LEVELS. In active replication the log holds commands, so there a
+new command, or a new option of one, is a new kind of entry too.
+"""
+
+from __future__ import annotations
+
+from replikv.commands.transactions import split_exec
+from replikv.replies import ErrorReply
+
+# What a node that advertises no level can apply: everything replikv logged before feature
+# levels existed (strings, sets, hashes, lists, sorted sets, transactions, pipeline batches).
+FEATURE_LEVEL_LEGACY = 1
+FEATURE_LEVEL = 1  # what this replikv can apply
+FEATURE_LEVEL_MAX = 1 << 16  # a level read from a peer or a file above this is garbage
+HANDSHAKE_KEY = "features"  # the peer handshake's info key (its values are strings)
+
+# What each level brings, for errors, status and the README.
+LEVELS: dict[int, str] = {
+    1: "strings, sets, hashes, lists, sorted sets, transactions and pipeline batches",
+}
+
+# Commands whose log entries need a level above FEATURE_LEVEL_LEGACY: lowercase name -> level.
+COMMAND_LEVELS: dict[bytes, int] = {}
+
+
+def command_level(argv: list[bytes] | tuple[bytes, ...]) -> int:
+    """The level a member needs to apply the entry of this one command (not an EXEC form)."""
+    return COMMAND_LEVELS.get(argv[0].lower(), FEATURE_LEVEL_LEGACY) if COMMAND_LEVELS \
+        else FEATURE_LEVEL_LEGACY
+
+
+def needed_level(argv: list[bytes]) -> tuple[int, bytes]:
+    """The level a member needs to apply the entry of `argv`, a client write or an internal
+    EXEC form (a transaction or a pipeline batch: its highest command's), and the name of the
+    command that needs it. Raises CommandError for a malformed EXEC form."""
+    if not COMMAND_LEVELS:
+        return FEATURE_LEVEL_LEGACY, argv[0]
+    if argv[0].lower() != b"exec":
+        return command_level(argv), argv[0]
+    return max(((command_level(c), c[0]) for c in split_exec(argv)),
+               key=lambda pair: pair[0], default=(FEATURE_LEVEL_LEGACY, argv[0]))
+
+
+def parse_advertised(info: dict[str, str]) -> int:
+    """The level a peer's handshake info advertises; FEATURE_LEVEL_LEGACY when it says
+    nothing (a node from before feature levels). ValueError for a value that is not a level."""
+    raw = info.get(HANDSHAKE_KEY)
+    if raw is None:
+        return FEATURE_LEVEL_LEGACY
+    if not raw.isdigit() or len(raw) > 6:
+        raise ValueError(f"bad feature level {raw[:16]!r}")
+    level = int(raw)
+    if not FEATURE_LEVEL_LEGACY <= level <= FEATURE_LEVEL_MAX:
+        raise ValueError(f"feature level {level} out of range")
+    return level
+
+
+def level_check(level: object, where: str) -> int:
+    """A cluster level read from the log or a snapshot, checked: an int this replikv can
+    apply. ValueError (saying what to do) otherwise."""
+    if type(level) is not int or not FEATURE_LEVEL_LEGACY <= level <= FEATURE_LEVEL_MAX:
+        raise ValueError(f"{where}: {level!r} is not a feature level")
+    if level > FEATURE_LEVEL:
+        raise ValueError(f"{where}: the cluster is at feature level {level}, and this replikv "
+                         f"can apply only up to level {FEATURE_LEVEL}: run a newer replikv on "
+                         "this node (never an older one than the rest of the cluster)")
+    return level
+
+
+def level_error(command: bytes, needed: int, member: str, advertised: int | None
+                ) -> ErrorReply:
+    """The error for a write that needs `needed` while `member` is behind or unknown."""
+    name = command.decode("utf-8", "replace").upper()[:64]
+    if advertised is None:
+        why = (f"{member} has not connected to this leader since it started, so its level is "
+               f"unknown: retry once {member} is up, or remove it (replikv member remove)")
+    else:
+        why = (f"{member} runs a replikv at level {advertised}: upgrade it first (replikv "
+               "status shows each member's level)")
+    return ErrorReply(f"ERR {name} needs every member of the cluster at feature level "
+                      f"{needed} or later, and {why}")
+
+
