@@ -33,7 +33,7 @@ echo "==> installing replikv${extras} into .venv"
 install_debian_package redis-cli redis-tools "$want_tests"
 # redis-benchmark (also redis-tools): `replikv bench --redis-benchmark` and its test.
 [ "$want_tests" = 1 ] && install_debian_package redis-benchmark redis-tools 1
-# redis-server: tests/unit/test_{hashes,lists,zsets}_against_redis.py send the same commands to a
+# redis-server: tests/unit/test_{hashes,lists,zsets,pubsub}_against_redis.py send the same commands to a
 # real Redis and to replikv and compare every reply (no system service is started: it runs its own).
 [ "$want_tests" = 1 ] && install_debian_server_package redis-server redis-server 1
 # haproxy: tests/integration/test_haproxy.py runs the config `replikv haproxy-config` prints.

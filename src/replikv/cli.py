@@ -145,6 +145,10 @@ _add_backup_commands()
 @click.option("--tls-auth-clients", is_flag=True, default=None,
               help="TLS: clients and admin API callers must present a certificate signed by "
                    "the CA too. [default: off]")
+@click.option("--pubsub-output-buffer-limit-bytes", type=int,
+              help="Disconnect a subscriber whose unsent messages exceed this many bytes "
+                   "(Redis's client-output-buffer-limit pubsub hard limit). "
+                   "[default: 33554432]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="[default: info]")
 @click.option("--fault-injection", is_flag=True, default=None,
@@ -169,6 +173,7 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
          disk_min_free_bytes: int | None, maxmemory: str | None,
          requirepass_file: Path | None, tls_cert_file: Path | None, tls_key_file: Path | None,
          tls_ca_cert_file: Path | None, tls_auth_clients: bool | None,
+         pubsub_output_buffer_limit_bytes: int | None,
          fault_injection: bool | None, log_level: str | None,
          log_format: str | None) -> None:
     """Run one replikv node in the foreground.
@@ -212,7 +217,8 @@ def node(config_file: Path | None, node_id: str | None, data_dir: Path | None,
                  "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file,
                  "tls_ca_cert_file": tls_ca_cert_file, "tls_auth_clients": tls_auth_clients,
                  "auto_replace_after_ms": auto_replace_after_ms, "log_level": log_level,
-                 "log_format": log_format, "fault_injection": fault_injection}
+                 "log_format": log_format, "fault_injection": fault_injection,
+                 "pubsub_output_buffer_limit_bytes": pubsub_output_buffer_limit_bytes}
     try:
         settings = load_settings(config_file, overrides)
     except ConfigError as e:
@@ -581,10 +587,15 @@ def _backup_replication_mode(backup_file: Path, replication: str) -> str:
               show_default=True,
               help="Send 30% of the client operations as MULTI ... EXEC transactions (with an "
                    "INCR of a side key); off keeps every seed's run as it was before.")
+@click.option("--publishes", type=click.Choice(["on", "off"]), default="on",
+              show_default=True,
+              help="Also send PUBLISH and SPUBLISH (alone, in transactions, in pipeline "
+                   "batches) and check that every node delivers each committed entry's "
+                   "messages once, in log order; off replays a seed as it ran before.")
 @click.option("--trace", is_flag=True, help="Print the event trace (use with --seed).")
 def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, duration_ms: int,
         replication: str, membership: str, snapshots: str, transactions: str,
-        trace: bool) -> None:
+        publishes: str, trace: bool) -> None:
     """Run the real node cores in a simulated world, one seed at a time.
 
     Each seed drives a cluster through network faults (delay, loss, duplication, reordering,
@@ -609,7 +620,7 @@ def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, durat
                        trace_all=trace,
                        replication=None if replication == "seed" else replication,
                        membership=choice[membership], snapshots=choice[snapshots],
-                       transactions=transactions == "on")
+                       transactions=transactions == "on", publishes=publishes == "on")
     todo = [seed] if seed is not None else list(range(first, first + seeds))
     failed = []
     totals = {"ops": 0, "faults": 0, "events": 0, "elections": 0, "transactions": 0}
@@ -634,7 +645,8 @@ def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, durat
         click.echo("last events:\n  " + "\n  ".join(r.trace[-25:]), err=True)
         click.echo(f"replay: replikv sim --seed {r.seed} --nodes {nodes} --faults {faults} "
                    f"--duration-ms {duration_ms} --replication {replication} --membership "
-                   f"{membership} --snapshots {snapshots} --transactions {transactions} --trace",
+                   f"{membership} --snapshots {snapshots} --transactions {transactions} "
+                   f"--publishes {publishes} --trace",
                    err=True)
     sent = f" (in transactions: {totals['transactions']})" if transactions == "on" else ""
     click.echo(f"seeds run: {len(todo)} ({len(todo) / elapsed:.1f} seeds/s), faults injected: "

@@ -347,7 +347,8 @@ def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> 
     raw.update({k: v for k, v in overrides.items() if v is not None})
     if overrides.get("requirepass_file") is not None:
         raw.pop("requirepass", None)  # the flag overrides the file's password too
-    unknown = set(raw) - _SIMPLE - {"max_bulk_bytes", "backup_every"}
+    unknown = set(raw) - _SIMPLE - {"max_bulk_bytes", "backup_every",
+                                    "pubsub_output_buffer_limit_bytes"}
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     for name in ("id", "data_dir", "listen", "peer_listen", "peers"):
@@ -370,6 +371,16 @@ def load_settings(config_file: Path | None, overrides: Mapping[str, object]) -> 
     limits = DEFAULT_LIMITS
     if "max_bulk_bytes" in raw:
         limits = replace(limits, max_bulk_bytes=_int(raw.pop("max_bulk_bytes"), "max_bulk_bytes"))
+    if "pubsub_output_buffer_limit_bytes" in raw:
+        hard = _int(raw.pop("pubsub_output_buffer_limit_bytes"),
+                    "pubsub_output_buffer_limit_bytes")
+        if hard < 1:
+            raise ConfigError("pubsub_output_buffer_limit_bytes: expected a positive number "
+                              "of bytes")
+        # The soft limit (Redis's 8mb for 60 s) stays at most the hard one.
+        limits = replace(limits, pubsub_output_hard_limit_bytes=hard,
+                         pubsub_output_soft_limit_bytes=min(
+                             hard, limits.pubsub_output_soft_limit_bytes))
     settings = NodeSettings(
         id=str(raw["id"]),
         data_dir=Path(str(raw["data_dir"])),

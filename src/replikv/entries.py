@@ -111,6 +111,9 @@ def entry_time_ms(data: bytes) -> int | None:
 
 
 ALL_KEYS = b"*"  # what entry_keys names for a FLUSHALL
+# EFFECT_PUBLISH and EFFECT_SPUBLISH (replikv.state; a module that imports this one): a channel,
+# not a key.
+_PUBLISH_EFFECTS = (23, 24)
 
 
 def _command_keys(argv: list[bytes]) -> list[bytes]:
@@ -162,11 +165,47 @@ def entry_keys(data: bytes) -> list[bytes]:
         for op in payload:
             if isinstance(op, list) and len(op) == 1:
                 return [ALL_KEYS]  # the flush effect
+            if isinstance(op, list) and op and op[0] in _PUBLISH_EFFECTS:
+                continue  # a message, not a key
             if (isinstance(op, list) and len(op) > 1 and isinstance(op[1], bytes)
                     and op[1] not in keys):
                 keys.append(op[1])
         return keys
     return []
+
+
+def entry_publishes(data: bytes) -> list[tuple[bool, bytes, bytes]]:
+    """The messages a log entry publishes, (sharded, channel, message) in order: its publish
+    effects (passive), or its PUBLISH and SPUBLISH commands, alone or in a transaction or a
+    pipeline's batch (active). For checks and tools: a node takes what it delivers from the
+    state's outbox as it applies (a write its session already applied publishes nothing)."""
+    if not data or is_config_entry(data):
+        return []
+    try:
+        decoded = msgpack.unpackb(data, use_list=True)
+    except (ValueError, msgpack.UnpackException):
+        return []
+    if not (isinstance(decoded, list) and len(decoded) >= 3):
+        return []
+    kind, payload = decoded[0], decoded[2]
+    out: list[tuple[bool, bytes, bytes]] = []
+    if kind == ENTRY_EFFECTS and isinstance(payload, list):
+        for op in payload:
+            if isinstance(op, list) and len(op) == 3 and op[0] in _PUBLISH_EFFECTS:
+                out.append((op[0] == _PUBLISH_EFFECTS[1], op[1], op[2]))
+    elif kind == ENTRY_COMMAND:
+        argv = as_bytes_list(payload) or []
+        commands = [argv]
+        if argv and argv[0].lower() == b"exec":
+            try:
+                commands = split_exec(argv)
+            except CommandError:
+                return []
+        for command in commands:
+            name = command[0].lower() if command else b""
+            if name in (b"publish", b"spublish") and len(command) == 3:
+                out.append((name == b"spublish", command[1], command[2]))
+    return out
 
 
 def as_bytes_list(value: object) -> list[bytes] | None:

@@ -34,17 +34,18 @@ from replikv.replies import ErrorReply
 # What a node that advertises no level can apply: everything replikv logged before feature
 # levels existed (strings, sets, hashes, lists, sorted sets, transactions, pipeline batches).
 FEATURE_LEVEL_LEGACY = 1
-FEATURE_LEVEL = 1  # what this replikv can apply
+FEATURE_LEVEL = 2  # what this replikv can apply
 FEATURE_LEVEL_MAX = 1 << 16  # a level read from a peer or a file above this is garbage
 HANDSHAKE_KEY = "features"  # the peer handshake's info key (its values are strings)
 
 # What each level brings, for errors, status and the README.
 LEVELS: dict[int, str] = {
     1: "strings, sets, hashes, lists, sorted sets, transactions and pipeline batches",
+    2: "pub/sub: entries carrying PUBLISH and SPUBLISH messages",
 }
 
 # Commands whose log entries need a level above FEATURE_LEVEL_LEGACY: lowercase name -> level.
-COMMAND_LEVELS: dict[bytes, int] = {}
+COMMAND_LEVELS: dict[bytes, int] = {b"publish": 2, b"spublish": 2}
 
 
 def command_level(argv: list[bytes] | tuple[bytes, ...]) -> int:
@@ -96,8 +97,8 @@ def level_error(command: bytes, needed: int, member: str, advertised: int | None
     """The error for a write that needs `needed` while `member` is behind or unknown."""
     name = command.decode("utf-8", "replace").upper()[:64]
     if advertised is None:
-        why = (f"{member} has not connected to this leader since it started, so its level is "
-               f"unknown: retry once {member} is up, or remove it (replikv member remove)")
+        why = (f"{member} has no link to this leader, so its level is unknown: retry once "
+               f"{member} is up, or remove it (replikv member remove)")
     else:
         why = (f"{member} runs a replikv at level {advertised}: upgrade it first (replikv "
                "status shows each member's level)")

@@ -20,6 +20,12 @@ class Limits:
     max_inline_bytes: int = 64 * KIB  # one inline (telnet-style) command line
     max_pipeline_commands: int = 10_000  # commands parsed from one read before replying
     max_client_connections: int = 10_000
+    # A subscriber's output not yet sent (Redis's `client-output-buffer-limit pubsub 32mb 8mb
+    # 60`): over the hard limit, or over the soft one for soft_ms in a row, it is disconnected.
+    # (Other clients cannot grow it: a client that does not read its replies is not read.)
+    pubsub_output_hard_limit_bytes: int = 32 * MIB
+    pubsub_output_soft_limit_bytes: int = 8 * MIB
+    pubsub_output_soft_limit_ms: int = 60_000
 
     # Peers.
     max_peer_frame_bytes: int = 256 * MIB  # one peer message on the wire

@@ -25,6 +25,13 @@ index is held until those commit, so no read ever shows a write that could still
 A connection's session remembers the index of its last write, and its later reads on any node
 wait until that index is applied (read your writes).
 
+Pub/sub. PUBLISH is a write that changes no key: its entry carries the message (an effect in
+passive mode, the command in active mode). The state puts what an entry publishes in an outbox;
+the node takes it after each entry and hands it to the driver (NodeReady.published) only once
+the entry has committed: a follower as it applies, a leader from the applied-ahead record when
+the index commits (dropped with the record if the entry is undone). `subscriptions` is the
+driver's record of this node's subscribers, which PUBLISH's reply counts on the leader.
+
 Every request has a deadline; its error says whether the command certainly did not take effect
 (TRYAGAIN) or might have (UNKNOWN).
 
@@ -39,6 +46,7 @@ The driver loop (asyncio server or simulator) is the raft one with node-level ex
     while node.has_ready():
         rd = node.ready()
         deliver(rd.replies); send(rd.early_messages)
+        publish(rd.published)             # committed messages to this node's subscribers
         save(rd.rolled_back)              # a rollback file, before the replacing entries
         persist(rd.raft.hard_state, rd.raft.entries)
         send(rd.raft.messages); node.advance(rd)
@@ -56,7 +64,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from replikv.commands import grows_memory, parse_command
+from replikv.commands import grows_log, grows_memory, parse_command
 from replikv.commands.transactions import (
     WATCH_POINT_NAME_LOWER,
     WATCH_SCAN_MAX,
@@ -91,6 +99,7 @@ from replikv.node_messages import (
     WaitReply,
     WaitRequest,
 )
+from replikv.pubsub import Published, Subscriptions
 from replikv.raft.core import RaftCore, Ready, SnapshotMeta
 from replikv.raft.membership import (
     ADD_LEARNER,
@@ -229,6 +238,9 @@ class NodeReady:
     replies: list[tuple[int, object]] = field(default_factory=list)
     # Save these (a rollback file) before persisting raft.entries, which replace them.
     rolled_back: list[RolledBack] = field(default_factory=list)
+    # Messages of PUBLISH and SPUBLISH entries that committed, in log order: hand them to this
+    # node's subscribers (replikv.pubsub). Never an entry that is not committed.
+    published: list[Published] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -317,6 +329,9 @@ class _AppliedAhead(NamedTuple):
     undo: Any
     time_before_ms: int
     session_undo: Any = None  # the entry's record in the session table
+    # What the entry published, (sharded, channel, message): delivered once it commits,
+    # dropped if it is undone.
+    published: list[tuple[bool, bytes, bytes]] | None = None
 
 
 def encode_command_entry(argv: list[bytes], time_ms: int, seed: int = 0,
@@ -353,6 +368,13 @@ class NodeCore:
         self.raft = raft
         self.state = state
         self.rng = rng if rng is not None else random.Random(0)
+        # Pub/sub: this node's subscriptions, which the driver keeps (the runtime's
+        # connections subscribe through it) and PUBLISH counts on the leader; and the messages
+        # of committed entries not yet handed to the driver (NodeReady.published).
+        self.subscriptions = Subscriptions()
+        self._published: list[Published] = []
+        self.published_total = 0  # messages of committed entries handed to the driver
+        self._attach_pubsub(state)
         self.now_ms = 0
         # The state reflects the log through applied_index. On the leader that may be ahead of
         # the commit index: _ahead holds the undo records of those entries, oldest first.
@@ -498,9 +520,14 @@ class NodeCore:
         self._add_request(req)
         self._route(req)
 
-    def peer_features(self, node_id: str, level: int) -> None:
-        """A member's peer link told us the feature level its replikv can apply."""
-        self.peer_levels[node_id] = level
+    def peer_features(self, node_id: str, level: int | None) -> None:
+        """A member's peer link told us the feature level its replikv can apply; None: its link
+        closed, so it is unknown until the member connects again (it may come back running
+        another replikv)."""
+        if level is None:
+            self.peer_levels.pop(node_id, None)
+        else:
+            self.peer_levels[node_id] = level
 
     def members_below(self, level: int) -> list[tuple[str, int | None]]:
         """The other members (voters and standbys) not known to apply `level`: (id, advertised
@@ -621,7 +648,8 @@ class NodeCore:
     # -- the Ready cycle ------------------------------------------------------------------------
 
     def has_ready(self) -> bool:
-        return bool(self._replies or self._msgs or self._read_batch or self.raft.has_ready())
+        return bool(self._replies or self._msgs or self._read_batch or self._published
+                    or self.raft.has_ready())
 
     def ready(self) -> NodeReady:
         self._check_role()
@@ -649,8 +677,8 @@ class NodeCore:
         self._serve_reads()
         self._release_held()
         out = NodeReady(rd, early_messages=self._msgs, replies=self._replies,
-                        rolled_back=rolled_back)
-        self._msgs, self._replies = [], []
+                        rolled_back=rolled_back, published=self._published)
+        self._msgs, self._replies, self._published = [], [], []
         out.early_messages.extend(rd.early_messages)
         self._after_event()  # reads refused above are routed again in the next Ready
         return out
@@ -680,7 +708,8 @@ class NodeCore:
         for e in log.slice(self.applied_index + 1, log.last_index + 1):
             before = self.state_time_ms
             undo, session_undo = self._apply_entry(e, recorded=True)
-            self._ahead.append(_AppliedAhead(e.index, e.term, undo, before, session_undo))
+            self._ahead.append(_AppliedAhead(e.index, e.term, undo, before, session_undo,
+                                             self.state.take_published() or None))
             self.applied_index = e.index
 
     def _undo_uncommitted(self) -> None:
@@ -797,7 +826,10 @@ class NodeCore:
             refusal = ERR_OOM
         if refusal is not None:
             try:
-                admitted = self._admit_refusing(argv, refusal, grows_memory)
+                # A nearly full disk also refuses PUBLISH: it adds no key, but its message to
+                # the log.
+                admitted = self._admit_refusing(
+                    argv, refusal, grows_memory if refusal is ERR_OOM else grows_log)
             except CommandError as e:
                 return e.reply()
             if isinstance(admitted, ErrorReply):
@@ -814,6 +846,7 @@ class NodeCore:
                 return NullArray  # EXEC's nil: a watched key changed
         seed = self.rng.getrandbits(31) + 1 if name in RANDOM_WRITES else 0
         reply, effects, undo = self.state.execute_recorded(argv, t, seed, parsed)
+        published = self.state.take_published()
         self.commands_executed += 1
         for refused, error in reversed(refusals):
             reply = _with_refused(reply, refused, error)
@@ -827,7 +860,7 @@ class NodeCore:
             self.state.undo(undo)
             return ErrorReply(ERR_EFFECTS_TOO_LARGE.format(
                 limit=self.config.limits.max_entry_bytes))
-        index = self._propose_applied(data, undo, t)
+        index = self._propose_applied(data, undo, t, published or None)
         if index is None:
             return None
         if session_rec is not None:
@@ -1067,6 +1100,7 @@ class NodeCore:
             return False
         invariant(not self._ahead, "a follower with entries applied ahead")
         self.state = state
+        self._attach_pubsub(state)
         self.sessions = sessions if sessions is not None else SessionTable()
         self.applied_index = meta.index
         self._bytes_at_snapshot = self._bytes_applied
@@ -1078,15 +1112,19 @@ class NodeCore:
         self._after_event()
         return True
 
-    def _propose_applied(self, data: bytes, undo: Undo, time_ms: int) -> int | None:
-        """Propose an entry whose change is already applied; undo it if the proposal fails."""
+    def _propose_applied(self, data: bytes, undo: Undo, time_ms: int,
+                         published: list[tuple[bool, bytes, bytes]] | None = None
+                         ) -> int | None:
+        """Propose an entry whose change is already applied; undo it if the proposal fails.
+        `published`: its messages, delivered once it commits."""
         at = self.raft.propose([data])
         if at is None:
             self.state.undo(undo)
             return None
         index, term = at
         self.proposals_total += 1
-        self._ahead.append(_AppliedAhead(index, term, undo, self.state_time_ms))
+        self._ahead.append(_AppliedAhead(index, term, undo, self.state_time_ms,
+                                         published=published))
         self.state_time_ms = max(self.state_time_ms, time_ms)
         self.applied_index = index
         times = self._propose_times
@@ -1440,11 +1478,15 @@ class NodeCore:
                 invariant(a.index == e.index and a.term == e.term,
                           "committed entry %d/%d is not the one applied ahead (%d/%d)",
                           e.index, e.term, a.index, a.term)
+                if a.published:
+                    self._deliver_published(e.index, a.published)
             else:
                 invariant(e.index == self.applied_index + 1,
                           "applying %d after %d", e.index, self.applied_index)
                 self._apply_entry(e, recorded=False)
                 self.applied_index = e.index
+                if self.state.published:
+                    self._deliver_published(e.index, self.state.take_published())
             if e.data:
                 self.entries_applied += 1
                 self._bytes_applied += len(e.data)
@@ -1454,6 +1496,18 @@ class NodeCore:
             prop = self._proposals.pop(e.index, None)
             if prop is not None:
                 self._on_committed(e.index, e.term, prop)
+
+    def _deliver_published(self, index: int, published: list[tuple[bool, bytes, bytes]]) -> None:
+        """The messages of the entry at `index`, which has committed, go to the driver."""
+        self._published.extend(Published(index, channel, message, sharded)
+                               for sharded, channel, message in published)
+        self.published_total += len(published)
+
+    def _attach_pubsub(self, state: KVState) -> None:
+        """Have `state` collect what PUBLISH entries publish, and count this node's
+        subscribers for PUBLISH's reply."""
+        state.published = []
+        state.pubsub = self.subscriptions
 
     def _apply_entry(self, e: Entry, *, recorded: bool) -> tuple[object | None, object | None]:
         """Apply one log entry to the state (and its session record to the session table);

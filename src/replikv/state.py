@@ -84,6 +84,10 @@ int opcode, holding only ints, bytes, None and lists (msgpack-ready):
                                           them) leave the sorted set at key
     [22, key, [member, score, ...], exp]  EFFECT_ZSET_REPLACE: key := a sorted set of exactly
                                           these members and scores with that absolute expiry
+    [23, channel, message]                EFFECT_PUBLISH: no key changes; the message goes to
+                                          the state's outbox (`published`), which the node core
+                                          delivers to its subscribers once the entry commits
+    [24, channel, message]                EFFECT_SPUBLISH: the same for a shard channel
 
 The string, set and hash operations state a result, never a delta that depends on a count or a
 clock, so applying such a list twice leaves the state it leaves applied once. The list
@@ -133,7 +137,7 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from sortedcontainers import SortedList
 
@@ -238,6 +242,8 @@ EFFECT_ZSET_ADD = 19
 EFFECT_ZSET_REMOVE = 20
 EFFECT_ZSET_REMOVE_RANGE = 21
 EFFECT_ZSET_REPLACE = 22
+EFFECT_PUBLISH = 23
+EFFECT_SPUBLISH = 24
 _EFFECT_LENGTHS = {
     EFFECT_SET_STRING: 4,
     EFFECT_DELETE: 2,
@@ -261,6 +267,8 @@ _EFFECT_LENGTHS = {
     EFFECT_ZSET_REMOVE: 3,
     EFFECT_ZSET_REMOVE_RANGE: 4,
     EFFECT_ZSET_REPLACE: 4,
+    EFFECT_PUBLISH: 3,
+    EFFECT_SPUBLISH: 3,
 }
 
 # Undo log entry tags. An entry is a tuple; undo applies a log's entries in reverse.
@@ -1059,6 +1067,14 @@ class Undo:
         self._done = False
 
 
+class _ReceiverCount(Protocol):
+    """What PUBLISH asks of a node's subscriptions (replikv.pubsub.Subscriptions)."""
+
+    def receivers(self, channel: bytes) -> int: ...
+
+    def shard_receivers(self, channel: bytes) -> int: ...
+
+
 class _Recording:
     __slots__ = ("effects", "log")
 
@@ -1117,6 +1133,9 @@ def _check_effect(index: int, effect: object) -> None:
     if opcode == EFFECT_FLUSH:
         return
     invariant(type(effect[1]) is bytes, where + ": the key is not bytes", index)  # type: ignore[index]
+    if opcode == EFFECT_PUBLISH or opcode == EFFECT_SPUBLISH:
+        invariant(type(effect[2]) is bytes, where + ": the message is not bytes", index)  # type: ignore[index]
+        return
     if opcode == EFFECT_SET_STRING:
         invariant(type(effect[2]) is bytes, where + ": the value is not bytes", index)  # type: ignore[index]
         invariant(_is_expiry(effect[3]), where + ": bad expiry", index)  # type: ignore[index]
@@ -1225,6 +1244,8 @@ class KVState:
         "_zset_count",
         "_zset_member_count",
         "feature_level",
+        "published",
+        "pubsub",
     )
 
     def __init__(self) -> None:
@@ -1259,6 +1280,12 @@ class KVState:
         # `_snapshot` first, so with no snapshot running copy-on-write costs one attribute test.
         self._snapshot_cursor: StateSnapshotCursor | None = None
         self._snapshot: StateSnapshotCursor | None = None
+        # Pub/sub, not replicated state (no digest, no snapshot): the messages PUBLISH and
+        # SPUBLISH ran or applied here, as (sharded, channel, message), for the node core to
+        # take after each entry (None: not collected, as in point-in-time recovery); and the
+        # node's subscriptions (replikv.pubsub.Subscriptions), which PUBLISH's reply counts.
+        self.published: list[tuple[bool, bytes, bytes]] | None = None
+        self.pubsub: _ReceiverCount | None = None
 
     # ---- the replicated and local entry points ----
 
@@ -1361,6 +1388,30 @@ class KVState:
             return error.reply()
         finally:
             self._rng = None
+
+    def publish(self, channel: bytes, message: bytes, *, sharded: bool) -> int:
+        """PUBLISH (SPUBLISH with `sharded`): no key changes; the message goes to the outbox
+        and, in a recorded execution, is the effect the entry carries. Returns the number of
+        local receivers (PUBLISH's reply on the leader; every replica computes it alike from
+        its own subscriptions, and only the leader's is answered)."""
+        recording = self._recording
+        if recording is not None:
+            recording.effects.append(
+                [EFFECT_SPUBLISH if sharded else EFFECT_PUBLISH, channel, message])
+        if self.published is not None:
+            self.published.append((sharded, channel, message))
+        view = self.pubsub
+        if view is None:
+            return 0
+        return view.shard_receivers(channel) if sharded else view.receivers(channel)
+
+    def take_published(self) -> list[tuple[bool, bytes, bytes]]:
+        """The outbox's messages, oldest first, and an empty outbox."""
+        published = self.published
+        if not published:
+            return []
+        self.published = []
+        return published
 
     def expired_keys(self, now_ms: int, limit: int) -> list[bytes]:
         """Keys whose expiry is <= now_ms, soonest first, at most `limit` of them. For the
@@ -2213,6 +2264,10 @@ class KVState:
         opcode = effect[0]
         if opcode == EFFECT_FLUSH:
             self.flush()
+            return
+        if opcode == EFFECT_PUBLISH or opcode == EFFECT_SPUBLISH:
+            if self.published is not None:
+                self.published.append((opcode == EFFECT_SPUBLISH, effect[1], effect[2]))
             return
         key = effect[1]
         if opcode == EFFECT_SET_STRING:

@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from replikv.client.credentials import admin_url, admin_urlopen, env_tls_files
+from replikv.features import FEATURE_LEVEL_LEGACY
 from replikv.storage.disk_space import DISK_LOW, format_bytes
 
 ANSWER_BYTES_MAX = 1024 * 1024  # a /status answer larger than this is not ours
@@ -289,6 +290,8 @@ def feature_warnings(answers: list[Answer]) -> list[Text]:
         if body is None:
             continue
         features = body.get("features")
+        if features is None:  # a replikv from before feature levels
+            features = {"this_node": FEATURE_LEVEL_LEGACY}
         if not isinstance(features, dict) or not isinstance(features.get("this_node"), int):
             continue
         levels[str(body.get("id", "?"))] = features["this_node"]

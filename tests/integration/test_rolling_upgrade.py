@@ -19,6 +19,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import redis
 
 from replikv.features import FEATURE_LEVEL, FEATURE_LEVEL_LEGACY
 
@@ -78,6 +79,10 @@ def assert_everywhere(cluster: Cluster, expected: dict) -> None:
             assert got == value, f"{node_id}: {key} holds {got!r}, not {value!r}"
 
 
+def admin_addresses(cluster: Cluster) -> str:
+    return ",".join(f"{HOST}:{n.admin_port}" for n in cluster.nodes.values())
+
+
 def upgrade(cluster: Cluster, node_id: str) -> None:
     """Stop the node cleanly and start this checkout's replikv on its data dir."""
     assert cluster.terminate(node_id) == 0, cluster.log_tail(node_id)
@@ -116,14 +121,35 @@ def test_a_rolling_upgrade_from_the_last_release_without_feature_levels(make_clu
         wait_until(lambda node_id=node_id: cluster.status(node_id)["features"]["members"]
                    .get(leader) == FEATURE_LEVEL_LEGACY, timeout_s=10,
                    what=f"{node_id} to learn {leader}'s feature level")
+    # The older leader cannot apply a publish entry (level 2), and says nothing of levels: an
+    # upgraded follower forwards PUBLISH to it, which answers its own unknown-command error.
+    # Once an upgraded node leads, it refuses PUBLISH while the older member remains, naming
+    # it; `replikv status` notes the mixed levels.
+    publisher = cluster.client(followers[0], decode_responses=True)
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        publisher.publish("news", "early")
+    shown = cluster.cli("status", "--nodes", admin_addresses(cluster))
+    assert "NOTE: the members run replikv of different feature levels" in shown.stdout, \
+        shown.stdout + shown.stderr
     # Then hand leadership to an upgraded node, and upgrade the old leader.
     switched = cluster.cli("switchover", "--to", followers[0])
     assert switched.returncode == 0, switched.stdout + switched.stderr
     wait_until(lambda: cluster.leader() == followers[0], timeout_s=10,
                what=f"{followers[0]} to lead")
     step(leader)
+    with pytest.raises(redis.ResponseError, match=(
+            f"PUBLISH needs every member of the cluster at feature level 2 or later, and "
+            f"{leader} runs a replikv at level 1: upgrade it first")):
+        publisher.publish("news", "too soon")
     upgrade(cluster, leader)
     step(followers[1])
+    # Every member runs level 2 now (the leader learns the old leader's as it reconnects):
+    # PUBLISH raises the cluster's level through the log, then goes through.
+    wait_until(lambda: publisher.publish("news", "now") == 0, timeout_s=10,
+               what="PUBLISH to be accepted once every member runs level 2")
+    for node_id in cluster.ids:
+        wait_until(lambda node_id=node_id: cluster.status(node_id)["features"]["cluster_level"]
+                   == FEATURE_LEVEL, timeout_s=10, what=f"{node_id} at the cluster's new level")
     # Every member now runs this replikv and says so to the leader (which is the one that
     # decides; a follower hears only from members that send it something: the leader, and
     # candidates); nothing of the older code's log or snapshots was lost or refused.
@@ -136,7 +162,6 @@ def test_a_rolling_upgrade_from_the_last_release_without_feature_levels(make_clu
         assert features["this_node"] == FEATURE_LEVEL
         assert set(features["members"].values()) <= {FEATURE_LEVEL, None}
         assert "ERROR" not in cluster.log_text(node_id), cluster.log_tail(node_id)
-    shown = cluster.cli("status", "--nodes", ",".join(
-        f"{HOST}:{n.admin_port}" for n in cluster.nodes.values()))
+    shown = cluster.cli("status", "--nodes", admin_addresses(cluster))
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "different feature levels" not in shown.stdout

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from replikv import features
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
 from replikv.node import NodeConfig, NodeCore, RolledBack
+from replikv.pubsub import Published
 from replikv.raft.core import RaftConfig, RaftCore
 from replikv.raft.messages import Entry
 from replikv.state import KVState
@@ -50,6 +51,8 @@ class Cluster:
         self.down: set[str] = set()
         self.queue: list[tuple[str, str, object]] = []  # (to, src, message)
         self.replies: dict[str, dict[int, object]] = {i: {} for i in self.ids}
+        # What each node handed its driver to deliver to subscribers (NodeReady.published).
+        self.published: dict[str, list[Published]] = {i: [] for i in self.ids}
         self.blocked: set[tuple[str, str]] = set()  # (src, to) pairs whose messages are dropped
         self.sent_log: list[tuple[str, str, object]] = []
         # deliver() sends a commit index nothing carried once the network is quiet, as the
@@ -88,6 +91,7 @@ class Cluster:
             rd = node.ready()
             for req_id, value in rd.replies:
                 self.replies[node_id][req_id] = value
+            self.published[node_id].extend(rd.published)
             for env in rd.early_messages:
                 self._send(node_id, env.to, env.message)
             disk = self.disks[node_id]

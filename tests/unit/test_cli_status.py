@@ -538,5 +538,8 @@ def test_members_of_different_feature_levels_are_noted_under_the_table() -> None
         ("NOTE: the members run replikv of different feature levels (n1 2, n2 2, n3 1) (the "
         "cluster's log is at level 1): writes that need level 2 are refused until every "
         "member runs a replikv of that level; finish the upgrade")]
-    same = [(at(LEADER, "n1", 2), None), (at(FOLLOWER, "n2", 2), None), (LEADER, None)]
+    same = [(at(LEADER, "n1", 2), None), (at(FOLLOWER, "n2", 2), None), (None, "timed out")]
     assert status_view.feature_warnings(same) == []
+    # A node whose /status has no "features" runs a replikv from before feature levels: 1.
+    older = [(at(FOLLOWER, "n1", 2), None), ({**LEADER, "id": "n2"}, None)]
+    assert "(n1 2, n2 1)" in status_view.feature_warnings(older)[0].plain

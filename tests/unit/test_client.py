@@ -313,14 +313,18 @@ def test_commands_bound_to_one_connection_are_refused():
                  ("REPLIKV", "WITH", "W", "1", "SET", "k", "v"), ("HELLO", 3)):
         with pytest.raises(UnsupportedCommand):
             kv.execute_command(*args)
-    # Pub/sub, every command of it (PUBLISH once reached the server as an unknown command).
-    for args in (("PUBLISH", "ch", "m"), ("SPUBLISH", "ch", "m"), ("PUBSUB", "CHANNELS"),
-                 ("SUBSCRIBE", "ch"), ("UNSUBSCRIBE",), ("PUNSUBSCRIBE",), ("MONITOR",)):
-        with pytest.raises(UnsupportedCommand, match="not supported by replikv"):
+    # Subscriptions belong to one connection (PUBLISH is a write: routed, below).
+    for args in (("SUBSCRIBE", "ch"), ("UNSUBSCRIBE",), ("PSUBSCRIBE", "c*"),
+                 ("PUNSUBSCRIBE",), ("SSUBSCRIBE", "ch"), ("SUNSUBSCRIBE",)):
+        with pytest.raises(UnsupportedCommand, match=r"redis.Redis\(host, port\).pubsub\(\)"):
             kv.execute_command(*args)
-    for method in (kv.pubsub, kv.monitor):
+    with pytest.raises(UnsupportedCommand, match="one node's subscriptions"):
+        kv.execute_command("PUBSUB", "CHANNELS")
+    with pytest.raises(UnsupportedCommand, match=r"pubsub\(\) is not available"):
+        kv.pubsub()
+    for call in (lambda: kv.execute_command("MONITOR"), kv.monitor):
         with pytest.raises(UnsupportedCommand, match="not supported by replikv"):
-            method()
+            call()
     # A transaction is sent as MULTI ... EXEC on one connection by pipeline(transaction=True);
     # anything but data commands inside one is refused before anything is sent.
     with pytest.raises(UnsupportedCommand, match="cannot be inside a transaction"):

@@ -185,6 +185,9 @@ def test_commands_are_routed_by_the_nodes_command_table():
     assert route(("ZADD", "k", 1, "m")).kind is Kind.WRITE
     assert route(("ZRANGE", "k", 0, -1)).kind is Kind.READ
     assert route(("ZUNIONSTORE", "d", 2, "a", "b")).kind is Kind.WRITE
+    # PUBLISH goes through the log like a write: to the leader, retried with its session.
+    assert route(("PUBLISH", "ch", "m")).kind is Kind.WRITE
+    assert route(("SPUBLISH", "ch", "m")).kind is Kind.WRITE
     assert route(("XADD", "k", "*", "f", "v")).kind is Kind.OTHER
     assert route(("CLIENT SETNAME", "x")).args == ("CLIENT", "SETNAME", "x")
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from replikv.commands import COMMANDS, CommandSpec, keys_of, lookup, parse_command
+from replikv.commands import (
+    COMMANDS,
+    CommandSpec,
+    grows_log,
+    grows_memory,
+    keys_of,
+    lookup,
+    parse_command,
+)
 from replikv.replies import CommandError, wrong_arity
 
 EXPECTED_COMMANDS = {
@@ -34,6 +42,8 @@ EXPECTED_COMMANDS = {
     "zintercard", "zunionstore", "zinterstore", "zdiffstore",
     # introspection: containers of key subcommands (OBJECT ENCODING key, MEMORY USAGE key)
     "object", "memory",
+    # pub/sub: ordered with the writes through the log (commands/pubsub.py)
+    "publish", "spublish",
     # transactions: the internal form of MULTI ... EXEC, and of a pipeline's reads
     # (commands/transactions.py)
     "exec", "exec-reads", "watch-point",
@@ -49,6 +59,14 @@ def test_spec_is_consistent(spec: CommandSpec) -> None:
     assert spec.name == spec.name.lower()
     assert spec.arity != 0
     assert spec.kind in ("read", "write")
+    if spec.name in ("publish", "spublish"):
+        # Through the log, though Redis flags them neither write nor readonly (no key
+        # changes); not denyoom (maxmemory does not refuse them; a nearly full disk does).
+        assert spec.kind == "write"
+        assert set(spec.flags) == {"pubsub", "loading", "stale", "fast", "may_replicate"}
+        assert not grows_memory([spec.name.encode(), b"c", b"m"])
+        assert grows_log([spec.name.encode(), b"c", b"m"])
+        return
     assert ("write" in spec.flags) == (spec.kind == "write")
     assert ("readonly" in spec.flags) == (spec.kind == "read")
     assert ("movablekeys" in spec.flags) == (spec.find_keys is not None)

@@ -495,6 +495,7 @@ BATCHABLE_SAMPLES = {
     b"zadd": [b"ZADD", b"scores", b"1.5", b"new", b"2", b"s1"],
     b"zrem": [b"ZREM", b"scores", b"s1", b"s2"],
     b"zincrby": [b"ZINCRBY", b"scores", b"0.25", b"s3"],
+    b"publish": [b"PUBLISH", b"news", b"hello"], b"spublish": [b"SPUBLISH", b"news", b"hi"],
 }
 
 

@@ -13,7 +13,8 @@ reads, so the client and the cluster never disagree about it:
   treated like a write without a session: not resent once it may have been received.
 
 Commands whose effect is tied to one connection are refused (UnsupportedCommand): the client
-sends every command on whichever pooled connection is free. So are the blocking list and sorted
+sends every command on whichever pooled connection is free. So are the subscribe commands (a
+subscriber uses redis-py's `pubsub()` on a connection to any node); PUBLISH is a write. So are the blocking list and sorted
 set commands (BLPOP, BZPOPMIN and the others), which no node runs: the client names the
 non-blocking form to use.
 """
@@ -43,7 +44,11 @@ _INFO_SUBCOMMANDS = {
     "config": frozenset({"get"}),
     "client": frozenset({"id", "info", "list", "getname"}),
 }
-PUBSUB_REFUSED = "pub/sub is not supported by replikv"
+# PUBLISH and SPUBLISH are writes (the command table says so): routed to the leader, retried
+# like any write. Subscriptions belong to one connection to one node.
+PUBSUB_REFUSED = ("subscriptions belong to one connection to one node: subscribe with "
+                  "redis.Redis(host, port).pubsub() against any member (every member delivers "
+                  "every committed message, in the same order)")
 _REFUSED = {
     "select": "the client has one database (0)",
     "wait": "WAIT counts the copies of one connection's last write; use write_concern='all'",
@@ -63,9 +68,7 @@ _REFUSED = {
     "unsubscribe": PUBSUB_REFUSED,
     "punsubscribe": PUBSUB_REFUSED,
     "sunsubscribe": PUBSUB_REFUSED,
-    "publish": PUBSUB_REFUSED,
-    "spublish": PUBSUB_REFUSED,
-    "pubsub": PUBSUB_REFUSED,
+    "pubsub": "PUBSUB answers one node's subscriptions: ask that node with redis.Redis",
     "monitor": "MONITOR is not supported by replikv",
     **{name: f"blocking commands are not supported by replikv; use {form}"
        for name, (form, _) in BLOCKING_REFUSED.items()},

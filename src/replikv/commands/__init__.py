@@ -8,7 +8,7 @@ CommandError with Redis's own error text, so clients that match on errors keep w
 
 The table is written out in one place, like Redis's command table, so its shape can be read at a
 glance; the code for each family lives in `strings`, `keys`, `sets`, `hashes`, `lists`,
-`zsets`, `introspection` (OBJECT, MEMORY) and `transactions`.
+`zsets`, `pubsub` (PUBLISH, SPUBLISH), `introspection` (OBJECT, MEMORY) and `transactions`.
 Arity and key positions follow Redis's COMMAND conventions: arity counts the name, negative
 means "at least"; keys are argv[first_key..last_key] stepping by key_step, a negative last_key
 counting from the end. A command whose keys move with a count argument (SINTERCARD numkeys
@@ -29,6 +29,7 @@ from replikv.commands import (
     introspection,
     keys,
     lists,
+    pubsub,
     sets,
     strings,
     transactions,
@@ -75,6 +76,8 @@ _W_DENYOOM_MOVABLE = ("write", "denyoom", "movablekeys")
 # Redis flags OBJECT and MEMORY themselves with nothing (their subcommands are readonly); here
 # every command is a read or a write, and these read.
 _R_CONTAINER = ("readonly",)
+# Redis's flags for PUBLISH and SPUBLISH: not "write" (no key changes), not "denyoom".
+_PUBLISH = ("pubsub", "loading", "stale", "fast", "may_replicate")
 
 _ONE_KEY = (1, 1, 1)
 _ALL_KEYS = (1, -1, 1)
@@ -92,9 +95,12 @@ def _command(
     run: Callable[..., object],
     find_keys: Callable[[list[bytes]], list[bytes]] | None = None,
     subcommands: Mapping[str, int] | None = None,
+    kind: str | None = None,
 ) -> CommandSpec:
-    # A command goes through the log exactly when Redis flags it as a write.
-    kind = "write" if "write" in flags else "read"
+    # A command goes through the log exactly when Redis flags it as a write, or when it says
+    # so (PUBLISH: ordered with the writes, though it changes no key).
+    if kind is None:
+        kind = "write" if "write" in flags else "read"
     return CommandSpec(name, arity, kind, flags, *key_spec, parse, run, find_keys, subcommands)
 
 
@@ -269,6 +275,12 @@ _TABLE = (
              zsets.run_zinter, zsets.store_keys),
     _command("zdiffstore", -4, _W_DENYOOM_MOVABLE, _NO_KEYS, zsets.parse_zdiffstore,
              zsets.run_zdiff, zsets.store_keys),
+    # Pub/sub: through the log, delivered on commit (pubsub.py; the subscribe commands are the
+    # connection's). SPUBLISH's channel is not a key here (no key changes; one shard).
+    _command("publish", 3, _PUBLISH, _NO_KEYS, pubsub.parse_publish, pubsub.run_publish,
+             kind="write"),
+    _command("spublish", 3, _PUBLISH, _NO_KEYS, pubsub.parse_publish, pubsub.run_spublish,
+             kind="write"),
     # Introspection: reads of one key (argv[2]) like TYPE, at the connection's consistency. As
     # in Redis's COMMAND table the key is the subcommands', not the container's.
     _command("object", -2, _R_CONTAINER, _NO_KEYS, introspection.parse_object,
@@ -301,6 +313,14 @@ def grows_memory(argv: list[bytes]) -> bool:
     maxmemory refuses."""
     spec = lookup(argv[0])
     return spec is not None and "denyoom" in spec.flags
+
+
+def grows_log(argv: list[bytes]) -> bool:
+    """Whether the command can add data that takes room on disk: what a leader whose disk is
+    nearly full refuses. The "denyoom" writes, and PUBLISH and SPUBLISH, which Redis does not
+    flag denyoom (they add no key) but which each append their message to the log."""
+    spec = lookup(argv[0])
+    return spec is not None and ("denyoom" in spec.flags or spec.name in pubsub.PUBLISHING)
 
 
 # The blocking commands Redis has (BLPOP, BZPOPMIN, ...): lowercase name -> (the non-blocking

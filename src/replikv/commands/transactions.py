@@ -68,14 +68,14 @@ PIPELINE_MARK = b"PIPELINE"
 # LMOVE and RPOPLPUSH (their effects carry the element moved, from the state), LREM (its effect
 # names every position it removed), LMPOP and ZMPOP (keys named by a count), or ZPOPMIN,
 # ZPOPMAX and the ZREMRANGE commands (small effects, but not among the commands a pipeline
-# batches so far).
+# batches so far). PUBLISH and SPUBLISH batch: their one effect is their arguments.
 PIPELINE_BATCHABLE = frozenset({
     b"set", b"setnx", b"setex", b"psetex", b"getset", b"getdel", b"mset", b"msetnx",
     b"del", b"unlink", b"incr", b"decr", b"incrby", b"decrby", b"incrbyfloat",
     b"expire", b"pexpire", b"expireat", b"pexpireat", b"persist", b"sadd", b"srem",
     b"hset", b"hmset", b"hsetnx", b"hdel", b"hincrby", b"hincrbyfloat",
     b"lpush", b"rpush", b"lpushx", b"rpushx", b"lpop", b"rpop", b"lset", b"linsert", b"ltrim",
-    b"zadd", b"zrem", b"zincrby",
+    b"zadd", b"zrem", b"zincrby", b"publish", b"spublish",
 })
 # Reads a connection may batch from one pipeline: quick (ZCOUNT and the ranks are O(log n)),
 # small replies, no randomness, no keyspace scan.

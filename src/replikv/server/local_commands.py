@@ -36,6 +36,7 @@ from replikv.config import (
     check_maxmemory_policy,
     parse_memory,
 )
+from replikv.pubsub import Subscriptions
 from replikv.replies import OK, PONG, CommandError, ErrorReply, Status, wrong_arity
 
 # The Redis version we present to clients: the command set and reply formats we follow.
@@ -155,6 +156,10 @@ class NodeView:
         """CLIENT LIST: every open client connection's state ([]: only the caller's is known,
         as in a test's view)."""
         return []
+
+    def pubsub_subscriptions(self) -> Subscriptions:
+        """PUBSUB: this node's subscriptions (the runtime's; none in a test's view)."""
+        return Subscriptions()
 
     def last_save_s(self) -> int:
         """LASTSAVE: the Unix time in seconds of this node's last save. Redis counts its own
@@ -326,7 +331,16 @@ def _all_command_names() -> set[str]:
 LOCAL_ARITY = {"ping": -1, "echo": 2, "hello": -1, "client": -2, "select": 2, "command": -1,
                "info": -1, "role": 1, "quit": -1, "reset": 1, "time": 1, "lastsave": 1,
                "config": -2, "auth": -2, "replikv": -2, "wait": 3,
-               "multi": 1, "exec": 1, "discard": 1, "watch": -2, "unwatch": 1}
+               "multi": 1, "exec": 1, "discard": 1, "watch": -2, "unwatch": 1,
+               "pubsub": -2, "subscribe": -2, "unsubscribe": -1, "psubscribe": -2,
+               "punsubscribe": -1, "ssubscribe": -2, "sunsubscribe": -1}
+# COMMAND's flags for the connection's pub/sub commands, as Redis 7 lists them (the others
+# local commands answer show "fast").
+_LOCAL_FLAGS: dict[str, tuple[str, ...]] = {
+    name: ("pubsub", "noscript", "loading", "stale")
+    for name in ("subscribe", "unsubscribe", "psubscribe", "punsubscribe",
+                 "ssubscribe", "sunsubscribe")}
+_LOCAL_FLAGS["pubsub"] = ("loading", "stale")
 
 
 def check_local_arity(argv: list[bytes]) -> None:
@@ -341,7 +355,9 @@ def check_local_arity(argv: list[bytes]) -> None:
 def _command_entry(name: str) -> list:
     spec = COMMANDS.get(name)
     if spec is None or name in LOCAL_ARITY:
-        return [name, LOCAL_ARITY.get(name, -1), [Status("fast")], 0, 0, 0, [], [], [], []]
+        flags = _LOCAL_FLAGS.get(name, ("fast",))
+        return [name, LOCAL_ARITY.get(name, -1), [Status(f) for f in flags], 0, 0, 0, [], [], [],
+                []]
     return [name, spec.arity, [Status(f) for f in spec.flags], spec.first_key, spec.last_key,
             spec.key_step, [], [], [], []]
 
@@ -591,11 +607,52 @@ def parse_replikv_with(options: RequestOptions, argv: list[bytes]) -> tuple[Requ
     return options, argv[i:]
 
 
+PUBSUB_HELP = [
+    "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CHANNELS [<pattern>]",
+    "    Return the currently active channels matching a <pattern> (default: '*').",
+    "NUMPAT",
+    "    Return number of subscriptions to patterns.",
+    "NUMSUB [<channel> ...]",
+    "    Return the number of subscribers for the specified channels, excluding",
+    "    pattern subscriptions(default: no channels).",
+    "SHARDCHANNELS [<pattern>]",
+    "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+    "SHARDNUMSUB [<shardchannel> ...]",
+    "    Return the number of subscribers for the specified shard level channel(s)",
+    "HELP",
+    "    Prints this help.",
+]
+
+
+def _pubsub(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    """PUBSUB: this node's subscriptions, as Redis Cluster answers for one node (a
+    subscriber is a connection to one node; subscriptions are not replicated)."""
+    sub = argv[1].lower()
+    subs = node.pubsub_subscriptions()
+    if sub == b"help" and len(argv) == 2:
+        return [Status(line) for line in PUBSUB_HELP]
+    if sub in (b"channels", b"shardchannels") and len(argv) <= 3:
+        return subs.channel_names(argv[2] if len(argv) == 3 else None,
+                                  sharded=sub == b"shardchannels")
+    if sub in (b"numsub", b"shardnumsub"):
+        out: list[object] = []
+        for channel in argv[2:]:
+            out += [channel, subs.numsub(channel, sharded=sub == b"shardnumsub")]
+        return out
+    if sub == b"numpat" and len(argv) == 2:
+        return subs.numpat()
+    if sub in (b"help", b"channels", b"shardchannels", b"numpat"):
+        raise CommandError(wrong_arity(f"pubsub|{sub.decode()}"))
+    raise CommandError(f"ERR unknown subcommand '{argv[1].decode(errors='replace')[:128]}'. "
+                       "Try PUBSUB HELP.")
+
+
 LOCAL_COMMANDS: dict[bytes, LocalHandler] = {
     b"ping": _ping, b"echo": _echo, b"hello": _hello, b"client": _client, b"select": _select,
     b"command": _command, b"info": _info, b"role": _role, b"quit": _quit, b"reset": _reset,
     b"time": _time, b"lastsave": _lastsave, b"config": _config, b"auth": _auth,
-    b"replikv": _replikv,
+    b"replikv": _replikv, b"pubsub": _pubsub,
 }
 
 

@@ -251,6 +251,23 @@ class _NodeCollector:
             yield CounterMetricFamily(name, doc, value=value)
         yield gauge("replikv_client_connections", "Client connections open now.",
                     len(server.clients))
+        pubsub = status["pubsub"]
+        yield gauge("replikv_pubsub_subscribers", "Client connections with at least one "
+                    "subscription (channel, pattern or shard channel) on this node.",
+                    pubsub["subscribers"])
+        yield gauge("replikv_pubsub_channels", "Channels (and patterns, shard channels) with a "
+                    "subscriber on this node.", pubsub["channels"] + pubsub["patterns"]
+                    + pubsub["shard_channels"])
+        yield CounterMetricFamily("replikv_pubsub_messages_published_total", "Messages of "
+                                  "committed PUBLISH and SPUBLISH entries this node applied.",
+                                  value=pubsub["messages_published"])
+        yield CounterMetricFamily("replikv_pubsub_messages_delivered_total", "Message frames "
+                                  "written to this node's subscribers.",
+                                  value=pubsub["messages_delivered"])
+        yield CounterMetricFamily("replikv_pubsub_output_limit_disconnections_total",
+                                  "Subscribers disconnected for leaving more unsent messages "
+                                  "than the pub/sub output limits allow.",
+                                  value=pubsub["output_limit_disconnections"])
         commands = CounterMetricFamily("replikv_commands", "Client commands answered, by "
                                        "command and outcome (error: an error reply).",
                                        labels=["command", "outcome"])

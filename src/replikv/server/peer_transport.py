@@ -267,8 +267,15 @@ class _InboundLink(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
-        self.owner._inbound.discard(self)
+        owner = self.owner
+        owner._inbound.discard(self)
         self.transport = None
+        if self.src is not None and owner._level_links.get(self.src) is self:
+            # The member's link is gone: it may come back running another replikv, so its
+            # feature level is unknown until its next link says.
+            del owner._level_links[self.src]
+            if owner.on_peer_level is not None:
+                owner.on_peer_level(self.src, None)
 
     def _stop_timer(self) -> None:
         if self.timer is not None:
@@ -311,7 +318,7 @@ class _InboundLink(asyncio.Protocol):
                     # What a peer says about itself (its client address, shown by ROLE and
                     # INFO) counts only once its link has carried a valid message.
                     self.trusted = True
-                    owner._learned(self.src, self.info)
+                    owner._learned(self.src, self.info, self)
                 owner.on_message(self.src, message)
                 if self.transport is None:
                     return
@@ -396,7 +403,7 @@ class _InboundLink(asyncio.Protocol):
             # The proof shows a member sent this: what it says about itself counts at once
             # (without a password it waits for a valid message, see data_received).
             self.trusted = True
-            owner._learned(src, self.info)
+            owner._learned(src, self.info, self)
         return True
 
 
@@ -405,7 +412,7 @@ class PeerTransport:
                  limits: Limits, on_message: Callable[[str, object], None],
                  advertised: dict[str, str] | None = None, passwords: tuple[bytes, ...] = (),
                  tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
-                 on_peer_level: Callable[[str, int], None] | None = None) -> None:
+                 on_peer_level: Callable[[str, int | None], None] | None = None) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
         # The cluster's passwords (NodeView.passwords): links prove they know the first
@@ -419,8 +426,10 @@ class PeerTransport:
         # What this node tells peers about itself in the handshake (client address etc., and
         # the feature level this replikv can apply: replikv.features).
         self.advertised = {**(advertised or {}), HANDSHAKE_KEY: str(FEATURE_LEVEL)}
-        # Told each member's feature level once its link is trusted (see _learned).
+        # Told each member's feature level once its link is trusted (see _learned), and None
+        # when that link closes; the link that told, per member.
         self.on_peer_level = on_peer_level
+        self._level_links: dict[str, _InboundLink] = {}
         # What peers told us about themselves.
         self.peer_info: dict[str, dict[str, Any]] = {}
         self.links = {p: _OutboundLink(self, p, a) for p, a in peers.items() if p != node_id}
@@ -457,10 +466,11 @@ class PeerTransport:
             inbound.abort()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _learned(self, src: str, info: dict[str, str]) -> None:
+    def _learned(self, src: str, info: dict[str, str], link: _InboundLink) -> None:
         """A member's self-description from a trusted link: its addresses, and its feature
-        level for the node core."""
+        level for the node core (forgotten when that link closes)."""
         self.peer_info[src] = info
+        self._level_links[src] = link
         if self.on_peer_level is not None:
             self.on_peer_level(src, int(info[HANDSHAKE_KEY]))
 

@@ -27,12 +27,23 @@ from the replicated address book and the peers' handshakes).
 
 REPLIKV MEMBER and REPLIKV SWITCHOVER are not local: they go to the node core like a write
 (a follower forwards them to the leader), one at a time on the connection.
+
+Pub/sub. SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and their UNSUBSCRIBE forms belong to the connection:
+they wait for the connection's earlier commands, change the node's `Subscriptions` (what the
+core counts for PUBLISH) and answer Redis 7's confirmation frames. Messages arrive from the
+runtime (`push_messages`) as the entries that published them commit, and are written at once,
+outside the reply slots: a RESP3 push may come between replies, and a RESP2 connection in the
+subscribed context has no other replies pending. A subscriber is the one client whose output
+the node cannot bound by not reading it, so its unsent output is bounded instead
+(`pubsub_output_*` in replikv.limits): past the hard limit, or the soft one for too long, it is
+disconnected, as Redis's client-output-buffer-limit pubsub does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -49,6 +60,7 @@ from replikv.commands.transactions import (
 )
 from replikv.invariants import InvariantViolation
 from replikv.node import is_admin_command
+from replikv.pubsub import CHANNEL, PATTERN, SHARD, push_frame
 from replikv.replies import CommandError, ErrorReply, PairArray, Status, wrong_arity
 from replikv.resp import ProtocolError, RequestParser, encode_reply
 from replikv.server.local_commands import (
@@ -87,9 +99,37 @@ ERR_EXEC_ABORT = ErrorReply("EXECABORT Transaction discarded because of previous
 ERR_EXEC_ARITY = ErrorReply("EXECABORT Transaction discarded because of: "
                             + wrong_arity("exec").removeprefix("ERR "))
 WATCHED_KEYS_MAX = 10_000  # per connection
+# The connection's pub/sub commands: name -> (namespace, True to subscribe).
+SUBSCRIBE_COMMANDS = {b"subscribe": (CHANNEL, True), b"unsubscribe": (CHANNEL, False),
+                      b"psubscribe": (PATTERN, True), b"punsubscribe": (PATTERN, False),
+                      b"ssubscribe": (SHARD, True), b"sunsubscribe": (SHARD, False)}
+# What a RESP2 connection with a subscription may run (Redis 7's subscribed context).
+RUN_WHEN_SUBSCRIBED = frozenset({*SUBSCRIBE_COMMANDS, b"ping", b"quit", b"reset"})
+# Redis names a container command with its subcommand in that context's refusal.
+_CONTAINERS = frozenset({b"client", b"config", b"command", b"pubsub", b"object", b"memory"})
 # Bytes counted per queued command beyond its arguments (its argument count in the internal
 # EXEC), so the transaction is refused when queued, not when it is proposed.
 QUEUED_COMMAND_OVERHEAD = 12
+
+
+def _refused_when_subscribed(name: bytes, argv: list[bytes]) -> ErrorReply:
+    """What a RESP2 connection with a subscription gets for any other command: Redis's
+    unknown-command or arity error if it has one, else the subscribed context's refusal."""
+    spec = lookup(argv[0])
+    try:
+        if spec is not None:
+            check_arity(spec, argv)
+        elif name in LOCAL_COMMANDS or name in TRANSACTION_COMMANDS or name == b"wait":
+            check_local_arity(argv)
+        else:
+            return unknown_command(argv).reply()
+    except CommandError as e:
+        return e.reply()
+    full = name.decode("latin-1")
+    if name in _CONTAINERS and len(argv) > 1:
+        full += "|" + argv[1].lower().decode("latin-1", "replace")[:32]
+    return ErrorReply(f"ERR Can't execute '{full}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / "
+                      "PING / QUIT / RESET are allowed in this context")
 
 
 def large_reply_copy(value: object) -> list | dict | None:
@@ -159,6 +199,11 @@ class ClientConnection(asyncio.Protocol):
         # A first WATCH waiting for its node's watch point (WATCH-POINT): (request id, keys).
         # Nothing after it on the connection is read until it is answered.
         self.watch_pending: tuple[int, list[bytes]] | None = None
+        # Pub/sub: namespace -> the names this connection is subscribed to (in order); and
+        # since when its unsent output has been over the soft limit (time.monotonic()).
+        self.subscribed: dict[str, dict[bytes, None]] = {CHANNEL: {}, PATTERN: {}, SHARD: {}}
+        self.subscription_count = 0
+        self.over_soft_limit_since: float | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -174,6 +219,8 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.subscription_count:
+            self._unsubscribe_all()
         self.server.unregister_client(self)
         self.server.end_session(self.state.client_id)
 
@@ -224,6 +271,10 @@ class ClientConnection(asyncio.Protocol):
             if name in INTERNAL_READS:  # the node's internal forms, not a client's commands
                 self._multi_refuse(unknown_command(argv).reply())
                 continue
+            if (self.subscription_count and self.state.protocol == 2
+                    and name not in RUN_WHEN_SUBSCRIBED):
+                self._push_done(_refused_when_subscribed(name, argv))
+                continue
             takes_watch_point = (name == b"watch" and self.multi is None and self.watch is None
                                  and 2 <= len(argv) <= WATCHED_KEYS_MAX + 1)
             if not resumed:
@@ -241,6 +292,13 @@ class ClientConnection(asyncio.Protocol):
                     break
                 self._submit_watch_point(argv, options)
                 break
+            if name in SUBSCRIBE_COMMANDS or (name == b"ping" and self.subscription_count
+                                              and self.state.protocol == 2):
+                if self.inflight:  # after every earlier command of the connection
+                    self.held = argv
+                    break
+                self._pubsub_command(name, argv)
+                continue
             admin = name == b"replikv" and is_admin_command(argv)
             handler = None if admin else LOCAL_COMMANDS.get(name)
             if handler is not None:
@@ -255,6 +313,8 @@ class ClientConnection(asyncio.Protocol):
                         self.multi_dirty = True
                 elif name == b"reset":
                     self.multi = self.watch = None  # RESET also drops a transaction and WATCH
+                    if self.subscription_count:
+                        self._unsubscribe_all()  # ... and every subscription
                 self.server.metrics.count_command(name.decode("latin-1"),
                                                   type(reply) is not ErrorReply)
                 self._push_done(reply)
@@ -456,7 +516,8 @@ class ClientConnection(asyncio.Protocol):
             return None
         spec = lookup(argv[0])
         if spec is None:
-            if name in LOCAL_COMMANDS or name in TRANSACTION_COMMANDS or name == b"wait":
+            if (name in LOCAL_COMMANDS or name in TRANSACTION_COMMANDS or name == b"wait"
+                    or name in SUBSCRIBE_COMMANDS):
                 self._multi_refuse(ErrorReply(f"ERR {name.decode().upper()} inside MULTI is "
                                               "not supported by replikv"))
             else:
@@ -485,6 +546,95 @@ class ClientConnection(asyncio.Protocol):
         if self.multi is not None:
             self.multi_dirty = True
         self._push_done(error)
+
+    # -- pub/sub ----------------------------------------------------------------------------------
+
+    def _pubsub_command(self, name: bytes, argv: list[bytes]) -> None:
+        """(P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE, and PING in a RESP2 subscribed context: Redis 7's
+        frames, one per name (UNSUBSCRIBE with none: every one, or [unsubscribe, nil, 0])."""
+        try:
+            check_local_arity(argv)
+            if name == b"ping" and len(argv) > 2:
+                raise CommandError(wrong_arity("ping"))
+        except CommandError as e:
+            self._push_done(e.reply())
+            return
+        protocol = self.state.protocol
+        self.server.metrics.count_command(name.decode("latin-1"), True)
+        if name == b"ping":  # RESP2 subscribed: an array, as Redis answers there
+            self._push_done([b"pong", argv[1] if len(argv) > 1 else b""])
+            return
+        namespace, subscribing = SUBSCRIBE_COMMANDS[name]
+        mine = self.subscribed[namespace]
+        registry = self.server.node.subscriptions
+        kind = name.decode("latin-1")
+        frames = []
+        names = argv[1:] if subscribing or len(argv) > 1 else list(mine)
+        if not names:
+            frames.append(push_frame([kind, None, self._count_for(namespace)], protocol))
+        for channel in names:
+            if subscribing:
+                if channel not in mine:
+                    mine[channel] = None
+                    self.subscription_count += 1
+                    registry.add(namespace, channel, self)
+            elif channel in mine:
+                del mine[channel]
+                self.subscription_count -= 1
+                registry.remove(namespace, channel, self)
+            frames.append(push_frame([kind, channel, self._count_for(namespace)], protocol))
+        self.slots.append([None, b"".join(frames)])
+
+    def _count_for(self, namespace: str) -> int:
+        """The count a confirmation carries: channels and patterns, or shard channels."""
+        if namespace == SHARD:
+            return len(self.subscribed[SHARD])
+        return len(self.subscribed[CHANNEL]) + len(self.subscribed[PATTERN])
+
+    def _unsubscribe_all(self) -> None:
+        """Every subscription ends (RESET, or the connection closed), without a reply."""
+        registry = self.server.node.subscriptions
+        for namespace, names in self.subscribed.items():
+            for channel in names:
+                registry.remove(namespace, channel, self)
+            names.clear()
+        self.subscription_count = 0
+        self.over_soft_limit_since = None
+
+    def push_messages(self, data: bytes) -> None:
+        """Messages for this subscriber (their frames, encoded for its protocol). Written at
+        once; a subscriber whose unsent output passes the limits is disconnected."""
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        transport.write(data)
+        unsent = transport.get_write_buffer_size()
+        limits = self.server.settings.limits
+        if unsent <= limits.pubsub_output_soft_limit_bytes:
+            self.over_soft_limit_since = None
+            return
+        if unsent > limits.pubsub_output_hard_limit_bytes:
+            self._output_limit_exceeded(unsent, f"more than pubsub_output_hard_limit_bytes "
+                                                f"({limits.pubsub_output_hard_limit_bytes})")
+            return
+        now = time.monotonic()
+        if self.over_soft_limit_since is None:
+            self.over_soft_limit_since = now
+        elif (now - self.over_soft_limit_since) * 1000 >= limits.pubsub_output_soft_limit_ms:
+            self._output_limit_exceeded(unsent, f"more than pubsub_output_soft_limit_bytes "
+                                                f"({limits.pubsub_output_soft_limit_bytes}) for "
+                                                f"{limits.pubsub_output_soft_limit_ms} ms")
+
+    def _output_limit_exceeded(self, unsent: int, why: str) -> None:
+        log.warning("disconnecting subscriber %s (id %d): %d bytes of messages unsent, %s; "
+                    "a subscriber must read its messages as fast as they are published",
+                    self.state.addr, self.state.client_id, unsent, why)
+        self.server.pubsub_disconnections += 1
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()  # drops what is buffered; connection_lost unsubscribes
+        if self.subscription_count:
+            self._unsubscribe_all()
 
     def on_reply(self, req_id: int, value: object) -> None:
         if self.watch_pending is not None and self.watch_pending[0] == req_id:

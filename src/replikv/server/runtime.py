@@ -44,6 +44,7 @@ from replikv.config import (
 from replikv.features import FEATURE_LEVEL
 from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, decode_address_book
+from replikv.pubsub import Published, Subscriptions, message_frame
 from replikv.raft.core import COMMIT_BROADCAST_DELAY_MS, RaftConfig, RaftCore, Ready, Role
 from replikv.raft.membership import Membership
 from replikv.raft.messages import Entry, InstallSnapshot
@@ -195,6 +196,10 @@ class NodeServer(NodeView):
         self._reply_encoder = ThreadPoolExecutor(max_workers=1,
                                                  thread_name_prefix="replikv-replies")
         self.large_replies = 0  # encoded in the reply-encoder thread
+        # Pub/sub: message frames written to subscribers, and subscribers disconnected for
+        # leaving too much of them unsent (resp_server.ClientConnection.push_messages).
+        self.pubsub_messages_delivered = 0
+        self.pubsub_disconnections = 0
         # Stalls of the event loop (see _tick_loop): how many, the longest, the last.
         self.loop_stalls = 0
         self.loop_stall_max_ms = 0
@@ -648,10 +653,11 @@ class NodeServer(NodeView):
         if self._node is not None:
             self._node.end_session(client_id)
 
-    def _on_peer_level(self, src: str, level: int) -> None:
-        """A member's link advertised the feature level its replikv can apply."""
+    def _on_peer_level(self, src: str, level: int | None) -> None:
+        """A member's link advertised the feature level its replikv can apply (None: the link
+        closed)."""
         node = self.node
-        if node.peer_levels.get(src) != level:
+        if level is not None and node.peer_levels.get(src) != level:
             cluster = node.state.feature_level
             if level < cluster:
                 log.error("member %s runs a replikv of feature level %d, below this cluster's "
@@ -853,6 +859,8 @@ class NodeServer(NodeView):
                     self.metrics.observe_commits(node.commit_latencies_ms)
                     node.commit_latencies_ms.clear()
                 self._deliver(rd.replies)
+                if rd.published:
+                    self._deliver_published(rd.published)
                 for env in rd.early_messages:
                     message = env.message
                     if isinstance(message, InstallSnapshot):
@@ -1076,6 +1084,27 @@ class NodeServer(NodeView):
             if conn is not None:
                 conn.on_reply(req_id, value)
 
+    def _deliver_published(self, published: list[Published]) -> None:
+        """Committed messages to this node's subscribers, in log order: each subscriber gets
+        its frames of the whole batch in one write."""
+        subscriptions = self.node.subscriptions
+        out: dict[ClientConnection, list[bytes]] = {}
+        for p in published:
+            frames: dict[tuple[bytes | None, int], bytes] = {}
+            for conn, pattern in subscriptions.targets(p.channel, p.sharded):
+                protocol = conn.state.protocol  # type: ignore[attr-defined]
+                frame = frames.get((pattern, protocol))
+                if frame is None:
+                    frame = frames[pattern, protocol] = message_frame(
+                        p.channel, p.message, pattern, p.sharded, protocol)
+                out.setdefault(conn, []).append(frame)  # type: ignore[arg-type]
+        for conn, data in out.items():
+            self.pubsub_messages_delivered += len(data)
+            conn.push_messages(b"".join(data))
+
+    def pubsub_subscriptions(self) -> Subscriptions:
+        return self.node.subscriptions
+
     # -- clients ------------------------------------------------------------------------------
 
     def next_client_id(self) -> int:
@@ -1195,18 +1224,27 @@ class NodeServer(NodeView):
             "event_loop_stalls": {"count": self.loop_stalls, "max_ms": self.loop_stall_max_ms,
                                   "last": self.loop_stall_last},
             "large_replies": self.large_replies,
+            "pubsub": self.pubsub_status(),
             **({"faults": self.fault_status()} if self.settings.fault_injection else {}),
         }
 
     def feature_status(self) -> dict:
         """/status's "features" (replikv.features): the cluster's level, what this node's
-        replikv can apply, and what each other member advertised (None: not connected since
-        this node started)."""
+        replikv can apply, and what each other member advertised (None: no link from it now;
+        a follower hears only from the members that send it something)."""
         node = self.node
         return {"cluster_level": node.state.feature_level, "this_node": FEATURE_LEVEL,
                 "members": {m: node.peer_levels.get(m) for m in node.raft.membership.members
                             if m != self.node_id},
                 "rejections": node.feature_rejections}
+
+    def pubsub_status(self) -> dict:
+        channels, patterns, shard_channels = self.node.subscriptions.counts()
+        return {"channels": channels, "patterns": patterns, "shard_channels": shard_channels,
+                "subscribers": sum(1 for c in self.clients if c.subscription_count),
+                "messages_published": self.node.published_total,
+                "messages_delivered": self.pubsub_messages_delivered,
+                "output_limit_disconnections": self.pubsub_disconnections}
 
     def fault_status(self) -> dict:
         """Injected faults (the playground): who is cut off, the added delay, what was lost."""
@@ -1291,6 +1329,14 @@ class NodeServer(NodeView):
             ("disk_full_rejections", node.disk_rejections),  # ... on a nearly full disk
             # ... because a member could not apply them (replikv.features)
             ("feature_level_rejections", node.feature_rejections),
+            # Redis's names; then messages of committed entries, frames written to this node's
+            # subscribers, subscribers disconnected at the output limit.
+            ("pubsub_channels", st["pubsub"]["channels"]),
+            ("pubsub_patterns", st["pubsub"]["patterns"]),
+            ("pubsubshard_channels", st["pubsub"]["shard_channels"]),
+            ("pubsub_messages_published", st["pubsub"]["messages_published"]),
+            ("pubsub_messages_delivered", st["pubsub"]["messages_delivered"]),
+            ("pubsub_output_limit_disconnections", st["pubsub"]["output_limit_disconnections"]),
         ]
         used, rss = node.state.used_bytes(), resident_bytes()
         memory: list[tuple[str, object]] = [

@@ -19,7 +19,10 @@ a leader at the instant it is elected or advances its commit index, before its m
 Invariants are checked as the run goes (a violation raises SimViolation with the recent trace):
 at most one leader per term; log matching; a committed entry never changes or disappears, and
 every new leader holds all of them (leader completeness); every node applies the same entries in
-the same order; state digests agree at equal applied indexes.
+the same order; state digests agree at equal applied indexes; and every node delivers the
+messages of PUBLISH entries only once they commit, each once, in log order, exactly those its
+log's entries carry (NodeReady.published; a node caught up by a snapshot skips the messages
+the snapshot covers, and a restarted one delivers its log's again, to no subscriber).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import NoReturn
 import msgpack
 
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
+from replikv.entries import entry_publishes
 from replikv.features import FEATURE_LEVEL
 from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, RolledBack, SnapshotJob
@@ -132,6 +136,10 @@ class SimNode:
     leader_commit: int = 0  # its commit index when on_leader last heard of it
     commit_checked: int = 0
     digest_checked: int = 0
+    # Pub/sub: messages delivered (NodeReady.published) by index, not yet compared with the
+    # log; and the index through which they have been.
+    delivered: dict[int, list[tuple[bool, bytes, bytes]]] = field(default_factory=dict)
+    publish_checked: int = 0
 
     @property
     def core(self) -> NodeCore:
@@ -292,6 +300,8 @@ class SimCluster:
         node.commit_timer = False
         node.incarnation += 1
         node.commit_checked = node.digest_checked = 0
+        node.delivered = {}
+        node.publish_checked = node.core.applied_index  # its snapshot's: nothing before it
         self.schedule(self.now_ms + self.rng.randint(1, TICK_MS),
                       ("tick", node.id, node.incarnation))
 
@@ -578,6 +588,13 @@ class SimCluster:
             if seen != crc:
                 self._violation(f"log matching: {node.id} has different data at index {e.index} "
                                 f"term {e.term}")
+        # Messages are delivered once, and only once the entry that published them commits.
+        for p in rd.published:
+            if p.index <= node.publish_checked or p.index > node.core.raft.commit_index:
+                self._violation(f"{node.id} delivered a message of entry {p.index} "
+                                f"{'again' if p.index <= node.publish_checked else 'before it committed'} "
+                                f"(commit index {node.core.raft.commit_index})")
+            node.delivered.setdefault(p.index, []).append((p.sharded, p.channel, p.message))
         # An entry saved as rolled back is not committed (yet: Raft's Figure 8 may still commit
         # a copy another node holds); one that may be is saved marked maybe_committed.
         for r in rd.rolled_back:
@@ -629,6 +646,7 @@ class SimCluster:
                 self._violation(f"{node.id} committed entry {i} but entries before it were "
                                 f"never seen committed ({len(self.committed)})")
         node.commit_checked = max(node.commit_checked, upto)
+        self._check_published(node)
         # Same entries applied in the same order → the same state at the same index. A leader's
         # state may hold entries applied ahead of their commit: compare it only when it holds
         # none.
@@ -646,6 +664,28 @@ class SimCluster:
         elif applied > len(self.committed):
             self._violation(f"{node.id} applied {applied} beyond anything committed "
                             f"({len(self.committed)})")
+
+
+    def _check_published(self, node: SimNode) -> None:
+        """What the node delivered through its committed applied index is exactly, entry by
+        entry, what its log's entries publish (none for entries a snapshot covered)."""
+        raft, applied = node.core.raft, node.core.committed_applied_index
+        for i in range(node.publish_checked + 1, applied + 1):
+            got = node.delivered.pop(i, [])
+            if i > raft.log.offset:
+                expected = entry_publishes(raft.log.entry(i).data)
+            elif not got:
+                continue  # covered by a snapshot this node installed: skipped
+            else:  # applied, then compacted (a snapshot installed in the same turn)
+                expected = (entry_publishes(self.committed_data[i - 1])
+                            if i <= len(self.committed_data) else [])
+            if got != expected:
+                self._violation(f"{node.id} delivered {got!r} for entry {i}, which publishes "
+                                f"{expected!r}")
+        node.publish_checked = max(node.publish_checked, applied)
+        if node.delivered:
+            self._violation(f"{node.id} delivered messages of entries {sorted(node.delivered)} "
+                            f"beyond its committed applied index {applied}")
 
 
 def _describe(message: object) -> str:

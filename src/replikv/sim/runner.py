@@ -57,6 +57,9 @@ class SimConfig:
     # A share of the client operations sent as MULTI ... EXEC transactions (off by default, so
     # that the seeds kept as regression tests replay as they were found).
     transactions: bool = False
+    # Unrecorded PUBLISH and SPUBLISH among the operations (off by default for the same reason;
+    # `replikv sim` turns it on).
+    publishes: bool = False
 
 
 @dataclass(slots=True)
@@ -130,7 +133,9 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
     workload = Workload(cluster, random.Random(rng.getrandbits(64)), clients=config.clients,
                         keys=config.keys,
                         transactions=(random.Random(f"{seed}/transactions")
-                                      if config.transactions else None))
+                                      if config.transactions else None),
+                        publishes=(random.Random(f"{seed}/publishes")
+                                   if config.publishes else None))
     result = SeedResult(seed=seed, ok=False)
     end_ms = START_MS + config.duration_ms
     try:

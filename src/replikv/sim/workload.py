@@ -53,6 +53,11 @@ it (the convergence check), which it does only if each transaction applied whole
 the writes sent so go as a client connection batches a pipeline's writes (`EXEC PIPELINE ...`),
 and half of the reads as it batches a pipeline's reads (`EXEC-READS`, the read and a GET of the
 side key).
+
+With publishes on (SimConfig.publishes), clients also send unrecorded PUBLISH and SPUBLISH,
+alone, in a transaction with a SET of a side key, or in a pipeline's batch between writes, from
+a generator of their own. Their oracle is the cluster's (SimCluster._check_published): every
+node delivers each committed entry's messages once, in log order, and nothing else.
 """
 
 from __future__ import annotations
@@ -91,6 +96,9 @@ READ_OPTIONS = ((("primary", "linearizable"), 40), (("nearest", "linearizable"),
                 (("primary", "lease"), 15), (("nearest", "lease"), 15))
 TRANSACTION_SHARE = 0.3  # of the operations, when transactions are on
 TRANSACTION_SIDE_KEY = b"tx-side"
+PUBLISH_SHARE = 0.15  # of the operations, when publishes are on: one PUBLISH is sent as well
+PUBLISH_CHANNELS = (b"news", b"news.sport", b"alerts")
+PUBLISH_SIDE_KEY = b"pub-side"
 
 
 @dataclass(slots=True)
@@ -112,13 +120,16 @@ class Workload:
     def __init__(self, cluster: SimCluster, rng: random.Random, *, clients: int = 5,
                  keys: int = 4, timeout_ms: int = 3000, think_ms: tuple[int, int] = (0, 30),
                  kinds: tuple[str, ...] = KINDS,
-                 transactions: random.Random | None = None) -> None:
+                 transactions: random.Random | None = None,
+                 publishes: random.Random | None = None) -> None:
         self.cluster = cluster
         self.rng = rng
         # With a generator of their own (so that the other draws stay as they were), a share
         # of the operations go as transactions: MULTI, the operation, INCR of a side key, EXEC.
         self._tx_rng = transactions
         self.transactions_sent = 0
+        self._pub_rng = publishes  # its own generator too (see the module docstring)
+        self.publishes_sent = 0
         self.clients = clients
         self.keys = [f"k{i}".encode() for i in range(keys)]
         self.timeout_ms = timeout_ms
@@ -288,6 +299,8 @@ class Workload:
     def _issue(self, client: int) -> None:
         if self.cluster.now_ms >= self.stop_at_ms:
             return
+        if self._pub_rng is not None and self._pub_rng.random() < PUBLISH_SHARE:
+            self._publish(self._pub_rng)
         kind = self.rng.choices(self.kinds, self.weights)[0]
         if kind == "lchurn" or kind == "zchurn":
             self._churn() if kind == "lchurn" else self._zset_churn()
@@ -430,6 +443,27 @@ class Workload:
         self.churn_sent += 1
         self.cluster.submit(node, self._next_req, argv,
                             RequestOptions(w="majority", wtimeout_ms=1000))
+
+    def _publish(self, rng: random.Random) -> None:
+        """One unrecorded PUBLISH or SPUBLISH: alone, in MULTI ... EXEC, or in a pipeline's
+        batch of writes."""
+        self.publishes_sent += 1
+        message = b"m%d" % self.publishes_sent
+        channel = rng.choice(PUBLISH_CHANNELS)
+        publish = [rng.choice((b"PUBLISH", b"PUBLISH", b"SPUBLISH")), channel, message]
+        form = rng.random()
+        if form < 0.5:
+            argv = publish
+        elif form < 0.75:
+            argv = encode_exec([publish, [b"SET", PUBLISH_SIDE_KEY, message]])
+        else:
+            argv = encode_exec([[b"SET", PUBLISH_SIDE_KEY, message], publish,
+                                [b"PUBLISH", channel, message + b"+"]], pipeline=True)
+        self._next_req += 1
+        node = rng.choice(self.cluster.ids)
+        self._churn_pending.add((node, self._next_req))
+        self.cluster.submit(node, self._next_req, argv,
+                            RequestOptions(w=rng.choice(("majority", "1")), wtimeout_ms=1000))
 
     def _on_churn_reply(self, node: str, value: object) -> None:
         if (isinstance(value, ErrorReply)
