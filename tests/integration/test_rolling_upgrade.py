@@ -24,6 +24,7 @@ import redis
 from replikv.features import FEATURE_LEVEL, FEATURE_LEVEL_LEGACY
 
 from .cluster import HOST, Cluster, wait_until
+from .test_admin_http import scrape
 from .test_hashes import LOCAL_READ
 from .test_zsets import flat_pairs
 
@@ -162,6 +163,11 @@ def test_a_rolling_upgrade_from_the_last_release_without_feature_levels(make_clu
         assert features["this_node"] == FEATURE_LEVEL
         assert set(features["members"].values()) <= {FEATURE_LEVEL, None}
         assert "ERROR" not in cluster.log_text(node_id), cluster.log_tail(node_id)
+    # The leader refused the PUBLISH made while the older member remained, and says so.
+    metrics = scrape(cluster, cluster.leader())
+    assert metrics[("replikv_feature_level", ())] == FEATURE_LEVEL
+    assert metrics[("replikv_cluster_feature_level", ())] == FEATURE_LEVEL
+    assert metrics[("replikv_feature_level_rejections_total", ())] >= 1
     shown = cluster.cli("status", "--nodes", admin_addresses(cluster))
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "different feature levels" not in shown.stdout

@@ -315,3 +315,11 @@ class _NodeCollector:
         yield CounterMetricFamily("replikv_oom_rejections_total", "Writes this node refused as "
                                   "leader because the keyspace was over maxmemory.",
                                   value=memory["oom_rejections"])
+        features = status["features"]
+        yield gauge("replikv_feature_level", "The feature level this node's replikv can apply "
+                    "(replikv.features).", features["this_node"])
+        yield gauge("replikv_cluster_feature_level", "The cluster's feature level as this node "
+                    "has applied it: what its log's entries need.", features["cluster_level"])
+        yield CounterMetricFamily("replikv_feature_level_rejections_total", "Writes this node "
+                                  "refused as leader because a member could not apply them.",
+                                  value=features["rejections"])
