@@ -37,9 +37,9 @@ from typing import NoReturn
 
 import msgpack
 
+from replikv import features
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions
 from replikv.entries import entry_publishes
-from replikv.features import FEATURE_LEVEL
 from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, RolledBack, SnapshotJob
 from replikv.raft.core import COMMIT_BROADCAST_DELAY_MS, RaftConfig, RaftCore, Role, SnapshotMeta
@@ -295,7 +295,7 @@ class SimCluster:
         # Every simulated node runs this replikv: each has told the others its level.
         for peer in self.nodes:
             if peer != node.id:
-                node.core.peer_features(peer, FEATURE_LEVEL)
+                node.core.peer_features(peer, features.FEATURE_LEVEL)
         node.up, node.paused, node.persisting, node.held = True, False, None, []
         node.commit_timer = False
         node.incarnation += 1
