@@ -28,13 +28,13 @@ new command, or a new option of one, is a new kind of entry too.
 
 from __future__ import annotations
 
-from replikv.commands.transactions import split_exec
+from replikv.commands.transactions import is_pipeline, split_exec
 from replikv.replies import ErrorReply
 
 # What a node that advertises no level can apply: everything replikv logged before feature
 # levels existed (strings, sets, hashes, lists, sorted sets, transactions, pipeline batches).
 FEATURE_LEVEL_LEGACY = 1
-FEATURE_LEVEL = 2  # what this replikv can apply
+FEATURE_LEVEL = 3  # what this replikv can apply
 FEATURE_LEVEL_MAX = 1 << 16  # a level read from a peer or a file above this is garbage
 HANDSHAKE_KEY = "features"  # the peer handshake's info key (its values are strings)
 
@@ -42,27 +42,41 @@ HANDSHAKE_KEY = "features"  # the peer handshake's info key (its values are stri
 LEVELS: dict[int, str] = {
     1: "strings, sets, hashes, lists, sorted sets, transactions and pipeline batches",
     2: "pub/sub: entries carrying PUBLISH and SPUBLISH messages",
+    3: "scripts in active replication: entries carrying EVAL (every replica runs the script)",
 }
+PUBLISH_LEVEL = 2  # what an entry carrying a published message needs (a script's too)
 
 # Commands whose log entries need a level above FEATURE_LEVEL_LEGACY: lowercase name -> level.
-COMMAND_LEVELS: dict[bytes, int] = {b"publish": 2, b"spublish": 2}
+COMMAND_LEVELS: dict[bytes, int] = {b"publish": PUBLISH_LEVEL, b"spublish": PUBLISH_LEVEL}
+# Commands whose entries need a level only in active replication, where the log holds the
+# command itself (in passive mode a script's entry holds its writes' effects, of older kinds;
+# the node core checks a script that published after it ran).
+ACTIVE_COMMAND_LEVELS: dict[bytes, int] = {b"eval": 3, b"evalsha": 3}
 
 
-def command_level(argv: list[bytes] | tuple[bytes, ...]) -> int:
-    """The level a member needs to apply the entry of this one command (not an EXEC form)."""
-    return COMMAND_LEVELS.get(argv[0].lower(), FEATURE_LEVEL_LEGACY) if COMMAND_LEVELS \
-        else FEATURE_LEVEL_LEGACY
+def command_level(argv: list[bytes] | tuple[bytes, ...], active: bool = False) -> int:
+    """The level a member needs to apply the entry of this one command (not an EXEC form), in
+    active replication if `active`."""
+    name = argv[0].lower()
+    level = COMMAND_LEVELS.get(name, FEATURE_LEVEL_LEGACY)
+    if active:
+        level = max(level, ACTIVE_COMMAND_LEVELS.get(name, FEATURE_LEVEL_LEGACY))
+    return level
 
 
-def needed_level(argv: list[bytes]) -> tuple[int, bytes]:
-    """The level a member needs to apply the entry of `argv`, a client write or an internal
-    EXEC form (a transaction or a pipeline batch: its highest command's), and the name of the
-    command that needs it. Raises CommandError for a malformed EXEC form."""
-    if not COMMAND_LEVELS:
-        return FEATURE_LEVEL_LEGACY, argv[0]
+def needed_level(argv: list[bytes], active: bool = False) -> tuple[int, bytes]:
+    """The level a member needs to apply the entry of `argv`, a client write or a transaction
+    (its highest command's), in active replication if `active`, and the name of the command
+    that needs it. A pipeline batch is not looked into: it holds only PIPELINE_BATCHABLE
+    commands, of which only PUBLISH and SPUBLISH need a level, and the node core judges those
+    by the messages the batch published once it ran (splitting every batch here would cost
+    the hot path a tenth of a microsecond per command). Raises CommandError for a malformed
+    transaction."""
     if argv[0].lower() != b"exec":
-        return command_level(argv), argv[0]
-    return max(((command_level(c), c[0]) for c in split_exec(argv)),
+        return command_level(argv, active), argv[0]
+    if is_pipeline(argv):
+        return FEATURE_LEVEL_LEGACY, argv[0]
+    return max(((command_level(c, active), c[0]) for c in split_exec(argv)),
                key=lambda pair: pair[0], default=(FEATURE_LEVEL_LEGACY, argv[0]))
 
 

@@ -38,6 +38,18 @@ class Limits:
     max_pending_requests: int = 100_000  # client requests waiting for commit or a read index
     max_entry_bytes: int = 80 * MIB  # one log entry (a command with its arguments)
 
+    # Lua scripts (EVAL; replikv.scripting). A script runs on the event loop with nothing else
+    # between its commands, so it is stopped, and everything it wrote undone, once it has run
+    # this many Lua instructions (each redis.call counts as SCRIPT_CALL_COST_INSTRUCTIONS):
+    # about a second of CPU here (see the README's Limits). Only the node that decides a
+    # script's outcome applies these (the leader proposing it, a node serving EVAL_RO); a
+    # replica applying a committed EVAL runs it to its end, as the leader did.
+    script_max_instructions: int = 100_000_000
+    script_max_memory_bytes: int = 64 * MIB  # one script's Lua heap
+    script_max_body_bytes: int = 4 * MIB  # one script's source
+    script_cache_max_scripts: int = 10_000  # the node's script cache (SCRIPT LOAD, EVAL)
+    script_cache_max_bytes: int = 64 * MIB  # ...and the source bytes it holds
+
     # Storage.
     wal_segment_bytes: int = 64 * MIB  # a segment is closed after it grows past this
     # Space reserved ahead of the log's writes (0: none): an fdatasync then has no file size to

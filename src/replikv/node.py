@@ -65,6 +65,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from replikv.commands import grows_log, grows_memory, parse_command
+from replikv.commands.scripts import ScriptCache, ScriptContext
 from replikv.commands.transactions import (
     WATCH_POINT_NAME_LOWER,
     WATCH_SCAN_MAX,
@@ -85,6 +86,7 @@ from replikv.entries import (
 from replikv.features import (
     FEATURE_LEVEL,
     FEATURE_LEVEL_LEGACY,
+    PUBLISH_LEVEL,
     command_level,
     level_error,
     needed_level,
@@ -120,12 +122,14 @@ from replikv.replies import (
     _NullArray,
     wrong_arity,
 )
+from replikv.scripting import ScriptAborted, ScriptBudget
 from replikv.sessions import SessionTable, Verdict
 from replikv.state import KVState, Undo
 
 REPLICATION_MODES = ("passive", "active")
 # Writes whose outcome depends on a random draw: the leader fixes the seed inside the entry.
-RANDOM_WRITES = frozenset({b"spop", b"exec"})  # exec: a transaction may hold an SPOP
+# exec: a transaction may hold an SPOP; eval: a script's math.random and its redis.calls.
+RANDOM_WRITES = frozenset({b"spop", b"exec", b"eval"})
 RECENT_FORWARDS_MAX = 100_000
 COMMIT_MARKS_MAX = 1024
 PROPOSE_TIMES_MAX = 100_000
@@ -469,6 +473,15 @@ class NodeCore:
         # connected since this node started.
         self.peer_levels: dict[str, int] = {}
         self.feature_rejections = 0  # writes refused as leader: a member could not apply them
+        # Lua scripts: this node's script cache (not replicated: SCRIPT LOAD, EVAL), and the
+        # limits of the scripts whose outcome this node decides (as leader, or serving EVAL_RO).
+        limits = config.limits
+        self.scripts = ScriptCache(limits.script_cache_max_scripts,
+                                   limits.script_cache_max_bytes, limits.script_max_body_bytes)
+        budget = ScriptBudget(limits.script_max_instructions, limits.script_max_memory_bytes)
+        self._script_write_context = ScriptContext(budget, self._script_refusal)
+        self._script_read_context = ScriptContext(budget)
+        self.scripts_stopped = 0  # scripts stopped by their limits here (nothing applied)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -490,6 +503,12 @@ class NodeCore:
             self._add_request(req)
             self._route_write(req)
             return
+        if argv and argv[0][:1] in b"EeSs":
+            scripted, answer = self._scripts_on_submit(argv)
+            if scripted is None:
+                self._replies.append((req_id, answer))
+                return
+            argv = scripted
         try:
             spec, _parsed = parse_command(argv)
         except CommandError as e:
@@ -519,6 +538,59 @@ class NodeCore:
                     sessions.setdefault(one, 0)  # open: its writes' indexes are noted
         self._add_request(req)
         self._route(req)
+
+    def _scripts_on_submit(self, argv: list[bytes]) -> tuple[list[bytes] | None, object]:
+        """What this node does with a client's command before routing it, for scripts: SCRIPT
+        is answered here (the cache is this node's); EVALSHA becomes EVAL of the cached body
+        (NOSCRIPT if this node does not know it), inside a transaction too; EVAL's body is
+        cached here. (the command to route, None) or (None, the reply to answer at once)."""
+        name = argv[0].lower()
+        if name == b"script":
+            return None, self.scripts.command(argv)
+        if name == b"evalsha" or name == b"evalsha_ro":
+            resolved = self.scripts.resolve(argv)
+            return (resolved, None) if isinstance(resolved, list) else (None, resolved)
+        if (name == b"eval" or name == b"eval_ro") and len(argv) >= 3:
+            too_large = self.scripts.too_large(argv[1])
+            if too_large is not None:
+                return None, too_large
+            self.scripts.add(argv[1])
+        elif name == b"exec" and not is_pipeline(argv):
+            resolved_exec = self._resolve_in_exec(argv)
+            return ((resolved_exec, None) if isinstance(resolved_exec, list)
+                    else (None, resolved_exec))
+        return argv, None
+
+    def _resolve_in_exec(self, argv: list[bytes]) -> list[bytes] | ErrorReply:
+        """A transaction's EVALSHAs as EVAL of their bodies; one this node does not know
+        answers NOSCRIPT in its slot of EXEC's reply, as in Redis (it becomes a script that
+        answers that error)."""
+        try:
+            watch, bare = split_watch(argv)
+            commands = split_exec(bare)
+        except CommandError as e:
+            return e.reply()
+        if not any(c[0].lower() in (b"evalsha", b"evalsha_ro") for c in commands):
+            return argv
+        resolved: list[list[bytes]] = []
+        for command in commands:
+            if command[0].lower() in (b"evalsha", b"evalsha_ro"):
+                found = self.scripts.resolve(command)
+                command = found if isinstance(found, list) else [
+                    b"EVAL", b"return redis.error_reply('" + found.message.encode() + b"')",
+                    b"0"]
+            resolved.append(command)
+        return encode_exec(resolved, watch)
+
+    def _script_refusal(self) -> ErrorReply | None:
+        """Inside a script the leader runs: why a command Redis flags denyoom is refused now
+        (a nearly full disk, the keyspace over maxmemory), as Redis judges each redis.call."""
+        refusal = self.disk_refusal
+        if refusal is None and self.maxmemory and self.state.used_bytes() > self.maxmemory:
+            refusal = ERR_OOM
+        if refusal is not None:
+            self._count_refused(refusal, 1)
+        return refusal
 
     def peer_features(self, node_id: str, level: int | None) -> None:
         """A member's peer link told us the feature level its replikv can apply; None: its link
@@ -805,7 +877,7 @@ class NodeCore:
         # the batch the layer before left: its replies are put back newest layer first.
         refusals: list[tuple[list[int], ErrorReply]] = []
         try:
-            level, needs = needed_level(argv)
+            level, needs = needed_level(argv, self.config.replication == "active")
         except CommandError as e:
             return e.reply()
         if level > self.state.feature_level:
@@ -814,8 +886,9 @@ class NodeCore:
                 return None  # the leader cannot propose now
             if isinstance(gate, ErrorReply):
                 cluster_level = self.state.feature_level
+                active = self.config.replication == "active"
                 admitted = self._admit_refusing(
-                    argv, gate, lambda c: command_level(c) > cluster_level)
+                    argv, gate, lambda c: command_level(c, active) > cluster_level)
                 if isinstance(admitted, ErrorReply):
                     return admitted
                 if admitted is not None:
@@ -845,8 +918,34 @@ class NodeCore:
             if watch is not None and self._watched_changed(*watch):
                 return NullArray  # EXEC's nil: a watched key changed
         seed = self.rng.getrandbits(31) + 1 if name in RANDOM_WRITES else 0
-        reply, effects, undo = self.state.execute_recorded(argv, t, seed, parsed)
-        published = self.state.take_published()
+        try:
+            reply, effects, undo = self._execute_write(argv, t, seed, parsed)
+            published = self.state.take_published()
+            if published and self.state.feature_level < PUBLISH_LEVEL:
+                # Messages the check above did not look for (a pipeline batch's PUBLISH, a
+                # script's): the level must rise before this entry, or they are refused (a
+                # script whole, a batch's PUBLISHes in their slots).
+                self.state.undo(undo)
+                gate = self._raise_level(PUBLISH_LEVEL, b"PUBLISH", t)
+                if gate is None:
+                    return None
+                if isinstance(gate, ErrorReply):
+                    if not is_pipeline(argv):
+                        self._count_refused(gate, 1)
+                        return gate
+                    admitted = self._admit_refusing(
+                        argv, gate, lambda c: command_level(c) >= PUBLISH_LEVEL)
+                    if isinstance(admitted, ErrorReply):
+                        return admitted
+                    if admitted is not None:
+                        argv, refused, parsed = admitted
+                        refusals.append((refused, gate))
+                reply, effects, undo = self._execute_write(argv, t, seed, parsed)
+                published = self.state.take_published()
+        except ScriptAborted as stopped:
+            self.state.take_published()  # what the stopped script published goes with it
+            self.scripts_stopped += 1
+            return stopped.reply
         self.commands_executed += 1
         for refused, error in reversed(refusals):
             reply = _with_refused(reply, refused, error)
@@ -873,6 +972,17 @@ class NodeCore:
         if opts.w == "1":
             self._w1_pending.append(index)
         return index
+
+    def _execute_write(self, argv: list[bytes], time_ms: int, seed: int, parsed: tuple | None
+                       ) -> tuple[object, list[list], Undo]:
+        """Run a write as the leader, recorded. A script run here decides what the log gets:
+        it runs within the limits, and one they stop (ScriptAborted) leaves nothing (the
+        recorded execution undid its writes) and is not logged."""
+        self.state.script_context = self._script_write_context
+        try:
+            return self.state.execute_recorded(argv, time_ms, seed, parsed)
+        finally:
+            self.state.script_context = None
 
     def _admit_refusing(self, argv: list[bytes], error: ErrorReply,
                         refuses: Callable[[list[bytes]], bool]
@@ -1315,7 +1425,11 @@ class NodeCore:
         if len(argv) == 1 and argv[0].lower() == WATCH_POINT_NAME_LOWER:  # no read has one arg
             result = self.watch_index()  # the state this read would see (see WATCH-POINT)
         else:
-            result = self.state.execute_read(argv, self.now_ms, self.rng.getrandbits(31))
+            self.state.script_context = self._script_read_context  # for EVAL_RO
+            try:
+                result = self.state.execute_read(argv, self.now_ms, self.rng.getrandbits(31))
+            finally:
+                self.state.script_context = None
         if self.applied_index > self.raft.commit_index:
             # The state holds writes applied ahead of their commit: answer once they commit.
             req.phase = "held"

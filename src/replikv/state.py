@@ -142,11 +142,13 @@ from typing import Any, Protocol, Self
 from sortedcontainers import SortedList
 
 from replikv.commands import keys_of, parse_command
+from replikv.commands.scripts import ScriptContext
 from replikv.commands.transactions import Queued
 from replikv.commands.zsets import LISTPACK_ENTRIES_MAX, LISTPACK_MEMBER_BYTES_MAX
 from replikv.features import FEATURE_LEVEL_LEGACY
 from replikv.invariants import InvariantViolation, invariant
 from replikv.replies import WRONG_TYPE, CommandError
+from replikv.scripting import ScriptAborted
 from replikv.storage.snapshot import (
     BATCH_BYTES_TARGET,
     CONTINUATION_KINDS,
@@ -1246,6 +1248,7 @@ class KVState:
         "feature_level",
         "published",
         "pubsub",
+        "script_context",
     )
 
     def __init__(self) -> None:
@@ -1269,6 +1272,9 @@ class KVState:
         # no part of it: FLUSHALL leaves it, and digests do not cover it.
         self.feature_level = FEATURE_LEVEL_LEGACY
         self._recording: _Recording | None = None
+        # Set by the node deciding a script's outcome (replikv.commands.scripts): its limits.
+        # None while applying the log: a committed script runs to its end, as it did there.
+        self.script_context: ScriptContext | None = None
         self._seed = 0
         self._rng: random.Random | None = None
         # Each top-level change (a log entry applied, a recorded execution) gets a new id, so
@@ -1321,6 +1327,17 @@ class KVState:
                 continue
             replies.append(self._run(argv, time_ms, base + i if base else 0, parsed))
         return replies
+
+    @property
+    def command_seed(self) -> int:
+        """The seed of the command being run (0: none), for a script's math.random."""
+        return self._seed
+
+    def run_for_script(self, argv: list[bytes], time_ms: int, seed: int) -> object:
+        """One redis.call of a running script: the command run as any command runs (inside
+        the script's recorded execution, if any), its reply or error reply. The script's
+        caller has checked the command may run there (replikv.commands.scripts)."""
+        return self._run(argv, time_ms, seed)
 
     def raise_feature_level(self, level: int) -> None:
         """Apply a features entry (replikv.features): the cluster's level becomes `level`, which
@@ -1386,6 +1403,8 @@ class KVState:
             return spec.run(self, parsed, now_ms)
         except CommandError as error:
             return error.reply()
+        except ScriptAborted as stopped:  # EVAL_RO past its limits: it changed nothing
+            return stopped.reply
         finally:
             self._rng = None
 

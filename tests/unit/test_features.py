@@ -14,7 +14,7 @@ import msgpack
 import pytest
 
 from replikv import features, node
-from replikv.commands.transactions import encode_exec
+from replikv.commands.transactions import PIPELINE_BATCHABLE, encode_exec
 from replikv.config import Address
 from replikv.entries import ENTRY_FEATURES, apply_entry
 from replikv.invariants import InvariantViolation
@@ -41,6 +41,8 @@ def next_level(monkeypatch: pytest.MonkeyPatch) -> int:
     monkeypatch.setattr(features, "FEATURE_LEVEL", level)
     monkeypatch.setattr(node, "FEATURE_LEVEL", level)
     monkeypatch.setattr(features, "COMMAND_LEVELS", {**features.COMMAND_LEVELS, b"hset": level})
+    # (HSET is batchable, which a command with a level must not be, except PUBLISH: these tests
+    # send it alone or in a transaction.)
     return level
 
 
@@ -90,14 +92,12 @@ def test_a_member_at_an_older_level_holds_the_write_back_with_an_error_naming_it
     assert c.nodes[leader].raft.log.last_index == last  # nothing proposed
     assert c.nodes[leader].feature_rejections == 1
     assert c.call(leader, "SET", "k", "v") == OK  # what every member applies still runs
-    # A transaction holding it is refused whole; a pipeline's batch loses only that command.
+    # A transaction holding it is refused whole (a pipeline's batch loses only that command:
+    # tests/unit/test_pubsub_node.py, with PUBLISH, the one batchable kind that needs a level).
     assert c.call(leader, *encode_exec([[b"SET", b"a", b"1"], [b"HSET", b"h", b"f", b"v"]])) \
         == reply
-    batch = encode_exec([[b"SET", b"a", b"1"], [b"HSET", b"h", b"f", b"v"],
-                         [b"SET", b"b", b"2"]], pipeline=True)
-    assert c.call(leader, *batch) == [OK, reply, OK]
-    assert c.call(leader, "MGET", "a", "b") == [b"1", b"2"]
-    assert c.nodes[leader].feature_rejections == 3
+    assert c.call(leader, "GET", "a") is None
+    assert c.nodes[leader].feature_rejections == 2
     # Once n3 is upgraded (its link advertises the new level), the write goes through.
     for i in c.ids:
         if i != "n3":
@@ -257,3 +257,47 @@ def test_the_simulator_raises_the_level_under_faults_and_every_replica_agrees(ne
     for seed in range(6):
         r = run_seed(seed, SimConfig(snapshots=bool(seed % 2)))
         assert r.ok, f"seed {seed}: {r.failure}"
+
+
+def test_a_pipeline_batch_holds_no_command_with_a_level_but_publish():
+    """needed_level does not look into pipeline batches (the hot path); the node core judges
+    a batch by the messages it published. That holds only while no other batchable command
+    needs a level: a new one must be judged some other way."""
+    batchable = {name.lower() for name in PIPELINE_BATCHABLE}
+    assert {n for n in features.COMMAND_LEVELS if n in batchable} == {b"publish", b"spublish"}
+    assert not {n for n in features.ACTIVE_COMMAND_LEVELS if n in batchable}
+
+
+def test_a_script_that_publishes_needs_level_2_and_an_eval_entry_level_3_in_active_mode():
+    """A script's entry holds its writes' effects in passive mode (older kinds: no level),
+    unless it published; in active mode the entry is the EVAL itself, which older replikv
+    cannot run (level 3)."""
+    publishing = ["EVAL", "redis.call('SET', KEYS[1], 'v') return redis.call('PUBLISH', 'c', "
+                  "'m')", "1", "k"]
+    c = Cluster(levels={"n3": 1})
+    leader = c.elect()
+    assert leader != "n3", "the harness's seed elects n1 or n2"
+    assert c.call(leader, "EVAL", "return redis.call('SET', KEYS[1], 'v')", "1", "a") == OK
+    reply = c.call(leader, *publishing)
+    assert isinstance(reply, ErrorReply) and reply.message.startswith(
+        "ERR PUBLISH needs every member of the cluster at feature level 2 or later, and n3 "
+        "runs a replikv at level 1")
+    assert c.call(leader, "GET", "k") is None  # refused whole: its SET was undone
+    for i in c.ids:
+        c.nodes[i].peer_features("n3", 2)
+    assert c.call(leader, *publishing) == 0
+    assert c.call(leader, "GET", "k") == b"v"
+    c.tick(2)
+    assert {c.nodes[i].state.feature_level for i in c.ids} == {2}
+
+    active = Cluster(replication="active", levels={"n3": 2})
+    leader = active.elect()
+    reply = active.call(leader, "EVAL", "return 1", "0")
+    assert isinstance(reply, ErrorReply) and reply.message.startswith(
+        "ERR EVAL needs every member of the cluster at feature level 3 or later, and n3 runs "
+        "a replikv at level 2")
+    for i in active.ids:
+        active.nodes[i].peer_features("n3", 3)
+    assert active.call(leader, "EVAL", "return 1", "0") == 1
+    active.tick(2)
+    assert {active.nodes[i].state.feature_level for i in active.ids} == {3}

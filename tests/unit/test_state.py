@@ -315,6 +315,7 @@ def test_every_read_command_is_served_by_execute_read() -> None:
         + ["exec-reads"]  # a pipeline's reads as one (commands/transactions.py)
         + ["watch-point"]  # where a WATCH starts: the node answers it, not the state
         + ["object", "memory"]  # commands/introspection.py
+        + ["eval_ro", "evalsha_ro"]  # commands/scripts.py
     )
     state = KVState()
     state.write(b"n", b"12")

@@ -16,7 +16,9 @@ Commands whose effect is tied to one connection are refused (UnsupportedCommand)
 sends every command on whichever pooled connection is free. So are the subscribe commands (a
 subscriber uses redis-py's `pubsub()` on a connection to any node); PUBLISH is a write. So are the blocking list and sorted
 set commands (BLPOP, BZPOPMIN and the others), which no node runs: the client names the
-non-blocking form to use.
+non-blocking form to use; and Redis functions (FCALL). EVAL and EVALSHA are writes (to the
+leader), EVAL_RO and EVALSHA_RO reads, as the command table says; SCRIPT LOAD goes to the
+leader, whose script cache EVALSHA then finds.
 """
 
 from __future__ import annotations
@@ -43,7 +45,11 @@ _INFO_SUBCOMMANDS = {
     "replikv": frozenset({"topology", "options", "help"}),
     "config": frozenset({"get"}),
     "client": frozenset({"id", "info", "list", "getname"}),
+    # The node's own script cache: SCRIPT LOAD and EXISTS go to the leader (where EVALSHA,
+    # a write, goes too) and may be resent (loading a script twice is loading it once).
+    "script": frozenset({"load", "exists"}),
 }
+FUNCTIONS_REFUSED = "Redis functions are not supported by replikv; use EVAL or EVALSHA"
 # PUBLISH and SPUBLISH are writes (the command table says so): routed to the leader, retried
 # like any write. Subscriptions belong to one connection to one node.
 PUBSUB_REFUSED = ("subscriptions belong to one connection to one node: subscribe with "
@@ -70,6 +76,9 @@ _REFUSED = {
     "sunsubscribe": PUBSUB_REFUSED,
     "pubsub": "PUBSUB answers one node's subscriptions: ask that node with redis.Redis",
     "monitor": "MONITOR is not supported by replikv",
+    "function": FUNCTIONS_REFUSED,
+    "fcall": FUNCTIONS_REFUSED,
+    "fcall_ro": FUNCTIONS_REFUSED,
     **{name: f"blocking commands are not supported by replikv; use {form}"
        for name, (form, _) in BLOCKING_REFUSED.items()},
 }

@@ -8,7 +8,8 @@ CommandError with Redis's own error text, so clients that match on errors keep w
 
 The table is written out in one place, like Redis's command table, so its shape can be read at a
 glance; the code for each family lives in `strings`, `keys`, `sets`, `hashes`, `lists`,
-`zsets`, `pubsub` (PUBLISH, SPUBLISH), `introspection` (OBJECT, MEMORY) and `transactions`.
+`zsets`, `pubsub` (PUBLISH, SPUBLISH), `introspection` (OBJECT, MEMORY), `transactions` and
+`scripts` (EVAL and its family; SCRIPT is answered by the node core, whose script cache it is).
 Arity and key positions follow Redis's COMMAND conventions: arity counts the name, negative
 means "at least"; keys are argv[first_key..last_key] stepping by key_step, a negative last_key
 counting from the end. A command whose keys move with a count argument (SINTERCARD numkeys
@@ -30,6 +31,7 @@ from replikv.commands import (
     keys,
     lists,
     pubsub,
+    scripts,
     sets,
     strings,
     transactions,
@@ -79,6 +81,11 @@ _R_CONTAINER = ("readonly",)
 # Redis's flags for PUBLISH and SPUBLISH: not "write" (no key changes), not "denyoom".
 _PUBLISH = ("pubsub", "loading", "stale", "fast", "may_replicate")
 
+_EVAL_FLAGS = ("noscript", "skip_monitor", "may_replicate", "no_mandatory_keys", "stale",
+               "movablekeys")
+_EVAL_RO_FLAGS = ("noscript", "skip_monitor", "no_mandatory_keys", "stale", "readonly",
+                  "movablekeys")
+
 _ONE_KEY = (1, 1, 1)
 _ALL_KEYS = (1, -1, 1)
 _PAIRS = (1, -1, 2)  # key value key value ...
@@ -102,6 +109,13 @@ def _command(
     if kind is None:
         kind = "write" if "write" in flags else "read"
     return CommandSpec(name, arity, kind, flags, *key_spec, parse, run, find_keys, subcommands)
+
+
+def _script_command(name: str, kind: str, parse: Callable[[list[bytes]], object],
+                    run: Callable[..., object]) -> CommandSpec:
+    """EVAL and its family, with Redis's flags (see the table)."""
+    flags = _EVAL_FLAGS if kind == "write" else _EVAL_RO_FLAGS
+    return CommandSpec(name, -3, kind, flags, 0, 0, 0, parse, run, scripts.eval_keys)
 
 
 _TABLE = (
@@ -287,6 +301,15 @@ _TABLE = (
              introspection.run_object, subcommands=introspection.OBJECT_SUBCOMMANDS),
     _command("memory", -2, _R_CONTAINER, _NO_KEYS, introspection.parse_memory,
              introspection.run_memory, subcommands=introspection.MEMORY_SUBCOMMANDS),
+    # Scripts (scripts.py). Redis flags EVAL may-replicate, not write, nor denyoom (each
+    # redis.call is judged); here a command is a read or a write, and EVAL is a write: it goes
+    # through the log even when it writes nothing. The node core resolves EVALSHA into EVAL of
+    # the body before it routes it (the script cache is the node's): EVALSHA is here for its
+    # arity, its keys and COMMAND.
+    _script_command("eval", "write", scripts.parse_eval, scripts.run_eval),
+    _script_command("evalsha", "write", scripts.parse_evalsha, scripts.run_evalsha),
+    _script_command("eval_ro", "read", scripts.parse_eval, scripts.run_eval),
+    _script_command("evalsha_ro", "read", scripts.parse_evalsha, scripts.run_evalsha),
     # Transactions: the internal form of MULTI ... EXEC (see transactions.py); a client's EXEC
     # is taken by its connection and never looked up here.
     _command("exec", -2, _W, _NO_KEYS, transactions.parse_exec, transactions.run_exec),
@@ -338,13 +361,21 @@ def blocking_refusal(name: str) -> str:
             f"which answers at once ({empty})")
 
 
+# Redis functions (FUNCTION LOAD, FCALL): a library of named functions kept by the server is
+# state that would have to be replicated and persisted; replikv has scripts (EVAL) only.
+FUNCTIONS_REFUSED = frozenset({"function", "fcall", "fcall_ro"})
+
+
 def unknown_command(argv: list[bytes]) -> CommandError:
     """The error for a command not in the table: Redis's unknown-command text, or the reason a
-    command Redis has is refused here (the blocking list and sorted set commands)."""
+    command Redis has is refused here (the blocking list and sorted set commands, functions)."""
     if len(argv[0]) <= COMMAND_NAME_BYTES_MAX:
         name_lower = argv[0].lower().decode("latin-1")
         if name_lower in BLOCKING_REFUSED:
             return CommandError(blocking_refusal(name_lower))
+        if name_lower in FUNCTIONS_REFUSED:
+            return CommandError(f"ERR {name_lower.upper()} is not supported by replikv (Redis "
+                                "functions are not implemented); use EVAL or EVALSHA")
     # Redis's text: the name cut to 128 chars, then quoted arguments until 128 chars are used.
     # CR and LF would break a RESP error line, so they become spaces as Redis makes them.
     quote_max = UNKNOWN_COMMAND_QUOTE_CHARS_MAX

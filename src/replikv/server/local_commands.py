@@ -333,7 +333,9 @@ LOCAL_ARITY = {"ping": -1, "echo": 2, "hello": -1, "client": -2, "select": 2, "c
                "config": -2, "auth": -2, "replikv": -2, "wait": 3,
                "multi": 1, "exec": 1, "discard": 1, "watch": -2, "unwatch": 1,
                "pubsub": -2, "subscribe": -2, "unsubscribe": -1, "psubscribe": -2,
-               "punsubscribe": -1, "ssubscribe": -2, "sunsubscribe": -1}
+               "punsubscribe": -1, "ssubscribe": -2, "sunsubscribe": -1,
+               # SCRIPT is answered by the node core (its script cache); listed for COMMAND.
+               "script": -2}
 # COMMAND's flags for the connection's pub/sub commands, as Redis 7 lists them (the others
 # local commands answer show "fast").
 _LOCAL_FLAGS: dict[str, tuple[str, ...]] = {

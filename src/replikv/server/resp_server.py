@@ -517,7 +517,7 @@ class ClientConnection(asyncio.Protocol):
         spec = lookup(argv[0])
         if spec is None:
             if (name in LOCAL_COMMANDS or name in TRANSACTION_COMMANDS or name == b"wait"
-                    or name in SUBSCRIBE_COMMANDS):
+                    or name in SUBSCRIBE_COMMANDS or name == b"script"):
                 self._multi_refuse(ErrorReply(f"ERR {name.decode().upper()} inside MULTI is "
                                               "not supported by replikv"))
             else:

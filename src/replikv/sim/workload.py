@@ -52,7 +52,9 @@ other; the side key is not in the history, but every replica must end with the s
 it (the convergence check), which it does only if each transaction applied whole, once. Half of
 the writes sent so go as a client connection batches a pipeline's writes (`EXEC PIPELINE ...`),
 and half of the reads as it batches a pipeline's reads (`EXEC-READS`, the read and a GET of the
-side key).
+side key). Half of the batched compare-and-sets and increments go instead as EVAL of a Lua
+script doing the same (SCRIPTED): one entry (its effects, or in active mode the script every
+replica runs), checked like the command it stands for.
 
 With publishes on (SimConfig.publishes), clients also send unrecorded PUBLISH and SPUBLISH,
 alone, in a transaction with a SET of a side key, or in a pipeline's batch between writes, from
@@ -95,6 +97,13 @@ SESSION_THINK_MS = (10, 60)  # between a pinned connection's reads
 READ_OPTIONS = ((("primary", "linearizable"), 40), (("nearest", "linearizable"), 30),
                 (("primary", "lease"), 15), (("nearest", "lease"), 15))
 TRANSACTION_SHARE = 0.3  # of the operations, when transactions are on
+# With transactions on, some operations go as EVAL of a script doing the same (KEYS[1] the key;
+# for a compare-and-set ARGV[1] the new value, ARGV[2] the expected one).
+SCRIPTED = {
+    b"SET IFEQ": (b"if redis.call('get', KEYS[1]) == ARGV[2] then "
+            b"return redis.call('set', KEYS[1], ARGV[1]) end return false"),
+    b"INCR": b"return redis.call('incr', KEYS[1])",
+}
 TRANSACTION_SIDE_KEY = b"tx-side"
 PUBLISH_SHARE = 0.15  # of the operations, when publishes are on: one PUBLISH is sent as well
 PUBLISH_CHANNELS = (b"news", b"news.sport", b"alerts")
@@ -130,6 +139,7 @@ class Workload:
         self.transactions_sent = 0
         self._pub_rng = publishes  # its own generator too (see the module docstring)
         self.publishes_sent = 0
+        self.scripts_sent = 0  # of those, operations sent as a Lua script (SCRIPTED)
         self.clients = clients
         self.keys = [f"k{i}".encode() for i in range(keys)]
         self.timeout_ms = timeout_ms
@@ -376,12 +386,19 @@ class Workload:
             # Half the reads go as a batch of a pipeline's reads (EXEC-READS, with a GET of
             # the side key), with their own read options: a read, never in the log.
             batch = self._tx_rng.random() < 0.5
-            if kind == "get" and batch:
+            script = SCRIPTED.get(b" ".join(argv[:1] + argv[3:4])) if batch else None
+            if script is not None and self._tx_rng.random() < 0.5:
+                # A quarter of the compare-and-sets and increments go as a Lua script that
+                # does the same (EVAL: one entry, effects or the script itself).
+                argv = [b"EVAL", script, b"1", *argv[1:2], *argv[2:3], *argv[4:5]]
+                self.scripts_sent += 1
+            elif kind == "get" and batch:
                 argv = encode_reads([argv, [b"GET", TRANSACTION_SIDE_KEY]])
+                call.transaction = True
             else:
                 argv = encode_exec([argv, [b"INCR", TRANSACTION_SIDE_KEY]], pipeline=batch)
                 options = RequestOptions(w=options.w, wtimeout_ms=1000)
-            call.transaction = True
+                call.transaction = True
             self.transactions_sent += 1
         self._pending[(node, call.req_id)] = call
         if not self.cluster.submit(node, call.req_id, argv, options):
