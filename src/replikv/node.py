@@ -503,7 +503,7 @@ class NodeCore:
             self._add_request(req)
             self._route_write(req)
             return
-        if argv and argv[0][:1] in b"EeSs":
+        if argv and argv[0][:1] in b"EeSs" and len(argv[0]) >= 4:  # EVAL*, EXEC, SCRIPT
             scripted, answer = self._scripts_on_submit(argv)
             if scripted is None:
                 self._replies.append((req_id, answer))
