@@ -20,7 +20,7 @@ feature level, one integer that grows whenever a release adds a kind of log entr
 - A node that reads a level above its own (in its log or in a snapshot) stops and says to run
   a newer replikv on it: applying on would make it diverge.
 
-What each level adds is in LEVELS, and the README's "Upgrading" section tells operators what
+What each level adds is said beside its constant below, and the README's "Upgrading" section tells operators what
 to expect. The rule for a release: a new kind of log entry or of effect gets a new level and
 its commands go in COMMAND_LEVELS. In active replication the log holds commands, so there a
 new command, or a new option of one, is a new kind of entry too.
@@ -38,20 +38,17 @@ FEATURE_LEVEL = 3  # what this replikv can apply
 FEATURE_LEVEL_MAX = 1 << 16  # a level read from a peer or a file above this is garbage
 HANDSHAKE_KEY = "features"  # the peer handshake's info key (its values are strings)
 
-# What each level brings, for errors, status and the README.
-LEVELS: dict[int, str] = {
-    1: "strings, sets, hashes, lists, sorted sets, transactions and pipeline batches",
-    2: "pub/sub: entries carrying PUBLISH and SPUBLISH messages",
-    3: "scripts in active replication: entries carrying EVAL (every replica runs the script)",
-}
-PUBLISH_LEVEL = 2  # what an entry carrying a published message needs (a script's too)
+# What each level brings (the README's table says the same). Level 1: strings, sets, hashes,
+# lists, sorted sets, transactions and pipeline batches.
+PUBLISH_LEVEL = 2  # pub/sub: entries carrying PUBLISH and SPUBLISH messages (a script's too)
+SCRIPT_LEVEL = 3  # scripts in active replication: entries carrying EVAL, which replicas run
 
 # Commands whose log entries need a level above FEATURE_LEVEL_LEGACY: lowercase name -> level.
 COMMAND_LEVELS: dict[bytes, int] = {b"publish": PUBLISH_LEVEL, b"spublish": PUBLISH_LEVEL}
 # Commands whose entries need a level only in active replication, where the log holds the
 # command itself (in passive mode a script's entry holds its writes' effects, of older kinds;
 # the node core checks a script that published after it ran).
-ACTIVE_COMMAND_LEVELS: dict[bytes, int] = {b"eval": 3, b"evalsha": 3}
+ACTIVE_COMMAND_LEVELS: dict[bytes, int] = {b"eval": SCRIPT_LEVEL, b"evalsha": SCRIPT_LEVEL}
 
 
 def command_level(argv: list[bytes] | tuple[bytes, ...], active: bool = False) -> int:
@@ -70,7 +67,7 @@ def needed_level(argv: list[bytes], active: bool = False) -> tuple[int, bytes]:
     that needs it. A pipeline batch is not looked into: it holds only PIPELINE_BATCHABLE
     commands, of which only PUBLISH and SPUBLISH need a level, and the node core judges those
     by the messages the batch published once it ran (splitting every batch here would cost
-    the hot path a tenth of a microsecond per command). Raises CommandError for a malformed
+    the hot path about half a microsecond per command). Raises CommandError for a malformed
     transaction."""
     if argv[0].lower() != b"exec":
         return command_level(argv, active), argv[0]

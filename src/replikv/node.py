@@ -469,8 +469,8 @@ class NodeCore:
         self.disk_refusal: ErrorReply | None = None
         self.disk_rejections = 0  # commands refused for it, as leader
         # The feature level (replikv.features) each other member advertised in its peer
-        # handshake, as the driver last told us (`peer_features`); a member not in it has not
-        # connected since this node started.
+        # handshake, as the driver last told us (`peer_features`); a member not in it has no
+        # link to this node now.
         self.peer_levels: dict[str, int] = {}
         self.feature_rejections = 0  # writes refused as leader: a member could not apply them
         # Lua scripts: this node's script cache (not replicated: SCRIPT LOAD, EVAL), and the
@@ -582,12 +582,18 @@ class NodeCore:
             resolved.append(command)
         return encode_exec(resolved, watch)
 
-    def _script_refusal(self) -> ErrorReply | None:
-        """Inside a script the leader runs: why a command Redis flags denyoom is refused now
-        (a nearly full disk, the keyspace over maxmemory), as Redis judges each redis.call."""
+    def _write_refusal(self) -> ErrorReply | None:
+        """Why the leader refuses writes that add data now: its disk nearly full (MISCONF),
+        the keyspace over maxmemory (OOM); None when it does not."""
         refusal = self.disk_refusal
         if refusal is None and self.maxmemory and self.state.used_bytes() > self.maxmemory:
             refusal = ERR_OOM
+        return refusal
+
+    def _script_refusal(self) -> ErrorReply | None:
+        """Inside a script the leader runs: why a command Redis flags denyoom is refused now,
+        as Redis judges each redis.call (counted as a refused write)."""
+        refusal = self._write_refusal()
         if refusal is not None:
             self._count_refused(refusal, 1)
         return refusal
@@ -881,22 +887,16 @@ class NodeCore:
         except CommandError as e:
             return e.reply()
         if level > self.state.feature_level:
-            gate = self._raise_level(level, needs, t)
-            if gate is None:
-                return None  # the leader cannot propose now
-            if isinstance(gate, ErrorReply):
-                cluster_level = self.state.feature_level
-                active = self.config.replication == "active"
-                admitted = self._admit_refusing(
-                    argv, gate, lambda c: command_level(c, active) > cluster_level)
-                if isinstance(admitted, ErrorReply):
-                    return admitted
-                if admitted is not None:
-                    argv, refused, parsed = admitted
-                    refusals.append((refused, gate))
-        refusal = self.disk_refusal
-        if refusal is None and self.maxmemory and self.state.used_bytes() > self.maxmemory:
-            refusal = ERR_OOM
+            cluster_level = self.state.feature_level
+            active = self.config.replication == "active"
+            admitted_argv = self._admit_level(
+                argv, level, needs, t, lambda c: command_level(c, active) > cluster_level,
+                refusals)
+            if admitted_argv is None or isinstance(admitted_argv, ErrorReply):
+                return admitted_argv  # refused, or the leader cannot propose now
+            if admitted_argv is not argv:
+                argv, parsed = admitted_argv, None
+        refusal = self._write_refusal()
         if refusal is not None:
             try:
                 # A nearly full disk also refuses PUBLISH: it adds no key, but its message to
@@ -926,20 +926,14 @@ class NodeCore:
                 # script's): the level must rise before this entry, or they are refused (a
                 # script whole, a batch's PUBLISHes in their slots).
                 self.state.undo(undo)
-                gate = self._raise_level(PUBLISH_LEVEL, b"PUBLISH", t)
-                if gate is None:
-                    return None
-                if isinstance(gate, ErrorReply):
-                    if not is_pipeline(argv):
-                        self._count_refused(gate, 1)
-                        return gate
-                    admitted = self._admit_refusing(
-                        argv, gate, lambda c: command_level(c) >= PUBLISH_LEVEL)
-                    if isinstance(admitted, ErrorReply):
-                        return admitted
-                    if admitted is not None:
-                        argv, refused, parsed = admitted
-                        refusals.append((refused, gate))
+                admitted_argv = self._admit_level(
+                    argv, PUBLISH_LEVEL, b"PUBLISH", t,
+                    lambda c: command_level(c) >= PUBLISH_LEVEL or c[0].lower() == b"eval",
+                    refusals)
+                if admitted_argv is None or isinstance(admitted_argv, ErrorReply):
+                    return admitted_argv
+                if admitted_argv is not argv:
+                    argv, parsed = admitted_argv, None
                 reply, effects, undo = self._execute_write(argv, t, seed, parsed)
                 published = self.state.take_published()
         except ScriptAborted as stopped:
@@ -1018,6 +1012,26 @@ class NodeCore:
             self.disk_rejections += commands
         else:
             self.feature_rejections += commands
+
+    def _admit_level(self, argv: list[bytes], level: int, name: bytes, time_ms: int,
+                     refuses: Callable[[list[bytes]], bool],
+                     refusals: list[tuple[list[int], ErrorReply]]
+                     ) -> list[bytes] | ErrorReply | None:
+        """`argv` needs feature level `level` (for its command `name`), above the cluster's.
+        Raises the level first if every member has it (`argv` runs as it is); else refuses
+        what `refuses` (the level error: for the whole, or a pipeline batch without those
+        commands, their slots added to `refusals`). None if the leader cannot propose now."""
+        gate = self._raise_level(level, name, time_ms)
+        if not isinstance(gate, ErrorReply):
+            return argv if gate else None
+        admitted = self._admit_refusing(argv, gate, refuses)
+        if admitted is None:  # nothing `refuses` names: refuse the whole rather than guess
+            self._count_refused(gate, 1)
+            return gate
+        if isinstance(admitted, ErrorReply):
+            return admitted
+        refusals.append((admitted[1], gate))
+        return admitted[0]
 
     def _raise_level(self, level: int, name: bytes, time_ms: int) -> ErrorReply | bool | None:
         """A write needs feature level `level`, above the cluster's: if every other member has

@@ -272,8 +272,8 @@ def test_a_script_that_publishes_needs_level_2_and_an_eval_entry_level_3_in_acti
     """A script's entry holds its writes' effects in passive mode (older kinds: no level),
     unless it published; in active mode the entry is the EVAL itself, which older replikv
     cannot run (level 3)."""
-    publishing = ["EVAL", "redis.call('SET', KEYS[1], 'v') return redis.call('PUBLISH', 'c', "
-                  "'m')", "1", "k"]
+    script = "redis.call('SET', KEYS[1], 'v') return redis.call('PUBLISH', 'c', 'm')"
+    publishing = ["EVAL", script, "1", "k"]
     c = Cluster(levels={"n3": 1})
     leader = c.elect()
     assert leader != "n3", "the harness's seed elects n1 or n2"
