@@ -34,7 +34,7 @@ from replikv.replies import ErrorReply
 # What a node that advertises no level can apply: everything replikv logged before feature
 # levels existed (strings, sets, hashes, lists, sorted sets, transactions, pipeline batches).
 FEATURE_LEVEL_LEGACY = 1
-FEATURE_LEVEL = 3  # what this replikv can apply
+FEATURE_LEVEL = 4  # what this replikv can apply
 FEATURE_LEVEL_MAX = 1 << 16  # a level read from a peer or a file above this is garbage
 HANDSHAKE_KEY = "features"  # the peer handshake's info key (its values are strings)
 
@@ -42,13 +42,20 @@ HANDSHAKE_KEY = "features"  # the peer handshake's info key (its values are stri
 # lists, sorted sets, transactions and pipeline batches.
 PUBLISH_LEVEL = 2  # pub/sub: entries carrying PUBLISH and SPUBLISH messages (a script's too)
 SCRIPT_LEVEL = 3  # scripts in active replication: entries carrying EVAL, which replicas run
+# The blocking list and sorted set commands in active replication: entries carrying BLPOP,
+# BZPOPMIN and the others (each an attempt to pop; in passive mode their effects are LPOP's).
+BLOCKING_LEVEL = 4
 
 # Commands whose log entries need a level above FEATURE_LEVEL_LEGACY: lowercase name -> level.
 COMMAND_LEVELS: dict[bytes, int] = {b"publish": PUBLISH_LEVEL, b"spublish": PUBLISH_LEVEL}
 # Commands whose entries need a level only in active replication, where the log holds the
 # command itself (in passive mode a script's entry holds its writes' effects, of older kinds;
 # the node core checks a script that published after it ran).
-ACTIVE_COMMAND_LEVELS: dict[bytes, int] = {b"eval": SCRIPT_LEVEL, b"evalsha": SCRIPT_LEVEL}
+ACTIVE_COMMAND_LEVELS: dict[bytes, int] = {
+    b"eval": SCRIPT_LEVEL, b"evalsha": SCRIPT_LEVEL,
+    **dict.fromkeys((b"blpop", b"brpop", b"blmove", b"brpoplpush", b"blmpop", b"bzpopmin",
+                     b"bzpopmax", b"bzmpop"), BLOCKING_LEVEL),
+}
 
 
 def command_level(argv: list[bytes] | tuple[bytes, ...], active: bool = False) -> int:

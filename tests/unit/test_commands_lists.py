@@ -1,6 +1,6 @@
 """List commands against KVState: Redis 7 semantics, replies, error texts and the order of checks
 (t_list.c; checked against redis-server 7.0), WRONGTYPE in every direction, the key commands on
-list keys, the refused blocking commands, introspection and the size limit.
+list keys, the blocking commands' attempts, introspection and the size limit.
 tests/unit/test_lists_against_redis.py runs the same commands against a real redis-server."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from replikv.state import SHARD_COUNT
 from .state_driver import T0, Node, err
 
 WRONGTYPE = err(WRONG_TYPE)
+SYNTAX_ERR = err(SYNTAX)
 
 
 @pytest.fixture
@@ -298,28 +299,53 @@ def test_lmpop_keys_are_found_for_expiry() -> None:
     assert numkeys_keys([b"LMPOP", b"2", b"a", b"b", b"LEFT"]) == [b"a", b"b"]
 
 
-# ---- the blocking commands are refused ----
+# ---- the blocking commands: one attempt each (the waiting is the connection's) ----
 
 
-@pytest.mark.parametrize(("argv", "form"), [
-    (["BLPOP", "l", "0"], "LPOP"), (["brpop", "l", "0"], "RPOP"),
-    (["BLMOVE", "a", "b", "LEFT", "LEFT", "0"], "LMOVE"),
-    (["BRPOPLPUSH", "a", "b", "0"], "RPOPLPUSH"), (["BLMPOP", "0", "1", "l", "LEFT"], "LMPOP"),
+def test_blocking_list_pops_pop_the_first_list_in_order_or_answer_nil(node: Node) -> None:
+    assert node.write("BLPOP", "a", "b", "0") is NullArray
+    assert node.write("BLMPOP", "0", "2", "a", "b", "LEFT") is NullArray
+    assert node.write("BLMOVE", "a", "b", "LEFT", "RIGHT", "1.5") is None  # as LMOVE, MULTI
+    assert node.write("BRPOPLPUSH", "a", "b", "0") is None
+    with_list(node, "b", "1", "2", "3", "4", "5")
+    assert node.write("BLPOP", "a", "b", "0") == [b"b", b"1"]
+    assert node.write("BRPOP", "a", "b", "0") == [b"b", b"5"]
+    assert node.write("BLMOVE", "b", "a", "LEFT", "LEFT", "0") == b"2"
+    assert node.write("BRPOPLPUSH", "b", "a", "0") == b"4"
+    assert node.write("BLMPOP", "0", "2", "a", "b", "RIGHT", "COUNT", "9") == [b"a", [b"2", b"4"]]
+    assert items(node, "b") == [b"3"]
+    node.write("SET", "s", "v")
+    assert node.write("BLPOP", "s", "b", "0") == WRONGTYPE  # the first key found decides
+    assert node.write("BLPOP", "b", "s", "0") == [b"b", b"3"]
+
+
+@pytest.mark.parametrize(("timeout", "error"), [
+    ("x", "ERR timeout is not a float or out of range"),
+    ("nan", "ERR timeout is not a float or out of range"),
+    ("-1", "ERR timeout is negative"), ("-inf", "ERR timeout is negative"),
+    ("inf", "ERR timeout is negative"), ("1e300", "ERR timeout is negative"),  # as Redis 7.0
 ])  # fmt: skip
-def test_blocking_commands_are_refused_with_the_form_to_use(node: Node, argv: list[str],
-                                                            form: str) -> None:
-    reply = node.write(*argv)
-    assert reply == err(f"ERR {argv[0].upper()} is not supported by replikv (no command "
-                        f"blocks); use {form}, which answers at once (nil when the list is "
-                        "empty)")
+def test_a_timeout_is_read_before_anything_else(node: Node, timeout: str, error: str) -> None:
+    node.write("SET", "s", "v")
+    assert node.write("BLPOP", "s", timeout) == err(error)
+    assert node.write("BLMPOP", timeout, "0", "s", "UP") == err(error)
+    assert node.write("BLMOVE", "s", "d", "UP", "LEFT", timeout) == SYNTAX_ERR  # ends first
 
 
-def test_the_client_refuses_blocking_commands_too() -> None:
-    from replikv.client.errors import UnsupportedCommand
-    from replikv.client.routing import route
+def test_timeouts_in_milliseconds_round_up_as_redis_rounds_them() -> None:
+    from replikv.commands.blocking import parse_timeout
 
-    with pytest.raises(UnsupportedCommand, match="use LPOP"):
-        route(("BLPOP", "l", 0))
+    assert parse_timeout(b"0") == 0 and parse_timeout(b"-0.0001") == 0  # for ever, as in Redis
+    assert parse_timeout(b"0.0001") == 1 and parse_timeout(b"1.5") == 1500
+    assert parse_timeout(b"0x1p3") == 8000 and parse_timeout(b"2e1") == 20000
+    assert parse_timeout(b"9223372036854") == 0  # beyond any timer: for ever
+
+
+def test_the_client_sends_blocking_commands_to_the_leader_without_a_session() -> None:
+    from replikv.client.routing import Kind, route
+
+    assert route(("BLPOP", "l", 0)).kind is Kind.OTHER  # never resent once it may have popped
+    assert route(("LPOP", "l")).kind is Kind.WRITE
 
 
 # ---- types ----

@@ -31,10 +31,12 @@ EXPECTED_COMMANDS = {
     # hashes
     "hset", "hmset", "hsetnx", "hget", "hmget", "hdel", "hexists", "hlen", "hstrlen", "hkeys",
     "hvals", "hgetall", "hincrby", "hincrbyfloat", "hrandfield", "hscan",
-    # lists (the blocking forms are refused by name, not listed)
+    # lists, and their blocking forms (one attempt each: commands/blocking.py)
     "lpush", "rpush", "lpushx", "rpushx", "lpop", "rpop", "llen", "lindex", "lrange", "lset",
     "lrem", "ltrim", "linsert", "lpos", "lmove", "rpoplpush", "lmpop",
-    # sorted sets (the blocking forms are refused by name, not listed)
+    "blpop", "brpop", "blmove", "brpoplpush", "blmpop",
+    # sorted sets, and their blocking forms
+    "bzpopmin", "bzpopmax", "bzmpop",
     "zadd", "zincrby", "zrem", "zcard", "zscore", "zmscore", "zcount", "zlexcount", "zrange",
     "zrangebyscore", "zrevrangebyscore", "zrangebylex", "zrevrangebylex", "zrevrange",
     "zrangestore", "zrank", "zrevrank", "zpopmin", "zpopmax", "zmpop", "zremrangebyrank",
@@ -226,3 +228,19 @@ REDIS_SORTED_SET_COMMANDS = {
 def test_sorted_set_commands_have_redis_arity_and_flags(name: str) -> None:
     arity, flags = REDIS_SORTED_SET_COMMANDS[name]
     assert (COMMANDS[name].arity, set(COMMANDS[name].flags)) == (arity, flags)
+
+
+@pytest.mark.parametrize(("argv", "keys"), [
+    ([b"BLPOP", b"a", b"b", b"0"], [b"a", b"b"]), ([b"BZPOPMAX", b"z", b"1"], [b"z"]),
+    ([b"BLMOVE", b"s", b"d", b"LEFT", b"LEFT", b"0"], [b"s", b"d"]),
+    ([b"BRPOPLPUSH", b"s", b"d", b"0"], [b"s", b"d"]),
+    ([b"BLMPOP", b"0", b"2", b"a", b"b", b"LEFT"], [b"a", b"b"]),
+    ([b"BZMPOP", b"1.5", b"1", b"z", b"MIN", b"COUNT", b"2"], [b"z"]),
+])  # fmt: skip
+def test_blocking_commands_are_writes_flagged_blocking_with_their_keys(argv: list[bytes],
+                                                                       keys: list[bytes]) -> None:
+    spec, parsed = parse_command(argv)
+    assert spec.kind == "write" and "blocking" in spec.flags
+    assert keys_of(spec, argv) == keys
+    # The keys whose change wakes the call: the sources (BLMOVE's destination does not).
+    assert list(parsed.keys) == (keys[:1] if spec.name in ("blmove", "brpoplpush") else keys)

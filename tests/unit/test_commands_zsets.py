@@ -1,6 +1,6 @@
 """Sorted set commands against KVState: Redis 7.4 semantics, replies, error texts and the order
 of checks (t_zset.c; checked against redis-server 7.0, and 7.4's source where they differ),
-WRONGTYPE in every direction, the key commands on sorted set keys, the refused blocking
+WRONGTYPE in every direction, the key commands on sorted set keys, the blocking
 commands, introspection and the size limit. tests/unit/test_zsets_against_redis.py runs the
 same commands against a real redis-server."""
 
@@ -476,27 +476,20 @@ def test_set_operation_errors(node: Node, argv: list[str], reply: object) -> Non
     assert node.write(*argv) == reply
 
 
-# ---- the blocking commands are refused ----
+# ---- the blocking commands: one attempt each (the waiting is the connection's) ----
 
 
-@pytest.mark.parametrize(("argv", "form", "empty"), [
-    (["BZPOPMIN", "z", "0"], "ZPOPMIN", "an empty array when the sorted set is empty"),
-    (["bzpopmax", "z", "0"], "ZPOPMAX", "an empty array when the sorted set is empty"),
-    (["BZMPOP", "0", "1", "z", "MIN"], "ZMPOP", "nil when every sorted set is empty"),
-])  # fmt: skip
-def test_blocking_commands_are_refused_with_the_form_to_use(node: Node, argv: list[str],
-                                                            form: str, empty: str) -> None:
-    assert node.write(*argv) == err(f"ERR {argv[0].upper()} is not supported by replikv (no "
-                                    f"command blocks); use {form}, which answers at once "
-                                    f"({empty})")
-
-
-def test_the_client_refuses_blocking_zset_commands_too() -> None:
-    from replikv.client.errors import UnsupportedCommand
-    from replikv.client.routing import route
-
-    with pytest.raises(UnsupportedCommand, match="use ZPOPMIN"):
-        route(("BZPOPMIN", "z", 0))
+def test_blocking_zset_pops_pop_the_first_sorted_set_or_answer_a_null_array(node: Node) -> None:
+    assert node.write("BZPOPMIN", "z", "y", "0") is NullArray
+    assert node.write("BZMPOP", "0", "1", "z", "MIN") is NullArray
+    assert node.write("ZADD", "y", "1", "a", "2", "b", "3", "c") == 3
+    assert node.write("BZPOPMIN", "z", "y", "0.5") == [b"y", b"a", 1.0]
+    assert node.write("BZPOPMAX", "y", "0") == [b"y", b"c", 3.0]
+    assert node.write("BZMPOP", "1", "2", "z", "y", "MAX", "COUNT", "5") == [b"y", [[b"b", 2.0]]]
+    assert node.read("EXISTS", "y") == 0
+    node.write("SET", "str", "v")
+    assert node.write("BZPOPMIN", "str", "y", "0") == WRONGTYPE
+    assert node.write("BZPOPMIN", "z", "-1") == err("ERR timeout is negative")
 
 
 # ---- types ----

@@ -14,9 +14,13 @@ reads, so the client and the cluster never disagree about it:
 
 Commands whose effect is tied to one connection are refused (UnsupportedCommand): the client
 sends every command on whichever pooled connection is free. So are the subscribe commands (a
-subscriber uses redis-py's `pubsub()` on a connection to any node); PUBLISH is a write. So are the blocking list and sorted
-set commands (BLPOP, BZPOPMIN and the others), which no node runs: the client names the
-non-blocking form to use; and Redis functions (FCALL). EVAL and EVALSHA are writes (to the
+subscriber uses redis-py's `pubsub()` on a connection to any node); PUBLISH is a write. So are
+Redis functions (FCALL). The blocking list and sorted set commands (BLPOP, BZPOPMIN and the
+others) go to the leader as they are, like an unknown command: the node makes a write of each
+attempt to pop (replikv.commands.blocking), so a session's sequence number, which names one
+write, cannot go with them, and one that may have popped is never resent (OutcomeUnknown). A
+wait longer than the client's socket_timeout ends in that error too: give those commands a
+timeout below it, or the client a longer socket_timeout. EVAL and EVALSHA are writes (to the
 leader), EVAL_RO and EVALSHA_RO reads, as the command table says; SCRIPT LOAD goes to the
 leader, whose script cache EVALSHA then finds.
 """
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from replikv.client.errors import UnsupportedCommand
-from replikv.commands import BLOCKING_REFUSED, COMMANDS
+from replikv.commands import COMMANDS
 
 _NAME_BYTES_MAX = 32
 
@@ -79,8 +83,6 @@ _REFUSED = {
     "function": FUNCTIONS_REFUSED,
     "fcall": FUNCTIONS_REFUSED,
     "fcall_ro": FUNCTIONS_REFUSED,
-    **{name: f"blocking commands are not supported by replikv; use {form}"
-       for name, (form, _) in BLOCKING_REFUSED.items()},
 }
 _REFUSED_REPLIKV = {
     "session": "the client manages sessions itself (retry_writes=True)",
@@ -128,6 +130,8 @@ def route(args: tuple) -> Route:
         raise UnsupportedCommand(f"REPLIKV {sub.upper()} is not sent by replikv.Client: "
                                  f"{_REFUSED_REPLIKV[sub]}")
     spec = COMMANDS.get(name)
+    if spec is not None and "blocking" in spec.flags:
+        return Route(Kind.OTHER, name, full)
     if spec is not None:
         return Route(Kind.WRITE if spec.kind == "write" else Kind.READ, name, full)
     if name in _INFO_COMMANDS or sub in _INFO_SUBCOMMANDS.get(name, ()):

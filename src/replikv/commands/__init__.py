@@ -8,7 +8,8 @@ CommandError with Redis's own error text, so clients that match on errors keep w
 
 The table is written out in one place, like Redis's command table, so its shape can be read at a
 glance; the code for each family lives in `strings`, `keys`, `sets`, `hashes`, `lists`,
-`zsets`, `pubsub` (PUBLISH, SPUBLISH), `introspection` (OBJECT, MEMORY), `transactions` and
+`zsets`, `blocking` (BLPOP, BZPOPMIN and the others: one attempt each; the connection waits),
+`pubsub` (PUBLISH, SPUBLISH), `introspection` (OBJECT, MEMORY), `transactions` and
 `scripts` (EVAL and its family; SCRIPT is answered by the node core, whose script cache it is).
 Arity and key positions follow Redis's COMMAND conventions: arity counts the name, negative
 means "at least"; keys are argv[first_key..last_key] stepping by key_step, a negative last_key
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from replikv.commands import (
+    blocking,
     hashes,
     introspection,
     keys,
@@ -75,6 +77,9 @@ _R_FAST = ("readonly", "fast")
 _R_MOVABLE = ("readonly", "movablekeys")
 _W_MOVABLE = ("write", "movablekeys")
 _W_DENYOOM_MOVABLE = ("write", "denyoom", "movablekeys")
+_W_BLOCKING = ("write", "blocking")
+_W_DENYOOM_BLOCKING = ("write", "denyoom", "blocking")
+_W_BLOCKING_MOVABLE = ("write", "blocking", "movablekeys")
 # Redis flags OBJECT and MEMORY themselves with nothing (their subcommands are readonly); here
 # every command is a read or a write, and these read.
 _R_CONTAINER = ("readonly",)
@@ -90,6 +95,7 @@ _ONE_KEY = (1, 1, 1)
 _ALL_KEYS = (1, -1, 1)
 _PAIRS = (1, -1, 2)  # key value key value ...
 _TWO_KEYS = (1, 2, 1)
+_KEYS_THEN_TIMEOUT = (1, -2, 1)
 _NO_KEYS = (0, 0, 0)
 
 
@@ -221,7 +227,7 @@ _TABLE = (
     ),
     _command("hrandfield", -2, _R, _ONE_KEY, hashes.parse_hrandfield, hashes.run_hrandfield),
     _command("hscan", -3, _R, _ONE_KEY, hashes.parse_hscan, hashes.run_hscan),
-    # Lists (the blocking forms are refused by name: lists.BLOCKING_REFUSED).
+    # Lists.
     _command("lpush", -3, _W_DENYOOM_FAST, _ONE_KEY, lists.parse_key_elements, lists.run_lpush),
     _command("rpush", -3, _W_DENYOOM_FAST, _ONE_KEY, lists.parse_key_elements, lists.run_rpush),
     _command("lpushx", -3, _W_DENYOOM_FAST, _ONE_KEY, lists.parse_key_elements,
@@ -242,7 +248,18 @@ _TABLE = (
     _command("rpoplpush", 3, _W_DENYOOM, _TWO_KEYS, lists.parse_rpoplpush, lists.run_lmove),
     _command("lmpop", -4, _W_MOVABLE, _NO_KEYS, lists.parse_lmpop, lists.run_lmpop,
              sets.numkeys_keys),
-    # Sorted sets (the blocking forms are refused by name: zsets.BLOCKING_REFUSED).
+    # The blocking forms: one attempt each (blocking.py); the client's connection waits.
+    _command("blpop", -3, _W_BLOCKING, _KEYS_THEN_TIMEOUT, blocking.parse_blpop,
+             blocking.run_blpop),
+    _command("brpop", -3, _W_BLOCKING, _KEYS_THEN_TIMEOUT, blocking.parse_brpop,
+             blocking.run_brpop),
+    _command("blmove", 6, _W_DENYOOM_BLOCKING, _TWO_KEYS, blocking.parse_blmove,
+             blocking.run_blmove),
+    _command("brpoplpush", 4, _W_DENYOOM_BLOCKING, _TWO_KEYS, blocking.parse_brpoplpush,
+             blocking.run_blmove),
+    _command("blmpop", -5, _W_BLOCKING_MOVABLE, _NO_KEYS, blocking.parse_blmpop,
+             blocking.run_blmpop, blocking.mpop_keys),
+    # Sorted sets.
     _command("zadd", -4, _W_DENYOOM_FAST, _ONE_KEY, zsets.parse_zadd, zsets.run_zadd),
     _command("zincrby", 4, _W_DENYOOM_FAST, _ONE_KEY, zsets.parse_zincrby, zsets.run_zadd),
     _command("zrem", -3, _W_FAST, _ONE_KEY, sets.parse_key_members, zsets.run_zrem),
@@ -267,6 +284,12 @@ _TABLE = (
     _command("zpopmax", -2, _W_FAST, _ONE_KEY, zsets.parse_zpopmax, zsets.run_zpopmax),
     _command("zmpop", -4, _W_MOVABLE, _NO_KEYS, zsets.parse_zmpop, zsets.run_zmpop,
              sets.numkeys_keys),
+    _command("bzpopmin", -3, _W_BLOCKING, _KEYS_THEN_TIMEOUT, blocking.parse_bzpopmin,
+             blocking.run_bzpopmin),
+    _command("bzpopmax", -3, _W_BLOCKING, _KEYS_THEN_TIMEOUT, blocking.parse_bzpopmax,
+             blocking.run_bzpopmax),
+    _command("bzmpop", -5, _W_BLOCKING_MOVABLE, _NO_KEYS, blocking.parse_bzmpop,
+             blocking.run_bzmpop, blocking.mpop_keys),
     _command("zremrangebyrank", 4, _W, _ONE_KEY, zsets.parse_zremrangebyrank,
              zsets.run_zremrangebyrank),
     _command("zremrangebyscore", 4, _W, _ONE_KEY, zsets.parse_zcount,
@@ -346,21 +369,6 @@ def grows_log(argv: list[bytes]) -> bool:
     return spec is not None and ("denyoom" in spec.flags or spec.name in pubsub.PUBLISHING)
 
 
-# The blocking commands Redis has (BLPOP, BZPOPMIN, ...): lowercase name -> (the non-blocking
-# form to use instead, what that form answers when there is nothing to pop).
-BLOCKING_REFUSED: dict[str, tuple[str, str]] = {**lists.BLOCKING_REFUSED,
-                                                **zsets.BLOCKING_REFUSED}
-
-
-def blocking_refusal(name: str) -> str:
-    """The error text for a blocking command (`name` lowercase, in BLOCKING_REFUSED): a client
-    parked in a node until another client pushes does not fit a log whose entries finish when
-    applied."""
-    form, empty = BLOCKING_REFUSED[name]
-    return (f"ERR {name.upper()} is not supported by replikv (no command blocks); use {form}, "
-            f"which answers at once ({empty})")
-
-
 # Redis functions (FUNCTION LOAD, FCALL): a library of named functions kept by the server is
 # state that would have to be replicated and persisted; replikv has scripts (EVAL) only.
 FUNCTIONS_REFUSED = frozenset({"function", "fcall", "fcall_ro"})
@@ -368,11 +376,9 @@ FUNCTIONS_REFUSED = frozenset({"function", "fcall", "fcall_ro"})
 
 def unknown_command(argv: list[bytes]) -> CommandError:
     """The error for a command not in the table: Redis's unknown-command text, or the reason a
-    command Redis has is refused here (the blocking list and sorted set commands, functions)."""
+    command Redis has is refused here (functions)."""
     if len(argv[0]) <= COMMAND_NAME_BYTES_MAX:
         name_lower = argv[0].lower().decode("latin-1")
-        if name_lower in BLOCKING_REFUSED:
-            return CommandError(blocking_refusal(name_lower))
         if name_lower in FUNCTIONS_REFUSED:
             return CommandError(f"ERR {name_lower.upper()} is not supported by replikv (Redis "
                                 "functions are not implemented); use EVAL or EVALSHA")

@@ -11,10 +11,8 @@ only once the source is known to hold a list, and a list left without elements i
 list's order is the only order it has, so every replica answers alike without any care here
 beyond never reading a clock or a random generator.
 
-The blocking forms (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP) are not commands here: a client
-waiting in a node for another client's push does not fit a replicated log whose entries must
-each finish when applied. They are refused by name (`BLOCKING_REFUSED`), with the form to use
-instead, and the table does not list them.
+The blocking forms (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP) are in `blocking`: one attempt
+each, built on LPOP, LMOVE and LMPOP here; the client's connection does the waiting.
 
 Size limit. A list holds at most LIST_ELEMENTS_MAX elements and LIST_BYTES_MAX bytes of them
 (Redis has neither). Renaming or copying a list puts its whole post-image in one log entry in
@@ -55,17 +53,6 @@ ERR_LPOS_COUNT = "ERR COUNT can't be negative"
 ERR_LPOS_MAXLEN = "ERR MAXLEN can't be negative"
 ERR_NUMKEYS = "ERR numkeys should be greater than 0"
 ERR_LMPOP_COUNT = "ERR count should be greater than 0"
-
-# The blocking commands, refused with the non-blocking form to use instead and what that form
-# answers when there is nothing to pop (see the docstring and commands.blocking_refusal).
-_EMPTY = "nil when the list is empty"
-BLOCKING_REFUSED: dict[str, tuple[str, str]] = {
-    "blpop": ("LPOP", _EMPTY),
-    "brpop": ("RPOP", _EMPTY),
-    "blmove": ("LMOVE", _EMPTY),
-    "brpoplpush": ("RPOPLPUSH", _EMPTY),
-    "blmpop": ("LMPOP", _EMPTY),
-}
 
 
 def _check_room(value: ListValue | None, added: list[bytes],

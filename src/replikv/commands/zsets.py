@@ -38,8 +38,8 @@ both encodings).
 Random picks (ZRANDMEMBER) draw from `state.random_generator()`, seeded by whoever runs the
 command, as SRANDMEMBER and HRANDFIELD do.
 
-The blocking forms (BZPOPMIN, BZPOPMAX, BZMPOP) are refused by name (`BLOCKING_REFUSED`, with
-the form to use instead), as the blocking list commands are (see `lists`).
+The blocking forms (BZPOPMIN, BZPOPMAX, BZMPOP) are in `blocking`, built on ZPOPMIN, ZPOPMAX
+and ZMPOP here.
 
 Size limit. A sorted set holds at most ZSET_MEMBERS_MAX members and ZSET_BYTES_MAX bytes of
 members (Redis has neither). Renaming, copying or storing one puts its whole post-image in one
@@ -101,14 +101,6 @@ ERR_WITHSCORES_LEX = "ERR syntax error, WITHSCORES not supported in combination 
 ERR_COUNT_NOT_POSITIVE = "ERR value is out of range, must be positive"
 ERR_WEIGHT = "ERR weight value is not a float"
 ERR_LIMIT_NEGATIVE = "ERR LIMIT can't be negative"
-
-# The blocking commands, refused with the non-blocking form to use instead and what that form
-# answers when there is nothing to pop.
-BLOCKING_REFUSED: dict[str, tuple[str, str]] = {
-    "bzpopmin": ("ZPOPMIN", "an empty array when the sorted set is empty"),
-    "bzpopmax": ("ZPOPMAX", "an empty array when the sorted set is empty"),
-    "bzmpop": ("ZMPOP", "nil when every sorted set is empty"),
-}
 
 # Redis keeps a sorted set of at most this many members, none longer than this, as a listpack
 # (zset-max-listpack-entries, zset-max-listpack-value): OBJECT ENCODING, the -0 rule and
@@ -726,7 +718,7 @@ parse_zpopmin: Callable[[list[bytes]], tuple[bytes, int | None]] = _parse_pop
 parse_zpopmax: Callable[[list[bytes]], tuple[bytes, int | None]] = _parse_pop
 
 
-def _popped(state: KVState, key: bytes, value: ZSetValue, highest: bool,
+def pop_end(state: KVState, key: bytes, value: ZSetValue, highest: bool,
             count: int) -> list[tuple[float, bytes]]:
     """Pop `count` members from one end (all of them if fewer), in the order they left."""
     count = min(count, len(value))
@@ -742,7 +734,7 @@ def _pop(state: KVState, args: tuple[bytes, int | None], time_ms: int, highest: 
     value = state.get_zset(key, time_ms)
     if value is None or count == 0:
         return []
-    popped = _popped(state, key, value, highest, 1 if count is None else count)
+    popped = pop_end(state, key, value, highest, 1 if count is None else count)
     if count is None:
         score, member = popped[0]
         return [member, score]  # flat in both protocols
@@ -769,7 +761,7 @@ def run_zmpop(state: KVState, args: tuple[list[bytes], bool, int], time_ms: int)
     for key in keys:
         value = state.get_zset(key, time_ms)
         if value is not None:
-            popped = _popped(state, key, value, highest, count)
+            popped = pop_end(state, key, value, highest, count)
             return [key, [[member, score] for score, member in popped]]
     return NullArray
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from replikv import __version__
 from replikv.commands import COMMANDS, lookup
 from replikv.commands.glob import compile_glob
+from replikv.commands.strings import parse_int64
 from replikv.concerns import (
     DEFAULT_OPTIONS,
     OPTION_NAMES,
@@ -161,6 +162,11 @@ class NodeView:
         """PUBSUB: this node's subscriptions (the runtime's; none in a test's view)."""
         return Subscriptions()
 
+    def unblock_client(self, client_id: int, error: bool) -> bool:
+        """CLIENT UNBLOCK: end the blocking command connection `client_id` waits in (as if
+        its timeout passed, or with an UNBLOCKED error); whether it was waiting in one."""
+        return False
+
     def last_save_s(self) -> int:
         """LASTSAVE: the Unix time in seconds of this node's last save. Redis counts its own
         start as a save until it writes one; the runtime does not yet tell local commands when
@@ -282,6 +288,14 @@ def _client(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
         return "".join(_client_line(c) for c in sorted(states, key=lambda c: c.client_id))
     if sub in (b"no-evict", b"no-touch") and len(argv) == 3:
         return OK
+    if sub == b"unblock" and len(argv) in (3, 4):
+        client_id = parse_int64(argv[2])
+        if client_id is None:
+            raise CommandError("ERR value is not an integer or out of range")
+        reason = argv[3].upper() if len(argv) == 4 else b"TIMEOUT"
+        if reason not in (b"TIMEOUT", b"ERROR"):
+            raise CommandError("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+        return int(node.unblock_client(client_id, reason == b"ERROR"))
     raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
                        f"'{argv[1].decode(errors='replace')}'. Try CLIENT HELP.")
 

@@ -37,6 +37,15 @@ subscribed context has no other replies pending. A subscriber is the one client 
 the node cannot bound by not reading it, so its unsent output is bounded instead
 (`pubsub_output_*` in replikv.limits): past the hard limit, or the soft one for too long, it is
 disconnected, as Redis's client-output-buffer-limit pubsub does.
+
+Blocking commands (BLPOP, BZPOPMIN and the others). The command table runs one attempt of each
+(replikv.commands.blocking): it pops, or answers nil. The connection makes the wait: it waits
+for the commands before it, submits an attempt as a write, and while attempts find nothing it
+stays registered in the node's `Waiters` (replikv.server.blocking), which wake it when a
+committed entry changes one of its keys; then, if this node's state holds one of the keys with
+a value of the type it pops, it tries again. Its timeout, or CLIENT UNBLOCK, ends the wait with Redis's replies; an attempt
+under way at that moment is answered first (what it popped is never dropped). Nothing after
+the command on the connection runs until it is answered, as in Redis.
 """
 
 from __future__ import annotations
@@ -47,7 +56,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from replikv.commands import check_arity, lookup, unknown_command
+from replikv.commands import CommandSpec, check_arity, lookup, unknown_command
+from replikv.commands.blocking import TIMED_OUT_REPLY, Blocking
 from replikv.commands.transactions import (
     INTERNAL_READS,
     PIPELINE_BATCH_BYTES,
@@ -61,8 +71,9 @@ from replikv.commands.transactions import (
 from replikv.invariants import InvariantViolation
 from replikv.node import is_admin_command
 from replikv.pubsub import CHANNEL, PATTERN, SHARD, push_frame
-from replikv.replies import CommandError, ErrorReply, PairArray, Status, wrong_arity
+from replikv.replies import CommandError, ErrorReply, NullArray, PairArray, Status, wrong_arity
 from replikv.resp import ProtocolError, RequestParser, encode_reply
+from replikv.server.blocking import Blocked, probe
 from replikv.server.local_commands import (
     BARRIER_COMMANDS,
     LOCAL_COMMANDS,
@@ -107,6 +118,10 @@ SUBSCRIBE_COMMANDS = {b"subscribe": (CHANNEL, True), b"unsubscribe": (CHANNEL, F
 RUN_WHEN_SUBSCRIBED = frozenset({*SUBSCRIBE_COMMANDS, b"ping", b"quit", b"reset"})
 # Redis names a container command with its subcommand in that context's refusal.
 _CONTAINERS = frozenset({b"client", b"config", b"command", b"pubsub", b"object", b"memory"})
+# CLIENT UNBLOCK ... ERROR: what the blocked command answers (Redis's text).
+ERR_UNBLOCKED = ErrorReply("UNBLOCKED client unblocked via CLIENT UNBLOCK")
+ERR_BLOCKING_SEQ = ErrorReply("ERR REPLIKV WITH SEQ cannot go with a blocking command: each "
+                              "attempt to pop is a write of its own")
 # Bytes counted per queued command beyond its arguments (its argument count in the internal
 # EXEC), so the transaction is refused when queued, not when it is proposed.
 QUEUED_COMMAND_OVERHEAD = 12
@@ -204,6 +219,8 @@ class ClientConnection(asyncio.Protocol):
         self.subscribed: dict[str, dict[bytes, None]] = {CHANNEL: {}, PATTERN: {}, SHARD: {}}
         self.subscription_count = 0
         self.over_soft_limit_since: float | None = None
+        # The blocking command the connection waits in, if any.
+        self.blocked: _Waiting | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -221,6 +238,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         if self.subscription_count:
             self._unsubscribe_all()
+        if self.blocked is not None:
+            self._block_abandoned()
         self.server.unregister_client(self)
         self.server.end_session(self.state.client_id)
 
@@ -328,13 +347,18 @@ class ClientConnection(asyncio.Protocol):
             # that it counts the copies of the connection's last write.
             kind = spec.kind if spec is not None else (
                 "wait" if name == b"wait" else "admin" if admin else "read")
+            if spec is not None and "blocking" in spec.flags:
+                kind = "block"
             if self.inflight and (kind != self.inflight_kind or self.inflight >= max_inflight
-                                  or kind == "wait"):
+                                  or kind == "wait" or kind == "block"):
                 self.held = argv
                 self.held_options = options
                 break
             if self.held_options is not None:
                 options, self.held_options = self.held_options, None
+            if kind == "block":
+                self._block(spec, argv, options)  # type: ignore[arg-type]
+                continue
             if (kind == "write" and name in PIPELINE_BATCHABLE and options is self.state.options
                     and options.seq is None):
                 batch = self._pipeline_batch(argv, name, max_inflight - self.inflight,
@@ -636,7 +660,121 @@ class ClientConnection(asyncio.Protocol):
         if self.subscription_count:
             self._unsubscribe_all()
 
+    # -- blocking commands ------------------------------------------------------------------------
+
+    def _block(self, spec: CommandSpec, argv: list[bytes], options: RequestOptions) -> None:
+        """A blocking command, once every earlier command of the connection is answered: its
+        first attempt, and the wait if it finds nothing (see the module's docstring)."""
+        try:
+            check_arity(spec, argv)
+            parsed = cast(Blocking, spec.parse(argv))
+            if options.seq is not None:
+                raise CommandError(ERR_BLOCKING_SEQ.message)
+        except CommandError as e:
+            self.server.metrics.count_command(spec.name, False)
+            self._push_done(e.reply())
+            return
+        slot = [None, None, spec.name]
+        self.slots.append(slot)
+        self.inflight += 1
+        self.inflight_kind = "block"
+        call = Blocked(parsed.keys, self._block_wake)
+        waiting = self.blocked = _Waiting(call, argv, options, slot)
+        self.server.waiters.add(call)
+        if parsed.timeout_ms:
+            waiting.timer = asyncio.get_running_loop().call_later(
+                parsed.timeout_ms / 1000, self._block_timed_out)
+        self._block_attempt()  # the first attempt goes whatever this node's state shows
+
+    def _block_attempt(self) -> None:
+        waiting = self.blocked
+        assert waiting is not None
+        waiting.call.trying, waiting.call.dirty = True, False
+        waiting.req_id = self.server.submit(self, waiting.argv, waiting.options)
+
+    def _block_wake(self) -> None:
+        """One of the keys changed (the node's Waiters): try again if this node's state holds
+        one of them."""
+        waiting = self.blocked
+        if (waiting is None or waiting.call.trying or waiting.ending is not None
+                or self.closed):
+            return
+        if probe(self.server.type_of, waiting.call.keys, waiting.pops):
+            self._block_attempt()
+
+    def _block_answered(self, value: object) -> None:
+        """An attempt's reply: what it popped (or an error) ends the wait; nil keeps it,
+        unless its timeout passed meanwhile, or a key changed while it ran (try again)."""
+        waiting = self.blocked
+        assert waiting is not None
+        waiting.req_id = None
+        waiting.call.trying = False
+        if value is NullArray or value is None:
+            if waiting.ending is not None:
+                self._block_end(waiting.ending)
+            elif waiting.call.dirty:
+                self._block_wake()
+            return
+        self._block_end(value)
+        if type(value) is not ErrorReply:
+            self.server.blocked_served += 1
+            for call in self.server.waiters.served(waiting.call):
+                call.wake()  # there may be more to pop
+
+    def _block_timed_out(self) -> None:
+        waiting = self.blocked
+        if waiting is None:
+            return
+        waiting.timer = None
+        self.server.blocked_timeouts += 1
+        self._block_ending(TIMED_OUT_REPLY)
+
+    def unblock(self, error: bool) -> bool:
+        """CLIENT UNBLOCK: end the wait as a timeout would, or with UNBLOCKED; False if the
+        connection waits in no blocking command."""
+        if self.blocked is None or self.blocked.ending is not None:
+            return False
+        self._block_ending(ERR_UNBLOCKED if error else TIMED_OUT_REPLY)
+        return True
+
+    def _block_ending(self, reply: object) -> None:
+        """End the wait with `reply`, at once, or once the attempt under way is answered if
+        it finds nothing (what it pops is the reply)."""
+        waiting = self.blocked
+        assert waiting is not None
+        if waiting.call.trying:
+            waiting.ending = reply
+        else:
+            self._block_end(reply)
+
+    def _block_end(self, value: object) -> None:
+        waiting = self.blocked
+        assert waiting is not None
+        self.blocked = None
+        self.server.waiters.remove(waiting.call)
+        if waiting.timer is not None:
+            waiting.timer.cancel()
+        self._reply_to(waiting.slot, value)
+
+    def _block_abandoned(self) -> None:
+        """The connection closed while blocked. An attempt under way may pop something
+        nobody reads (as in Redis when a served client is gone): the next call waiting on
+        those keys looks again."""
+        waiting = self.blocked
+        assert waiting is not None
+        self.blocked = None
+        self.server.waiters.remove(waiting.call)
+        if waiting.timer is not None:
+            waiting.timer.cancel()
+        if waiting.req_id is not None:
+            for call in self.server.waiters.served(waiting.call):
+                call.wake()
+
     def on_reply(self, req_id: int, value: object) -> None:
+        blocked = self.blocked
+        if blocked is not None and blocked.req_id == req_id:
+            self._block_answered(value)
+            return
         if self.watch_pending is not None and self.watch_pending[0] == req_id:
             value = self._watch_point_answered(value)
             slot = self.slot_of.pop(req_id, None)
@@ -714,3 +852,23 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+
+class _Waiting:
+    """A connection's blocking command: its registration, the command and options each
+    attempt submits, its reply slot, the attempt under way (its request id), its timer, and
+    the reply it ends with if that attempt finds nothing (a timeout or CLIENT UNBLOCK came)."""
+
+    __slots__ = ("argv", "call", "ending", "options", "pops", "req_id", "slot", "timer")
+
+    def __init__(self, call: Blocked, argv: list[bytes], options: RequestOptions,
+                 slot: list) -> None:
+        self.call = call
+        self.argv = argv
+        self.options = options
+        self.slot = slot
+        # The type the command pops from (TYPE's name), for the probe.
+        self.pops = b"zset" if argv[0][:2].lower() == b"bz" else b"list"
+        self.req_id: int | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.ending: object | None = None

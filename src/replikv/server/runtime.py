@@ -41,6 +41,7 @@ from replikv.config import (
     parse_address,
     read_passwords,
 )
+from replikv.entries import ALL_KEYS, entry_keys
 from replikv.features import FEATURE_LEVEL
 from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, decode_address_book
@@ -51,6 +52,7 @@ from replikv.raft.messages import Entry, InstallSnapshot
 from replikv.replies import ErrorReply
 from replikv.resp import encode_reply
 from replikv.server.admin_http import AdminServer
+from replikv.server.blocking import Waiters
 from replikv.server.gcstats import freeze_startup_objects, process_gc_stats
 from replikv.server.local_commands import (
     REDIS_COMPAT_VERSION,
@@ -200,6 +202,13 @@ class NodeServer(NodeView):
         # leaving too much of them unsent (resp_server.ClientConnection.push_messages).
         self.pubsub_messages_delivered = 0
         self.pubsub_disconnections = 0
+        # Clients blocked in BLPOP and the others (replikv.server.blocking), and the state
+        # object their last wake-up looked at (another one: a snapshot replaced it).
+        self.waiters = Waiters()
+        self._waiters_state: KVState | None = None
+        self._waiters_leading = False  # ... and whether this node led then
+        self.blocked_served = 0  # blocking commands answered with something popped
+        self.blocked_timeouts = 0  # ... and with nil, their timeout passed
         # Stalls of the event loop (see _tick_loop): how many, the longest, the last.
         self.loop_stalls = 0
         self.loop_stall_max_ms = 0
@@ -861,6 +870,8 @@ class NodeServer(NodeView):
                 self._deliver(rd.replies)
                 if rd.published:
                     self._deliver_published(rd.published)
+                if self.waiters:
+                    self._wake_blocked(rd)
                 for env in rd.early_messages:
                     message = env.message
                     if isinstance(message, InstallSnapshot):
@@ -1105,6 +1116,41 @@ class NodeServer(NodeView):
     def pubsub_subscriptions(self) -> Subscriptions:
         return self.node.subscriptions
 
+    def _wake_blocked(self, rd: NodeReady) -> None:
+        """Wake the blocked clients (replikv.server.blocking) that the entries this cycle
+        applied may serve: the keys of the committed entries, or every key when the state was
+        replaced (a snapshot) or entries applied ahead were undone (this node stopped leading)."""
+        state, leading = self.node.state, self.node.raft.is_leader
+        if (state is not self._waiters_state or leading != self._waiters_leading
+                or rd.rolled_back or rd.raft.maybe_committed):
+            self._waiters_state, self._waiters_leading = state, leading
+            changed: list[bytes] = [ALL_KEYS]
+        elif rd.raft.committed:
+            changed = []
+            for entry in rd.raft.committed:
+                changed.extend(entry_keys(entry.data))
+        else:
+            return
+        for call in self.waiters.changed(changed):
+            call.wake()
+
+    def type_of(self, key: bytes) -> bytes | None:
+        """The type of `key` in this node's state now (TYPE's name), None if it has none: a
+        blocked client's probe."""
+        return self.node.state.type_name(key, now_ms())
+
+    def unblock_client(self, client_id: int, error: bool) -> bool:
+        """CLIENT UNBLOCK: end the blocking command client `client_id` waits in, if any, as
+        if its timeout had passed (or with an error); whether it was blocked."""
+        for conn in self.clients:
+            if conn.state.client_id == client_id:
+                return conn.unblock(error)
+        return False
+
+    @property
+    def blocked_clients(self) -> int:
+        return self.waiters.calls
+
     # -- clients ------------------------------------------------------------------------------
 
     def next_client_id(self) -> int:
@@ -1270,6 +1316,7 @@ class NodeServer(NodeView):
         if self.settings.fsync == "batch":
             server.append(("fsync_interval_ms", self.settings.fsync_interval_ms))
         clients = [("connected_clients", len(self.clients)),
+                   ("blocked_clients", self.waiters.calls),
                    ("pending_requests", node.pending_requests)]
         is_leader = raft.role is Role.LEADER
         replication: list[tuple[str, object]] = [

@@ -1,0 +1,104 @@
+"""Clients blocked in BLPOP, BZPOPMIN and the others: who waits for which key, and whom a
+change wakes.
+
+A blocking command is an ordinary write that pops what is there or answers nil
+(replikv.commands.blocking). Its connection (replikv.server.resp_server) makes the waiting out of
+attempts: it registers a `Blocked` here for the command's keys, and tries. An attempt after
+the first is made only when the node's own state holds one of the keys, of the type the
+command pops (`probe`: a local look, no round trip and no log entry, so a client waiting on an
+empty queue costs nothing while it waits); each goes to the leader like any write. An attempt that finds nothing (another client was first) leaves the
+call waiting.
+
+The node's runtime tells `Waiters` which keys each committed entry changed (`wake`); a change
+wakes the longest-waiting idle call on that key, as Redis serves its blocked clients first come
+first served, and marks every call whose attempt is under way `dirty`: that attempt may have run
+before the change, so if it finds nothing it tries again at once. A call whose attempt popped
+something wakes the next one waiting on its keys (`served`): there may be more. Every change
+after a call registered is thus followed by an attempt made after it, by that call or by one
+before it in line, which is what keeps a pushed element from waiting while a client waits for
+it. When the node cannot say which keys changed (it loaded a snapshot, or undid entries it had
+applied ahead of their commit) every key counts as changed.
+
+Wake-ups follow this node's committed entries, and the probe reads this node's state: on a
+follower both lag the leader by the same entries, so a follower's client is woken when its node
+has the element, never on a state that cannot show it yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from replikv.entries import ALL_KEYS
+
+
+@dataclass(eq=False, slots=True)
+class Blocked:
+    """One blocked command of one connection, from its first attempt to its reply."""
+
+    keys: tuple[bytes, ...]
+    wake: Callable[[], None]  # make an attempt now (the connection's)
+    trying: bool = False  # an attempt is under way
+    dirty: bool = False  # a key changed while it was: if it finds nothing, try again
+
+
+class Waiters:
+    """The blocked calls of one node, by key, each key's in the order they blocked."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[bytes, dict[Blocked, None]] = {}
+        self.calls = 0
+
+    def __bool__(self) -> bool:
+        return self.calls > 0
+
+    def add(self, call: Blocked) -> None:
+        for key in call.keys:
+            self._by_key.setdefault(key, {})[call] = None
+        self.calls += 1
+
+    def remove(self, call: Blocked) -> None:
+        for key in call.keys:
+            queue = self._by_key.get(key)
+            if queue is not None and queue.pop(call, False) is not False and not queue:
+                del self._by_key[key]
+        self.calls -= 1
+
+    def changed(self, keys: Iterable[bytes]) -> list[Blocked]:
+        """`keys` changed (ALL_KEYS among them: every key): the calls to wake, at most one per
+        key, the longest-waiting idle one; calls trying are marked dirty."""
+        keys = list(keys)
+        if ALL_KEYS in keys:
+            keys = list(self._by_key)
+        woken: list[Blocked] = []
+        for key in keys:
+            queue = self._by_key.get(key)
+            if not queue:
+                continue
+            picked = False
+            for call in queue:
+                if call.trying:
+                    call.dirty = True
+                elif not picked and call not in woken:
+                    woken.append(call)
+                    picked = True
+        return woken
+
+    def served(self, call: Blocked) -> list[Blocked]:
+        """`call` popped something: the next idle call on each of its keys, to wake."""
+        woken: list[Blocked] = []
+        for key in call.keys:
+            for other in self._by_key.get(key, ()):
+                if other is not call and not other.trying:
+                    if other not in woken:
+                        woken.append(other)
+                    break
+        return woken
+
+
+def probe(type_of: Callable[[bytes], bytes | None], keys: Iterable[bytes], wanted: bytes) -> bool:
+    """Whether an attempt may find something: the node's state holds one of `keys` with a
+    value of the `wanted` type (b"list", b"zset"). A key of another type does not count: as
+    in Redis, a blocked client waits on while its key holds a string, and only its first
+    attempt answers WRONGTYPE."""
+    return any(type_of(key) == wanted for key in keys)
