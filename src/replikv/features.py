@@ -34,7 +34,7 @@ from replikv.replies import ErrorReply
 # What a node that advertises no level can apply: everything replikv logged before feature
 # levels existed (strings, sets, hashes, lists, sorted sets, transactions, pipeline batches).
 FEATURE_LEVEL_LEGACY = 1
-FEATURE_LEVEL = 4  # what this replikv can apply
+FEATURE_LEVEL = 5  # what this replikv can apply
 FEATURE_LEVEL_MAX = 1 << 16  # a level read from a peer or a file above this is garbage
 HANDSHAKE_KEY = "features"  # the peer handshake's info key (its values are strings)
 
@@ -45,14 +45,20 @@ SCRIPT_LEVEL = 3  # scripts in active replication: entries carrying EVAL, which 
 # The blocking list and sorted set commands in active replication: entries carrying BLPOP,
 # BZPOPMIN and the others (each an attempt to pop; in passive mode their effects are LPOP's).
 BLOCKING_LEVEL = 4
+# HyperLogLog: PFADD and PFMERGE, whose passive entries carry string splices
+# (EFFECT_STRING_SPLICE: the few bytes of a 12 KB HLL a PFADD changed) and whose active entries
+# are commands older replikv does not know; PFCOUNT too in active mode (the log holds it only
+# inside a transaction or a script).
+HLL_LEVEL = 5
 
 # Commands whose log entries need a level above FEATURE_LEVEL_LEGACY: lowercase name -> level.
-COMMAND_LEVELS: dict[bytes, int] = {b"publish": PUBLISH_LEVEL, b"spublish": PUBLISH_LEVEL}
+COMMAND_LEVELS: dict[bytes, int] = {b"publish": PUBLISH_LEVEL, b"spublish": PUBLISH_LEVEL,
+                                    b"pfadd": HLL_LEVEL, b"pfmerge": HLL_LEVEL}
 # Commands whose entries need a level only in active replication, where the log holds the
 # command itself (in passive mode a script's entry holds its writes' effects, of older kinds;
 # the node core checks a script that published after it ran).
 ACTIVE_COMMAND_LEVELS: dict[bytes, int] = {
-    b"eval": SCRIPT_LEVEL, b"evalsha": SCRIPT_LEVEL,
+    b"eval": SCRIPT_LEVEL, b"evalsha": SCRIPT_LEVEL, b"pfcount": HLL_LEVEL,
     **dict.fromkeys((b"blpop", b"brpop", b"blmove", b"brpoplpush", b"blmpop", b"bzpopmin",
                      b"bzpopmax", b"bzmpop"), BLOCKING_LEVEL),
 }
@@ -66,6 +72,16 @@ def command_level(argv: list[bytes] | tuple[bytes, ...], active: bool = False) -
     if active:
         level = max(level, ACTIVE_COMMAND_LEVELS.get(name, FEATURE_LEVEL_LEGACY))
     return level
+
+
+def script_call_level(argv: list[bytes]) -> int:
+    """The level the cluster must be at for a script's redis.call of `argv` to run it, in
+    either mode: a command of a level above SCRIPT_LEVEL is one a member that runs scripts may
+    not know (in active replication every replica runs the script), or whose effects it may
+    not apply (in passive). Below that, EVAL's own level and the published-message check of
+    the node core cover it. FEATURE_LEVEL_LEGACY: nothing needed."""
+    level = command_level(argv, active=True)
+    return level if level > SCRIPT_LEVEL else FEATURE_LEVEL_LEGACY
 
 
 def needed_level(argv: list[bytes], active: bool = False) -> tuple[int, bytes]:

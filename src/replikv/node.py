@@ -936,6 +936,22 @@ class NodeCore:
                     argv, parsed = admitted_argv, None
                 reply, effects, undo = self._execute_write(argv, t, seed, parsed)
                 published = self.state.take_published()
+            wanted, wanted_by = self.state.script_level_wanted
+            self.state.script_level_wanted = (0, b"")
+            if wanted > self.state.feature_level:
+                # A script called a command of a level the cluster is not at (it was answered
+                # as unknown, as an older replikv answers it): raise the level before this
+                # entry and run the script again, or refuse it whole.
+                self.state.undo(undo)
+                admitted_argv = self._admit_level(
+                    argv, wanted, wanted_by, t, lambda c: c[0].lower() == b"eval", refusals)
+                if admitted_argv is None or isinstance(admitted_argv, ErrorReply):
+                    self.state.take_published()
+                    return admitted_argv
+                if admitted_argv is not argv:
+                    argv, parsed = admitted_argv, None
+                reply, effects, undo = self._execute_write(argv, t, seed, parsed)
+                published = self.state.take_published()
         except ScriptAborted as stopped:
             self.state.take_published()  # what the stopped script published goes with it
             self.scripts_stopped += 1
@@ -973,6 +989,7 @@ class NodeCore:
         it runs within the limits, and one they stop (ScriptAborted) leaves nothing (the
         recorded execution undid its writes) and is not logged."""
         self.state.script_context = self._script_write_context
+        self.state.script_level_wanted = (0, b"")  # (a replica's applying may have left one)
         try:
             return self.state.execute_recorded(argv, time_ms, seed, parsed)
         finally:

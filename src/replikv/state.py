@@ -88,6 +88,14 @@ int opcode, holding only ints, bytes, None and lists (msgpack-ready):
                                           the state's outbox (`published`), which the node core
                                           delivers to its subscribers once the entry commits
     [24, channel, message]                EFFECT_SPUBLISH: the same for a shard channel
+    [25, key, [offset, removed, inserted, ...]]
+                                          EFFECT_STRING_SPLICE: the string at key (a stored
+                                          string) has, for each triple, its `removed` bytes
+                                          from `offset` replaced by the bytes `inserted`; the
+                                          offsets are those of the string before the effect,
+                                          ascending, the stretches apart and within it; the
+                                          key's expiry stays (PFADD and PFMERGE: a few bytes
+                                          of a 12 KB HyperLogLog rather than all of it)
 
 The string, set and hash operations state a result, never a delta that depends on a count or a
 clock, so applying such a list twice leaves the state it leaves applied once. The list
@@ -96,7 +104,8 @@ elements pushed or the count popped, not the list (LTRIM is one or two pops, LRE
 positions; only RENAME and COPY ship a whole list). So are the sorted set removals: ZREM names
 the members it removed, and a pop or a ZREMRANGEBY* names the ranks it removed (however many
 members, one small effect), while ZADD and ZINCRBY state the members' final scores; only
-RENAME, COPY and the STORE commands ship a whole sorted set. Like every entry they are applied
+RENAME, COPY and the STORE commands ship a whole sorted set. A string splice is a delta too
+(an HLL's registers only ever rise, but a sparse HLL's code moves). Like every entry they are applied
 exactly once, in log order, to the state the leader executed against; one that does not fit
 that state (popping more than the list holds, an index past its end, removing a member or a
 rank the sorted set does not hold, or all of its members) is an InvariantViolation. Member
@@ -246,6 +255,7 @@ EFFECT_ZSET_REMOVE_RANGE = 21
 EFFECT_ZSET_REPLACE = 22
 EFFECT_PUBLISH = 23
 EFFECT_SPUBLISH = 24
+EFFECT_STRING_SPLICE = 25
 _EFFECT_LENGTHS = {
     EFFECT_SET_STRING: 4,
     EFFECT_DELETE: 2,
@@ -271,7 +281,11 @@ _EFFECT_LENGTHS = {
     EFFECT_ZSET_REPLACE: 4,
     EFFECT_PUBLISH: 3,
     EFFECT_SPUBLISH: 3,
+    EFFECT_STRING_SPLICE: 3,
 }
+# A splice's framing in an entry (msgpack ints and a bin header), to weigh it against the
+# whole string.
+_SPLICE_OVERHEAD_BYTES = 8
 
 # Undo log entry tags. An entry is a tuple; undo applies a log's entries in reverse.
 _UNDO_BIND = 0  # (tag, key, value or None, expire_at_ms or None): the key's whole binding
@@ -1211,6 +1225,17 @@ def _check_effect(index: int, effect: object) -> None:
                   index)
         # A set used for membership only, never iterated.
         invariant(len(set(members)) == len(members), where + ": repeated members", index)
+    elif opcode == EFFECT_STRING_SPLICE:
+        splices = effect[2]  # type: ignore[index]
+        invariant(type(splices) is list and splices and len(splices) % 3 == 0,
+                  where + ": splices not a non-empty list of triples", index)
+        reached = 0
+        for at in range(0, len(splices), 3):
+            offset, removed, inserted = splices[at:at + 3]
+            invariant(type(offset) is int and type(removed) is int and type(inserted) is bytes
+                      and reached <= offset <= _INT64_MAX and 0 <= removed <= _INT64_MAX,
+                      where + ": a splice is not ascending [offset, removed, bytes]", index)
+            reached = offset + removed
     elif opcode == EFFECT_ZSET_REMOVE_RANGE:
         start, count = effect[2], effect[3]  # type: ignore[index]
         invariant(type(start) is int and 0 <= start <= _INT64_MAX
@@ -1249,6 +1274,7 @@ class KVState:
         "published",
         "pubsub",
         "script_context",
+        "script_level_wanted",
     )
 
     def __init__(self) -> None:
@@ -1275,6 +1301,10 @@ class KVState:
         # Set by the node deciding a script's outcome (replikv.commands.scripts): its limits.
         # None while applying the log: a committed script runs to its end, as it did there.
         self.script_context: ScriptContext | None = None
+        # Set by a script's redis.call of a command the cluster's feature level does not allow
+        # yet (replikv.features.script_call_level): (that level, the command's name), for the
+        # leader to raise the level and run the script again (NodeCore takes and clears it).
+        self.script_level_wanted: tuple[int, bytes] = (0, b"")
         self._seed = 0
         self._rng: random.Random | None = None
         # Each top-level change (a log entry applied, a recorded execution) gets a new id, so
@@ -1825,6 +1855,34 @@ class KVState:
         if self._recording is not None:
             self._recording.effects.append([EFFECT_SET_STRING, key, value, expire_at_ms])
 
+    def splice_string(self, key: bytes, splices: list) -> None:
+        """Replace stretches of the string stored at `key`, keeping its expiry: `splices` is
+        [offset, removed, inserted, ...] as EFFECT_STRING_SPLICE has it (offsets into the
+        current value, ascending, apart). The effect is the splices, or the whole new value
+        when that is no larger (a sparse HLL's change can span most of it)."""
+        value = self._shards[shard_of(key)].get(key)
+        invariant(type(value) is bytes, "splice_string on a key not holding a string")
+        parts: list[bytes] = []
+        reached = 0
+        spliced_bytes = 0
+        for at in range(0, len(splices), 3):
+            offset, removed, inserted = splices[at], splices[at + 1], splices[at + 2]
+            invariant(reached <= offset and offset + removed <= len(value),  # type: ignore[arg-type]
+                      "a string splice outside the string, or out of order")
+            parts.append(value[reached:offset])  # type: ignore[index]
+            parts.append(inserted)
+            reached = offset + removed
+            spliced_bytes += len(inserted) + _SPLICE_OVERHEAD_BYTES
+        parts.append(value[reached:])  # type: ignore[index]
+        new = b"".join(parts)
+        expire_at_ms = self._expires.get(key)
+        self._replace(key, new, expire_at_ms)
+        if self._recording is not None:
+            if spliced_bytes < len(new):
+                self._recording.effects.append([EFFECT_STRING_SPLICE, key, splices])
+            else:
+                self._recording.effects.append([EFFECT_SET_STRING, key, new, expire_at_ms])
+
     def write_set(self, key: bytes, members: list[bytes], expire_at_ms: int | None = None) -> None:
         """Store a new set of exactly `members` (non-empty, no repeats, in this order) under
         `key`, replacing whatever it held, with that expiry (None: no expiry)."""
@@ -2359,6 +2417,12 @@ class KVState:
                       and effect[3] < len(value),  # type: ignore[arg-type]
                       "effects remove sorted set ranks the key does not hold (or all of them)")
             self.zset_remove_range(key, effect[2], effect[3])
+        elif opcode == EFFECT_STRING_SPLICE:
+            splices = effect[2]
+            invariant(type(value) is bytes
+                      and splices[-3] + splices[-2] <= len(value),  # type: ignore[arg-type]
+                      "effects splice a string the key does not hold, or past its end")
+            self.splice_string(key, splices)
         elif opcode == EFFECT_EXPIRE:
             if value is None:
                 return

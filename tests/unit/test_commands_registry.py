@@ -42,6 +42,8 @@ EXPECTED_COMMANDS = {
     "zrangestore", "zrank", "zrevrank", "zpopmin", "zpopmax", "zmpop", "zremrangebyrank",
     "zremrangebyscore", "zremrangebylex", "zrandmember", "zscan", "zunion", "zinter", "zdiff",
     "zintercard", "zunionstore", "zinterstore", "zdiffstore",
+    # HyperLogLog (commands/hyperloglog.py; PFDEBUG and PFSELFTEST are refused by name)
+    "pfadd", "pfcount", "pfmerge",
     # introspection: containers of key subcommands (OBJECT ENCODING key, MEMORY USAGE key)
     "object", "memory",
     # pub/sub: ordered with the writes through the log (commands/pubsub.py)

@@ -9,7 +9,8 @@ CommandError with Redis's own error text, so clients that match on errors keep w
 The table is written out in one place, like Redis's command table, so its shape can be read at a
 glance; the code for each family lives in `strings`, `keys`, `sets`, `hashes`, `lists`,
 `zsets`, `blocking` (BLPOP, BZPOPMIN and the others: one attempt each; the connection waits),
-`pubsub` (PUBLISH, SPUBLISH), `introspection` (OBJECT, MEMORY), `transactions` and
+`hyperloglog` (PFADD, PFCOUNT, PFMERGE), `pubsub` (PUBLISH, SPUBLISH), `introspection` (OBJECT,
+MEMORY), `transactions` and
 `scripts` (EVAL and its family; SCRIPT is answered by the node core, whose script cache it is).
 Arity and key positions follow Redis's COMMAND conventions: arity counts the name, negative
 means "at least"; keys are argv[first_key..last_key] stepping by key_step, a negative last_key
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 from replikv.commands import (
     blocking,
     hashes,
+    hyperloglog,
     introspection,
     keys,
     lists,
@@ -75,6 +77,7 @@ _W_DENYOOM_FAST = ("write", "denyoom", "fast")
 _R = ("readonly",)
 _R_FAST = ("readonly", "fast")
 _R_MOVABLE = ("readonly", "movablekeys")
+_R_MAY_REPLICATE = ("readonly", "may_replicate")  # PFCOUNT, whose cache Redis may write
 _W_MOVABLE = ("write", "movablekeys")
 _W_DENYOOM_MOVABLE = ("write", "denyoom", "movablekeys")
 _W_BLOCKING = ("write", "blocking")
@@ -312,6 +315,13 @@ _TABLE = (
              zsets.run_zinter, zsets.store_keys),
     _command("zdiffstore", -4, _W_DENYOOM_MOVABLE, _NO_KEYS, zsets.parse_zdiffstore,
              zsets.run_zdiff, zsets.store_keys),
+    # HyperLogLog (hyperloglog.py): strings in Redis's encoding. PFCOUNT is a read here: it
+    # does not write the cardinality it computed into the HLL's header as Redis's does.
+    _command("pfadd", -2, _W_DENYOOM_FAST, _ONE_KEY, hyperloglog.parse_pfadd,
+             hyperloglog.run_pfadd),
+    _command("pfcount", -2, _R_MAY_REPLICATE, _ALL_KEYS, strings.parse_keys,
+             hyperloglog.run_pfcount),
+    _command("pfmerge", -2, _W_DENYOOM, _ALL_KEYS, strings.parse_keys, hyperloglog.run_pfmerge),
     # Pub/sub: through the log, delivered on commit (pubsub.py; the subscribe commands are the
     # connection's). SPUBLISH's channel is not a key here (no key changes; one shard).
     _command("publish", 3, _PUBLISH, _NO_KEYS, pubsub.parse_publish, pubsub.run_publish,
@@ -376,9 +386,11 @@ FUNCTIONS_REFUSED = frozenset({"function", "fcall", "fcall_ro"})
 
 def unknown_command(argv: list[bytes]) -> CommandError:
     """The error for a command not in the table: Redis's unknown-command text, or the reason a
-    command Redis has is refused here (functions)."""
+    command Redis has is refused here (functions, PFDEBUG and PFSELFTEST)."""
     if len(argv[0]) <= COMMAND_NAME_BYTES_MAX:
         name_lower = argv[0].lower().decode("latin-1")
+        if name_lower in hyperloglog.DEBUG_REFUSED:
+            return CommandError(hyperloglog.debug_refusal(name_lower))
         if name_lower in FUNCTIONS_REFUSED:
             return CommandError(f"ERR {name_lower.upper()} is not supported by replikv (Redis "
                                 "functions are not implemented); use EVAL or EVALSHA")

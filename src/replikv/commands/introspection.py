@@ -12,7 +12,7 @@ would store it ("int", "embstr", "raw"), a set by its members ("intset", "listpa
 its listpack ("listpack" up to 8 KiB, else "quicklist"), a sorted set by its members
 ("listpack" for at most 128 of at most 64 bytes, else "skiplist"), with Redis's default
 thresholds. Redis also remembers how a value was written (APPEND and SETRANGE leave "raw"
-strings, a set or sorted set never shrinks back to a smaller encoding, a ZADD of more than 128
+strings, as PFADD and PFMERGE do: a string starting "HYLL" is "raw" here, a set or sorted set never shrinks back to a smaller encoding, a ZADD of more than 128
 pairs makes a skiplist whatever it adds, a quicklist goes back to a listpack only below half
 the limit, and a push judges the limit from the elements' raw lengths); replikv does not. Access is not tracked: OBJECT IDLETIME is 0, and OBJECT FREQ
 answers Redis's error for a server without an LFU eviction policy (replikv never evicts).
@@ -131,7 +131,9 @@ def encoding_of(value: StoredValue) -> bytes:
     if isinstance(value, bytes):
         if parse_int64(value) is not None:  # Redis's string2ll: canonical, at most 20 chars
             return b"int"
-        return b"embstr" if len(value) <= EMBSTR_BYTES_MAX else b"raw"
+        if len(value) > EMBSTR_BYTES_MAX or value.startswith(b"HYLL"):
+            return b"raw"  # (PFADD and PFMERGE store an HLL raw, however short)
+        return b"embstr"
     if isinstance(value, HashValue):
         if len(value) <= HASH_MAX_LISTPACK_ENTRIES and all(
                 len(f) <= HASH_MAX_LISTPACK_VALUE_BYTES for f in value) and all(

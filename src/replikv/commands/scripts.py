@@ -179,6 +179,16 @@ def run_eval(state: KVState, args: EvalArgs, time_ms: int) -> object:
             return ErrorReply(ERR_UNKNOWN_IN_SCRIPT)
         if spec.kind == "write" and args.read_only:
             return ErrorReply(ERR_READ_ONLY)
+        from replikv.features import script_call_level  # (it imports the command table)
+
+        level = script_call_level(argv)
+        if level > state.feature_level:
+            # Answered as a replikv that does not know the command answers, on every replica
+            # alike (the cluster's level is replicated state); the leader raises the level
+            # and runs the script again when it can (NodeCore, script_level_wanted).
+            if level > state.script_level_wanted[0]:
+                state.script_level_wanted = (level, argv[0])
+            return ErrorReply(ERR_UNKNOWN_IN_SCRIPT)
         if context is not None and context.refusal is not None and "denyoom" in spec.flags:
             refused = context.refusal()
             if refused is not None:

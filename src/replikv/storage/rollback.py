@@ -419,7 +419,8 @@ EFFECT_NAMES = {1: "set", 2: "del", 3: "sadd", 4: "srem", 5: "set-members", 6: "
                 7: "flushall", 8: "hset", 9: "hdel", 10: "hash-fields", 11: "lpush",
                 12: "rpush", 13: "lpop", 14: "rpop", 15: "lset", 16: "list-insert",
                 17: "list-remove-at", 18: "list-elements", 19: "zadd", 20: "zrem",
-                21: "zrem-ranks", 22: "zset-members", 23: "publish", 24: "spublish"}
+                21: "zrem-ranks", 22: "zset-members", 23: "publish", 24: "spublish",
+                25: "string-splice"}
 # Effects whose last argument is an expiry; effects that list members each followed by a
 # score, shown score first as ZADD takes them.
 _EXPIRY_LAST = (1, 5, 6, 10, 18, 22)
