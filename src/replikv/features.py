@@ -34,7 +34,7 @@ from replikv.replies import ErrorReply
 # What a node that advertises no level can apply: everything replikv logged before feature
 # levels existed (strings, sets, hashes, lists, sorted sets, transactions, pipeline batches).
 FEATURE_LEVEL_LEGACY = 1
-FEATURE_LEVEL = 5  # what this replikv can apply
+FEATURE_LEVEL = 6  # what this replikv can apply
 FEATURE_LEVEL_MAX = 1 << 16  # a level read from a peer or a file above this is garbage
 HANDSHAKE_KEY = "features"  # the peer handshake's info key (its values are strings)
 
@@ -51,9 +51,17 @@ BLOCKING_LEVEL = 4
 # inside a transaction or a script).
 HLL_LEVEL = 5
 
+# Streams: a new kind of value (in snapshots too) and of effect (EFFECT_STREAM_*), and, in
+# active replication, the stream commands that write. A script may call no stream command
+# below this level (KVState.run_for_script), since an older replica would not know it.
+STREAM_LEVEL = 6
+_STREAM_WRITES = (b"xadd", b"xdel", b"xtrim", b"xsetid", b"xreadgroup", b"xack", b"xclaim",
+                  b"xautoclaim", b"xgroup")
+
 # Commands whose log entries need a level above FEATURE_LEVEL_LEGACY: lowercase name -> level.
 COMMAND_LEVELS: dict[bytes, int] = {b"publish": PUBLISH_LEVEL, b"spublish": PUBLISH_LEVEL,
-                                    b"pfadd": HLL_LEVEL, b"pfmerge": HLL_LEVEL}
+                                    b"pfadd": HLL_LEVEL, b"pfmerge": HLL_LEVEL,
+                                    **dict.fromkeys(_STREAM_WRITES, STREAM_LEVEL)}
 # Commands whose entries need a level only in active replication, where the log holds the
 # command itself (in passive mode a script's entry holds its writes' effects, of older kinds;
 # the node core checks a script that published after it ran).

@@ -13,6 +13,7 @@ RESP encoder (`replikv.resp`) turns them into RESP2 or RESP3 bytes for each conn
     list / tuple     array
     dict             RESP3 map, flat array in RESP2 (in the dict's order)
     PairArray        RESP3 array of two-element arrays, flat array in RESP2
+    KeyedArrays      RESP3 map, RESP2 array of [key, value] arrays (XREAD, XREADGROUP)
     set / frozenset  RESP3 set, array in RESP2
 
 Keeping replies as values lets the same command code serve RESP2 and RESP3 clients and lets the
@@ -50,6 +51,14 @@ class PairArray(list):
     """Pairs held flat, [a1, b1, a2, b2, ...]: RESP2 sends them as that flat array, RESP3 as an
     array of [a, b] arrays. Redis answers HRANDFIELD ... WITHVALUES so (pairs may repeat, so a
     map cannot carry them)."""
+
+    __slots__ = ()
+
+
+class KeyedArrays(list):
+    """Keys and values held flat, [k1, v1, k2, v2, ...], that Redis sends as a map in RESP3
+    and as an array of [key, value] arrays in RESP2: XREAD and XREADGROUP, each stream's key
+    with its entries (a key named twice in the command comes twice, as in Redis)."""
 
     __slots__ = ()
 

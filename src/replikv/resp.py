@@ -38,7 +38,7 @@ from collections.abc import Iterable
 
 from replikv.invariants import invariant
 from replikv.limits import DEFAULT_LIMITS, KIB, Limits
-from replikv.replies import ErrorReply, NullArray, PairArray, Status
+from replikv.replies import ErrorReply, KeyedArrays, NullArray, PairArray, Status
 
 __all__ = [
     "ProtocolError",
@@ -707,6 +707,13 @@ def _encode_into(value: object, protocol: int, out: list[bytes]) -> None:
             append(b"," + data + _CRLF)
     elif value is NullArray:
         append(_NULL_ARRAY if protocol == 2 else _NULL_RESP3)
+    elif isinstance(value, KeyedArrays):  # before list: it is one
+        append((b"*%d\r\n" if protocol == 2 else b"%%%d\r\n") % (len(value) // 2))
+        for i in range(0, len(value) - 1, 2):
+            if protocol == 2:
+                append(b"*2\r\n")
+            _encode_into(value[i], protocol, out)
+            _encode_into(value[i + 1], protocol, out)
     elif isinstance(value, PairArray):  # before list: it is one
         if protocol == 2:
             _encode_into(list(value), protocol, out)

@@ -38,7 +38,7 @@ from typing import Any
 
 import lupa.lua51 as _lua
 
-from replikv.replies import ErrorReply, NullArray, PairArray, Status
+from replikv.replies import ErrorReply, KeyedArrays, NullArray, PairArray, Status
 
 log = logging.getLogger("replikv.scripts")
 
@@ -439,6 +439,13 @@ class _Run:
             for k, v in items:
                 flat += [self.to_lua(k, depth + 1), self.to_lua(v, depth + 1)]
             return self.lua.table_from(flat)
+        if kind is KeyedArrays:  # XREAD: a map in RESP3, [key, entries] arrays in RESP2
+            pairs = list(zip(value[0::2], value[1::2], strict=True))
+            if self.resp == 3:
+                return self.lua.table_from({b"map": self.lua.table_from(
+                    {self.to_lua(k, depth + 1): self.to_lua(v, depth + 1) for k, v in pairs})})
+            return self.lua.table_from([self.lua.table_from(
+                [self.to_lua(k, depth + 1), self.to_lua(v, depth + 1)]) for k, v in pairs])
         if kind is set or kind is frozenset:
             members = sorted(value)
             if self.resp == 3:

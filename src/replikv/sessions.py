@@ -55,7 +55,7 @@ from typing import Any
 import msgpack
 
 from replikv.invariants import InvariantViolation, invariant
-from replikv.replies import ErrorReply, NullArray, PairArray, Status
+from replikv.replies import ErrorReply, KeyedArrays, NullArray, PairArray, Status
 
 SESSION_ID_BYTES_MAX = 64
 SEQ_MAX = (1 << 63) - 1
@@ -75,6 +75,7 @@ _TIME_MS_MAX = (1 << 63) - 1
 # Tags of the reply encoding: [tag, ...] lists stand for everything msgpack has no word for.
 _T_STR, _T_STATUS, _T_LIST, _T_TUPLE, _T_DICT, _T_SET, _T_FROZENSET = 0, 1, 2, 3, 4, 5, 6
 _T_ERROR, _T_NULL_ARRAY, _T_BIGINT, _T_PAIRS = 7, 8, 9, 10
+_T_KEYED = 11  # KeyedArrays (XREADGROUP's reply)
 # A stored reply ("blob"): [1, encoded reply] when kept, [0, size in bytes] when too large.
 _BLOB_TOO_LARGE, _BLOB_KEPT = 0, 1
 
@@ -140,6 +141,8 @@ def _encode(v: Any, depth: int) -> object:
         return [_T_LIST if t is list else _T_TUPLE, *(_encode(x, depth + 1) for x in v)]
     if t is PairArray:
         return [_T_PAIRS, *(_encode(x, depth + 1) for x in v)]
+    if t is KeyedArrays:
+        return [_T_KEYED, *(_encode(x, depth + 1) for x in v)]
     if t is dict:
         out: list = [_T_DICT]
         for key, x in v.items():  # insertion order: the order the client sees
@@ -212,6 +215,10 @@ def _decode(v: Any, depth: int) -> object:
         if len(rest) % 2:
             raise ValueError("a pair array with an odd number of items")
         return PairArray(_decode(x, depth + 1) for x in rest)
+    if tag == _T_KEYED:
+        if len(rest) % 2:
+            raise ValueError("keyed arrays with an odd number of items")
+        return KeyedArrays(_decode(x, depth + 1) for x in rest)
     if tag == _T_DICT:
         if len(rest) % 2:
             raise ValueError("a map with an odd number of items")

@@ -97,6 +97,45 @@ int opcode, holding only ints, bytes, None and lists (msgpack-ready):
                                           key's expiry stays (PFADD and PFMERGE: a few bytes
                                           of a 12 KB HyperLogLog rather than all of it)
 
+Stream effects (replikv.stream_value holds the stream; an id is written b"<ms>-<seq>", a
+group's entries_read is an int, -1 when unknown; a time is the entry's, in ms):
+
+    [25, key, id, [field, value, ...]]    EFFECT_STREAM_ADD: the entry id (above the stream's
+                                          last id) is appended, becoming the last id, and
+                                          entries_added grows by one; an absent key becomes a
+                                          new stream without expiry
+    [26, key, [id, ...]]                  EFFECT_STREAM_DELETE: these entries (each present,
+                                          no repeats) are deleted (XDEL); max_deleted_id rises
+                                          to the highest of them
+    [27, key, count]                      EFFECT_STREAM_TRIM: the first count (>= 1, at most
+                                          the length) entries are deleted (XTRIM, XADD's
+                                          MAXLEN/MINID); a stream left empty stays
+    [28, key, last_id, added, max_del]    EFFECT_STREAM_IDS: the stream's last id,
+                                          entries_added and max_deleted_id (XSETID); an absent
+                                          key becomes a new empty stream (XGROUP CREATE ...
+                                          MKSTREAM)
+    [29, key, group, last_id, read]       EFFECT_STREAM_GROUP: the group's last delivered id
+                                          and entries_read, the group created if absent
+    [30, key, group]                      EFFECT_STREAM_GROUP_DESTROY: the group (present) goes
+    [31, key, group, consumer, seen, act] EFFECT_STREAM_CONSUMER: the consumer's seen and
+                                          active times (-1: never active), created if absent
+    [32, key, group, consumer]            EFFECT_STREAM_CONSUMER_DELETE: the consumer
+                                          (present) goes, with its pending entries
+    [33, key, group, consumer, time, [id, count, ...]]
+                                          EFFECT_STREAM_DELIVER: each id's pending entry
+                                          becomes (consumer, time, count), taken from the
+                                          consumer that had it if any (XREADGROUP, XCLAIM,
+                                          XAUTOCLAIM); the consumer is present
+    [34, key, group, [id, ...]]           EFFECT_STREAM_ACK: these pending entries (each
+                                          present, no repeats) leave the group's PEL
+    [35, key, [meta, entries], exp]       EFFECT_STREAM_REPLACE: key := the stream of that
+                                          image (replikv.stream_value) with that expiry
+                                          (RENAME, COPY)
+
+Like the list effects they are deltas, applied exactly once in log order: an XADD ships its id
+and fields, a trim its count, an XREADGROUP the ids it delivered with their counts, never the
+stream.
+
 The string, set and hash operations state a result, never a delta that depends on a count or a
 clock, so applying such a list twice leaves the state it leaves applied once. The list
 operations but SET and REPLACE are deltas on purpose: a push or a pop on a long list ships the
@@ -148,15 +187,17 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, Self
 
+import msgpack
 from sortedcontainers import SortedList
 
 from replikv.commands import keys_of, parse_command
 from replikv.commands.scripts import ScriptContext
+from replikv.commands.streams import STREAM_COMMANDS
 from replikv.commands.transactions import Queued
 from replikv.commands.zsets import LISTPACK_ENTRIES_MAX, LISTPACK_MEMBER_BYTES_MAX
-from replikv.features import FEATURE_LEVEL_LEGACY
+from replikv.features import FEATURE_LEVEL_LEGACY, STREAM_LEVEL
 from replikv.invariants import InvariantViolation, invariant
-from replikv.replies import WRONG_TYPE, CommandError
+from replikv.replies import WRONG_TYPE, CommandError, ErrorReply
 from replikv.scripting import ScriptAborted
 from replikv.storage.snapshot import (
     BATCH_BYTES_TARGET,
@@ -168,9 +209,18 @@ from replikv.storage.snapshot import (
     ITEM_SET,
     ITEM_SET_CHUNK_BYTES_MAX,
     ITEM_SET_MORE,
+    ITEM_STREAM,
+    ITEM_STREAM_MORE,
     ITEM_STRING,
     ITEM_ZSET,
     ITEM_ZSET_MORE,
+)
+from replikv.stream_value import (
+    ENTRIES_READ_UNKNOWN,
+    StreamImage,
+    StreamValue,
+    id_from_text,
+    id_text,
 )
 
 SHARD_COUNT = 4096  # a power of two: the shard is crc32(key) & (SHARD_COUNT - 1)
@@ -256,6 +306,17 @@ EFFECT_ZSET_REPLACE = 22
 EFFECT_PUBLISH = 23
 EFFECT_SPUBLISH = 24
 EFFECT_STRING_SPLICE = 25
+EFFECT_STREAM_ADD = 26
+EFFECT_STREAM_DELETE = 27
+EFFECT_STREAM_TRIM = 28
+EFFECT_STREAM_IDS = 29
+EFFECT_STREAM_GROUP = 30
+EFFECT_STREAM_GROUP_DESTROY = 31
+EFFECT_STREAM_CONSUMER = 32
+EFFECT_STREAM_CONSUMER_DELETE = 33
+EFFECT_STREAM_DELIVER = 34
+EFFECT_STREAM_ACK = 35
+EFFECT_STREAM_REPLACE = 36
 _EFFECT_LENGTHS = {
     EFFECT_SET_STRING: 4,
     EFFECT_DELETE: 2,
@@ -282,6 +343,17 @@ _EFFECT_LENGTHS = {
     EFFECT_PUBLISH: 3,
     EFFECT_SPUBLISH: 3,
     EFFECT_STRING_SPLICE: 3,
+    EFFECT_STREAM_ADD: 4,
+    EFFECT_STREAM_DELETE: 3,
+    EFFECT_STREAM_TRIM: 3,
+    EFFECT_STREAM_IDS: 5,
+    EFFECT_STREAM_GROUP: 5,
+    EFFECT_STREAM_GROUP_DESTROY: 3,
+    EFFECT_STREAM_CONSUMER: 6,
+    EFFECT_STREAM_CONSUMER_DELETE: 4,
+    EFFECT_STREAM_DELIVER: 6,
+    EFFECT_STREAM_ACK: 4,
+    EFFECT_STREAM_REPLACE: 4,
 }
 # A splice's framing in an entry (msgpack ints and a bin header), to weigh it against the
 # whole string.
@@ -295,7 +367,7 @@ _UNDO_REMOVE = 3  # (tag, key, set, member, position): swap-removed from the set
 _UNDO_REBUCKET = 4  # (tag, set, buckets, mask): the set's bucket index was rebuilt
 _UNDO_FLUSH = 5  # (tag, shards, expires, heap, key_count, data_bytes, set_count, member_count,
 #                   hash_count, field_count, list_count, element_count, zset_count,
-#                   zset_member_count)
+#                   zset_member_count, stream_overhead_bytes)
 _UNDO_FIELD_APPEND = 6  # (tag, key, hash, field): the field was appended to the hash bound to key
 _UNDO_FIELD_REMOVE = 7  # (tag, key, hash, field, value, position): swap-removed from that hash
 _UNDO_FIELD_UPDATE = 8  # (tag, key, hash, position, old value): a field's value was replaced
@@ -307,6 +379,7 @@ _UNDO_LIST_ITEMS = 13  # (tag, key, list, old deque, old data_bytes): the elemen
 _UNDO_ZSET_PUT = 14  # (tag, key, zset, member, old score or None): a member was given a score
 _UNDO_ZSET_DELETE = 15  # (tag, key, zset, [(score, member), ...]): these members were removed
 _UNDO_LEVEL = 16  # (tag, level): the cluster's feature level before a features entry raised it
+_UNDO_STREAM = 17  # (tag, key, stream, record): a change StreamValue._undo takes back
 
 _U64 = (1 << 64) - 1
 _INT64_MIN = -(1 << 63)
@@ -365,7 +438,15 @@ def _digest_key(
     if type(value) is bytes:
         update(b"".join(_string_digest_parts(key, value, expire_at_ms)))
         return
-    if type(value) is ZSetValue or type(value) is ZSetImage:
+    if type(value) is StreamValue or type(value) is StreamImage:
+        stream_image: StreamImage = (
+            value.image() if type(value) is StreamValue else value)  # type: ignore[assignment, union-attr]
+        packed = msgpack.packb([stream_image.meta, stream_image.entries], use_bin_type=True)
+        update(_pack_digest_header(6, len(key), len(stream_image)))
+        update(key)
+        update(_pack_digest_length(len(packed)))
+        update(packed)
+    elif type(value) is ZSetValue or type(value) is ZSetImage:
         if type(value) is ZSetValue:
             ranked: Iterable[tuple[float, bytes]] = iter(value)  # type: ignore[arg-type]
         else:
@@ -1063,10 +1144,10 @@ class ZSetImage:
         return f"ZSetImage({self.pairs!r})"
 
 
-# What a key may be bound to: a string, a set, a hash, a list or a sorted set.
-Value = bytes | SetValue | HashValue | ListValue | ZSetValue
+# What a key may be bound to: a string, a set, a hash, a list, a sorted set or a stream.
+Value = bytes | SetValue | HashValue | ListValue | ZSetValue | StreamValue
 # A value as `KVState.items` yields it (see there).
-Item = bytes | list[bytes] | dict[bytes, bytes] | tuple[bytes, ...] | ZSetImage
+Item = bytes | list[bytes] | dict[bytes, bytes] | tuple[bytes, ...] | ZSetImage | StreamImage
 
 
 class Undo:
@@ -1151,6 +1232,9 @@ def _check_effect(index: int, effect: object) -> None:
     invariant(type(effect[1]) is bytes, where + ": the key is not bytes", index)  # type: ignore[index]
     if opcode == EFFECT_PUBLISH or opcode == EFFECT_SPUBLISH:
         invariant(type(effect[2]) is bytes, where + ": the message is not bytes", index)  # type: ignore[index]
+        return
+    if opcode >= EFFECT_STREAM_ADD:
+        _check_stream_effect(index, opcode, effect)  # type: ignore[arg-type]
         return
     if opcode == EFFECT_SET_STRING:
         invariant(type(effect[2]) is bytes, where + ": the value is not bytes", index)  # type: ignore[index]
@@ -1243,6 +1327,60 @@ def _check_effect(index: int, effect: object) -> None:
                   where + ": bad rank or count", index)
 
 
+def _is_id_list(ids: object) -> bool:
+    """A non-empty list of stream ids (as effects write them), none twice."""
+    return (type(ids) is list and bool(ids)
+            and all(id_from_text(i) is not None for i in ids)
+            and len(set(ids)) == len(ids))  # a set used for membership only, never iterated
+
+
+def _check_stream_effect(index: int, opcode: int, effect: list) -> None:
+    where = "effect %d"
+    if opcode == EFFECT_STREAM_ADD:
+        fields = effect[3]
+        invariant(id_from_text(effect[2]) is not None, where + ": a bad stream id", index)
+        invariant(type(fields) is list and fields and len(fields) % 2 == 0
+                  and all(type(item) is bytes for item in fields),
+                  where + ": fields not a non-empty list of fields with values", index)
+    elif opcode == EFFECT_STREAM_DELETE:
+        invariant(_is_id_list(effect[2]), where + ": ids not a non-empty list of ids", index)
+    elif opcode == EFFECT_STREAM_TRIM:
+        count = effect[2]
+        invariant(type(count) is int and 1 <= count <= _INT64_MAX, where + ": bad count", index)
+    elif opcode == EFFECT_STREAM_IDS:
+        invariant(id_from_text(effect[2]) is not None and id_from_text(effect[4]) is not None
+                  and type(effect[3]) is int and 0 <= effect[3] <= _U64,
+                  where + ": bad stream ids or count", index)
+    elif opcode == EFFECT_STREAM_REPLACE:
+        image = effect[2]
+        invariant(type(image) is list and len(image) == 2 and type(image[1]) is list,
+                  where + ": a stream image is not [meta, entries]", index)
+        invariant(_is_expiry(effect[3]), where + ": bad expiry", index)
+    else:
+        invariant(type(effect[2]) is bytes, where + ": the group is not bytes", index)
+        if opcode == EFFECT_STREAM_GROUP:
+            invariant(id_from_text(effect[3]) is not None and type(effect[4]) is int
+                      and ENTRIES_READ_UNKNOWN <= effect[4] <= _U64,
+                      where + ": bad group id or entries read", index)
+        elif opcode == EFFECT_STREAM_ACK:
+            invariant(_is_id_list(effect[3]), where + ": ids not a non-empty list of ids", index)
+        elif opcode != EFFECT_STREAM_GROUP_DESTROY:
+            invariant(type(effect[3]) is bytes, where + ": the consumer is not bytes", index)
+            if opcode == EFFECT_STREAM_CONSUMER:
+                invariant(type(effect[4]) is int and type(effect[5]) is int
+                          and _INT64_MIN <= effect[4] <= _INT64_MAX
+                          and _INT64_MIN <= effect[5] <= _INT64_MAX,
+                          where + ": bad consumer times", index)
+            elif opcode == EFFECT_STREAM_DELIVER:
+                pairs = effect[5]
+                invariant(type(effect[4]) is int and _INT64_MIN <= effect[4] <= _INT64_MAX,
+                          where + ": bad delivery time", index)
+                invariant(type(pairs) is list and pairs and len(pairs) % 2 == 0
+                          and _is_id_list(pairs[0::2])
+                          and all(type(c) is int and 0 <= c <= _INT64_MAX for c in pairs[1::2]),
+                          where + ": deliveries not ids each with a count", index)
+
+
 class KVState:
     """The whole keyspace of one replica. Commands reach it through the primitives below
     (`get`, `write`, `delete`, `set_add`, ...), which keep the shards, the expiry dict, the heap,
@@ -1268,6 +1406,7 @@ class KVState:
         "_shards",
         "_snapshot",
         "_snapshot_cursor",
+        "_stream_overhead_bytes",
         "_zset_count",
         "_zset_member_count",
         "feature_level",
@@ -1293,6 +1432,9 @@ class KVState:
         self._list_element_count = 0
         self._zset_count = 0
         self._zset_member_count = 0
+        # The sum over streams of StreamValue.overhead_bytes() (their data_bytes are in
+        # _data_bytes, like the other types').
+        self._stream_overhead_bytes = 0
         # The cluster's feature level (replikv.features): which kinds of entry every member can
         # apply. Replicated like the keyspace (raised by a log entry, carried by snapshots) but
         # no part of it: FLUSHALL leaves it, and digests do not cover it.
@@ -1366,7 +1508,15 @@ class KVState:
     def run_for_script(self, argv: list[bytes], time_ms: int, seed: int) -> object:
         """One redis.call of a running script: the command run as any command runs (inside
         the script's recorded execution, if any), its reply or error reply. The script's
-        caller has checked the command may run there (replikv.commands.scripts)."""
+        caller has checked the command may run there (replikv.commands.scripts). Below
+        STREAM_LEVEL a script may call no stream command: a replica of an older replikv (in
+        active replication, where replicas run the script) would not know it, and would go
+        on where this one stopped, or stop where this one went on."""
+        if (self.feature_level < STREAM_LEVEL and argv
+                and argv[0].lower() in STREAM_COMMANDS):
+            return ErrorReply(f"ERR {argv[0].decode('latin-1').upper()[:32]} needs the "
+                              f"cluster at feature level {STREAM_LEVEL} (streams): upgrade "
+                              "every member, then write to a stream once from a client")
         return self._run(argv, time_ms, seed)
 
     def raise_feature_level(self, level: int) -> None:
@@ -1516,6 +1666,7 @@ class KVState:
             + self._list_element_count * LIST_ELEMENT_OVERHEAD_BYTES
             + self._zset_count * ZSET_OVERHEAD_BYTES
             + self._zset_member_count * ZSET_MEMBER_OVERHEAD_BYTES
+            + self._stream_overhead_bytes
         )
 
     def digest(self) -> str:
@@ -1558,6 +1709,8 @@ class KVState:
                     item = tuple(value._items)
                 elif type(value) is ZSetValue:
                     item = ZSetImage(value.pair_list())
+                elif type(value) is StreamValue:
+                    item = value.image()
                 else:
                     item = value.as_dict()  # type: ignore[union-attr]
                 yield key, item, expires.get(key)
@@ -1570,6 +1723,9 @@ class KVState:
             return
         if type(value) is ZSetImage:
             self._replace(key, _checked_zset(key, value.pairs), expire_at_ms)
+            return
+        if type(value) is StreamImage:
+            self._replace(key, StreamValue.from_image(value.meta, value.entries), expire_at_ms)
             return
         if type(value) is tuple:
             invariant(bool(value), "a list item must not be empty")
@@ -1659,6 +1815,17 @@ class KVState:
                     invariant(member not in bound,  # type: ignore[operator]
                               f"the snapshot sorted set {key!r} repeats members")
                     self._zset_put(key, bound, member, score)  # type: ignore[arg-type]
+            elif kind == ITEM_STREAM:
+                invariant(bound is None, f"the snapshot repeats the key {key!r}")
+                invariant(type(value) is list and len(value) == 2 and type(value[1]) is list,
+                          "a snapshot stream is not [meta, entries]")
+                self._replace(key, StreamValue.from_image(value[0], value[1]), expire_at_ms)
+            elif kind == ITEM_STREAM_MORE:
+                invariant(type(bound) is StreamValue, f"the snapshot continues no stream at {key!r}")
+                invariant(expire_at_ms is None, "a stream continuation carries an expiry")
+                invariant(type(value) is list and value, "a snapshot stream has no entries")
+                self._stream_changed(key, bound,  # type: ignore[arg-type]
+                                     bound._append_image_entries, value)  # type: ignore[union-attr]
             elif kind == ITEM_HASH:
                 _check_hash_item(key, value)
                 invariant(bound is None, f"the snapshot repeats the key {key!r}")
@@ -1729,6 +1896,14 @@ class KVState:
             return value  # type: ignore[return-value]
         raise CommandError(WRONG_TYPE)
 
+    def get_stream(self, key: bytes, time_ms: int) -> StreamValue | None:
+        """The stream at `key`, or None if absent or expired; another type raises WRONGTYPE.
+        The StreamValue is for reading: changes go through stream_add, stream_trim, ..."""
+        value = self.lookup(key, time_ms)
+        if value is None or type(value) is StreamValue:
+            return value  # type: ignore[return-value]
+        raise CommandError(WRONG_TYPE)
+
     def get_list(self, key: bytes, time_ms: int) -> ListValue | None:
         """The list at `key`, or None if absent or expired; another type raises WRONGTYPE. The
         ListValue is for reading: changes go through list_push, list_pop, ..."""
@@ -1746,8 +1921,8 @@ class KVState:
         return key in self._shards[shard_of(key)]
 
     def type_name(self, key: bytes, time_ms: int) -> bytes | None:
-        """b"string", b"set", b"hash", b"list" or b"zset" (Redis's TYPE names), or None if the
-        key is absent."""
+        """b"string", b"set", b"hash", b"list", b"zset" or b"stream" (Redis's TYPE names), or
+        None if the key is absent."""
         value = self.lookup(key, time_ms)
         if value is None:
             return None
@@ -1757,6 +1932,8 @@ class KVState:
             return b"list"
         if type(value) is ZSetValue:
             return b"zset"
+        if type(value) is StreamValue:
+            return b"stream"
         return b"set" if type(value) is SetValue else b"hash"
 
     def expire_at_ms(self, key: bytes) -> int | None:
@@ -2240,6 +2417,175 @@ class KVState:
             self._recording.effects.append([EFFECT_ZSET_REMOVE_RANGE, key, start, count])
         return removed
 
+    # ---- streams (replikv.stream_value; the commands check types and bounds first) ----
+
+    def _stream_at(self, key: bytes) -> StreamValue:
+        value = self._shards[shard_of(key)].get(key)
+        invariant(type(value) is StreamValue, "a stream change on a key holding no stream")
+        return value  # type: ignore[return-value]
+
+    def _stream_changed(self, key: bytes, value: StreamValue, change: Callable[..., object],
+                        *args: Any) -> None:
+        """Make one change to the stream bound to `key` (call `change(*args)`, one of its
+        underscore methods), keeping the counters, a running snapshot and the undo log in
+        step."""
+        if self._snapshot is not None:
+            self._snapshot._preserve(shard_of(key))
+        data_before, overhead_before = value.data_bytes, value.overhead_bytes()
+        record = change(*args)
+        self._data_bytes += value.data_bytes - data_before
+        self._stream_overhead_bytes += value.overhead_bytes() - overhead_before
+        if self._recording is not None and record is not None:
+            self._recording.log.append((_UNDO_STREAM, key, value, record))
+
+    def _stream_effect(self, effect: list) -> None:
+        if self._recording is not None:
+            self._recording.effects.append(effect)
+
+    def stream_create(self, key: bytes) -> StreamValue:
+        """Bind an absent `key` to a new empty stream without expiry (XGROUP ... MKSTREAM)."""
+        invariant(key not in self._shards[shard_of(key)], "stream_create on a stored key")
+        value = StreamValue()
+        self._replace(key, value, None)
+        self._stream_effect([EFFECT_STREAM_IDS, key, b"0-0", 0, b"0-0"])
+        return value
+
+    def stream_add(self, key: bytes, stream_id: int, fields: list[bytes]) -> None:
+        """Append the entry `stream_id` (above the stream's last id) with these fields and
+        values to the stream at `key`; an absent key becomes a stream without expiry."""
+        value = self._shards[shard_of(key)].get(key)
+        if value is None:
+            value = StreamValue()
+            self._replace(key, value, None)
+        invariant(type(value) is StreamValue, "stream_add on a key holding another type")
+        entry = tuple(fields)
+        self._stream_changed(key, value, value._add, stream_id, entry)  # type: ignore[arg-type, union-attr]
+        self._stream_effect([EFFECT_STREAM_ADD, key, id_text(stream_id), list(fields)])
+
+    def stream_delete(self, key: bytes, ids: list[int]) -> None:
+        """Delete these entries (present, no repeats) of the stream at `key` (XDEL)."""
+        value = self._stream_at(key)
+        invariant(bool(ids) and all(i in value for i in ids) and len(set(ids)) == len(ids),
+                  "stream_delete needs entries of the stream")
+        self._stream_changed(key, value, value._delete, ids)
+        self._stream_effect([EFFECT_STREAM_DELETE, key, [id_text(i) for i in ids]])
+
+    def stream_trim(self, key: bytes, count: int) -> None:
+        """Delete the first `count` (>= 1) entries of the stream at `key`."""
+        value = self._stream_at(key)
+        invariant(1 <= count <= len(value), "stream_trim past the stream's length")
+        self._stream_changed(key, value, value._trim, count)
+        self._stream_effect([EFFECT_STREAM_TRIM, key, count])
+
+    def stream_set_ids(self, key: bytes, last_id: int, entries_added: int,
+                       max_deleted_id: int) -> None:
+        """Set the stream's last id, entries_added and max_deleted_id (XSETID); an absent
+        key becomes an empty stream."""
+        value = self._shards[shard_of(key)].get(key)
+        if value is None:
+            value = StreamValue()
+            self._replace(key, value, None)
+        invariant(type(value) is StreamValue, "stream_set_ids on a key holding another type")
+        self._stream_changed(key, value, value._set_ids,  # type: ignore[arg-type, union-attr]
+                             last_id, entries_added, max_deleted_id)
+        self._stream_effect([EFFECT_STREAM_IDS, key, id_text(last_id), entries_added,
+                             id_text(max_deleted_id)])
+
+    def stream_group_set(self, key: bytes, group: bytes, last_id: int,
+                         entries_read: int) -> None:
+        """The group's last delivered id and read counter; the group created if absent."""
+        value = self._stream_at(key)
+        self._stream_changed(key, value, value._group_set, group, last_id, entries_read)
+        self._stream_effect([EFFECT_STREAM_GROUP, key, group, id_text(last_id), entries_read])
+
+    def stream_group_destroy(self, key: bytes, group: bytes) -> None:
+        value = self._stream_at(key)
+        invariant(group in value.groups, "stream_group_destroy of a group that is not there")
+        self._stream_changed(key, value, value._group_destroy, group)
+        self._stream_effect([EFFECT_STREAM_GROUP_DESTROY, key, group])
+
+    def stream_consumer_set(self, key: bytes, group: bytes, consumer: bytes, seen_time: int,
+                            active_time: int) -> None:
+        """A consumer's seen and active times; the consumer created if absent."""
+        value = self._stream_at(key)
+        invariant(group in value.groups, "stream_consumer_set in a group that is not there")
+        self._stream_changed(key, value, value._consumer_set, group, consumer, seen_time,
+                             active_time)
+        self._stream_effect([EFFECT_STREAM_CONSUMER, key, group, consumer, seen_time,
+                             active_time])
+
+    def stream_consumer_delete(self, key: bytes, group: bytes, consumer: bytes) -> None:
+        value = self._stream_at(key)
+        invariant(group in value.groups and consumer in value.groups[group].consumers,
+                  "stream_consumer_delete of a consumer that is not there")
+        self._stream_changed(key, value, value._consumer_delete, group, consumer)
+        self._stream_effect([EFFECT_STREAM_CONSUMER_DELETE, key, group, consumer])
+
+    def stream_deliver(self, key: bytes, group: bytes, consumer: bytes, delivery_time: int,
+                       deliveries: list[tuple[int, int]]) -> None:
+        """Each (id, count) of `deliveries` (ids not repeated): its pending entry becomes
+        (consumer, delivery_time, count), taken from whichever consumer had it."""
+        value = self._stream_at(key)
+        invariant(bool(deliveries) and group in value.groups
+                  and consumer in value.groups[group].consumers,
+                  "stream_deliver needs deliveries and a consumer of a group")
+        self._stream_changed(key, value, value._deliver, group, consumer, delivery_time,
+                             deliveries)
+        self._stream_effect([EFFECT_STREAM_DELIVER, key, group, consumer, delivery_time,
+                             [x for stream_id, count in deliveries
+                              for x in (id_text(stream_id), count)]])
+
+    def stream_ack(self, key: bytes, group: bytes, ids: list[int]) -> None:
+        """These pending entries (present, no repeats) leave the group's PEL."""
+        value = self._stream_at(key)
+        invariant(bool(ids) and group in value.groups
+                  and all(i in value.groups[group].pel for i in ids),
+                  "stream_ack needs pending entries of a group")
+        self._stream_changed(key, value, value._ack, group, ids)
+        self._stream_effect([EFFECT_STREAM_ACK, key, group, [id_text(i) for i in ids]])
+
+    def write_stream(self, key: bytes, image: list, expire_at_ms: int | None = None) -> None:
+        """Store the stream of `image` ([meta, entries]) under `key`, replacing whatever it
+        held, with that expiry."""
+        value = StreamValue.from_image(image[0], image[1])
+        self._replace(key, value, expire_at_ms)
+        self._stream_effect([EFFECT_STREAM_REPLACE, key, image, expire_at_ms])
+
+    def _apply_stream_effect(self, opcode: int, key: bytes, effect: list) -> None:
+        if opcode == EFFECT_STREAM_REPLACE:
+            self.write_stream(key, effect[2], effect[3])
+            return
+        if opcode == EFFECT_STREAM_ADD:
+            self.stream_add(key, id_from_text(effect[2]), effect[3])  # type: ignore[arg-type]
+            return
+        if opcode == EFFECT_STREAM_IDS:
+            self.stream_set_ids(key, id_from_text(effect[2]), effect[3],  # type: ignore[arg-type]
+                                id_from_text(effect[4]))  # type: ignore[arg-type]
+            return
+        value = self._stream_at(key)
+        if opcode == EFFECT_STREAM_DELETE:
+            self.stream_delete(key, [id_from_text(i) for i in effect[2]])  # type: ignore[misc]
+        elif opcode == EFFECT_STREAM_TRIM:
+            self.stream_trim(key, effect[2])
+        elif opcode == EFFECT_STREAM_GROUP:
+            self.stream_group_set(key, effect[2], id_from_text(effect[3]), effect[4])  # type: ignore[arg-type]
+        else:
+            invariant(effect[2] in value.groups, "effects name a stream group that is not there")
+            if opcode == EFFECT_STREAM_GROUP_DESTROY:
+                self.stream_group_destroy(key, effect[2])
+            elif opcode == EFFECT_STREAM_CONSUMER:
+                self.stream_consumer_set(key, effect[2], effect[3], effect[4], effect[5])
+            elif opcode == EFFECT_STREAM_CONSUMER_DELETE:
+                self.stream_consumer_delete(key, effect[2], effect[3])
+            elif opcode == EFFECT_STREAM_DELIVER:
+                pairs = effect[5]
+                self.stream_deliver(key, effect[2], effect[3], effect[4],
+                                    [(id_from_text(pairs[i]), pairs[i + 1])  # type: ignore[misc]
+                                     for i in range(0, len(pairs), 2)])
+            else:
+                invariant(opcode == EFFECT_STREAM_ACK, f"unknown stream effect {opcode}")
+                self.stream_ack(key, effect[2], [id_from_text(i) for i in effect[3]])  # type: ignore[misc]
+
     def flush(self) -> None:
         if self._recording is not None:
             self._recording.log.append(
@@ -2258,6 +2604,7 @@ class KVState:
                     self._list_element_count,
                     self._zset_count,
                     self._zset_member_count,
+                    self._stream_overhead_bytes,
                 )
             )
             self._recording.effects.append([EFFECT_FLUSH])
@@ -2276,6 +2623,7 @@ class KVState:
         self._list_element_count = 0
         self._zset_count = 0
         self._zset_member_count = 0
+        self._stream_overhead_bytes = 0
         self._follow_snapshot_source()
 
     # ---- internals: running and recording ----
@@ -2364,6 +2712,13 @@ class KVState:
             return
         if opcode == EFFECT_ZSET_REPLACE:
             self.write_zset(key, effect[2], effect[3])
+            return
+        if opcode >= EFFECT_STREAM_ADD:
+            current = self._shards[shard_of(key)].get(key)
+            invariant(current is None or type(current) is StreamValue
+                      or opcode == EFFECT_STREAM_REPLACE,
+                      "stream effects on a key holding another type")
+            self._apply_stream_effect(opcode, key, effect)
             return
         value = self._shards[shard_of(key)].get(key)  # (the string case above is the hot one)
         if opcode == EFFECT_SET_ADD:
@@ -2551,6 +2906,14 @@ class KVState:
                 value._undo_delete(removed)
                 self._data_bytes += sum(len(member) for _, member in removed)
                 self._zset_member_count += len(removed)
+            elif tag == _UNDO_STREAM:
+                _, key, value, record = entry
+                if self._snapshot is not None:
+                    self._snapshot._preserve(shard_of(key))
+                data_before, overhead_before = value.data_bytes, value.overhead_bytes()
+                value._undo(record)
+                self._data_bytes += value.data_bytes - data_before
+                self._stream_overhead_bytes += value.overhead_bytes() - overhead_before
             elif tag == _UNDO_LEVEL:
                 self.feature_level = entry[1]
             else:
@@ -2570,6 +2933,7 @@ class KVState:
                     self._list_element_count,
                     self._zset_count,
                     self._zset_member_count,
+                    self._stream_overhead_bytes,
                 ) = entry
                 self._follow_snapshot_source()
 
@@ -2623,6 +2987,9 @@ class KVState:
             effect = [EFFECT_LIST_REPLACE, key, value.element_list(), expire_at_ms]
         elif type(value) is ZSetValue:
             effect = [EFFECT_ZSET_REPLACE, key, value.pair_list(), expire_at_ms]
+        elif type(value) is StreamValue:
+            image = value.image()
+            effect = [EFFECT_STREAM_REPLACE, key, [image.meta, image.entries], expire_at_ms]
         else:
             effect = [EFFECT_HASH_REPLACE, key, value.pair_list(), expire_at_ms]  # type: ignore[union-attr]
         self._recording.effects.append(effect)
@@ -2643,6 +3010,9 @@ class KVState:
             self._data_bytes += sign * (len(key) + value.data_bytes)
             self._zset_count += sign
             self._zset_member_count += sign * len(value)
+        elif type(value) is StreamValue:
+            self._data_bytes += sign * (len(key) + value.data_bytes)
+            self._stream_overhead_bytes += sign * value.overhead_bytes()
         else:
             self._data_bytes += sign * (len(key) + value.data_bytes)  # type: ignore[union-attr]
             self._hash_count += sign
@@ -2807,14 +3177,14 @@ class _ListImage:
 # A value as a snapshot cursor holds it: a string's bytes, a copy of a set's member list, a
 # tuple of a hash's fields and values (alternating), both in position order, a list's copied
 # elements, or a sorted set's members and scores.
-_Image = bytes | list[bytes] | tuple[bytes, ...] | _ListImage | ZSetImage
+_Image = bytes | list[bytes] | tuple[bytes, ...] | _ListImage | ZSetImage | StreamImage
 # One key's binding as a snapshot cursor holds it: (key, its image, expire_at_ms or None).
 _Captured = tuple[bytes, _Image, int | None]
 # A shard preserved before the walk reached it: a copy of its bindings (as images) and the
 # expiry times of those of its keys that had one (None: none had).
 _ShardCopy = tuple[dict[bytes, _Image], dict[bytes, int] | None]
 _BYTES_ONLY = frozenset({bytes})
-_LIVE_COLLECTIONS = frozenset({SetValue, HashValue, ListValue, ZSetValue})
+_LIVE_COLLECTIONS = frozenset({SetValue, HashValue, ListValue, ZSetValue, StreamValue})
 
 
 def _image(value: Value) -> _Image:
@@ -2827,6 +3197,8 @@ def _image(value: Value) -> _Image:
         return _ListImage(value.element_list())
     if type(value) is ZSetValue:
         return ZSetImage(value.pair_list())
+    if type(value) is StreamValue:
+        return value.image()
     return tuple(value.pair_list())  # type: ignore[union-attr, arg-type]
 
 
@@ -2937,6 +3309,8 @@ class StateSnapshotCursor:
             elif type(value) is ZSetImage:
                 record, record_bytes = self._chunk_record(
                     key, value.pairs, expire_at_ms, ITEM_ZSET, ITEM_ZSET_MORE, 2, value)
+            elif type(value) is StreamImage:
+                record, record_bytes = self._stream_record(key, value, expire_at_ms)
             else:
                 record, record_bytes = self._chunk_record(
                     key, value, expire_at_ms, ITEM_SET, ITEM_SET_MORE, 1)  # type: ignore[arg-type]
@@ -3076,6 +3450,35 @@ class StateSnapshotCursor:
             self._member_offset = end
         return record, len(key) + chunk_bytes + _ITEM_OVERHEAD_BYTES
 
+    def _stream_record(self, key: bytes, image: StreamImage, expire_at_ms: int | None
+                       ) -> tuple[list, int]:
+        """The next item of the current stream: its meta with its first entries, or the next
+        entries, at most ITEM_SET_CHUNK_BYTES_MAX bytes of them (at least one entry)."""
+        start = self._member_offset
+        entries = image.entries
+        if start == 0:
+            self._digest_and_count(key, image, expire_at_ms)
+        end = start
+        chunk_bytes = 0
+        while end < len(entries):
+            entry = entries[end]
+            entry_bytes = 24 + sum(len(item) + _MEMBER_OVERHEAD_BYTES for item in entry[2:])
+            if end > start and chunk_bytes + entry_bytes > ITEM_SET_CHUNK_BYTES_MAX:
+                break
+            chunk_bytes += entry_bytes
+            end += 1
+        chunk = entries[start:end]
+        if start == 0:
+            record = [key, ITEM_STREAM, [image.meta, chunk], expire_at_ms]
+        else:
+            record = [key, ITEM_STREAM_MORE, chunk, None]
+        if end == len(entries):
+            self._member_offset = 0
+            self._current_position += 1
+        else:
+            self._member_offset = end
+        return record, len(key) + chunk_bytes + _ITEM_OVERHEAD_BYTES
+
     def _digest_and_count(
         self, key: bytes, value: _Image, expire_at_ms: int | None
     ) -> None:
@@ -3144,6 +3547,8 @@ class RecordDigest:
                 self._open_set = (key, ITEM_LIST_MORE, list(value), expire_at_ms)
             elif kind == ITEM_ZSET:
                 self._open_set = (key, ITEM_ZSET_MORE, list(value), expire_at_ms)
+            elif kind == ITEM_STREAM:
+                self._open_set = (key, ITEM_STREAM_MORE, [value[0], *value[1]], expire_at_ms)
             else:
                 invariant(kind == ITEM_HASH, f"unknown snapshot record kind {kind!r}")
                 self._open_set = (key, ITEM_HASH_MORE, list(value), expire_at_ms)
@@ -3165,6 +3570,8 @@ class RecordDigest:
                 image = members
             elif more_kind == ITEM_LIST_MORE:
                 image = _ListImage(members)
+            elif more_kind == ITEM_STREAM_MORE:
+                image = StreamImage(members[0], members[1:])
             elif more_kind == ITEM_ZSET_MORE:
                 # Records in rank order (as the cursor writes them) or not: the digest takes the
                 # members in the sorted set's own order.

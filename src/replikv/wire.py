@@ -44,7 +44,7 @@ from replikv.raft.messages import (
     VoteRequest,
     VoteResponse,
 )
-from replikv.replies import ErrorReply, NullArray, PairArray, Status
+from replikv.replies import ErrorReply, KeyedArrays, NullArray, PairArray, Status
 
 PROTOCOL = "replikv-peer"
 PROTOCOL_VERSION = 3
@@ -53,6 +53,7 @@ MAX_ID_CHARS = 64
 MAX_DEPTH = 32
 
 _EXT_STATUS, _EXT_ERROR, _EXT_NULL_ARRAY, _EXT_SET, _EXT_PAIRS = 1, 2, 3, 4, 5
+_EXT_KEYED = 6  # KeyedArrays: its keys and values alternating
 
 # What msgpack raises on garbage: truncated or extra data, bad formats, too deep nesting
 # (ValueError subclasses), unhashable map keys (TypeError), bad UTF-8 in str (ValueError).
@@ -316,6 +317,9 @@ def _reply_to_wire(v: Any, depth: int) -> object:
     if t is PairArray:
         items = [_reply_to_wire(x, depth + 1) for x in v]
         return msgpack.ExtType(_EXT_PAIRS, msgpack.packb(items, use_bin_type=True))
+    if t is KeyedArrays:
+        items = [_reply_to_wire(x, depth + 1) for x in v]
+        return msgpack.ExtType(_EXT_KEYED, msgpack.packb(items, use_bin_type=True))
     if isinstance(v, bytes | bytearray | memoryview):
         return bytes(v)
     raise TypeError(f"not a reply value: {t.__name__}")
@@ -355,6 +359,17 @@ def _ext_hook(code: int, data: bytes) -> object:
         if not isinstance(items, list) or len(items) % 2:
             raise PeerProtocolError("bad pair array")
         return PairArray(items)
+    if code == _EXT_KEYED:
+        try:
+            items = msgpack.unpackb(data, use_list=True, raw=False, ext_hook=_ext_hook,
+                                    strict_map_key=False)
+        except PeerProtocolError:
+            raise
+        except _UNPACK_ERRORS as e:
+            raise PeerProtocolError(f"bad keyed arrays: {e}") from None
+        if not isinstance(items, list) or len(items) % 2:
+            raise PeerProtocolError("bad keyed arrays")
+        return KeyedArrays(items)
     raise PeerProtocolError(f"unknown extension type {code}")
 
 

@@ -4,7 +4,8 @@ and RESP3, and every reply must be the same bytes. A client blocks (its command 
 not answered), another pushes, and the first one's reply is read: BLPOP, BRPOP, BLMOVE,
 BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX and BZMPOP served by a later push, their timeouts, their
 errors, a blocked client that waits on while its key holds a string, BLMOVE served into a
-destination of the wrong type, CLIENT UNBLOCK with TIMEOUT and ERROR, and each command inside
+destination of the wrong type, CLIENT UNBLOCK with TIMEOUT and ERROR, XREAD and XREADGROUP
+with BLOCK (served by a later XADD, `$`, `>`, a consumer's history), and each command inside
 MULTI (where it never blocks). scripts/install.sh --test installs redis-server.
 """
 
@@ -20,14 +21,15 @@ from .test_hashes_against_redis import (  # noqa: F401  (fixtures, used by name)
 )
 from .test_pubsub_against_redis import NodeInThread, Raw
 
-SILENCE_S = 0.2  # a blocked client says nothing for this long
+SILENCE_S = 0.1  # a blocked client says nothing for this long
 
 # (connection, operation, command): "call" sends and reads one reply, "send" only sends (the
 # connection blocks), "read" reads the reply a blocked connection got, "silent" checks that a
 # blocked connection got nothing yet. b"$A" in a command is connection a's client id.
 Step = tuple[str, str, tuple[bytes, ...]]
 SCRIPT: list[Step] = [
-    ("b", "call", (b"DEL", b"q", b"q2", b"d", b"z", b"w", b"src", b"dst", b"later", b"none", b"d2")),
+    ("b", "call", (b"DEL", b"q", b"q2", b"d", b"z", b"w", b"src", b"dst", b"later", b"none", b"d2",
+                      b"s")),
     # Nothing to pop: the timeout passes.
     ("a", "call", (b"BLPOP", b"q", b"0.02")), ("a", "call", (b"BRPOP", b"q", b"q2", b"0.02")),
     ("a", "call", (b"BLMOVE", b"q", b"d", b"LEFT", b"LEFT", b"0.02")),
@@ -87,12 +89,31 @@ SCRIPT: list[Step] = [
     ("a", "send", (b"BLPOP", b"later", b"0")), ("a", "send", (b"PING",)),
     ("a", "silent", ()), ("b", "call", (b"RPUSH", b"later", b"1")), ("a", "read", ()),
     ("a", "read", ()),
+    # XREAD and XREADGROUP with BLOCK: `$` is the last id when the command came.
+    ("b", "call", (b"XADD", b"s", b"1-0", b"a", b"1")),
+    ("a", "call", (b"XREAD", b"BLOCK", b"20", b"STREAMS", b"s", b"$")),
+    ("a", "call", (b"XREAD", b"BLOCK", b"0", b"STREAMS", b"s", b"0")),
+    ("a", "send", (b"XREAD", b"COUNT", b"5", b"BLOCK", b"0", b"STREAMS", b"s", b"nope", b"$",
+                   b"$")), ("a", "silent", ()),
+    ("b", "call", (b"XADD", b"s", b"2-0", b"b", b"2")), ("a", "read", ()),
+    ("b", "call", (b"XGROUP", b"CREATE", b"s", b"g", b"$")),
+    ("a", "send", (b"XREADGROUP", b"GROUP", b"g", b"c", b"BLOCK", b"0", b"STREAMS", b"s",
+                   b">")), ("a", "silent", ()),
+    ("b", "call", (b"XADD", b"s", b"3-0", b"c", b"3")), ("a", "read", ()),
+    ("a", "call", (b"XREADGROUP", b"GROUP", b"g", b"c", b"BLOCK", b"0", b"STREAMS", b"s",
+                   b"0")),
+    ("a", "call", (b"XREADGROUP", b"GROUP", b"g", b"c", b"BLOCK", b"20", b"STREAMS", b"s",
+                   b">")),
+    ("a", "call", (b"XREAD", b"BLOCK", b"x", b"STREAMS", b"s", b"$")),
+    ("a", "call", (b"XREAD", b"BLOCK", b"-1", b"STREAMS", b"s", b"$")),
+    ("a", "call", (b"XREAD", b"BLOCK", b"0", b"STREAMS", b"dst", b"$")),  # a string
     # Inside MULTI nothing blocks: what there is, or nil.
     ("a", "call", (b"MULTI",)), ("a", "call", (b"BLPOP", b"none", b"0")),
     ("a", "call", (b"BLMOVE", b"none", b"d", b"LEFT", b"LEFT", b"0")),
     ("a", "call", (b"BZPOPMIN", b"none", b"0")),
     ("a", "call", (b"BLMPOP", b"0", b"1", b"none", b"LEFT")),
     ("a", "call", (b"BRPOPLPUSH", b"d", b"d2", b"0")),
+    ("a", "call", (b"XREAD", b"BLOCK", b"0", b"STREAMS", b"s", b"$")),
     ("a", "call", (b"EXEC",)),
 ]
 

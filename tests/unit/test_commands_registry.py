@@ -44,6 +44,9 @@ EXPECTED_COMMANDS = {
     "zintercard", "zunionstore", "zinterstore", "zdiffstore",
     # HyperLogLog (commands/hyperloglog.py; PFDEBUG and PFSELFTEST are refused by name)
     "pfadd", "pfcount", "pfmerge",
+    # streams (XREAD and XREADGROUP's BLOCK answers at once for now: commands/streams.py)
+    "xadd", "xlen", "xrange", "xrevrange", "xdel", "xtrim", "xsetid", "xread", "xreadgroup",
+    "xack", "xpending", "xclaim", "xautoclaim", "xgroup", "xinfo",
     # introspection: containers of key subcommands (OBJECT ENCODING key, MEMORY USAGE key)
     "object", "memory",
     # pub/sub: ordered with the writes through the log (commands/pubsub.py)

@@ -130,7 +130,8 @@ def route(args: tuple) -> Route:
         raise UnsupportedCommand(f"REPLIKV {sub.upper()} is not sent by replikv.Client: "
                                  f"{_REFUSED_REPLIKV[sub]}")
     spec = COMMANDS.get(name)
-    if spec is not None and "blocking" in spec.flags:
+    if spec is not None and "blocking" in spec.flags and (
+            name not in ("xread", "xreadgroup") or any(_word(a) == "block" for a in full)):
         return Route(Kind.OTHER, name, full)
     if spec is not None:
         return Route(Kind.WRITE if spec.kind == "write" else Kind.READ, name, full)

@@ -9,8 +9,8 @@ CommandError with Redis's own error text, so clients that match on errors keep w
 The table is written out in one place, like Redis's command table, so its shape can be read at a
 glance; the code for each family lives in `strings`, `keys`, `sets`, `hashes`, `lists`,
 `zsets`, `blocking` (BLPOP, BZPOPMIN and the others: one attempt each; the connection waits),
-`hyperloglog` (PFADD, PFCOUNT, PFMERGE), `pubsub` (PUBLISH, SPUBLISH), `introspection` (OBJECT,
-MEMORY), `transactions` and
+`hyperloglog` (PFADD, PFCOUNT, PFMERGE), `streams`, `pubsub` (PUBLISH, SPUBLISH), `introspection`
+(OBJECT, MEMORY), `transactions` and
 `scripts` (EVAL and its family; SCRIPT is answered by the node core, whose script cache it is).
 Arity and key positions follow Redis's COMMAND conventions: arity counts the name, negative
 means "at least"; keys are argv[first_key..last_key] stepping by key_step, a negative last_key
@@ -37,6 +37,7 @@ from replikv.commands import (
     pubsub,
     scripts,
     sets,
+    streams,
     strings,
     transactions,
     zsets,
@@ -86,6 +87,12 @@ _W_BLOCKING_MOVABLE = ("write", "blocking", "movablekeys")
 # Redis flags OBJECT and MEMORY themselves with nothing (their subcommands are readonly); here
 # every command is a read or a write, and these read.
 _R_CONTAINER = ("readonly",)
+# XGROUP's subcommands all write (HELP too goes through the log: harmless, and rare); their key
+# (argv[2]) is found like a movable one, so that an expired key is dropped first and WATCH
+# sees the change (Redis flags the container with nothing and keys its subcommands).
+_W_CONTAINER = ("write", "movablekeys")
+# XREAD and XREADGROUP: Redis flags them blocking (BLOCK) with keys after STREAMS.
+_R_BLOCKING_MOVABLE = ("readonly", "blocking", "movablekeys")
 # Redis's flags for PUBLISH and SPUBLISH: not "write" (no key changes), not "denyoom".
 _PUBLISH = ("pubsub", "loading", "stale", "fast", "may_replicate")
 
@@ -322,6 +329,29 @@ _TABLE = (
     _command("pfcount", -2, _R_MAY_REPLICATE, _ALL_KEYS, strings.parse_keys,
              hyperloglog.run_pfcount),
     _command("pfmerge", -2, _W_DENYOOM, _ALL_KEYS, strings.parse_keys, hyperloglog.run_pfmerge),
+    # Streams (streams.py). XREAD reads; XREADGROUP writes (it changes the group's pending
+    # entries and last id). XGROUP and XINFO have subcommands, whose key is argv[2] (XINFO,
+    # a read, like OBJECT's).
+    _command("xadd", -5, _W_DENYOOM_FAST, _ONE_KEY, streams.parse_xadd, streams.run_xadd),
+    _command("xlen", 2, _R_FAST, _ONE_KEY, strings.parse_key, streams.run_xlen),
+    _command("xrange", -4, _R, _ONE_KEY, streams.parse_xrange, streams.run_xrange),
+    _command("xrevrange", -4, _R, _ONE_KEY, streams.parse_xrevrange, streams.run_xrange),
+    _command("xdel", -3, _W_FAST, _ONE_KEY, streams.parse_xdel, streams.run_xdel),
+    _command("xtrim", -4, _W, _ONE_KEY, streams.parse_xtrim, streams.run_xtrim),
+    _command("xsetid", -3, _W_DENYOOM_FAST, _ONE_KEY, streams.parse_xsetid, streams.run_xsetid),
+    _command("xread", -4, _R_BLOCKING_MOVABLE, _NO_KEYS, streams.parse_xread, streams.run_xread,
+             streams.xread_keys),
+    _command("xreadgroup", -7, _W_BLOCKING_MOVABLE, _NO_KEYS, streams.parse_xreadgroup,
+             streams.run_xreadgroup, streams.xread_keys),
+    _command("xack", -4, _W_FAST, _ONE_KEY, streams.parse_xack, streams.run_xack),
+    _command("xpending", -3, _R, _ONE_KEY, streams.parse_xpending, streams.run_xpending),
+    _command("xclaim", -6, _W_FAST, _ONE_KEY, streams.parse_xclaim, streams.run_xclaim),
+    _command("xautoclaim", -6, _W_FAST, _ONE_KEY, streams.parse_xautoclaim,
+             streams.run_xautoclaim),
+    _command("xgroup", -2, _W_CONTAINER, _NO_KEYS, streams.parse_xgroup, streams.run_xgroup,
+             streams.subcommand_key, streams.XGROUP_SUBCOMMANDS),
+    _command("xinfo", -2, _R_CONTAINER, _NO_KEYS, streams.parse_xinfo, streams.run_xinfo,
+             subcommands=streams.XINFO_SUBCOMMANDS),
     # Pub/sub: through the log, delivered on commit (pubsub.py; the subscribe commands are the
     # connection's). SPUBLISH's channel is not a key here (no key changes; one shard).
     _command("publish", 3, _PUBLISH, _NO_KEYS, pubsub.parse_publish, pubsub.run_publish,

@@ -48,11 +48,27 @@ TIMED_OUT_REPLY = NullArray
 @dataclass(frozen=True, slots=True)
 class Blocking:
     """A parsed blocking command: what one attempt does (`args` for `run`), how long to wait
-    (`timeout_ms`, 0 for ever) and which keys a change to must wake it (`keys`, in order)."""
+    (`timeout_ms`, 0 for ever), which keys a change to must wake it (`keys`, in order) and
+    the type of value it takes from them (TYPE's name)."""
 
     timeout_ms: int
     keys: tuple[bytes, ...]
     args: object
+    pops: bytes = b"list"
+
+
+def blocking_of(name: str, parsed: object) -> Blocking | None:
+    """How a command flagged "blocking" waits, from its parsed arguments: the commands here
+    always may; XREAD and XREADGROUP only with BLOCK (streams.waits). None: it answers at
+    once."""
+    if isinstance(parsed, Blocking):
+        return parsed
+    from replikv.commands import streams  # (streams is not needed to pop)
+
+    if isinstance(parsed, streams.XreadArgs) and streams.waits(parsed):
+        keys = tuple(dict.fromkeys(parsed.keys))
+        return Blocking(parsed.block_ms or 0, keys, None, b"stream")
+    return None
 
 
 def parse_timeout(raw: bytes) -> int:
@@ -73,12 +89,18 @@ def parse_timeout(raw: bytes) -> int:
 # ---- BLPOP, BRPOP, BZPOPMIN, BZPOPMAX: key [key ...] timeout ----
 
 
-def _parse_keys_timeout(argv: list[bytes]) -> Blocking:
+def parse_blpop(argv: list[bytes]) -> Blocking:
     keys = tuple(argv[1:-1])
     return Blocking(parse_timeout(argv[-1]), keys, keys)
 
 
-parse_blpop = parse_brpop = parse_bzpopmin = parse_bzpopmax = _parse_keys_timeout
+def parse_bzpopmin(argv: list[bytes]) -> Blocking:
+    keys = tuple(argv[1:-1])
+    return Blocking(parse_timeout(argv[-1]), keys, keys, b"zset")
+
+
+parse_brpop = parse_blpop
+parse_bzpopmax = parse_bzpopmin
 
 
 def _list_pop(state: KVState, keys: tuple[bytes, ...], time_ms: int, head: bool) -> object:
@@ -143,7 +165,7 @@ def parse_blmpop(argv: list[bytes]) -> Blocking:
 def parse_bzmpop(argv: list[bytes]) -> Blocking:
     timeout = parse_timeout(argv[1])
     popped = lists.parse_mpop(argv[1:], b"MAX", b"MIN")
-    return Blocking(timeout, tuple(popped[0]), popped)
+    return Blocking(timeout, tuple(popped[0]), popped, b"zset")
 
 
 def run_blmpop(state: KVState, args: Blocking, time_ms: int) -> object:

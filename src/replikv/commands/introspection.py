@@ -10,9 +10,10 @@ the encoding Redis 7.4 would give the same value, found from the value alone: a 
 would store it ("int", "embstr", "raw"), a set by its members ("intset", "listpack",
 "hashtable"), a hash by its fields and values ("listpack", "hashtable"), a list by the size of
 its listpack ("listpack" up to 8 KiB, else "quicklist"), a sorted set by its members
-("listpack" for at most 128 of at most 64 bytes, else "skiplist"), with Redis's default
-thresholds. Redis also remembers how a value was written (APPEND and SETRANGE leave "raw"
-strings, as PFADD and PFMERGE do: a string starting "HYLL" is "raw" here, a set or sorted set never shrinks back to a smaller encoding, a ZADD of more than 128
+("listpack" for at most 128 of at most 64 bytes, else "skiplist"), a stream as "stream"
+(Redis's only encoding for one), with Redis's default thresholds. Redis also remembers how a
+value was written (APPEND and SETRANGE leave "raw" strings, as PFADD and PFMERGE do: a string
+starting "HYLL" is "raw" here, a set or sorted set never shrinks back to a smaller encoding, a ZADD of more than 128
 pairs makes a skiplist whatever it adds, a quicklist goes back to a listpack only below half
 the limit, and a push judges the limit from the elements' raw lengths); replikv does not. Access is not tracked: OBJECT IDLETIME is 0, and OBJECT FREQ
 answers Redis's error for a server without an LFU eviction policy (replikv never evicts).
@@ -20,7 +21,7 @@ answers Redis's error for a server without an LFU eviction policy (replikv never
 MEMORY USAGE is this key's share of INFO memory's used_memory: its key and value bytes plus the
 per-key, per-expiry, per-set, per-member, per-hash, per-field, per-list, per-element, per-zset
 and per-zset-member overheads replikv.state
-measured for CPython. The
+measured for CPython (and a stream's estimated ones, replikv.stream_value). The
 sum over every key is used_memory. It is exact for that model, so SAMPLES (how many members
 Redis looks at) is checked but changes nothing.
 """
@@ -126,7 +127,7 @@ def run_object(state: KVState, args: tuple[str, bytes | None], time_ms: int) -> 
 
 def encoding_of(value: StoredValue) -> bytes:
     """The encoding Redis 7.4 gives this value (see the module docstring)."""
-    from replikv.state import HashValue, ListValue, ZSetValue  # (see usage_bytes)
+    from replikv.state import HashValue, ListValue, StreamValue, ZSetValue  # (see usage_bytes)
 
     if isinstance(value, bytes):
         if parse_int64(value) is not None:  # Redis's string2ll: canonical, at most 20 chars
@@ -144,6 +145,8 @@ def encoding_of(value: StoredValue) -> bytes:
         return b"listpack" if _fits_listpack(value) else b"quicklist"
     if isinstance(value, ZSetValue):
         return b"listpack" if value.fits_listpack() else b"skiplist"
+    if isinstance(value, StreamValue):
+        return b"stream"
     count = len(value)
     # At most 512 members are looked at: a larger set is a hashtable whatever they hold.
     if count <= SET_MAX_INTSET_ENTRIES and all(parse_int64(m) is not None for m in value):
@@ -237,6 +240,7 @@ def usage_bytes(key: bytes, value: StoredValue, has_expiry: bool) -> int:
         ZSET_OVERHEAD_BYTES,
         HashValue,
         ListValue,
+        StreamValue,
         ZSetValue,
     )
 
@@ -252,4 +256,6 @@ def usage_bytes(key: bytes, value: StoredValue, has_expiry: bool) -> int:
     if isinstance(value, ZSetValue):
         return (total + ZSET_OVERHEAD_BYTES + value.data_bytes
                 + len(value) * ZSET_MEMBER_OVERHEAD_BYTES)
+    if isinstance(value, StreamValue):
+        return total + value.data_bytes + value.overhead_bytes()
     return total + SET_OVERHEAD_BYTES + value.member_bytes + len(value) * SET_MEMBER_OVERHEAD_BYTES

@@ -5,8 +5,8 @@ Same shape as `strings`: `parse_*` checks syntax without state or clock, `run_*`
 given time and raises CommandError before changing anything. Semantics and error texts follow
 Redis 7/8 (db.c, expire.c). Expiry times are absolute milliseconds; relative ones are resolved
 against the entry's time, so every replica computes the same instant. These commands work on a
-key whatever its type (string, set, hash, list or sorted set); RENAME moves a set, hash, list or
-sorted set without copying it.
+key whatever its type (string, set, hash, list, sorted set or stream); RENAME moves a set, hash,
+list, sorted set or stream without copying it.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from replikv.replies import OK, SYNTAX, CommandError, Status
 if TYPE_CHECKING:
     from replikv.state import KVState
 
-# Every type name Redis knows. Streams do not exist here, but SCAN TYPE stream must still be
-# valid (it matches nothing).
+# Every type name Redis knows (SCAN TYPE takes these).
 REDIS_TYPE_NAMES = (b"string", b"list", b"set", b"zset", b"hash", b"stream")
 
 SCAN_COUNT_DEFAULT = 10

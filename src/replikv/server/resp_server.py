@@ -57,7 +57,7 @@ from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from replikv.commands import CommandSpec, check_arity, lookup, unknown_command
-from replikv.commands.blocking import TIMED_OUT_REPLY, Blocking
+from replikv.commands.blocking import TIMED_OUT_REPLY, blocking_of
 from replikv.commands.transactions import (
     INTERNAL_READS,
     PIPELINE_BATCH_BYTES,
@@ -667,23 +667,38 @@ class ClientConnection(asyncio.Protocol):
         first attempt, and the wait if it finds nothing (see the module's docstring)."""
         try:
             check_arity(spec, argv)
-            parsed = cast(Blocking, spec.parse(argv))
-            if options.seq is not None:
+            parsed = blocking_of(spec.name, spec.parse(argv))
+            if parsed is not None and options.seq is not None:
                 raise CommandError(ERR_BLOCKING_SEQ.message)
         except CommandError as e:
             self.server.metrics.count_command(spec.name, False)
             self._push_done(e.reply())
+            return
+        if parsed is None:  # XREAD without BLOCK: a command like any other
+            req_id = self.server.submit(self, argv, options)
+            slot = [req_id, None, spec.name]
+            self.slots.append(slot)
+            self.slot_of[req_id] = slot
+            self.inflight += 1
+            self.inflight_kind = spec.kind
             return
         slot = [None, None, spec.name]
         self.slots.append(slot)
         self.inflight += 1
         self.inflight_kind = "block"
         call = Blocked(parsed.keys, self._block_wake)
-        waiting = self.blocked = _Waiting(call, argv, options, slot)
+        waiting = self.blocked = _Waiting(call, argv, options, slot, parsed.pops)
         self.server.waiters.add(call)
         if parsed.timeout_ms:
             waiting.timer = asyncio.get_running_loop().call_later(
                 parsed.timeout_ms / 1000, self._block_timed_out)
+        if parsed.pops == b"stream" and b"$" in argv:
+            # XREAD's `$` is the last id when the command runs: read once this node has applied
+            # every entry acknowledged before (a read's ReadIndex round, WATCH-POINT's), so
+            # that an entry some client saw added is never taken for a new one.
+            call.trying = waiting.resolving = True
+            waiting.req_id = self.server.submit(self, [WATCH_POINT_NAME], options)
+            return
         self._block_attempt()  # the first attempt goes whatever this node's state shows
 
     def _block_attempt(self) -> None:
@@ -709,6 +724,18 @@ class ClientConnection(asyncio.Protocol):
         assert waiting is not None
         waiting.req_id = None
         waiting.call.trying = False
+        if waiting.resolving:  # the read XREAD's `$` waited for (see _block)
+            waiting.resolving = False
+            if type(value) is not int or waiting.ending is not None:
+                self._block_end(value if waiting.ending is None else waiting.ending)
+                return
+            try:
+                waiting.argv = self.server.resolve_stream_ids(waiting.argv)
+            except CommandError as e:
+                self._block_end(e.reply())
+                return
+            self._block_attempt()
+            return
         if value is NullArray or value is None:
             if waiting.ending is not None:
                 self._block_end(waiting.ending)
@@ -859,16 +886,17 @@ class _Waiting:
     attempt submits, its reply slot, the attempt under way (its request id), its timer, and
     the reply it ends with if that attempt finds nothing (a timeout or CLIENT UNBLOCK came)."""
 
-    __slots__ = ("argv", "call", "ending", "options", "pops", "req_id", "slot", "timer")
+    __slots__ = ("argv", "call", "ending", "options", "pops", "req_id", "resolving", "slot",
+                 "timer")
 
     def __init__(self, call: Blocked, argv: list[bytes], options: RequestOptions,
-                 slot: list) -> None:
+                 slot: list, pops: bytes) -> None:
         self.call = call
         self.argv = argv
         self.options = options
         self.slot = slot
-        # The type the command pops from (TYPE's name), for the probe.
-        self.pops = b"zset" if argv[0][:2].lower() == b"bz" else b"list"
+        self.pops = pops  # the type of value it takes (TYPE's name), for the probe
         self.req_id: int | None = None
+        self.resolving = False  # XREAD's `$` is being resolved (_block)
         self.timer: asyncio.TimerHandle | None = None
         self.ending: object | None = None

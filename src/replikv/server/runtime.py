@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from replikv import __version__
+from replikv.commands.streams import resolve_last_ids
 from replikv.commands.transactions import PIPELINE_BATCH_BYTES, encode_exec
 from replikv.concerns import DEFAULT_OPTIONS, RequestOptions, interned
 from replikv.config import (
@@ -1138,6 +1139,11 @@ class NodeServer(NodeView):
         """The type of `key` in this node's state now (TYPE's name), None if it has none: a
         blocked client's probe."""
         return self.node.state.type_name(key, now_ms())
+
+    def resolve_stream_ids(self, argv: list[bytes]) -> list[bytes]:
+        """XREAD BLOCK's argv with each `$` made the stream's last id in this node's state now,
+        which every attempt then reads after (CommandError: WRONGTYPE)."""
+        return resolve_last_ids(self.node.state, argv, now_ms())
 
     def unblock_client(self, client_id: int, error: bool) -> bool:
         """CLIENT UNBLOCK: end the blocking command client `client_id` waits in, if any, as

@@ -420,10 +420,13 @@ EFFECT_NAMES = {1: "set", 2: "del", 3: "sadd", 4: "srem", 5: "set-members", 6: "
                 12: "rpush", 13: "lpop", 14: "rpop", 15: "lset", 16: "list-insert",
                 17: "list-remove-at", 18: "list-elements", 19: "zadd", 20: "zrem",
                 21: "zrem-ranks", 22: "zset-members", 23: "publish", 24: "spublish",
-                25: "string-splice"}
+                25: "string-splice",
+                26: "xadd", 27: "xdel", 28: "xtrim-head", 29: "xsetid", 30: "xgroup-setid",
+                31: "xgroup-destroy", 32: "xgroup-consumer", 33: "xgroup-delconsumer",
+                34: "xdeliver", 35: "xack", 36: "stream-image"}
 # Effects whose last argument is an expiry; effects that list members each followed by a
 # score, shown score first as ZADD takes them.
-_EXPIRY_LAST = (1, 5, 6, 10, 18, 22)
+_EXPIRY_LAST = (1, 5, 6, 10, 18, 22, 35)
 _SCORED = (19, 22)
 
 

@@ -48,19 +48,28 @@ On-disk format, version 1 (the numbers below are never renumbered):
                                 [key, 8, [member, score, ...], None]      ITEM_ZSET_MORE: more
                                     members of the sorted set begun by the item just before, as
                                     ITEM_SET_MORE continues a set
+                                [key, 9, [meta, [entry, ...]], expire_at_ms|None] ITEM_STREAM:
+                                    key := a stream: its meta (ids, counters, consumer groups
+                                    with their consumers and pending entries) and its first
+                                    entries, each [ms, seq, field, value, ...], ascending (the
+                                    shapes of replikv.stream_value's image; the entry list
+                                    may be empty, and so may the stream)
+                                [key, 10, [entry, ...], None]             ITEM_STREAM_MORE:
+                                    more entries of the stream begun by the item just before,
+                                    as ITEM_SET_MORE continues a set
                               Keys, values, members, fields and elements are msgpack bin; member
                               and element lists are non-empty, field and sorted-set member lists
                               non-empty and of even length (no field twice in one hash, no
                               member twice in one sorted set); expiry times are absolute
                               milliseconds fitting an int64. Kinds 3 and 4 came after the first
                               release of version 1, kinds 5 and 6 after them, kinds 7 and 8
-                              after those: an older reader refuses a file that holds a kind it
+                              after those, kinds 9 and 10 after those: an older reader refuses a file that holds a kind it
                               does not know ("unknown kind"), so the version stays 1.
       [2, name, data]         RECORD_SECTION, zero or more, after every batch: a named blob the
                               caller supplies (name: non-empty str of at most
                               SECTION_NAME_BYTES_MAX UTF-8 bytes, unique in the file; data: bin).
       [3, trailer]            RECORD_TRAILER, exactly once, last; nothing may follow it. A map:
-                              "key_count" (items of kind 0, 1, 3, 5 or 7), "record_count" (records before
+                              "key_count" (items of kind 0, 1, 3, 5, 7 or 9), "record_count" (records before
                               the trailer, manifest included), "data_bytes" (the sum of the
                               payload lengths of the batch records), "sha256" (32 bytes: SHA-256
                               of every byte of the file before the trailer record's header), and
@@ -136,6 +145,8 @@ ITEM_LIST = 5
 ITEM_LIST_MORE = 6
 ITEM_ZSET = 7
 ITEM_ZSET_MORE = 8
+ITEM_STREAM = 9
+ITEM_STREAM_MORE = 10
 
 # Limits. The largest legitimate record is a batch holding one string of the largest size a
 # command may build (512 MiB, STRING_BYTES_MAX) under a key of up to the default bulk limit
@@ -223,6 +234,25 @@ def _is_score_list(value: object) -> bool:
             and all(type(s) is float and not math.isnan(s) for s in value[1::2]))
 
 
+def _is_stream_entries(value: object) -> bool:
+    """Stream entries, each [ms, seq, field, value, ...] (order and ranges are the restoring
+    state's to check)."""
+    return type(value) is list and all(
+        type(entry) is list and len(entry) >= 4 and len(entry) % 2 == 0
+        and type(entry[0]) is int and type(entry[1]) is int
+        and all(type(item) is bytes for item in entry[2:]) for entry in value)
+
+
+def _is_stream_start(value: object) -> bool:
+    """[meta, entries]: the meta a 6-list (its contents are the restoring state's to check)."""
+    return (type(value) is list and len(value) == 2 and type(value[0]) is list
+            and len(value[0]) == 6 and _is_stream_entries(value[1]))
+
+
+def _is_stream_more(value: object) -> bool:
+    return bool(value) and _is_stream_entries(value)
+
+
 # The kinds that begin a key holding a collection: (the kind that continues it, the shape its
 # value must have, the reason when it has not). A continuation names the collection it extends.
 _COLLECTION_STARTS = {
@@ -236,6 +266,8 @@ _COLLECTION_STARTS = {
     ITEM_ZSET: (ITEM_ZSET_MORE, _is_score_list,
                 ("is a sorted set whose members are not a non-empty list of bytes, each member "
                  "followed by its score (a float, not NaN)")),
+    ITEM_STREAM: (ITEM_STREAM_MORE, _is_stream_start,
+                  "is a stream that is not [meta, entries], each entry [ms, seq, field, value, ...]"),
 }
 _CONTINUATIONS = {
     ITEM_SET_MORE: ("set", _is_member_list,
@@ -248,6 +280,8 @@ _CONTINUATIONS = {
     ITEM_ZSET_MORE: ("sorted set", _is_score_list,
                      ("continues a sorted set with members that are not a non-empty list of "
                       "bytes, each member followed by its score (a float, not NaN)")),
+    ITEM_STREAM_MORE: ("stream", _is_stream_more,
+                       "continues a stream with entries that are not [ms, seq, field, value, ...]"),
 }
 # The kinds that continue the key of the item before (every other kind is a key of its own).
 CONTINUATION_KINDS = frozenset(_CONTINUATIONS)
