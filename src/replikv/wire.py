@@ -325,6 +325,20 @@ def _reply_to_wire(v: Any, depth: int) -> object:
     raise TypeError(f"not a reply value: {t.__name__}")
 
 
+def _unpack_pairs(data: bytes, what: str) -> list:
+    """The items of a PairArray or KeyedArrays extension: a list of an even length."""
+    try:
+        items = msgpack.unpackb(data, use_list=True, raw=False, ext_hook=_ext_hook,
+                                strict_map_key=False)
+    except PeerProtocolError:
+        raise
+    except _UNPACK_ERRORS as e:
+        raise PeerProtocolError(f"bad {what}: {e}") from None
+    if not isinstance(items, list) or len(items) % 2:
+        raise PeerProtocolError(f"bad {what}")
+    return items
+
+
 def _ext_hook(code: int, data: bytes) -> object:
     if code == _EXT_STATUS:
         text = data.decode("utf-8", "replace")
@@ -349,27 +363,9 @@ def _ext_hook(code: int, data: bytes) -> object:
         except TypeError:
             raise PeerProtocolError("unhashable set member") from None
     if code == _EXT_PAIRS:
-        try:
-            items = msgpack.unpackb(data, use_list=True, raw=False, ext_hook=_ext_hook,
-                                    strict_map_key=False)
-        except PeerProtocolError:
-            raise
-        except _UNPACK_ERRORS as e:
-            raise PeerProtocolError(f"bad pair array: {e}") from None
-        if not isinstance(items, list) or len(items) % 2:
-            raise PeerProtocolError("bad pair array")
-        return PairArray(items)
+        return PairArray(_unpack_pairs(data, "pair array"))
     if code == _EXT_KEYED:
-        try:
-            items = msgpack.unpackb(data, use_list=True, raw=False, ext_hook=_ext_hook,
-                                    strict_map_key=False)
-        except PeerProtocolError:
-            raise
-        except _UNPACK_ERRORS as e:
-            raise PeerProtocolError(f"bad keyed arrays: {e}") from None
-        if not isinstance(items, list) or len(items) % 2:
-            raise PeerProtocolError("bad keyed arrays")
-        return KeyedArrays(items)
+        return KeyedArrays(_unpack_pairs(data, "keyed arrays"))
     raise PeerProtocolError(f"unknown extension type {code}")
 
 

@@ -774,25 +774,24 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._block_end(reply)
 
-    def _block_end(self, value: object) -> None:
+    def _block_done(self) -> _Waiting:
+        """The wait is over: no longer registered, its timer stopped."""
         waiting = self.blocked
         assert waiting is not None
         self.blocked = None
         self.server.waiters.remove(waiting.call)
         if waiting.timer is not None:
             waiting.timer.cancel()
-        self._reply_to(waiting.slot, value)
+        return waiting
+
+    def _block_end(self, value: object) -> None:
+        self._reply_to(self._block_done().slot, value)
 
     def _block_abandoned(self) -> None:
         """The connection closed while blocked. An attempt under way may pop something
         nobody reads (as in Redis when a served client is gone): the next call waiting on
         those keys looks again."""
-        waiting = self.blocked
-        assert waiting is not None
-        self.blocked = None
-        self.server.waiters.remove(waiting.call)
-        if waiting.timer is not None:
-            waiting.timer.cancel()
+        waiting = self._block_done()
         if waiting.req_id is not None:
             for call in self.server.waiters.served(waiting.call):
                 call.wake()
