@@ -161,7 +161,18 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeInThread]:
 def test_blocking_commands_answer_what_redis_answers(redis_port: int,  # noqa: F811
                                                      node: NodeInThread, protocol: int) -> None:
     expected = run_script(redis_port, protocol)
+    before = dict(node.server.info_sections()["stats"])
     got = run_script(node.port, protocol)
     for step, want, have in zip(SCRIPT, expected, got, strict=True):
         assert have == want, f"{step}: redis-server {want!r}, replikv {have!r}"
     assert node.server.waiters.calls == 0  # every wait ended, and left nothing behind
+    info = node.server.info_sections()
+    stats = dict(info["stats"])
+    # 15 blocking commands of the script pop or read something (XREADGROUP of a history
+    # never waits); 12 waits end by their timeout or CLIENT UNBLOCK.
+    assert stats["blocked_served"] - before["blocked_served"] == 15
+    assert stats["blocked_timeouts"] - before["blocked_timeouts"] == 12
+    assert dict(info["clients"])["blocked_clients"] == 0
+    exposition = node.server.metrics.render().decode()
+    assert "replikv_blocked_clients 0.0" in exposition
+    assert "replikv_blocked_served_total" in exposition

@@ -268,6 +268,15 @@ class _NodeCollector:
                                   "Subscribers disconnected for leaving more unsent messages "
                                   "than the pub/sub output limits allow.",
                                   value=pubsub["output_limit_disconnections"])
+        blocking = status["blocking"]
+        yield gauge("replikv_blocked_clients", "Clients of this node waiting in a blocking "
+                    "command (BLPOP, BZPOPMIN, XREAD BLOCK, ...).", blocking["clients"])
+        yield CounterMetricFamily("replikv_blocked_served_total", "Blocking commands of this "
+                                  "node's clients answered with what an attempt took.",
+                                  value=blocking["served"])
+        yield CounterMetricFamily("replikv_blocked_timeouts_total", "Blocking commands of this "
+                                  "node's clients ended by their timeout or CLIENT UNBLOCK.",
+                                  value=blocking["timeouts"])
         commands = CounterMetricFamily("replikv_commands", "Client commands answered, by "
                                        "command and outcome (error: an error reply).",
                                        labels=["command", "outcome"])

@@ -761,6 +761,7 @@ class ClientConnection(asyncio.Protocol):
         connection waits in no blocking command."""
         if self.blocked is None or self.blocked.ending is not None:
             return False
+        self.server.blocked_timeouts += 1
         self._block_ending(ERR_UNBLOCKED if error else TIMED_OUT_REPLY)
         return True
 

@@ -209,7 +209,7 @@ class NodeServer(NodeView):
         self._waiters_state: KVState | None = None
         self._waiters_leading = False  # ... and whether this node led then
         self.blocked_served = 0  # blocking commands answered with something popped
-        self.blocked_timeouts = 0  # ... and with nil, their timeout passed
+        self.blocked_timeouts = 0  # ... and waits ended by their timeout or CLIENT UNBLOCK
         # Stalls of the event loop (see _tick_loop): how many, the longest, the last.
         self.loop_stalls = 0
         self.loop_stall_max_ms = 0
@@ -1277,6 +1277,9 @@ class NodeServer(NodeView):
                                   "last": self.loop_stall_last},
             "large_replies": self.large_replies,
             "pubsub": self.pubsub_status(),
+            # Clients waiting in BLPOP, XREAD BLOCK and the others (replikv.server.blocking).
+            "blocking": {"clients": self.waiters.calls, "served": self.blocked_served,
+                         "timeouts": self.blocked_timeouts},
             **({"faults": self.fault_status()} if self.settings.fault_injection else {}),
         }
 
@@ -1390,6 +1393,10 @@ class NodeServer(NodeView):
             ("pubsub_messages_published", st["pubsub"]["messages_published"]),
             ("pubsub_messages_delivered", st["pubsub"]["messages_delivered"]),
             ("pubsub_output_limit_disconnections", st["pubsub"]["output_limit_disconnections"]),
+            # Blocking commands answered with what an attempt took, and waits ended by their
+            # timeout or CLIENT UNBLOCK.
+            ("blocked_served", self.blocked_served),
+            ("blocked_timeouts", self.blocked_timeouts),
         ]
         used, rss = node.state.used_bytes(), resident_bytes()
         memory: list[tuple[str, object]] = [
