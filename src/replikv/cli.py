@@ -592,10 +592,15 @@ def _backup_replication_mode(backup_file: Path, replication: str) -> str:
               help="Also send PUBLISH and SPUBLISH (alone, in transactions, in pipeline "
                    "batches) and check that every node delivers each committed entry's "
                    "messages once, in log order; off replays a seed as it ran before.")
+@click.option("--newer", type=click.Choice(["on", "off"]), default="on",
+              show_default=True,
+              help="Also send stream (XADD, XREADGROUP, XAUTOCLAIM, ...), HyperLogLog and "
+                   "blocking-pop commands, whose check is that every replica ends alike; off "
+                   "replays a seed as it ran before.")
 @click.option("--trace", is_flag=True, help="Print the event trace (use with --seed).")
 def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, duration_ms: int,
         replication: str, membership: str, snapshots: str, transactions: str,
-        publishes: str, trace: bool) -> None:
+        publishes: str, newer: str, trace: bool) -> None:
     """Run the real node cores in a simulated world, one seed at a time.
 
     Each seed drives a cluster through network faults (delay, loss, duplication, reordering,
@@ -620,7 +625,8 @@ def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, durat
                        trace_all=trace,
                        replication=None if replication == "seed" else replication,
                        membership=choice[membership], snapshots=choice[snapshots],
-                       transactions=transactions == "on", publishes=publishes == "on")
+                       transactions=transactions == "on", publishes=publishes == "on",
+                       newer=newer == "on")
     todo = [seed] if seed is not None else list(range(first, first + seeds))
     failed = []
     totals = {"ops": 0, "faults": 0, "events": 0, "elections": 0, "transactions": 0}
@@ -646,7 +652,7 @@ def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, durat
         click.echo(f"replay: replikv sim --seed {r.seed} --nodes {nodes} --faults {faults} "
                    f"--duration-ms {duration_ms} --replication {replication} --membership "
                    f"{membership} --snapshots {snapshots} --transactions {transactions} "
-                   f"--publishes {publishes} --trace",
+                   f"--publishes {publishes} --newer {newer} --trace",
                    err=True)
     sent = f" (in transactions: {totals['transactions']})" if transactions == "on" else ""
     click.echo(f"seeds run: {len(todo)} ({len(todo) / elapsed:.1f} seeds/s), faults injected: "

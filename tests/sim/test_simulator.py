@@ -62,6 +62,19 @@ def test_ci_sweep_with_transactions():
     assert sent > 1000, sent
 
 
+def test_ci_sweep_with_streams_hyperloglog_and_blocking_pops():
+    """Unrecorded XADD, XREADGROUP, XAUTOCLAIM, PFADD, BLPOP attempts and the rest among the
+    operations, in both replication modes, with snapshots: every replica must end alike."""
+    sent = 0
+    for s in range(24):
+        seed, replication = 40_000 + s, ("passive", "active")[s % 2]
+        r = run_seed(seed, SimConfig(newer=True, replication=replication, snapshots=s % 4 < 2))
+        assert r.ok, (f"seed {seed} failed (replay: replikv sim --seed {seed} --replication "
+                      f"{replication} --newer on --trace):\n{r.failure}")
+        sent += r.newer
+    assert sent > 200, sent
+
+
 def test_regression_seeds():
     seeds = []
     for line in REGRESSIONS.read_text().splitlines():

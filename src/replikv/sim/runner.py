@@ -60,6 +60,9 @@ class SimConfig:
     # Unrecorded PUBLISH and SPUBLISH among the operations (off by default for the same reason;
     # `replikv sim` turns it on).
     publishes: bool = False
+    # Unrecorded streams, HyperLogLog and blocking-pop commands among the operations (off by
+    # default for the same reason; `replikv sim` turns it on).
+    newer: bool = False
 
 
 @dataclass(slots=True)
@@ -70,6 +73,7 @@ class SeedResult:
     trace: list[str] = field(default_factory=list)
     ops: int = 0
     transactions: int = 0  # client operations sent as MULTI ... EXEC
+    newer: int = 0  # stream, HyperLogLog and blocking-pop commands sent (SimConfig.newer)
     faults: int = 0
     events: int = 0
     sim_ms: int = 0
@@ -135,7 +139,8 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
                         transactions=(random.Random(f"{seed}/transactions")
                                       if config.transactions else None),
                         publishes=(random.Random(f"{seed}/publishes")
-                                   if config.publishes else None))
+                                   if config.publishes else None),
+                        newer=random.Random(f"{seed}/newer") if config.newer else None)
     result = SeedResult(seed=seed, ok=False)
     end_ms = START_MS + config.duration_ms
     try:
@@ -183,6 +188,7 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
                                    if n.up)
     result.membership_changes = sum(1 for d in cluster.committed_data if is_config_entry(d))
     result.transactions = workload.transactions_sent
+    result.newer = workload.newer_sent
     result.wall_s = time.perf_counter() - started
     return result
 

@@ -60,6 +60,13 @@ With publishes on (SimConfig.publishes), clients also send unrecorded PUBLISH an
 alone, in a transaction with a SET of a side key, or in a pipeline's batch between writes, from
 a generator of their own. Their oracle is the cluster's (SimCluster._check_published): every
 node delivers each committed entry's messages once, in log order, and nothing else.
+
+With newer commands on (SimConfig.newer), clients also send, from a generator of their own,
+unrecorded stream commands (XADD with trimming, XGROUP CREATE, XREADGROUP, XAUTOCLAIM, XACK,
+XTRIM, XDEL), HyperLogLog writes (PFADD, PFMERGE) and one attempt of a blocking pop (BLPOP,
+BZPOPMIN, BLMOVE) after the pushes that feed them. Their oracle is the convergence check: every
+replica ends with the same state (streams with their groups, pending entries and consumers,
+HLL bytes), through leaders undoing what they applied ahead and snapshots carrying them.
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ from replikv.check.history import Op
 from replikv.commands.transactions import encode_exec, encode_reads
 from replikv.concerns import RequestOptions
 from replikv.replies import ErrorReply, Status
-from replikv.sim.cluster import SimCluster
+from replikv.sim.cluster import START_MS, SimCluster
 
 KINDS = ("get", "set", "cas", "del", "incr", "hget", "hset", "hdel", "hincr",
          "lindex", "lpush", "ldel", "lchurn", "zscore", "zadd", "zrem", "zincr", "zchurn")
@@ -108,6 +115,8 @@ TRANSACTION_SIDE_KEY = b"tx-side"
 PUBLISH_SHARE = 0.15  # of the operations, when publishes are on: one PUBLISH is sent as well
 PUBLISH_CHANNELS = (b"news", b"news.sport", b"alerts")
 PUBLISH_SIDE_KEY = b"pub-side"
+NEWER_SHARE = 0.2  # of the operations, when newer commands are on: one of them is sent as well
+STREAM_KEY, HLL_KEYS, QUEUE_KEY, ZQUEUE_KEY = b"sx", (b"hx", b"hy"), b"lq", b"zq"
 
 
 @dataclass(slots=True)
@@ -130,7 +139,8 @@ class Workload:
                  keys: int = 4, timeout_ms: int = 3000, think_ms: tuple[int, int] = (0, 30),
                  kinds: tuple[str, ...] = KINDS,
                  transactions: random.Random | None = None,
-                 publishes: random.Random | None = None) -> None:
+                 publishes: random.Random | None = None,
+                 newer: random.Random | None = None) -> None:
         self.cluster = cluster
         self.rng = rng
         # With a generator of their own (so that the other draws stay as they were), a share
@@ -139,6 +149,8 @@ class Workload:
         self.transactions_sent = 0
         self._pub_rng = publishes  # its own generator too (see the module docstring)
         self.publishes_sent = 0
+        self._newer_rng = newer  # its own generator too (see the module docstring)
+        self.newer_sent = 0
         self.scripts_sent = 0  # of those, operations sent as a Lua script (SCRIPTED)
         self.clients = clients
         self.keys = [f"k{i}".encode() for i in range(keys)]
@@ -311,6 +323,8 @@ class Workload:
             return
         if self._pub_rng is not None and self._pub_rng.random() < PUBLISH_SHARE:
             self._publish(self._pub_rng)
+        if self._newer_rng is not None and self._newer_rng.random() < NEWER_SHARE:
+            self._newer(self._newer_rng)
         kind = self.rng.choices(self.kinds, self.weights)[0]
         if kind == "lchurn" or kind == "zchurn":
             self._churn() if kind == "lchurn" else self._zset_churn()
@@ -482,9 +496,37 @@ class Workload:
         self.cluster.submit(node, self._next_req, argv,
                             RequestOptions(w=rng.choice(("majority", "1")), wtimeout_ms=1000))
 
+    def _newer(self, rng: random.Random) -> None:
+        """One unrecorded stream, HyperLogLog or blocking-pop command (see the docstring)."""
+        self.newer_sent += 1
+        n = b"%d" % self.newer_sent
+        group, consumer = b"g", b"c%d" % rng.randint(1, 3)
+        choices = [
+            [b"XADD", STREAM_KEY, b"MAXLEN", b"~", b"40", b"*", b"f", n],
+            [b"XADD", STREAM_KEY, b"*", b"f", n, b"g", n + n],
+            [b"XGROUP", b"CREATE", STREAM_KEY, group, b"0", b"MKSTREAM"],
+            [b"XREADGROUP", b"GROUP", group, consumer, b"COUNT", b"3", b"STREAMS", STREAM_KEY,
+             b">"],
+            [b"XAUTOCLAIM", STREAM_KEY, group, consumer, b"0", b"0-0", b"COUNT", b"2"],
+            [b"XACK", STREAM_KEY, group, b"%d-0" % rng.randint(0, 9)],
+            [b"XTRIM", STREAM_KEY, b"MINID", b"%d" % (START_MS + rng.randint(0, 30_000))],
+            [b"XDEL", STREAM_KEY, b"0-1"],
+            [b"PFADD", rng.choice(HLL_KEYS), *(b"e%d" % rng.randint(0, 5000) for _ in range(3))],
+            [b"PFMERGE", b"hm", *HLL_KEYS],
+            [b"RPUSH", QUEUE_KEY, n], [b"BLPOP", QUEUE_KEY, b"0"],
+            [b"BLMOVE", QUEUE_KEY, QUEUE_KEY + b"2", b"LEFT", b"RIGHT", b"1"],
+            [b"ZADD", ZQUEUE_KEY, n, n], [b"BZPOPMIN", ZQUEUE_KEY, b"0.5"],
+        ]
+        self._next_req += 1
+        node = rng.choice(self.cluster.ids)
+        self._churn_pending.add((node, self._next_req))
+        self.cluster.submit(node, self._next_req, rng.choice(choices),
+                            RequestOptions(w=rng.choice(("majority", "1")), wtimeout_ms=1000))
+
     def _on_churn_reply(self, node: str, value: object) -> None:
         if (isinstance(value, ErrorReply)
-                and value.code not in ("TRYAGAIN", "UNKNOWN", "WTIMEOUT")
+                and value.code not in ("TRYAGAIN", "UNKNOWN", "WTIMEOUT", "BUSYGROUP",
+                                       "NOGROUP")
                 and value.message not in ("ERR no such key", "ERR index out of range",
                                           "ERR resulting score is not a number (NaN)")):
             self.unexpected.append(f"churn on {node}: unexpected error {value.message!r}")
