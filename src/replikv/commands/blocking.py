@@ -99,8 +99,12 @@ def parse_bzpopmin(argv: list[bytes]) -> Blocking:
     return Blocking(parse_timeout(argv[-1]), keys, keys, b"zset")
 
 
-parse_brpop = parse_blpop
-parse_bzpopmax = parse_bzpopmin
+def parse_brpop(argv: list[bytes]) -> Blocking:
+    return parse_blpop(argv)
+
+
+def parse_bzpopmax(argv: list[bytes]) -> Blocking:
+    return parse_bzpopmin(argv)
 
 
 def _list_pop(state: KVState, keys: tuple[bytes, ...], time_ms: int, head: bool) -> object:

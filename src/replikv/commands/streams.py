@@ -102,9 +102,9 @@ STREAM_COMMANDS = frozenset({
     b"xadd", b"xlen", b"xrange", b"xrevrange", b"xdel", b"xtrim", b"xsetid", b"xread",
     b"xreadgroup", b"xack", b"xpending", b"xclaim", b"xautoclaim", b"xgroup", b"xinfo"})
 
-XGROUP_SUBCOMMANDS = {"create": -5, "setid": -5, "destroy": 4, "createconsumer": 5,
-                      "delconsumer": 5, "help": 2}
-XINFO_SUBCOMMANDS = {"stream": -3, "groups": 3, "consumers": 4, "help": 2}
+XGROUP_SUBCOMMANDS: dict[str, int] = {"create": -5, "setid": -5, "destroy": 4,
+                                      "createconsumer": 5, "delconsumer": 5, "help": 2}
+XINFO_SUBCOMMANDS: dict[str, int] = {"stream": -3, "groups": 3, "consumers": 4, "help": 2}
 
 XGROUP_HELP = (
     "XGROUP <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
