@@ -22,6 +22,7 @@ REDIS_DENYOOM = {
     "mset", "msetnx", "psetex", "rpoplpush", "rpush", "rpushx", "sadd", "sdiffstore", "set",
     "setex", "setnx", "setrange", "sinterstore", "sunionstore", "zadd", "zdiffstore",
     "zincrby", "zinterstore", "zrangestore", "zunionstore",
+    "blmove", "brpoplpush", "pfadd", "pfmerge", "xadd", "xsetid",  # Redis 7.0 flags them too
 }
 
 
