@@ -10,9 +10,10 @@ empty queue costs nothing while it waits); each goes to the leader like any writ
 call waiting.
 
 The node's runtime tells `Waiters` which keys each committed entry changed (`wake`); a change
-wakes the longest-waiting idle call on that key, as Redis serves its blocked clients first come
-first served, and marks every call whose attempt is under way `dirty`: that attempt may have run
-before the change, so if it finds nothing it tries again at once. A call whose attempt popped
+wakes the longest-waiting idle calls on that key, as Redis serves its blocked clients first
+come first served, as many as the key holds elements in the node's state (every one waiting
+on a stream), and marks every call whose attempt is under way `dirty`: that attempt may have
+run before the change, so if it finds nothing it tries again at once. A call whose attempt popped
 something wakes the next one waiting on its keys (`served`): there may be more. Every change
 after a call registered is thus followed by an attempt made after it, by that call or by one
 before it in line, which is what keeps a pushed element from waiting while a client waits for
@@ -64,9 +65,11 @@ class Waiters:
                 del self._by_key[key]
         self.calls -= 1
 
-    def changed(self, keys: Iterable[bytes]) -> list[Blocked]:
-        """`keys` changed (ALL_KEYS among them: every key): the calls to wake, at most one per
-        key, the longest-waiting idle one; calls trying are marked dirty."""
+    def changed(self, keys: Iterable[bytes], room: Callable[[bytes], int]) -> list[Blocked]:
+        """`keys` changed (ALL_KEYS among them: every key): the calls to wake, for each key the
+        longest-waiting idle ones, as many as `room(key)` says the key may serve now (a list's
+        or a sorted set's length: one element for each; every call for a stream, whose readers
+        all read the same entries); calls trying are marked dirty."""
         keys = list(keys)
         if ALL_KEYS in keys:
             keys = list(self._by_key)
@@ -75,13 +78,13 @@ class Waiters:
             queue = self._by_key.get(key)
             if not queue:
                 continue
-            picked = False
+            wanted = room(key)
             for call in queue:
                 if call.trying:
                     call.dirty = True
-                elif not picked and call not in woken:
+                elif wanted > 0 and call not in woken:
                     woken.append(call)
-                    picked = True
+                    wanted -= 1
         return woken
 
     def served(self, call: Blocked) -> list[Blocked]:

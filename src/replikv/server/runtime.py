@@ -1132,8 +1132,19 @@ class NodeServer(NodeView):
                 changed.extend(entry_keys(entry.data))
         else:
             return
-        for call in self.waiters.changed(changed):
+        for call in self.waiters.changed(changed, self._room):
             call.wake()
+
+    def _room(self, key: bytes) -> int:
+        """How many blocked calls a change to `key` may serve now (Waiters.changed): a list's
+        or a sorted set's length in this node's state, every call for a stream, none for a key
+        that holds nothing or another type."""
+        state = self.node.state
+        kind = state.type_name(key, now_ms())
+        if kind == b"list" or kind == b"zset":
+            value = state.lookup(key, now_ms())
+            return len(value) if value is not None else 0  # type: ignore[arg-type]
+        return self.waiters.calls if kind == b"stream" else 0
 
     def type_of(self, key: bytes) -> bytes | None:
         """The type of `key` in this node's state now (TYPE's name), None if it has none: a
