@@ -34,7 +34,7 @@ from replikv.replies import ErrorReply
 # What a node that advertises no level can apply: everything replikv logged before feature
 # levels existed (strings, sets, hashes, lists, sorted sets, transactions, pipeline batches).
 FEATURE_LEVEL_LEGACY = 1
-FEATURE_LEVEL = 6  # what this replikv can apply
+FEATURE_LEVEL = 7  # what this replikv can apply
 FEATURE_LEVEL_MAX = 1 << 16  # a level read from a peer or a file above this is garbage
 HANDSHAKE_KEY = "features"  # the peer handshake's info key (its values are strings)
 
@@ -58,6 +58,12 @@ STREAM_LEVEL = 6
 _STREAM_WRITES = (b"xadd", b"xdel", b"xtrim", b"xsetid", b"xreadgroup", b"xack", b"xclaim",
                   b"xautoclaim", b"xgroup")
 
+# SORT and SORT_RO in active replication: entries carrying them, which every replica runs (in
+# passive mode a SORT's entry holds a list's replace or a delete, of level 1); SORT_RO reaches
+# the log inside a transaction or a script. A script may call neither below this level
+# (script_call_level).
+SORT_LEVEL = 7
+
 # Commands whose log entries need a level above FEATURE_LEVEL_LEGACY: lowercase name -> level.
 COMMAND_LEVELS: dict[bytes, int] = {b"publish": PUBLISH_LEVEL, b"spublish": PUBLISH_LEVEL,
                                     b"pfadd": HLL_LEVEL, b"pfmerge": HLL_LEVEL,
@@ -67,6 +73,7 @@ COMMAND_LEVELS: dict[bytes, int] = {b"publish": PUBLISH_LEVEL, b"spublish": PUBL
 # the node core checks a script that published after it ran).
 ACTIVE_COMMAND_LEVELS: dict[bytes, int] = {
     b"eval": SCRIPT_LEVEL, b"evalsha": SCRIPT_LEVEL, b"pfcount": HLL_LEVEL,
+    b"sort": SORT_LEVEL, b"sort_ro": SORT_LEVEL,
     **dict.fromkeys((b"blpop", b"brpop", b"blmove", b"brpoplpush", b"blmpop", b"bzpopmin",
                      b"bzpopmax", b"bzmpop"), BLOCKING_LEVEL),
 }

@@ -1410,6 +1410,7 @@ class KVState:
         "_zset_count",
         "_zset_member_count",
         "feature_level",
+        "in_script_call",
         "published",
         "pubsub",
         "script_context",
@@ -1447,6 +1448,9 @@ class KVState:
         # yet (replikv.features.script_call_level): (that level, the command's name), for the
         # leader to raise the level and run the script again (NodeCore takes and clears it).
         self.script_level_wanted: tuple[int, bytes] = (0, b"")
+        # True while a script's redis.call runs (run_for_script), on every replica alike: SORT
+        # of a set BY nosort sorts it there, as Redis does for a script.
+        self.in_script_call = False
         self._seed = 0
         self._rng: random.Random | None = None
         # Each top-level change (a log entry applied, a recorded execution) gets a new id, so
@@ -1517,7 +1521,11 @@ class KVState:
             return ErrorReply(f"ERR {argv[0].decode('latin-1').upper()[:32]} needs the "
                               f"cluster at feature level {STREAM_LEVEL} (streams): upgrade "
                               "every member, then write to a stream once from a client")
-        return self._run(argv, time_ms, seed)
+        self.in_script_call = True
+        try:
+            return self._run(argv, time_ms, seed)
+        finally:
+            self.in_script_call = False
 
     def raise_feature_level(self, level: int) -> None:
         """Apply a features entry (replikv.features): the cluster's level becomes `level`, which

@@ -24,6 +24,8 @@ EXPECTED_COMMANDS = {
     "del", "unlink", "exists", "touch", "type", "ttl", "pttl", "expiretime", "pexpiretime",
     "expire", "pexpire", "expireat", "pexpireat", "persist", "keys", "scan", "dbsize",
     "randomkey", "flushall", "flushdb", "rename", "renamenx", "copy",
+    # SORT (commands/sort.py): a write even without STORE; SORT_RO the read
+    "sort", "sort_ro",
     # sets
     "sadd", "srem", "scard", "sismember", "smismember", "smembers", "spop", "srandmember",
     "smove", "sinter", "sunion", "sdiff", "sinterstore", "sunionstore", "sdiffstore",
@@ -161,6 +163,12 @@ def test_arity_is_enforced(spec: CommandSpec) -> None:
         ([b"ZINTERCARD", b"2", b"a", b"b", b"LIMIT", b"1"], [b"a", b"b"]),
         ([b"ZUNION", b"1", b"a", b"WITHSCORES"], [b"a"]),
         ([b"ZMPOP", b"2", b"a", b"b", b"MIN"], [b"a", b"b"]),
+        # SORT: the sorted key and STORE's destination (the last one, as Redis takes it);
+        # the keys BY and GET read are found as it runs.
+        ([b"SORT", b"k", b"BY", b"w_*", b"GET", b"#"], [b"k"]),
+        ([b"SORT", b"k", b"STORE", b"d", b"LIMIT", b"0", b"1", b"store", b"e"], [b"k", b"e"]),
+        ([b"SORT", b"k", b"GET", b"store", b"STORE", b"d"], [b"k", b"d"]),
+        ([b"SORT_RO", b"k", b"BY", b"nosort"], [b"k"]),
         # As in Redis's table, the container has no key range (its subcommands have); reads
         # never need one.
         ([b"OBJECT", b"ENCODING", b"k"], []),
@@ -227,6 +235,18 @@ REDIS_SORTED_SET_COMMANDS = {
     "zinterstore": (-4, {"write", "denyoom", "movablekeys"}),
     "zdiffstore": (-4, {"write", "denyoom", "movablekeys"}),
 }  # fmt: skip
+
+
+def test_sort_has_redis_arity_flags_and_key_range() -> None:
+    # Redis 7.0's COMMAND INFO: both -2, movablekeys, keys 1 1 1.
+    assert (COMMANDS["sort"].arity, set(COMMANDS["sort"].flags)) == (
+        -2, {"write", "denyoom", "movablekeys"})
+    assert (COMMANDS["sort_ro"].arity, set(COMMANDS["sort_ro"].flags)) == (
+        -2, {"readonly", "movablekeys"})
+    for name in ("sort", "sort_ro"):
+        spec = COMMANDS[name]
+        assert (spec.first_key, spec.last_key, spec.key_step) == (1, 1, 1)
+    assert COMMANDS["sort"].kind == "write" and COMMANDS["sort_ro"].kind == "read"
 
 
 @pytest.mark.parametrize("name", sorted(REDIS_SORTED_SET_COMMANDS))

@@ -23,6 +23,7 @@ REDIS_DENYOOM = {
     "setex", "setnx", "setrange", "sinterstore", "sunionstore", "zadd", "zdiffstore",
     "zincrby", "zinterstore", "zrangestore", "zunionstore",
     "blmove", "brpoplpush", "pfadd", "pfmerge", "xadd", "xsetid",  # Redis 7.0 flags them too
+    "sort",  # even without STORE, in Redis 7.0 as here
 }
 
 

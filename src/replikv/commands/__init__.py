@@ -9,7 +9,7 @@ CommandError with Redis's own error text, so clients that match on errors keep w
 The table is written out in one place, like Redis's command table, so its shape can be read at a
 glance; the code for each family lives in `strings`, `keys`, `sets`, `hashes`, `lists`,
 `zsets`, `blocking` (BLPOP, BZPOPMIN and the others: one attempt each; the connection waits),
-`hyperloglog` (PFADD, PFCOUNT, PFMERGE), `streams`, `pubsub` (PUBLISH, SPUBLISH), `introspection`
+`hyperloglog` (PFADD, PFCOUNT, PFMERGE), `sort` (SORT, SORT_RO), `streams`, `pubsub` (PUBLISH, SPUBLISH), `introspection`
 (OBJECT, MEMORY), `transactions` and
 `scripts` (EVAL and its family; SCRIPT is answered by the node core, whose script cache it is).
 Arity and key positions follow Redis's COMMAND conventions: arity counts the name, negative
@@ -37,6 +37,7 @@ from replikv.commands import (
     pubsub,
     scripts,
     sets,
+    sort,
     streams,
     strings,
     transactions,
@@ -187,6 +188,14 @@ _TABLE = (
     _command("rename", 3, _W, _TWO_KEYS, keys.parse_rename, keys.run_rename),
     _command("renamenx", 3, _W_FAST, _TWO_KEYS, keys.parse_rename, keys.run_renamenx),
     _command("copy", -3, _W_DENYOOM, _TWO_KEYS, keys.parse_copy, keys.run_copy),
+    # SORT over a list, a set or a sorted set (sort.py). Redis flags SORT a write even without
+    # STORE, and a command's kind is fixed here: SORT goes through the log, SORT_RO is the read.
+    # Their key range is Redis's (1, 1, 1); `find_keys` adds STORE's destination (BY and GET
+    # read keys found only as the command runs).
+    _command("sort", -2, _W_DENYOOM_MOVABLE, _ONE_KEY, sort.parse_sort, sort.run_sort,
+             sort.sort_keys),
+    _command("sort_ro", -2, _R_MOVABLE, _ONE_KEY, sort.parse_sort_ro, sort.run_sort,
+             sort.sort_ro_keys),
     # Sets.
     _command("sadd", -3, _W_DENYOOM_FAST, _ONE_KEY, sets.parse_key_members, sets.run_sadd),
     _command("srem", -3, _W_FAST, _ONE_KEY, sets.parse_key_members, sets.run_srem),

@@ -122,7 +122,7 @@ _FLOAT = re.compile(
 _C_SPACE = b" \t\n\v\f\r"
 
 
-def _strtod(text: bytes) -> tuple[float, bool] | None:
+def strtod(text: bytes) -> tuple[float, bool] | None:
     """The double strtod reads from all of `text` (None if it does not take all of it, or
     reads NaN), and whether it over- or underflowed (strtod's ERANGE at an infinity or a
     zero)."""
@@ -153,7 +153,7 @@ def parse_score(raw: bytes) -> float | None:
     space, no NaN, no overflow or underflow to zero. None if it is not a valid float."""
     if not raw or raw[0] in _C_SPACE:
         return None
-    read = _strtod(raw)
+    read = strtod(raw)
     if read is None or read[1]:
         return None
     return read[0]
@@ -183,7 +183,7 @@ def _range_bound(raw: bytes) -> tuple[float, bool]:
     text = (raw[1:] if exclusive else raw).split(b"\x00", 1)[0]
     if not text:
         return 0.0, exclusive
-    read = _strtod(text.lstrip(_C_SPACE))
+    read = strtod(text.lstrip(_C_SPACE))
     if read is None:
         raise CommandError(ERR_RANGE_FLOAT)
     return read[0], exclusive

@@ -63,7 +63,7 @@ node delivers each committed entry's messages once, in log order, and nothing el
 
 With newer commands on (SimConfig.newer), clients also send, from a generator of their own,
 unrecorded stream commands (XADD with trimming, XGROUP CREATE, XREADGROUP, XAUTOCLAIM, XACK,
-XTRIM, XDEL), HyperLogLog writes (PFADD, PFMERGE) and one attempt of a blocking pop (BLPOP,
+XTRIM, XDEL), HyperLogLog writes (PFADD, PFMERGE), SORT ... STORE and one attempt of a blocking pop (BLPOP,
 BZPOPMIN, BLMOVE) after the pushes that feed them. Their oracle is the convergence check: every
 replica ends with the same state (streams with their groups, pending entries and consumers,
 HLL bytes), through leaders undoing what they applied ahead and snapshots carrying them.
@@ -516,6 +516,8 @@ class Workload:
             [b"RPUSH", QUEUE_KEY, n], [b"BLPOP", QUEUE_KEY, b"0"],
             [b"BLMOVE", QUEUE_KEY, QUEUE_KEY + b"2", b"LEFT", b"RIGHT", b"1"],
             [b"ZADD", ZQUEUE_KEY, n, n], [b"BZPOPMIN", ZQUEUE_KEY, b"0.5"],
+            [b"SORT", QUEUE_KEY, b"ALPHA", b"DESC", b"LIMIT", b"0", b"5", b"STORE", b"sorted"],
+            [b"SORT", ZQUEUE_KEY, b"BY", b"nosort", b"GET", b"#", b"STORE", b"zsorted"],
         ]
         self._next_req += 1
         node = rng.choice(self.cluster.ids)
