@@ -63,11 +63,25 @@ _STREAM_WRITES = (b"xadd", b"xdel", b"xtrim", b"xsetid", b"xreadgroup", b"xack",
 # the log inside a transaction or a script. A script may call neither below this level
 # (script_call_level).
 SORT_LEVEL = 7
+# Geo: sorted sets of geohashes (commands/geo.py). In passive replication GEOADD's and the STORE
+# forms' effects are ZADD's and ZRANGESTORE's, of level 1; but the commands that answer
+# coordinates answer a new kind of reply value (DoubleText, GEOPOS's 17-decimal text), which a
+# session's entry carries (GEORADIUS writes; the others inside a transaction) and an older
+# replikv cannot decode: those need this level in both modes. In active replication every geo
+# command is a command older replikv does not know (the reads reach the log inside a
+# transaction or a script, as PFCOUNT does), so a script may call none below this level
+# (script_call_level: the call is answered as unknown and the leader raises the level).
+GEO_LEVEL = 7
+_GEO_REPLYING_COORDINATES = (b"geopos", b"georadius", b"georadiusbymember", b"georadius_ro",
+                             b"georadiusbymember_ro", b"geosearch")
+_GEO_COMMANDS = (*_GEO_REPLYING_COORDINATES, b"geoadd", b"geohash", b"geodist",
+                 b"geosearchstore")
 
 # Commands whose log entries need a level above FEATURE_LEVEL_LEGACY: lowercase name -> level.
 COMMAND_LEVELS: dict[bytes, int] = {b"publish": PUBLISH_LEVEL, b"spublish": PUBLISH_LEVEL,
                                     b"pfadd": HLL_LEVEL, b"pfmerge": HLL_LEVEL,
-                                    **dict.fromkeys(_STREAM_WRITES, STREAM_LEVEL)}
+                                    **dict.fromkeys(_STREAM_WRITES, STREAM_LEVEL),
+                                    **dict.fromkeys(_GEO_REPLYING_COORDINATES, GEO_LEVEL)}
 # Commands whose entries need a level only in active replication, where the log holds the
 # command itself (in passive mode a script's entry holds its writes' effects, of older kinds;
 # the node core checks a script that published after it ran).
@@ -76,6 +90,7 @@ ACTIVE_COMMAND_LEVELS: dict[bytes, int] = {
     b"sort": SORT_LEVEL, b"sort_ro": SORT_LEVEL,
     **dict.fromkeys((b"blpop", b"brpop", b"blmove", b"brpoplpush", b"blmpop", b"bzpopmin",
                      b"bzpopmax", b"bzmpop"), BLOCKING_LEVEL),
+    **dict.fromkeys(_GEO_COMMANDS, GEO_LEVEL),
 }
 
 
@@ -94,7 +109,9 @@ def script_call_level(argv: list[bytes]) -> int:
     either mode: a command of a level above SCRIPT_LEVEL is one a member that runs scripts may
     not know (in active replication every replica runs the script), or whose effects it may
     not apply (in passive). Below that, EVAL's own level and the published-message check of
-    the node core cover it. FEATURE_LEVEL_LEGACY: nothing needed."""
+    the node core cover it. FEATURE_LEVEL_LEGACY: nothing needed. PFCOUNT and every geo
+    command, reads too, are in ACTIVE_COMMAND_LEVELS, so a script's call of one is judged here
+    whatever the mode (stream reads by KVState.run_for_script)."""
     level = command_level(argv, active=True)
     return level if level > SCRIPT_LEVEL else FEATURE_LEVEL_LEGACY
 

@@ -8,6 +8,7 @@ RESP encoder (`replikv.resp`) turns them into RESP2 or RESP3 bytes for each conn
     ErrorReply(msg)  error          (-ERR ...); msg starts with the error code
     int              integer        (bool is a RESP3 boolean, 1/0 in RESP2)
     float            RESP3 double, bulk string in RESP2
+    DoubleText(b"")  a double already written out: RESP3 double of that text, bulk in RESP2
     None             null           (RESP2 null bulk string $-1)
     NullArray        RESP2 null array (*-1); RESP3 null
     list / tuple     array
@@ -59,6 +60,14 @@ class KeyedArrays(list):
     """Keys and values held flat, [k1, v1, k2, v2, ...], that Redis sends as a map in RESP3
     and as an array of [key, value] arrays in RESP2: XREAD and XREADGROUP, each stream's key
     with its entries (a key named twice in the command comes twice, as in Redis)."""
+
+    __slots__ = ()
+
+
+class DoubleText(bytes):
+    """A double as its text (GEOPOS's and WITHCOORD's coordinates, which Redis writes with
+    17 decimals, trailing zeros cut: addReplyHumanLongDouble): a bulk string of that text in
+    RESP2, a RESP3 double of that text."""
 
     __slots__ = ()
 

@@ -38,7 +38,7 @@ from collections.abc import Iterable
 
 from replikv.invariants import invariant
 from replikv.limits import DEFAULT_LIMITS, KIB, Limits
-from replikv.replies import ErrorReply, KeyedArrays, NullArray, PairArray, Status
+from replikv.replies import DoubleText, ErrorReply, KeyedArrays, NullArray, PairArray, Status
 
 __all__ = [
     "ProtocolError",
@@ -673,6 +673,14 @@ def _encode_into(value: object, protocol: int, out: list[bytes]) -> None:
                 return
         for item in value:  # type: ignore[attr-defined]
             _encode_into(item, protocol, out)
+    elif kind is DoubleText:  # before bytes: it is one
+        text = bytes(value)  # type: ignore[call-overload]
+        if protocol == 2:
+            append(b"$%d\r\n" % len(text))
+            append(text)
+            append(_CRLF)
+        else:
+            append(b"," + text + _CRLF)
     elif isinstance(value, bytes | bytearray | memoryview):
         data = value.tobytes() if isinstance(value, memoryview) else bytes(value)
         append(b"$%d\r\n" % len(data))

@@ -38,7 +38,7 @@ from typing import Any
 
 import lupa.lua51 as _lua
 
-from replikv.replies import ErrorReply, KeyedArrays, NullArray, PairArray, Status
+from replikv.replies import DoubleText, ErrorReply, KeyedArrays, NullArray, PairArray, Status
 
 log = logging.getLogger("replikv.scripts")
 
@@ -425,6 +425,10 @@ class _Run:
             return self._error_table(value)
         if value is None or value is NullArray:
             return None if self.resp == 3 else False
+        if kind is DoubleText:  # GEOPOS's coordinates: a double in RESP3, its text in RESP2
+            if self.resp == 3:
+                return self.lua.table_from({b"double": float(value)})
+            return bytes(value)
         if kind is float:
             if self.resp == 3:
                 return self.lua.table_from({b"double": value})

@@ -55,7 +55,7 @@ from typing import Any
 import msgpack
 
 from replikv.invariants import InvariantViolation, invariant
-from replikv.replies import ErrorReply, KeyedArrays, NullArray, PairArray, Status
+from replikv.replies import DoubleText, ErrorReply, KeyedArrays, NullArray, PairArray, Status
 
 SESSION_ID_BYTES_MAX = 64
 SEQ_MAX = (1 << 63) - 1
@@ -76,6 +76,7 @@ _TIME_MS_MAX = (1 << 63) - 1
 _T_STR, _T_STATUS, _T_LIST, _T_TUPLE, _T_DICT, _T_SET, _T_FROZENSET = 0, 1, 2, 3, 4, 5, 6
 _T_ERROR, _T_NULL_ARRAY, _T_BIGINT, _T_PAIRS = 7, 8, 9, 10
 _T_KEYED = 11  # KeyedArrays (XREADGROUP's reply)
+_T_DOUBLE_TEXT = 12  # DoubleText (GEOPOS's coordinates)
 # A stored reply ("blob"): [1, encoded reply] when kept, [0, size in bytes] when too large.
 _BLOB_TOO_LARGE, _BLOB_KEPT = 0, 1
 
@@ -153,6 +154,8 @@ def _encode(v: Any, depth: int) -> object:
         items = [_encode(x, depth + 1) for x in v]
         items.sort(key=_pack)  # sets iterate in hash order, which differs between processes
         return [_T_SET if t is set else _T_FROZENSET, *items]
+    if t is DoubleText:
+        return [_T_DOUBLE_TEXT, bytes(v)]
     if t is bytearray or t is memoryview:
         return bytes(v)
     raise TypeError(f"not a reply value: {t.__name__}")
@@ -203,6 +206,10 @@ def _decode(v: Any, depth: int) -> object:
         if "\r" in text or "\n" in text:
             raise ValueError("a simple string or error with a line break")
         return Status(text) if tag == _T_STATUS else ErrorReply(text)
+    if tag == _T_DOUBLE_TEXT:
+        if len(rest) != 1 or type(rest[0]) is not bytes:
+            raise ValueError("malformed double text")
+        return DoubleText(rest[0])
     if tag == _T_NULL_ARRAY:
         if rest:
             raise ValueError("malformed null array")

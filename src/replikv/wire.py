@@ -44,7 +44,7 @@ from replikv.raft.messages import (
     VoteRequest,
     VoteResponse,
 )
-from replikv.replies import ErrorReply, KeyedArrays, NullArray, PairArray, Status
+from replikv.replies import DoubleText, ErrorReply, KeyedArrays, NullArray, PairArray, Status
 
 PROTOCOL = "replikv-peer"
 PROTOCOL_VERSION = 3
@@ -54,6 +54,7 @@ MAX_DEPTH = 32
 
 _EXT_STATUS, _EXT_ERROR, _EXT_NULL_ARRAY, _EXT_SET, _EXT_PAIRS = 1, 2, 3, 4, 5
 _EXT_KEYED = 6  # KeyedArrays: its keys and values alternating
+_EXT_DOUBLE_TEXT = 7  # DoubleText: its text
 
 # What msgpack raises on garbage: truncated or extra data, bad formats, too deep nesting
 # (ValueError subclasses), unhashable map keys (TypeError), bad UTF-8 in str (ValueError).
@@ -320,6 +321,8 @@ def _reply_to_wire(v: Any, depth: int) -> object:
     if t is KeyedArrays:
         items = [_reply_to_wire(x, depth + 1) for x in v]
         return msgpack.ExtType(_EXT_KEYED, msgpack.packb(items, use_bin_type=True))
+    if t is DoubleText:
+        return msgpack.ExtType(_EXT_DOUBLE_TEXT, bytes(v))
     if isinstance(v, bytes | bytearray | memoryview):
         return bytes(v)
     raise TypeError(f"not a reply value: {t.__name__}")
@@ -366,6 +369,8 @@ def _ext_hook(code: int, data: bytes) -> object:
         return PairArray(_unpack_pairs(data, "pair array"))
     if code == _EXT_KEYED:
         return KeyedArrays(_unpack_pairs(data, "keyed arrays"))
+    if code == _EXT_DOUBLE_TEXT:
+        return DoubleText(data)
     raise PeerProtocolError(f"unknown extension type {code}")
 
 

@@ -44,6 +44,9 @@ EXPECTED_COMMANDS = {
     "zrangestore", "zrank", "zrevrank", "zpopmin", "zpopmax", "zmpop", "zremrangebyrank",
     "zremrangebyscore", "zremrangebylex", "zrandmember", "zscan", "zunion", "zinter", "zdiff",
     "zintercard", "zunionstore", "zinterstore", "zdiffstore",
+    # geo: sorted sets of geohashes (commands/geo.py)
+    "geoadd", "geopos", "geohash", "geodist", "geosearch", "geosearchstore", "georadius",
+    "georadiusbymember", "georadius_ro", "georadiusbymember_ro",
     # HyperLogLog (commands/hyperloglog.py; PFDEBUG and PFSELFTEST are refused by name)
     "pfadd", "pfcount", "pfmerge",
     # streams (XREAD and XREADGROUP's BLOCK answers at once for now: commands/streams.py)

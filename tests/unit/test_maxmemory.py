@@ -24,6 +24,7 @@ REDIS_DENYOOM = {
     "zincrby", "zinterstore", "zrangestore", "zunionstore",
     "blmove", "brpoplpush", "pfadd", "pfmerge", "xadd", "xsetid",  # Redis 7.0 flags them too
     "sort",  # even without STORE, in Redis 7.0 as here
+    "geoadd", "georadius", "georadiusbymember", "geosearchstore",
 }
 
 

@@ -314,6 +314,8 @@ def test_every_read_command_is_served_by_execute_read() -> None:
         + ["zrevrank", "zrandmember", "zscan", "zunion", "zinter", "zdiff", "zintercard"]
         + ["pfcount"]  # commands/hyperloglog.py
         + ["sort_ro"]  # commands/sort.py (SORT is a write even without STORE)
+        + ["geopos", "geohash", "geodist", "geosearch", "georadius_ro"]  # commands/geo.py
+        + ["georadiusbymember_ro"]
         + ["xlen", "xrange", "xrevrange", "xread", "xpending", "xinfo"]
         + ["exec-reads"]  # a pipeline's reads as one (commands/transactions.py)
         + ["watch-point"]  # where a WATCH starts: the node answers it, not the state

@@ -8,8 +8,9 @@ CommandError with Redis's own error text, so clients that match on errors keep w
 
 The table is written out in one place, like Redis's command table, so its shape can be read at a
 glance; the code for each family lives in `strings`, `keys`, `sets`, `hashes`, `lists`,
-`zsets`, `blocking` (BLPOP, BZPOPMIN and the others: one attempt each; the connection waits),
-`hyperloglog` (PFADD, PFCOUNT, PFMERGE), `sort` (SORT, SORT_RO), `streams`, `pubsub` (PUBLISH, SPUBLISH), `introspection`
+`zsets`, `geo` (GEOADD, GEOSEARCH and the others: sorted sets of geohashes), `blocking`
+(BLPOP, BZPOPMIN and the others: one attempt each; the connection waits), `hyperloglog` (PFADD,
+PFCOUNT, PFMERGE), `sort` (SORT, SORT_RO), `streams`, `pubsub` (PUBLISH, SPUBLISH), `introspection`
 (OBJECT, MEMORY), `transactions` and
 `scripts` (EVAL and its family; SCRIPT is answered by the node core, whose script cache it is).
 Arity and key positions follow Redis's COMMAND conventions: arity counts the name, negative
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from replikv.commands import (
     blocking,
+    geo,
     hashes,
     hyperloglog,
     introspection,
@@ -331,6 +333,23 @@ _TABLE = (
              zsets.run_zinter, zsets.store_keys),
     _command("zdiffstore", -4, _W_DENYOOM_MOVABLE, _NO_KEYS, zsets.parse_zdiffstore,
              zsets.run_zdiff, zsets.store_keys),
+    # Geo (geo.py): sorted sets whose scores are geohashes; GEOADD is ZADD with those scores.
+    # GEORADIUS and GEORADIUSBYMEMBER write (STORE, STOREDIST), as Redis flags them, their
+    # keys the source and the STORE key (1 1 1 and movablekeys in Redis's COMMAND too).
+    _command("geoadd", -5, _W_DENYOOM, _ONE_KEY, geo.parse_geoadd, zsets.run_zadd),
+    _command("geopos", -2, _R, _ONE_KEY, geo.parse_geopos, geo.run_geopos),
+    _command("geohash", -2, _R, _ONE_KEY, geo.parse_geopos, geo.run_geohash),
+    _command("geodist", -4, _R, _ONE_KEY, geo.parse_geodist, geo.run_geodist),
+    _command("geosearch", -7, _R, _ONE_KEY, geo.parse_geosearch, geo.run_geosearch),
+    _command("geosearchstore", -8, _W_DENYOOM, _TWO_KEYS, geo.parse_geosearchstore,
+             geo.run_geosearch),
+    _command("georadius", -6, _W_DENYOOM_MOVABLE, _ONE_KEY, geo.parse_georadius,
+             geo.run_geosearch, geo.radius_keys),
+    _command("georadiusbymember", -5, _W_DENYOOM_MOVABLE, _ONE_KEY,
+             geo.parse_georadiusbymember, geo.run_geosearch, geo.radius_keys),
+    _command("georadius_ro", -6, _R, _ONE_KEY, geo.parse_georadius_ro, geo.run_geosearch),
+    _command("georadiusbymember_ro", -5, _R, _ONE_KEY, geo.parse_georadiusbymember_ro,
+             geo.run_geosearch),
     # HyperLogLog (hyperloglog.py): strings in Redis's encoding. PFCOUNT is a read here: it
     # does not write the cardinality it computed into the HLL's header as Redis's does.
     _command("pfadd", -2, _W_DENYOOM_FAST, _ONE_KEY, hyperloglog.parse_pfadd,

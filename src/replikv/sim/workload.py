@@ -63,7 +63,8 @@ node delivers each committed entry's messages once, in log order, and nothing el
 
 With newer commands on (SimConfig.newer), clients also send, from a generator of their own,
 unrecorded stream commands (XADD with trimming, XGROUP CREATE, XREADGROUP, XAUTOCLAIM, XACK,
-XTRIM, XDEL), HyperLogLog writes (PFADD, PFMERGE), SORT ... STORE and one attempt of a blocking pop (BLPOP,
+XTRIM, XDEL), HyperLogLog writes (PFADD, PFMERGE), SORT ... STORE, GEOADD and
+GEOSEARCHSTORE, and one attempt of a blocking pop (BLPOP,
 BZPOPMIN, BLMOVE) after the pushes that feed them. Their oracle is the convergence check: every
 replica ends with the same state (streams with their groups, pending entries and consumers,
 HLL bytes), through leaders undoing what they applied ahead and snapshots carrying them.
@@ -518,6 +519,10 @@ class Workload:
             [b"ZADD", ZQUEUE_KEY, n, n], [b"BZPOPMIN", ZQUEUE_KEY, b"0.5"],
             [b"SORT", QUEUE_KEY, b"ALPHA", b"DESC", b"LIMIT", b"0", b"5", b"STORE", b"sorted"],
             [b"SORT", ZQUEUE_KEY, b"BY", b"nosort", b"GET", b"#", b"STORE", b"zsorted"],
+            [b"GEOADD", b"places", b"%d.%d" % (rng.randint(-179, 179), rng.randint(0, 99)),
+             b"%d.%d" % (rng.randint(-85, 84), rng.randint(0, 99)), b"p%d" % rng.randint(0, 30)],
+            [b"GEOSEARCHSTORE", b"near", b"places", b"FROMLONLAT", b"0", b"0", b"BYRADIUS",
+             b"%d" % rng.randint(100, 20000), b"km", b"ASC", b"COUNT", b"5", b"STOREDIST"],
         ]
         self._next_req += 1
         node = rng.choice(self.cluster.ids)
