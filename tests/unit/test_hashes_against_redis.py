@@ -21,6 +21,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import hiredis
 import pytest
@@ -76,16 +77,16 @@ def plain(value: object) -> object:
     return value
 
 
-@pytest.fixture(scope="module")
-def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    directory = tmp_path_factory.mktemp("redis")
+def running_redis_server(directory: Path, env: dict[str, str] | None = None) -> Iterator[int]:
+    """A redis-server on a free loopback port, its data in `directory`, until the generator
+    is closed; its port. `env`: its environment (default: ours)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -101,6 +102,11 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    yield from running_redis_server(tmp_path_factory.mktemp("redis"))
 
 
 def compare_stream(redis: RawConnection, state: KVState, stream: list[list[bytes]],

@@ -19,9 +19,6 @@ from __future__ import annotations
 import os
 import random
 import shlex
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -35,6 +32,7 @@ from .test_hashes_against_redis import (  # noqa: F401  (a fixture, used by name
     _redis_server_installed,
     parsed,
     plain,
+    running_redis_server,
 )
 
 T0 = 1_000_000
@@ -42,30 +40,9 @@ T0 = 1_000_000
 
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    directory = tmp_path_factory.mktemp("redis-sort")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "LC_ALL": "C"})  # ALPHA without STORE uses strcoll
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                RawConnection(port, 2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail(f"redis-server did not start on port {port} (exit status "
-                                f"{process.poll()}): the comparison needs it")
-                time.sleep(0.05)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    # ALPHA without STORE compares with strcoll: the C locale's is byte order.
+    yield from running_redis_server(tmp_path_factory.mktemp("redis-sort"),
+                                    {**os.environ, "LC_ALL": "C"})
 
 
 def _new_state() -> KVState:
