@@ -188,7 +188,8 @@ def test_commands_are_routed_by_the_nodes_command_table():
     # PUBLISH goes through the log like a write: to the leader, retried with its session.
     assert route(("PUBLISH", "ch", "m")).kind is Kind.WRITE
     assert route(("SPUBLISH", "ch", "m")).kind is Kind.WRITE
-    assert route(("GEOADD", "k", 0, 0, "m")).kind is Kind.OTHER  # not known here: as it is
+    assert route(("LATENCY", "LATEST")).kind is Kind.OTHER  # not known here: sent as it is
+    assert route(("GEOADD", "k", 0, 0, "m")).kind is Kind.WRITE
     assert route(("XADD", "k", "*", "f", "v")).kind is Kind.WRITE
     assert route(("XREAD", "STREAMS", "k", "0")).kind is Kind.READ
     # Blocking: each attempt is a write of its own, so no session; never resent once sent.
