@@ -100,6 +100,12 @@ def test_writes_through_haproxy_survive_a_leader_crash(make_cluster, tmp_path: P
                    what=f"writes through HAProxy's write port to reach leader {leader} only")
 
         # Round robin over the leader (tracked /primary) and both fresh replicas (/replica).
+        # Until its first check of the leader's /replica server has run, HAProxy counts that
+        # server up as well, and marking it down then closes a session it took: wait for it.
+        wait_until(lambda: f"replikv_read/{leader}-replica is DOWN"
+                   in (tmp_path / "haproxy.log").read_text(),
+                   timeout_s=HAPROXY_READY_TIMEOUT_S, interval_s=0.1,
+                   what="HAProxy's first check of the leader's /replica server")
         wait_until(lambda: {node_behind(read_port) for _ in range(6)} == set(cluster.ids),
                    timeout_s=HAPROXY_READY_TIMEOUT_S, interval_s=0.1,
                    what="HAProxy's read port to reach every node")
