@@ -176,3 +176,18 @@ def test_blocking_commands_answer_what_redis_answers(redis_port: int,  # noqa: F
     exposition = node.server.metrics.render().decode()
     assert "replikv_blocked_clients 0.0" in exposition
     assert "replikv_blocked_served_total" in exposition
+
+
+def test_a_session_number_cannot_go_with_a_blocking_command(node: NodeInThread) -> None:
+    """SEQ names one write, and every attempt of a blocking command is a write of its own:
+    replikv refuses the pair rather than answer a later attempt with the first one's nil."""
+    conn = Raw(node.port)
+    try:
+        assert conn.call(b"REPLIKV", b"SESSION", b"NEW") == b"+OK\r\n"
+        assert conn.call(b"REPLIKV", b"WITH", b"SEQ", b"1", b"BLPOP", b"x", b"0") == (
+            b"-ERR REPLIKV WITH SEQ cannot go with a blocking command: each attempt to pop is "
+            b"a write of its own\r\n")
+        assert conn.call(b"REPLIKV", b"WITH", b"SEQ", b"1", b"RPUSH", b"x", b"a") == b":1\r\n"
+        assert conn.call(b"BLPOP", b"x", b"0") == b"*2\r\n$1\r\nx\r\n$1\r\na\r\n"
+    finally:
+        conn.close()
