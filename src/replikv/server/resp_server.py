@@ -375,12 +375,8 @@ class ClientConnection(asyncio.Protocol):
             else:
                 req_id = self.server.submit(self, argv, options)
             # The name counted in /metrics: a known command's, never the client's bytes.
-            slot = [req_id, None, spec.name if spec is not None else (
-                "unknown" if kind == "read" else kind)]
-            self.slots.append(slot)
-            self.slot_of[req_id] = slot
-            self.inflight += 1
-            self.inflight_kind = kind
+            self._awaiting(req_id, spec.name if spec is not None else (
+                "unknown" if kind == "read" else kind), kind)
         self._flush()
         if self.failed:
             return
@@ -390,6 +386,15 @@ class ClientConnection(asyncio.Protocol):
             self.reading_paused = False
             if self.transport is not None:
                 self.transport.resume_reading()
+
+    def _awaiting(self, req_id: int, name: str, kind: str) -> None:
+        """Request `req_id` (a `kind` command counted as `name` in /metrics) was submitted: its
+        reply slot, in order, until the node answers it."""
+        slot = [req_id, None, name]
+        self.slots.append(slot)
+        self.slot_of[req_id] = slot
+        self.inflight += 1
+        self.inflight_kind = kind
 
     # -- a pipeline's writes and reads, batched -------------------------------------------------
 
@@ -486,11 +491,7 @@ class ClientConnection(asyncio.Protocol):
         any other) is never taken for a change after it, on a follower too, whose applied
         index may lag. Answered in _watch_point_answered."""
         req_id = self.server.submit(self, [WATCH_POINT_NAME], options)
-        slot = [req_id, None, "watch"]
-        self.slots.append(slot)
-        self.slot_of[req_id] = slot
-        self.inflight += 1
-        self.inflight_kind = "read"
+        self._awaiting(req_id, "watch", "read")
         self.watch_pending = (req_id, argv[1:])
 
     def _watch_point_answered(self, value: object) -> object:
@@ -675,12 +676,7 @@ class ClientConnection(asyncio.Protocol):
             self._push_done(e.reply())
             return
         if parsed is None:  # XREAD without BLOCK: a command like any other
-            req_id = self.server.submit(self, argv, options)
-            slot = [req_id, None, spec.name]
-            self.slots.append(slot)
-            self.slot_of[req_id] = slot
-            self.inflight += 1
-            self.inflight_kind = spec.kind
+            self._awaiting(self.server.submit(self, argv, options), spec.name, spec.kind)
             return
         slot = [None, None, spec.name]
         self.slots.append(slot)

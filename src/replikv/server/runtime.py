@@ -1139,11 +1139,10 @@ class NodeServer(NodeView):
         """How many blocked calls a change to `key` may serve now (Waiters.changed): a list's
         or a sorted set's length in this node's state, every call for a stream, none for a key
         that holds nothing or another type."""
-        state = self.node.state
-        kind = state.type_name(key, now_ms())
+        state, now = self.node.state, now_ms()
+        kind = state.type_name(key, now)
         if kind == b"list" or kind == b"zset":
-            value = state.lookup(key, now_ms())
-            return len(value) if value is not None else 0  # type: ignore[arg-type]
+            return len(state.lookup(key, now))  # type: ignore[arg-type]
         return self.waiters.calls if kind == b"stream" else 0
 
     def type_of(self, key: bytes) -> bytes | None:
@@ -1163,10 +1162,6 @@ class NodeServer(NodeView):
             if conn.state.client_id == client_id:
                 return conn.unblock(error)
         return False
-
-    @property
-    def blocked_clients(self) -> int:
-        return self.waiters.calls
 
     # -- clients ------------------------------------------------------------------------------
 
