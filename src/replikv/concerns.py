@@ -89,6 +89,15 @@ def interned(options: RequestOptions) -> RequestOptions:
     return options
 
 
+def confirmed_read(options: RequestOptions) -> RequestOptions:
+    """The options of a read a node makes for a client that must see every write acknowledged
+    before it (a blocking command looking for its keys): linearizable, or by the leader's lease
+    if the client chose that, and served by the node the client is connected to."""
+    consistency = "lease" if options.read_consistency == "lease" else "linearizable"
+    return interned(replace(options, read_preference="nearest", read_consistency=consistency,
+                            max_staleness_ms=None))
+
+
 def _choice(raw: bytes, table: dict[str, str], what: str) -> str:
     value = table.get(raw.decode("latin-1").lower())
     if value is None:

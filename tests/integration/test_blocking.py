@@ -2,17 +2,22 @@
 on both followers, fed through a follower. Every job pushed goes to exactly one worker. Then
 the leader is killed with kill -9 while the workers wait: they go on waiting on their nodes,
 undisturbed, and the jobs pushed once a new leader is elected reach them too, each once.
+
+And a follower that has not yet applied a committed push still pops it for its client: a
+blocking command that finds none of its keys in its node's state asks the cluster with a
+linearizable read before it waits (no log entry), never judges from its node alone.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 
 import pytest
 import redis
 
-from .cluster import Cluster, wait_until
+from .cluster import HOST, Cluster, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -98,3 +103,31 @@ def test_every_job_goes_to_one_waiting_worker_through_a_failover(make_cluster) -
     assert sorted(got) == sorted(pushed), "a job was lost or given twice"
     assert all(w.got for w in workers), "a waiting worker was never served"
     assert cluster.client(followers[1]).llen("jobs") == 0
+
+
+def test_a_lagging_follower_pops_what_the_leader_committed(make_cluster) -> None:
+    cluster = make_cluster(3, extra_args=["--fault-injection"])
+    leader = cluster.leader()
+    follower = next(n for n in cluster.ids if n != leader)
+
+    def faults(query: str) -> None:
+        req = urllib.request.Request(
+            f"http://{HOST}:{cluster.nodes[leader].admin_port}/faults{query}", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200
+
+    client = cluster.client(follower, socket_timeout=10)
+    assert client.blpop(["lagging"], 0.05) is None  # (nothing there yet)
+    # What the leader sends arrives 300 ms late: the push commits once a follower has it,
+    # and the followers learn that it did only with the leader's next message.
+    faults("?delay_ms=300")
+    try:
+        for i in range(3):
+            cluster.client(leader, socket_timeout=10).rpush("lagging", f"job{i}")
+            replication = cluster.info(follower)
+            assert int(replication["applied_index"]) < int(
+                cluster.info(leader)["commit_index"]), "the follower is not behind"
+            # Its timeout passes long before the follower applies the push on its own.
+            assert client.blpop(["lagging"], 0.05) == (b"lagging", f"job{i}".encode())
+    finally:
+        faults("/clear")

@@ -191,3 +191,39 @@ def test_a_session_number_cannot_go_with_a_blocking_command(node: NodeInThread) 
         assert conn.call(b"BLPOP", b"x", b"0") == b"*2\r\n$1\r\nx\r\n$1\r\na\r\n"
     finally:
         conn.close()
+
+
+def test_a_client_waiting_on_an_idle_queue_writes_nothing(node: NodeInThread) -> None:
+    """A blocking command that finds none of its keys asks the cluster with a read, not a
+    write, and XREAD's `$` needs no attempt either: a worker polling an empty queue (Celery's
+    workers call BRPOP with a 1 s timeout, again and again) adds nothing to the log. Entries
+    come when there is something to pop."""
+    conn = Raw(node.port)
+    log = node.server.node.raft.log
+    idle_calls = [
+        (b"BLPOP", b"idle", b"0.01"), (b"BRPOP", b"idle", b"idle2", b"0.01"),
+        (b"BLMOVE", b"idle", b"d", b"LEFT", b"LEFT", b"0.01"),
+        (b"BRPOPLPUSH", b"idle", b"d", b"0.01"), (b"BLMPOP", b"0.01", b"1", b"idle", b"LEFT"),
+        (b"BZPOPMIN", b"iz", b"0.01"), (b"BZMPOP", b"0.01", b"1", b"iz", b"MAX"),
+        (b"XREAD", b"BLOCK", b"10", b"STREAMS", b"is", b"0-0"),
+        (b"XREAD", b"BLOCK", b"10", b"STREAMS", b"is", b"$"),
+    ]
+    try:
+        conn.call(b"DEL", b"idle", b"iz", b"is", b"d")
+        before = log.last_index
+        for _ in range(3):
+            for call in idle_calls:
+                assert conn.call(*call) == b"*-1\r\n", call
+        assert log.last_index == before, "waiting on keys nobody holds wrote entries"
+        assert conn.call(b"XADD", b"is", b"1-1", b"f", b"v") == b"$3\r\n1-1\r\n"
+        assert conn.call(b"XREAD", b"BLOCK", b"10", b"STREAMS", b"is", b"$") == b"*-1\r\n"
+        assert log.last_index == before + 1, "XREAD BLOCK of `$` alone wrote an attempt"
+        # A key that is there: the attempt pops it (one entry); XREADGROUP of a missing key
+        # still answers NOGROUP at once.
+        assert conn.call(b"RPUSH", b"idle", b"job") == b":1\r\n"
+        assert conn.call(b"BLPOP", b"idle", b"0.01") == b"*2\r\n$4\r\nidle\r\n$3\r\njob\r\n"
+        assert log.last_index == before + 3
+        assert conn.call(b"XREADGROUP", b"GROUP", b"g", b"c", b"BLOCK", b"10", b"STREAMS",
+                         b"missing", b">").startswith(b"-NOGROUP ")
+    finally:
+        conn.close()

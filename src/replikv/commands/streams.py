@@ -735,6 +735,17 @@ def resolve_last_ids(state: KVState, argv: list[bytes], time_ms: int) -> list[by
     return out
 
 
+def reads_only_new(argv: list[bytes]) -> bool:
+    """Whether XREAD's argv asks every stream for what comes after `$` (once resolve_last_ids
+    has made those ids, an attempt made before any of the streams changes finds nothing)."""
+    if argv[0].lower() != b"xread":
+        return False
+    start = _streams_index(argv, False)
+    if start is None:
+        return False
+    return all(arg == b"$" for arg in argv[start + (len(argv) - start) // 2:])
+
+
 def _limited(ids: Iterable[int], count: int) -> list[int]:
     if not count:
         return list(ids)

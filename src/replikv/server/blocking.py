@@ -3,8 +3,10 @@ change wakes.
 
 A blocking command is an ordinary write that pops what is there or answers nil
 (replikv.commands.blocking). Its connection (replikv.server.resp_server) makes the waiting out of
-attempts: it registers a `Blocked` here for the command's keys, and tries. An attempt after
-the first is made only when the node's own state holds one of the keys, of the type the
+attempts: it registers a `Blocked` here for the command's keys, and tries, except that when the
+node's state holds none of the keys its first look is a linearizable read (EXISTS) and the
+attempt follows only if that finds one (an idle queue's waiters write nothing; a lagging
+follower still sees what the leader committed). An attempt after the first is made only when the node's own state holds one of the keys, of the type the
 command pops (`probe`: a local look, no round trip and no log entry, so a client waiting on an
 empty queue costs nothing while it waits); each goes to the leader like any write. An attempt that finds nothing (another client was first) leaves the
 call waiting.

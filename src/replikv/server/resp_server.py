@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, cast
 
 from replikv.commands import CommandSpec, check_arity, lookup, unknown_command
 from replikv.commands.blocking import TIMED_OUT_REPLY, blocking_of
+from replikv.commands.streams import reads_only_new
 from replikv.commands.transactions import (
     INTERNAL_READS,
     PIPELINE_BATCH_BYTES,
@@ -68,6 +69,7 @@ from replikv.commands.transactions import (
     encode_exec,
     encode_reads,
 )
+from replikv.concerns import confirmed_read
 from replikv.invariants import InvariantViolation
 from replikv.node import is_admin_command
 from replikv.pubsub import CHANNEL, PATTERN, SHARD, push_frame
@@ -665,7 +667,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _block(self, spec: CommandSpec, argv: list[bytes], options: RequestOptions) -> None:
         """A blocking command, once every earlier command of the connection is answered: its
-        first attempt, and the wait if it finds nothing (see the module's docstring)."""
+        first attempt (or the read that shows none is needed), and the wait if it finds
+        nothing (see replikv.server.blocking)."""
         try:
             check_arity(spec, argv)
             parsed = blocking_of(spec.name, spec.parse(argv))
@@ -695,7 +698,16 @@ class ClientConnection(asyncio.Protocol):
             call.trying = waiting.resolving = True
             waiting.req_id = self.server.submit(self, [WATCH_POINT_NAME], options)
             return
-        self._block_attempt()  # the first attempt goes whatever this node's state shows
+        # None of the keys here: ask whether the cluster has any, with a read (no log entry),
+        # so that a client waiting on an idle queue costs nothing. (Not XREADGROUP, whose
+        # attempt answers NOGROUP for a missing key.)
+        if ((parsed.pops != b"stream" or spec.name == "xread")
+                and self.server.waits_unwritten(argv, parsed.keys)):
+            call.trying = waiting.probing = True
+            waiting.req_id = self.server.submit(self, [b"EXISTS", *parsed.keys],
+                                                confirmed_read(options))
+            return
+        self._block_attempt()
 
     def _block_attempt(self) -> None:
         waiting = self.blocked
@@ -720,17 +732,28 @@ class ClientConnection(asyncio.Protocol):
         assert waiting is not None
         waiting.req_id = None
         waiting.call.trying = False
+        if waiting.probing:  # the read that looked for the keys (see _block)
+            waiting.probing = False
+            if type(value) is not int:
+                self._block_end(value if waiting.ending is None else waiting.ending)
+            elif value or waiting.call.dirty:
+                self._block_attempt()  # something may be there: the attempt pops it
+            elif waiting.ending is not None:
+                self._block_end(waiting.ending)
+            return  # nothing anywhere: the wait begins, no entry written
         if waiting.resolving:  # the read XREAD's `$` waited for (see _block)
             waiting.resolving = False
             if type(value) is not int or waiting.ending is not None:
                 self._block_end(value if waiting.ending is None else waiting.ending)
                 return
             try:
-                waiting.argv = self.server.resolve_stream_ids(waiting.argv)
+                argv = waiting.argv
+                waiting.argv = self.server.resolve_stream_ids(argv)
             except CommandError as e:
                 self._block_end(e.reply())
                 return
-            self._block_attempt()
+            if waiting.call.dirty or not reads_only_new(argv):
+                self._block_attempt()
             return
         if value is NullArray or value is None:
             if waiting.ending is not None:
@@ -882,8 +905,8 @@ class _Waiting:
     attempt submits, its reply slot, the attempt under way (its request id), its timer, and
     the reply it ends with if that attempt finds nothing (a timeout or CLIENT UNBLOCK came)."""
 
-    __slots__ = ("argv", "call", "ending", "options", "pops", "req_id", "resolving", "slot",
-                 "timer")
+    __slots__ = ("argv", "call", "ending", "options", "pops", "probing", "req_id", "resolving",
+                 "slot", "timer")
 
     def __init__(self, call: Blocked, argv: list[bytes], options: RequestOptions,
                  slot: list, pops: bytes) -> None:
@@ -893,6 +916,7 @@ class _Waiting:
         self.slot = slot
         self.pops = pops  # the type of value it takes (TYPE's name), for the probe
         self.req_id: int | None = None
+        self.probing = False  # the read looking for its keys is under way (_block)
         self.resolving = False  # XREAD's `$` is being resolved (_block)
         self.timer: asyncio.TimerHandle | None = None
         self.ending: object | None = None

@@ -43,7 +43,7 @@ from replikv.config import (
     read_passwords,
 )
 from replikv.entries import ALL_KEYS, entry_keys
-from replikv.features import FEATURE_LEVEL
+from replikv.features import FEATURE_LEVEL, command_level
 from replikv.invariants import InvariantViolation
 from replikv.node import NodeConfig, NodeCore, NodeReady, decode_address_book
 from replikv.pubsub import Published, Subscriptions, message_frame
@@ -1149,6 +1149,16 @@ class NodeServer(NodeView):
         """The type of `key` in this node's state now (TYPE's name), None if it has none: a
         blocked client's probe."""
         return self.node.state.type_name(key, now_ms())
+
+    def waits_unwritten(self, argv: list[bytes], keys: tuple[bytes, ...]) -> bool:
+        """Whether a blocking command may begin its wait with a read instead of an attempt
+        (resp_server's `_block`): this node's state holds none of its `keys`, and the cluster
+        already runs the command's level (a first attempt would raise it, or refuse it)."""
+        node = self.node
+        if command_level(argv, node.config.replication == "active") > node.state.feature_level:
+            return False
+        t, type_name = now_ms(), node.state.type_name
+        return all(type_name(key, t) is None for key in keys)
 
     def resolve_stream_ids(self, argv: list[bytes]) -> list[bytes]:
         """XREAD BLOCK's argv with each `$` made the stream's last id in this node's state now,
