@@ -1,12 +1,14 @@
 """Who a change wakes among the blocked clients (replikv.server.blocking.Waiters): the
 longest-waiting idle calls per changed key, as many as it holds elements, calls trying marked
 dirty, the next in line after
-one that popped, every key on a flush; and the probe that gates attempts after the first."""
+one that popped, every key on a flush; the probe that gates attempts after the first; and which
+keys are busy (a call on one makes its first attempt without a read first)."""
 
 from __future__ import annotations
 
 from replikv.entries import ALL_KEYS
-from replikv.server.blocking import Blocked, Waiters, probe
+from replikv.server import blocking
+from replikv.server.blocking import BUSY_S, Blocked, Waiters, probe
 
 
 def one(_key: bytes) -> int:
@@ -75,3 +77,38 @@ def test_the_probe_wants_a_key_of_the_type_the_command_pops() -> None:
     assert probe(types.get, [b"x", b"l"], b"list")
     assert not probe(types.get, [b"s", b"x"], b"list")  # a string: the client waits on
     assert probe(types.get, [b"z"], b"zset") and not probe(types.get, [b"z"], b"list")
+
+
+def test_a_key_is_busy_for_a_while_after_a_change_left_it_something_to_pop() -> None:
+    now = [100.0]
+    waiters = Waiters(clock=lambda: now[0])
+    waiters.changed([b"q"], one)  # nobody waits on q: nothing to remember
+    assert not waiters.busy([b"q"])
+    call = blocked(b"q", b"r")
+    waiters.add(call)
+    waiters.changed([b"q", b"r"], lambda key: 0)  # left nothing to pop (a nil attempt's entry)
+    assert not waiters.busy([b"q"]) and not waiters.busy([b"r"])
+    waiters.changed([b"q"], one)
+    assert waiters.busy([b"q"]) and waiters.busy([b"x", b"q"]) and not waiters.busy([b"r"])
+    now[0] += BUSY_S / 2
+    assert waiters.busy([b"q"])
+    now[0] += BUSY_S
+    assert not waiters.busy([b"q"])  # idle again: a call on it reads first
+    waiters.changed([ALL_KEYS], one)  # a snapshot: every key waited on changed
+    assert waiters.busy([b"q"]) and waiters.busy([b"r"])
+
+
+def test_busy_keys_are_bounded(monkeypatch) -> None:
+    monkeypatch.setattr(blocking, "BUSY_KEYS_MAX", 4)
+    now = [0.0]
+    waiters = Waiters(clock=lambda: now[0])
+    keys = [b"k%d" % i for i in range(6)]
+    waiters.add(blocked(*keys))
+    waiters.changed(keys[:4], one)
+    now[0] += BUSY_S * 2
+    waiters.changed(keys[4:], one)  # the first four are no longer busy: forgotten
+    assert sorted(waiters._changed_at) == keys[4:]
+    waiters.changed(keys[:2], one)
+    assert len(waiters._changed_at) == 4
+    waiters.changed(keys[2:3], one)  # all busy, and full: forgotten, all but the newest
+    assert list(waiters._changed_at) == [keys[2]]

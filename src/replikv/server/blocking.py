@@ -4,9 +4,12 @@ change wakes.
 A blocking command is an ordinary write that pops what is there or answers nil
 (replikv.commands.blocking). Its connection (replikv.server.resp_server) makes the waiting out of
 attempts: it registers a `Blocked` here for the command's keys, and tries, except that when the
-node's state holds none of the keys its first look is a linearizable read (EXISTS) and the
-attempt follows only if that finds one (an idle queue's waiters write nothing; a lagging
-follower still sees what the leader committed). An attempt after the first is made only when the node's own state holds one of the keys, of the type the
+node's state holds none of the keys and none of them is busy (`Waiters.busy`: it held something
+to pop after a change while clients waited on it, in the last BUSY_S) its first look is a linearizable read (EXISTS), and
+the attempt follows only if that finds one: the waiters of an idle queue write nothing, a
+lagging follower still sees what the leader committed, and a busy queue, whose elements a
+lagging node's state may not show yet, is not made to pay a read's round before each attempt.
+An attempt after the first is made only when the node's own state holds one of the keys, of the type the
 command pops (`probe`: a local look, no round trip and no log entry, so a client waiting on an
 empty queue costs nothing while it waits); each goes to the leader like any write. An attempt that finds nothing (another client was first) leaves the
 call waiting.
@@ -29,6 +32,7 @@ has the element, never on a state that cannot show it yet.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -45,12 +49,22 @@ class Blocked:
     dirty: bool = False  # a key changed while it was: if it finds nothing, try again
 
 
-class Waiters:
-    """The blocked calls of one node, by key, each key's in the order they blocked."""
+# A key that changed while clients waited on it and held something to pop (`changed`'s room),
+# less than this long ago, is busy (`busy`).
+BUSY_S = 1.0
+BUSY_KEYS_MAX = 10_000  # busy keys remembered; past it, those no longer busy are forgotten
 
-    def __init__(self) -> None:
+
+class Waiters:
+    """The blocked calls of one node, by key, each key's in the order they blocked; and when
+    each key last held something to pop after a change while calls waited on it (`clock`'s
+    seconds)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._by_key: dict[bytes, dict[Blocked, None]] = {}
         self.calls = 0
+        self._clock = clock
+        self._changed_at: dict[bytes, float] = {}
 
     def __bool__(self) -> bool:
         return self.calls > 0
@@ -76,11 +90,16 @@ class Waiters:
         if ALL_KEYS in keys:
             keys = list(self._by_key)
         woken: list[Blocked] = []
+        now: float | None = None
         for key in keys:
             queue = self._by_key.get(key)
             if not queue:
                 continue
             wanted = room(key)
+            if wanted > 0:
+                if now is None:
+                    now = self._clock()
+                self._note_changed(key, now)
             for call in queue:
                 if call.trying:
                     call.dirty = True
@@ -88,6 +107,24 @@ class Waiters:
                     woken.append(call)
                     wanted -= 1
         return woken
+
+    def _note_changed(self, key: bytes, now: float) -> None:
+        changed_at = self._changed_at
+        if len(changed_at) >= BUSY_KEYS_MAX and key not in changed_at:
+            since = now - BUSY_S
+            changed_at = self._changed_at = {k: t for k, t in changed_at.items() if t > since}
+            if len(changed_at) >= BUSY_KEYS_MAX:
+                changed_at.clear()  # all busy: a call on one of them reads first, no more
+        changed_at[key] = now
+
+    def busy(self, keys: Iterable[bytes]) -> bool:
+        """Whether one of `keys` held something to pop after a change while calls waited on it,
+        in the last BUSY_S: its queue is in use, and this node's state may just not show its
+        next element yet. (A change that left nothing, as an attempt that popped nothing, does
+        not count: an idle queue's own attempts never make it busy.)"""
+        since = self._clock() - BUSY_S
+        changed_at = self._changed_at
+        return any(changed_at.get(key, since) > since for key in keys)
 
     def served(self, call: Blocked) -> list[Blocked]:
         """`call` popped something: the next idle call on each of its keys, to wake."""

@@ -204,7 +204,7 @@ class NodeServer(NodeView):
         self.pubsub_messages_delivered = 0
         self.pubsub_disconnections = 0
         # Clients blocked in BLPOP and the others (replikv.server.blocking), and the state
-        # object their last wake-up looked at (another one: a snapshot replaced it).
+        # object the last Ready cycle ended with (another one: a snapshot replaced it).
         self.waiters = Waiters()
         self._waiters_state: KVState | None = None
         self._waiters_leading = False  # ... and whether this node led then
@@ -873,6 +873,8 @@ class NodeServer(NodeView):
                     self._deliver_published(rd.published)
                 if self.waiters:
                     self._wake_blocked(rd)
+                else:  # what a first waiter's cycle compares with (_wake_blocked)
+                    self._waiters_state, self._waiters_leading = node.state, node.raft.is_leader
                 for env in rd.early_messages:
                     message = env.message
                     if isinstance(message, InstallSnapshot):
@@ -1152,10 +1154,13 @@ class NodeServer(NodeView):
 
     def waits_unwritten(self, argv: list[bytes], keys: tuple[bytes, ...]) -> bool:
         """Whether a blocking command may begin its wait with a read instead of an attempt
-        (resp_server's `_block`): this node's state holds none of its `keys`, and the cluster
-        already runs the command's level (a first attempt would raise it, or refuse it)."""
+        (resp_server's `_block`): this node's state holds none of its `keys`, none of them is
+        busy (Waiters.busy), and the cluster already runs the command's level (a first attempt
+        would raise it, or refuse it)."""
         node = self.node
         if command_level(argv, node.config.replication == "active") > node.state.feature_level:
+            return False
+        if self.waiters.busy(keys):
             return False
         t, type_name = now_ms(), node.state.type_name
         return all(type_name(key, t) is None for key in keys)
