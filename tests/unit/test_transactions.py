@@ -34,6 +34,7 @@ from replikv.replies import OK, CommandError, ErrorReply, NullArray, Status, wro
 from replikv.resp import encode_reply
 from replikv.server.local_commands import NodeView
 from replikv.server.resp_server import ClientConnection
+from replikv.server.slowlog import SlowLog
 from replikv.sessions import SessionTable
 from replikv.state import KVState
 from replikv.storage.rollback import describe_entry
@@ -221,11 +222,13 @@ class FakeServer:
         self.default_options = DEFAULT_OPTIONS
         self.batches: list[int] = []
         self.read_batches: list[int] = []
-        self.metrics = SimpleNamespace(count_command=lambda name, ok: None,
+        self.metrics = SimpleNamespace(count_command=lambda name, ok, usec=0.0: None,
+                                       count_error=lambda code: None,
                                        count_pipeline_batch=lambda n, kind: (
                                            self.batches.append(n) if kind == "write" else
                                            self.read_batches.append(n)))
         self.node = SimpleNamespace(watch_index=lambda: 42)
+        self.slowlog = SlowLog()
         self.submitted: list[list[bytes]] = []
 
     requirepass = NodeView.requirepass

@@ -39,6 +39,7 @@ from replikv.config import (
 )
 from replikv.pubsub import Subscriptions
 from replikv.replies import OK, PONG, CommandError, ErrorReply, Status, wrong_arity
+from replikv.server.slowlog import SlowLog
 
 # The Redis version we present to clients: the command set and reply formats we follow.
 REDIS_COMPAT_VERSION = "7.4.0"
@@ -132,6 +133,18 @@ class NodeView:
     # The node's memory limit in bytes (0: none); CONFIG SET maxmemory changes it (the runtime
     # hands it to the node core, whose leader enforces it).
     maxmemory: int = 0
+    _slowlog: SlowLog | None = None
+
+    @property
+    def slowlog(self) -> SlowLog:
+        """SLOWLOG, and its two CONFIG settings: the node's own."""
+        if self._slowlog is None:
+            self._slowlog = SlowLog()
+        return self._slowlog
+
+    def reset_stats(self) -> None:
+        """CONFIG RESETSTAT: INFO commandstats and errorstats count from now (a view without
+        them has nothing to reset)."""
 
     def info_sections(self) -> dict[str, list[tuple[str, object]]]:
         raise NotImplementedError
@@ -344,7 +357,7 @@ def _all_command_names() -> set[str]:
 # it counts the name; negative means "at least".
 LOCAL_ARITY = {"ping": -1, "echo": 2, "hello": -1, "client": -2, "select": 2, "command": -1,
                "info": -1, "role": 1, "quit": -1, "reset": 1, "time": 1, "lastsave": 1,
-               "config": -2, "auth": -2, "replikv": -2, "wait": 3,
+               "config": -2, "auth": -2, "replikv": -2, "wait": 3, "slowlog": -2,
                "multi": 1, "exec": 1, "discard": 1, "watch": -2, "unwatch": 1,
                "pubsub": -2, "subscribe": -2, "unsubscribe": -1, "psubscribe": -2,
                "punsubscribe": -1, "ssubscribe": -2, "sunsubscribe": -1,
@@ -378,11 +391,18 @@ def _command_entry(name: str) -> list:
             spec.key_step, [], [], [], []]
 
 
+# INFO sections that INFO and INFO default leave out, as Redis does (ask for them by name, or
+# INFO all / everything).
+NOT_DEFAULT_INFO = frozenset({"commandstats"})
+
+
 def _info(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
     sections = node.info_sections()
     wanted = [a.decode(errors="replace").lower() for a in argv[1:]]
-    if not wanted or any(w in ("all", "everything", "default") for w in wanted):
+    if any(w in ("all", "everything") for w in wanted):
         names = list(sections)
+    elif not wanted or "default" in wanted:
+        names = [name for name in sections if name not in NOT_DEFAULT_INFO]
     else:
         names = [w for w in wanted if w in sections]
     out = []
@@ -411,6 +431,68 @@ def _reset(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
     return Status("RESET")
 
 
+def _config_int(name: bytes, raw: bytes, lowest: int) -> int:
+    """A CONFIG SET integer from `lowest` up, with Redis's errors."""
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    text = name.decode()
+    if value is None or not -(1 << 63) <= value < (1 << 63):
+        raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{text}') - "
+                           "argument couldn't be parsed into an integer")
+    if value < lowest:
+        raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{text}') - "
+                           f"argument must be between {lowest} and 9223372036854775807 "
+                           "inclusive")
+    return value
+
+
+SLOWLOG_HELP = (
+    "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GET [<count>]",
+    "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+    "    Entries are made of:",
+    "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+    "    client name",
+    "LEN",
+    "    Return the length of the slowlog.",
+    "RESET",
+    "    Reset the slowlog.",
+    "HELP",
+    "    Prints this help.",
+)
+
+
+def _slowlog(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
+    """SLOWLOG GET [count] | LEN | RESET | HELP: this node's (replikv.server.slowlog)."""
+    sub = argv[1].lower()
+    if sub == b"get" and len(argv) <= 3:
+        count = 10
+        if len(argv) == 3:
+            try:
+                count = int(argv[2])
+            except ValueError:
+                count = -2
+            if count < -1:
+                raise CommandError("ERR count should be greater than or equal to -1")
+        return node.slowlog.newest(count)
+    if sub in (b"len", b"reset", b"help"):
+        if len(argv) != 2:
+            raise CommandError(wrong_arity(f"slowlog|{sub.decode()}"))
+        if sub == b"len":
+            return len(node.slowlog)
+        if sub == b"reset":
+            node.slowlog.reset()
+            return OK
+        return [Status(line) for line in SLOWLOG_HELP]
+    if sub == b"get":
+        raise CommandError("ERR unknown subcommand or wrong number of arguments for 'GET'. "
+                           "Try SLOWLOG HELP.")
+    raise CommandError(f"ERR unknown subcommand '{argv[1].decode(errors='replace')[:128]}'. "
+                       "Try SLOWLOG HELP.")
+
+
 def _time(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
     now_us = time.time_ns() // 1000
     return [str(now_us // 1_000_000).encode(), str(now_us % 1_000_000).encode()]
@@ -431,7 +513,9 @@ def _config(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
         # here. Parameters are glob patterns, as in Redis 7 (CONFIG GET maxmemory*).
         known = {b"save": b"", b"appendonly": b"yes", b"databases": b"1",
                  b"maxmemory": str(node.maxmemory).encode(),
-                 b"maxmemory-policy": MAXMEMORY_POLICY.encode()}
+                 b"maxmemory-policy": MAXMEMORY_POLICY.encode(),
+                 b"slowlog-log-slower-than": str(node.slowlog.slower_than_us).encode(),
+                 b"slowlog-max-len": str(node.slowlog.max_len).encode()}
         found: dict[bytes, bytes] = {}
         for pattern in argv[2:]:
             matches = compile_glob(pattern.lower())
@@ -442,6 +526,7 @@ def _config(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
             raise CommandError(wrong_arity("config|set"))
         pairs = [(argv[i].lower(), argv[i + 1]) for i in range(2, len(argv), 2)]
         limit = node.maxmemory
+        slower_than, max_len = node.slowlog.slower_than_us, node.slowlog.max_len
         for name, value in pairs:  # all checked before any is set, as in Redis
             if name == b"maxmemory":
                 try:
@@ -455,16 +540,28 @@ def _config(conn: ConnectionState, node: NodeView, argv: list[bytes]) -> object:
                 except ConfigError as e:
                     raise CommandError(f"ERR CONFIG SET failed (possibly related to argument "
                                        f"'maxmemory-policy') - {e}") from None
+            elif name == b"slowlog-log-slower-than":
+                slower_than = _config_int(name, value, -1)
+            elif name == b"slowlog-max-len":
+                max_len = _config_int(name, value, 0)
             else:
                 raise CommandError(
                     f"ERR CONFIG SET is not supported for '{name.decode(errors='replace')}': "
-                    "replikv takes only maxmemory and maxmemory-policy at run time; other "
-                    "settings are given to `replikv node` (flags or --config)")
+                    "replikv takes only maxmemory, maxmemory-policy, slowlog-log-slower-than "
+                    "and slowlog-max-len at run time; other settings are given to `replikv "
+                    "node` (flags or --config)")
         node.maxmemory = limit
+        node.slowlog.slower_than_us = slower_than
+        node.slowlog.set_max_len(max_len)
         return OK
-    if sub in (b"resetstat", b"rewrite"):
-        raise CommandError(f"ERR CONFIG {sub.decode().upper()} is not supported: replikv "
-                           "settings are given to `replikv node` (flags or --config)")
+    if sub == b"resetstat":
+        if len(argv) != 2:
+            raise CommandError(wrong_arity("config|resetstat"))
+        node.reset_stats()
+        return OK
+    if sub == b"rewrite":
+        raise CommandError("ERR CONFIG REWRITE is not supported: replikv settings are given "
+                           "to `replikv node` (flags or --config)")
     raise CommandError(f"ERR unknown subcommand '{argv[1].decode(errors='replace')}'.")
 
 
@@ -668,7 +765,7 @@ LOCAL_COMMANDS: dict[bytes, LocalHandler] = {
     b"ping": _ping, b"echo": _echo, b"hello": _hello, b"client": _client, b"select": _select,
     b"command": _command, b"info": _info, b"role": _role, b"quit": _quit, b"reset": _reset,
     b"time": _time, b"lastsave": _lastsave, b"config": _config, b"auth": _auth,
-    b"replikv": _replikv, b"pubsub": _pubsub,
+    b"replikv": _replikv, b"pubsub": _pubsub, b"slowlog": _slowlog,
 }
 
 

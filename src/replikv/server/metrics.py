@@ -16,7 +16,7 @@ Names follow Prometheus's conventions: a `replikv_` prefix, base units (seconds,
 from __future__ import annotations
 
 import bisect
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from replikv.server.runtime import NodeServer
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+ERROR_CODES_MAX = 128  # error codes INFO errorstats tells apart, as Redis's (later new ones: none)
 ROLES = ("leader", "follower", "candidate", "pre-candidate", "standby", "not a member")
 # Seconds. fsync: a fast SSD's 0.1 ms to a struggling disk's second.
 FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -82,6 +83,14 @@ class NodeMetrics:
         self.apply_seconds = Buckets(APPLY_BUCKETS)
         self.commit_seconds = Buckets(COMMIT_BUCKETS)
         self.commands: Counter[tuple[str, bool]] = Counter()
+        # INFO commandstats and errorstats (replikv.server.slowlog says what a command's time
+        # is): microseconds by command name, and error replies by code (at most
+        # ERROR_CODES_MAX codes, as Redis keeps). CONFIG RESETSTAT keeps the counts as they
+        # were then in `_stats_base`, and INFO shows what came since; /metrics counts on.
+        self.command_usec: defaultdict[str, float] = defaultdict(float)
+        self.errors: Counter[str] = Counter()
+        self._stats_base: tuple[Counter[tuple[str, bool]], dict[str, float], Counter[str]] = (
+            Counter(), {}, Counter())
         # Pipelined writes a client connection batched into one request and log entry, and
         # pipelined reads batched into one request.
         self.pipeline_batches = 0
@@ -94,8 +103,47 @@ class NodeMetrics:
         self.joined_write_requests = 0
         self.registry.register(_NodeCollector(self))
 
-    def count_command(self, name: str, ok: bool) -> None:
+    def count_command(self, name: str, ok: bool, usec: float = 0.0) -> None:
         self.commands[(name, ok)] += 1
+        if usec:
+            self.command_usec[name] += usec
+
+    def count_error(self, code: str) -> None:
+        """An error reply of this code (its first word: ERR, WRONGTYPE, ...)."""
+        errors = self.errors
+        if code in errors or len(errors) < ERROR_CODES_MAX:
+            errors[code] += 1
+
+    def reset_stats(self) -> None:
+        """CONFIG RESETSTAT: INFO commandstats and errorstats count from now."""
+        self._stats_base = (Counter(self.commands), dict(self.command_usec),
+                            Counter(self.errors))
+
+    def commandstats(self) -> list[tuple[str, object]]:
+        """INFO commandstats: Redis's line for each command answered since the last RESETSTAT
+        (rejected_calls is always 0: a command refused before it ran counts as failed)."""
+        base_commands, base_usec, _ = self._stats_base
+        calls: Counter[str] = Counter()
+        failed: Counter[str] = Counter()
+        for (name, ok), n in self.commands.items():
+            n -= base_commands[(name, ok)]
+            if n:
+                calls[name] += n
+                if not ok:
+                    failed[name] += n
+        out: list[tuple[str, object]] = []
+        for name in sorted(calls):
+            usec = int(self.command_usec.get(name, 0.0) - base_usec.get(name, 0.0))
+            line = (f"calls={calls[name]},usec={usec},usec_per_call={usec / calls[name]:.2f},"
+                    f"rejected_calls=0,failed_calls={failed[name]}")
+            out.append((f"cmdstat_{name}", line))
+        return out
+
+    def errorstats(self) -> list[tuple[str, object]]:
+        """INFO errorstats: error replies by code since the last RESETSTAT."""
+        base = self._stats_base[2]
+        return [(f"errorstat_{code}", f"count={n - base[code]}")
+                for code, n in sorted(self.errors.items()) if n - base[code]]
 
     def count_pipeline_batch(self, commands: int, kind: str = "write") -> None:
         if kind == "write":

@@ -326,6 +326,7 @@ class ClientConnection(asyncio.Protocol):
                 if self.inflight and name in BARRIER_COMMANDS:
                     self.held = argv
                     break
+                started = time.perf_counter()
                 reply = run_local(handler, self.state, self.view, argv)
                 if name in NO_AUTH_COMMANDS and self.server.requirepass:
                     self.parser.set_authenticated(self.state.authenticated)
@@ -336,8 +337,9 @@ class ClientConnection(asyncio.Protocol):
                     self.multi = self.watch = None  # RESET also drops a transaction and WATCH
                     if self.subscription_count:
                         self._unsubscribe_all()  # ... and every subscription
-                self.server.metrics.count_command(name.decode("latin-1"),
-                                                  type(reply) is not ErrorReply)
+                self.server.metrics.count_command(
+                    name.decode("latin-1"), type(reply) is not ErrorReply,
+                    (time.perf_counter() - started) * 1e6)
                 self._push_done(reply)
                 if self.state.closing:
                     self._flush()
@@ -378,7 +380,7 @@ class ClientConnection(asyncio.Protocol):
                 req_id = self.server.submit(self, argv, options)
             # The name counted in /metrics: a known command's, never the client's bytes.
             self._awaiting(req_id, spec.name if spec is not None else (
-                "unknown" if kind == "read" else kind), kind)
+                "unknown" if kind == "read" else kind), kind, argv)
         self._flush()
         if self.failed:
             return
@@ -389,10 +391,11 @@ class ClientConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.resume_reading()
 
-    def _awaiting(self, req_id: int, name: str, kind: str) -> None:
+    def _awaiting(self, req_id: int, name: str, kind: str, argv: list[bytes]) -> None:
         """Request `req_id` (a `kind` command counted as `name` in /metrics) was submitted: its
-        reply slot, in order, until the node answers it."""
-        slot = [req_id, None, name]
+        reply slot, in order, until the node answers it (and when it was submitted, and its
+        arguments, for INFO commandstats and SLOWLOG)."""
+        slot = [req_id, None, name, time.perf_counter(), argv]
         self.slots.append(slot)
         self.slot_of[req_id] = slot
         self.inflight += 1
@@ -438,7 +441,8 @@ class ClientConnection(asyncio.Protocol):
             req_id = self.server.submit_writes(self, batch, size, options)
         else:
             req_id = self.server.submit(self, encode_reads(batch), options)
-        slots = [[req_id, None, name] for name in names]
+        now = time.perf_counter()
+        slots = [[req_id, None, name, now, argv] for name, argv in zip(names, batch, strict=True)]
         self.slots.extend(slots)
         self.batch_of[req_id] = slots
         self.inflight += len(slots)
@@ -493,7 +497,7 @@ class ClientConnection(asyncio.Protocol):
         any other) is never taken for a change after it, on a follower too, whose applied
         index may lag. Answered in _watch_point_answered."""
         req_id = self.server.submit(self, [WATCH_POINT_NAME], options)
-        self._awaiting(req_id, "watch", "read")
+        self._awaiting(req_id, "watch", "read", argv)
         self.watch_pending = (req_id, argv[1:])
 
     def _watch_point_answered(self, value: object) -> object:
@@ -679,9 +683,9 @@ class ClientConnection(asyncio.Protocol):
             self._push_done(e.reply())
             return
         if parsed is None:  # XREAD without BLOCK: a command like any other
-            self._awaiting(self.server.submit(self, argv, options), spec.name, spec.kind)
+            self._awaiting(self.server.submit(self, argv, options), spec.name, spec.kind, argv)
             return
-        slot = [None, None, spec.name]
+        slot = [None, None, spec.name, None, None]  # (its wait is not timed, as in Redis)
         self.slots.append(slot)
         self.inflight += 1
         self.inflight_kind = "block"
@@ -856,7 +860,17 @@ class ClientConnection(asyncio.Protocol):
         if data is None:
             data, ok = encode_reply(ERR_REPLY_ENCODING), False
         slot[1] = data
-        self.server.metrics.count_command(slot[2], ok)
+        started = slot[3]
+        if started is None:
+            self.server.metrics.count_command(slot[2], ok)
+        else:
+            usec = (time.perf_counter() - started) * 1e6
+            self.server.metrics.count_command(slot[2], ok, usec)
+            slowlog = self.server.slowlog
+            if 0 <= slowlog.slower_than_us <= usec:
+                slowlog.record(usec, slot[4], self.state.addr, self.state.name)
+        if not ok:
+            self.server.metrics.count_error(error_code(data))
         self.inflight -= 1
         if self.inflight == 0:
             self.inflight_kind = None
@@ -867,6 +881,8 @@ class ClientConnection(asyncio.Protocol):
             self._flush()
 
     def _push_done(self, value: object) -> None:
+        if type(value) is ErrorReply:
+            self.server.metrics.count_error(value.code)
         self.slots.append([None, encode_reply(value, self.state.protocol)])
 
     def _flush(self) -> None:
@@ -898,6 +914,15 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+
+def error_code(data: bytes) -> str:
+    """The code of an encoded error reply (`-WRONGTYPE Operation ...`: WRONGTYPE), for INFO
+    errorstats."""
+    end = data.find(b" ", 1, 65)
+    if end < 0:
+        end = data.find(b"\r", 1, 65)
+    return data[1:end if end > 0 else 65].decode("latin-1")
 
 
 class _Waiting:

@@ -65,6 +65,7 @@ from replikv.server.logs import attach_node
 from replikv.server.metrics import NodeMetrics
 from replikv.server.peer_transport import PeerTransport, learn_cluster_id
 from replikv.server.resp_server import ClientConnection, runtime_topology
+from replikv.server.slowlog import SlowLog
 from replikv.server.snapshots import SnapshotRuntime, load_latest, resident_bytes, snapshot_dir
 from replikv.state import KVState
 from replikv.storage.datadir import DataDir, stored_cluster_id
@@ -206,6 +207,7 @@ class NodeServer(NodeView):
         # Clients blocked in BLPOP and the others (replikv.server.blocking), and the state
         # object the last Ready cycle ended with (another one: a snapshot replaced it).
         self.waiters = Waiters()
+        self._slowlog = SlowLog()  # NodeView.slowlog: SLOWLOG and its CONFIG settings
         self._waiters_state: KVState | None = None
         self._waiters_leading = False  # ... and whether this node led then
         self.blocked_served = 0  # blocking commands answered with something popped
@@ -1435,7 +1437,13 @@ class NodeServer(NodeView):
             keyspace.append(("db0", (f"keys={node.state.key_count()},"
                                      f"expires={node.state.expires_count()},avg_ttl=0")))
         return {"server": server, "clients": clients, "memory": memory,
-                "replication": replication, "stats": stats, "keyspace": keyspace}
+                "replication": replication, "stats": stats,
+                "errorstats": self.metrics.errorstats(), "keyspace": keyspace,
+                "commandstats": self.metrics.commandstats()}
+
+    def reset_stats(self) -> None:
+        """CONFIG RESETSTAT (NodeView)."""
+        self.metrics.reset_stats()
 
 
 def _human_bytes(n: int) -> str:
