@@ -594,9 +594,9 @@ def _backup_replication_mode(backup_file: Path, replication: str) -> str:
                    "messages once, in log order; off replays a seed as it ran before.")
 @click.option("--newer", type=click.Choice(["on", "off"]), default="on",
               show_default=True,
-              help="Also send stream (XADD, XREADGROUP, XAUTOCLAIM, ...), HyperLogLog and "
-                   "blocking-pop commands, whose check is that every replica ends alike; off "
-                   "replays a seed as it ran before.")
+              help="Also send stream (XADD, XREADGROUP, XAUTOCLAIM, ...), HyperLogLog, "
+                   "blocking-pop and function (FUNCTION LOAD, FCALL) commands, whose check is "
+                   "that every replica ends alike; off replays a seed as it ran before.")
 @click.option("--trace", is_flag=True, help="Print the event trace (use with --seed).")
 def sim(seeds: int, first: int, seed: int | None, nodes: str, faults: str, duration_ms: int,
         replication: str, membership: str, snapshots: str, transactions: str,

@@ -114,6 +114,8 @@ ALL_KEYS = b"*"  # what entry_keys names for a FLUSHALL
 # EFFECT_PUBLISH and EFFECT_SPUBLISH (replikv.state; a module that imports this one): a channel,
 # not a key.
 _PUBLISH_EFFECTS = (23, 24)
+# EFFECT_LIBRARY_LOAD, _DELETE and _FLUSH: a function library, not a key.
+_LIBRARY_EFFECTS = (37, 38, 39)
 
 
 def _command_keys(argv: list[bytes]) -> list[bytes]:
@@ -125,7 +127,7 @@ def _command_keys(argv: list[bytes]) -> list[bytes]:
         return []  # a read ordered through the log changes nothing
     if spec.name in ("flushall", "flushdb"):
         return [ALL_KEYS]
-    if spec.name == "eval":  # a script may write keys it does not declare (active mode)
+    if spec.name in ("eval", "fcall"):  # a script may write keys it does not declare
         return [ALL_KEYS]
     if spec.name == "exec":
         try:
@@ -167,8 +169,9 @@ def entry_keys(data: bytes) -> list[bytes]:
         for op in payload:
             if isinstance(op, list) and len(op) == 1:
                 return [ALL_KEYS]  # the flush effect
-            if isinstance(op, list) and op and op[0] in _PUBLISH_EFFECTS:
-                continue  # a message, not a key
+            if isinstance(op, list) and op and (op[0] in _PUBLISH_EFFECTS
+                                                or op[0] in _LIBRARY_EFFECTS):
+                continue  # a message or a library, not a key
             if (isinstance(op, list) and len(op) > 1 and isinstance(op[1], bytes)
                     and op[1] not in keys):
                 keys.append(op[1])

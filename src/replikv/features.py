@@ -34,7 +34,7 @@ from replikv.replies import ErrorReply
 # What a node that advertises no level can apply: everything replikv logged before feature
 # levels existed (strings, sets, hashes, lists, sorted sets, transactions, pipeline batches).
 FEATURE_LEVEL_LEGACY = 1
-FEATURE_LEVEL = 7  # what this replikv can apply
+FEATURE_LEVEL = 8  # what this replikv can apply
 FEATURE_LEVEL_MAX = 1 << 16  # a level read from a peer or a file above this is garbage
 HANDSHAKE_KEY = "features"  # the peer handshake's info key (its values are strings)
 
@@ -77,17 +77,26 @@ _GEO_REPLYING_COORDINATES = (b"geopos", b"georadius", b"georadiusbymember", b"ge
 _GEO_COMMANDS = (*_GEO_REPLYING_COORDINATES, b"geoadd", b"geohash", b"geodist",
                  b"geosearchstore")
 
+# Functions (commands/functions.py): libraries as replicated state, a new kind of effect
+# (EFFECT_LIBRARY_*) and of snapshot item (ITEM_LIBRARY), so FUNCTION needs this level in both
+# modes; in active replication FCALL and FCALL_RO are commands older replikv does not know (in
+# passive mode FCALL's entry holds its writes' effects, of older kinds, and a function exists
+# only once a FUNCTION LOAD raised the level). A script may call neither (NOT_IN_SCRIPT).
+FUNCTION_LEVEL = 8
+
 # Commands whose log entries need a level above FEATURE_LEVEL_LEGACY: lowercase name -> level.
 COMMAND_LEVELS: dict[bytes, int] = {b"publish": PUBLISH_LEVEL, b"spublish": PUBLISH_LEVEL,
                                     b"pfadd": HLL_LEVEL, b"pfmerge": HLL_LEVEL,
                                     **dict.fromkeys(_STREAM_WRITES, STREAM_LEVEL),
-                                    **dict.fromkeys(_GEO_REPLYING_COORDINATES, GEO_LEVEL)}
+                                    **dict.fromkeys(_GEO_REPLYING_COORDINATES, GEO_LEVEL),
+                                    b"function": FUNCTION_LEVEL}
 # Commands whose entries need a level only in active replication, where the log holds the
 # command itself (in passive mode a script's entry holds its writes' effects, of older kinds;
 # the node core checks a script that published after it ran).
 ACTIVE_COMMAND_LEVELS: dict[bytes, int] = {
     b"eval": SCRIPT_LEVEL, b"evalsha": SCRIPT_LEVEL, b"pfcount": HLL_LEVEL,
     b"sort": SORT_LEVEL, b"sort_ro": SORT_LEVEL,
+    b"fcall": FUNCTION_LEVEL, b"fcall_ro": FUNCTION_LEVEL,
     **dict.fromkeys((b"blpop", b"brpop", b"blmove", b"brpoplpush", b"blmpop", b"bzpopmin",
                      b"bzpopmax", b"bzmpop"), BLOCKING_LEVEL),
     **dict.fromkeys(_GEO_COMMANDS, GEO_LEVEL),

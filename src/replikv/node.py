@@ -128,8 +128,9 @@ from replikv.state import KVState, Undo
 
 REPLICATION_MODES = ("passive", "active")
 # Writes whose outcome depends on a random draw: the leader fixes the seed inside the entry.
-# exec: a transaction may hold an SPOP; eval: a script's math.random and its redis.calls.
-RANDOM_WRITES = frozenset({b"spop", b"exec", b"eval"})
+# exec: a transaction may hold an SPOP; eval and fcall: a script's math.random and its redis.calls.
+RANDOM_WRITES = frozenset({b"spop", b"exec", b"eval", b"fcall"})
+_SCRIPTS = (b"eval", b"fcall")  # the writes that run Lua, whose calls are judged as they run
 RECENT_FORWARDS_MAX = 100_000
 COMMIT_MARKS_MAX = 1024
 PROPOSE_TIMES_MAX = 100_000
@@ -479,7 +480,8 @@ class NodeCore:
         self.scripts = ScriptCache(limits.script_cache_max_scripts,
                                    limits.script_cache_max_bytes, limits.script_max_body_bytes)
         budget = ScriptBudget(limits.script_max_instructions, limits.script_max_memory_bytes)
-        self._script_write_context = ScriptContext(budget, self._script_refusal)
+        self._script_write_context = ScriptContext(budget, self._script_refusal,
+                                                   self._script_disk_refusal)
         self._script_read_context = ScriptContext(budget)
         self.scripts_stopped = 0  # scripts stopped by their limits here (nothing applied)
 
@@ -588,6 +590,13 @@ class NodeCore:
         refusal = self.disk_refusal
         if refusal is None and self.maxmemory and self.state.used_bytes() > self.maxmemory:
             refusal = ERR_OOM
+        return refusal
+
+    def _script_disk_refusal(self) -> ErrorReply | None:
+        """`_script_refusal` for a nearly full disk alone (an allow-oom function's)."""
+        refusal = self.disk_refusal
+        if refusal is not None:
+            self._count_refused(refusal, 1)
         return refusal
 
     def _script_refusal(self) -> ErrorReply | None:
@@ -928,7 +937,7 @@ class NodeCore:
                 self.state.undo(undo)
                 admitted_argv = self._admit_level(
                     argv, PUBLISH_LEVEL, b"PUBLISH", t,
-                    lambda c: command_level(c) >= PUBLISH_LEVEL or c[0].lower() == b"eval",
+                    lambda c: command_level(c) >= PUBLISH_LEVEL or c[0].lower() in _SCRIPTS,
                     refusals)
                 if admitted_argv is None or isinstance(admitted_argv, ErrorReply):
                     return admitted_argv
@@ -944,7 +953,7 @@ class NodeCore:
                 # entry and run the script again, or refuse it whole.
                 self.state.undo(undo)
                 admitted_argv = self._admit_level(
-                    argv, wanted, wanted_by, t, lambda c: c[0].lower() == b"eval", refusals)
+                    argv, wanted, wanted_by, t, lambda c: c[0].lower() in _SCRIPTS, refusals)
                 if admitted_argv is None or isinstance(admitted_argv, ErrorReply):
                     self.state.take_published()
                     return admitted_argv

@@ -22,6 +22,14 @@ is applied or logged. The budget is applied only by the node that decides the ou
 leader proposing the script, a node serving EVAL_RO); a replica applying a committed script
 runs it without one, as the leader ran it to its end.
 
+Functions (FUNCTION LOAD, FCALL; replikv.commands.functions) run in the same prelude: its last
+argument names the mode. `load_library` runs a library's code with only Redis 7.0's load API in
+sight (redis.register_function, redis.log, the LOG_* and version constants: the chunk's globals
+are looked up in a table the prelude swaps) and returns the functions it registered;
+`run_function` runs the code again in a fresh state, then calls one function with (keys, args),
+its globals by then the script sandbox's. Errors name the chunk `user_function` and, for a call,
+the function where a script's name its SHA1.
+
 Conversions follow Redis 7.0 (RESP2 by default, RESP3 after `redis.setresp(3)`); error replies
 of a failed script read as redis-server 7.0 prints them: `ERR user_script:1: boom script:
 <sha>, on @user_script:1.`.
@@ -107,8 +115,10 @@ def sanitize(text: str) -> str:
 
 
 _PRELUDE = rb"""
-local body, keys, argv, budget, hook_every, py = ...
+local body, keys, argv, budget, hook_every, py, fname = ...
 local dbg, getinfo, rawpcall, rawxpcall = debug, debug.getinfo, pcall, xpcall
+local rawsetfenv, rawpairs, rawselect, rawget_, G = setfenv, pairs, select, rawget, _G
+local lower, find = string.lower, string.find
 local rawtostring, rawtype, rawerror, co = tostring, type, error, coroutine
 local MEM = 'not enough memory'
 local stopped, heap = false, false
@@ -217,11 +227,127 @@ for _, name in ipairs({'os', 'io', 'debug', 'require', 'package', 'loadfile', 'd
                        'print', 'module', 'setfenv', 'getfenv', 'newproxy', 'python'}) do
   _G[name] = nil
 end
+local source = fname and '@user_function' or '@user_script'
 local shown = string.sub(body, 1, 2) == '#!' and '--' .. string.sub(body, 3) or body
-local f, message = loadstring(shown, '@user_script')
+local f, message = loadstring(shown, source)
 if not f then return 'compile', message end
-rawset(_G, 'KEYS', keys)
-rawset(_G, 'ARGV', argv)
+local NOGLOBAL = "Script attempted to access nonexistent global variable '"
+local main = f
+if fname then
+  -- A library (FUNCTION LOAD, FCALL): its code runs with only the load API in sight (the
+  -- `redis` table below), as in Redis 7.0, and registers its functions; FCALL then calls one
+  -- of them, whose globals are by then the script sandbox's (the chunk's environment looks
+  -- names up in `api`, which the call swaps).
+  local registered, order, loading = {}, {}, true
+  local function fail(text) rawerror({err = text}, 0) end
+  local FLAGS = {['no-writes'] = true, ['allow-oom'] = true, ['allow-stale'] = true,
+                 ['no-cluster'] = true, ['allow-cross-slot-keys'] = true}
+  local function is_text(v) return rawtype(v) == 'string' or rawtype(v) == 'number' end
+  local function read_flags(t)
+    local out, i = {}, 1
+    while true do
+      local v = t[i]
+      if v == nil then return out end
+      if rawtype(v) ~= 'string' or not FLAGS[lower(v)] then return nil end
+      out[#out + 1] = lower(v)
+      i = i + 1
+    end
+  end
+  local function register(...)
+    if not loading then
+      fail('ERR redis.register_function can only be called on FUNCTION LOAD command')
+    end
+    local n = rawselect('#', ...)
+    if n < 1 or n > 2 then fail('ERR wrong number of arguments to redis.register_function') end
+    local name, callback, flags, desc
+    if n == 1 then
+      local t = ...
+      if rawtype(t) ~= 'table' then
+        fail('ERR calling redis.register_function with a single argument is only applicable '
+             .. 'to Lua table (representing named arguments).')
+      end
+      for k, v in rawpairs(t) do
+        if not is_text(k) then
+          fail('ERR named argument key given to redis.register_function is not a string')
+        end
+        local key = lower(rawtostring(k))
+        if key == 'function_name' then
+          if not is_text(v) then
+            fail('ERR function_name argument given to redis.register_function must be a string')
+          end
+          name = rawtostring(v)
+        elseif key == 'description' then
+          if not is_text(v) then
+            fail('ERR description argument given to redis.register_function must be a string')
+          end
+          desc = rawtostring(v)
+        elseif key == 'callback' then
+          if rawtype(v) ~= 'function' then
+            fail('ERR callback argument given to redis.register_function must be a function')
+          end
+          callback = v
+        elseif key == 'flags' then
+          if rawtype(v) ~= 'table' then
+            fail('ERR flags argument to redis.register_function must be a table representing '
+                 .. 'function flags')
+          end
+          flags = read_flags(v)
+          if not flags then fail('ERR unknown flag given') end
+        else
+          fail('ERR unknown argument given to redis.register_function')
+        end
+      end
+      if not name then fail('ERR redis.register_function must get a function name argument') end
+      if not callback then fail('ERR redis.register_function must get a callback argument') end
+    else
+      local a, b = ...
+      if not is_text(a) then
+        fail('ERR first argument to redis.register_function must be a string')
+      end
+      name = rawtostring(a)
+      if rawtype(b) ~= 'function' then
+        fail('ERR second argument to redis.register_function must be a function')
+      end
+      callback = b
+    end
+    if name == '' or find(name, '[^%w_]') then
+      fail('ERR Library names can only contain letters, numbers, or underscores(_) and must '
+           .. 'be at least one character long')
+    end
+    if registered[name] then fail('ERR Function already exists in the library') end
+    registered[name] = callback
+    order[#order + 1] = {name, flags or {}, desc or false}
+  end
+  local function noglobal(_, k) rawerror(NOGLOBAL .. rawtostring(k) .. "'", 2) end
+  local load_redis = setmetatable({
+    register_function = register, log = redis.log, LOG_DEBUG = 0, LOG_VERBOSE = 1,
+    LOG_NOTICE = 2, LOG_WARNING = 3, REDIS_VERSION = redis.REDIS_VERSION,
+    REDIS_VERSION_NUM = redis.REDIS_VERSION_NUM,
+  }, {__index = noglobal, __metatable = false,
+      __newindex = function() rawerror('Attempt to modify a readonly table', 2) end})
+  local api = {redis = load_redis}
+  rawsetfenv(f, setmetatable({}, {
+    __index = function(_, k)
+      local v = rawget_(api, k)
+      if v == nil then rawerror(NOGLOBAL .. rawtostring(k) .. "'", 2) end
+      return v
+    end,
+    __newindex = function() rawerror('Attempt to modify a readonly table', 2) end,
+    __metatable = false,
+  }))
+  main = function()
+    f()
+    loading = false
+    if fname == '' then return order end
+    api = G
+    local callback = registered[fname]
+    if not callback then fail('ERR Function not found') end
+    return callback(keys, argv)
+  end
+else
+  rawset(_G, 'KEYS', keys)
+  rawset(_G, 'ARGV', argv)
+end
 setmetatable(_G, {
   __index = function(_, k)
     rawerror("Script attempted to access nonexistent global variable '" .. rawtostring(k) .. "'", 2)
@@ -235,7 +361,7 @@ setmetatable(_G, {
 local function handler(e)
   e = check(e)
   local level, info = 2, getinfo(2, 'Sl')
-  while info and info.source ~= '@user_script' do
+  while info and info.source ~= source do
     level = level + 1
     info = getinfo(level, 'Sl')
   end
@@ -256,7 +382,7 @@ if budget > 0 then
     if spent > budget then stopped = true; rawerror('script stopped', 0) end
   end, '', hook_every)
 end
-local ok, result = rawxpcall(f, handler)
+local ok, result = rawxpcall(main, handler)
 dbg.sethook()
 if not ok and result == MEM then heap = true end  -- Lua calls no handler for this one
 -- lupa looks up `debug` when Python reads the result: the script is over, lift the sandbox.
@@ -517,15 +643,71 @@ def run_script(body: bytes, keys: list[bytes], args: list[bytes], dispatch: Disp
     text). Raises ScriptAborted if `budget` stopped it (the caller undoes its writes)."""
     run = _Run(dispatch, seed, budget)
     try:
-        return _run(run, body, keys, args, sha, budget)
+        return _run(run, body, keys, args, sha, budget, None)
     finally:
         # The Lua state holds the run's callbacks, which hold the run: without this the
         # state (up to script_max_memory_bytes) would wait for the garbage collector.
         run.lua = None
 
 
+# Redis 7.0's script flags, in the order FUNCTION LIST names them.
+FUNCTION_FLAGS = (b"no-writes", b"allow-oom", b"allow-stale", b"no-cluster",
+                  b"allow-cross-slot-keys")
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionInfo:
+    """One function a library registered: its name, its flags (in FUNCTION_FLAGS order) and
+    its description (None: none given)."""
+
+    name: bytes
+    flags: tuple[bytes, ...]
+    description: bytes | None
+
+
+def _refuse_calls(argv: list[bytes]) -> object:
+    raise ScriptStop()  # a library's load code cannot reach redis.call (it is not in sight)
+
+
+def load_library(code: bytes, budget: ScriptBudget | None) -> tuple[FunctionInfo, ...] | ErrorReply:
+    """Run a library's code (FUNCTION LOAD) in a Lua state of its own, with only the load API
+    (redis.register_function, redis.log, the LOG_* and version constants) in sight, as Redis
+    7.0 does: the functions it registered, in registration order, or the error reply Redis
+    gives (compile errors, errors raised by the code or by register_function). Raises
+    ScriptAborted if `budget` stopped it. The caller checked the shebang."""
+    run = _Run(_refuse_calls, 0, budget)
+    try:
+        return _run(run, code, [], [], "", budget, b"")  # type: ignore[return-value]
+    finally:
+        run.lua = None
+
+
+def run_function(code: bytes, name: bytes, keys: list[bytes], args: list[bytes],
+                 dispatch: Dispatch, *, seed: int, budget: ScriptBudget | None) -> object:
+    """FCALL: load the library `code` in a Lua state of its own, then call its function
+    `name` with (keys, args), as run_script runs a script (same sandbox, conversions and
+    limits; errors name the function where a script's name its SHA1)."""
+    run = _Run(dispatch, seed, budget)
+    try:
+        return _run(run, code, keys, args, name.decode("utf-8", "replace"), budget, name)
+    finally:
+        run.lua = None
+
+
+def _library_functions(order: Any) -> tuple[FunctionInfo, ...]:
+    """The load run's registrations ({name, flags, description|false} tables) as Python."""
+    found: list[FunctionInfo] = []
+    for i in range(1, len(order) + 1):
+        entry = order[i]
+        given = set(entry[2].values())
+        description = entry[3]
+        found.append(FunctionInfo(entry[1], tuple(f for f in FUNCTION_FLAGS if f in given),
+                                  description if type(description) is bytes else None))
+    return tuple(found)
+
+
 def _run(run: _Run, body: bytes, keys: list[bytes], args: list[bytes], sha: str,
-         budget: ScriptBudget | None) -> object:
+         budget: ScriptBudget | None, fname: bytes | None) -> object:
     lua = run.lua
     py = lua.table_from({
         b"call": run.call, b"pcall": run.pcall, b"error_of": run.error_of, b"log": run.log,
@@ -540,7 +722,7 @@ def _run(run: _Run, body: bytes, keys: list[bytes], args: list[bytes], sha: str,
         # new state cost about 90 us a script; the bytecode loads in about 25).
         prelude = lua.globals().loadstring(_prelude_bytecode())
         outcome = prelude(body, lua.table_from(keys), lua.table_from(args), instructions,
-                          HOOK_EVERY_INSTRUCTIONS, py)
+                          HOOK_EVERY_INSTRUCTIONS, py, fname)
     except _lua.LuaMemoryError:
         outcome = (b"heap",)
     if run.failure is not None:
@@ -554,6 +736,8 @@ def _run(run: _Run, body: bytes, keys: list[bytes], args: list[bytes], sha: str,
             raise MemoryError("a committed script ran out of memory without a limit")
         raise ScriptAborted(ErrorReply(ERR_HEAP.format(limit=budget.max_memory_bytes)))
     result: Any = outcome[1] if isinstance(outcome, tuple) and len(outcome) > 1 else None
+    if fname == b"":  # a library's load
+        return _load_outcome(kind, result)
     if kind == b"compile":
         message = result.decode("utf-8", "replace") if type(result) is bytes else "?"
         return ErrorReply(sanitize(f"ERR Error compiling script (new function): {message}"))
@@ -571,6 +755,19 @@ def _run(run: _Run, body: bytes, keys: list[bytes], args: list[bytes], sha: str,
             text += f" script: {sha}"
         return ErrorReply(sanitize(text))
     return run.to_reply(result, 0)
+
+
+def _load_outcome(kind: object, result: Any) -> tuple[FunctionInfo, ...] | ErrorReply:
+    if kind == b"ok":
+        functions = _library_functions(result)
+        return functions if functions else ErrorReply("ERR No functions registered")
+    if kind == b"compile":
+        message = result.decode("utf-8", "replace") if type(result) is bytes else "?"
+        return ErrorReply(sanitize(f"ERR Error compiling function: {message}"))
+    err = result[b"err"] if _lua.lua_type(result) == "table" else result
+    text = (err.decode("utf-8", "replace") if type(err) is bytes
+            else format_number(float(err)).decode() if type(err) in (int, float) else "?")
+    return ErrorReply(sanitize(f"ERR Error registering functions: {text}"))
 
 
 # -- cjson and bit: the parts of the libraries Redis bundles that scripts commonly use --------

@@ -132,6 +132,17 @@ group's entries_read is an int, -1 when unknown; a time is the entry's, in ms):
                                           image (replikv.stream_value) with that expiry
                                           (RENAME, COPY)
 
+Function library effects (replikv.commands.functions; a library is no key: FLUSHALL leaves it):
+
+    [37, name, code, [[function, [flag, ...], description|None], ...]]
+                                          EFFECT_LIBRARY_LOAD: the library `name` := this code
+                                          and these functions (registration order), replacing
+                                          one of that name; no other library holds a function
+                                          of these names
+    [38, name]                            EFFECT_LIBRARY_DELETE: the library (present) goes
+    [39, 0]                               EFFECT_LIBRARY_FLUSH: every library goes (the 0
+                                          keeps it apart from EFFECT_FLUSH's one-item form)
+
 Like the list effects they are deltas, applied exactly once in log order: an XADD ships its id
 and fields, a trim its count, an XREADGROUP the ids it delivered with their counts, never the
 stream.
@@ -170,7 +181,10 @@ describes, for the restoring side to check, and two replicas with the same state
 items. `restore_records` (or `from_records`) rebuilds a state from them: same digest, same set
 member and hash field positions, same expiry listing; only a set's, hash's or sorted set's
 bucket count (which SSCAN's, HSCAN's and ZSCAN's paging follows) is the one its size implies
-rather than whatever its history left, which their guarantees allow.
+rather than whatever its history left, which their guarantees allow. Function libraries
+(replikv.commands.functions) come first, one ITEM_LIBRARY record each, as they were at begin
+(the state replaces its library dict on every change, so the cursor keeps the old one); the
+digest takes them after the keys.
 """
 
 from __future__ import annotations
@@ -191,6 +205,7 @@ import msgpack
 from sortedcontainers import SortedList
 
 from replikv.commands import keys_of, parse_command
+from replikv.commands.functions import Library, library_from_record
 from replikv.commands.scripts import ScriptContext
 from replikv.commands.streams import STREAM_COMMANDS
 from replikv.commands.transactions import Queued
@@ -204,6 +219,7 @@ from replikv.storage.snapshot import (
     CONTINUATION_KINDS,
     ITEM_HASH,
     ITEM_HASH_MORE,
+    ITEM_LIBRARY,
     ITEM_LIST,
     ITEM_LIST_MORE,
     ITEM_SET,
@@ -317,6 +333,9 @@ EFFECT_STREAM_CONSUMER_DELETE = 33
 EFFECT_STREAM_DELIVER = 34
 EFFECT_STREAM_ACK = 35
 EFFECT_STREAM_REPLACE = 36
+EFFECT_LIBRARY_LOAD = 37
+EFFECT_LIBRARY_DELETE = 38
+EFFECT_LIBRARY_FLUSH = 39
 _EFFECT_LENGTHS = {
     EFFECT_SET_STRING: 4,
     EFFECT_DELETE: 2,
@@ -354,6 +373,9 @@ _EFFECT_LENGTHS = {
     EFFECT_STREAM_DELIVER: 6,
     EFFECT_STREAM_ACK: 4,
     EFFECT_STREAM_REPLACE: 4,
+    EFFECT_LIBRARY_LOAD: 4,
+    EFFECT_LIBRARY_DELETE: 2,
+    EFFECT_LIBRARY_FLUSH: 2,
 }
 # A splice's framing in an entry (msgpack ints and a bin header), to weigh it against the
 # whole string.
@@ -380,6 +402,7 @@ _UNDO_ZSET_PUT = 14  # (tag, key, zset, member, old score or None): a member was
 _UNDO_ZSET_DELETE = 15  # (tag, key, zset, [(score, member), ...]): these members were removed
 _UNDO_LEVEL = 16  # (tag, level): the cluster's feature level before a features entry raised it
 _UNDO_STREAM = 17  # (tag, key, stream, record): a change StreamValue._undo takes back
+_UNDO_LIBRARIES = 18  # (tag, libraries, functions): the function libraries before a change
 
 _U64 = (1 << 64) - 1
 _INT64_MIN = -(1 << 63)
@@ -1229,6 +1252,9 @@ def _check_effect(index: int, effect: object) -> None:
               where + ": wrong length for %r", index, opcode)
     if opcode == EFFECT_FLUSH:
         return
+    if opcode >= EFFECT_LIBRARY_LOAD:
+        _check_library_effect(index, opcode, effect)  # type: ignore[arg-type]
+        return
     invariant(type(effect[1]) is bytes, where + ": the key is not bytes", index)  # type: ignore[index]
     if opcode == EFFECT_PUBLISH or opcode == EFFECT_SPUBLISH:
         invariant(type(effect[2]) is bytes, where + ": the message is not bytes", index)  # type: ignore[index]
@@ -1327,6 +1353,42 @@ def _check_effect(index: int, effect: object) -> None:
                   where + ": bad rank or count", index)
 
 
+def _check_library_effect(index: int, opcode: int, effect: list) -> None:
+    if opcode == EFFECT_LIBRARY_LOAD:
+        invariant(library_from_record(effect[1], effect[2], effect[3]) is not None,
+                  "effect %d: not a library", index)
+    elif opcode == EFFECT_LIBRARY_DELETE:
+        invariant(type(effect[1]) is bytes, "effect %d: the library name is not bytes", index)
+    else:
+        invariant(effect[1] == 0 and type(effect[1]) is int, "effect %d: bad flush", index)
+
+
+def _digest_libraries(update: Callable[[bytes], None], libraries: dict[bytes, Library]) -> None:
+    """What the function libraries add to the digest, after the keys (nothing when there are
+    none, so a state without libraries digests as it always did): each library's name and
+    code, by name (its functions follow from its code)."""
+    if not libraries:
+        return
+    update(b"\xfflibraries" + _pack_digest_length(len(libraries)))
+    for name in sorted(libraries):
+        code = libraries[name].code
+        update(_pack_digest_length(len(name)))
+        update(name)
+        update(_pack_digest_length(len(code)))
+        update(code)
+
+
+def _function_index(libraries: dict[bytes, Library]) -> dict[bytes, tuple[Library, Any]]:
+    """The functions by lowercase name: Redis looks a function up case-insensitively (one
+    library may register two names differing only in case: the first registered is found)."""
+    index: dict[bytes, tuple[Library, Any]] = {}
+    for name in sorted(libraries):
+        library = libraries[name]
+        for info in library.functions:
+            index.setdefault(info.name.lower(), (library, info))
+    return index
+
+
 def _is_id_list(ids: object) -> bool:
     """A non-empty list of stream ids (as effects write them), none twice."""
     return (type(ids) is list and bool(ids)
@@ -1393,9 +1455,11 @@ class KVState:
         "_data_bytes",
         "_expires",
         "_expiry_heap",
+        "_functions",
         "_hash_count",
         "_hash_field_count",
         "_key_count",
+        "_libraries",
         "_list_count",
         "_list_element_count",
         "_recording",
@@ -1436,6 +1500,11 @@ class KVState:
         # The sum over streams of StreamValue.overhead_bytes() (their data_bytes are in
         # _data_bytes, like the other types').
         self._stream_overhead_bytes = 0
+        # Function libraries by name (replikv.commands.functions), and their functions by
+        # name. Replaced, never changed in place, by each change: an undo puts the old dicts
+        # back, and a snapshot cursor keeps the dict of its begin.
+        self._libraries: dict[bytes, Library] = {}
+        self._functions: dict[bytes, tuple[Library, Any]] = {}
         # The cluster's feature level (replikv.features): which kinds of entry every member can
         # apply. Replicated like the keyspace (raised by a log entry, carried by snapshots) but
         # no part of it: FLUSHALL leaves it, and digests do not cover it.
@@ -1694,6 +1763,7 @@ class KVState:
                 continue
             for key in sorted(shard):
                 _digest_key(update, key, shard[key], expires.get(key))
+        _digest_libraries(update, self._libraries)
         return checksum.hexdigest()
 
     def items(self) -> Iterator[tuple[bytes, Item, int | None]]:
@@ -1780,6 +1850,12 @@ class KVState:
             key, kind, value, expire_at_ms = record
             invariant(type(key) is bytes, "a snapshot record's key is not bytes")
             invariant(_is_expiry(expire_at_ms), "a snapshot record's expiry")
+            if kind == ITEM_LIBRARY:
+                library = library_from_record(key, value[0], value[1])
+                invariant(library is not None and key not in self._libraries,
+                          f"the snapshot's library {key!r} is not one, or repeats")
+                self.put_library(library)  # type: ignore[arg-type]
+                continue
             bound = shards[shard_of(key)].get(key)
             if kind == ITEM_STRING:
                 invariant(type(value) is bytes, "a snapshot string is not bytes")
@@ -2594,6 +2670,51 @@ class KVState:
                 invariant(opcode == EFFECT_STREAM_ACK, f"unknown stream effect {opcode}")
                 self.stream_ack(key, effect[2], [id_from_text(i) for i in effect[3]])  # type: ignore[misc]
 
+    # ---- function libraries (replikv.commands.functions) ----
+
+    @property
+    def libraries(self) -> dict[bytes, Library]:
+        """The function libraries by name: for reading (changes go through put_library,
+        delete_library and flush_libraries)."""
+        return self._libraries
+
+    def function_named(self, name: bytes) -> tuple[Library, Any] | None:
+        """The library holding the function `name` (case-insensitively, as Redis finds it),
+        and the function's FunctionInfo."""
+        return self._functions.get(name.lower())
+
+    def _set_libraries(self, libraries: dict[bytes, Library]) -> None:
+        if self._recording is not None:
+            self._recording.log.append((_UNDO_LIBRARIES, self._libraries, self._functions))
+        self._libraries = libraries
+        self._functions = _function_index(libraries)
+
+    def put_library(self, library: Library) -> None:
+        """The library of that name := `library` (the caller checked that no other library
+        holds a function of its functions' names)."""
+        for info in library.functions:
+            owner = self._functions.get(info.name.lower())
+            invariant(owner is None or owner[0].name == library.name,
+                      f"function {info.name!r} is in two libraries")
+        if self._recording is not None:
+            self._recording.effects.append([EFFECT_LIBRARY_LOAD, *library.to_record()])
+        libraries = dict(self._libraries)
+        libraries[library.name] = library
+        self._set_libraries(libraries)
+
+    def delete_library(self, name: bytes) -> None:
+        invariant(name in self._libraries, f"no library {name!r} to delete")
+        if self._recording is not None:
+            self._recording.effects.append([EFFECT_LIBRARY_DELETE, name])
+        libraries = dict(self._libraries)
+        del libraries[name]
+        self._set_libraries(libraries)
+
+    def flush_libraries(self) -> None:
+        if self._recording is not None:
+            self._recording.effects.append([EFFECT_LIBRARY_FLUSH, 0])
+        self._set_libraries({})
+
     def flush(self) -> None:
         if self._recording is not None:
             self._recording.log.append(
@@ -2697,6 +2818,16 @@ class KVState:
         opcode = effect[0]
         if opcode == EFFECT_FLUSH:
             self.flush()
+            return
+        if opcode >= EFFECT_LIBRARY_LOAD:
+            if opcode == EFFECT_LIBRARY_LOAD:
+                library = library_from_record(effect[1], effect[2], effect[3])
+                invariant(library is not None, "a library effect that is not one")
+                self.put_library(library)  # type: ignore[arg-type]
+            elif opcode == EFFECT_LIBRARY_DELETE:
+                self.delete_library(effect[1])
+            else:
+                self.flush_libraries()
             return
         if opcode == EFFECT_PUBLISH or opcode == EFFECT_SPUBLISH:
             if self.published is not None:
@@ -2924,6 +3055,8 @@ class KVState:
                 self._stream_overhead_bytes += value.overhead_bytes() - overhead_before
             elif tag == _UNDO_LEVEL:
                 self.feature_level = entry[1]
+            elif tag == _UNDO_LIBRARIES:
+                _, self._libraries, self._functions = entry
             else:
                 invariant(tag == _UNDO_FLUSH, f"unknown undo entry {tag!r}")
                 (
@@ -3253,6 +3386,8 @@ class StateSnapshotCursor:
         "_expires",
         "_finished_digest",
         "_keys_emitted",
+        "_libraries",
+        "_library_records",
         "_member_offset",
         "_next_shard",
         "_pending",
@@ -3278,6 +3413,12 @@ class StateSnapshotCursor:
         self._keys_emitted = 0
         self._digest = _new_digest(self.key_count)
         self._finished_digest: str | None = None
+        # The function libraries at begin (the state replaces its dict, never changes it),
+        # emitted first, ITEM_LIBRARY records; the digest takes them after the keys.
+        self._libraries = state._libraries
+        self._library_records: list[list] = [
+            [name, ITEM_LIBRARY, state._libraries[name].to_record()[1:], None]
+            for name in sorted(state._libraries)]
 
     def __enter__(self) -> Self:
         return self
@@ -3299,6 +3440,10 @@ class StateSnapshotCursor:
         invariant(self._shards is not None, "next_batch on a closed snapshot cursor")
         batch: list[list] = []
         batch_bytes = 0
+        while self._library_records and len(batch) < max_items and batch_bytes < max_bytes:
+            record = self._library_records.pop(0)
+            batch.append(record)
+            batch_bytes += len(record[0]) + len(record[2][0]) + _ITEM_OVERHEAD_BYTES
         while len(batch) < max_items and batch_bytes < max_bytes:
             if self._current_position == len(self._current):
                 if not self._advance_shard():
@@ -3500,6 +3645,7 @@ class StateSnapshotCursor:
             f"snapshot cursor emitted {self._keys_emitted} keys, the state held "
             f"{self.key_count} at begin",
         )
+        _digest_libraries(self._digest.update, self._libraries)
         self._finished_digest = self._digest.hexdigest()
         self.close()
 
@@ -3516,7 +3662,8 @@ class RecordDigest:
     `key_count` is the number of keys the records hold (a snapshot's trailer says it); the
     digest starts with it."""
 
-    __slots__ = ("_digest", "_in_order", "_key_count", "_keys_seen", "_last", "_open_set")
+    __slots__ = ("_digest", "_in_order", "_key_count", "_keys_seen", "_last", "_libraries",
+                 "_open_set")
 
     def __init__(self, key_count: int) -> None:
         invariant(type(key_count) is int and key_count >= 0, "a key count is an int >= 0")
@@ -3529,11 +3676,18 @@ class RecordDigest:
         # (Members hold floats too, a sorted set's scores: typed Any for compiled code.)
         self._open_set: tuple[bytes, int, list[Any], int | None] | None = None
         self._in_order = True
+        self._libraries: dict[bytes, Library] = {}  # ITEM_LIBRARY records: digested last
 
     def update(self, records: Iterable[list]) -> None:
         """Feed the next records ([key, kind, value, expire_at_ms], checked where they were
         read: a snapshot file's reader checks every item's shape)."""
         for key, kind, value, expire_at_ms in records:
+            if kind == ITEM_LIBRARY:
+                library = library_from_record(key, value[0], value[1])
+                if library is None or key in self._libraries:
+                    raise InvariantViolation("a library record that is not one, or repeats")
+                self._libraries[key] = library
+                continue
             if kind in CONTINUATION_KINDS:
                 open_set = self._open_set
                 if open_set is None or open_set[0] != key or open_set[1] != kind:
@@ -3567,6 +3721,7 @@ class RecordDigest:
         self._close_set()
         if not self._in_order or self._keys_seen != self._key_count:
             return None
+        _digest_libraries(self._digest.update, self._libraries)
         return self._digest.hexdigest()
 
     def _close_set(self) -> None:

@@ -192,6 +192,9 @@ def test_commands_are_routed_by_the_nodes_command_table():
     assert route(("GEOADD", "k", 0, 0, "m")).kind is Kind.WRITE
     assert route(("XADD", "k", "*", "f", "v")).kind is Kind.WRITE
     assert route(("XREAD", "STREAMS", "k", "0")).kind is Kind.READ
+    assert route(("FCALL", "f", 1, "k")).kind is Kind.WRITE  # functions: no longer refused
+    assert route(("FCALL_RO", "f", 1, "k")).kind is Kind.READ
+    assert route(("FUNCTION", "DELETE", "lib")).kind is Kind.WRITE
     # Blocking: each attempt is a write of its own, so no session; never resent once sent.
     assert route(("XREAD", "BLOCK", 0, "STREAMS", "k", "$")).kind is Kind.OTHER
     assert route(("BLPOP", "q", 0)).kind is Kind.OTHER

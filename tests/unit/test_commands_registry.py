@@ -61,6 +61,8 @@ EXPECTED_COMMANDS = {
     "exec", "exec-reads", "watch-point",
     # scripts (commands/scripts.py; SCRIPT is the node core's)
     "eval", "evalsha", "eval_ro", "evalsha_ro",
+    # functions (commands/functions.py): libraries of Lua functions, replicated state
+    "function", "fcall", "fcall_ro",
 }  # fmt: skip
 
 
@@ -81,7 +83,7 @@ def test_spec_is_consistent(spec: CommandSpec) -> None:
         assert not grows_memory([spec.name.encode(), b"c", b"m"])
         assert grows_log([spec.name.encode(), b"c", b"m"])
         return
-    if spec.name in ("eval", "evalsha"):  # Redis flags them may_replicate; here they are writes
+    if spec.name in ("eval", "evalsha", "fcall"):  # Redis: may_replicate; here they are writes
         assert spec.kind == "write" and "may_replicate" in spec.flags
     else:
         assert ("write" in spec.flags) == (spec.kind == "write")

@@ -32,6 +32,11 @@ def test_the_commands_refused_are_exactly_redis_denyoom_writes():
     refused = {name for name in COMMANDS if grows_memory([name.encode()])}
     assert refused == REDIS_DENYOOM
     assert not grows_memory([b"del", b"k"]) and not grows_memory([b"nosuchcommand"])
+    # FUNCTION is a container: Redis flags its LOAD and RESTORE denyoom, not the others.
+    refused_subcommands = {sub for sub in ("load", "delete", "flush", "list", "dump",
+                                           "restore", "stats", "kill", "help")
+                           if grows_memory([b"FUNCTION", sub.upper().encode(), b"x"])}
+    assert refused_subcommands == {"load", "restore"}
 
 
 def limited(replication: str = "passive") -> tuple[Cluster, str]:

@@ -355,12 +355,13 @@ def test_node_config_limits_reach_the_cache() -> None:
 
 
 def test_the_smart_client_routes_scripts() -> None:
-    from replikv.client.errors import UnsupportedCommand
     from replikv.client.routing import Kind, route
 
     assert route(("EVAL", "return 1", 0)).kind is Kind.WRITE
     assert route(("EVALSHA", "a" * 40, 0)).kind is Kind.WRITE
     assert route(("EVAL_RO", "return 1", 0)).kind is Kind.READ
     assert route(("SCRIPT LOAD", "return 1")).kind is Kind.INFO
-    with pytest.raises(UnsupportedCommand, match="functions"):
-        route(("FCALL", "f", 0))
+    assert route(("FCALL", "f", 0)).kind is Kind.WRITE
+    assert route(("FCALL_RO", "f", 0)).kind is Kind.READ
+    assert route(("FUNCTION", "LOAD", "#!lua name=x\n")).kind is Kind.WRITE
+    assert route(("FUNCTION LIST",)).kind is Kind.WRITE  # FUNCTION is a write, LIST too

@@ -321,6 +321,7 @@ def test_every_read_command_is_served_by_execute_read() -> None:
         + ["watch-point"]  # where a WATCH starts: the node answers it, not the state
         + ["object", "memory"]  # commands/introspection.py
         + ["eval_ro", "evalsha_ro"]  # commands/scripts.py
+        + ["fcall_ro"]  # commands/functions.py (FUNCTION is a write, every subcommand)
     )
     state = KVState()
     state.write(b"n", b"12")

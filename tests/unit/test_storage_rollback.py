@@ -291,3 +291,10 @@ def test_effects_are_shown_as_the_operations_they_perform():
     text = describe_entry(encode_effects_entry(scored + removed + popped + copied, 1000))["text"]
     assert text == ('zadd "z" 1.5 "a" 2.0 "b" 3.0 "c"; zrem "z" "b"; zrem-ranks "z" 0 1; '
                     'zset-members "y" 3.0 "c"')
+    code = b"#!lua name=lib\nredis.register_function('f', function() return 1 end)"
+    _reply, loaded, _undo = s.execute_recorded([b"FUNCTION", b"LOAD", code], 1000)
+    _reply, deleted, _undo = s.execute_recorded([b"FUNCTION", b"DELETE", b"lib"], 1000)
+    _reply, flushed, _undo = s.execute_recorded([b"FUNCTION", b"FLUSH"], 1000)
+    text = describe_entry(encode_effects_entry(loaded + deleted + flushed, 1000))["text"]
+    assert text.startswith('function-load "lib" "#!lua name=lib')
+    assert text.endswith('; function-delete "lib"; function-flush')

@@ -25,6 +25,7 @@ from replikv.sessions import SessionTable
 from replikv.state import RecordDigest
 from replikv.storage.snapshot import (
     CONTINUATION_KINDS,
+    ITEM_LIBRARY,
     CorruptSnapshotError,
     SnapshotInfo,
     iter_snapshot,
@@ -110,7 +111,9 @@ def check_sessions(path: Path, data: bytes) -> int:
 
 
 def count_keys(items: list[list]) -> int:
-    return sum(1 for item in items if item[1] not in CONTINUATION_KINDS)
+    """The keys a batch begins (a continuation or a function library is none)."""
+    return sum(1 for item in items
+               if item[1] not in CONTINUATION_KINDS and item[1] != ITEM_LIBRARY)
 
 
 class CheckedRecords:

@@ -14,15 +14,15 @@ reads, so the client and the cluster never disagree about it:
 
 Commands whose effect is tied to one connection are refused (UnsupportedCommand): the client
 sends every command on whichever pooled connection is free. So are the subscribe commands (a
-subscriber uses redis-py's `pubsub()` on a connection to any node); PUBLISH is a write. So are
-Redis functions (FCALL). The blocking list and sorted set commands (BLPOP, BZPOPMIN and the
+subscriber uses redis-py's `pubsub()` on a connection to any node); PUBLISH is a write. The blocking list and sorted set commands (BLPOP, BZPOPMIN and the
 others) go to the leader as they are, like an unknown command: the node makes a write of each
 attempt to pop (replikv.commands.blocking), so a session's sequence number, which names one
 write, cannot go with them, and one that may have popped is never resent (OutcomeUnknown). A
 wait longer than the client's socket_timeout ends in that error too: give those commands a
 timeout below it, or the client a longer socket_timeout. EVAL and EVALSHA are writes (to the
 leader), EVAL_RO and EVALSHA_RO reads, as the command table says; SCRIPT LOAD goes to the
-leader, whose script cache EVALSHA then finds.
+leader, whose script cache EVALSHA then finds. FUNCTION (every subcommand, LIST too: the
+command table makes FUNCTION a write) and FCALL go to the leader, FCALL_RO is a read.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ _INFO_SUBCOMMANDS = {
     # a write, goes too) and may be resent (loading a script twice is loading it once).
     "script": frozenset({"load", "exists"}),
 }
-FUNCTIONS_REFUSED = "Redis functions are not supported by replikv; use EVAL or EVALSHA"
 # PUBLISH and SPUBLISH are writes (the command table says so): routed to the leader, retried
 # like any write. Subscriptions belong to one connection to one node.
 PUBSUB_REFUSED = ("subscriptions belong to one connection to one node: subscribe with "
@@ -80,9 +79,6 @@ _REFUSED = {
     "sunsubscribe": PUBSUB_REFUSED,
     "pubsub": "PUBSUB answers one node's subscriptions: ask that node with redis.Redis",
     "monitor": "MONITOR is not supported by replikv",
-    "function": FUNCTIONS_REFUSED,
-    "fcall": FUNCTIONS_REFUSED,
-    "fcall_ro": FUNCTIONS_REFUSED,
 }
 _REFUSED_REPLIKV = {
     "session": "the client manages sessions itself (retry_writes=True)",

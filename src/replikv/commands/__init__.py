@@ -12,7 +12,8 @@ glance; the code for each family lives in `strings`, `keys`, `sets`, `hashes`, `
 (BLPOP, BZPOPMIN and the others: one attempt each; the connection waits), `hyperloglog` (PFADD,
 PFCOUNT, PFMERGE), `sort` (SORT, SORT_RO), `streams`, `pubsub` (PUBLISH, SPUBLISH), `introspection`
 (OBJECT, MEMORY), `transactions` and
-`scripts` (EVAL and its family; SCRIPT is answered by the node core, whose script cache it is).
+`scripts` (EVAL and its family; SCRIPT is answered by the node core, whose script cache it is)
+and `functions` (FUNCTION, FCALL, FCALL_RO: libraries of Lua functions, replicated state).
 Arity and key positions follow Redis's COMMAND conventions: arity counts the name, negative
 means "at least"; keys are argv[first_key..last_key] stepping by key_step, a negative last_key
 counting from the end. A command whose keys move with a count argument (SINTERCARD numkeys
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from replikv.commands import (
     blocking,
+    functions,
     geo,
     hashes,
     hyperloglog,
@@ -132,9 +134,13 @@ def _command(
 
 def _script_command(name: str, kind: str, parse: Callable[[list[bytes]], object],
                     run: Callable[..., object]) -> CommandSpec:
-    """EVAL and its family, with Redis's flags (see the table)."""
+    """EVAL and its family, FCALL and FCALL_RO, with Redis's flags (see the table)."""
     flags = _EVAL_FLAGS if kind == "write" else _EVAL_RO_FLAGS
     return CommandSpec(name, -3, kind, flags, 0, 0, 0, parse, run, scripts.eval_keys)
+
+
+# FUNCTION's subcommands that Redis flags denyoom (they add a library).
+_FUNCTION_DENYOOM = (b"load", b"restore")
 
 
 _TABLE = (
@@ -401,6 +407,14 @@ _TABLE = (
     _script_command("evalsha", "write", scripts.parse_evalsha, scripts.run_evalsha),
     _script_command("eval_ro", "read", scripts.parse_eval, scripts.run_eval),
     _script_command("evalsha_ro", "read", scripts.parse_evalsha, scripts.run_evalsha),
+    # Functions (functions.py). FCALL is a write as EVAL is (a no-writes function too), FCALL_RO
+    # the read. FUNCTION's subcommands go through the log, LIST, STATS and DUMP too (as XGROUP
+    # HELP does): a command's kind is fixed here, and these are rare and administrative. Redis
+    # flags the container with nothing and LOAD and RESTORE denyoom (grows_memory).
+    _script_command("fcall", "write", functions.parse_fcall, functions.run_fcall),
+    _script_command("fcall_ro", "read", functions.parse_fcall, functions.run_fcall_ro),
+    _command("function", -2, ("write", "noscript"), _NO_KEYS, functions.parse_function,
+             functions.run_function_command, subcommands=functions.FUNCTION_SUBCOMMANDS),
     # Transactions: the internal form of MULTI ... EXEC (see transactions.py); a client's EXEC
     # is taken by its connection and never looked up here.
     _command("exec", -2, _W, _NO_KEYS, transactions.parse_exec, transactions.run_exec),
@@ -424,8 +438,10 @@ def lookup(name: bytes) -> CommandSpec | None:
 
 def grows_memory(argv: list[bytes]) -> bool:
     """Whether Redis flags the command "denyoom" (it can add data): what a node over its
-    maxmemory refuses."""
+    maxmemory refuses. For FUNCTION, its LOAD and RESTORE subcommands."""
     spec = lookup(argv[0])
+    if spec is not None and spec.name == "function":
+        return len(argv) > 1 and argv[1].lower() in _FUNCTION_DENYOOM
     return spec is not None and "denyoom" in spec.flags
 
 
@@ -434,24 +450,16 @@ def grows_log(argv: list[bytes]) -> bool:
     nearly full refuses. The "denyoom" writes, and PUBLISH and SPUBLISH, which Redis does not
     flag denyoom (they add no key) but which each append their message to the log."""
     spec = lookup(argv[0])
-    return spec is not None and ("denyoom" in spec.flags or spec.name in pubsub.PUBLISHING)
-
-
-# Redis functions (FUNCTION LOAD, FCALL): a library of named functions kept by the server is
-# state that would have to be replicated and persisted; replikv has scripts (EVAL) only.
-FUNCTIONS_REFUSED = frozenset({"function", "fcall", "fcall_ro"})
+    return spec is not None and (grows_memory(argv) or spec.name in pubsub.PUBLISHING)
 
 
 def unknown_command(argv: list[bytes]) -> CommandError:
     """The error for a command not in the table: Redis's unknown-command text, or the reason a
-    command Redis has is refused here (functions, PFDEBUG and PFSELFTEST)."""
+    command Redis has is refused here (PFDEBUG and PFSELFTEST)."""
     if len(argv[0]) <= COMMAND_NAME_BYTES_MAX:
         name_lower = argv[0].lower().decode("latin-1")
         if name_lower in hyperloglog.DEBUG_REFUSED:
             return CommandError(hyperloglog.debug_refusal(name_lower))
-        if name_lower in FUNCTIONS_REFUSED:
-            return CommandError(f"ERR {name_lower.upper()} is not supported by replikv (Redis "
-                                "functions are not implemented); use EVAL or EVALSHA")
     # Redis's text: the name cut to 128 chars, then quoted arguments until 128 chars are used.
     # CR and LF would break a RESP error line, so they become spaces as Redis makes them.
     quote_max = UNKNOWN_COMMAND_QUOTE_CHARS_MAX

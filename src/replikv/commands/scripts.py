@@ -17,6 +17,8 @@ In active replication every replica runs the script (EVAL with the leader's time
 the entry); `replikv.scripting` makes that deterministic. A script may write keys it did not
 declare in KEYS, as in Redis; so the entry of an active-mode EVAL counts as changing every key
 for the leader's WATCH check (replikv.entries).
+
+Functions (FCALL: replikv.commands.functions) call commands through the same `script_dispatch`.
 """
 
 from __future__ import annotations
@@ -83,10 +85,12 @@ class EvalArgs:
 class ScriptContext:
     """Set on the state (KVState.script_context) only by the node that decides a script's
     outcome: the leader proposing it, or a node serving EVAL_RO. `refusal` says why a command
-    Redis flags denyoom is refused now (maxmemory, a nearly full disk), or None."""
+    Redis flags denyoom is refused now (maxmemory, a nearly full disk), or None;
+    `disk_refusal` the same for a nearly full disk alone (what an allow-oom function obeys)."""
 
     budget: ScriptBudget
     refusal: Callable[[], ErrorReply | None] | None = None
+    disk_refusal: Callable[[], ErrorReply | None] | None = None
 
 
 def _numkeys(argv: list[bytes]) -> int:
@@ -158,6 +162,22 @@ def run_eval(state: KVState, args: EvalArgs, time_ms: int) -> object:
     state runs any (inside the caller's recorded execution, if any), the n-th with the
     command's seed + n. ScriptAborted (replikv.scripting) if a limit stopped it."""
     context = state.script_context
+    return run_script(args.body, args.keys, args.args,
+                      script_dispatch(state, args.read_only, time_ms), seed=state.command_seed,
+                      sha=sha1hex(args.body),
+                      budget=context.budget if context is not None else None)
+
+
+def script_dispatch(state: KVState, read_only: bool, time_ms: int, allow_oom: bool = False
+                    ) -> Callable[[list[bytes]], object]:
+    """What a script's (or a function's: replikv.commands.functions) redis.call does: the
+    command checked as Redis checks a script's call, then run against `state` at `time_ms`,
+    the n-th with the command's seed + n. `read_only`: a script that may not write;
+    `allow_oom`: a function flagged allow-oom, whose calls maxmemory does not refuse (Redis's
+    flag; a nearly full disk still does)."""
+    context = state.script_context
+    refusal = None if context is None else (context.disk_refusal if allow_oom
+                                            else context.refusal)
     seed = state.command_seed
     calls = 0
 
@@ -177,7 +197,7 @@ def run_eval(state: KVState, args: EvalArgs, time_ms: int) -> object:
             if e.message.startswith("ERR wrong number of arguments"):
                 return ErrorReply(ERR_ARGS_IN_SCRIPT)
             return ErrorReply(ERR_UNKNOWN_IN_SCRIPT)
-        if spec.kind == "write" and args.read_only:
+        if spec.kind == "write" and read_only:
             return ErrorReply(ERR_READ_ONLY)
         from replikv.features import script_call_level  # (it imports the command table)
 
@@ -189,16 +209,14 @@ def run_eval(state: KVState, args: EvalArgs, time_ms: int) -> object:
             if level > state.script_level_wanted[0]:
                 state.script_level_wanted = (level, argv[0])
             return ErrorReply(ERR_UNKNOWN_IN_SCRIPT)
-        if context is not None and context.refusal is not None and "denyoom" in spec.flags:
-            refused = context.refusal()
+        if refusal is not None and "denyoom" in spec.flags:
+            refused = refusal()
             if refused is not None:
                 return refused
         calls += 1
         return state.run_for_script(argv, time_ms, seed + calls if seed else 0)
 
-    return run_script(args.body, args.keys, args.args, dispatch, seed=seed,
-                      sha=sha1hex(args.body),
-                      budget=context.budget if context is not None else None)
+    return dispatch
 
 
 def _script_local(name: bytes, argv: list[bytes], time_ms: int) -> object:

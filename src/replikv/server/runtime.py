@@ -1427,6 +1427,11 @@ class NodeServer(NodeView):
             ("used_memory_rss", rss), ("used_memory_rss_human", _human_bytes(rss)),
             ("maxmemory", node.maxmemory), ("maxmemory_human", _human_bytes(node.maxmemory)),
             ("maxmemory_policy", MAXMEMORY_POLICY),
+            # As Redis 7.0 names them: this node's script cache, and the (replicated) libraries.
+            ("number_of_cached_scripts", len(node.scripts)),
+            ("number_of_functions", sum(len(lib.functions)
+                                        for lib in node.state.libraries.values())),
+            ("number_of_libraries", len(node.state.libraries)),
             ("log_entries_in_memory", raft.log.last_index - raft.log.offset),
             ("log_cost_since_snapshot", st["log_since_snapshot"]["cost_bytes"]),
             ("snapshot_due_at_log_cost", st["log_since_snapshot"]["snapshot_due_at_bytes"]),

@@ -60,8 +60,8 @@ class SimConfig:
     # Unrecorded PUBLISH and SPUBLISH among the operations (off by default for the same reason;
     # `replikv sim` turns it on).
     publishes: bool = False
-    # Unrecorded streams, HyperLogLog and blocking-pop commands among the operations (off by
-    # default for the same reason; `replikv sim` turns it on).
+    # Unrecorded streams, HyperLogLog, blocking-pop and function commands among the operations
+    # (off by default for the same reason; `replikv sim` turns it on).
     newer: bool = False
 
 
@@ -73,7 +73,7 @@ class SeedResult:
     trace: list[str] = field(default_factory=list)
     ops: int = 0
     transactions: int = 0  # client operations sent as MULTI ... EXEC
-    newer: int = 0  # stream, HyperLogLog and blocking-pop commands sent (SimConfig.newer)
+    newer: int = 0  # stream, HyperLogLog, blocking-pop and function commands sent (.newer)
     faults: int = 0
     events: int = 0
     sim_ms: int = 0

@@ -64,10 +64,11 @@ node delivers each committed entry's messages once, in log order, and nothing el
 With newer commands on (SimConfig.newer), clients also send, from a generator of their own,
 unrecorded stream commands (XADD with trimming, XGROUP CREATE, XREADGROUP, XAUTOCLAIM, XACK,
 XTRIM, XDEL), HyperLogLog writes (PFADD, PFMERGE), SORT ... STORE, GEOADD and
-GEOSEARCHSTORE, and one attempt of a blocking pop (BLPOP,
-BZPOPMIN, BLMOVE) after the pushes that feed them. Their oracle is the convergence check: every
-replica ends with the same state (streams with their groups, pending entries and consumers,
-HLL bytes), through leaders undoing what they applied ahead and snapshots carrying them.
+GEOSEARCHSTORE, one attempt of a blocking pop (BLPOP, BZPOPMIN, BLMOVE) after the pushes that
+feed them, and functions (FUNCTION LOAD REPLACE and DELETE of a library, FCALL of its function,
+which draws from math.random). Their oracle is the convergence check: every replica ends with
+the same state (streams with their groups, pending entries and consumers, HLL bytes, function
+libraries), through leaders undoing what they applied ahead and snapshots carrying them.
 """
 
 from __future__ import annotations
@@ -118,6 +119,12 @@ PUBLISH_CHANNELS = (b"news", b"news.sport", b"alerts")
 PUBLISH_SIDE_KEY = b"pub-side"
 NEWER_SHARE = 0.2  # of the operations, when newer commands are on: one of them is sent as well
 STREAM_KEY, HLL_KEYS, QUEUE_KEY, ZQUEUE_KEY = b"sx", (b"hx", b"hy"), b"lq", b"zq"
+FUNCTION_KEY = b"fx"
+FUNCTION_SHARE = 0.3  # of the newer commands: a function's load, call or delete
+SIM_LIBRARY = (b"#!lua name=simlib\n"
+               b"redis.register_function('sim_bump', function(keys, args)\n"
+               b"  redis.call('sadd', keys[1] .. ':drawn', math.random(1000))\n"
+               b"  return redis.call('incrby', keys[1], args[1]) end)\n")
 
 
 @dataclass(slots=True)
@@ -498,7 +505,8 @@ class Workload:
                             RequestOptions(w=rng.choice(("majority", "1")), wtimeout_ms=1000))
 
     def _newer(self, rng: random.Random) -> None:
-        """One unrecorded stream, HyperLogLog or blocking-pop command (see the docstring)."""
+        """One unrecorded stream, HyperLogLog, blocking-pop or function command (see the
+        docstring)."""
         self.newer_sent += 1
         n = b"%d" % self.newer_sent
         group, consumer = b"g", b"c%d" % rng.randint(1, 3)
@@ -524,6 +532,11 @@ class Workload:
             [b"GEOSEARCHSTORE", b"near", b"places", b"FROMLONLAT", b"0", b"0", b"BYRADIUS",
              b"%d" % rng.randint(100, 20000), b"km", b"ASC", b"COUNT", b"5", b"STOREDIST"],
         ]
+        if rng.random() < FUNCTION_SHARE:
+            # Loads often enough that most calls find the function, a delete now and then.
+            choices = [[b"FUNCTION", b"LOAD", b"REPLACE", SIM_LIBRARY],
+                       *[[b"FCALL", b"sim_bump", b"1", FUNCTION_KEY, n]] * 4,
+                       [b"FUNCTION", b"DELETE", b"simlib"]]
         self._next_req += 1
         node = rng.choice(self.cluster.ids)
         self._churn_pending.add((node, self._next_req))
@@ -535,7 +548,8 @@ class Workload:
                 and value.code not in ("TRYAGAIN", "UNKNOWN", "WTIMEOUT", "BUSYGROUP",
                                        "NOGROUP")
                 and value.message not in ("ERR no such key", "ERR index out of range",
-                                          "ERR resulting score is not a number (NaN)")):
+                                          "ERR resulting score is not a number (NaN)",
+                                          "ERR Function not found", "ERR Library not found")):
             self.unexpected.append(f"churn on {node}: unexpected error {value.message!r}")
 
     def _timeout(self, call: _Call) -> None:

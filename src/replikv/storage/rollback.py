@@ -423,7 +423,8 @@ EFFECT_NAMES = {1: "set", 2: "del", 3: "sadd", 4: "srem", 5: "set-members", 6: "
                 25: "string-splice",
                 26: "xadd", 27: "xdel", 28: "xtrim-head", 29: "xsetid", 30: "xgroup-setid",
                 31: "xgroup-destroy", 32: "xgroup-consumer", 33: "xgroup-delconsumer",
-                34: "xdeliver", 35: "xack", 36: "stream-image"}
+                34: "xdeliver", 35: "xack", 36: "stream-image",
+                37: "function-load", 38: "function-delete", 39: "function-flush"}
 # Effects whose last argument is an expiry; effects that list members each followed by a
 # score, shown score first as ZADD takes them.
 _EXPIRY_LAST = (1, 5, 6, 10, 18, 22, 35)
@@ -433,6 +434,10 @@ _SCORED = (19, 22)
 def _render_effect(op: list, max_arg_bytes: int | None) -> str:
     name = EFFECT_NAMES[op[0]]
     args = list(op[1:])
+    if op[0] == 37:
+        args = args[:2]  # a library's name and code (its functions follow from the code)
+    elif op[0] == 39:
+        args = []
     expiry = None
     if op[0] in _EXPIRY_LAST and args:
         expiry = args.pop()  # the absolute expiry time in ms, or None (none / persist)

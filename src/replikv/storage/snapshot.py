@@ -57,13 +57,18 @@ On-disk format, version 1 (the numbers below are never renumbered):
                                 [key, 10, [entry, ...], None]             ITEM_STREAM_MORE:
                                     more entries of the stream begun by the item just before,
                                     as ITEM_SET_MORE continues a set
+                                [name, 11, [code, [[function, [flag, ...], description|None],
+                                    ...]], None]                          ITEM_LIBRARY: a
+                                    function library (FUNCTION LOAD): its name, its code and
+                                    the functions it registered; not a key (the key count
+                                    leaves it out), written before the keys
                               Keys, values, members, fields and elements are msgpack bin; member
                               and element lists are non-empty, field and sorted-set member lists
                               non-empty and of even length (no field twice in one hash, no
                               member twice in one sorted set); expiry times are absolute
                               milliseconds fitting an int64. Kinds 3 and 4 came after the first
                               release of version 1, kinds 5 and 6 after them, kinds 7 and 8
-                              after those, kinds 9 and 10 after those: an older reader refuses a file that holds a kind it
+                              after those, kinds 9 and 10 after those, kind 11 after those: an older reader refuses a file that holds a kind it
                               does not know ("unknown kind"), so the version stays 1.
       [2, name, data]         RECORD_SECTION, zero or more, after every batch: a named blob the
                               caller supplies (name: non-empty str of at most
@@ -147,6 +152,7 @@ ITEM_ZSET = 7
 ITEM_ZSET_MORE = 8
 ITEM_STREAM = 9
 ITEM_STREAM_MORE = 10
+ITEM_LIBRARY = 11
 
 # Limits. The largest legitimate record is a batch holding one string of the largest size a
 # command may build (512 MiB, STRING_BYTES_MAX) under a key of up to the default bulk limit
@@ -287,6 +293,16 @@ _CONTINUATIONS = {
 CONTINUATION_KINDS = frozenset(_CONTINUATIONS)
 
 
+def _is_library(value: object) -> bool:
+    if type(value) is not list or len(value) != 2 or type(value[0]) is not bytes:
+        return False
+    functions = value[1]
+    return type(functions) is list and bool(functions) and all(
+        type(f) is list and len(f) == 3 and type(f[0]) is bytes and type(f[1]) is list
+        and all(type(flag) is bytes for flag in f[1])
+        and (f[2] is None or type(f[2]) is bytes) for f in functions)
+
+
 class _ItemChecker:
     """Checks batches of items in file order, across batch boundaries (an ITEM_SET_MORE must
     follow the same key's set, an ITEM_HASH_MORE the same key's hash, and so on for lists and
@@ -337,6 +353,11 @@ class _ItemChecker:
             if not shape(value):
                 return reason
             self._open = (more_kind, key)
+        elif kind == ITEM_LIBRARY:
+            if not _is_library(value) or expire_at_ms is not None:
+                return "is a library that is not [code, [function, ...]] without expiry"
+            self._open = None
+            return None  # not a key
         elif kind in _CONTINUATIONS:
             name, shape, reason = _CONTINUATIONS[kind]
             if not shape(value):
